@@ -1,0 +1,96 @@
+"""Per-architecture limits and peak rates: the one data table behind occupancy and peaks.
+
+Sources: NVIDIA CUDA C++ Programming Guide, "Compute Capabilities" table (technical
+specifications per compute capability), and the CUDA Occupancy Calculator's allocation
+rules (register allocation per warp in units of 256 registers; shared memory allocated in
+units of ``smem_granularity`` with ``smem_reserved_per_block`` bytes reserved by the
+system per block on sm_80+). FP32 lanes per SM from the architecture whitepapers
+(Turing, Ampere GA100/GA10x, Ada, Hopper, Blackwell).
+"""
+from __future__ import annotations
+
+import math
+
+ARCH_LIMITS = {
+    #          threads  warps blocks regs   max regs  reg unit  smem/SM   smem/block  gran reserved fp32/SM
+    "sm_75":  dict(max_threads_per_sm=1024, max_warps_per_sm=32, max_blocks_per_sm=16,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=65536, max_smem_per_block=65536, smem_granularity=256,
+                   smem_reserved_per_block=0, fp32_lanes_per_sm=64, name="Turing"),
+    "sm_80":  dict(max_threads_per_sm=2048, max_warps_per_sm=64, max_blocks_per_sm=32,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=167936, max_smem_per_block=166912, smem_granularity=128,
+                   smem_reserved_per_block=1024, fp32_lanes_per_sm=64, name="Ampere (A100)"),
+    "sm_86":  dict(max_threads_per_sm=1536, max_warps_per_sm=48, max_blocks_per_sm=16,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=102400, max_smem_per_block=101376, smem_granularity=128,
+                   smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Ampere (GA10x)"),
+    "sm_89":  dict(max_threads_per_sm=1536, max_warps_per_sm=48, max_blocks_per_sm=24,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=102400, max_smem_per_block=101376, smem_granularity=128,
+                   smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Ada"),
+    "sm_90":  dict(max_threads_per_sm=2048, max_warps_per_sm=64, max_blocks_per_sm=32,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=233472, max_smem_per_block=232448, smem_granularity=128,
+                   smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Hopper"),
+    "sm_100": dict(max_threads_per_sm=2048, max_warps_per_sm=64, max_blocks_per_sm=32,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=233472, max_smem_per_block=232448, smem_granularity=128,
+                   smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Blackwell (B200)"),
+    "sm_120": dict(max_threads_per_sm=1536, max_warps_per_sm=48, max_blocks_per_sm=32,
+                   regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
+                   smem_per_sm=131072, max_smem_per_block=101376, smem_granularity=128,
+                   smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Blackwell (GeForce)"),
+}
+
+# Without opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize) a block gets at most 48 KiB.
+DEFAULT_MAX_SMEM_PER_BLOCK = 49152
+
+
+def arch_limits(arch: str) -> dict:
+    arch = normalize_arch(arch)
+    if arch not in ARCH_LIMITS:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCH_LIMITS)}")
+    return ARCH_LIMITS[arch]
+
+
+def normalize_arch(arch) -> str:
+    """'sm_90', '90', 90, (9, 0), 'sm_90a' -> 'sm_90' (the family the table is keyed on)."""
+    if isinstance(arch, tuple):
+        arch = f"{arch[0]}{arch[1]}"
+    s = str(arch).lower().removeprefix("sm_").removeprefix("compute_").rstrip("af")
+    return f"sm_{s}"
+
+
+def occupancy(arch: str, block_threads: int, registers: int, smem_per_block: int) -> dict:
+    """Theoretical occupancy: resident blocks/warps per SM and the limiting resource."""
+    lim = arch_limits(arch)
+    if block_threads <= 0 or block_threads > 1024:
+        raise ValueError(f"block_threads must be in 1..1024, got {block_threads}")
+    warps_per_block = math.ceil(block_threads / 32)
+    by_warps = lim["max_warps_per_sm"] // warps_per_block
+    by_blocks = lim["max_blocks_per_sm"]
+    regs_per_warp = math.ceil(max(registers, 1) * 32 / lim["reg_alloc_unit"]) * lim["reg_alloc_unit"]
+    by_regs = (lim["regs_per_sm"] // regs_per_warp) // warps_per_block if registers <= lim["max_regs_per_thread"] else 0
+    if smem_per_block > 0:
+        need = smem_per_block + lim["smem_reserved_per_block"]
+        need = math.ceil(need / lim["smem_granularity"]) * lim["smem_granularity"]
+        by_smem = lim["smem_per_sm"] // need if smem_per_block <= lim["max_smem_per_block"] else 0
+    else:
+        by_smem = by_blocks
+    limits = {"warps": by_warps, "blocks": by_blocks, "registers": by_regs, "shared_memory": by_smem}
+    blocks = min(limits.values())
+    limiter = min(limits, key=lambda k: (limits[k], k != "registers"))
+    warps = blocks * warps_per_block
+    return dict(blocks_per_sm=blocks, warps_per_sm=warps,
+                occupancy=warps / lim["max_warps_per_sm"], limited_by=limiter)
+
+
+def peak_fp32_flops(arch: str, sm_count: int, clock_hz: float) -> float:
+    """fp32 FLOP/s = SMs × FP32 lanes per SM × 2 (an FMA is two FLOPs) × clock."""
+    return sm_count * arch_limits(arch)["fp32_lanes_per_sm"] * 2 * clock_hz
+
+
+def peak_dram_bandwidth(mem_clock_hz: float, bus_width_bits: int) -> float:
+    """Bytes/s = 2 (double data rate) × memory clock × bus width / 8."""
+    return 2 * mem_clock_hz * bus_width_bits / 8

@@ -1,0 +1,142 @@
+"""``cuconv.conv2d``: argument checks, the algorithm registry, and dispatch.
+
+Each algorithm lives in its own module (ops/direct.py, ops/im2col_gemm.py,
+ops/implicit_gemm.py, ops/winograd.py, ops/depthwise.py, ...) and registers a
+``ConvAlgorithm`` here. This module checks every argument once, builds the
+``Conv2dProblem``, picks the algorithm and hands over a checked output buffer:
+one place checks, one place launches (ATen's layering).
+
+``algo="auto"``: every algorithm states, through ``auto_priority(problem)``, how
+strongly it wants a problem (None: not a candidate). Among the algorithms that
+can implement the problem within ``max_workspace_bytes`` the highest priority
+wins; ties go to registration order. Each module documents its rule next to its
+``auto_priority``; ``cuconv.algorithms(problem)`` shows every priority and reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..backend import current_backend
+from ..problem import Conv2dProblem
+from . import _common
+
+
+@dataclass(frozen=True)
+class ConvAlgorithm:
+    """One way to compute a convolution.
+
+    ``can_implement(problem) -> str | None``: None if it can, else the reason it cannot.
+    ``run(be, problem, x, w, bias, act_code, residual, out, *, max_workspace_bytes, **extra)``
+    writes the result into ``out`` (already allocated and checked) and returns None.
+    ``workspace_bytes(problem, max_workspace_bytes)`` is the workspace it will allocate.
+    ``auto_priority(problem) -> float | None`` ranks it for ``algo="auto"``.
+    ``dtypes`` are the input dtypes it accepts.
+    """
+    name: str
+    can_implement: Callable[[Conv2dProblem], str | None]
+    run: Callable[..., None]
+    workspace_bytes: Callable[..., int] = lambda problem, limit=None: 0
+    auto_priority: Callable[[Conv2dProblem], float | None] = lambda problem: None
+    dtypes: tuple[str, ...] = ("float32",)
+    description: str = ""
+
+
+_ALGORITHMS: dict[str, ConvAlgorithm] = {}
+
+
+def register_algorithm(alg: ConvAlgorithm) -> ConvAlgorithm:
+    _ALGORITHMS[alg.name] = alg
+    return alg
+
+
+def algorithm(name: str) -> ConvAlgorithm:
+    if name not in _ALGORITHMS:
+        raise ValueError(f"unknown algo {name!r}; available: {', '.join(['auto', *_ALGORITHMS])}")
+    return _ALGORITHMS[name]
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    name: str
+    ok: bool
+    reason: str | None
+    workspace_bytes: int | None
+    auto_priority: float | None
+
+
+def algorithms(problem: Conv2dProblem, max_workspace_bytes: int | None = None) -> list[AlgorithmInfo]:
+    """Every registered algorithm, whether it can run ``problem``, and why not."""
+    infos = []
+    for alg in _ALGORITHMS.values():
+        reason = None
+        if problem.dtype not in alg.dtypes:
+            reason = f"dtype {problem.dtype} not supported (needs {' or '.join(alg.dtypes)})"
+        if reason is None:
+            reason = alg.can_implement(problem)
+        ws = None
+        if reason is None:
+            ws = alg.workspace_bytes(problem, max_workspace_bytes)
+            if max_workspace_bytes is not None and ws > max_workspace_bytes:
+                reason = f"needs {ws} bytes of workspace, more than max_workspace_bytes={max_workspace_bytes}"
+        prio = alg.auto_priority(problem) if reason is None else None
+        infos.append(AlgorithmInfo(alg.name, reason is None, reason, ws, prio))
+    return infos
+
+
+def choose_algorithm(problem: Conv2dProblem, max_workspace_bytes: int | None = None) -> str:
+    """The ``auto`` rule: the highest ``auto_priority`` among the algorithms that can run it."""
+    best, best_prio = None, None
+    for info in algorithms(problem, max_workspace_bytes):
+        if info.ok and info.auto_priority is not None and (best_prio is None or info.auto_priority > best_prio):
+            best, best_prio = info.name, info.auto_priority
+    if best is None:
+        reasons = "; ".join(f"{i.name}: {i.reason}" for i in algorithms(problem, max_workspace_bytes))
+        raise ValueError(f"no algorithm can run {problem.describe()} ({reasons})")
+    return best
+
+
+def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto",
+           activation=None, residual=None, out=None, max_workspace_bytes=None, **extra):
+    """2-D convolution (cross-correlation, as in torch.nn.functional.conv2d), NCHW / KCRS.
+
+    ``y = activation(conv(x, w) + bias + residual)``, with the epilogue fused into the
+    output write. ``stride``, ``padding``, ``dilation``: int or pair; ``padding`` may also
+    be "same" or "valid". ``algo``: "auto" or a name from ``cuconv.algorithms(problem)``.
+    Returns ``out`` (allocated when None) on the current backend (cupy.ndarray on the GPU,
+    numpy.ndarray on the emulator); work is queued on CuPy's current stream, no sync.
+    """
+    be = current_backend()
+    x = _common.as_tensor(x, "input", ndim=4, dtypes=None, be=be)
+    w = _common.as_tensor(w, "weight", ndim=4, dtypes=None, be=be)
+    dtype = np.dtype(x.dtype)
+    if np.dtype(w.dtype) != dtype:
+        raise TypeError(f"input and weight must have the same dtype, got {dtype.name} and {np.dtype(w.dtype).name}")
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype.name)
+    bias = _common.optional_tensor(bias, "bias", (problem.K,), dtype, be)
+    residual = _common.optional_tensor(residual, "residual", problem.output_shape, dtype, be)
+    act = _common.activation_code(activation)
+    _common.same_device(be, input=x, weight=w, bias=bias, residual=residual, out=out)
+    if max_workspace_bytes is not None and max_workspace_bytes < 0:
+        raise ValueError(f"max_workspace_bytes must be >= 0, got {max_workspace_bytes}")
+
+    if algo == "auto":
+        name = choose_algorithm(problem, max_workspace_bytes)
+    else:
+        name = algo
+    alg = algorithm(name)
+    if problem.dtype not in alg.dtypes:
+        raise TypeError(f"algo={name!r} takes {' or '.join(alg.dtypes)}, got {problem.dtype}")
+    reason = alg.can_implement(problem)
+    if reason is not None:
+        raise ValueError(f"algo={name!r} cannot run {problem.describe()}: {reason}")
+    ws = alg.workspace_bytes(problem, max_workspace_bytes)
+    if max_workspace_bytes is not None and ws > max_workspace_bytes:
+        raise ValueError(f"algo={name!r} needs {ws} bytes of workspace for {problem.describe()}, "
+                         f"more than max_workspace_bytes={max_workspace_bytes}")
+    out = _common.prepare_out(out, problem.output_shape, dtype, be,
+                              inputs=(("input", x), ("weight", w), ("bias", bias), ("residual", residual)))
+    alg.run(be, problem, x, w, bias, act, residual, out, max_workspace_bytes=max_workspace_bytes, **extra)
+    return out

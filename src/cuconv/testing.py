@@ -1,0 +1,79 @@
+"""Test helpers shared by the test suite and the bench's verification step.
+
+One tolerance table keyed by (dtype, algo). Errors are relative: ``max|out-ref| / max|ref|``
+(the normwise relative error, robust to outputs near zero). Tensor-core paths normalise
+by Σ|a|·|b| instead (see tensor_core tests).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# (dtype, algo) -> max allowed normwise relative error. fp32 kernels sum up to C·R·S
+# products in float32: about sqrt(CRS)·2^-24 typical, CRS·2^-24 worst case; the bounds
+# below hold for the reduction lengths the tests use (CRS up to a few thousand).
+TOLERANCES: dict[tuple[str, str], float] = {
+    ("float32", "direct"): 2e-6,
+    ("float32", "im2col_gemm"): 2e-6,
+    ("float32", "implicit_gemm"): 2e-6,
+    ("float32", "gemm"): 2e-6,
+    ("float32", "im2col"): 0.0,              # a pure copy: exact
+    ("float32", "winograd_f2x2_3x3"): 1e-5,
+    ("float32", "winograd_f4x4_3x3"): 1e-4,
+    ("float32", "winograd_fused_f2x2_3x3"): 1e-5,
+    ("float32", "depthwise"): 2e-6,
+    ("float32", "separable"): 2e-6,
+    ("float32", "pool"): 1e-6,
+    ("float32", "conv_transpose"): 2e-6,
+}
+
+
+def tolerance(dtype, algo: str) -> float:
+    key = (np.dtype(dtype).name if not isinstance(dtype, str) else dtype, algo)
+    if key not in TOLERANCES:
+        raise KeyError(f"no tolerance for {key}; add it to cuconv.testing.TOLERANCES")
+    return TOLERANCES[key]
+
+
+def to_numpy(a) -> np.ndarray:
+    if hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a)
+
+
+def rel_error(out, ref) -> float:
+    """max|out - ref| / max|ref| in float64; NaN or Inf in ``out`` give inf."""
+    out = to_numpy(out).astype(np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if out.shape != ref.shape:
+        raise AssertionError(f"shape mismatch: got {out.shape}, reference {ref.shape}")
+    if not np.all(np.isfinite(out)):
+        return float("inf")
+    scale = np.max(np.abs(ref)) if ref.size else 0.0
+    diff = np.max(np.abs(out - ref)) if ref.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def assert_close(out, ref, dtype, algo: str, what: str = "") -> float:
+    err = rel_error(out, ref)
+    tol = tolerance(dtype, algo)
+    if not err <= tol:
+        o = to_numpy(out)
+        bad = np.argwhere(~np.isclose(o.astype(np.float64), ref, rtol=0, atol=max(tol, 1e-30) * np.max(np.abs(ref))))
+        first = tuple(bad[0]) if len(bad) else None
+        raise AssertionError(f"{what or algo}: relative error {err:.3g} > tolerance {tol:.3g} "
+                             f"({len(bad)} of {ref.size} elements off; first at {first}: "
+                             f"got {o[first] if first else None}, want {ref[first] if first else None})")
+    return err
+
+
+def poison(a) -> None:
+    """Fill an output buffer with NaN (or an int sentinel) so an unwritten element fails."""
+    if np.dtype(a.dtype).kind == "f" or np.dtype(a.dtype).name == "bfloat16":
+        a[...] = np.nan
+    else:
+        a[...] = -0x5A5A5A5A if np.dtype(a.dtype).kind == "i" else 0xA5
+
+
+def random_array(rng: np.random.Generator, shape, dtype="float32", low=-1.0, high=1.0):
+    """Fresh uniform random values in [low, high), never all zeros."""
+    return rng.uniform(low, high, size=shape).astype(dtype)

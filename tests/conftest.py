@@ -1,0 +1,43 @@
+"""Shared fixtures: one test body runs on every backend available.
+
+``be`` is parametrized over the CPU emulator (always) and the GPU through CuPy (skipped
+with a reason when no CUDA device is present). ``xp_of(be)`` moves NumPy inputs there.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+import cuconv
+from cuconv.backend import gpu_available
+
+GPU = gpu_available()
+requires_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA device; none was found (CuPy reports no driver/device)")
+
+BACKENDS = ["emulator", pytest.param("cupy", marks=[requires_gpu, pytest.mark.gpu])]
+
+
+@pytest.fixture(params=BACKENDS)
+def be(request):
+    """Run the test inside `cuconv.backend(<name>)`; yields the backend object."""
+    with cuconv.backend(request.param) as backend:
+        yield backend
+
+
+def put(be, a):
+    """A NumPy array moved to the backend's memory (a cupy.ndarray on the GPU)."""
+    if a is None:
+        return None
+    return be.xp.asarray(a)
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh generator seeded from the test's id, so each test draws its own inputs."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    if os.environ.get("CUCONV_TEST_SEED"):
+        seed = int(os.environ["CUCONV_TEST_SEED"])
+    return np.random.default_rng(seed)
