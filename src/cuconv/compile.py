@@ -231,20 +231,27 @@ def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "
 
 
 @functools.lru_cache(maxsize=None)
-def _compile_entry_cached(entry: KernelEntry, arch: str, source: str) -> KernelResources:
-    cubin, log, lowered = nvrtc_compile(source, [entry.expression], arch, entry.options, entry.file)
+def _compile_group_cached(file: str, options: tuple, arch: str, expressions: tuple, source: str):
+    """One NVRTC program per (file, options, arch) holding every registered instantiation:
+    the compile matrix costs one compile per file and arch, not one per config."""
+    cubin, log, lowered = nvrtc_compile(source, list(expressions), arch, options, file)
+    return cubin, parse_ptxas_log(log), lowered, log
+
+
+def compile_entry(entry: KernelEntry, arch: str) -> KernelResources:
+    """Compile one registered kernel for ``arch`` and report its resources (no GPU needed)."""
+    group = tuple(sorted({e.expression for e in _REGISTRY.values()
+                          if e.file == entry.file and e.options == entry.options and arch in e.archs}
+                         | {entry.expression}))
+    cubin, infos, lowered, log = _compile_group_cached(entry.file, entry.options, arch, group,
+                                                       load_source(entry.file))
     mangled = lowered[entry.expression]
-    info = parse_ptxas_log(log).get(mangled)
+    info = infos.get(mangled)
     if info is None:
         raise NVRTCError(f"ptxas printed no resource usage for {entry.label} ({mangled}) on {arch}:\n{log}")
     return KernelResources(entry.label, arch, mangled, info["registers"], info["spill_store"],
                            info["spill_load"], info["stack"], info["smem"], info["cmem"],
                            entry.block_threads, entry.dynamic_smem, cubin)
-
-
-def compile_entry(entry: KernelEntry, arch: str) -> KernelResources:
-    """Compile one registered kernel for ``arch`` and report its resources (no GPU needed)."""
-    return _compile_entry_cached(entry, arch, load_source(entry.file))
 
 
 # --------------------------------------------------------------------------- on the GPU
