@@ -14,12 +14,14 @@ import numpy as np
 TOLERANCES: dict[tuple[str, str], float] = {
     ("float32", "direct"): 2e-6,
     ("float32", "im2col_gemm"): 2e-6,
+    ("float32", "pointwise"): 2e-6,          # the same GEMM as im2col_gemm's 1x1 path
     ("float32", "implicit_gemm"): 2e-6,
     ("float32", "gemm"): 2e-6,
     ("float32", "im2col"): 0.0,              # a pure copy: exact
-    ("float32", "winograd_f2x2_3x3"): 1e-5,
-    ("float32", "winograd_f4x4_3x3"): 1e-4,
-    ("float32", "winograd_fused_f2x2_3x3"): 1e-5,
+    # Winograd: about 2.5x the worst error measured at C = 512 (docs/winograd_accuracy.md).
+    ("float32", "winograd_f2x2_3x3"): 2e-6,
+    ("float32", "winograd_f4x4_3x3"): 5e-5,
+    ("float32", "winograd_fused_f2x2_3x3"): 2e-6,
     ("float32", "depthwise"): 2e-6,
     ("float32", "separable"): 2e-6,
     ("float32", "pool"): 1e-6,

@@ -1,0 +1,296 @@
+// gemm.cu — batched single-precision GEMM with a fused epilogue, for im2col+GEMM, the 1x1
+// convolution and Winograd's element-wise stage.
+//
+//   C[b] (M x N) = act( A[b] (M x K) · B[b] (K x N) + bias[b][m] + residual[b] )
+//
+// Row-major with leading dimensions lda/ldb/ldc (elements) and 64-bit element strides between
+// the batch's matrices (a stride of 0 broadcasts one matrix over the batch). blockIdx.z is the
+// batch index, blockIdx.y the tile row, blockIdx.x the tile column; m_block0/batch0 offset
+// them so the host can split a grid past the 65535 limit of gridDim.y/z into several launches.
+// The residual has C's layout (same ld, same batch stride); bias is per row (per output
+// channel) with its own batch stride (0, or K/groups when the batch runs over groups).
+// Optional pointers come with a has_* flag and are never dereferenced when the flag is 0.
+//
+// Variants, simplest to fastest (every one is correct for every M, N, K >= 0; the tests
+// run each against the first and against a float64 reference):
+//
+//   1. gemm_f32_naive<BM, BN>: one thread per output element, K-loop straight from global
+//      memory. 2 loads per FMA: bound by L1/L2 bandwidth. Kept as the always-correct
+//      reference variant.
+//   2. gemm_f32_tiled<T>: T x T threads stage a T x T tile of A and of B in shared memory
+//      per K step (zero-filled at the edges), so each global element is read once per block
+//      instead of T times; each thread still computes one output: 1 FMA per 2 shared loads,
+//      so shared-memory traffic and issue slots bound it (FFMAs are 16 of the 81 instructions
+//      of its main loop on sm_90: a 20 % issue ceiling).
+//   3. gemm_f32_regblock<BM, BN, BK, TM, TN>: 2-D register blocking. A block of
+//      (BM/TM)·(BN/TN) threads owns a BM x BN tile; each thread keeps a TM x TN micro-tile
+//      of accumulators in registers and, per k, reads TM values of A and TN of B from shared
+//      memory (as 16-byte LDS.128) for TM·TN FMAs. Global loads are 16-byte vectors when the
+//      op says the matrix allows it (flags: base pointer 16-byte aligned, ld and batch stride
+//      multiples of 4), else guarded scalar loads; either way out-of-range elements are
+//      zero-filled. Shared memory is double-buffered: tile k+1 is loaded from global into
+//      registers while tile k is multiplied, then stored to the other buffer, so one
+//      __syncthreads per K step suffices and the global latency hides behind the FMAs.
+//      A is stored transposed (As[k][m], rows padded by 4 floats) so the inner loop reads
+//      both operands along contiguous addresses; each thread's rows/columns are split into
+//      groups of 4 spaced 4·(BM/TM) (resp. 4·(BN/TN)) apart, so the 8 threads of a
+//      quarter-warp read 8 consecutive float4s: no bank conflicts.
+//
+// The reasoning behind the main config, 128x128x8 with 8x8 micro-tiles (256 threads):
+//   * FMAs per shared-memory load: per k each thread loads 8 + 8 floats (4 LDS.128) and
+//     issues 64 FMAs: 4 FMAs per float loaded, 16 FMAs per LDS instruction (variant 2: 0.5).
+//   * Bytes per FLOP from global/L2: per K step the block loads (128 + 128)·8·4 B = 8 KiB
+//     and does 128·128·8 FMAs = 262144 FLOP: 0.031 B/FLOP (32 FLOP/B). An H100 SXM (about
+//     67 TFLOP/s fp32, 3.35 TB/s HBM, ~20 FLOP/B balance) is therefore compute-bound on
+//     this kernel's traffic even before L2 reuse between blocks.
+//   * Registers: 64 accumulators + 16 fragment values + 8 prefetch values + addresses
+//     ≈ 110-128. __launch_bounds__(256, 2) caps them at 128, so 2 blocks (16 warps, 25 %
+//     occupancy) fit per SM on sm_80/sm_90 (65536 registers / (2·256)); with 64
+//     independent FMAs per thread per k, 16 warps keep the FMA pipes busy (ILP, not TLP).
+//   * Shared memory: 2 buffers · 8 · (132 + 128) · 4 B = 16.6 KiB per block, not a limit.
+//   * Checked statically (cuconv.analysis on NVRTC's sm_90 SASS; no GPU involved): one K step
+//     of the main loop is 512 FFMA, 32 LDS.128, 5 STS, 2 LDG.128 and 1 BAR, 564 instructions
+//     on the aligned path, an issue-bound ceiling of 91 % of fp32 peak (76 % on the scalar
+//     path for misaligned operands); 123-128 registers and 0 spills on sm_75 ... sm_120.
+//   Smaller tiles (64x64x16 with 4x4, 32x128x16 with 4x8) serve small or skinny problems
+//   (a convolution's M is its output channels per group, often 16-64), where 128x128 tiles
+//   would leave most of the block idle or too few blocks to fill the SMs.
+#include "common.cuh"
+
+// Shared by every variant: one output element's fused epilogue, in cc_epilogue's order.
+__device__ __forceinline__ float gemm_epilogue(float acc, float bias_value, int has_bias,
+                                              float residual_value, int has_residual, int act) {
+    if (has_bias) acc += bias_value;
+    if (has_residual) acc += residual_value;
+    return cc_activate(acc, act);
+}
+
+// Bits of the `flags` argument, set by the op after checking alignment.
+#define GEMM_VEC_A 1   // A, lda, stride_a allow 16-byte loads along k
+#define GEMM_VEC_B 2   // B, ldb, stride_b allow 16-byte loads along n
+#define GEMM_VEC_C 4   // C and residual, ldc, stride_c allow 16-byte stores/loads along n
+
+// --------------------------------------------------------------------------- 1. naive
+template <int BM, int BN>
+__global__ void __launch_bounds__(BM * BN)
+gemm_f32_naive(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+               int M, int N, int K, int lda, int ldb, int ldc,
+               long long stride_a, long long stride_b, long long stride_c,
+               const float* __restrict__ bias, int has_bias, long long stride_bias,
+               const float* __restrict__ residual, int has_residual, int act,
+               int flags, int m_block0, int batch0) {
+    const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
+    const int m = (blockIdx.y + m_block0) * BM + (int)threadIdx.x / BN;
+    const int n = blockIdx.x * BN + (int)threadIdx.x % BN;
+    if (m >= M || n >= N) return;
+    const float* a = A + batch * stride_a + (cc_index_t)m * lda;
+    const float* b = B + batch * stride_b + n;
+    float acc = 0.0f;
+    for (int k = 0; k < K; ++k) acc = fmaf(a[k], b[(cc_index_t)k * ldb], acc);
+    const cc_index_t c_off = batch * stride_c + (cc_index_t)m * ldc + n;
+    C[c_off] = gemm_epilogue(acc, has_bias ? bias[batch * stride_bias + m] : 0.0f, has_bias,
+                             has_residual ? residual[c_off] : 0.0f, has_residual, act);
+}
+
+// --------------------------------------------------------------------------- 2. shared-memory tiled
+template <int T>
+__global__ void __launch_bounds__(T * T)
+gemm_f32_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+               int M, int N, int K, int lda, int ldb, int ldc,
+               long long stride_a, long long stride_b, long long stride_c,
+               const float* __restrict__ bias, int has_bias, long long stride_bias,
+               const float* __restrict__ residual, int has_residual, int act,
+               int flags, int m_block0, int batch0) {
+    __shared__ float As[T][T + 1];   // +1: the column read As[ty][k] of a warp hits distinct banks
+    __shared__ float Bs[T][T];
+    const int tx = (int)threadIdx.x % T, ty = (int)threadIdx.x / T;
+    const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
+    const int m = (blockIdx.y + m_block0) * T + ty;
+    const int n = blockIdx.x * T + tx;
+    const float* a = A + batch * stride_a;
+    const float* b = B + batch * stride_b;
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += T) {
+        // Zero-fill outside the matrices so the inner loop needs no bounds checks.
+        As[ty][tx] = (m < M && k0 + tx < K) ? a[(cc_index_t)m * lda + k0 + tx] : 0.0f;
+        Bs[ty][tx] = (k0 + ty < K && n < N) ? b[(cc_index_t)(k0 + ty) * ldb + n] : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < T; ++k) acc = fmaf(As[ty][k], Bs[k][tx], acc);
+        __syncthreads();
+    }
+    if (m >= M || n >= N) return;
+    const cc_index_t c_off = batch * stride_c + (cc_index_t)m * ldc + n;
+    C[c_off] = gemm_epilogue(acc, has_bias ? bias[batch * stride_bias + m] : 0.0f, has_bias,
+                             has_residual ? residual[c_off] : 0.0f, has_residual, act);
+}
+
+// --------------------------------------------------------------------------- 3. register-blocked
+__device__ __forceinline__ float4 gemm_load4(const float* p) {
+    return *reinterpret_cast<const float4*>(p);
+}
+
+// Four consecutive elements p[0..3] of a row, those at column index >= limit read as 0.
+__device__ __forceinline__ float4 gemm_load4_guarded(const float* row, int col, int limit, bool vec) {
+    if (vec && col + 3 < limit) return gemm_load4(row + col);
+    float4 v;
+    v.x = col + 0 < limit ? row[col + 0] : 0.0f;
+    v.y = col + 1 < limit ? row[col + 1] : 0.0f;
+    v.z = col + 2 < limit ? row[col + 2] : 0.0f;
+    v.w = col + 3 < limit ? row[col + 3] : 0.0f;
+    return v;
+}
+
+template <int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), ((BM / TM) * (BN / TN) <= 256 ? 2 : 1))
+gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+                  int M, int N, int K, int lda, int ldb, int ldc,
+                  long long stride_a, long long stride_b, long long stride_c,
+                  const float* __restrict__ bias, int has_bias, long long stride_bias,
+                  const float* __restrict__ residual, int has_residual, int act,
+                  int flags, int m_block0, int batch0) {
+    constexpr int THREADS_N = BN / TN;          // threads along a tile row
+    constexpr int THREADS_M = BM / TM;
+    constexpr int THREADS = THREADS_M * THREADS_N;
+    constexpr int GROUPS_M = TM / 4;            // a thread's rows: GROUPS_M runs of 4
+    constexpr int GROUPS_N = TN / 4;
+    constexpr int A_VECS = BM * BK / 4;         // float4s per A tile (along k)
+    constexpr int B_VECS = BK * BN / 4;         // float4s per B tile (along n)
+    constexpr int A_ITERS = (A_VECS + THREADS - 1) / THREADS;
+    constexpr int B_ITERS = (B_VECS + THREADS - 1) / THREADS;
+    constexpr int A_PAD = 4;                    // keeps rows 16-byte aligned, spreads the transposed stores
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "micro-tiles are runs of float4");
+    static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile sizes must divide");
+
+    __shared__ __align__(16) float As[2][BK][BM + A_PAD];
+    __shared__ __align__(16) float Bs[2][BK][BN];
+
+    const int tid = (int)threadIdx.x;
+    const int tx = tid % THREADS_N, ty = tid / THREADS_N;
+    const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
+    const int m0 = (blockIdx.y + m_block0) * BM;
+    const int n0 = blockIdx.x * BN;
+    const bool vec_a = flags & GEMM_VEC_A, vec_b = flags & GEMM_VEC_B, vec_c = flags & GEMM_VEC_C;
+    const float* a = A + batch * stride_a;
+    const float* b = B + batch * stride_b;
+
+    float4 a_next[A_ITERS], b_next[B_ITERS];
+
+    auto load_tiles = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int row = idx / (BK / 4), kq = (idx % (BK / 4)) * 4;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if ((A_VECS % THREADS == 0 || idx < A_VECS) && m0 + row < M)
+                v = gemm_load4_guarded(a + (cc_index_t)(m0 + row) * lda, k0 + kq, K, vec_a);
+            a_next[i] = v;
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int krow = idx / (BN / 4), nq = (idx % (BN / 4)) * 4;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if ((B_VECS % THREADS == 0 || idx < B_VECS) && k0 + krow < K)
+                v = gemm_load4_guarded(b + (cc_index_t)(k0 + krow) * ldb, n0 + nq, N, vec_b);
+            b_next[i] = v;
+        }
+    };
+    auto store_tiles = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            if (A_VECS % THREADS == 0 || idx < A_VECS) {
+                const int row = idx / (BK / 4), kq = (idx % (BK / 4)) * 4;
+                As[buf][kq + 0][row] = a_next[i].x;
+                As[buf][kq + 1][row] = a_next[i].y;
+                As[buf][kq + 2][row] = a_next[i].z;
+                As[buf][kq + 3][row] = a_next[i].w;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            if (B_VECS % THREADS == 0 || idx < B_VECS) {
+                const int krow = idx / (BN / 4), nq = (idx % (BN / 4)) * 4;
+                *reinterpret_cast<float4*>(&Bs[buf][krow][nq]) = b_next[i];
+            }
+        }
+    };
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    const int k_tiles = (K + BK - 1) / BK;
+    if (k_tiles > 0) {
+        load_tiles(0);
+        store_tiles(0);
+        __syncthreads();
+    }
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        const int buf = kt & 1;
+        const bool more = kt + 1 < k_tiles;
+        if (more) load_tiles((kt + 1) * BK);     // in flight while the FMAs below run
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            float a_frag[TM], b_frag[TN];
+#pragma unroll
+            for (int g = 0; g < GROUPS_M; ++g) {
+                const float4 v = *reinterpret_cast<const float4*>(&As[buf][k][g * THREADS_M * 4 + ty * 4]);
+                a_frag[g * 4 + 0] = v.x; a_frag[g * 4 + 1] = v.y;
+                a_frag[g * 4 + 2] = v.z; a_frag[g * 4 + 3] = v.w;
+            }
+#pragma unroll
+            for (int g = 0; g < GROUPS_N; ++g) {
+                const float4 v = *reinterpret_cast<const float4*>(&Bs[buf][k][g * THREADS_N * 4 + tx * 4]);
+                b_frag[g * 4 + 0] = v.x; b_frag[g * 4 + 1] = v.y;
+                b_frag[g * 4 + 2] = v.z; b_frag[g * 4 + 3] = v.w;
+            }
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a_frag[i], b_frag[j], acc[i][j]);
+        }
+        // The other buffer was last read in iteration kt-1, which every thread has finished
+        // (the barrier at its end), so it can be overwritten now.
+        if (more) store_tiles(buf ^ 1);
+        __syncthreads();
+    }
+
+    // Epilogue: bias, residual, activation applied as the tile is written (one pass over C).
+    float* c = C + batch * stride_c;
+    const float* res = has_residual ? residual + batch * stride_c : nullptr;
+    const float* bias_b = has_bias ? bias + batch * stride_bias : nullptr;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + (i / 4) * THREADS_M * 4 + ty * 4 + (i % 4);
+        if (m >= M) continue;
+        const float bv = has_bias ? bias_b[m] : 0.0f;
+        const cc_index_t row_off = (cc_index_t)m * ldc;
+#pragma unroll
+        for (int g = 0; g < GROUPS_N; ++g) {
+            const int n = n0 + g * THREADS_N * 4 + tx * 4;
+            if (vec_c && n + 3 < N) {
+                float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (has_residual) r = gemm_load4(res + row_off + n);
+                float4 y;
+                y.x = gemm_epilogue(acc[i][g * 4 + 0], bv, has_bias, r.x, has_residual, act);
+                y.y = gemm_epilogue(acc[i][g * 4 + 1], bv, has_bias, r.y, has_residual, act);
+                y.z = gemm_epilogue(acc[i][g * 4 + 2], bv, has_bias, r.z, has_residual, act);
+                y.w = gemm_epilogue(acc[i][g * 4 + 3], bv, has_bias, r.w, has_residual, act);
+                *reinterpret_cast<float4*>(c + row_off + n) = y;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    if (n + j < N) {
+                        const float rv = has_residual ? res[row_off + n + j] : 0.0f;
+                        c[row_off + n + j] = gemm_epilogue(acc[i][g * 4 + j], bv, has_bias, rv, has_residual, act);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+"""cuconv.im2col (kernels/im2col.cu): exact against the float64 reference on awkward shapes,
+under the emulator's sanitizers and thread orders; argument checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cuconv
+from conftest import put
+from cuconv.reference import im2col_ref
+from cuconv.testing import assert_close, poison, random_array
+
+# (N, C, H, W), kernel_size, stride, padding, dilation
+CASES = [
+    ((1, 1, 7, 7), 3, 1, 0, 1),
+    ((3, 3, 9, 9), 3, 2, 1, 1),                 # stride 2, batch 3
+    ((2, 3, 7, 9), 5, 1, 3, 1),                 # padding larger than the kernel's half, non-square
+    ((1, 2, 9, 7), 3, 1, 2, 2),                 # dilation 2
+    ((2, 3, 8, 11), 7, 2, 3, 1),                # 7x7 stride 2 (a ResNet stem in miniature)
+    ((1, 3, 9, 9), 1, 1, 0, 1),                 # 1x1: the columns are the input
+    ((1, 2, 10, 6), (3, 5), (2, 1), (1, 2), (1, 2)),   # every pair argument different
+    ((2, 1, 6, 7), 4, 1, "same", 1),            # even kernel, "same": extra padding at bottom/right
+    ((1, 3, 5, 5), 3, 3, 0, 1),                 # stride 3: a 1 x 1 output
+]
+
+
+def _id(case):
+    shape, k, s, p, d = case
+    return f"x{'x'.join(map(str, shape))}_k{k}_s{s}_p{p}_d{d}".replace(" ", "")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_im2col_matches_reference(be, rng, case):
+    shape, k, stride, padding, dilation = case
+    x = random_array(rng, shape)
+    ref = im2col_ref(x, k, stride, padding, dilation)
+    out = be.empty(ref.shape, np.float32)
+    poison(out)
+    res = cuconv.im2col(put(be, x), k, stride, padding, dilation, out=out)
+    assert res is out
+    assert_close(be.to_numpy(out), ref, "float32", "im2col")
+
+
+def test_allocating_path(be, rng):
+    x = random_array(rng, (2, 3, 7, 8))
+    out = cuconv.im2col(put(be, x), 3, padding=1)
+    assert out.shape == (2, 27, 56) and out.dtype == np.float32
+    assert_close(be.to_numpy(out), im2col_ref(x, 3, 1, 1, 1), "float32", "im2col")
+
+
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
+                                  dict(order="random", seed=3)], ids=["asan_ubsan", "reverse", "random"])
+def test_emulator_checking_modes(rng, mode):
+    x = random_array(rng, (2, 3, 9, 7))
+    ref = im2col_ref(x, 3, 2, 2, 2)
+    with cuconv.backend("emulator", **mode) as be:
+        out = be.empty(ref.shape, np.float32)
+        poison(out)
+        cuconv.im2col(x, 3, 2, 2, 2, out=out)
+    assert_close(out, ref, "float32", "im2col")
+
+
+def test_bad_arguments_raise_before_launch(monkeypatch):
+    with cuconv.backend("emulator") as be:
+        monkeypatch.setattr(be, "launch", lambda *a, **k: pytest.fail("launched despite bad arguments"))
+        x = np.ones((1, 2, 5, 5), np.float32)
+        cases = [
+            ((np.ones((2, 5, 5), np.float32), 3), {}, ValueError, "4-D"),
+            ((x.astype(np.float64), 3), {}, TypeError, "float32"),
+            ((x, 0), {}, ValueError, "kernel_size must be positive"),
+            ((x, (3, 3, 3)), {}, ValueError, "kernel_size"),
+            ((x, 3.0), {}, TypeError, "kernel_size"),
+            ((x, 7), {}, ValueError, r"im2col\(input \(1, 2, 5, 5\), kernel_size \(7, 7\)\).*output size"),
+            ((x, 3), dict(padding=-1), ValueError, "non-negative"),
+            ((x, 3), dict(stride=0), ValueError, "stride"),
+            ((x, 3), dict(out=np.ones((1, 18, 10), np.float32)), ValueError, r"\(1, 18, 9\)"),
+            ((x[:, :, :, ::2], 3), {}, ValueError, "contiguous"),
+        ]
+        for args, kw, exc, match in cases:
+            with pytest.raises(exc, match=match):
+                cuconv.im2col(*args, **kw)

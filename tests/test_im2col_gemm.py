@@ -1,0 +1,184 @@
+"""The "im2col_gemm" and "pointwise" algorithms of cuconv.conv2d: against the float64 direct
+reference on awkward problems, every GEMM config, the fused epilogue, grouped convolutions,
+the 1x1 path, bounded workspace (several chunks), the emulator's checking modes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cuconv
+from conftest import put
+from cuconv.ops import im2col_gemm as ig
+from cuconv.ops.gemm import CONFIGS
+from cuconv.problem import Conv2dProblem
+from cuconv.reference import conv2d_ref
+from cuconv.testing import assert_close, poison, random_array
+
+# x shape, w shape, stride, padding, dilation, groups
+CASES = [
+    ((1, 1, 7, 7), (5, 1, 3, 3), 1, 1, 1, 1),          # C = 1
+    ((3, 3, 9, 9), (7, 3, 3, 3), 2, 1, 1, 1),          # batch 3, stride 2
+    ((2, 3, 7, 9), (6, 3, 5, 5), 1, 3, 1, 1),          # 5x5, padding > half the kernel, non-square
+    ((2, 4, 9, 9), (6, 2, 3, 3), 1, 2, 2, 2),          # groups 2, dilation 2
+    ((1, 3, 11, 10), (9, 3, 7, 7), 2, 3, 1, 1),        # 7x7 stride 2
+    ((3, 6, 7, 7), (6, 1, 3, 3), 1, 1, 1, 6),          # depthwise (more groups than images)
+    ((2, 3, 9, 9), (5, 3, 1, 1), 2, 0, 1, 1),          # 1x1 stride 2: not pointwise, goes through im2col
+    ((2, 3, 8, 8), (4, 3, 4, 4), 1, "same", 1, 1),     # even kernel, asymmetric "same" padding
+    ((2, 6, 8, 7), (33, 6, 1, 1), 1, 0, 1, 1),         # 1x1: the GEMM on NCHW, K = 33 (no tile divides)
+    ((3, 4, 7, 9), (10, 2, 1, 1), 1, 0, 1, 2),         # grouped 1x1, more images than groups
+]
+
+
+def _id(case):
+    xs, ws, s, p, d, g = case
+    return f"x{'x'.join(map(str, xs))}_w{'x'.join(map(str, ws))}_s{s}_p{p}_d{d}_g{g}"
+
+
+def run_conv(be, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="im2col_gemm",
+             activation=None, residual=None, **kw):
+    """conv2d into a poisoned out= on the backend; returns the NumPy result."""
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
+    out = be.empty(p.output_shape, np.float32)
+    poison(out)
+    res = cuconv.conv2d(put(be, x), put(be, w), put(be, bias), stride, padding, dilation, groups,
+                        algo=algo, activation=activation, residual=put(be, residual), out=out, **kw)
+    assert res is out
+    return be.to_numpy(out)
+
+
+def draw(rng, case, epilogue=False):
+    xs, ws, stride, padding, dilation, groups = case
+    x, w = random_array(rng, xs), random_array(rng, ws)
+    bias = random_array(rng, (ws[0],)) if epilogue else None
+    return x, w, bias, stride, padding, dilation, groups
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_matches_reference(be, rng, case):
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    got = run_conv(be, x, w, bias, stride, padding, dilation, groups)
+    assert_close(got, conv2d_ref(x, w, bias, stride, padding, dilation, groups), "float32", "im2col_gemm")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[1][2:] == (1, 1) and c[2] == 1],
+                         ids=[_id(c) for c in CASES if c[1][2:] == (1, 1) and c[2] == 1])
+def test_pointwise_algorithm(be, rng, case):
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    residual_shape = Conv2dProblem.from_shapes(x.shape, w.shape, groups=groups).output_shape
+    residual = random_array(rng, residual_shape)
+    got = run_conv(be, x, w, bias, groups=groups, algo="pointwise", activation="relu6", residual=residual)
+    ref = conv2d_ref(x, w, bias, groups=groups, activation="relu6", residual=residual)
+    assert_close(got, ref, "float32", "pointwise")
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "silu"])
+def test_fused_epilogue(be, rng, activation):
+    x, w = random_array(rng, (2, 3, 9, 7), low=-2, high=2), random_array(rng, (10, 3, 3, 3))
+    bias = random_array(rng, (10,))
+    residual = random_array(rng, (2, 10, 6, 5))
+    got = run_conv(be, x, w, bias, 2, 2, 1, 1, activation=activation, residual=residual)
+    ref = conv2d_ref(x, w, bias, 2, 2, 1, 1, activation=activation, residual=residual)
+    if activation == "relu6":
+        assert (ref >= 6).any() and (ref <= 0).any()
+    assert_close(got, ref, "float32", "im2col_gemm", activation)
+
+
+# Both grouped paths: batching over groups (groups >= images) and over images (images > groups).
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.label for c in CONFIGS])
+@pytest.mark.parametrize("case", [((1, 6, 9, 8), (9, 2, 3, 3), 1, 1, 1, 3),
+                                  ((3, 4, 7, 7), (34, 2, 3, 3), 1, 1, 1, 2)], ids=["g3n1", "g2n3"])
+def test_every_gemm_config(be, rng, cfg, case):
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu", gemm_config=cfg)
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu")
+    assert_close(got, ref, "float32", "im2col_gemm", cfg.label)
+
+
+# --------------------------------------------------------------------------- workspace
+def test_workspace_is_chunked(be, rng, monkeypatch):
+    """A limit of 2.5 images' columns: chunks of 2, 2, 1 images, one workspace of 2 images."""
+    case = ((5, 3, 7, 7), (4, 3, 3, 3), 1, 1, 1, 1)
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
+    per_image = problem.im2col_bytes(1)
+    limit = per_image * 5 // 2
+    assert ig.workspace_bytes(problem, limit) == 2 * per_image
+    assert ig.workspace_bytes(problem) == 5 * per_image          # under the 256 MiB default
+    info = {i.name: i for i in cuconv.algorithms(problem, limit)}["im2col_gemm"]
+    assert info.ok and info.workspace_bytes == 2 * per_image
+
+    chunks, allocations = [], []
+    real_im2col, real_empty = ig.im2col_launch, be.empty
+    monkeypatch.setattr(ig, "im2col_launch", lambda be_, x_, cols, p, images: (
+        chunks.append(images), real_im2col(be_, x_, cols, p, images))[1])
+    monkeypatch.setattr(be, "empty", lambda shape, dtype: (
+        allocations.append(int(np.prod(shape)) * np.dtype(dtype).itemsize), real_empty(shape, dtype))[1])
+    residual = random_array(rng, problem.output_shape)
+    got = run_conv(be, x, w, bias, stride, padding, dilation, groups, residual=residual,
+                   activation="relu", max_workspace_bytes=limit)
+    assert chunks == [2, 2, 1]
+    workspace = [b for b in allocations if b not in (problem.output_bytes(), 4)]   # 4: a placeholder
+    assert workspace == [2 * per_image]
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="relu", residual=residual)
+    assert_close(got, ref, "float32", "im2col_gemm", "chunked")
+
+
+def test_workspace_limit_below_one_image_is_refused(be, rng, monkeypatch):
+    x, w = random_array(rng, (2, 3, 7, 7)), random_array(rng, (4, 3, 3, 3))
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape, padding=1)
+    per_image = problem.im2col_bytes(1)
+    assert ig.workspace_bytes(problem, per_image - 1) == per_image   # what it would need, > limit
+    monkeypatch.setattr(be, "launch", lambda *a, **k: pytest.fail("launched despite the limit"))
+    with pytest.raises(ValueError, match="max_workspace_bytes"):
+        cuconv.conv2d(put(be, x), put(be, w), padding=1, algo="im2col_gemm", max_workspace_bytes=per_image - 1)
+    out = be.empty(problem.output_shape, np.float32)
+    with pytest.raises(ValueError, match="one image's column matrix"):
+        ig.run(be, problem, put(be, x), put(be, w), None, 0, None, out, max_workspace_bytes=per_image - 1)
+
+
+def test_pointwise_needs_no_workspace(be, rng):
+    x, w = random_array(rng, (2, 5, 6, 7)), random_array(rng, (3, 5, 1, 1))
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape)
+    assert ig.workspace_bytes(problem, 0) == 0
+    got = run_conv(be, x, w, max_workspace_bytes=0)              # im2col_gemm's 1x1 path, no workspace
+    assert_close(got, conv2d_ref(x, w), "float32", "im2col_gemm")
+
+
+# --------------------------------------------------------------------------- registry and auto
+def test_registration_and_auto_priorities():
+    pointwise = Conv2dProblem(2, 8, 7, 7, 16, 1, 1)
+    infos = {i.name: i for i in cuconv.algorithms(pointwise)}
+    assert infos["pointwise"].ok and infos["pointwise"].auto_priority == 90.0
+    assert infos["im2col_gemm"].ok and infos["im2col_gemm"].workspace_bytes == 0
+    strided = pointwise.with_(stride_h=2, stride_w=2)
+    infos = {i.name: i for i in cuconv.algorithms(strided)}
+    assert not infos["pointwise"].ok and "stride 1" in infos["pointwise"].reason
+    assert infos["im2col_gemm"].ok and infos["im2col_gemm"].auto_priority == 20.0
+    depthwise = Conv2dProblem(1, 8, 7, 7, 8, 3, 3, groups=8)
+    assert {i.name: i for i in cuconv.algorithms(depthwise)}["im2col_gemm"].auto_priority == 5.0
+
+
+def test_bad_arguments(be, rng, monkeypatch):
+    x, w = put(be, random_array(rng, (1, 3, 7, 7))), put(be, random_array(rng, (4, 3, 3, 3)))
+    monkeypatch.setattr(be, "launch", lambda *a, **k: pytest.fail("launched despite bad arguments"))
+    with pytest.raises(ValueError, match="pointwise.*cannot run.*1x1 kernel"):
+        cuconv.conv2d(x, w, algo="pointwise")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        cuconv.conv2d(x, w, algo="im2col_gemm", tile=3)
+    with pytest.raises(ValueError, match="unknown GEMM config"):
+        cuconv.conv2d(x, w, algo="im2col_gemm", gemm_config="gemm_f32_1x1x1_1x1")
+
+
+# --------------------------------------------------------------------------- emulator checking modes
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
+                                  dict(order="random", seed=11)], ids=["asan_ubsan", "reverse", "random"])
+def test_emulator_checking_modes(rng, mode):
+    case = ((3, 4, 7, 9), (6, 2, 3, 3), 2, 2, 1, 2)
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
+    residual = random_array(rng, problem.output_shape)
+    with cuconv.backend("emulator", **mode) as be:
+        got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
+                       residual=residual, max_workspace_bytes=2 * problem.im2col_bytes(1))
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
+    assert_close(got, ref, "float32", "im2col_gemm", str(mode))
