@@ -144,20 +144,27 @@ class EmulatorBackend:
         return "cpu"
 
     def _module(self, file: str, expression: str, options):
+        """One emulator module per (kernel file, options, checking mode) holding every
+        registered instantiation of that file: one g++ build per file, not per config."""
         from . import emulator  # noqa: PLC0415
         source = _compile.load_source(file)
-        key = (file, expression, tuple(options), _compile.source_hash(source),
+        key = (file, tuple(options), _compile.source_hash(source),
                self.sanitize, self.order, self.seed, self.timeout)
         with self._lock:
             mod = self._modules.get(key)
-            if mod is None:
-                kwargs = {}
-                for k in ("sanitize", "order", "seed", "timeout"):
-                    if getattr(self, k) is not None:
-                        kwargs[k] = getattr(self, k)
-                mod = emulator.RawModule(code=source, options=(*_compile.BASE_OPTIONS, *options),
-                                         name_expressions=[expression], **kwargs)
-                self._modules[key] = mod
+            if mod is not None and expression in mod.cuconv_expressions:
+                return mod
+            expressions = {e.expression for e in _compile.registered_kernels()
+                           if e.file == file and tuple(e.options) == tuple(options)}
+            expressions.add(expression)
+            if mod is not None:   # an unregistered instantiation: rebuild with it added
+                expressions |= mod.cuconv_expressions
+            kwargs = {k: getattr(self, k) for k in ("sanitize", "order", "seed", "timeout")
+                      if getattr(self, k) is not None}
+            mod = emulator.RawModule(code=source, options=(*_compile.BASE_OPTIONS, *options),
+                                     name_expressions=sorted(expressions), source_name=file, **kwargs)
+            mod.cuconv_expressions = frozenset(expressions)
+            self._modules[key] = mod
         return mod
 
     def launch(self, file: str, expression: str, grid, block, args, shared_mem: int = 0,

@@ -5,3 +5,5 @@ Written for clarity, not speed: each follows the textbook's definition directly
 output positions with NumPy.
 """
 from .conv import conv2d_ref, gemm_ref, im2col_ref  # noqa: F401
+from .pool import avg_pool2d_ref, global_avg_pool2d_ref, max_pool2d_ref, pool_out_size_ref  # noqa: F401,E402
+from .transposed import conv_transpose2d_ref  # noqa: F401,E402

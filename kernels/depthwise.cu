@@ -1,0 +1,351 @@
+// depthwise.cu — depthwise convolution (groups == C, channel multiplier M: K = M·C output
+// channels, output channel k filters input channel k / M), NCHW / K×1×R×S, fp32, with the
+// fused epilogue y = act(conv + bias[k] + residual).  Also the fused depthwise-separable block.
+//
+// Variants, simplest to fastest:
+//   depthwise_direct_f32      one thread per output, every tap read straight from global
+//                             memory. Any R, S, stride, padding, dilation. The always-correct
+//                             variant the others are tested against, and the fallback when a
+//                             tile does not fit in shared memory.
+//   depthwise_tiled_f32<0,0,1>  (generic) a block stages an input tile plus its halo, for
+//                             tile_c input channels, and those channels' filters in shared
+//                             memory, so each input element is read from global memory about
+//                             once; runtime R, S, stride, dilation.
+//   depthwise_tiled_f32<KS,STRIDE,V>  the same staging with the kernel size (3, 5, 7) and the
+//                             stride (1, 2) known at compile time (dilation 1): each thread
+//                             keeps its filter in registers and computes a vertical strip of V
+//                             outputs, sliding down the input rows so each staged row is read
+//                             from shared memory once per strip instead of once per tap row.
+//   separable_fused_f32       depthwise then 1×1 pointwise in one kernel: for a tile of 64
+//                             output pixels and a chunk of 32 depthwise channels the depthwise
+//                             results go to shared memory and are multiplied by a 32×64 slice
+//                             of the pointwise weights there, so the intermediate tensor never
+//                             goes to global memory. Chunks of C accumulate in registers, so any
+//                             channel count fits.
+//
+// Tile geometry (tile_c input channels × tile_p output rows × tile_q output columns) is chosen
+// per problem by cuconv.ops.depthwise; shared memory holds
+//   tile_c · in_rows · in_cols input floats + tile_c · M · R · S filter floats,
+// with in_rows = (ceil(tile_p / V)·V − 1)·stride_h + (R − 1)·dilation_h + 1 (a strip that runs
+// past the tile reads rows that were staged, as zeros when they are outside the input).
+#include "common.cuh"
+
+#define CC_DW_THREADS 256
+
+// The digits (outer, mid, inner) of a flat index i = (outer·mid_n + mid)·inner_n + inner,
+// advanced by a constant step without dividing: the step is split into digits once. A block's
+// loops walk their work this way (integer division by a runtime value costs ~20 instructions,
+// as much as the arithmetic of an output).
+struct DwCounter {
+    int inner, mid, outer;
+    int d_inner, d_mid, d_outer;
+    int inner_n, mid_n;
+
+    __device__ __forceinline__ void init(int i, int step, int inner_count, int mid_count) {
+        inner_n = inner_count;
+        mid_n = mid_count;
+        inner = i % inner_n;
+        mid = (i / inner_n) % mid_n;
+        outer = i / inner_n / mid_n;
+        d_inner = step % inner_n;
+        d_mid = (step / inner_n) % mid_n;
+        d_outer = step / inner_n / mid_n;
+    }
+    __device__ __forceinline__ void advance() {
+        inner += d_inner;
+        int carry = inner >= inner_n;
+        if (carry) inner -= inner_n;
+        mid += d_mid + carry;             // < 2·mid_n, so one correction suffices
+        carry = mid >= mid_n;
+        if (carry) mid -= mid_n;
+        outer += d_outer + carry;
+    }
+};
+
+// ------------------------------------------------------------------ simple, always correct
+extern "C" __global__ void __launch_bounds__(CC_DW_THREADS, 4)
+depthwise_direct_f32(const float* __restrict__ x, const float* __restrict__ w,
+                     const float* __restrict__ bias, const float* __restrict__ residual,
+                     float* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
+                     int R, int S, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                     int dil_w, int has_bias, int has_residual, int act) {
+    const int K = C * M;
+    const cc_index_t total = (cc_index_t)N * K * P * Q;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
+        const int q = (int)(idx % Q);
+        cc_index_t t = idx / Q;
+        const int p = (int)(t % P);
+        t /= P;                                   // t = n·K + k
+        const int k = (int)(t % K);
+        const cc_index_t n = t / K;
+        const float* xc = x + (n * C + k / M) * H * W;
+        const float* wk = w + (cc_index_t)k * R * S;
+        float acc = 0.0f;
+        for (int r = 0; r < R; ++r) {
+            const int ih = p * stride_h - pad_h + r * dil_h;
+            if (ih < 0 || ih >= H) continue;
+            for (int s = 0; s < S; ++s) {
+                const int iw = q * stride_w - pad_w + s * dil_w;
+                if (iw < 0 || iw >= W) continue;
+                acc = fmaf(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wk + r * S + s), acc);
+            }
+        }
+        y[idx] = cc_epilogue(acc, has_bias ? bias : nullptr, k, has_residual ? residual : nullptr, idx, act);
+    }
+}
+
+// ------------------------------------------------------------------ shared-memory tiled
+// KS = 0 and STRIDE = 0: the generic kernel (runtime R, S, stride, dilation; V must be 1).
+// Otherwise R = S = KS, stride_h = stride_w = STRIDE and dilation 1 (the op checks this).
+// __launch_bounds__(256, 4): four blocks per SM is the occupancy the compile matrix checks
+// (50 % on sm_90, 100 % on sm_75), so ptxas keeps each thread within 64 registers.
+template <int KS, int STRIDE, int V>
+__global__ void __launch_bounds__(CC_DW_THREADS, 4)
+depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
+                    const float* __restrict__ bias, const float* __restrict__ residual,
+                    float* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
+                    int R_rt, int S_rt, int stride_h_rt, int stride_w_rt, int pad_h, int pad_w,
+                    int dil_h_rt, int dil_w_rt, int tile_c, int tile_p, int tile_q,
+                    int has_bias, int has_residual, int act) {
+    static_assert(KS > 0 || (STRIDE == 0 && V == 1), "the generic variant computes one output per item");
+    const int R = KS > 0 ? KS : R_rt;
+    const int S = KS > 0 ? KS : S_rt;
+    const int stride_h = STRIDE > 0 ? STRIDE : stride_h_rt;
+    const int stride_w = STRIDE > 0 ? STRIDE : stride_w_rt;
+    const int dil_h = KS > 0 ? 1 : dil_h_rt;
+    const int dil_w = KS > 0 ? 1 : dil_w_rt;
+    const int K = C * M;
+
+    // Block -> (n, channel group, row tile, column tile); the column tile varies fastest so
+    // neighbouring blocks share halo rows through L2.
+    const int tiles_q = cc_div_up(Q, tile_q);
+    const int tiles_p = cc_div_up(P, tile_p);
+    const int c_groups = cc_div_up(C, tile_c);
+    cc_index_t b = blockIdx.x;
+    const int tq = (int)(b % tiles_q);
+    b /= tiles_q;
+    const int tp = (int)(b % tiles_p);
+    b /= tiles_p;
+    const int cg = (int)(b % c_groups);
+    const cc_index_t n = b / c_groups;
+    const int c0 = cg * tile_c;
+    const int nc = min(tile_c, C - c0);
+    const int p0 = tp * tile_p;
+    const int q0 = tq * tile_q;
+    const int strips = cc_div_up(tile_p, V);
+    const int in_rows = (strips * V - 1) * stride_h + (R - 1) * dil_h + 1;
+    const int in_cols = (tile_q - 1) * stride_w + (S - 1) * dil_w + 1;
+    const int ih0 = p0 * stride_h - pad_h;
+    const int iw0 = q0 * stride_w - pad_w;
+
+    extern __shared__ float smem[];
+    float* tile_in = smem;                                   // [tile_c][in_rows][in_cols]
+    float* tile_w = smem + tile_c * in_rows * in_cols;       // [tile_c·M][R·S]
+    const int tid = threadIdx.x;
+
+    // Stage the input tile, zero outside the image (that is the padding), walking the flat
+    // index with a DwCounter (channel, row, column). Four loads are issued before their
+    // stores, to keep bytes in flight.
+    {
+        const int total = nc * in_rows * in_cols;
+        DwCounter at;
+        at.init(tid, CC_DW_THREADS, in_cols, in_rows);
+        const float* xn = x + (n * C + c0) * H * W;
+        for (int base = tid; base < total; base += 4 * CC_DW_THREADS) {
+            float v[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const int ih = ih0 + at.mid;
+                const int iw = iw0 + at.inner;
+                v[u] = 0.0f;
+                if (base + u * CC_DW_THREADS < total && ih >= 0 && ih < H && iw >= 0 && iw < W)
+                    v[u] = cc_ldg(xn + ((cc_index_t)at.outer * H + ih) * W + iw);
+                at.advance();
+            }
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                if (base + u * CC_DW_THREADS < total) tile_in[base + u * CC_DW_THREADS] = v[u];
+        }
+        // The filters of output channels c0·M ... (c0 + nc)·M − 1 are contiguous.
+        const int wtotal = nc * M * R * S;
+        const float* wg = w + (cc_index_t)c0 * M * R * S;
+        for (int i = tid; i < wtotal; i += CC_DW_THREADS) tile_w[i] = cc_ldg(wg + i);
+    }
+    __syncthreads();
+
+    // Items: (local output channel, strip of V rows, column); the column varies fastest so a
+    // warp writes consecutive outputs.
+    const int items = nc * M * strips * tile_q;
+    DwCounter it;
+    it.init(tid, CC_DW_THREADS, tile_q, strips);
+    for (int item = tid; item < items; item += CC_DW_THREADS, it.advance()) {
+        const int col = it.inner;
+        const int strip = it.mid;
+        const int kl = it.outer;                            // local output channel
+        const int cl = M == 1 ? kl : kl / M;                // its local input channel
+        const int q = q0 + col;
+        const int pbase = p0 + strip * V;
+        if (q >= Q || pbase >= P) continue;
+        const float* in = tile_in + (cl * in_rows + strip * V * stride_h) * in_cols + col * stride_w;
+        const float* wk = tile_w + kl * R * S;
+        float acc[V];
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] = 0.0f;
+
+        if constexpr (KS > 0) {
+            float wr[KS * KS];
+#pragma unroll
+            for (int i = 0; i < KS * KS; ++i) wr[i] = wk[i];
+            // Slide down the (V−1)·STRIDE + KS staged rows once; row ir feeds output v through
+            // filter row r = ir − v·STRIDE. Accumulation order per output is r, then s, as in
+            // the direct kernel.
+#pragma unroll
+            for (int ir = 0; ir < (V - 1) * STRIDE + KS; ++ir) {
+                float rowv[KS];
+#pragma unroll
+                for (int s = 0; s < KS; ++s) rowv[s] = in[ir * in_cols + s];
+#pragma unroll
+                for (int v = 0; v < V; ++v) {
+                    const int r = ir - v * STRIDE;
+                    if (r >= 0 && r < KS) {
+#pragma unroll
+                        for (int s = 0; s < KS; ++s) acc[v] = fmaf(rowv[s], wr[r * KS + s], acc[v]);
+                    }
+                }
+            }
+        } else {
+            for (int r = 0; r < R; ++r) {
+                const float* inr = in + r * dil_h * in_cols;
+                for (int s = 0; s < S; ++s) acc[0] = fmaf(inr[s * dil_w], wk[r * S + s], acc[0]);
+            }
+        }
+
+        const int k = c0 * M + kl;
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            const int p = pbase + v;
+            if (p < P) {
+                const cc_index_t idx = ((n * K + k) * P + p) * Q + q;
+                y[idx] = cc_epilogue(acc[v], has_bias ? bias : nullptr, k,
+                                     has_residual ? residual : nullptr, idx, act);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ fused separable block
+// y[n,k,pix] = act(Σ_ci wp[k,ci] · act_d(dw(x)[n,ci,pix] + bd[ci]) + bp[k] + residual), with
+// ci over the C·M depthwise channels. Block: 64 output pixels (flattened p·Q + q of one image)
+// × 64 pointwise output channels; each of the 256 threads accumulates 4 channels × 4 pixels
+// (pixels tx + 16·j, channels ty + 16·i, so shared-memory reads and global writes are
+// consecutive across a warp).
+#define CC_SEP_PIX 64
+#define CC_SEP_K 64
+#define CC_SEP_CHUNK 32
+
+// __launch_bounds__(256, 2): the 16 accumulators and operands need more than 64 registers.
+extern "C" __global__ void __launch_bounds__(CC_DW_THREADS, 2)
+separable_fused_f32(const float* __restrict__ x, const float* __restrict__ wd,
+                    const float* __restrict__ bd, const float* __restrict__ wp,
+                    const float* __restrict__ bp, const float* __restrict__ residual,
+                    float* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
+                    int R, int S, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                    int dil_w, int K, int has_bd, int act_d, int has_bp, int has_residual, int act) {
+    __shared__ float dw_tile[CC_SEP_CHUNK][CC_SEP_PIX];
+    // [channel][k], one float of padding per row so the transposing store is conflict-free.
+    __shared__ float pw_tile[CC_SEP_CHUNK][CC_SEP_K + 1];
+
+    const int CM = C * M;
+    const int PQ = P * Q;
+    const int k_tiles = cc_div_up(K, CC_SEP_K);
+    const int pix_tiles = cc_div_up(PQ, CC_SEP_PIX);
+    cc_index_t b = blockIdx.x;
+    const int kt = (int)(b % k_tiles);        // k tiles of one pixel tile run side by side
+    b /= k_tiles;
+    const int pt = (int)(b % pix_tiles);
+    const cc_index_t n = b / pix_tiles;
+    const int k0 = kt * CC_SEP_K;
+    const int pix0 = pt * CC_SEP_PIX;
+    const int tid = threadIdx.x;
+
+    // Depthwise role: one pixel, channels dc, dc + 4, ... of each chunk.
+    const int dpix = tid % CC_SEP_PIX;
+    const int dc = tid / CC_SEP_PIX;
+    const int my_pix = pix0 + dpix;
+    const bool pix_ok = my_pix < PQ;
+    const int dp = pix_ok ? my_pix / Q : 0;
+    const int dq = pix_ok ? my_pix % Q : 0;
+    const float* xn = x + n * C * H * W;
+
+    // Pointwise role.
+    const int tx = tid % 16;
+    const int ty = tid / 16;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int ch0 = 0; ch0 < CM; ch0 += CC_SEP_CHUNK) {
+#pragma unroll 1
+        for (int i = 0; i < CC_SEP_CHUNK / 4; ++i) {
+            const int cl = dc + 4 * i;
+            const int ci = ch0 + cl;
+            float v = 0.0f;                   // absent channels/pixels contribute exact zeros
+            if (pix_ok && ci < CM) {
+                const float* xc = xn + (cc_index_t)(ci / M) * H * W;
+                const float* wk = wd + (cc_index_t)ci * R * S;
+                float a = 0.0f;
+                for (int r = 0; r < R; ++r) {
+                    const int ih = dp * stride_h - pad_h + r * dil_h;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int s = 0; s < S; ++s) {
+                        const int iw = dq * stride_w - pad_w + s * dil_w;
+                        if (iw < 0 || iw >= W) continue;
+                        a = fmaf(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wk + r * S + s), a);
+                    }
+                }
+                v = cc_epilogue(a, has_bd ? bd : nullptr, ci, nullptr, 0, act_d);
+            }
+            dw_tile[cl][dpix] = v;
+        }
+        // Pointwise weights wp[k][ch0 + c] -> pw_tile[c][k]: consecutive threads read
+        // consecutive c of one row of wp.
+        for (int i = tid; i < CC_SEP_CHUNK * CC_SEP_K; i += CC_DW_THREADS) {
+            const int c = i % CC_SEP_CHUNK;
+            const int kk = i / CC_SEP_CHUNK;
+            const int ci = ch0 + c;
+            const int k = k0 + kk;
+            pw_tile[c][kk] = (ci < CM && k < K) ? cc_ldg(wp + (cc_index_t)k * CM + ci) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 4
+        for (int c = 0; c < CC_SEP_CHUNK; ++c) {
+            float a[4], d[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = pw_tile[c][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) d[j] = dw_tile[c][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], d[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int k = k0 + ty + 16 * i;
+        if (k >= K) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int pix = pix0 + tx + 16 * j;
+            if (pix >= PQ) continue;
+            const cc_index_t idx = (n * K + k) * PQ + pix;
+            y[idx] = cc_epilogue(acc[i][j], has_bp ? bp : nullptr, k, has_residual ? residual : nullptr,
+                                 idx, act);
+        }
+    }
+}

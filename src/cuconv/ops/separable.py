@@ -1,0 +1,124 @@
+"""``cuconv.separable_conv2d``: the depthwise-separable block (§9.5), depthwise then 1×1.
+
+    y = activation(pointwise(activation_depthwise(depthwise(x) + bias_depthwise))
+                   + bias_pointwise + residual)
+
+``w_depthwise`` is (M·C, 1, R, S) (channel multiplier M), ``w_pointwise`` is (K, M·C, 1, 1).
+
+Two paths:
+
+* fused (kernels/depthwise.cu ``separable_fused_f32``): a block takes 64 output pixels × 64
+  pointwise output channels; for each chunk of 32 depthwise channels it computes the
+  depthwise results into shared memory and multiplies them by the matching 32×64 slice of the
+  pointwise weights there. The intermediate (N, M·C, P, Q) tensor never goes to global memory.
+  Chunking C means any channel count fits; the price is that each 64-channel slice of K
+  recomputes the depthwise part (R·S FMAs per intermediate element per slice against 64 for
+  the pointwise part: 14 % extra arithmetic for 3×3).
+* unfused: the depthwise kernels into an (N, M·C, P, Q) workspace, then the pointwise
+  convolution as one batched GEMM (``cuconv.ops.gemm.gemm_launch``, bias/activation/residual
+  fused in its epilogue).
+
+``fused=None`` (default) takes the fused path whenever ``fused_reason`` is None; True demands
+it (ValueError with the reason otherwise); False takes the unfused path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..compile import KernelEntry, register_kernel
+from ..problem import Conv2dProblem
+from . import _common
+from . import depthwise as _dw
+from ._common import i32
+
+FILE = "depthwise.cu"
+FUSED_EXPRESSION = "separable_fused_f32"
+FUSED_NAME = "separable_fused_f32_p64_k64_c32"
+THREADS = 256
+TILE_PIX = 64
+TILE_K = 64
+INT_MAX = 2 ** 31 - 1
+
+# Two blocks per SM: its 16 accumulators need more than the 64 registers of four.
+register_kernel(KernelEntry(FILE, FUSED_EXPRESSION, FUSED_NAME, block_threads=THREADS,
+                            min_blocks_per_sm=2))
+
+
+def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
+    """None if the fused kernel can run depthwise problem ``dw`` followed by a 1×1 to ``K``
+    channels, else why not. Shared memory is fixed (chunks of 32 channels), so the limits are
+    those of its 32-bit index arithmetic and grid."""
+    if dw.dtype != "float32":
+        return f"the fused kernel takes float32, got {dw.dtype}"
+    reason = _dw._int32_reason(dw)
+    if reason is not None:
+        return reason
+    PQ = dw.P * dw.Q
+    if PQ > INT_MAX or K > INT_MAX or dw.K * K > INT_MAX:
+        return f"P·Q={PQ}, K={K} or M·C·K={dw.K * K} does not fit a 32-bit int"
+    blocks = dw.N * (-(-PQ // TILE_PIX)) * (-(-K // TILE_K))
+    if blocks > INT_MAX:
+        return f"{blocks} blocks exceed the grid limit 2**31-1"
+    return None
+
+
+def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None,
+                     stride=1, padding=0, dilation=1, *, activation_depthwise=None, activation=None,
+                     residual=None, fused=None, out=None):
+    """Depthwise-separable convolution: depthwise (M·C, 1, R, S) then pointwise (K, M·C, 1, 1).
+
+    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. Returns (N, K, P, Q) on
+    the current backend. See the module docstring for ``fused``.
+    """
+    be = _common.current_backend()
+    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
+    wd = _common.as_tensor(w_depthwise, "w_depthwise", ndim=4, dtypes=("float32",), be=be)
+    wp = _common.as_tensor(w_pointwise, "w_pointwise", ndim=4, dtypes=("float32",), be=be)
+    N, C, H, W = (int(d) for d in x.shape)
+    if wd.shape[1] != 1 or wd.shape[0] == 0 or wd.shape[0] % C:
+        raise ValueError(f"w_depthwise must have shape (M·C, 1, R, S) with C={C} the input channels "
+                         f"(input {tuple(x.shape)}), got {tuple(wd.shape)}")
+    CM = int(wd.shape[0])
+    if wp.shape[1] != CM or wp.shape[2:] != (1, 1) or wp.shape[0] == 0:
+        raise ValueError(f"w_pointwise must have shape (K, {CM}, 1, 1) to follow w_depthwise "
+                         f"{tuple(wd.shape)}, got {tuple(wp.shape)}")
+    K = int(wp.shape[0])
+    dw = Conv2dProblem.from_shapes(x.shape, wd.shape, stride, padding, dilation, C, "float32")
+    out_shape = (N, K, dw.P, dw.Q)
+    bd = _common.optional_tensor(bias_depthwise, "bias_depthwise", (CM,), np.float32, be)
+    bp = _common.optional_tensor(bias_pointwise, "bias_pointwise", (K,), np.float32, be)
+    residual = _common.optional_tensor(residual, "residual", out_shape, np.float32, be)
+    act_d = _common.activation_code(activation_depthwise)
+    act = _common.activation_code(activation)
+    _common.same_device(be, input=x, w_depthwise=wd, w_pointwise=wp, bias_depthwise=bd,
+                        bias_pointwise=bp, residual=residual, out=out)
+    if fused not in (None, True, False):
+        raise TypeError(f"fused must be None, True or False, got {fused!r}")
+    reason = fused_reason(dw, K)
+    if fused is True and reason is not None:
+        raise ValueError(f"fused=True cannot run depthwise {dw.describe()} then 1x1 to K={K}: {reason}")
+    use_fused = reason is None and fused is not False
+    y = _common.prepare_out(out, out_shape, np.float32, be,
+                            inputs=(("input", x), ("w_depthwise", wd), ("w_pointwise", wp),
+                                    ("bias_depthwise", bd), ("bias_pointwise", bp),
+                                    ("residual", residual)))
+    if use_fused:
+        ph = _common.placeholder(be, "float32")
+        blocks = N * (-(-(dw.P * dw.Q) // TILE_PIX)) * (-(-K // TILE_K))
+        be.launch(FILE, FUSED_EXPRESSION, (blocks, 1, 1), (THREADS, 1, 1), (
+            x, wd, bd if bd is not None else ph, wp, bp if bp is not None else ph,
+            residual if residual is not None else ph, y,
+            i32(N), i32(C), i32(H), i32(W), i32(CM // C), i32(dw.P), i32(dw.Q), i32(dw.R), i32(dw.S),
+            i32(dw.stride_h), i32(dw.stride_w), i32(dw.pad_h), i32(dw.pad_w),
+            i32(dw.dilation_h), i32(dw.dilation_w), i32(K),
+            i32(bd is not None), i32(act_d), i32(bp is not None), i32(residual is not None), i32(act)))
+        return y
+    # Unfused: the intermediate goes through global memory; then per image
+    # y[n] (K × P·Q) = w_pointwise (K × M·C) · mid[n] (M·C × P·Q), one batched GEMM.
+    from .gemm import gemm_launch  # noqa: PLC0415
+    PQ = dw.P * dw.Q
+    mid = be.empty((N, CM, dw.P, dw.Q), np.float32)
+    _dw.launch(be, dw, x, wd, bd, act_d, None, mid)
+    gemm_launch(be, wp, mid, y, K, PQ, CM, lda=CM, ldb=PQ, ldc=PQ, batch=N, stride_a=0,
+                stride_b=CM * PQ, stride_c=K * PQ, bias=bp, act=act, residual=residual)
+    return y

@@ -1,0 +1,230 @@
+"""Pooling (kernels/pool.cu, cuconv.ops.pool) against float64 references with PyTorch's
+semantics: ceil_mode's last-window rule, count_include_pad, divisor_override, −inf padding,
+first-max ties, NaN propagation and int64 plane indices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cuconv
+from conftest import GPU, put
+from cuconv.ops.pool import pool_output_size
+from cuconv.reference.pool import (avg_pool2d_ref, global_avg_pool2d_ref, max_pool2d_ref,
+                                   pool_out_size_ref)
+from cuconv.testing import assert_close, poison, random_array
+
+# (x shape, kernel_size, stride, padding, dilation, ceil_mode)
+MAX_CASES = {
+    "k3s2p1_C3_7x9": ((2, 3, 7, 9), 3, 2, 1, 1, False),
+    "k3s2p1_ceil_9x7": ((1, 3, 9, 7), 3, 2, 1, 1, True),
+    "k2_default_stride_8x9": ((2, 1, 8, 9), 2, None, 0, 1, False),
+    "rect_dilated_ceil": ((1, 2, 7, 9), (3, 2), (2, 1), (1, 0), (2, 1), True),
+    "ceil_drops_window_in_right_pad": ((1, 3, 5, 5), 3, 3, 1, 1, True),
+    "dilation2_pad2": ((1, 2, 9, 8), 3, 1, 2, 2, False),
+    "one_by_one": ((1, 1, 1, 1), 1, 1, 0, 1, False),
+}
+# (x shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_CASES = {
+    "k3s2p1_include_pad": ((2, 3, 7, 9), 3, 2, 1, False, True, None),
+    "k3s2p1_exclude_pad": ((2, 3, 7, 9), 3, 2, 1, False, False, None),
+    "ceil_include_pad_overhang": ((1, 3, 8, 6), 3, 2, 1, True, True, None),
+    "ceil_exclude_pad": ((1, 1, 8, 6), (3, 2), (2, 3), (1, 1), True, False, None),
+    "divisor_override": ((1, 2, 7, 7), 2, 2, 1, True, True, 3),
+    "k2_default_stride": ((2, 3, 9, 7), 2, None, 0, False, True, None),
+}
+
+
+def _tied_input(rng, shape):
+    """Small integers: many exact ties inside every window, so the tie rule is exercised."""
+    return rng.integers(-3, 4, size=shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", list(MAX_CASES), ids=list(MAX_CASES))
+def test_max_pool_values_and_indices(be, rng, case):
+    xs, k, s, pad, dil, ceil = MAX_CASES[case]
+    x = _tied_input(rng, xs) if "k3" in case or "dilation" in case else random_array(rng, xs)
+    ref, ref_idx = max_pool2d_ref(x, k, s, pad, dil, ceil, return_indices=True)
+    out = put(be, np.empty(ref.shape, np.float32))
+    out_idx = put(be, np.empty(ref.shape, np.int64))
+    poison(out)
+    poison(out_idx)
+    y, idx = cuconv.max_pool2d(put(be, x), k, s, pad, dil, ceil, return_indices=True, out=out,
+                               out_indices=out_idx)
+    assert y is out and idx is out_idx
+    assert_close(y, ref, "float32", "pool", what=case)
+    np.testing.assert_array_equal(be.to_numpy(idx), ref_idx)
+
+
+def test_max_pool_nan_and_minus_inf_follow_pytorch(be, rng):
+    """NaN propagates (index of the last NaN in scan order); a window of −inf keeps its first
+    in-bounds position; padding never wins over −inf (it is −inf itself, not a value)."""
+    x = random_array(rng, (1, 2, 6, 7))
+    x[0, 0, 1, 1] = np.nan
+    x[0, 0, 1, 2] = np.nan
+    x[0, 1, :3, :3] = -np.inf
+    ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, return_indices=True)
+    assert np.isnan(ref).any() and np.isneginf(ref).any()
+    y, idx = cuconv.max_pool2d(put(be, x), 3, 2, 1, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(be.to_numpy(y), ref.astype(np.float32))   # NaN == NaN here
+    np.testing.assert_array_equal(be.to_numpy(idx), ref_idx)
+
+
+def test_max_pool_without_indices_allocating(be, rng):
+    x = random_array(rng, (2, 3, 9, 7))
+    ref = max_pool2d_ref(x, 3, 2, 1)
+    y = cuconv.max_pool2d(put(be, x), 3, 2, 1)
+    assert y.shape == ref.shape and y.dtype == np.float32
+    assert_close(y, ref, "float32", "pool")
+
+
+@pytest.mark.parametrize("case", list(AVG_CASES), ids=list(AVG_CASES))
+def test_avg_pool(be, rng, case):
+    xs, k, s, pad, ceil, incl, div = AVG_CASES[case]
+    x = random_array(rng, xs, low=0.5, high=1.5)
+    ref = avg_pool2d_ref(x, k, s, pad, ceil, incl, div)
+    out = put(be, np.empty(ref.shape, np.float32))
+    poison(out)
+    y = cuconv.avg_pool2d(put(be, x), k, s, pad, ceil, incl, div, out=out)
+    assert y is out
+    assert_close(y, ref, "float32", "pool", what=case)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 9, 1, 3), (1, 2, 33, 40)],
+                         ids=["7x7_warp_per_plane", "1x3", "33x40_block_per_plane"])
+def test_global_avg_pool(be, rng, shape):
+    x = random_array(rng, shape, low=0.5, high=1.5)
+    ref = global_avg_pool2d_ref(x)
+    out = put(be, np.empty(ref.shape, np.float32))
+    poison(out)
+    y = cuconv.global_avg_pool2d(put(be, x), out=out)
+    assert_close(y, ref, "float32", "pool")
+
+
+def test_emulator_sanitizers_reverse_order(rng):
+    """AddressSanitizer + UBSan, threads in reverse order: the max (with indices), average and
+    warp-per-plane global-average kernels (the others share their bodies)."""
+    x = _tied_input(rng, (1, 3, 9, 7))
+    with cuconv.backend("emulator", sanitize="address,undefined", order="reverse"):
+        y, idx = cuconv.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+        ya = cuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+        g = cuconv.global_avg_pool2d(x)
+    ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, True)
+    assert_close(y, ref, "float32", "pool")
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), "float32", "pool")
+    assert_close(g, global_avg_pool2d_ref(x), "float32", "pool")
+
+
+def test_emulator_random_order(rng):
+    x = _tied_input(rng, (1, 3, 9, 7))
+    xg = random_array(rng, (1, 9, 33, 40))
+    with cuconv.backend("emulator", order="random", seed=11):
+        y, idx = cuconv.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+        ym = cuconv.max_pool2d(x, (2, 3), (1, 2), (1, 1), (2, 1))
+        ya = cuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+        g_small = cuconv.global_avg_pool2d(x)
+        g_large = cuconv.global_avg_pool2d(xg)
+    ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, True)
+    assert_close(y, ref, "float32", "pool")
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert_close(ym, max_pool2d_ref(x, (2, 3), (1, 2), (1, 1), (2, 1)), "float32", "pool")
+    assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), "float32", "pool")
+    assert_close(g_small, global_avg_pool2d_ref(x), "float32", "pool")
+    assert_close(g_large, global_avg_pool2d_ref(xg), "float32", "pool")
+
+
+# --------------------------------------------------------------------------- output sizes
+def test_output_size_rules():
+    # floor: (7 + 2 - 3) // 2 + 1 = 4
+    assert pool_output_size(7, 3, 2, 1, 1, False) == 4
+    # ceil without the drop: 5x5, k2 s2 -> 3 (the last window starts inside the input)
+    assert pool_output_size(5, 2, 2, 0, 1, True) == 3
+    # ceil would give 3, but the third window would start at 6 - 1 = 5 >= 5 + 1 - 1: dropped
+    assert pool_output_size(5, 3, 3, 1, 1, True) == 2
+    for size in range(1, 12):
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for d in (1, 2):
+                    for pad in range(0, ((k - 1) * d + 1) // 2 + 1):
+                        for ceil in (False, True):
+                            assert pool_output_size(size, k, s, pad, d, ceil) == \
+                                pool_out_size_ref(size, k, s, pad, d, ceil)
+
+
+# --------------------------------------------------------------------------- hypothesis
+@st.composite
+def pool_args(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph = draw(st.integers(0, ((kh - 1) * dh + 1) // 2))
+    pw = draw(st.integers(0, ((kw - 1) * dw + 1) // 2))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    ceil = draw(st.booleans())
+    H, W = draw(st.integers(1, 11)), draw(st.integers(1, 11))
+    N, C = draw(st.integers(1, 2)), draw(st.sampled_from([1, 3]))
+    return (N, C, H, W), (kh, kw), stride, (ph, pw), (dh, dw), ceil
+
+
+def _fits(xs, k, stride, pad, dil, ceil):
+    s = k if stride is None else stride
+    return all(pool_out_size_ref(xs[2 + i], k[i], s[i], pad[i], dil[i], ceil) >= 1 for i in (0, 1))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=pool_args(), seed=st.integers(0, 2 ** 32 - 1), count_include_pad=st.booleans())
+def test_hypothesis_pools_match_reference(args, seed, count_include_pad):
+    xs, k, stride, pad, dil, ceil = args
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, size=xs).astype(np.float32)
+    backends = ["emulator"] + (["cupy"] if GPU else [])
+    for name in backends:
+        with cuconv.backend(name) as be:
+            xb = put(be, x)
+            if not _fits(xs, k, stride, pad, dil, ceil):
+                with pytest.raises(ValueError, match="output size"):
+                    cuconv.max_pool2d(xb, k, stride, pad, dil, ceil)
+                continue
+            ref, ref_idx = max_pool2d_ref(x, k, stride, pad, dil, ceil, True)
+            y, idx = cuconv.max_pool2d(xb, k, stride, pad, dil, ceil, True)
+            np.testing.assert_array_equal(be.to_numpy(y), ref.astype(np.float32))
+            np.testing.assert_array_equal(be.to_numpy(idx), ref_idx)
+            if dil == (1, 1) and _fits(xs, k, stride, pad, (1, 1), ceil):
+                ya = cuconv.avg_pool2d(xb, k, stride, pad, ceil, count_include_pad)
+                assert_close(ya, avg_pool2d_ref(x, k, stride, pad, ceil, count_include_pad),
+                             "float32", "pool")
+
+
+# --------------------------------------------------------------------------- bad arguments
+def test_bad_arguments_raise_before_any_launch(rng):
+    x = random_array(rng, (1, 3, 7, 7))
+    with cuconv.backend("emulator"):
+        with pytest.raises(ValueError, match=r"at most half.*padding \(2, 2\)"):
+            cuconv.max_pool2d(x, 3, 1, 2)
+        with pytest.raises(ValueError, match="at most half"):
+            cuconv.avg_pool2d(x, 2, 1, 2)
+        with pytest.raises(ValueError, match="stride must be positive"):
+            cuconv.max_pool2d(x, 3, 0)
+        with pytest.raises(ValueError, match="kernel_size must be positive"):
+            cuconv.avg_pool2d(x, 0)
+        with pytest.raises(ValueError, match=r"output size.*\(1, 3, 7, 7\)"):
+            cuconv.max_pool2d(x, 8)
+        with pytest.raises(ValueError, match="divisor_override must be nonzero"):
+            cuconv.avg_pool2d(x, 2, divisor_override=0)
+        with pytest.raises(TypeError, match="divisor_override"):
+            cuconv.avg_pool2d(x, 2, divisor_override=1.5)
+        with pytest.raises(ValueError, match="4-D"):
+            cuconv.max_pool2d(x[0], 2)
+        with pytest.raises(TypeError, match="float32"):
+            cuconv.avg_pool2d(x.astype(np.float64), 2)
+        with pytest.raises(TypeError, match="ceil_mode"):
+            cuconv.max_pool2d(x, 2, ceil_mode="yes")
+        with pytest.raises(ValueError, match="out must have shape"):
+            cuconv.max_pool2d(x, 2, out=np.empty((1, 3, 4, 4), np.float32))
+        with pytest.raises(ValueError, match="out_indices"):
+            cuconv.max_pool2d(x, 2, out_indices=np.empty((1, 3, 3, 3), np.int64))
+        with pytest.raises(TypeError, match="int64"):
+            cuconv.max_pool2d(x, 2, return_indices=True, out_indices=np.empty((1, 3, 3, 3), np.int32))
+        with pytest.raises(ValueError, match="non-empty"):
+            cuconv.global_avg_pool2d(np.empty((1, 3, 0, 4), np.float32))
