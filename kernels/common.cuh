@@ -53,3 +53,569 @@ __device__ __forceinline__ T cc_ldg(const T* p) {
 }
 
 __device__ __forceinline__ int cc_div_up(int a, int b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------- pooling (pool.cu)
+// -inf as a float: the identity of max pooling, which PyTorch outputs for a window with no
+// input element. NVRTC has neither INFINITY nor __builtin_huge_valf.
+__device__ __forceinline__ float cc_neg_inf() {
+#if defined(__CUDA_ARCH__)
+    return __int_as_float(0xff800000);
+#else
+    return -__builtin_huge_valf();
+#endif
+}
+
+// ======================================================================================
+// ---------------------------------------------------------------- tensor cores (tc_gemm.cu, tc_conv.cu)
+// The PTX portability layer for mma.sync, ldmatrix, cp.async and cvt.rna.tf32. Fragments are
+// the PTX registers (uint32 = two 16-bit elements, element 2i in bits 0..15), laid out as in
+// the PTX ISA "Matrix Fragments for mma.m16n8k16 / mma.m16n8k8" (g = lane/4, t = lane%4):
+//   m16n8k16 f16/bf16: a[0]=A[g][2t..2t+1] a[1]=A[g+8][2t..] a[2]=A[g][2t+8..] a[3]=A[g+8][2t+8..]
+//                      b[0]=B[2t..2t+1][g] b[1]=B[2t+8..2t+9][g]
+//   m16n8k8 f16:       a[0]=A[g][2t..] a[1]=A[g+8][2t..]            b[0]=B[2t..2t+1][g]
+//   m16n8k8 tf32:      a[0]=A[g][t] a[1]=A[g+8][t] a[2]=A[g][t+4] a[3]=A[g+8][t+4]
+//                      b[0]=B[t][g] b[1]=B[t+4][g]
+//   C/D (all):         c[0]=C[g][2t] c[1]=C[g][2t+1] c[2]=C[g+8][2t] c[3]=C[g+8][2t+1]
+// (/work/shared/research/tensor_cores.md §1-§4 has the sources.) d may alias c. All 32 lanes
+// must call mma/ldmatrix with converged control flow: never predicate them per lane, zero-fill
+// operands instead.
+//
+// Three implementations of each primitive:
+//   * the GPU: inline PTX where the architecture has the instruction;
+//   * a portable GPU fallback (warp shuffles + fmaf) where it does not (bf16/tf32 mma below
+//     sm_80), also selected everywhere by -DCUCONV_PORTABLE_TC so the layouts can be
+//     cross-checked against a second, independent encoding (on the GPU and in the emulator);
+//   * the emulator: warp collectives that gather the 32 lanes' registers, multiply exactly in
+//     double (f16/bf16/tf32 products are exact), round once to f32 per instruction, scatter.
+//     cp.async there is *deferred* by default: the destination is filled with 0xFF bytes (NaN
+//     in f16, bf16 and f32) at issue and the copy is done at the wait_group that covers it, so a
+//     missing wait or barrier shows as NaN. -DCUCONV_EMU_CP_ASYNC_EAGER (or the environment
+//     variable CUCONV_EMU_CP_ASYNC=eager) copies at issue instead.
+//
+// tf32: operands of the tf32 mma are read as float bits & 0xFFFFE000 (the hardware ignores the
+// low 13 bits); kernels round first with cc_cvt_tf32 (cvt.rna: nearest, ties away from zero).
+#if defined(__CUDA_ARCH__) || defined(CUCONV_EMULATOR)
+__device__ __forceinline__ unsigned cc_cvt_tf32_bits(unsigned u) {
+    if ((u & 0x7f800000u) == 0x7f800000u) return (u & 0x007fffffu) ? 0x7fffffffu : u;  // NaN, inf
+    return (u + 0x1000u) & 0xffffe000u;  // sign-magnitude: adding half an ulp rounds ties away
+}
+
+// cvt.rna.tf32.f32: f32 -> tf32 register (round to nearest, ties away from zero; low 13 bits 0).
+__device__ __forceinline__ unsigned cc_cvt_tf32(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+#else
+    return cc_cvt_tf32_bits(__float_as_uint(x));
+#endif
+}
+
+// ------------------------------------------------------------------ emulator: warp collectives
+#if !defined(__CUDA_ARCH__) && defined(CUCONV_EMULATOR)
+namespace cc_tc_emu {
+// The only places that touch the emulator's internals (runtime.h): reporting a fault, and
+// telling launches and blocks apart for the per-thread cp.async queues.
+[[noreturn]] inline void fault(int kind, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+[[noreturn]] inline void fault(int kind, const char* fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cuconv_emu::fail(kind, cuconv_emu::format("%s", buf));
+}
+constexpr int kFault = cuconv_emu::kFault, kDivergence = cuconv_emu::kDivergence;
+enum MmaKind { kF16k16 = 0, kBf16k16 = 1, kF16k8 = 2, kTf32k8 = 3 };
+
+// Exact conversions on bits (no rounding anywhere: every f16/bf16/tf32 value is a double).
+inline double f16_bits(unsigned short h) {
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const double s = (h & 0x8000) ? -1.0 : 1.0;
+    if (e == 0x1f) return m ? __builtin_nan("") : s * __builtin_inf();
+    if (e == 0) return s * __builtin_ldexp(static_cast<double>(m), -24);          // subnormal
+    return s * __builtin_ldexp(static_cast<double>(m | 0x400), e - 25);
+}
+inline double bits_f32(unsigned u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return static_cast<double>(f);
+}
+inline double bf16_bits(unsigned short h) { return bits_f32(static_cast<unsigned>(h) << 16); }
+inline double tf32_bits(unsigned u) { return bits_f32(u & 0xffffe000u); }
+inline double half_of(unsigned r, int k, MmaKind kind) {
+    const unsigned short h = static_cast<unsigned short>((k & 1) ? (r >> 16) : (r & 0xffffu));
+    return kind == kBf16k16 ? bf16_bits(h) : f16_bits(h);
+}
+
+struct MmaLane {
+    unsigned a[4], b[2];
+    float c[4], d[4];
+};
+
+// A(m,k) and B(k,n) found through the inverse fragment maps (research note §1.2-§1.4).
+template <MmaKind KIND>
+inline double a_elem(MmaLane* const* L, int m, int k) {
+    if (KIND == kTf32k8) return tf32_bits(L[4 * (m % 8) + k % 4]->a[m / 8 + 2 * (k / 4)]);
+    if (KIND == kF16k8) return half_of(L[4 * (m % 8) + (k % 8) / 2]->a[m / 8], k, KIND);
+    return half_of(L[4 * (m % 8) + (k % 8) / 2]->a[m / 8 + 2 * (k / 8)], k, KIND);
+}
+template <MmaKind KIND>
+inline double b_elem(MmaLane* const* L, int k, int n) {
+    if (KIND == kTf32k8) return tf32_bits(L[4 * n + k % 4]->b[k / 4]);
+    if (KIND == kF16k8) return half_of(L[4 * n + k / 2]->b[0], k, KIND);
+    return half_of(L[4 * n + (k % 8) / 2]->b[k / 8], k, KIND);
+}
+
+template <MmaKind KIND>
+inline void mma_collective(void** lanes, void*) {
+    MmaLane* const* L = reinterpret_cast<MmaLane* const*>(lanes);
+    for (int l = 0; l < 32; ++l)
+        if (!L[l])
+            fault(kDivergence, "mma.sync in a partial warp: lane %d of warp %u does not exist (blockDim must be a "
+                               "multiple of 32)", l, __emu_warp_id());
+    constexpr int K = (KIND == kF16k16 || KIND == kBf16k16) ? 16 : 8;
+    for (int l = 0; l < 32; ++l) {
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; ++i) {
+            const int m = g + 8 * (i >> 1), n = 2 * t + (i & 1);
+            double s = L[l]->c[i];
+            for (int k = 0; k < K; ++k) s += a_elem<KIND>(L, m, k) * b_elem<KIND>(L, k, n);
+            L[l]->d[i] = static_cast<float>(s);   // one round-to-nearest-even per instruction
+        }
+    }
+}
+
+template <MmaKind KIND, int NA, int NB>
+inline void mma(float d[4], const unsigned* a, const unsigned* b, const float c[4]) {
+    MmaLane me{};
+    for (int i = 0; i < NA; ++i) me.a[i] = a[i];
+    for (int i = 0; i < NB; ++i) me.b[i] = b[i];
+    for (int i = 0; i < 4; ++i) me.c[i] = c[i];   // read before d is written: d may alias c
+    __emu_warp_collective(&me, &mma_collective<KIND>, nullptr);
+    for (int i = 0; i < 4; ++i) d[i] = me.d[i];
+}
+
+struct LdsmLane {
+    const unsigned char* row;
+    unsigned r[4];
+};
+
+template <int NUM, bool TRANS>
+inline void ldmatrix_collective(void** lanes, void*) {
+    LdsmLane* const* L = reinterpret_cast<LdsmLane* const*>(lanes);
+    for (int l = 0; l < 32; ++l)
+        if (!L[l]) fault(kDivergence, "ldmatrix in a partial warp: lane %d of warp %u does not exist", l, __emu_warp_id());
+    for (int l = 0; l < 32; ++l) {
+        const int g = l >> 2, t = l & 3;
+        for (int j = 0; j < NUM; ++j) {
+            unsigned v;
+            if (!TRANS) {
+                memcpy(&v, L[8 * j + g]->row + 4 * t, 4);   // row g, columns 2t, 2t+1
+            } else {
+                unsigned short lo, hi;                        // column g, rows 2t, 2t+1
+                memcpy(&lo, L[8 * j + 2 * t]->row + 2 * g, 2);
+                memcpy(&hi, L[8 * j + 2 * t + 1]->row + 2 * g, 2);
+                v = static_cast<unsigned>(lo) | (static_cast<unsigned>(hi) << 16);
+            }
+            L[l]->r[j] = v;
+        }
+    }
+}
+
+template <int NUM, bool TRANS>
+inline void ldmatrix(unsigned* r, const void* row) {
+    const unsigned lane = __emu_lane_id();
+    // Only the lanes that supply a row address are checked (sm_80+ ignores the others).
+    if (lane < 8u * NUM && (reinterpret_cast<size_t>(row) & 15u))
+        fault(kFault, "ldmatrix: lane %u gives row address %p, which is not 16-byte aligned", lane, row);
+    LdsmLane me{static_cast<const unsigned char*>(row), {0, 0, 0, 0}};
+    __emu_warp_collective(&me, &ldmatrix_collective<NUM, TRANS>, nullptr);
+    for (int j = 0; j < NUM; ++j) r[j] = me.r[j];
+}
+
+// cp.async: per-thread queues of pending copies, grouped by commit_group.
+struct PendingCopy {
+    void* dst;
+    const void* src;
+    int bytes, src_bytes;
+};
+struct ThreadCopies {
+    const void* stamp_kernel = nullptr;   // which launch/block the queue belongs to
+    const void* stamp_argv = nullptr;
+    uint3 stamp_block{~0u, ~0u, ~0u};
+    PendingCopy q[128];
+    int n = 0;                            // queued copies (committed ones first)
+    int group_end[64];                    // end index (into q) of each committed, pending group
+    int ngroups = 0;
+};
+inline ThreadCopies g_copies[1024];
+
+// Eager copies (at issue) with -DCUCONV_EMU_CP_ASYNC_EAGER, or CUCONV_EMU_CP_ASYNC=eager in the
+// environment the emulator's worker process starts with; deferred otherwise.
+inline bool eager_mode() {
+#if defined(CUCONV_EMU_CP_ASYNC_EAGER)
+    return true;
+#else
+    static const bool eager = [] {
+        const char* m = getenv("CUCONV_EMU_CP_ASYNC");
+        return m != nullptr && strcmp(m, "eager") == 0;
+    }();
+    return eager;
+#endif
+}
+
+inline void perform(const PendingCopy& c) {
+    if (c.src_bytes > 0) memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+    if (c.src_bytes < c.bytes) memset(static_cast<char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
+}
+
+inline ThreadCopies& mine() {
+    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    ThreadCopies& s = g_copies[tid & 1023u];
+    const cuconv_emu::Engine& e = cuconv_emu::g_engine;
+    const uint3 b = blockIdx;
+    if (s.stamp_kernel != e.kernel || s.stamp_argv != e.argv || s.stamp_block.x != b.x || s.stamp_block.y != b.y ||
+        s.stamp_block.z != b.z) {
+        // A new block (or launch). Copies left over from the previous block of this launch
+        // were never waited for: undefined on the device, an error here.
+        if (s.n > 0 && s.stamp_kernel == e.kernel && s.stamp_argv == e.argv)
+            fault(kFault, "cp.async: thread %u of block (%u,%u,%u) exited with %d copies not waited for "
+                          "(cp.async.wait_group/wait_all missing)", tid, s.stamp_block.x, s.stamp_block.y,
+                  s.stamp_block.z, s.n);
+        s.n = 0;
+        s.ngroups = 0;
+        s.stamp_kernel = e.kernel;
+        s.stamp_argv = e.argv;
+        s.stamp_block = b;
+    }
+    return s;
+}
+
+template <int BYTES>
+inline void cp_async(void* dst, const void* src, int src_bytes) {
+    static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+    if (src_bytes < 0 || src_bytes > BYTES)
+        fault(kFault, "cp.async: src-size %d outside 0..%d (cp-size)", src_bytes, BYTES);
+    if ((reinterpret_cast<size_t>(dst) % BYTES) || (reinterpret_cast<size_t>(src) % BYTES))
+        fault(kFault, "cp.async of %d bytes: dst %p / src %p not %d-byte aligned", BYTES, dst, src, BYTES);
+    ThreadCopies& s = mine();
+    const PendingCopy c{dst, src, BYTES, src_bytes};
+    if (eager_mode()) {
+        perform(c);
+        return;
+    }
+    if (s.n == 128)
+        fault(kFault, "cp.async: more than 128 copies pending in one thread (emulator limit)");
+    memset(dst, 0xff, BYTES);   // poison: reading before the wait gives NaN
+    s.q[s.n++] = c;
+}
+
+inline void commit() {
+    ThreadCopies& s = mine();
+    // Empty groups are kept: they count in wait_group N like any other group.
+    if (s.ngroups == 64) fault(kFault, "cp.async: more than 64 groups pending (emulator limit)");
+    s.group_end[s.ngroups++] = s.n;
+}
+
+// Complete every committed group except the `keep` most recent ones, in commit order.
+inline void wait_group(int keep) {
+    ThreadCopies& s = mine();
+    if (s.ngroups <= keep) return;
+    const int done = s.ngroups - keep;
+    const int upto = s.group_end[done - 1];
+    for (int i = 0; i < upto; ++i) perform(s.q[i]);
+    for (int i = upto; i < s.n; ++i) s.q[i - upto] = s.q[i];
+    s.n -= upto;
+    for (int i = done; i < s.ngroups; ++i) s.group_end[i - done] = s.group_end[i] - upto;
+    s.ngroups -= done;
+}
+}  // namespace cc_tc_emu
+#endif  // emulator
+
+// ------------------------------------------------------------------ portable fallbacks (shuffles)
+#if defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
+__device__ __forceinline__ float cc_tc_f16_to_float(unsigned short h) {
+#if defined(__CUDA_ARCH__)
+    float f;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
+    return f;
+#else
+    return static_cast<float>(cc_tc_emu::f16_bits(h));
+#endif
+}
+__device__ __forceinline__ float cc_tc_bf16_to_float(unsigned short h) {
+    return __uint_as_float(static_cast<unsigned>(h) << 16);
+}
+// Element `half` (0 = bits 0..15) of a packed register as a float.
+template <int KIND>  // 0 f16, 1 bf16
+__device__ __forceinline__ float cc_tc_elem(unsigned r, int half) {
+    const unsigned short h = static_cast<unsigned short>(half ? (r >> 16) : (r & 0xffffu));
+    return KIND == 0 ? cc_tc_f16_to_float(h) : cc_tc_bf16_to_float(h);
+}
+
+// m16n8k16 through shuffles: lane (g,t) fetches rows g, g+8 of A from lanes 4g+t' and columns
+// 2t, 2t+1 of B from lanes 4(2t)+t', 4(2t+1)+t' (t' = 0..3), then 4 dot products of 16 in fmaf.
+template <int KIND>
+__device__ __forceinline__ void cc_mma_m16n8k16_shfl(float d[4], const unsigned a[4], const unsigned b[2],
+                                                     const float c[4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float acc[4] = {c[0], c[1], c[2], c[3]};
+#pragma unroll
+    for (int tp = 0; tp < 4; ++tp) {
+        unsigned ar[4], b0[2], b1[2];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ar[j] = __shfl_sync(0xffffffffu, a[j], 4 * g + tp);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            b0[j] = __shfl_sync(0xffffffffu, b[j], 4 * (2 * t) + tp);
+            b1[j] = __shfl_sync(0xffffffffu, b[j], 4 * (2 * t + 1) + tp);
+        }
+        // ar[0]: A[g][2tp..+1], ar[1]: A[g+8][2tp..], ar[2]: A[g][2tp+8..], ar[3]: A[g+8][2tp+8..]
+        // bX[0]: B[2tp..+1][n], bX[1]: B[2tp+8..+9][n]
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh)      // k block: 0 -> k = 2tp.., 1 -> k = 2tp+8..
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {   // element of the pair
+                const float a_lo = cc_tc_elem<KIND>(ar[2 * kh], e), a_hi = cc_tc_elem<KIND>(ar[2 * kh + 1], e);
+                const float bn0 = cc_tc_elem<KIND>(b0[kh], e), bn1 = cc_tc_elem<KIND>(b1[kh], e);
+                acc[0] = fmaf(a_lo, bn0, acc[0]);
+                acc[1] = fmaf(a_lo, bn1, acc[1]);
+                acc[2] = fmaf(a_hi, bn0, acc[2]);
+                acc[3] = fmaf(a_hi, bn1, acc[3]);
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = acc[i];
+}
+
+__device__ __forceinline__ void cc_mma_m16n8k8_f16_shfl(float d[4], const unsigned a[2], const unsigned b[1],
+                                                        const float c[4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float acc[4] = {c[0], c[1], c[2], c[3]};
+#pragma unroll
+    for (int tp = 0; tp < 4; ++tp) {
+        const unsigned a0 = __shfl_sync(0xffffffffu, a[0], 4 * g + tp);
+        const unsigned a1 = __shfl_sync(0xffffffffu, a[1], 4 * g + tp);
+        const unsigned bn0 = __shfl_sync(0xffffffffu, b[0], 4 * (2 * t) + tp);
+        const unsigned bn1 = __shfl_sync(0xffffffffu, b[0], 4 * (2 * t + 1) + tp);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const float lo = cc_tc_elem<0>(a0, e), hi = cc_tc_elem<0>(a1, e);
+            const float x0 = cc_tc_elem<0>(bn0, e), x1 = cc_tc_elem<0>(bn1, e);
+            acc[0] = fmaf(lo, x0, acc[0]);
+            acc[1] = fmaf(lo, x1, acc[1]);
+            acc[2] = fmaf(hi, x0, acc[2]);
+            acc[3] = fmaf(hi, x1, acc[3]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = acc[i];
+}
+
+__device__ __forceinline__ void cc_mma_m16n8k8_tf32_shfl(float d[4], const unsigned a[4], const unsigned b[2],
+                                                         const float c[4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float acc[4] = {c[0], c[1], c[2], c[3]};
+#pragma unroll
+    for (int tp = 0; tp < 4; ++tp) {
+        unsigned ar[4], b0[2], b1[2];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ar[j] = __shfl_sync(0xffffffffu, a[j], 4 * g + tp);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            b0[j] = __shfl_sync(0xffffffffu, b[j], 4 * (2 * t) + tp);
+            b1[j] = __shfl_sync(0xffffffffu, b[j], 4 * (2 * t + 1) + tp);
+        }
+        // ar: A[g][tp], A[g+8][tp], A[g][tp+4], A[g+8][tp+4]; bX: B[tp][n], B[tp+4][n]
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh) {
+            const float lo = __uint_as_float(ar[2 * kh] & 0xffffe000u), hi = __uint_as_float(ar[2 * kh + 1] & 0xffffe000u);
+            const float x0 = __uint_as_float(b0[kh] & 0xffffe000u), x1 = __uint_as_float(b1[kh] & 0xffffe000u);
+            acc[0] = fmaf(lo, x0, acc[0]);
+            acc[1] = fmaf(lo, x1, acc[1]);
+            acc[2] = fmaf(hi, x0, acc[2]);
+            acc[3] = fmaf(hi, x1, acc[3]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = acc[i];
+}
+#endif  // portable fallbacks
+
+// ------------------------------------------------------------------ mma.sync
+__device__ __forceinline__ void cc_mma_m16n8k8_f16(float d[4], const unsigned a[2], const unsigned b[1],
+                                                   const float c[4]) {
+#if defined(__CUDA_ARCH__) && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%8,%9,%10};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b[0]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#elif defined(__CUDA_ARCH__)
+    cc_mma_m16n8k8_f16_shfl(d, a, b, c);
+#elif defined(CUCONV_PORTABLE_TC)
+    cc_mma_m16n8k8_f16_shfl(d, a, b, c);
+#else  // CUCONV_EMULATOR
+    cc_tc_emu::mma<cc_tc_emu::kF16k8, 2, 1>(d, a, b, c);
+#endif
+}
+
+__device__ __forceinline__ void cc_mma_m16n8k16_f16(float d[4], const unsigned a[4], const unsigned b[2],
+                                                    const float c[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#elif defined(__CUDA_ARCH__) && !defined(CUCONV_PORTABLE_TC)
+    // sm_75: m16n8k16 = two m16n8k8 (a[0..1], b[0] hold k = 0..7; a[2..3], b[1] k = 8..15).
+    float tmp[4];
+    const unsigned lo[2] = {a[0], a[1]}, hi[2] = {a[2], a[3]};
+    cc_mma_m16n8k8_f16(tmp, lo, &b[0], c);
+    cc_mma_m16n8k8_f16(d, hi, &b[1], tmp);
+#elif defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
+    cc_mma_m16n8k16_shfl<0>(d, a, b, c);
+#else  // CUCONV_EMULATOR
+    cc_tc_emu::mma<cc_tc_emu::kF16k16, 4, 2>(d, a, b, c);
+#endif
+}
+
+__device__ __forceinline__ void cc_mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2],
+                                                     const float c[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#elif defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
+    cc_mma_m16n8k16_shfl<1>(d, a, b, c);   // bf16 mma needs sm_80
+#else  // CUCONV_EMULATOR
+    cc_tc_emu::mma<cc_tc_emu::kBf16k16, 4, 2>(d, a, b, c);
+#endif
+}
+
+__device__ __forceinline__ void cc_mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2],
+                                                    const float c[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#elif defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
+    cc_mma_m16n8k8_tf32_shfl(d, a, b, c);  // tf32 mma needs sm_80
+#else  // CUCONV_EMULATOR
+    cc_tc_emu::mma<cc_tc_emu::kTf32k8, 4, 2>(d, a, b, c);
+#endif
+}
+
+// ------------------------------------------------------------------ ldmatrix
+// ldmatrix.sync.aligned.m8n8.x{NUM}{.trans}.shared.b16: `row` is this lane's row address (a
+// generic pointer into shared memory, 16-byte aligned); lane 8j+i gives row i of matrix j.
+// Register j receives, without .trans, M_j[lane/4][2(lane%4) .. +1]; with .trans,
+// M_j[2(lane%4)][lane/4] (low half) and M_j[2(lane%4)+1][lane/4] (high half).
+template <int NUM, bool TRANS>
+__device__ __forceinline__ void cc_ldmatrix(unsigned (&r)[NUM], const void* row) {
+    static_assert(NUM == 1 || NUM == 2 || NUM == 4, "ldmatrix loads 1, 2 or 4 matrices");
+#if defined(__CUDA_ARCH__) && !defined(CUCONV_PORTABLE_TC)
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    if constexpr (NUM == 1 && !TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(addr) : "memory");
+    if constexpr (NUM == 1 && TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(addr) : "memory");
+    if constexpr (NUM == 2 && !TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                     : "=r"(r[0]), "=r"(r[1]) : "r"(addr) : "memory");
+    if constexpr (NUM == 2 && TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                     : "=r"(r[0]), "=r"(r[1]) : "r"(addr) : "memory");
+    if constexpr (NUM == 4 && !TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
+    if constexpr (NUM == 4 && TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
+#elif defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
+    // Portable: fetch the row addresses of the lanes that own this lane's elements.
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const unsigned long long mine = reinterpret_cast<unsigned long long>(row);
+#pragma unroll
+    for (int j = 0; j < NUM; ++j) {
+        if (!TRANS) {
+            const unsigned long long p = __shfl_sync(0xffffffffu, mine, 8 * j + g);
+            r[j] = *reinterpret_cast<const unsigned*>(p + 4 * t);
+        } else {
+            const unsigned long long p0 = __shfl_sync(0xffffffffu, mine, 8 * j + 2 * t);
+            const unsigned long long p1 = __shfl_sync(0xffffffffu, mine, 8 * j + 2 * t + 1);
+            const unsigned lo = *reinterpret_cast<const unsigned short*>(p0 + 2 * g);
+            const unsigned hi = *reinterpret_cast<const unsigned short*>(p1 + 2 * g);
+            r[j] = lo | (hi << 16);
+        }
+    }
+#else  // CUCONV_EMULATOR
+    cc_tc_emu::ldmatrix<NUM, TRANS>(r, row);
+#endif
+}
+
+// ------------------------------------------------------------------ cp.async
+// cp.async.{ca,cg}.shared.global [dst], [src], BYTES, src_bytes: BYTES in {4, 8, 16}; the first
+// src_bytes (0..BYTES) bytes are copied, the rest of dst is zero-filled; src is not read when
+// src_bytes == 0 (callers still pass a valid, aligned address). Completion only through
+// cc_cp_async_wait<N>() (then __syncthreads() before other threads read). Below sm_80 the copy
+// is synchronous and commit/wait do nothing (legal: the copy may complete at any time).
+template <int BYTES>
+__device__ __forceinline__ void cc_cp_async_zfill(void* dst, const void* src, int src_bytes) {
+    static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    if constexpr (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(addr), "l"(src), "r"(src_bytes) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" :: "r"(addr), "l"(src), "n"(BYTES), "r"(src_bytes)
+                     : "memory");
+#elif defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
+    unsigned char* d = static_cast<unsigned char*>(dst);
+    const unsigned char* s = static_cast<const unsigned char*>(src);
+    if (src_bytes == BYTES) {
+        if constexpr (BYTES == 16) *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s);
+        if constexpr (BYTES == 8) *reinterpret_cast<uint2*>(d) = *reinterpret_cast<const uint2*>(s);
+        if constexpr (BYTES == 4) *reinterpret_cast<unsigned*>(d) = *reinterpret_cast<const unsigned*>(s);
+    } else {
+        for (int i = 0; i < BYTES; ++i) d[i] = i < src_bytes ? s[i] : 0;
+    }
+#else  // CUCONV_EMULATOR
+    cc_tc_emu::cp_async<BYTES>(dst, src, src_bytes);
+#endif
+}
+
+__device__ __forceinline__ void cc_cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#elif !defined(__CUDA_ARCH__) && !defined(CUCONV_PORTABLE_TC)
+    cc_tc_emu::commit();
+#endif
+}
+
+// cp.async.wait_group N: all but the N most recently committed groups of this thread are complete.
+template <int N>
+__device__ __forceinline__ void cc_cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+#elif !defined(__CUDA_ARCH__) && !defined(CUCONV_PORTABLE_TC)
+    cc_tc_emu::wait_group(N);
+#endif
+}
+
+// cp.async.wait_all = commit_group + wait_group 0.
+__device__ __forceinline__ void cc_cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#elif !defined(__CUDA_ARCH__) && !defined(CUCONV_PORTABLE_TC)
+    cc_tc_emu::commit();
+    cc_tc_emu::wait_group(0);
+#endif
+}
+#endif  // __CUDA_ARCH__ || CUCONV_EMULATOR
+// ---------------------------------------------------------------- end of tensor cores
+// ======================================================================================

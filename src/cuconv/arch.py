@@ -46,6 +46,56 @@ ARCH_LIMITS = {
 # Without opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize) a block gets at most 48 KiB.
 DEFAULT_MAX_SMEM_PER_BLOCK = 49152
 
+# --------------------------------------------------------------------------- issue model
+# The instruction-issue model behind cuconv.analysis's issue-bound ceiling.
+#
+# * Every SM from Volta on is split into 4 sub-partitions (SMSPs, "processing blocks"),
+#   each with one warp scheduler that issues at most one warp instruction per clock
+#   (NVIDIA Volta/Turing/Ampere/Ada/Hopper/Blackwell architecture whitepapers, "SM
+#   architecture" sections; Nsight Compute's "issue slot" metrics use the same model).
+# * fp32 lanes per SM (the table above): 64 on sm_75/sm_80 (16 FP32 lanes per SMSP, so a
+#   warp FFMA occupies the pipe 2 clocks and at most every other issue slot can be an FFMA),
+#   128 on sm_86 and later (32 per SMSP: one warp FFMA per clock). CUDA C++ Programming
+#   Guide, "Arithmetic Instructions" throughput table, 32-bit floating-point add/multiply/
+#   multiply-add.
+# * fp16_results_per_sm: non-tensor fp16 results per clock per SM (an HFMA2 gives 2 per
+#   lane); fp64_results_per_sm: DFMA/DMUL/DADD per clock per SM. Derived from the
+#   whitepapers' peak non-tensor TFLOPS ÷ (SMs × boost clock × 2): A100 78/9.7 TFLOPS,
+#   H100 SXM 133.8/33.5, GA102/AD102/GB202 GeForce fp16 = fp32 rate, Turing fp16 = 2× fp32.
+# * tensor_fp16_fma_per_sm: dense fp16/bf16 tensor-core multiply-adds per clock per SM with
+#   fp32 accumulation (whitepapers: TU102 8 tensor cores × 64, A100 4 × 256, GA102/AD102/
+#   GB202 4 × 128, H100 2048 "2× A100 clock for clock"). GeForce boards run fp32
+#   accumulation at half this rate; on Hopper only warpgroup MMA (HGMMA) reaches it, not
+#   mma.sync (HMMA). None where no published figure was found (sm_100).
+_ISSUE_MODEL = {
+    "sm_75": dict(fp16_results_per_sm=128, fp64_results_per_sm=2, tensor_fp16_fma_per_sm=512),
+    "sm_80": dict(fp16_results_per_sm=256, fp64_results_per_sm=32, tensor_fp16_fma_per_sm=1024),
+    "sm_86": dict(fp16_results_per_sm=128, fp64_results_per_sm=2, tensor_fp16_fma_per_sm=512),
+    "sm_89": dict(fp16_results_per_sm=128, fp64_results_per_sm=2, tensor_fp16_fma_per_sm=512),
+    "sm_90": dict(fp16_results_per_sm=256, fp64_results_per_sm=64, tensor_fp16_fma_per_sm=2048),
+    "sm_100": dict(fp16_results_per_sm=None, fp64_results_per_sm=None, tensor_fp16_fma_per_sm=None),
+    "sm_120": dict(fp16_results_per_sm=128, fp64_results_per_sm=2, tensor_fp16_fma_per_sm=512),
+}
+for _arch, _fields in _ISSUE_MODEL.items():
+    ARCH_LIMITS[_arch].update(sub_partitions=4, issue_per_sub_partition_per_clock=1, **_fields)
+
+
+def issue_model(arch: str) -> dict:
+    """Issue slots and per-pipe peak rates of one sub-partition per clock.
+
+    ``issue`` is warp instructions per clock; each pipe's peak is lane results (fp32,
+    fp16, fp64) or multiply-adds (tensor_fp16) per clock, None where unknown.
+    """
+    lim = arch_limits(arch)
+    parts = lim["sub_partitions"]
+
+    def per_part(v):
+        return None if v is None else v / parts
+
+    return dict(sub_partitions=parts, issue=lim["issue_per_sub_partition_per_clock"],
+                fp32=per_part(lim["fp32_lanes_per_sm"]), fp16=per_part(lim["fp16_results_per_sm"]),
+                fp64=per_part(lim["fp64_results_per_sm"]), tensor_fp16=per_part(lim["tensor_fp16_fma_per_sm"]))
+
 
 def arch_limits(arch: str) -> dict:
     arch = normalize_arch(arch)
