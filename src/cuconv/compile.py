@@ -13,8 +13,11 @@
 """
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -234,8 +237,53 @@ def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "
 def _compile_group_cached(file: str, options: tuple, arch: str, expressions: tuple, source: str):
     """One NVRTC program per (file, options, arch) holding every registered instantiation:
     the compile matrix costs one compile per file and arch, not one per config."""
-    cubin, log, lowered = nvrtc_compile(source, list(expressions), arch, options, file)
+    cached = _disk_cache_load(file, options, arch, expressions, source)
+    if cached is None:
+        cubin, log, lowered = nvrtc_compile(source, list(expressions), arch, options, file)
+        _disk_cache_store(file, options, arch, expressions, source, (cubin, log, lowered))
+    else:
+        cubin, log, lowered = cached
     return cubin, parse_ptxas_log(log), lowered, log
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("CUCONV_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cuconv")
+    return Path(root) / "nvrtc"
+
+
+def _cache_key(file, options, arch, expressions, source) -> str:
+    from cupy.cuda import nvrtc  # noqa: PLC0415
+    version = ".".join(map(str, nvrtc.getVersion()))
+    parts = [version, file, arch, *options, "|", *expressions, "|", *BASE_OPTIONS, source]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _disk_cache_load(file, options, arch, expressions, source):
+    """NVRTC results survive the process (the compile matrix recompiles nothing unchanged).
+    Keyed by the NVRTC version and the full inlined source; CUCONV_NO_DISK_CACHE=1 disables it."""
+    if os.environ.get("CUCONV_NO_DISK_CACHE"):
+        return None
+    path = _cache_dir() / (_cache_key(file, options, arch, expressions, source) + ".json")
+    try:
+        data = json.loads(path.read_text())
+        return base64.b64decode(data["cubin"]), data["log"], data["lowered"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _disk_cache_store(file, options, arch, expressions, source, result) -> None:
+    if os.environ.get("CUCONV_NO_DISK_CACHE"):
+        return
+    cubin, log, lowered = result
+    d = _cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / (_cache_key(file, options, arch, expressions, source) + ".json")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(dict(cubin=base64.b64encode(cubin).decode(), log=log, lowered=lowered)))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home directory only costs recompiles
 
 
 def compile_entry(entry: KernelEntry, arch: str) -> KernelResources:
