@@ -1,0 +1,174 @@
+"""The bench suites: lists of cases built from the textbook and cuconv.models.
+
+* ``seed``: the textbook's worked layers (§9.1's 64->128 3x3 at 56², batch 32; §9.4's
+  bottleneck against the plain 3x3 it replaces; §9.5's depthwise-separable 128->128 at 56²
+  against the standard conv; §8.3's im2col overhead for 3x3 vs 7x7). The default suite.
+* ``resnet50``, ``vgg16``, ``mobilenet_v2`` (any name of ``cuconv.models.names()`` works):
+  every distinct convolution, pooling and fully connected layer of the model, with how often
+  it occurs (layers without a cuconv kernel, such as batch norm, are left out; ``cuconv bench
+  model NAME`` lists every layer).
+* ``gemm``: square and awkward sizes and the GEMMs inside convolutions, against cuBLAS.
+* ``algos``: every registered conv2d algorithm on every seed and ResNet-50 layer it can run.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..problem import Conv2dProblem
+from .cases import Case, ConvCase, GemmCase, Im2colCase, LayerCase, SeparableCase, pool_case_from_layer
+
+SUITES = {
+    "seed": "the textbook's worked layers (§8.3, §9.1, §9.4, §9.5)",
+    "resnet50": "every distinct conv, pooling and FC layer of ResNet-50 (torchvision v1.5)",
+    "vgg16": "every distinct conv, pooling and FC layer of VGG-16",
+    "mobilenet_v2": "every distinct conv, pooling and FC layer of MobileNetV2",
+    "gemm": "square, awkward and conv-shaped GEMMs against cuBLAS",
+    "algos": "every conv2d algorithm on every seed and ResNet-50 layer it applies to",
+}
+DEFAULT_SUITE = "seed"
+DEFAULT_MODEL_BATCH = 32
+
+
+def _conv(n, c, h, w, k, r, s=None, stride=1, pad=0, groups=1, dtype="float32") -> Conv2dProblem:
+    return Conv2dProblem(n, c, h, w, k, r, s or r, stride, stride, pad, pad, 1, 1, groups, dtype).validate()
+
+
+def seed_cases(batch: int | None = None, dtype: str = "float32", algo: str = "auto") -> list[Case]:
+    """The worked examples, at the textbook's batch (§9.1: 32, the others per image) unless
+    ``batch`` is given."""
+    def n(default):
+        return batch or default
+
+    s = "seed"
+    cases: list[Case] = [
+        ConvCase(s, "§9.1 conv 64->128 3x3 56x56", problem=_conv(n(32), 64, 56, 56, 128, 3, pad=1, dtype=dtype)),
+        ConvCase(s, "§9.4 bottleneck 1x1 256->64", problem=_conv(n(1), 256, 56, 56, 64, 1, dtype=dtype)),
+        ConvCase(s, "§9.4 bottleneck 3x3 64->64", problem=_conv(n(1), 64, 56, 56, 64, 3, pad=1, dtype=dtype)),
+        ConvCase(s, "§9.4 bottleneck 1x1 64->256", problem=_conv(n(1), 64, 56, 56, 256, 1, dtype=dtype)),
+        ConvCase(s, "§9.4 without bottleneck 3x3 256->256",
+                 problem=_conv(n(1), 256, 56, 56, 256, 3, pad=1, dtype=dtype)),
+        ConvCase(s, "§9.5 depthwise 3x3 128ch", problem=_conv(n(1), 128, 56, 56, 128, 3, pad=1, groups=128,
+                                                               dtype=dtype)),
+        ConvCase(s, "§9.5 pointwise 1x1 128->128", problem=_conv(n(1), 128, 56, 56, 128, 1, dtype=dtype)),
+        SeparableCase(s, "§9.5 depthwise-separable 128->128 (one op)",
+                      dw=_conv(n(1), 128, 56, 56, 128, 3, pad=1, groups=128, dtype=dtype), K=128),
+        ConvCase(s, "§9.5 standard 3x3 128->128", problem=_conv(n(1), 128, 56, 56, 128, 3, pad=1, dtype=dtype)),
+    ]
+    for k, pad in ((3, 1), (7, 3)):
+        p = _conv(n(1), 64, 56, 56, 64, k, pad=pad, dtype=dtype)
+        cases.append(Im2colCase(s, f"§8.3 im2col {k}x{k} 64ch 56x56", problem=p))
+        cases.append(ConvCase(s, f"§8.3 conv via im2col {k}x{k} 64->64", problem=p, algo="im2col_gemm"))
+    if algo != "auto":
+        cases = [replace(c, algo=algo) if isinstance(c, ConvCase) else c for c in cases]
+    return cases
+
+
+def _layer_names(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} layers)" if len(names) > limit else "")
+
+
+def model_layer_case(model_name: str, layer, suite: str, algo: str = "auto") -> Case:
+    """The case of one model layer: conv2d, gemm for Linear, else a theory-only row."""
+    kind = layer.cost.kind
+    if layer.problem is not None and kind != "conv_transpose2d":
+        return ConvCase(suite, layer.name, layer=layer.name, algo=algo, problem=layer.problem)
+    if kind == "linear":
+        (n, k), (_, m) = layer.input_shape, layer.output_shape
+        return GemmCase(suite, layer.name, layer=layer.name, algo="gemm", M=n, N=m, K=k,
+                        gemm_dtype=layer.cost.dtype)
+    if kind in ("maxpool", "avgpool", "global_avgpool", "adaptive_avgpool"):
+        case = pool_case_from_layer(suite, layer.name, layer.layer, layer.input_shape, layer.cost.dtype)
+        if case is not None:
+            return case
+        return LayerCase(suite, layer.name, layer=layer.name, cost=layer.cost,
+                         reason="not-built: cuconv has no op for adaptive average pooling to a size other than 1")
+    return LayerCase(suite, layer.name, layer=layer.name, cost=layer.cost,
+                     reason="no-kernel: no cuconv kernel for this layer type (at inference batch norm folds into "
+                            "the convolution's weights and bias, activation and residual add fuse into "
+                            "conv2d's epilogue); the convolutions are benchmarked without them")
+
+
+def model_cases(model_name: str, batch: int = DEFAULT_MODEL_BATCH, dtype: str = "float32",
+                algo: str = "auto", distinct: bool = True) -> list[Case]:
+    """Cases of a model: each distinct conv / FC layer once with its count (``distinct``), or
+    every layer in network order (the ``model`` command)."""
+    from .. import models  # noqa: PLC0415
+    model = models.get(model_name, batch=batch, dtype=dtype)
+    suite = model.name if distinct else f"model:{model.name}"
+    cases = [model_layer_case(model.name, lay, suite, algo) for lay in model.layers]
+    if not distinct:
+        return cases
+    merged: dict[object, tuple[Case, list[str]]] = {}
+    for c in cases:
+        if isinstance(c, LayerCase):
+            continue
+        key = (type(c).__name__, c.args(), c.dtype)
+        if key not in merged:
+            merged[key] = (c, [])
+        merged[key][1].append(c.layer)
+    return [replace(c, name=names[0], layer=_layer_names(names), count=len(names))
+            for c, names in merged.values()]
+
+
+def gemm_cases(dtype: str = "float32") -> list[Case]:
+    s = "gemm"
+    sizes = [(n, n, n) for n in (512, 1024, 2048, 4096)] + [(1000, 1000, 1000), (4097, 4095, 1023)]
+    cases: list[Case] = [GemmCase(s, f"square {m}" if m == n == k else f"awkward {m}x{n}x{k}",
+                                  M=m, N=n, K=k, gemm_dtype=dtype) for m, n, k in sizes]
+    # The GEMM inside a convolution (§8.3): (C_out x C_in·k²) · (C_in·k² x N·P·Q).
+    for name, (m, n, k) in (("§9.1 conv as GEMM (batch 32)", (128, 32 * 56 * 56, 64 * 9)),
+                            ("§9.4 bottleneck 1x1 256->64 as GEMM", (64, 56 * 56, 256)),
+                            ("ResNet-50 layer4 3x3 as GEMM (batch 32)", (512, 32 * 7 * 7, 512 * 9)),
+                            ("ResNet-50 fc (batch 32)", (32, 1000, 2048))):
+        cases.append(GemmCase(s, name, M=m, N=n, K=k, gemm_dtype=dtype))
+    return cases
+
+
+def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
+    """Every registered algorithm on every seed conv and distinct ResNet-50 conv it can run."""
+    import cuconv.ops  # noqa: F401,PLC0415
+    from ..ops.conv2d import algorithms  # noqa: PLC0415
+    problems = [c for c in seed_cases(batch, dtype) if isinstance(c, ConvCase) and c.algo == "auto"]
+    problems += [c for c in model_cases("resnet50", batch or DEFAULT_MODEL_BATCH, dtype)
+                 if isinstance(c, ConvCase)]
+    cases: list[Case] = []
+    for c in problems:
+        names = [i.name for i in algorithms(c.problem) if i.ok]
+        if not names:    # nothing registered or nothing applies: one row says why
+            cases.append(replace(c, suite="algos"))
+        cases.extend(replace(c, suite="algos", algo=a) for a in names)
+    return cases
+
+
+def expand_all_algorithms(cases: list[Case]) -> list[Case]:
+    """``--algo all``: each conv case once per algorithm that can run it."""
+    import cuconv.ops  # noqa: F401,PLC0415
+    from ..ops.conv2d import algorithms  # noqa: PLC0415
+    out: list[Case] = []
+    for c in cases:
+        if not isinstance(c, ConvCase):
+            out.append(c)
+            continue
+        names = [i.name for i in algorithms(c.problem) if i.ok]
+        out.extend([replace(c, algo=a) for a in names] or [c])
+    return out
+
+
+def build_suite(name: str, batch: int | None = None, dtype: str = "float32", algo: str = "auto") -> list[Case]:
+    """The cases of suite ``name`` (a SUITES key or any cuconv.models name)."""
+    from .. import models  # noqa: PLC0415
+    if name == "seed":
+        cases = seed_cases(batch, dtype, "auto" if algo == "all" else algo)
+    elif name == "gemm":
+        cases = gemm_cases(dtype)
+    elif name == "algos":
+        return algos_cases(batch, dtype)
+    else:
+        try:
+            models.info(name)
+        except ValueError:
+            raise ValueError(f"unknown suite {name!r}; suites: {', '.join(SUITES)}, or a model name: "
+                             f"{', '.join(models.names())}") from None
+        cases = model_cases(name, batch or DEFAULT_MODEL_BATCH, dtype, "auto" if algo == "all" else algo)
+    return expand_all_algorithms(cases) if algo == "all" else cases

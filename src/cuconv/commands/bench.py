@@ -1,0 +1,227 @@
+"""`cuconv bench`: measured cost against the textbook's theoretical cost.
+
+    cuconv bench                                  # the default suite (seed)
+    cuconv bench seed resnet50 gemm               # suites
+    cuconv bench conv2d --input 32,64,56,56 --weight 128,64,3,3 --padding 1
+    cuconv bench model resnet50 --batch 32        # the whole forward pass, layer by layer
+
+On a GPU each case is verified against the float64 reference, then timed with CUDA events.
+Without one it says so, verifies every case on the CPU emulator at a reduced size, fills
+the theoretical columns and leaves the measured ones empty; ``--roofline h100`` adds the
+roofline lower-bound time on a GPU from published peak figures.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+_DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
+                        "or `model NAME`. Default: {default}.")
+
+
+def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if n is not None and len(vals) != n:
+        raise argparse.ArgumentTypeError(f"{what} needs {n} comma-separated integers, got {text!r}")
+    return vals
+
+
+def _pair_arg(what: str, allow_words=()):
+    def parse(text: str):
+        if text in allow_words:
+            return text
+        vals = _ints(text, what)
+        if len(vals) not in (1, 2):
+            raise argparse.ArgumentTypeError(f"{what} is one integer or two (h,w), got {text!r}")
+        return vals[0] if len(vals) == 1 else vals
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return v
+
+
+def add_arguments(parser) -> None:
+    from ..bench.peaks import PUBLISHED  # noqa: PLC0415
+    from ..bench.suites import DEFAULT_SUITE, SUITES  # noqa: PLC0415
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n", 1)[1]
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
+                        help=_DESCRIPTION_TARGETS.format(suites=", ".join(SUITES), default=DEFAULT_SUITE))
+    g = parser.add_argument_group("conv2d problem (cuconv bench conv2d ...)")
+    g.add_argument("--input", type=lambda t: _ints(t, "--input", 4), metavar="N,C,H,W")
+    g.add_argument("--weight", type=lambda t: _ints(t, "--weight", 4), metavar="K,C,R,S",
+                   help="C is the input channels per group")
+    g.add_argument("--stride", type=_pair_arg("--stride"), default=1, metavar="S|SH,SW")
+    g.add_argument("--padding", type=_pair_arg("--padding", ("same", "valid")), default=0,
+                   metavar="P|PH,PW|same|valid")
+    g.add_argument("--dilation", type=_pair_arg("--dilation"), default=1, metavar="D|DH,DW")
+    g.add_argument("--groups", type=_positive_int, default=1)
+    g = parser.add_argument_group("what to run")
+    g.add_argument("--algo", default="auto",
+                   help="conv2d algorithm for every conv case: auto (default), a name from "
+                        "cuconv.algorithms(problem), or all (every algorithm that can run it)")
+    g.add_argument("--dtype", default="float32", help="element type (default float32)")
+    g.add_argument("--batch", type=_positive_int, default=None,
+                   help="batch size (models: default 32; seed: the textbook's, 32 for §9.1 and 1 elsewhere)")
+    g.add_argument("-k", "--filter", default=None, metavar="TEXT",
+                   help="only cases whose name or layer contains TEXT")
+    g.add_argument("--list", action="store_true", help="list the cases and exit")
+    g = parser.add_argument_group("measuring (GPU)")
+    g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    g.add_argument("--repeats", type=_positive_int, default=None,
+                   help="exactly this many timed runs per case (default: until the noise target or budget)")
+    g.add_argument("--budget", type=_positive_float, default=2.0, metavar="SECONDS",
+                   help="time budget per timed function (default 2)")
+    g.add_argument("--noise", type=_positive_float, default=0.5, metavar="PCT",
+                   help="stop once the relative standard deviation is below PCT %% (default 0.5)")
+    g.add_argument("--no-baseline", action="store_true", help="skip cuBLAS/cuDNN baselines")
+    g.add_argument("--emulate", action="store_true",
+                   help="verify on the CPU emulator and time nothing, even when a GPU is present")
+    g = parser.add_argument_group("theory and output")
+    g.add_argument("--roofline", default=None, metavar="GPU",
+                   help=f"roofline from published peaks of GPU ({', '.join(PUBLISHED)}); "
+                        "default: the measured device, none without a GPU")
+    g.add_argument("--arch", default=None, help="arch for the registers/spills columns without a GPU "
+                                                "(default: the --roofline GPU's, else sm_90)")
+    g.add_argument("--no-resources", action="store_true",
+                   help="skip the NVRTC compile behind the registers/spills columns (faster)")
+    g.add_argument("--json", metavar="FILE", help="write header and rows as JSON")
+    g.add_argument("--csv", metavar="FILE", help="write the rows as CSV ('# key: value' header lines first)")
+    g.add_argument("--plot", metavar="FILE.png", help="write a roofline plot (needs matplotlib)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _build_cases(args):
+    """(cases, title, model or None) for the command line; UsageError for bad usage."""
+    from ..bench.cases import ConvCase  # noqa: PLC0415
+    from ..bench.suites import DEFAULT_MODEL_BATCH, DEFAULT_SUITE, build_suite, expand_all_algorithms, \
+        model_cases  # noqa: PLC0415
+    from ..problem import Conv2dProblem  # noqa: PLC0415
+    targets = args.targets or [DEFAULT_SUITE]
+    conv_opts = [o for o in ("input", "weight") if getattr(args, o) is not None]
+    if conv_opts and targets[0] != "conv2d":
+        raise UsageError(f"--{conv_opts[0]} belongs to `cuconv bench conv2d --input ... --weight ...`")
+    if targets[0] == "conv2d":
+        if len(targets) > 1:
+            raise UsageError(f"`cuconv bench conv2d` takes options, not more targets (got {targets[1:]})")
+        if args.input is None or args.weight is None:
+            raise UsageError("`cuconv bench conv2d` needs --input N,C,H,W and --weight K,C,R,S")
+        x = list(args.input)
+        if args.batch:
+            x[0] = args.batch
+        try:
+            p = Conv2dProblem.from_shapes(x, args.weight, args.stride, args.padding, args.dilation,
+                                          args.groups, args.dtype)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        cases = [ConvCase("conv2d", p.describe(), problem=p, algo="auto" if args.algo == "all" else args.algo)]
+        if args.algo == "all":
+            cases = expand_all_algorithms(cases)
+        return cases, f"conv2d {p.describe()} {p.dtype}", None
+    if targets[0] == "model":
+        if len(targets) != 2:
+            raise UsageError("usage: cuconv bench model NAME [--batch B] (e.g. cuconv bench model resnet50)")
+        from .. import models  # noqa: PLC0415
+        batch = args.batch or DEFAULT_MODEL_BATCH
+        try:
+            model = models.get(targets[1], batch=batch, dtype=args.dtype)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        cases = model_cases(model.name, batch, args.dtype, "auto" if args.algo == "all" else args.algo,
+                            distinct=False)
+        if args.algo == "all":
+            cases = expand_all_algorithms(cases)
+        return cases, f"model {model.name}, batch {batch}, {args.dtype}", model
+    cases = []
+    for t in targets:
+        try:
+            cases += build_suite(t, args.batch, args.dtype, args.algo)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return cases, "suite " + " ".join(targets), None
+
+
+def run(args) -> int:
+    from ..bench import report  # noqa: PLC0415
+    from ..bench.measure import TimingOptions  # noqa: PLC0415
+    from ..bench.peaks import published  # noqa: PLC0415
+    from ..bench.runner import BenchOptions, Runner  # noqa: PLC0415
+
+    try:
+        if args.roofline:
+            published(args.roofline)
+        if args.plot:
+            report.require_matplotlib()
+        cases, title, model = _build_cases(args)
+    except (UsageError, ValueError, ImportError) as exc:
+        print(f"cuconv bench: {exc}", file=sys.stderr)
+        return 2
+    if args.filter:
+        cases = [c for c in cases if args.filter in c.name or args.filter in (c.layer or "")]
+        if not cases:
+            print(f"cuconv bench: no case matches --filter {args.filter!r}", file=sys.stderr)
+            return 2
+    if args.list:
+        for c in cases:
+            print(f"{c.suite:<14} {c.name:<40} {c.op:<10} {c.algo:<12} {c.args()}")
+        return 0
+
+    opts = BenchOptions(
+        timing=TimingOptions(repeats=args.repeats, budget_s=args.budget, noise_target=args.noise / 100),
+        emulate=args.emulate, device=args.device, roofline=args.roofline, arch=args.arch,
+        baseline=not args.no_baseline, resources=not args.no_resources, progress=not args.quiet)
+    try:
+        runner = Runner(opts)
+    except ValueError as exc:
+        print(f"cuconv bench: {exc}", file=sys.stderr)
+        return 2
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("__main__.py") or argv[0].endswith("/cuconv") or argv[0] == "cuconv"):
+        argv[0] = "cuconv"
+    header = runner.header(command=" ".join(shlex.quote(a) for a in argv))
+    if not runner.gpu and not args.quiet:
+        print(f"cuconv bench: no GPU ({header['no_gpu_reason']}); verifying {len(cases)} case(s) on the CPU "
+              "emulator at a reduced size, nothing is timed", file=sys.stderr)
+    rows = runner.run(cases)
+    totals = report.model_totals(model, rows) if model is not None else None
+
+    print(report.header_text(header, title))
+    print()
+    print(report.markdown_table(rows))
+    text = report.notes_text(rows)
+    if text:
+        print(text)
+    if totals:
+        print(report.totals_text(totals))
+    if args.json:
+        report.write_json(args.json, header, rows, totals)
+    if args.csv:
+        report.write_csv(args.csv, header, rows)
+    if args.plot:
+        n = report.plot_roofline(args.plot, header, rows, runner.peaks)
+        if n == 0:
+            print("cuconv bench: the roofline plot has no points (nothing measured and no --roofline)",
+                  file=sys.stderr)
+    bad = [r for r in rows if r["status"] in ("verify-failed", "error")]
+    if bad:
+        print(f"\ncuconv bench: {len(bad)} case(s) failed verification or raised an error", file=sys.stderr)
+    return 1 if bad else 0
