@@ -66,7 +66,9 @@ DEFAULT_MAX_SMEM_PER_BLOCK = 49152
 #   fp32 accumulation (whitepapers: TU102 8 tensor cores × 64, A100 4 × 256, GA102/AD102/
 #   GB202 4 × 128, H100 2048 "2× A100 clock for clock"). GeForce boards run fp32
 #   accumulation at half this rate; on Hopper only warpgroup MMA (HGMMA) reaches it, not
-#   mma.sync (HMMA). None where no published figure was found (sm_100).
+#   mma.sync (HMMA). None where no published figure was found (sm_100). tf32 runs at half
+#   and int8 at twice the fp16 rate on every arch here that has them (A100 156/312/624,
+#   H100 SXM 495/989/1979 dense TFLOPS/TOPS; Turing has no tf32).
 _ISSUE_MODEL = {
     "sm_75": dict(fp16_results_per_sm=128, fp64_results_per_sm=2, tensor_fp16_fma_per_sm=512),
     "sm_80": dict(fp16_results_per_sm=256, fp64_results_per_sm=32, tensor_fp16_fma_per_sm=1024),
@@ -84,17 +86,20 @@ def issue_model(arch: str) -> dict:
     """Issue slots and per-pipe peak rates of one sub-partition per clock.
 
     ``issue`` is warp instructions per clock; each pipe's peak is lane results (fp32,
-    fp16, fp64) or multiply-adds (tensor_fp16) per clock, None where unknown.
+    fp16, fp64) or multiply-adds (tensor_*) per clock, None where unknown.
     """
     lim = arch_limits(arch)
     parts = lim["sub_partitions"]
 
-    def per_part(v):
-        return None if v is None else v / parts
+    def per_part(v, scale=1.0):
+        return None if v is None else v * scale / parts
 
+    tensor = lim["tensor_fp16_fma_per_sm"]
     return dict(sub_partitions=parts, issue=lim["issue_per_sub_partition_per_clock"],
                 fp32=per_part(lim["fp32_lanes_per_sm"]), fp16=per_part(lim["fp16_results_per_sm"]),
-                fp64=per_part(lim["fp64_results_per_sm"]), tensor_fp16=per_part(lim["tensor_fp16_fma_per_sm"]))
+                fp64=per_part(lim["fp64_results_per_sm"]), tensor_fp16=per_part(tensor),
+                tensor_tf32=None if normalize_arch(arch) == "sm_75" else per_part(tensor, 0.5),
+                tensor_int8=per_part(tensor, 2.0))
 
 
 def arch_limits(arch: str) -> dict:

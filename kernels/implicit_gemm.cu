@@ -1,0 +1,331 @@
+// implicit_gemm.cu — 2-D convolution as a GEMM whose A operand is gathered from the input on
+// the fly (no column matrix is ever written), NCHW / KCRS fp32, fused epilogue.
+//
+// The GEMM view, per group g (§8.3 turned on its side, as in cuDNN/CUTLASS "implicit GEMM"):
+//   D[m, k]  = Σ_kk A[m, kk] · B[kk, k]         M = N·P·Q   (output pixels)
+//                                                N = K/groups (output channels of the group)
+//                                                K = C/groups·R·S (one filter's taps)
+//   A[m, kk] = x[n, g·C/g + c, p·sh − ph + r·dh, q·sw − pw + s·dw]   (0 in the padding)
+//   B[kk, k] = w[g·K/g + k, c, r, s]
+//   out[n, g·K/g + k, p, q] = act(D[m, k] + bias + residual)  with m = (n·P + p)·Q + q.
+// A block computes a BM×BN tile of D; the grid is 1-D over (group, M tile, N tile) with the
+// N tile fastest, so the blocks that share an input tile run next to each other (L2 reuse).
+//
+// Variants, simplest first (both are configs; the tests compare them with each other, with
+// kernels/direct.cu and with the float64 reference):
+//
+// 1. implicit_gemm_simple_f32<BM, BN, BK>  ("analytic"): one thread per output of the tile
+//    (BM·BN threads), single-buffered shared tiles As[BK][BM] and Bs[BK][BN], and the flat
+//    reduction order kk = (c·R + r)·S + s, decomposed with a division per loaded element.
+//    Every tile element is loaded once per block and used BN (resp. BM) times from shared
+//    memory, but each FMA still costs two shared-memory loads: it is shared-load bound.
+//
+// 2. implicit_gemm_f32<BM, BN, BK, TM, TN, MIN_BLOCKS>  ("optimized"), adds:
+//    * 2-D register blocking: each thread keeps a TM×TN tile of accumulators, and per reduction
+//      step loads TM values of A and TN of B from shared memory for TM·TN FMAs: 32 FMAs per 12
+//      loads (2.7 FMA/load) for the 8x4 thread tile of the main config, 16 per 8 for 4x4, versus
+//      0.5 in variant 1. The fragments are runs of 4 contiguous floats in 16-byte aligned rows,
+//      so they are read with ld.shared.v4 (3 LDS.128 per 32 FMAs with 8x4); a warp reads 16
+//      distinct float4 of A and 2 of B per step: no bank conflicts.
+//    * a reduction order that makes the gather cheap: (r, s) outer, channels inner in chunks
+//      of BK. For one (r, s) every thread's input pixel (h, w) is fixed, so the padding test
+//      is one compare per step and the BK channels are loads at stride H·W — no division in the
+//      main loop. The price: when C/g is not a multiple of BK the last chunk of each (r, s) is
+//      partly zero (C = 3 uses 3 of 8 slots). Padding, tile tails and chunk tails are
+//      predicated loads that write zero; nothing is read out of bounds.
+//    * staging for coalescing: a warp's A loads are 32 consecutive output pixels (consecutive
+//      input columns at stride 1); a warp's B loads take BK consecutive channels of 32/BK
+//      filters (at stride R·S in KCRS, contiguous for 1x1), stored into rows padded to BN + 4
+//      floats so that those stores do not conflict either.
+//    * double-buffered shared memory: the next step's tiles are fetched from global memory into
+//      registers while the current step's FMAs run, then stored into the other buffer, so one
+//      __syncthreads per step and the global latency hides behind TM·TN·BK FMAs per thread.
+//    * an epilogue through shared memory: column j of every thread tile is parked in the (now
+//      free) tile buffers, then the block writes it with consecutive threads on consecutive
+//      output pixels — coalesced NCHW stores — applying bias, residual and activation
+//      (cc_epilogue) on the way: one pass over the output.
+//
+// Configs (ops/implicit_gemm.py; the op picks one per problem, tests run them all):
+//   simple 16x16x16                        256 threads   the reference variant
+//   64x64x8, 4x4 thread tile               256 threads   small grids, K/groups <= 32
+//   128x64x8, 8x4 (main)                   256 threads   2 blocks/SM
+//   128x128x8, 8x4                         512 threads   1 block/SM (16 warps), K/groups > 64
+// Global traffic per FMA, (BM+BN)/(BM·BN) elements loaded per FMA: 0.031 (64x64), 0.023
+// (128x64), 0.016 (128x128), i.e. 0.06 / 0.047 / 0.031 bytes per FLOP; simple: 0.125 elements.
+// An H100 SXM runs ~67 TFLOP/s fp32 against ~3.35 TB/s of DRAM (0.05 B/FLOP) and several times
+// that from L2, where neighbouring blocks find the input tiles they share (the grid runs the N
+// tiles of an M tile back to back): the 128-row tiles are compute-bound once tiles hit in L2.
+// Shared memory: 2·BK·(BM + BN + 4)·4 bytes = 12 544 B for 128x64x8, 16 640 B for 128x128x8.
+//
+// Registers (ptxas, sm_75 ... sm_120, checked by the compile matrix in tests/test_compile.py):
+// TM·TN accumulators + fragments (~2 steps of TM + TN in flight) + (BM + BN)·BK/threads
+// prefetch registers + ~30 for addresses and loop state. 128x64 8x4: 109-121 registers, 0
+// spills; with __launch_bounds__(256, 2) two blocks (16 warps) stay resident per SM on sm_80 /
+// sm_90, so one block's FMAs cover the other's barrier and loads. An 8x8 thread tile at 256
+// threads wants ~150 registers on sm_90 and spills when held to 128, hence 8x4 at 512 threads
+// for the 128x128 tile (107-113 registers).
+//
+// Index math: tensor offsets are 64-bit (cc_index_t); M = N·P·Q, the GEMM extents, the block
+// index, offsets within one input plane and within the weight tensor are int (the op's
+// can_implement rejects problems where they would not fit).
+#include "common.cuh"
+
+// Arguments shared by both variants and by kernels/direct.cu (same order), so the op passes
+// one tuple to any of them.
+#define CC_CONV_PARAMS                                                                       \
+    const float* __restrict__ x, const float* __restrict__ w,                                \
+    const float* __restrict__ bias, int has_bias,                                            \
+    const float* __restrict__ residual, int has_residual,                                    \
+    float* __restrict__ out,                                                                 \
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,                           \
+    int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w,        \
+    int groups, int act
+
+// Which (group, M tile, N tile) this block computes; N tile fastest.
+struct ConvTile {
+    int g, m0, n0;
+};
+
+__device__ __forceinline__ ConvTile cc_conv_tile(int m_tiles, int n_tiles, int BM, int BN) {
+    const int n_tile = blockIdx.x % n_tiles;
+    const int rest = blockIdx.x / n_tiles;
+    const int m_tile = rest % m_tiles;
+    ConvTile t;
+    t.g = rest / m_tiles;
+    t.m0 = m_tile * BM;
+    t.n0 = n_tile * BN;
+    return t;
+}
+
+// Write one finished accumulator of D[m, k] (group-local k) to out in NCHW with the epilogue.
+__device__ __forceinline__ void cc_conv_store(float acc, float* __restrict__ out, int m, int k_global,
+                                              int K, int PQ, const float* bias, const float* residual,
+                                              int act) {
+    const int n = m / PQ;
+    const int pq = m - n * PQ;
+    const cc_index_t idx = ((cc_index_t)n * K + k_global) * PQ + pq;
+    out[idx] = cc_epilogue(acc, bias, k_global, residual, idx, act);
+}
+
+// --------------------------------------------------------------------------- 1. simple
+template <int BM, int BN, int BK>
+__global__ void __launch_bounds__(BM * BN)
+implicit_gemm_simple_f32(CC_CONV_PARAMS) {
+    constexpr int THREADS = BM * BN;
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+
+    const int Cg = C / groups, Kg = K / groups;
+    const int RS = R * S, CRS = Cg * RS, PQ = P * Q;
+    const int M = N * PQ;
+    const cc_index_t HW = (cc_index_t)H * W;
+    const ConvTile tile = cc_conv_tile(cc_div_up(M, BM), cc_div_up(Kg, BN), BM, BN);
+
+    const int tid = threadIdx.x;
+    const int tm = tid % BM, tn = tid / BM;
+    float acc = 0.0f;
+
+    for (int kk0 = 0; kk0 < CRS; kk0 += BK) {
+        for (int e = tid; e < BM * BK; e += THREADS) {
+            const int ml = e % BM, kl = e / BM;
+            const int m = tile.m0 + ml, kk = kk0 + kl;
+            float v = 0.0f;
+            if (m < M && kk < CRS) {
+                const int c = kk / RS, rs = kk - c * RS;
+                const int r = rs / S, s = rs - r * S;
+                const int n = m / PQ, pq = m - n * PQ;
+                const int p = pq / Q, q = pq - p * Q;
+                const int h = p * stride_h - pad_h + r * dilation_h;
+                const int ww = q * stride_w - pad_w + s * dilation_w;
+                if (h >= 0 && h < H && ww >= 0 && ww < W)
+                    v = cc_ldg(x + ((cc_index_t)n * C + (cc_index_t)tile.g * Cg + c) * HW
+                               + (cc_index_t)h * W + ww);
+            }
+            As[kl][ml] = v;
+        }
+        for (int e = tid; e < BK * BN; e += THREADS) {
+            const int kl = e % BK, nl = e / BK;   // kk fastest: the weights are contiguous in kk
+            const int k = tile.n0 + nl, kk = kk0 + kl;
+            float v = 0.0f;
+            if (k < Kg && kk < CRS) v = cc_ldg(w + ((cc_index_t)tile.g * Kg + k) * CRS + kk);
+            Bs[kl][nl] = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kl = 0; kl < BK; ++kl) acc = fmaf(As[kl][tm], Bs[kl][tn], acc);
+        __syncthreads();
+    }
+
+    const int m = tile.m0 + tm, k = tile.n0 + tn;
+    if (m < M && k < Kg)
+        cc_conv_store(acc, out, m, tile.g * Kg + k, K, PQ, has_bias ? bias : nullptr,
+                      has_residual ? residual : nullptr, act);
+}
+
+// --------------------------------------------------------------------------- 2. optimized
+template <int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
+implicit_gemm_f32(CC_CONV_PARAMS) {
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    constexpr int THREADS_M = BM / TM;             // threads along M in the compute layout
+    constexpr int VM = TM < 4 ? TM : 4;            // fragment runs: up to 4 contiguous floats
+    constexpr int VN = TN < 4 ? TN : 4;
+    constexpr int A_LOADS = BM * BK / THREADS;     // A elements each thread stages per step
+    constexpr int B_LOADS = BN * BK / THREADS;
+    constexpr int A_K_STEP = THREADS / BM;         // k rows covered by one pass of the threads
+    constexpr int B_N_STEP = THREADS / BK;
+    constexpr int BN_PAD = BN + 4;                 // Bs row pitch: conflict-free k-fastest stores
+    static_assert(BM % TM == 0 && BN % TN == 0, "the thread tile must divide the block tile");
+    static_assert(TM % VM == 0 && TN % VN == 0, "TM and TN are 1, 2 or multiples of 4");
+    static_assert(THREADS % BM == 0 && BK % A_K_STEP == 0, "A staging: each thread owns one pixel");
+    static_assert(THREADS % BK == 0 && BN % B_N_STEP == 0, "B staging: each thread owns one channel");
+    static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK, "whole tiles");
+    constexpr int THREADS_N = BN / TN;
+    constexpr int A_FLOATS = 2 * BK * BM, B_FLOATS = 2 * BK * BN_PAD;
+    constexpr int EPI_FLOATS = THREADS_N * BM;     // one epilogue pass: column j of every thread tile
+    constexpr int SMEM_FLOATS = A_FLOATS + B_FLOATS > EPI_FLOATS ? A_FLOATS + B_FLOATS : EPI_FLOATS;
+
+    // One buffer: As[2][BK][BM], then Bs[2][BK][BN_PAD]; the epilogue reuses all of it.
+    __shared__ __align__(16) float smem[SMEM_FLOATS];
+    auto As = [&](int buf, int k, int m) -> float& { return smem[(buf * BK + k) * BM + m]; };
+    auto Bs = [&](int buf, int k, int n) -> float& { return smem[A_FLOATS + (buf * BK + k) * BN_PAD + n]; };
+
+    const int Cg = C / groups, Kg = K / groups;
+    const int RS = R * S, CRS = Cg * RS, PQ = P * Q;
+    const int M = N * PQ;
+    const cc_index_t HW = (cc_index_t)H * W;
+    const ConvTile tile = cc_conv_tile(cc_div_up(M, BM), cc_div_up(Kg, BN), BM, BN);
+    const int tid = threadIdx.x;
+
+    // ---- A staging: this thread gathers pixel m (fixed) for channels c0 + a_k0 + j·A_K_STEP.
+    const int a_ml = tid % BM;
+    const int a_k0 = tid / BM;
+    const int a_m = tile.m0 + a_ml;
+    const bool a_m_ok = a_m < M;
+    const int a_c_limit = Cg - a_k0;           // channel c0 + a_k0 + j·A_K_STEP exists iff c0 + j·A_K_STEP < this
+    int a_h0 = 0, a_w0 = 0;
+    const float* a_src = x;                    // (n, g·Cg + a_k0, 0, 0); dereferenced only if a_m_ok
+    if (a_m_ok) {
+        const int n = a_m / PQ, pq = a_m - n * PQ;
+        const int p = pq / Q, q = pq - p * Q;
+        a_h0 = p * stride_h - pad_h;
+        a_w0 = q * stride_w - pad_w;
+        a_src = x + ((cc_index_t)n * C + (cc_index_t)tile.g * Cg + a_k0) * HW;
+    }
+    // ---- B staging: this thread loads channel c0 + b_kl (fixed) of filters n0 + b_n0 + j·B_N_STEP.
+    // The op checks that the weight tensor has fewer than 2**31 elements: int offsets.
+    const int b_kl = tid % BK;
+    const int b_n0 = tid / BK;
+    const int b_c_limit = Cg - b_kl;
+    const float* b_src = w + ((tile.g * Kg + tile.n0 + b_n0) * CRS + b_kl * RS);  // dereferenced only if valid
+    unsigned b_k_ok = 0;                       // bit j: filter n0 + b_n0 + j·B_N_STEP exists
+#pragma unroll
+    for (int j = 0; j < B_LOADS; ++j)
+        if (tile.n0 + b_n0 + j * B_N_STEP < Kg) b_k_ok |= 1u << j;
+
+    float a_stage[A_LOADS], b_stage[B_LOADS];
+
+    // Reduction step state: tap (r, s) as its input displacement (tap_h, tap_w) and its filter
+    // offset r·S + s, channel chunk c0 and that chunk's offsets into x (c0·H·W) and w (c0·R·S).
+    int tap_h = 0, tap_w = 0, s = 0, tap_rs = 0, c0 = 0, w_chunk = 0;
+    cc_index_t x_chunk = 0;
+
+    // Gather the tiles of the current step into registers; zero where out of range.
+    auto load_step = [&]() {
+        const int h = a_h0 + tap_h, ww = a_w0 + tap_w;
+        const bool pix_ok = a_m_ok && h >= 0 && h < H && ww >= 0 && ww < W;
+        const float* a_pix = a_src + x_chunk;  // pointer math only, see pix_ok
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j)
+            a_stage[j] = (pix_ok && c0 + j * A_K_STEP < a_c_limit)
+                             ? cc_ldg(a_pix + (j * A_K_STEP * HW + h * W + ww)) : 0.0f;
+        const bool c_ok = c0 < b_c_limit;
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j)
+            b_stage[j] = (c_ok && (b_k_ok >> j & 1u)) ? cc_ldg(b_src + (j * B_N_STEP * CRS + w_chunk + tap_rs)) : 0.0f;
+    };
+    auto next_step = [&]() {
+        c0 += BK;
+        x_chunk += BK * HW;
+        w_chunk += BK * RS;
+        if (c0 >= Cg) {
+            c0 = 0;
+            x_chunk = 0;
+            w_chunk = 0;
+            ++tap_rs;
+            tap_w += dilation_w;
+            if (++s == S) {
+                s = 0;
+                tap_w = 0;
+                tap_h += dilation_h;
+            }
+        }
+    };
+    auto store_step = [&](int buf) {
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j) As(buf, a_k0 + j * A_K_STEP, a_ml) = a_stage[j];
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) Bs(buf, b_kl, b_n0 + j * B_N_STEP) = b_stage[j];
+    };
+
+    // ---- compute layout: thread (tm, tn) owns rows m_local(i), columns n_local(j), in runs of
+    // VM (VN) contiguous elements, the runs THREADS_M·VM apart.
+    const int tm = tid % THREADS_M, tn = tid / THREADS_M;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    const int c_chunks = cc_div_up(Cg, BK);
+    const int steps = RS * c_chunks;
+    load_step();
+    store_step(0);
+    __syncthreads();
+
+#pragma unroll 1  // unrolling the step loop only multiplies code and registers
+    for (int step = 0; step < steps; ++step) {
+        const int buf = step & 1;
+        const bool more = step + 1 < steps;
+        if (more) {
+            next_step();
+            load_step();              // global loads in flight during the FMAs below
+        }
+#pragma unroll
+        for (int kl = 0; kl < BK; ++kl) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As(buf, kl, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, kl, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        if (more) store_step(buf ^ 1);   // the other buffer was last read before the previous sync
+        __syncthreads();
+    }
+
+    // ---- epilogue, one thread-tile column j per pass: every thread parks acc[·][j] in shared
+    // memory (the main loop's last __syncthreads freed it), then the block writes the
+    // THREADS_N × BM slab with consecutive threads on consecutive m — coalesced NCHW stores —
+    // through one (not TM·TN inlined) copy of the epilogue code.
+    const float* bias_or_null = has_bias ? bias : nullptr;
+    const float* residual_or_null = has_residual ? residual : nullptr;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+        const int col0 = (j / VN) * THREADS_N * VN + j % VN;   // column of thread tn: col0 + tn·VN
+#pragma unroll
+        for (int i = 0; i < TM; ++i) smem[tn * BM + (i / VM) * THREADS_M * VM + tm * VM + i % VM] = acc[i][j];
+        __syncthreads();
+#pragma unroll 1
+        for (int e = tid; e < EPI_FLOATS; e += THREADS) {
+            const int ml = e % BM, col = e / BM;
+            const int m = tile.m0 + ml, k = tile.n0 + col0 + col * VN;
+            if (m < M && k < Kg)
+                cc_conv_store(smem[e], out, m, tile.g * Kg + k, K, PQ, bias_or_null, residual_or_null, act);
+        }
+        __syncthreads();
+    }
+}

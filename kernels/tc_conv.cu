@@ -1,0 +1,282 @@
+// tc_conv.cu — 2-D convolution as an implicit GEMM on tensor cores: float16 / bfloat16
+// (mma.m16n8k16) or float32 multiplied as tf32 (mma.m16n8k8, operands rounded by
+// cvt.rna.tf32), fp32 accumulation, fused epilogue act(acc + bias[k] + residual) converted to
+// the input dtype.
+//
+// The GEMM per group g (NHWC activations, KRSC weights — the tensor-core layout, where the
+// reduction index runs along contiguous channels of both operands):
+//   D[m, n] = Σ_kk A[m, kk] · B[kk, n]      m = (img·P + p)·Q + q,  n < K/groups,
+//   kk = (r, s, c) with c fastest,          A[m, kk] = x[img, p·sh − ph + r·dh, q·sw − pw + s·dw, g·Cg + c]
+//                                            B[kk, n] = w[g·Kg + n, r, s, c]   (0 in the padding)
+// and the output written NHWC (out[m, g·Kg + n]) or NCHW (out[img, g·Kg + n, p, q]).
+//
+// Variants, simplest first:
+//
+// 1. tc_conv_simple<T> ("analytic"): one warp per 16×8 output tile; each lane gathers its own
+//    fragment elements from global memory (a division per element to split kk into r, s, c)
+//    with arbitrary element strides for x, w and out, so it reads NCHW or NHWC input and KCRS
+//    or KRSC weights as they are, with no alignment requirement. The reference for variant 2.
+//
+// 2. tc_conv<T, BM, BN, BK, WM, WN, STAGES, VEC, MINB> (NHWC/KRSC), adds what tc_gemm adds
+//    (cp.async pipeline, ldmatrix, warp tiles of several mma, swizzled shared memory) plus the
+//    convolution's gather in the loader: the reduction walks (r, s) outer and BK channels
+//    inner, so for one tap every copy is VEC contiguous channels of one input pixel (or of one
+//    filter row) — a 16-, 8- or 4-byte cp.async that is entirely in the image or entirely
+//    padding (zero fill, no read). Per thread, the pixel of each A row it copies is decoded
+//    once; the main loop only adds the tap offset and compares against H and W. The price:
+//    when Cg is not a multiple of BK, the last channel chunk of every tap is partly zero.
+//    Alignment: Cg (hence C and the weight rows) a multiple of VEC, pointers VEC·sizeof(T)
+//    aligned; the op picks the largest VEC that holds (8/4/2 for 16-bit types, 4/2/1 for tf32).
+//
+// 3. tc_pack_nhwc<T>: the documented NCHW path. A tiled transpose (32×32 shared tile, coalesced
+//    on both sides) from any (n, c, hw) strides to NHWC with each group's channels padded with
+//    zeros to a multiple of 8: NCHW input -> NHWC workspace, KCRS weights -> KRSC workspace,
+//    and NHWC input whose channel count no cp.async width divides (odd C in fp16). Variant 2
+//    then runs on the packed operands and writes the output NCHW directly from its epilogue.
+//    The transform costs one read and one write of x (and of w) per call.
+//
+// Configs (smem = STAGES·(BM + BN)·BK·sizeof(T); H100 SXM: 228 KB smem, 64 K registers/SM;
+// registers as ptxas reports them, 0 spills on sm_75..sm_120):
+//   128x128x32, warps 2x4 of 64x32, 4 stages: 64 KB smem, 256 threads, 125 registers
+//     -> 2 blocks (16 warps) per SM. ResNet-50 at batch 32 has M = 32·56·56 = 100 352 (25 088
+//     at 28×28, 6 272 at 14×14, 1 568 at 7×7); the op takes 128×128 while that still gives
+//     every SM a block (all 56×56 and 28×28 layers), else 64×64 (e.g. the 7×7 3×3 convs:
+//     13 × 4 = 52 tiles of 128×128 would leave 80 SMs idle).
+//   64x64x32, warps 2x2 of 32x32, 3 stages: 24 KB smem, 128 threads, ~108 registers -> 4 blocks
+//     per SM; for small M·K/groups and the emulator tests. _v2 (4-byte copies, Cg even but
+//     not a multiple of 8): ~180 registers -> 2 blocks per SM.
+//   *_s2 (2 stages): the sm_75 path — no cp.async there, so copies are synchronous and more
+//     stages would only cost shared memory.
+//   tf32: BK = 16 (the same 64-byte rows and smem bytes), copies of 4 or 1 floats.
+// The epilogue writes each accumulator with a (not inlined) call; see cc_tc_store.
+#include "tc_tile.cuh"
+
+// A: BM output pixels × BK channels of tap (r, s); B: BN filters × the same BK channels.
+template <typename T, int BM, int BN, int BK, int THREADS, int VEC>
+struct TcConvLoader {
+    static constexpr int BYTES = VEC * (int)sizeof(T);
+    static constexpr int PER_ROW = BK / VEC;
+    static constexpr int A_COPIES = BM * PER_ROW / THREADS, B_COPIES = BN * PER_ROW / THREADS;
+    static_assert(BM * PER_ROW % THREADS == 0 && BN * PER_ROW % THREADS == 0,
+                  "every thread issues the same number of copies");
+    static constexpr int ROW_BYTES = BK * (int)sizeof(T);
+
+    const T* x;
+    const T* w;
+    const T* a_pixel[A_COPIES];   // x at (img, 0, 0, g·Cg) of the row's output pixel
+    int a_ih0[A_COPIES], a_iw0[A_COPIES];   // top-left input position; ih0 = -2^30 marks a row past M
+    const T* b_filter[B_COPIES];  // w at (g·Kg + n, 0, 0, 0), or null past Kg
+    int H, W, Cs, Cg, S, dh, dw, RSCg;
+    int r, s, c0;                 // the next tile's tap and first channel
+
+    __device__ __forceinline__ void init(int m0, int n0, int g, int M, int Kg, int P, int Q, int sh, int sw, int ph,
+                                         int pw) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            const int m = m0 + (tid + i * THREADS) / PER_ROW;
+            if (m < M) {
+                const int img = m / (P * Q), pq = m - img * (P * Q), p = pq / Q, q = pq - p * Q;
+                a_pixel[i] = x + (cc_index_t)img * H * W * Cs + (cc_index_t)g * Cg;
+                a_ih0[i] = p * sh - ph;
+                a_iw0[i] = q * sw - pw;
+            } else {
+                a_pixel[i] = x;
+                a_ih0[i] = -(1 << 30);
+                a_iw0[i] = 0;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const int n = n0 + (tid + i * THREADS) / PER_ROW;
+            b_filter[i] = n < Kg ? w + ((cc_index_t)g * Kg + n) * RSCg : nullptr;
+        }
+        r = s = c0 = 0;
+    }
+
+    __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            const int cidx = tid + i * THREADS;
+            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
+            const int ih = a_ih0[i] + r * dh, iw = a_iw0[i] + s * dw, c = c0 + col;
+            const bool ok = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W && c < Cg;
+            const T* src = ok ? a_pixel[i] + ((cc_index_t)ih * W + iw) * Cs + c : x;
+            cc_cp_async_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
+        }
+        const int tap = (r * S + s) * Cg;
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const int cidx = tid + i * THREADS;
+            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
+            const int c = c0 + col;
+            const bool ok = b_filter[i] != nullptr && c < Cg;
+            const T* src = ok ? b_filter[i] + tap + c : w;
+            cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
+        }
+        c0 += BK;
+        if (c0 >= Cg) {
+            c0 = 0;
+            if (++s == S) {
+                s = 0;
+                ++r;
+            }
+        }
+    }
+};
+
+// Arguments of both convolution variants. x_s* / w_s* / out_s* are element strides (only the
+// simple variant reads them; the fast one takes NHWC x with pixel stride x_c_total, KRSC w, and
+// writes NHWC or NCHW by out_nchw).
+#define CC_TC_CONV_PARAMS                                                                                  \
+    const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, int has_bias,           \
+        const T* __restrict__ residual, int has_residual, T* __restrict__ out, int N, int H, int W,        \
+        int C, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, int pad_w,        \
+        int dilation_h, int dilation_w, int groups, int act
+
+// Output element offset of (m, channel k) in NHWC or NCHW.
+__device__ __forceinline__ cc_index_t cc_tc_out_index(int m, int k, int K, int PQ, int out_nchw) {
+    if (!out_nchw) return (cc_index_t)m * K + k;
+    const int img = m / PQ;
+    return ((cc_index_t)img * K + k) * PQ + (m - img * PQ);
+}
+
+// Variant 2. C is the channel count of x's pixels (groups · Cg, Cg possibly padded by
+// tc_pack_nhwc); grid: 1-D over (group, band of M tiles, N tile), see cc_tc_raster in tc_gemm.cu.
+template <typename T, int BM, int BN, int BK, int WM, int WN, int STAGES, int VEC, int MINB>
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB) tc_conv(CC_TC_CONV_PARAMS, int out_nchw) {
+    constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
+    constexpr int MI = WM / 16, NI = WN / 8;
+    extern __shared__ __align__(128) unsigned char cc_tc_smem[];
+
+    const int M = N * P * Q, Cg = C / groups, Kg = K / groups;
+    const int tiles_m = (M + BM - 1) / BM, tiles_n = (Kg + BN - 1) / BN;
+    const int per_group = tiles_m * tiles_n;
+    const int g = blockIdx.x / per_group;
+    // Bands of 8 M tiles, walked N tile by N tile (blocks resident together share x and w in L2).
+    int tm, tn;
+    {
+        const int id = blockIdx.x - g * per_group;
+        const int band = id / (8 * tiles_n), first = band * 8, rows = min(tiles_m - first, 8);
+        const int in_band = id - band * 8 * tiles_n;
+        tm = first + in_band % rows;
+        tn = in_band / rows;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
+
+    TcConvLoader<T, BM, BN, BK, THREADS, VEC> loader;
+    loader.x = x;
+    loader.w = w;
+    loader.H = H;
+    loader.W = W;
+    loader.Cs = C;
+    loader.Cg = Cg;
+    loader.S = S;
+    loader.dh = dilation_h;
+    loader.dw = dilation_w;
+    loader.RSCg = R * S * Cg;
+    loader.init(tm * BM, tn * BN, g, M, Kg, P, Q, stride_h, stride_w, pad_h, pad_w);
+    const int k_tiles = R * S * ((Cg + BK - 1) / BK);
+    cc_tc_mainloop<T, BM, BN, BK, WM, WN, STAGES, false>(acc, cc_tc_smem, loader, k_tiles, wm0, wn0, lane);
+
+    const int gr = lane >> 2, t = lane & 3, PQ = P * Q;
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int m = tm * BM + wm0 + mi * 16 + gr + 8 * (i >> 1);
+                const int n = tn * BN + wn0 + ni * 8 + 2 * t + (i & 1);
+                if (m < M && n < Kg) {
+                    const int k = g * Kg + n;
+                    const cc_index_t idx = cc_tc_out_index(m, k, K, PQ, out_nchw);
+                    cc_tc_store<T>(out, idx, acc[mi][ni][i], bias, has_bias, k, residual, has_residual, act);
+                }
+            }
+}
+
+// Variant 1: blocks of 4 warps over 32 output pixels × 16 channels of one group, any strides.
+// The reduction index kk = (r·S + s)·Cg + c (the same order as variant 2).
+template <typename T>
+__global__ void __launch_bounds__(128) tc_conv_simple(CC_TC_CONV_PARAMS, long long x_sn, long long x_sc,
+                                                      long long x_sh, long long x_sw, long long w_sk,
+                                                      long long w_sc, long long w_sr, long long w_ss,
+                                                      long long o_sn, long long o_sc, long long o_sh,
+                                                      long long o_sw) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int M = N * P * Q, Cg = C / groups, Kg = K / groups, PQ = P * Q;
+    const int tiles_n = (Kg + 15) / 16, tiles_m = (M + 31) / 32;
+    const int g = blockIdx.x / (tiles_m * tiles_n);
+    const int id = blockIdx.x - g * tiles_m * tiles_n;
+    const int m0 = id / tiles_n * 32 + (warp >> 1) * 16;
+    const int n0 = id % tiles_n * 16 + (warp & 1) * 8;
+    const int Kred = R * S * Cg;
+    const T zero = TcType<T>::from_float(0.0f);
+    auto a_at = [&](int mm, int kk) {
+        const int m = m0 + mm;
+        if (m >= M || kk >= Kred) return zero;
+        const int c = kk % Cg, rs = kk / Cg, r = rs / S, s = rs - r * S;
+        const int img = m / PQ, pq = m - img * PQ, p = pq / Q, q = pq - p * Q;
+        const int ih = p * stride_h - pad_h + r * dilation_h, iw = q * stride_w - pad_w + s * dilation_w;
+        if ((unsigned)ih >= (unsigned)H || (unsigned)iw >= (unsigned)W) return zero;
+        return x[img * x_sn + (cc_index_t)(g * Cg + c) * x_sc + ih * x_sh + iw * x_sw];
+    };
+    auto b_at = [&](int kk, int nn) {
+        const int n = n0 + nn;
+        if (n >= Kg || kk >= Kred) return zero;
+        const int c = kk % Cg, rs = kk / Cg, r = rs / S, s = rs - r * S;
+        return w[(cc_index_t)(g * Kg + n) * w_sk + c * w_sc + r * w_sr + s * w_ss];
+    };
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    cc_tc_warp_direct<T>(acc, Kred, a_at, b_at, lane);
+    const int gr = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + gr + 8 * (i >> 1), n = n0 + 2 * t + (i & 1);
+        if (m < M && n < Kg) {
+            const int k = g * Kg + n, img = m / PQ, pq = m - img * PQ, p = pq / Q, q = pq - p * Q;
+            const cc_index_t idx = img * o_sn + k * o_sc + p * o_sh + q * o_sw;
+            cc_tc_store<T>(out, idx, acc[i], bias, has_bias, k, residual, has_residual, act);
+        }
+    }
+}
+
+// Variant 3: dst[n][hw][g·Cgp + c] = c < Cg ? src[n·s_n + (g·Cg + c)·s_c + hw·s_hw] : 0, for the
+// NCHW input (s_c = HW, s_hw = 1), KCRS weights (n = filter, C = Cg, HW = R·S, groups = 1) and
+// NHWC input with padded channels (s_c = 1, s_hw = C). Block 32×8 over a 32 (channel) × 32
+// (pixel) tile: reads run along pixels, writes along channels.
+template <typename T>
+__global__ void __launch_bounds__(256) tc_pack_nhwc(const T* __restrict__ src, T* __restrict__ dst, int N, int C,
+                                                    int HW, int groups, int Cgp, long long s_n, long long s_c,
+                                                    long long s_hw) {
+    __shared__ T tile[32][33];   // +1 column: the transposed reads hit 32 different banks
+    const int Cg = C / groups, Cout = groups * Cgp;
+    const int n = blockIdx.z;
+    const int c0 = blockIdx.x * 32, hw0 = blockIdx.y * 32;
+    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    const T zero = TcType<T>::from_float(0.0f);
+    for (int j = ty; j < 32; j += 8) {
+        const int oc = c0 + j, hw = hw0 + tx;
+        T v = zero;
+        if (oc < Cout && hw < HW) {
+            const int gi = oc / Cgp, c = oc - gi * Cgp;
+            if (c < Cg) v = src[n * s_n + (cc_index_t)(gi * Cg + c) * s_c + hw * s_hw];
+        }
+        tile[j][tx] = v;
+    }
+    __syncthreads();
+    for (int j = ty; j < 32; j += 8) {
+        const int hw = hw0 + j, oc = c0 + tx;
+        if (oc < Cout && hw < HW) dst[((cc_index_t)n * HW + hw) * Cout + oc] = tile[tx][j];
+    }
+}

@@ -1,0 +1,3 @@
+// vector_types.h for the CPU emulator: everything it declares on the device is already
+// provided by the emulator's prelude (cuconv_emu/prelude.h).
+#pragma once
