@@ -5,12 +5,11 @@ and runs on the emulator (always) and the GPU (when present).
 """
 from __future__ import annotations
 
+import importlib
 from fractions import Fraction
 
 import numpy as np
 import pytest
-
-import importlib
 
 import cuconv
 import cuconv.ops  # noqa: F401  (registers the algorithms)

@@ -33,8 +33,17 @@ ABI = "cuconv-emu-1"
 
 
 def cache_dir() -> Path:
+    """$CUCONV_CACHE_DIR/emulator, else ~/.cache/cuconv/emulator, else (not
+    writable) a directory in the system's temporary directory."""
     root = os.environ.get("CUCONV_CACHE_DIR")
     path = Path(root) / "emulator" if root else Path.home() / ".cache" / "cuconv" / "emulator"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = Path(tempfile.gettempdir()) / f"cuconv-emulator-{os.getuid()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

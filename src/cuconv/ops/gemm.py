@@ -208,8 +208,12 @@ def _resolve_config(config) -> GemmConfig | None:
     raise TypeError(f"config must be None, a GemmConfig or a config label, got {type(config).__name__}")
 
 
-def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=None):
-    """``out = activation(a @ b + bias[:, None] + residual)`` for float32 matrices.
+def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=None, allow_tf32=False):
+    """``out = activation(a @ b + bias[:, None] + residual)``.
+
+    float32 runs on the CUDA cores (the kernels of gemm.cu) unless ``allow_tf32=True``;
+    float16 / bfloat16 (and float32 with ``allow_tf32=True``) run on the tensor cores
+    (``cuconv.ops.tensor_core.tc_gemm``, fp32 accumulation, output in the input dtype).
 
     ``a``: (M, K) or (batch, M, K); ``b``: (K, N) or (batch, K, N); a 2-D operand is
     broadcast over the other's batch. ``bias``: (M,), added to every row m (per output
@@ -219,6 +223,14 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
     current backend; queued on CuPy's current stream without synchronizing.
     """
     be = current_backend()
+    dt = np.dtype(getattr(a, "dtype", np.float32)).name
+    if dt in ("float16", "bfloat16") or (dt == "float32" and allow_tf32):
+        from .tensor_core import tc_gemm  # noqa: PLC0415
+        if config is not None:
+            raise TypeError("config= names a gemm.cu config; the tensor-core GEMM picks its own "
+                            "(call cuconv.ops.tensor_core.tc_gemm(..., config=) to choose one)")
+        return tc_gemm(a, b, out, bias=bias, activation=activation, residual=residual,
+                       allow_tf32=bool(allow_tf32))
     a = _common.as_tensor(a, "a", None, ("float32",), be)
     b = _common.as_tensor(b, "b", None, ("float32",), be)
     if a.ndim not in (2, 3) or b.ndim not in (2, 3):

@@ -672,17 +672,15 @@ def _run(be, problem, x, w, bias, act_code, residual, out, *, max_workspace_byte
     if extra:
         raise TypeError(f"algo={algo_name!r} takes config=, layout= and allow_tf32= as extra arguments, "
                         f"got {sorted(extra)}")
-    if layout != "NCHW":
-        raise ValueError(f"algo={algo_name!r} through cuconv.conv2d takes NCHW input (the front end builds "
-                         "the problem from NCHW shapes); for NHWC use cuconv.ops.tensor_core.tc_conv2d(..., "
-                         "layout='NHWC')")
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"algo={algo_name!r}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     kdt = _kernel_dtype(problem.dtype)
     if kdt == "tf32" and allow_tf32 is False:
         raise ValueError(f"algo={algo_name!r} multiplies float32 as tf32, but allow_tf32=False was passed")
     cfg = None if config is None else _resolve_named(config, "conv", kdt)
     if algo_name == "implicit_gemm_tc_simple":
         cfg = "simple"
-    conv_launch(be, problem, x, w, bias, act_code, residual, out, layout="NCHW", kdt=kdt, config=cfg)
+    conv_launch(be, problem, x, w, bias, act_code, residual, out, layout=layout, kdt=kdt, config=cfg)
 
 
 def _workspace(problem: Conv2dProblem, limit=None) -> int:
@@ -712,6 +710,7 @@ register_algorithm(ConvAlgorithm(
     workspace_bytes=_workspace,
     auto_priority=_auto_priority_tc,
     dtypes=("float16", "bfloat16"),
+    layouts=("NCHW", "NHWC"),
     description="tensor-core implicit GEMM (mma.sync, ldmatrix, cp.async pipeline), fp32 accumulation; "
                 "NCHW packed to NHWC in a workspace",
 ))
@@ -721,6 +720,8 @@ register_algorithm(ConvAlgorithm(
     run=functools.partial(_run, algo_name="implicit_gemm_tc_simple"),
     auto_priority=_auto_priority_simple,
     dtypes=("float16", "bfloat16", "float32"),
+    layouts=("NCHW", "NHWC"),
+    tf32=True,
     description="tensor-core implicit GEMM, analytic variant: one warp per 16x8 tile, fragments "
                 "gathered from global memory; any layout, no workspace (float32 runs as tf32)",
 ))
@@ -731,6 +732,8 @@ register_algorithm(ConvAlgorithm(
     workspace_bytes=_workspace,
     auto_priority=lambda problem: None,
     dtypes=("float32",),
+    layouts=("NCHW", "NHWC"),
+    tf32=True,
     description="float32 convolution on tf32 tensor cores (operands rounded to 10-bit mantissas, "
                 "fp32 accumulation); never chosen by auto — name it to opt in",
 ))

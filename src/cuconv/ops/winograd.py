@@ -349,7 +349,8 @@ def winograd_filter_transform(w, variant: str = "f4x4_3x3", *, out=None):
     w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
     K, C, r, s = (int(d) for d in w.shape)
     if (r, s) != (R, R):
-        raise ValueError(f"winograd_filter_transform needs a 3x3 filter (K, C, 3, 3), got weight shape {tuple(w.shape)}")
+        raise ValueError(f"winograd_filter_transform needs a 3x3 filter (K, C, 3, 3), "
+                         f"got weight shape {tuple(w.shape)}")
     if K <= 0 or C <= 0:
         raise ValueError(f"weight must have K > 0 and C > 0, got shape {tuple(w.shape)}")
     alpha = m + R - 1
