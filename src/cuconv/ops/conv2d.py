@@ -72,7 +72,7 @@ class AlgorithmInfo:
     auto_priority: float | None
 
 
-# Under allow_tf32=True, a tf32 tensor-core algorithm outranks every exact fp32 algorithm
+# Under allow_tf32=True, a tf32 tensor-core algorithm (its auto_priority not None) outranks every exact fp32 algorithm
 # for dense layers (tensor cores give ~7x the fp32 rate on an H100), but not depthwise (100),
 # whose per-channel work a 16x8 mma tile would mostly waste.
 TF32_PRIORITY = 95.0
@@ -107,8 +107,8 @@ def algorithms(problem: Conv2dProblem, max_workspace_bytes: int | None = None, *
         prio = None
         if reason is None:
             prio = alg.auto_priority(problem)
-            if _is_tf32(alg, problem):
-                prio = max(prio or 0.0, TF32_PRIORITY) if allow_tf32 else None
+            if _is_tf32(alg, problem):   # its own priority orders the tf32 algorithms among themselves
+                prio = TF32_PRIORITY + prio / 100 if (allow_tf32 and prio is not None) else None
         infos.append(AlgorithmInfo(alg.name, reason is None, reason, ws, prio))
     return infos
 

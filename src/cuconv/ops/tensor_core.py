@@ -700,7 +700,7 @@ def _auto_priority_tc(problem: Conv2dProblem) -> float | None:
 def _auto_priority_simple(problem: Conv2dProblem) -> float | None:
     """``auto`` rule: 1 — only when the fast kernel's workspace (NCHW -> NHWC pack) does not
     fit in max_workspace_bytes; the simple kernel reads NCHW in place but is far slower."""
-    return 1.0 if problem.dtype in ("float16", "bfloat16") else None
+    return 1.0 if problem.dtype in ("float16", "bfloat16", "float32") else None
 
 
 register_algorithm(ConvAlgorithm(
@@ -730,10 +730,12 @@ register_algorithm(ConvAlgorithm(
     can_implement=_can_implement,
     run=functools.partial(_run, algo_name="implicit_gemm_tf32"),
     workspace_bytes=_workspace,
-    auto_priority=lambda problem: None,
+    # For float32 cuconv.conv2d considers it only with allow_tf32=True (then above every exact
+    # fp32 algorithm, see ops/conv2d.py TF32_PRIORITY); 20 orders it above the simple variant.
+    auto_priority=lambda problem: 20.0 if problem.dtype == "float32" else None,
     dtypes=("float32",),
     layouts=("NCHW", "NHWC"),
     tf32=True,
     description="float32 convolution on tf32 tensor cores (operands rounded to 10-bit mantissas, "
-                "fp32 accumulation); never chosen by auto — name it to opt in",
+                "fp32 accumulation); auto considers it only with allow_tf32=True",
 ))
