@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .problem import DTYPE_BYTES, Conv2dProblem, dtype_name
+from .problem import DTYPE_BYTES, Conv2dProblem, _pair, dtype_name
 
 INDEX_BYTES = 4                       # §9.3: "integers (typically 4 bytes each)"; PyTorch keeps int64
 BATCHNORM_FLOPS_PER_ELEMENT = 5       # § Computational Summary: ~5·C·H·W
@@ -39,17 +39,7 @@ Shape = tuple  # tuple[int, ...]
 
 
 # ============================================================== small helpers
-def _pair(value, what: str) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
-        a, b = value
-    else:
-        a = b = value
-    for v in (a, b):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{what} must be an int or a pair of ints, got {value!r}")
-    return int(a), int(b)
+# _pair (int or pair of ints, with the TypeError/ValueError) is Conv2dProblem's, imported above.
 
 
 def _shape(shape, ndim: int | None, where: str) -> Shape:

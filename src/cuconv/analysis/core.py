@@ -56,7 +56,8 @@ class LoopAnalysis:
         return self.mix.instructions
 
     def to_dict(self) -> dict:
-        m = self.mix
+        """Per-iteration counts are those of the full-work path; ``body_*`` cover every path."""
+        m, b = self.path_mix, self.mix
         return dict(
             start=f"0x{self.start:04x}", end=f"0x{self.end:04x}", depth=self.depth,
             innermost=self.innermost, natural=self.natural, instructions=self.instructions,
@@ -65,12 +66,14 @@ class LoopAnalysis:
             body_instructions=self.body_instructions, internal_branches=self.internal_branches,
             classes={c: m.by_class[c] for c in CLASSES if m.by_class[c]},
             opcodes=dict(m.by_opcode.most_common()),
-            math_instructions=self.path_mix.math, predicated=m.predicated,
+            math_instructions=m.math, predicated=m.predicated,
             shared_load_bits=_widths(m.shared_load_bits), shared_store_bits=_widths(m.shared_store_bits),
             global_load_bits=_widths(m.global_load_bits), global_store_bits=_widths(m.global_store_bits),
-            shared_load_bytes_per_thread=self.path_mix.shared_load_bytes,
-            fma_per_thread=self.path_mix.fma_per_thread,
+            shared_load_bytes_per_thread=m.shared_load_bytes, fma_per_thread=m.fma_per_thread,
             tensor_macs_per_warp=dict(m.tensor_macs),
+            body_classes={c: b.by_class[c] for c in CLASSES if b.by_class[c]},
+            body_shared_load_bits=_widths(b.shared_load_bits), body_global_load_bits=_widths(b.global_load_bits),
+            body_global_store_bits=_widths(b.global_store_bits),
             math_share=_r(self.math_share), fma_per_shared_byte=_r(self.fma_per_shared_byte),
             issue_ceiling=_r(self.ceiling), ceiling_pipe=self.ceiling_pipe,
             ceilings={k: _r(v) for k, v in self.ceilings.items()},

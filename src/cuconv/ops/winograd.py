@@ -35,6 +35,7 @@ import numpy as np
 from ..backend import current_backend
 from ..compile import KernelEntry, register_kernel
 from ..problem import Conv2dProblem
+from ..cost import winograd_unsupported_reason
 from . import _common
 from ._common import i32, i64
 from .conv2d import ConvAlgorithm, register_algorithm
@@ -162,19 +163,13 @@ def _grid(total: int) -> tuple[int, int, int]:
 
 # =========================================================================== planning
 def unsupported_reason(problem: Conv2dProblem) -> str | None:
-    """Why F(m×m, 3×3) cannot run ``problem`` (None when it can)."""
-    rules = []
-    if (problem.R, problem.S) != (3, 3):
-        rules.append(f"a 3x3 kernel (got {problem.R}x{problem.S})")
-    if (problem.stride_h, problem.stride_w) != (1, 1):
-        rules.append(f"stride 1 (got {problem.stride_h}x{problem.stride_w})")
-    if (problem.dilation_h, problem.dilation_w) != (1, 1):
-        rules.append(f"dilation 1 (got {problem.dilation_h}x{problem.dilation_w})")
-    if problem.groups != 1:
-        rules.append(f"groups 1 (got {problem.groups})")
+    """Why F(m×m, 3×3) cannot run ``problem`` (None when it can): the cost model's shape rule
+    (3x3, stride 1, dilation 1, groups 1) plus the kernels' float32."""
+    reason = winograd_unsupported_reason(problem)
     if problem.dtype != "float32":
-        rules.append(f"float32 (got {problem.dtype})")
-    return None if not rules else "Winograd F(mxm,3x3) needs " + ", ".join(rules)
+        dtype_rule = f"float32 (got {problem.dtype})"
+        return f"{reason}, {dtype_rule}" if reason else f"Winograd F(mxm,3x3) needs {dtype_rule}"
+    return reason
 
 
 # Each of V and M is indexed with int32 GEMM dimensions by the multiply stage: keep a chunk's
