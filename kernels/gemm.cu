@@ -48,10 +48,17 @@
 //     occupancy) fit per SM on sm_80/sm_90 (65536 registers / (2·256)); with 64
 //     independent FMAs per thread per k, 16 warps keep the FMA pipes busy (ILP, not TLP).
 //   * Shared memory: 2 buffers · 8 · (132 + 128) · 4 B = 16.6 KiB per block, not a limit.
-//   * Checked statically (cuconv.analysis on NVRTC's sm_90 SASS; no GPU involved): one K step
-//     of the main loop is 512 FFMA, 32 LDS.128, 5 STS, 2 LDG.128 and 1 BAR, 564 instructions
-//     on the aligned path, an issue-bound ceiling of 91 % of fp32 peak (76 % on the scalar
-//     path for misaligned operands); 123-128 registers and 0 spills on sm_75 ... sm_120.
+//   * Checked statically (`cuconv kernels --analyze --file gemm.cu`: NVRTC's SASS, no GPU
+//     involved): one iteration of the main loop (one BK=8 tile) is 512 FFMA, 32 LDS.128,
+//     5 STS, 2 LDG.128 and 1 BAR in 644 instructions on sm_90 (639 on sm_80) on the aligned
+//     full-work path: math share 79.5 % (sm_90) / 80.1 % (sm_80), 1 FMA per shared byte
+//     (all shared loads 128-bit), issue-bound ceiling 79.5 % of fp32 peak on sm_90 and 100 %
+//     on sm_80 (half its issue slots are free: 64 FP32 lanes/SM). The scalar fallback for
+//     misaligned operands issues 672 (76.2 %). What keeps sm_90 under 80 %: ~100 bookkeeping
+//     instructions per tile (64-bit tile/batch addresses recomputed at the 128-register cap,
+//     bounds checks, the 4 scalar stores of the transposed A tile). BK=16 reaches 82.4 % but
+//     spills 40 B at the cap; hoisting the prefetch addresses (5 instructions) would pass 80 %.
+//     123-128 registers and 0 spills on sm_75 ... sm_120.
 //   Smaller tiles (64x64x16 with 4x4, 32x128x16 with 4x8) serve small or skinny problems
 //   (a convolution's M is its output channels per group, often 16-64), where 128x128 tiles
 //   would leave most of the block idle or too few blocks to fill the SMs.

@@ -221,6 +221,18 @@ def test_cli_analyze(capsys):
     assert main(["analyze", str(FIXTURES / "nope.cu"), "k"]) == 2
 
 
+def test_bench_columns_never_raise(monkeypatch):
+    entry = registered_kernels()[0]
+    cols = analysis.bench_columns(entry, "sm_90")
+    assert cols["static_error"] is None and cols["registers"] > 0
+    assert cols == analysis.bench_columns(entry.label, "sm_90")
+    bad = analysis.bench_columns("no_such_kernel_label", "sm_90")
+    assert bad["issue_ceiling"] is None and "no_such_kernel_label" in bad["static_error"]
+    monkeypatch.setattr(analysis, "analyze_entry",
+                        lambda *a: (_ for _ in ()).throw(analysis.ToolNotFoundError("nvdisasm was not found")))
+    assert analysis.bench_columns(entry, "sm_90")["static_error"] == "nvdisasm was not found"
+
+
 # --------------------------------------------------------------------------- parser units
 _LISTING = """
 \t.section\t.text.toy,"ax",@progbits

@@ -24,11 +24,11 @@ def check_entry(entry: KernelEntry, arch: str) -> list[str]:
         problems.append(f"{entry.label} on {arch}: {res.spill_store_bytes} bytes spill stores, "
                         f"{res.spill_load_bytes} bytes spill loads")
     occ = res.occupancy()
-    if occ["blocks_per_sm"] < entry.min_blocks_per_sm:
+    if occ["blocks_per_sm"] < entry.min_blocks(arch):
         problems.append(f"{entry.label} on {arch}: {occ['blocks_per_sm']} blocks/SM fit "
                         f"({res.registers} registers, {res.static_smem_bytes + res.dynamic_smem} B smem, "
                         f"{entry.block_threads} threads; limited by {occ['limited_by']}), "
-                        f"the design needs {entry.min_blocks_per_sm}")
+                        f"the design needs {entry.min_blocks(arch)}")
     return problems
 
 

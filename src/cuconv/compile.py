@@ -108,6 +108,14 @@ class KernelEntry:
     options: tuple[str, ...] = ()
     archs: tuple[str, ...] = ARCHS      # a tensor-core config may need sm_80+
     main: bool = False                  # a main config (the static analysis checks it closely)
+    # Per-arch exceptions to min_blocks_per_sm, as ((arch, blocks), ...): a config sized for
+    # the 164-228 KiB of shared memory of sm_80/sm_90 may promise fewer blocks on the 100 KiB
+    # GeForce parts (sm_86, sm_89, sm_120). The promise is stated, never derived.
+    min_blocks_overrides: tuple[tuple[str, int], ...] = ()
+
+    def min_blocks(self, arch: str) -> int:
+        """The occupancy (resident blocks per SM) this config promises on ``arch``."""
+        return dict(self.min_blocks_overrides).get(arch, self.min_blocks_per_sm)
 
 
 _REGISTRY: dict[str, KernelEntry] = {}
@@ -227,7 +235,11 @@ def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "
             raise NVRTCError(f"NVRTC failed to compile {name} for {arch}: {exc}\n{log}") from None
         log = nvrtc.getProgramLog(prog)
         lowered = {e: nvrtc.getLoweredName(prog, e) for e in expressions}
-        binary = nvrtc.getCUBIN(prog) if output == "cubin" else nvrtc.getPTX(prog)
+        if output == "cubin":
+            from .analysis.tools import complete_elf  # noqa: PLC0415  (CuPy 14 drops a cubin's last byte)
+            binary = complete_elf(nvrtc.getCUBIN(prog))
+        else:
+            binary = nvrtc.getPTX(prog)
     finally:
         nvrtc.destroyProgram(prog)
     return binary, log, lowered

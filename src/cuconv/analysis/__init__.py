@@ -30,7 +30,7 @@ from .sass import Instruction, SassFunction, parse_listing
 from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find_tool
 
 __all__ = ["Analysis", "LoopAnalysis", "Mix", "Instruction", "SassFunction", "CLASSES", "MATH_CLASSES",
-           "ToolError", "ToolNotFoundError", "analyze_entry", "analyze_source", "analyze_file", "sass",
+           "ToolError", "ToolNotFoundError", "analyze_entry", "analyze_source", "analyze_file", "sass", "bench_columns",
            "format_table", "summary", "classify", "access_bits", "parse_listing", "disassemble",
            "find_tool", "complete_elf", "loop_ceilings", "issue_model"]
 
@@ -69,7 +69,7 @@ def analyze_entry(entry, arch) -> Analysis:
         spill_load_bytes=res.spill_load_bytes, stack_frame_bytes=res.stack_frame_bytes,
         static_smem_bytes=res.static_smem_bytes, dynamic_smem_bytes=entry.dynamic_smem,
         block_threads=entry.block_threads, block_threads_source="registry", file=entry.file,
-        expression=entry.expression, main=entry.main, min_blocks_per_sm=entry.min_blocks_per_sm)
+        expression=entry.expression, main=entry.main, min_blocks_per_sm=entry.min_blocks(arch))
 
 
 def analyze_source(source: str, kernel: str, arch, options=(), *, block_threads: int | None = None,
@@ -130,6 +130,25 @@ def sass(entry_or_source, arch, kernel: str | None = None, options=()) -> str:
     else:
         raise TypeError(f"sass() takes a KernelEntry or CUDA source text, not {type(entry_or_source).__name__}")
     return f"// {title} for {arch}, function {fn.name}\n{fn.text}\n"
+
+
+def bench_columns(kernel, arch) -> dict:
+    """The static figures the bench puts next to a measured rate, for a registered kernel
+    (label, expression or KernelEntry) on ``arch``; never raises: without nvdisasm or on a
+    compile error the values are None and ``static_error`` says why."""
+    from ..compile import KernelEntry, NVRTCError, find_kernel  # noqa: PLC0415
+    keys = ("issue_ceiling", "ceiling_pipe", "math_share", "fma_per_shared_byte", "registers",
+            "spill_bytes", "blocks_per_sm", "occupancy")
+    try:
+        entry = kernel if isinstance(kernel, KernelEntry) else find_kernel(kernel)
+        a = analyze_entry(entry, arch)
+    except (KeyError, ValueError, NVRTCError, ToolNotFoundError, ToolError) as exc:
+        return {**dict.fromkeys(keys), "static_error": str(exc).splitlines()[0]}
+    lp = a.main_loop
+    return dict(issue_ceiling=a.ceiling, ceiling_pipe=lp.ceiling_pipe if lp else None,
+                math_share=a.math_share, fma_per_shared_byte=a.fma_per_shared_byte, registers=a.registers,
+                spill_bytes=a.spill_bytes, blocks_per_sm=a.occupancy["blocks_per_sm"],
+                occupancy=a.occupancy["occupancy"], static_error=None)
 
 
 # --------------------------------------------------------------------------- reports

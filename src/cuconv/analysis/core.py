@@ -21,7 +21,7 @@ import functools
 from dataclasses import dataclass, field
 
 from ..arch import arch_limits, issue_model, normalize_arch, occupancy
-from .mix import CLASSES, MATH_CLASSES, Mix
+from .mix import CLASSES, Mix
 from .sass import Loop, SassFunction, best_loop_path, function_names, parse_function, split_sections
 from .tools import disassemble, tool_versions
 
@@ -329,4 +329,4 @@ def sass_function(cubin: bytes, name: str) -> SassFunction:
 
 
 __all__ = ["Analysis", "LoopAnalysis", "analyze_function", "analyze_loop", "choose_main_loop",
-           "loop_ceilings", "sass_function", "MATH_CLASSES"]
+           "loop_ceilings", "sass_function"]

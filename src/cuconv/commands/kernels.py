@@ -40,12 +40,12 @@ def collect(archs, file=None):
 
 def row_dict(entry, res, err) -> dict:
     d = dict(kernel=entry.label, file=entry.file, expression=entry.expression,
-             block_threads=entry.block_threads, min_blocks_per_sm=entry.min_blocks_per_sm)
+             block_threads=entry.block_threads)
     if res is None:
         d.update(arch=None, error=err)
         return d
     occ = res.occupancy()
-    d.update(arch=res.arch, registers=res.registers, spill_store_bytes=res.spill_store_bytes,
+    d.update(min_blocks_per_sm=entry.min_blocks(res.arch), arch=res.arch, registers=res.registers, spill_store_bytes=res.spill_store_bytes,
              spill_load_bytes=res.spill_load_bytes, stack_frame_bytes=res.stack_frame_bytes,
              static_smem_bytes=res.static_smem_bytes, dynamic_smem_bytes=res.dynamic_smem,
              blocks_per_sm=occ["blocks_per_sm"], occupancy=round(occ["occupancy"], 4),
@@ -77,7 +77,10 @@ def run(args) -> int:
     from ..arch import normalize_arch  # noqa: PLC0415
     from ..compile import ARCHS, find_kernel  # noqa: PLC0415
 
-    archs = [normalize_arch(a) for a in (args.arch or ARCHS)]
+    # The resource table is cheap per arch once compiled; the SASS analysis defaults to the
+    # two archs the designs target (sm_80, sm_90) unless --arch says otherwise.
+    default = ("sm_80", "sm_90") if (args.analyze or args.sass) else ARCHS
+    archs = [normalize_arch(a) for a in (args.arch or default)]
     if args.sass or args.analyze:
         try:
             from .. import analysis  # noqa: PLC0415

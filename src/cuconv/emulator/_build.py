@@ -227,6 +227,16 @@ def _precompiled_prelude(base_flags: list[str]) -> Path | None:
     tc = toolchain()
     key = hashlib.sha256("\0".join([ABI, "pch", tc.version, _headers_digest(), *base_flags]).encode()).hexdigest()
     key = "pch-" + key[:28]
+    # Building it costs about two compiles' worth of parsing (and ~30 MB): only
+    # worth it from the second library compiled with these flags.
+    seen = cache_dir() / key / "seen"
+    if not (cache_dir() / key / "cuconv_emu" / "prelude.h.gch").exists() and not seen.exists():
+        try:
+            seen.parent.mkdir(parents=True, exist_ok=True)
+            seen.touch()
+        except OSError:
+            pass
+        return None
 
     def build(tmp: str, out: Path) -> None:
         cmd = [tc.cxx, *base_flags, "-x", "c++-header", str(INCLUDE_DIR / "cuconv_emu" / "prelude.h"), "-o",

@@ -193,24 +193,31 @@ class Worker:
                     pass
             self._discard()
             self.shm.close()
+            self.out.close()
+            self.err.close()
 
     # --- request / reply ----------------------------------------------------------------------
     def _err_size(self) -> int:
         return os.fstat(self.err.fileno()).st_size
 
     def _read_err(self, start: int) -> str:
+        """The worker's stderr since `start` (a report), then forgotten."""
         size = self._err_size()
-        return os.pread(self.err.fileno(), max(0, size - start), start).decode(errors="replace")
+        text = os.pread(self.err.fileno(), max(0, size - start), start).decode(errors="replace")
+        os.ftruncate(self.err.fileno(), 0)
+        return text
 
-    def _forward_output(self) -> None:
-        """Copy what the kernel printed (printf) to sys.stdout, as CUDA shows it after a sync."""
-        fd = self.out.fileno()
-        size = os.fstat(fd).st_size
-        if size:
-            text = os.pread(fd, size, 0).decode(errors="replace")
-            os.ftruncate(fd, 0)
-            sys.stdout.write(text)
-            sys.stdout.flush()
+    def _forward_output(self, stderr_too: bool = False) -> None:
+        """Copy what the kernel printed (printf) to sys.stdout, as CUDA shows it after a sync
+        (and, after a launch that succeeded, what it wrote to stderr to sys.stderr)."""
+        for f, stream, wanted in ((self.out, sys.stdout, True), (self.err, sys.stderr, stderr_too)):
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            if size and wanted:
+                text = os.pread(fd, size, 0).decode(errors="replace")
+                os.ftruncate(fd, 0)
+                stream.write(text)
+                stream.flush()
 
     def _read_reply(self, deadline: float | None) -> bytes | None:
         """The reply payload, None if the worker died; raises TimeoutError at the deadline."""
@@ -220,8 +227,9 @@ class Worker:
         while True:
             while len(buf) < need:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready, _, _ = select.select([self.reply_r], [], [], timeout)
-                if not ready:
+                poller = select.poll()
+                poller.register(self.reply_r, select.POLLIN | select.POLLHUP | select.POLLERR)
+                if not poller.poll(None if timeout is None else int(timeout * 1000) + 1):
                     raise TimeoutError
                 chunk = os.read(self.reply_r, need - len(buf))
                 if not chunk:
@@ -252,7 +260,7 @@ class Worker:
             self._timeout(err_start, timeout, kernel)
         if reply is None:
             self._died(err_start, kernel)
-        self._forward_output()
+        self._forward_output(stderr_too=True)
         return reply
 
     def _timeout(self, err_start: int, timeout: float, kernel: str | None):

@@ -161,7 +161,13 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="
         w_shape = (w.shape[0], w.shape[3], w.shape[1], w.shape[2])
     else:
         x_shape, w_shape = x.shape, w.shape
-    problem = Conv2dProblem.from_shapes(x_shape, w_shape, stride, padding, dilation, groups, dtype.name)
+    try:
+        problem = Conv2dProblem.from_shapes(x_shape, w_shape, stride, padding, dilation, groups, dtype.name)
+    except ValueError as exc:
+        if layout == "NCHW":
+            raise
+        raise ValueError(f"{exc} [layout NHWC: input {tuple(x.shape)} read as N,H,W,C and weight "
+                         f"{tuple(w.shape)} as K,R,S,C/groups]") from None
     out_shape = problem.output_shape if layout == "NCHW" else (problem.N, problem.P, problem.Q, problem.K)
     bias = _common.optional_tensor(bias, "bias", (problem.K,), dtype, be)
     residual = _common.optional_tensor(residual, "residual", out_shape, dtype, be)

@@ -176,10 +176,14 @@ class TcConfig:
         return _arch_reason(self.dtype, cc)
 
     def entry(self) -> KernelEntry:
+        # Design: 2 blocks/SM on the big-shared-memory parts (sm_80, sm_90, sm_100); a 64 KiB
+        # 4-stage pipeline fits once in the 100 KiB of sm_86/sm_89/sm_120 (48 KiB and less: twice).
+        small_smem = () if self.smem_bytes <= 48 * 1024 else tuple(
+            (a, 1) for a in ("sm_86", "sm_89", "sm_120") if a in self.archs)
         return KernelEntry(GEMM_FILE if self.op == "gemm" else CONV_FILE, self.expression, self.name,
                            block_threads=self.threads, min_blocks_per_sm=self.min_blocks,
                            dynamic_smem=self.smem_bytes, options=cuda_include_options(),
-                           archs=self.archs, main=self.main)
+                           archs=self.archs, main=self.main, min_blocks_overrides=small_smem)
 
 
 def _configs() -> tuple[TcConfig, ...]:
