@@ -110,3 +110,17 @@ def placeholder(be, dtype="float32"):
         a[...] = 0
         _PLACEHOLDERS[key] = a
     return a
+
+
+def optional_pointer_args(be, bias, residual, dtype="float32") -> tuple:
+    """(bias, has_bias, residual, has_residual) as the fused-epilogue kernels take them."""
+    ph = placeholder(be, dtype)
+    return (bias if bias is not None else ph, i32(bias is not None),
+            residual if residual is not None else ph, i32(residual is not None))
+
+
+def conv_geometry_args(p) -> tuple:
+    """The int32 problem arguments shared by the direct and implicit-GEMM kernels:
+    N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups."""
+    return tuple(i32(v) for v in (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
+                                  p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups))

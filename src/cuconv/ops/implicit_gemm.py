@@ -162,15 +162,9 @@ def run(be, problem: Conv2dProblem, x, w, bias, act_code: int, residual, out, *,
     if reason is not None:
         raise ValueError(f"implicit_gemm config {cfg.name} cannot run {problem.describe()}: {reason}")
     p = problem
-    ph = _common.placeholder(be, "float32")
     be.launch(FILE, cfg.expression, (cfg.blocks(p), 1, 1), (cfg.threads, 1, 1), (
-        x, w,
-        bias if bias is not None else ph, i32(bias is not None),
-        residual if residual is not None else ph, i32(residual is not None),
-        out,
-        i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(p.K), i32(p.R), i32(p.S), i32(p.P), i32(p.Q),
-        i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
-        i32(p.dilation_h), i32(p.dilation_w), i32(p.groups), i32(act_code)))
+        x, w, *_common.optional_pointer_args(be, bias, residual), out,
+        *_common.conv_geometry_args(p), i32(act_code)))
 
 
 def auto_priority(problem: Conv2dProblem) -> float:
