@@ -68,6 +68,11 @@
 // Index math: tensor offsets are 64-bit (cc_index_t); M = N·P·Q, the GEMM extents, the block
 // index, offsets within one input plane and within the weight tensor are int (the op's
 // can_implement rejects problems where they would not fit).
+// Static analysis of the main config (`cuconv kernels --analyze --file implicit_gemm.cu`;
+// NVRTC SASS, no GPU): implicit_gemm_f32_128x64x8_8x4 — sm_80: 109 regs, 0 spills, 2 blocks/SM,
+// main loop 373 instructions, math share 68.6 %, 0.67 FMA per shared byte, issue ceiling 100 %;
+// sm_90: 115 regs, 376 instructions, math share 68.1 % = issue ceiling 68.1 %. Its widest global
+// load is 32-bit (the im2col gather is per element); the patch-address arithmetic is the cost.
 #include "common.cuh"
 
 // Arguments shared by both variants and by kernels/direct.cu (same order), so the op passes
