@@ -97,7 +97,7 @@ def kernel_resources(kernels: list[dict], arch: str) -> tuple[int | None, int | 
     regs, spills, problems = [], [], []
     for k in kernels:
         entry = k.get("entry")
-        k["registers"] = k["spill_bytes"] = None
+        k["registers"] = k["spill_bytes"] = k["issue_ceiling"] = k["math_share"] = None
         if entry is None:
             problems.append(f"{k['label']} is not a registered kernel")
             continue
@@ -110,6 +110,9 @@ def kernel_resources(kernels: list[dict], arch: str) -> tuple[int | None, int | 
             problems.append(f"{k['label']} failed to compile for {arch}: {str(exc).splitlines()[0]}")
             continue
         k["registers"], k["spill_bytes"] = res.registers, res.spill_bytes
+        from ..analysis import bench_columns  # noqa: PLC0415  (never raises; None without nvdisasm)
+        cols = bench_columns(entry, arch)
+        k["issue_ceiling"], k["math_share"] = cols["issue_ceiling"], cols["math_share"]
         regs.append(res.registers)
         spills.append(res.spill_bytes)
     if problems or not regs:

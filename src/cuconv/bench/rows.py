@@ -67,7 +67,9 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("resource_arch", "arch the registers/spills were compiled for"),
     ("registers", "registers per thread (max over the kernels launched)"),
     ("spill_bytes", "spill stores + loads (sum over the kernels launched)"),
-    ("kernels", "per kernel: label, launches, grid, block, registers, spill bytes"),
+    ("issue_ceiling", "static issue-bound ceiling of the compute kernel's main loop (the kernel with "
+                      "the largest math share), fraction of its pipe's peak (cuconv.analysis)"),
+    ("kernels", "per kernel: label, launches, grid, block, registers, spill bytes, issue ceiling, math share"),
     ("baseline", "baseline library call (cuBLAS via cupy.matmul, cuDNN via PyTorch)"),
     ("baseline_time_ms", "baseline median time, measured the same way"),
     ("baseline_ratio", "baseline_time / time: 1 = as fast as the baseline, 0.5 = half its speed"),

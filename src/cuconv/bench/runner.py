@@ -221,7 +221,12 @@ class Runner:
                 note.append(problem)
         else:
             regs = spills = None
+        # The row's ceiling is its compute kernel's: the one whose main loop has the largest math
+        # share (a Winograd row's GEMM, not its memory-bound transforms); each kernel's is in `kernels`.
+        rated = [k for k in kernels if k.get("issue_ceiling") is not None]
+        compute = max(rated, key=lambda k: k.get("math_share") or 0.0) if rated else None
         row.update(kernel="+".join(k["label"] for k in kernels) or None, registers=regs, spill_bytes=spills,
+                   issue_ceiling=compute["issue_ceiling"] if compute else None,
                    kernels=kernels_for_json(kernels))
         fill_work(row, case.work(algo), self.peaks, case.uses_tensor_cores(algo, [k["label"] for k in kernels]))
 
