@@ -39,6 +39,7 @@ from ..cost import winograd_unsupported_reason
 from . import _common
 from ._common import i32, i64
 from .conv2d import ConvAlgorithm, register_algorithm
+from .gemm import gemm_launch
 
 FILE = "winograd.cu"
 THREADS = 256
@@ -289,29 +290,13 @@ def output_transform_launch(be, Mx, out, bias, act: int, residual, problem: Conv
                i64(tile_begin), i32(tile_count), i32(ldt)))
 
 
-def _gemm_launch():
-    """ops/gemm.py's batched GEMM launcher, or None when that module is not there (yet)."""
-    try:
-        from .gemm import gemm_launch  # noqa: PLC0415
-    except ImportError:
-        return None
-    return gemm_launch
-
-
-_NO_GEMM = ("multiply='gemm' needs cuconv.ops.gemm.gemm_launch, which is not built yet; "
-            "use multiply='simple' (or 'auto')")
-
-
 def _multiply(be, U, V, Mx, batch: int, K: int, C: int, T: int, method: str) -> None:
-    """Mx[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T) for ξ < batch (all row-major, contiguous)."""
+    """Mx[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T) for ξ < batch (all row-major, contiguous):
+    the tiled GEMM of gemm.cu ("auto", "gemm"), or winograd.cu's simple reference ("simple")."""
     if method in ("auto", "gemm"):
-        gemm_launch = _gemm_launch()
-        if gemm_launch is not None:
-            gemm_launch(be, U, V, Mx, K, T, C, lda=C, ldb=T, ldc=T, batch=batch,
-                        stride_a=K * C, stride_b=C * T, stride_c=K * T)
-            return
-        if method == "gemm":
-            raise NotImplementedError(_NO_GEMM)
+        gemm_launch(be, U, V, Mx, K, T, C, lda=C, ldb=T, ldc=T, batch=batch,
+                    stride_a=K * C, stride_b=C * T, stride_c=K * T)
+        return
     be.launch(FILE, ENTRIES["multiply_simple"].expression, _grid(batch * K * T), (THREADS, 1, 1),
               (U, V, Mx, i32(batch), i32(K), i32(C), i32(T)))
 
@@ -389,8 +374,6 @@ def _run_nonfused(m: int):
     def run(be, problem, x, w, bias, act, residual, out, *, max_workspace_bytes=None,
             transformed_weight=None, multiply="auto"):
         method = _check_multiply(multiply)
-        if method == "gemm" and _gemm_launch() is None:
-            raise NotImplementedError(_NO_GEMM)
         pl = plan(problem, m, max_workspace_bytes)
         U = _filter(be, w, transformed_weight, problem, m, algo)
         a2, C, K = pl.alpha ** 2, problem.C, problem.K
