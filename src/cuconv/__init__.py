@@ -39,11 +39,7 @@ def __getattr__(name):
     if module is None:
         raise AttributeError(f"module 'cuconv' has no attribute {name!r}")
     importlib.import_module("cuconv.ops")  # register every algorithm first
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise NotImplementedError(f"cuconv.{name} is not built yet ({module} is missing)") from exc
-    return getattr(mod, name)
+    return getattr(importlib.import_module(module), name)
 
 
 def __dir__():

@@ -6,7 +6,6 @@ tests/test_<op>.py.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 # Order matters for `auto` ties: earlier registration wins.
 _OP_MODULES = (
@@ -15,7 +14,6 @@ _OP_MODULES = (
 )
 
 for _name in _OP_MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
+    importlib.import_module(f"{__name__}.{_name}")
 
 from .conv2d import algorithm, algorithms, choose_algorithm, conv2d, register_algorithm  # noqa: E402,F401
