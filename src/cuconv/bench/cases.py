@@ -46,7 +46,7 @@ def numpy_dtype(name: str):
 
 
 def _op(name: str):
-    """A public cuconv op, or NotImplementedError naming what is missing."""
+    """A public cuconv op by name (cuconv.conv2d, cuconv.gemm, ...)."""
     import cuconv  # noqa: PLC0415
     return getattr(cuconv, name)
 
@@ -82,12 +82,8 @@ class Case:
         """(algorithm that will run, None) or (None, "<status>: why it cannot run")."""
         return self.op, None
 
-    def _unbuilt_or_dtype(self, op_name: str) -> str | None:
-        """Why the public op ``op_name`` cannot run this case (not built, wrong dtype), or None."""
-        try:
-            _op(op_name)
-        except NotImplementedError as exc:
-            return f"not-built: {exc}"
+    def _dtype_reason(self, op_name: str) -> str | None:
+        """Why the public op ``op_name`` cannot run this case's dtype, or None."""
         if self.dtype not in self.dtypes:
             return f"cannot-run: {op_name} takes {' or '.join(self.dtypes)}, not {self.dtype}"
         return None
@@ -176,8 +172,6 @@ class ConvCase(Case):
     def resolve_algo(self):
         import cuconv.ops  # noqa: F401,PLC0415  (registers every algorithm)
         from ..ops.conv2d import _ALGORITHMS, algorithms, choose_algorithm  # noqa: PLC0415
-        if not _ALGORITHMS:
-            return None, "not-built: no conv2d algorithm is registered yet"
         if conv_padding_arg(self.problem) is None:
             return None, "cannot-run: asymmetric padding other than 'same' is not a conv2d argument"
         if self.algo == "auto":
@@ -307,7 +301,7 @@ class GemmCase(Case):
         return f"M={self.M} N={self.N} K={self.K} (a MxK @ b KxN, row-major)"
 
     def resolve_algo(self):
-        reason = self._unbuilt_or_dtype("gemm")
+        reason = self._dtype_reason("gemm")
         return (None, reason) if reason else ("gemm", None)
 
     def work(self, algo):
@@ -369,7 +363,7 @@ class Im2colCase(Case):
         return ConvCase.args(self)
 
     def resolve_algo(self):
-        reason = self._unbuilt_or_dtype("im2col")
+        reason = self._dtype_reason("im2col")
         if reason:
             return None, reason
         if conv_padding_arg(self.problem) is None:
@@ -444,7 +438,7 @@ class PoolCase(Case):
         return s + (" ceil_mode" if self.ceil_mode else "")
 
     def resolve_algo(self):
-        reason = self._unbuilt_or_dtype(self.op)
+        reason = self._dtype_reason(self.op)
         return (None, reason) if reason else ("pool", None)
 
     def _layer(self):
@@ -558,7 +552,7 @@ class SeparableCase(Case):
         return Conv2dProblem(d.N, d.K, d.P, d.Q, self.K, 1, 1, dtype=d.dtype)
 
     def resolve_algo(self):
-        reason = self._unbuilt_or_dtype("separable_conv2d")
+        reason = self._dtype_reason("separable_conv2d")
         if reason:
             return None, reason
         from ..ops.separable import fused_reason  # noqa: PLC0415
