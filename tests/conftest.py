@@ -48,3 +48,13 @@ def rng(request):
     if os.environ.get("CUCONV_TEST_SEED"):
         seed = int(os.environ["CUCONV_TEST_SEED"])
     return np.random.default_rng(seed)
+
+
+def draw_conv(rng, case):
+    """Fresh random input and weight for a conv case (N, C, H, W, K, R, S, stride, padding,
+    dilation, groups), and the conv2d keyword arguments."""
+    from cuconv.testing import random_array
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    x = random_array(rng, (N, C, H, W))
+    w = random_array(rng, (K, C // groups, R, S))
+    return x, w, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)

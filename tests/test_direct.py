@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import put
+from conftest import put, draw_conv
 
 import cuconv
 from cuconv.ops import direct as direct_op
@@ -30,16 +30,9 @@ PROBLEMS = [
 ]
 
 
-def _draw(rng, case):
-    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
-    x = random_array(rng, (N, C, H, W))
-    w = random_array(rng, (K, C // groups, R, S))
-    return x, w, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-
 @pytest.mark.parametrize("case", PROBLEMS)
 def test_direct_matches_reference(be, rng, case):
-    x, w, args = _draw(rng, case)
+    x, w, args = draw_conv(rng, case)
     ref = conv2d_ref(x, w, **args)
     out = be.empty(ref.shape, np.float32)
     poison(out)
@@ -50,7 +43,7 @@ def test_direct_matches_reference(be, rng, case):
 
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "silu"])
 def test_direct_fused_epilogue(be, rng, activation):
-    x, w, args = _draw(rng, (2, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1))
+    x, w, args = draw_conv(rng, (2, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1))
     bias = random_array(rng, (5,), low=-2, high=2)
     # A residual large enough that relu6 clips at 6 and relu at 0 on many elements.
     residual = random_array(rng, (2, 5, 9, 7), low=-8, high=8)
@@ -65,7 +58,7 @@ def test_direct_fused_epilogue(be, rng, activation):
 
 
 def test_direct_bias_only_and_allocating_path(be, rng):
-    x, w, args = _draw(rng, (1, 4, 7, 9, 3, 3, 3, 2, 1, 1, 1))
+    x, w, args = draw_conv(rng, (1, 4, 7, 9, 3, 3, 3, 2, 1, 1, 1))
     bias = random_array(rng, (3,))
     y = cuconv.conv2d(put(be, x), put(be, w), put(be, bias), algo="direct", **args)
     assert isinstance(y, be.xp.ndarray) and y.dtype == np.float32
@@ -75,7 +68,7 @@ def test_direct_bias_only_and_allocating_path(be, rng):
 def test_grid_stride_loop_covers_every_output(rng, monkeypatch):
     """With the grid capped at 1 block, each thread must loop over many outputs."""
     monkeypatch.setattr(direct_op, "MAX_BLOCKS", 1)
-    x, w, args = _draw(rng, (2, 3, 9, 9, 5, 3, 3, 1, 1, 1, 1))   # 810 outputs > 256 threads
+    x, w, args = draw_conv(rng, (2, 3, 9, 9, 5, 3, 3, 1, 1, 1, 1))   # 810 outputs > 256 threads
     ref = conv2d_ref(x, w, **args)
     out = np.empty(ref.shape, np.float32)
     poison(out)
@@ -92,7 +85,7 @@ def test_grid_stride_loop_covers_every_output(rng, monkeypatch):
 def test_direct_under_emulator_checks(rng, mode):
     """Out-of-bounds reads at the padding edges would show under ASan; order-dependence
     (none expected: no shared memory) under reversed/random thread order."""
-    x, w, args = _draw(rng, (2, 4, 7, 9, 6, 3, 3, 2, 2, 2, 2))
+    x, w, args = draw_conv(rng, (2, 4, 7, 9, 6, 3, 3, 2, 2, 2, 2))
     bias = random_array(rng, (6,))
     residual = random_array(rng, (2, 6, 4, 5))
     ref = conv2d_ref(x, w, bias, activation="silu", residual=residual, **args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import put
+from conftest import put, draw_conv
 
 import cuconv
 from cuconv.ops import implicit_gemm as ig
@@ -35,13 +35,6 @@ PROBLEMS = [
 ]
 
 
-def _draw(rng, case):
-    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
-    x = random_array(rng, (N, C, H, W))
-    w = random_array(rng, (K, C // groups, R, S))
-    return x, w, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-
 def _run(be, x, w, config, bias=None, residual=None, activation=None, **args):
     p = Conv2dProblem.from_shapes(x.shape, w.shape, args["stride"], args["padding"], args["dilation"],
                                   args["groups"])
@@ -55,7 +48,7 @@ def _run(be, x, w, config, bias=None, residual=None, activation=None, **args):
 @pytest.mark.parametrize("case", PROBLEMS)
 @pytest.mark.parametrize("config", CONFIG_NAMES)
 def test_config_matches_reference(be, rng, config, case):
-    x, w, args = _draw(rng, case)
+    x, w, args = draw_conv(rng, case)
     got = _run(be, x, w, config, **args)
     assert_close(got, conv2d_ref(x, w, **args), np.float32, "implicit_gemm", what=config)
 
@@ -63,7 +56,7 @@ def test_config_matches_reference(be, rng, config, case):
 def test_configs_agree_with_each_other_and_with_direct(be, rng):
     """The simple and register-blocked variants and direct compute the same sums: their
     results differ only by float32 rounding in the order of accumulation."""
-    x, w, args = _draw(rng, (2, 11, 9, 9, 40, 3, 3, 1, 1, 1, 1))
+    x, w, args = draw_conv(rng, (2, 11, 9, 9, 40, 3, 3, 1, 1, 1, 1))
     ref = conv2d_ref(x, w, **args)
     results = {c: _run(be, x, w, c, **args) for c in CONFIG_NAMES}
     d = be.empty(ref.shape, np.float32)
@@ -78,7 +71,7 @@ def test_configs_agree_with_each_other_and_with_direct(be, rng):
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "silu"])
 @pytest.mark.parametrize("config", [SIMPLE, MAIN])
 def test_fused_epilogue(be, rng, config, activation):
-    x, w, args = _draw(rng, (2, 5, 9, 7, 10, 3, 3, 1, 1, 1, 1))
+    x, w, args = draw_conv(rng, (2, 5, 9, 7, 10, 3, 3, 1, 1, 1, 1))
     bias = random_array(rng, (10,), low=-2, high=2)
     residual = random_array(rng, (2, 10, 9, 7), low=-8, high=8)   # relu6 clips, relu zeroes
     ref = conv2d_ref(x, w, bias, activation=activation, residual=residual, **args)
@@ -87,7 +80,7 @@ def test_fused_epilogue(be, rng, config, activation):
 
 
 def test_bias_without_residual_and_auto_config(be, rng):
-    x, w, args = _draw(rng, (1, 6, 9, 9, 40, 3, 3, 1, 1, 1, 1))
+    x, w, args = draw_conv(rng, (1, 6, 9, 9, 40, 3, 3, 1, 1, 1, 1))
     bias = random_array(rng, (40,))
     y = cuconv.conv2d(put(be, x), put(be, w), put(be, bias), algo="implicit_gemm", **args)  # allocating
     assert y.dtype == np.float32 and y.shape == (1, 40, 9, 9)
@@ -104,7 +97,7 @@ def test_under_emulator_checks(rng, config, mode):
     """ASan/UBSan catch a tail load past the tensors; reversed/random thread order catches a
     missing __syncthreads between filling a shared buffer and reading it (double buffering)."""
     # 3 taps·2 channel chunks = 6 steps: both buffers are refilled twice; K = 67 > 64.
-    x, w, args = _draw(rng, (2, 13, 7, 9, 67, 3, 1, 2, (1, 0), 1, 1))
+    x, w, args = draw_conv(rng, (2, 13, 7, 9, 67, 3, 1, 2, (1, 0), 1, 1))
     bias = random_array(rng, (67,))
     residual = random_array(rng, (2, 67, 4, 5))
     ref = conv2d_ref(x, w, bias, activation="relu", residual=residual, **args)
@@ -151,7 +144,7 @@ def test_can_implement_reasons():
 
 
 def test_bad_config_is_rejected_before_launch(rng):
-    x, w, args = _draw(rng, (1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1))
+    x, w, args = draw_conv(rng, (1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1))
     with cuconv.backend("emulator"):
         with pytest.raises(ValueError, match="unknown implicit_gemm config 'nope'"):
             cuconv.conv2d(x, w, algo="implicit_gemm", config="nope", **args)
