@@ -1,10 +1,19 @@
-"""Where ops run: CuPy on the GPU (default) or cuconv's CPU emulator.
+"""Where ops run: CuPy on the GPU (default), cuconv's CPU emulator, or the record backend.
 
-The op code (checks, planning, workspace, launches) is shared; a backend only
-allocates arrays and launches kernels::
+The op code (checks, planning, workspace, launches) is shared; a backend only allocates
+arrays and launches the kernel entries a plan hands it::
 
     with cuconv.backend("emulator", sanitize="address,undefined", order="reverse"):
         y = cuconv.conv2d(x_numpy, w_numpy)      # NumPy in, NumPy out, kernels run on the CPU
+
+    with cuconv.backend("record") as be:           # NumPy in, nothing computed
+        y = cuconv.conv2d(x_numpy, w_numpy)      # y is allocated, its contents undefined
+        be.launches                              # [LaunchRecord(kernel=..., grid=..., ...)]
+
+Every backend launches through the same ``Backend.launch``: a lookup of the entry's label in
+the per-device function table, filled the first time an entry is met (``_load``: NVRTC
+through CuPy, g++ through the emulator, a recorder), then the call. After the first call a
+launch is a dictionary lookup plus the call.
 
 ``CUCONV_BACKEND=emulator`` selects the emulator for a whole process (and
 ``CUCONV_EMU_SANITIZE`` / ``CUCONV_EMU_ORDER`` / ``CUCONV_EMU_SEED`` its modes).
@@ -15,10 +24,13 @@ import contextlib
 import contextvars
 import os
 import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import compile as _compile
+from . import emulator as _emulator
+from .registry import KernelEntry, file_group
 
 
 class NoDeviceError(RuntimeError):
@@ -29,13 +41,107 @@ _HOW_TO_EMULATE = ("To run cuconv's kernels on the CPU instead, use "
                    "`with cuconv.backend('emulator'):` with NumPy arrays, or set CUCONV_BACKEND=emulator.")
 
 
-class CupyBackend:
+@dataclass(frozen=True)
+class DeviceCaps:
+    """What plans depend on: compute capability (75, 80, 90, ...), SM count, and the device's
+    name. The CPU backends count as an H100 SXM (sm_90, 132 SMs) unless told otherwise: there
+    the capability only decides which kernels a plan picks, not how fast they run."""
+    cc: int = 90
+    sms: int = 132
+    name: str = "emulated sm_90 (132 SMs)"
+
+    @property
+    def arch(self) -> str:
+        return f"sm_{self.cc}"
+
+
+EMULATED_CAPS = DeviceCaps()
+
+
+def _caps(cc, sms) -> DeviceCaps:
+    cc = EMULATED_CAPS.cc if cc is None else int(cc)
+    sms = EMULATED_CAPS.sms if sms is None else int(sms)
+    if cc < 50 or sms <= 0:
+        raise ValueError(f"cc must be a compute capability such as 80 or 90 and sms positive, got cc={cc}, sms={sms}")
+    return DeviceCaps(cc, sms, f"emulated sm_{cc} ({sms} SMs)")
+
+
+@dataclass(frozen=True)
+class LaunchRecord:
+    """One launch seen by the record backend."""
+    kernel: str
+    grid: tuple
+    block: tuple
+    shared_mem: int
+    args: tuple = field(default=(), repr=False)
+
+
+class Backend:
+    """The shared launch path; subclasses say how to load an entry and which device is current."""
+    name = "?"
+
+    def __init__(self):
+        self._tables: dict = {}          # device key -> {label: callable}
+        self._placeholders: dict = {}
+
+    # --- launching -----------------------------------------------------------------------
+    def launch(self, entry: KernelEntry, grid, block, args, shared_mem: int = 0) -> None:
+        """Launch ``entry`` with ``grid``, ``block`` and the kernel's ``args`` (queued on the
+        current stream on the GPU)."""
+        device = self.device_key()
+        table = self._tables.get(device)
+        if table is None:
+            table = self._tables.setdefault(device, {})
+        fn = table.get(entry.label)
+        if fn is None:
+            fn = self._load(entry)
+            if not _compile.dev_reload():      # under CUCONV_DEV_RELOAD every launch re-checks
+                table[entry.label] = fn
+        fn(grid, block, args, shared_mem=shared_mem)
+
+    def _load(self, entry: KernelEntry):
+        raise NotImplementedError
+
+    def device_key(self):
+        """The key of the current device's function table and of its plans."""
+        return 0
+
+    def caps(self) -> DeviceCaps:
+        raise NotImplementedError
+
+    # --- arrays ------------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
+
+    def placeholder(self, dtype):
+        """A 1-element array to pass for an absent optional pointer (its flag argument is 0)."""
+        key = (self.device_key(), np.dtype(dtype).char)
+        a = self._placeholders.get(key)
+        if a is None:
+            a = self.empty((1,), dtype)
+            a[...] = 0
+            self._placeholders[key] = a
+        return a
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def meta(self, a):
+        """What a plan key records of an array: shape, strides, dtype (None for None)."""
+        return None if a is None else (a.shape, a.strides, a.dtype)
+
+
+class CupyBackend(Backend):
     """Default: kernels compiled by NVRTC through CuPy, launched on CuPy's current stream."""
     name = "cupy"
 
     def __init__(self):
+        super().__init__()
         self._checked = False
         self._lock = threading.Lock()
+        self._caps: dict[int, DeviceCaps] = {}
+        self._runtime = None
+        self._ndarray = None
 
     @property
     def xp(self):
@@ -62,11 +168,40 @@ class CupyBackend:
             if count == 0:
                 raise NoDeviceError("no CUDA device was found (the driver reports 0 devices). "
                                     + _HOW_TO_EMULATE)
+            self._runtime = cupy.cuda.runtime
             self._checked = True
 
+    def device_key(self) -> int:
+        if self._runtime is None:
+            self.ensure_device()
+        return self._runtime.getDevice()
+
+    def caps(self) -> DeviceCaps:
+        dev = self.device_key()
+        caps = self._caps.get(dev)
+        if caps is None:
+            import cupy  # noqa: PLC0415
+            d = cupy.cuda.Device(dev)
+            name = cupy.cuda.runtime.getDeviceProperties(dev)["name"]
+            caps = DeviceCaps(int(d.compute_capability), int(d.attributes["MultiProcessorCount"]),
+                              name.decode() if isinstance(name, bytes) else str(name))
+            self._caps[dev] = caps
+        return caps
+
+    def _load(self, entry: KernelEntry):
+        return _compile.cupy_function(entry, self.device_key(), self.caps().cc)
+
     def is_array(self, a) -> bool:
-        import cupy  # noqa: PLC0415
-        return isinstance(a, cupy.ndarray)
+        if self._ndarray is None:
+            try:
+                import cupy  # noqa: PLC0415
+            except ImportError:
+                return False
+            self._ndarray = cupy.ndarray
+        return isinstance(a, self._ndarray)
+
+    def meta(self, a):
+        return None if a is None else (a.shape, a.strides, a.dtype, a.data.device_id)
 
     def as_array(self, a, what: str):
         """Accept a cupy.ndarray or any CUDA array CuPy can view without a copy."""
@@ -85,46 +220,29 @@ class CupyBackend:
         raise TypeError(f"{what} must be a cupy.ndarray or a CUDA array (__cuda_array_interface__ "
                         f"or DLPack), got {type(a).__name__}")
 
-    def empty(self, shape, dtype):
-        return self.xp.empty(shape, dtype=dtype)
-
     def device_of(self, a):
         return a.device.id
-
-    def launch(self, file: str, expression: str, grid, block, args, shared_mem: int = 0,
-               options=()) -> None:
-        fn = _compile.get_cupy_function(file, expression, options)
-        if shared_mem > _compile_arch_default_smem():
-            fn.max_dynamic_shared_size_bytes = shared_mem
-        fn(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
 
     def to_numpy(self, a) -> np.ndarray:
         return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
-def _compile_arch_default_smem() -> int:
-    from .arch import DEFAULT_MAX_SMEM_PER_BLOCK  # noqa: PLC0415
-    return DEFAULT_MAX_SMEM_PER_BLOCK
-
-
-class EmulatorBackend:
-    """The same kernels, compiled with g++ by cuconv.emulator and run on the CPU on NumPy arrays."""
-    name = "emulator"
+class _NumpyBackend(Backend):
+    """The CPU backends: NumPy arrays, one fixed (emulated) device."""
     xp = np
 
-    def __init__(self, sanitize=None, order=None, seed=None, timeout=None):
-        self.sanitize = sanitize
-        self.order = order
-        self.seed = seed
-        self.timeout = timeout
-
-    # Shared by every EmulatorBackend instance: a `with cuconv.backend("emulator")` block
-    # must not recompile what an earlier block already loaded.
-    _modules: dict = {}
-    _lock = threading.Lock()
+    def __init__(self, cc=None, sms=None):
+        super().__init__()
+        self._device_caps = _caps(cc, sms)
 
     def ensure_device(self) -> None:
         return None
+
+    def device_key(self):
+        return self._device_caps.cc, self._device_caps.sms
+
+    def caps(self) -> DeviceCaps:
+        return self._device_caps
 
     def is_array(self, a) -> bool:
         return isinstance(a, np.ndarray)
@@ -133,9 +251,9 @@ class EmulatorBackend:
         if isinstance(a, np.ndarray):
             return a
         if type(a).__module__.startswith("cupy"):
-            raise TypeError(f"{what} is a cupy array, but the current backend is the CPU emulator, "
-                            "which takes numpy.ndarray (call .get() first, or leave the emulator backend)")
-        raise TypeError(f"{what} must be a numpy.ndarray on the emulator backend, got {type(a).__name__}")
+            raise TypeError(f"{what} is a cupy array, but the current backend is {self.name!r}, "
+                            "which takes numpy.ndarray (call .get() first, or leave this backend)")
+        raise TypeError(f"{what} must be a numpy.ndarray on the {self.name} backend, got {type(a).__name__}")
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
@@ -143,50 +261,94 @@ class EmulatorBackend:
     def device_of(self, a):
         return "cpu"
 
-    def _module(self, file: str, expression: str, options):
-        """One emulator module per (kernel file, options, checking mode) holding every
-        registered instantiation of that file: one g++ build per file, not per config."""
-        from . import emulator  # noqa: PLC0415
+
+class EmulatorBackend(_NumpyBackend):
+    """The same kernels, compiled with g++ by cuconv.emulator and run on the CPU on NumPy arrays.
+
+    One emulator module per (kernel file, options, checking mode) holds every registered
+    instantiation of that file: one g++ build per file, not per config, shared by every
+    EmulatorBackend with the same mode (a later ``with cuconv.backend("emulator")`` block
+    reuses what an earlier one loaded)."""
+    name = "emulator"
+
+    _modules: dict = {}
+    _shared_tables: dict = {}
+    _lock = threading.Lock()
+
+    def __init__(self, sanitize=None, order=None, seed=None, timeout=None, cc=None, sms=None):
+        super().__init__(cc, sms)
+        self.sanitize = sanitize
+        self.order = order
+        self.seed = seed
+        self.timeout = timeout
+        self._mode = (sanitize, order, seed, timeout)
+        # Function tables are per checking mode, shared by every backend object in that mode.
+        self._tables = EmulatorBackend._shared_tables.setdefault(self._mode, {})
+
+    def _module(self, file: str, options: tuple, expression: str):
         source = _compile.load_source(file)
-        key = (file, tuple(options), _compile.source_hash(source),
-               self.sanitize, self.order, self.seed, self.timeout)
+        key = (file, options, self._mode, _compile.source_hash(source) if _compile.dev_reload() else None)
         with self._lock:
             mod = self._modules.get(key)
             if mod is not None and expression in mod.cuconv_expressions:
                 return mod
-            expressions = {e.expression for e in _compile.registered_kernels()
-                           if e.file == file and tuple(e.options) == tuple(options)}
-            expressions.add(expression)
-            if mod is not None:   # an unregistered instantiation: rebuild with it added
+            expressions = {e.expression for e in file_group(file, options)} | {expression}
+            if mod is not None:   # an instantiation registered after the build: rebuild with it
                 expressions |= mod.cuconv_expressions
-            kwargs = {k: getattr(self, k) for k in ("sanitize", "order", "seed", "timeout")
-                      if getattr(self, k) is not None}
-            mod = emulator.RawModule(code=source, options=(*_compile.BASE_OPTIONS, *options),
-                                     name_expressions=sorted(expressions), source_name=file, **kwargs)
+            kwargs = {k: v for k, v in zip(("sanitize", "order", "seed", "timeout"), self._mode) if v is not None}
+            mod = _emulator.RawModule(code=source, options=(*_compile.BASE_OPTIONS, *options),
+                                      name_expressions=sorted(expressions), source_name=file, **kwargs)
             mod.cuconv_expressions = frozenset(expressions)
             self._modules[key] = mod
         return mod
 
-    def launch(self, file: str, expression: str, grid, block, args, shared_mem: int = 0,
-               options=()) -> None:
-        fn = self._module(file, expression, options).get_function(expression)
-        fn(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
+    def _load(self, entry: KernelEntry):
+        return self._module(entry.file, entry.options, entry.expression).get_function(entry.expression)
 
-    def to_numpy(self, a) -> np.ndarray:
-        return np.asarray(a)
+
+class RecordBackend(_NumpyBackend):
+    """Runs every op's real host path — checks, plan selection, the per-device function cache —
+    on NumPy arrays, with the compiled functions replaced by recorders: ``launches`` lists what
+    would have run (kernel label, grid, block, shared_mem, args). Outputs are allocated with
+    undefined contents; no data is computed. ``cc``/``sms`` set the device plans are made for."""
+    name = "record"
+
+    def __init__(self, cc=None, sms=None, keep_args: bool = True):
+        super().__init__(cc, sms)
+        self.launches: list[LaunchRecord] = []
+        self.keep_args = keep_args
+
+    def _load(self, entry: KernelEntry):
+        launches, label, keep = self.launches, entry.label, self.keep_args
+
+        def record(grid, block, args, shared_mem=0):
+            launches.append(LaunchRecord(label, tuple(grid), tuple(block), int(shared_mem),
+                                         tuple(args) if keep else ()))
+        return record
+
+    def clear(self) -> None:
+        self.launches.clear()
+
+    def kernels(self) -> list[str]:
+        """The labels launched, in order."""
+        return [r.kernel for r in self.launches]
 
 
 _DEFAULT_CUPY = CupyBackend()
 _current: contextvars.ContextVar = contextvars.ContextVar("cuconv_backend", default=None)
 
+_NAMES = {"cupy": "cupy", "gpu": "cupy", "cuda": "cupy", "emulator": "emulator", "cpu": "emulator",
+          "emu": "emulator", "record": "record"}
+
 
 def _from_env():
-    name = os.environ.get("CUCONV_BACKEND", "cupy").strip().lower() or "cupy"
-    if name in ("cupy", "gpu", "cuda"):
+    raw = os.environ.get("CUCONV_BACKEND", "cupy").strip().lower() or "cupy"
+    name = _NAMES.get(raw)
+    if name == "cupy":
         return _DEFAULT_CUPY
-    if name in ("emulator", "cpu", "emu"):
+    if name == "emulator":
         return EmulatorBackend()
-    raise ValueError(f"CUCONV_BACKEND={name!r} is not a backend; use 'cupy' or 'emulator'")
+    raise ValueError(f"CUCONV_BACKEND={raw!r} is not a backend; use 'cupy' or 'emulator'")
 
 
 _ENV_BACKEND = None
@@ -204,21 +366,32 @@ def current_backend():
 
 
 @contextlib.contextmanager
-def backend(name: str = "emulator", *, sanitize=None, order=None, seed=None, timeout=None):
-    """Run the ops in this block on ``"emulator"`` (NumPy, CPU) or ``"cupy"`` (GPU).
+def backend(name: str = "emulator", *, sanitize=None, order=None, seed=None, timeout=None,
+            cc=None, sms=None):
+    """Run the ops in this block on ``"emulator"`` (NumPy, CPU), ``"cupy"`` (GPU) or
+    ``"record"`` (NumPy, nothing computed, launches recorded in ``be.launches``).
 
     ``sanitize`` ("address,undefined"), ``order`` ("forward" | "reverse" | "random"), ``seed``
-    and ``timeout`` select the emulator's checking modes (see cuconv.emulator).
+    and ``timeout`` select the emulator's checking modes (see cuconv.emulator). ``cc`` and
+    ``sms`` (emulator and record) set the compute capability and SM count plans are made for
+    (default sm_90 with 132 SMs).
     """
-    name = name.lower()
-    if name in ("cupy", "gpu", "cuda"):
-        if any(v is not None for v in (sanitize, order, seed, timeout)):
-            raise ValueError("sanitize/order/seed/timeout are emulator options; the cupy backend takes none")
+    key = _NAMES.get(str(name).lower())
+    if key is None:
+        raise ValueError(f"unknown backend {name!r}; use 'cupy', 'emulator' or 'record'")
+    emulator_only = dict(sanitize=sanitize, order=order, seed=seed, timeout=timeout)
+    if key == "cupy":
+        if any(v is not None for v in (*emulator_only.values(), cc, sms)):
+            raise ValueError("sanitize/order/seed/timeout/cc/sms are options of the CPU backends; "
+                             "the cupy backend takes none")
         be = _DEFAULT_CUPY
-    elif name in ("emulator", "cpu", "emu"):
-        be = EmulatorBackend(sanitize=sanitize, order=order, seed=seed, timeout=timeout)
+    elif key == "emulator":
+        be = EmulatorBackend(sanitize=sanitize, order=order, seed=seed, timeout=timeout, cc=cc, sms=sms)
     else:
-        raise ValueError(f"unknown backend {name!r}; use 'cupy' or 'emulator'")
+        if any(v is not None for v in emulator_only.values()):
+            raise ValueError("sanitize/order/seed/timeout are emulator options; the record backend "
+                             "computes nothing and takes only cc= and sms=")
+        be = RecordBackend(cc=cc, sms=sms)
     token = _current.set(be)
     try:
         yield be

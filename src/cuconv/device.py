@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass, field
 
-from . import __version__
+from ._version import __version__
 from .arch import ARCH_LIMITS, normalize_arch, peak_dram_bandwidth, peak_fp32_flops
 from .compile import ARCHS
 

@@ -1,19 +1,18 @@
-"""The ops. Importing this package registers every algorithm and kernel config.
-
-One module per kernel file: ops/<op>.py launches kernels/<op>.cu and is tested by
-tests/test_<op>.py.
+"""The ops, one module per kernel file: ops/<op>.py plans and launches kernels/<op>.cu and is
+tested by tests/test_<op>.py. This package imports every op module explicitly (their kernel
+configs register themselves in ``cuconv.registry`` when imported); ``kernels()`` is then the
+complete list, for the CLI, the analysis and the tests.
 """
 from __future__ import annotations
 
-import importlib
+from ..registry import KernelEntry, registered_kernels
+from . import (conv2d, conv_transpose, depthwise, direct, find, gemm, heuristics, im2col,  # noqa: F401
+               im2col_gemm, implicit_gemm, pool, separable, tc_common, tc_conv, tc_gemm, tc_probe, winograd)
 
-# Order matters for `auto` ties: earlier registration wins.
-_OP_MODULES = (
-    "direct", "im2col", "gemm", "im2col_gemm", "implicit_gemm", "winograd",
-    "depthwise", "separable", "pool", "conv_transpose", "tensor_core",
-)
+OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, depthwise, separable, pool,
+              conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe)
 
-for _name in _OP_MODULES:
-    importlib.import_module(f"{__name__}.{_name}")
 
-from .conv2d import algorithm, algorithms, choose_algorithm, conv2d, register_algorithm  # noqa: E402,F401
+def kernels() -> list[KernelEntry]:
+    """Every kernel instantiation any op can launch (every op module is imported above)."""
+    return registered_kernels()

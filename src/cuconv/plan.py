@@ -1,0 +1,287 @@
+"""Plans: what one op call will launch, decided once per problem and device.
+
+A ``Plan`` is frozen: the algorithm, the workspace it needs, and the exact ``launches``
+(kernel label, grid, block, dynamic shared memory, and the argument list with array slots
+as ``Ref``s). ``plan.run(...)`` binds the caller's arrays to the slots and launches —
+CUTLASS's can_implement → get_workspace_size → initialize → run, and cuDNN's execution
+plan. The op front ends memoize plans per (arguments, device) in a ``PlanCache``, so after
+the first call an op is: check the arrays, look the plan up, launch.
+
+Array slots (``Ref(name, offset)``) name an input or output role of the op ("x", "w",
+"bias", "out", ...) or a workspace buffer; ``offset`` takes a flat view from that element
+on. An absent optional input is passed as a one-element placeholder (``Ref.absent(dtype)``),
+its flag argument being 0. A plan may depend on the 16-byte alignment of some arrays
+(vector loads, cp.async): it lists them in ``aligned``, and a call whose arrays are not
+aligned gets a plan made for its actual alignment (``PlanCache`` does that).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import current_backend
+from .registry import KernelEntry
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An array slot in a launch's arguments: role or buffer ``name``, flat view from ``offset``."""
+    name: str
+    offset: int = 0
+
+    @staticmethod
+    def absent(dtype) -> "Ref":
+        """The placeholder passed for an absent optional pointer."""
+        return Ref("0:" + np.dtype(dtype).name)
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A named part of a plan's workspace: ``size`` elements of ``dtype`` at byte ``offset``."""
+    name: str
+    dtype: str
+    size: int
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+WORKSPACE_ALIGN = 256
+
+
+def layout_buffers(*parts: tuple[str, str, int]) -> tuple[tuple[Buffer, ...], int]:
+    """Buffers for (name, dtype, elements) parts, each starting 256-byte aligned; returns
+    (buffers, total bytes)."""
+    out, offset = [], 0
+    for name, dtype, size in parts:
+        b = Buffer(name, np.dtype(dtype).name, int(size), offset)
+        out.append(b)
+        offset += -(-b.nbytes // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
+    return tuple(out), offset
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch of a plan."""
+    entry: KernelEntry = field(repr=False)
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: tuple = field(repr=False)
+    shared_mem: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+        object.__setattr__(self, "block", tuple(int(b) for b in self.block))
+        object.__setattr__(self, "shared_mem", int(self.shared_mem))
+        object.__setattr__(self, "_slots", tuple((i, a.name, a.offset) for i, a in enumerate(self.args)
+                                                 if isinstance(a, Ref)))
+
+    @property
+    def kernel(self) -> str:
+        """The KernelEntry label: the kernel's name in the resource report and the bench."""
+        return self.entry.label
+
+    def describe(self) -> str:
+        return f"{self.kernel} grid={self.grid} block={self.block} smem={self.shared_mem}"
+
+
+@dataclass(frozen=True)
+class Output:
+    role: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class PlanError(ValueError):
+    """An algorithm cannot run a problem (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one call of ``op`` launches on one device.
+
+    ``inputs``: the array roles ``run`` takes positionally (optional ones may be None when the
+    plan was made without them); ``outputs``: the roles it writes, with shapes and dtypes.
+    ``device``: the key of the device it was made for. ``workspace_bytes`` is what ``run``
+    allocates (through the backend's allocator, CuPy's pool on the GPU) unless a
+    ``workspace=`` array of at least that many bytes is passed.
+    """
+    op: str
+    algo: str
+    problem: object
+    launches: tuple[Launch, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[Output, ...]
+    device: object = None
+    workspace_bytes: int = 0
+    buffers: tuple[Buffer, ...] = ()
+    aligned: tuple[str, ...] = ()        # roles whose data pointers this plan assumes 16-byte aligned
+    absent: frozenset = frozenset()      # optional input roles the plan was made without
+    expected: tuple = ()                 # (role, shape, dtype) of each input, checked by run()
+    description: str = ""
+
+    def __post_init__(self):
+        absent = sorted({name[2:] for ln in self.launches for _, name, _ in ln._slots if name.startswith("0:")})
+        object.__setattr__(self, "_placeholders", tuple(absent))
+
+    # --- reading -------------------------------------------------------------------------
+    @property
+    def kernels(self) -> list[str]:
+        """The labels launched, in launch order (repeats included)."""
+        return [ln.kernel for ln in self.launches]
+
+    def describe(self) -> str:
+        lines = [f"{self.op} plan: algo={self.algo}, workspace {self.workspace_bytes} bytes, "
+                 f"{len(self.launches)} launch(es)"]
+        lines += ["  " + ln.describe() for ln in self.launches]
+        return "\n".join(lines)
+
+    # --- running -------------------------------------------------------------------------
+    def run(self, *arrays, workspace=None, **named):
+        """Launch the plan on the current backend with the given arrays (by position in
+        ``inputs`` order, or by role name); outputs are allocated when not given by role
+        (``out=``). Returns the output (a tuple when the op has several). The arrays must have
+        the shapes and dtypes the plan was made for (ValueError otherwise)."""
+        be = current_backend()
+        env = self.bind(be, *arrays, **named)
+        self.execute(be, env, workspace)
+        outs = [env[o.role] for o in self.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def bind(self, be, *arrays, **named) -> dict:
+        """The arrays by role for ``execute``, checked against the plan (shapes, dtypes,
+        contiguity, the device it was made for), outputs allocated where not given."""
+        given = self._bind(arrays, named)
+        if be.device_key() != self.device:
+            raise ValueError(f"this {self.op} plan was made for device {self.device!r}; the current "
+                             f"backend's device is {be.device_key()!r}")
+        env = {role: (be.as_array(a, role) if a is not None else None) for role, a in given.items()}
+        self._check(env)
+        self.allocate_outputs(be, env)
+        return env
+
+    def _bind(self, arrays, named) -> dict:
+        if len(arrays) > len(self.inputs):
+            raise TypeError(f"{self.op} plan takes {len(self.inputs)} arrays ({', '.join(self.inputs)}), "
+                            f"got {len(arrays)}")
+        env = dict(zip(self.inputs, arrays))
+        roles = set(self.inputs) | {o.role for o in self.outputs}
+        for k, v in named.items():
+            if k not in roles:
+                raise TypeError(f"{self.op} plan has no array role {k!r} (roles: {', '.join(sorted(roles))})")
+            if k in env:
+                raise TypeError(f"{k} given twice")
+            env[k] = v
+        return env
+
+    def _check(self, env: dict) -> None:
+        for role in self.inputs:
+            a = env.get(role)
+            if (a is None) != (role in self.absent):
+                state = "without" if role in self.absent else "with"
+                raise ValueError(f"this {self.op} plan was made {state} {role!r}; pass the same arrays "
+                                 f"as when it was planned")
+        for role, shape, dtype in self.expected:
+            a = env.get(role)
+            if a is not None and (tuple(a.shape) != tuple(shape) or np.dtype(a.dtype).name != dtype):
+                raise ValueError(f"{role} must be {tuple(shape)} {dtype} for this {self.op} plan, got "
+                                 f"{tuple(a.shape)} {np.dtype(a.dtype).name}")
+            if a is not None and not a.flags.c_contiguous:
+                raise ValueError(f"{role} must be C-contiguous for a plan's run (the op functions copy "
+                                 f"strided inputs themselves), got strides {a.strides}")
+        for o in self.outputs:
+            a = env.get(o.role)
+            if a is not None and (tuple(a.shape) != o.shape or np.dtype(a.dtype) != o.dtype
+                                  or not a.flags.c_contiguous):
+                raise ValueError(f"{o.role} must be a C-contiguous {o.shape} {o.dtype.name} array for this "
+                                 f"{self.op} plan, got {tuple(a.shape)} {np.dtype(a.dtype).name}")
+
+    def allocate_outputs(self, be, env: dict) -> list:
+        outs = []
+        for o in self.outputs:
+            a = env.get(o.role)
+            if a is None:
+                a = be.empty(o.shape, o.dtype)
+                env[o.role] = a
+            outs.append(a)
+        return outs
+
+    def execute(self, be, env: dict, workspace=None) -> None:
+        """Launch every kernel with the arrays in ``env`` (role -> array; every output present).
+        No checks: the op front ends call this after their own."""
+        if self.workspace_bytes:
+            ws = workspace
+            if ws is None:
+                ws = be.empty((self.workspace_bytes,), np.uint8)
+            elif ws.nbytes < self.workspace_bytes or ws.dtype != np.uint8 or ws.ndim != 1:
+                raise ValueError(f"workspace must be a 1-D uint8 array of at least {self.workspace_bytes} "
+                                 f"bytes, got {ws.dtype} shape {tuple(ws.shape)}")
+            for b in self.buffers:
+                env[b.name] = ws[b.offset:b.offset + b.nbytes].view(b.dtype)
+        for dt in self._placeholders:
+            env["0:" + dt] = be.placeholder(dt)
+        launch_all(be, self.launches, env)
+
+
+def launch_all(be, launches, env: dict) -> None:
+    """Launch ``launches`` with their array slots filled from ``env`` (role or buffer -> array;
+    placeholders ``0:<dtype>`` are filled from the backend when missing)."""
+    for ln in launches:
+        args = list(ln.args)
+        for i, name, offset in ln._slots:
+            a = env.get(name)
+            if a is None:
+                if not name.startswith("0:"):
+                    raise KeyError(f"{ln.kernel}: no array for slot {name!r}")
+                a = env[name] = be.placeholder(name[2:])
+            args[i] = a if not offset else a.reshape(-1)[offset:]
+        be.launch(ln.entry, ln.grid, ln.block, args, ln.shared_mem)
+
+
+class PlanCache:
+    """Plans memoized by a key the op front end builds from its raw arguments and device.
+
+    Bounded: past ``limit`` entries the oldest is dropped. Thread-safe for concurrent readers
+    (a dict lookup); builds happen outside the lock (two threads may both build once)."""
+
+    def __init__(self, limit: int = 4096):
+        self._plans: dict = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        return self._plans.get(key)
+
+    def put(self, key, plan):
+        with self._lock:
+            if len(self._plans) >= self._limit:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+def pointer(a) -> int:
+    """The data pointer of a NumPy or CuPy array."""
+    if isinstance(a, np.ndarray):
+        return a.__array_interface__["data"][0]
+    return int(a.data.ptr)
+
+
+def misaligned(plan: Plan, env: dict, align: int = 16) -> bool:
+    """True when an array the plan assumes aligned is not (then it needs another plan)."""
+    for role in plan.aligned:
+        a = env.get(role)
+        if a is not None and pointer(a) % align:
+            return True
+    return False
