@@ -21,8 +21,14 @@ from .ops.depthwise import depthwise_conv2d, plan_depthwise_conv2d  # noqa: F401
 from .ops.find import find  # noqa: F401
 from .ops.gemm import gemm, plan_gemm  # noqa: F401
 from .ops.im2col import im2col, plan_im2col  # noqa: F401
-from .ops.pool import (avg_pool2d, global_avg_pool2d, max_pool2d, plan_avg_pool2d,  # noqa: F401
-                       plan_global_avg_pool2d, plan_max_pool2d)
+from .ops.pool import (  # noqa: F401
+                       avg_pool2d,
+                       global_avg_pool2d,
+                       max_pool2d,
+                       plan_avg_pool2d,
+                       plan_global_avg_pool2d,
+                       plan_max_pool2d,
+)
 from .ops.separable import plan_separable_conv2d, separable_conv2d  # noqa: F401
 from .ops.winograd import winograd_filter_transform  # noqa: F401
 from .plan import Plan  # noqa: F401

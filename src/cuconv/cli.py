@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
+
 COMMANDS = {
     "info": "versions, CUDA devices (CuPy + NVML), clocks and derived peaks",
     "kernels": "every kernel config: registers, spills, shared memory, occupancy per arch (no GPU needed)",
@@ -22,7 +24,6 @@ COMMANDS = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; with ``only``, the other subcommands' modules are not imported."""
-    from . import __version__  # noqa: PLC0415
     parser = argparse.ArgumentParser(prog="cuconv", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cuconv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .arch import DEFAULT_MAX_SMEM_PER_BLOCK, occupancy
-from .registry import (ARCHS, KernelEntry, file_group, find_kernel, register_kernel,  # noqa: F401
-                       registered_kernels)
+from .registry import (  # noqa: F401
+    ARCHS,
+    KernelEntry,
+    file_group,
+    find_kernel,
+    register_kernel,
+    registered_kernels,
+)
 
 # Options every cuconv kernel is compiled with, on the GPU and in the compile matrix.
 BASE_OPTIONS = ("--std=c++17",)

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from . import winograd_math as _wm
-from .problem import DTYPE_BYTES, Conv2dProblem, ConvTransposeProblem, PoolProblem, _pair, dtype_name, pool_out_size
+from .problem import (
+    DTYPE_BYTES,
+    Conv2dProblem,
+    ConvTransposeProblem,
+    PoolProblem,
+    _pair,
+    dtype_name,
+    pool_out_size,
+)
 
 INDEX_BYTES = 4                       # §9.3: "integers (typically 4 bytes each)"; PyTorch keeps int64
 BATCHNORM_FLOPS_PER_ELEMENT = 5       # § Computational Summary: ~5·C·H·W

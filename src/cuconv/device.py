@@ -188,8 +188,9 @@ def device_report() -> Report:
                 d.peak_dram_gbps = peak_dram_bandwidth(mem_mhz * 1e6, int(bus)) / 1e9
             devices.append(d)
     try:
-        import pynvml  # noqa: PLC0415
         from importlib.metadata import version  # noqa: PLC0415
+
+        import pynvml  # noqa: PLC0415
         versions["nvml"] = f"nvidia-ml-py {version('nvidia-ml-py')}"
         try:
             pynvml.nvmlInit()

@@ -17,6 +17,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from ..device import THROTTLING, nvml_handle, nvml_readings
+
 
 # ----------------------------------------------------------------- statistics
 def percentile(sorted_values, q: float) -> float:
@@ -159,7 +161,6 @@ class NvmlSnapshot:
 
     @property
     def throttled(self) -> bool:
-        from ..device import THROTTLING  # noqa: PLC0415
         return any(r in THROTTLING for r in self.throttle_reasons)
 
 
@@ -171,7 +172,6 @@ class Nvml:
         self.error = None
         try:
             import cupy  # noqa: PLC0415
-            from ..device import nvml_handle  # noqa: PLC0415
             pci = cupy.cuda.runtime.deviceGetPCIBusId(index)
             self.handle = nvml_handle(pci, index)
         except Exception as exc:  # no NVML, no permission, ...
@@ -180,7 +180,6 @@ class Nvml:
     def snapshot(self) -> NvmlSnapshot:
         if self.handle is None:
             return NvmlSnapshot(error=self.error)
-        from ..device import nvml_readings  # noqa: PLC0415
         try:
             r = nvml_readings(self.handle)
         except Exception as exc:

@@ -14,8 +14,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .. import models
+from ..ops.conv2d import algorithms
 from ..problem import Conv2dProblem
-from .cases import Case, ConvCase, GemmCase, Im2colCase, LayerCase, SeparableCase, pool_case_from_layer
+from .cases import (
+    Case,
+    ConvCase,
+    GemmCase,
+    Im2colCase,
+    LayerCase,
+    SeparableCase,
+    pool_case_from_layer,
+)
 
 SUITES = {
     "seed": "the textbook's worked layers (§8.3, §9.1, §9.4, §9.5)",
@@ -93,7 +103,6 @@ def model_cases(model_name: str, batch: int = DEFAULT_MODEL_BATCH, dtype: str = 
                 algo: str = "auto", distinct: bool = True) -> list[Case]:
     """Cases of a model: each distinct conv / FC layer once with its count (``distinct``), or
     every layer in network order (the ``model`` command)."""
-    from .. import models  # noqa: PLC0415
     model = models.get(model_name, batch=batch, dtype=dtype)
     suite = model.name if distinct else f"model:{model.name}"
     cases = [model_layer_case(model.name, lay, suite, algo) for lay in model.layers]
@@ -127,8 +136,6 @@ def gemm_cases(dtype: str = "float32") -> list[Case]:
 
 def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
     """Every registered algorithm on every seed conv and distinct ResNet-50 conv it can run."""
-    import cuconv.ops  # noqa: F401,PLC0415
-    from ..ops.conv2d import algorithms  # noqa: PLC0415
     problems = [c for c in seed_cases(batch, dtype) if isinstance(c, ConvCase) and c.algo == "auto"]
     problems += [c for c in model_cases("resnet50", batch or DEFAULT_MODEL_BATCH, dtype)
                  if isinstance(c, ConvCase)]
@@ -143,8 +150,6 @@ def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
 
 def expand_all_algorithms(cases: list[Case]) -> list[Case]:
     """``--algo all``: each conv case once per algorithm that can run it."""
-    import cuconv.ops  # noqa: F401,PLC0415
-    from ..ops.conv2d import algorithms  # noqa: PLC0415
     out: list[Case] = []
     for c in cases:
         if not isinstance(c, ConvCase):
@@ -157,7 +162,6 @@ def expand_all_algorithms(cases: list[Case]) -> list[Case]:
 
 def build_suite(name: str, batch: int | None = None, dtype: str = "float32", algo: str = "auto") -> list[Case]:
     """The cases of suite ``name`` (a SUITES key or any cuconv.models name)."""
-    from .. import models  # noqa: PLC0415
     if name == "seed":
         cases = seed_cases(batch, dtype, "auto" if algo == "all" else algo)
     elif name == "gemm":

@@ -16,6 +16,22 @@ import argparse
 import shlex
 import sys
 
+from .. import models
+from ..bench import report
+from ..bench.cases import ConvCase
+from ..bench.measure import TimingOptions
+from ..bench.peaks import PUBLISHED, published
+from ..bench.runner import BenchOptions, Runner
+from ..bench.suites import (
+    DEFAULT_MODEL_BATCH,
+    DEFAULT_SUITE,
+    SUITES,
+    build_suite,
+    expand_all_algorithms,
+    model_cases,
+)
+from ..problem import Conv2dProblem
+
 _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
                         "or `model NAME`. Default: {default}.")
 
@@ -56,8 +72,6 @@ def _positive_float(text: str) -> float:
 
 
 def add_arguments(parser) -> None:
-    from ..bench.peaks import PUBLISHED  # noqa: PLC0415
-    from ..bench.suites import DEFAULT_SUITE, SUITES  # noqa: PLC0415
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n", 1)[1]
     parser.add_argument("targets", nargs="*", metavar="TARGET",
@@ -112,10 +126,6 @@ class UsageError(ValueError):
 
 def _build_cases(args):
     """(cases, title, model or None) for the command line; UsageError for bad usage."""
-    from ..bench.cases import ConvCase  # noqa: PLC0415
-    from ..bench.suites import DEFAULT_MODEL_BATCH, DEFAULT_SUITE, build_suite, expand_all_algorithms, \
-        model_cases  # noqa: PLC0415
-    from ..problem import Conv2dProblem  # noqa: PLC0415
     targets = args.targets or [DEFAULT_SUITE]
     conv_opts = [o for o in ("input", "weight") if getattr(args, o) is not None]
     if conv_opts and targets[0] != "conv2d":
@@ -140,7 +150,6 @@ def _build_cases(args):
     if targets[0] == "model":
         if len(targets) != 2:
             raise UsageError("usage: cuconv bench model NAME [--batch B] (e.g. cuconv bench model resnet50)")
-        from .. import models  # noqa: PLC0415
         batch = args.batch or DEFAULT_MODEL_BATCH
         try:
             model = models.get(targets[1], batch=batch, dtype=args.dtype)
@@ -161,10 +170,6 @@ def _build_cases(args):
 
 
 def run(args) -> int:
-    from ..bench import report  # noqa: PLC0415
-    from ..bench.measure import TimingOptions  # noqa: PLC0415
-    from ..bench.peaks import published  # noqa: PLC0415
-    from ..bench.runner import BenchOptions, Runner  # noqa: PLC0415
 
     try:
         if args.roofline:

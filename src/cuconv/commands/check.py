@@ -11,7 +11,10 @@ case fails verification.
 """
 from __future__ import annotations
 
+import argparse
 import os
+
+from . import bench
 
 
 def add_arguments(parser) -> None:
@@ -29,8 +32,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from . import bench  # noqa: PLC0415
-    import argparse  # noqa: PLC0415
 
     # The emulator reads its checking modes from these when an op does not pass them.
     for var, value in (("CUCONV_EMU_SANITIZE", args.sanitize), ("CUCONV_EMU_ORDER", args.order),

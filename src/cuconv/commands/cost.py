@@ -10,7 +10,10 @@ Pure Python on the layer lists of cuconv.models: no GPU and no CuPy on this path
 from __future__ import annotations
 
 import json
+import sys
 from fractions import Fraction
+
+from .. import models
 
 CONVENTIONS = {
     "params": "learnable parameters: weights, biases, BatchNorm gamma/beta (running statistics excluded)",
@@ -200,7 +203,6 @@ def _book_match(book: float, macs: int, flops: int) -> str:
 
 
 def compare_rows(dtype: str = "float32") -> list[dict]:
-    from .. import models  # noqa: PLC0415
 
     rows = []
     for label, name, options, b_params, b_flops, b_top1, b_ratio in BOOK_TABLE:
@@ -242,7 +244,6 @@ def print_compare(rows) -> None:
 
 
 def print_list() -> None:
-    from .. import models  # noqa: PLC0415
 
     rows = []
     for name in models.names():
@@ -254,9 +255,7 @@ def print_list() -> None:
 
 # ------------------------------------------------------------------ entry point
 def run(args) -> int:
-    import sys  # noqa: PLC0415
 
-    from .. import models  # noqa: PLC0415
 
     dtype = DTYPES[args.dtype]
     if args.list:

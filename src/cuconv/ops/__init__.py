@@ -6,8 +6,25 @@ complete list, for the CLI, the analysis and the tests.
 from __future__ import annotations
 
 from ..registry import KernelEntry, registered_kernels
-from . import (conv2d, conv_transpose, depthwise, direct, find, gemm, heuristics, im2col,  # noqa: F401
-               im2col_gemm, implicit_gemm, pool, separable, tc_common, tc_conv, tc_gemm, tc_probe, winograd)
+from . import (  # noqa: F401
+    conv2d,
+    conv_transpose,
+    depthwise,
+    direct,
+    find,
+    gemm,
+    heuristics,
+    im2col,
+    im2col_gemm,
+    implicit_gemm,
+    pool,
+    separable,
+    tc_common,
+    tc_conv,
+    tc_gemm,
+    tc_probe,
+    winograd,
+)
 
 OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, depthwise, separable, pool,
               conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe)

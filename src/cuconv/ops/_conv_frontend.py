@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from ..backend import NoDeviceError, current_backend, EMULATED_CAPS
+from ..backend import EMULATED_CAPS, NoDeviceError, current_backend
 from ..plan import Plan, PlanCache
 from ..problem import Conv2dProblem
 from . import _common

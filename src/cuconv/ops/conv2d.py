@@ -14,7 +14,15 @@ from dataclasses import dataclass, replace
 from ..backend import current_backend
 from ..plan import Plan, PlanCache, PlanError
 from ..problem import Conv2dProblem, numpy_dtype
-from . import depthwise, direct, heuristics, im2col_gemm, implicit_gemm, tc_conv, winograd
+from . import (
+    depthwise,
+    direct,
+    heuristics,
+    im2col_gemm,
+    implicit_gemm,
+    tc_conv,
+    winograd,
+)
 from ._algorithm import ConvAlgorithm, ConvSpec
 from ._conv_frontend import ConvFrontEnd, build_spec
 

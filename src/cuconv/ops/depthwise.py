@@ -20,13 +20,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from ..backend import current_backend
 from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
 from ._common import OUT, W, X, i32
-from ..backend import current_backend
 from ._conv_frontend import ConvFrontEnd
 
 FILE = "depthwise.cu"

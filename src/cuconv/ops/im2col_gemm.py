@@ -26,7 +26,6 @@ from __future__ import annotations
 from ..plan import PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import OUT
 from .gemm import SIZE_MAX, _resolve_config, choose_config, gemm_launches
 from .im2col import im2col_launch
 

@@ -21,12 +21,25 @@ import math
 
 from ..plan import Launch, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
-from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._conv_frontend import ConvFrontEnd
 from ._common import OUT, W, X, i32, i64
-from .tc_common import (AUX, AUX_ENTRIES, CONV_FILE, DTYPES, ENTRIES, TcConfig, arch_reason,  # noqa: F401
-                        check_dtype, conv_limits, find_config, kernel_dtype, pad_to, pick_vec, resolve_named)
+from ._conv_frontend import ConvFrontEnd
+from .tc_common import (  # noqa: F401
+    AUX,
+    AUX_ENTRIES,
+    CONV_FILE,
+    DTYPES,
+    ENTRIES,
+    TcConfig,
+    arch_reason,
+    check_dtype,
+    conv_limits,
+    find_config,
+    kernel_dtype,
+    pad_to,
+    pick_vec,
+    resolve_named,
+)
 
 
 def choose_conv_config(kdt: str, p: Conv2dProblem, vec: int, cc: int = 90, sms: int = 132) -> TcConfig:

@@ -16,8 +16,21 @@ from ..plan import Launch, Output, Plan, PlanCache, Ref
 from ..problem import GemmProblem
 from . import _common
 from ._common import i32, i64
-from .tc_common import (AUX, AUX_ENTRIES, DTYPES, ENTRIES, GEMM_FILE, GRID_YZ_MAX, INT_MAX,  # noqa: F401
-                        TcConfig, arch_reason, check_dtype, find_config, pick_vec, resolve_named)
+from .tc_common import (  # noqa: F401
+    AUX,
+    AUX_ENTRIES,
+    DTYPES,
+    ENTRIES,
+    GEMM_FILE,
+    GRID_YZ_MAX,
+    INT_MAX,
+    TcConfig,
+    arch_reason,
+    check_dtype,
+    find_config,
+    pick_vec,
+    resolve_named,
+)
 
 
 def choose_gemm_config(kdt: str, M: int, N: int, vec: int, cc: int = 90, sms: int = 132,

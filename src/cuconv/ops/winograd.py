@@ -38,8 +38,14 @@ from ..backend import current_backend
 from ..plan import Launch, Output, Plan, PlanCache, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
-from ..winograd_math import (INTERPOLATION_POINTS, R, VARIANTS, interpolation_matrices,  # noqa: F401
-                             tile_size, winograd_matrices)
+from ..winograd_math import (  # noqa: F401
+    INTERPOLATION_POINTS,
+    VARIANTS,
+    R,
+    interpolation_matrices,
+    tile_size,
+    winograd_matrices,
+)
 from ..winograd_math import unsupported_reason as _shape_reason
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
