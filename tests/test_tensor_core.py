@@ -1,4 +1,4 @@
-"""Tensor-core GEMM and convolution (kernels/tc_gemm.cu, kernels/tc_conv.cu, ops/tensor_core.py).
+"""Tensor-core GEMM and convolution (kernels/tc_gemm.cu, kernels/tc_conv.cu; ops/tc_gemm.py, ops/tc_conv.py, ops/tc_common.py).
 
 Two kinds of checks:
 * bit-exact: small-integer inputs make every product and partial sum exact, so the kernels
@@ -21,7 +21,7 @@ import pytest
 from conftest import put
 
 import cuconv
-from cuconv.ops import tensor_core as tc
+from cuconv.ops import tc_common, tc_conv, tc_gemm
 from cuconv.reference import conv2d_ref
 from cuconv.reference.conv import apply_epilogue
 from cuconv.testing import assert_close, poison
@@ -178,7 +178,7 @@ def test_tc_conv2d_nhwc(be, rng, dtype, C, K, path):
     ref, norm, plain = conv_reference(x, w, bias, None, "relu", args, dtype)
     out = put(be, np.empty(nchw_to_nhwc(ref).shape, DT[dtype]))
     poison(out)
-    tc.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), put(be, bias), **args, layout="NHWC",
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), put(be, bias), **args, layout="NHWC",
                  activation="relu", out=out, allow_tf32=dtype == "float32")
     res = nhwc_to_nchw(be.to_numpy(out))
     check_tc(res, ref, norm, dtype, C * 6, path)
@@ -194,7 +194,7 @@ def test_tc_conv2d_main_config(be, rng):
     ref, norm, _ = conv_reference(x, w, None, nhwc_to_nchw(residual), None, args, "float16")
     out = put(be, np.empty((2, 9, 9, 24), np.float16))
     poison(out)
-    tc.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), residual=put(be, residual), **args,
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), residual=put(be, residual), **args,
                  out=out, config="tc_conv_f16_128x128x32_64x32_s4_v8")
     check_tc(nhwc_to_nchw(be.to_numpy(out)), ref, norm, "float16", 144, "main config")
 
@@ -212,7 +212,7 @@ def test_tc_conv2d_integers_bit_exact(be, rng, config):
     assert np.abs(want).max() < 2048              # exactly representable in fp16
     out = put(be, np.empty((2, 7, 9, 16), np.float16))
     poison(out)
-    tc.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), **args, out=out, config=config)
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), **args, out=out, config=config)
     assert np.abs(want).max() > 16            # (not a vacuous all-small result)
     np.testing.assert_array_equal(nhwc_to_nchw(be.to_numpy(out)).astype(np.float64), want)
 
@@ -235,7 +235,7 @@ def gemm_check(be, rng, dtype, M, N, K, batch_a=None, batch_b=None, epilogue=Fal
         norm = norm + np.abs(f(bias))[:, None] + np.abs(f(residual))
     out = put(be, np.empty(shape, DT[dtype]))
     poison(out)
-    got = tc.tc_gemm(put(be, a), put(be, b), out, bias=put(be, bias), residual=put(be, residual),
+    got = tc_gemm.tc_gemm(put(be, a), put(be, b), out, bias=put(be, bias), residual=put(be, residual),
                      activation=act, allow_tf32=dtype == "float32", config=config)
     assert got is out
     check_tc(be.to_numpy(out), ref, norm, dtype, K, f"tc_gemm {dtype} {M}x{N}x{K}")
@@ -264,7 +264,7 @@ def test_tc_gemm_integers_bit_exact(be, rng, config):
     b = ints(rng, (64, 24), "float16")
     out = put(be, np.empty((40, 24), np.float16))
     poison(out)
-    tc.tc_gemm(put(be, a), put(be, b), out, config=config)
+    tc_gemm.tc_gemm(put(be, a), put(be, b), out, config=config)
     np.testing.assert_array_equal(be.to_numpy(out).astype(np.float64), a.astype(np.float64) @ b.astype(np.float64))
 
 
@@ -280,7 +280,7 @@ def test_conv_under_sanitizers_and_random_order(rng):
         with cuconv.backend("emulator", **settings) as be:
             out = np.empty((1, ref.shape[2], ref.shape[3], 12), np.float16)
             poison(out)
-            tc.tc_conv2d(nchw_to_nhwc(x), nchw_to_nhwc(w), **args, out=out)
+            tc_conv.tc_conv2d(nchw_to_nhwc(x), nchw_to_nhwc(w), **args, out=out)
             check_tc(nhwc_to_nchw(out), ref, norm, "float16", 72, str(settings))
 
 
@@ -289,9 +289,9 @@ def test_float32_needs_allow_tf32(rng):
     with cuconv.backend("emulator"):
         a = rand(rng, (4, 8), "float32")
         with pytest.raises(TypeError, match="allow_tf32"):
-            tc.tc_gemm(a, a.T.copy())
+            tc_gemm.tc_gemm(a, a.T.copy())
         with pytest.raises(TypeError, match="allow_tf32"):
-            tc.tc_conv2d(rand(rng, (1, 3, 3, 4), "float32"), rand(rng, (2, 1, 1, 4), "float32"))
+            tc_conv.tc_conv2d(rand(rng, (1, 3, 3, 4), "float32"), rand(rng, (2, 1, 1, 4), "float32"))
         x, w = rand(rng, (1, 4, 3, 3), "float32"), rand(rng, (2, 4, 1, 1), "float32")
         with pytest.raises(TypeError, match="float16 or bfloat16"):
             cuconv.conv2d(x, w, algo="implicit_gemm_tc")
@@ -307,31 +307,31 @@ def test_bad_arguments(rng):
         x16 = rand(rng, (1, 5, 5, 4), "float16")
         w16 = rand(rng, (2, 3, 3, 4), "float16")
         with pytest.raises(ValueError, match="layout"):
-            tc.tc_conv2d(x16, w16, layout="NWHC")
+            tc_conv.tc_conv2d(x16, w16, layout="NWHC")
         with pytest.raises(TypeError, match="same dtype"):
-            tc.tc_conv2d(x16, w16.astype(BF16))
+            tc_conv.tc_conv2d(x16, w16.astype(BF16))
         with pytest.raises(ValueError, match="channels"):
-            tc.tc_conv2d(x16, rand(rng, (2, 3, 3, 5), "float16"))
+            tc_conv.tc_conv2d(x16, rand(rng, (2, 3, 3, 5), "float16"))
         with pytest.raises(ValueError, match="unknown tensor-core config"):
-            tc.tc_conv2d(x16, w16, config="tc_conv_f16_1x1")
+            tc_conv.tc_conv2d(x16, w16, config="tc_conv_f16_1x1")
         with pytest.raises(ValueError, match="bfloat16 conv kernel|needs a float16"):
-            tc.tc_conv2d(x16, w16, config="tc_conv_bf16_64x64x32_32x32_s3_v8")
+            tc_conv.tc_conv2d(x16, w16, config="tc_conv_bf16_64x64x32_32x32_s3_v8")
         with pytest.raises(ValueError, match="NHWC"):
             cuconv.conv2d(nhwc_to_nchw(x16), rand(rng, (2, 4, 3, 3), "float16"), algo="implicit_gemm_tc",
                           layout="NHWC")
         with pytest.raises(ValueError, match="K of a @ b"):
-            tc.tc_gemm(rand(rng, (4, 8), "float16"), rand(rng, (4, 8), "float16"))
+            tc_gemm.tc_gemm(rand(rng, (4, 8), "float16"), rand(rng, (4, 8), "float16"))
         with pytest.raises(ValueError, match="multiples of 8"):
-            tc.tc_gemm(rand(rng, (4, 12), "float16"), rand(rng, (12, 8), "float16"),
+            tc_gemm.tc_gemm(rand(rng, (4, 12), "float16"), rand(rng, (12, 8), "float16"),
                        config="tc_gemm_f16_64x64x32_32x32_s3_v8")
 
 
 def test_every_config_is_registered_with_its_reasoning():
     from cuconv.compile import registered_kernels  # noqa: PLC0415
     labels = {e.label: e for e in registered_kernels()}
-    for cfg in tc.CONFIGS:
+    for cfg in tc_common.CONFIGS:
         e = labels[cfg.name]
         assert e.dynamic_smem == cfg.smem_bytes and e.block_threads == cfg.threads
         assert ("sm_75" in e.archs) == (cfg.dtype == "float16" and cfg.stages == 2)
-    for aux in tc.AUX.values():
+    for aux in tc_common.AUX.values():
         assert aux.name in labels

@@ -50,17 +50,21 @@ class Buffer:
         return self.size * np.dtype(self.dtype).itemsize
 
 
-WORKSPACE_ALIGN = 256
+# Each workspace buffer starts 16-byte aligned: the widest access any kernel makes (float4
+# loads, 16-byte cp.async). Buffers whose sizes are multiples of 16 bytes pack without gaps, so a
+# plan's workspace is then exactly the sum of its buffers.
+WORKSPACE_ALIGN = 16
 
 
 def layout_buffers(*parts: tuple[str, str, int]) -> tuple[tuple[Buffer, ...], int]:
-    """Buffers for (name, dtype, elements) parts, each starting 256-byte aligned; returns
+    """Buffers for (name, dtype, elements) parts, each starting 16-byte aligned; returns
     (buffers, total bytes)."""
     out, offset = [], 0
     for name, dtype, size in parts:
+        offset = -(-offset // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
         b = Buffer(name, np.dtype(dtype).name, int(size), offset)
         out.append(b)
-        offset += -(-b.nbytes // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
+        offset += b.nbytes
     return tuple(out), offset
 
 

@@ -38,7 +38,7 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("max_rel_error", "max|out-ref| / max|ref| of the verification"),
     ("tolerance", "the bound max_rel_error had to meet"),
     ("verify_scope", "what was verified: gpu full size (which images), or emulator at a reduced size"),
-    ("timed", "what the CUDA events bracketed: 'kernels' (the op's recorded launches replayed) or 'op'"),
+    ("timed", "what the CUDA events bracketed: 'plan' (the op's plan launched without host checks) or 'op'"),
     ("time_ms", "median time per call (GPU, CUDA events, L2 flushed before each run)"),
     ("time_p20_ms", "20th percentile"),
     ("time_p80_ms", "80th percentile"),

@@ -89,6 +89,27 @@ class ConvAlgorithm:
             return f"algo={self.name!r} {takes} as extra arguments, got {unknown}"
         return None
 
+    def plan_or_raise(self, spec: ConvSpec) -> Plan:
+        """The plan of an explicitly named algorithm: TypeError (dtype, extra arguments) or
+        ValueError (layout, tf32, limits, workspace) saying why it cannot run the call."""
+        name, p = self.name, spec.problem
+        if spec.dtype not in self.dtypes:
+            raise TypeError(f"algo={name!r} takes dtype {' or '.join(self.dtypes)}, got {spec.dtype}")
+        unknown = sorted(k for k, _ in spec.options if k not in self.options)
+        if unknown:
+            if self.options:
+                raise TypeError(f"algo={name!r} got unexpected keyword arguments {unknown}; it takes only "
+                                f"{', '.join(o + '=' for o in self.options)}")
+            raise TypeError(f"algo={name!r} takes no extra arguments, got unexpected keyword arguments {unknown}")
+        if spec.layout not in self.layouts:
+            raise ValueError(f"algo={name!r} takes layout {' or '.join(self.layouts)}, got {spec.layout}")
+        if self.computes_tf32(spec.dtype) and spec.allow_tf32 is False:
+            raise ValueError(f"algo={name!r} multiplies float32 as tf32, but allow_tf32=False was passed")
+        try:
+            return self.make_plan(spec)
+        except PlanError as exc:
+            raise ValueError(f"algo={name!r} cannot run {p.describe()}: {exc}") from None
+
     def make_plan(self, spec: ConvSpec) -> Plan:
         """The plan, or PlanError with the reason (workspace cap included)."""
         reason = self.refusal(spec)

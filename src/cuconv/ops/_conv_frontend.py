@@ -83,7 +83,8 @@ def _option_value(v):
     """An algorithm option as the spec keeps it: arrays by (shape, dtype) — the plan depends on
     their presence and shape only."""
     if hasattr(v, "shape") and hasattr(v, "dtype"):
-        return ("array", tuple(v.shape), np.dtype(v.dtype).name)
+        flags = getattr(v, "flags", None)
+        return ("array", tuple(v.shape), np.dtype(v.dtype).name, flags is None or bool(flags.c_contiguous))
     return v
 
 

@@ -38,27 +38,6 @@ def algorithm(name: str) -> ConvAlgorithm:
     return ALGORITHMS[name]
 
 
-def _explicit(alg: ConvAlgorithm, spec: ConvSpec) -> Plan:
-    """The named algorithm's plan; TypeError/ValueError saying why it cannot run the call."""
-    name, p = alg.name, spec.problem
-    if spec.dtype not in alg.dtypes:
-        raise TypeError(f"algo={name!r} takes {' or '.join(alg.dtypes)}, got {spec.dtype}")
-    unknown = sorted(k for k, _ in spec.options if k not in alg.options)
-    if unknown:
-        if alg.options:
-            raise TypeError(f"algo={name!r} takes only {', '.join(o + '=' for o in alg.options)} as extra "
-                            f"arguments, got {unknown}")
-        raise TypeError(f"algo={name!r} takes no extra arguments, got {unknown}")
-    if spec.layout not in alg.layouts:
-        raise ValueError(f"algo={name!r} takes layout {' or '.join(alg.layouts)}, got {spec.layout}")
-    if alg.computes_tf32(spec.dtype) and spec.allow_tf32 is False:
-        raise ValueError(f"algo={name!r} multiplies float32 as tf32, but allow_tf32=False was passed")
-    try:
-        return alg.make_plan(spec)
-    except PlanError as exc:
-        raise ValueError(f"algo={name!r} cannot run {p.describe()}: {exc}") from None
-
-
 def _auto(spec: ConvSpec) -> Plan:
     if spec.options:
         raise TypeError(f"extra arguments {sorted(k for k, _ in spec.options)} belong to one algorithm: pass "
@@ -83,7 +62,7 @@ def select(spec: ConvSpec, algo: str = "auto") -> Plan:
     key = (spec, algo)
     plan = _SELECTED.get(key)
     if plan is None:
-        plan = _auto(spec) if algo == "auto" else _explicit(algorithm(algo), spec)
+        plan = _auto(spec) if algo == "auto" else algorithm(algo).plan_or_raise(spec)
         _SELECTED.put(key, plan)
     return plan
 
@@ -161,27 +140,25 @@ def _infos(spec: ConvSpec) -> list[AlgorithmInfo]:
     return infos
 
 
+def _spec_of(problem: Conv2dProblem, max_workspace_bytes=None, layout="NCHW", allow_tf32=None) -> ConvSpec:
+    """The spec of a call on ``problem`` with no epilogue, on the current backend's device."""
+    x, w = _Shape.of(problem, layout)
+    return build_spec(current_backend(), x, w, None, None, None, (problem.stride_h, problem.stride_w),
+                      _padding(problem), (problem.dilation_h, problem.dilation_w), problem.groups, None,
+                      max_workspace_bytes, layout, allow_tf32, {})
+
+
 def algorithms(problem: Conv2dProblem, max_workspace_bytes: int | None = None, *,
                layout: str = "NCHW", allow_tf32: bool | None = None) -> list[AlgorithmInfo]:
     """Every algorithm, whether it can run ``problem`` on the current backend's device, why not,
     and its plan (which names the exact kernels it launches)."""
-    shapes = _Shape.of(problem, layout)
-    spec = build_spec(current_backend(), shapes[0], shapes[1], None, None, None,
-                      (problem.stride_h, problem.stride_w), _padding(problem),
-                      (problem.dilation_h, problem.dilation_w), problem.groups, None, max_workspace_bytes,
-                      layout, allow_tf32, {})
-    return _infos(spec)
+    return _infos(_spec_of(problem, max_workspace_bytes, layout, allow_tf32))
 
 
 def choose_algorithm(problem: Conv2dProblem, max_workspace_bytes: int | None = None, *,
                      layout: str = "NCHW", allow_tf32: bool | None = None) -> str:
     """The algorithm ``auto`` runs for ``problem`` (ValueError listing every reason when none can)."""
-    shapes = _Shape.of(problem, layout)
-    spec = build_spec(current_backend(), shapes[0], shapes[1], None, None, None,
-                      (problem.stride_h, problem.stride_w), _padding(problem),
-                      (problem.dilation_h, problem.dilation_w), problem.groups, None, max_workspace_bytes,
-                      layout, allow_tf32, {})
-    return select(spec).algo
+    return select(_spec_of(problem, max_workspace_bytes, layout, allow_tf32)).algo
 
 
 def _padding(p: Conv2dProblem):

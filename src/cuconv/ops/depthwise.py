@@ -248,14 +248,7 @@ ALGORITHM = ConvAlgorithm(
 )
 
 
-def _select(spec: ConvSpec, algo: str):
-    try:
-        return ALGORITHM.make_plan(spec)
-    except PlanError as exc:
-        raise ValueError(f"algo='depthwise' cannot run {spec.problem.describe()}: {exc}") from None
-
-
-_FRONT = ConvFrontEnd(_select)
+_FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec))
 
 
 def _depthwise_args(x, w, variant: str) -> int:

@@ -93,7 +93,7 @@ RULES: tuple[Rule, ...] = (
     Rule("direct", lambda s: True,
          "the always-correct fallback: it re-reads every input element C/g·R·S times from cache "
          "where the tiled algorithms stage tiles in shared memory"),
-    Rule("implicit_gemm", lambda s: True,
+    Rule("implicit_gemm", lambda s: not _wide(s),
          "fewer than 8 output channels per group: the GEMM's N dimension fills under 1/8 of its "
          "tile, so direct, which computes only the real outputs, does less work"),
 )

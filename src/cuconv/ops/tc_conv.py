@@ -157,14 +157,7 @@ ALGORITHMS = (IMPLICIT_GEMM_TC, IMPLICIT_GEMM_TC_SIMPLE, IMPLICIT_GEMM_TF32)
 _BY_NAME = {a.name: a for a in ALGORITHMS}
 
 
-def _select(spec: ConvSpec, algo: str):
-    try:
-        return _BY_NAME[algo].make_plan(spec)
-    except PlanError as exc:
-        raise ValueError(f"tc_conv2d cannot run {spec.problem.describe()}: {exc}") from None
-
-
-_FRONT = ConvFrontEnd(_select)
+_FRONT = ConvFrontEnd(lambda spec, algo: _BY_NAME[algo].plan_or_raise(spec))
 
 
 def tc_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NHWC",

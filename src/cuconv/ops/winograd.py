@@ -267,11 +267,17 @@ def _filter_stage(spec: ConvSpec, m: int, algo: str):
     given = spec.option("transformed_weight")
     if given is not None:
         want = (alpha * alpha, p.K, p.C)
-        _, shape, dtype = given
-        if tuple(shape) != want or dtype != "float32":
-            raise ValueError(f"transformed_weight for algo={algo!r} must be a float32 array of shape (α², K, C) = "
-                             f"{want} (winograd_filter_transform(w, 'f{m}x{m}_3x3') of weight {p.weight_shape}), "
-                             f"got {tuple(shape)} {dtype}")
+        _, shape, dtype, contiguous = given
+        if len(shape) != 3:
+            raise ValueError(f"transformed_weight must be 3-D (α², K, C) = {want}, got shape {tuple(shape)}")
+        if dtype != "float32":
+            raise TypeError(f"transformed_weight must have dtype float32, got {dtype} (shape {tuple(shape)})")
+        if tuple(shape) != want:
+            raise ValueError(f"transformed_weight for algo={algo!r} must have shape (α², K, C) = {want} "
+                             f"(winograd_filter_transform(w, 'f{m}x{m}_3x3') of weight {p.weight_shape}), "
+                             f"got {tuple(shape)}")
+        if not contiguous:
+            raise ValueError("transformed_weight must be C-contiguous")
         return Ref("transformed_weight"), [], [], [("transformed_weight", want)]
     return Ref("U"), [filter_transform_launch(W, Ref("U"), p.K, p.C, m)], [("U", "float32", alpha * alpha * p.K * p.C)], []
 
