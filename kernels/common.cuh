@@ -54,6 +54,11 @@ __device__ __forceinline__ T cc_ldg(const T* p) {
 
 __device__ __forceinline__ int cc_div_up(int a, int b) { return (a + b - 1) / b; }
 
+// Whether a pointer is 16-byte aligned (float4 / 16-byte cp.async accesses are legal on it).
+__device__ __forceinline__ bool cc_aligned16(const void* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
 // ---------------------------------------------------------------- pooling (pool.cu)
 // -inf as a float: the identity of max pooling, which PyTorch outputs for a window with no
 // input element. NVRTC has neither INFINITY nor __builtin_huge_valf.

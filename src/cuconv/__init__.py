@@ -31,5 +31,5 @@ from .ops.pool import (  # noqa: F401
 )
 from .ops.separable import plan_separable_conv2d, separable_conv2d  # noqa: F401
 from .ops.winograd import winograd_filter_transform  # noqa: F401
-from .plan import Plan  # noqa: F401
+from .plan import Plan, clear_plan_caches  # noqa: F401
 from .problem import Conv2dProblem, ConvTransposeProblem, GemmProblem, PoolProblem  # noqa: F401

@@ -24,7 +24,8 @@ import contextlib
 import contextvars
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,19 +67,23 @@ def _caps(cc, sms) -> DeviceCaps:
     return DeviceCaps(cc, sms, f"emulated sm_{cc} ({sms} SMs)")
 
 
-@dataclass(frozen=True)
-class LaunchRecord:
+class LaunchRecord(NamedTuple):
     """One launch seen by the record backend."""
     kernel: str
     grid: tuple
     block: tuple
     shared_mem: int
-    args: tuple = field(default=(), repr=False)
+    args: tuple = ()
+
+    def __repr__(self) -> str:
+        return (f"LaunchRecord(kernel={self.kernel!r}, grid={self.grid}, block={self.block}, "
+                f"shared_mem={self.shared_mem})")
 
 
 class Backend:
     """The shared launch path; subclasses say how to load an entry and which device is current."""
     name = "?"
+    array_type = None        # the class of the backend's arrays (the op front ends' fast check)
 
     def __init__(self):
         self._tables: dict = {}          # device key -> {label: callable}
@@ -87,17 +92,21 @@ class Backend:
     # --- launching -----------------------------------------------------------------------
     def launch(self, entry: KernelEntry, grid, block, args, shared_mem: int = 0) -> None:
         """Launch ``entry`` with ``grid``, ``block`` and the kernel's ``args`` (queued on the
-        current stream on the GPU)."""
-        device = self.device_key()
-        table = self._tables.get(device)
-        if table is None:
-            table = self._tables.setdefault(device, {})
-        fn = table.get(entry.label)
+        current stream on the GPU): a lookup in the current device's function table, filled the
+        first time the entry is met, then the call."""
+        table = self._tables.get(self.device_key())
+        fn = None if table is None else table.get(entry.label)
         if fn is None:
-            fn = self._load(entry)
-            if not _compile.dev_reload():      # under CUCONV_DEV_RELOAD every launch re-checks
-                table[entry.label] = fn
+            fn = self._function(entry)
         fn(grid, block, args, shared_mem=shared_mem)
+
+    def _function(self, entry: KernelEntry):
+        """Load ``entry`` for the current device and keep it in that device's table (not under
+        CUCONV_DEV_RELOAD, where every launch re-checks the sources)."""
+        fn = self._load(entry)
+        if not _compile.dev_reload():
+            self._tables.setdefault(self.device_key(), {})[entry.label] = fn
+        return fn
 
     def _load(self, entry: KernelEntry):
         raise NotImplementedError
@@ -113,9 +122,14 @@ class Backend:
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=dtype)
 
+    def workspace(self, nbytes: int):
+        """A 1-D uint8 array of ``nbytes`` for a plan's workspace (through CuPy's memory pool on
+        the GPU, ordered on the current stream)."""
+        return self.empty((nbytes,), np.uint8)
+
     def placeholder(self, dtype):
         """A 1-element array to pass for an absent optional pointer (its flag argument is 0)."""
-        key = (self.device_key(), np.dtype(dtype).char)
+        key = (self.device_key(), dtype)
         a = self._placeholders.get(key)
         if a is None:
             a = self.empty((1,), dtype)
@@ -129,6 +143,10 @@ class Backend:
     def meta(self, a):
         """What a plan key records of an array: shape, strides, dtype (None for None)."""
         return None if a is None else (a.shape, a.strides, a.dtype)
+
+    def devices(self, *arrays):
+        """What a plan key records of where the arrays live (the CPU backends: nothing)."""
+        return None
 
 
 class CupyBackend(Backend):
@@ -169,6 +187,7 @@ class CupyBackend(Backend):
                 raise NoDeviceError("no CUDA device was found (the driver reports 0 devices). "
                                     + _HOW_TO_EMULATE)
             self._runtime = cupy.cuda.runtime
+            self.array_type = cupy.ndarray
             self._checked = True
 
     def device_key(self) -> int:
@@ -203,6 +222,9 @@ class CupyBackend(Backend):
     def meta(self, a):
         return None if a is None else (a.shape, a.strides, a.dtype, a.data.device_id)
 
+    def devices(self, *arrays):
+        return tuple(None if a is None else a.data.device_id for a in arrays)
+
     def as_array(self, a, what: str):
         """Accept a cupy.ndarray or any CUDA array CuPy can view without a copy."""
         if isinstance(a, np.ndarray):
@@ -230,16 +252,19 @@ class CupyBackend(Backend):
 class _NumpyBackend(Backend):
     """The CPU backends: NumPy arrays, one fixed (emulated) device."""
     xp = np
+    array_type = np.ndarray
 
     def __init__(self, cc=None, sms=None):
         super().__init__()
         self._device_caps = _caps(cc, sms)
+        self._key = (self._device_caps.cc, self._device_caps.sms)
+        self._local = threading.local()
 
     def ensure_device(self) -> None:
         return None
 
     def device_key(self):
-        return self._device_caps.cc, self._device_caps.sms
+        return self._key
 
     def caps(self) -> DeviceCaps:
         return self._device_caps
@@ -257,6 +282,15 @@ class _NumpyBackend(Backend):
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
+
+    def workspace(self, nbytes: int):
+        """One workspace buffer per thread, grown when a plan needs more and reused: the CPU
+        backends run a plan's launches synchronously, so no two plans hold it at once (CuPy's
+        pool gives the GPU the same reuse)."""
+        buf = getattr(self._local, "workspace", None)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._local.workspace = np.empty(max(nbytes, 1), np.uint8)
+        return buf[:nbytes]
 
     def device_of(self, a):
         return "cpu"
@@ -322,8 +356,7 @@ class RecordBackend(_NumpyBackend):
         launches, label, keep = self.launches, entry.label, self.keep_args
 
         def record(grid, block, args, shared_mem=0):
-            launches.append(LaunchRecord(label, tuple(grid), tuple(block), int(shared_mem),
-                                         tuple(args) if keep else ()))
+            launches.append(LaunchRecord(label, grid, block, shared_mem, tuple(args) if keep else ()))
         return record
 
     def clear(self) -> None:

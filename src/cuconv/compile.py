@@ -84,9 +84,14 @@ def _inline_includes(path: Path, seen: set[Path]) -> str:
     return _INCLUDE_RE.sub(replace, text)
 
 
+_DEV_RELOAD = os.environ.get("CUCONV_DEV_RELOAD", "") not in ("", "0")
+
+
 def dev_reload() -> bool:
-    """CUCONV_DEV_RELOAD=1: re-check the kernel sources on every use (for kernel development)."""
-    return os.environ.get("CUCONV_DEV_RELOAD", "") not in ("", "0")
+    """CUCONV_DEV_RELOAD=1 (read when cuconv is imported): re-check the kernel sources on every
+    use and never keep a loaded function (for kernel development; every launch then pays a stat
+    of each kernel file)."""
+    return _DEV_RELOAD
 
 
 _KERNEL_DIR: Path | None = None

@@ -17,6 +17,7 @@ aligned gets a plan made for its actual alignment (``PlanCache`` does that).
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,6 +132,8 @@ class Plan:
     def __post_init__(self):
         absent = sorted({name[2:] for ln in self.launches for _, name, _ in ln._slots if name.startswith("0:")})
         object.__setattr__(self, "_placeholders", tuple(absent))
+        object.__setattr__(self, "_views", tuple((b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
+                                                 for b in self.buffers))
 
     # --- reading -------------------------------------------------------------------------
     @property
@@ -220,30 +223,38 @@ class Plan:
         if self.workspace_bytes:
             ws = workspace
             if ws is None:
-                ws = be.empty((self.workspace_bytes,), np.uint8)
+                ws = be.workspace(self.workspace_bytes)
             elif ws.nbytes < self.workspace_bytes or ws.dtype != np.uint8 or ws.ndim != 1:
                 raise ValueError(f"workspace must be a 1-D uint8 array of at least {self.workspace_bytes} "
                                  f"bytes, got {ws.dtype} shape {tuple(ws.shape)}")
-            for b in self.buffers:
-                env[b.name] = ws[b.offset:b.offset + b.nbytes].view(b.dtype)
+            for name, start, end, dtype in self._views:
+                env[name] = ws[start:end].view(dtype)
         for dt in self._placeholders:
             env["0:" + dt] = be.placeholder(dt)
-        launch_all(be, self.launches, env)
+        launch = be.launch
+        for ln in self.launches:
+            args = list(ln.args)
+            for i, name, offset in ln._slots:
+                a = env[name]
+                args[i] = a if not offset else a.reshape(-1)[offset:]
+            launch(ln.entry, ln.grid, ln.block, args, ln.shared_mem)
 
 
 def launch_all(be, launches, env: dict) -> None:
     """Launch ``launches`` with their array slots filled from ``env`` (role or buffer -> array;
-    placeholders ``0:<dtype>`` are filled from the backend when missing)."""
+    placeholders ``0:<dtype>`` are filled from the backend when missing). For running a few
+    launches outside a plan (the kernel-stage tests)."""
+    env = dict(env)
     for ln in launches:
-        args = list(ln.args)
-        for i, name, offset in ln._slots:
-            a = env.get(name)
-            if a is None:
+        for _, name, _ in ln._slots:
+            if name not in env:
                 if not name.startswith("0:"):
                     raise KeyError(f"{ln.kernel}: no array for slot {name!r}")
-                a = env[name] = be.placeholder(name[2:])
-            args[i] = a if not offset else a.reshape(-1)[offset:]
-        be.launch(ln.entry, ln.grid, ln.block, args, ln.shared_mem)
+                env[name] = be.placeholder(name[2:])
+    Plan("launches", "", None, tuple(launches), (), ()).execute(be, env)
+
+
+_CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()
 
 
 class PlanCache:
@@ -256,9 +267,14 @@ class PlanCache:
         self._plans: dict = {}
         self._limit = limit
         self._lock = threading.Lock()
+        _CACHES.add(self)
 
     def get(self, key):
         return self._plans.get(key)
+
+    def dict_view(self) -> dict:
+        """The underlying dict (read-only use: the op front ends' hot-path lookup)."""
+        return self._plans
 
     def put(self, key, plan):
         with self._lock:
@@ -269,10 +285,16 @@ class PlanCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._plans.clear()
+            self._plans.clear()      # in place: dict_view() readers see the cleared dict
 
     def __len__(self) -> int:
         return len(self._plans)
+
+
+def clear_plan_caches() -> None:
+    """Forget every memoized plan (the next call of each op plans again)."""
+    for cache in list(_CACHES):
+        cache.clear()
 
 
 def pointer(a) -> int:

@@ -4,6 +4,7 @@
     cuconv bench seed resnet50 gemm               # suites
     cuconv bench conv2d --input 32,64,56,56 --weight 128,64,3,3 --padding 1
     cuconv bench model resnet50 --batch 32        # the whole forward pass, layer by layer
+    cuconv bench host                             # the host cost of a cached op call (no GPU needed)
 
 On a GPU each case is verified against the float64 reference, then timed with CUDA events.
 Without one it says so, verifies every case on the CPU emulator at a reduced size, fills
@@ -13,11 +14,12 @@ roofline lower-bound time on a GPU from published peak figures.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 
 from .. import models
-from ..bench import report
+from ..bench import host, report
 from ..bench.cases import ConvCase
 from ..bench.measure import TimingOptions
 from ..bench.peaks import PUBLISHED, published
@@ -33,7 +35,8 @@ from ..bench.suites import (
 from ..problem import Conv2dProblem
 
 _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
-                        "or `model NAME`. Default: {default}.")
+                        "`model NAME`, or `host` (the Python cost of an op call, on the record backend). "
+                        "Default: {default}.")
 
 
 def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
@@ -169,7 +172,20 @@ def _build_cases(args):
     return cases, "suite " + " ".join(targets), None
 
 
+def _run_host(args) -> int:
+    """`cuconv bench host`: the host-overhead table (bench/host.py), optionally as JSON."""
+    result = host.run(repeats=args.repeats or 15)
+    print(host.markdown(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(header=Runner(BenchOptions(emulate=True, progress=False)).header(
+                command="cuconv bench host"), **result), f, indent=1)
+    return 0
+
+
 def run(args) -> int:
+    if args.targets == ["host"]:
+        return _run_host(args)
 
     try:
         if args.roofline:

@@ -100,6 +100,7 @@ class ConvFrontEnd:
         self.select = select
         self.array_options = array_options
         self.plans = PlanCache()
+        self._plans = self.plans.dict_view()    # the hot path's lookup, without a method call
 
     def plan(self, be, x, w, bias, residual, out, stride, padding, dilation, groups, algo, activation,
              max_workspace_bytes, layout, allow_tf32, extra: dict, arrays_required: bool = True
@@ -107,18 +108,24 @@ class ConvFrontEnd:
         """The plan for these arguments, and the arrays by role (converted to the backend's).
         ``arrays_required=False`` (plan_conv2d): anything with ``.shape`` and ``.dtype`` stands
         for an array (taken as contiguous and aligned)."""
-        given = {"x": (x, "input"), "w": (w, "weight"), "bias": (bias, "bias"), "residual": (residual, "residual"),
-                 "out": (out, "out"), **{k: (extra[k], k) for k in self.array_options if k in extra}}
-        if arrays_required:
-            env = {role: _common.native(be, a, what) for role, (a, what) in given.items()}
-            meta = be.meta
-        else:
-            env = {role: _common.native_or_shape(be, a, what) for role, (a, what) in given.items()}
-            meta = functools.partial(_common.meta_or_shape, be)
-        extra_key = tuple(sorted((k, meta(env[k]) if k in env else v) for k, v in extra.items())) if extra else ()
-        key = (be.device_key(), meta(env["x"]), meta(env["w"]), meta(env["bias"]),
-               meta(env["residual"]), meta(env["out"]), stride, padding, dilation, groups, algo,
-               activation, max_workspace_bytes, layout, allow_tf32, extra_key)
+        native = _common.native if arrays_required else _common.native_or_shape
+        env = {"x": native(be, x, "input"), "w": native(be, w, "weight"), "bias": native(be, bias, "bias"),
+               "residual": native(be, residual, "residual"), "out": native(be, out, "out")}
+        if extra:
+            for k in self.array_options:
+                if k in extra:
+                    env[k] = native(be, extra[k], k)
+        meta = be.meta if arrays_required else functools.partial(_common.meta_or_shape, be)
+        if extra:
+            key = (be.device_key(), meta(env["x"]), meta(env["w"]), meta(env["bias"]), meta(env["residual"]),
+                   meta(env["out"]), stride, padding, dilation, groups, algo, activation, max_workspace_bytes,
+                   layout, allow_tf32, tuple(sorted((k, meta(env[k]) if k in env else v) for k, v in extra.items())))
+        else:   # the key of the hot path in __call__
+            x_, w_, b_, r_, o_ = (env[r] for r in ("x", "w", "bias", "residual", "out"))
+            key = (be.device_key(), *meta(x_)[:3], *meta(w_)[:3], None if b_ is None else meta(b_)[:3],
+                   None if r_ is None else meta(r_)[:3], None if o_ is None else meta(o_), stride, padding,
+                   dilation, groups, algo, activation, max_workspace_bytes, layout, allow_tf32,
+                   be.devices(x_, w_, b_, r_, o_) if arrays_required else None)
 
         def build(misaligned):
             spec = build_spec(be, env["x"], env["w"], env["bias"], env["residual"], env["out"], stride, padding,
@@ -132,7 +139,32 @@ class ConvFrontEnd:
     def __call__(self, x, w, bias, stride, padding, dilation, groups, algo, activation, residual, out,
                  max_workspace_bytes, layout, allow_tf32, extra: dict):
         be = current_backend()
-        plan, env = self.plan(be, x, w, bias, residual, out, stride, padding, dilation, groups, algo,
-                              activation, max_workspace_bytes, layout, allow_tf32, extra)
-        return _common.run_plan(be, plan, env, [(_ROLE_NAMES.get(r, r), env.get(r)) for r in
-                                                ("x", "w", "bias", "residual", *self.array_options)])
+        # The hot path, inlined: the backend's own arrays, a key of shapes/strides/dtypes and the
+        # hyperparameters, one dictionary lookup. Anything else takes self.plan (which also
+        # converts foreign arrays and handles alignment-dependent plans).
+        t = be.array_type
+        plan = None
+        if (x.__class__ is t and w.__class__ is t and (bias is None or bias.__class__ is t)
+                and (residual is None or residual.__class__ is t) and not extra):
+            try:
+                plan = self._plans.get((
+                    be.device_key(), x.shape, x.strides, x.dtype, w.shape, w.strides, w.dtype,
+                    None if bias is None else (bias.shape, bias.strides, bias.dtype),
+                    None if residual is None else (residual.shape, residual.strides, residual.dtype),
+                    None if out is None else be.meta(out), stride, padding, dilation, groups, algo,
+                    activation, max_workspace_bytes, layout, allow_tf32, be.devices(x, w, bias, residual, out)))
+            except TypeError:     # unhashable arguments: self.plan validates and plans uncached
+                plan = None
+        if plan is None or plan.aligned:
+            plan, env = self.plan(be, x, w, bias, residual, out, stride, padding, dilation, groups, algo,
+                                  activation, max_workspace_bytes, layout, allow_tf32, extra)
+        else:
+            env = {"x": x, "w": w, "bias": bias, "residual": residual, "out": out}
+        if out is not None:
+            _common.check_no_overlap(env["out"], [(_ROLE_NAMES.get(r, r), env.get(r)) for r in
+                                                  ("x", "w", "bias", "residual", *self.array_options)])
+        else:
+            o = plan.outputs[0]
+            env["out"] = out = be.empty(o.shape, o.dtype)
+        plan.execute(be, env)
+        return env["out"]

@@ -140,35 +140,30 @@ def choose_config(M: int, N: int, K: int, batch: int = 1) -> GemmConfig:
     return SMALL
 
 
-def vector_flags(operands, lda, ldb, ldc, stride_a, stride_b, stride_c) -> int:
-    """Which operands allow 16-byte accesses: every row start of every batch 16-byte aligned.
-    ``operands``: (Ref, base pointer 16-byte aligned) for a, b, c and the residual (None when
-    absent); a Ref's element offset keeps the alignment when it is a multiple of 4 floats."""
-    (a, a_ok), (b, b_ok), (c, c_ok), res = operands
-    def ok(ref, aligned):
-        return aligned and ref.offset % 4 == 0
+def vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c) -> int:
+    """Which operands allow 16-byte accesses as far as the leading dimensions and batch strides
+    go (multiples of 4 floats); the kernel adds each base pointer's 16-byte alignment itself, so
+    no plan depends on where the caller's arrays start."""
     flags = 0
-    if ok(a, a_ok) and lda % 4 == 0 and stride_a % 4 == 0:
+    if lda % 4 == 0 and stride_a % 4 == 0:
         flags |= VEC_A
-    if ok(b, b_ok) and ldb % 4 == 0 and stride_b % 4 == 0:
+    if ldb % 4 == 0 and stride_b % 4 == 0:
         flags |= VEC_B
-    if ok(c, c_ok) and (res is None or ok(*res)) and ldc % 4 == 0 and stride_c % 4 == 0:
+    if ldc % 4 == 0 and stride_c % 4 == 0:
         flags |= VEC_C
     return flags
 
 
 def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=None, batch=1,
                   stride_a=0, stride_b=0, stride_c=0, bias: Ref | None = None, act=0,
-                  residual: Ref | None = None, config=None, stride_bias=0,
-                  aligned=(True, True, True, True)) -> list[Launch]:
+                  residual: Ref | None = None, config=None, stride_bias=0) -> list[Launch]:
     """The launches of C[i] = act(A[i] · B[i] + bias[i·stride_bias + m] + residual[i]), i < batch.
 
     ``a``, ``b``, ``c`` (and ``bias``, ``residual``) are array slots whose first element is the
     first matrix's (0, 0); row-major with leading dimensions ``lda``/``ldb``/``ldc`` (default K,
     N, N) and element strides between batch matrices (0 broadcasts). ``residual`` has C's
     layout. ``act`` is an activation code. ``config``: a GemmConfig, a label, or None
-    (heuristic). ``aligned``: whether the arrays behind a, b, c, residual start 16-byte
-    aligned. Checks nothing about the user's input.
+    (heuristic). Checks nothing about the user's input.
     """
     lda = K if lda is None else int(lda)
     ldb = N if ldb is None else int(ldb)
@@ -178,9 +173,7 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
         return []
     cfg = _resolve_config(config) or choose_config(M, N, K, batch)
     entry = ENTRIES[cfg]
-    flags = vector_flags(((a, aligned[0]), (b, aligned[1]), (c, aligned[2]),
-                          None if residual is None else (residual, aligned[3])),
-                         lda, ldb, ldc, stride_a, stride_b, stride_c)
+    flags = vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c)
     bias_arg = bias if bias is not None else Ref.absent("float32")
     res_arg = residual if residual is not None else Ref.absent("float32")
     i32, i64 = _common.i32, _common.i64
@@ -244,13 +237,11 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
         A, B, C, M, N, K, lda=K, ldb=N, ldc=N, batch=batch, stride_a=M * K if prob.a_batched else 0,
         stride_b=K * N if prob.b_batched else 0, stride_c=M * N,
         bias=Ref("bias") if bias is not None else None, act=act,
-        residual=Ref("residual") if residual is not None else None, config=cfg,
-        aligned=tuple(r not in misaligned for r in ("a", "b", "out", "residual")))
+        residual=Ref("residual") if residual is not None else None, config=cfg)
     absent = frozenset(r for r, v in (("bias", bias), ("residual", residual)) if v is None)
     return Plan("gemm", cfg.label if cfg else (launches[0].kernel if launches else "gemm"), prob,
                 tuple(launches), ("a", "b", "bias", "residual"),
-                (Output("out", prob.output_shape, np.dtype(np.float32)),), be.device_key(),
-                aligned=("a", "b", "out", "residual"), absent=absent,
+                (Output("out", prob.output_shape, np.dtype(np.float32)),), be.device_key(), absent=absent,
                 expected=(("a", tuple(a.shape), "float32"), ("b", tuple(b.shape), "float32"),
                           ("bias", (M,), "float32"), ("residual", prob.output_shape, "float32")))
 

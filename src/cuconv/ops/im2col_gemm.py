@@ -52,8 +52,7 @@ def images_per_chunk(problem: Conv2dProblem, limit: int | None = None) -> int:
     return max(1, min(problem.N, cap // per_image))
 
 
-def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: int, config,
-               cols_aligned: bool) -> list:
+def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: int, config) -> list:
     """The launches of out[n0:n0+images] = W · cols per image and group, epilogue fused.
 
     ``cols`` is image n0's column matrix (or input, for 1x1): image i at ``i·b_image_stride``,
@@ -67,8 +66,7 @@ def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: 
     b_group_stride = depth * PQ
     c_image_stride, c_group_stride = p.K * PQ, Kg * PQ
     cfg = config or choose_config(Kg, PQ, depth, max(G, images))
-    aligned = (spec.aligned("w"), cols_aligned, spec.aligned("out"), spec.aligned("residual"))
-    common = dict(lda=depth, ldb=PQ, ldc=PQ, act=spec.act, config=cfg, aligned=aligned)
+    common = dict(lda=depth, ldb=PQ, ldc=PQ, act=spec.act, config=cfg)
 
     def res(off):
         return Ref("residual", off) if spec.has_residual else None
@@ -98,8 +96,8 @@ def _config(spec: ConvSpec):
 
 def _plan_pointwise(spec: ConvSpec, algo: str):
     p = spec.problem
-    launches = _conv_gemm(spec, Ref("x"), p.C * p.H * p.W, 0, p.N, _config(spec), spec.aligned("x"))
-    return conv_plan(spec, algo, launches, aligned=("x", "w", "out", "residual"))
+    launches = _conv_gemm(spec, Ref("x"), p.C * p.H * p.W, 0, p.N, _config(spec))
+    return conv_plan(spec, algo, launches)
 
 
 def plan(spec: ConvSpec):
@@ -120,8 +118,8 @@ def plan(spec: ConvSpec):
     for n0 in range(0, p.N, chunk):
         images = min(chunk, p.N - n0)
         launches += im2col_launch(Ref("x", n0 * image_elems), Ref("cols"), p, images)
-        launches += _conv_gemm(spec, Ref("cols"), rows * PQ, n0, images, _config(spec), True)
-    return conv_plan(spec, "im2col_gemm", launches, workspace=workspace, aligned=("w", "out", "residual"))
+        launches += _conv_gemm(spec, Ref("cols"), rows * PQ, n0, images, _config(spec))
+    return conv_plan(spec, "im2col_gemm", launches, workspace=workspace)
 
 
 def plan_pointwise(spec: ConvSpec):

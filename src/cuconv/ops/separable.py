@@ -121,13 +121,11 @@ def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, 
         launches += gemm_launches(Ref("w_pointwise"), Ref("mid"), OUT, K, PQ, CM, lda=CM, ldb=PQ, ldc=PQ,
                                   batch=N, stride_a=0, stride_b=CM * PQ, stride_c=K * PQ,
                                   bias=Ref("bias_pointwise") if has["bias_pointwise"] else None, act=act,
-                                  residual=Ref("residual") if has["residual"] else None,
-                                  aligned=tuple(r not in misaligned for r in ("w_pointwise", "mid", "out", "residual")))
+                                  residual=Ref("residual") if has["residual"] else None)
         algo = f"unfused:{pl.kernel}"
     return Plan("separable_conv2d", algo, dw, tuple(launches), _ROLES,
                 (Output("out", out_shape, np.dtype(np.float32)),), be.device_key(),
                 workspace_bytes=workspace[1] if workspace else 0, buffers=workspace[0] if workspace else (),
-                aligned=("w_pointwise", "out", "residual") if workspace else (),
                 absent=frozenset(r for r in _ROLES if not has[r]),
                 expected=tuple((r, tuple(env[r].shape), "float32") for r in _ROLES if has[r]))
 
