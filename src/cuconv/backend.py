@@ -432,6 +432,17 @@ def backend(name: str = "emulator", *, sanitize=None, order=None, seed=None, tim
         _current.reset(token)
 
 
+@contextlib.contextmanager
+def using(be):
+    """Run the ops in this block on the backend object ``be`` (e.g. an instance of a Backend
+    subclass that a test or a profiler wraps)."""
+    token = _current.set(be)
+    try:
+        yield be
+    finally:
+        _current.reset(token)
+
+
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device (never raises)."""
     try:
