@@ -35,7 +35,13 @@ class Ref:
     @staticmethod
     def absent(dtype) -> "Ref":
         """The placeholder passed for an absent optional pointer."""
-        return Ref("0:" + np.dtype(dtype).name)
+        ref = _ABSENT.get(dtype)
+        if ref is None:
+            ref = _ABSENT[dtype] = Ref("0:" + np.dtype(dtype).name)
+        return ref
+
+
+_ABSENT: dict = {}
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,8 @@ class Launch:
     shared_mem: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
-        object.__setattr__(self, "block", tuple(int(b) for b in self.block))
+        object.__setattr__(self, "grid", tuple(map(int, self.grid)))
+        object.__setattr__(self, "block", tuple(map(int, self.block)))
         object.__setattr__(self, "shared_mem", int(self.shared_mem))
         object.__setattr__(self, "_slots", tuple((i, a.name, a.offset) for i, a in enumerate(self.args)
                                                  if isinstance(a, Ref)))
