@@ -83,7 +83,7 @@ def _bad_cases(rng):
     ok_out = np.empty((2, 6, 7, 5), np.float32)
     return [
         # (exception, message regex, args, kwargs)
-        (ValueError, r"input must be 4-D", (x[0], w), {}),
+        (ValueError, r"input must be 4-D \(or 3-D unbatched", (x[0, 0], w), {}),
         (ValueError, r"weight must be 4-D", (x, w[0]), {}),
         (TypeError, r"same dtype.*float32 and float64", (x, w.astype(np.float64)), {}),
         ((TypeError, ValueError), r"float64", (x.astype(np.float64), w.astype(np.float64)), {}),
@@ -102,8 +102,9 @@ def _bad_cases(rng):
         (TypeError, r"stride must be an int or a pair", (x, w), dict(stride=1.5)),
         (ValueError, r"padding='same' needs stride 1", (x, w), dict(padding="same", stride=2)),
         (ValueError, r"padding must be an int, a pair, 'valid' or 'same'", (x, w), dict(padding="full")),
-        (ValueError, r"input must be C-contiguous", (np.asfortranarray(x), w), {}),
-        (ValueError, r"weight must be C-contiguous", (x, w[:, :, :, ::-1]), {}),
+        (ValueError, r"out must be C-contiguous", (x, w), dict(out=np.empty((2, 6, 5, 7), np.float32).transpose(0, 1, 3, 2))),
+        (TypeError, r"bias must be an array, got the scalar", (x, w, np.float32(1.0)), {}),
+        (ValueError, r"input must be 4-D \(or 3-D unbatched", (np.ones((), np.float32), w), {}),
         (ValueError, r"bias must have shape \(6,\), got \(5,\)", (x, w, b[:5]), {}),
         (TypeError, r"bias must have dtype float32, got float64", (x, w, b.astype(np.float64)), {}),
         (ValueError, r"residual must have shape \(2, 6, 7, 5\), got \(2, 6, 9, 7\)",

@@ -167,7 +167,7 @@ def test_bad_arguments_raise_before_any_launch(rng):
         with pytest.raises(ValueError, match=r"\(3, 2, 3, 3\)"):
             cuconv.depthwise_conv2d(x, random_array(rng, (3, 2, 3, 3)))
         with pytest.raises(ValueError, match="4-D"):
-            cuconv.depthwise_conv2d(x[0], random_array(rng, (3, 1, 3, 3)))
+            cuconv.depthwise_conv2d(x[0, 0], random_array(rng, (3, 1, 3, 3)))
         with pytest.raises(ValueError, match="bias must have shape"):
             cuconv.depthwise_conv2d(x, random_array(rng, (3, 1, 3, 3)), random_array(rng, (4,)))
         with pytest.raises(TypeError, match="dtype"):

@@ -80,6 +80,14 @@ class LaunchRecord(NamedTuple):
                 f"shared_mem={self.shared_mem})")
 
 
+def _scalar_error(a, what: str):
+    """The TypeError for a Python or NumPy scalar where an array is expected, or None."""
+    if isinstance(a, (np.generic, int, float, complex, bool)):
+        return TypeError(f"{what} must be an array, got the scalar {a!r} ({type(a).__name__}); "
+                         "pass an array of the expected shape (e.g. a bias of shape (K,))")
+    return None
+
+
 class Backend:
     """The shared launch path; subclasses say how to load an entry and which device is current."""
     name = "?"
@@ -126,6 +134,10 @@ class Backend:
         """A 1-D uint8 array of ``nbytes`` for a plan's workspace (through CuPy's memory pool on
         the GPU, ordered on the current stream)."""
         return self.empty((nbytes,), np.uint8)
+
+    def contiguous(self, a):
+        """A C-contiguous copy of the strided array ``a`` (on the GPU: CuPy's pool, current stream)."""
+        return self.xp.ascontiguousarray(a)
 
     def placeholder(self, dtype):
         """A 1-element array to pass for an absent optional pointer (its flag argument is 0)."""
@@ -227,6 +239,9 @@ class CupyBackend(Backend):
 
     def as_array(self, a, what: str):
         """Accept a cupy.ndarray or any CUDA array CuPy can view without a copy."""
+        err = _scalar_error(a, what)
+        if err is not None:
+            raise err
         if isinstance(a, np.ndarray):
             raise TypeError(f"{what} is a numpy.ndarray, but the current backend is the GPU (CuPy). "
                             "Pass a cupy.ndarray, or run on the CPU emulator with "
@@ -275,6 +290,9 @@ class _NumpyBackend(Backend):
     def as_array(self, a, what: str):
         if isinstance(a, np.ndarray):
             return a
+        err = _scalar_error(a, what)
+        if err is not None:
+            raise err
         if type(a).__module__.startswith("cupy"):
             raise TypeError(f"{what} is a cupy array, but the current backend is {self.name!r}, "
                             "which takes numpy.ndarray (call .get() first, or leave this backend)")

@@ -203,9 +203,6 @@ class Plan:
             if a is not None and (tuple(a.shape) != tuple(shape) or np.dtype(a.dtype).name != dtype):
                 raise ValueError(f"{role} must be {tuple(shape)} {dtype} for this {self.op} plan, got "
                                  f"{tuple(a.shape)} {np.dtype(a.dtype).name}")
-            if a is not None and not a.flags.c_contiguous:
-                raise ValueError(f"{role} must be C-contiguous for a plan's run (the op functions copy "
-                                 f"strided inputs themselves), got strides {a.strides}")
         for o in self.outputs:
             a = env.get(o.role)
             if a is not None and (tuple(a.shape) != o.shape or np.dtype(a.dtype) != o.dtype
@@ -225,7 +222,14 @@ class Plan:
 
     def execute(self, be, env: dict, workspace=None) -> None:
         """Launch every kernel with the arrays in ``env`` (role -> array; every output present).
-        No checks: the op front ends call this after their own."""
+        No checks: the op front ends call this after their own. An input that is a strided view
+        (a transpose, a slice with steps, negative strides, Fortran order) is first copied to a
+        C-contiguous array through the backend (CuPy's pool and current stream on the GPU): the
+        kernels index dense rows; the caller's array is never written."""
+        for role in self.inputs:
+            a = env.get(role)
+            if a is not None and not a.flags.c_contiguous:
+                env[role] = be.contiguous(a)
         if self.workspace_bytes:
             ws = workspace
             if ws is None:

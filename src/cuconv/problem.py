@@ -135,7 +135,12 @@ class Conv2dProblem:
         xs = x_shape or (self.N, self.C, self.H, self.W)
         ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
         where = f"(input {tuple(xs)}, weight {tuple(ws)})"
-        for name in ("N", "C", "H", "W", "K", "R", "S"):
+        if self.N < 0:
+            raise ValueError(f"N must be non-negative, got {self.N} {where}")
+        # N = 0 (an empty batch) is a valid call with an empty output, as in PyTorch; a zero
+        # channel count or kernel extent is refused (PyTorch rejects K = 0 and returns an
+        # output without channels for C = 0, which cuconv does not imitate).
+        for name in ("C", "H", "W", "K", "R", "S"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)} {where}")
         if self.stride_h <= 0 or self.stride_w <= 0:
@@ -325,7 +330,9 @@ class ConvTransposeProblem:
     def validate(self, w_shape=None) -> "ConvTransposeProblem":
         ws = w_shape or (self.C_in, self.C_out // max(self.groups, 1), self.R, self.S)
         where = f"(input {self.input_shape}, weight {tuple(ws)})"
-        for name, v in (("N", self.N), ("C_in", self.C_in), ("H", self.H), ("W", self.W),
+        if self.N < 0:
+            raise ValueError(f"N must be non-negative, got {self.N} {where}")
+        for name, v in (("C_in", self.C_in), ("H", self.H), ("W", self.W),
                         ("weight dim 1 (C_out/groups)", ws[1]), ("R", self.R), ("S", self.S)):
             if v <= 0:
                 raise ValueError(f"{name} must be positive, got {v} {where}")
@@ -493,8 +500,10 @@ class PoolProblem:
     def validate(self) -> "PoolProblem":
         where = self._where()
         if self.kind == "global_avg":
-            if min(self.input_shape) <= 0:
-                raise ValueError(f"input must be non-empty, got shape {self.input_shape} {where}")
+            # PyTorch's adaptive_avg_pool2d(x, 1) takes any empty dimension: an empty output for
+            # N = 0 or C = 0, NaN (the mean of nothing) for H·W = 0.
+            if min(self.input_shape) < 0:
+                raise ValueError(f"input dimensions must be non-negative, got shape {self.input_shape} {where}")
             return self
         kh, kw = self.kernel_h, self.kernel_w
         if kh <= 0 or kw <= 0:
@@ -515,8 +524,9 @@ class PoolProblem:
                              f"for kernel_size {(kh, kw)} {where}")
         if self.divisor_override is not None and self.divisor_override == 0:
             raise ValueError(f"divisor_override must be nonzero (PyTorch: 'divisor must be not zero') {where}")
-        if min(self.input_shape) <= 0:
-            raise ValueError(f"input must be non-empty, got shape {self.input_shape} {where}")
+        if self.N < 0 or min(self.C, self.H, self.W) <= 0:
+            raise ValueError(f"input must have non-zero C, H and W (N may be 0, as in PyTorch), got shape "
+                             f"{self.input_shape} {where}")
         if self.P < 1 or self.Q < 1:
             raise ValueError(f"output size would be {self.P}x{self.Q} (<= 0): the input {self.H}x{self.W} is too "
                              f"small for the window {where}")

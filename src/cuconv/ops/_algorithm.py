@@ -115,6 +115,8 @@ class ConvAlgorithm:
         reason = self.refusal(spec)
         if reason is not None:
             raise PlanError(reason)
+        if spec.problem.N == 0:      # an empty batch: an empty output, nothing to launch
+            return conv_plan(spec, self.name, [])
         plan = self.plan(spec)
         cap = spec.max_workspace_bytes
         if cap is not None and plan.workspace_bytes > cap:

@@ -35,25 +35,27 @@ def pair(value, what: str) -> tuple[int, int]:
     return _pair(value, what)
 
 
-def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=None):
-    """Check ``a`` is an array of backend ``be`` with the given rank and dtype, C-contiguous."""
+def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=None, contiguous: bool = False):
+    """Check ``a`` is an array of backend ``be`` with the given rank and dtype (C-contiguous only
+    when ``contiguous``: an output; inputs may be any strided view — plans copy those to
+    contiguous memory before their launches, see ``Plan.execute``)."""
     a = be.as_array(a, what)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{what} must be {ndim}-D, got shape {tuple(a.shape)}")
     if dtypes is not None and np.dtype(a.dtype).name not in dtypes:
         raise TypeError(f"{what} must have dtype {' or '.join(dtypes)}, got {np.dtype(a.dtype).name} "
                         f"(shape {tuple(a.shape)})")
-    if not a.flags.c_contiguous:
+    if contiguous and not a.flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous, got strides {a.strides} for shape {tuple(a.shape)}; "
                          "call .copy() (or ascontiguousarray) first")
     return a
 
 
 def optional_tensor(a, what: str, shape, dtype, be=None):
-    """None, or an array of exactly ``shape`` and ``dtype`` (contiguous) of backend ``be``."""
+    """None, or an array of exactly ``shape`` and ``dtype`` of backend ``be`` (any strides)."""
     if a is None:
         return None
-    a = as_tensor(a, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be)
+    a = as_tensor(a, what, ndim=None, dtypes=(np.dtype(dtype).name,), be=be)
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(a.shape)}")
     return a
@@ -68,7 +70,7 @@ def same_device(be, **arrays) -> None:
 
 def check_out(out, shape, dtype, be, what: str = "out"):
     """A user-given ``out=``: the backend's array, of exactly ``shape`` and ``dtype``, contiguous."""
-    out = as_tensor(out, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be)
+    out = as_tensor(out, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be, contiguous=True)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(out.shape)}")
     return out

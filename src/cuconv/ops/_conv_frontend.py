@@ -41,10 +41,7 @@ def build_spec(be, x, w, bias, residual, out, stride, padding, dilation, groups,
     arrays = be is not None and be.is_array(x)
     for name, a in (("input", x), ("weight", w)):
         if len(a.shape) != 4:
-            raise ValueError(f"{name} must be 4-D, got shape {tuple(a.shape)}")
-        if arrays and not a.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous, got strides {a.strides} for shape {tuple(a.shape)}; "
-                             "call .copy() (or ascontiguousarray) first")
+            raise ValueError(f"{name} must be 4-D (or 3-D unbatched for the input), got shape {tuple(a.shape)}")
     dtype = np.dtype(x.dtype)
     if np.dtype(w.dtype) != dtype:
         raise TypeError(f"input and weight must have the same dtype, got {dtype.name} and {np.dtype(w.dtype).name}")
@@ -79,12 +76,16 @@ def build_spec(be, x, w, bias, residual, out, stride, padding, dilation, groups,
                     residual is not None, act, options, frozenset(misaligned))
 
 
+def unbatched(x, *others):
+    """PyTorch's unbatched call: a 3-D input (and residual/out) gets a batch axis of 1 (views)."""
+    return (x[None], *(a[None] if a is not None and getattr(a, "ndim", 0) == 3 else a for a in others))
+
+
 def _option_value(v):
     """An algorithm option as the spec keeps it: arrays by (shape, dtype) — the plan depends on
     their presence and shape only."""
     if hasattr(v, "shape") and hasattr(v, "dtype"):
-        flags = getattr(v, "flags", None)
-        return ("array", tuple(v.shape), np.dtype(v.dtype).name, flags is None or bool(flags.c_contiguous))
+        return ("array", tuple(v.shape), np.dtype(v.dtype).name)
     return v
 
 
@@ -108,6 +109,9 @@ class ConvFrontEnd:
         """The plan for these arguments, and the arrays by role (converted to the backend's).
         ``arrays_required=False`` (plan_conv2d): anything with ``.shape`` and ``.dtype`` stands
         for an array (taken as contiguous and aligned)."""
+        if getattr(x, "ndim", None) == 3 or len(getattr(x, "shape", ())) == 3:
+            raise ValueError(f"plan the batched call: input shape {tuple(x.shape)} is unbatched (3-D); a "
+                             "conv2d call on it runs the plan of the input with a batch axis of 1 added")
         native = _common.native if arrays_required else _common.native_or_shape
         env = {"x": native(be, x, "input"), "w": native(be, w, "weight"), "bias": native(be, bias, "bias"),
                "residual": native(be, residual, "residual"), "out": native(be, out, "out")}
@@ -138,6 +142,10 @@ class ConvFrontEnd:
 
     def __call__(self, x, w, bias, stride, padding, dilation, groups, algo, activation, residual, out,
                  max_workspace_bytes, layout, allow_tf32, extra: dict):
+        if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W) / (H, W, C), as PyTorch takes it
+            x, residual, out = unbatched(x, residual, out)
+            return self(x, w, bias, stride, padding, dilation, groups, algo, activation, residual, out,
+                        max_workspace_bytes, layout, allow_tf32, extra)[0]
         be = current_backend()
         # The hot path, inlined: the backend's own arrays, a key of shapes/strides/dtypes and the
         # hyperparameters, one dictionary lookup. Anything else takes self.plan (which also

@@ -26,6 +26,7 @@ from ..problem import ConvTransposeProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, W, X, i32
+from ._conv_frontend import unbatched
 
 FILE = "conv_transpose.cu"
 THREADS = 256
@@ -87,7 +88,9 @@ _PLANS = PlanCache()
 
 
 def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation, variant) -> Plan:
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
+    x = _common.as_tensor(x, "input", dtypes=("float32",), be=be)
+    if x.ndim != 4:
+        raise ValueError(f"input must be 3-D (C_in, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
     w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
     p = ConvTransposeProblem.from_shapes(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
     reason = kernel_limits(p)
@@ -99,12 +102,12 @@ def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation
     if out is not None:
         _common.check_out(out, p.output_shape, np.float32, be)
     label, expr, grid = plan(p, variant)
-    launch = Launch(ENTRIES[expr], (grid, 1, 1), (THREADS, 1, 1), (
+    launches = [] if p.N == 0 else [Launch(ENTRIES[expr], (grid, 1, 1), (THREADS, 1, 1), (
         X, W, _common.optional_ref(bias is not None, "bias", "float32"), OUT,
         i32(p.N), i32(p.C_in), i32(p.H), i32(p.W), i32(p.C_out), i32(p.H_out), i32(p.W_out),
         i32(p.R), i32(p.S), i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
-        i32(p.dilation_h), i32(p.dilation_w), i32(p.groups), i32(bias is not None), i32(act)))
-    return Plan("conv_transpose2d", label, p, (launch,), ("x", "w", "bias"),
+        i32(p.dilation_h), i32(p.dilation_w), i32(p.groups), i32(bias is not None), i32(act)))]
+    return Plan("conv_transpose2d", label, p, tuple(launches), ("x", "w", "bias"),
                 (Output("out", p.output_shape, np.dtype(np.float32)),), be.device_key(),
                 absent=frozenset(() if bias is not None else ("bias",)),
                 expected=(("x", p.input_shape, "float32"), ("w", p.weight_shape, "float32"),
@@ -136,6 +139,10 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     ``y = activation(conv_transpose(x, w) + bias)``. ``variant`` ("auto", "simple", "phase")
     forces a kernel, for tests and benchmarks.
     """
+    if getattr(x, "ndim", None) == 3:     # unbatched (C_in, H, W), as PyTorch takes it
+        x, out = unbatched(x, out)
+        return conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation,
+                                activation=activation, out=out, variant=variant)[0]
     be = current_backend()
     plan, env = _planned(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation,
                          variant)

@@ -255,8 +255,8 @@ def _depthwise_args(x, w, variant: str) -> int:
     """The channel count (groups) of a depthwise call; ValueError for a non-depthwise weight."""
     xs, ws = getattr(x, "shape", None), getattr(w, "shape", None)
     C = 1   # without shapes the front end reports the type or rank
-    if xs is not None and ws is not None and len(xs) == 4 and len(ws) == 4:
-        C = int(xs[1])
+    if xs is not None and ws is not None and len(xs) in (3, 4) and len(ws) == 4:
+        C = int(xs[-3])
         if ws[1] != 1 or ws[0] % C != 0 or ws[0] == 0:
             raise ValueError(f"depthwise_conv2d needs a weight of shape (M·C, 1, R, S) with C={C} the "
                              f"input channels (input {tuple(xs)}), got weight {tuple(ws)}")

@@ -14,6 +14,7 @@ from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32
+from ._conv_frontend import unbatched
 
 KERNEL_FILE = "im2col.cu"
 BLOCK = 128
@@ -46,7 +47,9 @@ _PLANS = PlanCache()
 
 
 def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
-    x = _common.as_tensor(x, "input", 4, ("float32",), be)
+    x = _common.as_tensor(x, "input", None, ("float32",), be)
+    if x.ndim != 4:
+        raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
     R, S = _common.pair(kernel_size, "kernel_size")
     if R <= 0 or S <= 0:
         raise ValueError(f"kernel_size must be positive, got {(R, S)} (input {tuple(x.shape)})")
@@ -75,6 +78,9 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
     ``kernel_size``, ``stride``, ``padding``, ``dilation``: int or pair (``padding`` may be
     "same" or "valid", as in ``cuconv.conv2d``). Returns ``out`` (allocated when None).
     """
+    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W): (C·R·S, P·Q), as torch's unfold
+        x, out = unbatched(x, out)
+        return im2col(x, kernel_size, stride, padding, dilation, out=out)[0]
     be = current_backend()
     plan, env = _planned(be, x, kernel_size, stride, padding, dilation, out)
     return _common.run_plan(be, plan, env, (("input", env["x"]),))

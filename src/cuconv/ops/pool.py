@@ -26,6 +26,7 @@ from ..problem import PoolProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32, i64
+from ._conv_frontend import unbatched
 
 FILE = "pool.cu"
 THREADS = 256
@@ -60,6 +61,8 @@ def _limits(p: PoolProblem) -> None:
 def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
     """The launch computing pooling problem ``p`` from slot ``x`` into ``out`` (and ``indices``)."""
     planes = p.N * p.C
+    if planes * p.P * p.Q == 0:          # an empty batch (or no channels): nothing to launch
+        return []
     if p.kind == "global_avg":
         tpp = 256 if p.H * p.W >= GAP_LARGE_PLANE else 32
         grid = -(-planes // (THREADS // tpp))
@@ -82,7 +85,9 @@ _PLANS = PlanCache()
 
 
 def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Plan:
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
+    x = _common.as_tensor(x, "input", dtypes=("float32",), be=be)
+    if x.ndim != 4:
+        raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     p = PoolProblem.from_shapes(kind, x.shape, dtype="float32", **args)
     _limits(p)
     outputs = [Output("out", p.output_shape, np.dtype(np.float32))]
@@ -97,7 +102,7 @@ def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Pl
     _common.same_device(be, input=x, out=out, out_indices=out_indices)
     launches = pool_launches(p, indices=indices)
     op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[kind]
-    return Plan(op, launches[0].kernel, p, tuple(launches), ("x",), tuple(outputs), be.device_key(),
+    return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs), be.device_key(),
                 expected=(("x", tuple(x.shape), "float32"),))
 
 
@@ -113,6 +118,10 @@ def _planned(be, kind, x, out, out_indices=None, return_indices=False, **args):
 
 def _pool(kind, x, out, out_indices=None, return_indices=False, **args):
     """validate → plan (memoized) → launch, for every pooling op."""
+    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W), as PyTorch takes it
+        x, out, out_indices = unbatched(x, out, out_indices)
+        result = _pool(kind, x, out, out_indices, return_indices, **args)
+        return tuple(r[0] for r in result) if isinstance(result, tuple) else result[0]
     be = current_backend()
     plan, env = _planned(be, kind, x, out, out_indices, return_indices, **args)
     if env["indices"] is not None and env["out"] is not None:

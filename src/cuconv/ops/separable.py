@@ -101,7 +101,9 @@ def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, 
     has = {r: env[r] is not None for r in _ROLES}
     ph = Ref.absent("float32")
     workspace = ()
-    if reason is None and fused is not False:
+    if N == 0:                      # an empty batch: an empty output, nothing to launch
+        launches, algo = [], "empty"
+    elif reason is None and fused is not False:
         blocks = N * (-(-(dw.P * dw.Q) // TILE_PIX)) * (-(-K // TILE_K))
         launches = [Launch(FUSED_ENTRY, (blocks, 1, 1), (THREADS, 1, 1), (
             X, Ref("w_depthwise"), Ref("bias_depthwise") if has["bias_depthwise"] else ph, Ref("w_pointwise"),

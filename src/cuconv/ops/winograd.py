@@ -267,7 +267,7 @@ def _filter_stage(spec: ConvSpec, m: int, algo: str):
     given = spec.option("transformed_weight")
     if given is not None:
         want = (alpha * alpha, p.K, p.C)
-        _, shape, dtype, contiguous = given
+        _, shape, dtype = given
         if len(shape) != 3:
             raise ValueError(f"transformed_weight must be 3-D (α², K, C) = {want}, got shape {tuple(shape)}")
         if dtype != "float32":
@@ -276,8 +276,6 @@ def _filter_stage(spec: ConvSpec, m: int, algo: str):
             raise ValueError(f"transformed_weight for algo={algo!r} must have shape (α², K, C) = {want} "
                              f"(winograd_filter_transform(w, 'f{m}x{m}_3x3') of weight {p.weight_shape}), "
                              f"got {tuple(shape)}")
-        if not contiguous:
-            raise ValueError("transformed_weight must be C-contiguous")
         return Ref("transformed_weight"), [], [], [("transformed_weight", want)]
     return Ref("U"), [filter_transform_launch(W, Ref("U"), p.K, p.C, m)], [("U", "float32", alpha * alpha * p.K * p.C)], []
 
