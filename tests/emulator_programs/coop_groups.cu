@@ -45,7 +45,7 @@ __global__ void tile_ops(const int* __restrict__ x, int* __restrict__ out) {
     o[6] = tile.shfl_up(v, 2);
     o[7] = tile.shfl_xor(v, Size / 2 ? Size / 2 : 0);
     o[8] = tile.any(v > 900);
-    o[9] = tile.all(v > -1000);
+    o[9] = tile.all(v > -500);
     o[10] = (int)tile.ballot(v & 1);
     o[11] = cg::reduce(tile, v, cg::greater<int>());
     o[12] = cg::reduce(tile, v, cg::less<int>());
@@ -131,7 +131,9 @@ extern "C" __global__ void grid_sync(int* data) {
     cg::grid_group grid = cg::this_grid();
     data[grid.thread_rank()] += 1;
     grid.sync();
-    data[grid.thread_rank()] += data[(grid.thread_rank() + 1) % grid.size()];
+    int right = data[(grid.thread_rank() + 1) % grid.size()];
+    cg::sync(grid);
+    data[grid.thread_rank()] += right;
 }
 
 // memcpy_async of a tile into shared memory, then a 3-point average of it.
