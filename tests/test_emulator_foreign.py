@@ -585,3 +585,31 @@ def test_cuda_barrier_split_arrive_wait(mode):
     t = xp.reshape(-1, block)
     ref = (2 * np.roll(t, -1, axis=1) + 2 * t).reshape(-1)[:n]
     np.testing.assert_array_equal(out, ref)
+
+
+def test_get_global_of_a_variable_the_scan_misses_rebuilds_for_earlier_functions():
+    code = ('#define DECLARE(name) __constant__ float name[4];\nDECLARE(c_hidden)\n'
+            'extern "C" __global__ void k(float* o) { o[threadIdx.x] = c_hidden[threadIdx.x] * 2; }\n')
+    mod = emu.RawModule(code=code)
+    fn = mod.get_function("k")  # before the rebuild get_global needs
+    mod.get_global("c_hidden")[:] = [1, 2, 3, 4]
+    out = poison(4, np.float32)
+    fn(1, 4, (out,))
+    np.testing.assert_array_equal(out, [2, 4, 6, 8])
+
+
+def test_cooperative_groups_and_barriers_are_race_free_under_tsan():
+    """ThreadSanitizer sees the groups' collectives and cuda::barrier as synchronisation."""
+    rng = np.random.default_rng(47)
+    n = 300
+    x = rng.standard_normal(n).astype(np.float32)
+    kept, counter, info = poison(n, np.float32), np.zeros(1, np.int32), poison((n, 4), np.int32)
+    cg = _module("coop_groups.cu", "thread", "random", ())
+    cg.get_function("filter_positive")(-(-n // 128), 128, (x, kept, counter, info, n))
+    assert counter[0] == (x > 0).sum()
+    out = poison(n, np.float32)
+    cg.get_function("staged_average")(-(-n // 128), 160, (x, out, n))
+    np.testing.assert_array_equal(out[:-2], (x[:-2] + x[1:-1] + x[2:]) / np.float32(3))
+    out = poison(n, np.float32)
+    _module("foreign.cu", "thread", "random", ()).get_function("barrier_stages")(3, 128, (x, out, n))
+    assert np.isfinite(out).all()

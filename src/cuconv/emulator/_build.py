@@ -165,6 +165,13 @@ def _compile_error(log: str, cmd: list[str], what: str, source: str = "", source
     diags = [(i, m) for i, line in enumerate(lines) if (m := _DIAG.match(line))]
     errors = [(i, m) for i, m in diags if m.group("kind") in ("error", "fatal error")]
     head = f"{what} failed to compile with the CPU emulator:\n"
+    if "Assembler messages" in log or re.search(r"impossible constraint in 'asm'|invalid 'asm'", log):
+        asm = next((i + 1 for i, text in enumerate(source.splitlines()) if re.search(r"\basm\b|__asm__", text)),
+                   None)
+        where = f"{source_name}:{asm}: " if asm else ""
+        return CompileError(f"{head}{where}inline PTX (asm) is not emulated: put it behind a device function "
+                            f"with an #ifdef CUCONV_EMULATOR plain C++ version"
+                            f"{_quote(source_name, source, asm, None) if asm else ''}", log=log, command=cmd)
     if not errors:
         return CompileError(head + "\n".join(lines[-12:]), log=log, command=cmd)
     idx, first = errors[0]
