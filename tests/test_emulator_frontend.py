@@ -302,5 +302,15 @@ def test_readme_table_of_what_is_emulated_names_passing_tests():
         assert names, f"row {feature!r} names no test"
         missing = [n for n in names if n not in defined]
         assert not missing, f"row {feature!r} names tests that do not exist: {missing}"
-    top = (ROOT / "README.md").read_text()
-    assert "cooperative groups" in top.lower() and "src/cuconv/emulator/README.md" in top
+    # The top-level README's emulator section carries the same rows (feature and status).
+    top = [r[:2] for r in _table_rows((ROOT / "README.md").read_text(), "#### What runs and what does not")]
+    assert top == [r[:2] for r in rows]
+
+
+def test_cg_multi_grid_sync_is_refused():
+    code = ('#include <cooperative_groups.h>\nextern "C" __global__ void k(int* o) {\n'
+            '    auto mg = cooperative_groups::this_multi_grid();\n    o[threadIdx.x] = mg.is_valid();\n'
+            '    mg.sync();\n}\n')
+    with pytest.raises(emu.KernelFault, match=r"multi_grid_group::sync\(\) at mg.cu:5: multi-device "
+                                              r"synchronisation is not emulated"):
+        emu.RawKernel(code, "k", source_name="mg.cu")(1, 4, (np.zeros(4, np.int32),), enable_cooperative_groups=True)
