@@ -314,3 +314,21 @@ def test_cg_multi_grid_sync_is_refused():
     with pytest.raises(emu.KernelFault, match=r"multi_grid_group::sync\(\) at mg.cu:5: multi-device "
                                               r"synchronisation is not emulated"):
         emu.RawKernel(code, "k", source_name="mg.cu")(1, 4, (np.zeros(4, np.int32),), enable_cooperative_groups=True)
+
+
+def test_cupy_complex_header_and_complex_scalars():
+    """CuPy's RawKernel sources include <cupy/complex.cuh> (complex<T>); NumPy complex
+    scalars pass by value."""
+    code = ('#include <cupy/complex.cuh>\n'
+            'extern "C" __global__ void k(const complex<float>* x, complex<float>* y, complex<float> a, int n) {\n'
+            '    int i = blockIdx.x * blockDim.x + threadIdx.x;\n'
+            '    if (i < n) y[i] = a * x[i] + conj(x[i]) * abs(x[i]);\n}\n')
+    rng = np.random.default_rng(70)
+    n = 50
+    x = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+    y = np.full(n, np.nan, np.complex64)
+    emu.RawKernel(code, "k")(1, 64, (x, y, np.complex64(2 - 1j), n))
+    ref = (2 - 1j) * x.astype(np.complex128) + np.conj(x) * np.abs(x)
+    assert np.abs(y - ref).max() < 1e-5 * np.abs(ref).max()
+    msg = _compile_error("#include <thrust/complex.h>\n")
+    assert "user.cu:1:10: error: thrust/complex.h: No such file" in msg and "does not provide" in msg

@@ -187,6 +187,11 @@ def _compile_error(log: str, cmd: list[str], what: str, source: str = "", source
         return CompileError(f"{head}{file}:{line}:{col + ':' if col else ''} error: {msg}{quote}{extra}",
                             log=log, command=cmd)
 
+    missing = re.search(r"fatal error: ((?:thrust|cub|cutlass|cute|cuda/std|nv|cuda)/[^:]+): No such file", log)
+    if missing:
+        tail = (f"\n({missing.group(1)} is a CUDA library header the emulator does not provide; see "
+                f"cuconv/emulator/README.md for what it does)")
+        return at(first.group("file"), first.group("line"), first.group("col"), first.group("msg"), tail)
     if user_file(first.group("file")):
         # g++ cannot quote the user's line (the source is not a file of that name): quote it.
         if first.group("file") == source_name:

@@ -453,6 +453,8 @@ class Function:
         # float2/double2-sized value such as cuFloatComplex / cuDoubleComplex).
         if isinstance(a, complex) and p.size in (8, 16):
             return np.array([a.real, a.imag], np.float32 if p.size == 8 else np.float64).tobytes()
+        if isinstance(a, np.complexfloating) and a.dtype.itemsize == p.size:
+            return a.tobytes()
         if isinstance(a, np.void) or (isinstance(a, np.generic) and a.dtype.fields):
             data = a.tobytes()
         elif isinstance(a, (bytes, bytearray, memoryview)):
