@@ -415,6 +415,11 @@ class thread_block_tile : public details::warp_group {
 };
 
 namespace details {
+template <typename G>
+struct is_tile : std::false_type {};
+template <unsigned S, typename P>
+struct is_tile<thread_block_tile<S, P>> : std::true_type {};
+
 template <typename P>
 struct parent_size {
     static unsigned size(const P& p) { return (unsigned)p.size(); }
@@ -425,8 +430,9 @@ struct parent_size {
 // tiled_partition<Size>(block or tile): rank r of the parent is in tile r / Size.
 template <unsigned Size, typename ParentT>
 thread_block_tile<Size, ParentT> tiled_partition(const ParentT& parent) {
-    static_assert(std::is_base_of_v<thread_block, ParentT> || ParentT::_group_id == details::coalesced_group_id,
-                  "cuconv emulator: tiled_partition<Size>(parent) takes a thread_block or a thread_block_tile");
+    static_assert(std::is_base_of_v<thread_block, ParentT> || details::is_tile<ParentT>::value,
+                  "cuconv emulator: tiled_partition<Size>(parent) takes a thread_block or a thread_block_tile "
+                  "(as in CUDA)");
     unsigned n = details::parent_size<ParentT>::size(parent), r = details::parent_size<ParentT>::rank(parent);
     return thread_block_tile<Size, ParentT>(r / Size, (n + Size - 1) / Size);
 }
@@ -507,11 +513,6 @@ struct bit_xor {
 };
 
 namespace details {
-template <typename G>
-struct is_tile : std::false_type {};
-template <unsigned S, typename P>
-struct is_tile<thread_block_tile<S, P>> : std::true_type {};
-
 // Hillis-Steele over ranks, as CUDA does: after step i each rank holds op(own, rank - i).
 template <typename G, typename T, typename Op>
 T inclusive_scan_ranks(const G& g, T value, Op&& op, const char* file, unsigned line) {
