@@ -179,7 +179,8 @@ def _compile_error(log: str, cmd: list[str], what: str, source: str = "", source
     if dp is not None:
         return CompileError(f"{head}{source_name}:{dp}: dynamic parallelism is not emulated: a kernel launch "
                             f"(<<<...>>>) in device code{_quote(source_name, source, dp, None)}\n"
-                            f"(the emulator runs kernels launched from the host only)", log=log, command=cmd)
+                            f"(the emulator runs kernels launched from the host, through RawKernel; host code "
+                            f"is not compiled, as NVRTC does not compile it either)", log=log, command=cmd)
     user_file = lambda f: f == source_name or not _internal(f)  # noqa: E731
 
     def at(file, line, col, msg, extra=""):
