@@ -613,3 +613,18 @@ def test_cooperative_groups_and_barriers_are_race_free_under_tsan():
     out = poison(n, np.float32)
     _module("foreign.cu", "thread", "random", ()).get_function("barrier_stages")(3, 128, (x, out, n))
     assert np.isfinite(out).all()
+
+
+def test_cg_labeled_partition_of_a_coalesced_group(mode):
+    """The CUDA samples' multi-bucket aggregated atomics: within each bucket the slots
+    handed out are exactly 0..count-1."""
+    rng = np.random.default_rng(48)
+    n, buckets = 2000, 5
+    bucket_of = rng.integers(0, buckets + 1, n).astype(np.int32)  # bucket 5 is skipped
+    slot = np.full(n, -1, np.int32)
+    counters = np.zeros(buckets, np.int32)
+    cg_program(mode).get_function("map_to_buckets")(3, 64, (bucket_of, slot, counters, n, buckets))
+    np.testing.assert_array_equal(counters, np.bincount(bucket_of, minlength=buckets + 1)[:buckets])
+    for b in range(buckets):
+        np.testing.assert_array_equal(np.sort(slot[bucket_of == b]), np.arange(counters[b]))
+    assert (slot[bucket_of == buckets] == -1).all()

@@ -150,3 +150,22 @@ extern "C" __global__ void staged_average(const float* __restrict__ x, float* __
         out[i] = (tile[t] + tile[t + 1] + tile[t + 2]) / 3.0f;
     }
 }
+
+// The CUDA samples' warpAggregatedAtomicsCG: per-bucket aggregated atomics, a labeled
+// partition of the coalesced group in a divergent branch of a grid-stride loop.
+__device__ int atomic_agg_inc_bucket(int bucket, int* counters) {
+    cg::coalesced_group active = cg::coalesced_threads();
+    auto same = cg::labeled_partition(active, bucket);
+    int first = 0;
+    if (same.thread_rank() == 0) first = atomicAdd(&counters[bucket], (int)same.size());
+    return same.shfl(first, 0) + (int)same.thread_rank();
+}
+
+extern "C" __global__ void map_to_buckets(const int* __restrict__ bucket_of, int* slot, int* counters, int n,
+                                          int buckets) {
+    cg::grid_group grid = cg::this_grid();
+    for (long long i = grid.thread_rank(); i < n; i += grid.size()) {
+        int b = bucket_of[i];
+        if (b < buckets) slot[i] = atomic_agg_inc_bucket(b, counters);
+    }
+}
