@@ -39,6 +39,13 @@ def _touch_later(path: Path, text: str) -> None:
 
 # --- the compile cache ----------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _own_cache_for_cache_tests(request, tmp_path, monkeypatch):
+    """The cache tests build into a cache of their own (no leftovers in ~/.cache)."""
+    if "include" in request.node.name or "header" in request.node.name:
+        monkeypatch.setenv("CUCONV_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def test_user_header_through_include_path_is_tracked(tmp_path):
     inc = tmp_path / "inc"
     inc.mkdir()
