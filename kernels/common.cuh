@@ -54,6 +54,12 @@ __device__ __forceinline__ T cc_ldg(const T* p) {
 
 __device__ __forceinline__ int cc_div_up(int a, int b) { return (a + b - 1) / b; }
 
+// Whether a float is finite (not ±Inf, not NaN), from its bits: exact whatever the compiler's
+// floating-point flags.
+__device__ __forceinline__ bool cc_is_finite(float v) {
+    return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u;
+}
+
 // Whether a pointer is 16-byte aligned (float4 / 16-byte cp.async accesses are legal on it).
 __device__ __forceinline__ bool cc_aligned16(const void* p) {
     return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;

@@ -92,6 +92,13 @@ ENTRIES["multiply_simple"] = register_kernel(KernelEntry(
     FILE, "winograd_multiply_simple", "winograd_multiply_simple", block_threads=THREADS, min_blocks_per_sm=2))
 ENTRIES["fused"] = register_kernel(KernelEntry(
     FILE, FUSED_CONFIG.expression, FUSED_CONFIG.name, block_threads=THREADS, min_blocks_per_sm=2, main=True))
+# Exact non-finite semantics (winograd.cu's header): the flags, and the direct fix-up per tile size.
+ENTRIES["flags"] = register_kernel(KernelEntry(
+    FILE, "winograd_flags_init", "winograd_flags_init", block_threads=THREADS, min_blocks_per_sm=2))
+for _m in VARIANTS.values():
+    ENTRIES[("fixup", _m)] = register_kernel(KernelEntry(
+        FILE, f"winograd_fixup<{_m}>", f"winograd_fixup_f{_m}x{_m}_3x3", block_threads=THREADS,
+        min_blocks_per_sm=2))
 
 _MAX_BLOCKS = 1 << 20     # the transform kernels are grid-stride loops
 
@@ -164,10 +171,11 @@ class WinogradChunks:
 
 
 def chunking(problem: Conv2dProblem, m: int, max_workspace_bytes: int | None = None,
-             with_filter: bool = True) -> WinogradChunks:
+             with_filter: bool = True, fixed_bytes: int = 0) -> WinogradChunks:
     """Tile the problem and choose the chunk of tiles whose V and M (plus U) fit the limit.
 
-    ``with_filter``: U is part of the workspace (no ``transformed_weight`` given).
+    ``with_filter``: U is part of the workspace (no ``transformed_weight`` given); ``fixed_bytes``:
+    the rest of the workspace that does not depend on the chunk (the non-finite flags).
     Without a limit the whole batch is one chunk. With one, the chunk is the largest that fits,
     rounded down to a multiple of 32 tiles (else of 4) when that leaves any; when not even one
     tile fits, the plan reports the one-tile figure and the front end refuses.
@@ -182,7 +190,7 @@ def chunking(problem: Conv2dProblem, m: int, max_workspace_bytes: int | None = N
     filter_bytes = a2 * problem.K * problem.C * item
     per_tile = a2 * (problem.C + problem.K) * item
 
-    u_bytes = filter_bytes if with_filter else 0
+    u_bytes = (filter_bytes if with_filter else 0) + fixed_bytes
 
     def fits(columns: int) -> bool:
         return max_workspace_bytes is None or columns * per_tile + u_bytes <= max_workspace_bytes
@@ -208,13 +216,14 @@ def filter_transform_launch(w: Ref, U: Ref, K: int, C: int, m: int) -> Launch:
 
 
 def input_transform_launch(x: Ref, V: Ref, problem: Conv2dProblem, ch: WinogradChunks, tile_begin: int,
-                           tile_count: int, ldt: int | None = None) -> Launch:
-    """V (α², C, ldt): the chunk's tiles in columns < tile_count, zeros in the pad columns."""
+                           tile_count: int, ldt: int | None = None, tile_flags: Ref = Ref("tile_flags")) -> Launch:
+    """V (α², C, ldt): the chunk's tiles in columns < tile_count, zeros in the pad columns; the
+    flag of every tile whose input window holds a non-finite value set in ``tile_flags``."""
     ldt = tile_count if ldt is None else ldt
     p = problem
     return Launch(ENTRIES[("input_transform", ch.m)], _grid(p.C * ldt), (THREADS, 1, 1),
                   (x, V, i32(p.C), i32(p.H), i32(p.W), i32(p.pad_h), i32(p.pad_w),
-                   i32(ch.tiles_h), i32(ch.tiles_w), i64(tile_begin), i32(tile_count), i32(ldt)))
+                   i32(ch.tiles_h), i32(ch.tiles_w), i64(tile_begin), i32(tile_count), i32(ldt), tile_flags))
 
 
 def output_transform_launch(Mx: Ref, out: Ref, has_bias: bool, act: int, has_residual: bool,
@@ -249,7 +258,36 @@ def fused_launch(x: Ref, U: Ref, out: Ref, has_bias: bool, act: int, has_residua
     return Launch(ENTRIES["fused"], grid, (THREADS, 1, 1),
                   (x, U, out, bias, hb, res, hr, i32(act),
                    i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(p.K),
-                   i32(p.P), i32(p.Q), i32(p.pad_h), i32(p.pad_w), i32(tiles_h), i32(tiles_w)))
+                   i32(p.P), i32(p.Q), i32(p.pad_h), i32(p.pad_w), i32(tiles_h), i32(tiles_w), Ref("tile_flags")))
+
+
+def flag_parts(problem: Conv2dProblem, m: int) -> tuple:
+    """The workspace parts of the non-finite flags: one int per tile of the batch, one per filter."""
+    th, tw = -(-problem.P // m), -(-problem.Q // m)
+    return (("tile_flags", "int32", problem.N * th * tw), ("k_flags", "int32", problem.K))
+
+
+def flags_bytes(problem: Conv2dProblem, m: int) -> int:
+    """Their bytes, up to the 16-byte boundary where the next buffer starts."""
+    return -(-layout_buffers(*flag_parts(problem, m))[1] // 16) * 16
+
+
+def flags_launch(problem: Conv2dProblem, m: int) -> Launch:
+    """Clears the tile flags and marks the filters holding a non-finite weight."""
+    tiles = problem.N * (-(-problem.P // m)) * (-(-problem.Q // m))
+    return Launch(ENTRIES["flags"], _grid(max(tiles, problem.K)), (THREADS, 1, 1),
+                  (W, Ref("k_flags"), Ref("tile_flags"), i32(problem.K), i32(problem.C), i64(tiles)))
+
+
+def fixup_launch(problem: Conv2dProblem, m: int, has_bias: bool, act: int, has_residual: bool) -> Launch:
+    """Recomputes the flagged tiles and filters directly (exact NaN/Inf semantics)."""
+    p = problem
+    tiles_h, tiles_w = -(-p.P // m), -(-p.Q // m)
+    bias, hb, res, hr = _common.epilogue_refs(has_bias, has_residual)
+    return Launch(ENTRIES[("fixup", m)], _grid(p.N * tiles_h * tiles_w * p.K), (THREADS, 1, 1),
+                  (X, W, OUT, bias, hb, res, hr, i32(act), Ref("tile_flags"), Ref("k_flags"),
+                   i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(p.K), i32(p.P), i32(p.Q),
+                   i32(p.pad_h), i32(p.pad_w), i32(tiles_h), i32(tiles_w)))
 
 
 # =========================================================================== plans
@@ -290,9 +328,11 @@ def _plan_nonfused(m: int):
             raise PlanError(reason)
         method = _check_multiply(spec.option("multiply", "auto"))
         U, launches, parts, extra = _filter_stage(spec, m, algo)
-        ch = chunking(p, m, spec.max_workspace_bytes, with_filter=not extra)
+        launches.insert(0, flags_launch(p, m))
+        ch = chunking(p, m, spec.max_workspace_bytes, with_filter=not extra, fixed_bytes=flags_bytes(p, m))
         a2, C, K = ch.alpha ** 2, p.C, p.K
-        workspace = layout_buffers(*parts, ("V", "float32", a2 * C * ch.ld), ("M", "float32", a2 * K * ch.ld))
+        workspace = layout_buffers(*parts, *flag_parts(p, m), ("V", "float32", a2 * C * ch.ld),
+                                   ("M", "float32", a2 * K * ch.ld))
         for begin, count, ldt in ch.chunk_list():
             # V and M of a chunk are (α², C, ldt) and (α², K, ldt) at the start of their buffers.
             # The pad columns of V are zeros, so M's pad columns are zeros too; the GEMM runs over
@@ -301,6 +341,7 @@ def _plan_nonfused(m: int):
             launches += multiply_launches(U, Ref("V"), Ref("M"), a2, K, C, ldt, method)
             launches.append(output_transform_launch(Ref("M"), OUT, spec.has_bias, spec.act, spec.has_residual,
                                                     p, ch, begin, count, ldt))
+        launches.append(fixup_launch(p, m, spec.has_bias, spec.act, spec.has_residual))
         return conv_plan(spec, algo, launches, workspace=workspace, extra_inputs=extra)
 
     return plan
@@ -314,15 +355,16 @@ def _fused_reason(problem: Conv2dProblem) -> str | None:
 
 
 def _plan_fused(spec: ConvSpec):
-    """U only (unless a transformed_weight is passed); V and M never reach global memory."""
+    """U (unless a transformed_weight is passed) and the flags; V and M never reach global memory."""
     p = spec.problem
     reason = _fused_reason(p)
     if reason is not None:
         raise PlanError(reason)
     U, launches, parts, extra = _filter_stage(spec, 2, "winograd_fused_f2x2_3x3")
-    launches.append(fused_launch(X, U, OUT, spec.has_bias, spec.act, spec.has_residual, p))
+    launches = [flags_launch(p, 2), *launches, fused_launch(X, U, OUT, spec.has_bias, spec.act, spec.has_residual, p),
+                fixup_launch(p, 2, spec.has_bias, spec.act, spec.has_residual)]
     return conv_plan(spec, "winograd_fused_f2x2_3x3", launches,
-                     workspace=layout_buffers(*parts) if parts else (), extra_inputs=extra)
+                     workspace=layout_buffers(*parts, *flag_parts(p, 2)), extra_inputs=extra)
 
 
 WINOGRAD_F2 = ConvAlgorithm(
