@@ -158,7 +158,8 @@ def choose_splits(p: Conv2dProblem, cfg: WgradGemmConfig, sms: int = 132,
        hence one split, written straight to dW). The atomic variant needs no workspace.
     At most 65535 (gridDim.y). E.g. ResNet-50's last 3x3 layer (K = C = 512, 7x7, batch 32)
     on 132 SMs with the 64x64 tile: 8·72 = 576 tiles already fill the GPU, 1 split; its first
-    3x3 layer at batch 1 (K = C = 64, 56x56): 9 tiles, 30 splits of 105 steps each.
+    3x3 layer (K = C = 64, 56x56) has 9 tiles: at batch 8, 30 splits of ~105 steps; at batch 1
+    the 392 steps allow only 24 splits.
     """
     if max_workspace_bytes is None:
         max_workspace_bytes = DEFAULT_MAX_WORKSPACE_BYTES
