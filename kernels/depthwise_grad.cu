@@ -8,7 +8,7 @@
 // the two dense ones) because the two share their staging and planning with each other and
 // with the forward's depthwise.cu, not with the GEMMs.
 //
-//   depthwise_dgrad_tiled<T>  dx — the forward's depthwise tile transposed: a block stages, for
+//   depthwise_dgrad_tiled<T, MINB>  dx — the forward's depthwise tile transposed: a block stages, for
 //       tile_c input channels, the dy rows and columns that reach its tile_h × tile_w tile of dx
 //       (all M output channels of each input channel, zeros outside dy) and those channels'
 //       filters in shared memory, so each dy element is read from global memory about once.
@@ -31,7 +31,8 @@
 //   tile_c·M·rows·cols + tile_c·M·R·S elements, rows = floor((tile_h − 1 + ph)/sh) −
 //   floor((ph − (R − 1)·dh)/sh) + 1 (the dy rows reaching the tile; the same for every tile
 //   because the tile origin is a multiple of the stride), cols likewise;
-// plus 2·MAX_STRIDE tap descriptors. wgrad: 4 blocks per SM for float (64 registers), 2 for
+// plus 2·MAX_STRIDE tap descriptors. Blocks per SM promised (MINB): dgrad 4 for float, 3 for
+// double (64 registers spill 8 bytes on sm_100/sm_120); wgrad 4 for float (64 registers), 2 for
 // double (its 9 accumulators and operands take twice the registers).
 #include "common.cuh"
 
@@ -39,8 +40,8 @@
 #define CC_DWG_MAX_STRIDE 16
 
 // ------------------------------------------------------------------ dgrad
-template <typename T>
-__global__ void __launch_bounds__(CC_DWG_THREADS, 4)
+template <typename T, int MIN_BLOCKS>
+__global__ void __launch_bounds__(CC_DWG_THREADS, MIN_BLOCKS)
 depthwise_dgrad_tiled(const T* __restrict__ w, const T* __restrict__ dy, T* __restrict__ dx,
                       int N, int C, int H, int W, int M, int P, int Q, int R, int S, int stride_h,
                       int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int tile_c,

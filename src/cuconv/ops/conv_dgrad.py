@@ -126,7 +126,8 @@ DIRECT = {dt: DgradDirectConfig(dt) for dt in _grad.DTYPES}
 GEMM_CONFIGS = (
     DgradGemmConfig("float32", 64, 64, 8, 4, 4),
     DgradGemmConfig("float32", 128, 64, 8, 8, 4, main=True),
-    DgradGemmConfig("float64", 64, 64, 8, 4, 4),
+    # double: one block (8 warps) per SM — 128 registers (two blocks) spill on sm_100.
+    DgradGemmConfig("float64", 64, 64, 8, 4, 4, min_blocks_per_sm=1),
 )
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}

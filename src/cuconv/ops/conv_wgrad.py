@@ -129,10 +129,12 @@ def bias_expression(dtype: str) -> str:
 
 
 DIRECT = {dt: WgradDirectConfig(dt) for dt in _grad.DTYPES}
-_TILES = (("float32", 64, 64, 8, 4, 4, False), ("float32", 128, 64, 8, 8, 4, True),
-          ("float64", 64, 64, 8, 4, 4, False))
-GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, main=main and not atomic)
-                     for atomic in (False, True) for dt, bm, bn, bk, tm, tn, main in _TILES)
+# (dtype, BM, BN, BK, TM, TN, blocks per SM, main); double: one block (8 warps) per SM — with
+# 128 registers (two blocks) the tile spills on sm_100.
+_TILES = (("float32", 64, 64, 8, 4, 4, 2, False), ("float32", 128, 64, 8, 8, 4, 2, True),
+          ("float64", 64, 64, 8, 4, 4, 1, False))
+GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic)
+                     for atomic in (False, True) for dt, bm, bn, bk, tm, tn, minb, main in _TILES)
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 for _cfg in CONFIGS:

@@ -25,7 +25,6 @@ from ._grad import INT_MAX, Launch
 
 FILE = "depthwise_grad.cu"
 THREADS = 256
-MIN_BLOCKS_PER_SM = 4
 SMEM_LIMIT_BYTES = 15 * 1024      # four 256-thread blocks on every target (sm_75: 64 KiB/SM)
 MAX_STRIDE = 16                   # the kernel's per-phase tap tables (CC_DWG_MAX_STRIDE)
 TAPS = 9                          # taps per wgrad block (a 3x3 filter in one block)
@@ -33,9 +32,15 @@ MIN_SPLIT_LEN = 8 * THREADS       # reduction elements per wgrad split: >= 8 per
 TARGET_BLOCKS_PER_SM = 2
 
 
-# Blocks per SM the wgrad kernel promises: double needs ~twice the registers of float for its
-# TAPS accumulators and would spill within the 64 registers of 4 blocks.
+# Blocks per SM the kernels promise (the compile matrix checks them): double needs more
+# registers than the 64 of four 256-thread blocks — the dgrad tile spills 8 bytes at 64 on
+# sm_100/sm_120, the wgrad's 9 accumulators take twice float's registers.
+DGRAD_MIN_BLOCKS = {"float32": 4, "float64": 3}
 WGRAD_MIN_BLOCKS = {"float32": 4, "float64": 2}
+
+
+def dgrad_expression(dtype: str) -> str:
+    return f"depthwise_dgrad_tiled<{_grad.ctype(dtype)}, {DGRAD_MIN_BLOCKS[dtype]}>"
 
 
 def wgrad_expression(dtype: str) -> str:
@@ -51,9 +56,8 @@ def wgrad_name(dtype: str) -> str:
 
 
 for _dt in _grad.DTYPES:
-    register_kernel(KernelEntry(FILE, f"depthwise_dgrad_tiled<{_grad.ctype(_dt)}>", dgrad_name(_dt),
-                                block_threads=THREADS, min_blocks_per_sm=MIN_BLOCKS_PER_SM,
-                                dynamic_smem=SMEM_LIMIT_BYTES))
+    register_kernel(KernelEntry(FILE, dgrad_expression(_dt), dgrad_name(_dt), block_threads=THREADS,
+                                min_blocks_per_sm=DGRAD_MIN_BLOCKS[_dt], dynamic_smem=SMEM_LIMIT_BYTES))
     register_kernel(KernelEntry(FILE, wgrad_expression(_dt), wgrad_name(_dt), block_threads=THREADS,
                                 min_blocks_per_sm=WGRAD_MIN_BLOCKS[_dt]))
 
@@ -87,7 +91,7 @@ class DwDgradPlan:
 
     @property
     def expression(self) -> str:
-        return f"depthwise_dgrad_tiled<{_grad.ctype(self.dtype)}>"
+        return dgrad_expression(self.dtype)
 
     def can_implement(self, p: Conv2dProblem) -> str | None:
         return None      # planned for p
