@@ -12,7 +12,7 @@ _OP_MODULES = (
     "direct", "im2col", "gemm", "im2col_gemm", "implicit_gemm", "winograd",
     "depthwise", "separable", "pool", "conv_transpose", "tensor_core",
     # backward passes (§9.8)
-    "depthwise_grad", "conv_dgrad", "conv_wgrad", "pool_grad",
+    "depthwise_grad", "conv_dgrad", "conv_wgrad", "pool_grad", "tc_grad",
 )
 
 for _name in _OP_MODULES:

@@ -1,0 +1,139 @@
+// tc_grad.cu — float16 / bfloat16 conv2d gradients on tensor cores (fp32 accumulation), NCHW
+// activations, KCRS weights. Own file because it needs the fp16/bf16 headers and the
+// tensor-core layer (tc_tile.cuh), which the float/double gradient files do not.
+//
+// dgrad (dx) reuses the forward's tensor-core implicit GEMM (tc_conv.cu): per stride phase
+// (h mod stride_h, w mod stride_w) dx is a stride-1 convolution of dy with the sub-filter of
+// the taps that reach the phase (cc_dgrad_taps), rotated by 180° and transposed (in/out
+// channels swapped per group), at dilation doff — no inserted zeros are multiplied. The
+// kernels here are the glue:
+//   tc_dgrad_filter<T>   w (K × Cg × R × S) -> the phase filter (C × Kg × cnt_h × cnt_w):
+//                        wp[g·Cg + c, k, t, u] = w[g·Kg + k, c, r_first + (cnt_h − 1 − t)·r_step,
+//                                                s_first + (cnt_w − 1 − u)·s_step]; a bit copy.
+//   tc_dgrad_scatter<T>  the phase's dense result (N·C × Hp × Wp) -> its positions in dx
+//                        (a + i·stride_h, b + j·stride_w); zeros for a phase no tap reaches.
+//                        At stride 1 the forward kernel writes dx itself and this is not run.
+// wgrad (dW) and the bias gradient:
+//   tc_wgrad_simple<T>   ("analytic", like tc_conv_simple): 4 warps per block over a 32 (output
+//                        channels) × 16 (Cg·R·S columns) tile of one group, each warp a 16×8
+//                        mma tile with fragments gathered straight from global memory
+//                        (cc_tc_warp_direct): A[k, l] = dy[n, g·Kg + k, p, q], B[l, (c, r, s)] =
+//                        x[n, g·Cg + c, p·sh − ph + r·dh, q·sw − pw + s·dw], l = (n, p, q). The
+//                        reduction is split across gridDim.y (split-K); each split writes fp32
+//                        partials to a workspace [splits][K·Cg·R·S].
+//   tc_grad_reduce<T>    dW[i] = T(Σ_z ws[z][i]), z in order: one rounding to T at the end,
+//                        deterministic.
+//   tc_bias_grad<T>      db[k] = T(Σ_{n,p,q} dy[n, k, p, q]) in fp32, one block per k, fixed tree.
+// Not built yet: a tiled, cp.async-pipelined wgrad (cc_tc_mainloop with a gather loader).
+#include "tc_tile.cuh"
+
+template <typename T>
+__global__ void __launch_bounds__(256) tc_dgrad_filter(const T* __restrict__ w, T* __restrict__ wp, int K, int Cg,
+                                                       int R, int S, int groups, int r_first, int r_step,
+                                                       int r_cnt, int s_first, int s_step, int s_cnt) {
+    const int Kg = K / groups;
+    const int taps = r_cnt * s_cnt;
+    const cc_index_t total = (cc_index_t)K * Cg * taps;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const int u = (int)(i % s_cnt);
+        const int t = (int)((i / s_cnt) % r_cnt);
+        const cc_index_t ck = i / taps;             // (g·Cg + c)·Kg + k
+        const int k = (int)(ck % Kg);
+        const int gc = (int)(ck / Kg);
+        const int g = gc / Cg, c = gc - g * Cg;
+        const int r = r_first + (r_cnt - 1 - t) * r_step, s = s_first + (s_cnt - 1 - u) * s_step;
+        wp[i] = w[(((cc_index_t)g * Kg + k) * Cg + c) * R * S + r * S + s];
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ src, int has_src, T* __restrict__ dx,
+                                                        long long planes, int H, int W, int Hp, int Wp, int phase_h,
+                                                        int phase_w, int stride_h, int stride_w) {
+    const cc_index_t HWp = (cc_index_t)Hp * Wp;
+    const cc_index_t total = planes * HWp;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    const T zero = TcType<T>::from_float(0.0f);
+    for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const int j = (int)(i % Wp);
+        const int ii = (int)((i / Wp) % Hp);
+        const cc_index_t plane = i / HWp;
+        dx[(plane * H + phase_h + ii * stride_h) * W + phase_w + j * stride_w] = has_src ? src[i] : zero;
+    }
+}
+
+// Grid: x = groups · ceil(Kg / 32) · ceil(Cg·R·S / 16), y = splits; split z reduces
+// l in [z·chunk, min(N·P·Q, (z + 1)·chunk)).
+template <typename T>
+__global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, const T* __restrict__ dy,
+                                                       float* __restrict__ ws, int N, int C, int H, int W, int K,
+                                                       int R, int S, int P, int Q, int stride_h, int stride_w,
+                                                       int pad_h, int pad_w, int dil_h, int dil_w, int groups,
+                                                       long long chunk) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int Cg = C / groups, Kg = K / groups, RS = R * S, CRS = Cg * RS, PQ = P * Q;
+    const int tiles_n = (CRS + 15) / 16, tiles_m = (Kg + 31) / 32;
+    const int g = blockIdx.x / (tiles_m * tiles_n);
+    const int id = blockIdx.x - g * tiles_m * tiles_n;
+    const int m0 = id / tiles_n * 32 + (warp >> 1) * 16;
+    const int n0 = id % tiles_n * 16 + (warp & 1) * 8;
+    const cc_index_t L = (cc_index_t)N * PQ;
+    const cc_index_t l0 = (cc_index_t)blockIdx.y * chunk;
+    const cc_index_t l1 = l0 + chunk < L ? l0 + chunk : L;
+    const int len = l1 > l0 ? (int)(l1 - l0) : 0;
+    const cc_index_t HW = (cc_index_t)H * W;
+    const T zero = TcType<T>::from_float(0.0f);
+    auto a_at = [&](int mm, int kk) {
+        const int m = m0 + mm;
+        if (m >= Kg || kk >= len) return zero;
+        const cc_index_t l = l0 + kk;
+        const cc_index_t n = l / PQ;
+        return dy[(n * K + (cc_index_t)g * Kg + m) * PQ + (l - n * PQ)];
+    };
+    auto b_at = [&](int kk, int nn) {
+        const int col = n0 + nn;
+        if (col >= CRS || kk >= len) return zero;
+        const cc_index_t l = l0 + kk;
+        const cc_index_t n = l / PQ;
+        const int pq = (int)(l - n * PQ), p = pq / Q, q = pq - p * Q;
+        const int c = col / RS, rs = col - c * RS, r = rs / S, s = rs - r * S;
+        const int h = p * stride_h - pad_h + r * dil_h, ww = q * stride_w - pad_w + s * dil_w;
+        if ((unsigned)h >= (unsigned)H || (unsigned)ww >= (unsigned)W) return zero;
+        return x[(n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww];
+    };
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    cc_tc_warp_direct<T>(acc, len, a_at, b_at, lane);
+    const int gr = lane >> 2, t = lane & 3;
+    float* out = ws + (cc_index_t)blockIdx.y * K * CRS;
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + gr + 8 * (i >> 1), col = n0 + 2 * t + (i & 1);
+        if (m < Kg && col < CRS) out[((cc_index_t)g * Kg + m) * CRS + col] = acc[i];
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256) tc_grad_reduce(const float* __restrict__ ws, int splits, long long n,
+                                                      T* __restrict__ out) {
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+        float acc = 0.0f;
+        for (int z = 0; z < splits; ++z) acc += ws[(cc_index_t)z * n + i];
+        out[i] = TcType<T>::from_float(acc);
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256) tc_bias_grad(const T* __restrict__ dy, T* __restrict__ db, int N, int K,
+                                                    int PQ) {
+    __shared__ float red[256 / 32];
+    const int k = blockIdx.x;
+    const cc_index_t L = (cc_index_t)N * PQ;
+    CcDigits3 at;
+    at.init(threadIdx.x, 256, PQ, 1);
+    float acc = 0.0f;
+    for (cc_index_t l = threadIdx.x; l < L; l += 256, at.advance())
+        acc += TcType<T>::to_float(dy[((cc_index_t)at.hi * K + k) * PQ + at.lo]);
+    acc = cc_block_sum(acc, red);
+    if (threadIdx.x == 0) db[k] = TcType<T>::from_float(acc);
+}
