@@ -30,6 +30,9 @@ FILE = "tc_grad.cu"
 DTYPES = ("float16", "bfloat16")
 KERNELS = {"tc_dgrad_filter": 256, "tc_dgrad_scatter": 256, "tc_wgrad_simple": 128, "tc_grad_reduce": 256,
            "tc_bias_grad": 256}
+# Blocks per SM promised to the compile matrix (all fit on sm_75's 1024 threads per SM).
+MIN_BLOCKS = {"tc_dgrad_filter": 4, "tc_dgrad_scatter": 4, "tc_wgrad_simple": 8, "tc_grad_reduce": 4,
+              "tc_bias_grad": 4}
 MAX_BLOCKS = 1 << 16
 WGRAD_TILE_M, WGRAD_TILE_N = 32, 16
 TARGET_BLOCKS_PER_SM = 2
@@ -49,7 +52,7 @@ for _k, _threads in KERNELS.items():
     for _dt in DTYPES:
         # bf16 mma needs sm_80 (the project's convention for every bf16 tensor-core kernel)
         register_kernel(KernelEntry(FILE, expression(_k, _dt), name(_k, _dt), block_threads=_threads,
-                                    options=cuda_include_options(),
+                                    min_blocks_per_sm=MIN_BLOCKS[_k], options=cuda_include_options(),
                                     archs=ARCHS if _dt == "float16" else ARCHS_SM80))
 
 
