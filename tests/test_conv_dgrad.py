@@ -113,6 +113,7 @@ def test_auto_rule(be, rng):
 ])
 @pytest.mark.parametrize("variant,case,dtype", [
     ("dgrad_direct_f64_256", "asymmetric_padding_stride2", "float64"),
+    ("dgrad_direct_f32_256", "depthwise_5x5_dil2", "float32"),
     ("dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
     ("dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
     ("dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),

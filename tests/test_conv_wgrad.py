@@ -14,7 +14,7 @@ from cuconv.ops import conv_wgrad as wg
 from cuconv.ops import depthwise_grad as dwg
 from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_bias_ref, conv2d_ref, conv2d_weight_ref, conv_problem
-from cuconv.testing import assert_close, poison, random_array
+from cuconv.testing import assert_close, poison, random_array, tolerance
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups); padding may be ((top, bottom), (left, right)).
 CASES = {
@@ -125,6 +125,18 @@ def test_deterministic_bit_identical_across_thread_orders(rng, kind):
     assert_close(runs[0][-1], conv2d_bias_ref(dy), "float32", "wgrad")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_agrees_with_direct(be, rng, dtype):
+    """The split-K GEMM and the one-thread-per-weight kernel sum the same products in different
+    orders: they agree to the rounding of the element type."""
+    p, x, dy = _draw(rng, CASES["rect_stride2x3_dil2x1_CRS_over_64"], dtype)
+    ref = _ref(p, x, dy)
+    direct, _, _ = _run(be, p, x, dy, "direct", bias=False)
+    for v, n in (("implicit_gemm", 1), ("implicit_gemm", 3)):
+        got, _, plan = _run(be, p, x, dy, v, bias=False, splits=n)
+        assert np.abs(got - direct).max() <= 2 * tolerance(dtype, "wgrad") * np.abs(ref).max(), plan.name
+
+
 def test_atomic_variant_says_so_and_is_accurate(be, rng):
     p, x, dy = _draw(rng, CASES["stride3_K70_two_row_tiles"], "float32")
     dw, db, plan = _run(be, p, x, dy, "implicit_gemm", deterministic=False, splits=5)
@@ -182,6 +194,8 @@ def test_workspace_limit_is_respected_end_to_end(be, rng):
 ])
 @pytest.mark.parametrize("variant,case,dtype,deterministic,splits", [
     ("wgrad_direct_f64_256", "asymmetric_padding_stride2", "float64", True, None),
+    ("wgrad_direct_f32_256", "depthwise_M3_stride3", "float32", True, None),
+    ("wgrad_implicit_gemm_f32_64x64x8_4x4", "1x1_C20", "float32", True, 4),
     ("wgrad_implicit_gemm_f32_128x64x8_8x4", "stride3_K70_two_row_tiles", "float32", True, 2),
     ("wgrad_implicit_gemm_f64_64x64x8_4x4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", True, 2),
     ("wgrad_implicit_gemm_atomic_f32_64x64x8_4x4", "dilation2_groups2", "float32", False, 3),

@@ -55,17 +55,17 @@ def test_tc_dgrad(be, rng, case, dtype, variant):
     assert_close(f64(be.to_numpy(dx)), ref, dtype, "tc_grad", what=f"{case} {variant}")
 
 
-@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("variant,splits", [("auto", 1), ("auto", 2), ("simple", 3)])
 @pytest.mark.parametrize("dtype", list(DT))
 @pytest.mark.parametrize("case", list(CASES))
-def test_tc_wgrad_and_bias(be, rng, case, dtype, splits):
+def test_tc_wgrad_and_bias(be, rng, case, dtype, variant, splits):
     p, x, _, dy = _draw(rng, case, dtype)
     dw = be.empty(p.weight_shape, DT[dtype])
     db = be.empty((p.K,), DT[dtype])
     poison(dw)
     poison(db)
-    n = tg.tc_conv2d_weight_launch(be, p, put(be, x), put(be, dy), dw, db, splits=splits)
-    assert n == split_chunk(p.N * p.P * p.Q, splits, 16)[0]
+    n = tg.tc_conv2d_weight_launch(be, p, put(be, x), put(be, dy), dw, db, splits=splits, variant=variant)
+    assert n == split_chunk(p.N * p.P * p.Q, splits, 32 if variant == "auto" else 16)[0]
     assert_close(f64(be.to_numpy(dw)), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), dtype,
                  "tc_grad", what=f"{case} dW")
     assert_close(f64(be.to_numpy(db)), conv2d_bias_ref(f64(dy)), dtype, "tc_grad", what=f"{case} db")
@@ -93,6 +93,8 @@ def test_wgrad_bit_identical_across_thread_orders(rng):
             tg.tc_conv2d_weight_launch(be, p, x, dy, dw, splits=4)
             runs.append(dw.view(np.uint16).copy())
     np.testing.assert_array_equal(runs[0], runs[1])
+    assert_close(f64(runs[0].view(DT["bfloat16"])), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)),
+                 "bfloat16", "tc_grad")
 
 
 def test_under_sanitizers(rng):
@@ -103,6 +105,9 @@ def test_under_sanitizers(rng):
         dw = np.full(p.weight_shape, np.nan, np.float16)
         db = np.full((p.K,), np.nan, np.float16)
         tg.tc_conv2d_weight_launch(be, p, x, dy, dw, db, splits=2)
+        dw2 = np.full(p.weight_shape, np.nan, np.float16)
+        tg.tc_conv2d_weight_launch(be, p, x, dy, dw2, splits=2, variant="simple")
+    assert_close(f64(dw2), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(db), conv2d_bias_ref(f64(dy)), "float16", "tc_grad")

@@ -8,9 +8,10 @@ plus the forward's kernels/tc_conv.cu for dgrad).
   doff; at stride > 1 ``tc_dgrad_scatter`` puts each phase's result at its positions in dx
   (zeros for phases no tap reaches). The phase convolution needs non-negative padding: problems
   whose padding exceeds the dilated filter's reach (``can_implement`` says so) are not built.
-* ``tc_conv2d_weight_launch(be, problem, x, dy, dw, db=None, splits=None)`` — dW (and db):
-  ``tc_wgrad_simple`` (split-K, fp32 partials in a workspace) + ``tc_grad_reduce`` (one rounding
-  to the output dtype, deterministic); db by ``tc_bias_grad``. The tiled wgrad is not built.
+* ``tc_conv2d_weight_launch(be, problem, x, dy, dw, db=None, splits=None, variant="auto")`` —
+  dW (and db): the tiled ``tc_wgrad_*_64x64x32_32x32`` (``variant="simple"``: ``tc_wgrad_simple``),
+  split-K with fp32 partials in a workspace, + ``tc_grad_reduce`` (one rounding to the output
+  dtype, deterministic); db by ``tc_bias_grad``.
 
 Every launch goes through ``tensor_core.launch`` (the CUDA include path on the GPU).
 """
@@ -34,7 +35,9 @@ KERNELS = {"tc_dgrad_filter": 256, "tc_dgrad_scatter": 256, "tc_wgrad_simple": 1
 MIN_BLOCKS = {"tc_dgrad_filter": 4, "tc_dgrad_scatter": 4, "tc_wgrad_simple": 8, "tc_grad_reduce": 4,
               "tc_bias_grad": 4}
 MAX_BLOCKS = 1 << 16
-WGRAD_TILE_M, WGRAD_TILE_N = 32, 16
+WGRAD_TILE_M, WGRAD_TILE_N = 32, 16     # tc_wgrad_simple's block tile
+# The tiled wgrad: (BM, BN, BK, WM, WN, blocks per SM); 4 warps of 32x32, 128 threads.
+TILED = (64, 64, 32, 32, 32, 2)
 TARGET_BLOCKS_PER_SM = 2
 MIN_SPLIT_LEN = 256               # reduction indices per wgrad split (16 mma k-steps)
 DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
@@ -56,8 +59,23 @@ for _k, _threads in KERNELS.items():
                                     archs=ARCHS if _dt == "float16" else ARCHS_SM80))
 
 
-def _launch(be, kernel, dtype, grid, block, args):
-    tensor_core.launch(be, FILE, expression(kernel, dtype), grid, block, args)
+def tiled_name(dtype: str) -> str:
+    bm, bn, bk, wm, wn, _ = TILED
+    return f"tc_wgrad_{TC_DTYPES[dtype][0]}_{bm}x{bn}x{bk}_{wm}x{wn}"
+
+
+def tiled_expression(dtype: str) -> str:
+    return f"tc_wgrad<{TC_DTYPES[dtype][1]}, {', '.join(map(str, TILED))}>"
+
+
+for _dt in DTYPES:
+    register_kernel(KernelEntry(FILE, tiled_expression(_dt), tiled_name(_dt), block_threads=128,
+                                min_blocks_per_sm=TILED[5], options=cuda_include_options(),
+                                archs=ARCHS if _dt == "float16" else ARCHS_SM80, main=_dt == "float16"))
+
+
+def _launch(be, kernel, dtype, grid, block, args, expr=None):
+    tensor_core.launch(be, FILE, expr or expression(kernel, dtype), grid, block, args)
 
 
 # --------------------------------------------------------------------------- phases
@@ -173,11 +191,14 @@ def tc_conv2d_input_launch(be, p: Conv2dProblem, w, dy, dx, variant: str = "auto
 
 
 # --------------------------------------------------------------------------- wgrad
-def wgrad_tiles(p: Conv2dProblem) -> int:
-    return p.groups * -(-p.K_per_group // WGRAD_TILE_M) * -(-(p.C_per_group * p.R * p.S) // WGRAD_TILE_N)
+def wgrad_tiles(p: Conv2dProblem, tiled: bool = True) -> int:
+    """Blocks per split of the tiled (64x64) or simple (32x16) wgrad."""
+    bm, bn = (TILED[0], TILED[1]) if tiled else (WGRAD_TILE_M, WGRAD_TILE_N)
+    return p.groups * -(-p.K_per_group // bm) * -(-(p.C_per_group * p.R * p.S) // bn)
 
 
-def choose_wgrad_splits(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: int | None = None) -> int:
+def choose_wgrad_splits(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: int | None = None,
+                        tiled: bool = True) -> int:
     """Splits of the N·P·Q reduction: enough for TARGET_BLOCKS_PER_SM blocks per SM, at least
     MIN_SPLIT_LEN reduction indices each, and the fp32 workspace splits·K·Cg·R·S·4 bytes within
     ``max_workspace_bytes`` (None: DEFAULT_MAX_WORKSPACE_BYTES). At least 1: the fp32 partials
@@ -188,7 +209,7 @@ def choose_wgrad_splits(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: i
         raise ValueError(f"the tensor-core wgrad needs at least {per_split} bytes of fp32 workspace "
                          f"(one split of K·Cg·R·S), max_workspace_bytes={limit}")
     L = p.N * p.P * p.Q
-    splits = min(-(-(TARGET_BLOCKS_PER_SM * sms) // wgrad_tiles(p)), max(1, L // MIN_SPLIT_LEN), 65535,
+    splits = min(-(-(TARGET_BLOCKS_PER_SM * sms) // wgrad_tiles(p, tiled)), max(1, L // MIN_SPLIT_LEN), 65535,
                  limit // per_split)
     return max(1, splits)
 
@@ -196,17 +217,23 @@ def choose_wgrad_splits(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: i
 def can_implement_weight(p: Conv2dProblem) -> str | None:
     if p.dtype not in DTYPES:
         return f"the tensor-core gradients take float16 or bfloat16, got {p.dtype}"
-    if p.C_per_group * p.R * p.S > INT_MAX - 16 or p.K > INT_MAX - 32 or p.P * p.Q > INT_MAX:
+    if p.C_per_group * p.R * p.S > INT_MAX - 64 or p.K > INT_MAX - 64 or p.P * p.Q > INT_MAX:
         return "K, Cg·R·S or P·Q does not fit the kernel's 32-bit indices"
+    if p.K * p.P * p.Q > INT_MAX or p.C * p.H * p.W > INT_MAX:
+        return "an image of dy (K·P·Q) or of x (C·H·W) has more than 2**31-1 elements (32-bit offsets)"
     if wgrad_tiles(p) > INT_MAX:
         return "too many blocks for a 1-D grid"
     return None
 
 
 def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: int | None = None,
-                            max_workspace_bytes: int | None = None) -> int:
+                            max_workspace_bytes: int | None = None, variant: str = "auto") -> int:
     """dw (and db when given) for the float16/bfloat16 forward ``p``: fp32 split-K partials, one
-    rounding in the deterministic reduction. Returns the split count."""
+    rounding in the deterministic reduction. ``variant``: "auto" (the tiled tc_wgrad) or
+    "simple" (tc_wgrad_simple). Returns the split count."""
+    if variant not in ("auto", "simple"):
+        raise ValueError(f"variant must be 'auto' or 'simple', got {variant!r}")
+    tiled = variant == "auto"
     reason = can_implement_weight(p) or tensor_core._arch_reason(p.dtype, tensor_core.device_arch(be)[0])
     if reason:
         raise ValueError(f"tensor-core wgrad cannot run {p.describe()}: {reason}")
@@ -223,14 +250,15 @@ def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: in
         if tuple(db.shape) != (p.K,):
             raise ValueError(f"grad_bias must have shape {(p.K,)}, got {tuple(db.shape)}")
     _common.same_device(be, input=x, grad_output=dy, grad_weight=dw, grad_bias=db)
-    n = choose_wgrad_splits(p, tensor_core.device_arch(be)[1], max_workspace_bytes) if splits is None else splits
+    n = (choose_wgrad_splits(p, tensor_core.device_arch(be)[1], max_workspace_bytes, tiled)
+         if splits is None else splits)
     if not 1 <= n <= 65535:
         raise ValueError(f"splits must be in 1..65535, got {n}")
-    n, chunk = split_chunk(p.N * p.P * p.Q, n, 16)
+    n, chunk = split_chunk(p.N * p.P * p.Q, n, TILED[2] if tiled else 16)
     n_w = p.K * p.C_per_group * p.R * p.S
     ws = be.empty((n * n_w,), np.float32)
-    _launch(be, "tc_wgrad_simple", dt, (wgrad_tiles(p), n, 1), (128, 1, 1), (
-        x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk)))
+    _launch(be, "tc_wgrad_simple", dt, (wgrad_tiles(p, tiled), n, 1), (128, 1, 1), (
+        x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk)), tiled_expression(dt) if tiled else None)
     _launch(be, "tc_grad_reduce", dt, (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1), (256, 1, 1),
             (ws, np.int32(n), np.int64(n_w), dw))
     if db is not None:
