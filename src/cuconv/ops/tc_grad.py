@@ -257,8 +257,14 @@ def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: in
     n, chunk = split_chunk(p.N * p.P * p.Q, n, TILED[2] if tiled else 16)
     n_w = p.K * p.C_per_group * p.R * p.S
     ws = be.empty((n * n_w,), np.float32)
-    _launch(be, "tc_wgrad_simple", dt, (wgrad_tiles(p, tiled), n, 1), (128, 1, 1), (
-        x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk)), tiled_expression(dt) if tiled else None)
+    args = (x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk))
+    if tiled:
+        # dy pairs as 32-bit words: P·Q even and dy 4-byte aligned (a view may not be).
+        pairs = (p.P * p.Q) % 2 == 0 and tensor_core._ptr(dy) % 4 == 0
+        _launch(be, "tc_wgrad", dt, (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, np.int32(pairs)),
+                tiled_expression(dt))
+    else:
+        _launch(be, "tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), args)
     _launch(be, "tc_grad_reduce", dt, (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1), (256, 1, 1),
             (ws, np.int32(n), np.int64(n_w), dw))
     if db is not None:
