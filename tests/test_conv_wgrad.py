@@ -300,3 +300,23 @@ def test_can_implement_reasons():
     wide = Conv2dProblem(1, 1 << 20, 46, 46, 4, 46, 46)   # Cg·R·S > 2**31 (shapes only)
     assert "Cg·R·S" in gemm.can_implement(wide)
     assert wg.plan(wide).name == "wgrad_direct_f32_256"
+
+
+def test_transposed_conv_gradients_map_onto_these_kernels(be, rng):
+    """For the lead's conv_transpose2d_input / _weight: y = conv_transpose2d(x, w) is the dgrad of
+    the conv2d whose input has y's shape, so ∂L/∂x = conv2d(dy, w) (the forward) and ∂L/∂w is
+    this wgrad with the roles of input and grad_output swapped (weight C_in × C_out/g × R × S)."""
+    torch = pytest.importorskip("torch")
+    N, cin, H, W, cout_g, R, S, s, pad, dil, g = 2, 4, 5, 4, 3, 3, 3, 2, 1, 1, 2
+    x = torch.tensor(rng.standard_normal((N, cin, H, W)), requires_grad=True)
+    w = torch.tensor(rng.standard_normal((cin, cout_g, R, S)), requires_grad=True)
+    y = torch.nn.functional.conv_transpose2d(x, w, None, s, pad, 0, g, dil)
+    dy = rng.standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(dy))
+    # The conv2d seen from y: input (N, C_out, H_out, W_out), weight (C_in, C_out/g, R, S).
+    p = conv_problem(tuple(y.shape), (cin, cout_g, R, S), s, pad, dil, g, "float64")
+    assert p.output_shape == (N, cin, H, W)
+    dw = be.empty(p.weight_shape, "float64")
+    poison(dw)
+    wg.conv2d_weight_launch(be, p, put(be, dy), put(be, x.detach().numpy()), dw)
+    assert_close(be.to_numpy(dw), w.grad.numpy(), "float64", "wgrad", what="conv_transpose2d weight grad")
