@@ -125,3 +125,17 @@ def test_what_is_not_built_says_so(rng):
             tg.tc_conv2d_weight_launch(be, q, np.zeros(q.input_shape, np.float16), np.zeros(q.output_shape, np.float16),
                                        np.zeros(q.weight_shape, np.float16), max_workspace_bytes=100)
     assert "float16 or bfloat16" in tg.can_implement_input(p.with_(dtype="float32"))
+
+
+def test_the_generic_launchers_route_16_bit_problems_here(rng):
+    from cuconv.ops import conv_dgrad, conv_wgrad
+    p, x, w, dy = _draw(rng, "3x3_stride2_groups2", "float16")
+    with cuconv.backend("emulator") as be:
+        dx = np.full(p.input_shape, np.nan, np.float16)
+        assert conv_dgrad.conv2d_input_launch(be, p, w, dy, dx) == "tc_conv"
+        dw = np.full(p.weight_shape, np.nan, np.float16)
+        assert conv_wgrad.conv2d_weight_launch(be, p, x, dy, dw, splits=2) == 2
+        with pytest.raises(ValueError, match="no atomic variant"):
+            conv_wgrad.conv2d_weight_launch(be, p, x, dy, dw, deterministic=False)
+    assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
+    assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")

@@ -66,7 +66,8 @@ def check_output(be, out, what: str, shape, dtype: str, inputs=()):
 def check_dtype(dtype: str, what: str = "dtype") -> str:
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name not in CTYPES:
-        raise TypeError(f"{what} must be float32 or float64 for the backward kernels, got {name}")
+        raise TypeError(f"{what} must be float32 or float64 for the backward kernels (float16 and "
+                        f"bfloat16 go to the tensor-core ones), got {name}")
     return name
 
 

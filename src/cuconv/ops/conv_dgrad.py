@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..compile import KernelEntry, register_kernel
 from ..problem import Conv2dProblem
-from . import _common, _grad, depthwise_grad
+from . import _common, _grad, depthwise_grad, tc_grad
 from ._grad import INT_MAX, Launch
 
 FILE = "conv_dgrad.cu"
@@ -212,8 +212,11 @@ def launches(p: Conv2dProblem, w, dy, dx, variant: str = "auto", sms: int = 132)
 def conv2d_input_launch(be, problem: Conv2dProblem, w, dy, dx, variant: str = "auto") -> str:
     """dx[...] = ∂L/∂x for the forward ``problem`` given ∂L/∂y = dy; returns the kernel's name.
 
-    Every element of ``dx`` is written (no need to zero it first).
+    Every element of ``dx`` is written (no need to zero it first). float16 / bfloat16 problems
+    go to the tensor cores (tc_grad; ``variant`` "auto" or "simple").
     """
+    if problem.dtype in tc_grad.DTYPES:
+        return tc_grad.tc_conv2d_input_launch(be, problem, w, dy, dx, variant)
     w, dy, dx = check_arrays(be, problem, w, dy, dx)
     cfg = resolve(problem, variant, _grad.sm_count(be))
     _grad.run(be, cfg.launch(problem, w, dy, dx))

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..compile import KernelEntry, register_kernel
 from ..problem import Conv2dProblem
-from . import _common, _grad, depthwise_grad
+from . import _common, _grad, depthwise_grad, tc_grad
 from ._grad import INT_MAX, Launch
 
 FILE = "conv_wgrad.cu"
@@ -317,8 +317,15 @@ def conv2d_weight_launch(be, problem: Conv2dProblem, x, dy, dw, db=None, variant
 
     Every element of dw and db is written. ``deterministic=False`` permits the atomicAdd GEMM
     (no workspace; results vary in the last bits between runs). Allocates the split-K workspace
-    (bounded by ``max_workspace_bytes``) from the backend's pool. Returns the plan.
+    (bounded by ``max_workspace_bytes``) from the backend's pool. Returns the plan (for float16 /
+    bfloat16, which go to the tensor cores — tc_grad, ``variant`` "auto" or "simple" — the split
+    count).
     """
+    if problem.dtype in tc_grad.DTYPES:
+        if not deterministic:
+            raise ValueError("the tensor-core wgrad has no atomic variant; it is always deterministic")
+        return tc_grad.tc_conv2d_weight_launch(be, problem, x, dy, dw, db, splits, max_workspace_bytes,
+                                               variant)
     x, dy, dw, db = check_arrays(be, problem, x, dy, dw, db)
     pl = plan(problem, variant, deterministic=deterministic, bias=db is not None,
               max_workspace_bytes=max_workspace_bytes, sms=_grad.sm_count(be), splits=splits)
