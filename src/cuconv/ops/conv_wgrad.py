@@ -291,6 +291,9 @@ def plan(p: Conv2dProblem, variant: str = "auto", *, deterministic: bool = True,
     if not 1 <= n <= MAX_SPLITS:
         raise ValueError(f"splits must be in 1..{MAX_SPLITS}, got {n}")
     n, chunk = _grad.split_chunk(p.N * p.P * p.Q, n, cfg.bk)
+    if chunk // cfg.bk > INT_MAX:
+        raise ValueError(f"wgrad: {chunk} reduction indices per split is more steps than the kernel's "
+                         f"32-bit step counter holds; allow more splits (max_workspace_bytes)")
     return WgradPlan(cfg, n, chunk, bias)
 
 

@@ -255,6 +255,9 @@ def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: in
     if not 1 <= n <= 65535:
         raise ValueError(f"splits must be in 1..65535, got {n}")
     n, chunk = split_chunk(p.N * p.P * p.Q, n, TILED[2] if tiled else 16)
+    if chunk > INT_MAX:
+        raise ValueError(f"tensor-core wgrad: {chunk} reduction indices per split exceed the kernel's 32-bit "
+                         f"reduction length; allow more splits")
     n_w = p.K * p.C_per_group * p.R * p.S
     ws = be.empty((n * n_w,), np.float32)
     args = (x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk))
