@@ -38,8 +38,10 @@
 // Static analysis (`cuconv kernels --analyze --file conv_dgrad.cu --arch sm_90`; NVRTC SASS, no
 // GPU): dgrad_implicit_gemm_f32_128x64x8_8x4 — 127 regs, main loop 381 instructions, math
 // share 67 % (the forward implicit_gemm_f32_128x64x8_8x4: 68 %), 0.67 FMA per shared byte;
-// 64x64x8: 109 regs, 56 %. The per-step cost beyond the forward's is one more bounds test
-// (dy rows/columns of the tap) — the tap progression itself is a few adds per step.
+// 64x64x8: 109 regs, 56 %. A step costs what the forward's does: the bounds test of the
+// tap's dy row/column replaces the forward's input test, and the tap progression is a few adds.
+// Both variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
+// they agree bit for bit (tests/test_conv_dgrad.py checks it).
 //
 // Index math: whole-tensor offsets are 64-bit (cc_index_t); the phase GEMM's M, the block
 // index and the weight tensor's offsets are int (the op's can_implement rejects problems
