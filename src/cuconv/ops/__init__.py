@@ -8,8 +8,11 @@ from __future__ import annotations
 from ..registry import KernelEntry, registered_kernels
 from . import (  # noqa: F401
     conv2d,
+    conv_dgrad,
     conv_transpose,
+    conv_wgrad,
     depthwise,
+    depthwise_grad,
     direct,
     find,
     gemm,
@@ -18,16 +21,19 @@ from . import (  # noqa: F401
     im2col_gemm,
     implicit_gemm,
     pool,
+    pool_grad,
     separable,
     tc_common,
     tc_conv,
     tc_gemm,
+    tc_grad,
     tc_probe,
     winograd,
 )
 
 OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, depthwise, separable, pool,
-              conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe)
+              conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe,
+              conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad)
 
 
 def kernels() -> list[KernelEntry]:
