@@ -54,6 +54,8 @@ from ..problem import Conv2dProblem
 from ..reference import conv2d_ref, gemm_ref, im2col_ref
 from ..reference.pool import avg_pool2d_ref, global_avg_pool2d_ref, max_pool2d_ref
 from ..reference.transposed import conv_transpose2d_ref
+from ..compile import runs_on
+from ..registry import kernel as registered_kernel
 from ..registry import registered_kernels
 from ..testing import poison, rel_error, tolerance
 from . import bench
@@ -120,6 +122,8 @@ class DeviceCheck:
     name: str
     run: Callable
     needs: str = ""          # "bf16": needs ml_dtypes for the NumPy side
+    tc: str = ""             # tensor-core kernel dtype (float16 | bfloat16 | tf32): needs its arch
+    kernel: str = ""         # the label of the config it forces (skipped where that is not built)
 
 
 @dataclass
@@ -199,7 +203,10 @@ def _conv_check(case, algo: str, dtype: str = "float32", layout: str = "NCHW", *
                           residual=None if ra is None else put(ra), out=out, layout=layout, algo=algo,
                           **args, **extra)
         return out, ref, dtype, algo
-    return DeviceCheck(name, run, "bf16" if dtype == "bfloat16" else "")
+    tc = tc_common.kernel_dtype(dtype) if ("_tc" in algo or "tf32" in algo) else ""
+    config = extra.get("config")
+    kernel = config if isinstance(config, str) and config in tc_common.CONFIGS_BY_NAME else ""
+    return DeviceCheck(name, run, "bf16" if dtype == "bfloat16" else "", tc, kernel)
 
 
 def _gemm_check(M, N, K, config, epilogue: bool) -> DeviceCheck:
@@ -233,7 +240,9 @@ def _tc_gemm_check(dtype: str, config, M=67, N=40, K=72) -> DeviceCheck:
                 config=config)
         algo = "implicit_gemm_tf32" if dtype == "tf32" else "implicit_gemm_tc"
         return out, ref, store, algo
-    return DeviceCheck(f"tc_gemm {label} {store} {M}x{N}x{K} bias", run, "bf16" if dtype == "bfloat16" else "")
+    kernel = f"tc_gemm_simple_{tc_common.DTYPES[dtype][0]}" if config == "simple" else label
+    return DeviceCheck(f"tc_gemm {label} {store} {M}x{N}x{K} bias", run, "bf16" if dtype == "bfloat16" else "",
+                       dtype, kernel)
 
 
 def _pool_check(kind: str, shape, **kw) -> DeviceCheck:
@@ -396,11 +405,19 @@ def run_checks(be, checks, seed: int = 0, sync=None, progress=None) -> list[Chec
     """Run ``checks`` on backend ``be`` (each a fresh seeded draw); never raises for a case."""
     results = []
     have_bf16 = _have_ml_dtypes()
+    cc = be.caps().cc
     for i, chk in enumerate(checks):
         res = CheckResult(chk.name)
         if chk.needs == "bf16" and not have_bf16:
             res.skipped = "needs ml_dtypes for bfloat16 (pip install 'cuconv[bf16]')"
+        elif chk.tc and tc_common.arch_reason(chk.tc, cc):
+            res.skipped = tc_common.arch_reason(chk.tc, cc)
+        elif chk.kernel and not runs_on(registered_kernel(chk.kernel), cc):
+            res.skipped = f"{chk.kernel} is not built for sm_{cc}"
+        if res.skipped:
             results.append(res)
+            if progress is not None:
+                progress(res)
             continue
         watch = _Watch(be)
         rng = np.random.default_rng([seed, i])
@@ -453,10 +470,20 @@ def one_per_file(checks: list[DeviceCheck], be) -> list[DeviceCheck]:
     return picked
 
 
-def summarize(results: list[CheckResult], arch: str) -> tuple[list[str], bool]:
-    """One line per kernel file (cases, failures, kernels exercised / registered for ``arch``),
-    the failures, what was not exercised; and whether everything passed."""
-    entries = [e for e in registered_kernels() if arch in e.archs]
+def runnable(entry, cc: int) -> bool:
+    """Whether a device of compute capability ``cc`` can run ``entry``: it is built for it, and a
+    bf16/tf32 tensor-core kernel (the layout packs are registered for every arch) needs sm_80."""
+    dt = next((d for d in ("bf16", "tf32") if f"_{d}" in entry.label), None)
+    if dt and entry.file in (tc_common.GEMM_FILE, tc_common.CONV_FILE):
+        if tc_common.arch_reason("bfloat16" if dt == "bf16" else "tf32", cc):
+            return False
+    return runs_on(entry, cc)
+
+
+def summarize(results: list[CheckResult], cc: int) -> tuple[list[str], bool]:
+    """One line per kernel file (cases, failures, kernels exercised / registered for a device of
+    compute capability ``cc``), the failures, what was not exercised; and whether all passed."""
+    entries = [e for e in registered_kernels() if runnable(e, cc)]
     files = {e.label: e.file for e in registered_kernels()}
     per_file: dict = defaultdict(lambda: dict(cases=0, failed=[], kernels=set()))
     for r in results:
@@ -536,7 +563,7 @@ def check_device(index: int | None, seed: int = 0, one: bool = False, name_filte
                 word = "ok  " if r.ok else ("skip" if r.skipped else "FAIL")
                 print(f"  {word} {r.name}" + ("" if r.ok else f"  ({r.message or r.skipped})"), flush=True)
         results = run_checks(be, checks, seed, sync, progress)
-        lines, ok = summarize(results, f"sm_{caps.cc}")
+        lines, ok = summarize(results, caps.cc)
         head = _header_lines(caps, name)
         head.append(f"{len(results)} case(s) in {time.perf_counter() - t0:.1f} s")
         return head + lines, ok, results
