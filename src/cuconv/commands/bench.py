@@ -103,6 +103,8 @@ def add_arguments(parser) -> None:
     g.add_argument("-k", "--filter", default=None, metavar="TEXT",
                    help="only cases whose name or layer contains TEXT")
     g.add_argument("--list", action="store_true", help="list the cases and exit")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="only every N-th case starting at the I-th (1-based): split a long suite into runs")
     g = parser.add_argument_group("measuring (GPU)")
     g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     g.add_argument("--devices", default=None, metavar="all|I,J,...",
@@ -117,6 +119,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--noise", type=_positive_float, default=0.5, metavar="PCT",
                    help="stop once the relative standard deviation is below PCT %% (default 0.5)")
     g.add_argument("--no-baseline", action="store_true", help="skip cuBLAS/cuDNN baselines")
+    g.add_argument("--verify-gflop", type=_positive_float, default=None, metavar="G",
+                   help="GPU verification: the float64 reference checks all images when it costs at most G "
+                        "GFLOP, else the first and last, else the first (default 2)")
     g.add_argument("--emulate", action="store_true",
                    help="verify on the CPU emulator and time nothing, even when a GPU is present")
     g = parser.add_argument_group("theory and output")
@@ -198,7 +203,8 @@ def _options(args, device: int) -> BenchOptions:
         timing=TimingOptions(repeats=args.repeats, budget_s=args.budget, noise_target=args.noise / 100),
         emulate=args.emulate, device=device, roofline=args.roofline, arch=args.arch,
         baseline=not args.no_baseline, resources=not args.no_resources, progress=not args.quiet,
-        graph=args.graph)
+        graph=args.graph,
+        **({} if args.verify_gflop is None else dict(max_reference_flops=args.verify_gflop * 1e9)))
 
 
 def _command_line(args) -> str:
@@ -274,6 +280,18 @@ def run(args) -> int:
         cases = [c for c in cases if args.filter in c.name or args.filter in (c.layer or "")]
         if not cases:
             print(f"cuconv bench: no case matches --filter {args.filter!r}", file=sys.stderr)
+            return 2
+    if args.shard:
+        try:
+            i, n = (int(v) for v in args.shard.split("/"))
+            if not 1 <= i <= n:
+                raise ValueError
+        except ValueError:
+            print(f"cuconv bench: --shard takes I/N with 1 <= I <= N, got {args.shard!r}", file=sys.stderr)
+            return 2
+        cases = cases[i - 1::n]
+        if not cases:
+            print(f"cuconv bench: --shard {args.shard} leaves no case", file=sys.stderr)
             return 2
     if args.list:
         for c in cases:

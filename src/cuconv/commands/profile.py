@@ -92,6 +92,8 @@ def add_arguments(parser) -> None:
                    help="ncu --section (repeatable; added to --ncu-set)")
     g.add_argument("--ncu-output", default="cuconv_profile", metavar="FILE",
                    help="ncu -o (default cuconv_profile, which writes cuconv_profile.ncu-rep); '-' prints instead")
+    g.add_argument("--ncu-extra", default="", metavar="ARGS",
+                   help='more ncu options, one string (e.g. "--csv --page details --log-file k.csv")')
     g.add_argument("--sanitize", nargs="?", const="memcheck", default=None, choices=SANITIZER_TOOLS,
                    metavar="TOOL", help=f"print the compute-sanitizer command line ({', '.join(SANITIZER_TOOLS)}; "
                                         "default memcheck)")
@@ -153,7 +155,7 @@ def _pair(v):
 def _target_argv(argv: list[str], *, warmup: int | None = None, repeat: int | None = None) -> list[str]:
     """This command line without the profiler options (what ncu / compute-sanitizer run)."""
     drop_flag = {"--ncu", "--run"}
-    drop_value = {"--ncu-set", "--ncu-section", "--ncu-output", "--arch", "--backend"}
+    drop_value = {"--ncu-set", "--ncu-section", "--ncu-output", "--ncu-extra", "--arch", "--backend"}
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
@@ -198,7 +200,7 @@ def mangled_names(plan, arch: str) -> tuple[list[str], str | None]:
 
 
 def ncu_command(plan, names, warmup: int, repeat: int, target: list[str], ncu_set: str, sections,
-                output: str | None, exact: bool = True) -> list[str]:
+                output: str | None, exact: bool = True, extra=()) -> list[str]:
     """ncu over exactly the profiled runs' launches of ``plan`` (every launch of a matching name is
     counted: the warm-up runs' first, then the profiled ones)."""
     per_run = len(plan.launches)
@@ -217,7 +219,7 @@ def ncu_command(plan, names, warmup: int, repeat: int, target: list[str], ncu_se
     cmd += ["--clock-control", "none"]
     if output:
         cmd += ["-f", "-o", output]
-    return cmd + target
+    return cmd + list(extra) + target
 
 
 def sanitizer_command(names, tool: str, target: list[str]) -> list[str]:
@@ -349,7 +351,8 @@ def run(args) -> int:
         target = _target_argv(argv)
         out = None if args.ncu_output == "-" else args.ncu_output
         commands.append(("ncu", ncu_command(plan, names, args.warmup, args.repeat, target, args.ncu_set,
-                                            args.ncu_section, out, exact=name_note is None)))
+                                            args.ncu_section, out, exact=name_note is None,
+                                            extra=shlex.split(args.ncu_extra))))
     if args.sanitize:
         commands.append(("compute-sanitizer", sanitizer_command(names, args.sanitize,
                                                                 _target_argv(argv, warmup=0, repeat=1))))
