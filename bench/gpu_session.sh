@@ -12,7 +12,7 @@
 #                               (CuPy's and cuconv's disk caches: later steps only load; ~90 s of
 #                               serial NVRTC on 2 cores, the longest file ~30 s)
 #   check                 40    cuconv check --gpu: every kernel vs the float64 reference (113 cases)
-#   pytest                90    pytest -m gpu -n 8: the GPU half of the suite (~340 tests)
+#   pytest                90    pytest -m gpu -n 4: the GPU half of the suite (~345 tests)
 #   bench_seed            25    cuconv bench seed (cuDNN/cuBLAS baselines, registers/spills)
 #   bench_resnet50        35    cuconv bench resnet50, fp32 (26 cases)
 #   bench_gemm            25    cuconv bench gemm, against cuBLAS (10 cases)
@@ -390,8 +390,8 @@ run_step prewarm 75 "$PY" "$WORK/prewarm.py"
 
 run_step check 40 "${CUCONV[@]}" check --gpu ${SMALL:+-k gemm_f32_naive}
 
-PYTEST=("$PY" -m pytest "$REPO/tests" -m gpu -q -rfE -p no:cacheprovider)
-"$PY" -c "import xdist" 2>/dev/null && PYTEST+=(-n 8)
+PYTEST=("$PY" -m pytest "$REPO/tests" -m gpu -q -rfE -p no:cacheprovider -p no:benchmark)
+"$PY" -c "import xdist" 2>/dev/null && PYTEST+=(-n 4)
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 60)
 [ "$QUICK" = 1 ] && PYTEST+=(-k "test_timed_gemm_row_against_cublas")
 run_step pytest 90 "${PYTEST[@]}"

@@ -24,6 +24,8 @@ wrong or raises, 0 when all pass, and 4 (EXIT_NO_GPU) when there is no GPU to ch
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import multiprocessing
 import os
 import platform
@@ -540,7 +542,6 @@ def check_device(index: int | None, seed: int = 0, one: bool = False, name_filte
                  quiet: bool = False, backend_name: str = "cupy") -> tuple[list[str], bool, list[CheckResult]]:
     """Run every device check on CUDA device ``index`` (``backend_name="emulator"``: on the CPU
     emulator, for testing this command without a GPU)."""
-    import contextlib  # noqa: PLC0415
     stack = contextlib.ExitStack()
     with stack:
         sync = None
@@ -652,7 +653,6 @@ def run_gpu(args) -> int:
 
 
 def _write_json(path: str, by_device: dict) -> None:
-    import json  # noqa: PLC0415
     rows = [dict(device=dev, **{k: v for k, v in r.__dict__.items()}) for dev, rs in by_device.items() for r in rs]
     with open(path, "w") as f:
         json.dump(dict(rows=rows), f, indent=1, default=str)
