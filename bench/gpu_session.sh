@@ -27,10 +27,12 @@
 #
 # Sizing: the bench steps time each function for at most 0.1 s (--budget 0.1 --noise 1) and verify
 # against a reference of at most 0.25 GFLOP (float64 NumPy runs ~1 GFLOP/s), so a case costs about
-# 0.3-0.8 s; the caps add up to 585 s, but the whole session also has a deadline
-# (CUCONV_SESSION_DEADLINE, default 450 s = 7.5 min): each step gets min(its cap, the time left), and
-# a step cut off by either is recorded as "timeout". `--resume` re-runs only the steps that did not
-# finish with "ok" (failed, timed out, or not reached), each with twice its cap.
+# 0.3-0.8 s; NVRTC is paid once, in parallel, by prewarm (serially ~90 s on the 2-core development
+# machine, gemm.cu alone 30 s). The caps add up to 610 s; the session also has a deadline
+# (CUCONV_SESSION_DEADLINE, default 440 s): each step gets min(its cap, the time left), a step cut
+# off by either is recorded as "timeout", a step never reached as "not-run", and finalize always
+# gets its 20 s. Worst case about 7.8 minutes; `--resume` re-runs only the steps that did not end
+# "ok", each with twice its cap (set CUCONV_SESSION_DEADLINE to what is left of the lease).
 #
 # OUTDIR gets at most 8 files, each well under 16 MiB (what comes back from a lent machine):
 #   session.md    the report: device, step table, check --gpu, tests, every bench table, host
@@ -47,10 +49,11 @@
 # and the host benchmark instead, writes the same files and exits 0. CUCONV_SESSION_QUICK=1 shrinks
 # every step to a token case (the test suite runs the script that way).
 #
-# On a lent H200 (the device tool), from the repository root, give the command timeout_s=560:
-#     bash bench/gpu_session.sh "$OUT"
-# and, if status says steps were cut off, once more with `--resume` (copy OUTDIR back into the
-# checkout first when the machine was returned in between).
+# On a lent H200 (the device tool), from the repository root, with timeout_s=540. $OUT is emptied
+# before each command, so keep OUTDIR outside it and copy the files over at the end:
+#     bash bench/gpu_session.sh /tmp/s; cp /tmp/s/* "$OUT"/
+# and, while the machine is still warm, if steps were cut off (session.md's table says which):
+#     CUCONV_SESSION_DEADLINE=180 bash bench/gpu_session.sh /tmp/s --resume; cp /tmp/s/* "$OUT"/
 set -u
 
 usage() { echo "usage: bash bench/gpu_session.sh OUTDIR [--resume]" >&2; exit 2; }
@@ -75,7 +78,7 @@ else   # the steps' raw outputs: merged into OUTDIR as each step ends, removed a
     WORK="$(mktemp -d "${TMPDIR:-/tmp}/cuconv_session.XXXXXX")"
     trap 'rm -rf "$WORK"' EXIT
 fi
-DEADLINE="${CUCONV_SESSION_DEADLINE:-450}"
+DEADLINE="${CUCONV_SESSION_DEADLINE:-440}"
 QUICK="${CUCONV_SESSION_QUICK:-0}"
 HELPER="$WORK/session_helper.py"
 CUCONV=("$PY" -m cuconv)
