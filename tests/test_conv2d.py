@@ -140,6 +140,7 @@ def test_numpy_on_the_gpu_backend_is_a_type_error(rng):
             cuconv.conv2d(x, w)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs a CUDA device to create a cupy array")
 def test_cupy_array_on_the_emulator_is_a_type_error(rng, recorder):
     import cupy

@@ -204,3 +204,22 @@ def test_devices_keep_their_own_plans_and_functions(rng):
             cuconv.conv2d(put(be, x), put(be, w), **args, layout="NHWC")
     tables = EmulatorBackend._shared_tables[(None, None, None, None)]
     assert {(80, 132), (90, 132)} <= set(tables)
+    # The plan caches are keyed by device too (cc and SM count): every cached plan was made for the
+    # device of its key, and a plan made for one device refuses to run on another.
+    plans = {}
+    for dev in ((75, 132), (90, 132), (90, 66)):
+        with cuconv.backend("record", cc=dev[0], sms=dev[1]) as rec:
+            plans[dev] = cuconv.plan_conv2d(x, w, **args, layout="NHWC")
+            cuconv.conv2d(x, w, **args, layout="NHWC")
+            assert plans[dev].device == dev and set(rec._tables) == {dev}
+    assert plans[(75, 132)].kernels != plans[(90, 132)].kernels
+    cached = conv2d_mod._FRONT.plans.dict_view()
+
+    def device_of(key):       # a plan for misaligned arrays sits under (key, roles)
+        return key[0][0] if isinstance(key[-1], frozenset) else key[0]
+    devices = {device_of(k) for k in cached}
+    assert {(75, 132), (90, 132), (90, 66)} <= devices
+    assert all(p.device == device_of(k) for k, p in cached.items())
+    with cuconv.backend("record", cc=90):
+        with pytest.raises(ValueError, match=r"made for device \(75, 132\)"):
+            plans[(75, 132)].run(x, w)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cuconv
-from conftest import GPU, put
+from conftest import BACKENDS, put
 from cuconv.problem import pool_out_size as pool_output_size
 from cuconv.reference.pool import (avg_pool2d_ref, global_avg_pool2d_ref, max_pool2d_ref,
                                    pool_out_size_ref)
@@ -172,13 +172,14 @@ def _fits(xs, k, stride, pad, dil, ceil):
     return all(pool_out_size_ref(xs[2 + i], k[i], s[i], pad[i], dil[i], ceil) >= 1 for i in (0, 1))
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(args=pool_args(), seed=st.integers(0, 2 ** 32 - 1), count_include_pad=st.booleans())
-def test_hypothesis_pools_match_reference(args, seed, count_include_pad):
+def test_hypothesis_pools_match_reference(backend_name, args, seed, count_include_pad):
     xs, k, stride, pad, dil, ceil = args
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, size=xs).astype(np.float32)
-    backends = ["emulator"] + (["cupy"] if GPU else [])
+    backends = [backend_name]          # one backend per test id: the GPU's is marked gpu
     for name in backends:
         with cuconv.backend(name) as be:
             xb = put(be, x)

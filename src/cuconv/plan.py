@@ -16,6 +16,7 @@ aligned gets a plan made for its actual alignment (``PlanCache`` does that).
 """
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -42,6 +43,65 @@ class Ref:
 
 
 _ABSENT: dict = {}
+
+
+# --- NVTX ranges (CUCONV_NVTX=1) ---------------------------------------------------------
+# Read once at import: while it is off, Plan.execute pays one test of a module global. While it is
+# on, each run is a range "cuconv:<op>:<algo>" holding one range per launch named by its kernel
+# label, so an nsys/ncu timeline shows cuconv's ops and kernels by name. `cuconv profile` turns
+# it on with nvtx_ranges(True).
+_NVTX = os.environ.get("CUCONV_NVTX", "").strip() not in ("", "0")
+_nvtx_calls = None           # (push(name), pop()), found when first needed
+
+
+def nvtx_ranges(enabled: bool | None = None) -> bool:
+    """Whether Plan.execute emits NVTX ranges (CUCONV_NVTX=1 at import); ``enabled`` sets it."""
+    global _NVTX
+    if enabled is not None:
+        _NVTX = bool(enabled)
+    return _NVTX
+
+
+def nvtx_functions():
+    """CuPy's RangePush/RangePop, or no-ops where CuPy or libnvToolsExt is missing."""
+    global _nvtx_calls
+    if _nvtx_calls is None:
+        calls = None
+        try:
+            from cupy.cuda import nvtx  # noqa: PLC0415  (optional third-party package)
+            if nvtx.available:
+                calls = (nvtx.RangePush, nvtx.RangePop)
+        except Exception:
+            pass
+        _nvtx_calls = calls or ((lambda name: None), (lambda: None))
+    return _nvtx_calls
+
+
+class _Ranged:
+    """A backend whose launches are NVTX ranges named by kernel label (everything else is ``be``'s)."""
+
+    def __init__(self, be):
+        self._be = be
+
+    def __getattr__(self, name):
+        return getattr(self._be, name)
+
+    def launch(self, entry, grid, block, args, shared_mem: int = 0) -> None:
+        push, pop = nvtx_functions()
+        push(entry.label)
+        try:
+            self._be.launch(entry, grid, block, args, shared_mem)
+        finally:
+            pop()
+
+
+def _ranged_execute(plan: "Plan", be, env: dict, workspace) -> None:
+    push, pop = nvtx_functions()
+    push(f"cuconv:{plan.op}:{plan.algo}")
+    try:
+        plan.execute(_Ranged(be), env, workspace)
+    finally:
+        pop()
 
 
 @dataclass(frozen=True)
@@ -225,7 +285,16 @@ class Plan:
         No checks: the op front ends call this after their own. An input that is a strided view
         (a transpose, a slice with steps, negative strides, Fortran order) is first copied to a
         C-contiguous array through the backend (CuPy's pool and current stream on the GPU): the
-        kernels index dense rows; the caller's array is never written."""
+        kernels index dense rows; the caller's array is never written.
+
+        Capturable in a CUDA graph (``cupy.cuda.Stream.begin_capture``) after one run outside
+        the capture (which compiles the kernels): it never synchronises, reads no device data
+        and allocates only through the backend (CuPy's pool). Pass ``workspace`` when capturing
+        a plan that has one: a workspace allocated here goes back to the pool when the call
+        returns, and a replayed graph would write into whatever reuses it; pass contiguous
+        inputs too (a strided input's copy is an allocation of its own)."""
+        if _NVTX and be.__class__ is not _Ranged:
+            return _ranged_execute(self, be, env, workspace)
         for role in self.inputs:
             a = env.get(role)
             if a is not None and not a.flags.c_contiguous:

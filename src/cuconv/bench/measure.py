@@ -149,6 +149,35 @@ def time_gpu(fn, opts: TimingOptions, flusher: L2Flusher | None) -> TimingStats:
         batch = max(1, min(100, int(0.05 / per_run), left))
 
 
+# ----------------------------------------------------------------- CUDA graphs
+def capture_graph(fn):
+    """Capture the GPU work ``fn()`` queues into a CUDA graph; returns ``replay()``, which launches
+    the graph on the current stream (its ``.graph`` attribute is the ``cupy.cuda.Graph``).
+
+    ``fn`` runs once under stream capture on a side stream (so nothing executes then): it must
+    queue the same work each time, synchronise nothing, read no device data and allocate nothing
+    that it frees (Plan.execute with the workspace passed in keeps to this; run it once before
+    capturing, so its kernels are compiled and loaded). The arrays it uses must outlive the
+    graph: replays read and write the same addresses.
+    """
+    import cupy  # noqa: PLC0415
+
+    current = cupy.cuda.get_current_stream()
+    side = cupy.cuda.Stream(non_blocking=True)
+    side.wait_event(current.record())          # the capture comes after the work queued so far
+    with side:
+        side.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = side.end_capture()
+
+    def replay() -> None:
+        graph.launch(cupy.cuda.get_current_stream())
+    replay.graph = graph
+    return replay
+
+
 # ----------------------------------------------------------------- NVML
 @dataclass(frozen=True)
 class NvmlSnapshot:

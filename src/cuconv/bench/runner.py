@@ -37,6 +37,7 @@ from .measure import (
     L2Flusher,
     Nvml,
     TimingOptions,
+    capture_graph,
     nvml_fields,
     peak_pool_bytes,
     time_gpu,
@@ -68,6 +69,7 @@ class BenchOptions:
     seed: int = 0
     progress: bool = True
     max_reference_flops: float = MAX_REFERENCE_FLOPS
+    graph: bool = False               # time replays of the plan captured in a CUDA graph
 
 
 def git_revision() -> str | None:
@@ -167,7 +169,8 @@ class Runner:
         if self.gpu:
             h.update(timing=dict(warmup_runs=t.warmup_runs, repeats=t.repeats, min_repeats=t.min_repeats,
                                  max_repeats=t.max_repeats, noise_target_pct=100 * t.noise_target,
-                                 budget_s=t.budget_s, flush_l2=t.flush_l2), verification=None)
+                                 budget_s=t.budget_s, flush_l2=t.flush_l2, graph=self.opts.graph),
+                     verification=None)
         else:
             h.update(timing=None, verification=REDUCTION_RULE)
         return h
@@ -198,7 +201,8 @@ class Runner:
 
     def _run_case(self, case: Case) -> dict:
         row = new_row(suite=case.suite, case=case.name, layer=case.layer or None, count=case.count, op=case.op,
-                      algo=case.algo, args=case.args(), dtype=case.dtype)
+                      algo=case.algo, args=case.args(), dtype=case.dtype,
+                      device=self.opts.device if self.gpu else None)
         try:
             algo, reason = case.resolve_algo()
             row["algo_used"] = algo
@@ -336,6 +340,8 @@ class Runner:
                 def fn():
                     plan.execute(be, env, workspace)
                 row["timed"] = "plan"
+                if self.opts.graph:
+                    fn = self._graph_or(fn, plan, be, env, workspace, out, expected, row, note)
             else:
                 def fn():
                     case.call(inputs, algo, out=out)
@@ -357,6 +363,26 @@ class Runner:
             if self.opts.baseline:
                 self._baseline(case, inputs, row, note)
         row.update(status="timed", note="; ".join(note) or None)
+
+    @staticmethod
+    def _graph_or(fn, plan, be, env, workspace, out, expected, row, note):
+        """``--graph``: the plan's launches captured once in a CUDA graph and replayed (no launch
+        overhead between them: nvbench's batch habit), when a replay reproduces the verified
+        output bit for bit; else ``fn`` with a note saying why."""
+        import cupy  # noqa: PLC0415
+        try:
+            replay = capture_graph(lambda: plan.execute(be, env, workspace))
+            poison(out)
+            replay()
+            cupy.cuda.get_current_stream().synchronize()
+        except Exception as exc:
+            note.append(f"--graph: capture failed ({type(exc).__name__}: {exc}); timed the plan's launches")
+            return fn
+        if not bool(cupy.array_equal(out, expected)):
+            note.append("--graph: the replayed graph did not reproduce the output; timed the plan's launches")
+            return fn
+        row["timed"] = "graph"
+        return replay
 
     def _baseline(self, case, inputs, row, note) -> None:
         try:
