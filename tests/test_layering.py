@@ -17,7 +17,7 @@ ROOT = SRC.parent.parent
 # Higher number = higher layer; a module may import its own layer and below.
 LAYERS = {
     "cuconv._version": 0, "cuconv.problem": 0, "cuconv.registry": 0, "cuconv.arch": 0,
-    "cuconv.winograd_math": 1, "cuconv.reference": 1, "cuconv.testing": 1, "cuconv.emulator": 1,
+    "cuconv.winograd_math": 1, "cuconv.fft_math": 1, "cuconv.reference": 1, "cuconv.testing": 1, "cuconv.emulator": 1,
     "cuconv.compile": 2,
     "cuconv.backend": 3,
     "cuconv.plan": 4,

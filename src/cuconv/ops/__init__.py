@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     conv_transpose,
     depthwise,
     direct,
+    fft_conv,
     find,
     gemm,
     heuristics,
@@ -26,7 +27,7 @@ from . import (  # noqa: F401
     winograd,
 )
 
-OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, depthwise, separable, pool,
+OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, fft_conv, depthwise, separable, pool,
               conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe)
 
 
