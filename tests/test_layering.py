@@ -27,7 +27,7 @@ LAYERS = {
     "cuconv.torch": 6,
     "cuconv.commands": 7, "cuconv.cli": 7, "cuconv.__main__": 7, "cuconv": 7,
 }
-OPTIONAL_THIRD_PARTY = {"cupy", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy"}
+OPTIONAL_THIRD_PARTY = {"cupy", "cupyx", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy"}
 
 
 def _modules() -> dict[str, pathlib.Path]:

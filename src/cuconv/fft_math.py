@@ -32,6 +32,10 @@ SMOOTH_PRIMES = (2, 3, 5, 7)
 TILE_CANDIDATES = (16, 32, 64)
 REAL_FFT_FLOPS_PER_POINT_LOG2 = 2.5     # half of the complex 5·n·log2(n)
 COMPLEX_MAC_FLOPS = 8
+# The filter planes are packed (real) and transformed in passes of at most this many bytes of
+# real planes (or the items' real-planes buffer, when larger): the K·C/g planes of a large
+# layer at whole-image size would otherwise need as much staging as their spectra.
+FILTER_PASS_BYTES = 8 << 20
 COMPLEX_BYTES = 8                       # complex64
 REAL_BYTES = 4                          # float32
 
@@ -124,11 +128,16 @@ class FftTiling:
     def filter_planes(self) -> int:
         return self.K * self.C_per_group
 
+    @property
+    def filter_pass_planes(self) -> int:
+        """Filter planes packed and transformed at a time when the workspace is not capped."""
+        return min(self.filter_planes, max(1, FILTER_PASS_BYTES // (self.Lh * self.Lw * REAL_BYTES)))
+
     # ------------------------------------------------------------------ buffers
     def real_elements(self, items: int, filter_planes: int = 0) -> int:
         """The real planes buffer: the packed input tiles of ``items`` items, later their inverse
         transforms (max(C, K) planes each), and before them the packed filter planes,
-        ``filter_planes`` at a time (all of them when the workspace is not capped)."""
+        ``filter_planes`` at a time (``filter_pass_planes`` when the workspace is not capped)."""
         return max(items * max(self.C, self.K), filter_planes) * self.Lh * self.Lw
 
     def input_spectrum_elements(self, items: int) -> int:
@@ -150,11 +159,10 @@ class FftTiling:
         return self.filter_spectrum_elements() * COMPLEX_BYTES
 
     def workspace_bytes(self, with_filter: bool = True) -> int:
-        """The whole batch in one pass: real planes, input, output (and filter) spectra, the
-        filter packed in one pass."""
+        """The whole batch in one pass: real planes, input, output (and filter) spectra."""
         if not with_filter:
             return self.chunk_bytes(self.items)
-        return self.chunk_bytes(self.items, self.filter_planes) + self.filter_bytes
+        return self.chunk_bytes(self.items, self.filter_pass_planes) + self.filter_bytes
 
     # ------------------------------------------------------------------ FLOPs
     @property

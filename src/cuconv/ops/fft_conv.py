@@ -177,17 +177,17 @@ def problem_tiling(p: Conv2dProblem, algo: str, tile=None) -> FftTiling:
 
 
 def chunking(t: FftTiling, max_workspace_bytes: int | None, with_filter: bool) -> tuple[int, int]:
-    """(items per pass, filter planes per pass). Without a cap: the whole batch (up to the
-    int32 limits) and the filter in one pass. Under ``max_workspace_bytes``: the most items
-    whose buffers fit with the filter still packed in one pass, else with the filter packed
-    through the items' real-planes buffer in several passes; when not even one item fits, one
-    item with the filter in passes — the least workspace there is, which the plan reports and
-    conv2d refuses with the reason."""
+    """(items per pass, filter planes per pass, at least the items' real planes). Without a cap:
+    the whole batch (up to the int32 limits) and ``filter_pass_planes`` filter planes a pass.
+    Under ``max_workspace_bytes``: the most items whose buffers fit with those filter passes,
+    else with the filter packed through the items' real-planes buffer in more passes; when not
+    even one item fits, one item with the filter in passes — the least workspace there is, which
+    the plan reports and conv2d refuses with the reason."""
     per_item = max(t.real_elements(1), t.input_spectrum_elements(1), t.output_spectrum_elements(1))
     most = max(1, min(t.items, _MAX_ELEMENTS // per_item, 65535 * GEMM_NARROW.tb))
-    one_pass = min(t.filter_planes, max(1, _MAX_ELEMENTS // (t.Lh * t.Lw))) if with_filter else 0
+    one_pass = t.filter_pass_planes if with_filter else 0
     if max_workspace_bytes is None:
-        return most, one_pass
+        return most, max(one_pass, most * max(t.C, t.K))
     fixed = (t.filter_bytes if with_filter else 0) + 4 * WORKSPACE_ALIGN
 
     def largest(filter_planes: int) -> int:
@@ -201,10 +201,9 @@ def chunking(t: FftTiling, max_workspace_bytes: int | None, with_filter: bool) -
         return lo
 
     chunk = largest(one_pass)
-    if chunk:
-        return chunk, one_pass
-    chunk = max(1, largest(0))
-    return chunk, chunk * max(t.C, t.K)
+    if not chunk:
+        chunk, one_pass = max(1, largest(0)), 0
+    return chunk, max(one_pass, chunk * max(t.C, t.K))
 
 
 def _buffers(t: FftTiling, chunk: int, filter_planes: int, with_filter: bool):
@@ -250,7 +249,7 @@ def _plan(algo: str):
         launches = []
         if with_filter:
             wf = Ref("Wf")
-            launches += filter_stage(W, real, wf, p, t, max(filter_planes, chunk * max(p.C, p.K)))
+            launches += filter_stage(W, real, wf, p, t, filter_planes)
         else:
             wf = Ref("transformed_weight")
         for begin in range(0, t.items, chunk):
@@ -305,7 +304,7 @@ def _filter_plan(be, w, input_shape, padding, dilation, algo, tile, out) -> Plan
     if out is not None:
         _common.check_out(out, shape, np.complex64, be)
         _common.same_device(be, weight=w, out=out)
-    planes = max(1, min(t.filter_planes, _MAX_ELEMENTS // (t.Lh * t.Lw)))
+    planes = t.filter_pass_planes
     buffers, nbytes = layout_buffers(("real", "float32", planes * t.Lh * t.Lw))
     return Plan("fft_filter_transform", algo, p, tuple(filter_stage(W, Ref("real"), OUT, p, t, planes)), ("w",),
                 (Output("out", shape, np.dtype(np.complex64)),), be.device_key(), workspace_bytes=nbytes,
