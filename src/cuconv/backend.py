@@ -82,6 +82,7 @@ class LaunchRecord(NamedTuple):
 
 # The batched 2-D transforms a backend performs for a plan's FftStep (ops/fft_conv.py).
 FFT_KINDS = ("r2c", "c2r")
+FFT_PLAN_LIMIT = 64          # cuFFT plans the GPU backend keeps (each holds its work area)
 
 
 def fft_label(kind: str, shape) -> str:
@@ -244,7 +245,8 @@ class CupyBackend(Backend):
         """cuFFT through CuPy, on the current stream, into ``dst``: the PlanNd comes from
         ``cupyx.scipy.fft.get_fft_plan`` (which reads cupy.fft's plan cache) and is kept per
         (device, kind, batch, shape), because cupy.fft's functions allocate their output and a
-        plan's spectra live in its workspace. cuFFT's own work area is the PlanNd's (CuPy's pool)."""
+        plan's spectra live in its workspace. cuFFT's own work area is the PlanNd's (CuPy's pool),
+        held while the PlanNd is: the FFT_PLAN_LIMIT most recent are kept."""
         lh, lw = _check_fft(kind, src, dst)
         key = (self.device_key(), kind, int(src.shape[0]), lh, lw)
         plan = self._fft_plans.get(key)
@@ -252,7 +254,10 @@ class CupyBackend(Backend):
             import cupyx.scipy.fft  # noqa: PLC0415  (optional third-party package)
             value_type = "R2C" if kind == "r2c" else "C2R"
             plan = cupyx.scipy.fft.get_fft_plan(src, shape=(lh, lw), axes=(-2, -1), value_type=value_type)
-            self._fft_plans[key] = plan
+            with self._lock:
+                if len(self._fft_plans) >= FFT_PLAN_LIMIT:
+                    self._fft_plans.pop(next(iter(self._fft_plans)))
+                self._fft_plans[key] = plan
         from cupy.cuda import cufft  # noqa: PLC0415  (optional third-party package)
         plan.fft(src, dst, cufft.CUFFT_FORWARD if kind == "r2c" else cufft.CUFFT_INVERSE)
 
