@@ -108,9 +108,12 @@ def _run(be, x, w, bias, residual, act, kw, shape, **extra):
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_fft_conv_matches_float64(be, rng, case):
     x, w, bias, residual, act, kw, ref = _inputs(rng, case)
-    runs = [("fft", {}), ("fft_tiling", {}), ("fft_tiling", {"tile": 8})]
-    if fft_math.tile_size_reason(Conv2dProblem.from_shapes(x.shape, w.shape, 1, **kw), (8, 8)):
-        runs.pop()
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, 1, **kw)
+    runs = [("fft", {}), ("fft_tiling", {})]
+    # Several (partial) tiles: 8x8, and an odd, non-smooth 9x11 (Lw odd: the R2C's half spectrum
+    # has no Nyquist column).
+    runs += [("fft_tiling", {"tile": t}) for t in (8, (9, 11)) if not fft_math.tile_size_reason(
+        p, (t, t) if isinstance(t, int) else t)]
     for algo, extra in runs:
         y = _run(be, x, w, bias, residual, act, kw, ref.shape, algo=algo, **extra)
         assert_close(y, ref, "float32", algo, what=f"{algo} {extra}")
@@ -119,17 +122,18 @@ def test_fft_conv_matches_float64(be, rng, case):
 def test_simple_and_tiled_channel_gemm_agree(be, rng):
     """The reference GEMM kernel and the register-tiled one (both configs: K/g below and above
     32) sum the same products in the same order."""
-    for ws in ((5, 3, 5, 5), (40, 3, 5, 5)):
-        x, w = random_array(rng, (3, 3, 9, 7)), random_array(rng, ws)
-        ref = conv2d_ref(x, w, padding=2)
+    for ws, groups in (((5, 3, 5, 5), 1), ((40, 3, 5, 5), 1), ((70, 1, 5, 5), 2)):
+        x, w = random_array(rng, (3, ws[1] * groups, 9, 7)), random_array(rng, ws)
+        kw = dict(padding=2, groups=groups)
+        ref = conv2d_ref(x, w, **kw)
         ys = {}
         for multiply in ("auto", "simple"):
             with cuconv.backend("record"):
-                plan = cuconv.plan_conv2d(x, w, padding=2, algo="fft_tiling", tile=8, multiply=multiply)
+                plan = cuconv.plan_conv2d(x, w, algo="fft_tiling", tile=8, multiply=multiply, **kw)
             want = "fft_channel_gemm_simple" if multiply == "simple" else (
-                "fft_channel_gemm_4x4" if ws[0] >= 32 else "fft_channel_gemm_4x1")
+                "fft_channel_gemm_4x4" if ws[0] // groups >= 32 else "fft_channel_gemm_4x1")
             assert want in plan.kernels
-            ys[multiply] = _run(be, x, w, None, None, None, dict(padding=2), ref.shape, algo="fft_tiling", tile=8,
+            ys[multiply] = _run(be, x, w, None, None, None, kw, ref.shape, algo="fft_tiling", tile=8,
                                 multiply=multiply)
             assert_close(ys[multiply], ref, "float32", "fft_tiling")
         assert rel_error(ys["auto"], ys["simple"]) <= 1e-6
@@ -139,16 +143,18 @@ def test_workspace_cap_chunks_the_batch_and_keeps_the_answer(be, rng):
     x, w = random_array(rng, (3, 2, 11, 9)), random_array(rng, (4, 2, 5, 5))
     ref = conv2d_ref(x, w, padding=1)
     p = Conv2dProblem.from_shapes(x.shape, w.shape, 1, 1)
-    for algo in ALGOS:
-        full = fft_math.workspace_bytes(p, algo)
-        t = fft_math.tiling(p, algo)
-        cap = t.chunk_bytes(1) + t.filter_bytes + 64
-        with cuconv.backend("record"):
-            plan = cuconv.plan_conv2d(x, w, padding=1, algo=algo, max_workspace_bytes=cap)
-        assert plan.workspace_bytes <= cap < full
-        assert plan.kernels.count("fft_crop_epilogue") == t.items       # one item a pass
-        y = _run(be, x, w, None, None, None, dict(padding=1, max_workspace_bytes=cap), ref.shape, algo=algo)
-        assert_close(y, ref, "float32", algo)
+    for algo, extra in (("fft", {}), ("fft_tiling", {}), ("fft_tiling", dict(tile=8))):
+        full = fft_math.workspace_bytes(p, algo, tile=extra.get("tile"))
+        t = fft_math.tiling(p, algo, extra.get("tile"))
+        for items in [n for n in (1, 4) if n < t.items]:   # 4 tiles a pass: passes end inside images
+            cap = t.chunk_bytes(items) + t.filter_bytes + 64
+            with cuconv.backend("record"):
+                plan = cuconv.plan_conv2d(x, w, padding=1, algo=algo, max_workspace_bytes=cap, **extra)
+            assert plan.workspace_bytes <= cap < full
+            assert plan.kernels.count("fft_crop_epilogue") == -(-t.items // items)
+            y = _run(be, x, w, None, None, None, dict(padding=1, max_workspace_bytes=cap), ref.shape, algo=algo,
+                     **extra)
+            assert_close(y, ref, "float32", algo, what=f"{algo} {extra} cap {cap}")
 
 
 # =========================================================================== reuse of the filter spectra
