@@ -61,6 +61,13 @@ def test_tiling_picks_the_cheapest_candidate():
     flops = {L: fft_math.fft_flops(p, "fft_tiling", tile=L) for L in fft_math.TILE_CANDIDATES}
     assert t.Lh == t.Lw == min(flops, key=flops.get)
     assert t.workspace_bytes() < fft_math.workspace_bytes(p, "fft") / 4     # bounded: 112x112 -> 32x32 tiles
+    # Larger images or batches: fft's workspace grows with them, fft_tiling's stays below one pass's
+    # bound plus the filter spectra, and stops growing.
+    for q in (p.with_(H=448, W=448), p.with_(N=16)):
+        qt = fft_math.tiling(q, "fft_tiling")
+        assert qt.workspace_bytes() <= fft_math.TILING_PASS_BYTES + qt.filter_bytes
+        assert fft_math.workspace_bytes(q.with_(N=2 * q.N), "fft_tiling") == qt.workspace_bytes()
+        assert fft_math.workspace_bytes(q, "fft") > 3 * fft_math.workspace_bytes(p, "fft")
 
 
 # =========================================================================== the conv test matrix
@@ -226,6 +233,12 @@ def test_refusals_are_clear_and_listed():
             cuconv.conv2d(x, w, algo="fft", tile=8)
         with pytest.raises(ValueError, match="multiply must be"):
             cuconv.conv2d(x, w, algo="fft", multiply="cublas")
+    huge = Conv2dProblem(1, 1024, 2048, 2048, 16, 7, 7, pad_h=3, pad_w=3)    # 2058² planes: 4.3e9 a buffer
+    infos = {i.name: i for i in cuconv.algorithms(huge)}
+    assert not infos["fft"].ok and "2**31" in infos["fft"].reason and "fft_tiling bounds them" in infos["fft"].reason
+    t = fft_math.tiling(huge, "fft_tiling")
+    assert infos["fft_tiling"].ok and t.pass_items < t.items
+    assert infos["fft_tiling"].workspace_bytes <= fft_math.TILING_PASS_BYTES + t.filter_bytes + 64   # bounded
     p = Conv2dProblem.from_shapes(x.shape, w.shape)
     capped = {i.name: i for i in cuconv.algorithms(p, max_workspace_bytes=1000)}
     assert not capped["fft"].ok and "max_workspace_bytes=1000" in capped["fft"].reason

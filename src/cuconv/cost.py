@@ -174,10 +174,12 @@ class FftCost:
     whatever algorithm the library runs; 8 real FLOPs per complex multiply-accumulate. The
     filter transforms are ``filter_transform_flops``, out of ``flops`` when a transformed
     weight is reused (``flops_reusing_filter``). ``workspace_bytes``: what the plan allocates
-    for the whole batch in one pass (under a workspace cap the op chunks the items) — real planes
-    (the packed filter, then the packed inputs, then the inverse transforms: max(items·max(C, K),
-    K·C/g)·Lh·Lw floats), input and output spectra (items·(C + K)·Lh·(Lw/2+1) complex64) and the
-    filter spectra (``filter_bytes``, K·C/g·Lh·(Lw/2+1) complex64); ``workspace_reusing_filter``
+    without a workspace cap, for the items of one pass (``pass_items``: the whole batch for
+    ``fft``, at most fft_math.TILING_PASS_BYTES of planes for ``fft_tiling``) — real planes
+    (the packed filter planes in passes, then the packed inputs, then the inverse transforms:
+    max(pass_items·max(C, K), filter planes per pass)·Lh·Lw floats), input and output spectra
+    (pass_items·(C + K)·Lh·(Lw/2+1) complex64) and the filter spectra (``filter_bytes``,
+    K·C/g·Lh·(Lw/2+1) complex64); ``workspace_reusing_filter``
     without the filter's part, when ``transformed_weight=`` is passed. Up to 16 bytes of
     alignment per buffer come on top in the plan.
     """
@@ -186,6 +188,7 @@ class FftCost:
     Lw: int
     tiles: int                         # per image
     items: int                         # N · tiles
+    pass_items: int                    # items a pass holds (no workspace cap)
     input_transform_flops: int
     filter_transform_flops: int
     output_transform_flops: int
@@ -382,7 +385,7 @@ def fft_cost(problem: Conv2dProblem, algo: str = "fft", tile=None) -> FftCost:
     "fft_tiling": overlap-save tiles, ``tile`` as the op takes it); ValueError if it cannot."""
     t = _fm.tiling(problem, algo, tile)
     return FftCost(
-        algo=algo, Lh=t.Lh, Lw=t.Lw, tiles=t.tiles, items=t.items,
+        algo=algo, Lh=t.Lh, Lw=t.Lw, tiles=t.tiles, items=t.items, pass_items=t.pass_items,
         input_transform_flops=t.input_transform_flops, filter_transform_flops=t.filter_transform_flops,
         output_transform_flops=t.output_transform_flops, product_flops=t.product_flops,
         direct_flops=problem.flops(), workspace_bytes=t.workspace_bytes(with_filter=True),

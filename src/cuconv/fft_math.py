@@ -36,6 +36,10 @@ COMPLEX_MAC_FLOPS = 8
 # real planes (or the items' real-planes buffer, when larger): the K·C/g planes of a large
 # layer at whole-image size would otherwise need as much staging as their spectra.
 FILTER_PASS_BYTES = 8 << 20
+# fft_tiling runs its (image, tile) items in passes whose real planes and spectra take at most
+# this many bytes (one item at least): its workspace stays bounded however large the image or
+# the batch (cuDNN's FFT_TILING), where ``fft`` holds the whole batch's spectra at once.
+TILING_PASS_BYTES = 128 << 20
 COMPLEX_BYTES = 8                       # complex64
 REAL_BYTES = 4                          # float32
 
@@ -158,11 +162,19 @@ class FftTiling:
     def filter_bytes(self) -> int:
         return self.filter_spectrum_elements() * COMPLEX_BYTES
 
+    @property
+    def pass_items(self) -> int:
+        """Items a pass holds when the workspace is not capped: the whole batch for ``fft``, at
+        most TILING_PASS_BYTES worth (at least one item) for ``fft_tiling``."""
+        if self.algo == "fft":
+            return self.items
+        return min(self.items, max(1, TILING_PASS_BYTES // self.chunk_bytes(1)))
+
     def workspace_bytes(self, with_filter: bool = True) -> int:
-        """The whole batch in one pass: real planes, input, output (and filter) spectra."""
+        """One pass of ``pass_items`` items: real planes, input, output (and filter) spectra."""
         if not with_filter:
-            return self.chunk_bytes(self.items)
-        return self.chunk_bytes(self.items, self.filter_pass_planes) + self.filter_bytes
+            return self.chunk_bytes(self.pass_items)
+        return self.chunk_bytes(self.pass_items, self.filter_pass_planes) + self.filter_bytes
 
     # ------------------------------------------------------------------ FLOPs
     @property
@@ -266,7 +278,7 @@ def fft_flops(p: Conv2dProblem, algo: str = "fft", with_filter: bool = True, til
 
 
 def workspace_bytes(p: Conv2dProblem, algo: str = "fft", with_filter: bool = True, tile=None) -> int:
-    """Real planes, input, output and (unless reused) filter spectra of the whole batch in one
-    pass: what the plan allocates when no workspace cap makes it chunk the batch (the plan adds
-    at most 16 bytes of alignment per buffer)."""
+    """Real planes, input, output and (unless reused) filter spectra of one pass (the whole
+    batch for ``fft``): what the plan allocates when no workspace cap makes it chunk further
+    (the plan adds at most 16 bytes of alignment per buffer)."""
     return tiling(p, algo, tile).workspace_bytes(with_filter)

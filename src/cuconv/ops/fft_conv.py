@@ -16,12 +16,14 @@ as a complex GEMM per frequency (fft_channel_gemm), C2R, crop + bias/residual/ac
 transforms are the backend's (``Backend.fft``: cuFFT through CuPy on the GPU, NumPy on the
 emulator), held in the plan as ``FftStep``s between the kernel launches.
 
-Workspace (what the plan reports and ``max_workspace_bytes`` bounds; chunks of items are
-made small enough to fit): real planes (items·max(C, K)·Lh·Lw floats: the packed inputs, then
-the inverse transforms), input and output spectra (items·(C + K)·Lh·(Lw/2 + 1) complex64), and
-the filter spectra (K·C/g·Lh·(Lw/2 + 1) complex64) unless ``transformed_weight`` is given —
-``cost.fft_cost(problem, algo).workspace_bytes`` when the batch is one chunk. cuFFT's own work
-area is its plan's, outside this figure.
+Workspace (what the plan reports and ``max_workspace_bytes`` bounds), for the items of one pass
+— the whole batch for ``fft``, at most 128 MiB of planes for ``fft_tiling``
+(``fft_math.TILING_PASS_BYTES``), fewer when a cap asks: real planes (items·max(C, K)·Lh·Lw
+floats: the packed filter planes in passes, then the packed inputs, then the inverse transforms),
+input and output spectra (items·(C + K)·Lh·(Lw/2 + 1) complex64), and the filter spectra
+(K·C/g·Lh·(Lw/2 + 1) complex64) unless ``transformed_weight`` is given — without a cap that is
+``cost.fft_cost(problem, algo).workspace_bytes`` (plus alignment). cuFFT's own work area is its
+plan's, outside this figure.
 
 Extra ``conv2d`` keyword arguments: ``transformed_weight=`` (``fft_filter_transform(w,
 x.shape, ...)``), ``multiply="auto" | "simple"`` (the register-tiled channel GEMM or the
@@ -178,13 +180,14 @@ def problem_tiling(p: Conv2dProblem, algo: str, tile=None) -> FftTiling:
 
 def chunking(t: FftTiling, max_workspace_bytes: int | None, with_filter: bool) -> tuple[int, int]:
     """(items per pass, filter planes per pass, at least the items' real planes). Without a cap:
-    the whole batch (up to the int32 limits) and ``filter_pass_planes`` filter planes a pass.
+    ``pass_items`` (fft: the whole batch; fft_tiling: TILING_PASS_BYTES worth; both within the
+    int32 limits) and ``filter_pass_planes`` filter planes a pass.
     Under ``max_workspace_bytes``: the most items whose buffers fit with those filter passes,
     else with the filter packed through the items' real-planes buffer in more passes; when not
     even one item fits, one item with the filter in passes — the least workspace there is, which
     the plan reports and conv2d refuses with the reason."""
     per_item = max(t.real_elements(1), t.input_spectrum_elements(1), t.output_spectrum_elements(1))
-    most = max(1, min(t.items, _MAX_ELEMENTS // per_item, 65535 * GEMM_NARROW.tb))
+    most = max(1, min(t.pass_items, _MAX_ELEMENTS // per_item, 65535 * GEMM_NARROW.tb))
     one_pass = t.filter_pass_planes if with_filter else 0
     if max_workspace_bytes is None:
         return most, max(one_pass, most * max(t.C, t.K))
@@ -241,6 +244,13 @@ def _plan(algo: str):
         if multiply not in ("auto", "simple"):
             raise ValueError(f"multiply must be 'auto' or 'simple', got {multiply!r}")
         t = problem_tiling(p, algo, spec.option("tile"))
+        per_item = max(t.real_elements(1), t.input_spectrum_elements(1), t.output_spectrum_elements(1))
+        if per_item > _MAX_ELEMENTS:
+            raise PlanError(f"one item's {t.Lh}x{t.Lw} planes ({per_item} elements a buffer) exceed the 2**31 "
+                            f"elements a pass may hold" + ("; fft_tiling bounds them" if algo == "fft" else ""))
+        if GEMM_NARROW.grid(1, t.K, t.groups, t.freqs)[1] > 65535:
+            raise PlanError(f"the channel GEMM's grid.y = groups·⌈(K/g)/8⌉ must be <= 65535, got K={t.K}, "
+                            f"groups={t.groups}")
         given = _given_spectrum(spec, p, t, algo)
         with_filter = given is None
         chunk, filter_planes = chunking(t, spec.max_workspace_bytes, with_filter)
