@@ -271,6 +271,27 @@ def test_gemm_and_algos_suites():
         assert {(p, i.name) for i in algorithms(p) if i.ok} <= seen
 
 
+def test_algos_suite_has_the_large_kernel_layers_with_fft_work():
+    """§8.4's comparison: 5x5 ... 11x11 stride-1 layers run by every algorithm, the FFT rows with
+    the cost model's FLOPs and workspace; one FFT row verified in emulation."""
+    from cuconv import cost
+    a = [c for c in suites.build_suite("algos") if c.name.startswith("§8.4 large kernel")]
+    assert sorted({c.problem.R for c in a}) == [5, 7, 9, 11]
+    assert all(c.problem.stride_h == 1 and c.problem.P == c.problem.H for c in a)
+    for c in a:
+        algos = {x.algo for x in a if x.problem == c.problem}
+        assert {"direct", "im2col_gemm", "implicit_gemm", "fft", "fft_tiling"} <= algos
+        if c.algo in ("fft", "fft_tiling"):
+            f = cost.fft_cost(c.problem, c.algo)
+            work = c.work(c.algo)
+            assert work.algo_flops == f.flops < work.flops and work.workspace_bytes == f.workspace_bytes
+    case = next(c for c in a if c.problem.R == 7 and c.algo == "fft_tiling")
+    row = Runner(BenchOptions(**EMU)).run_case(case)
+    assert row["status"] == "verified-emulated" and row["max_rel_error"] <= row["tolerance"]
+    assert row["algo_flops"] == cost.fft_cost(case.problem, "fft_tiling").flops
+    assert [k["label"] for k in row["kernels"] if k.get("library")] == ["fft2d_r2c_16x16", "fft2d_c2r_16x16"]
+
+
 def test_unknown_suite_names_the_choices():
     with pytest.raises(ValueError, match="seed.*resnet50"):
         suites.build_suite("resnet49")

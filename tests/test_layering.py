@@ -17,7 +17,7 @@ ROOT = SRC.parent.parent
 # Higher number = higher layer; a module may import its own layer and below.
 LAYERS = {
     "cuconv._version": 0, "cuconv.problem": 0, "cuconv.registry": 0, "cuconv.arch": 0,
-    "cuconv.winograd_math": 1, "cuconv.reference": 1, "cuconv.testing": 1, "cuconv.emulator": 1,
+    "cuconv.winograd_math": 1, "cuconv.fft_math": 1, "cuconv.reference": 1, "cuconv.testing": 1, "cuconv.emulator": 1,
     "cuconv.compile": 2,
     "cuconv.backend": 3,
     "cuconv.plan": 4,
@@ -27,7 +27,7 @@ LAYERS = {
     "cuconv.torch": 6,
     "cuconv.commands": 7, "cuconv.cli": 7, "cuconv.__main__": 7, "cuconv": 7,
 }
-OPTIONAL_THIRD_PARTY = {"cupy", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy"}
+OPTIONAL_THIRD_PARTY = {"cupy", "cupyx", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy"}
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -14,7 +14,7 @@ import cuconv
 from conftest import put
 from cuconv import compile as compile_mod
 from cuconv import emulator
-from cuconv.backend import EmulatorBackend, using
+from cuconv.backend import EmulatorBackend, fft_label, using
 from cuconv.ops import conv2d as conv2d_mod
 from cuconv.problem import Conv2dProblem, numpy_dtype
 from cuconv.testing import random_array
@@ -27,11 +27,13 @@ CONV_CASES = [
     ((2, 4, 11, 9), (6, 2, 5, 5), 2, 2, 1, 2),          # grouped, strided
     ((3, 6, 7, 7), (12, 1, 3, 3), 1, 1, 2, 6),          # depthwise, multiplier 2, dilated
     ((2, 8, 7, 9), (10, 8, 1, 1), 1, 0, 1, 1),          # 1x1
+    ((2, 3, 11, 9), (4, 3, 7, 7), 1, 3, 1, 1),          # 7x7 stride 1: the FFT algorithms' steps
 ]
 
 
 class Recording(EmulatorBackend):
-    """The emulator, recording (label, grid, block, shared_mem) of each launch it executes."""
+    """The emulator, recording (label, grid, block, shared_mem) of each launch it executes, and
+    each FFT it performs as the record backend does (fft2d_<kind>_<Lh>x<Lw>, (batch, 1, 1), ())."""
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -40,6 +42,11 @@ class Recording(EmulatorBackend):
     def launch(self, entry, grid, block, args, shared_mem=0):
         self.seen.append((entry.label, tuple(grid), tuple(block), int(shared_mem)))
         return super().launch(entry, grid, block, args, shared_mem)
+
+    def fft(self, kind, src, dst):
+        real = src if kind == "r2c" else dst
+        self.seen.append((fft_label(kind, real.shape[1:]), (real.shape[0], 1, 1), (), 0))
+        return super().fft(kind, src, dst)
 
 
 def _planned(plan):

@@ -50,7 +50,7 @@ def test_execute_opens_a_range_per_run_and_per_launch(rng, ranges):
     with cuconv.backend("record") as rec:
         plan = cuconv.plan_conv2d(x, w, padding=1, algo="winograd_f2x2_3x3")
         cuconv.conv2d(x, w, padding=1, algo="winograd_f2x2_3x3")
-    assert len(plan.launches) == 4 and rec.kernels() == plan.kernels
+    assert len(plan.launches) == 6 and rec.kernels() == plan.kernels
     expected = [("push", "cuconv:conv2d:winograd_f2x2_3x3")]
     for label in plan.kernels:
         expected += [("push", label), ("pop",)]
@@ -97,7 +97,7 @@ def test_profile_on_the_record_backend_prints_the_exact_ncu_and_sanitizer_lines(
                    "--repeat", "3", "--ncu", "--ncu-set", "full", "--sanitize", "racecheck"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "algo=winograd_f2x2_3x3" in out and "4 launch(es)" in out and "not checked" in out
+    assert "algo=winograd_f2x2_3x3" in out and "6 launch(es)" in out and "not checked" in out
     x, w = np.empty((2, 16, 9, 9), np.float32), np.empty((16, 16, 3, 3), np.float32)
     with cuconv.backend("record"):
         plan = cuconv.plan_conv2d(x, w, padding=1, algo="winograd_f2x2_3x3")
@@ -113,7 +113,7 @@ def test_profile_on_the_record_backend_prints_the_exact_ncu_and_sanitizer_lines(
     opt = {ncu[i]: ncu[i + 1] for i in range(len(ncu) - 1) if ncu[i].startswith("--")}
     assert opt["--kernel-name-base"] == "mangled"
     assert opt["--kernel-name"] == "regex:^(" + "|".join(names) + ")$"
-    assert opt["--launch-skip"] == str(2 * 4) and opt["--launch-count"] == str(3 * 4)
+    assert opt["--launch-skip"] == str(2 * 6) and opt["--launch-count"] == str(3 * 6)
     assert opt["--set"] == "full" and opt["--clock-control"] == "none"
     target = ncu[ncu.index("-m") - 1:]
     assert target[1:4] == ["-m", "cuconv", "profile"]

@@ -18,6 +18,7 @@ from .backend import NoDeviceError, backend, current_backend, gpu_available  # n
 from .ops.conv2d import algorithms, conv2d, plan_conv2d  # noqa: F401
 from .ops.conv_transpose import conv_transpose2d, plan_conv_transpose2d  # noqa: F401
 from .ops.depthwise import depthwise_conv2d, plan_depthwise_conv2d  # noqa: F401
+from .ops.fft_conv import fft_filter_transform  # noqa: F401
 from .ops.find import find  # noqa: F401
 from .ops.gemm import gemm, plan_gemm  # noqa: F401
 from .ops.im2col import im2col, plan_im2col  # noqa: F401

@@ -88,6 +88,29 @@ def _scalar_error(a, what: str):
     return None
 
 
+# The batched 2-D transforms a backend performs for a plan's FftStep (ops/fft_conv.py).
+FFT_KINDS = ("r2c", "c2r")
+FFT_PLAN_LIMIT = 64          # cuFFT plans the GPU backend keeps (each holds its work area)
+
+
+def fft_label(kind: str, shape) -> str:
+    """The name of an FFT step in plans, records and the bench's kernel column: fft2d_r2c_32x32."""
+    return f"fft2d_{kind}_{int(shape[0])}x{int(shape[1])}"
+
+
+def _check_fft(kind: str, src, dst) -> tuple[int, int]:
+    """(Lh, Lw) of a batched 2-D transform, after checking the arrays' shapes and dtypes."""
+    if kind not in FFT_KINDS:
+        raise ValueError(f"fft kind must be one of {FFT_KINDS}, got {kind!r}")
+    real, spec = (src, dst) if kind == "r2c" else (dst, src)
+    if (real.ndim != 3 or spec.ndim != 3 or real.shape[:2] != spec.shape[:2]
+            or spec.shape[2] != real.shape[2] // 2 + 1 or real.dtype != np.float32
+            or spec.dtype != np.complex64):
+        raise ValueError(f"fft {kind}: needs real float32 (B, Lh, Lw) and complex64 (B, Lh, Lw//2+1) "
+                         f"arrays, got {real.dtype} {tuple(real.shape)} and {spec.dtype} {tuple(spec.shape)}")
+    return int(real.shape[1]), int(real.shape[2])
+
+
 class Backend:
     """The shared launch path; subclasses say how to load an entry and which device is current."""
     name = "?"
@@ -152,6 +175,13 @@ class Backend:
     def to_numpy(self, a) -> np.ndarray:
         return np.asarray(a)
 
+    # --- library calls -------------------------------------------------------------------
+    def fft(self, kind: str, src, dst) -> None:
+        """A batched 2-D FFT over the last two axes into ``dst`` (a plan's FftStep), unnormalised
+        in both directions: ``"r2c"`` float32 (B, Lh, Lw) to complex64 (B, Lh, Lw//2 + 1),
+        ``"c2r"`` back (``src`` may be overwritten). Queued like a launch (the current stream)."""
+        raise NotImplementedError(f"the {self.name} backend performs no FFT")
+
     def meta(self, a):
         """What a plan key records of an array: shape, strides, dtype (None for None)."""
         return None if a is None else (a.shape, a.strides, a.dtype)
@@ -172,6 +202,7 @@ class CupyBackend(Backend):
         self._caps: dict[int, DeviceCaps] = {}
         self._runtime = None
         self._ndarray = None
+        self._fft_plans: dict = {}
 
     @property
     def xp(self):
@@ -221,6 +252,26 @@ class CupyBackend(Backend):
 
     def _load(self, entry: KernelEntry):
         return _compile.cupy_function(entry, self.device_key(), self.caps().cc)
+
+    def fft(self, kind: str, src, dst) -> None:
+        """cuFFT through CuPy, on the current stream, into ``dst``: the PlanNd comes from
+        ``cupyx.scipy.fft.get_fft_plan`` (which reads cupy.fft's plan cache) and is kept per
+        (device, kind, batch, shape), because cupy.fft's functions allocate their output and a
+        plan's spectra live in its workspace. cuFFT's own work area is the PlanNd's (CuPy's pool),
+        held while the PlanNd is: the FFT_PLAN_LIMIT most recent are kept."""
+        lh, lw = _check_fft(kind, src, dst)
+        key = (self.device_key(), kind, int(src.shape[0]), lh, lw)
+        plan = self._fft_plans.get(key)
+        if plan is None:
+            import cupyx.scipy.fft  # noqa: PLC0415  (optional third-party package)
+            value_type = "R2C" if kind == "r2c" else "C2R"
+            plan = cupyx.scipy.fft.get_fft_plan(src, shape=(lh, lw), axes=(-2, -1), value_type=value_type)
+            with self._lock:
+                if len(self._fft_plans) >= FFT_PLAN_LIMIT:
+                    self._fft_plans.pop(next(iter(self._fft_plans)))
+                self._fft_plans[key] = plan
+        from cupy.cuda import cufft  # noqa: PLC0415  (optional third-party package)
+        plan.fft(src, dst, cufft.CUFFT_FORWARD if kind == "r2c" else cufft.CUFFT_INVERSE)
 
     def is_array(self, a) -> bool:
         if self._ndarray is None:
@@ -357,6 +408,17 @@ class EmulatorBackend(_NumpyBackend):
     def _load(self, entry: KernelEntry):
         return self._module(entry.file, entry.options, entry.expression).get_function(entry.expression)
 
+    def fft(self, kind: str, src, dst) -> None:
+        """NumPy's FFT (pocketfft: in float32 for float32/complex64 data since NumPy 2.0, in double
+        and rounded to the destination before) on the emulator's arrays, in the interpreter: the
+        transforms are a library's on every backend; the plan's own kernels around them run
+        through the emulator."""
+        lh, lw = _check_fft(kind, src, dst)
+        if kind == "r2c":
+            dst[...] = np.fft.rfft2(src)
+        else:
+            dst[...] = np.fft.irfft2(src, s=(lh, lw), norm="forward")   # "forward": inverse unscaled
+
 
 class RecordBackend(_NumpyBackend):
     """Runs every op's real host path — checks, plan selection, the per-device function cache —
@@ -376,6 +438,13 @@ class RecordBackend(_NumpyBackend):
         def record(grid, block, args, shared_mem=0):
             launches.append(LaunchRecord(label, grid, block, shared_mem, tuple(args) if keep else ()))
         return record
+
+    def fft(self, kind: str, src, dst) -> None:
+        """Recorded like a launch (kernel ``fft2d_<kind>_<Lh>x<Lw>``, grid (batch, 1, 1), block ()),
+        nothing computed."""
+        shape = _check_fft(kind, src, dst)
+        self.launches.append(LaunchRecord(fft_label(kind, shape), (int(src.shape[0]), 1, 1), (), 0,
+                                          (src, dst) if self.keep_args else ()))
 
     def clear(self) -> None:
         self.launches.clear()

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from . import fft_math as _fm
 from . import winograd_math as _wm
 from .problem import (
     DTYPE_BYTES,
@@ -162,6 +163,60 @@ class WinogradCost:
 
 
 @dataclass(frozen=True)
+class FftCost:
+    """FFT convolution (§8.4's "FFT-based" row; the ``fft`` and ``fft_tiling`` algorithms) on
+    one convolution: Lh×Lw real transforms of every input tile and channel, of every filter
+    plane (K·C/g) and of every output tile and channel, the channel reduction as complex
+    multiply-accumulates per frequency, items = N·tiles.
+
+    FLOPs by FFTW benchFFT's convention (http://www.fftw.org/speed/method.html): 5·n·log2(n)
+    per complex n-point transform, half that, 2.5·n·log2(n), per real one (n = Lh·Lw for 2-D),
+    whatever algorithm the library runs; 8 real FLOPs per complex multiply-accumulate. The
+    filter transforms are ``filter_transform_flops``, out of ``flops`` when a transformed
+    weight is reused (``flops_reusing_filter``). ``workspace_bytes``: what the plan allocates
+    without a workspace cap, for the items of one pass (``pass_items``: the whole batch for
+    ``fft``, at most fft_math.TILING_PASS_BYTES of planes for ``fft_tiling``) — real planes
+    (the packed filter planes in passes, then the packed inputs, then the inverse transforms:
+    max(pass_items·max(C, K), filter planes per pass)·Lh·Lw floats), input and output spectra
+    (pass_items·(C + K)·Lh·(Lw/2+1) complex64) and the filter spectra (``filter_bytes``,
+    K·C/g·Lh·(Lw/2+1) complex64); ``workspace_reusing_filter``
+    without the filter's part, when ``transformed_weight=`` is passed. Up to 16 bytes of
+    alignment per buffer come on top in the plan.
+    """
+    algo: str
+    Lh: int
+    Lw: int
+    tiles: int                         # per image
+    items: int                         # N · tiles
+    pass_items: int                    # items a pass holds (no workspace cap)
+    input_transform_flops: int
+    filter_transform_flops: int
+    output_transform_flops: int
+    product_flops: int
+    direct_flops: int
+    workspace_bytes: int
+    workspace_reusing_filter: int
+    filter_bytes: int
+
+    @property
+    def transform_flops(self) -> int:
+        return self.input_transform_flops + self.filter_transform_flops + self.output_transform_flops
+
+    @property
+    def flops(self) -> int:
+        return self.transform_flops + self.product_flops
+
+    @property
+    def flops_reusing_filter(self) -> int:
+        return self.flops - self.filter_transform_flops
+
+    @property
+    def reduction(self) -> float:
+        """Direct FLOPs (2·MACs) over the FFT algorithm's."""
+        return self.direct_flops / self.flops
+
+
+@dataclass(frozen=True)
 class TrainingMemory:
     """Training memory (§ Memory formulas): weights, gradients, Adam's m and v, activations."""
     param_bytes: int
@@ -208,6 +263,7 @@ class LayerCost:
     problem: Conv2dProblem | None = None
     winograd: tuple[WinogradCost, ...] = ()
     parts: tuple["LayerCost", ...] = ()
+    fft: tuple[FftCost, ...] = ()
 
     @property
     def input_shape(self) -> Shape:
@@ -316,6 +372,26 @@ def winograd_cost(problem: Conv2dProblem, m) -> WinogradCost:
         filter_bytes=winograd_filter_bytes(problem, m))
 
 
+# ============================================================== FFT
+# The transform sizes, tiles and buffer sizes are the ones the FFT op uses (cuconv.fft_math, a
+# leaf module both import).
+FFT_ALGORITHMS = _fm.ALGORITHMS
+fft_unsupported_reason = _fm.unsupported_reason
+fft_tiling = _fm.tiling
+
+
+def fft_cost(problem: Conv2dProblem, algo: str = "fft", tile=None) -> FftCost:
+    """Everything about running ``problem`` as ``algo`` ("fft": whole-image transforms,
+    "fft_tiling": overlap-save tiles, ``tile`` as the op takes it); ValueError if it cannot."""
+    t = _fm.tiling(problem, algo, tile)
+    return FftCost(
+        algo=algo, Lh=t.Lh, Lw=t.Lw, tiles=t.tiles, items=t.items, pass_items=t.pass_items,
+        input_transform_flops=t.input_transform_flops, filter_transform_flops=t.filter_transform_flops,
+        output_transform_flops=t.output_transform_flops, product_flops=t.product_flops,
+        direct_flops=problem.flops(), workspace_bytes=t.workspace_bytes(with_filter=True),
+        workspace_reusing_filter=t.workspace_bytes(with_filter=False), filter_bytes=t.filter_bytes)
+
+
 def im2col_overhead(problem: Conv2dProblem) -> float:
     """§8.3: column-matrix elements over input elements, C·R·S·P·Q / (C·H·W).
 
@@ -344,6 +420,9 @@ def conv2d_cost(problem: Conv2dProblem, bias: bool = True) -> LayerCost:
     winograd = ()
     if winograd_unsupported_reason(problem) is None:
         winograd = tuple(winograd_cost(problem, m) for m in (2, 4))
+    fft = ()
+    if fft_unsupported_reason(problem) is None:
+        fft = tuple(fft_cost(problem, a) for a in FFT_ALGORITHMS)
     return LayerCost(
         kind=conv_kind(problem), input_shapes=(problem.input_shape,), output_shape=problem.output_shape,
         dtype=problem.dtype,
@@ -355,7 +434,7 @@ def conv2d_cost(problem: Conv2dProblem, bias: bool = True) -> LayerCost:
         backward_weight_flops=2 * macs + (outputs if bias else 0),
         output_bytes=problem.output_bytes(), input_cache_bytes=problem.input_bytes(),
         im2col_bytes=0 if problem.is_pointwise else problem.im2col_bytes(),
-        problem=problem, winograd=winograd)
+        problem=problem, winograd=winograd, fft=fft)
 
 
 @dataclass(frozen=True)

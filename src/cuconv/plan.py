@@ -13,6 +13,10 @@ on. An absent optional input is passed as a one-element placeholder (``Ref.absen
 its flag argument being 0. A plan may depend on the 16-byte alignment of some arrays
 (vector loads, cp.async): it lists them in ``aligned``, and a call whose arrays are not
 aligned gets a plan made for its actual alignment (``PlanCache`` does that).
+
+Besides kernel launches a plan may hold library steps (``FftStep``: a batched FFT that the
+backend performs, like an allocation); they sit in ``launches`` in execution order, so the
+list is still exactly what the call does.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import current_backend
+from .backend import FFT_KINDS, current_backend, fft_label
 from .registry import KernelEntry
 
 
@@ -158,6 +162,63 @@ class Launch:
 
     def describe(self) -> str:
         return f"{self.kernel} grid={self.grid} block={self.block} smem={self.shared_mem}"
+
+
+@dataclass(frozen=True)
+class FftStep:
+    """A batched 2-D FFT in a plan, next to its kernel launches: the backend's ``fft`` runs it
+    (cuFFT through CuPy on the GPU, NumPy's pocketfft on the emulator; the record backend
+    records it), so ``plan.launches`` lists every step a call performs, in order.
+
+    ``batch`` transforms of ``shape`` = (Lh, Lw) over the last two axes, unnormalised in both
+    directions (cuFFT's convention). ``"r2c"``: ``src`` real float32 (batch, Lh, Lw) to ``dst``
+    complex64 (batch, Lh, Lw//2 + 1); ``"c2r"``: the inverse (it may overwrite ``src``, as
+    cuFFT's C2R does). ``src`` and ``dst`` are slots like a Launch's: the step uses the first
+    batch·plane elements from the slot's offset. A library call has no kernel entry, grid or
+    block of its own: ``entry`` is None, ``block`` is () and ``grid`` is (batch, 1, 1), the
+    number of transforms, which is also what the record backend records.
+    """
+    kind: str
+    src: Ref
+    dst: Ref
+    batch: int
+    shape: tuple[int, int]
+
+    entry = None
+    block = ()
+    shared_mem = 0
+
+    def __post_init__(self):
+        if self.kind not in FFT_KINDS:
+            raise ValueError(f"FftStep kind must be one of {FFT_KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "batch", int(self.batch))
+        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "_slots", ((0, self.src.name, self.src.offset), (1, self.dst.name, self.dst.offset)))
+
+    @property
+    def kernel(self) -> str:
+        return fft_label(self.kind, self.shape)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (self.batch, 1, 1)
+
+    @property
+    def args(self) -> tuple:
+        return (self.src, self.dst)
+
+    def describe(self) -> str:
+        return f"{self.kernel} batch={self.batch} (backend FFT)"
+
+    def run(self, be, env: dict) -> None:
+        lh, lw = self.shape
+        real, spectrum = (self.batch, lh, lw), (self.batch, lh, lw // 2 + 1)
+        src_shape, dst_shape = (real, spectrum) if self.kind == "r2c" else (spectrum, real)
+        views = []
+        for (_, name, offset), shape in zip(self._slots, (src_shape, dst_shape)):
+            n = shape[0] * shape[1] * shape[2]
+            views.append(env[name].reshape(-1)[offset:offset + n].reshape(shape))
+        be.fft(self.kind, views[0], views[1])
 
 
 @dataclass(frozen=True)
@@ -312,6 +373,9 @@ class Plan:
             env["0:" + dt] = be.placeholder(dt)
         launch = be.launch
         for ln in self.launches:
+            if ln.entry is None:      # a library step (FftStep): the backend's own call
+                ln.run(be, env)
+                continue
             args = list(ln.args)
             for i, name, offset in ln._slots:
                 a = env[name]

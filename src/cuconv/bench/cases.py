@@ -212,6 +212,9 @@ class ConvCase(Case):
             workspace = cost.winograd_filter_bytes(p, m)
             if "fused" not in algo:  # the fused kernel keeps V and M in shared memory
                 workspace += cost.winograd_workspace_bytes(p, m)
+        elif algo in cost.FFT_ALGORITHMS and cost.fft_unsupported_reason(p) is None:
+            fft = cost.fft_cost(p, algo)      # transforms (FFTW's 5·n·log2 n convention) + complex MACs
+            algo_flops, workspace = fft.flops, fft.workspace_bytes
         elif algo == "im2col_gemm":
             workspace = 0 if p.is_pointwise else p.im2col_bytes()
         return Work(p.flops(), algo_flops, p.min_bytes(), workspace, p.output_bytes())

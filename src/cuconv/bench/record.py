@@ -18,17 +18,19 @@ from ..registry import kernel as registered_kernel
 
 def kernel_table(launches) -> list[dict]:
     """One dict per distinct kernel, in first-launch order: label, entry, launches, grid, block.
-    ``launches``: the record backend's LaunchRecords or a plan's Launches."""
+    ``launches``: the record backend's LaunchRecords or a plan's Launches. A library step (a
+    plan's FftStep: no block of its own) is listed with ``library=True`` and no entry."""
     out: dict[str, dict] = {}
     for ln in launches:
         label = ln.kernel
         if label not in out:
+            library = tuple(ln.block) == ()
             try:
-                entry = registered_kernel(label)
+                entry = None if library else registered_kernel(label)
             except KeyError:
                 entry = None
             out[label] = dict(label=label, entry=entry, registered=entry is not None, launches=0,
-                              grid=list(ln.grid), block=list(ln.block))
+                              grid=list(ln.grid), block=list(ln.block), library=library)
         out[label]["launches"] += 1
     return list(out.values())
 
@@ -51,6 +53,8 @@ def kernel_resources(kernels: list[dict], arch: str) -> tuple[int | None, int | 
     for k in kernels:
         entry = k.get("entry")
         k["registers"] = k["spill_bytes"] = k["issue_ceiling"] = k["math_share"] = None
+        if k.get("library"):          # cuFFT's own kernels: nothing of ours to compile
+            continue
         if entry is None:
             problems.append(f"{k['label']} is not a registered kernel")
             continue

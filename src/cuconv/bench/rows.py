@@ -47,7 +47,8 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("noise_pct", "relative standard deviation of the timed runs, %"),
     ("repeats", "timed runs"),
     ("flops", "direct count 2*N*K*P*Q*(C/groups)*R*S (GEMM: 2*M*N*K), the same for every algorithm"),
-    ("algo_flops", "FLOPs the algorithm does (Winograd: element-wise products + transforms)"),
+    ("algo_flops", "FLOPs the algorithm does (Winograd: element-wise products + transforms; FFT: "
+                   "5*n*log2(n) per complex n-point transform, half per real one, + 8 per complex MAC)"),
     ("min_bytes", "compulsory DRAM bytes: inputs read once, output written once"),
     ("algo_bytes", "min_bytes + each workspace buffer written once and read once"),
     ("intensity", "algo_flops / algo_bytes, FLOP/byte"),
@@ -62,7 +63,8 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("roofline_time_ms", "roofline lower bound max(algo_flops/peak, algo_bytes/bandwidth)"),
     ("pct_of_roofline", "roofline_time / time, %"),
     ("mem_output_bytes", "output tensor bytes"),
-    ("mem_workspace_theory_bytes", "cost model's workspace: im2col column matrix, Winograd V+M+U"),
+    ("mem_workspace_theory_bytes", "cost model's workspace: im2col column matrix, Winograd V+M+U, FFT real "
+                                   "planes + input, output and filter spectra"),
     ("mem_workspace_op_bytes", "workspace the op says it allocates (it may chunk the batch)"),
     ("mem_theory_bytes", "mem_output_bytes + mem_workspace_theory_bytes"),
     ("mem_measured_bytes", "peak device memory the allocating call took from CuPy's pool (measured)"),

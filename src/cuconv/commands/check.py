@@ -335,6 +335,13 @@ def device_checks() -> list[DeviceCheck]:
     for algo in ("winograd_f2x2_3x3", "winograd_f4x4_3x3"):
         for multiply in ("simple", "gemm"):
             checks.append(_conv_check(CONV_PROBLEMS[1], algo, multiply=multiply))
+    # FFT: both algorithms, each channel-GEMM kernel (narrow K/g < 32, wide K/g >= 32, simple).
+    fft_wide = ((1, 8, 12, 10), (36, 8, 5, 5), 1, 2, 1, 1, "bias+relu")
+    fft_grouped = ((2, 4, 11, 9), (6, 2, 5, 5), 1, 2, 2, 2, "residual")
+    for algo in ("fft", "fft_tiling"):
+        for case in (fft_wide, fft_grouped):
+            checks.append(_conv_check(case, algo))
+        checks.append(_conv_check(fft_grouped, algo, multiply="simple"))
     # Depthwise: each specialized config on its filter size and stride, the generic and direct kernels.
     for cfg in depthwise_mod.SPECIALIZED:
         k, s = cfg.ks, cfg.stride

@@ -152,6 +152,10 @@ def model_report(model) -> dict:
                                   "direct_multiplications": w.direct_multiplications,
                                   "transform_flops": w.transform_flops, "workspace_bytes": w.workspace_bytes,
                                   "filter_bytes": w.filter_bytes} for w in c.winograd]
+        if c.fft:
+            entry["fft"] = [{"algo": f.algo, "fft_size": [f.Lh, f.Lw], "tiles": f.tiles, "flops": f.flops,
+                             "transform_flops": f.transform_flops, "product_flops": f.product_flops,
+                             "workspace_bytes": f.workspace_bytes, "filter_bytes": f.filter_bytes} for f in c.fft]
         layers.append(entry)
     return {"model": model.name, "source": model.source, "batch": model.batch,
             "input_shape": list(model.input_shape), "dtype": model.dtype,

@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     depthwise,
     depthwise_grad,
     direct,
+    fft_conv,
     find,
     gemm,
     heuristics,
@@ -31,7 +32,7 @@ from . import (  # noqa: F401
     winograd,
 )
 
-OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, depthwise, separable, pool,
+OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, fft_conv, depthwise, separable, pool,
               conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe,
               conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad)
 

@@ -129,10 +129,11 @@ def conv_plan(spec: ConvSpec, algo: str, launches, *, workspace=(), extra_inputs
               description: str = "") -> Plan:
     """A conv2d Plan: inputs x, w, bias, residual (+ ``extra_inputs``), output ``out``.
     ``workspace``: (buffers, total bytes) from ``plan.layout_buffers``; ``extra_inputs``:
-    (role, shape) of further input arrays (Winograd's transformed weight)."""
+    (role, shape) of further input arrays of the problem's dtype (Winograd's transformed weight),
+    or (role, shape, dtype) (the FFT's complex64 filter spectra)."""
     buffers, nbytes = workspace if workspace else ((), 0)
     absent = {r for r, has in (("bias", spec.has_bias), ("residual", spec.has_residual)) if not has}
-    extra = tuple(role for role, _ in extra_inputs)
+    extra = tuple(e[0] for e in extra_inputs)
     p = spec.problem
     dt = p.dtype
     if spec.layout == "NCHW":
@@ -140,7 +141,7 @@ def conv_plan(spec: ConvSpec, algo: str, launches, *, workspace=(), extra_inputs
     else:
         x_shape, w_shape = (p.N, p.H, p.W, p.C), (p.K, p.R, p.S, p.C_per_group)
     expected = (("x", x_shape, dt), ("w", w_shape, dt), ("bias", (p.K,), dt), ("residual", spec.out_shape, dt),
-                *((role, tuple(shape), dt) for role, shape in extra_inputs))
+                *((e[0], tuple(e[1]), e[2] if len(e) > 2 else dt) for e in extra_inputs))
     return Plan(op="conv2d", algo=algo, problem=p, launches=tuple(launches),
                 inputs=("x", "w", "bias", "residual", *extra),
                 outputs=(Output("out", spec.out_shape, numpy_dtype(dt)),), device=spec.device,

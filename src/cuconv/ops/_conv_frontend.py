@@ -83,7 +83,9 @@ def unbatched(x, *others):
 
 def _option_value(v):
     """An algorithm option as the spec keeps it: arrays by (shape, dtype) — the plan depends on
-    their presence and shape only."""
+    their presence and shape only; lists as tuples (the spec is a dictionary key)."""
+    if isinstance(v, list):
+        return tuple(_option_value(e) for e in v)
     if hasattr(v, "shape") and hasattr(v, "dtype"):
         return ("array", tuple(v.shape), np.dtype(v.dtype).name)
     return v

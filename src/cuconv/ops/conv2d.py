@@ -1,8 +1,8 @@
 """``cuconv.conv2d``: validate → select → ``plan.run``.
 
 The algorithms are listed explicitly in ``ALGORITHMS`` (each lives in its own module:
-ops/direct.py, ops/im2col_gemm.py, ops/implicit_gemm.py, ops/winograd.py, ops/depthwise.py,
-ops/tc_conv.py). ``select(spec, algo)`` returns the memoized ``Plan`` of the named algorithm,
+ops/direct.py, ops/im2col_gemm.py, ops/implicit_gemm.py, ops/winograd.py, ops/fft_conv.py,
+ops/depthwise.py, ops/tc_conv.py). ``select(spec, algo)`` returns the memoized ``Plan`` of the named algorithm,
 or for ``algo="auto"`` of the first rule of ops/heuristics.py whose algorithm can plan the
 call. ``plan_conv2d`` returns that plan without running it; ``algorithms`` lists every
 algorithm's plan or the reason it has none.
@@ -17,6 +17,7 @@ from ..problem import Conv2dProblem, numpy_dtype
 from . import (
     depthwise,
     direct,
+    fft_conv,
     heuristics,
     im2col_gemm,
     implicit_gemm,
@@ -29,7 +30,7 @@ from ._conv_frontend import ConvFrontEnd, build_spec
 # Listing order of cuconv.algorithms.
 ALGORITHMS: dict[str, ConvAlgorithm] = {a.name: a for a in (
     direct.ALGORITHM, *im2col_gemm.ALGORITHMS, implicit_gemm.ALGORITHM, *winograd.ALGORITHMS,
-    depthwise.ALGORITHM, *tc_conv.ALGORITHMS)}
+    *fft_conv.ALGORITHMS, depthwise.ALGORITHM, *tc_conv.ALGORITHMS)}
 
 
 def algorithm(name: str) -> ConvAlgorithm:

@@ -4,8 +4,8 @@
 whose algorithm can plan it (dtype, layout, limits, the workspace cap) wins. A rule whose
 algorithm cannot plan the call is passed over, so the table reads as "prefer this, else
 that". Every rule says why it sits where it does. The order follows operation counts and
-memory traffic (the textbook's §8 and the kernels' static analysis); no GPU measurement backs
-it yet — ``cuconv bench algos`` on a device is how it will be checked, and a change of policy
+memory traffic (the textbook's §8, cuconv.fft_math's FFT counts and the kernels' static
+analysis); no GPU measurement backs it yet — ``cuconv bench algos`` on a device is how it will be checked, and a change of policy
 shows up as a diff of ``tests/test_heuristics.py``'s golden table.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import fft_math
 from ._algorithm import ConvSpec
 
 # Winograd pays when the per-tile transforms (O(α²) per input and per output channel) are
@@ -22,6 +23,13 @@ WINOGRAD_F4_MIN_CHANNELS = 64
 WINOGRAD_F4_MIN_OUTPUT = 8
 # Below this many output channels per group a GEMM tile's N dimension is mostly idle.
 GEMM_MIN_OUTPUT_CHANNELS = 8
+# FFT convolution (a modelled choice: no GPU run has measured it yet). Its stages stream the
+# spectra through global memory (cuFFT's transforms and the per-frequency channel GEMM are
+# bandwidth-bound) where the tiled GEMMs reuse every load from shared memory and registers, so
+# it is taken only when cuconv.fft_math counts at most FFT_MAX_FLOP_RATIO of the direct FLOPs,
+# and never below 5x5 (3x3 is Winograd's).
+FFT_MIN_TAPS = 25
+FFT_MAX_FLOP_RATIO = 0.2
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,17 @@ def _winograd(s: ConvSpec, channels: int) -> bool:
     return s.problem.C >= channels and s.problem.K >= channels
 
 
+def fft_choice(s: ConvSpec) -> str | None:
+    """"fft" or "fft_tiling", whichever the cost model counts fewer FLOPs for (filter transforms
+    included), when that is at most FFT_MAX_FLOP_RATIO of the direct count; else None."""
+    p = s.problem
+    if (s.dtype != "float32" or s.layout != "NCHW" or p.R * p.S < FFT_MIN_TAPS
+            or fft_math.unsupported_reason(p) is not None):
+        return None
+    best = min(fft_math.ALGORITHMS, key=lambda a: fft_math.fft_flops(p, a))
+    return best if fft_math.fft_flops(p, best) <= FFT_MAX_FLOP_RATIO * p.flops() else None
+
+
 RULES: tuple[Rule, ...] = (
     Rule("depthwise", _depthwise,
          "groups == C: each input channel has its own filters; the depthwise kernels are built for "
@@ -66,6 +85,15 @@ RULES: tuple[Rule, ...] = (
     Rule("pointwise", lambda s: s.problem.is_pointwise,
          "1x1, stride 1, no padding: the convolution is exactly a GEMM on the NCHW data, with no "
          "gather and no workspace"),
+    Rule("fft", lambda s: fft_choice(s) == "fft",
+         "stride 1, kernel >= 5x5, and the whole-image transforms count at most 1/5 of the direct "
+         "FLOPs and fewer than fft_tiling's overlapping tiles (a kernel large for the image, or a "
+         "batch that amortises the whole-image filter spectra): §8.4's O(C_out·C_in·HW·log HW); "
+         "modelled, not measured"),
+    Rule("fft_tiling", lambda s: fft_choice(s) is not None,
+         "stride 1, kernel >= 5x5, and overlap-save tiles count at most 1/5 of the direct FLOPs "
+         "(the filter spectra at tile size, a bounded workspace); also where whole-image FFT was "
+         "cheaper but cannot run (the workspace cap); modelled, not measured"),
     Rule("winograd_f4x4_3x3",
          lambda s: _winograd(s, WINOGRAD_F4_MIN_CHANNELS)
          and min(s.problem.P, s.problem.Q) >= WINOGRAD_F4_MIN_OUTPUT,
