@@ -158,8 +158,10 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.conv_transpose2d(x, w, stride=0)
         with pytest.raises(TypeError, match="groups must be an int"):
             cuconv.conv_transpose2d(x, w, groups=1.0)
-        with pytest.raises(TypeError, match="float32"):
+        with pytest.raises(TypeError, match="same dtype, got float64 and float32"):
             cuconv.conv_transpose2d(x.astype(np.float64), w)
+        with pytest.raises(TypeError, match="float32 or float64, got float16"):
+            cuconv.conv_transpose2d(x.astype(np.float16), w.astype(np.float16))
         with pytest.raises(ValueError, match="4-D"):
             cuconv.conv_transpose2d(x, w[0])
         with pytest.raises(ValueError, match="out must have shape"):

@@ -66,7 +66,7 @@ def test_bad_arguments_raise_before_launch(monkeypatch):
         x = np.ones((1, 2, 5, 5), np.float32)
         cases = [
             ((np.ones((5, 5), np.float32), 3), {}, ValueError, "4-D"),
-            ((x.astype(np.float64), 3), {}, TypeError, "float32"),
+            ((x.astype(np.float16), 3), {}, TypeError, "float32 or float64, got float16"),
             ((x, 0), {}, ValueError, "kernel_size must be positive"),
             ((x, (3, 3, 3)), {}, ValueError, "kernel_size"),
             ((x, 3.0), {}, TypeError, "kernel_size"),
