@@ -19,7 +19,7 @@
 //      reference variant. T = float or double (labels gemm_f32_naive_*, gemm_f64_naive_*).
 //   2. gemm_tiled<T, TILE>: TILE x TILE threads stage a tile of A and of B in shared memory
 //      per K step (zero-filled at the edges), so each global element is read once per block
-//      instead of T times; each thread still computes one output: 1 FMA per 2 shared loads,
+//      instead of TILE times; each thread still computes one output: 1 FMA per 2 shared loads,
 //      so shared-memory traffic and issue slots bound it (FFMAs are 16 of the 81 instructions
 //      of its main loop on sm_90: a 20 % issue ceiling). float or double.
 //   3. gemm_f32_regblock<BM, BN, BK, TM, TN>: 2-D register blocking. A block of
@@ -71,7 +71,7 @@
 //      consecutive doubles (128 bytes: conflict-free) and those of A broadcasts, and its
 //      stores of C are 16-double runs of two rows. The config 64x64x8 with 4x4: 256 threads,
 //      16 accumulators (32 registers); per k, 4 + 4 doubles read from shared memory for 16
-//      FMAs (2 FMAs per double loaded); 108-112 registers (sm_75, sm_90), 0 spills, 2 blocks
+//      FMAs (2 FMAs per double loaded); 76-112 registers (sm_75 ... sm_120), 0 spills, 2 blocks
 //      per SM; shared memory 2 · 8 · (64 + 1 + 64) · 8 B = 16.1 KiB.
 #include "common.cuh"
 

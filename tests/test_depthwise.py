@@ -273,10 +273,12 @@ def test_nhwc_variant_rules():
 
 
 def _layout_order_cases():
-    kernels = [("float64", "NCHW", "specialized", (3, 3), 1, 1), ("float64", "NCHW", "generic", (3, 3), 1, 2),
-               ("float64", "NCHW", "direct", (3, 3), 2, 1), ("float32", "NHWC", "specialized", (3, 3), 1, 1),
-               ("float32", "NHWC", "specialized", (5, 5), 2, 1), ("float32", "NHWC", "direct", (3, 3), 1, 2),
-               ("float64", "NHWC", "specialized", (3, 3), 2, 1), ("float64", "NHWC", "direct", (3, 3), 2, 2)]
+    # Every new kernel: the float64 NCHW tiles and direct, every NHWC strip config and direct.
+    kernels = [("float64", "NCHW", "specialized", (3, 3), 1, 1), ("float64", "NCHW", "specialized", (3, 3), 2, 1),
+               ("float64", "NCHW", "generic", (3, 3), 1, 2), ("float64", "NCHW", "direct", (3, 3), 2, 1)]
+    for dtype in ("float32", "float64"):
+        kernels += [(dtype, "NHWC", "specialized", (k, k), s, 1) for k in (3, 5) for s in (1, 2)]
+        kernels += [(dtype, "NHWC", "direct", (3, 3), 1, 2)]
     for mode, tag in ((dict(sanitize="address,undefined", order="reverse"), "asan_ubsan_reverse"),
                       (dict(order="random", seed=7), "random_order")):
         for dtype, layout, variant, RS, stride, dil in kernels:

@@ -229,9 +229,7 @@ def test_config_of_another_dtype_or_layout_is_rejected(rng):
     pytest.param(dict(order="reverse"), id="reverse"),
     pytest.param(dict(order="random", seed=11), id="random"),
 ])
-@pytest.mark.parametrize("config", ["implicit_gemm_simple_f64_16x16x16", "implicit_gemm_f64_64x64x8_4x4",
-                                    "implicit_gemm_simple_f32_nhwc_16x16x16", "implicit_gemm_f32_nhwc_128x64x8_8x4",
-                                    "implicit_gemm_f64_nhwc_64x64x8_4x4"])
+@pytest.mark.parametrize("config", [c.name for c in OTHER_CONFIGS])
 def test_float64_and_nhwc_under_emulator_checks(rng, config, mode):
     """The double-buffered float64 and NHWC kernels under ASan/UBSan and reversed/random order
     (6 reduction steps: both buffers refilled twice; K = 67 > 64)."""

@@ -113,18 +113,23 @@ def test_global_avg_pool(be, rng, shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_emulator_sanitizers_reverse_order(rng, dtype):
-    """AddressSanitizer + UBSan, threads in reverse order: the max (with indices), average and
-    warp-per-plane global-average kernels (the others share their bodies)."""
+    """AddressSanitizer + UBSan, threads in reverse order: every pooling kernel (max with and
+    without indices, average, global average with a warp and with a block per plane)."""
     x = _tied_input(rng, (1, 3, 9, 7), dtype)
+    xg = random_array(rng, (1, 2, 33, 40), dtype)
     with cuconv.backend("emulator", sanitize="address,undefined", order="reverse"):
         y, idx = cuconv.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+        ym = cuconv.max_pool2d(x, (2, 3), (1, 2), (1, 1), (2, 1))
         ya = cuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
         g = cuconv.global_avg_pool2d(x)
+        g_large = cuconv.global_avg_pool2d(xg)
     ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, True)
     assert_close(y, ref, dtype, "pool")
     np.testing.assert_array_equal(idx, ref_idx)
+    assert_close(ym, max_pool2d_ref(x, (2, 3), (1, 2), (1, 1), (2, 1)), dtype, "pool")
     assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), dtype, "pool")
     assert_close(g, global_avg_pool2d_ref(x), dtype, "pool")
+    assert_close(g_large, global_avg_pool2d_ref(xg), dtype, "pool")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
