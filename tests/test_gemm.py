@@ -236,9 +236,11 @@ def test_launcher_splits_large_grids(be, rng, monkeypatch):
 # --------------------------------------------------------------------------- emulator checking modes
 # Thread orders for every config (they cost no extra compile); the sanitizers, which need a
 # build of their own per config, for the shared-memory variants with distinct load patterns
-# (one float4 of A and B per thread; four of B per thread) and the simple tiled one.
+# (one float4 of A and B per thread; four of B per thread) and the simple tiled one, and every
+# float64 kernel.
 _SANITIZED = [c for c in CONFIGS if c.label in ("gemm_f32_tiled_16x16x16", "gemm_f32_128x128x8_8x8",
-                                                "gemm_f32_32x128x16_4x8")] + [c for c in CONFIGS if c.dtype == "float64"]
+                                                "gemm_f32_32x128x16_4x8")]
+_SANITIZED += [c for c in CONFIGS if c.dtype == "float64"]
 _MODES = ([pytest.param(dict(sanitize="address,undefined"), c, id=f"asan_ubsan-{c.label}") for c in _SANITIZED]
           + [pytest.param(dict(order="reverse"), c, id=f"reverse-{c.label}") for c in CONFIGS]
           + [pytest.param(dict(order="random", seed=7), c, id=f"random-{c.label}") for c in CONFIGS])

@@ -14,9 +14,9 @@ NCHW and NHWC (weight ``(M·C, R, S, 1)``, the same memory). NCHW kernels, picke
   variant the tests compare the others with.
 
 NHWC (MobileNet-style channels-last nets): ``depthwise_f32_nhwc_k{3,5}_s{1,2}_v4`` (a thread
-computes 4 adjacent outputs of one channel — 2 for most float64 configs — channels fastest across threads: coalesced with no
-shared memory) and ``depthwise_f32_nhwc_direct`` for everything else (variant "generic" is
-NCHW only).
+computes 4 adjacent outputs of one channel, 2 in most float64 configs; channels run fastest
+across threads, so loads and stores are coalesced with no shared memory) and
+``depthwise_f32_nhwc_direct`` for everything else (variant "generic" is NCHW only).
 
 Shared memory per block is capped at 15 KiB so that four 256-thread blocks fit on every
 target (sm_75 has 64 KiB per SM): 50 % theoretical occupancy on sm_90, which is what
@@ -246,7 +246,7 @@ def plan(p: Conv2dProblem, variant: str = "auto", layout: str = "NCHW") -> Depth
             return DepthwisePlan(GENERICS[p.dtype].name, GENERICS[p.dtype], tile)
         if variant == "generic":
             raise ValueError(f"variant='generic' cannot run {p.describe()}: its smallest tile "
-                             f"({_smem_floats(p, 1, 1, 1, 1) * 4} bytes) exceeds the "
+                             f"({_smem_floats(p, 1, 1, 1, 1) * p.itemsize} bytes) exceeds the "
                              f"{SMEM_LIMIT_BYTES}-byte shared-memory budget")
     return DepthwisePlan(_direct_name(p.dtype, "NCHW"), None, None)
 
