@@ -21,12 +21,34 @@ enum CuconvActivation {
     CC_ACT_SILU = 3,
 };
 
-__device__ __forceinline__ float cc_activate(float v, int act) {
+// The element type of the templated kernels is float or double: these overloads pick the
+// single- or double-precision math function, so one kernel body serves both (a double
+// kernel accumulates in double and calls exp, not expf, for SiLU; the backward kernels
+// accumulate in their element type through cc_fma too).
+__device__ __forceinline__ float cc_fma(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double cc_fma(double a, double b, double c) { return fma(a, b, c); }
+__device__ __forceinline__ float cc_max(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ double cc_max(double a, double b) { return fmax(a, b); }
+__device__ __forceinline__ float cc_min(float a, float b) { return fminf(a, b); }
+__device__ __forceinline__ double cc_min(double a, double b) { return fmin(a, b); }
+__device__ __forceinline__ float cc_exp(float a) { return expf(a); }
+__device__ __forceinline__ double cc_exp(double a) { return exp(a); }
+
+// T itself, in a context that does not take part in template argument deduction: the
+// epilogue's element type comes from the accumulator alone, so a literal nullptr (or a
+// `has ? p : nullptr`) may stand for an absent pointer.
+template <typename T>
+struct cc_same {
+    typedef T type;
+};
+
+template <typename T>
+__device__ __forceinline__ T cc_activate(T v, int act) {
     switch (act) {
-        case CC_ACT_RELU: return fmaxf(v, 0.0f);
-        case CC_ACT_RELU6: return fminf(fmaxf(v, 0.0f), 6.0f);
-        // SiLU with the accurate expf, so GPU and emulator agree to a few ulps.
-        case CC_ACT_SILU: return v / (1.0f + expf(-v));
+        case CC_ACT_RELU: return cc_max(v, T(0));
+        case CC_ACT_RELU6: return cc_min(cc_max(v, T(0)), T(6));
+        // SiLU with the accurate expf / exp, so GPU and emulator agree to a few ulps.
+        case CC_ACT_SILU: return v / (T(1) + cc_exp(-v));
         default: return v;
     }
 }
@@ -34,9 +56,10 @@ __device__ __forceinline__ float cc_activate(float v, int act) {
 // The whole fused epilogue for one output element: y = act(acc + bias[k] + residual[idx]),
 // the order of a ResNet block (relu(bn(conv(x)) + x)) and of cuDNN's fused
 // conv-bias-add-activation. bias and residual may be null.
-__device__ __forceinline__ float cc_epilogue(float acc, const float* __restrict__ bias, int k,
-                                             const float* __restrict__ residual, cc_index_t out_idx,
-                                             int act) {
+template <typename T>
+__device__ __forceinline__ T cc_epilogue(T acc, const typename cc_same<T>::type* __restrict__ bias, int k,
+                                         const typename cc_same<T>::type* __restrict__ residual,
+                                         cc_index_t out_idx, int act) {
     if (bias != nullptr) acc += bias[k];
     if (residual != nullptr) acc += residual[out_idx];
     return cc_activate(acc, act);
@@ -64,11 +87,6 @@ __device__ __forceinline__ bool cc_is_finite(float v) {
 __device__ __forceinline__ bool cc_aligned16(const void* p) {
     return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
 }
-
-// Fused multiply-add for the element type of a templated kernel (float or double; the
-// backward kernels accumulate in their element type).
-__device__ __forceinline__ float cc_fma(float a, float b, float c) { return fmaf(a, b, c); }
-__device__ __forceinline__ double cc_fma(double a, double b, double c) { return fma(a, b, c); }
 
 // a mod b in [0, b) for b > 0 and any sign of a (C++'s % keeps the sign of a).
 __device__ __forceinline__ int cc_mod_pos(int a, int b) { int r = a % b; return r < 0 ? r + b : r; }
@@ -157,13 +175,24 @@ __device__ __forceinline__ T cc_block_sum(T v, T* red) {
 }
 
 // ---------------------------------------------------------------- pooling (pool.cu)
-// -inf as a float: the identity of max pooling, which PyTorch outputs for a window with no
-// input element. NVRTC has neither INFINITY nor __builtin_huge_valf.
-__device__ __forceinline__ float cc_neg_inf() {
+// -inf, the identity of max pooling, which PyTorch outputs for a window with no input
+// element. NVRTC has neither INFINITY nor __builtin_huge_valf.
+template <typename T = float>
+__device__ __forceinline__ T cc_neg_inf();
+template <>
+__device__ __forceinline__ float cc_neg_inf<float>() {
 #if defined(__CUDA_ARCH__)
     return __int_as_float(0xff800000);
 #else
     return -__builtin_huge_valf();
+#endif
+}
+template <>
+__device__ __forceinline__ double cc_neg_inf<double>() {
+#if defined(__CUDA_ARCH__)
+    return __longlong_as_double(static_cast<long long>(0xfff0000000000000ull));
+#else
+    return -__builtin_huge_val();
 #endif
 }
 

@@ -1,5 +1,6 @@
 // conv_transpose.cu — transposed 2-D convolution (torch.nn.functional.conv_transpose2d),
-// NCHW input, weight C_in × (C_out / groups) × R × S, fp32, with optional bias and activation.
+// NCHW input, weight C_in × (C_out / groups) × R × S, fp32 or fp64 (the templates' T; sums in
+// T), with optional bias and activation.
 //
 // The gradient-of-input form computed as a direct gather: output pixel (oh, ow) of channel co
 // sums x[n, ci, ih, iw] · w[ci, co, r, s] over the input channels ci of co's group and the taps
@@ -10,9 +11,9 @@
 // + output_padding_h + 1.
 //
 // Variants, simplest to fastest:
-//   conv_transpose2d_simple_f32   one thread per output; every (ci, r, s) is tested for the
+//   conv_transpose2d_simple<T>    one thread per output; every (ci, r, s) is tested for the
 //                                 divisibility above. Always correct; the tests' yardstick.
-//   conv_transpose2d_phase_f32<CO_TILE>
+//   conv_transpose2d_phase<T, CO_TILE>
 //                                 a block handles one output phase (oh mod stride_h,
 //                                 ow mod stride_w) so the set of contributing taps is the same
 //                                 for all its threads (no divergence, no wasted tap tests:
@@ -24,12 +25,13 @@
 
 #define CC_CT_THREADS 256
 
-extern "C" __global__ void __launch_bounds__(CC_CT_THREADS, 4)
-conv_transpose2d_simple_f32(const float* __restrict__ x, const float* __restrict__ w,
-                            const float* __restrict__ bias, float* __restrict__ y, int N, int Cin,
-                            int H, int W, int Cout, int Hout, int Wout, int R, int S, int stride_h,
-                            int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups,
-                            int has_bias, int act) {
+template <typename T>
+__global__ void __launch_bounds__(CC_CT_THREADS, 4)
+conv_transpose2d_simple(const T* __restrict__ x, const T* __restrict__ w,
+                        const T* __restrict__ bias, T* __restrict__ y, int N, int Cin,
+                        int H, int W, int Cout, int Hout, int Wout, int R, int S, int stride_h,
+                        int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups,
+                        int has_bias, int act) {
     const int cin_g = Cin / groups;
     const int cout_g = Cout / groups;
     const cc_index_t total = (cc_index_t)N * Cout * Hout * Wout;
@@ -43,11 +45,11 @@ conv_transpose2d_simple_f32(const float* __restrict__ x, const float* __restrict
         const cc_index_t n = t / Cout;
         const int g = co / cout_g;
         const int col = co - g * cout_g;
-        float acc = 0.0f;
+        T acc = T(0);
         for (int cil = 0; cil < cin_g; ++cil) {
             const int ci = g * cin_g + cil;
-            const float* xc = x + (n * Cin + ci) * H * W;
-            const float* wc = w + ((cc_index_t)ci * cout_g + col) * R * S;
+            const T* xc = x + (n * Cin + ci) * H * W;
+            const T* wc = w + ((cc_index_t)ci * cout_g + col) * R * S;
             for (int r = 0; r < R; ++r) {
                 const int th = oh + pad_h - r * dil_h;
                 if (th < 0 || th % stride_h != 0) continue;
@@ -58,7 +60,7 @@ conv_transpose2d_simple_f32(const float* __restrict__ x, const float* __restrict
                     if (tw < 0 || tw % stride_w != 0) continue;
                     const int iw = tw / stride_w;
                     if (iw >= W) continue;
-                    acc = fmaf(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wc + r * S + s), acc);
+                    acc = cc_fma(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wc + r * S + s), acc);
                 }
             }
         }
@@ -69,13 +71,13 @@ conv_transpose2d_simple_f32(const float* __restrict__ x, const float* __restrict
 // Grid (flat, the pixel block fastest): n, group, output-channel tile, phase, pixel block.
 // A phase's outputs are oh = phase_h + stride_h·i, ow = phase_w + stride_w·j with
 // i < ceil(H_out / stride_h), j < ceil(W_out / stride_w).
-template <int CO_TILE>
+template <typename T, int CO_TILE>
 __global__ void __launch_bounds__(CC_CT_THREADS, 4)
-conv_transpose2d_phase_f32(const float* __restrict__ x, const float* __restrict__ w,
-                           const float* __restrict__ bias, float* __restrict__ y, int N, int Cin,
-                           int H, int W, int Cout, int Hout, int Wout, int R, int S, int stride_h,
-                           int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups,
-                           int has_bias, int act) {
+conv_transpose2d_phase(const T* __restrict__ x, const T* __restrict__ w,
+                       const T* __restrict__ bias, T* __restrict__ y, int N, int Cin,
+                       int H, int W, int Cout, int Hout, int Wout, int R, int S, int stride_h,
+                       int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups,
+                       int has_bias, int act) {
     const int cin_g = Cin / groups;
     const int cout_g = Cout / groups;
     const int co_tiles = cc_div_up(cout_g, CO_TILE);
@@ -102,17 +104,17 @@ conv_transpose2d_phase_f32(const float* __restrict__ x, const float* __restrict_
     if (i >= Hp * Wp || oh >= Hout || ow >= Wout) return;   // no barrier below: safe to leave
     const int co0 = cot * CO_TILE;
 
-    float acc[CO_TILE];
+    T acc[CO_TILE];
 #pragma unroll
-    for (int j = 0; j < CO_TILE; ++j) acc[j] = 0.0f;
+    for (int j = 0; j < CO_TILE; ++j) acc[j] = T(0);
     // The last tile of a group may be partial: its missing channels read no weight.
     const int co_valid = min(CO_TILE, cout_g - co0);
     const int RS = R * S;
 
     for (int cil = 0; cil < cin_g; ++cil) {
         const int ci = g * cin_g + cil;
-        const float* xc = x + (n * Cin + ci) * H * W;
-        const float* wc = w + ((cc_index_t)ci * cout_g + co0) * RS;
+        const T* xc = x + (n * Cin + ci) * H * W;
+        const T* wc = w + ((cc_index_t)ci * cout_g + co0) * RS;
         for (int r = 0; r < R; ++r) {
             const int th = phase_h + pad_h - r * dil_h;      // the same for the whole block
             if (th % stride_h != 0) continue;
@@ -123,10 +125,10 @@ conv_transpose2d_phase_f32(const float* __restrict__ x, const float* __restrict_
                 if (tw % stride_w != 0) continue;
                 const int iw = owi + tw / stride_w;
                 if (iw < 0 || iw >= W) continue;
-                const float xv = cc_ldg(xc + (cc_index_t)ih * W + iw);
+                const T xv = cc_ldg(xc + (cc_index_t)ih * W + iw);
 #pragma unroll
                 for (int j = 0; j < CO_TILE; ++j)
-                    acc[j] = fmaf(xv, j < co_valid ? cc_ldg(wc + j * RS + r * S + s) : 0.0f, acc[j]);
+                    acc[j] = cc_fma(xv, j < co_valid ? cc_ldg(wc + j * RS + r * S + s) : T(0), acc[j]);
             }
         }
     }

@@ -1,21 +1,33 @@
 // depthwise.cu — depthwise convolution (groups == C, channel multiplier M: K = M·C output
-// channels, output channel k filters input channel k / M), NCHW / K×1×R×S, fp32, with the
-// fused epilogue y = act(conv + bias[k] + residual).  Also the fused depthwise-separable block.
+// channels, output channel k filters input channel k / M), NCHW or NHWC, weights K×1×R×S
+// (the same memory as K×R×S×1, the NHWC weight layout), fp32 or fp64, with the fused epilogue
+// y = act(conv + bias[k] + residual).  Also the fused depthwise-separable block (fp32, NCHW).
+// T is the element type (float or double); every sum is accumulated in T.
 //
 // Variants, simplest to fastest:
-//   depthwise_direct_f32      one thread per output, every tap read straight from global
+//   depthwise_direct<T, NHWC>  one thread per output, every tap read straight from global
 //                             memory. Any R, S, stride, padding, dilation. The always-correct
 //                             variant the others are tested against, and the fallback when a
-//                             tile does not fit in shared memory.
-//   depthwise_tiled_f32<0,0,1>  (generic) a block stages an input tile plus its halo, for
+//                             tile does not fit in shared memory. In NHWC the output channel
+//                             runs fastest, so a warp's loads of one tap are consecutive
+//                             channels of one pixel (coalesced).
+//   depthwise_tiled<T,0,0,1>  (generic, NCHW) a block stages an input tile plus its halo, for
 //                             tile_c input channels, and those channels' filters in shared
 //                             memory, so each input element is read from global memory about
 //                             once; runtime R, S, stride, dilation.
-//   depthwise_tiled_f32<KS,STRIDE,V>  the same staging with the kernel size (3, 5, 7) and the
+//   depthwise_tiled<T,KS,STRIDE,V>  the same staging with the kernel size (3, 5, 7) and the
 //                             stride (1, 2) known at compile time (dilation 1): each thread
 //                             keeps its filter in registers and computes a vertical strip of V
 //                             outputs, sliding down the input rows so each staged row is read
 //                             from shared memory once per strip instead of once per tap row.
+//   depthwise_nhwc<T,KS,STRIDE,V>  NHWC (MobileNet-style channels-last nets): a thread computes
+//                             V horizontally adjacent outputs of one channel; per filter row it
+//                             loads the (V−1)·STRIDE + KS input pixels that strip reads once
+//                             (instead of V·KS) and that filter row's KS taps. Channels run
+//                             fastest across threads, so every load and store of a warp is a
+//                             run of consecutive channels: coalesced without shared memory
+//                             (the channel dimension is the natural tile of NHWC). Dilation 1,
+//                             square 3/5 filters, stride 1 or 2 (the op checks).
 //   separable_fused_f32       depthwise then 1×1 pointwise in one kernel: for a tile of 64
 //                             output pixels and a chunk of 32 depthwise channels the depthwise
 //                             results go to shared memory and are multiplied by a 32×64 slice
@@ -25,7 +37,7 @@
 //
 // Tile geometry (tile_c input channels × tile_p output rows × tile_q output columns) is chosen
 // per problem by cuconv.ops.depthwise; shared memory holds
-//   tile_c · in_rows · in_cols input floats + tile_c · M · R · S filter floats,
+//   tile_c · in_rows · in_cols input elements + tile_c · M · R · S filter elements (of T),
 // with in_rows = (ceil(tile_p / V)·V − 1)·stride_h + (R − 1)·dilation_h + 1 (a strip that runs
 // past the tile reads rows that were staged, as zeros when they are outside the input).
 // Static analysis (`cuconv kernels --analyze --file depthwise.cu`; NVRTC SASS, no GPU):
@@ -67,35 +79,114 @@ struct DwCounter {
 };
 
 // ------------------------------------------------------------------ simple, always correct
-extern "C" __global__ void __launch_bounds__(CC_DW_THREADS, 4)
-depthwise_direct_f32(const float* __restrict__ x, const float* __restrict__ w,
-                     const float* __restrict__ bias, const float* __restrict__ residual,
-                     float* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
-                     int R, int S, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
-                     int dil_w, int has_bias, int has_residual, int act) {
+template <typename T, bool NHWC>
+__global__ void __launch_bounds__(CC_DW_THREADS, 4)
+depthwise_direct(const T* __restrict__ x, const T* __restrict__ w,
+                 const T* __restrict__ bias, const T* __restrict__ residual,
+                 T* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
+                 int R, int S, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                 int dil_w, int has_bias, int has_residual, int act) {
     const int K = C * M;
     const cc_index_t total = (cc_index_t)N * K * P * Q;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int q = (int)(idx % Q);
-        cc_index_t t = idx / Q;
-        const int p = (int)(t % P);
-        t /= P;                                   // t = n·K + k
-        const int k = (int)(t % K);
-        const cc_index_t n = t / K;
-        const float* xc = x + (n * C + k / M) * H * W;
-        const float* wk = w + (cc_index_t)k * R * S;
-        float acc = 0.0f;
+        int k, p, q;
+        cc_index_t n;
+        const T* xc;                              // input channel k / M of image n
+        cc_index_t row_pitch, col_pitch;          // element strides of its rows and columns
+        if (NHWC) {                               // idx = ((n·P + p)·Q + q)·K + k
+            k = (int)(idx % K);
+            cc_index_t t = idx / K;
+            q = (int)(t % Q);
+            t /= Q;
+            p = (int)(t % P);
+            n = t / P;
+            xc = x + n * H * W * C + k / M;
+            row_pitch = (cc_index_t)W * C;
+            col_pitch = C;
+        } else {                                  // idx = ((n·K + k)·P + p)·Q + q
+            q = (int)(idx % Q);
+            cc_index_t t = idx / Q;
+            p = (int)(t % P);
+            t /= P;                               // t = n·K + k
+            k = (int)(t % K);
+            n = t / K;
+            xc = x + (n * C + k / M) * H * W;
+            row_pitch = W;
+            col_pitch = 1;
+        }
+        const T* wk = w + (cc_index_t)k * R * S;
+        T acc = T(0);
         for (int r = 0; r < R; ++r) {
             const int ih = p * stride_h - pad_h + r * dil_h;
             if (ih < 0 || ih >= H) continue;
             for (int s = 0; s < S; ++s) {
                 const int iw = q * stride_w - pad_w + s * dil_w;
                 if (iw < 0 || iw >= W) continue;
-                acc = fmaf(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wk + r * S + s), acc);
+                acc = cc_fma(cc_ldg(xc + ih * row_pitch + iw * col_pitch), cc_ldg(wk + r * S + s), acc);
             }
         }
         y[idx] = cc_epilogue(acc, has_bias ? bias : nullptr, k, has_residual ? residual : nullptr, idx, act);
+    }
+}
+
+// ------------------------------------------------------------------ NHWC strips
+// One item = (n, p, strip of V output columns, k), k fastest; a grid-stride loop over items.
+// __launch_bounds__(256, 4): the strip's inputs, V accumulators and one filter row stay well
+// inside 64 registers (double included).
+template <typename T, int KS, int STRIDE, int V>
+__global__ void __launch_bounds__(CC_DW_THREADS, 4)
+depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+               const T* __restrict__ residual, T* __restrict__ y, int N, int C, int H, int W, int M,
+               int P, int Q, int pad_h, int pad_w, int has_bias, int has_residual, int act) {
+    constexpr int SPAN = (V - 1) * STRIDE + KS;   // input columns one strip reads
+    const int K = C * M;
+    const int strips = cc_div_up(Q, V);
+    const cc_index_t total = (cc_index_t)N * P * strips * K;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    const T* bias_or_null = has_bias ? bias : nullptr;
+    const T* residual_or_null = has_residual ? residual : nullptr;
+    for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
+        const int k = (int)(idx % K);
+        cc_index_t t = idx / K;
+        const int strip = (int)(t % strips);
+        t /= strips;
+        const int p = (int)(t % P);
+        const cc_index_t n = t / P;
+        const int q0 = strip * V;
+        const int iw0 = q0 * STRIDE - pad_w;
+        const T* xc = x + n * H * W * C + k / M;
+        const T* wk = w + (cc_index_t)k * KS * KS;
+        T acc[V];
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] = T(0);
+#pragma unroll
+        for (int r = 0; r < KS; ++r) {
+            const int ih = p * STRIDE - pad_h + r;
+            if (ih < 0 || ih >= H) continue;
+            const T* row = xc + (cc_index_t)ih * W * C;
+            T in[SPAN], wr[KS];
+#pragma unroll
+            for (int i = 0; i < SPAN; ++i) {
+                const int iw = iw0 + i;
+                in[i] = (iw >= 0 && iw < W) ? cc_ldg(row + (cc_index_t)iw * C) : T(0);
+            }
+#pragma unroll
+            for (int s = 0; s < KS; ++s) wr[s] = cc_ldg(wk + r * KS + s);
+            // Per output: r, then s, the direct kernel's order (taps in the padding add 0).
+#pragma unroll
+            for (int v = 0; v < V; ++v)
+#pragma unroll
+                for (int s = 0; s < KS; ++s) acc[v] = cc_fma(in[v * STRIDE + s], wr[s], acc[v]);
+        }
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            const int q = q0 + v;
+            if (q < Q) {
+                const cc_index_t o = ((n * P + p) * Q + q) * K + k;
+                y[o] = cc_epilogue(acc[v], bias_or_null, k, residual_or_null, o, act);
+            }
+        }
     }
 }
 
@@ -104,11 +195,11 @@ depthwise_direct_f32(const float* __restrict__ x, const float* __restrict__ w,
 // Otherwise R = S = KS, stride_h = stride_w = STRIDE and dilation 1 (the op checks this).
 // __launch_bounds__(256, 4): four blocks per SM is the occupancy the compile matrix checks
 // (50 % on sm_90, 100 % on sm_75), so ptxas keeps each thread within 64 registers.
-template <int KS, int STRIDE, int V>
+template <typename T, int KS, int STRIDE, int V>
 __global__ void __launch_bounds__(CC_DW_THREADS, 4)
-depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
-                    const float* __restrict__ bias, const float* __restrict__ residual,
-                    float* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
+depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
+                const T* __restrict__ bias, const T* __restrict__ residual,
+                T* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
                     int R_rt, int S_rt, int stride_h_rt, int stride_w_rt, int pad_h, int pad_w,
                     int dil_h_rt, int dil_w_rt, int tile_c, int tile_p, int tile_q,
                     int has_bias, int has_residual, int act) {
@@ -143,9 +234,12 @@ depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
     const int ih0 = p0 * stride_h - pad_h;
     const int iw0 = q0 * stride_w - pad_w;
 
-    extern __shared__ float smem[];
-    float* tile_in = smem;                                   // [tile_c][in_rows][in_cols]
-    float* tile_w = smem + tile_c * in_rows * in_cols;       // [tile_c·M][R·S]
+    // Dynamic shared memory is one array for every instantiation (its type cannot differ
+    // between them), viewed as T.
+    extern __shared__ __align__(16) unsigned char cc_dw_smem[];
+    T* smem = reinterpret_cast<T*>(cc_dw_smem);
+    T* tile_in = smem;                                       // [tile_c][in_rows][in_cols]
+    T* tile_w = smem + tile_c * in_rows * in_cols;           // [tile_c·M][R·S]
     const int tid = threadIdx.x;
 
     // Stage the input tile, zero outside the image (that is the padding), walking the flat
@@ -155,14 +249,14 @@ depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
         const int total = nc * in_rows * in_cols;
         DwCounter at;
         at.init(tid, CC_DW_THREADS, in_cols, in_rows);
-        const float* xn = x + (n * C + c0) * H * W;
+        const T* xn = x + (n * C + c0) * H * W;
         for (int base = tid; base < total; base += 4 * CC_DW_THREADS) {
-            float v[4];
+            T v[4];
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 const int ih = ih0 + at.mid;
                 const int iw = iw0 + at.inner;
-                v[u] = 0.0f;
+                v[u] = T(0);
                 if (base + u * CC_DW_THREADS < total && ih >= 0 && ih < H && iw >= 0 && iw < W)
                     v[u] = cc_ldg(xn + ((cc_index_t)at.outer * H + ih) * W + iw);
                 at.advance();
@@ -173,7 +267,7 @@ depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
         }
         // The filters of output channels c0·M ... (c0 + nc)·M − 1 are contiguous.
         const int wtotal = nc * M * R * S;
-        const float* wg = w + (cc_index_t)c0 * M * R * S;
+        const T* wg = w + (cc_index_t)c0 * M * R * S;
         for (int i = tid; i < wtotal; i += CC_DW_THREADS) tile_w[i] = cc_ldg(wg + i);
     }
     __syncthreads();
@@ -191,14 +285,14 @@ depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
         const int q = q0 + col;
         const int pbase = p0 + strip * V;
         if (q >= Q || pbase >= P) continue;
-        const float* in = tile_in + (cl * in_rows + strip * V * stride_h) * in_cols + col * stride_w;
-        const float* wk = tile_w + kl * R * S;
-        float acc[V];
+        const T* in = tile_in + (cl * in_rows + strip * V * stride_h) * in_cols + col * stride_w;
+        const T* wk = tile_w + kl * R * S;
+        T acc[V];
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] = 0.0f;
+        for (int v = 0; v < V; ++v) acc[v] = T(0);
 
         if constexpr (KS > 0) {
-            float wr[KS * KS];
+            T wr[KS * KS];
 #pragma unroll
             for (int i = 0; i < KS * KS; ++i) wr[i] = wk[i];
             // Slide down the (V−1)·STRIDE + KS staged rows once; row ir feeds output v through
@@ -206,7 +300,7 @@ depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
             // the direct kernel.
 #pragma unroll
             for (int ir = 0; ir < (V - 1) * STRIDE + KS; ++ir) {
-                float rowv[KS];
+                T rowv[KS];
 #pragma unroll
                 for (int s = 0; s < KS; ++s) rowv[s] = in[ir * in_cols + s];
 #pragma unroll
@@ -214,14 +308,14 @@ depthwise_tiled_f32(const float* __restrict__ x, const float* __restrict__ w,
                     const int r = ir - v * STRIDE;
                     if (r >= 0 && r < KS) {
 #pragma unroll
-                        for (int s = 0; s < KS; ++s) acc[v] = fmaf(rowv[s], wr[r * KS + s], acc[v]);
+                        for (int s = 0; s < KS; ++s) acc[v] = cc_fma(rowv[s], wr[r * KS + s], acc[v]);
                     }
                 }
             }
         } else {
             for (int r = 0; r < R; ++r) {
-                const float* inr = in + r * dil_h * in_cols;
-                for (int s = 0; s < S; ++s) acc[0] = fmaf(inr[s * dil_w], wk[r * S + s], acc[0]);
+                const T* inr = in + r * dil_h * in_cols;
+                for (int s = 0; s < S; ++s) acc[0] = cc_fma(inr[s * dil_w], wk[r * S + s], acc[0]);
             }
         }
 

@@ -1,64 +1,93 @@
-// direct.cu — 2-D convolution computed straight from its definition (§9.1), NCHW / KCRS fp32.
+// direct.cu — 2-D convolution computed straight from its definition (§9.1), fp32 or fp64,
+// NCHW / KCRS or NHWC / KRSC.
 //
 //   out[n,k,p,q] = act( Σ_{c<C/g, r<R, s<S} x[n, g·C/g + c, p·sh − ph + r·dh, q·sw − pw + s·dw]
 //                                        · w[k, c, r, s]  + bias[k] + residual[n,k,p,q] )
 //   with g = k / (K/groups); taps that fall in the padding contribute zero.
 //
 // Variant (there is one, on purpose):
-//   direct_conv2d_f32<BLOCK>: one thread per output element, a grid-stride loop over a 64-bit
-//   flat output index, q fastest so that a warp writes (and, at stride 1, reads) consecutive
-//   addresses. Any stride, padding (including the asymmetric end padding of padding="same":
-//   the host computes P and Q with it, the kernel only checks 0 <= h < H), dilation and groups
-//   (depthwise included). No shared memory, no tiling: every input element is re-read from
-//   L1/L2 by each output that uses it, so it is slow (C/g·R·S loads per output) but has no
-//   size limit and nothing to get wrong — the variant every faster algorithm is checked against,
-//   on the emulator and on the device.
+//   direct_conv2d<T, NHWC, BLOCK>: one thread per output element, a grid-stride loop over a
+//   64-bit flat output index in the output's memory order (q fastest in NCHW, k fastest in
+//   NHWC), so that a warp writes consecutive addresses (and reads them: consecutive input
+//   columns at stride 1 in NCHW, consecutive channels in NHWC, where the reduction also runs
+//   channels innermost, over contiguous memory). Any stride, padding (including the asymmetric
+//   end padding of padding="same": the host computes P and Q with it, the kernel only checks
+//   0 <= h < H), dilation and groups (depthwise included). No shared memory, no tiling: every
+//   input element is re-read from L1/L2 by each output that uses it, so it is slow
+//   (C/g·R·S loads per output) but has no size limit and nothing to get wrong — the variant
+//   every faster algorithm is checked against, on the emulator and on the device.
+//   T is float or double; the accumulation is in T (fma), the epilogue cc_epilogue<T>.
 #include "common.cuh"
 
-template <int BLOCK>
+template <typename T, bool NHWC, int BLOCK>
 __global__ void __launch_bounds__(BLOCK)
-direct_conv2d_f32(const float* __restrict__ x, const float* __restrict__ w,
-                  const float* __restrict__ bias, int has_bias,
-                  const float* __restrict__ residual, int has_residual,
-                  float* __restrict__ out,
-                  int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-                  int stride_h, int stride_w, int pad_h, int pad_w,
-                  int dilation_h, int dilation_w, int groups, int act) {
+direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
+              const T* __restrict__ bias, int has_bias,
+              const T* __restrict__ residual, int has_residual,
+              T* __restrict__ out,
+              int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+              int stride_h, int stride_w, int pad_h, int pad_w,
+              int dilation_h, int dilation_w, int groups, int act) {
     const int c_per_group = C / groups;
     const int k_per_group = K / groups;
     const cc_index_t plane = (cc_index_t)H * W;
     const cc_index_t total = (cc_index_t)N * K * P * Q;
-    const float* bias_or_null = has_bias ? bias : nullptr;
-    const float* residual_or_null = has_residual ? residual : nullptr;
+    const T* bias_or_null = has_bias ? bias : nullptr;
+    const T* residual_or_null = has_residual ? residual : nullptr;
 
     for (cc_index_t idx = (cc_index_t)blockIdx.x * BLOCK + threadIdx.x; idx < total;
          idx += (cc_index_t)gridDim.x * BLOCK) {
-        // idx = ((n·K + k)·P + p)·Q + q
-        const int q = (int)(idx % Q);
-        cc_index_t rest = idx / Q;
-        const int p = (int)(rest % P);
-        rest /= P;
-        const int k = (int)(rest % K);
-        const int n = (int)(rest / K);
+        int n, k, p, q;
+        if (NHWC) {   // idx = ((n·P + p)·Q + q)·K + k
+            k = (int)(idx % K);
+            cc_index_t rest = idx / K;
+            q = (int)(rest % Q);
+            rest /= Q;
+            p = (int)(rest % P);
+            n = (int)(rest / P);
+        } else {      // idx = ((n·K + k)·P + p)·Q + q
+            q = (int)(idx % Q);
+            cc_index_t rest = idx / Q;
+            p = (int)(rest % P);
+            rest /= P;
+            k = (int)(rest % K);
+            n = (int)(rest / K);
+        }
         const int g = k / k_per_group;
-
         const int h0 = p * stride_h - pad_h;
         const int w0 = q * stride_w - pad_w;
-        const float* x_img = x + ((cc_index_t)n * C + (cc_index_t)g * c_per_group) * plane;
-        const float* w_k = w + (cc_index_t)k * c_per_group * R * S;
-
-        float acc = 0.0f;
-        for (int c = 0; c < c_per_group; ++c) {
-            const float* x_c = x_img + (cc_index_t)c * plane;
-            const float* w_c = w_k + (cc_index_t)c * R * S;
+        T acc = T(0);
+        if (NHWC) {
+            // x[n, h, w, g·C/g + c] and w[k, r, s, c]: channels innermost, contiguous in both.
+            const T* x_img = x + (cc_index_t)n * plane * C + (cc_index_t)g * c_per_group;
+            const T* w_k = w + (cc_index_t)k * R * S * c_per_group;
             for (int r = 0; r < R; ++r) {
                 const int h = h0 + r * dilation_h;
                 if (h < 0 || h >= H) continue;
-                const float* x_row = x_c + (cc_index_t)h * W;
                 for (int s = 0; s < S; ++s) {
                     const int ww = w0 + s * dilation_w;
                     if (ww < 0 || ww >= W) continue;
-                    acc = fmaf(cc_ldg(x_row + ww), cc_ldg(w_c + r * S + s), acc);
+                    const T* x_pix = x_img + ((cc_index_t)h * W + ww) * C;
+                    const T* w_rs = w_k + (cc_index_t)(r * S + s) * c_per_group;
+#pragma unroll 4
+                    for (int c = 0; c < c_per_group; ++c) acc = cc_fma(cc_ldg(x_pix + c), cc_ldg(w_rs + c), acc);
+                }
+            }
+        } else {
+            const T* x_img = x + ((cc_index_t)n * C + (cc_index_t)g * c_per_group) * plane;
+            const T* w_k = w + (cc_index_t)k * c_per_group * R * S;
+            for (int c = 0; c < c_per_group; ++c) {
+                const T* x_c = x_img + (cc_index_t)c * plane;
+                const T* w_c = w_k + (cc_index_t)c * R * S;
+                for (int r = 0; r < R; ++r) {
+                    const int h = h0 + r * dilation_h;
+                    if (h < 0 || h >= H) continue;
+                    const T* x_row = x_c + (cc_index_t)h * W;
+                    for (int s = 0; s < S; ++s) {
+                        const int ww = w0 + s * dilation_w;
+                        if (ww < 0 || ww >= W) continue;
+                        acc = cc_fma(cc_ldg(x_row + ww), cc_ldg(w_c + r * S + s), acc);
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
-// gemm.cu — batched single-precision GEMM with a fused epilogue, for im2col+GEMM, the 1x1
-// convolution and Winograd's element-wise stage.
+// gemm.cu — batched single- and double-precision GEMM with a fused epilogue, for im2col+GEMM,
+// the 1x1 convolution and Winograd's element-wise stage.
 //
 //   C[b] (M x N) = act( A[b] (M x K) · B[b] (K x N) + bias[b][m] + residual[b] )
 //
@@ -14,14 +14,14 @@
 // Variants, simplest to fastest (every one is correct for every M, N, K >= 0; the tests
 // run each against the first and against a float64 reference):
 //
-//   1. gemm_f32_naive<BM, BN>: one thread per output element, K-loop straight from global
+//   1. gemm_naive<T, BM, BN>: one thread per output element, K-loop straight from global
 //      memory. 2 loads per FMA: bound by L1/L2 bandwidth. Kept as the always-correct
-//      reference variant.
-//   2. gemm_f32_tiled<T>: T x T threads stage a T x T tile of A and of B in shared memory
+//      reference variant. T = float or double (labels gemm_f32_naive_*, gemm_f64_naive_*).
+//   2. gemm_tiled<T, TILE>: TILE x TILE threads stage a tile of A and of B in shared memory
 //      per K step (zero-filled at the edges), so each global element is read once per block
-//      instead of T times; each thread still computes one output: 1 FMA per 2 shared loads,
+//      instead of TILE times; each thread still computes one output: 1 FMA per 2 shared loads,
 //      so shared-memory traffic and issue slots bound it (FFMAs are 16 of the 81 instructions
-//      of its main loop on sm_90: a 20 % issue ceiling).
+//      of its main loop on sm_90: a 20 % issue ceiling). float or double.
 //   3. gemm_f32_regblock<BM, BN, BK, TM, TN>: 2-D register blocking. A block of
 //      (BM/TM)·(BN/TN) threads owns a BM x BN tile; each thread keeps a TM x TN micro-tile
 //      of accumulators in registers and, per k, reads TM values of A and TN of B from shared
@@ -62,11 +62,23 @@
 //   Smaller tiles (64x64x16 with 4x4, 32x128x16 with 4x8) serve small or skinny problems
 //   (a convolution's M is its output channels per group, often 16-64), where 128x128 tiles
 //   would leave most of the block idle or too few blocks to fill the SMs.
+//   4. gemm_f64_regblock<BM, BN, BK, TM, TN>: variant 3's idea for double, kept apart from it
+//      (variant 3 is built around float4 and is tuned on its own): a TM x TN micro-tile of
+//      double accumulators per thread, double-buffered shared tiles, one barrier per K step,
+//      scalar global loads (zero-filled at the edges; consecutive threads read consecutive
+//      elements of a row: 64-byte runs of A, whole rows of B). The micro-tile is strided
+//      (rows ty + i·BM/TM, columns tx + j·BN/TN), so a warp's shared reads of B are 16
+//      consecutive doubles (128 bytes: conflict-free) and those of A broadcasts, and its
+//      stores of C are 16-double runs of two rows. The config 64x64x8 with 4x4: 256 threads,
+//      16 accumulators (32 registers); per k, 4 + 4 doubles read from shared memory for 16
+//      FMAs (2 FMAs per double loaded); 76-112 registers (sm_75 ... sm_120), 0 spills, 2 blocks
+//      per SM; shared memory 2 · 8 · (64 + 1 + 64) · 8 B = 16.1 KiB.
 #include "common.cuh"
 
 // Shared by every variant: one output element's fused epilogue, in cc_epilogue's order.
-__device__ __forceinline__ float gemm_epilogue(float acc, float bias_value, int has_bias,
-                                              float residual_value, int has_residual, int act) {
+template <typename T>
+__device__ __forceinline__ T gemm_epilogue(T acc, T bias_value, int has_bias, T residual_value,
+                                           int has_residual, int act) {
     if (has_bias) acc += bias_value;
     if (has_residual) acc += residual_value;
     return cc_activate(acc, act);
@@ -79,58 +91,58 @@ __device__ __forceinline__ float gemm_epilogue(float acc, float bias_value, int 
 #define GEMM_VEC_C 4   // ldc, stride_c allow 16-byte stores (and residual loads) along n
 
 // --------------------------------------------------------------------------- 1. naive
-template <int BM, int BN>
+template <typename T, int BM, int BN>
 __global__ void __launch_bounds__(BM * BN)
-gemm_f32_naive(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-               int M, int N, int K, int lda, int ldb, int ldc,
-               long long stride_a, long long stride_b, long long stride_c,
-               const float* __restrict__ bias, int has_bias, long long stride_bias,
-               const float* __restrict__ residual, int has_residual, int act,
-               int flags, int m_block0, int batch0) {
+gemm_naive(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
+           int M, int N, int K, int lda, int ldb, int ldc,
+           long long stride_a, long long stride_b, long long stride_c,
+           const T* __restrict__ bias, int has_bias, long long stride_bias,
+           const T* __restrict__ residual, int has_residual, int act,
+           int flags, int m_block0, int batch0) {
     const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
     const int m = (blockIdx.y + m_block0) * BM + (int)threadIdx.x / BN;
     const int n = blockIdx.x * BN + (int)threadIdx.x % BN;
     if (m >= M || n >= N) return;
-    const float* a = A + batch * stride_a + (cc_index_t)m * lda;
-    const float* b = B + batch * stride_b + n;
-    float acc = 0.0f;
-    for (int k = 0; k < K; ++k) acc = fmaf(a[k], b[(cc_index_t)k * ldb], acc);
+    const T* a = A + batch * stride_a + (cc_index_t)m * lda;
+    const T* b = B + batch * stride_b + n;
+    T acc = T(0);
+    for (int k = 0; k < K; ++k) acc = cc_fma(a[k], b[(cc_index_t)k * ldb], acc);
     const cc_index_t c_off = batch * stride_c + (cc_index_t)m * ldc + n;
-    C[c_off] = gemm_epilogue(acc, has_bias ? bias[batch * stride_bias + m] : 0.0f, has_bias,
-                             has_residual ? residual[c_off] : 0.0f, has_residual, act);
+    C[c_off] = gemm_epilogue(acc, has_bias ? bias[batch * stride_bias + m] : T(0), has_bias,
+                             has_residual ? residual[c_off] : T(0), has_residual, act);
 }
 
 // --------------------------------------------------------------------------- 2. shared-memory tiled
-template <int T>
-__global__ void __launch_bounds__(T * T)
-gemm_f32_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-               int M, int N, int K, int lda, int ldb, int ldc,
-               long long stride_a, long long stride_b, long long stride_c,
-               const float* __restrict__ bias, int has_bias, long long stride_bias,
-               const float* __restrict__ residual, int has_residual, int act,
-               int flags, int m_block0, int batch0) {
-    __shared__ float As[T][T + 1];   // +1: the column read As[ty][k] of a warp hits distinct banks
-    __shared__ float Bs[T][T];
-    const int tx = (int)threadIdx.x % T, ty = (int)threadIdx.x / T;
+template <typename T, int TILE>
+__global__ void __launch_bounds__(TILE * TILE)
+gemm_tiled(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
+           int M, int N, int K, int lda, int ldb, int ldc,
+           long long stride_a, long long stride_b, long long stride_c,
+           const T* __restrict__ bias, int has_bias, long long stride_bias,
+           const T* __restrict__ residual, int has_residual, int act,
+           int flags, int m_block0, int batch0) {
+    __shared__ T As[TILE][TILE + 1];   // +1: the column read As[ty][k] of a warp hits distinct banks
+    __shared__ T Bs[TILE][TILE];
+    const int tx = (int)threadIdx.x % TILE, ty = (int)threadIdx.x / TILE;
     const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
-    const int m = (blockIdx.y + m_block0) * T + ty;
-    const int n = blockIdx.x * T + tx;
-    const float* a = A + batch * stride_a;
-    const float* b = B + batch * stride_b;
-    float acc = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += T) {
+    const int m = (blockIdx.y + m_block0) * TILE + ty;
+    const int n = blockIdx.x * TILE + tx;
+    const T* a = A + batch * stride_a;
+    const T* b = B + batch * stride_b;
+    T acc = T(0);
+    for (int k0 = 0; k0 < K; k0 += TILE) {
         // Zero-fill outside the matrices so the inner loop needs no bounds checks.
-        As[ty][tx] = (m < M && k0 + tx < K) ? a[(cc_index_t)m * lda + k0 + tx] : 0.0f;
-        Bs[ty][tx] = (k0 + ty < K && n < N) ? b[(cc_index_t)(k0 + ty) * ldb + n] : 0.0f;
+        As[ty][tx] = (m < M && k0 + tx < K) ? a[(cc_index_t)m * lda + k0 + tx] : T(0);
+        Bs[ty][tx] = (k0 + ty < K && n < N) ? b[(cc_index_t)(k0 + ty) * ldb + n] : T(0);
         __syncthreads();
 #pragma unroll
-        for (int k = 0; k < T; ++k) acc = fmaf(As[ty][k], Bs[k][tx], acc);
+        for (int k = 0; k < TILE; ++k) acc = cc_fma(As[ty][k], Bs[k][tx], acc);
         __syncthreads();
     }
     if (m >= M || n >= N) return;
     const cc_index_t c_off = batch * stride_c + (cc_index_t)m * ldc + n;
-    C[c_off] = gemm_epilogue(acc, has_bias ? bias[batch * stride_bias + m] : 0.0f, has_bias,
-                             has_residual ? residual[c_off] : 0.0f, has_residual, act);
+    C[c_off] = gemm_epilogue(acc, has_bias ? bias[batch * stride_bias + m] : T(0), has_bias,
+                             has_residual ? residual[c_off] : T(0), has_residual, act);
 }
 
 // --------------------------------------------------------------------------- 3. register-blocked
@@ -303,6 +315,118 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
                     }
                 }
             }
+        }
+    }
+}
+
+// --------------------------------------------------------------------------- 4. register-blocked, double
+template <int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
+gemm_f64_regblock(const double* __restrict__ A, const double* __restrict__ B, double* __restrict__ C,
+                  int M, int N, int K, int lda, int ldb, int ldc,
+                  long long stride_a, long long stride_b, long long stride_c,
+                  const double* __restrict__ bias, int has_bias, long long stride_bias,
+                  const double* __restrict__ residual, int has_residual, int act,
+                  int flags, int m_block0, int batch0) {
+    constexpr int THREADS_M = BM / TM;          // a thread's rows are ty + i·THREADS_M
+    constexpr int THREADS_N = BN / TN;          // and its columns tx + j·THREADS_N
+    constexpr int THREADS = THREADS_M * THREADS_N;
+    constexpr int A_ITERS = (BM * BK + THREADS - 1) / THREADS;
+    constexpr int B_ITERS = (BK * BN + THREADS - 1) / THREADS;
+    static_assert(BM % TM == 0 && BN % TN == 0, "tile sizes must divide");
+
+    __shared__ double As[2][BK][BM + 1];        // A transposed: As[k][m]; +1 spreads the stores
+    __shared__ double Bs[2][BK][BN];
+
+    const int tid = (int)threadIdx.x;
+    const int tx = tid % THREADS_N, ty = tid / THREADS_N;
+    const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
+    const int m0 = (blockIdx.y + m_block0) * BM;
+    const int n0 = blockIdx.x * BN;
+    const double* a = A + batch * stride_a;
+    const double* b = B + batch * stride_b;
+
+    double a_next[A_ITERS], b_next[B_ITERS];
+    // Element idx of the A tile is (row idx / BK, k idx % BK): BK consecutive threads read one
+    // row's run; of the B tile (k idx / BN, column idx % BN): whole rows.
+    auto load_tiles = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int row = idx / BK, kk = idx % BK;
+            const bool ok = ((BM * BK) % THREADS == 0 || idx < BM * BK) && m0 + row < M && k0 + kk < K;
+            a_next[i] = ok ? a[(cc_index_t)(m0 + row) * lda + k0 + kk] : 0.0;
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int kk = idx / BN, col = idx % BN;
+            const bool ok = ((BK * BN) % THREADS == 0 || idx < BK * BN) && k0 + kk < K && n0 + col < N;
+            b_next[i] = ok ? b[(cc_index_t)(k0 + kk) * ldb + n0 + col] : 0.0;
+        }
+    };
+    auto store_tiles = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            if ((BM * BK) % THREADS == 0 || idx < BM * BK) As[buf][idx % BK][idx / BK] = a_next[i];
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            if ((BK * BN) % THREADS == 0 || idx < BK * BN) Bs[buf][idx / BN][idx % BN] = b_next[i];
+        }
+    };
+
+    double acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0;
+
+    const int k_tiles = (K + BK - 1) / BK;
+    if (k_tiles > 0) {
+        load_tiles(0);
+        store_tiles(0);
+        __syncthreads();
+    }
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        const int buf = kt & 1;
+        const bool more = kt + 1 < k_tiles;
+        if (more) load_tiles((kt + 1) * BK);     // in flight while the FMAs below run
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            double a_frag[TM], b_frag[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a_frag[i] = As[buf][k][ty + i * THREADS_M];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b_frag[j] = Bs[buf][k][tx + j * THREADS_N];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fma(a_frag[i], b_frag[j], acc[i][j]);
+        }
+        // The other buffer was last read in iteration kt-1, finished by every thread (the
+        // barrier at its end): it can be overwritten now.
+        if (more) store_tiles(buf ^ 1);
+        __syncthreads();
+    }
+
+    double* c = C + batch * stride_c;
+    const double* res = has_residual ? residual + batch * stride_c : nullptr;
+    const double* bias_b = has_bias ? bias + batch * stride_bias : nullptr;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty + i * THREADS_M;
+        if (m >= M) continue;
+        const double bv = has_bias ? bias_b[m] : 0.0;
+        const cc_index_t row_off = (cc_index_t)m * ldc;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + tx + j * THREADS_N;
+            if (n < N)
+                c[row_off + n] = gemm_epilogue(acc[i][j], bv, has_bias, has_residual ? res[row_off + n] : 0.0,
+                                               has_residual, act);
         }
     }
 }

@@ -9,7 +9,8 @@
 // im2col_ref, so a convolution becomes W (K x C·R·S) · cols (C·R·S x P·Q) per image and group.
 // Only the top/left paddings appear: the bottom/right ones are implied by P and Q.
 //
-// One variant. A thread owns one output position (p, q) of one input plane (n, c) and writes
+// One variant, a template on the element type (im2col<float, BLOCK>, im2col<double, BLOCK>: a
+// copy, exact in either). A thread owns one output position (p, q) of one input plane (n, c) and writes
 // that position's R·S rows: consecutive threads take consecutive q, so every store of a warp
 // is one contiguous run of the row (coalesced: the column matrix is R·S times the input, the
 // §8.3 k² overhead, and writing it is the kernel's cost), and the loads of a warp walk a
@@ -20,9 +21,9 @@
 // grid stride (gridDim.y <= 65535). Every offset into x and cols is 64-bit.
 #include "common.cuh"
 
-template <int BLOCK>
+template <typename T, int BLOCK>
 __global__ void __launch_bounds__(BLOCK)
-im2col_f32(const float* __restrict__ x, float* __restrict__ cols, int images, int C, int H, int W,
+im2col(const T* __restrict__ x, T* __restrict__ cols, int images, int C, int H, int W,
            int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, int pad_w,
            int dil_h, int dil_w) {
     const cc_index_t PQ = (cc_index_t)P * Q;
@@ -33,15 +34,15 @@ im2col_f32(const float* __restrict__ x, float* __restrict__ cols, int images, in
     const cc_index_t HW = (cc_index_t)H * W;
     const cc_index_t planes = (cc_index_t)images * C;
     for (cc_index_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-        const float* xp = x + plane * HW;
-        float* out = cols + plane * R * S * PQ + pq;    // row (c·R + 0)·S + 0 of image n
+        const T* xp = x + plane * HW;
+        T* out = cols + plane * R * S * PQ + pq;    // row (c·R + 0)·S + 0 of image n
         for (int r = 0; r < R; ++r) {
             const int h = h0 + r * dil_h;
             const bool h_in = h >= 0 && h < H;
             for (int s = 0; s < S; ++s) {
                 const int w = w0 + s * dil_w;
                 out[(cc_index_t)(r * S + s) * PQ] =
-                    (h_in && w >= 0 && w < W) ? cc_ldg(xp + (cc_index_t)h * W + w) : 0.0f;
+                    (h_in && w >= 0 && w < W) ? cc_ldg(xp + (cc_index_t)h * W + w) : T(0);
             }
         }
     }

@@ -1,5 +1,6 @@
 // implicit_gemm.cu — 2-D convolution as a GEMM whose A operand is gathered from the input on
-// the fly (no column matrix is ever written), NCHW / KCRS fp32, fused epilogue.
+// the fly (no column matrix is ever written), NCHW / KCRS or NHWC / KRSC, fp32 or fp64, fused
+// epilogue.
 //
 // The GEMM view, per group g (§8.3 turned on its side, as in cuDNN/CUTLASS "implicit GEMM"):
 //   D[m, k]  = Σ_kk A[m, kk] · B[kk, k]         M = N·P·Q   (output pixels)
@@ -14,13 +15,20 @@
 // Variants, simplest first (both are configs; the tests compare them with each other, with
 // kernels/direct.cu and with the float64 reference):
 //
-// 1. implicit_gemm_simple_f32<BM, BN, BK>  ("analytic"): one thread per output of the tile
+// Every variant is a template on the element type T (float or double: loads, shared tiles,
+// accumulators and epilogue in T, so a double kernel rounds only in double) and on the
+// layout (NHWC = false: NCHW input / KCRS weight / NCHW output; true: NHWC / KRSC / NHWC).
+// The layout changes only the strides of the gather and of the store — see "NHWC" below.
+//
+// 1. implicit_gemm_simple<T, NHWC, BM, BN, BK>  ("analytic"): one thread per output of the tile
 //    (BM·BN threads), single-buffered shared tiles As[BK][BM] and Bs[BK][BN], and the flat
 //    reduction order kk = (c·R + r)·S + s, decomposed with a division per loaded element.
 //    Every tile element is loaded once per block and used BN (resp. BM) times from shared
 //    memory, but each FMA still costs two shared-memory loads: it is shared-load bound.
 //
-// 2. implicit_gemm_f32<BM, BN, BK, TM, TN, MIN_BLOCKS>  ("optimized"), adds:
+//    In NHWC the flat order is kk = (r·S + s)·C/g + c (the KRSC weights' own order).
+//
+// 2. implicit_gemm<T, NHWC, BM, BN, BK, TM, TN, MIN_BLOCKS>  ("optimized"), adds:
 //    * 2-D register blocking: each thread keeps a TM×TN tile of accumulators, and per reduction
 //      step loads TM values of A and TN of B from shared memory for TM·TN FMAs: 32 FMAs per 12
 //      loads (2.7 FMA/load) for the 8x4 thread tile of the main config, 16 per 8 for 4x4, versus
@@ -45,9 +53,21 @@
 //      output pixels — coalesced NCHW stores — applying bias, residual and activation
 //      (cc_epilogue) on the way: one pass over the output.
 //
-// Configs (ops/implicit_gemm.py; the op picks one per problem, tests run them all):
-//   simple 16x16x16                        256 threads   the reference variant
-//   64x64x8, 4x4 thread tile               256 threads   small grids, K/groups <= 32
+// NHWC: the same tiles and reduction order; what changes is where the elements are. A thread's
+// BK channels of one pixel are consecutive floats (stride 1 instead of H·W) and a filter's
+// channels too (stride 1 instead of R·S), so a thread's A loads fall into one or two 32-byte
+// sectors that L1 serves to the neighbouring threads of the same pixel; the warp's 32 threads
+// still take 32 pixels, C floats apart (less coalesced than the NCHW gather at stride 1 — the
+// price of keeping one pixel per thread, and with it the division-free main loop). The
+// epilogue walks the parked slab with the output channel fastest, so consecutive threads
+// store at k, k+VN, ...: 16-byte runs of each 4 columns instead of NCHW's 128-byte rows.
+//
+// Configs (ops/implicit_gemm.py; the op picks one per problem, tests run them all), each in
+// NCHW and NHWC:
+//   simple 16x16x16                        256 threads   the reference variant (f32, f64)
+//   64x64x8, 4x4 thread tile               256 threads   small grids, K/groups <= 32; the f64
+//                                                        config (2 blocks/SM: 16 double
+//                                                        accumulators fit 128 registers)
 //   128x64x8, 8x4 (main)                   256 threads   2 blocks/SM
 //   128x128x8, 8x4                         512 threads   1 block/SM (16 warps), K/groups > 64
 // Global traffic per FMA, (BM+BN)/(BM·BN) elements loaded per FMA: 0.031 (64x64), 0.023
@@ -63,7 +83,9 @@
 // spills; with __launch_bounds__(256, 2) two blocks (16 warps) stay resident per SM on sm_80 /
 // sm_90, so one block's FMAs cover the other's barrier and loads. An 8x8 thread tile at 256
 // threads wants ~150 registers on sm_90 and spills when held to 128, hence 8x4 at 512 threads
-// for the 128x128 tile (107-113 registers).
+// for the 128x128 tile (107-113 registers). The NHWC instantiations: 86-113 registers, 0
+// spills, the same occupancy. float64 64x64x8 4x4 (NCHW and NHWC): 98-128 registers, 0 spills,
+// 2 blocks/SM on every target (16 double accumulators, 8 fragment doubles, 4 staged ones).
 //
 // Index math: tensor offsets are 64-bit (cc_index_t); M = N·P·Q, the GEMM extents, the block
 // index, offsets within one input plane and within the weight tensor are int (the op's
@@ -78,10 +100,10 @@
 // Arguments shared by both variants and by kernels/direct.cu (same order), so the op passes
 // one tuple to any of them.
 #define CC_CONV_PARAMS                                                                       \
-    const float* __restrict__ x, const float* __restrict__ w,                                \
-    const float* __restrict__ bias, int has_bias,                                            \
-    const float* __restrict__ residual, int has_residual,                                    \
-    float* __restrict__ out,                                                                 \
+    const T* __restrict__ x, const T* __restrict__ w,                                        \
+    const T* __restrict__ bias, int has_bias,                                                \
+    const T* __restrict__ residual, int has_residual,                                        \
+    T* __restrict__ out,                                                                     \
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,                           \
     int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w,        \
     int groups, int act
@@ -102,23 +124,30 @@ __device__ __forceinline__ ConvTile cc_conv_tile(int m_tiles, int n_tiles, int B
     return t;
 }
 
-// Write one finished accumulator of D[m, k] (group-local k) to out in NCHW with the epilogue.
-__device__ __forceinline__ void cc_conv_store(float acc, float* __restrict__ out, int m, int k_global,
-                                              int K, int PQ, const float* bias, const float* residual,
+// Write one finished accumulator of D[m, k] (group-local k) to out (NCHW, or NHWC where pixel
+// m's K channels are contiguous) with the epilogue.
+template <typename T, bool NHWC>
+__device__ __forceinline__ void cc_conv_store(T acc, T* __restrict__ out, int m, int k_global,
+                                              int K, int PQ, const T* bias, const T* residual,
                                               int act) {
-    const int n = m / PQ;
-    const int pq = m - n * PQ;
-    const cc_index_t idx = ((cc_index_t)n * K + k_global) * PQ + pq;
+    cc_index_t idx;
+    if (NHWC) {
+        idx = (cc_index_t)m * K + k_global;
+    } else {
+        const int n = m / PQ;
+        const int pq = m - n * PQ;
+        idx = ((cc_index_t)n * K + k_global) * PQ + pq;
+    }
     out[idx] = cc_epilogue(acc, bias, k_global, residual, idx, act);
 }
 
 // --------------------------------------------------------------------------- 1. simple
-template <int BM, int BN, int BK>
+template <typename T, bool NHWC, int BM, int BN, int BK>
 __global__ void __launch_bounds__(BM * BN)
-implicit_gemm_simple_f32(CC_CONV_PARAMS) {
+implicit_gemm_simple(CC_CONV_PARAMS) {
     constexpr int THREADS = BM * BN;
-    __shared__ float As[BK][BM];
-    __shared__ float Bs[BK][BN];
+    __shared__ T As[BK][BM];
+    __shared__ T Bs[BK][BN];
 
     const int Cg = C / groups, Kg = K / groups;
     const int RS = R * S, CRS = Cg * RS, PQ = P * Q;
@@ -128,52 +157,65 @@ implicit_gemm_simple_f32(CC_CONV_PARAMS) {
 
     const int tid = threadIdx.x;
     const int tm = tid % BM, tn = tid / BM;
-    float acc = 0.0f;
+    T acc = T(0);
 
     for (int kk0 = 0; kk0 < CRS; kk0 += BK) {
         for (int e = tid; e < BM * BK; e += THREADS) {
             const int ml = e % BM, kl = e / BM;
             const int m = tile.m0 + ml, kk = kk0 + kl;
-            float v = 0.0f;
+            T v = T(0);
             if (m < M && kk < CRS) {
-                const int c = kk / RS, rs = kk - c * RS;
-                const int r = rs / S, s = rs - r * S;
+                int c, r, s;
+                if (NHWC) {      // kk = (r·S + s)·Cg + c
+                    const int rs = kk / Cg;
+                    c = kk - rs * Cg;
+                    r = rs / S;
+                    s = rs - r * S;
+                } else {         // kk = (c·R + r)·S + s
+                    c = kk / RS;
+                    const int rs = kk - c * RS;
+                    r = rs / S;
+                    s = rs - r * S;
+                }
                 const int n = m / PQ, pq = m - n * PQ;
                 const int p = pq / Q, q = pq - p * Q;
                 const int h = p * stride_h - pad_h + r * dilation_h;
                 const int ww = q * stride_w - pad_w + s * dilation_w;
-                if (h >= 0 && h < H && ww >= 0 && ww < W)
-                    v = cc_ldg(x + ((cc_index_t)n * C + (cc_index_t)tile.g * Cg + c) * HW
-                               + (cc_index_t)h * W + ww);
+                if (h >= 0 && h < H && ww >= 0 && ww < W) {
+                    const cc_index_t off = NHWC
+                        ? ((cc_index_t)n * HW + (cc_index_t)h * W + ww) * C + (cc_index_t)tile.g * Cg + c
+                        : ((cc_index_t)n * C + (cc_index_t)tile.g * Cg + c) * HW + (cc_index_t)h * W + ww;
+                    v = cc_ldg(x + off);
+                }
             }
             As[kl][ml] = v;
         }
         for (int e = tid; e < BK * BN; e += THREADS) {
             const int kl = e % BK, nl = e / BK;   // kk fastest: the weights are contiguous in kk
             const int k = tile.n0 + nl, kk = kk0 + kl;
-            float v = 0.0f;
+            T v = T(0);
             if (k < Kg && kk < CRS) v = cc_ldg(w + ((cc_index_t)tile.g * Kg + k) * CRS + kk);
             Bs[kl][nl] = v;
         }
         __syncthreads();
 #pragma unroll
-        for (int kl = 0; kl < BK; ++kl) acc = fmaf(As[kl][tm], Bs[kl][tn], acc);
+        for (int kl = 0; kl < BK; ++kl) acc = cc_fma(As[kl][tm], Bs[kl][tn], acc);
         __syncthreads();
     }
 
     const int m = tile.m0 + tm, k = tile.n0 + tn;
     if (m < M && k < Kg)
-        cc_conv_store(acc, out, m, tile.g * Kg + k, K, PQ, has_bias ? bias : nullptr,
-                      has_residual ? residual : nullptr, act);
+        cc_conv_store<T, NHWC>(acc, out, m, tile.g * Kg + k, K, PQ, has_bias ? bias : nullptr,
+                               has_residual ? residual : nullptr, act);
 }
 
 // --------------------------------------------------------------------------- 2. optimized
-template <int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS>
+template <typename T, bool NHWC, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
-implicit_gemm_f32(CC_CONV_PARAMS) {
+implicit_gemm(CC_CONV_PARAMS) {
     constexpr int THREADS = (BM / TM) * (BN / TN);
     constexpr int THREADS_M = BM / TM;             // threads along M in the compute layout
-    constexpr int VM = TM < 4 ? TM : 4;            // fragment runs: up to 4 contiguous floats
+    constexpr int VM = TM < 4 ? TM : 4;            // fragment runs: up to 4 contiguous elements
     constexpr int VN = TN < 4 ? TN : 4;
     constexpr int A_LOADS = BM * BK / THREADS;     // A elements each thread stages per step
     constexpr int B_LOADS = BN * BK / THREADS;
@@ -191,9 +233,9 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
     constexpr int SMEM_FLOATS = A_FLOATS + B_FLOATS > EPI_FLOATS ? A_FLOATS + B_FLOATS : EPI_FLOATS;
 
     // One buffer: As[2][BK][BM], then Bs[2][BK][BN_PAD]; the epilogue reuses all of it.
-    __shared__ __align__(16) float smem[SMEM_FLOATS];
-    auto As = [&](int buf, int k, int m) -> float& { return smem[(buf * BK + k) * BM + m]; };
-    auto Bs = [&](int buf, int k, int n) -> float& { return smem[A_FLOATS + (buf * BK + k) * BN_PAD + n]; };
+    __shared__ __align__(16) T smem[SMEM_FLOATS];
+    auto As = [&](int buf, int k, int m) -> T& { return smem[(buf * BK + k) * BM + m]; };
+    auto Bs = [&](int buf, int k, int n) -> T& { return smem[A_FLOATS + (buf * BK + k) * BN_PAD + n]; };
 
     const int Cg = C / groups, Kg = K / groups;
     const int RS = R * S, CRS = Cg * RS, PQ = P * Q;
@@ -201,6 +243,12 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
     const cc_index_t HW = (cc_index_t)H * W;
     const ConvTile tile = cc_conv_tile(cc_div_up(M, BM), cc_div_up(Kg, BN), BM, BN);
     const int tid = threadIdx.x;
+    // The layout as strides (elements): between channels of x (the pixel stride is 1 in NCHW,
+    // C in NHWC), between channels and between taps of one filter. Offsets within the weight
+    // tensor are int (the op checks they fit), offsets into x 64-bit.
+    const cc_index_t x_c_stride = NHWC ? (cc_index_t)1 : HW;
+    const int w_c_stride = NHWC ? 1 : RS;
+    const int w_tap_stride = NHWC ? Cg : 1;
 
     // ---- A staging: this thread gathers pixel m (fixed) for channels c0 + a_k0 + j·A_K_STEP.
     const int a_ml = tid % BM;
@@ -209,29 +257,30 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
     const bool a_m_ok = a_m < M;
     const int a_c_limit = Cg - a_k0;           // channel c0 + a_k0 + j·A_K_STEP exists iff c0 + j·A_K_STEP < this
     int a_h0 = 0, a_w0 = 0;
-    const float* a_src = x;                    // (n, g·Cg + a_k0, 0, 0); dereferenced only if a_m_ok
+    const T* a_src = x;                        // (n, g·Cg + a_k0) at pixel (0, 0); dereferenced only if a_m_ok
     if (a_m_ok) {
         const int n = a_m / PQ, pq = a_m - n * PQ;
         const int p = pq / Q, q = pq - p * Q;
         a_h0 = p * stride_h - pad_h;
         a_w0 = q * stride_w - pad_w;
-        a_src = x + ((cc_index_t)n * C + (cc_index_t)tile.g * Cg + a_k0) * HW;
+        a_src = x + ((cc_index_t)n * C * HW + (cc_index_t)(tile.g * Cg + a_k0) * x_c_stride);
     }
     // ---- B staging: this thread loads channel c0 + b_kl (fixed) of filters n0 + b_n0 + j·B_N_STEP.
     // The op checks that the weight tensor has fewer than 2**31 elements: int offsets.
     const int b_kl = tid % BK;
     const int b_n0 = tid / BK;
     const int b_c_limit = Cg - b_kl;
-    const float* b_src = w + ((tile.g * Kg + tile.n0 + b_n0) * CRS + b_kl * RS);  // dereferenced only if valid
+    const T* b_src = w + ((tile.g * Kg + tile.n0 + b_n0) * CRS + b_kl * w_c_stride);  // dereferenced only if valid
     unsigned b_k_ok = 0;                       // bit j: filter n0 + b_n0 + j·B_N_STEP exists
 #pragma unroll
     for (int j = 0; j < B_LOADS; ++j)
         if (tile.n0 + b_n0 + j * B_N_STEP < Kg) b_k_ok |= 1u << j;
 
-    float a_stage[A_LOADS], b_stage[B_LOADS];
+    T a_stage[A_LOADS], b_stage[B_LOADS];
 
     // Reduction step state: tap (r, s) as its input displacement (tap_h, tap_w) and its filter
-    // offset r·S + s, channel chunk c0 and that chunk's offsets into x (c0·H·W) and w (c0·R·S).
+    // offset (r·S + s)·w_tap_stride, channel chunk c0 and that chunk's offsets into x
+    // (c0·x_c_stride) and w (c0·w_c_stride).
     int tap_h = 0, tap_w = 0, s = 0, tap_rs = 0, c0 = 0, w_chunk = 0;
     cc_index_t x_chunk = 0;
 
@@ -239,25 +288,25 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
     auto load_step = [&]() {
         const int h = a_h0 + tap_h, ww = a_w0 + tap_w;
         const bool pix_ok = a_m_ok && h >= 0 && h < H && ww >= 0 && ww < W;
-        const float* a_pix = a_src + x_chunk;  // pointer math only, see pix_ok
+        // pointer math only, see pix_ok
+        const T* a_pix = a_src + x_chunk + (NHWC ? (cc_index_t)(h * W + ww) * C : (cc_index_t)(h * W + ww));
 #pragma unroll
         for (int j = 0; j < A_LOADS; ++j)
-            a_stage[j] = (pix_ok && c0 + j * A_K_STEP < a_c_limit)
-                             ? cc_ldg(a_pix + (j * A_K_STEP * HW + h * W + ww)) : 0.0f;
+            a_stage[j] = (pix_ok && c0 + j * A_K_STEP < a_c_limit) ? cc_ldg(a_pix + j * A_K_STEP * x_c_stride) : T(0);
         const bool c_ok = c0 < b_c_limit;
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j)
-            b_stage[j] = (c_ok && (b_k_ok >> j & 1u)) ? cc_ldg(b_src + (j * B_N_STEP * CRS + w_chunk + tap_rs)) : 0.0f;
+            b_stage[j] = (c_ok && (b_k_ok >> j & 1u)) ? cc_ldg(b_src + (j * B_N_STEP * CRS + w_chunk + tap_rs)) : T(0);
     };
     auto next_step = [&]() {
         c0 += BK;
-        x_chunk += BK * HW;
-        w_chunk += BK * RS;
+        x_chunk += BK * x_c_stride;
+        w_chunk += BK * w_c_stride;
         if (c0 >= Cg) {
             c0 = 0;
             x_chunk = 0;
             w_chunk = 0;
-            ++tap_rs;
+            tap_rs += w_tap_stride;
             tap_w += dilation_w;
             if (++s == S) {
                 s = 0;
@@ -276,11 +325,11 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
     // ---- compute layout: thread (tm, tn) owns rows m_local(i), columns n_local(j), in runs of
     // VM (VN) contiguous elements, the runs THREADS_M·VM apart.
     const int tm = tid % THREADS_M, tn = tid / THREADS_M;
-    float acc[TM][TN];
+    T acc[TM][TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
 
     const int c_chunks = cc_div_up(Cg, BK);
     const int steps = RS * c_chunks;
@@ -298,7 +347,7 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
         }
 #pragma unroll
         for (int kl = 0; kl < BK; ++kl) {
-            float a[TM], b[TN];
+            T a[TM], b[TN];
 #pragma unroll
             for (int i = 0; i < TM; ++i) a[i] = As(buf, kl, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
 #pragma unroll
@@ -306,7 +355,7 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
 #pragma unroll
             for (int i = 0; i < TM; ++i)
 #pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
         }
         if (more) store_step(buf ^ 1);   // the other buffer was last read before the previous sync
         __syncthreads();
@@ -314,10 +363,11 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
 
     // ---- epilogue, one thread-tile column j per pass: every thread parks acc[·][j] in shared
     // memory (the main loop's last __syncthreads freed it), then the block writes the
-    // THREADS_N × BM slab with consecutive threads on consecutive m — coalesced NCHW stores —
-    // through one (not TM·TN inlined) copy of the epilogue code.
-    const float* bias_or_null = has_bias ? bias : nullptr;
-    const float* residual_or_null = has_residual ? residual : nullptr;
+    // THREADS_N × BM slab — with consecutive threads on consecutive m in NCHW (coalesced
+    // stores along a row of the output plane), on consecutive columns in NHWC (where an output
+    // pixel's channels are contiguous) — through one (not TM·TN inlined) copy of the epilogue.
+    const T* bias_or_null = has_bias ? bias : nullptr;
+    const T* residual_or_null = has_residual ? residual : nullptr;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
         const int col0 = (j / VN) * THREADS_N * VN + j % VN;   // column of thread tn: col0 + tn·VN
@@ -326,10 +376,12 @@ implicit_gemm_f32(CC_CONV_PARAMS) {
         __syncthreads();
 #pragma unroll 1
         for (int e = tid; e < EPI_FLOATS; e += THREADS) {
-            const int ml = e % BM, col = e / BM;
+            const int ml = NHWC ? e / THREADS_N : e % BM;
+            const int col = NHWC ? e % THREADS_N : e / BM;
             const int m = tile.m0 + ml, k = tile.n0 + col0 + col * VN;
             if (m < M && k < Kg)
-                cc_conv_store(smem[e], out, m, tile.g * Kg + k, K, PQ, bias_or_null, residual_or_null, act);
+                cc_conv_store<T, NHWC>(smem[col * BM + ml], out, m, tile.g * Kg + k, K, PQ, bias_or_null,
+                                       residual_or_null, act);
         }
         __syncthreads();
     }

@@ -50,14 +50,42 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
-def draw_conv(rng, case):
+def draw_conv(rng, case, dtype="float32"):
     """Fresh random input and weight for a conv case (N, C, H, W, K, R, S, stride, padding,
     dilation, groups), and the conv2d keyword arguments."""
     from cuconv.testing import random_array
     N, C, H, W, K, R, S, stride, padding, dilation, groups = case
-    x = random_array(rng, (N, C, H, W))
-    w = random_array(rng, (K, C // groups, R, S))
+    x = random_array(rng, (N, C, H, W), dtype)
+    w = random_array(rng, (K, C // groups, R, S), dtype)
     return x, w, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def nhwc(a):
+    """An NCHW activation (or KCRS weight) as a contiguous NHWC (KRSC) array."""
+    return None if a is None else np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 1))
+
+
+def nchw(a):
+    """An NHWC array back in NCHW order."""
+    return np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2))
+
+
+def conv_in_layout(be, x, w, layout="NCHW", *, bias=None, residual=None, **kwargs):
+    """``cuconv.conv2d`` on NCHW/KCRS NumPy ``x``, ``w`` (and NCHW ``residual``) passed in
+    ``layout``, into a NaN-poisoned ``out=`` of the input's dtype; the result as NCHW NumPy."""
+    from cuconv.problem import Conv2dProblem
+    from cuconv.testing import poison
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                                  kwargs.get("dilation", 1), kwargs.get("groups", 1), x.dtype.name)
+    conv = (lambda a: a) if layout == "NCHW" else nhwc
+    shape = p.output_shape if layout == "NCHW" else (p.N, p.P, p.Q, p.K)
+    out = be.empty(shape, x.dtype)
+    poison(out)
+    got = cuconv.conv2d(put(be, conv(x)), put(be, conv(w)), put(be, bias), residual=put(be, conv(residual)),
+                        out=out, layout=layout, **kwargs)
+    assert got is out
+    got = be.to_numpy(out)
+    return got if layout == "NCHW" else nchw(got)
 
 
 def auto_order(problem, **kwargs):

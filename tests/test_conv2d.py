@@ -64,7 +64,7 @@ def test_recorder_sees_a_valid_launch(rng):
         y = cuconv.conv2d(x, w, padding=1, algo="direct")
     finally:
         backend_mod._current.reset(token)
-    assert rec.launches == [("direct.cu", "direct_conv2d_f32<256>")]
+    assert rec.launches == [("direct.cu", "direct_conv2d<float, false, 256>")]
     assert_close(y, conv2d_ref(x, w, padding=1), np.float32, "direct")
 
 
@@ -86,8 +86,11 @@ def _bad_cases(rng):
         (ValueError, r"input must be 4-D \(or 3-D unbatched", (x[0, 0], w), {}),
         (ValueError, r"weight must be 4-D", (x, w[0]), {}),
         (TypeError, r"same dtype.*float32 and float64", (x, w.astype(np.float64)), {}),
-        ((TypeError, ValueError), r"float64", (x.astype(np.float64), w.astype(np.float64)), {}),
-        (TypeError, r"float64", (x.astype(np.float64), w.astype(np.float64)), dict(algo="direct")),
+        ((TypeError, ValueError), r"int32", (x.astype(np.int32), w.astype(np.int32)), {}),
+        (TypeError, r"takes dtype float32 or float64, got int32", (x.astype(np.int32), w.astype(np.int32)),
+         dict(algo="direct")),
+        (TypeError, r"takes dtype float16 or bfloat16 or float32, got float64",
+         (x.astype(np.float64), w.astype(np.float64)), dict(algo="implicit_gemm_tc_simple")),
         (ValueError, r"weight has 4 input channels per group.*C=5.*\(2, 5, 9, 7\)",
          (random_array(rng, (2, 5, 9, 7)), w), {}),
         (ValueError, r"groups=3 must divide the input channels C=4",
@@ -219,9 +222,15 @@ def test_algorithms_lists_every_algorithm_with_reasons():
 
 
 def test_algorithms_explains_an_unsupported_dtype():
-    p = Conv2dProblem(1, 4, 9, 9, 8, 3, 3, dtype="float64")
+    p = Conv2dProblem(1, 4, 9, 9, 8, 3, 3, dtype="int8")
     infos = {i.name: i for i in cuconv.algorithms(p)}
-    assert not infos["direct"].ok and "float64" in infos["direct"].reason
+    assert not infos["direct"].ok and "int8" in infos["direct"].reason
+    # float64 runs on the CUDA-core algorithms; Winograd and the tensor cores say why not.
+    infos = {i.name: i for i in cuconv.algorithms(p.with_(dtype="float64", pad_h=1, pad_w=1, C=16, K=16))}
+    assert all(infos[a].ok for a in ("direct", "implicit_gemm", "im2col_gemm")), infos
+    for name in ("winograd_f2x2_3x3", "winograd_fused_f2x2_3x3", "winograd_f4x4_3x3", "implicit_gemm_tc",
+                 "implicit_gemm_tc_simple", "implicit_gemm_tf32"):
+        assert not infos[name].ok and "dtype float64 not supported" in infos[name].reason, infos[name]
 
 
 AUTO_PROBLEMS = [
@@ -261,8 +270,8 @@ def test_auto_runs_and_is_right(rng, problem):
 
 
 def test_auto_with_no_candidate_explains_why():
-    p = Conv2dProblem(1, 4, 9, 9, 8, 3, 3, dtype="float64")
-    with pytest.raises(ValueError, match=r"no algorithm can run .*direct: dtype float64 not supported"):
+    p = Conv2dProblem(1, 4, 9, 9, 8, 3, 3, dtype="int32")
+    with pytest.raises(ValueError, match=r"no algorithm can run .*direct: dtype int32 not supported"):
         conv2d_mod.choose_algorithm(p)
 
 

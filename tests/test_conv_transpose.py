@@ -27,26 +27,30 @@ CASES = {
 }
 
 
-def _draw(rng, xs, cout, RS, groups, with_bias):
-    x = random_array(rng, xs)
-    w = random_array(rng, (xs[1], cout // groups, *RS))
-    b = random_array(rng, (cout,)) if with_bias else None
+def _draw(rng, xs, cout, RS, groups, with_bias, dtype="float32"):
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, (xs[1], cout // groups, *RS), dtype)
+    b = random_array(rng, (cout,), dtype) if with_bias else None
     return x, w, b
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("variant", ["phase", "simple"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_conv_transpose_matches_reference(be, rng, case, variant):
+def test_conv_transpose_matches_reference(be, rng, case, variant, dtype):
+    """float32 within float32 rounding, float64 (conv_transpose2d_f64_*) within 1e-12."""
     xs, cout, RS, s, p, op, g, d = CASES[case]
-    x, w, b = _draw(rng, xs, cout, RS, g, with_bias=variant == "phase")
-    act = "relu" if case.startswith("s2") else None
+    x, w, b = _draw(rng, xs, cout, RS, g, with_bias=variant == "phase", dtype=dtype)
+    act = "relu" if case.startswith("s2") else ("silu" if dtype == "float64" else None)
     ref = conv_transpose2d_ref(x, w, b, s, p, op, g, d, activation=act)
-    out = put(be, np.empty(ref.shape, np.float32))
+    out = put(be, np.empty(ref.shape, dtype))
     poison(out)
     y = cuconv.conv_transpose2d(put(be, x), put(be, w), put(be, b), s, p, op, g, d,
                                 activation=act, out=out, variant=variant)
     assert y is out
-    assert_close(y, ref, "float32", "conv_transpose", what=f"{case} {variant}")
+    assert_close(y, ref, dtype, "conv_transpose", what=f"{case} {variant}")
+    kernel = cuconv.plan_conv_transpose2d(put(be, x), put(be, w), put(be, b), s, p, op, g, d, variant=variant).algo
+    assert kernel.startswith(f"conv_transpose2d_{'f32' if dtype == 'float32' else 'f64'}_{variant}")
 
 
 def test_allocating_path(be, rng):
@@ -57,18 +61,19 @@ def test_allocating_path(be, rng):
     assert_close(y, ref, "float32", "conv_transpose")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", [dict(sanitize="address,undefined", order="reverse"),
                                   dict(order="random", seed=3)], ids=["asan_ubsan_reverse", "random_order"])
 @pytest.mark.parametrize("variant", ["phase", "simple"])
-def test_emulator_sanitizers_and_orders(rng, mode, variant):
+def test_emulator_sanitizers_and_orders(rng, mode, variant, dtype):
     xs, cout, RS, s, p, op, g, d = CASES["groups3_cout9"]
-    x, w, b = _draw(rng, xs, cout, RS, g, True)
+    x, w, b = _draw(rng, xs, cout, RS, g, True, dtype)
     ref = conv_transpose2d_ref(x, w, b, s, p, op, g, d)
     with cuconv.backend("emulator", **mode):
-        out = np.empty(ref.shape, np.float32)
+        out = np.empty(ref.shape, dtype)
         poison(out)
         cuconv.conv_transpose2d(x, w, b, s, p, op, g, d, out=out, variant=variant)
-    assert_close(out, ref, "float32", "conv_transpose", what=f"{variant} {mode}")
+    assert_close(out, ref, dtype, "conv_transpose", what=f"{variant} {mode}")
 
 
 # --------------------------------------------------------------------------- the reference
@@ -159,8 +164,10 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.conv_transpose2d(x, w, stride=0)
         with pytest.raises(TypeError, match="groups must be an int"):
             cuconv.conv_transpose2d(x, w, groups=1.0)
-        with pytest.raises(TypeError, match="float32"):
+        with pytest.raises(TypeError, match="same dtype, got float64 and float32"):
             cuconv.conv_transpose2d(x.astype(np.float64), w)
+        with pytest.raises(TypeError, match="float32 or float64, got float16"):
+            cuconv.conv_transpose2d(x.astype(np.float16), w.astype(np.float16))
         with pytest.raises(ValueError, match="4-D"):
             cuconv.conv_transpose2d(x, w[0])
         with pytest.raises(ValueError, match="out must have shape"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cuconv
-from conftest import auto_order, put
+from conftest import auto_order, nchw, nhwc, put
 from cuconv.ops import depthwise as dw
 from cuconv.ops.conv2d import choose_algorithm
 from cuconv.problem import Conv2dProblem
@@ -42,11 +42,11 @@ def _problem(xs, M, RS, stride, padding, dilation):
     return Conv2dProblem.from_shapes(xs, (M * C, 1, *RS), stride, padding, dilation, C)
 
 
-def _draw(rng, xs, M, RS, p, with_bias, with_residual):
-    x = random_array(rng, xs)
-    w = random_array(rng, (M * xs[1], 1, *RS))
-    bias = random_array(rng, (M * xs[1],)) if with_bias else None
-    res = random_array(rng, p.output_shape) if with_residual else None
+def _draw(rng, xs, M, RS, p, with_bias, with_residual, dtype="float32"):
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, (M * xs[1], 1, *RS), dtype)
+    bias = random_array(rng, (M * xs[1],), dtype) if with_bias else None
+    res = random_array(rng, p.output_shape, dtype) if with_residual else None
     return x, w, bias, res
 
 
@@ -171,7 +171,7 @@ def test_bad_arguments_raise_before_any_launch(rng):
         with pytest.raises(ValueError, match="bias must have shape"):
             cuconv.depthwise_conv2d(x, random_array(rng, (3, 1, 3, 3)), random_array(rng, (4,)))
         with pytest.raises(TypeError, match="dtype"):
-            cuconv.depthwise_conv2d(x.astype(np.float64), random_array(rng, (3, 1, 3, 3)).astype(np.float64))
+            cuconv.depthwise_conv2d(x.astype(np.int32), random_array(rng, (3, 1, 3, 3)).astype(np.int32))
         with pytest.raises(ValueError, match="output size"):
             cuconv.depthwise_conv2d(x, random_array(rng, (3, 1, 9, 9)))
         with pytest.raises(ValueError, match="variant"):
@@ -182,3 +182,116 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.depthwise_conv2d(x, random_array(rng, (3, 1, 3, 3)), out=np.empty((1, 3, 7, 7), np.float32))
         with pytest.raises(ValueError, match="activation"):
             cuconv.depthwise_conv2d(x, random_array(rng, (3, 1, 3, 3)), activation="tanh")
+
+
+# --------------------------------------------------------------------------- float64 and NHWC
+def _run(be, x, w, bias, res, stride, padding, dilation, act, layout="NCHW", variant="auto"):
+    """depthwise_conv2d on NCHW NumPy inputs passed in ``layout`` (NHWC weight: (M·C, R, S, 1)),
+    into a poisoned out=; the result in NCHW."""
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, x.shape[1], x.dtype.name)
+    conv = nhwc if layout == "NHWC" else (lambda a: a)
+    out = put(be, np.empty(p.output_shape if layout == "NCHW" else (p.N, p.P, p.Q, p.K), x.dtype))
+    poison(out)
+    y = cuconv.depthwise_conv2d(put(be, conv(x)), put(be, conv(w)), put(be, bias), stride, padding, dilation,
+                                activation=act, residual=put(be, conv(res)), out=out, variant=variant,
+                                layout=layout)
+    assert y is out
+    got = be.to_numpy(out)
+    return got if layout == "NCHW" else nchw(got)
+
+
+# (x shape, M, (R, S), stride, padding, dilation) -> kernel, per (dtype, layout)
+LAYOUT_CASES = {
+    "k3s1_C3_7x9": ((2, 3, 7, 9), 1, (3, 3), 1, 1, 1),
+    "k3s2_C1_M2_9x7": ((1, 1, 9, 7), 2, (3, 3), 2, 1, 1),
+    "k5s1_C3_M2_9x7": ((1, 3, 9, 7), 2, (5, 5), 1, 2, 1),
+    "k5s2_C2_11x10_pad3": ((1, 2, 11, 10), 1, (5, 5), 2, 3, 1),
+    "k7s2_C2_13x9": ((1, 2, 13, 9), 1, (7, 7), 2, 3, 1),
+    "k3s1_dil2": ((1, 3, 9, 7), 1, (3, 3), 1, 2, 2),
+    "k3x5_s2x1_dil2x1": ((2, 3, 9, 7), 2, (3, 5), (2, 1), (2, 1), (2, 1)),
+    "many_small_planes": ((1, 21, 5, 5), 1, (3, 3), 1, 1, 1),
+}
+KERNELS = {
+    ("float64", "NCHW"): ["depthwise_f64_k3_s1_v2", "depthwise_f64_k3_s2_v2", "depthwise_f64_generic",
+                          "depthwise_f64_generic", "depthwise_f64_generic", "depthwise_f64_generic",
+                          "depthwise_f64_generic", "depthwise_f64_k3_s1_v2"],
+    ("float32", "NHWC"): ["depthwise_f32_nhwc_k3_s1_v4", "depthwise_f32_nhwc_k3_s2_v4", "depthwise_f32_nhwc_k5_s1_v4",
+                          "depthwise_f32_nhwc_k5_s2_v4", "depthwise_f32_nhwc_direct", "depthwise_f32_nhwc_direct",
+                          "depthwise_f32_nhwc_direct", "depthwise_f32_nhwc_k3_s1_v4"],
+    ("float64", "NHWC"): ["depthwise_f64_nhwc_k3_s1_v4", "depthwise_f64_nhwc_k3_s2_v2", "depthwise_f64_nhwc_k5_s1_v2",
+                          "depthwise_f64_nhwc_k5_s2_v2", "depthwise_f64_nhwc_direct", "depthwise_f64_nhwc_direct",
+                          "depthwise_f64_nhwc_direct", "depthwise_f64_nhwc_k3_s1_v4"],
+}
+
+
+@pytest.mark.parametrize("dtype,layout", list(KERNELS), ids=[f"{d}-{l}" for d, l in KERNELS])
+@pytest.mark.parametrize("case", list(LAYOUT_CASES), ids=list(LAYOUT_CASES))
+def test_float64_and_nhwc_match_reference(be, rng, case, dtype, layout):
+    xs, M, RS, stride, padding, dilation = LAYOUT_CASES[case]
+    p = _problem(xs, M, RS, stride, padding, dilation).with_(dtype=dtype)
+    kernel = KERNELS[(dtype, layout)][list(LAYOUT_CASES).index(case)]
+    assert dw.plan(p, "auto", layout).kernel == kernel
+    with_bias, act, with_res = EPILOGUES[zlib.crc32(case.encode()) % len(EPILOGUES)]
+    x, w, bias, res = _draw(rng, xs, M, RS, p, with_bias, with_res, dtype)
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, xs[1], activation=act, residual=res)
+    got = _run(be, x, w, bias, res, stride, padding, dilation, act, layout)
+    assert got.dtype == np.dtype(dtype)
+    assert_close(got, ref, dtype, "depthwise", what=f"{case} via {kernel}")
+
+
+@pytest.mark.parametrize("dtype,layout", list(KERNELS), ids=[f"{d}-{l}" for d, l in KERNELS])
+def test_float64_and_nhwc_variants_and_conv2d(be, rng, dtype, layout):
+    """Every variant the layout has agrees with the reference (channel multiplier 2, bias,
+    residual, relu6), and conv2d(groups=C) takes the same kernel under auto."""
+    xs, M, RS, stride, padding = (2, 3, 9, 11), 2, (3, 3), 2, 1
+    p = _problem(xs, M, RS, stride, padding, 1).with_(dtype=dtype)
+    x, w, bias, res = _draw(rng, xs, M, RS, p, True, True, dtype)
+    ref = conv2d_ref(x, w, bias, stride, padding, 1, xs[1], activation="relu6", residual=res)
+    variants = ["specialized", "generic", "direct"] if layout == "NCHW" else ["specialized", "direct"]
+    for variant in variants:
+        got = _run(be, x, w, bias, res, stride, padding, 1, "relu6", layout, variant)
+        assert_close(got, ref, dtype, "depthwise", what=variant)
+    assert choose_algorithm(p, layout=layout) == "depthwise"
+    conv = nhwc if layout == "NHWC" else (lambda a: a)
+    y = cuconv.conv2d(put(be, conv(x)), put(be, conv(w)), put(be, bias), stride, padding, groups=3,
+                      activation="relu6", residual=put(be, conv(res)), layout=layout)
+    assert_close(be.to_numpy(y) if layout == "NCHW" else nchw(be.to_numpy(y)), ref, dtype, "depthwise")
+
+
+def test_nhwc_variant_rules():
+    p = _problem((1, 3, 9, 9), 1, (7, 7), 1, 3, 1)
+    with pytest.raises(ValueError, match="'generic' is the NCHW tiled kernel"):
+        dw.plan(p, "generic", "NHWC")
+    with pytest.raises(ValueError, match="NHWC kernels cover 3x3 and 5x5"):
+        dw.plan(p, "specialized", "NHWC")
+    assert dw.plan(p, "auto", "NHWC").kernel == "depthwise_f32_nhwc_direct"
+    with pytest.raises(ValueError, match=r"weight of shape \(M·C, R, S, 1\)"):
+        cuconv.depthwise_conv2d(np.zeros((1, 9, 9, 3), np.float32), np.zeros((3, 1, 3, 3), np.float32),
+                                layout="NHWC")
+    with pytest.raises(ValueError, match="no specialized config .* 3x3 \\(float64\\)"):
+        dw.plan(p.with_(dtype="float64"), "specialized")
+
+
+def _layout_order_cases():
+    # Every new kernel: the float64 NCHW tiles and direct, every NHWC strip config and direct.
+    kernels = [("float64", "NCHW", "specialized", (3, 3), 1, 1), ("float64", "NCHW", "specialized", (3, 3), 2, 1),
+               ("float64", "NCHW", "generic", (3, 3), 1, 2), ("float64", "NCHW", "direct", (3, 3), 2, 1)]
+    for dtype in ("float32", "float64"):
+        kernels += [(dtype, "NHWC", "specialized", (k, k), s, 1) for k in (3, 5) for s in (1, 2)]
+        kernels += [(dtype, "NHWC", "direct", (3, 3), 1, 2)]
+    for mode, tag in ((dict(sanitize="address,undefined", order="reverse"), "asan_ubsan_reverse"),
+                      (dict(order="random", seed=7), "random_order")):
+        for dtype, layout, variant, RS, stride, dil in kernels:
+            yield pytest.param(mode, dtype, layout, variant, RS, stride, dil,
+                               id=f"{tag}-{dtype}-{layout}-{variant}-k{RS[0]}-s{stride}-d{dil}")
+
+
+@pytest.mark.parametrize("mode,dtype,layout,variant,RS,stride,dil", list(_layout_order_cases()))
+def test_float64_and_nhwc_under_emulator_checks(rng, mode, dtype, layout, variant, RS, stride, dil):
+    xs, M = (1, 5, 9, 7), 2
+    p = _problem(xs, M, RS, stride, dil, dil).with_(dtype=dtype)
+    x, w, bias, res = _draw(rng, xs, M, RS, p, True, True, dtype)
+    ref = conv2d_ref(x, w, bias, stride, dil, dil, xs[1], activation="silu", residual=res)
+    with cuconv.backend("emulator", **mode) as be:
+        got = _run(be, x, w, bias, res, stride, dil, dil, "silu", layout, variant)
+    assert_close(got, ref, dtype, "depthwise", what=f"{dtype} {layout} {variant} {mode}")

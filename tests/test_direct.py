@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import auto_order, put, draw_conv
+from conftest import auto_order, conv_in_layout, draw_conv, put
 
 import cuconv
 from cuconv.ops import direct as direct_op
@@ -98,8 +98,64 @@ def test_direct_under_emulator_checks(rng, mode):
 
 def test_direct_kernel_is_registered():
     from cuconv.compile import registered_kernels
-    labels = {e.label for e in registered_kernels() if e.file == "direct.cu"}
-    assert labels == {"direct_f32_256"}
+    labels = {e.label: e.expression for e in registered_kernels() if e.file == "direct.cu"}
+    assert labels == {"direct_f32_256": "direct_conv2d<float, false, 256>",
+                      "direct_f64_256": "direct_conv2d<double, false, 256>",
+                      "direct_f32_nhwc_256": "direct_conv2d<float, true, 256>",
+                      "direct_f64_nhwc_256": "direct_conv2d<double, true, 256>"}
+
+
+# --------------------------------------------------------------------------- float64 and NHWC
+@pytest.mark.parametrize("case", PROBLEMS)
+def test_direct_float64_matches_reference(be, rng, case):
+    """Accumulation in double: within 1e-12 of the float64 reference (float32 rounding anywhere
+    would be ~1e-7)."""
+    x, w, args = draw_conv(rng, case, "float64")
+    got = conv_in_layout(be, x, w, algo="direct", **args)
+    assert got.dtype == np.float64
+    assert_close(got, conv2d_ref(x, w, **args), np.float64, "direct")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", PROBLEMS)
+def test_direct_nhwc_matches_reference(be, rng, case, dtype):
+    """NHWC input, KRSC weight, NHWC output, read and written natively."""
+    x, w, args = draw_conv(rng, case, dtype)
+    with cuconv.backend("record") as rec:
+        cuconv.conv2d(np.zeros_like(x).transpose(0, 2, 3, 1), np.zeros_like(w).transpose(0, 2, 3, 1),
+                      algo="direct", layout="NHWC", **args)
+    assert rec.kernels() == [f"direct_{'f32' if dtype == 'float32' else 'f64'}_nhwc_256"]
+    got = conv_in_layout(be, x, w, "NHWC", algo="direct", **args)
+    assert_close(got, conv2d_ref(x, w, **args), dtype, "direct")
+
+
+@pytest.mark.parametrize("dtype,layout", [("float64", "NCHW"), ("float32", "NHWC"), ("float64", "NHWC")])
+@pytest.mark.parametrize("activation", ["relu6", "silu"])
+def test_direct_fused_epilogue_float64_and_nhwc(be, rng, dtype, layout, activation):
+    x, w, args = draw_conv(rng, (2, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1), dtype)
+    bias = random_array(rng, (5,), dtype, low=-2, high=2)
+    residual = random_array(rng, (2, 5, 9, 7), dtype, low=-8, high=8)
+    ref = conv2d_ref(x, w, bias, activation=activation, residual=residual, **args)
+    got = conv_in_layout(be, x, w, layout, bias=bias, residual=residual, algo="direct", activation=activation,
+                         **args)
+    assert_close(got, ref, dtype, "direct")
+
+
+@pytest.mark.parametrize("mode", [
+    pytest.param(dict(sanitize="address,undefined"), id="asan_ubsan"),
+    pytest.param(dict(order="reverse"), id="reverse"),
+    pytest.param(dict(order="random", seed=7), id="random"),
+])
+@pytest.mark.parametrize("dtype,layout", [("float64", "NCHW"), ("float32", "NHWC"), ("float64", "NHWC")])
+def test_direct_float64_and_nhwc_under_emulator_checks(rng, mode, dtype, layout):
+    x, w, args = draw_conv(rng, (2, 4, 7, 9, 6, 3, 3, 2, 2, 2, 2), dtype)
+    bias = random_array(rng, (6,), dtype)
+    residual = random_array(rng, (2, 6, 4, 5), dtype)
+    ref = conv2d_ref(x, w, bias, activation="silu", residual=residual, **args)
+    with cuconv.backend("emulator", **mode) as be:
+        got = conv_in_layout(be, x, w, layout, bias=bias, residual=residual, algo="direct", activation="silu",
+                             **args)
+    assert_close(got, ref, dtype, "direct")
 
 
 def test_direct_auto_priority_is_the_fallback():

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 import cuconv
 from conftest import put, requires_gpu
 from cuconv.ops import gemm as gemm_mod
-from cuconv.ops.gemm import CONFIGS, MAIN, NAIVE, GemmConfig
+from cuconv.ops.gemm import CONFIGS, MAIN, MAIN_F64, NAIVE, NAIVE_F64, GemmConfig
 from cuconv.plan import PlanCache, Ref, launch_all, pointer
 from cuconv.reference.conv import _act
-from cuconv.testing import assert_close, poison, random_array, rel_error
+from cuconv.testing import assert_close, poison, random_array, rel_error, tolerance
 
 CONFIG_IDS = [c.label for c in CONFIGS]
 
@@ -33,7 +33,7 @@ def run_gemm(be, a, b, **kw):
     M, N = a.shape[-2], b.shape[-1]
     batch = a.shape[0] if a.ndim == 3 else (b.shape[0] if b.ndim == 3 else None)
     shape = (M, N) if batch is None else (batch, M, N)
-    out = be.empty(shape, np.float32)
+    out = be.empty(shape, a.dtype)
     poison(out)
     for k in ("bias", "residual"):
         if kw.get(k) is not None:
@@ -51,22 +51,26 @@ SHAPES = [(1, 1, 1), (37, 45, 29), (68, 132, 20), (5, 131, 33)]
 @pytest.mark.parametrize("cfg", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_config_matches_reference_and_naive(be, rng, cfg, shape):
+    """float32 configs within float32 rounding, float64 ones within double rounding (1e-12)."""
     M, N, K = shape
-    a, b = random_array(rng, (M, K)), random_array(rng, (K, N))
+    a, b = random_array(rng, (M, K), cfg.dtype), random_array(rng, (K, N), cfg.dtype)
     got = run_gemm(be, a, b, config=cfg)
-    assert_close(got, ref_gemm(a, b), "float32", "gemm", cfg.label)
-    if cfg != NAIVE:
-        naive = run_gemm(be, a, b, config=NAIVE)
-        assert rel_error(got, naive.astype(np.float64)) <= 2e-6
+    assert got.dtype == np.dtype(cfg.dtype)
+    assert_close(got, ref_gemm(a, b), cfg.dtype, "gemm", cfg.label)
+    naive_cfg = NAIVE if cfg.dtype == "float32" else NAIVE_F64
+    if cfg != naive_cfg:
+        naive = run_gemm(be, a, b, config=naive_cfg)
+        assert rel_error(got, naive.astype(np.float64)) <= tolerance(cfg.dtype, "gemm")
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=CONFIG_IDS)
 def test_batched_with_fused_epilogue(be, rng, cfg):
     batch, M, N, K = 3, 19, 23, 13
-    a, b = random_array(rng, (batch, M, K)), random_array(rng, (batch, K, N))
-    bias, residual = random_array(rng, (M,)), random_array(rng, (batch, M, N))
+    dt = cfg.dtype
+    a, b = random_array(rng, (batch, M, K), dt), random_array(rng, (batch, K, N), dt)
+    bias, residual = random_array(rng, (M,), dt), random_array(rng, (batch, M, N), dt)
     got = run_gemm(be, a, b, bias=bias, residual=residual, activation="silu", config=cfg)
-    assert_close(got, ref_gemm(a, b, bias, residual, "silu"), "float32", "gemm", cfg.label)
+    assert_close(got, ref_gemm(a, b, bias, residual, "silu"), dt, "gemm", cfg.label)
 
 
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "silu"])
@@ -109,20 +113,21 @@ def test_k_zero_gives_epilogue_of_zero(be, rng):
        seed=st.integers(0, 2 ** 32 - 1))
 def test_property_any_shape_any_config(M, N, K, batch, cfg, activation, seed):
     rng = np.random.default_rng(seed)
-    a, b = random_array(rng, (batch, M, K)), random_array(rng, (batch, K, N))
-    bias = random_array(rng, (M,))
+    dt = cfg.dtype
+    a, b = random_array(rng, (batch, M, K), dt), random_array(rng, (batch, K, N), dt)
+    bias = random_array(rng, (M,), dt)
     with cuconv.backend("emulator") as be:
         got = run_gemm(be, a, b, bias=bias, activation=activation, config=cfg)
-    assert_close(got, ref_gemm(a, b, bias, None, activation), "float32", "gemm", cfg.label)
+    assert_close(got, ref_gemm(a, b, bias, None, activation), dt, "gemm", cfg.label)
 
 
 # --------------------------------------------------------------------------- the launcher
-def _strided(rng, rows, cols, ld, batch=1, stride=None, offset=0):
+def _strided(rng, rows, cols, ld, batch=1, stride=None, offset=0, dtype="float32"):
     """A flat buffer holding `batch` rows x cols matrices with leading dimension ld, starting
     at element `offset`; the padding is NaN so a kernel reading it fails the test."""
     stride = rows * ld if stride is None else stride
-    buf = np.full(offset + (batch - 1) * stride + rows * ld, np.nan, np.float32)
-    mats = random_array(rng, (batch, rows, cols))
+    buf = np.full(offset + (batch - 1) * stride + rows * ld, np.nan, dtype)
+    mats = random_array(rng, (batch, rows, cols), dtype)
     for i in range(batch):
         start = offset + i * stride
         buf[start:start + rows * ld].reshape(rows, ld)[:, :cols] = mats[i]
@@ -170,10 +175,11 @@ def check_launcher_layout(be, rng, cfg, layout):
         lda, ldb, ldc, off = 24, 48, 48, 0
         N = 41
     sa, sb, sc = M * lda + 4, K * ldb + 8, M * ldc + 4
-    a_buf, a = _strided(rng, M, K, lda, batch, sa, off)
-    b_buf, b = _strided(rng, K, N, ldb, batch, sb, off)
-    r_buf, res = _strided(rng, M, N, ldc, batch, sc, off)
-    bias = np.concatenate([np.full(off, np.nan, np.float32), random_array(rng, (M,))])
+    dt = cfg.dtype
+    a_buf, a = _strided(rng, M, K, lda, batch, sa, off, dt)
+    b_buf, b = _strided(rng, K, N, ldb, batch, sb, off, dt)
+    r_buf, res = _strided(rng, M, N, ldc, batch, sc, off, dt)
+    bias = np.concatenate([np.full(off, np.nan, dt), random_array(rng, (M,), dt)])
     # The op's flags cover the leading dimensions and strides; the kernel checks the pointers
     # (so misaligned_base has host flags 7 and must still never take a vector path: UBSan).
     flags = gemm_mod.vector_flags(lda, ldb, ldc, sa, sb, sc)
@@ -184,12 +190,12 @@ def check_launcher_layout(be, rng, cfg, layout):
     a_d, b_d, r_d, c_d, bias_d = (put(be, t) for t in (a_buf, b_buf, r_buf, c_buf, bias))
     gemm_launch(be, a_d[off:], b_d[off:], c_d[off:], M, N, K, lda=lda, ldb=ldb, ldc=ldc, batch=batch,
                 stride_a=sa, stride_b=sb, stride_c=sc, bias=bias_d[off:], act=2, residual=r_d[off:],
-                config=cfg)
+                config=cfg, dtype=dt)
     c_host = be.to_numpy(c_d)
     for i in range(batch):
         start = off + i * sc
         got = c_host[start:start + M * ldc].reshape(M, ldc)
-        assert_close(got[:, :N], ref_gemm(a[i], b[i], bias[off:], res[i], "relu6"), "float32", "gemm")
+        assert_close(got[:, :N], ref_gemm(a[i], b[i], bias[off:], res[i], "relu6"), dt, "gemm")
         assert np.isnan(got[:, N:]).all(), "the kernel wrote into the padding between rows"
     # Nothing outside the matrices was written.
     written = np.zeros(c_host.shape, bool)
@@ -230,9 +236,11 @@ def test_launcher_splits_large_grids(be, rng, monkeypatch):
 # --------------------------------------------------------------------------- emulator checking modes
 # Thread orders for every config (they cost no extra compile); the sanitizers, which need a
 # build of their own per config, for the shared-memory variants with distinct load patterns
-# (one float4 of A and B per thread; four of B per thread) and the simple tiled one.
+# (one float4 of A and B per thread; four of B per thread) and the simple tiled one, and every
+# float64 kernel.
 _SANITIZED = [c for c in CONFIGS if c.label in ("gemm_f32_tiled_16x16x16", "gemm_f32_128x128x8_8x8",
                                                 "gemm_f32_32x128x16_4x8")]
+_SANITIZED += [c for c in CONFIGS if c.dtype == "float64"]
 _MODES = ([pytest.param(dict(sanitize="address,undefined"), c, id=f"asan_ubsan-{c.label}") for c in _SANITIZED]
           + [pytest.param(dict(order="reverse"), c, id=f"reverse-{c.label}") for c in CONFIGS]
           + [pytest.param(dict(order="random", seed=7), c, id=f"random-{c.label}") for c in CONFIGS])
@@ -241,11 +249,12 @@ _MODES = ([pytest.param(dict(sanitize="address,undefined"), c, id=f"asan_ubsan-{
 @pytest.mark.parametrize("mode, cfg", _MODES)
 def test_emulator_checking_modes(rng, mode, cfg):
     M, N, K = 35, 38, 19
-    a, b = random_array(rng, (2, M, K)), random_array(rng, (2, K, N))
-    bias, residual = random_array(rng, (M,)), random_array(rng, (2, M, N))
+    dt = cfg.dtype
+    a, b = random_array(rng, (2, M, K), dt), random_array(rng, (2, K, N), dt)
+    bias, residual = random_array(rng, (M,), dt), random_array(rng, (2, M, N), dt)
     with cuconv.backend("emulator", **mode) as be:
         got = run_gemm(be, a, b, bias=bias, residual=residual, activation="relu", config=cfg)
-    assert_close(got, ref_gemm(a, b, bias, residual, "relu"), "float32", "gemm", cfg.label)
+    assert_close(got, ref_gemm(a, b, bias, residual, "relu"), dt, "gemm", cfg.label)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -259,7 +268,10 @@ def test_bad_arguments_raise_before_launch(monkeypatch):
             ((f((2, 2, 4, 5), np.float32), b), {}, ValueError, "2-D"),
             ((a, f((4, 6), np.float32)), {}, ValueError, r"\(4, 5\).*\(4, 6\)"),
             ((f((2, 4, 5), np.float32), f((3, 5, 6), np.float32)), {}, ValueError, "batch"),
-            ((a.astype(np.float64), b), {}, TypeError, "float32"),
+            ((a.astype(np.float64), b), {}, TypeError, "both have dtype float32 or float64.*float64 and float32"),
+            ((a.astype(np.int32), b.astype(np.int32)), {}, TypeError, "float32 or float64"),
+            ((a.astype(np.float64), b.astype(np.float64)), dict(config="gemm_f32_naive_16x16"), ValueError,
+             "computes float32, the operands are float64"),
             ((a, b.astype(np.float16)), {}, TypeError, "float32"),
             ((a, b), dict(out=np.asfortranarray(f((4, 6), np.float32))), ValueError, "out must be C-contiguous"),
             ((a, b), dict(bias=f((6,), np.float32)), ValueError, r"bias.*\(4,\)"),
@@ -309,3 +321,17 @@ def test_against_cupy_matmul_on_gpu(rng, cfg):
             ours_vs_cublas = rel_error(out, cupy.asnumpy(cupy.matmul(a, b)))
             assert ours_vs_cublas <= 2 * 2e-6, ours_vs_cublas
 
+
+
+# --------------------------------------------------------------------------- float64
+def test_float64_default_config_and_epilogue(be, rng):
+    """float64 operands pick the double register-blocked config and accumulate in double; the
+    fused epilogue (bias, residual, SiLU with exp) stays within 1e-12."""
+    a, b = random_array(rng, (2, 37, 29), "float64"), random_array(rng, (29, 45), "float64")
+    bias, residual = random_array(rng, (37,), "float64"), random_array(rng, (2, 37, 45), "float64", -4, 4)
+    assert cuconv.plan_gemm(put(be, a), put(be, b)).kernels == [MAIN_F64.label]
+    got = run_gemm(be, a, b, bias=bias, residual=residual, activation="silu")
+    assert_close(got, ref_gemm(a, b, bias, residual, "silu"), "float64", "gemm")
+    y = cuconv.gemm(put(be, a), put(be, b), allow_tf32=True)     # tf32 does not apply to float64
+    assert y.dtype == np.float64
+    assert_close(be.to_numpy(y), ref_gemm(a, b), "float64", "gemm")

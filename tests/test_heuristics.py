@@ -49,6 +49,26 @@ GOLDEN = [
     ("AlexNet conv2 5x5 (stride 1, 27x27: FFT counts 22% of direct, above the 20% bar)", (64, 27), (192, 5),
      1, 2, 1, "float32", {}, "implicit_gemm"),
     ("ConvNeXt depthwise 7x7", (96, 56), (96, 7), 1, 3, 96, "float32", {}, "depthwise"),
+    # float64 needs no rule of its own: Winograd and the tensor cores refuse it by dtype, so the
+    # table falls through to the CUDA-core algorithms.
+    ("ResNet-50 3x3 float64", (64, 56), (64, 3), 1, 1, 1, "float64", {}, "implicit_gemm"),
+    ("ResNet-50 1x1 float64", (64, 56), (256, 1), 1, 0, 1, "float64", {}, "pointwise"),
+    ("ResNeXt-50 3x3 g32 float64", (128, 56), (128, 3), 1, 1, 32, "float64", {}, "im2col_gemm"),
+    ("MobileNetV2 depthwise 3x3 float64", (144, 56), (144, 3), 1, 1, 144, "float64", {}, "depthwise"),
+    ("ResNet-50 3x3 float64, allow_tf32", (64, 56), (64, 3), 1, 1, 1, "float64", {"allow_tf32": True},
+     "implicit_gemm"),
+    # fp32 NHWC: exact paths; tf32 stays opt-in.
+    ("ResNet-50 3x3 fp32 NHWC", (64, 56), (64, 3), 1, 1, 1, "float32", {"layout": "NHWC"}, "implicit_gemm"),
+    ("ResNet-50 1x1 fp32 NHWC", (64, 56), (256, 1), 1, 0, 1, "float32", {"layout": "NHWC"}, "implicit_gemm"),
+    ("MobileNetV2 depthwise 3x3 fp32 NHWC", (144, 56), (144, 3), 1, 1, 144, "float32", {"layout": "NHWC"},
+     "depthwise"),
+    ("EfficientNet-B0 depthwise 5x5/2 fp32 NHWC", (144, 56), (144, 5), 2, 2, 144, "float32", {"layout": "NHWC"},
+     "depthwise"),
+    ("ResNeXt-50 3x3 g32 fp32 NHWC (4 channels a group)", (128, 56), (128, 3), 1, 1, 32, "float32",
+     {"layout": "NHWC"}, "direct"),
+    ("ResNet-50 3x3 fp32 NHWC, allow_tf32", (64, 56), (64, 3), 1, 1, 1, "float32",
+     {"layout": "NHWC", "allow_tf32": True}, "implicit_gemm_tf32"),
+    ("ResNet-50 3x3 float64 NHWC", (64, 56), (64, 3), 1, 1, 1, "float64", {"layout": "NHWC"}, "implicit_gemm"),
 ]
 
 
@@ -96,3 +116,15 @@ def test_no_rule_applies_then_every_reason_is_given():
     p = Conv2dProblem(1, 4, 9, 9, 8, 3, 3, dtype="int8")
     with pytest.raises(ValueError, match=r"no algorithm can run .*direct: dtype int8 not supported"):
         conv2d_mod.choose_algorithm(p)
+
+
+def test_winograd_and_tensor_cores_refuse_float64_by_name():
+    """The float32/fp16/bf16-only algorithms say float64 is not theirs (and what they take)."""
+    p = Conv2dProblem(1, 64, 14, 14, 64, 3, 3, pad_h=1, pad_w=1, dtype="float64")
+    with cuconv.backend("record"):
+        infos = {i.name: i for i in cuconv.algorithms(p, allow_tf32=True)}
+        for name, info in infos.items():
+            if name.startswith(("winograd", "implicit_gemm_t")):
+                assert not info.ok and "dtype float64 not supported" in info.reason, (name, info.reason)
+                with pytest.raises(TypeError, match=f"algo='{name}' takes dtype .*, got float64"):
+                    cuconv.plan_conv2d(*_arrays(p, "NCHW"), padding=1, algo=name)

@@ -29,16 +29,17 @@ def _id(case):
     return f"x{'x'.join(map(str, shape))}_k{k}_s{s}_p{p}_d{d}".replace(" ", "")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
-def test_im2col_matches_reference(be, rng, case):
+def test_im2col_matches_reference(be, rng, case, dtype):
     shape, k, stride, padding, dilation = case
-    x = random_array(rng, shape)
+    x = random_array(rng, shape, dtype)
     ref = im2col_ref(x, k, stride, padding, dilation)
-    out = be.empty(ref.shape, np.float32)
+    out = be.empty(ref.shape, dtype)
     poison(out)
     res = cuconv.im2col(put(be, x), k, stride, padding, dilation, out=out)
     assert res is out
-    assert_close(be.to_numpy(out), ref, "float32", "im2col")
+    assert_close(be.to_numpy(out), ref, dtype, "im2col")     # exact: a copy
 
 
 def test_allocating_path(be, rng):
@@ -48,16 +49,17 @@ def test_allocating_path(be, rng):
     assert_close(be.to_numpy(out), im2col_ref(x, 3, 1, 1, 1), "float32", "im2col")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
                                   dict(order="random", seed=3)], ids=["asan_ubsan", "reverse", "random"])
-def test_emulator_checking_modes(rng, mode):
-    x = random_array(rng, (2, 3, 9, 7))
+def test_emulator_checking_modes(rng, mode, dtype):
+    x = random_array(rng, (2, 3, 9, 7), dtype)
     ref = im2col_ref(x, 3, 2, 2, 2)
     with cuconv.backend("emulator", **mode) as be:
-        out = be.empty(ref.shape, np.float32)
+        out = be.empty(ref.shape, dtype)
         poison(out)
         cuconv.im2col(x, 3, 2, 2, 2, out=out)
-    assert_close(out, ref, "float32", "im2col")
+    assert_close(out, ref, dtype, "im2col")
 
 
 def test_bad_arguments_raise_before_launch(monkeypatch):
@@ -66,7 +68,7 @@ def test_bad_arguments_raise_before_launch(monkeypatch):
         x = np.ones((1, 2, 5, 5), np.float32)
         cases = [
             ((np.ones((5, 5), np.float32), 3), {}, ValueError, "4-D"),
-            ((x.astype(np.float64), 3), {}, TypeError, "float32"),
+            ((x.astype(np.float16), 3), {}, TypeError, "float32 or float64, got float16"),
             ((x, 0), {}, ValueError, "kernel_size must be positive"),
             ((x, (3, 3, 3)), {}, ValueError, "kernel_size"),
             ((x, 3.0), {}, TypeError, "kernel_size"),

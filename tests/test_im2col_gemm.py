@@ -42,8 +42,8 @@ def _workspace(problem, limit=None) -> int:
 def run_conv(be, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="im2col_gemm",
              activation=None, residual=None, **kw):
     """conv2d into a poisoned out= on the backend; returns the NumPy result."""
-    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
-    out = be.empty(p.output_shape, np.float32)
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, x.dtype.name)
+    out = be.empty(p.output_shape, x.dtype)
     poison(out)
     res = cuconv.conv2d(put(be, x), put(be, w), put(be, bias), stride, padding, dilation, groups,
                         algo=algo, activation=activation, residual=put(be, residual), out=out, **kw)
@@ -51,10 +51,10 @@ def run_conv(be, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     return be.to_numpy(out)
 
 
-def draw(rng, case, epilogue=False):
+def draw(rng, case, epilogue=False, dtype="float32"):
     xs, ws, stride, padding, dilation, groups = case
-    x, w = random_array(rng, xs), random_array(rng, ws)
-    bias = random_array(rng, (ws[0],)) if epilogue else None
+    x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
+    bias = random_array(rng, (ws[0],), dtype) if epilogue else None
     return x, w, bias, stride, padding, dilation, groups
 
 
@@ -93,10 +93,10 @@ def test_fused_epilogue(be, rng, activation):
 @pytest.mark.parametrize("case", [((1, 6, 9, 8), (9, 2, 3, 3), 1, 1, 1, 3),
                                   ((3, 4, 7, 7), (34, 2, 3, 3), 1, 1, 1, 2)], ids=["g3n1", "g2n3"])
 def test_every_gemm_config(be, rng, cfg, case):
-    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=cfg.dtype)
     got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu", gemm_config=cfg)
     ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu")
-    assert_close(got, ref, "float32", "im2col_gemm", cfg.label)
+    assert_close(got, ref, cfg.dtype, "im2col_gemm", cfg.label)
 
 
 # --------------------------------------------------------------------------- workspace
@@ -179,15 +179,51 @@ def test_bad_arguments(be, rng, monkeypatch):
 
 
 # --------------------------------------------------------------------------- emulator checking modes
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
                                   dict(order="random", seed=11)], ids=["asan_ubsan", "reverse", "random"])
-def test_emulator_checking_modes(rng, mode):
+def test_emulator_checking_modes(rng, mode, dtype):
     case = ((3, 4, 7, 9), (6, 2, 3, 3), 2, 2, 1, 2)
-    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
-    problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
-    residual = random_array(rng, problem.output_shape)
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=dtype)
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype)
+    residual = random_array(rng, problem.output_shape, dtype)
     with cuconv.backend("emulator", **mode) as be:
         got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
                        residual=residual, max_workspace_bytes=2 * problem.im2col_bytes(1))
     ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
-    assert_close(got, ref, "float32", "im2col_gemm", str(mode))
+    assert_close(got, ref, dtype, "im2col_gemm", str(mode))
+
+
+# --------------------------------------------------------------------------- float64
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_float64_matches_reference(be, rng, case):
+    """The column matrix (im2col_f64_128) and the GEMM (gemm_f64_*) in double: within 1e-12."""
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype="float64")
+    got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu")
+    assert got.dtype == np.float64
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu")
+    assert_close(got, ref, "float64", "im2col_gemm")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[1][2:] == (1, 1) and c[2] == 1],
+                         ids=[_id(c) for c in CASES if c[1][2:] == (1, 1) and c[2] == 1])
+def test_float64_pointwise(be, rng, case):
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype="float64")
+    residual = random_array(rng, Conv2dProblem.from_shapes(x.shape, w.shape, groups=groups).output_shape, "float64")
+    got = run_conv(be, x, w, bias, groups=groups, algo="pointwise", activation="relu6", residual=residual)
+    assert_close(got, conv2d_ref(x, w, bias, groups=groups, activation="relu6", residual=residual),
+                 "float64", "pointwise")
+
+
+def test_float64_workspace_and_kernels():
+    """The float64 column matrix takes 8 bytes an element, and the plan launches the f64 kernels."""
+    p32 = Conv2dProblem(2, 3, 9, 9, 8, 3, 3, pad_h=1, pad_w=1)
+    p64 = p32.with_(dtype="float64")
+    assert _workspace(p64) == 2 * _workspace(p32) == 2 * p32.im2col_bytes()
+    plan = {i.name: i for i in cuconv.algorithms(p64)}["im2col_gemm"].plan
+    assert set(plan.kernels) == {"im2col_f64_128", "gemm_f64_64x64x8_4x4"}
+    assert [b.dtype for b in plan.buffers] == ["float64"]
+    with pytest.raises(ValueError, match="computes float32, the operands are float64"):
+        with cuconv.backend("record"):
+            cuconv.conv2d(np.zeros(p64.input_shape), np.zeros(p64.weight_shape), padding=1, algo="im2col_gemm",
+                          gemm_config="gemm_f32_64x64x16_4x4")

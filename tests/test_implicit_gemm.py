@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import auto_order, put, draw_conv
+from conftest import auto_order, conv_in_layout, draw_conv, nhwc, put
 
 import cuconv
 from cuconv.ops import implicit_gemm as ig
@@ -13,7 +13,9 @@ from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_ref
 from cuconv.testing import assert_close, poison, random_array, rel_error, tolerance
 
-CONFIG_NAMES = [c.name for c in ig.CONFIGS]
+CONFIG_NAMES = [c.name for c in ig.configs_for("float32", "NCHW")]
+# The float64 configs (NCHW and NHWC) and the float32 NHWC ones.
+OTHER_CONFIGS = [c for c in ig.CONFIGS if (c.dtype, c.layout) != ("float32", "NCHW")]
 MAIN = "implicit_gemm_f32_128x64x8_8x4"
 SIMPLE = ig.SIMPLE.name
 
@@ -113,11 +115,17 @@ def test_under_emulator_checks(rng, config, mode):
 def test_config_names_and_registry():
     from cuconv.compile import registered_kernels
     entries = {e.label: e for e in registered_kernels() if e.file == "implicit_gemm.cu"}
-    assert set(entries) == set(CONFIG_NAMES)
+    assert set(entries) == {c.name for c in ig.CONFIGS}
     assert "implicit_gemm_f32_128x64x8_8x4" in entries and entries[MAIN].main
+    assert [e.label for e in entries.values() if e.main] == [MAIN]
     assert entries[MAIN].min_blocks_per_sm == 2 and entries[MAIN].block_threads == 256
-    assert entries[SIMPLE].expression == "implicit_gemm_simple_f32<16, 16, 16>"
-    assert entries["implicit_gemm_f32_64x64x8_4x4"].expression == "implicit_gemm_f32<64, 64, 8, 4, 4, 2>"
+    assert entries[SIMPLE].expression == "implicit_gemm_simple<float, false, 16, 16, 16>"
+    assert entries["implicit_gemm_f32_64x64x8_4x4"].expression == "implicit_gemm<float, false, 64, 64, 8, 4, 4, 2>"
+    assert entries["implicit_gemm_f64_nhwc_64x64x8_4x4"].expression == "implicit_gemm<double, true, 64, 64, 8, 4, 4, 2>"
+    assert entries["implicit_gemm_f64_64x64x8_4x4"].min_blocks_per_sm == 2
+    assert {c.name for c in ig.configs_for("float64", "NCHW")} == {
+        "implicit_gemm_simple_f64_16x16x16", "implicit_gemm_f64_64x64x8_4x4"}
+    assert len(ig.configs_for("float32", "NHWC")) == len(CONFIG_NAMES) == 4
 
 
 def test_choose_config_rule():
@@ -164,3 +172,73 @@ def test_auto_priority_rule():
     depthwise = Conv2dProblem(1, 16, 9, 9, 16, 3, 3, pad_h=1, pad_w=1, groups=16)
     order = auto_order(depthwise)
     assert order.index("implicit_gemm") > order.index("direct")
+
+
+# --------------------------------------------------------------------------- float64 and NHWC
+@pytest.mark.parametrize("case", PROBLEMS)
+@pytest.mark.parametrize("config", OTHER_CONFIGS, ids=lambda c: c.name)
+def test_float64_and_nhwc_configs_match_reference(be, rng, config, case):
+    """Every float64 config within double rounding (1e-12), every NHWC config reading NHWC/KRSC
+    and writing NHWC natively, on the same awkward problems as the float32 NCHW ones."""
+    x, w, args = draw_conv(rng, case, config.dtype)
+    got = conv_in_layout(be, x, w, config.layout, algo="implicit_gemm", config=config.name, **args)
+    assert got.dtype == np.dtype(config.dtype)
+    assert_close(got, conv2d_ref(x, w, **args), config.dtype, "implicit_gemm", what=config.name)
+
+
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+@pytest.mark.parametrize("config", [c for c in OTHER_CONFIGS if c.simple or c.bm == 64 or c.main],
+                         ids=lambda c: c.name)
+def test_float64_and_nhwc_fused_epilogue(be, rng, config, activation):
+    x, w, args = draw_conv(rng, (2, 5, 9, 7, 10, 3, 3, 1, 1, 1, 1), config.dtype)
+    bias = random_array(rng, (10,), config.dtype, low=-2, high=2)
+    residual = random_array(rng, (2, 10, 9, 7), config.dtype, low=-8, high=8)
+    ref = conv2d_ref(x, w, bias, activation=activation, residual=residual, **args)
+    got = conv_in_layout(be, x, w, config.layout, bias=bias, residual=residual, algo="implicit_gemm",
+                         config=config.name, activation=activation, **args)
+    assert_close(got, ref, config.dtype, "implicit_gemm", what=f"{config.name} {activation}")
+
+
+@pytest.mark.parametrize("dtype,layout", [("float64", "NCHW"), ("float32", "NHWC"), ("float64", "NHWC")])
+def test_auto_config_follows_dtype_and_layout(dtype, layout):
+    dense = Conv2dProblem(8, 64, 56, 56, 128, 3, 3, pad_h=1, pad_w=1, dtype=dtype)
+    cfg = ig.choose_config(dense, 132, layout)
+    assert (cfg.dtype, cfg.layout) == (dtype, layout) and not cfg.simple
+    assert (cfg.bm, cfg.bn) == ((128, 128) if dtype == "float32" else (64, 64))
+    with cuconv.backend("record") as rec:
+        x = np.zeros(dense.input_shape, dtype)
+        w = np.zeros(dense.weight_shape, dtype)
+        if layout == "NHWC":
+            x, w = x.transpose(0, 2, 3, 1), w.transpose(0, 2, 3, 1)
+        cuconv.conv2d(x, w, padding=1, algo="implicit_gemm", layout=layout)
+    assert rec.kernels() == [cfg.name]
+
+
+def test_config_of_another_dtype_or_layout_is_rejected(rng):
+    x, w, args = draw_conv(rng, (1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1), "float64")
+    with cuconv.backend("emulator"):
+        with pytest.raises(ValueError, match="computes float32 NCHW, the call is float64 NCHW"):
+            cuconv.conv2d(x, w, algo="implicit_gemm", config=MAIN, **args)
+        with pytest.raises(ValueError, match="computes float64 NCHW, the call is float64 NHWC"):
+            cuconv.conv2d(nhwc(x), nhwc(w), algo="implicit_gemm", config="implicit_gemm_f64_64x64x8_4x4",
+                          layout="NHWC", **args)
+
+
+@pytest.mark.parametrize("mode", [
+    pytest.param(dict(sanitize="address,undefined"), id="asan_ubsan"),
+    pytest.param(dict(order="reverse"), id="reverse"),
+    pytest.param(dict(order="random", seed=11), id="random"),
+])
+@pytest.mark.parametrize("config", [c.name for c in OTHER_CONFIGS])
+def test_float64_and_nhwc_under_emulator_checks(rng, config, mode):
+    """The double-buffered float64 and NHWC kernels under ASan/UBSan and reversed/random order
+    (6 reduction steps: both buffers refilled twice; K = 67 > 64)."""
+    cfg = ig.CONFIGS_BY_NAME[config]
+    x, w, args = draw_conv(rng, (2, 13, 7, 9, 67, 3, 1, 2, (1, 0), 1, 1), cfg.dtype)
+    bias = random_array(rng, (67,), cfg.dtype)
+    residual = random_array(rng, (2, 67, 4, 5), cfg.dtype)
+    ref = conv2d_ref(x, w, bias, activation="relu", residual=residual, **args)
+    with cuconv.backend("emulator", **mode) as be:
+        got = conv_in_layout(be, x, w, cfg.layout, bias=bias, residual=residual, algo="implicit_gemm",
+                             config=config, activation="relu", **args)
+    assert_close(got, ref, cfg.dtype, "implicit_gemm", what=config)

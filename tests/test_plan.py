@@ -72,11 +72,30 @@ def _algos(p, layout="NCHW", allow_tf32=None):
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"x{c[0]}w{c[1]}g{c[5]}")
 def test_plan_lists_exactly_the_launches_on_record_and_emulator(rng, case):
-    p, x, w, bias, residual, args = _conv_inputs(rng, case)
-    algos = ["auto", *_algos(p, allow_tf32=True)]
+    _check_plans_equal_launches(rng, case)
+
+
+# float64 and NHWC (issue 14): a dense, a grouped strided and a depthwise case each.
+@pytest.mark.parametrize("dtype,layout", [("float64", "NCHW"), ("float32", "NHWC"), ("float64", "NHWC")])
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[3]], ids=["dense", "grouped", "depthwise"])
+def test_float64_and_nhwc_plans_list_exactly_the_launches(rng, case, dtype, layout):
+    kernels = _check_plans_equal_launches(rng, case, dtype, layout)
+    tag = ("f32" if dtype == "float32" else "f64") + ("_nhwc" if layout == "NHWC" else "")
+    exact = [k for algo, ks in kernels.items() if "tf32" not in algo and "_tc" not in algo for k in ks]
+    assert exact and all(f"_{tag}_" in k for k in exact), kernels
+
+
+def _check_plans_equal_launches(rng, case, dtype="float32", layout="NCHW") -> dict:
+    """Every algorithm that can run ``case`` (and auto): the plan's launches are exactly what the
+    record backend sees and what the emulator executes, and a shape-only plan is the same.
+    Returns {algo: kernels launched}."""
+    p, x, w, bias, residual, args = _conv_inputs(rng, case, dtype, layout)
+    algos = ["auto", *_algos(p, layout, allow_tf32=True)]
     assert {"direct", "implicit_gemm"} <= set(algos)
+    kernels = {}
     for algo in algos:
-        kw = dict(args, algo=algo, activation="relu", allow_tf32=True if "tf32" in algo or "_tc" in algo else None)
+        kw = dict(args, algo=algo, activation="relu", layout=layout,
+                  allow_tf32=True if "tf32" in algo or "_tc" in algo else None)
         with cuconv.backend("record") as rec:
             plan = cuconv.plan_conv2d(x, w, bias, residual=residual, **kw)
             y = cuconv.conv2d(x, w, bias, residual=residual, **kw)
@@ -85,12 +104,14 @@ def test_plan_lists_exactly_the_launches_on_record_and_emulator(rng, case):
         with using(Recording()) as be:
             out = cuconv.conv2d(x, w, bias, residual=residual, **kw)
         assert be.seen == _planned(plan), algo
-        assert np.all(np.isfinite(out))
+        assert np.all(np.isfinite(out)) and out.dtype == x.dtype
         # A shape-only description plans the same launches.
         with cuconv.backend("record"):
             shapes = [type("A", (), dict(shape=a.shape, dtype=a.dtype))() for a in (x, w, bias, residual)]
             from_shapes = cuconv.plan_conv2d(shapes[0], shapes[1], shapes[2], residual=shapes[3], **kw)
         assert _planned(from_shapes) == _planned(plan) and from_shapes.algo == plan.algo
+        kernels[algo] = plan.kernels
+    return kernels
 
 
 def test_other_ops_plans_equal_their_launches(rng):

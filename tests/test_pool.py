@@ -36,38 +36,45 @@ AVG_CASES = {
 }
 
 
-def _tied_input(rng, shape):
+DTYPES = ["float32", "float64"]
+
+
+def _tied_input(rng, shape, dtype="float32"):
     """Small integers: many exact ties inside every window, so the tie rule is exercised."""
-    return rng.integers(-3, 4, size=shape).astype(np.float32)
+    return rng.integers(-3, 4, size=shape).astype(dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(MAX_CASES), ids=list(MAX_CASES))
-def test_max_pool_values_and_indices(be, rng, case):
+def test_max_pool_values_and_indices(be, rng, case, dtype):
     xs, k, s, pad, dil, ceil = MAX_CASES[case]
-    x = _tied_input(rng, xs) if "k3" in case or "dilation" in case else random_array(rng, xs)
+    x = _tied_input(rng, xs, dtype) if "k3" in case or "dilation" in case else random_array(rng, xs, dtype)
     ref, ref_idx = max_pool2d_ref(x, k, s, pad, dil, ceil, return_indices=True)
-    out = put(be, np.empty(ref.shape, np.float32))
+    out = put(be, np.empty(ref.shape, dtype))
     out_idx = put(be, np.empty(ref.shape, np.int64))
     poison(out)
     poison(out_idx)
     y, idx = cuconv.max_pool2d(put(be, x), k, s, pad, dil, ceil, return_indices=True, out=out,
                                out_indices=out_idx)
     assert y is out and idx is out_idx
-    assert_close(y, ref, "float32", "pool", what=case)
+    assert_close(y, ref, dtype, "pool", what=case)
+    np.testing.assert_array_equal(be.to_numpy(y), ref.astype(dtype))    # a max is exact
     np.testing.assert_array_equal(be.to_numpy(idx), ref_idx)
 
 
-def test_max_pool_nan_and_minus_inf_follow_pytorch(be, rng):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_nan_and_minus_inf_follow_pytorch(be, rng, dtype):
     """NaN propagates (index of the last NaN in scan order); a window of −inf keeps its first
     in-bounds position; padding never wins over −inf (it is −inf itself, not a value)."""
-    x = random_array(rng, (1, 2, 6, 7))
+    x = random_array(rng, (1, 2, 6, 7), dtype)
     x[0, 0, 1, 1] = np.nan
     x[0, 0, 1, 2] = np.nan
     x[0, 1, :3, :3] = -np.inf
     ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, return_indices=True)
     assert np.isnan(ref).any() and np.isneginf(ref).any()
     y, idx = cuconv.max_pool2d(put(be, x), 3, 2, 1, ceil_mode=True, return_indices=True)
-    np.testing.assert_array_equal(be.to_numpy(y), ref.astype(np.float32))   # NaN == NaN here
+    np.testing.assert_array_equal(be.to_numpy(y), ref.astype(dtype))   # NaN == NaN here
+    assert be.to_numpy(y).dtype == np.dtype(dtype)
     np.testing.assert_array_equal(be.to_numpy(idx), ref_idx)
 
 
@@ -79,47 +86,56 @@ def test_max_pool_without_indices_allocating(be, rng):
     assert_close(y, ref, "float32", "pool")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(AVG_CASES), ids=list(AVG_CASES))
-def test_avg_pool(be, rng, case):
+def test_avg_pool(be, rng, case, dtype):
     xs, k, s, pad, ceil, incl, div = AVG_CASES[case]
-    x = random_array(rng, xs, low=0.5, high=1.5)
+    x = random_array(rng, xs, dtype, low=0.5, high=1.5)
     ref = avg_pool2d_ref(x, k, s, pad, ceil, incl, div)
-    out = put(be, np.empty(ref.shape, np.float32))
+    out = put(be, np.empty(ref.shape, dtype))
     poison(out)
     y = cuconv.avg_pool2d(put(be, x), k, s, pad, ceil, incl, div, out=out)
     assert y is out
-    assert_close(y, ref, "float32", "pool", what=case)
+    assert_close(y, ref, dtype, "pool", what=case)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 9, 1, 3), (1, 2, 33, 40)],
                          ids=["7x7_warp_per_plane", "1x3", "33x40_block_per_plane"])
-def test_global_avg_pool(be, rng, shape):
-    x = random_array(rng, shape, low=0.5, high=1.5)
+def test_global_avg_pool(be, rng, shape, dtype):
+    x = random_array(rng, shape, dtype, low=0.5, high=1.5)
     ref = global_avg_pool2d_ref(x)
-    out = put(be, np.empty(ref.shape, np.float32))
+    out = put(be, np.empty(ref.shape, dtype))
     poison(out)
     y = cuconv.global_avg_pool2d(put(be, x), out=out)
-    assert_close(y, ref, "float32", "pool")
+    assert_close(y, ref, dtype, "pool")
 
 
-def test_emulator_sanitizers_reverse_order(rng):
-    """AddressSanitizer + UBSan, threads in reverse order: the max (with indices), average and
-    warp-per-plane global-average kernels (the others share their bodies)."""
-    x = _tied_input(rng, (1, 3, 9, 7))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulator_sanitizers_reverse_order(rng, dtype):
+    """AddressSanitizer + UBSan, threads in reverse order: every pooling kernel (max with and
+    without indices, average, global average with a warp and with a block per plane)."""
+    x = _tied_input(rng, (1, 3, 9, 7), dtype)
+    xg = random_array(rng, (1, 2, 33, 40), dtype)
     with cuconv.backend("emulator", sanitize="address,undefined", order="reverse"):
         y, idx = cuconv.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+        ym = cuconv.max_pool2d(x, (2, 3), (1, 2), (1, 1), (2, 1))
         ya = cuconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
         g = cuconv.global_avg_pool2d(x)
+        g_large = cuconv.global_avg_pool2d(xg)
     ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, True)
-    assert_close(y, ref, "float32", "pool")
+    assert_close(y, ref, dtype, "pool")
     np.testing.assert_array_equal(idx, ref_idx)
-    assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), "float32", "pool")
-    assert_close(g, global_avg_pool2d_ref(x), "float32", "pool")
+    assert_close(ym, max_pool2d_ref(x, (2, 3), (1, 2), (1, 1), (2, 1)), dtype, "pool")
+    assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), dtype, "pool")
+    assert_close(g, global_avg_pool2d_ref(x), dtype, "pool")
+    assert_close(g_large, global_avg_pool2d_ref(xg), dtype, "pool")
 
 
-def test_emulator_random_order(rng):
-    x = _tied_input(rng, (1, 3, 9, 7))
-    xg = random_array(rng, (1, 9, 33, 40))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulator_random_order(rng, dtype):
+    x = _tied_input(rng, (1, 3, 9, 7), dtype)
+    xg = random_array(rng, (1, 9, 33, 40), dtype)
     with cuconv.backend("emulator", order="random", seed=11):
         y, idx = cuconv.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
         ym = cuconv.max_pool2d(x, (2, 3), (1, 2), (1, 1), (2, 1))
@@ -127,12 +143,12 @@ def test_emulator_random_order(rng):
         g_small = cuconv.global_avg_pool2d(x)
         g_large = cuconv.global_avg_pool2d(xg)
     ref, ref_idx = max_pool2d_ref(x, 3, 2, 1, 1, True, True)
-    assert_close(y, ref, "float32", "pool")
+    assert_close(y, ref, dtype, "pool")
     np.testing.assert_array_equal(idx, ref_idx)
-    assert_close(ym, max_pool2d_ref(x, (2, 3), (1, 2), (1, 1), (2, 1)), "float32", "pool")
-    assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), "float32", "pool")
-    assert_close(g_small, global_avg_pool2d_ref(x), "float32", "pool")
-    assert_close(g_large, global_avg_pool2d_ref(xg), "float32", "pool")
+    assert_close(ym, max_pool2d_ref(x, (2, 3), (1, 2), (1, 1), (2, 1)), dtype, "pool")
+    assert_close(ya, avg_pool2d_ref(x, 3, 2, 1, True, False), dtype, "pool")
+    assert_close(g_small, global_avg_pool2d_ref(x), dtype, "pool")
+    assert_close(g_large, global_avg_pool2d_ref(xg), dtype, "pool")
 
 
 # --------------------------------------------------------------------------- output sizes
@@ -221,8 +237,8 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.avg_pool2d(x, 2, divisor_override=1.5)
         with pytest.raises(ValueError, match="4-D"):
             cuconv.max_pool2d(x[0, 0], 2)
-        with pytest.raises(TypeError, match="float32"):
-            cuconv.avg_pool2d(x.astype(np.float64), 2)
+        with pytest.raises(TypeError, match="float32 or float64, got float16"):
+            cuconv.avg_pool2d(x.astype(np.float16), 2)
         with pytest.raises(TypeError, match="ceil_mode"):
             cuconv.max_pool2d(x, 2, ceil_mode="yes")
         with pytest.raises(ValueError, match="out must have shape"):

@@ -310,6 +310,7 @@ class GemmCase(Case):
     K: int = 0
     gemm_dtype: str = "float32"
     op = "gemm"
+    dtypes = ("float32", "float64")
 
     @property
     def dtype(self):
@@ -374,6 +375,7 @@ class Im2colCase(Case):
     """The §8.3 column matrix alone: its output is the k²-times-the-input buffer."""
     problem: Conv2dProblem = None
     op = "im2col"
+    dtypes = ("float32", "float64")
 
     @property
     def dtype(self):
@@ -437,6 +439,7 @@ class PoolCase(Case):
     ceil_mode: bool = False
     count_include_pad: bool = True
     pool_dtype: str = "float32"
+    dtypes = ("float32", "float64")
 
     @property
     def op(self):

@@ -226,19 +226,20 @@ def _conv_check(case, algo: str, dtype: str = "float32", layout: str = "NCHW", *
 
 def _gemm_check(M, N, K, config, epilogue: bool) -> DeviceCheck:
     label = config.label if hasattr(config, "label") else str(config)
+    dt = getattr(config, "dtype", "float32")
 
     def run(xp, rng):
-        a, b = _draw(rng, (M, K)), _draw(rng, (K, N))
-        bias = _draw(rng, (M,)) if epilogue else None
-        residual = _draw(rng, (M, N)) if epilogue else None
-        ref = gemm_ref(a, b)
+        a, b = _draw(rng, (M, K), dt), _draw(rng, (K, N), dt)
+        bias = _draw(rng, (M,), dt) if epilogue else None
+        residual = _draw(rng, (M, N), dt) if epilogue else None
+        ref = gemm_ref(_f64(a), _f64(b))
         if epilogue:
             ref = np.maximum(ref + _f64(bias)[:, None] + _f64(residual), 0.0)
-        out = _out(xp, (M, N), "float32")
+        out = _out(xp, (M, N), dt)
         gemm(xp.asarray(a), xp.asarray(b), out=out, bias=None if bias is None else xp.asarray(bias),
              residual=None if residual is None else xp.asarray(residual),
              activation="relu" if epilogue else None, config=config)
-        return out, ref, "float32", "gemm"
+        return out, ref, dt, "gemm"
     return DeviceCheck(f"gemm {label} {M}x{N}x{K}{' bias+residual+relu' if epilogue else ''}", run)
 
 
@@ -260,13 +261,13 @@ def _tc_gemm_check(dtype: str, config, M=67, N=40, K=72) -> DeviceCheck:
                        dtype, kernel)
 
 
-def _pool_check(kind: str, shape, **kw) -> DeviceCheck:
+def _pool_check(kind: str, shape, dtype: str = "float32", **kw) -> DeviceCheck:
     def run(xp, rng):
-        x = _draw(rng, shape)
+        x = _draw(rng, shape, dtype)
         xd = xp.asarray(x)
         if kind == "max_indices":
             ref, _ = max_pool2d_ref(x, return_indices=True, **kw)
-            out = _out(xp, ref.shape, "float32")
+            out = _out(xp, ref.shape, dtype)
             idx = xp.full(ref.shape, -7, np.int64)
             max_pool2d(xd, return_indices=True, out=out, out_indices=idx, **kw)
             # the indices must point at the maxima: gather them back and compare with the output
@@ -277,45 +278,48 @@ def _pool_check(kind: str, shape, **kw) -> DeviceCheck:
                 raise AssertionError(f"{bad} max-pool indices do not point at their maxima")
         elif kind == "max":
             ref = max_pool2d_ref(x, **kw)
-            out = _out(xp, ref.shape, "float32")
+            out = _out(xp, ref.shape, dtype)
             max_pool2d(xd, out=out, **kw)
         elif kind == "avg":
             ref = avg_pool2d_ref(x, **kw)
-            out = _out(xp, ref.shape, "float32")
+            out = _out(xp, ref.shape, dtype)
             avg_pool2d(xd, out=out, **kw)
         else:
             ref = global_avg_pool2d_ref(x)
-            out = _out(xp, ref.shape, "float32")
+            out = _out(xp, ref.shape, dtype)
             global_avg_pool2d(xd, out=out)
-        return out, ref, "float32", "pool"
+        return out, ref, dtype, "pool"
     args = " ".join(f"{k}={v}" for k, v in kw.items())
-    return DeviceCheck(f"{kind}_pool2d x{'x'.join(map(str, shape))} {args}".rstrip(), run)
+    return DeviceCheck(f"{kind}_pool2d {dtype} x{'x'.join(map(str, shape))} {args}".rstrip(), run)
 
 
 def _host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
-def _im2col_check(shape, **kw) -> DeviceCheck:
+def _im2col_check(shape, dtype: str = "float32", **kw) -> DeviceCheck:
     def run(xp, rng):
-        x = _draw(rng, shape)
-        ref = im2col_ref(x, **kw)
-        out = _out(xp, ref.shape, "float32")
+        x = _draw(rng, shape, dtype)
+        ref = im2col_ref(_f64(x), **kw)
+        out = _out(xp, ref.shape, dtype)
         im2col(xp.asarray(x), out=out, **kw)
-        return out, ref, "float32", "im2col"
-    return DeviceCheck(f"im2col x{'x'.join(map(str, shape))} " + " ".join(f"{k}={v}" for k, v in kw.items()), run)
+        return out, ref, dtype, "im2col"
+    return DeviceCheck(f"im2col {dtype} x{'x'.join(map(str, shape))} " + " ".join(f"{k}={v}" for k, v in kw.items()),
+                       run)
 
 
-def _transpose_check(xs, ws, variant: str, stride=2, padding=1, output_padding=1, groups=1) -> DeviceCheck:
+def _transpose_check(xs, ws, variant: str, stride=2, padding=1, output_padding=1, groups=1,
+                     dtype: str = "float32") -> DeviceCheck:
     def run(xp, rng):
-        x, w = _draw(rng, xs), _draw(rng, ws)
-        bias = _draw(rng, (ws[1] * groups,))
-        ref = conv_transpose2d_ref(x, w, bias, stride, padding, output_padding, groups, activation="relu")
-        out = _out(xp, ref.shape, "float32")
+        x, w = _draw(rng, xs, dtype), _draw(rng, ws, dtype)
+        bias = _draw(rng, (ws[1] * groups,), dtype)
+        ref = conv_transpose2d_ref(_f64(x), _f64(w), _f64(bias), stride, padding, output_padding, groups,
+                                   activation="relu")
+        out = _out(xp, ref.shape, dtype)
         conv_transpose2d(xp.asarray(x), xp.asarray(w), xp.asarray(bias), stride, padding, output_padding, groups,
                          activation="relu", out=out, variant=variant)
-        return out, ref, "float32", "conv_transpose"
-    return DeviceCheck(f"conv_transpose2d {variant} x{'x'.join(map(str, xs))} w{'x'.join(map(str, ws))} "
+        return out, ref, dtype, "conv_transpose"
+    return DeviceCheck(f"conv_transpose2d {variant} {dtype} x{'x'.join(map(str, xs))} w{'x'.join(map(str, ws))} "
                        f"s{stride} g{groups}", run)
 
 
@@ -382,15 +386,16 @@ def _pool_grad_check(kind: str, dtype: str, **kw) -> DeviceCheck:
     shape = (2, 3, 9, 8)
 
     def run(xp, rng):
-        x = _draw(rng, shape)              # the forward pools (and their indices) in float32
+        x = _draw(rng, shape)              # the forward pools in float32
         xd = xp.asarray(x)
         if kind in ("max_scatter", "max_gather"):
-            y, idx = max_pool2d(xd, return_indices=True, **kw)
+            # the reference forward's indices: the backward is checked on its own
+            y, idx = max_pool2d_ref(x, return_indices=True, **kw)
             dy = _draw(rng, y.shape, dtype)
             out = _out(xp, shape, dtype)
             window = {} if kind == "max_scatter" else kw
-            grad_ops.max_pool2d(xp.asarray(dy), idx, shape, out=out, **window)
-            return out, max_pool2d_backward_ref(_f64(dy), _host(idx), shape), dtype, "pool_grad"
+            grad_ops.max_pool2d(xp.asarray(dy), xp.asarray(idx), shape, out=out, **window)
+            return out, max_pool2d_backward_ref(_f64(dy), idx, shape), dtype, "pool_grad"
         if kind == "avg":
             y = avg_pool2d(xd, **kw)
             dy = _draw(rng, y.shape, dtype)
@@ -449,9 +454,17 @@ def device_checks() -> list[DeviceCheck]:
         for info in conv2d_mod.algorithms(p, allow_tf32=True):
             if info.ok:
                 checks.append(_conv_check(case, info.name))
-    # Each implicit-GEMM config, each Winograd multiply stage.
+    # float64, and the NHWC layouts, for the algorithms that take them (direct, implicit GEMM,
+    # im2col+GEMM, pointwise, depthwise).
+    for case in CONV_PROBLEMS:
+        p = Conv2dProblem.from_shapes(case[0], case[1], case[2], case[3], case[4], case[5])
+        for dt, layout in (("float64", "NCHW"), ("float32", "NHWC"), ("float64", "NHWC")):
+            for info in conv2d_mod.algorithms(p.with_(dtype=dt), layout=layout):
+                if info.ok and info.name in ("direct", "implicit_gemm", "im2col_gemm", "pointwise", "depthwise"):
+                    checks.append(_conv_check(case, info.name, dt, layout))
+    # Each implicit-GEMM config (every dtype and layout), each Winograd multiply stage.
     for cfg in implicit_gemm_mod.CONFIGS:
-        checks.append(_conv_check(CONV_PROBLEMS[5], "implicit_gemm", config=cfg.name))
+        checks.append(_conv_check(CONV_PROBLEMS[5], "implicit_gemm", cfg.dtype, cfg.layout, config=cfg.name))
     for algo in ("winograd_f2x2_3x3", "winograd_f4x4_3x3"):
         for multiply in ("simple", "gemm"):
             checks.append(_conv_check(CONV_PROBLEMS[1], algo, multiply=multiply))
@@ -463,13 +476,15 @@ def device_checks() -> list[DeviceCheck]:
             checks.append(_conv_check(case, algo))
         checks.append(_conv_check(fft_grouped, algo, multiply="simple"))
     # Depthwise: each specialized config on its filter size and stride, the generic and direct kernels.
-    for cfg in depthwise_mod.SPECIALIZED:
-        k, s = cfg.ks, cfg.stride
-        dw = ((2, 8, 17, 15), (8, 1, k, k), s, k // 2, 1, 8, "bias+relu")
-        checks.append(_conv_check(dw, "depthwise", variant="specialized"))
-    for variant in ("generic", "direct"):
-        checks.append(_conv_check(((2, 6, 9, 7), (12, 1, 3, 5), (2, 1), 1, 2, 6, "residual"), "depthwise",
-                                  variant=variant))
+    for dt in ("float32", "float64"):
+        for cfg in (*depthwise_mod.SPECIALIZEDS[dt], *depthwise_mod.NHWC_CONFIGS[dt]):
+            k, st = cfg.ks, cfg.stride
+            dw = ((2, 8, 17, 15), (8, 1, k, k), st, k // 2, 1, 8, "bias+relu")
+            checks.append(_conv_check(dw, "depthwise", dt, cfg.layout, variant="specialized"))
+        odd = ((2, 6, 9, 7), (12, 1, 3, 5), (2, 1), 1, 2, 6, "residual")
+        for variant in ("generic", "direct"):
+            checks.append(_conv_check(odd, "depthwise", dt, variant=variant))
+        checks.append(_conv_check(odd, "depthwise", dt, "NHWC", variant="direct"))
     # GEMM: every config, with and without the fused epilogue, on sizes no tile divides.
     for cfg in gemm_mod.CONFIGS:
         checks.append(_gemm_check(67, 45, 53, cfg, epilogue=False))
@@ -492,6 +507,15 @@ def device_checks() -> list[DeviceCheck]:
         checks.append(_conv_check(((2, 12, 9, 7), (21, 4, 3, 3), 1, 2, 2, 3, "bias"), "implicit_gemm_tc_simple",
                                   dt, "NHWC"))
     # Pooling, im2col, transposed convolution, the separable block.
+    for dt in ("float32", "float64"):
+        checks += [_pool_check("max", (2, 5, 11, 9), dt, kernel_size=3, stride=2, padding=1),
+                   _pool_check("max_indices", (2, 3, 9, 7), dt, kernel_size=3, stride=2, padding=1),
+                   _pool_check("avg", (2, 3, 9, 9), dt, kernel_size=2, ceil_mode=True),
+                   _pool_check("global_avg", (2, 5, 7, 9), dt),
+                   _pool_check("global_avg", (2, 3, 33, 35), dt),
+                   _im2col_check((2, 3, 9, 7), dt, kernel_size=3, stride=2, padding=1, dilation=2),
+                   _transpose_check((2, 4, 5, 7), (4, 3, 3, 3), "simple", dtype=dt),
+                   _transpose_check((2, 4, 5, 7), (4, 3, 3, 3), "phase", dtype=dt)]
     checks += [
         _pool_check("max", (2, 5, 11, 9), kernel_size=3, stride=2, padding=1),
         _pool_check("max", (2, 3, 9, 9), kernel_size=(3, 2), stride=1, padding=1, dilation=2, ceil_mode=True),

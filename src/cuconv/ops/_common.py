@@ -20,6 +20,13 @@ f32 = np.float32
 
 INT_MAX = 2 ** 31 - 1
 
+# The element types of the CUDA-core kernels (templated on T = float or double): the short
+# tag in generated config names (direct_f64_256, gemm_f64_...) and the C++ type in name
+# expressions. The f32 labels predate float64 and keep their names.
+FLOAT_DTYPES = ("float32", "float64")
+DTYPE_TAG = {"float32": "f32", "float64": "f64"}
+CTYPE = {"float32": "float", "float64": "double"}
+
 # The array slots of the conv plans' input and output.
 X, W, OUT = Ref("x"), Ref("w"), Ref("out")
 

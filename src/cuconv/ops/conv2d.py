@@ -80,7 +80,10 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="
     output write. ``stride``, ``padding``, ``dilation``: int or pair; ``padding`` may also
     be "same" or "valid". ``algo``: "auto" or a name from ``cuconv.algorithms(problem)``.
     ``layout="NCHW"`` (x: N,C,H,W; w: K,C/g,R,S; out: N,K,P,Q) or ``"NHWC"`` (x: N,H,W,C;
-    w: K,R,S,C/g; out and residual: N,P,Q,K), the tensor cores' natural layout.
+    w: K,R,S,C/g; out and residual: N,P,Q,K), read natively by direct, implicit GEMM, depthwise
+    and the tensor cores. float32 and float64 run on the CUDA-core algorithms (float64
+    accumulates in double; Winograd and the tensor cores refuse it), float16/bfloat16 on the
+    tensor cores.
     ``allow_tf32``: float32 inputs may run on tf32 tensor cores (default: not by ``auto``;
     naming a tf32 algorithm opts in; ``False`` forbids it). Extra keyword arguments go to the
     named algorithm (e.g. ``transformed_weight=`` for Winograd) and need an explicit ``algo``.

@@ -1,19 +1,26 @@
 """Algorithm ``"depthwise"`` and ``cuconv.depthwise_conv2d``: kernels/depthwise.cu.
 
 Depthwise convolution: ``groups == C``, weight ``(M·C, 1, R, S)`` (channel multiplier M),
-output channel k filters input channel k // M. Three kernels, picked per problem:
+output channel k filters input channel k // M. float32 and float64 (``f64`` in the names),
+NCHW and NHWC (weight ``(M·C, R, S, 1)``, the same memory). NCHW kernels, picked per problem:
 
 * ``depthwise_f32_k{3,5,7}_s{1,2}_v{V}`` — square 3/5/7 filter, equal stride 1 or 2,
   dilation 1: input tile + halo staged in shared memory, the filter in registers, V output
-  rows per thread sliding down the staged rows;
+  rows per thread sliding down the staged rows (float64: 3x3 only, ``depthwise_f64_k3_*``;
+  a 5x5 filter of doubles alone would fill the 64-register budget);
 * ``depthwise_f32_generic`` — the same staging for any R, S, stride, dilation;
 * ``depthwise_f32_direct`` — one thread per output from global memory: the fallback when no
   tile fits in shared memory (huge filters, huge dilation or multiplier), and the simple
   variant the tests compare the others with.
 
+NHWC (MobileNet-style channels-last nets): ``depthwise_f32_nhwc_k{3,5}_s{1,2}_v4`` (a thread
+computes 4 adjacent outputs of one channel, 2 in most float64 configs; channels run fastest
+across threads, so loads and stores are coalesced with no shared memory) and
+``depthwise_f32_nhwc_direct`` for everything else (variant "generic" is NCHW only).
+
 Shared memory per block is capped at 15 KiB so that four 256-thread blocks fit on every
 target (sm_75 has 64 KiB per SM): 50 % theoretical occupancy on sm_90, which is what
-``min_blocks_per_sm=4`` promises to the compile matrix.
+``min_blocks_per_sm=4`` promises to the compile matrix (every depthwise kernel promises 4).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import OUT, W, X, i32
+from ._common import CTYPE, DTYPE_TAG, FLOAT_DTYPES, OUT, W, X, i32
 from ._conv_frontend import ConvFrontEnd
 
 FILE = "depthwise.cu"
@@ -43,20 +50,25 @@ VARIANTS = ("auto", "specialized", "generic", "direct")
 
 @dataclass(frozen=True)
 class DepthwiseConfig:
-    """One instantiation of the tiled kernel: ``ks == 0`` is the generic one."""
+    """One instantiation of the tiled kernel (NCHW): ``ks == 0`` is the generic one; with
+    ``layout="NHWC"`` one of the NHWC strip kernel (``rows``: outputs per thread along a row)."""
     ks: int = 0          # R = S = ks (0: runtime)
     stride: int = 0      # stride_h = stride_w (0: runtime)
-    rows: int = 1        # V: output rows per thread
+    rows: int = 1        # V: output rows per thread (NHWC: output columns)
+    dtype: str = "float32"
+    layout: str = "NCHW"
 
     @property
     def name(self) -> str:
+        tag = DTYPE_TAG[self.dtype] + ("_nhwc" if self.layout == "NHWC" else "")
         if self.ks == 0:
-            return "depthwise_f32_generic"
-        return f"depthwise_f32_k{self.ks}_s{self.stride}_v{self.rows}"
+            return f"depthwise_{tag}_generic"
+        return f"depthwise_{tag}_k{self.ks}_s{self.stride}_v{self.rows}"
 
     @property
     def expression(self) -> str:
-        return f"depthwise_tiled_f32<{self.ks}, {self.stride}, {self.rows}>"
+        kernel = "depthwise_nhwc" if self.layout == "NHWC" else "depthwise_tiled"
+        return f"{kernel}<{CTYPE[self.dtype]}, {self.ks}, {self.stride}, {self.rows}>"
 
     def matches(self, p: Conv2dProblem) -> str | None:
         """None if this specialized config's compile-time constants fit ``p``, else why not."""
@@ -71,22 +83,37 @@ class DepthwiseConfig:
         return None
 
     def entry(self) -> KernelEntry:
+        nchw = self.layout == "NCHW"
         return KernelEntry(FILE, self.expression, self.name, block_threads=THREADS,
-                           min_blocks_per_sm=MIN_BLOCKS_PER_SM, dynamic_smem=SMEM_LIMIT_BYTES,
-                           main=self.ks == 3)
+                           min_blocks_per_sm=MIN_BLOCKS_PER_SM, dynamic_smem=SMEM_LIMIT_BYTES if nchw else 0,
+                           main=self.ks == 3 and self.stride == 1 and nchw and self.dtype == "float32")
 
 
-GENERIC = DepthwiseConfig()
 # V per (kernel size, stride): as many rows as keep the filter, V accumulators and one staged
 # row within 64 registers (the 4-blocks/SM budget) without spilling on any target.
-SPECIALIZED = tuple(DepthwiseConfig(ks, s, v) for ks, s, v in (
-    (3, 1, 4), (3, 2, 4), (5, 1, 3), (5, 2, 2), (7, 1, 2), (7, 2, 2)))
-DIRECT_NAME = "depthwise_f32_direct"
-DIRECT_EXPRESSION = "depthwise_direct_f32"
+_SPECIALIZED = {"float32": ((3, 1, 4), (3, 2, 4), (5, 1, 3), (5, 2, 2), (7, 1, 2), (7, 2, 2)),
+                "float64": ((3, 1, 2), (3, 2, 2))}
+# NHWC strips: V adjacent outputs per thread; a double strip of stride 2 or width 5 reads
+# ~2x the registers, so float64 takes V = 2 there (V = 4 spills on sm_90 for 5x5 stride 2).
+_NHWC = {"float32": ((3, 1, 4), (3, 2, 4), (5, 1, 4), (5, 2, 4)),
+         "float64": ((3, 1, 4), (3, 2, 2), (5, 1, 2), (5, 2, 2))}
+GENERICS = {dt: DepthwiseConfig(dtype=dt) for dt in FLOAT_DTYPES}
+SPECIALIZEDS = {dt: tuple(DepthwiseConfig(ks, st, v, dt) for ks, st, v in _SPECIALIZED[dt]) for dt in FLOAT_DTYPES}
+NHWC_CONFIGS = {dt: tuple(DepthwiseConfig(ks, st, v, dt, "NHWC") for ks, st, v in _NHWC[dt]) for dt in FLOAT_DTYPES}
+GENERIC, SPECIALIZED = GENERICS["float32"], SPECIALIZEDS["float32"]
 
-ENTRIES = {cfg: register_kernel(cfg.entry()) for cfg in (GENERIC, *SPECIALIZED)}
-DIRECT_ENTRY = register_kernel(KernelEntry(FILE, DIRECT_EXPRESSION, DIRECT_NAME, block_threads=THREADS,
-                                           min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+
+def _direct_name(dtype: str, layout: str) -> str:
+    return f"depthwise_{DTYPE_TAG[dtype]}{'_nhwc' if layout == 'NHWC' else ''}_direct"
+
+
+ENTRIES = {cfg: register_kernel(cfg.entry())
+           for dt in FLOAT_DTYPES for cfg in (GENERICS[dt], *SPECIALIZEDS[dt], *NHWC_CONFIGS[dt])}
+DIRECT_ENTRIES = {(dt, layout): register_kernel(KernelEntry(
+    FILE, f"depthwise_direct<{CTYPE[dt]}, {str(layout == 'NHWC').lower()}>", _direct_name(dt, layout),
+    block_threads=THREADS, min_blocks_per_sm=MIN_BLOCKS_PER_SM)) for dt in FLOAT_DTYPES for layout in ("NCHW", "NHWC")}
+DIRECT_ENTRY = DIRECT_ENTRIES[("float32", "NCHW")]
+DIRECT_NAME = DIRECT_ENTRY.label
 
 
 # --------------------------------------------------------------------------- tile planning
@@ -118,7 +145,7 @@ def plan_tile(p: Conv2dProblem, rows: int, smem_limit: int = SMEM_LIMIT_BYTES) -
     one strip, fewer when the problem is small (keep >= TARGET_BLOCKS blocks); when a tile
     covers a whole plane, several channels per block (late MobileNet layers are 7x7).
     """
-    floats = smem_limit // 4
+    floats = smem_limit // p.itemsize        # elements of the problem's dtype
     M = p.K // p.C
     total = p.N * p.K * p.P * p.Q
     target = max(32 * rows, min(THREADS * rows, total // TARGET_BLOCKS))   # outputs per block
@@ -143,7 +170,7 @@ def plan_tile(p: Conv2dProblem, rows: int, smem_limit: int = SMEM_LIMIT_BYTES) -
     blocks = p.N * (-(-p.C // tc)) * (-(-p.P // tp)) * (-(-p.Q // tq))
     if blocks > INT_MAX:
         return None
-    return DepthwiseTile(tc, tp, tq, _smem_floats(p, rows, tc, tp, tq) * 4, blocks)
+    return DepthwiseTile(tc, tp, tq, _smem_floats(p, rows, tc, tp, tq) * p.itemsize, blocks)
 
 
 def _int32_reason(p: Conv2dProblem) -> str | None:
@@ -156,8 +183,8 @@ def _int32_reason(p: Conv2dProblem) -> str | None:
 
 
 def can_implement(p: Conv2dProblem) -> str | None:
-    if p.dtype != "float32":
-        return f"depthwise takes float32, got {p.dtype}"
+    if p.dtype not in FLOAT_DTYPES:
+        return f"depthwise takes {' or '.join(FLOAT_DTYPES)}, got {p.dtype}"
     if p.groups != p.C:
         return (f"depthwise needs groups == C (one filter group per input channel), got "
                 f"groups={p.groups}, C={p.C}")
@@ -171,56 +198,84 @@ class DepthwisePlan:
     tile: DepthwiseTile | None
 
 
+def _plan_nhwc(p: Conv2dProblem, variant: str) -> DepthwisePlan:
+    """NHWC: the strip kernel when a config matches (and it is not "direct"), else direct."""
+    if variant == "generic":
+        raise ValueError(f"variant='generic' is the NCHW tiled kernel; NHWC {p.describe()} takes 'auto', "
+                         "'specialized' or 'direct'")
+    if variant in ("auto", "specialized"):
+        cfg = next((c for c in NHWC_CONFIGS[p.dtype] if c.matches(p) is None), None)
+        if cfg is not None:
+            return DepthwisePlan(cfg.name, cfg, None)
+        if variant == "specialized":
+            raise ValueError(f"variant='specialized' cannot run NHWC {p.describe()}: the NHWC kernels cover "
+                             f"3x3 and 5x5 filters, stride 1 or 2, dilation 1")
+    return DepthwisePlan(_direct_name(p.dtype, "NHWC"), None, None)
+
+
 @functools.lru_cache(maxsize=4096)   # problems are frozen (hashable); planning is per shape
-def plan(p: Conv2dProblem, variant: str = "auto") -> DepthwisePlan:
+def plan(p: Conv2dProblem, variant: str = "auto", layout: str = "NCHW") -> DepthwisePlan:
     """Which kernel runs ``p``: ``variant`` "auto" (specialized, else generic, else direct),
-    or force "specialized" / "generic" / "direct" (ValueError when it cannot run ``p``)."""
+    or force "specialized" / "generic" / "direct" (ValueError when it cannot run ``p``).
+    ``layout="NHWC"``: the NHWC strip kernel, else the NHWC direct kernel."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     reason = can_implement(p)
     if reason is not None:
         raise ValueError(f"depthwise cannot run {p.describe()}: {reason}")
+    if layout == "NHWC":
+        return _plan_nhwc(p, variant)
+    specialized = SPECIALIZEDS[p.dtype]
     if variant in ("auto", "specialized"):
-        reasons = [cfg.matches(p) for cfg in SPECIALIZED]
-        cfg = next((c for c, r in zip(SPECIALIZED, reasons) if r is None), None)
+        reasons = [cfg.matches(p) for cfg in specialized]
+        cfg = next((c for c, r in zip(specialized, reasons) if r is None), None)
         tile = plan_tile(p, cfg.rows) if cfg is not None else None
         if tile is not None:
             return DepthwisePlan(cfg.name, cfg, tile)
         if variant == "specialized":
+            covers = "3/5/7" if p.dtype == "float32" else "3x3 (float64)"
             why = ("no specialized config for a {}x{} filter, stride {}, dilation {} (they cover "
-                   "3/5/7 square, stride 1 or 2, dilation 1)".format(
-                       p.R, p.S, (p.stride_h, p.stride_w), (p.dilation_h, p.dilation_w))
+                   "{} square, stride 1 or 2, dilation 1)".format(
+                       p.R, p.S, (p.stride_h, p.stride_w), (p.dilation_h, p.dilation_w), covers)
                    if cfg is None else f"{cfg.name}'s smallest tile needs more than "
                                        f"{SMEM_LIMIT_BYTES} bytes of shared memory")
             raise ValueError(f"variant='specialized' cannot run {p.describe()}: {why}")
     if variant in ("auto", "generic"):
         tile = plan_tile(p, 1)
         if tile is not None:
-            return DepthwisePlan(GENERIC.name, GENERIC, tile)
+            return DepthwisePlan(GENERICS[p.dtype].name, GENERICS[p.dtype], tile)
         if variant == "generic":
             raise ValueError(f"variant='generic' cannot run {p.describe()}: its smallest tile "
-                             f"({_smem_floats(p, 1, 1, 1, 1) * 4} bytes) exceeds the "
+                             f"({_smem_floats(p, 1, 1, 1, 1) * p.itemsize} bytes) exceeds the "
                              f"{SMEM_LIMIT_BYTES}-byte shared-memory budget")
-    return DepthwisePlan(DIRECT_NAME, None, None)
+    return DepthwisePlan(_direct_name(p.dtype, "NCHW"), None, None)
 
 
 def launches(p: Conv2dProblem, x, w, out, has_bias: bool, has_residual: bool, act_code: int,
-             variant: str = "auto", bias=None, residual=None) -> tuple[DepthwisePlan, list[Launch]]:
-    """The depthwise kernel ``plan(p, variant)`` picks, as a launch over the array slots
+             variant: str = "auto", bias=None, residual=None, layout: str = "NCHW"
+             ) -> tuple[DepthwisePlan, list[Launch]]:
+    """The depthwise kernel ``plan(p, variant, layout)`` picks, as a launch over the array slots
     ``x``, ``w``, ``out`` (and ``bias``/``residual`` slots when given, else the roles)."""
-    pl = plan(p, variant)
-    ph = _common.Ref.absent("float32")
+    pl = plan(p, variant, layout)
+    ph = _common.Ref.absent(p.dtype)
     M = p.K // p.C
     bias = (bias or _common.Ref("bias")) if has_bias else ph
     residual = (residual or _common.Ref("residual")) if has_residual else ph
+    flags = (i32(has_bias), i32(has_residual), i32(act_code))
+    if pl.config is not None and pl.config.layout == "NHWC":
+        # Items: N·P·ceil(Q/V)·K, grid-stride.
+        items = p.N * p.P * (-(-p.Q // pl.config.rows)) * p.K
+        grid = _common.grid_1d(items, THREADS, MAX_BLOCKS_DIRECT)
+        return pl, [Launch(ENTRIES[pl.config], (grid, 1, 1), (THREADS, 1, 1), (
+            x, w, bias, residual, out, i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(M), i32(p.P), i32(p.Q),
+            i32(p.pad_h), i32(p.pad_w), *flags))]
     common = (x, w, bias, residual, out,
               i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(M), i32(p.P), i32(p.Q), i32(p.R),
               i32(p.S), i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
               i32(p.dilation_h), i32(p.dilation_w))
-    flags = (i32(has_bias), i32(has_residual), i32(act_code))
     if pl.config is None:
         grid = _common.grid_1d(p.N * p.K * p.P * p.Q, THREADS, MAX_BLOCKS_DIRECT)
-        return pl, [Launch(DIRECT_ENTRY, (grid, 1, 1), (THREADS, 1, 1), (*common, *flags))]
+        return pl, [Launch(DIRECT_ENTRIES[(p.dtype, layout)], (grid, 1, 1), (THREADS, 1, 1), (*common, *flags))]
     t = pl.tile
     return pl, [Launch(ENTRIES[pl.config], (t.blocks, 1, 1), (THREADS, 1, 1),
                        (*common, i32(t.tile_c), i32(t.tile_p), i32(t.tile_q), *flags), t.smem_bytes)]
@@ -234,14 +289,15 @@ def conv_plan_depthwise(spec: ConvSpec):
     variant = spec.option("variant", "auto")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    pl, ls = launches(p, X, W, OUT, spec.has_bias, spec.has_residual, spec.act, variant)
+    pl, ls = launches(p, X, W, OUT, spec.has_bias, spec.has_residual, spec.act, variant, layout=spec.layout)
     return conv_plan(spec, "depthwise", ls, description=pl.kernel)
 
 
 ALGORITHM = ConvAlgorithm(
     name="depthwise",
     plan=conv_plan_depthwise,
-    dtypes=("float32",),
+    dtypes=FLOAT_DTYPES,
+    layouts=("NCHW", "NHWC"),
     options=("variant",),
     description="groups == C (channel multiplier M): shared-memory tiles with halo, 3/5/7 "
                 "specialized, generic and direct fallbacks; bias/activation/residual fused",
@@ -251,37 +307,41 @@ ALGORITHM = ConvAlgorithm(
 _FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec))
 
 
-def _depthwise_args(x, w, variant: str) -> int:
+def _depthwise_args(x, w, variant: str, layout: str = "NCHW") -> int:
     """The channel count (groups) of a depthwise call; ValueError for a non-depthwise weight."""
     xs, ws = getattr(x, "shape", None), getattr(w, "shape", None)
     C = 1   # without shapes the front end reports the type or rank
     if xs is not None and ws is not None and len(xs) in (3, 4) and len(ws) == 4:
-        C = int(xs[-3])
-        if ws[1] != 1 or ws[0] % C != 0 or ws[0] == 0:
-            raise ValueError(f"depthwise_conv2d needs a weight of shape (M·C, 1, R, S) with C={C} the "
-                             f"input channels (input {tuple(xs)}), got weight {tuple(ws)}")
+        nhwc = layout == "NHWC"
+        C = int(xs[-1] if nhwc else xs[-3])
+        one = ws[3] if nhwc else ws[1]
+        if one != 1 or ws[0] % C != 0 or ws[0] == 0:
+            want = "(M·C, R, S, 1)" if nhwc else "(M·C, 1, R, S)"
+            raise ValueError(f"depthwise_conv2d needs a weight of shape {want} with C={C} the "
+                             f"input channels (input {tuple(xs)}, layout {layout}), got weight {tuple(ws)}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     return C
 
 
 def plan_depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
-                          residual=None, variant: str = "auto"):
+                          residual=None, variant: str = "auto", layout: str = "NCHW"):
     """The ``Plan`` that ``depthwise_conv2d`` with the same arguments runs."""
-    C = _depthwise_args(x, w, variant)
+    C = _depthwise_args(x, w, variant, layout)
     return _FRONT.plan(current_backend(), x, w, bias, residual, None, stride, padding, dilation, C, "depthwise",
-                       activation, None, "NCHW", None, {"variant": variant}, arrays_required=False)[0]
+                       activation, None, layout, None, {"variant": variant}, arrays_required=False)[0]
 
 
 def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
-                     residual=None, out=None, variant: str = "auto"):
-    """Depthwise 2-D convolution (``conv2d`` with ``groups = C``), NCHW.
+                     residual=None, out=None, variant: str = "auto", layout: str = "NCHW"):
+    """Depthwise 2-D convolution (``conv2d`` with ``groups = C``), NCHW or NHWC, float32 or
+    float64.
 
-    ``w`` has shape ``(M·C, 1, R, S)``: M filters per input channel (channel multiplier),
-    output channel k filtering input channel k // M, as in PyTorch. ``y = activation(conv +
-    bias + residual)`` with the epilogue fused. ``variant`` ("auto", "specialized", "generic",
-    "direct") forces a kernel, for tests and benchmarks.
+    ``w`` has shape ``(M·C, 1, R, S)`` (NHWC: ``(M·C, R, S, 1)``): M filters per input channel
+    (channel multiplier), output channel k filtering input channel k // M, as in PyTorch.
+    ``y = activation(conv + bias + residual)`` with the epilogue fused. ``variant`` ("auto",
+    "specialized", "generic", "direct") forces a kernel, for tests and benchmarks.
     """
-    C = _depthwise_args(x, w, variant)
+    C = _depthwise_args(x, w, variant, layout)
     return _FRONT(x, w, bias, stride, padding, dilation, C, "depthwise", activation, residual, out, None,
-                  "NCHW", None, {"variant": variant})
+                  layout, None, {"variant": variant})

@@ -1,7 +1,9 @@
 """Algorithm ``"direct"``: kernels/direct.cu, one thread per output element.
 
 The always-correct fallback: any stride, padding (asymmetric "same" included),
-dilation and groups, no workspace, no size limit beyond the grid-stride loop.
+dilation and groups, no workspace, no size limit beyond the grid-stride loop. float32 and
+float64 (accumulated in the input's precision), NCHW/KCRS and NHWC/KRSC (the plan takes
+the kernel of the call's dtype and layout).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import OUT, W, X, i32
+from ._common import CTYPE, DTYPE_TAG, FLOAT_DTYPES, OUT, W, X, i32
 
 FILE = "direct.cu"
 
@@ -24,18 +26,21 @@ MAX_BLOCKS = 1 << 16
 @dataclass(frozen=True)
 class DirectConfig:
     block: int = 256
+    dtype: str = "float32"
+    layout: str = "NCHW"
 
     @property
     def name(self) -> str:
-        return f"direct_f32_{self.block}"
+        nhwc = "_nhwc" if self.layout == "NHWC" else ""
+        return f"direct_{DTYPE_TAG[self.dtype]}{nhwc}_{self.block}"
 
     @property
     def expression(self) -> str:
-        return f"direct_conv2d_f32<{self.block}>"
+        return f"direct_conv2d<{CTYPE[self.dtype]}, {str(self.layout == 'NHWC').lower()}, {self.block}>"
 
     def can_implement(self, problem: Conv2dProblem) -> str | None:
-        if problem.dtype != "float32":
-            return f"{self.name} takes float32, got {problem.dtype}"
+        if problem.dtype != self.dtype:
+            return f"{self.name} takes {self.dtype}, got {problem.dtype}"
         # Per-tensor extents are passed as int (each dimension); element offsets are 64-bit.
         for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
             if getattr(problem, name) >= 2 ** 31:
@@ -43,16 +48,29 @@ class DirectConfig:
         return None
 
     def entry(self) -> KernelEntry:
+        # 2 blocks of 256 threads per SM: at most 64 registers a thread (double included).
         return KernelEntry(FILE, self.expression, self.name, block_threads=self.block,
                            min_blocks_per_sm=2)
 
 
-CONFIG = DirectConfig()
-ENTRY = register_kernel(CONFIG.entry())
+CONFIGS = {(dt, layout): DirectConfig(dtype=dt, layout=layout) for dt in FLOAT_DTYPES for layout in ("NCHW", "NHWC")}
+CONFIG = CONFIGS[("float32", "NCHW")]
+ENTRIES = {cfg: register_kernel(cfg.entry()) for cfg in CONFIGS.values()}
+ENTRY = ENTRIES[CONFIG]
+
+
+def config_for(dtype: str, layout: str = "NCHW") -> DirectConfig:
+    """The config of ``dtype`` and ``layout`` (PlanError when there is none)."""
+    cfg = CONFIGS.get((dtype, layout))
+    if cfg is None:
+        raise PlanError(f"direct takes {' or '.join(FLOAT_DTYPES)} in NCHW or NHWC, got {dtype} {layout}")
+    return cfg
 
 
 def can_implement(problem: Conv2dProblem) -> str | None:
-    return CONFIG.can_implement(problem)
+    if problem.dtype not in FLOAT_DTYPES:
+        return f"direct takes {' or '.join(FLOAT_DTYPES)}, got {problem.dtype}"
+    return CONFIGS[(problem.dtype, "NCHW")].can_implement(problem)
 
 
 def plan(spec: ConvSpec):
@@ -60,15 +78,18 @@ def plan(spec: ConvSpec):
     reason = can_implement(p)
     if reason is not None:
         raise PlanError(reason)
-    grid = _common.grid_1d(p.N * p.K * p.P * p.Q, CONFIG.block, MAX_BLOCKS)
-    launch = Launch(ENTRY, (grid, 1, 1), (CONFIG.block, 1, 1), (
-        X, W, *_common.epilogue_refs(spec.has_bias, spec.has_residual), OUT,
+    cfg = config_for(p.dtype, spec.layout)
+    grid = _common.grid_1d(p.N * p.K * p.P * p.Q, cfg.block, MAX_BLOCKS)
+    launch = Launch(ENTRIES[cfg], (grid, 1, 1), (cfg.block, 1, 1), (
+        X, W, *_common.epilogue_refs(spec.has_bias, spec.has_residual, p.dtype), OUT,
         *_common.conv_geometry_args(p), i32(spec.act)))
     return conv_plan(spec, "direct", [launch])
+
 
 ALGORITHM = ConvAlgorithm(
     name="direct",
     plan=plan,
-    dtypes=("float32",),
+    dtypes=FLOAT_DTYPES,
+    layouts=("NCHW", "NHWC"),
     description="one thread per output element; any stride/padding/dilation/groups; the fallback",
 )

@@ -39,7 +39,9 @@ class GemmConfig:
 
     ``kind``: "naive" (one thread per output; ``bm``/``bn`` is the block's output tile),
     "tiled" (shared-memory tiles of ``bm`` x ``bm``, one output per thread), or "regblock"
-    (``bm`` x ``bn`` block tile, ``bk`` deep K step, ``tm`` x ``tn`` register micro-tile).
+    (``bm`` x ``bn`` block tile, ``bk`` deep K step, ``tm`` x ``tn`` register micro-tile:
+    gemm_f32_regblock for float32, gemm_f64_regblock for float64). ``dtype``: the element
+    type, float32 or float64.
     """
     kind: str
     bm: int
@@ -47,12 +49,15 @@ class GemmConfig:
     bk: int = 1
     tm: int = 1
     tn: int = 1
+    dtype: str = "float32"
 
     def __post_init__(self):
         if self.kind not in ("naive", "tiled", "regblock"):
             raise ValueError(f"GemmConfig.kind must be 'naive', 'tiled' or 'regblock', got {self.kind!r}")
         if self.kind == "tiled" and not (self.bm == self.bn == self.bk):
             raise ValueError(f"a tiled GemmConfig has square tiles, got {self.bm}x{self.bn}x{self.bk}")
+        if self.dtype not in _common.FLOAT_DTYPES:
+            raise ValueError(f"GemmConfig.dtype must be float32 or float64, got {self.dtype!r}")
         if self.kind == "regblock" and (self.tm % 4 or self.tn % 4 or self.bm % self.tm
                                         or self.bn % self.tn or self.bk % 4):
             raise ValueError(f"regblock GemmConfig needs tm, tn, bk multiples of 4 dividing the tile, "
@@ -60,19 +65,21 @@ class GemmConfig:
 
     @property
     def label(self) -> str:
+        tag = _common.DTYPE_TAG[self.dtype]
         if self.kind == "naive":
-            return f"gemm_f32_naive_{self.bm}x{self.bn}"
+            return f"gemm_{tag}_naive_{self.bm}x{self.bn}"
         if self.kind == "tiled":
-            return f"gemm_f32_tiled_{self.bm}x{self.bn}x{self.bk}"
-        return f"gemm_f32_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+            return f"gemm_{tag}_tiled_{self.bm}x{self.bn}x{self.bk}"
+        return f"gemm_{tag}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
 
     @property
     def expression(self) -> str:
+        ctype = _common.CTYPE[self.dtype]
         if self.kind == "naive":
-            return f"gemm_f32_naive<{self.bm}, {self.bn}>"
+            return f"gemm_naive<{ctype}, {self.bm}, {self.bn}>"
         if self.kind == "tiled":
-            return f"gemm_f32_tiled<{self.bm}>"
-        return f"gemm_f32_regblock<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}>"
+            return f"gemm_tiled<{ctype}, {self.bm}>"
+        return f"gemm_{_common.DTYPE_TAG[self.dtype]}_regblock<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}>"
 
     @property
     def threads(self) -> int:
@@ -104,11 +111,17 @@ MAIN = GemmConfig("regblock", 128, 128, 8, 8, 8)      # large problems
 SMALL = GemmConfig("regblock", 64, 64, 16, 4, 4)      # few 128x128 tiles: more, smaller blocks
 SKINNY = GemmConfig("regblock", 32, 128, 16, 4, 8)    # M <= 32 (few output channels per group)
 
-CONFIGS: tuple[GemmConfig, ...] = (NAIVE, TILED, MAIN, SMALL, SKINNY)
+# float64: the naive and tiled variants and one register-blocked tile (gemm_f64_regblock).
+NAIVE_F64 = GemmConfig("naive", 16, 16, dtype="float64")
+TILED_F64 = GemmConfig("tiled", 16, 16, 16, dtype="float64")
+MAIN_F64 = GemmConfig("regblock", 64, 64, 8, 4, 4, dtype="float64")
+
+CONFIGS: tuple[GemmConfig, ...] = (NAIVE, TILED, MAIN, SMALL, SKINNY, NAIVE_F64, TILED_F64, MAIN_F64)
 _BY_LABEL = {c.label: c for c in CONFIGS}
 
 # Every config promises 2 resident blocks per SM: the regblock kernels are compiled with
-# __launch_bounds__(threads, 2) (so at most 128 registers at 256 threads).
+# __launch_bounds__(threads, 2) (so at most 128 registers at 256 threads), the naive and tiled
+# ones need far fewer.
 ENTRIES = {c: register_kernel(KernelEntry(KERNEL_FILE, c.expression, c.label, c.threads,
                                           min_blocks_per_sm=2, main=(c == MAIN)))
            for c in CONFIGS}
@@ -123,15 +136,19 @@ def config_by_label(label: str) -> GemmConfig:
     return _BY_LABEL[label]
 
 
-def choose_config(M: int, N: int, K: int, batch: int = 1) -> GemmConfig:
+def choose_config(M: int, N: int, K: int, batch: int = 1, dtype: str = "float32") -> GemmConfig:
     """The default config for a problem (a heuristic, not yet tuned by measurement).
 
+    float32:
     * M <= 32 (a convolution with few output channels per group): 32x128 tiles, so the
       block is not 3/4 idle rows;
     * enough 128x128 tiles to give every SM of a large GPU two blocks: the 128x128 main
       config (most reuse per byte);
     * otherwise 64x64 tiles, to spread a small problem over more SMs.
+    float64: the one double register-blocked config (64x64x8, 4x4).
     """
+    if dtype == "float64":
+        return MAIN_F64
     if M <= 32:
         return SKINNY
     tiles = math.ceil(M / 128) * math.ceil(N / 128) * max(batch, 1)
@@ -156,14 +173,15 @@ def vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c) -> int:
 
 def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=None, batch=1,
                   stride_a=0, stride_b=0, stride_c=0, bias: Ref | None = None, act=0,
-                  residual: Ref | None = None, config=None, stride_bias=0) -> list[Launch]:
+                  residual: Ref | None = None, config=None, stride_bias=0, dtype="float32") -> list[Launch]:
     """The launches of C[i] = act(A[i] · B[i] + bias[i·stride_bias + m] + residual[i]), i < batch.
 
     ``a``, ``b``, ``c`` (and ``bias``, ``residual``) are array slots whose first element is the
     first matrix's (0, 0); row-major with leading dimensions ``lda``/``ldb``/``ldc`` (default K,
     N, N) and element strides between batch matrices (0 broadcasts). ``residual`` has C's
     layout. ``act`` is an activation code. ``config``: a GemmConfig, a label, or None
-    (heuristic). Checks nothing about the user's input.
+    (heuristic), of ``dtype`` (float32 or float64; ValueError for another dtype's config).
+    Checks nothing about the user's input.
     """
     lda = K if lda is None else int(lda)
     ldb = N if ldb is None else int(ldb)
@@ -171,11 +189,11 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
     M, N, K, batch = int(M), int(N), int(K), int(batch)
     if M == 0 or N == 0 or batch == 0:
         return []
-    cfg = _resolve_config(config) or choose_config(M, N, K, batch)
+    cfg = _resolve_config(config, dtype) or choose_config(M, N, K, batch, dtype)
     entry = ENTRIES[cfg]
     flags = vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c)
-    bias_arg = bias if bias is not None else Ref.absent("float32")
-    res_arg = residual if residual is not None else Ref.absent("float32")
+    bias_arg = bias if bias is not None else Ref.absent(dtype)
+    res_arg = residual if residual is not None else Ref.absent(dtype)
     i32, i64 = _common.i32, _common.i64
     grid_x = math.ceil(N / cfg.bn)
     tiles_m = math.ceil(M / cfg.bm)
@@ -191,15 +209,23 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
     return launches
 
 
-def _resolve_config(config) -> GemmConfig | None:
-    if config is None or isinstance(config, GemmConfig):
-        if config is not None and config not in ENTRIES:
+def _resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
+    """None, or the registered config ``config`` names; with ``dtype``, it must be of that dtype."""
+    if config is None:
+        return None
+    if isinstance(config, GemmConfig):
+        if config not in ENTRIES:
             raise ValueError(f"GEMM config {config.label} is not a registered instantiation; "
                              f"known: {', '.join(_BY_LABEL)}")
-        return config
-    if isinstance(config, str):
-        return config_by_label(config)
-    raise TypeError(f"config must be None, a GemmConfig or a config label, got {type(config).__name__}")
+        cfg = config
+    elif isinstance(config, str):
+        cfg = config_by_label(config)
+    else:
+        raise TypeError(f"config must be None, a GemmConfig or a config label, got {type(config).__name__}")
+    if dtype is not None and cfg.dtype != dtype:
+        raise ValueError(f"GEMM config {cfg.label} computes {cfg.dtype}, the operands are {dtype}; "
+                         f"{dtype} configs: {', '.join(c.label for c in CONFIGS if c.dtype == dtype)}")
+    return cfg
 
 
 # --------------------------------------------------------------------------- cuconv.gemm
@@ -215,35 +241,35 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
             raise TypeError("config= names a gemm.cu config; the tensor-core GEMM picks its own "
                             "(call cuconv.ops.tc_gemm.tc_gemm(..., config=) to choose one)")
         return _tc.gemm_plan(be, a, b, bias, residual, out, activation, None, bool(allow_tf32), misaligned)
-    if dt != "float32" or np.dtype(b.dtype).name != "float32":
-        raise TypeError(f"a and b must have dtype float32 (or float16/bfloat16, or float32 with "
-                        f"allow_tf32=True), got {dt} and {np.dtype(b.dtype).name}")
-    _common.as_tensor(a, "a", None, ("float32",), be)
-    _common.as_tensor(b, "b", None, ("float32",), be)
-    prob = GemmProblem.from_shapes(a.shape, b.shape, "float32")
+    if dt not in _common.FLOAT_DTYPES or np.dtype(b.dtype).name != dt:
+        raise TypeError(f"a and b must both have dtype float32 or float64 (or float16/bfloat16, or float32 "
+                        f"with allow_tf32=True), got {dt} and {np.dtype(b.dtype).name}")
+    _common.as_tensor(a, "a", None, (dt,), be)
+    _common.as_tensor(b, "b", None, (dt,), be)
+    prob = GemmProblem.from_shapes(a.shape, b.shape, dt)
     M, N, K, batch = prob.M, prob.N, prob.K, prob.batch
     for name, v in (("M", M), ("N", N), ("K", K)):
         if v > SIZE_MAX:
             raise ValueError(f"{name}={v} is larger than 2**31-256, the kernels' 32-bit index range "
                              f"(a {tuple(a.shape)}, b {tuple(b.shape)})")
-    _common.optional_tensor(bias, "bias", (M,), np.float32, be)
-    _common.optional_tensor(residual, "residual", prob.output_shape, np.float32, be)
+    _common.optional_tensor(bias, "bias", (M,), dt, be)
+    _common.optional_tensor(residual, "residual", prob.output_shape, dt, be)
     act = _common.activation_code(activation)
-    cfg = _resolve_config(config)
+    cfg = _resolve_config(config, dt)
     _common.same_device(be, a=a, b=b, bias=bias, residual=residual, out=out)
     if out is not None:
-        _common.check_out(out, prob.output_shape, np.float32, be)
+        _common.check_out(out, prob.output_shape, dt, be)
     launches = gemm_launches(
         A, B, C, M, N, K, lda=K, ldb=N, ldc=N, batch=batch, stride_a=M * K if prob.a_batched else 0,
         stride_b=K * N if prob.b_batched else 0, stride_c=M * N,
         bias=Ref("bias") if bias is not None else None, act=act,
-        residual=Ref("residual") if residual is not None else None, config=cfg)
+        residual=Ref("residual") if residual is not None else None, config=cfg, dtype=dt)
     absent = frozenset(r for r, v in (("bias", bias), ("residual", residual)) if v is None)
     return Plan("gemm", cfg.label if cfg else (launches[0].kernel if launches else "gemm"), prob,
                 tuple(launches), ("a", "b", "bias", "residual"),
-                (Output("out", prob.output_shape, np.dtype(np.float32)),), be.device_key(), absent=absent,
-                expected=(("a", tuple(a.shape), "float32"), ("b", tuple(b.shape), "float32"),
-                          ("bias", (M,), "float32"), ("residual", prob.output_shape, "float32")))
+                (Output("out", prob.output_shape, np.dtype(dt)),), be.device_key(), absent=absent,
+                expected=(("a", tuple(a.shape), dt), ("b", tuple(b.shape), dt),
+                          ("bias", (M,), dt), ("residual", prob.output_shape, dt)))
 
 
 def _plan(be, a, b, bias, residual, out, activation, config, allow_tf32):
@@ -267,6 +293,7 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
     """``out = activation(a @ b + bias[:, None] + residual)``.
 
     float32 runs on the CUDA cores (the kernels of gemm.cu) unless ``allow_tf32=True``;
+    float64 runs on the CUDA cores in double (``allow_tf32`` does not apply to it);
     float16 / bfloat16 (and float32 with ``allow_tf32=True``) run on the tensor cores
     (``cuconv.ops.tc_gemm``, fp32 accumulation, output in the input dtype).
 

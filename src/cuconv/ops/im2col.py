@@ -18,18 +18,21 @@ from ._conv_frontend import unbatched
 
 KERNEL_FILE = "im2col.cu"
 BLOCK = 128
-EXPRESSION = f"im2col_f32<{BLOCK}>"
-LABEL = f"im2col_f32_{BLOCK}"
 _GRID_Y_MAX = 65535
 
-ENTRY = register_kernel(KernelEntry(KERNEL_FILE, EXPRESSION, LABEL, BLOCK, min_blocks_per_sm=8, main=True))
+# One instantiation per element type (float32, float64): labels im2col_f32_128, im2col_f64_128.
+LABELS = {dt: f"im2col_{_common.DTYPE_TAG[dt]}_{BLOCK}" for dt in _common.FLOAT_DTYPES}
+ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{_common.CTYPE[dt]}, {BLOCK}>", LABELS[dt], BLOCK,
+                                           min_blocks_per_sm=8, main=dt == "float32"))
+           for dt in _common.FLOAT_DTYPES}
+ENTRY, LABEL, EXPRESSION = ENTRIES["float32"], LABELS["float32"], ENTRIES["float32"].expression
 
 
 def im2col_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> list[Launch]:
     """The launch writing the column matrices of ``images`` images (internal: no checks).
 
     ``x`` is the first image's first element (NCHW, contiguous: a flat view at an offset
-    works); ``cols`` holds ``images`` x (C·R·S) x (P·Q) floats.
+    works); ``cols`` holds ``images`` x (C·R·S) x (P·Q) elements of the problem's dtype.
     """
     p = problem
     PQ = p.P * p.Q
@@ -40,14 +43,15 @@ def im2col_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> lis
     args = (x, cols, i32(images), i32(p.C), i32(p.H), i32(p.W), i32(p.R), i32(p.S), i32(p.P), i32(p.Q),
             i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
             i32(p.dilation_h), i32(p.dilation_w))
-    return [Launch(ENTRY, grid, (BLOCK, 1, 1), args)]
+    return [Launch(ENTRIES[p.dtype], grid, (BLOCK, 1, 1), args)]
 
 
 _PLANS = PlanCache()
 
 
 def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
-    x = _common.as_tensor(x, "input", None, ("float32",), be)
+    x = _common.as_tensor(x, "input", None, _common.FLOAT_DTYPES, be)
+    dt = np.dtype(x.dtype).name
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
     R, S = _common.pair(kernel_size, "kernel_size")
@@ -55,7 +59,7 @@ def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
         raise ValueError(f"kernel_size must be positive, got {(R, S)} (input {tuple(x.shape)})")
     N, C = int(x.shape[0]), int(x.shape[1])
     try:
-        problem = Conv2dProblem.from_shapes(x.shape, (1, C, R, S), stride, padding, dilation, 1, "float32")
+        problem = Conv2dProblem.from_shapes(x.shape, (1, C, R, S), stride, padding, dilation, 1, dt)
     except ValueError as exc:
         raise ValueError(f"im2col(input {tuple(x.shape)}, kernel_size {(R, S)}): {exc}") from None
     rows = C * R * S
@@ -63,15 +67,15 @@ def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
         raise ValueError(f"C·R·S = {rows} rows is larger than 2**31-1 (input {tuple(x.shape)}, kernel {(R, S)})")
     shape = (N, rows, problem.P * problem.Q)
     if out is not None:
-        _common.check_out(out, shape, np.float32, be)
+        _common.check_out(out, shape, dt, be)
         _common.same_device(be, input=x, out=out)
-    return Plan("im2col", LABEL, problem, tuple(im2col_launch(X, OUT, problem, N)), ("x",),
-                (Output("out", shape, np.dtype(np.float32)),), be.device_key(),
-                expected=(("x", tuple(x.shape), "float32"),))
+    return Plan("im2col", LABELS[dt], problem, tuple(im2col_launch(X, OUT, problem, N)), ("x",),
+                (Output("out", shape, np.dtype(dt)),), be.device_key(),
+                expected=(("x", tuple(x.shape), dt),))
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
-    """The §8.3 column matrix of an NCHW float32 input: shape (N, C·R·S, P·Q).
+    """The §8.3 column matrix of an NCHW float32 or float64 input: shape (N, C·R·S, P·Q).
 
     Row ``(c·R + r)·S + s``, column ``p·Q + q`` of image n holds
     ``x[n, c, p·stride - pad + r·dilation, q·stride - pad + s·dilation]`` (0 in the padding).

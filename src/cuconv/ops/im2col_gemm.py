@@ -11,6 +11,9 @@ Workspace is bounded: the batch is processed in chunks of as many images as fit 
 image. The plan's workspace is exactly what it allocates; when one image's columns exceed an
 explicit limit the plan is refused with that size.
 
+float32 and float64 (the column matrix and the GEMM in the input's precision: im2col_f64_128
+and the gemm_f64_* configs).
+
 1x1 (``problem.is_pointwise``: 1x1, stride 1, no padding): no im2col at all; the NCHW
 input already is the column matrix (C x H·W per image), so the GEMM runs on it directly
 with zero workspace. ``"pointwise"`` is the same path registered as its own algorithm for
@@ -26,6 +29,7 @@ from __future__ import annotations
 from ..plan import PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from ._common import FLOAT_DTYPES
 from .gemm import SIZE_MAX, _resolve_config, choose_config, gemm_launches
 from .im2col import im2col_launch
 
@@ -65,8 +69,8 @@ def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: 
     a_group_stride = Kg * depth
     b_group_stride = depth * PQ
     c_image_stride, c_group_stride = p.K * PQ, Kg * PQ
-    cfg = config or choose_config(Kg, PQ, depth, max(G, images))
-    common = dict(lda=depth, ldb=PQ, ldc=PQ, act=spec.act, config=cfg)
+    cfg = config or choose_config(Kg, PQ, depth, max(G, images), p.dtype)
+    common = dict(lda=depth, ldb=PQ, ldc=PQ, act=spec.act, config=cfg, dtype=p.dtype)
 
     def res(off):
         return Ref("residual", off) if spec.has_residual else None
@@ -91,7 +95,7 @@ def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: 
 
 
 def _config(spec: ConvSpec):
-    return _resolve_config(spec.option("gemm_config"))
+    return _resolve_config(spec.option("gemm_config"), spec.dtype)
 
 
 def _plan_pointwise(spec: ConvSpec, algo: str):
@@ -112,7 +116,7 @@ def plan(spec: ConvSpec):
     # (so cuconv.algorithms can report it); make_plan then refuses it.
     chunk = images_per_chunk(p, spec.max_workspace_bytes)
     rows, PQ = p.C * p.R * p.S, p.P * p.Q
-    workspace = layout_buffers(("cols", "float32", chunk * rows * PQ))
+    workspace = layout_buffers(("cols", p.dtype, chunk * rows * PQ))
     image_elems = p.C * p.H * p.W
     launches = []
     for n0 in range(0, p.N, chunk):
@@ -139,10 +143,10 @@ def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
 
 
 IM2COL_GEMM = ConvAlgorithm(
-    name="im2col_gemm", plan=plan, options=("gemm_config",),
+    name="im2col_gemm", plan=plan, dtypes=FLOAT_DTYPES, options=("gemm_config",),
     description="§8.3: im2col per chunk of the batch (bounded workspace), then the tiled GEMM into NCHW "
                 "with a fused epilogue; 1x1 stride-1 problems skip im2col")
 POINTWISE = ConvAlgorithm(
-    name="pointwise", plan=plan_pointwise, options=("gemm_config",),
+    name="pointwise", plan=plan_pointwise, dtypes=FLOAT_DTYPES, options=("gemm_config",),
     description="1x1, stride 1, no padding: the batched tiled GEMM straight on the NCHW input")
 ALGORITHMS = (IM2COL_GEMM, POINTWISE)

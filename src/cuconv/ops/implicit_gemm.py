@@ -1,9 +1,10 @@
 """Algorithm ``"implicit_gemm"``: kernels/implicit_gemm.cu.
 
 The convolution as a GEMM (M = N·P·Q, N = K/groups, K = C/groups·R·S per group) whose
-A tiles are gathered from the NCHW input while they are loaded: no column matrix, no
-workspace. Configs are template instantiations with generated names; the op picks one
-by the rule in ``choose_config`` (or the caller names one with ``config=``).
+A tiles are gathered from the NCHW (or NHWC) input while they are loaded: no column matrix,
+no workspace. Configs are template instantiations with generated names; the op picks one
+of the call's dtype (float32, float64) and layout by the rule in ``choose_config`` (or the
+caller names one with ``config=``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import OUT, W, X, i32
+from ._common import CTYPE, DTYPE_TAG, FLOAT_DTYPES, OUT, W, X, i32
 
 FILE = "implicit_gemm.cu"
 INT_MAX = 2 ** 31 - 1
@@ -25,7 +26,8 @@ class ImplicitGemmConfig:
     """One instantiation: a BM×BN×BK block tile; each thread computes TM×TN outputs.
 
     ``simple`` selects variant 1 of kernels/implicit_gemm.cu (one output per thread,
-    single-buffered, flat reduction order); TM = TN = 1 there.
+    single-buffered, flat reduction order); TM = TN = 1 there. ``dtype`` is the element type
+    (float32 or float64), ``layout`` "NCHW" (KCRS weights) or "NHWC" (KRSC weights).
     """
     bm: int
     bn: int
@@ -35,6 +37,8 @@ class ImplicitGemmConfig:
     simple: bool = False
     min_blocks_per_sm: int = 2
     main: bool = False
+    dtype: str = "float32"
+    layout: str = "NCHW"
 
     @property
     def threads(self) -> int:
@@ -42,24 +46,32 @@ class ImplicitGemmConfig:
 
     @property
     def name(self) -> str:
+        kind = "implicit_gemm_simple" if self.simple else "implicit_gemm"
+        tag = DTYPE_TAG[self.dtype] + ("_nhwc" if self.layout == "NHWC" else "")
         if self.simple:
-            return f"implicit_gemm_simple_f32_{self.bm}x{self.bn}x{self.bk}"
-        return f"implicit_gemm_f32_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+            return f"{kind}_{tag}_{self.bm}x{self.bn}x{self.bk}"
+        return f"{kind}_{tag}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
 
     @property
     def expression(self) -> str:
+        head = f"{CTYPE[self.dtype]}, {str(self.layout == 'NHWC').lower()}"
         if self.simple:
-            return f"implicit_gemm_simple_f32<{self.bm}, {self.bn}, {self.bk}>"
-        return (f"implicit_gemm_f32<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}, "
+            return f"implicit_gemm_simple<{head}, {self.bm}, {self.bn}, {self.bk}>"
+        return (f"implicit_gemm<{head}, {self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}, "
                 f"{self.min_blocks_per_sm}>")
+
+    @property
+    def tile(self) -> tuple:
+        """The tile shape, the same across dtypes and layouts."""
+        return (self.bm, self.bn, self.bk, self.tm, self.tn, self.simple)
 
     def blocks(self, problem: Conv2dProblem) -> int:
         M, Ng, _ = problem.gemm_mnk()
         return problem.groups * -(-M // self.bm) * -(-Ng // self.bn)
 
     def can_implement(self, problem: Conv2dProblem) -> str | None:
-        if problem.dtype != "float32":
-            return f"{self.name} takes float32, got {problem.dtype}"
+        if problem.dtype != self.dtype:
+            return f"{self.name} takes {self.dtype}, got {problem.dtype}"
         M, Ng, Kg = problem.gemm_mnk()
         # The kernel keeps M = N·P·Q, the tile origins and the block index in 32-bit ints.
         if M > INT_MAX - self.bm:
@@ -84,67 +96,94 @@ class ImplicitGemmConfig:
                            min_blocks_per_sm=self.min_blocks_per_sm, main=self.main)
 
 
-SIMPLE = ImplicitGemmConfig(16, 16, 16, simple=True)
-CONFIGS = (
-    SIMPLE,
-    ImplicitGemmConfig(64, 64, 8, 4, 4),
-    ImplicitGemmConfig(128, 64, 8, 8, 4, main=True),
+# The tiles, each instantiated for NCHW and NHWC. float32: the simple variant and three
+# register-blocked tiles; float64: the simple variant and the 64x64 tile, whose 16 double
+# accumulators (32 registers) keep two 256-thread blocks per SM — the 8x4 thread tiles would
+# hold 64 accumulator registers and exceed 128 a thread.
+_F32_TILES = (
+    dict(bm=16, bn=16, bk=16, simple=True),
+    dict(bm=64, bn=64, bk=8, tm=4, tn=4),
+    dict(bm=128, bn=64, bk=8, tm=8, tn=4, main=True),
     # 512 threads: one block per SM is already 16 warps (an 8x8 thread tile at 256 threads
     # needs ~150 registers on sm_90, too many for two blocks: see the kernel's header).
-    ImplicitGemmConfig(128, 128, 8, 8, 4, min_blocks_per_sm=1),
+    dict(bm=128, bn=128, bk=8, tm=8, tn=4, min_blocks_per_sm=1),
 )
+_F64_TILES = (dict(bm=16, bn=16, bk=16, simple=True), dict(bm=64, bn=64, bk=8, tm=4, tn=4))
+CONFIGS = tuple(ImplicitGemmConfig(**dict(t, main=t.get("main", False) and layout == "NCHW"), dtype=dt,
+                                   layout=layout)
+                for dt, tiles in (("float32", _F32_TILES), ("float64", _F64_TILES))
+                for layout in ("NCHW", "NHWC") for t in tiles)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
+SIMPLE = CONFIGS_BY_NAME["implicit_gemm_simple_f32_16x16x16"]
 
 
-def choose_config(problem: Conv2dProblem, sms: int = 132) -> ImplicitGemmConfig:
+def configs_for(dtype: str, layout: str = "NCHW") -> tuple[ImplicitGemmConfig, ...]:
+    """The registered configs of ``dtype`` and ``layout``, simple first."""
+    return tuple(c for c in CONFIGS if c.dtype == dtype and c.layout == layout)
+
+
+def _config(dtype: str, layout: str, bm: int, bn: int) -> ImplicitGemmConfig | None:
+    return next((c for c in configs_for(dtype, layout) if not c.simple and (c.bm, c.bn) == (bm, bn)), None)
+
+
+def choose_config(problem: Conv2dProblem, sms: int = 132, layout: str = "NCHW") -> ImplicitGemmConfig:
     """The largest tile that still gives every SM a block.
 
     Bigger tiles load less per FMA ((BM+BN)/(BM·BN) elements: 0.016 for 128x128, 0.023 for
     128x64, 0.031 for 64x64) but waste work when K/groups is below BN and leave SMs idle
     when the grid is small, so: 128x128 when K/groups > 64 and it makes at least one
-    block per SM; else 128x64 when K/groups > 32 and it does; else 64x64.
+    block per SM; else 128x64 when K/groups > 32 and it does; else 64x64 (float64 has only
+    the 64x64 tile). The same rule in both layouts.
     """
     _, Ng, _ = problem.gemm_mnk()
-    big = CONFIGS_BY_NAME["implicit_gemm_f32_128x128x8_8x4"]
-    mid = CONFIGS_BY_NAME["implicit_gemm_f32_128x64x8_8x4"]
-    small = CONFIGS_BY_NAME["implicit_gemm_f32_64x64x8_4x4"]
-    if Ng > 64 and big.blocks(problem) >= sms and big.can_implement(problem) is None:
+    dt = problem.dtype if problem.dtype in FLOAT_DTYPES else "float32"
+    big, mid, small = (_config(dt, layout, 128, 128), _config(dt, layout, 128, 64), _config(dt, layout, 64, 64))
+    if big and Ng > 64 and big.blocks(problem) >= sms and big.can_implement(problem) is None:
         return big
-    if Ng > 32 and mid.blocks(problem) >= sms and mid.can_implement(problem) is None:
+    if mid and Ng > 32 and mid.blocks(problem) >= sms and mid.can_implement(problem) is None:
         return mid
     return small
 
 
-def resolve_config(config, problem: Conv2dProblem, sms: int = 132) -> ImplicitGemmConfig:
-    """``config``: None (the rule above, for ``sms`` SMs), a config name, or an ImplicitGemmConfig."""
+def resolve_config(config, problem: Conv2dProblem, sms: int = 132, layout: str = "NCHW") -> ImplicitGemmConfig:
+    """``config``: None (the rule above, for ``sms`` SMs), a config name, or an
+    ImplicitGemmConfig — of the problem's dtype and of ``layout`` (ValueError otherwise)."""
     if config is None:
-        return choose_config(problem, sms)
+        return choose_config(problem, sms, layout)
     if isinstance(config, str):
         if config not in CONFIGS_BY_NAME:
             raise ValueError(f"unknown implicit_gemm config {config!r}; available: {', '.join(CONFIGS_BY_NAME)}")
-        return CONFIGS_BY_NAME[config]
-    if isinstance(config, ImplicitGemmConfig):
+        cfg = CONFIGS_BY_NAME[config]
+    elif isinstance(config, ImplicitGemmConfig):
         if config not in CONFIGS:
             raise ValueError(f"implicit_gemm config {config.name} is not a registered instantiation; "
                              f"available: {', '.join(CONFIGS_BY_NAME)}")
-        return config
-    raise TypeError(f"config must be None, a config name or an ImplicitGemmConfig, got {type(config).__name__}")
+        cfg = config
+    else:
+        raise TypeError(f"config must be None, a config name or an ImplicitGemmConfig, got {type(config).__name__}")
+    if (cfg.dtype, cfg.layout) != (problem.dtype, layout):
+        raise ValueError(f"implicit_gemm config {cfg.name} computes {cfg.dtype} {cfg.layout}, the call is "
+                         f"{problem.dtype} {layout}; configs for it: "
+                         f"{', '.join(c.name for c in configs_for(problem.dtype, layout)) or 'none'}")
+    return cfg
 
 
-def can_implement(problem: Conv2dProblem) -> str | None:
+def can_implement(problem: Conv2dProblem, layout: str = "NCHW") -> str | None:
     # Every config shares the limits that matter; the smallest tile has the loosest ones.
-    return CONFIGS_BY_NAME["implicit_gemm_f32_64x64x8_4x4"].can_implement(problem)
+    if problem.dtype not in FLOAT_DTYPES:
+        return f"implicit_gemm takes {' or '.join(FLOAT_DTYPES)}, got {problem.dtype}"
+    return _config(problem.dtype, layout, 64, 64).can_implement(problem)
 
 
 def plan(spec: ConvSpec):
     p = spec.problem
-    cfg = resolve_config(spec.option("config"), p, spec.caps.sms)
+    cfg = resolve_config(spec.option("config"), p, spec.caps.sms, spec.layout)
     reason = cfg.can_implement(p)
     if reason is not None:
         raise PlanError(f"implicit_gemm config {cfg.name} cannot run {p.describe()}: {reason}")
     launch = Launch(ENTRIES[cfg], (cfg.blocks(p), 1, 1), (cfg.threads, 1, 1), (
-        X, W, *_common.epilogue_refs(spec.has_bias, spec.has_residual), OUT,
+        X, W, *_common.epilogue_refs(spec.has_bias, spec.has_residual, p.dtype), OUT,
         *_common.conv_geometry_args(p), i32(spec.act)))
     return conv_plan(spec, "implicit_gemm", [launch])
 
@@ -152,7 +191,8 @@ def plan(spec: ConvSpec):
 ALGORITHM = ConvAlgorithm(
     name="implicit_gemm",
     plan=plan,
-    dtypes=("float32",),
+    dtypes=FLOAT_DTYPES,
+    layouts=("NCHW", "NHWC"),
     options=("config",),
     description="tiled GEMM gathering input patches while loading tiles; no workspace",
 )

@@ -34,19 +34,25 @@ MIN_BLOCKS_PER_SM = 4          # 50 % occupancy on sm_90 (checked by the compile
 MAX_BLOCKS = 1 << 16           # grid-stride loops cover the rest
 INT_MAX = 2 ** 31 - 1
 
-MAX_POOL = "max_pool2d_f32"
-MAX_POOL_INDICES = "max_pool2d_indices_f32"
-AVG_POOL = "avg_pool2d_f32"
-# Global average pooling: threads per plane -> expression. 32 (a warp per plane, 8 planes per
-# block) for small planes such as the 7x7 ones at the end of CNNs; 256 for large planes.
-GAP = {32: "global_avg_pool2d_f32<32>", 256: "global_avg_pool2d_f32<256>"}
+# Kernel keys: "max", "max_indices", "avg", ("gap", threads per plane). Global average
+# pooling takes 32 threads a plane (a warp per plane, 8 planes per block) for small planes such
+# as the 7x7 ones at the end of CNNs, 256 for large planes. Each kernel in float32 and float64:
+# labels max_pool2d_f32, max_pool2d_f64, ..., global_avg_pool2d_f64_t256.
 GAP_LARGE_PLANE = 1024         # H·W from which a whole block reduces one plane
 
-ENTRIES = {expr: register_kernel(KernelEntry(FILE, expr, label, block_threads=THREADS,
-                                             min_blocks_per_sm=MIN_BLOCKS_PER_SM))
-           for expr, label in ((MAX_POOL, "max_pool2d_f32"), (MAX_POOL_INDICES, "max_pool2d_indices_f32"),
-                               (AVG_POOL, "avg_pool2d_f32"), (GAP[32], "global_avg_pool2d_f32_t32"),
-                               (GAP[256], "global_avg_pool2d_f32_t256"))}
+
+def _kernels(dt: str) -> dict:
+    tag, ct = _common.DTYPE_TAG[dt], _common.CTYPE[dt]
+    return {"max": (f"max_pool2d<{ct}>", f"max_pool2d_{tag}"),
+            "max_indices": (f"max_pool2d_indices<{ct}>", f"max_pool2d_indices_{tag}"),
+            "avg": (f"avg_pool2d<{ct}>", f"avg_pool2d_{tag}"),
+            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"global_avg_pool2d_{tag}_t32"),
+            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"global_avg_pool2d_{tag}_t256")}
+
+
+ENTRIES = {(dt, key): register_kernel(KernelEntry(FILE, expr, label, block_threads=THREADS,
+                                                  min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+           for dt in _common.FLOAT_DTYPES for key, (expr, label) in _kernels(dt).items()}
 
 
 def _limits(p: PoolProblem) -> None:
@@ -63,21 +69,24 @@ def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
     planes = p.N * p.C
     if planes * p.P * p.Q == 0:          # an empty batch (or no channels): nothing to launch
         return []
+    dt = p.dtype
     if p.kind == "global_avg":
         tpp = 256 if p.H * p.W >= GAP_LARGE_PLANE else 32
         grid = -(-planes // (THREADS // tpp))
         if grid > INT_MAX:
             raise ValueError(f"N·C={planes} planes need more than 2**31-1 blocks (input {p.input_shape})")
-        return [Launch(ENTRIES[GAP[tpp]], (grid, 1, 1), (THREADS, 1, 1), (x, out, i64(planes), i32(p.H * p.W)))]
+        return [Launch(ENTRIES[(dt, ("gap", tpp))], (grid, 1, 1), (THREADS, 1, 1),
+                       (x, out, i64(planes), i32(p.H * p.W)))]
     grid = _common.grid_1d(planes * p.P * p.Q, THREADS, MAX_BLOCKS)
     geom = (i64(planes), i32(p.H), i32(p.W), i32(p.P), i32(p.Q), i32(p.kernel_h), i32(p.kernel_w),
             i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w))
     if p.kind == "max":
         dil = (i32(p.dilation_h), i32(p.dilation_w))
         if indices is not None:
-            return [Launch(ENTRIES[MAX_POOL_INDICES], (grid, 1, 1), (THREADS, 1, 1), (x, out, indices, *geom, *dil))]
-        return [Launch(ENTRIES[MAX_POOL], (grid, 1, 1), (THREADS, 1, 1), (x, out, *geom, *dil))]
-    return [Launch(ENTRIES[AVG_POOL], (grid, 1, 1), (THREADS, 1, 1),
+            return [Launch(ENTRIES[(dt, "max_indices")], (grid, 1, 1), (THREADS, 1, 1),
+                           (x, out, indices, *geom, *dil))]
+        return [Launch(ENTRIES[(dt, "max")], (grid, 1, 1), (THREADS, 1, 1), (x, out, *geom, *dil))]
+    return [Launch(ENTRIES[(dt, "avg")], (grid, 1, 1), (THREADS, 1, 1),
                    (x, out, *geom, i32(p.count_include_pad), i32(p.divisor_override or 0)))]
 
 
@@ -85,14 +94,15 @@ _PLANS = PlanCache()
 
 
 def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Plan:
-    x = _common.as_tensor(x, "input", dtypes=("float32",), be=be)
+    x = _common.as_tensor(x, "input", dtypes=_common.FLOAT_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    p = PoolProblem.from_shapes(kind, x.shape, dtype="float32", **args)
+    dt = np.dtype(x.dtype).name
+    p = PoolProblem.from_shapes(kind, x.shape, dtype=dt, **args)
     _limits(p)
-    outputs = [Output("out", p.output_shape, np.dtype(np.float32))]
+    outputs = [Output("out", p.output_shape, np.dtype(dt))]
     if out is not None:
-        _common.check_out(out, p.output_shape, np.float32, be)
+        _common.check_out(out, p.output_shape, dt, be)
     indices = None
     if return_indices:
         outputs.append(Output("indices", p.output_shape, np.dtype(np.int64)))
@@ -103,7 +113,7 @@ def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Pl
     launches = pool_launches(p, indices=indices)
     op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[kind]
     return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs), be.device_key(),
-                expected=(("x", tuple(x.shape), "float32"),))
+                expected=(("x", tuple(x.shape), dt),))
 
 
 def _planned(be, kind, x, out, out_indices=None, return_indices=False, **args):
@@ -137,7 +147,7 @@ def _check_bool(value, what):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, out=None, out_indices=None):
-    """2-D max pooling of an NCHW float32 tensor (torch.nn.functional.max_pool2d).
+    """2-D max pooling of an NCHW float32 or float64 tensor (torch.nn.functional.max_pool2d).
 
     Returns ``y``, or ``(y, indices)`` with ``return_indices`` (int64, flat ``ih·W + iw``
     within each plane). ``out`` / ``out_indices`` receive the results when given.
@@ -151,13 +161,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
-    """2-D average pooling of an NCHW float32 tensor (torch.nn.functional.avg_pool2d)."""
+    """2-D average pooling of an NCHW float32 or float64 tensor (torch.nn.functional.avg_pool2d)."""
     return _pool("avg", x, out, kernel_size=kernel_size, stride=stride, padding=padding,
                  ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
 def global_avg_pool2d(x, *, out=None):
-    """Mean over H and W of an NCHW float32 tensor: shape (N, C, 1, 1)
+    """Mean over H and W of an NCHW float32 or float64 tensor: shape (N, C, 1, 1)
     (torch.nn.functional.adaptive_avg_pool2d(x, 1))."""
     return _pool("global_avg", x, out)
 
