@@ -402,6 +402,197 @@ __device__ __forceinline__ void cc_cp_async_wait_all() {
     cc_tc_emu::wait_group(0);
 #endif
 }
+
+// ------------------------------------------------------------------ shared-memory addresses, async proxy
+// The address of a shared-memory object in the shared window (what matrix descriptors and
+// mbarrier instructions take). Emulator: the offset into the block's dynamic shared memory.
+__device__ __forceinline__ unsigned cc_smem_addr(const void* p) {
+#if defined(__CUDA_ARCH__)
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+#else
+    return cc_tc_emu::smem_addr(p);
+#endif
+}
+
+// fence.proxy.async.shared::cta: this thread's prior generic-proxy writes to shared memory
+// (plain stores, completed cp.async copies) become visible to the async proxy (wgmma, TMA).
+// Needed between filling an operand tile and a wgmma reading it (PTX ISA "Async Proxy").
+__device__ __forceinline__ void cc_fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#elif !defined(__CUDA_ARCH__)
+    cc_tc_emu::fence_proxy_async();
+#endif
+}
+
+// ------------------------------------------------------------------ mbarrier (sm_80+)
+// A 64-bit shared-memory barrier with an arrival count and a phase: init(count); each
+// arrive() counts one arrival, the count-th completes the phase; wait_parity(P) returns once
+// the phase with parity P (0, 1, 0, ... for phases 0, 1, 2, ...) has completed.
+__device__ __forceinline__ void cc_mbarrier_init(unsigned long long* bar, unsigned count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(cc_smem_addr(bar)), "r"(count) : "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::mbarrier_init(bar, count);
+#endif
+}
+
+__device__ __forceinline__ void cc_mbarrier_arrive(unsigned long long* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned long long state;
+    asm volatile("mbarrier.arrive.shared::cta.b64 %0, [%1];\n" : "=l"(state) : "r"(cc_smem_addr(bar)) : "memory");
+    (void)state;
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::mbarrier_arrive(bar);
+#endif
+}
+
+__device__ __forceinline__ void cc_mbarrier_wait_parity(unsigned long long* bar, unsigned parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned addr = cc_smem_addr(bar);
+    unsigned done;
+    do {
+#if __CUDA_ARCH__ >= 900   // try_wait may suspend the thread for a while instead of spinning
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(addr), "r"(parity) : "memory");
+#else
+        asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(addr), "r"(parity) : "memory");
+#endif
+    } while (!done);
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::mbarrier_wait_parity(bar, parity);
+#endif
+}
+
+// ------------------------------------------------------------------ wgmma (sm_90a)
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}: a warpgroup (4 consecutive warps,
+// 128 threads) computes D (64 x N, f32) += A (64 x 16) · B (16 x N) with A and B in shared
+// memory, described by 64-bit matrix descriptors (PTX ISA "Matrix Descriptor Format"):
+//   bits 0-13 start address >> 4, 16-29 leading-dimension byte offset >> 4, 32-45 stride-
+//   dimension byte offset >> 4, 49-51 base offset, 62-63 swizzle (0 none, 1 128 B, 2 64 B, 3 32 B).
+// Accumulator: thread (warp w of the warpgroup, lane 4g + t) holds, for i < N/2,
+//   d[i] = D[16w + g + 8((i >> 1) & 1)][8(i >> 2) + 2t + (i & 1)]
+// (PTX ISA "Matrix Fragments for wgmma.mma_async.m64nNk16"; CuTe's CLayout_64xN). Ordering:
+// cc_wgmma_fence() before the first wgmma and between register accesses to D and a wgmma on
+// it; cc_wgmma_commit() closes a wgmma-group; cc_wgmma_wait<N>() waits until at most N groups
+// are pending — only then may D be read, or the shared memory the group read be rewritten.
+// docs/wgmma.md has the sources; the emulator checks each rule (cuconv_emu/tensor_core.h).
+// Only sm_90a has these instructions: elsewhere on the GPU they trap (no kernel for another
+// arch uses them), in the emulator they run the exact model.
+template <int N>
+struct CcWgmmaAcc {
+    static_assert(N == 64 || N == 128, "wgmma accumulators for N = 64 and 128 are provided");
+    static constexpr int REGS = N / 2;
+    float d[N / 2];
+#if defined(__CUDA_ARCH__)
+    __device__ __forceinline__ float& operator[](int i) { return d[i]; }
+#else
+    // Every access is checked: none while a wgmma on these registers is pending.
+    float pend[N / 2];
+    cc_tc_emu::AccState emu;
+    float& operator[](int i) {
+        cc_tc_emu::acc_access(emu);
+        return d[i];
+    }
+#endif
+};
+
+// A descriptor for an operand tile at shared address `addr` (see above for the fields).
+__device__ __forceinline__ unsigned long long cc_wgmma_desc(unsigned addr, unsigned lbo, unsigned sbo, unsigned swizzle) {
+    return static_cast<unsigned long long>((addr & 0x3ffffu) >> 4) |
+           (static_cast<unsigned long long>((lbo & 0x3ffffu) >> 4) << 16) |
+           (static_cast<unsigned long long>((sbo & 0x3ffffu) >> 4) << 32) |
+           (static_cast<unsigned long long>(swizzle & 3u) << 62);
+}
+
+__device__ __forceinline__ void cc_wgmma_fence() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::wgmma_fence();
+#endif
+}
+
+__device__ __forceinline__ void cc_wgmma_commit() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::wgmma_commit();
+#endif
+}
+
+template <int PENDING>
+__device__ __forceinline__ void cc_wgmma_wait() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(PENDING) : "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::wgmma_wait(PENDING);
+#endif
+}
+
+// Pins the accumulator registers at this point of the program: the compiler may not move a
+// register access across it (a wgmma's "+f" operands alone do not stop it from hoisting a
+// read of D above the wgmma.wait_group, which is invisible to it). No-op in the emulator.
+template <int N>
+__device__ __forceinline__ void cc_wgmma_fence_operand(CcWgmmaAcc<N>& acc) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) asm volatile("" : "+f"(acc.d[i]) :: "memory");
+#else
+    (void)acc;
+#endif
+}
+
+#define CC_WG8(x, b) "+f"(x[b + 0]), "+f"(x[b + 1]), "+f"(x[b + 2]), "+f"(x[b + 3]), "+f"(x[b + 4]), "+f"(x[b + 5]), \
+                     "+f"(x[b + 6]), "+f"(x[b + 7])
+#define CC_WG32(x) CC_WG8(x, 0), CC_WG8(x, 8), CC_WG8(x, 16), CC_WG8(x, 24)
+#define CC_WG64(x) CC_WG32(x), CC_WG8(x, 32), CC_WG8(x, 40), CC_WG8(x, 48), CC_WG8(x, 56)
+#define CC_WGMMA_ASM(SHAPE, TYPES, REGLIST, IA, IB, IS, ITA, ITB, OPERANDS)                                   \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IS ", 0;\nwgmma.mma_async.sync.aligned." SHAPE ".f32." TYPES \
+                 " " REGLIST ", %" IA ", %" IB ", p, 1, 1, %" ITA ", %" ITB ";\n}\n"                                  \
+                 : OPERANDS                                                                                         \
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TRANS_A), "n"(TRANS_B))
+#define CC_WG_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define CC_WG_REGS64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+// D = A·B + (scale_d ? D : 0) for one m64nNk16 step; inputs f16 (BF16 = false) or bf16;
+// TRANS_A / TRANS_B select M-/N-major operands (imm-trans-a/-b), 0 for K-major.
+template <bool BF16, int N, int TRANS_A = 0, int TRANS_B = 0>
+__device__ __forceinline__ void cc_wgmma_m64k16(CcWgmmaAcc<N>& acc, unsigned long long desc_a,
+                                                unsigned long long desc_b, int scale_d) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    float* x = acc.d;
+    if constexpr (N == 64 && !BF16) CC_WGMMA_ASM("m64n64k16", "f16.f16", CC_WG_REGS32, "32", "33", "34", "35", "36", CC_WG32(x));
+    if constexpr (N == 64 && BF16) CC_WGMMA_ASM("m64n64k16", "bf16.bf16", CC_WG_REGS32, "32", "33", "34", "35", "36", CC_WG32(x));
+    if constexpr (N == 128 && !BF16) CC_WGMMA_ASM("m64n128k16", "f16.f16", CC_WG_REGS64, "64", "65", "66", "67", "68", CC_WG64(x));
+    if constexpr (N == 128 && BF16) CC_WGMMA_ASM("m64n128k16", "bf16.bf16", CC_WG_REGS64, "64", "65", "66", "67", "68", CC_WG64(x));
+#elif defined(__CUDA_ARCH__)
+    (void)acc, (void)desc_a, (void)desc_b, (void)scale_d;
+    __trap();
+#else
+    cc_tc_emu::wgmma(BF16 ? cc_tc_emu::kWgBf16 : cc_tc_emu::kWgF16, N, acc.d, acc.pend, &acc.emu, desc_a, desc_b,
+                     scale_d, TRANS_A, TRANS_B);
+#endif
+}
+#undef CC_WGMMA_ASM
+#undef CC_WG64
+#undef CC_WG32
+#undef CC_WG8
+#undef CC_WG_REGS32
+#undef CC_WG_REGS64
 #endif  // __CUDA_ARCH__ || CUCONV_EMULATOR
 // ---------------------------------------------------------------- end of tensor cores
 // ======================================================================================

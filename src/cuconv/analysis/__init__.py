@@ -49,10 +49,12 @@ def _compile_source(source: str, kernel: str, arch: str, options: tuple, name: s
 
 
 def _check_arch(arch) -> str:
-    from ..compile import ARCHS  # noqa: PLC0415
-    a = normalize_arch(arch)
-    if a not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}: cuconv analyses {', '.join(ARCHS)}")
+    """The compile target: sm_90a keeps its suffix (its kernels exist only there); the per-arch
+    tables are looked up through normalize_arch (sm_90a -> sm_90)."""
+    from ..compile import ALL_ARCHS, compile_target  # noqa: PLC0415
+    a = compile_target(arch)
+    if a not in ALL_ARCHS:
+        raise ValueError(f"unknown arch {arch!r}: cuconv analyses {', '.join(ALL_ARCHS)}")
     return a
 
 

@@ -12,7 +12,7 @@ import sys
 
 def add_arguments(parser) -> None:
     parser.add_argument("--arch", action="append", default=None,
-                        help="target arch (sm_75 ... sm_120); repeatable; default: every compile target")
+                        help="target arch (sm_75 ... sm_120, sm_90a); repeatable; default: every compile target")
     parser.add_argument("--file", default=None, help="only kernels of this .cu file (e.g. gemm.cu)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--sass", metavar="NAME", default=None,
@@ -74,13 +74,12 @@ def format_table(dicts) -> str:
 
 
 def run(args) -> int:
-    from ..arch import normalize_arch  # noqa: PLC0415
-    from ..compile import ARCHS, find_kernel  # noqa: PLC0415
+    from ..compile import ALL_ARCHS, compile_target, find_kernel  # noqa: PLC0415
 
     # The resource table is cheap per arch once compiled; the SASS analysis defaults to the
     # two archs the designs target (sm_80, sm_90) unless --arch says otherwise.
-    default = ("sm_80", "sm_90") if (args.analyze or args.sass) else ARCHS
-    archs = [normalize_arch(a) for a in (args.arch or default)]
+    default = ("sm_80", "sm_90") if (args.analyze or args.sass) else ALL_ARCHS
+    archs = [compile_target(a) for a in (args.arch or default)]   # sm_90a stays sm_90a
     if args.sass or args.analyze:
         try:
             from .. import analysis  # noqa: PLC0415

@@ -10,7 +10,7 @@ import importlib
 # Order matters for `auto` ties: earlier registration wins.
 _OP_MODULES = (
     "direct", "im2col", "gemm", "im2col_gemm", "implicit_gemm", "winograd",
-    "depthwise", "separable", "pool", "conv_transpose", "tensor_core",
+    "depthwise", "separable", "pool", "conv_transpose", "tensor_core", "wgmma_conv",
 )
 
 for _name in _OP_MODULES:
