@@ -56,7 +56,83 @@
 // Hopper's peak, which needs wgmma). tf32 128x128x16: ceiling 82 % / 43 %.
 #include "tc_tile.cuh"
 
-// TcConvLoader, CC_TC_CONV_PARAMS and cc_tc_out_index are in tc_tile.cuh (wgmma_conv.cu uses them too).
+// A: BM output pixels × BK channels of tap (r, s); B: BN filters × the same BK channels.
+template <typename T, int BM, int BN, int BK, int THREADS, int VEC>
+struct TcConvLoader {
+    static constexpr int BYTES = VEC * (int)sizeof(T);
+    static constexpr int PER_ROW = BK / VEC;
+    static constexpr int A_COPIES = BM * PER_ROW / THREADS, B_COPIES = BN * PER_ROW / THREADS;
+    static_assert(BM * PER_ROW % THREADS == 0 && BN * PER_ROW % THREADS == 0,
+                  "every thread issues the same number of copies");
+    static constexpr int ROW_BYTES = BK * (int)sizeof(T);
+
+    const T* x;
+    const T* w;
+    const T* a_pixel[A_COPIES];   // x at (img, 0, 0, g·Cg) of the row's output pixel
+    int a_ih0[A_COPIES], a_iw0[A_COPIES];   // top-left input position; ih0 = -2^30 marks a row past M
+    const T* b_filter[B_COPIES];  // w at (g·Kg + n, 0, 0, 0), or null past Kg
+    int H, W, Cs, Cg, S, dh, dw, RSCg;
+    int r, s, c0;                 // the next tile's tap and first channel
+
+    __device__ __forceinline__ void init(int m0, int n0, int g, int M, int Kg, int P, int Q, int sh, int sw, int ph,
+                                         int pw) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            const int m = m0 + (tid + i * THREADS) / PER_ROW;
+            if (m < M) {
+                const int img = m / (P * Q), pq = m - img * (P * Q), p = pq / Q, q = pq - p * Q;
+                a_pixel[i] = x + (cc_index_t)img * H * W * Cs + (cc_index_t)g * Cg;
+                a_ih0[i] = p * sh - ph;
+                a_iw0[i] = q * sw - pw;
+            } else {
+                a_pixel[i] = x;
+                a_ih0[i] = -(1 << 30);
+                a_iw0[i] = 0;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const int n = n0 + (tid + i * THREADS) / PER_ROW;
+            b_filter[i] = n < Kg ? w + ((cc_index_t)g * Kg + n) * RSCg : nullptr;
+        }
+        r = s = c0 = 0;
+    }
+
+    __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            const int cidx = tid + i * THREADS;
+            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
+            const int ih = a_ih0[i] + r * dh, iw = a_iw0[i] + s * dw, c = c0 + col;
+            const bool ok = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W && c < Cg;
+            const T* src = ok ? a_pixel[i] + ((cc_index_t)ih * W + iw) * Cs + c : x;
+            cc_cp_async_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
+        }
+        const int tap = (r * S + s) * Cg;
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const int cidx = tid + i * THREADS;
+            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
+            const int c = c0 + col;
+            const bool ok = b_filter[i] != nullptr && c < Cg;
+            const T* src = ok ? b_filter[i] + tap + c : w;
+            cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
+        }
+        c0 += BK;
+        if (c0 >= Cg) {
+            c0 = 0;
+            if (++s == S) {
+                s = 0;
+                ++r;
+            }
+        }
+    }
+};
+
+// CC_TC_CONV_PARAMS (the arguments of both variants) and cc_tc_out_index are in tc_tile.cuh
+// (wgmma_conv.cu takes the same arguments).
 
 // Variant 2. C is the channel count of x's pixels (groups · Cg, Cg possibly padded by
 // tc_pack_nhwc); grid: 1-D over (group, band of M tiles, N tile), see cc_tc_raster in tc_gemm.cu.

@@ -7,9 +7,7 @@
 //   * cc_tc_mainloop: the multi-stage cp.async pipeline over the reduction, driven by a
 //     loader object that knows the operand layout (GEMM rows, or the convolution's gather);
 //   * cc_tc_warp_direct: the "simple" variants' warp tile, fragments loaded straight from
-//     global memory element by element with the PTX fragment formulas (no shared memory);
-//   * TcConvLoader: the implicit-GEMM convolution's gather of one (tap, channel-chunk) tile
-//     into swizzled shared memory by cp.async, and the convolution kernels' parameter list.
+//     global memory element by element with the PTX fragment formulas (no shared memory).
 // The instructions themselves are the portability layer at the end of common.cuh.
 #pragma once
 #include <cuda_fp16.h>
@@ -245,82 +243,7 @@ __device__ __noinline__ void cc_tc_store(T* __restrict__ out, cc_index_t idx, fl
     out[idx] = TcType<T>::from_float(cc_activate(acc, act));
 }
 
-// ------------------------------------------------------------------ the convolution's gather (tc_conv.cu, wgmma_conv.cu)
-// A: BM output pixels × BK channels of tap (r, s); B: BN filters × the same BK channels.
-template <typename T, int BM, int BN, int BK, int THREADS, int VEC>
-struct TcConvLoader {
-    static constexpr int BYTES = VEC * (int)sizeof(T);
-    static constexpr int PER_ROW = BK / VEC;
-    static constexpr int A_COPIES = BM * PER_ROW / THREADS, B_COPIES = BN * PER_ROW / THREADS;
-    static_assert(BM * PER_ROW % THREADS == 0 && BN * PER_ROW % THREADS == 0,
-                  "every thread issues the same number of copies");
-    static constexpr int ROW_BYTES = BK * (int)sizeof(T);
-
-    const T* x;
-    const T* w;
-    const T* a_pixel[A_COPIES];   // x at (img, 0, 0, g·Cg) of the row's output pixel
-    int a_ih0[A_COPIES], a_iw0[A_COPIES];   // top-left input position; ih0 = -2^30 marks a row past M
-    const T* b_filter[B_COPIES];  // w at (g·Kg + n, 0, 0, 0), or null past Kg
-    int H, W, Cs, Cg, S, dh, dw, RSCg;
-    int r, s, c0;                 // the next tile's tap and first channel
-
-    __device__ __forceinline__ void init(int m0, int n0, int g, int M, int Kg, int P, int Q, int sh, int sw, int ph,
-                                         int pw) {
-        const int tid = threadIdx.x;
-#pragma unroll
-        for (int i = 0; i < A_COPIES; ++i) {
-            const int m = m0 + (tid + i * THREADS) / PER_ROW;
-            if (m < M) {
-                const int img = m / (P * Q), pq = m - img * (P * Q), p = pq / Q, q = pq - p * Q;
-                a_pixel[i] = x + (cc_index_t)img * H * W * Cs + (cc_index_t)g * Cg;
-                a_ih0[i] = p * sh - ph;
-                a_iw0[i] = q * sw - pw;
-            } else {
-                a_pixel[i] = x;
-                a_ih0[i] = -(1 << 30);
-                a_iw0[i] = 0;
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < B_COPIES; ++i) {
-            const int n = n0 + (tid + i * THREADS) / PER_ROW;
-            b_filter[i] = n < Kg ? w + ((cc_index_t)g * Kg + n) * RSCg : nullptr;
-        }
-        r = s = c0 = 0;
-    }
-
-    __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB) {
-        const int tid = threadIdx.x;
-#pragma unroll
-        for (int i = 0; i < A_COPIES; ++i) {
-            const int cidx = tid + i * THREADS;
-            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
-            const int ih = a_ih0[i] + r * dh, iw = a_iw0[i] + s * dw, c = c0 + col;
-            const bool ok = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W && c < Cg;
-            const T* src = ok ? a_pixel[i] + ((cc_index_t)ih * W + iw) * Cs + c : x;
-            cc_cp_async_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
-        }
-        const int tap = (r * S + s) * Cg;
-#pragma unroll
-        for (int i = 0; i < B_COPIES; ++i) {
-            const int cidx = tid + i * THREADS;
-            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
-            const int c = c0 + col;
-            const bool ok = b_filter[i] != nullptr && c < Cg;
-            const T* src = ok ? b_filter[i] + tap + c : w;
-            cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
-        }
-        c0 += BK;
-        if (c0 >= Cg) {
-            c0 = 0;
-            if (++s == S) {
-                s = 0;
-                ++r;
-            }
-        }
-    }
-};
-
+// ------------------------------------------------------------------ convolution arguments (tc_conv.cu, wgmma_conv.cu)
 // Arguments of both convolution variants. x_s* / w_s* / out_s* are element strides (only the
 // simple variant reads them; the fast one takes NHWC x with pixel stride x_c_total, KRSC w, and
 // writes NHWC or NCHW by out_nchw).

@@ -11,7 +11,7 @@
 // Variants, simplest first (both are wgmma_conv<T, BM, BN, STAGES, MINB>):
 //
 // 1. STAGES == 1 ("synchronous"): per K tile, every thread copies its part of the A and B tiles
-//    with cp.async (TcConvLoader: 16-byte copies of 8 channels, zero fill for padding and
+//    with cp.async (WgmmaConvLoader: 16-byte copies of 8 channels, zero fill for padding and
 //    partial tiles), waits for its copies, fence.proxy.async (its generic-proxy writes become
 //    visible to the async proxy), __syncthreads; each warpgroup issues 4 wgmma (k = 16 each),
 //    commits and waits for them, __syncthreads before the tile is overwritten. No overlap of
@@ -34,7 +34,7 @@
 // Shared memory (both variants): A tile BM rows x 64 channels (128 bytes), B tile BN rows x 64
 // channels, both K-major in the 128-byte swizzled layout — row r at r·128, its 16-byte chunk
 // c at (c ^ r % 8)·16, i.e. Swizzle<3,4,3> on the byte address — which is what the loader
-// writes (cc_tc_smem_offset<128>) and what the descriptors (swizzle mode 1, stride-dimension
+// writes (cc_tc_smem_offset<128> of tc_tile.cuh) and what the descriptors (swizzle mode 1, stride-dimension
 // byte offset 1024 = 8 rows, leading-dimension offset unused) tell the tensor core. The
 // pattern is anchored at 1024-byte boundaries of the shared window, so the stages are aligned
 // to 1024 there (the base offset field stays 0). Warpgroup g multiplies rows 64g..64g+63 of A
@@ -77,17 +77,93 @@ struct WgmmaConvShape {
     static_assert(sizeof(T) == 2, "wgmma_conv takes 16-bit types");
 };
 
-// One K tile: 4 wgmma k-steps of 16 channels, A rows of this warpgroup, all BN rows of B.
-template <typename T, int BN>
-__device__ __forceinline__ void cc_wgmma_conv_tile(CcWgmmaAcc<BN>& acc, unsigned a_addr, unsigned b_addr) {
+// The gather of one K tile (tap r, s; channels c0 .. c0+63) into a stage: 16-byte cp.async of
+// 8 channels of one input pixel (A) or of one filter (B), zero-filled for padding, rows past M
+// or Kg and channels past Cg. Against tc_conv's TcConvLoader, the per-copy work is cut to what
+// the issue ceiling can afford (the main loop is 4 HGMMA against 8 copies per thread): each
+// thread copies the same 16-byte chunk (tid % 8) of its rows, so the swizzled destination of
+// copy i is the first one's plus i·THREADS·16; the source pointer of each row is decoded once
+// (pixel origin and channel included), a tile only adds one uniform tap offset; a copy that
+// zero-fills still gets an address of its row (cp.async reads nothing when src-size is 0, and
+// the address is aligned), so no select of a dummy pointer is needed.
+template <typename T, int BM, int BN, int THREADS>
+struct WgmmaConvLoader {
+    static constexpr int A_COPIES = BM * 8 / THREADS, B_COPIES = BN * 8 / THREADS;
+    static_assert(BM * 8 % THREADS == 0 && BN * 8 % THREADS == 0 && THREADS % 64 == 0,
+                  "every thread copies the same chunk of each of its rows");
+    const T* a_src[A_COPIES];     // x at (img, p·sh - ph, q·sw - pw, g·Cg + chunk·8)
+    int a_ih0[A_COPIES], a_iw0[A_COPIES];   // ih0 = -2^30: a row past M
+    const T* b_src[B_COPIES];     // w at (g·Kg + n, 0, 0, chunk·8)
+    unsigned b_ok;                // bit i: filter row of copy i < Kg
+    unsigned dst0;                // byte offset of copy 0 in a stage (same in A and B)
+    int col;                      // first channel of this thread's chunk
+    int H, W, Cs, Cg, S, dh, dw;
+    int r, s, c0;                 // the next tile
+
+    __device__ __forceinline__ void init(const T* x, const T* w, int m0, int n0, int g, int M, int Kg, int P, int Q,
+                                         int sh, int sw, int ph, int pw, int RSCg) {
+        const int tid = threadIdx.x, chunk = tid & 7, row0 = tid >> 3;
+        col = chunk * 8;
+        dst0 = cc_tc_smem_offset<128>(row0, chunk * 16);
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
-        // K-major, 128-byte swizzle: 8-row core-matrix groups 1024 bytes apart (stride-
-        // dimension offset); each k-step starts 32 bytes (16 channels) further into the rows.
-        const unsigned long long da = cc_wgmma_desc(a_addr + ks * 32, 16, 1024, 1);
-        const unsigned long long db = cc_wgmma_desc(b_addr + ks * 32, 16, 1024, 1);
-        cc_wgmma_m64k16<WgType<T>::BF16, BN>(acc, da, db, 1);
+        for (int i = 0; i < A_COPIES; ++i) {
+            const int m = m0 + row0 + i * (THREADS / 8);
+            if (m < M) {
+                const int img = m / (P * Q), pq = m - img * (P * Q), p = pq / Q, q = pq - p * Q;
+                a_ih0[i] = p * sh - ph;
+                a_iw0[i] = q * sw - pw;
+                a_src[i] = x + ((cc_index_t)img * H * W + (cc_index_t)a_ih0[i] * W + a_iw0[i]) * Cs +
+                           (cc_index_t)g * Cg + col;
+            } else {
+                a_ih0[i] = -(1 << 30);
+                a_iw0[i] = 0;
+                a_src[i] = x;
+            }
+        }
+        b_ok = 0;
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const int n = n0 + row0 + i * (THREADS / 8);
+            b_src[i] = n < Kg ? w + ((cc_index_t)g * Kg + n) * RSCg + col : w;
+            b_ok |= (n < Kg ? 1u : 0u) << i;
+        }
+        r = s = c0 = 0;
     }
+
+    __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB) {
+        const int rdh = r * dh, sdw = s * dw;
+        const cc_index_t a_tap = ((cc_index_t)rdh * W + sdw) * Cs + c0;   // uniform
+        const int b_tap = (r * S + s) * Cg + c0;
+        const bool c_ok = c0 + col < Cg;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            const bool ok = c_ok && (unsigned)(a_ih0[i] + rdh) < (unsigned)H && (unsigned)(a_iw0[i] + sdw) < (unsigned)W;
+            cc_cp_async_zfill<16>(sA + dst0 + i * THREADS * 16, ok ? a_src[i] + a_tap : a_src[i], ok ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const bool ok = c_ok && (b_ok >> i & 1u);
+            cc_cp_async_zfill<16>(sB + dst0 + i * THREADS * 16, b_src[i] + (ok ? b_tap : 0), ok ? 16 : 0);
+        }
+        c0 += 64;
+        if (c0 >= Cg) {
+            c0 = 0;
+            if (++s == S) {
+                s = 0;
+                ++r;
+            }
+        }
+    }
+};
+
+// One K tile: 4 wgmma k-steps of 16 channels, A rows of this warpgroup, all BN rows of B.
+// da / db describe the stage's tiles (K-major, 128-byte swizzle, 8-row groups 1024 bytes apart
+// = the stride-dimension offset, leading-dimension offset unused); each k-step starts 32 bytes
+// (16 channels) further into the rows: + 2 in the start-address field (address >> 4).
+template <typename T, int BN>
+__device__ __forceinline__ void cc_wgmma_conv_tile(CcWgmmaAcc<BN>& acc, unsigned long long da, unsigned long long db) {
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) cc_wgmma_m64k16<WgType<T>::BF16, BN>(acc, da + 2 * ks, db + 2 * ks, 1);
 }
 
 template <typename T, int BM, int BN, int STAGES, int MINB>
@@ -115,9 +191,7 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
     }
     const int warpgroup = threadIdx.x >> 7;
 
-    TcConvLoader<T, BM, BN, BK, THREADS, 8> loader;
-    loader.x = x;
-    loader.w = w;
+    WgmmaConvLoader<T, BM, BN, THREADS> loader;
     loader.H = H;
     loader.W = W;
     loader.Cs = C;
@@ -125,8 +199,7 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
     loader.S = S;
     loader.dh = dilation_h;
     loader.dw = dilation_w;
-    loader.RSCg = R * S * Cg;
-    loader.init(tm * BM, tn * BN, g, M, Kg, P, Q, stride_h, stride_w, pad_h, pad_w);
+    loader.init(x, w, tm * BM, tn * BN, g, M, Kg, P, Q, stride_h, stride_w, pad_h, pad_w, R * S * Cg);
     const int k_tiles = R * S * ((Cg + BK - 1) / BK);
 
     if constexpr (STAGES > 1) {
@@ -144,8 +217,12 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
     const unsigned base = cc_smem_addr(smem);
     auto stage_a = [&](int s) { return smem + s * Sh::STAGE; };
     auto stage_b = [&](int s) { return smem + s * Sh::STAGE + Sh::A_STAGE; };
-    auto addr_a = [&](int s) { return base + s * Sh::STAGE + warpgroup * 64 * 128; };
-    auto addr_b = [&](int s) { return base + s * Sh::STAGE + Sh::A_STAGE; };
+    // Descriptors of stage 0; stage s adds s·STAGE to the start address (field value s·STAGE/16,
+    // no carry out of the 14-bit field: shared addresses stay below 256 KiB).
+    const unsigned long long da0 = cc_wgmma_desc(base + warpgroup * 64 * 128, 16, 1024, 1);
+    const unsigned long long db0 = cc_wgmma_desc(base + Sh::A_STAGE, 16, 1024, 1);
+    auto desc_a = [&](int s) { return da0 + (unsigned)(s * (Sh::STAGE >> 4)); };
+    auto desc_b = [&](int s) { return db0 + (unsigned)(s * (Sh::STAGE >> 4)); };
 
     if constexpr (STAGES == 1) {
         for (int kt = 0; kt < k_tiles; ++kt) {
@@ -155,7 +232,7 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
             __syncthreads();
             cc_wgmma_fence_operand(acc);
             cc_wgmma_fence();
-            cc_wgmma_conv_tile<T, BN>(acc, addr_a(0), addr_b(0));
+            cc_wgmma_conv_tile<T, BN>(acc, da0, db0);
             cc_wgmma_commit();
             cc_wgmma_wait<0>();
             cc_wgmma_fence_operand(acc);
@@ -185,7 +262,7 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
             cc_mbarrier_wait_parity(&full[s], phase);
             cc_wgmma_fence_operand(acc);
             cc_wgmma_fence();
-            cc_wgmma_conv_tile<T, BN>(acc, addr_a(s), addr_b(s));
+            cc_wgmma_conv_tile<T, BN>(acc, desc_a(s), desc_b(s));
             cc_wgmma_commit();
             cc_wgmma_wait<1>();             // tile kt-1's wgmmas are complete
             cc_wgmma_fence_operand(acc);
@@ -235,7 +312,12 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
             float v = sacc[row * Sh::ACC_LD + col];
             if (has_bias) v += TcType<T>::to_float(bias[k]);
             if (has_residual) v += TcType<T>::to_float(residual[idx]);
-            out[idx] = TcType<T>::from_float(cc_activate(v, act));
+            // if-else, not cc_activate's switch: its jump table (BRX) hides the loop structure from
+            // the SASS analysis
+            if (act == CC_ACT_RELU) v = fmaxf(v, 0.0f);
+            else if (act == CC_ACT_RELU6) v = fminf(fmaxf(v, 0.0f), 6.0f);
+            else if (act == CC_ACT_SILU) v = v / (1.0f + expf(-v));
+            out[idx] = TcType<T>::from_float(v);
         }
     }
 }

@@ -66,8 +66,11 @@ extern "C" __global__ void __launch_bounds__(128) wgmma_probe_mma(int kind, int 
         CC_PROBE_CASE(0, false, 64, 0, 0) CC_PROBE_CASE(1, true, 64, 0, 0)
         CC_PROBE_CASE(2, false, 128, 0, 0) CC_PROBE_CASE(3, true, 128, 0, 0)
         CC_PROBE_CASE(4, false, 64, 1, 0) CC_PROBE_CASE(5, true, 64, 1, 0)
+        CC_PROBE_CASE(6, false, 128, 1, 0) CC_PROBE_CASE(7, true, 128, 1, 0)
         CC_PROBE_CASE(8, false, 64, 0, 1) CC_PROBE_CASE(9, true, 64, 0, 1)
-        CC_PROBE_CASE(12, false, 64, 1, 1) CC_PROBE_CASE(14, false, 128, 1, 1)
+        CC_PROBE_CASE(10, false, 128, 0, 1) CC_PROBE_CASE(11, true, 128, 0, 1)
+        CC_PROBE_CASE(12, false, 64, 1, 1) CC_PROBE_CASE(13, true, 64, 1, 1)
+        CC_PROBE_CASE(14, false, 128, 1, 1) CC_PROBE_CASE(15, true, 128, 1, 1)
         default: break;
     }
 #undef CC_PROBE_CASE

@@ -264,11 +264,14 @@ def analyze_loop(fn: SassFunction, loop: Loop, arch: str) -> LoopAnalysis:
 
 def choose_main_loop(loops: list[LoopAnalysis]) -> LoopAnalysis | None:
     """The loop the kernel spends its time in, statically: one with math if any has math,
-    then the deepest (the innermost of a nest repeats most), then the most math, then the
-    longest body."""
+    then the deepest (the innermost of a nest repeats most), then the most FLOPs per
+    iteration (one HGMMA does the work of thousands of FFMA: an epilogue loop of a few FFMA
+    beside a main loop of 4 HGMMA must not win on instruction count), then the most math
+    instructions, then the longest body."""
     if not loops:
         return None
-    return max(loops, key=lambda lp: (lp.mix.math > 0, lp.depth, lp.path_mix.math, lp.instructions, -lp.start))
+    return max(loops, key=lambda lp: (lp.mix.math > 0, lp.depth, sum(lp.path_mix.flops.values()), lp.path_mix.math,
+                                      lp.instructions, -lp.start))
 
 
 def analyze_function(fn: SassFunction, arch: str, *, kernel: str, registers: int, spill_store_bytes: int,

@@ -197,9 +197,8 @@ struct OpRef {             // an issued wgmma.mma_async
     int group;
 };
 struct ThreadState {
-    const void* stamp_kernel = nullptr;   // which launch/block the state belongs to
-    const void* stamp_argv = nullptr;
-    uint3 stamp_block{~0u, ~0u, ~0u};
+    unsigned long long stamp_launch = ~0ull;   // which launch and block the state belongs to
+    unsigned long long stamp_block = ~0ull;
     PendingCopy q[128];
     int n = 0;                            // queued copies (committed ones first)
     int group_end[64];                    // end index (into q) of each committed, pending group
@@ -221,15 +220,13 @@ inline ThreadState& mine() {
     const unsigned tid = my_tid();
     ThreadState& s = g_threads[tid & 1023u];
     const cuconv_emu::Engine& e = cuconv_emu::g_engine;
-    const uint3 b = blockIdx;
-    if (s.stamp_kernel != e.kernel || s.stamp_argv != e.argv || s.stamp_block.x != b.x || s.stamp_block.y != b.y ||
-        s.stamp_block.z != b.z) {
-        // A new block (or launch). Copies left over from the previous block of this launch
-        // were never waited for: undefined on the device, an error here.
-        if (s.n > 0 && s.stamp_kernel == e.kernel && s.stamp_argv == e.argv)
-            fault(kFault, "cp.async: thread %u of block (%u,%u,%u) exited with %d copies not waited for "
-                          "(cp.async.wait_group/wait_all missing)", tid, s.stamp_block.x, s.stamp_block.y,
-                  s.stamp_block.z, s.n);
+    if (s.stamp_block != e.block_serial) {
+        // A new block. Copies left over from the previous block of the same launch were never
+        // waited for: undefined on the device, an error here. (A launch that failed leaves
+        // its state behind; the next launch just starts afresh.)
+        if (s.n > 0 && s.stamp_launch == e.launch_serial)
+            fault(kFault, "cp.async: thread %u of the previous block exited with %d copies not waited for "
+                          "(cp.async.wait_group/wait_all missing)", tid, s.n);
         s.n = 0;
         s.ngroups = 0;
         s.unfenced_head = s.unfenced_n = 0;
@@ -237,9 +234,8 @@ inline ThreadState& mine() {
         s.wg_committed = 0;
         s.nops = 0;
         s.nfrags = 0;
-        s.stamp_kernel = e.kernel;
-        s.stamp_argv = e.argv;
-        s.stamp_block = b;
+        s.stamp_launch = e.launch_serial;
+        s.stamp_block = e.block_serial;
     }
     return s;
 }
@@ -418,7 +414,7 @@ inline void mbarrier_wait_parity(void* bar, unsigned parity) {
 //     have been made visible to the async proxy (fence.proxy.async after cp.async) and must not
 //     change until that wait. Each of these is checked: accumulators are read through
 //     CcWgmmaAcc::operator[] (common.cuh), which faults while a result is pending; the operand
-//     bytes are snapshotted at issue and compared at the first covering wait_group.
+//     bytes are snapshotted at issue and compared at each thread's covering wait_group.
 // The products are computed at issue (from the snapshot), so the result is the same whenever
 // the hardware would read; the result lands in the registers at the covering wait_group.
 struct AccState {
@@ -669,20 +665,21 @@ inline void wgmma_commit() {
     ++s.wg_committed;
 }
 
-// The operand bytes an operation read must be unchanged at its first covering wait: otherwise
-// the hardware, which reads them at some time before completion, may have seen other data.
+// The operand bytes an operation read must be unchanged at every covering wait_group of every
+// thread of its warpgroup: a thread may rewrite them only once the operation is complete for
+// it (its own wait), or after a barrier that follows the waits of the others.
 inline void verify(const OpRef& o) {
     WarpgroupState& g = warpgroup_of(static_cast<unsigned>(o.warpgroup) * 4);
     OpRecord& rec = g.ops[o.serial % kOpsInFlight];
-    if (rec.serial != static_cast<long long>(o.serial) || rec.verified) return;
+    if (rec.serial != static_cast<long long>(o.serial)) return;
     rec.verified = true;
     const unsigned char* base = smem_base();
     for (int c = 0; c < rec.nchunks; ++c)
         if (memcmp(base + rec.off[c], rec.bytes[c], 16) != 0)
             fault(kFault, "shared memory at 0x%x..0x%x, read by wgmma.mma_async #%llu of warpgroup %d, changed before "
-                          "the wgmma.wait_group that completes it: a pending wgmma's operand was overwritten (a stage "
-                          "refilled before the wgmma reading it was waited for)", rec.off[c], rec.off[c] + 15,
-                  static_cast<unsigned long long>(o.serial), o.warpgroup);
+                          "the wgmma.wait_group that completes it in thread %u: a pending wgmma's operand was "
+                          "overwritten (a stage refilled before the wgmma reading it was waited for)",
+                  rec.off[c], rec.off[c] + 15, static_cast<unsigned long long>(o.serial), o.warpgroup, my_tid());
 }
 
 // wgmma.wait_group N: every wgmma-group of this thread except the N most recent is complete.
