@@ -441,9 +441,7 @@ __device__ __forceinline__ void cc_mbarrier_init(unsigned long long* bar, unsign
 
 __device__ __forceinline__ void cc_mbarrier_arrive(unsigned long long* bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned long long state;
-    asm volatile("mbarrier.arrive.shared::cta.b64 %0, [%1];\n" : "=l"(state) : "r"(cc_smem_addr(bar)) : "memory");
-    (void)state;
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(cc_smem_addr(bar)) : "memory");
 #elif defined(__CUDA_ARCH__)
     __trap();
 #else
