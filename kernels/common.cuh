@@ -67,7 +67,8 @@ __device__ __forceinline__ float cc_neg_inf() {
 
 // ======================================================================================
 // ---------------------------------------------------------------- tensor cores (tc_gemm.cu, tc_conv.cu)
-// The PTX portability layer for mma.sync, ldmatrix, cp.async and cvt.rna.tf32. Fragments are
+// The PTX portability layer for mma.sync, ldmatrix, cp.async and cvt.rna.tf32 (and, after it,
+// fence.proxy.async, mbarrier and Hopper's wgmma; docs/wgmma.md). Fragments are
 // the PTX registers (uint32 = two 16-bit elements, element 2i in bits 0..15), laid out as in
 // the PTX ISA "Matrix Fragments for mma.m16n8k16 / mma.m16n8k8" (g = lane/4, t = lane%4):
 //   m16n8k16 f16/bf16: a[0]=A[g][2t..2t+1] a[1]=A[g+8][2t..] a[2]=A[g][2t+8..] a[3]=A[g+8][2t+8..]
@@ -85,7 +86,8 @@ __device__ __forceinline__ float cc_neg_inf() {
 //   * a portable GPU fallback (warp shuffles + fmaf) where it does not (bf16/tf32 mma below
 //     sm_80), also selected everywhere by -DCUCONV_PORTABLE_TC so the layouts can be
 //     cross-checked against a second, independent encoding (on the GPU and in the emulator);
-//   * the emulator: warp collectives that gather the 32 lanes' registers, multiply exactly in
+//   * the emulator (src/cuconv/emulator/include/cuconv_emu/tensor_core.h, namespace
+//     cc_tc_emu): warp collectives that gather the 32 lanes' registers, multiply exactly in
 //     double (f16/bf16/tf32 products are exact), round once to f32 per instruction, scatter.
 //     cp.async there is *deferred* by default: the destination is filled with 0xFF bytes (NaN
 //     in f16, bf16 and f32) at issue and the copy is done at the wait_group that covers it, so a
