@@ -422,3 +422,15 @@ def test_analysis_sees_hgmma_in_the_main_loop():
         assert lp.ceiling_pipe == "tensor_fp16" and lp.ceiling >= 0.90, (name, lp.ceiling)
         assert a.spill_bytes == 0 and not a.design_problems()
         assert a.occupancy["blocks_per_sm"] >= 1 and a.arch == "sm_90a"
+
+
+def test_gpu_launch_asks_for_sm90a():
+    """CuPy compiles for the device's plain sm_90, where wgmma does not exist; the launch adds
+    -arch=sm_90a (the emulator gets no GPU options)."""
+    class FakeGpu:
+        name = "cupy"
+
+    class FakeEmu:
+        name = "emulator"
+    assert "-arch=sm_90a" in wg.launch_options(FakeGpu())
+    assert wg.launch_options(FakeEmu()) == ()

@@ -232,13 +232,21 @@ register_algorithm(ConvAlgorithm(
 _EMU_MODULES: dict = {}
 
 
+def launch_options(be) -> tuple[str, ...]:
+    """On the GPU: the CUDA include path and -arch=sm_90a. CuPy's RawModule adds -arch=sm_90 for
+    an sm_90 device, which lacks wgmma; NVRTC 13 given both builds for sm_90a (checked: with
+    both options __CUDA_ARCH_FEAT_SM90_ALL is defined and wgmma assembles, with -arch=sm_90
+    alone ptxas rejects it). The emulator takes neither."""
+    return tc.launch_options(be, "-arch=sm_90a") if be.name == "cupy" else ()
+
+
 def launch(be, file: str, expression: str, grid, block, args, shared_mem: int = 0) -> None:
     """``be.launch`` with the CUDA include path on the GPU. On the emulator without sanitizers,
     one library per file holding every config of it (a g++ build costs ~10 s + ~3 s per
     instantiation; the backend's own modules would rebuild once per new config, because the
     registered entries carry the GPU's include option)."""
     if be.name != "emulator" or getattr(be, "sanitize", None):
-        be.launch(file, expression, grid, block, args, shared_mem=shared_mem, options=tc.launch_options(be))
+        be.launch(file, expression, grid, block, args, shared_mem=shared_mem, options=launch_options(be))
         return
     names = tuple(c.expression for c in CONFIGS) if file == CONV_FILE else tuple(PROBES)
     source = load_source(file)
