@@ -352,14 +352,16 @@ def test_conv_random_inputs_silu(be, rng):
 
 
 def test_conv_under_sanitizers_and_random_order(rng):
-    """ASan + UBSan, then reversed and random thread order: the mbarrier ring and the async
-    bookkeeping must not depend on the schedule."""
+    """ASan + UBSan, ThreadSanitizer (the mbarrier ring must order every cross-thread access),
+    then reversed and random thread order: the mbarrier ring and the async bookkeeping must not
+    depend on the schedule."""
     x, w, ref, kw = int_inputs(rng, CASES["3x3"], "float16", "NHWC")
     want = ref.astype(np.float16).astype(np.float64)
-    for settings in (dict(sanitize="address,undefined"), dict(order="reverse"), dict(order="random", seed=5)):
+    for settings in (dict(sanitize="address,undefined"), dict(sanitize="thread"), dict(order="reverse"),
+                     dict(order="random", seed=5)):
         with cuconv.backend("emulator", **settings) as be:
             for config in ("wgmma_conv_f16_64x64x64_s3", "wgmma_conv_f16_128x128x64_s4"):
-                if settings.get("sanitize") and config.startswith("wgmma_conv_f16_128"):
+                if settings.get("sanitize") == "address,undefined" and config.startswith("wgmma_conv_f16_128"):
                     continue
                 y = run_conv(be, x, w, "NHWC", config=config, **kw)
                 np.testing.assert_array_equal(y.astype(np.float64), want, err_msg=f"{settings} {config}")

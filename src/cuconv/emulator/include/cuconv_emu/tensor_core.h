@@ -162,7 +162,11 @@ inline unsigned smem_addr(const void* p) {
 constexpr unsigned short kInFlight = 0x8000;
 inline unsigned short g_shadow[cuconv_emu::kMaxDynamicShared];
 inline unsigned long long g_shadow_block = ~0ull;
+// The shadow and the warpgroup/operation records are the emulator's bookkeeping, shared by
+// the fibers of a block with no happens-before TSan could see: CUCONV_EMU_INTERNAL hides their
+// accesses from ThreadSanitizer (the kernel's own memory accesses stay visible).
 inline void shadow_block() {
+    CUCONV_EMU_INTERNAL;
     const unsigned long long serial = cuconv_emu::g_engine.block_serial;
     if (g_shadow_block != serial) {
         memset(g_shadow, 0, cuconv_emu::g_engine.shared_mem * sizeof(unsigned short));
@@ -264,6 +268,7 @@ inline void perform(ThreadState& s, const PendingCopy& c) {
     if (c.src_bytes < c.bytes) memset(static_cast<char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
     size_t off;
     if (!smem_offset(c.dst, static_cast<size_t>(c.bytes), &off)) return;
+    CUCONV_EMU_INTERNAL;
     shadow_block();
     const unsigned short me = static_cast<unsigned short>(1 + (&s - g_threads));
     mark(off, c.bytes, me);
@@ -295,6 +300,7 @@ inline void cp_async(void* dst, const void* src, int src_bytes) {
     memset(dst, 0xff, BYTES);   // poison: reading before the wait gives NaN
     size_t off;
     if (smem_offset(dst, BYTES, &off)) {
+        CUCONV_EMU_INTERNAL;
         shadow_block();
         mark(off, BYTES, static_cast<unsigned short>(kInFlight | (1 + (&s - g_threads))));
     }
@@ -326,6 +332,7 @@ inline void wait_group(int keep) {
 // the thread's *prior* memory accesses; an incomplete cp.async has not been performed yet).
 inline void fence_proxy_async() {
     ThreadState& s = mine();
+    CUCONV_EMU_INTERNAL;
     shadow_block();
     const unsigned short me = static_cast<unsigned short>(1 + (&s - g_threads));
     for (int k = 0; k < s.unfenced_n; ++k) {
@@ -351,24 +358,32 @@ inline unsigned long long* bar_word(void* bar, const char* what) {
 inline void mbarrier_init(void* bar, unsigned count) {
     unsigned long long* w = bar_word(bar, "mbarrier.init");
     if (count == 0 || count > kBarMask) fault(kFault, "mbarrier.init: count %u outside 1..2^20-1", count);
-    *w = kBarTag | (static_cast<unsigned long long>(count) << 20) | count;
+    __atomic_store_n(w, kBarTag | (static_cast<unsigned long long>(count) << 20) | count, __ATOMIC_RELEASE);
 }
 inline unsigned long long checked(void* bar, const char* what) {
     unsigned long long* w = bar_word(bar, what);
-    if ((*w & (0xffull << 56)) != kBarTag)
+    const unsigned long long v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    if ((v & (0xffull << 56)) != kBarTag)
         fault(kFault, "%s on an mbarrier at %p that was not initialised (mbarrier.init missing, or the object was "
                       "overwritten)", what, bar);
-    return *w;
+    return v;
 }
+// A read-modify-write with release semantics (an arrive "releases" the arriving thread's prior
+// writes; a read-modify-write keeps every arrival in the release sequence the waiter acquires).
 inline void mbarrier_arrive(void* bar) {
     unsigned long long w = checked(bar, "mbarrier.arrive");
-    const unsigned long long expected = (w >> 20) & kBarMask;
-    unsigned long long pending = w & kBarMask;
-    if (--pending == 0) {
-        w ^= kBarPhase;
-        pending = expected;
-    }
-    *static_cast<unsigned long long*>(bar) = (w & ~kBarMask) | pending;
+    unsigned long long next;
+    do {
+        const unsigned long long expected = (w >> 20) & kBarMask;
+        unsigned long long pending = w & kBarMask;
+        next = w;
+        if (--pending == 0) {
+            next ^= kBarPhase;
+            pending = expected;
+        }
+        next = (next & ~kBarMask) | pending;
+    } while (!__atomic_compare_exchange_n(static_cast<unsigned long long*>(bar), &w, next, false, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_ACQUIRE));
 }
 inline bool mbarrier_test_wait_parity(void* bar, unsigned parity) {
     const unsigned long long w = checked(bar, "mbarrier.try_wait.parity");
@@ -381,8 +396,8 @@ inline void mbarrier_wait_parity(void* bar, unsigned parity) {
         if (spins > 400000)
             fault(kDivergence, "mbarrier wait (parity %u) at %p never completes: the phase is missing arrivals "
                                "(%llu of %llu still pending) — an arrive skipped, or a wait for the wrong phase",
-                  parity & 1u, bar, *static_cast<unsigned long long*>(bar) & kBarMask,
-                  (*static_cast<unsigned long long*>(bar) >> 20) & kBarMask);
+                  parity & 1u, bar, checked(bar, "mbarrier wait") & kBarMask,
+                  (checked(bar, "mbarrier wait") >> 20) & kBarMask);
         cuconv_emu::yield();
     }
 }
@@ -453,6 +468,7 @@ struct WarpgroupState {
 inline WarpgroupState g_warpgroups[8];
 
 inline WarpgroupState& warpgroup_of(unsigned warp) {
+    CUCONV_EMU_INTERNAL;
     WarpgroupState& g = g_warpgroups[(warp >> 2) & 7u];
     if (g.block != cuconv_emu::g_engine.block_serial) {
         g.block = cuconv_emu::g_engine.block_serial;
@@ -506,6 +522,7 @@ inline double elem16(unsigned short h, int type) { return type == kWgBf16 ? bf16
 // and record the 16-byte chunks it touched in the operation's snapshot.
 inline void read_operand(double* out, int rows, const Desc& D, bool mn_major, int type, OpRecord& rec,
                          const char* which, unsigned warpgroup) {
+    CUCONV_EMU_INTERNAL;
     const size_t limit = cuconv_emu::g_engine.shared_mem;
     shadow_block();
     unsigned char* base = smem_base();
@@ -575,6 +592,7 @@ inline void wgmma_compute(WarpgroupState& g, unsigned warpgroup) {
 // Runs once per warp (by its last lane): deposit the warp's 32 lanes; the fourth warp of the
 // warpgroup to arrive computes.
 inline void wgmma_deposit(void** lanes, void*) {
+    CUCONV_EMU_INTERNAL;
     const unsigned warp = __emu_warp_id();
     WarpgroupState& g = warpgroup_of(warp);
     const unsigned wg = warp >> 2, w = warp & 3u;
@@ -669,6 +687,7 @@ inline void wgmma_commit() {
 // thread of its warpgroup: a thread may rewrite them only once the operation is complete for
 // it (its own wait), or after a barrier that follows the waits of the others.
 inline void verify(const OpRef& o) {
+    CUCONV_EMU_INTERNAL;
     WarpgroupState& g = warpgroup_of(static_cast<unsigned>(o.warpgroup) * 4);
     OpRecord& rec = g.ops[o.serial % kOpsInFlight];
     if (rec.serial != static_cast<long long>(o.serial)) return;
