@@ -284,6 +284,7 @@ CASES = {
     "C3_s2": (1, 3, 9, 9, 16, 3, 3, 2, 1, 1, 1),
     "C72_two_chunks": (1, 72, 5, 5, 20, 3, 3, 1, 1, 1, 1),
     "groups2_dil2": (1, 32, 9, 9, 48, 3, 3, 1, 2, 2, 2),
+    "bands_M612": (2, 8, 18, 17, 24, 3, 3, 1, 1, 1, 1),      # 10 M tiles: two bands of the raster
 }
 
 
@@ -436,3 +437,16 @@ def test_gpu_launch_asks_for_sm90a():
         name = "emulator"
     assert "-arch=sm_90a" in wg.launch_options(FakeGpu())
     assert wg.launch_options(FakeEmu()) == ()
+
+
+def test_other_devices_get_a_reason(monkeypatch):
+    """On a device other than sm_90 the algorithm says why it cannot run, before any launch."""
+    monkeypatch.setattr(tc, "device_arch", lambda be: (80, 108))
+    p = Conv2dProblem.from_shapes((1, 16, 8, 8), (16, 16, 3, 3), padding=1, dtype="float16")
+    info = {a.name: a for a in cuconv.algorithms(p)}["implicit_gemm_wgmma"]
+    assert not info.ok and "sm_90a" in info.reason and "sm_80" in info.reason
+    x = np.ones((1, 16, 8, 8), np.float16)
+    w = np.ones((16, 16, 3, 3), np.float16)
+    with cuconv.backend("emulator"):
+        with pytest.raises(ValueError, match="sm_90a"):
+            cuconv.conv2d(x, w, padding=1, algo="implicit_gemm_wgmma")
