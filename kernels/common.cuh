@@ -54,6 +54,108 @@ __device__ __forceinline__ T cc_ldg(const T* p) {
 
 __device__ __forceinline__ int cc_div_up(int a, int b) { return (a + b - 1) / b; }
 
+// Whether a float is finite (not ±Inf, not NaN), from its bits: exact whatever the compiler's
+// floating-point flags.
+__device__ __forceinline__ bool cc_is_finite(float v) {
+    return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Whether a pointer is 16-byte aligned (float4 / 16-byte cp.async accesses are legal on it).
+__device__ __forceinline__ bool cc_aligned16(const void* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
+// Fused multiply-add for the element type of a templated kernel (float or double; the
+// backward kernels accumulate in their element type).
+__device__ __forceinline__ float cc_fma(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double cc_fma(double a, double b, double c) { return fma(a, b, c); }
+
+// a mod b in [0, b) for b > 0 and any sign of a (C++'s % keeps the sign of a).
+__device__ __forceinline__ int cc_mod_pos(int a, int b) { int r = a % b; return r < 0 ? r + b : r; }
+
+// floor(a / b) for b > 0 and any sign of a.
+__device__ __forceinline__ int cc_floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// The digits (hi, mid, lo) of a flat index i = (hi·mid_n + mid)·lo_n + lo (e.g. (n, p, q) of a
+// reduction index over N·P·Q), advanced by a constant step without dividing: the step is split
+// into digits once. Integer division by a runtime value costs ~20 instructions.
+struct CcDigits3 {
+    int lo, mid, hi;
+    int d_lo, d_mid, d_hi;
+    int lo_n, mid_n;
+
+    __device__ __forceinline__ void init(long long i, int step, int lo_count, int mid_count) {
+        lo_n = lo_count;
+        mid_n = mid_count;
+        lo = (int)(i % lo_n);
+        mid = (int)((i / lo_n) % mid_n);
+        hi = (int)(i / lo_n / mid_n);
+        d_lo = step % lo_n;
+        d_mid = (step / lo_n) % mid_n;
+        d_hi = step / lo_n / mid_n;
+    }
+    __device__ __forceinline__ void advance() {
+        lo += d_lo;
+        int carry = lo >= lo_n;
+        if (carry) lo -= lo_n;
+        mid += d_mid + carry;             // < 2·mid_n: one correction suffices
+        carry = mid >= mid_n;
+        if (carry) mid -= mid_n;
+        hi += d_hi + carry;
+    }
+};
+
+// The taps of one filter dimension that reach one stride phase of a data gradient (dgrad):
+// tap r reaches input row h = phase + i·stride iff h + pad − r·dil is a multiple of stride,
+// i.e. iff (phase + pad) − r·dil ≡ 0 (mod stride) — the same r for every row of the phase:
+// r = first + t·step for t < count (step = stride / gcd(stride, dil)), and tap t sends the
+// phase's row i to output row i + off0 − t·doff. base = phase + pad.
+struct CcDgradTaps {
+    int first, step, count, off0, doff;
+};
+
+__device__ __forceinline__ CcDgradTaps cc_dgrad_taps(int base, int R, int stride, int dil) {
+    int a = stride, b = dil;              // gcd(stride, dil)
+    while (b != 0) {
+        const int t = a % b;
+        a = b;
+        b = t;
+    }
+    CcDgradTaps t;
+    t.step = stride / a;
+    // r·dil ≡ base (mod stride) is one residue class mod step: its least member is < step.
+    t.first = R;
+    for (int r = 0; r < t.step && r < R; ++r)
+        if (cc_mod_pos(base - r * dil, stride) == 0) {
+            t.first = r;
+            break;
+        }
+    t.count = t.first < R ? (R - 1 - t.first) / t.step + 1 : 0;
+    t.off0 = t.first < R ? (base - t.first * dil) / stride : 0;   // exact, any sign
+    t.doff = t.step * dil / stride;                                 // exact: step·dil = lcm
+    return t;
+}
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed tree
+// (warp shuffles, then warp 0 over the warps' sums), so the result does not depend on the
+// order threads run in. red: blockDim.x / 32 elements of shared memory. The total is returned
+// in thread 0 (others get partial sums). Every thread of the block must call it.
+template <typename T>
+__device__ __forceinline__ T cc_block_sum(T v, T* red) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    __syncthreads();                      // red may still be read from a previous call
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? red[lane] : T(0);
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    }
+    return v;
+}
+
 // ---------------------------------------------------------------- pooling (pool.cu)
 // -inf as a float: the identity of max pooling, which PyTorch outputs for a window with no
 // input element. NVRTC has neither INFINITY nor __builtin_huge_valf.

@@ -26,9 +26,9 @@
 //      (BM/TM)·(BN/TN) threads owns a BM x BN tile; each thread keeps a TM x TN micro-tile
 //      of accumulators in registers and, per k, reads TM values of A and TN of B from shared
 //      memory (as 16-byte LDS.128) for TM·TN FMAs. Global loads are 16-byte vectors when the
-//      op says the matrix allows it (flags: base pointer 16-byte aligned, ld and batch stride
-//      multiples of 4), else guarded scalar loads; either way out-of-range elements are
-//      zero-filled. Shared memory is double-buffered: tile k+1 is loaded from global into
+//      matrix allows it (the op's flags: ld and batch stride multiples of 4; the kernel's
+//      own check: base pointer 16-byte aligned), else guarded scalar loads; either way
+//      out-of-range elements are zero-filled. Shared memory is double-buffered: tile k+1 is loaded from global into
 //      registers while tile k is multiplied, then stored to the other buffer, so one
 //      __syncthreads per K step suffices and the global latency hides behind the FMAs.
 //      A is stored transposed (As[k][m], rows padded by 4 floats) so the inner loop reads
@@ -73,10 +73,11 @@ __device__ __forceinline__ float gemm_epilogue(float acc, float bias_value, int 
     return cc_activate(acc, act);
 }
 
-// Bits of the `flags` argument, set by the op after checking alignment.
-#define GEMM_VEC_A 1   // A, lda, stride_a allow 16-byte loads along k
-#define GEMM_VEC_B 2   // B, ldb, stride_b allow 16-byte loads along n
-#define GEMM_VEC_C 4   // C and residual, ldc, stride_c allow 16-byte stores/loads along n
+// Bits of the `flags` argument, set by the op from the leading dimensions and batch strides
+// (the kernel adds the base pointers' 16-byte alignment itself).
+#define GEMM_VEC_A 1   // lda, stride_a allow 16-byte loads along k
+#define GEMM_VEC_B 2   // ldb, stride_b allow 16-byte loads along n
+#define GEMM_VEC_C 4   // ldc, stride_c allow 16-byte stores (and residual loads) along n
 
 // --------------------------------------------------------------------------- 1. naive
 template <int BM, int BN>
@@ -178,7 +179,11 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
     const int m0 = (blockIdx.y + m_block0) * BM;
     const int n0 = blockIdx.x * BN;
-    const bool vec_a = flags & GEMM_VEC_A, vec_b = flags & GEMM_VEC_B, vec_c = flags & GEMM_VEC_C;
+    // The op vouches for the leading dimensions and batch strides; the base pointers are checked
+    // here, so a plan does not depend on where the caller's arrays happen to start.
+    const bool vec_a = (flags & GEMM_VEC_A) && cc_aligned16(A);
+    const bool vec_b = (flags & GEMM_VEC_B) && cc_aligned16(B);
+    const bool vec_c = (flags & GEMM_VEC_C) && cc_aligned16(C) && (!has_residual || cc_aligned16(residual));
     const float* a = A + batch * stride_a;
     const float* b = B + batch * stride_b;
 

@@ -23,6 +23,19 @@
 //                                  tiles transformed into shared memory, the 16 products
 //                                  accumulated in registers over C, the output transform from
 //                                  shared memory; no V or M buffer in global memory (only U).
+//   winograd_flags_init, winograd_fixup<M>  exact non-finite semantics (below).
+//
+// Non-finite inputs and weights. The transforms mix a whole tile: one NaN in an input tile makes
+// all m² outputs of the tile NaN for every output channel (direct convolution: only the outputs
+// whose window holds it), and an Inf turns into NaN (Inf − Inf in Bᵀ d B). So that every
+// Winograd path returns exactly the NaN/Inf pattern and values of direct convolution:
+// winograd_flags_init marks each output channel k whose filter holds a non-finite weight and
+// clears one flag per tile; the input transforms set the flag of every tile whose α×α input
+// window holds a non-finite value (an atomicOr, executed only then); after the output transform,
+// winograd_fixup recomputes the flagged tiles and channels straight from x and w in direct.cu's
+// summation order (and its epilogue), so they equal the direct kernel's results bit for bit. With
+// finite data the cost is one pass over the weights, a flag test per loaded tile, and a fix-up
+// launch that reads two flags per (tile, k) and exits.
 //
 // ---------------------------------------------------------------------------------------------
 // Where the matrices come from (Toom-Cook with one point at infinity; ops/winograd.py derives them
@@ -202,6 +215,16 @@ __device__ __forceinline__ void winograd_load_tile(const float* __restrict__ pla
     }
 }
 
+// Marks tile `tile` for the fix-up when its input window d holds a non-finite value.
+template <int M>
+__device__ __forceinline__ void winograd_flag_tile(const float* d, int* __restrict__ tile_flags, cc_index_t tile) {
+    constexpr int A = Winograd<M>::ALPHA;
+    bool finite = true;
+#pragma unroll
+    for (int i = 0; i < A * A; ++i) finite = finite && cc_is_finite(d[i]);
+    if (!finite) atomicOr(tile_flags + tile, 1);
+}
+
 // Writes the valid part of one M×M output tile with the fused epilogue.
 template <int M>
 __device__ __forceinline__ void winograd_store_output_tile(const float* yt, float* __restrict__ y, cc_index_t tile,
@@ -253,7 +276,8 @@ template <int M>
 __global__ void __launch_bounds__(256, 2) winograd_input_transform(const float* __restrict__ x,
                                                                 float* __restrict__ V, int C, int H, int W,
                                                                 int pad_h, int pad_w, int tiles_h, int tiles_w,
-                                                                long long tile_begin, int tile_count, int ldt) {
+                                                                long long tile_begin, int tile_count, int ldt,
+                                                                int* __restrict__ tile_flags) {
     constexpr int A = Winograd<M>::ALPHA;
     const cc_index_t plane = (cc_index_t)C * ldt;
     for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < plane;
@@ -266,6 +290,7 @@ __global__ void __launch_bounds__(256, 2) winograd_input_transform(const float* 
             int h0, w0;
             winograd_tile_origin<M>(tile_begin + t, pad_h, pad_w, tiles_h, tiles_w, n, h0, w0);
             winograd_load_tile<M>(x + (n * C + c) * (cc_index_t)H * W, h0, w0, H, W, d);
+            winograd_flag_tile<M>(d, tile_flags, tile_begin + t);
             winograd_input_tile<M>(d, v);
         } else {
 #pragma unroll
@@ -337,7 +362,7 @@ __global__ void __launch_bounds__(256, 2) winograd_fused_f2x2_3x3(
         const float* __restrict__ x, const float* __restrict__ U, float* __restrict__ y,
         const float* __restrict__ bias, int has_bias, const float* __restrict__ residual, int has_residual,
         int act, int N, int C, int H, int W, int K, int P, int Q, int pad_h, int pad_w, int tiles_h,
-        int tiles_w) {
+        int tiles_w, int* __restrict__ tile_flags) {
     constexpr int THREADS = 256;
     constexpr int XI = 16;          // α² for α = 4
     constexpr int KPT = BK / 4;     // output channels per thread
@@ -415,6 +440,7 @@ __global__ void __launch_bounds__(256, 2) winograd_fused_f2x2_3x3(
             if (cg < C) {
                 winograd_load_tile<2>(x + tile_image_offset[t_in] + cg * (cc_index_t)H * W, tile_h0[t_in],
                                       tile_w0[t_in], H, W, d);
+                if (tile_block + t_in < tiles) winograd_flag_tile<2>(d, tile_flags, tile_block + t_in);
                 winograd_input_tile<2>(d, v);
             } else {
 #pragma unroll
@@ -470,6 +496,79 @@ __global__ void __launch_bounds__(256, 2) winograd_fused_f2x2_3x3(
             winograd_output_tile<2>(m, yt);
             winograd_store_output_tile<2>(yt, y, tile, kg, K, P, Q, tiles_h, tiles_w, bias_or_null,
                                           residual_or_null, act);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ non-finite fix-up
+// k_flags[k] = 1 when filter k (C×3×3 weights) holds a non-finite weight, else 0; tile_flags[t] = 0
+// for every tile t of the batch (the input transforms set them). One thread per k or tile.
+__global__ void __launch_bounds__(256, 2) winograd_flags_init(const float* __restrict__ w, int* __restrict__ k_flags,
+                                                           int* __restrict__ tile_flags, int K, int C,
+                                                           long long tiles) {
+    const cc_index_t count = (cc_index_t)K > tiles ? (cc_index_t)K : tiles;
+    const cc_index_t per_filter = (cc_index_t)C * 9;
+    for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < count;
+         e += (cc_index_t)gridDim.x * blockDim.x) {
+        if (e < tiles) tile_flags[e] = 0;
+        if (e < K) {
+            bool finite = true;
+            const float* wk = w + e * per_filter;
+            for (cc_index_t i = 0; i < per_filter; ++i) finite = finite && cc_is_finite(cc_ldg(wk + i));
+            k_flags[e] = finite ? 0 : 1;
+        }
+    }
+}
+
+// The outputs of every flagged tile (all channels) and of every flagged channel (all tiles),
+// recomputed as direct.cu computes them: taps in the padding skipped, (c, r, s) order, fmaf, the
+// same epilogue — so they equal direct convolution's values bit for bit, NaN and Inf included.
+// One thread per (tile, k), k fastest; threads of unflagged pairs return after two loads.
+template <int M>
+__global__ void __launch_bounds__(256, 2) winograd_fixup(
+        const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+        const float* __restrict__ bias, int has_bias, const float* __restrict__ residual, int has_residual,
+        int act, const int* __restrict__ tile_flags, const int* __restrict__ k_flags, int N, int C, int H,
+        int W, int K, int P, int Q, int pad_h, int pad_w, int tiles_h, int tiles_w) {
+    const cc_index_t tiles = (cc_index_t)N * tiles_h * tiles_w;
+    const cc_index_t work = tiles * K;
+    const cc_index_t plane = (cc_index_t)H * W;
+    const float* bias_or_null = has_bias ? bias : nullptr;
+    const float* residual_or_null = has_residual ? residual : nullptr;
+    for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < work;
+         e += (cc_index_t)gridDim.x * blockDim.x) {
+        const cc_index_t tile = e / K;
+        const int k = (int)(e - tile * K);
+        if (!(cc_ldg(tile_flags + tile) | cc_ldg(k_flags + k))) continue;
+        const cc_index_t tiles_per_image = (cc_index_t)tiles_h * tiles_w;
+        const cc_index_t n = tile / tiles_per_image;
+        const int in_image = (int)(tile - n * tiles_per_image);
+        const int p0 = (in_image / tiles_w) * M, q0 = (in_image % tiles_w) * M;
+        const float* x_img = x + n * C * plane;
+        const float* w_k = w + (cc_index_t)k * C * 9;
+        for (int i = 0; i < M; ++i) {
+            for (int j = 0; j < M; ++j) {
+                const int p = p0 + i, q = q0 + j;
+                if (p >= P || q >= Q) continue;
+                const int h0 = p - pad_h, w0 = q - pad_w;
+                float acc = 0.0f;
+                for (int c = 0; c < C; ++c) {
+                    const float* x_c = x_img + (cc_index_t)c * plane;
+                    const float* w_c = w_k + c * 9;
+                    for (int r = 0; r < 3; ++r) {
+                        const int h = h0 + r;
+                        if (h < 0 || h >= H) continue;
+                        const float* x_row = x_c + (cc_index_t)h * W;
+                        for (int s = 0; s < 3; ++s) {
+                            const int ww = w0 + s;
+                            if (ww < 0 || ww >= W) continue;
+                            acc = fmaf(cc_ldg(x_row + ww), cc_ldg(w_c + r * 3 + s), acc);
+                        }
+                    }
+                }
+                const cc_index_t idx = ((n * K + k) * P + p) * (cc_index_t)Q + q;
+                y[idx] = cc_epilogue(acc, bias_or_null, k, residual_or_null, idx, act);
+            }
         }
     }
 }

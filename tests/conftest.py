@@ -58,3 +58,10 @@ def draw_conv(rng, case):
     x = random_array(rng, (N, C, H, W))
     w = random_array(rng, (K, C // groups, R, S))
     return x, w, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def auto_order(problem, **kwargs):
+    """The algorithms ``auto`` tries for ``problem``, in order (ops/heuristics.py's rule table)."""
+    from cuconv.ops import conv2d as conv2d_mod
+    from cuconv.ops import heuristics
+    return [r.algo for r in heuristics.candidates(conv2d_mod._spec_of(problem, **kwargs))]

@@ -18,7 +18,7 @@ from cuconv import models
 from cuconv.bench import measure, peaks, report, rows, suites
 from cuconv.bench.cases import (ConvCase, GemmCase, Im2colCase, PoolCase, SeparableCase, conv_padding_arg,
                                 reduced_conv_problems)
-from cuconv.bench.record import LaunchRecorder, dry_run
+from cuconv.bench.record import kernel_table, recorded_kernels
 from cuconv.bench.runner import BenchOptions, Runner, scaled_tolerance
 from cuconv.cli import main as cli_main
 from cuconv.problem import Conv2dProblem
@@ -262,13 +262,34 @@ def test_seed_suite_is_the_textbooks_worked_layers():
 def test_gemm_and_algos_suites():
     g = suites.build_suite("gemm")
     assert {(c.M, c.N, c.K) for c in g} >= {(1024, 1024, 1024), (128, 32 * 56 * 56, 576)}
-    from cuconv.ops.conv2d import algorithm, algorithms
+    from cuconv.ops.conv2d import algorithms
     a = suites.build_suite("algos", batch=1)
     for c in a:
-        assert algorithm(c.algo).can_implement(c.problem) is None
+        assert {i.name: i for i in algorithms(c.problem)}[c.algo].ok
     seen = {(c.problem, c.algo) for c in a}
     for p in {c.problem for c in a}:
         assert {(p, i.name) for i in algorithms(p) if i.ok} <= seen
+
+
+def test_algos_suite_has_the_large_kernel_layers_with_fft_work():
+    """§8.4's comparison: 5x5 ... 11x11 stride-1 layers run by every algorithm, the FFT rows with
+    the cost model's FLOPs and workspace; one FFT row verified in emulation."""
+    from cuconv import cost
+    a = [c for c in suites.build_suite("algos") if c.name.startswith("§8.4 large kernel")]
+    assert sorted({c.problem.R for c in a}) == [5, 7, 9, 11]
+    assert all(c.problem.stride_h == 1 and c.problem.P == c.problem.H for c in a)
+    for c in a:
+        algos = {x.algo for x in a if x.problem == c.problem}
+        assert {"direct", "im2col_gemm", "implicit_gemm", "fft", "fft_tiling"} <= algos
+        if c.algo in ("fft", "fft_tiling"):
+            f = cost.fft_cost(c.problem, c.algo)
+            work = c.work(c.algo)
+            assert work.algo_flops == f.flops < work.flops and work.workspace_bytes == f.workspace_bytes
+    case = next(c for c in a if c.problem.R == 7 and c.algo == "fft_tiling")
+    row = Runner(BenchOptions(**EMU)).run_case(case)
+    assert row["status"] == "verified-emulated" and row["max_rel_error"] <= row["tolerance"]
+    assert row["algo_flops"] == cost.fft_cost(case.problem, "fft_tiling").flops
+    assert [k["label"] for k in row["kernels"] if k.get("library")] == ["fft2d_r2c_16x16", "fft2d_c2r_16x16"]
 
 
 def test_unknown_suite_names_the_choices():
@@ -305,23 +326,20 @@ def test_padding_argument_round_trip():
 
 
 # ============================================================== recording launches
-def test_recorder_restores_launch_and_dry_run_runs_nothing():
+def test_record_backend_records_and_runs_nothing():
     import cuconv
     from cuconv.testing import poison
-    with cuconv.backend("emulator") as be:
-        original = be.launch
-        with LaunchRecorder(be, execute=False) as rec:
-            assert be.launch is not original
-        assert "launch" not in vars(be) and be.launch == original
     x = np.ones((2, 3, 9, 9), np.float32)
     w = np.ones((4, 3, 3, 3), np.float32)
     out = np.empty((2, 4, 7, 7), np.float32)
     poison(out)
-    with dry_run() as rec:
-        cuconv.conv2d(x, w, algo="direct", out=out)
-    assert rec.launches and np.isnan(out).all()           # recorded, not run
-    kernels = rec.kernels()
-    assert all(k["registered"] for k in kernels) and kernels[0]["launches"] >= 1
+    kernels = recorded_kernels(lambda: cuconv.conv2d(x, w, algo="direct", out=out))
+    assert np.isnan(out).all()           # recorded, not run
+    assert [k["label"] for k in kernels] == ["direct_f32_256"] and kernels[0]["launches"] == 1
+    assert all(k["registered"] for k in kernels)
+    # The same table from the plan the call runs.
+    with cuconv.backend("record"):
+        assert kernel_table(cuconv.plan_conv2d(x, w, algo="direct").launches) == kernels
 
 
 # ============================================================== running in emulation

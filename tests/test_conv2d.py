@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 import cuconv
 from cuconv.backend import EmulatorBackend
+from cuconv.ops import heuristics
+from cuconv.ops._algorithm import ConvAlgorithm, conv_plan
+from cuconv.plan import PlanError
 from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_ref
 from cuconv.testing import TOLERANCES, assert_close, poison, random_array, rel_error
@@ -30,11 +33,11 @@ class RecordingBackend(EmulatorBackend):
         self.launches = []
         self.allow = allow
 
-    def launch(self, file, expression, grid, block, args, shared_mem=0, options=()):
-        self.launches.append((file, expression))
+    def launch(self, entry, grid, block, args, shared_mem=0):
+        self.launches.append((entry.file, entry.expression))
         if not self.allow:
-            raise AssertionError(f"a kernel was launched: {file} {expression}")
-        return super().launch(file, expression, grid, block, args, shared_mem, options)
+            raise AssertionError(f"a kernel was launched: {entry.file} {entry.expression}")
+        return super().launch(entry, grid, block, args, shared_mem)
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ def _bad_cases(rng):
     ok_out = np.empty((2, 6, 7, 5), np.float32)
     return [
         # (exception, message regex, args, kwargs)
-        (ValueError, r"input must be 4-D", (x[0], w), {}),
+        (ValueError, r"input must be 4-D \(or 3-D unbatched", (x[0, 0], w), {}),
         (ValueError, r"weight must be 4-D", (x, w[0]), {}),
         (TypeError, r"same dtype.*float32 and float64", (x, w.astype(np.float64)), {}),
         ((TypeError, ValueError), r"float64", (x.astype(np.float64), w.astype(np.float64)), {}),
@@ -99,8 +102,9 @@ def _bad_cases(rng):
         (TypeError, r"stride must be an int or a pair", (x, w), dict(stride=1.5)),
         (ValueError, r"padding='same' needs stride 1", (x, w), dict(padding="same", stride=2)),
         (ValueError, r"padding must be an int, a pair, 'valid' or 'same'", (x, w), dict(padding="full")),
-        (ValueError, r"input must be C-contiguous", (np.asfortranarray(x), w), {}),
-        (ValueError, r"weight must be C-contiguous", (x, w[:, :, :, ::-1]), {}),
+        (ValueError, r"out must be C-contiguous", (x, w), dict(out=np.empty((2, 6, 5, 7), np.float32).transpose(0, 1, 3, 2))),
+        (TypeError, r"bias must be an array, got the scalar", (x, w, np.float32(1.0)), {}),
+        (ValueError, r"input must be 4-D \(or 3-D unbatched", (np.ones((), np.float32), w), {}),
         (ValueError, r"bias must have shape \(6,\), got \(5,\)", (x, w, b[:5]), {}),
         (TypeError, r"bias must have dtype float32, got float64", (x, w, b.astype(np.float64)), {}),
         (ValueError, r"residual must have shape \(2, 6, 7, 5\), got \(2, 6, 9, 7\)",
@@ -136,6 +140,7 @@ def test_numpy_on_the_gpu_backend_is_a_type_error(rng):
             cuconv.conv2d(x, w)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs a CUDA device to create a cupy array")
 def test_cupy_array_on_the_emulator_is_a_type_error(rng, recorder):
     import cupy
@@ -147,22 +152,23 @@ def test_cupy_array_on_the_emulator_is_a_type_error(rng, recorder):
 
 def test_algo_that_cannot_implement_is_refused_before_launch(rng, recorder, monkeypatch):
     x, w = _xw(rng)
-    # An algorithm with a precondition the problem breaks (registered for this test only).
-    only_1x1 = conv2d_mod.ConvAlgorithm(
-        name="test_only_1x1", can_implement=lambda p: None if p.R == p.S == 1 else f"needs 1x1, got {p.R}x{p.S}",
-        run=lambda *a, **k: pytest.fail("run() of an algorithm that cannot implement the problem"))
-    monkeypatch.setitem(conv2d_mod._ALGORITHMS, "test_only_1x1", only_1x1)
+
+    # An algorithm with a precondition the problem breaks (listed for this test only).
+    def only_1x1(spec):
+        p = spec.problem
+        if (p.R, p.S) != (1, 1):
+            raise PlanError(f"needs 1x1, got {p.R}x{p.S}")
+        pytest.fail("planned a problem it cannot implement")
+
+    monkeypatch.setitem(conv2d_mod.ALGORITHMS, "test_only_1x1", ConvAlgorithm("test_only_1x1", only_1x1))
     with pytest.raises(ValueError, match=r"algo='test_only_1x1' cannot run N2 C4 H9 W7 K6 R3 S3.*needs 1x1, got 3x3"):
         cuconv.conv2d(x, w, algo="test_only_1x1")
-    # A real one, when registered: the 1x1 GEMM path refuses a 3x3 kernel.
-    if "pointwise" in conv2d_mod._ALGORITHMS:
-        with pytest.raises(ValueError, match=r"algo='pointwise' cannot run"):
-            cuconv.conv2d(x, w, algo="pointwise")
-    # Workspace over the limit.
-    hungry = conv2d_mod.ConvAlgorithm(name="test_hungry", can_implement=lambda p: None,
-                                      run=lambda *a, **k: pytest.fail("ran"),
-                                      workspace_bytes=lambda p, limit=None: 1000)
-    monkeypatch.setitem(conv2d_mod._ALGORITHMS, "test_hungry", hungry)
+    # A real one: the 1x1 GEMM path refuses a 3x3 kernel.
+    with pytest.raises(ValueError, match=r"algo='pointwise' cannot run"):
+        cuconv.conv2d(x, w, algo="pointwise")
+    # Workspace over the limit: a plan that would launch nothing but asks for 1000 bytes.
+    hungry = ConvAlgorithm("test_hungry", lambda spec: conv_plan(spec, "test_hungry", [], workspace=((), 1000)))
+    monkeypatch.setitem(conv2d_mod.ALGORITHMS, "test_hungry", hungry)
     with pytest.raises(ValueError, match=r"needs 1000 bytes of workspace.*max_workspace_bytes=10"):
         cuconv.conv2d(x, w, algo="test_hungry", max_workspace_bytes=10)
     assert recorder.launches == []
@@ -197,7 +203,7 @@ def test_algorithms_lists_every_algorithm_with_reasons():
     p = Conv2dProblem(2, 4, 9, 9, 8, 3, 3, pad_h=1, pad_w=1)
     infos = cuconv.algorithms(p)
     names = [i.name for i in infos]
-    assert names == list(conv2d_mod._ALGORITHMS)
+    assert names == list(conv2d_mod.ALGORITHMS)
     assert {"direct", "implicit_gemm"} <= set(names)
     for info in infos:
         assert info.ok == (info.reason is None)
@@ -228,17 +234,16 @@ AUTO_PROBLEMS = [
 
 
 @pytest.mark.parametrize("problem,never", AUTO_PROBLEMS, ids=["dense3x3", "dense5x5s2", "depthwise", "1x1"])
-def test_auto_picks_the_highest_priority_applicable_algorithm(problem, never):
+def test_auto_takes_the_first_rule_whose_algorithm_can_run(problem, never):
     choice = conv2d_mod.choose_algorithm(problem)
-    infos = cuconv.algorithms(problem)
-    candidates = [i for i in infos if i.ok and i.auto_priority is not None]
-    best = max(i.auto_priority for i in candidates)
-    assert {i.name: i for i in infos}[choice].auto_priority == best
+    infos = {i.name: i for i in cuconv.algorithms(problem)}
+    rules = [r.algo for r in heuristics.RULES if r.when(conv2d_mod._spec_of(problem))]
+    assert choice == next(a for a in rules if infos[a].ok)
+    assert infos[choice].auto_rule is not None
     assert choice not in never
     if problem.R == 5:
         # No specialised algorithm applies to a 5x5 stride-2 problem: implicit GEMM is the default.
-        specialised = [i.name for i in candidates if i.auto_priority > 30.0]
-        assert choice == "implicit_gemm" or specialised
+        assert choice == "implicit_gemm"
 
 
 @pytest.mark.parametrize("problem", [p for p, _ in AUTO_PROBLEMS], ids=["dense3x3", "dense5x5s2", "depthwise", "1x1"])

@@ -315,7 +315,7 @@ def test_winograd_counts():
     assert w2.direct_multiplications == p.macs() == 2 * 5 * 7 * 9 * 3 * 9
     # V (α²·C·T) + M (α²·K·T) floats; U (α²·K·C) separately
     assert C.winograd_workspace_bytes(p, "winograd_f2x2_3x3") == 4 * 16 * (3 + 5) * 40
-    assert p.workspace_bytes("winograd_f4x4_3x3") == 4 * 36 * (3 + 5) * 12
+    assert C.winograd_workspace_bytes(p, "winograd_f4x4_3x3") == 4 * 36 * (3 + 5) * 12
     assert C.winograd_filter_bytes(p, 2) == 4 * 16 * 5 * 3
     # naive transform counts: F(2x2,3x3) input 32 adds, output 24 adds per tile and channel
     assert C.winograd_transform_flops(2) == (32, 70, 24)
@@ -390,7 +390,7 @@ def test_small_vs_large_kernels_10_3():
     (lambda: C.Concat().cost([(1, 2, 3, 3), (1, 2, 3, 4)]), ValueError, "match except"),
     (lambda: C.MaxPool2d(2, padding=2).cost((1, 1, 9, 9)), ValueError, "at most half"),
     (lambda: C.MaxPool2d(5).cost((1, 1, 3, 9)), ValueError, "<= 0"),
-    (lambda: C.ConvTranspose2d(2, 2, 3, stride=2, output_padding=2).cost((1, 2, 4, 4)), ValueError, "smaller than stride"),
+    (lambda: C.ConvTranspose2d(2, 2, 3, stride=2, output_padding=2).cost((1, 2, 4, 4)), ValueError, "smaller than either stride or dilation"),
     (lambda: C.BatchNorm2d(4).cost((1, 3, 2, 2)), ValueError, "3 channels"),
     (lambda: C.Activation("swish"), ValueError, "unknown activation"),
     (lambda: C.ChannelScale().cost([(1, 3, 4, 4), (1, 4, 1, 1)]), ValueError, "scale"),

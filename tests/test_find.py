@@ -155,9 +155,9 @@ def test_the_timed_launch_runs_the_named_algorithm(xw):
     class Recorder(backend_mod.EmulatorBackend):
         launched = []
 
-        def launch(self, file, expression, *args, **kwargs):
-            self.launched.append(file)
-            return super().launch(file, expression, *args, **kwargs)
+        def launch(self, entry, *args, **kwargs):
+            self.launched.append(entry.file)
+            return super().launch(entry, *args, **kwargs)
 
     token = backend_mod._current.set(Recorder())
     try:

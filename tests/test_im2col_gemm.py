@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cuconv
-from conftest import put
+from conftest import auto_order, put
 from cuconv.ops import im2col_gemm as ig
 from cuconv.ops.gemm import CONFIGS
 from cuconv.problem import Conv2dProblem
@@ -32,6 +32,11 @@ CASES = [
 def _id(case):
     xs, ws, s, p, d, g = case
     return f"x{'x'.join(map(str, xs))}_w{'x'.join(map(str, ws))}_s{s}_p{p}_d{d}_g{g}"
+
+
+def _workspace(problem, limit=None) -> int:
+    """The workspace of im2col_gemm's plan for ``problem`` under ``limit``."""
+    return {i.name: i for i in cuconv.algorithms(problem, limit)}["im2col_gemm"].workspace_bytes
 
 
 def run_conv(be, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="im2col_gemm",
@@ -102,23 +107,23 @@ def test_workspace_is_chunked(be, rng, monkeypatch):
     problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
     per_image = problem.im2col_bytes(1)
     limit = per_image * 5 // 2
-    assert ig.workspace_bytes(problem, limit) == 2 * per_image
-    assert ig.workspace_bytes(problem) == 5 * per_image          # under the 256 MiB default
+    assert _workspace(problem, limit) == 2 * per_image
+    assert _workspace(problem) == 5 * per_image          # under the 256 MiB default
     info = {i.name: i for i in cuconv.algorithms(problem, limit)}["im2col_gemm"]
     assert info.ok and info.workspace_bytes == 2 * per_image
 
-    chunks, allocations = [], []
-    real_im2col, real_empty = ig.im2col_launch, be.empty
-    monkeypatch.setattr(ig, "im2col_launch", lambda be_, x_, cols, p, images: (
-        chunks.append(images), real_im2col(be_, x_, cols, p, images))[1])
-    monkeypatch.setattr(be, "empty", lambda shape, dtype: (
-        allocations.append(int(np.prod(shape)) * np.dtype(dtype).itemsize), real_empty(shape, dtype))[1])
     residual = random_array(rng, problem.output_shape)
+    plan = cuconv.plan_conv2d(put(be, x), put(be, w), put(be, bias), stride, padding, dilation, groups,
+                              algo="im2col_gemm", max_workspace_bytes=limit, activation="relu",
+                              residual=put(be, residual))
+    chunks = [int(ln.args[2]) for ln in plan.launches if ln.kernel == ig.im2col_launch.__globals__["LABEL"]]
+    assert chunks == [2, 2, 1]
+    assert plan.workspace_bytes == 2 * per_image and [b.nbytes for b in plan.buffers] == [2 * per_image]
+    requests, real_workspace = [], be.workspace
+    monkeypatch.setattr(be, "workspace", lambda nbytes: (requests.append(nbytes), real_workspace(nbytes))[1])
     got = run_conv(be, x, w, bias, stride, padding, dilation, groups, residual=residual,
                    activation="relu", max_workspace_bytes=limit)
-    assert chunks == [2, 2, 1]
-    workspace = [b for b in allocations if b not in (problem.output_bytes(), 4)]   # 4: a placeholder
-    assert workspace == [2 * per_image]
+    assert requests == [2 * per_image]          # one workspace for the whole call
     ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="relu", residual=residual)
     assert_close(got, ref, "float32", "im2col_gemm", "chunked")
 
@@ -127,19 +132,21 @@ def test_workspace_limit_below_one_image_is_refused(be, rng, monkeypatch):
     x, w = random_array(rng, (2, 3, 7, 7)), random_array(rng, (4, 3, 3, 3))
     problem = Conv2dProblem.from_shapes(x.shape, w.shape, padding=1)
     per_image = problem.im2col_bytes(1)
-    assert ig.workspace_bytes(problem, per_image - 1) == per_image   # what it would need, > limit
+    info = {i.name: i for i in cuconv.algorithms(problem, per_image - 1)}["im2col_gemm"]
+    assert info.workspace_bytes == per_image and not info.ok    # what it would need, > limit
+    assert f"needs {per_image} bytes of workspace" in info.reason
     monkeypatch.setattr(be, "launch", lambda *a, **k: pytest.fail("launched despite the limit"))
     with pytest.raises(ValueError, match="max_workspace_bytes"):
         cuconv.conv2d(put(be, x), put(be, w), padding=1, algo="im2col_gemm", max_workspace_bytes=per_image - 1)
-    out = be.empty(problem.output_shape, np.float32)
-    with pytest.raises(ValueError, match="one image's column matrix"):
-        ig.run(be, problem, put(be, x), put(be, w), None, 0, None, out, max_workspace_bytes=per_image - 1)
+    with pytest.raises(ValueError, match=f"needs {per_image} bytes of workspace"):
+        cuconv.plan_conv2d(put(be, x), put(be, w), padding=1, algo="im2col_gemm",
+                           max_workspace_bytes=per_image - 1)
 
 
 def test_pointwise_needs_no_workspace(be, rng):
     x, w = random_array(rng, (2, 5, 6, 7)), random_array(rng, (3, 5, 1, 1))
     problem = Conv2dProblem.from_shapes(x.shape, w.shape)
-    assert ig.workspace_bytes(problem, 0) == 0
+    assert _workspace(problem, 0) == 0
     got = run_conv(be, x, w, max_workspace_bytes=0)              # im2col_gemm's 1x1 path, no workspace
     assert_close(got, conv2d_ref(x, w), "float32", "im2col_gemm")
 
@@ -148,14 +155,16 @@ def test_pointwise_needs_no_workspace(be, rng):
 def test_registration_and_auto_priorities():
     pointwise = Conv2dProblem(2, 8, 7, 7, 16, 1, 1)
     infos = {i.name: i for i in cuconv.algorithms(pointwise)}
-    assert infos["pointwise"].ok and infos["pointwise"].auto_priority == 90.0
+    assert infos["pointwise"].ok and auto_order(pointwise)[0] == "pointwise"     # 1x1: straight to the GEMM
     assert infos["im2col_gemm"].ok and infos["im2col_gemm"].workspace_bytes == 0
     strided = pointwise.with_(stride_h=2, stride_w=2)
     infos = {i.name: i for i in cuconv.algorithms(strided)}
     assert not infos["pointwise"].ok and "stride 1" in infos["pointwise"].reason
-    assert infos["im2col_gemm"].ok and infos["im2col_gemm"].auto_priority == 20.0
+    order = auto_order(strided)
+    assert infos["im2col_gemm"].ok and order.index("implicit_gemm") < order.index("im2col_gemm") < order.index("direct")
     depthwise = Conv2dProblem(1, 8, 7, 7, 8, 3, 3, groups=8)
-    assert {i.name: i for i in cuconv.algorithms(depthwise)}["im2col_gemm"].auto_priority == 5.0
+    order = auto_order(depthwise)        # after the depthwise kernels, before direct
+    assert order.index("depthwise") < order.index("im2col_gemm") < order.index("direct")
 
 
 def test_bad_arguments(be, rng, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import put, draw_conv
+from conftest import auto_order, put, draw_conv
 
 import cuconv
 from cuconv.ops import implicit_gemm as ig
@@ -155,7 +155,12 @@ def test_bad_config_is_rejected_before_launch(rng):
 
 
 def test_auto_priority_rule():
-    dense = Conv2dProblem(1, 16, 9, 9, 32, 3, 3, pad_h=1, pad_w=1)
-    assert ig.auto_priority(dense) == 30.0
+    # dense: implicit GEMM is the default general algorithm, before im2col_gemm and direct
+    dense = Conv2dProblem(1, 16, 9, 9, 32, 5, 5, pad_h=1, pad_w=1)
+    order = auto_order(dense)
+    assert order.index("implicit_gemm") < order.index("im2col_gemm") < order.index("direct")
+    # fewer than 8 output channels per group: only after direct, which does less work than a
+    # mostly-empty tile
     depthwise = Conv2dProblem(1, 16, 9, 9, 16, 3, 3, pad_h=1, pad_w=1, groups=16)
-    assert ig.auto_priority(depthwise) < 0.0   # direct (0) does less work than a mostly-empty tile
+    order = auto_order(depthwise)
+    assert order.index("implicit_gemm") > order.index("direct")

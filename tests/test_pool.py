@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cuconv
-from conftest import GPU, put
-from cuconv.ops.pool import pool_output_size
+from conftest import BACKENDS, put
+from cuconv.problem import pool_out_size as pool_output_size
 from cuconv.reference.pool import (avg_pool2d_ref, global_avg_pool2d_ref, max_pool2d_ref,
                                    pool_out_size_ref)
 from cuconv.testing import assert_close, poison, random_array
@@ -22,7 +22,7 @@ MAX_CASES = {
     "k2_default_stride_8x9": ((2, 1, 8, 9), 2, None, 0, 1, False),
     "rect_dilated_ceil": ((1, 2, 7, 9), (3, 2), (2, 1), (1, 0), (2, 1), True),
     "ceil_drops_window_in_right_pad": ((1, 3, 5, 5), 3, 3, 1, 1, True),
-    "dilation2_pad2": ((1, 2, 9, 8), 3, 1, 2, 2, False),
+    "dilation2_k5_pad2": ((1, 2, 11, 10), 5, 1, 2, 2, False),     # padding at PyTorch's limit k // 2
     "one_by_one": ((1, 1, 1, 1), 1, 1, 0, 1, False),
 }
 # (x shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -158,8 +158,8 @@ def test_output_size_rules():
 def pool_args(draw):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    ph = draw(st.integers(0, ((kh - 1) * dh + 1) // 2))
-    pw = draw(st.integers(0, ((kw - 1) * dw + 1) // 2))
+    ph = draw(st.integers(0, kh // 2))          # PyTorch: pad <= kernel_size // 2, whatever the dilation
+    pw = draw(st.integers(0, kw // 2))
     stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
     ceil = draw(st.booleans())
     H, W = draw(st.integers(1, 11)), draw(st.integers(1, 11))
@@ -172,13 +172,14 @@ def _fits(xs, k, stride, pad, dil, ceil):
     return all(pool_out_size_ref(xs[2 + i], k[i], s[i], pad[i], dil[i], ceil) >= 1 for i in (0, 1))
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(args=pool_args(), seed=st.integers(0, 2 ** 32 - 1), count_include_pad=st.booleans())
-def test_hypothesis_pools_match_reference(args, seed, count_include_pad):
+def test_hypothesis_pools_match_reference(backend_name, args, seed, count_include_pad):
     xs, k, stride, pad, dil, ceil = args
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, size=xs).astype(np.float32)
-    backends = ["emulator"] + (["cupy"] if GPU else [])
+    backends = [backend_name]          # one backend per test id: the GPU's is marked gpu
     for name in backends:
         with cuconv.backend(name) as be:
             xb = put(be, x)
@@ -202,6 +203,10 @@ def test_bad_arguments_raise_before_any_launch(rng):
     with cuconv.backend("emulator"):
         with pytest.raises(ValueError, match=r"at most half.*padding \(2, 2\)"):
             cuconv.max_pool2d(x, 3, 1, 2)
+        # PyTorch checks pad <= kernel_size // 2 whatever the dilation: the dilated window of 5
+        # does not allow a padding of 2 (issue 14).
+        with pytest.raises(ValueError, match=r"at most half.*padding \(2, 2\).*kernel_size \(3, 3\)"):
+            cuconv.max_pool2d(x[:, :1, :5, :5].copy(), 3, 1, padding=2, dilation=2)
         with pytest.raises(ValueError, match="at most half"):
             cuconv.avg_pool2d(x, 2, 1, 2)
         with pytest.raises(ValueError, match="stride must be positive"):
@@ -215,7 +220,7 @@ def test_bad_arguments_raise_before_any_launch(rng):
         with pytest.raises(TypeError, match="divisor_override"):
             cuconv.avg_pool2d(x, 2, divisor_override=1.5)
         with pytest.raises(ValueError, match="4-D"):
-            cuconv.max_pool2d(x[0], 2)
+            cuconv.max_pool2d(x[0, 0], 2)
         with pytest.raises(TypeError, match="float32"):
             cuconv.avg_pool2d(x.astype(np.float64), 2)
         with pytest.raises(TypeError, match="ceil_mode"):
@@ -226,5 +231,5 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.max_pool2d(x, 2, out_indices=np.empty((1, 3, 3, 3), np.int64))
         with pytest.raises(TypeError, match="int64"):
             cuconv.max_pool2d(x, 2, return_indices=True, out_indices=np.empty((1, 3, 3, 3), np.int32))
-        with pytest.raises(ValueError, match="non-empty"):
-            cuconv.global_avg_pool2d(np.empty((1, 3, 0, 4), np.float32))
+        with pytest.raises(ValueError, match="non-zero C, H and W"):
+            cuconv.max_pool2d(np.empty((1, 0, 4, 4), np.float32), 2)

@@ -13,9 +13,10 @@ import pytest
 
 import cuconv
 import cuconv.ops  # noqa: F401  (registers the algorithms)
-from conftest import put
+from conftest import auto_order, put
 from cuconv import cost
 from cuconv.ops import winograd as wg
+from cuconv.plan import Ref, launch_all
 from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_ref
 from cuconv.testing import assert_close, poison, random_array, rel_error, to_numpy
@@ -82,7 +83,7 @@ def test_input_transform_matches_derivation(be, rng, m):
     """V[ξ][c][t] = Bᵀ d B for a chunk starting mid-batch, padding and partial tiles included."""
     p = Conv2dProblem.from_shapes((2, 3, 7, 9), (4, 3, 3, 3), padding=(2, 1))
     x = random_array(rng, p.input_shape)
-    pl = wg.plan(p, m)
+    pl = wg.chunking(p, m)
     begin, count = 3, pl.tiles - 4
     alpha = m + 2
     _, _, BT = _float_matrices(m)
@@ -95,7 +96,10 @@ def test_input_transform_matches_derivation(be, rng, m):
         want[:, :, t] = np.einsum("ik,ckl,jl->ijc", BT, d, BT).reshape(alpha * alpha, p.C)
     V = put(be, np.empty(want.shape, np.float32))
     poison(V)
-    wg.input_transform_launch(be, put(be, x), V, p, pl, begin, count)
+    flags = put(be, np.zeros(pl.tiles, np.int32))
+    launch_all(be, [wg.input_transform_launch(Ref("x"), Ref("V"), p, pl, begin, count)],
+               {"x": put(be, x), "V": V, "tile_flags": flags})
+    assert not to_numpy(flags).any()          # finite input: no tile flagged for the fix-up
     assert rel_error(V, want) <= 1e-6
 
 
@@ -241,45 +245,52 @@ def test_unsupported_problems_are_refused_with_a_reason(kwargs, words):
 
 def test_auto_rule():
     """Winograd only where the channel product amortises the transforms; F(4x4) for the large layers."""
-    def prio(algo, **shape):
+    def order(**shape):
         s = dict(N=1, C=64, H=28, W=28, K=64)
         s.update(shape)
         p = Conv2dProblem.from_shapes((s["N"], s["C"], s["H"], s["W"]), (s["K"], s["C"], 3, 3), padding=1)
-        return conv2d_mod.algorithm(algo).auto_priority(p)
+        return auto_order(p)
 
-    assert prio("winograd_f4x4_3x3") > prio("winograd_fused_f2x2_3x3") > prio("winograd_f2x2_3x3")
-    assert prio("winograd_f4x4_3x3", C=32) is None and prio("winograd_fused_f2x2_3x3", C=32) is not None
-    assert prio("winograd_f4x4_3x3", H=6, W=6) is None
+    big = order()
+    assert big.index("winograd_f4x4_3x3") < big.index("winograd_fused_f2x2_3x3") < big.index("winograd_f2x2_3x3")
+    assert "winograd_f4x4_3x3" not in order(C=32) and "winograd_fused_f2x2_3x3" in order(C=32)
+    assert "winograd_f4x4_3x3" not in order(H=6, W=6)
     for algo in ALGOS:
-        assert prio(algo, C=8) is None and prio(algo, K=8) is None
-    big = Conv2dProblem.from_shapes((1, 64, 28, 28), (64, 64, 3, 3), padding=1)
-    general = [conv2d_mod.algorithm(a).auto_priority(big) for a in ("implicit_gemm", "im2col_gemm")
-               if a in {i.name for i in cuconv.algorithms(big)}]
-    assert all(prio("winograd_fused_f2x2_3x3") > g for g in general if g is not None)
+        assert algo not in order(C=8) and algo not in order(K=8)
+    assert all(big.index("winograd_fused_f2x2_3x3") < big.index(g) for g in ("implicit_gemm", "im2col_gemm"))
 
 
 # =========================================================================== workspace
+def _workspace(algo, p, limit=None) -> int:
+    """The workspace of ``algo``'s plan for ``p`` under ``limit`` (reported even when over it)."""
+    return {i.name: i for i in cuconv.algorithms(p, limit)}[algo].workspace_bytes
+
+
 @pytest.mark.parametrize("algo", ["winograd_f2x2_3x3", "winograd_f4x4_3x3"])
 @pytest.mark.parametrize("x_shape", [(3, 19, 17, 13), (2, 19, 16, 14)])
 def test_workspace_agrees_with_cost_model(algo, x_shape):
     """V + M (rows padded to a multiple of 4 tiles) + U; exactly the cost model's V + M and U when
     the tile count is a multiple of 4."""
     p = Conv2dProblem.from_shapes(x_shape, (21, 19, 3, 3), padding=1)
-    alg = conv2d_mod.algorithm(algo)
     m = M_OF[algo]
-    pl = wg.plan(p, m)
+    pl = wg.chunking(p, m)
     assert pl.tiles == cost.winograd_tiles(p, m) and pl.chunks == 1 and 0 <= pl.ld - pl.tiles < 4
     vm = cost.winograd_workspace_bytes(p, algo) * pl.ld // pl.tiles
-    assert alg.workspace_bytes(p, None) == vm + cost.winograd_filter_bytes(p, m)
+    # plus the non-finite flags: 4 bytes per tile of the batch and per filter, each buffer 16-aligned
+    r16 = lambda n: -(-n // 16) * 16  # noqa: E731
+    flags = r16(r16(4 * pl.tiles) + 4 * p.K)
+    assert wg.flags_bytes(p, m) == flags
+    assert _workspace(algo, p) == vm + cost.winograd_filter_bytes(p, m) + flags
     if pl.tiles % 4 == 0:
-        assert alg.workspace_bytes(p, None) == cost.winograd_workspace_bytes(p, algo) + cost.winograd_filter_bytes(p, m)
-    assert conv2d_mod.algorithm("winograd_fused_f2x2_3x3").workspace_bytes(p, None) == cost.winograd_filter_bytes(p, 2)
+        assert _workspace(algo, p) == cost.winograd_workspace_bytes(p, algo) + cost.winograd_filter_bytes(p, m) + flags
+    tiles2 = cost.winograd_tiles(p, 2)
+    assert _workspace("winograd_fused_f2x2_3x3", p) == cost.winograd_filter_bytes(p, 2) + r16(4 * tiles2) + 4 * p.K
     # a limit chunks the tiles: the reported figure fits and shrinks with the limit
-    full, one_tile = alg.workspace_bytes(p, None), wg.plan(p, m, 1).workspace_bytes()
+    full, one_tile = _workspace(algo, p), wg.chunking(p, m, 1).workspace_bytes() + flags
     for limit in (full - 1, one_tile + (full - one_tile) // 2, one_tile + (full - one_tile) // 5, one_tile):
-        assert alg.workspace_bytes(p, limit) <= limit
-        assert wg.plan(p, m, limit).chunks > 1 or limit == full - 1
-    assert alg.workspace_bytes(p, one_tile - 1) > one_tile - 1     # not even one tile fits: refused
+        assert _workspace(algo, p, limit) <= limit
+        assert wg.chunking(p, m, limit, fixed_bytes=flags).chunks > 1 or limit == full - 1
+    assert _workspace(algo, p, one_tile - 1) > one_tile - 1     # not even one tile fits: refused
 
 
 @pytest.mark.parametrize("algo", ["winograd_f2x2_3x3", "winograd_f4x4_3x3"])
@@ -288,9 +299,9 @@ def test_workspace_limit_is_honoured(be, rng, algo):
     x, wt, bias, residual, act, pad, ref = _inputs(rng, (3, 3, 9, 7, 5, 1, "bias_relu"))
     p = Conv2dProblem.from_shapes(x.shape, wt.shape, padding=pad)
     m = M_OF[algo]
-    one_tile = wg.plan(p, m, 1).workspace_bytes()
+    one_tile = wg.chunking(p, m, 1).workspace_bytes()
     limit = one_tile + 7 * (m + 2) ** 2 * (p.C + p.K) * 4         # 8 tiles a chunk
-    assert wg.plan(p, m, limit).chunks >= 2
+    assert wg.chunking(p, m, limit).chunks >= 2
     out = _run(be, algo, x, wt, bias, residual, act, pad, ref, multiply="simple", max_workspace_bytes=limit)
     assert_close(out, ref, "float32", algo)
     out = put(be, np.empty(ref.shape, np.float32))
@@ -303,7 +314,7 @@ def test_workspace_limit_is_honoured(be, rng, algo):
 # =========================================================================== the multiplication count
 @pytest.mark.parametrize("algo, per_tile, direct_per_tile", [("winograd_f2x2_3x3", 16, 36),
                                                               ("winograd_f4x4_3x3", 36, 144)])
-def test_elementwise_multiplications_per_tile(be, rng, monkeypatch, algo, per_tile, direct_per_tile):
+def test_elementwise_multiplications_per_tile(be, rng, algo, per_tile, direct_per_tile):
     """Count the multiplications the launched element-wise stage performs (batch·M·N·K of each
     batched product), per output tile and (k, c) pair: 16 vs 36 (2.25x), 36 vs 144 (4x).
 
@@ -312,19 +323,17 @@ def test_elementwise_multiplications_per_tile(be, rng, monkeypatch, algo, per_ti
     x, wt, bias, residual, act, pad, ref = _inputs(rng, (3, 3, 8, 8, 5, 1, None))
     p = Conv2dProblem.from_shapes(x.shape, wt.shape, padding=pad)
     m = M_OF[algo]
-    launched = []
-    real = wg._multiply
-
-    def counting(be_, U, V, Mx, batch, K, C, T, method):
-        launched.append(batch * K * T * C)
-        return real(be_, U, V, Mx, batch, K, C, T, method)
-
-    monkeypatch.setattr(wg, "_multiply", counting)
-    limit = wg.plan(p, m, 1).workspace_bytes() + 3 * (m + 2) ** 2 * (p.C + p.K) * 4   # 4 tiles a chunk
-    pl = wg.plan(p, m, limit)
+    flags = wg.flags_bytes(p, m)
+    limit = wg.chunking(p, m, 1).workspace_bytes() + flags + 3 * (m + 2) ** 2 * (p.C + p.K) * 4   # 4 tiles a chunk
+    pl = wg.chunking(p, m, limit, fixed_bytes=flags)
     assert pl.chunk_tiles == 4 and pl.chunks > 1
     out = _run(be, algo, x, wt, bias, residual, act, pad, ref, multiply="simple", max_workspace_bytes=limit)
     assert_close(out, ref, "float32", algo)
+    # What the plan launched for the element-wise stage: the simple kernel's (batch, K, C, T) args.
+    plan = cuconv.plan_conv2d(put(be, x), put(be, wt), padding=pad, algo=algo, multiply="simple",
+                              max_workspace_bytes=limit)
+    launched = [int(ln.args[3]) * int(ln.args[4]) * int(ln.args[5]) * int(ln.args[6])
+                for ln in plan.launches if ln.kernel == "winograd_multiply_simple"]
     assert len(launched) == pl.chunks
     tiles = -(-p.P // m) * -(-p.Q // m) * p.N
     total = sum(launched)
@@ -350,3 +359,96 @@ def test_accuracy_against_measured_bounds(be, rng):
     assert err["winograd_fused_f2x2_3x3"] <= 1.5e-6, err
     assert err["winograd_f4x4_3x3"] <= 3e-5, err
     assert err["winograd_f4x4_3x3"] >= 4 * err["winograd_f2x2_3x3"], err     # markedly worse, as measured
+
+
+# =========================================================================== non-finite values
+def _with_specials(rng, shape, where, values):
+    a = random_array(rng, shape)
+    for idx, v in zip(where, values):
+        a[idx] = v
+    return a
+
+
+NONFINITE_CASES = {
+    # name: (input specials, weight specials); positions chosen for interior, edge and partial tiles
+    "nan_interior": ([(0, 1, 4, 4)], [np.nan], [], []),
+    "inf_edge": ([(1, 0, 0, 8)], [np.inf], [], []),
+    "neg_inf_partial_tile": ([(0, 2, 8, 6)], [-np.inf], [], []),
+    "inf_and_nan": ([(0, 0, 3, 3), (0, 0, 3, 4), (1, 2, 6, 1)], [np.inf, -np.inf, np.nan], [], []),
+    "nan_weight": ([], [], [(3, 1, 0, 2)], [np.nan]),
+    "inf_weight_and_input": ([(1, 1, 5, 2)], [np.inf], [(0, 2, 1, 1)], [-np.inf]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NONFINITE_CASES))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_non_finite_values_follow_direct_convolution_exactly(be, rng, algo, case):
+    """NaN/±Inf in the input or the weights reach exactly the outputs, with exactly the values,
+    that direct convolution gives (the transforms alone would spread a NaN over its whole tile
+    and turn Inf into NaN); with the fused epilogue and padding."""
+    xs, xv, ws, wv = NONFINITE_CASES[case]
+    x = _with_specials(rng, (2, 3, 9, 9), xs, xv)
+    w = _with_specials(rng, (5, 3, 3, 3), ws, wv)
+    bias = random_array(rng, (5,))
+    residual = random_array(rng, (2, 5, 9, 9))
+    args = dict(padding=1)          # (no clamping activation: relu6 would map NaN to 0 and Inf to 6)
+    want = to_numpy(cuconv.conv2d(put(be, x), put(be, w), put(be, bias), residual=put(be, residual),
+                                  algo="direct", **args))
+    assert not np.isfinite(want).all() and np.isfinite(want).any()
+    for extra in ({}, {"multiply": "simple"} if "fused" not in algo else {}):
+        got = to_numpy(cuconv.conv2d(put(be, x), put(be, w), put(be, bias), residual=put(be, residual),
+                                     algo=algo, **args, **extra))
+        np.testing.assert_array_equal(got[~np.isfinite(want)], want[~np.isfinite(want)])
+        assert np.array_equal(np.isfinite(got), np.isfinite(want)), f"{algo} {case}: NaN/Inf pattern differs"
+        finite = np.isfinite(want)
+        assert_close(np.where(finite, got, 0), np.where(finite, want, 0), "float32", algo, case)
+    # a transformed_weight is checked through the weight it came from
+    U = cuconv.winograd_filter_transform(put(be, w), "f2x2_3x3" if M_OF[algo] == 2 else "f4x4_3x3")
+    got = to_numpy(cuconv.conv2d(put(be, x), put(be, w), put(be, bias), residual=put(be, residual), algo=algo,
+                                 transformed_weight=U, **args))
+    assert np.array_equal(np.isfinite(got), np.isfinite(want))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_the_fix_up_changes_nothing_when_the_data_is_finite_and_is_needed_when_not(be, rng, algo):
+    """The plan without its last launch (the fix-up) gives the same output on finite data; on an
+    Inf input the transforms turn Inf into NaN (Inf − Inf), which the fix-up then corrects."""
+    w = random_array(rng, (4, 3, 3, 3))
+    plan = cuconv.plan_conv2d(put(be, random_array(rng, (1, 3, 8, 8))), put(be, w), padding=1, algo=algo)
+    assert plan.launches[-1].kernel.startswith("winograd_fixup") and plan.launches[0].kernel == "winograd_flags_init"
+    for x, finite in ((random_array(rng, (1, 3, 8, 8)), True), (_with_specials(rng, (1, 3, 8, 8), [(0, 0, 4, 4)], [np.inf]), False)):
+        outs = []
+        for launches in (plan.launches, plan.launches[:-1]):
+            out = put(be, np.full((1, 4, 8, 8), 7.0, np.float32))
+            env = plan.bind(be, put(be, x), put(be, w), out=out)
+            partial = cuconv.Plan(plan.op, plan.algo, plan.problem, launches, plan.inputs, plan.outputs, plan.device,
+                                  plan.workspace_bytes, plan.buffers)
+            partial.execute(be, env)
+            outs.append(to_numpy(out))
+        if finite:
+            np.testing.assert_array_equal(outs[0], outs[1])
+        else:
+            direct = to_numpy(cuconv.conv2d(put(be, x), put(be, w), padding=1, algo="direct"))
+            special = ~np.isfinite(direct)
+            np.testing.assert_array_equal(np.isfinite(outs[0]), ~special)
+            np.testing.assert_array_equal(outs[0][special], direct[special])
+            assert (~np.isfinite(direct)).sum() == 4 * 9 and not np.isnan(direct).any()   # ±Inf in a 3x3 window
+            assert np.isnan(outs[1]).any(), "without the fix-up the transforms should have made a NaN"
+
+
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="random", seed=5),
+                                  dict(order="reverse")], ids=["asan_ubsan", "random", "reverse"])
+def test_non_finite_fix_up_under_the_emulators_checks(rng, mode):
+    """The flag and fix-up kernels (and the flagging input transforms) under ASan+UBSan and
+    shuffled thread orders: the atomicOr flags and the direct recomputation must not depend on
+    the order."""
+    x = _with_specials(rng, (2, 3, 7, 9), [(0, 1, 3, 3), (1, 0, 6, 8)], [np.nan, np.inf])
+    w = _with_specials(rng, (4, 3, 3, 3), [(2, 0, 1, 1)], [-np.inf])
+    with cuconv.backend("emulator"):
+        want = cuconv.conv2d(x, w, padding=1, algo="direct")
+    special = ~np.isfinite(want)
+    with cuconv.backend("emulator", **mode):
+        for algo in ("winograd_f4x4_3x3", "winograd_fused_f2x2_3x3"):
+            got = cuconv.conv2d(x, w, padding=1, algo=algo)
+            np.testing.assert_array_equal(np.isfinite(got), ~special)
+            np.testing.assert_array_equal(got[special], want[special])

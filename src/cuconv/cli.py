@@ -1,4 +1,4 @@
-"""The `cuconv` command: info | kernels | cost | bench | analyze | check.
+"""The `cuconv` command: info | kernels | cost | bench | analyze | check | profile.
 
 Each subcommand lives in cuconv/commands/<name>.py with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so
@@ -10,19 +10,22 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
+
 COMMANDS = {
     "info": "versions, CUDA devices (CuPy + NVML), clocks and derived peaks",
     "kernels": "every kernel config: registers, spills, shared memory, occupancy per arch (no GPU needed)",
     "cost": "theoretical cost of a landmark CNN, layer by layer (textbook §8-§11)",
     "bench": "benchmark kernels against the theoretical costs (GPU), or verify them in emulation",
     "analyze": "static SASS analysis of any kernel in a .cu file (no GPU needed)",
-    "check": "run cuconv's kernels through the CPU emulator against the float64 reference",
+    "check": "run cuconv's kernels against the float64 reference: on the CPU emulator, or every kernel on "
+             "the GPU (--gpu)",
+    "profile": "one op on one problem with NVTX ranges; the ncu / compute-sanitizer command lines for its launches",
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; with ``only``, the other subcommands' modules are not imported."""
-    from . import __version__  # noqa: PLC0415
     parser = argparse.ArgumentParser(prog="cuconv", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cuconv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,6 +51,7 @@ def main(argv=None) -> int:
     only = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only)
     args = parser.parse_args(argv)
+    args._argv = list(argv)         # the command line as given (cuconv profile repeats it for ncu)
     if args.command is None:
         parser.print_help()
         return 0

@@ -2,14 +2,16 @@
 
 * ``load_source(file)`` reads ``kernels/<file>`` and inlines the project's own
   ``#include "..."`` headers, so that CuPy's disk cache (keyed on the source text)
-  sees every edit of a header.
-* ``KernelEntry`` + ``register_kernel`` form the registry of every kernel
-  instantiation an op can launch; the compile matrix, ``cuconv kernels`` and the
-  static analysis walk it.
+  sees every edit of a header. Each file is read once per process; set
+  ``CUCONV_DEV_RELOAD=1`` while editing kernels to have every launch re-check the files'
+  modification times (and rebuild what changed).
+* The registry of kernel instantiations (``KernelEntry``, ``register_kernel``,
+  ``registered_kernels``) lives in the leaf module ``cuconv.registry``; it is re-exported here.
 * ``compile_entry(entry, arch)`` compiles through CuPy's low-level NVRTC binding,
   which needs no GPU, and parses ``-Xptxas=-v`` into registers / spills / shared memory.
-* ``get_function`` (used by the backends) compiles for the current device through
-  ``cupy.RawModule`` with ``name_expressions`` and memoizes per device.
+* ``cupy_function(entry, device_id)`` (used by the GPU backend when it first meets an entry)
+  builds one ``cupy.RawModule`` per (device, kernel file, options) holding every registered
+  instantiation of that file that runs on the device, and returns the entry's function.
 """
 from __future__ import annotations
 
@@ -19,28 +21,23 @@ import hashlib
 import json
 import os
 import re
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The compile targets of the compile matrix: Turing ... Blackwell (consumer).
-ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
-# Architecture-specific targets ("a": features that only that exact arch has, e.g. sm_90a's
-# wgmma). Only kernels that list one in their ``archs`` are built for it; the compile matrix
-# and the analysis cover ARCHS + ARCH_SPECIFIC. CuPy's NVRTC accepts --gpu-architecture=sm_90a
-# (cubin) and compute_90a (PTX) and defines __CUDA_ARCH_FEAT_SM90_ALL there.
-ARCH_SPECIFIC = ("sm_90a",)
-ALL_ARCHS = ARCHS + ARCH_SPECIFIC
-
-
-def compile_target(arch) -> str:
-    """'sm_90a' stays 'sm_90a'; '90', 'compute_90', (9, 0) become 'sm_90' (see arch.normalize_arch)."""
-    if isinstance(arch, tuple):
-        arch = f"{arch[0]}{arch[1]}"
-    s = str(arch).lower().removeprefix("sm_").removeprefix("compute_")
-    if f"sm_{s}" in ARCH_SPECIFIC:
-        return f"sm_{s}"
-    return "sm_" + s.rstrip("af")
+from .arch import DEFAULT_MAX_SMEM_PER_BLOCK, occupancy
+from .registry import (  # noqa: F401
+    ALL_ARCHS,
+    ARCH_SPECIFIC,
+    ARCHS,
+    KernelEntry,
+    compile_target,
+    file_group,
+    find_kernel,
+    register_kernel,
+    registered_kernels,
+)
 
 # Options every cuconv kernel is compiled with, on the GPU and in the compile matrix.
 BASE_OPTIONS = ("--std=c++17",)
@@ -90,74 +87,39 @@ def _inline_includes(path: Path, seen: set[Path]) -> str:
     return _INCLUDE_RE.sub(replace, text)
 
 
+_DEV_RELOAD = os.environ.get("CUCONV_DEV_RELOAD", "") not in ("", "0")
+
+
+def dev_reload() -> bool:
+    """CUCONV_DEV_RELOAD=1 (read when cuconv is imported): re-check the kernel sources on every
+    use and never keep a loaded function (for kernel development; every launch then pays a stat
+    of each kernel file)."""
+    return _DEV_RELOAD
+
+
+_KERNEL_DIR: Path | None = None
+
+
 def load_source(file: str) -> str:
-    """The source of ``kernels/<file>`` with the project's own ``#include "..."`` inlined."""
-    path = kernel_dir() / file
-    if not path.is_file():
-        raise FileNotFoundError(f"no kernel source {file!r} in {kernel_dir()}")
-    # Key the memo on the mtime of every file so an edit during a session is seen.
-    stamp = sum(p.stat().st_mtime_ns for p in kernel_dir().iterdir() if p.suffix in (".cu", ".cuh"))
-    return _load_source_cached(str(path), stamp)
+    """The source of ``kernels/<file>`` with the project's own ``#include "..."`` inlined.
+
+    Read once per process (memoized); under CUCONV_DEV_RELOAD=1 the memo is keyed on the
+    modification times of every kernel file, so an edit is seen at the next use."""
+    global _KERNEL_DIR
+    if _KERNEL_DIR is None:
+        _KERNEL_DIR = kernel_dir()
+    path = _KERNEL_DIR / file
+    stamp = 0
+    if dev_reload():
+        stamp = sum(p.stat().st_mtime_ns for p in _KERNEL_DIR.iterdir() if p.suffix in (".cu", ".cuh"))
+    try:
+        return _load_source_cached(str(path), stamp)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no kernel source {file!r} in {_KERNEL_DIR}") from None
 
 
 def source_hash(source: str, options=()) -> str:
     return hashlib.sha256((source + "\0" + "\0".join(options)).encode()).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class KernelEntry:
-    """One kernel instantiation that an op can launch.
-
-    ``label`` is the config's generated name (e.g. ``gemm_f32_128x128x8_8x8``): the name in
-    the resource report, the pytest id and the bench's ``kernel`` column.
-    ``expression`` is the NVRTC name expression (``gemm_f32<128, 128, 8, 8, 8>``) or the
-    ``extern "C"`` name. ``min_blocks_per_sm`` is the occupancy the design promises at
-    ``block_threads`` threads (checked by the compile-matrix test on every arch).
-    """
-    file: str
-    expression: str
-    label: str
-    block_threads: int
-    min_blocks_per_sm: int = 1
-    dynamic_smem: int = 0
-    options: tuple[str, ...] = ()
-    archs: tuple[str, ...] = ARCHS      # a tensor-core config may need sm_80+
-    main: bool = False                  # a main config (the static analysis checks it closely)
-    # Per-arch exceptions to min_blocks_per_sm, as ((arch, blocks), ...): a config sized for
-    # the 164-228 KiB of shared memory of sm_80/sm_90 may promise fewer blocks on the 100 KiB
-    # GeForce parts (sm_86, sm_89, sm_120). The promise is stated, never derived.
-    min_blocks_overrides: tuple[tuple[str, int], ...] = ()
-
-    def min_blocks(self, arch: str) -> int:
-        """The occupancy (resident blocks per SM) this config promises on ``arch``."""
-        return dict(self.min_blocks_overrides).get(arch, self.min_blocks_per_sm)
-
-
-_REGISTRY: dict[str, KernelEntry] = {}
-_REG_LOCK = threading.Lock()
-
-
-def register_kernel(entry: KernelEntry) -> KernelEntry:
-    with _REG_LOCK:
-        old = _REGISTRY.get(entry.label)
-        if old is not None and old != entry:
-            raise ValueError(f"kernel label {entry.label!r} registered twice with different definitions")
-        _REGISTRY[entry.label] = entry
-    return entry
-
-
-def registered_kernels() -> list[KernelEntry]:
-    """Every kernel instantiation of every op (importing the ops fills the registry)."""
-    from . import ops  # noqa: F401  (registers)
-    return sorted(_REGISTRY.values(), key=lambda e: (e.file, e.label))
-
-
-def find_kernel(name: str) -> KernelEntry:
-    for e in registered_kernels():
-        if name in (e.label, e.expression):
-            return e
-    raise KeyError(f"no registered kernel named {name!r}; `cuconv kernels` lists them")
 
 
 # --------------------------------------------------------------------------- NVRTC, no device
@@ -181,7 +143,6 @@ class KernelResources:
         return self.spill_store_bytes + self.spill_load_bytes
 
     def occupancy(self) -> dict:
-        from .arch import occupancy  # noqa: PLC0415
         return occupancy(self.arch, self.block_threads, self.registers,
                          self.static_smem_bytes + self.dynamic_smem)
 
@@ -229,6 +190,51 @@ def parse_ptxas_log(log: str) -> dict[str, dict]:
     return out
 
 
+def complete_elf(cubin: bytes) -> bytes:
+    """The cubin padded with zero bytes up to the length its own ELF header declares.
+
+    CuPy's ``nvrtc.getCUBIN`` (14.x) drops the last byte of the image (it strips a trailing
+    NUL as it does for PTX, which a cubin does not have); the driver tolerates that but
+    nvdisasm rejects the file. The dropped byte is the top byte of the last program
+    header's alignment field, which is zero, so padding restores the image exactly.
+    """
+    if len(cubin) < 64 or cubin[:4] != b"\x7fELF" or cubin[4] != 2:  # ELFCLASS64 only
+        return cubin
+    phoff, shoff = struct.unpack_from("<QQ", cubin, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", cubin, 0x36)
+    end = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+    if len(cubin) < end and end - len(cubin) <= 8:
+        return cubin + b"\0" * (end - len(cubin))
+    return cubin
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_include_options() -> tuple[str, ...]:
+    """``-I`` for the CUDA headers (cuda_fp16.h, cuda_bf16.h) that NVRTC does not carry itself.
+
+    Looked up in $CUDA_PATH, $CUDA_HOME, /usr/local/cuda and the nvidia-cuda-runtime wheels.
+    Empty when none is found; the compile then fails with NVRTC's "cannot open cuda_fp16.h".
+    """
+    candidates = [os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
+    dirs = [Path(c) / "include" for c in candidates if c]
+    try:
+        import nvidia  # noqa: PLC0415  (namespace package of the CUDA wheels; optional)
+        for root in getattr(nvidia, "__path__", []):
+            dirs += sorted(Path(root).glob("*/include"))
+    except ImportError:
+        pass
+    for d in dirs:
+        if (d / "cuda_fp16.h").is_file() and (d / "cuda_bf16.h").is_file():
+            return (f"-I{d}",)
+    return ()
+
+
+def nvrtc_options(entry_options, cuda_headers: bool) -> tuple[str, ...]:
+    """Options of an NVRTC compile: the base options, the entry's, and the CUDA include path
+    when the kernel includes the CUDA headers."""
+    return (*BASE_OPTIONS, *entry_options, *(cuda_include_options() if cuda_headers else ()))
+
+
 def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "kernel.cu",
                   output: str = "cubin"):
     """Compile ``source`` for ``arch`` with NVRTC (no GPU needed).
@@ -252,7 +258,6 @@ def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "
         log = nvrtc.getProgramLog(prog)
         lowered = {e: nvrtc.getLoweredName(prog, e) for e in expressions}
         if output == "cubin":
-            from .analysis.tools import complete_elf  # noqa: PLC0415  (CuPy 14 drops a cubin's last byte)
             binary = complete_elf(nvrtc.getCUBIN(prog))
         else:
             binary = nvrtc.getPTX(prog)
@@ -316,10 +321,10 @@ def _disk_cache_store(file, options, arch, expressions, source, result) -> None:
 
 def compile_entry(entry: KernelEntry, arch: str) -> KernelResources:
     """Compile one registered kernel for ``arch`` and report its resources (no GPU needed)."""
-    group = tuple(sorted({e.expression for e in _REGISTRY.values()
-                          if e.file == entry.file and e.options == entry.options and arch in e.archs}
+    group = tuple(sorted({e.expression for e in file_group(entry.file, entry.options, arch)}
                          | {entry.expression}))
-    cubin, infos, lowered, log = _compile_group_cached(entry.file, entry.options, arch, group,
+    options = (*entry.options, *(cuda_include_options() if entry.cuda_headers else ()))
+    cubin, infos, lowered, log = _compile_group_cached(entry.file, options, arch, group,
                                                        load_source(entry.file))
     mangled = lowered[entry.expression]
     info = infos.get(mangled)
@@ -331,22 +336,48 @@ def compile_entry(entry: KernelEntry, arch: str) -> KernelResources:
 
 
 # --------------------------------------------------------------------------- on the GPU
+def runs_on(entry: KernelEntry, cc: int) -> bool:
+    """Whether ``entry`` is built for a device of compute capability ``cc`` (75, 80, 90 ...):
+    its oldest target is not newer than the device; an arch-specific target (sm_90a) only
+    for that exact capability."""
+    for arch in entry.archs:
+        digits = int("".join(ch for ch in arch[3:] if ch.isdigit()))
+        if (digits == cc) if arch.endswith("a") else (digits <= cc):
+            return True
+    return False
+
+
 _MODULES: dict = {}
 _MOD_LOCK = threading.Lock()
 
 
-def get_cupy_function(file: str, expression: str, options=()):
-    """A ``cupy.RawKernel`` for ``expression`` in ``kernels/<file>``, memoized per device."""
+def cupy_module(file: str, options: tuple, cuda_headers: bool, device_id: int, cc: int):
+    """One ``cupy.RawModule`` per (device, kernel file, options): every registered instantiation
+    of that file and options that runs on the device, compiled together (CuPy caches the
+    result on disk, keyed on the source)."""
     import cupy  # noqa: PLC0415
 
-    device = cupy.cuda.Device().id
     source = load_source(file)
-    key = (device, file, expression, tuple(options), source_hash(source))
+    key = (device_id, file, tuple(options), source_hash(source) if dev_reload() else None)
     with _MOD_LOCK:
-        fn = _MODULES.get(key)
-        if fn is None:
-            module = cupy.RawModule(code=source, options=(*BASE_OPTIONS, *options),
-                                    name_expressions=[expression])
-            fn = module.get_function(expression)
-            _MODULES[key] = fn
+        mod = _MODULES.get(key)
+        if mod is None:
+            expressions = sorted({e.expression for e in file_group(file, options) if runs_on(e, cc)})
+            with cupy.cuda.Device(device_id):
+                mod = cupy.RawModule(code=source, options=nvrtc_options(options, cuda_headers),
+                                     name_expressions=expressions)
+            _MODULES[key] = mod
+    return mod
+
+
+def cupy_function(entry: KernelEntry, device_id: int, cc: int):
+    """The ``cupy.RawKernel`` of ``entry`` on device ``device_id``, its dynamic shared memory
+    opted in once (``max_dynamic_shared_size_bytes``) when it declares more than the default."""
+    if not runs_on(entry, cc):
+        raise RuntimeError(f"kernel {entry.label} is not built for this device (sm_{cc}); "
+                           f"it targets {', '.join(entry.archs)}")
+    mod = cupy_module(entry.file, entry.options, entry.cuda_headers, device_id, cc)
+    fn = mod.get_function(entry.expression)
+    if entry.dynamic_smem > DEFAULT_MAX_SMEM_PER_BLOCK:
+        fn.max_dynamic_shared_size_bytes = entry.dynamic_smem
     return fn

@@ -25,7 +25,17 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .problem import DTYPE_BYTES, Conv2dProblem, _pair, dtype_name
+from . import fft_math as _fm
+from . import winograd_math as _wm
+from .problem import (
+    DTYPE_BYTES,
+    Conv2dProblem,
+    ConvTransposeProblem,
+    PoolProblem,
+    _pair,
+    dtype_name,
+    pool_out_size,
+)
 
 INDEX_BYTES = 4                       # §9.3: "integers (typically 4 bytes each)"; PyTorch keeps int64
 BATCHNORM_FLOPS_PER_ELEMENT = 5       # § Computational Summary: ~5·C·H·W
@@ -153,6 +163,60 @@ class WinogradCost:
 
 
 @dataclass(frozen=True)
+class FftCost:
+    """FFT convolution (§8.4's "FFT-based" row; the ``fft`` and ``fft_tiling`` algorithms) on
+    one convolution: Lh×Lw real transforms of every input tile and channel, of every filter
+    plane (K·C/g) and of every output tile and channel, the channel reduction as complex
+    multiply-accumulates per frequency, items = N·tiles.
+
+    FLOPs by FFTW benchFFT's convention (http://www.fftw.org/speed/method.html): 5·n·log2(n)
+    per complex n-point transform, half that, 2.5·n·log2(n), per real one (n = Lh·Lw for 2-D),
+    whatever algorithm the library runs; 8 real FLOPs per complex multiply-accumulate. The
+    filter transforms are ``filter_transform_flops``, out of ``flops`` when a transformed
+    weight is reused (``flops_reusing_filter``). ``workspace_bytes``: what the plan allocates
+    without a workspace cap, for the items of one pass (``pass_items``: the whole batch for
+    ``fft``, at most fft_math.TILING_PASS_BYTES of planes for ``fft_tiling``) — real planes
+    (the packed filter planes in passes, then the packed inputs, then the inverse transforms:
+    max(pass_items·max(C, K), filter planes per pass)·Lh·Lw floats), input and output spectra
+    (pass_items·(C + K)·Lh·(Lw/2+1) complex64) and the filter spectra (``filter_bytes``,
+    K·C/g·Lh·(Lw/2+1) complex64); ``workspace_reusing_filter``
+    without the filter's part, when ``transformed_weight=`` is passed. Up to 16 bytes of
+    alignment per buffer come on top in the plan.
+    """
+    algo: str
+    Lh: int
+    Lw: int
+    tiles: int                         # per image
+    items: int                         # N · tiles
+    pass_items: int                    # items a pass holds (no workspace cap)
+    input_transform_flops: int
+    filter_transform_flops: int
+    output_transform_flops: int
+    product_flops: int
+    direct_flops: int
+    workspace_bytes: int
+    workspace_reusing_filter: int
+    filter_bytes: int
+
+    @property
+    def transform_flops(self) -> int:
+        return self.input_transform_flops + self.filter_transform_flops + self.output_transform_flops
+
+    @property
+    def flops(self) -> int:
+        return self.transform_flops + self.product_flops
+
+    @property
+    def flops_reusing_filter(self) -> int:
+        return self.flops - self.filter_transform_flops
+
+    @property
+    def reduction(self) -> float:
+        """Direct FLOPs (2·MACs) over the FFT algorithm's."""
+        return self.direct_flops / self.flops
+
+
+@dataclass(frozen=True)
 class TrainingMemory:
     """Training memory (§ Memory formulas): weights, gradients, Adam's m and v, activations."""
     param_bytes: int
@@ -199,6 +263,7 @@ class LayerCost:
     problem: Conv2dProblem | None = None
     winograd: tuple[WinogradCost, ...] = ()
     parts: tuple["LayerCost", ...] = ()
+    fft: tuple[FftCost, ...] = ()
 
     @property
     def input_shape(self) -> Shape:
@@ -248,57 +313,14 @@ def combine(kind: str, parts, input_shapes, output_shape) -> LayerCost:
 
 
 # ============================================================== Winograd
-_WINOGRAD_ALGOS = {"winograd_f2x2_3x3": 2, "winograd_f4x4_3x3": 4}
-
-# Lavin & Gray's transforms, Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, as exact fractions.
-_F = Fraction
-WINOGRAD_MATRICES = {
-    2: {"BT": [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
-        "G": [[1, 0, 0], [_F(1, 2), _F(1, 2), _F(1, 2)], [_F(1, 2), _F(-1, 2), _F(1, 2)], [0, 0, 1]],
-        "AT": [[1, 1, 1, 0], [0, 1, -1, -1]]},
-    4: {"BT": [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
-        "G": [[_F(1, 4), 0, 0], [_F(-1, 6), _F(-1, 6), _F(-1, 6)], [_F(-1, 6), _F(1, 6), _F(-1, 6)],
-              [_F(1, 24), _F(1, 12), _F(1, 6)], [_F(1, 24), _F(-1, 12), _F(1, 6)], [0, 0, 1]],
-        "AT": [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]},
-}
-
-
-def _winograd_m(m_or_algo) -> int:
-    if isinstance(m_or_algo, str):
-        if m_or_algo not in _WINOGRAD_ALGOS:
-            raise ValueError(f"unknown Winograd algorithm {m_or_algo!r}; expected one of {sorted(_WINOGRAD_ALGOS)}")
-        return _WINOGRAD_ALGOS[m_or_algo]
-    if isinstance(m_or_algo, bool) or m_or_algo not in WINOGRAD_MATRICES:
-        raise ValueError(f"Winograd output tile m must be 2 or 4 (F(2x2,3x3), F(4x4,3x3)), got {m_or_algo!r}")
-    return int(m_or_algo)
-
-
-def winograd_unsupported_reason(problem: Conv2dProblem) -> str | None:
-    """Why F(m×m, 3×3) cannot run this problem, or None if it can."""
-    rules = []
-    if (problem.R, problem.S) != (3, 3):
-        rules.append(f"a 3x3 kernel (got {problem.R}x{problem.S})")
-    if (problem.stride_h, problem.stride_w) != (1, 1):
-        rules.append(f"stride 1 (got {problem.stride_h}x{problem.stride_w})")
-    if (problem.dilation_h, problem.dilation_w) != (1, 1):
-        rules.append(f"dilation 1 (got {problem.dilation_h}x{problem.dilation_w})")
-    if problem.groups != 1:
-        rules.append(f"groups 1 (got {problem.groups})")
-    return None if not rules else "Winograd F(mxm,3x3) needs " + ", ".join(rules)
-
-
-def _check_winograd(problem: Conv2dProblem) -> None:
-    reason = winograd_unsupported_reason(problem)
-    if reason:
-        raise ValueError(f"{reason}: {problem.describe()}")
-
-
-def winograd_tiles(problem: Conv2dProblem, m) -> int:
-    """Output tiles over the whole batch: N·⌈P/m⌉·⌈Q/m⌉."""
-    m = _winograd_m(m)
-    _check_winograd(problem)
-    return problem.N * (-(-problem.P // m)) * (-(-problem.Q // m))
+# The matrices, the shape rule and the buffer sizes are the ones the Winograd op uses
+# (cuconv.winograd_math, a leaf module both import).
+WINOGRAD_MATRICES = {m: dict(zip(("AT", "G", "BT"), _wm.winograd_matrices(m))) for m in (2, 4)}
+_winograd_m = _wm.tile_size
+winograd_unsupported_reason = _wm.unsupported_reason
+winograd_tiles = _wm.tiles
+winograd_workspace_bytes = _wm.workspace_bytes
+winograd_filter_bytes = _wm.filter_bytes
 
 
 def winograd_multiplications(problem: Conv2dProblem, m) -> int:
@@ -306,26 +328,6 @@ def winograd_multiplications(problem: Conv2dProblem, m) -> int:
     m = _winograd_m(m)
     alpha = m + 2
     return alpha * alpha * problem.K * problem.C * winograd_tiles(problem, m)
-
-
-def winograd_workspace_bytes(problem: Conv2dProblem, algo) -> int:
-    """Transformed input V (α²·C·T) plus transformed products M (α²·K·T), at the problem's dtype.
-
-    ``algo`` is "winograd_f2x2_3x3" or "winograd_f4x4_3x3" (or m = 2, 4). The filter
-    transform U is not included: see :func:`winograd_filter_bytes`.
-    """
-    m = _winograd_m(algo)
-    alpha = m + 2
-    tiles = winograd_tiles(problem, m)
-    return alpha * alpha * (problem.C + problem.K) * tiles * problem.itemsize
-
-
-def winograd_filter_bytes(problem: Conv2dProblem, m) -> int:
-    """The transformed filter U: α²·K·C elements at the problem's dtype."""
-    m = _winograd_m(m)
-    _check_winograd(problem)
-    alpha = m + 2
-    return alpha * alpha * problem.K * problem.C * problem.itemsize
 
 
 def transform_flops_1d(matrix) -> int:
@@ -370,6 +372,26 @@ def winograd_cost(problem: Conv2dProblem, m) -> WinogradCost:
         filter_bytes=winograd_filter_bytes(problem, m))
 
 
+# ============================================================== FFT
+# The transform sizes, tiles and buffer sizes are the ones the FFT op uses (cuconv.fft_math, a
+# leaf module both import).
+FFT_ALGORITHMS = _fm.ALGORITHMS
+fft_unsupported_reason = _fm.unsupported_reason
+fft_tiling = _fm.tiling
+
+
+def fft_cost(problem: Conv2dProblem, algo: str = "fft", tile=None) -> FftCost:
+    """Everything about running ``problem`` as ``algo`` ("fft": whole-image transforms,
+    "fft_tiling": overlap-save tiles, ``tile`` as the op takes it); ValueError if it cannot."""
+    t = _fm.tiling(problem, algo, tile)
+    return FftCost(
+        algo=algo, Lh=t.Lh, Lw=t.Lw, tiles=t.tiles, items=t.items, pass_items=t.pass_items,
+        input_transform_flops=t.input_transform_flops, filter_transform_flops=t.filter_transform_flops,
+        output_transform_flops=t.output_transform_flops, product_flops=t.product_flops,
+        direct_flops=problem.flops(), workspace_bytes=t.workspace_bytes(with_filter=True),
+        workspace_reusing_filter=t.workspace_bytes(with_filter=False), filter_bytes=t.filter_bytes)
+
+
 def im2col_overhead(problem: Conv2dProblem) -> float:
     """§8.3: column-matrix elements over input elements, C·R·S·P·Q / (C·H·W).
 
@@ -398,6 +420,9 @@ def conv2d_cost(problem: Conv2dProblem, bias: bool = True) -> LayerCost:
     winograd = ()
     if winograd_unsupported_reason(problem) is None:
         winograd = tuple(winograd_cost(problem, m) for m in (2, 4))
+    fft = ()
+    if fft_unsupported_reason(problem) is None:
+        fft = tuple(fft_cost(problem, a) for a in FFT_ALGORITHMS)
     return LayerCost(
         kind=conv_kind(problem), input_shapes=(problem.input_shape,), output_shape=problem.output_shape,
         dtype=problem.dtype,
@@ -408,8 +433,8 @@ def conv2d_cost(problem: Conv2dProblem, bias: bool = True) -> LayerCost:
         backward_data_flops=2 * macs,
         backward_weight_flops=2 * macs + (outputs if bias else 0),
         output_bytes=problem.output_bytes(), input_cache_bytes=problem.input_bytes(),
-        im2col_bytes=problem.workspace_bytes("im2col_gemm"),
-        problem=problem, winograd=winograd)
+        im2col_bytes=0 if problem.is_pointwise else problem.im2col_bytes(),
+        problem=problem, winograd=winograd, fft=fft)
 
 
 @dataclass(frozen=True)
@@ -510,36 +535,30 @@ class ConvTranspose2d:
                 _pair(self.padding, "padding"), _pair(self.output_padding, "output_padding"),
                 _pair(self.dilation, "dilation"))
 
-    def output_size(self, input_shape) -> Shape:
+    def transposed_problem(self, input_shape, dtype="float32") -> ConvTransposeProblem:
+        """The layer on ``input_shape`` as the package's one definition of a transposed
+        convolution (PyTorch's argument rules, output_padding < stride or < dilation)."""
         x = _single(input_shape, 4, "ConvTranspose2d")
-        (r, s), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = self._args()
-        if min(sh, sw, dh, dw, r, s) <= 0 or min(ph, pw, oh, ow) < 0:
-            raise ValueError(f"ConvTranspose2d: kernel, stride and dilation must be positive and padding, "
-                             f"output_padding non-negative, got {self}")
-        if oh >= sh or ow >= sw:
-            raise ValueError(f"ConvTranspose2d: output_padding {(oh, ow)} must be smaller than stride {(sh, sw)}")
-        if self.groups <= 0 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"ConvTranspose2d: groups={self.groups} must divide in_channels={self.in_channels} "
-                             f"and out_channels={self.out_channels}")
         if x[1] != self.in_channels:
             raise ValueError(f"ConvTranspose2d({self.in_channels}->{self.out_channels}) got input {x} with "
                              f"{x[1]} channels; expected {self.in_channels}")
-        h = (x[2] - 1) * sh - 2 * ph + dh * (r - 1) + oh + 1
-        w = (x[3] - 1) * sw - 2 * pw + dw * (s - 1) + ow + 1
-        if h <= 0 or w <= 0:
-            raise ValueError(f"ConvTranspose2d: output size would be {h}x{w} (<= 0) for input {x} and {self}")
-        return (x[0], self.out_channels, h, w)
+        if self.groups <= 0 or self.out_channels % self.groups:
+            raise ValueError(f"ConvTranspose2d: groups={self.groups} must divide in_channels={self.in_channels} "
+                             f"and out_channels={self.out_channels}")
+        (r, s), stride, padding, output_padding, dilation = self._args()
+        w = (self.in_channels, self.out_channels // self.groups, r, s)
+        try:
+            return ConvTransposeProblem.from_shapes(x, w, stride, padding, output_padding, self.groups,
+                                                    dilation, dtype)
+        except ValueError as exc:
+            raise ValueError(f"ConvTranspose2d: {exc}") from None
+
+    def output_size(self, input_shape) -> Shape:
+        return self.transposed_problem(input_shape).output_shape
 
     def problem(self, input_shape, dtype="float32") -> Conv2dProblem:
         """The convolution Y→X whose data gradient is this layer (shapes swapped)."""
-        n, cout, h, w = self.output_size(input_shape)
-        (r, s), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = self._args()
-        p = Conv2dProblem(n, cout, h, w, self.in_channels, r, s, sh, sw, ph, pw, dh, dw, self.groups,
-                          dtype_name(dtype)).validate()
-        x = tuple(input_shape)
-        if (p.P, p.Q) != (x[2], x[3]):  # cannot happen while output_padding < stride
-            raise ValueError(f"ConvTranspose2d: equivalent convolution {p.describe()} does not map back to {x}")
-        return p
+        return self.transposed_problem(input_shape, dtype).as_conv2d()
 
     def zero_insertion_problem(self, input_shape, dtype="float32") -> Conv2dProblem:
         """§9.7's reading: insert s−1 zeros between inputs, pad d(k−1)−p, run a stride-1 conv."""
@@ -556,18 +575,25 @@ class ConvTranspose2d:
 
     def cost(self, input_shape, dtype="float32") -> LayerCost:
         x = _single(input_shape, 4, "ConvTranspose2d")
-        p = self.problem(x, dtype)
-        macs = p.macs()
-        outputs = p.N * p.C * p.H * p.W
+        t = self.transposed_problem(x, dtype)
+        macs = t.macs()
+        outputs = _numel(t.output_shape)
+        try:
+            p = t.as_conv2d()
+        except ValueError:       # output_padding a whole stride past the padding: no such conv
+            p = None
+        col_rows = (t.C_out // t.groups) * t.R * t.S
         return LayerCost(
-            kind="conv_transpose2d", input_shapes=(x,), output_shape=p.input_shape, dtype=p.dtype,
-            params=self.in_channels * (self.out_channels // self.groups) * p.R * p.S
+            kind="conv_transpose2d", input_shapes=(x,), output_shape=t.output_shape, dtype=t.dtype,
+            params=self.in_channels * (self.out_channels // self.groups) * t.R * t.S
             + (self.out_channels if self.bias else 0),
             macs=macs, flops=2 * macs,
             backward_data_flops=2 * macs,          # the gradient is the forward convolution p
             backward_weight_flops=2 * macs + (outputs if self.bias else 0),
-            output_bytes=p.input_bytes(), input_cache_bytes=p.output_bytes(),
-            im2col_bytes=0 if p.is_pointwise else p.im2col_bytes(),   # GEMM then col2im
+            output_bytes=outputs * t.itemsize, input_cache_bytes=_numel(x) * t.itemsize,
+            # GEMM then col2im: the column matrix (C_out·R·S) × (H·W) per image (none for 1x1, stride 1,
+            # no padding, where the GEMM writes the output directly)
+            im2col_bytes=0 if (p is not None and p.is_pointwise) else t.groups * col_rows * t.N * t.H * t.W * t.itemsize,
             problem=p)
 
     def rf_kernel_stride(self, input_shape):
@@ -606,30 +632,13 @@ class Linear:
 
 
 # ============================================================== pooling
-def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output size; with ceil_mode the last window must start inside the input or left padding."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _pool_shape(layer, x: Shape, kernel, stride, padding, dilation, ceil_mode, where: str) -> Shape:
-    kh, kw = _pair(kernel, "kernel_size")
-    sh, sw = _pair(kernel if stride is None else stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    dh, dw = _pair(dilation, "dilation")
-    if min(kh, kw, sh, sw, dh, dw) <= 0 or min(ph, pw) < 0:
-        raise ValueError(f"{where}: kernel, stride and dilation must be positive, padding non-negative; got {layer}")
-    if 2 * ph > dh * (kh - 1) + 1 or 2 * pw > dw * (kw - 1) + 1:
-        raise ValueError(f"{where}: padding {(ph, pw)} must be at most half the effective kernel "
-                         f"{(dh * (kh - 1) + 1, dw * (kw - 1) + 1)} (PyTorch's rule); got {layer}")
-    p = pool_out_size(x[2], kh, sh, ph, dh, ceil_mode)
-    q = pool_out_size(x[3], kw, sw, pw, dw, ceil_mode)
-    if p <= 0 or q <= 0:
-        raise ValueError(f"{where}: output size would be {p}x{q} (<= 0) for input {x} and {layer}")
-    return (x[0], x[1], p, q)
+def _pool_shape(layer, kind: str, x: Shape, kernel, stride, padding, dilation, ceil_mode, where: str,
+                count_include_pad=True) -> Shape:
+    try:
+        return PoolProblem.from_shapes(kind, x, kernel, stride, padding, dilation, ceil_mode,
+                                       count_include_pad).output_shape
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}; got {layer}") from None
 
 
 @dataclass(frozen=True)
@@ -644,8 +653,8 @@ class MaxPool2d:
 
     def cost(self, input_shape, dtype="float32") -> LayerCost:
         x = _single(input_shape, 4, "MaxPool2d")
-        y = _pool_shape(self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                        "MaxPool2d")
+        y = _pool_shape(self, "max", x, self.kernel_size, self.stride, self.padding, self.dilation,
+                        self.ceil_mode, "MaxPool2d")
         dtype = dtype_name(dtype)
         kh, kw = _pair(self.kernel_size, "kernel_size")
         outputs = _numel(y)
@@ -672,7 +681,8 @@ class AvgPool2d:
 
     def cost(self, input_shape, dtype="float32") -> LayerCost:
         x = _single(input_shape, 4, "AvgPool2d")
-        y = _pool_shape(self, x, self.kernel_size, self.stride, self.padding, 1, self.ceil_mode, "AvgPool2d")
+        y = _pool_shape(self, "avg", x, self.kernel_size, self.stride, self.padding, 1, self.ceil_mode,
+                        "AvgPool2d", self.count_include_pad)
         dtype = dtype_name(dtype)
         kh, kw = _pair(self.kernel_size, "kernel_size")
         outputs = _numel(y)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass, field
 
-from . import __version__
+import numpy as np
+
+from ._version import __version__
 from .arch import ARCH_LIMITS, normalize_arch, peak_dram_bandwidth, peak_fp32_flops
 from .compile import ARCHS
 
@@ -121,11 +123,7 @@ def device_report() -> Report:
     errors: dict[str, str] = {}
     versions = dict(numpy=None, cupy=None, cuda_runtime=None, cuda_driver=None, nvrtc=None,
                     nvml=None, nvml_driver=None)
-    try:
-        import numpy  # noqa: PLC0415
-        versions["numpy"] = numpy.__version__
-    except ImportError as exc:  # pragma: no cover
-        errors["numpy"] = str(exc)
+    versions["numpy"] = np.__version__
     devices: list[DeviceInfo] = []
     cupy = None
     try:
@@ -188,8 +186,9 @@ def device_report() -> Report:
                 d.peak_dram_gbps = peak_dram_bandwidth(mem_mhz * 1e6, int(bus)) / 1e9
             devices.append(d)
     try:
-        import pynvml  # noqa: PLC0415
         from importlib.metadata import version  # noqa: PLC0415
+
+        import pynvml  # noqa: PLC0415
         versions["nvml"] = f"nvidia-ml-py {version('nvidia-ml-py')}"
         try:
             pynvml.nvmlInit()

@@ -1,7 +1,11 @@
-"""Conv2dProblem: the one definition of a 2-D convolution in cuconv.
+"""The one definition of each problem kind in cuconv: a 2-D convolution (``Conv2dProblem``),
+a transposed convolution (``ConvTransposeProblem``), a pooling window (``PoolProblem``) and a
+matrix product (``GemmProblem``).
 
-Kernels, ops, the cost model and the bench harness all describe a convolution
-with this class, so a layer means the same thing everywhere.
+Kernels, ops, the cost model and the bench harness all describe their work with these
+classes, so a layer means the same thing everywhere. Each has ``from_shapes`` (PyTorch's
+arguments, checked with PyTorch's rules: ValueError/TypeError naming the shapes and the
+rule broken), ``validate`` and its output shape. A leaf module: it imports nothing of cuconv.
 
 Notation (the textbook's §9.1 and cuDNN's): input N×C×H×W, filter K×(C/groups)×R×S,
 output N×K×P×Q with
@@ -34,6 +38,14 @@ def dtype_name(dtype) -> str:
     return name
 
 
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a dtype name ('bfloat16' through the optional ml_dtypes package)."""
+    if name == "bfloat16":
+        import ml_dtypes  # noqa: PLC0415  (optional third-party package, the bf16 extra)
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def _pair(value, what: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
@@ -45,6 +57,12 @@ def _pair(value, what: str) -> tuple[int, int]:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{what} must be an int or a pair of ints, got {value!r}")
     return int(a), int(b)
+
+
+def _int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    return int(value)
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
@@ -92,9 +110,7 @@ class Conv2dProblem:
         K, Cg, R, S = w_shape
         sh, sw = _pair(stride, "stride")
         dh, dw = _pair(dilation, "dilation")
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
-            raise TypeError(f"groups must be an int, got {groups!r}")
-        groups = int(groups)
+        groups = _int(groups, "groups")
         pad_end_h = pad_end_w = None
         if isinstance(padding, str):
             if padding == "valid":
@@ -119,7 +135,12 @@ class Conv2dProblem:
         xs = x_shape or (self.N, self.C, self.H, self.W)
         ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
         where = f"(input {tuple(xs)}, weight {tuple(ws)})"
-        for name in ("N", "C", "H", "W", "K", "R", "S"):
+        if self.N < 0:
+            raise ValueError(f"N must be non-negative, got {self.N} {where}")
+        # N = 0 (an empty batch) is a valid call with an empty output, as in PyTorch; a zero
+        # channel count or kernel extent is refused (PyTorch rejects K = 0 and returns an
+        # output without channels for C = 0, which cuconv does not imitate).
+        for name in ("C", "H", "W", "K", "R", "S"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)} {where}")
         if self.stride_h <= 0 or self.stride_w <= 0:
@@ -252,14 +273,344 @@ class Conv2dProblem:
         n = self.N if images is None else images
         return n * self.C * self.R * self.S * self.P * self.Q * self.itemsize
 
-    def workspace_bytes(self, algo: str = "direct") -> int:
-        """Workspace an algorithm needs beyond input, weight and output (whole batch).
 
-        The ops may chunk the batch to stay under a limit; this is the unchunked figure.
-        """
-        if algo == "im2col_gemm":
-            return 0 if self.is_pointwise else self.im2col_bytes()
-        if algo.startswith("winograd"):
-            from .cost import winograd_workspace_bytes  # noqa: PLC0415 (cost imports problem)
-            return winograd_workspace_bytes(self, algo)
-        return 0
+# =========================================================================== transposed convolution
+@dataclass(frozen=True)
+class ConvTransposeProblem:
+    """torch.nn.functional.conv_transpose2d: input (N, C_in, H, W), weight (C_in, C_out/groups,
+    R, S), output (N, C_out, H_out, W_out) with the §9.7 size (dilation included)::
+
+        H_out = (H − 1)·stride_h − 2·pad_h + dilation_h·(R − 1) + output_padding_h + 1
+
+    ``output_padding`` must be smaller than the stride or the dilation, per dimension
+    (PyTorch's rule, the only one in cuconv).
+    """
+    N: int
+    C_in: int
+    H: int
+    W: int
+    C_out: int
+    R: int
+    S: int
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 0
+    pad_w: int = 0
+    out_pad_h: int = 0
+    out_pad_w: int = 0
+    dilation_h: int = 1
+    dilation_w: int = 1
+    groups: int = 1
+    dtype: str = "float32"
+
+    @classmethod
+    def from_shapes(cls, x_shape, w_shape, stride=1, padding=0, output_padding=0, groups=1,
+                    dilation=1, dtype="float32") -> "ConvTransposeProblem":
+        """Check PyTorch's conv_transpose2d arguments; ValueError/TypeError naming the shapes."""
+        x_shape = tuple(int(d) for d in x_shape)
+        w_shape = tuple(int(d) for d in w_shape)
+        if len(x_shape) != 4:
+            raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
+        if len(w_shape) != 4:
+            raise ValueError(f"weight must be 4-D (C_in, C_out/groups, R, S), got shape {w_shape}")
+        groups = _int(groups, "groups")
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        oph, opw = _pair(output_padding, "output_padding")
+        dh, dw = _pair(dilation, "dilation")
+        where = f"(input {x_shape}, weight {w_shape})"
+        N, C, H, W = x_shape
+        Cw, cout_g, R, S = w_shape
+        if Cw != C:
+            raise ValueError(f"weight's first dimension must equal the input channels C_in={C} "
+                             f"(weight is C_in x C_out/groups x R x S) {where}")
+        return cls(N, C, H, W, cout_g * groups, R, S, sh, sw, ph, pw, oph, opw, dh, dw, groups,
+                   dtype_name(dtype)).validate(w_shape)
+
+    def validate(self, w_shape=None) -> "ConvTransposeProblem":
+        ws = w_shape or (self.C_in, self.C_out // max(self.groups, 1), self.R, self.S)
+        where = f"(input {self.input_shape}, weight {tuple(ws)})"
+        if self.N < 0:
+            raise ValueError(f"N must be non-negative, got {self.N} {where}")
+        for name, v in (("C_in", self.C_in), ("H", self.H), ("W", self.W),
+                        ("weight dim 1 (C_out/groups)", ws[1]), ("R", self.R), ("S", self.S)):
+            if v <= 0:
+                raise ValueError(f"{name} must be positive, got {v} {where}")
+        if self.groups <= 0:
+            raise ValueError(f"groups must be positive, got {self.groups} {where}")
+        if self.stride_h <= 0 or self.stride_w <= 0:
+            raise ValueError(f"stride must be positive, got {(self.stride_h, self.stride_w)} {where}")
+        if self.dilation_h <= 0 or self.dilation_w <= 0:
+            raise ValueError(f"dilation must be positive, got {(self.dilation_h, self.dilation_w)} {where}")
+        if self.pad_h < 0 or self.pad_w < 0:
+            raise ValueError(f"padding must be non-negative, got {(self.pad_h, self.pad_w)} {where}")
+        oph, opw = self.out_pad_h, self.out_pad_w
+        if oph < 0 or opw < 0:
+            raise ValueError(f"output_padding must be non-negative, got {(oph, opw)} {where}")
+        if not (oph < self.stride_h or oph < self.dilation_h) or not (opw < self.stride_w or opw < self.dilation_w):
+            raise ValueError(f"output_padding must be smaller than either stride or dilation (as in "
+                             f"PyTorch), got output_padding {(oph, opw)}, stride {(self.stride_h, self.stride_w)}, "
+                             f"dilation {(self.dilation_h, self.dilation_w)} {where}")
+        if self.C_in % self.groups:
+            raise ValueError(f"groups={self.groups} must divide the input channels C_in={self.C_in} {where}")
+        if self.C_out % self.groups:
+            raise ValueError(f"groups={self.groups} must divide the output channels C_out={self.C_out} {where}")
+        if self.H_out <= 0 or self.W_out <= 0:
+            raise ValueError(f"output size would be {self.H_out}x{self.W_out} (<= 0): padding "
+                             f"{(self.pad_h, self.pad_w)} removes more than the transposed convolution "
+                             f"produces {where}")
+        return self
+
+    @property
+    def H_out(self) -> int:
+        return ((self.H - 1) * self.stride_h - 2 * self.pad_h + self.dilation_h * (self.R - 1)
+                + self.out_pad_h + 1)
+
+    @property
+    def W_out(self) -> int:
+        return ((self.W - 1) * self.stride_w - 2 * self.pad_w + self.dilation_w * (self.S - 1)
+                + self.out_pad_w + 1)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.C_in, self.H, self.W)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.C_in, self.C_out // self.groups, self.R, self.S)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.C_out, self.H_out, self.W_out)
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    def macs(self) -> int:
+        """N·C_in·H·W·(C_out/groups)·R·S: every input element meets every tap once."""
+        return self.N * self.C_in * self.H * self.W * (self.C_out // self.groups) * self.R * self.S
+
+    def flops(self) -> int:
+        return 2 * self.macs()
+
+    def as_conv2d(self) -> Conv2dProblem:
+        """The convolution X (N, C_out, H_out, W_out) -> Y (N, C_in, H, W) whose data gradient
+        this transposed convolution is (§9.7). With output_padding >= stride (allowed when it
+        is below the dilation) the rows past the last stride step would give that convolution
+        more outputs than H; its bottom/right padding is reduced to drop them, and when that
+        would go negative no such convolution exists (ValueError)."""
+        def end_pad(pad, out_pad, stride):
+            return pad - stride * (out_pad // stride)
+        peh = end_pad(self.pad_h, self.out_pad_h, self.stride_h)
+        pew = end_pad(self.pad_w, self.out_pad_w, self.stride_w)
+        if peh < 0 or pew < 0:
+            raise ValueError(f"{self.describe()}: no convolution has this transposed convolution as its "
+                             f"data gradient (output_padding {(self.out_pad_h, self.out_pad_w)} spans a whole "
+                             f"stride more than the padding {(self.pad_h, self.pad_w)})")
+        p = Conv2dProblem(self.N, self.C_out, self.H_out, self.W_out, self.C_in, self.R, self.S,
+                          self.stride_h, self.stride_w, self.pad_h, self.pad_w, self.dilation_h,
+                          self.dilation_w, self.groups, self.dtype,
+                          peh if peh != self.pad_h else None, pew if pew != self.pad_w else None)
+        p.validate()
+        assert (p.P, p.Q) == (self.H, self.W), (p, self)
+        return p
+
+    def describe(self) -> str:
+        return (f"N{self.N} Cin{self.C_in} H{self.H} W{self.W} Cout{self.C_out} R{self.R} S{self.S}"
+                f" stride{self.stride_h}x{self.stride_w} pad{self.pad_h}x{self.pad_w}"
+                f" outpad{self.out_pad_h}x{self.out_pad_w} dil{self.dilation_h}x{self.dilation_w}"
+                + (f" g{self.groups}" if self.groups != 1 else ""))
+
+
+# =========================================================================== pooling
+def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling_output_shape (may be <= 0; ``PoolProblem.validate`` rejects that): the
+    division rounds down, or up with ``ceil_mode``, but then the last window must start inside
+    the input or the left padding (else that row/column is dropped)."""
+    numerator = size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = numerator // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+POOL_KINDS = ("max", "avg", "global_avg")
+
+
+@dataclass(frozen=True)
+class PoolProblem:
+    """A 2-D pooling window over an NCHW input (torch.nn.functional.max_pool2d / avg_pool2d /
+    adaptive_avg_pool2d(x, 1)): ``kind`` "max", "avg" or "global_avg" (one window the size of
+    the plane)."""
+    kind: str
+    N: int
+    C: int
+    H: int
+    W: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_h: int = 0
+    pad_w: int = 0
+    dilation_h: int = 1
+    dilation_w: int = 1
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+    dtype: str = "float32"
+
+    @classmethod
+    def from_shapes(cls, kind: str, x_shape, kernel_size=None, stride=None, padding=0, dilation=1,
+                    ceil_mode=False, count_include_pad=True, divisor_override=None,
+                    dtype="float32") -> "PoolProblem":
+        """PyTorch's arguments and checks (``stride`` None or () means ``kernel_size``)."""
+        if kind not in POOL_KINDS:
+            raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
+        x_shape = tuple(int(d) for d in x_shape)
+        if len(x_shape) != 4:
+            raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
+        N, C, H, W = x_shape
+        if kind == "global_avg":
+            return cls(kind, N, C, H, W, H, W, H, W, dtype=dtype_name(dtype)).validate()
+        kh, kw = _pair(kernel_size, "kernel_size")
+        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+            sh, sw = kh, kw
+        else:
+            sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        dh, dw = _pair(dilation, "dilation")
+        for value, what in ((ceil_mode, "ceil_mode"), (count_include_pad, "count_include_pad")):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{what} must be a bool, got {value!r}")
+        if divisor_override is not None:
+            divisor_override = _int(divisor_override, "divisor_override")
+        return cls(kind, N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, bool(ceil_mode),
+                   bool(count_include_pad), divisor_override, dtype_name(dtype)).validate()
+
+    def _where(self) -> str:
+        op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[self.kind]
+        if self.kind == "global_avg":
+            return f"({op}: input {self.input_shape})"
+        return (f"({op}: input {self.input_shape}, kernel_size {(self.kernel_h, self.kernel_w)}, stride "
+                f"{(self.stride_h, self.stride_w)}, padding {(self.pad_h, self.pad_w)}"
+                + (f", dilation {(self.dilation_h, self.dilation_w)})" if self.kind == "max" else ")"))
+
+    def validate(self) -> "PoolProblem":
+        where = self._where()
+        if self.kind == "global_avg":
+            # PyTorch's adaptive_avg_pool2d(x, 1) takes any empty dimension: an empty output for
+            # N = 0 or C = 0, NaN (the mean of nothing) for H·W = 0.
+            if min(self.input_shape) < 0:
+                raise ValueError(f"input dimensions must be non-negative, got shape {self.input_shape} {where}")
+            return self
+        kh, kw = self.kernel_h, self.kernel_w
+        if kh <= 0 or kw <= 0:
+            raise ValueError(f"kernel_size must be positive, got {(kh, kw)} {where}")
+        if self.stride_h <= 0 or self.stride_w <= 0:
+            raise ValueError(f"stride must be positive, got {(self.stride_h, self.stride_w)} {where}")
+        if self.dilation_h <= 0 or self.dilation_w <= 0:
+            raise ValueError(f"dilation must be positive, got {(self.dilation_h, self.dilation_w)} {where}")
+        if self.kind == "avg" and (self.dilation_h, self.dilation_w) != (1, 1):
+            raise ValueError(f"avg_pool2d has no dilation {where}")
+        if self.pad_h < 0 or self.pad_w < 0:
+            raise ValueError(f"padding must be non-negative, got {(self.pad_h, self.pad_w)} {where}")
+        # PyTorch (pool2d_shape_check and max_pool2d): pad <= kernel_size // 2 per dimension,
+        # whatever the dilation.
+        if self.pad_h > kh // 2 or self.pad_w > kw // 2:
+            raise ValueError(f"padding must be at most half the kernel size (pad <= kernel_size // 2, "
+                             f"as in PyTorch, whatever the dilation), got padding {(self.pad_h, self.pad_w)} "
+                             f"for kernel_size {(kh, kw)} {where}")
+        if self.divisor_override is not None and self.divisor_override == 0:
+            raise ValueError(f"divisor_override must be nonzero (PyTorch: 'divisor must be not zero') {where}")
+        if self.N < 0 or min(self.C, self.H, self.W) <= 0:
+            raise ValueError(f"input must have non-zero C, H and W (N may be 0, as in PyTorch), got shape "
+                             f"{self.input_shape} {where}")
+        if self.P < 1 or self.Q < 1:
+            raise ValueError(f"output size would be {self.P}x{self.Q} (<= 0): the input {self.H}x{self.W} is too "
+                             f"small for the window {where}")
+        return self
+
+    @property
+    def P(self) -> int:
+        if self.kind == "global_avg":
+            return 1
+        return pool_out_size(self.H, self.kernel_h, self.stride_h, self.pad_h, self.dilation_h, self.ceil_mode)
+
+    @property
+    def Q(self) -> int:
+        if self.kind == "global_avg":
+            return 1
+        return pool_out_size(self.W, self.kernel_w, self.stride_w, self.pad_w, self.dilation_w, self.ceil_mode)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.C, self.P, self.Q)
+
+    @property
+    def window(self) -> int:
+        return self.kernel_h * self.kernel_w
+
+    def describe(self) -> str:
+        if self.kind == "global_avg":
+            return f"global_avg N{self.N} C{self.C} H{self.H} W{self.W}"
+        s = (f"{self.kind} N{self.N} C{self.C} H{self.H} W{self.W} k{self.kernel_h}x{self.kernel_w}"
+             f" stride{self.stride_h}x{self.stride_w} pad{self.pad_h}x{self.pad_w}")
+        if (self.dilation_h, self.dilation_w) != (1, 1):
+            s += f" dil{self.dilation_h}x{self.dilation_w}"
+        if self.ceil_mode:
+            s += " ceil"
+        if self.kind == "avg" and not self.count_include_pad:
+            s += " excl_pad"
+        if self.divisor_override is not None:
+            s += f" div{self.divisor_override}"
+        return s
+
+
+# =========================================================================== matrix product
+@dataclass(frozen=True)
+class GemmProblem:
+    """``C (M×N) = A (M×K) · B (K×N)``, ``batch`` times; ``a_batched``/``b_batched`` say which
+    operand has a batch axis (the other is broadcast), as ``cuconv.gemm`` takes them."""
+    M: int
+    N: int
+    K: int
+    batch: int = 1
+    a_batched: bool = False
+    b_batched: bool = False
+    dtype: str = "float32"
+
+    @classmethod
+    def from_shapes(cls, a_shape, b_shape, dtype="float32") -> "GemmProblem":
+        a_shape, b_shape = tuple(int(d) for d in a_shape), tuple(int(d) for d in b_shape)
+        if len(a_shape) not in (2, 3) or len(b_shape) not in (2, 3):
+            raise ValueError(f"a and b must be 2-D (M, K), (K, N) or 3-D batched, got shapes "
+                             f"{a_shape} and {b_shape}")
+        M, K = a_shape[-2:]
+        K2, N = b_shape[-2:]
+        if K != K2:
+            raise ValueError(f"a's last dimension must equal b's second-to-last (the K of a @ b), "
+                             f"got a {a_shape} and b {b_shape}")
+        if len(a_shape) == 3 and len(b_shape) == 3 and a_shape[0] != b_shape[0]:
+            raise ValueError(f"a and b must have the same batch size, got a {a_shape} and b {b_shape}")
+        batch = a_shape[0] if len(a_shape) == 3 else (b_shape[0] if len(b_shape) == 3 else 1)
+        return cls(M, N, K, batch, len(a_shape) == 3, len(b_shape) == 3, dtype_name(dtype))
+
+    @property
+    def batched(self) -> bool:
+        return self.a_batched or self.b_batched
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.M, self.N) if self.batched else (self.M, self.N)
+
+    def flops(self) -> int:
+        return 2 * self.batch * self.M * self.N * self.K
+
+    def describe(self) -> str:
+        return f"M{self.M} N{self.N} K{self.K}" + (f" batch{self.batch}" if self.batched else "")

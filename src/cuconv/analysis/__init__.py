@@ -23,7 +23,19 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..arch import issue_model, normalize_arch
+from ..arch import issue_model
+from ..compile import (
+    ALL_ARCHS,
+    ARCHS,
+    KernelEntry,
+    NVRTCError,
+    compile_entry,
+    compile_target,
+    find_kernel,
+    kernel_dir,
+    nvrtc_compile,
+    parse_ptxas_log,
+)
 from .core import Analysis, LoopAnalysis, analyze_function, loop_ceilings, sass_function
 from .mix import CLASSES, MATH_CLASSES, Mix, access_bits, classify
 from .sass import Instruction, SassFunction, parse_listing
@@ -38,12 +50,10 @@ __all__ = ["Analysis", "LoopAnalysis", "Mix", "Instruction", "SassFunction", "CL
 # --------------------------------------------------------------------------- compiling
 @functools.lru_cache(maxsize=128)
 def _compile_source(source: str, kernel: str, arch: str, options: tuple, name: str):
-    from ..compile import nvrtc_compile, parse_ptxas_log  # noqa: PLC0415
     cubin, log, lowered = nvrtc_compile(source, [kernel], arch, options, name)
     mangled = lowered[kernel]
     info = parse_ptxas_log(log).get(mangled)
     if info is None:
-        from ..compile import NVRTCError  # noqa: PLC0415
         raise NVRTCError(f"ptxas printed no resource usage for {kernel} ({mangled}) on {arch}:\n{log}")
     return cubin, mangled, info
 
@@ -51,7 +61,6 @@ def _compile_source(source: str, kernel: str, arch: str, options: tuple, name: s
 def _check_arch(arch) -> str:
     """The compile target: sm_90a keeps its suffix (its kernels exist only there); the per-arch
     tables are looked up through normalize_arch (sm_90a -> sm_90)."""
-    from ..compile import ALL_ARCHS, compile_target  # noqa: PLC0415
     a = compile_target(arch)
     if a not in ALL_ARCHS:
         raise ValueError(f"unknown arch {arch!r}: cuconv analyses {', '.join(ALL_ARCHS)}")
@@ -60,7 +69,6 @@ def _check_arch(arch) -> str:
 
 def analyze_entry(entry, arch) -> Analysis:
     """Analysis of a registered ``KernelEntry`` (cuconv.compile) on ``arch``."""
-    from ..compile import compile_entry  # noqa: PLC0415
     arch = _check_arch(arch)
     if arch not in entry.archs:
         raise ValueError(f"{entry.label} is not built for {arch} (its archs: {', '.join(entry.archs)})")
@@ -101,7 +109,6 @@ def analyze_source(source: str, kernel: str, arch, options=(), *, block_threads:
 
 
 def _file_options(path: Path, options) -> tuple:
-    from ..compile import kernel_dir  # noqa: PLC0415
     # The file's own directory and cuconv's kernels/ (so `#include "common.cuh"` works).
     return (f"--include-path={path.resolve().parent}", f"--include-path={kernel_dir()}", *options)
 
@@ -114,7 +121,6 @@ def analyze_file(path, kernel: str, arch, options=(), **kwargs) -> Analysis:
 
 def sass(entry_or_source, arch, kernel: str | None = None, options=()) -> str:
     """SASS of one kernel for ``arch``: a registered ``KernelEntry``, or source text with ``kernel``."""
-    from ..compile import KernelEntry, compile_entry  # noqa: PLC0415
     arch = _check_arch(arch)
     if isinstance(entry_or_source, KernelEntry):
         if arch not in entry_or_source.archs:
@@ -138,7 +144,6 @@ def bench_columns(kernel, arch) -> dict:
     """The static figures the bench puts next to a measured rate, for a registered kernel
     (label, expression or KernelEntry) on ``arch``; never raises: without nvdisasm or on a
     compile error the values are None and ``static_error`` says why."""
-    from ..compile import KernelEntry, NVRTCError, find_kernel  # noqa: PLC0415
     keys = ("issue_ceiling", "ceiling_pipe", "math_share", "fma_per_shared_byte", "registers",
             "spill_bytes", "blocks_per_sm", "occupancy")
     try:

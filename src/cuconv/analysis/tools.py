@@ -12,12 +12,13 @@ import functools
 import hashlib
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+from ..compile import complete_elf
 
 _WHEELS = {"nvdisasm": ("nvidia-cuda-nvdisasm", "nvidia-cuda-nvdisasm-cu12"),
            "cuobjdump": ("nvidia-cuda-cuobjdump", "nvidia-cuda-cuobjdump-cu12")}
@@ -79,24 +80,6 @@ def find_tool(name: str) -> str:
         f"{name} was not found (needed for the SASS analysis): `pip install {wheel}` "
         f"(or `pip install \"cuconv[cuda13]\"`), put a CUDA toolkit's bin/ on PATH, "
         f"or set CUCONV_{name.upper()} to its path")
-
-
-def complete_elf(cubin: bytes) -> bytes:
-    """The cubin padded with zero bytes up to the length its own ELF header declares.
-
-    CuPy's ``nvrtc.getCUBIN`` (14.x) drops the last byte of the image (it strips a trailing
-    NUL as it does for PTX, which a cubin does not have); the driver tolerates that but
-    nvdisasm rejects the file. The dropped byte is the top byte of the last program
-    header's alignment field, which is zero, so padding restores the image exactly.
-    """
-    if len(cubin) < 64 or cubin[:4] != b"\x7fELF" or cubin[4] != 2:  # ELFCLASS64 only
-        return cubin
-    phoff, shoff = struct.unpack_from("<QQ", cubin, 0x20)
-    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", cubin, 0x36)
-    end = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
-    if len(cubin) < end and end - len(cubin) <= 8:
-        return cubin + b"\0" * (end - len(cubin))
-    return cubin
 
 
 def _run(tool: str, args: list[str], cubin: bytes, timeout: float = 120.0) -> str:

@@ -20,8 +20,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..problem import Conv2dProblem
-from ..testing import to_numpy
+from .. import cost
+from ..backend import current_backend
+from ..ops import conv2d as _conv2d
+from ..ops import conv_transpose as _conv_transpose  # noqa: F401
+from ..ops import gemm as _gemm
+from ..ops import im2col as _im2col
+from ..ops import pool as _pool
+from ..ops import separable
+from ..ops.separable import fused_reason
+from ..problem import Conv2dProblem, _pair, conv_out_size, numpy_dtype
+from ..reference import conv2d_ref, gemm_ref, im2col_ref
+from ..reference import pool as _pool_ref
+from ..testing import to_numpy, tolerance
 from .rows import Work
 
 # Reductions for the emulator. (groups cap, channels-per-group cap), tried in turn: the first
@@ -37,18 +48,17 @@ REDUCTION_RULE = (f"verified on the CPU emulator at a reduced size: batch <= {RE
                   f"padding and dilation kept; GEMMs at most M,N,K = {REDUCED_GEMM}")
 
 
-def numpy_dtype(name: str):
-    """The NumPy dtype of a Conv2dProblem dtype name (bfloat16 through ml_dtypes)."""
-    if name == "bfloat16":
-        import ml_dtypes  # noqa: PLC0415
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
+_OPS = {"conv2d": _conv2d.conv2d, "plan_conv2d": _conv2d.plan_conv2d, "gemm": _gemm.gemm,
+        "plan_gemm": _gemm.plan_gemm, "im2col": _im2col.im2col, "plan_im2col": _im2col.plan_im2col,
+        "max_pool2d": _pool.max_pool2d, "avg_pool2d": _pool.avg_pool2d,
+        "global_avg_pool2d": _pool.global_avg_pool2d, "plan_max_pool2d": _pool.plan_max_pool2d,
+        "plan_avg_pool2d": _pool.plan_avg_pool2d, "plan_global_avg_pool2d": _pool.plan_global_avg_pool2d,
+        "separable_conv2d": separable.separable_conv2d, "plan_separable_conv2d": separable.plan_separable_conv2d}
 
 
 def _op(name: str):
-    """A public cuconv op by name (cuconv.conv2d, cuconv.gemm, ...)."""
-    import cuconv  # noqa: PLC0415
-    return getattr(cuconv, name)
+    """A cuconv op (or its plan function) by name."""
+    return _OPS[name]
 
 
 def _torch_cuda():
@@ -98,7 +108,6 @@ class Case:
         return bool(words & {"tc", "tf32", "mma", "wmma", "tensor"})
 
     def tolerance(self, algo: str) -> float:
-        from ..testing import tolerance  # noqa: PLC0415
         return tolerance(self.dtype, algo)
 
     def reduction_length(self) -> int:
@@ -116,6 +125,15 @@ class Case:
     def baseline(self, inputs: dict):
         """(name, fn) timing a library's call on the same device inputs, or None."""
         return None
+
+    def plan(self, inputs: dict, algo: str, out=None):
+        """(plan, env): the plan the op call runs on the current backend, and its arrays bound
+        by role (``out`` allocated when None), ready for ``plan.execute``."""
+        plan = self._plan(inputs, algo, out)
+        return plan, plan.bind(current_backend(), *self._plan_arrays(inputs), out=out)
+
+    def _plan_arrays(self, inputs: dict) -> tuple:
+        return tuple(inputs[k] for k in self.input_shapes())
 
     def problem_size(self) -> int:
         """Elements of inputs plus output (used to decide whether a dry run is cheap)."""
@@ -170,25 +188,22 @@ class ConvCase(Case):
         return s + f" dilation={p.dilation_h}x{p.dilation_w} groups={p.groups} (P={p.P} Q={p.Q})"
 
     def resolve_algo(self):
-        import cuconv.ops  # noqa: F401,PLC0415  (registers every algorithm)
-        from ..ops.conv2d import _ALGORITHMS, algorithms, choose_algorithm  # noqa: PLC0415
         if conv_padding_arg(self.problem) is None:
             return None, "cannot-run: asymmetric padding other than 'same' is not a conv2d argument"
         if self.algo == "auto":
             try:
-                return choose_algorithm(self.problem), None
+                return _conv2d.choose_algorithm(self.problem), None
             except ValueError as exc:
                 return None, f"cannot-run: {exc}"
-        if self.algo not in _ALGORITHMS:
+        if self.algo not in _conv2d.ALGORITHMS:
             return None, (f"not-built: algorithm {self.algo!r} is not registered "
-                          f"(registered: {', '.join(_ALGORITHMS)})")
-        info = next(i for i in algorithms(self.problem) if i.name == self.algo)
+                          f"(registered: {', '.join(_conv2d.ALGORITHMS)})")
+        info = next(i for i in _conv2d.algorithms(self.problem) if i.name == self.algo)
         if not info.ok:
             return None, f"cannot-run: {info.reason}"
         return self.algo, None
 
     def work(self, algo):
-        from .. import cost  # noqa: PLC0415
         p = self.problem
         algo_flops, workspace = p.flops(), 0
         m = winograd_m(algo or "")
@@ -197,8 +212,11 @@ class ConvCase(Case):
             workspace = cost.winograd_filter_bytes(p, m)
             if "fused" not in algo:  # the fused kernel keeps V and M in shared memory
                 workspace += cost.winograd_workspace_bytes(p, m)
+        elif algo in cost.FFT_ALGORITHMS and cost.fft_unsupported_reason(p) is None:
+            fft = cost.fft_cost(p, algo)      # transforms (FFTW's 5·n·log2 n convention) + complex MACs
+            algo_flops, workspace = fft.flops, fft.workspace_bytes
         elif algo == "im2col_gemm":
-            workspace = p.workspace_bytes("im2col_gemm")
+            workspace = 0 if p.is_pointwise else p.im2col_bytes()
         return Work(p.flops(), algo_flops, p.min_bytes(), workspace, p.output_bytes())
 
     def reduction_length(self):
@@ -207,8 +225,8 @@ class ConvCase(Case):
     def workspace_op_bytes(self, algo):
         if not algo:
             return None
-        from ..ops.conv2d import algorithm  # noqa: PLC0415
-        return int(algorithm(algo).workspace_bytes(self.problem, None))
+        info = next(i for i in _conv2d.algorithms(self.problem) if i.name == algo)
+        return info.workspace_bytes
 
     def input_shapes(self):
         return {"x": self.problem.input_shape, "w": self.problem.weight_shape}
@@ -224,8 +242,10 @@ class ConvCase(Case):
     def call(self, inputs, algo, out=None):
         return _op("conv2d")(inputs["x"], inputs["w"], None, algo=algo, out=out, **self._conv_args())
 
+    def _plan(self, inputs, algo, out):
+        return _op("plan_conv2d")(inputs["x"], inputs["w"], None, algo=algo, out=out, **self._conv_args())
+
     def reference(self, inputs, subset=None):
-        from ..reference import conv2d_ref  # noqa: PLC0415
         x = inputs["x"] if subset is None else inputs["x"][subset]
         return conv2d_ref(to_numpy(x), to_numpy(inputs["w"]), None, **self._conv_args())
 
@@ -233,10 +253,9 @@ class ConvCase(Case):
         return image_subset(self.problem.N, self.problem.flops(), max_reference_flops)
 
     def reduced(self, algo):
-        from ..ops.conv2d import algorithm  # noqa: PLC0415
-        alg = algorithm(algo)
         for p in reduced_conv_problems(self.problem):
-            if p.flops() <= REDUCED_MAX_FLOPS and p.dtype in alg.dtypes and alg.can_implement(p) is None:
+            if p.flops() <= REDUCED_MAX_FLOPS and any(
+                    i.name == algo and i.ok for i in _conv2d.algorithms(p)):
                 return replace(self, problem=p)
         return None
 
@@ -254,7 +273,6 @@ class ConvCase(Case):
 def _reduced_extent(size, kernel, stride, pad_begin, pad_end, dilation, out_cap) -> int:
     """An input extent whose output is min(current output, out_cap), keeping one spare row
     when the stride leaves one (so the floor in the output-size formula is exercised)."""
-    from ..problem import conv_out_size  # noqa: PLC0415
     out = min(conv_out_size(size, kernel, stride, pad_begin, pad_end, dilation), out_cap)
     need = (out - 1) * stride + dilation * (kernel - 1) + 1 - pad_begin - pad_end
     need = max(need, 1)
@@ -319,8 +337,10 @@ class GemmCase(Case):
     def call(self, inputs, algo, out=None):
         return _op("gemm")(inputs["a"], inputs["b"], out=out)
 
+    def _plan(self, inputs, algo, out):
+        return _op("plan_gemm")(inputs["a"], inputs["b"], out=out)
+
     def reference(self, inputs, subset=None):
-        from ..reference import gemm_ref  # noqa: PLC0415
         a = inputs["a"] if subset is None else inputs["a"][subset]
         return gemm_ref(to_numpy(a), to_numpy(inputs["b"]))
 
@@ -390,8 +410,10 @@ class Im2colCase(Case):
     def call(self, inputs, algo, out=None):
         return _op("im2col")(inputs["x"], out=out, **self._args())
 
+    def _plan(self, inputs, algo, out):
+        return _op("plan_im2col")(inputs["x"], **self._args())
+
     def reference(self, inputs, subset=None):
-        from ..reference import im2col_ref  # noqa: PLC0415
         x = inputs["x"] if subset is None else inputs["x"][subset]
         return im2col_ref(to_numpy(x), **self._args())
 
@@ -442,7 +464,6 @@ class PoolCase(Case):
         return (None, reason) if reason else ("pool", None)
 
     def _layer(self):
-        from .. import cost  # noqa: PLC0415
         if self.kind == "max":
             return cost.MaxPool2d(self.kernel, self.stride, self.padding, self.dilation, self.ceil_mode)
         if self.kind == "avg":
@@ -472,10 +493,12 @@ class PoolCase(Case):
     def call(self, inputs, algo, out=None):
         return _op(self.op)(inputs["x"], out=out, **self._kwargs())
 
+    def _plan(self, inputs, algo, out):
+        return _op("plan_" + self.op)(inputs["x"], **self._kwargs())
+
     def reference(self, inputs, subset=None):
-        ref = importlib.import_module("cuconv.reference.pool")
         x = inputs["x"] if subset is None else inputs["x"][subset]
-        return getattr(ref, f"{self.op}_ref")(to_numpy(x), **self._kwargs())
+        return getattr(_pool_ref, f"{self.op}_ref")(to_numpy(x), **self._kwargs())
 
     def verify_subsets(self, max_reference_flops):
         return None, f"gpu, full size, all {self.x_shape[0]} images"
@@ -484,7 +507,6 @@ class PoolCase(Case):
         n, c, h, w = self.x_shape
         if self.kind == "global_avg":
             return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, 5), min(h, 9), min(w, 9)))
-        from ..problem import conv_out_size  # noqa: PLC0415
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
         hh = _reduced_extent(h, kh, sh, ph, ph, dh, REDUCED_OUTPUT_SIZE)
         ww = _reduced_extent(w, kw, sw, pw, pw, dw, REDUCED_OUTPUT_SIZE)
@@ -507,8 +529,6 @@ class PoolCase(Case):
 
 def pool_case_from_layer(suite: str, name: str, layer_spec, input_shape, dtype: str) -> "PoolCase | None":
     """The PoolCase of a cuconv.cost pooling layer, or None when cuconv has no op for it."""
-    from .. import cost  # noqa: PLC0415
-    from ..problem import _pair  # noqa: PLC0415
     x = tuple(input_shape)
     if isinstance(layer_spec, cost.MaxPool2d):
         k = _pair(layer_spec.kernel_size, "kernel_size")
@@ -555,7 +575,6 @@ class SeparableCase(Case):
         reason = self._dtype_reason("separable_conv2d")
         if reason:
             return None, reason
-        from ..ops.separable import fused_reason  # noqa: PLC0415
         reason = fused_reason(self.dw, self.K)
         if self.algo in ("auto", "fused"):
             if reason is None:
@@ -568,14 +587,12 @@ class SeparableCase(Case):
         return None, f"cannot-run: separable_conv2d's algo is auto, fused or unfused, not {self.algo!r}"
 
     def tolerance(self, algo):
-        from ..testing import tolerance  # noqa: PLC0415
         return tolerance(self.dtype, "separable")
 
     def reduction_length(self):
         return max(self.dw.R * self.dw.S, self.dw.K)
 
     def work(self, algo):
-        from ..ops import separable  # noqa: PLC0415
         d, pw = self.dw, self._pointwise()
         flops = d.flops() + pw.flops()
         algo_flops = flops
@@ -604,8 +621,11 @@ class SeparableCase(Case):
         return _op("separable_conv2d")(inputs["x"], inputs["wd"], inputs["wp"], fused=(algo == "fused"),
                                        out=out, **self._dw_args())
 
+    def _plan(self, inputs, algo, out):
+        return _op("plan_separable_conv2d")(inputs["x"], inputs["wd"], inputs["wp"], fused=(algo == "fused"),
+                                            **self._dw_args())
+
     def reference(self, inputs, subset=None):
-        from ..reference import conv2d_ref  # noqa: PLC0415
         x = inputs["x"] if subset is None else inputs["x"][subset]
         mid = conv2d_ref(to_numpy(x), to_numpy(inputs["wd"]), None, groups=self.dw.C, **self._dw_args())
         return conv2d_ref(mid, to_numpy(inputs["wp"]))

@@ -17,6 +17,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from ..device import THROTTLING, nvml_handle, nvml_readings
+
 
 # ----------------------------------------------------------------- statistics
 def percentile(sorted_values, q: float) -> float:
@@ -147,6 +149,35 @@ def time_gpu(fn, opts: TimingOptions, flusher: L2Flusher | None) -> TimingStats:
         batch = max(1, min(100, int(0.05 / per_run), left))
 
 
+# ----------------------------------------------------------------- CUDA graphs
+def capture_graph(fn):
+    """Capture the GPU work ``fn()`` queues into a CUDA graph; returns ``replay()``, which launches
+    the graph on the current stream (its ``.graph`` attribute is the ``cupy.cuda.Graph``).
+
+    ``fn`` runs once under stream capture on a side stream (so nothing executes then): it must
+    queue the same work each time, synchronise nothing, read no device data and allocate nothing
+    that it frees (Plan.execute with the workspace passed in keeps to this; run it once before
+    capturing, so its kernels are compiled and loaded). The arrays it uses must outlive the
+    graph: replays read and write the same addresses.
+    """
+    import cupy  # noqa: PLC0415
+
+    current = cupy.cuda.get_current_stream()
+    side = cupy.cuda.Stream(non_blocking=True)
+    side.wait_event(current.record())          # the capture comes after the work queued so far
+    with side:
+        side.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = side.end_capture()
+
+    def replay() -> None:
+        graph.launch(cupy.cuda.get_current_stream())
+    replay.graph = graph
+    return replay
+
+
 # ----------------------------------------------------------------- NVML
 @dataclass(frozen=True)
 class NvmlSnapshot:
@@ -159,7 +190,6 @@ class NvmlSnapshot:
 
     @property
     def throttled(self) -> bool:
-        from ..device import THROTTLING  # noqa: PLC0415
         return any(r in THROTTLING for r in self.throttle_reasons)
 
 
@@ -171,7 +201,6 @@ class Nvml:
         self.error = None
         try:
             import cupy  # noqa: PLC0415
-            from ..device import nvml_handle  # noqa: PLC0415
             pci = cupy.cuda.runtime.deviceGetPCIBusId(index)
             self.handle = nvml_handle(pci, index)
         except Exception as exc:  # no NVML, no permission, ...
@@ -180,7 +209,6 @@ class Nvml:
     def snapshot(self) -> NvmlSnapshot:
         if self.handle is None:
             return NvmlSnapshot(error=self.error)
-        from ..device import nvml_readings  # noqa: PLC0415
         try:
             r = nvml_readings(self.handle)
         except Exception as exc:

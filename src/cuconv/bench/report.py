@@ -8,6 +8,7 @@ import json
 import math
 
 from .rows import FIELDS, SCHEMA
+from .runner import NOT_TIMED, SAME_AS
 
 
 # ----------------------------------------------------------------- formatting helpers
@@ -137,7 +138,6 @@ def header_text(h: dict, title: str) -> str:
 def notes_text(rows: list[dict]) -> str:
     """Each distinct note once, with the cases it applies to (the header already says "no GPU";
     a repeated layer's "run once" note stays in the JSON/CSV)."""
-    from .runner import NOT_TIMED, SAME_AS  # noqa: PLC0415
     by_note: dict[str, list[str]] = {}
     for r in rows:
         for part in (r["note"] or "").split("; "):

@@ -16,7 +16,6 @@ stays None.
 from __future__ import annotations
 
 import datetime
-import importlib
 import subprocess
 import sys
 import time
@@ -25,11 +24,26 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import emulator
+from ..arch import normalize_arch
+from ..backend import backend, gpu_available
+from ..compile import ARCHS
+from ..device import device_report
+from ..emulator import LaunchError
+from ..testing import poison, random_array, rel_error
 from .cases import REDUCTION_RULE, Case
 from .cases import numpy_dtype as _np_dtype
-from .measure import TimingOptions
+from .measure import (
+    L2Flusher,
+    Nvml,
+    TimingOptions,
+    capture_graph,
+    nvml_fields,
+    peak_pool_bytes,
+    time_gpu,
+)
 from .peaks import DevicePeaks, measured_device_peaks, published
-from .record import LaunchRecorder, dry_run, kernel_resources, kernels_for_json
+from .record import kernel_resources, kernels_for_json, plan_kernels, recorded_kernels
 from .rows import SCHEMA, STATUSES, fill_achieved, fill_work, new_row
 
 # The CPU reference is NumPy float64; above this many FLOPs the GPU check uses a subset of images.
@@ -55,6 +69,7 @@ class BenchOptions:
     seed: int = 0
     progress: bool = True
     max_reference_flops: float = MAX_REFERENCE_FLOPS
+    graph: bool = False               # time replays of the plan captured in a CUDA graph
 
 
 def git_revision() -> str | None:
@@ -99,9 +114,6 @@ class Progress:
 
 class Runner:
     def __init__(self, opts: BenchOptions | None = None):
-        from ..backend import gpu_available  # noqa: PLC0415
-        from ..compile import ARCHS  # noqa: PLC0415
-        from ..device import device_report  # noqa: PLC0415
         self.opts = opts or BenchOptions()
         self.report = device_report()
         self.gpu = (not self.opts.emulate) and gpu_available()
@@ -119,7 +131,6 @@ class Runner:
         if self.device is not None:
             self.resource_arch = self.device.arch
         elif self.opts.arch:
-            from ..arch import normalize_arch  # noqa: PLC0415
             self.resource_arch = normalize_arch(self.opts.arch)
         elif self.peaks is not None and self.peaks.arch in ARCHS:
             self.resource_arch = self.peaks.arch
@@ -158,7 +169,8 @@ class Runner:
         if self.gpu:
             h.update(timing=dict(warmup_runs=t.warmup_runs, repeats=t.repeats, min_repeats=t.min_repeats,
                                  max_repeats=t.max_repeats, noise_target_pct=100 * t.noise_target,
-                                 budget_s=t.budget_s, flush_l2=t.flush_l2), verification=None)
+                                 budget_s=t.budget_s, flush_l2=t.flush_l2, graph=self.opts.graph),
+                     verification=None)
         else:
             h.update(timing=None, verification=REDUCTION_RULE)
         return h
@@ -189,7 +201,8 @@ class Runner:
 
     def _run_case(self, case: Case) -> dict:
         row = new_row(suite=case.suite, case=case.name, layer=case.layer or None, count=case.count, op=case.op,
-                      algo=case.algo, args=case.args(), dtype=case.dtype)
+                      algo=case.algo, args=case.args(), dtype=case.dtype,
+                      device=self.opts.device if self.gpu else None)
         try:
             algo, reason = case.resolve_algo()
             row["algo_used"] = algo
@@ -232,22 +245,19 @@ class Runner:
 
     # ------------------------------------------------------------------ no GPU
     def _run_emulated(self, case: Case, algo: str, row: dict) -> None:
-        from ..backend import backend  # noqa: PLC0415
-        from ..testing import poison, random_array, rel_error  # noqa: PLC0415
         note: list[str] = []
         kernels = None
-        nbytes = case.problem_size() * np.dtype(_np_dtype(case.dtype)).itemsize
+        dt = _np_dtype(case.dtype)
+        nbytes = case.problem_size() * np.dtype(dt).itemsize
         if nbytes <= MAX_DRY_RUN_BYTES:
-            try:
-                with dry_run() as rec:
-                    inputs = {k: np.empty(s, _np_dtype(case.dtype)) for k, s in case.input_shapes().items()}
-                    case.call(inputs, algo, out=np.empty(case.output_shape(), _np_dtype(case.dtype)))
-                kernels = rec.kernels()
+            try:   # the full-size call on the record backend: which kernels, what grids
+                inputs = {k: np.empty(s, dt) for k, s in case.input_shapes().items()}
+                kernels = recorded_kernels(lambda: case.call(inputs, algo, out=np.empty(case.output_shape(), dt)))
             except Exception as exc:
-                note.append(f"full-size dry run failed ({type(exc).__name__}: {exc}); kernel column from "
+                note.append(f"full-size record run failed ({type(exc).__name__}: {exc}); kernel column from "
                             "the reduced run")
         else:
-            note.append("full-size dry run skipped (too large); kernel column from the reduced run")
+            note.append("full-size record run skipped (too large); kernel column from the reduced run")
 
         missing = emulator_missing()
         if missing:
@@ -261,12 +271,13 @@ class Runner:
             self._resources(row, case, algo, kernels or [], note)
             row.update(status="not-verified", note="; ".join(note))
             return
-        from ..emulator import LaunchError  # noqa: PLC0415
         rng = np.random.default_rng(self.opts.seed)
         scope = f"emulator, reduced: {small.args()}"
-        with backend("emulator") as be, LaunchRecorder(be) as rec:
-            inputs = {k: random_array(rng, s, _np_dtype(case.dtype)) for k, s in small.input_shapes().items()}
-            out = np.empty(small.output_shape(), _np_dtype(case.dtype))
+        inputs = {k: random_array(rng, s, dt) for k, s in small.input_shapes().items()}
+        out = np.empty(small.output_shape(), dt)
+        if kernels is None:
+            kernels = recorded_kernels(lambda: small.call(inputs, algo, out=np.empty_like(out)))
+        with backend("emulator"):
             poison(out)
             try:
                 small.call(inputs, algo, out=out)
@@ -274,8 +285,6 @@ class Runner:
                 fault = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             else:
                 fault = None
-        if kernels is None:
-            kernels = rec.kernels()
         if fault:
             self._resources(row, case, algo, kernels, note)
             row.update(verified=False, verify_scope=scope, status="verify-failed",
@@ -292,11 +301,7 @@ class Runner:
 
     # ------------------------------------------------------------------ GPU
     def _run_gpu(self, case: Case, algo: str, row: dict) -> None:
-        import cupy  # noqa: PLC0415
-
-        from ..backend import backend  # noqa: PLC0415
-        from ..testing import poison, rel_error  # noqa: PLC0415
-        from .measure import L2Flusher, Nvml, nvml_fields, peak_pool_bytes, time_gpu  # noqa: PLC0415
+        import cupy  # noqa: PLC0415  (optional: only on a machine with a GPU)
         note: list[str] = []
         with cupy.cuda.Device(self.opts.device), backend("cupy") as be:
             if self._flusher is None:
@@ -307,12 +312,12 @@ class Runner:
             inputs = {k: (gen.random(s, dtype=cupy.float32) * 2 - 1).astype(dt)
                       for k, s in case.input_shapes().items()}
             out = cupy.empty(case.output_shape(), dt)
-            poison(out)
-            with LaunchRecorder(be) as rec:
-                case.call(inputs, algo, out=out)
-            cupy.cuda.get_current_stream().synchronize()
-            kernels = rec.kernels()
+            plan, env = case.plan(inputs, algo, out)
+            kernels = plan_kernels(plan)
             self._resources(row, case, algo, kernels, note)
+            poison(out)
+            case.call(inputs, algo, out=out)      # the op as a user calls it is what is verified
+            cupy.cuda.get_current_stream().synchronize()
 
             subset, scope = case.verify_subsets(self.opts.max_reference_flops)
             ref = case.reference(inputs, subset)
@@ -324,19 +329,24 @@ class Runner:
                            note="; ".join(note + ["not timed"]))
                 return
 
+            # Timed: the plan's launches alone (no host checks between them), when they
+            # reproduce the verified output bit for bit; else the whole op call.
             expected = out.copy()
-            replay = Replay(rec.launches)
+            workspace = be.empty((plan.workspace_bytes,), np.uint8) if plan.workspace_bytes else None
             poison(out)
-            replay()
+            plan.execute(be, env, workspace)
             cupy.cuda.get_current_stream().synchronize()
             if bool(cupy.array_equal(out, expected)):
-                fn, row["timed"] = replay, "kernels"
+                def fn():
+                    plan.execute(be, env, workspace)
+                row["timed"] = "plan"
+                if self.opts.graph:
+                    fn = self._graph_or(fn, plan, be, env, workspace, out, expected, row, note)
             else:
                 def fn():
                     case.call(inputs, algo, out=out)
                 row["timed"] = "op"
-                note.append("replaying the recorded launches did not reproduce the output; timed the whole op")
-
+                note.append("the plan's launches did not reproduce the op's output; timed the whole op")
             row["mem_measured_bytes"] = peak_pool_bytes(lambda: case.call(inputs, algo))
             before = self._nvml.snapshot()
             stats = time_gpu(fn, self.opts.timing, self._flusher)
@@ -354,8 +364,27 @@ class Runner:
                 self._baseline(case, inputs, row, note)
         row.update(status="timed", note="; ".join(note) or None)
 
+    @staticmethod
+    def _graph_or(fn, plan, be, env, workspace, out, expected, row, note):
+        """``--graph``: the plan's launches captured once in a CUDA graph and replayed (no launch
+        overhead between them: nvbench's batch habit), when a replay reproduces the verified
+        output bit for bit; else ``fn`` with a note saying why."""
+        import cupy  # noqa: PLC0415
+        try:
+            replay = capture_graph(lambda: plan.execute(be, env, workspace))
+            poison(out)
+            replay()
+            cupy.cuda.get_current_stream().synchronize()
+        except Exception as exc:
+            note.append(f"--graph: capture failed ({type(exc).__name__}: {exc}); timed the plan's launches")
+            return fn
+        if not bool(cupy.array_equal(out, expected)):
+            note.append("--graph: the replayed graph did not reproduce the output; timed the plan's launches")
+            return fn
+        row["timed"] = "graph"
+        return replay
+
     def _baseline(self, case, inputs, row, note) -> None:
-        from .measure import time_gpu  # noqa: PLC0415
         try:
             b = case.baseline(inputs)
         except Exception as exc:
@@ -375,25 +404,8 @@ class Runner:
                    baseline_ratio=stats.median_s / (row["time_ms"] * 1e-3))
 
 
-class Replay:
-    """The recorded launches of one op call, re-issued directly to their CuPy kernels."""
-
-    def __init__(self, launches):
-        from ..compile import get_cupy_function  # noqa: PLC0415
-        self.calls = [(get_cupy_function(ln.file, ln.expression, ln.options), ln.grid, ln.block, ln.args,
-                       ln.shared_mem) for ln in launches]
-
-    def __call__(self) -> None:
-        for fn, grid, block, args, smem in self.calls:
-            fn(grid, block, args, shared_mem=smem)
-
-
 def emulator_missing() -> str | None:
     """Why the CPU emulator cannot run kernels here, or None when it can."""
-    try:
-        emulator = importlib.import_module("cuconv.emulator")
-    except ImportError as exc:
-        return f"the CPU emulator is not available ({exc}); not verified"
     if not hasattr(emulator, "RawModule"):
         return "the CPU emulator is not built yet (cuconv.emulator has no RawModule); not verified"
     return None

@@ -8,14 +8,26 @@
   it occurs (layers without a cuconv kernel, such as batch norm, are left out; ``cuconv bench
   model NAME`` lists every layer).
 * ``gemm``: square and awkward sizes and the GEMMs inside convolutions, against cuBLAS.
-* ``algos``: every registered conv2d algorithm on every seed and ResNet-50 layer it can run.
+* ``algos``: every registered conv2d algorithm on every seed and ResNet-50 layer it can run, and
+  on §8.4's large-kernel comparison: 5x5, 7x7, 9x9, 11x11 stride-1 "same" convolutions 64->64 at
+  56x56 (where the FFT algorithms compete with direct, im2col + GEMM and implicit GEMM).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
+from .. import models
+from ..ops.conv2d import algorithms
 from ..problem import Conv2dProblem
-from .cases import Case, ConvCase, GemmCase, Im2colCase, LayerCase, SeparableCase, pool_case_from_layer
+from .cases import (
+    Case,
+    ConvCase,
+    GemmCase,
+    Im2colCase,
+    LayerCase,
+    SeparableCase,
+    pool_case_from_layer,
+)
 
 SUITES = {
     "seed": "the textbook's worked layers (§8.3, §9.1, §9.4, §9.5)",
@@ -23,10 +35,12 @@ SUITES = {
     "vgg16": "every distinct conv, pooling and FC layer of VGG-16",
     "mobilenet_v2": "every distinct conv, pooling and FC layer of MobileNetV2",
     "gemm": "square, awkward and conv-shaped GEMMs against cuBLAS",
-    "algos": "every conv2d algorithm on every seed and ResNet-50 layer it applies to",
+    "algos": "every conv2d algorithm on every seed and ResNet-50 layer it applies to, and on §8.4's "
+             "5x5-11x11 stride-1 layers",
 }
 DEFAULT_SUITE = "seed"
 DEFAULT_MODEL_BATCH = 32
+LARGE_KERNELS = (5, 7, 9, 11)      # §8.4: "FFT-based ... large kernels (k >= 7)"
 
 
 def _conv(n, c, h, w, k, r, s=None, stride=1, pad=0, groups=1, dtype="float32") -> Conv2dProblem:
@@ -93,7 +107,6 @@ def model_cases(model_name: str, batch: int = DEFAULT_MODEL_BATCH, dtype: str = 
                 algo: str = "auto", distinct: bool = True) -> list[Case]:
     """Cases of a model: each distinct conv / FC layer once with its count (``distinct``), or
     every layer in network order (the ``model`` command)."""
-    from .. import models  # noqa: PLC0415
     model = models.get(model_name, batch=batch, dtype=dtype)
     suite = model.name if distinct else f"model:{model.name}"
     cases = [model_layer_case(model.name, lay, suite, algo) for lay in model.layers]
@@ -125,13 +138,19 @@ def gemm_cases(dtype: str = "float32") -> list[Case]:
     return cases
 
 
+def large_kernel_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
+    """§8.4's table on one layer shape: 64->64 at 56x56, stride 1, "same" padding, k = 5 ... 11
+    (batch 1 unless ``batch``): direct and GEMM FLOPs grow with k², the FFT's barely."""
+    return [ConvCase("algos", f"§8.4 large kernel {k}x{k} 64->64 56x56 stride 1",
+                     problem=_conv(batch or 1, 64, 56, 56, 64, k, pad=k // 2, dtype=dtype)) for k in LARGE_KERNELS]
+
+
 def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
     """Every registered algorithm on every seed conv and distinct ResNet-50 conv it can run."""
-    import cuconv.ops  # noqa: F401,PLC0415
-    from ..ops.conv2d import algorithms  # noqa: PLC0415
     problems = [c for c in seed_cases(batch, dtype) if isinstance(c, ConvCase) and c.algo == "auto"]
     problems += [c for c in model_cases("resnet50", batch or DEFAULT_MODEL_BATCH, dtype)
                  if isinstance(c, ConvCase)]
+    problems += large_kernel_cases(batch, dtype)
     cases: list[Case] = []
     for c in problems:
         names = [i.name for i in algorithms(c.problem) if i.ok]
@@ -143,8 +162,6 @@ def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
 
 def expand_all_algorithms(cases: list[Case]) -> list[Case]:
     """``--algo all``: each conv case once per algorithm that can run it."""
-    import cuconv.ops  # noqa: F401,PLC0415
-    from ..ops.conv2d import algorithms  # noqa: PLC0415
     out: list[Case] = []
     for c in cases:
         if not isinstance(c, ConvCase):
@@ -157,7 +174,6 @@ def expand_all_algorithms(cases: list[Case]) -> list[Case]:
 
 def build_suite(name: str, batch: int | None = None, dtype: str = "float32", algo: str = "auto") -> list[Case]:
     """The cases of suite ``name`` (a SUITES key or any cuconv.models name)."""
-    from .. import models  # noqa: PLC0415
     if name == "seed":
         cases = seed_cases(batch, dtype, "auto" if algo == "all" else algo)
     elif name == "gemm":

@@ -12,6 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from .. import analysis
+from ..arch import normalize_arch
+from ..compile import NVRTCError
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="CUDA C++ source file (.cu)")
@@ -34,15 +38,12 @@ def _default_arch() -> str:
     try:
         import cupy  # noqa: PLC0415
         cc = cupy.cuda.Device().compute_capability
-        from ..arch import normalize_arch  # noqa: PLC0415
         return normalize_arch(cc)
     except Exception:  # noqa: BLE001  (no CuPy, no driver, no device: analyse for Hopper)
         return "sm_90"
 
 
 def run(args) -> int:
-    from .. import analysis  # noqa: PLC0415
-    from ..compile import NVRTCError  # noqa: PLC0415
 
     path = Path(args.file)
     if not path.is_file():

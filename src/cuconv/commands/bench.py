@@ -4,6 +4,9 @@
     cuconv bench seed resnet50 gemm               # suites
     cuconv bench conv2d --input 32,64,56,56 --weight 128,64,3,3 --padding 1
     cuconv bench model resnet50 --batch 32        # the whole forward pass, layer by layer
+    cuconv bench host                             # the host cost of a cached op call (no GPU needed)
+    cuconv bench resnet50 --graph                 # time CUDA-graph replays of each plan
+    cuconv bench seed --devices all               # once per GPU, one process each
 
 On a GPU each case is verified against the float64 reference, then timed with CUDA events.
 Without one it says so, verifies every case on the CPU emulator at a reduced size, fills
@@ -13,11 +16,32 @@ roofline lower-bound time on a GPU from published peak figures.
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import shlex
 import sys
 
+from .. import models
+from ..bench import host, report
+from ..bench.cases import ConvCase
+from ..bench.measure import TimingOptions
+from ..bench.peaks import PUBLISHED, published
+from ..bench.runner import BenchOptions, Runner
+from ..backend import gpu_available
+from ..bench.suites import (
+    DEFAULT_MODEL_BATCH,
+    DEFAULT_SUITE,
+    SUITES,
+    build_suite,
+    expand_all_algorithms,
+    model_cases,
+)
+from ..device import device_report
+from ..problem import Conv2dProblem
+
 _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
-                        "or `model NAME`. Default: {default}.")
+                        "`model NAME`, or `host` (the Python cost of an op call, on the record backend). "
+                        "Default: {default}.")
 
 
 def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
@@ -56,8 +80,6 @@ def _positive_float(text: str) -> float:
 
 
 def add_arguments(parser) -> None:
-    from ..bench.peaks import PUBLISHED  # noqa: PLC0415
-    from ..bench.suites import DEFAULT_SUITE, SUITES  # noqa: PLC0415
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n", 1)[1]
     parser.add_argument("targets", nargs="*", metavar="TARGET",
@@ -81,8 +103,15 @@ def add_arguments(parser) -> None:
     g.add_argument("-k", "--filter", default=None, metavar="TEXT",
                    help="only cases whose name or layer contains TEXT")
     g.add_argument("--list", action="store_true", help="list the cases and exit")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="only every N-th case starting at the I-th (1-based): split a long suite into runs")
     g = parser.add_argument_group("measuring (GPU)")
     g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    g.add_argument("--devices", default=None, metavar="all|I,J,...",
+                   help="run the cases once per device, one process per device; every row names its device")
+    g.add_argument("--graph", action="store_true",
+                   help="time replays of each plan captured once in a CUDA graph (no launch overhead "
+                        "between a plan's kernels: small layers show the GPU time alone)")
     g.add_argument("--repeats", type=_positive_int, default=None,
                    help="exactly this many timed runs per case (default: until the noise target or budget)")
     g.add_argument("--budget", type=_positive_float, default=2.0, metavar="SECONDS",
@@ -90,6 +119,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--noise", type=_positive_float, default=0.5, metavar="PCT",
                    help="stop once the relative standard deviation is below PCT %% (default 0.5)")
     g.add_argument("--no-baseline", action="store_true", help="skip cuBLAS/cuDNN baselines")
+    g.add_argument("--verify-gflop", type=_positive_float, default=None, metavar="G",
+                   help="GPU verification: the float64 reference checks all images when it costs at most G "
+                        "GFLOP, else the first and last, else the first (default 2)")
     g.add_argument("--emulate", action="store_true",
                    help="verify on the CPU emulator and time nothing, even when a GPU is present")
     g = parser.add_argument_group("theory and output")
@@ -112,10 +144,6 @@ class UsageError(ValueError):
 
 def _build_cases(args):
     """(cases, title, model or None) for the command line; UsageError for bad usage."""
-    from ..bench.cases import ConvCase  # noqa: PLC0415
-    from ..bench.suites import DEFAULT_MODEL_BATCH, DEFAULT_SUITE, build_suite, expand_all_algorithms, \
-        model_cases  # noqa: PLC0415
-    from ..problem import Conv2dProblem  # noqa: PLC0415
     targets = args.targets or [DEFAULT_SUITE]
     conv_opts = [o for o in ("input", "weight") if getattr(args, o) is not None]
     if conv_opts and targets[0] != "conv2d":
@@ -140,7 +168,6 @@ def _build_cases(args):
     if targets[0] == "model":
         if len(targets) != 2:
             raise UsageError("usage: cuconv bench model NAME [--batch B] (e.g. cuconv bench model resnet50)")
-        from .. import models  # noqa: PLC0415
         batch = args.batch or DEFAULT_MODEL_BATCH
         try:
             model = models.get(targets[1], batch=batch, dtype=args.dtype)
@@ -160,11 +187,85 @@ def _build_cases(args):
     return cases, "suite " + " ".join(targets), None
 
 
+def _run_host(args) -> int:
+    """`cuconv bench host`: the host-overhead table (bench/host.py), optionally as JSON."""
+    result = host.run(repeats=args.repeats or 15)
+    print(host.markdown(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(header=Runner(BenchOptions(emulate=True, progress=False)).header(
+                command="cuconv bench host"), **result), f, indent=1)
+    return 0
+
+
+def _options(args, device: int) -> BenchOptions:
+    return BenchOptions(
+        timing=TimingOptions(repeats=args.repeats, budget_s=args.budget, noise_target=args.noise / 100),
+        emulate=args.emulate, device=device, roofline=args.roofline, arch=args.arch,
+        baseline=not args.no_baseline, resources=not args.no_resources, progress=not args.quiet,
+        graph=args.graph,
+        **({} if args.verify_gflop is None else dict(max_reference_flops=args.verify_gflop * 1e9)))
+
+
+def _command_line(args) -> str:
+    argv = ["cuconv", *getattr(args, "_argv", None)] if getattr(args, "_argv", None) else list(sys.argv)
+    if argv and (argv[0].endswith("__main__.py") or argv[0].endswith("/cuconv") or argv[0] == "cuconv"):
+        argv[0] = "cuconv"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _measure_on(args, cases, device: int, queue=None):
+    """(header, rows, peaks) of the cases on ``device`` (in a child process: put on ``queue``)."""
+    try:
+        runner = Runner(_options(args, device))
+        header = runner.header(command=_command_line(args))
+        result = (header, runner.run(cases), runner.peaks, None)
+    except Exception as exc:
+        result = (None, None, None, f"device {device}: {type(exc).__name__}: {exc}")
+    if queue is None:
+        return result
+    queue.put((device, result))
+    return None
+
+
+def _per_device(args, cases, devices: list[int]):
+    """One process per device ("spawn": a CUDA context does not survive fork); results by device."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_measure_on, args=(args, cases, d, queue)) for d in devices]
+    for p in procs:
+        p.start()
+    results = dict(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return [results[d] for d in devices]
+
+
+def device_indices(text: str, count: int) -> list[int]:
+    """``all`` or ``0,2`` -> device indices (ValueError naming the bad one)."""
+    if text.strip().lower() == "all":
+        if count == 0:
+            raise ValueError("--devices all: no CUDA device was found")
+        return list(range(count))
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            i = int(part)
+        except ValueError:
+            raise ValueError(f"--devices takes 'all' or comma-separated device indices, got {text!r}") from None
+        if not 0 <= i < count:
+            raise ValueError(f"--devices {text}: device {i} does not exist (this machine has {count} CUDA "
+                             f"device(s))")
+        if i not in out:
+            out.append(i)
+    if not out:
+        raise ValueError(f"--devices {text!r} names no device")
+    return out
+
+
 def run(args) -> int:
-    from ..bench import report  # noqa: PLC0415
-    from ..bench.measure import TimingOptions  # noqa: PLC0415
-    from ..bench.peaks import published  # noqa: PLC0415
-    from ..bench.runner import BenchOptions, Runner  # noqa: PLC0415
+    if args.targets == ["host"]:
+        return _run_host(args)
 
     try:
         if args.roofline:
@@ -180,48 +281,79 @@ def run(args) -> int:
         if not cases:
             print(f"cuconv bench: no case matches --filter {args.filter!r}", file=sys.stderr)
             return 2
+    if args.shard:
+        try:
+            i, n = (int(v) for v in args.shard.split("/"))
+            if not 1 <= i <= n:
+                raise ValueError
+        except ValueError:
+            print(f"cuconv bench: --shard takes I/N with 1 <= I <= N, got {args.shard!r}", file=sys.stderr)
+            return 2
+        cases = cases[i - 1::n]
+        if not cases:
+            print(f"cuconv bench: --shard {args.shard} leaves no case", file=sys.stderr)
+            return 2
     if args.list:
         for c in cases:
             print(f"{c.suite:<14} {c.name:<40} {c.op:<10} {c.algo:<12} {c.args()}")
         return 0
 
-    opts = BenchOptions(
-        timing=TimingOptions(repeats=args.repeats, budget_s=args.budget, noise_target=args.noise / 100),
-        emulate=args.emulate, device=args.device, roofline=args.roofline, arch=args.arch,
-        baseline=not args.no_baseline, resources=not args.no_resources, progress=not args.quiet)
-    try:
-        runner = Runner(opts)
-    except ValueError as exc:
-        print(f"cuconv bench: {exc}", file=sys.stderr)
+    devices = [args.device]
+    if args.devices:
+        count = len(device_report().devices) if not args.emulate and gpu_available() else 0
+        if count == 0:
+            print("cuconv bench: --devices: no GPU here (or --emulate); one emulated run instead", file=sys.stderr)
+        else:
+            try:
+                devices = device_indices(args.devices, count)
+            except ValueError as exc:
+                print(f"cuconv bench: {exc}", file=sys.stderr)
+                return 2
+    if len(devices) == 1:
+        results = [_measure_on(args, cases, devices[0])]
+    else:
+        if not args.quiet:
+            print(f"cuconv bench: {len(cases)} case(s) on devices {', '.join(map(str, devices))}, one process "
+                  "each", file=sys.stderr)
+        results = _per_device(args, cases, devices)
+    errors = [r[3] for r in results if r[3]]
+    if errors:
+        text = "; ".join(errors)
+        print("cuconv bench: " + (text.split(": ", 2)[-1] if len(results) == 1 else text), file=sys.stderr)
         return 2
-    argv = list(sys.argv)
-    if argv and (argv[0].endswith("__main__.py") or argv[0].endswith("/cuconv") or argv[0] == "cuconv"):
-        argv[0] = "cuconv"
-    header = runner.header(command=" ".join(shlex.quote(a) for a in argv))
-    if not runner.gpu and not args.quiet:
-        print(f"cuconv bench: no GPU ({header['no_gpu_reason']}); verifying {len(cases)} case(s) on the CPU "
-              "emulator at a reduced size, nothing is timed", file=sys.stderr)
-    rows = runner.run(cases)
-    totals = report.model_totals(model, rows) if model is not None else None
 
-    print(report.header_text(header, title))
-    print()
-    print(report.markdown_table(rows))
-    text = report.notes_text(rows)
-    if text:
-        print(text)
-    if totals:
-        print(report.totals_text(totals))
+    all_rows, bad = [], []
+    for header, rows, peaks, _ in results:
+        if header["mode"] != "gpu" and not args.quiet:
+            print(f"cuconv bench: no GPU ({header['no_gpu_reason']}); verified {len(cases)} case(s) on the CPU "
+                  "emulator at a reduced size, nothing is timed", file=sys.stderr)
+        totals = report.model_totals(model, rows) if model is not None else None
+        print(report.header_text(header, title))
+        print()
+        print(report.markdown_table(rows))
+        text = report.notes_text(rows)
+        if text:
+            print(text)
+        if totals:
+            print(report.totals_text(totals))
+        print()
+        all_rows += rows
+        bad += [r for r in rows if r["status"] in ("verify-failed", "error")]
+    header, _, peaks, _ = results[0]
+    if len(results) > 1:     # one file for every device: each row names its device
+        header = dict(header, device=" | ".join(str(r[0]["device"]) for r in results),
+                      device_index=[r[0]["device_index"] for r in results],
+                      devices=[r[0] for r in results])
+    totals = report.model_totals(model, all_rows) if model is not None and len(results) == 1 else None
     if args.json:
-        report.write_json(args.json, header, rows, totals)
+        report.write_json(args.json, header, all_rows, totals)
     if args.csv:
-        report.write_csv(args.csv, header, rows)
+        report.write_csv(args.csv, {k: v for k, v in header.items() if k != "devices"}, all_rows)
     if args.plot:
-        n = report.plot_roofline(args.plot, header, rows, runner.peaks)
+        n = report.plot_roofline(args.plot, header, all_rows, peaks)
         if n == 0:
             print("cuconv bench: the roofline plot has no points (nothing measured and no --roofline)",
                   file=sys.stderr)
-    bad = [r for r in rows if r["status"] in ("verify-failed", "error")]
     if bad:
         print(f"\ncuconv bench: {len(bad)} case(s) failed verification or raised an error", file=sys.stderr)
     return 1 if bad else 0

@@ -10,7 +10,10 @@ Pure Python on the layer lists of cuconv.models: no GPU and no CuPy on this path
 from __future__ import annotations
 
 import json
+import sys
 from fractions import Fraction
+
+from .. import models
 
 CONVENTIONS = {
     "params": "learnable parameters: weights, biases, BatchNorm gamma/beta (running statistics excluded)",
@@ -149,6 +152,10 @@ def model_report(model) -> dict:
                                   "direct_multiplications": w.direct_multiplications,
                                   "transform_flops": w.transform_flops, "workspace_bytes": w.workspace_bytes,
                                   "filter_bytes": w.filter_bytes} for w in c.winograd]
+        if c.fft:
+            entry["fft"] = [{"algo": f.algo, "fft_size": [f.Lh, f.Lw], "tiles": f.tiles, "flops": f.flops,
+                             "transform_flops": f.transform_flops, "product_flops": f.product_flops,
+                             "workspace_bytes": f.workspace_bytes, "filter_bytes": f.filter_bytes} for f in c.fft]
         layers.append(entry)
     return {"model": model.name, "source": model.source, "batch": model.batch,
             "input_shape": list(model.input_shape), "dtype": model.dtype,
@@ -200,7 +207,6 @@ def _book_match(book: float, macs: int, flops: int) -> str:
 
 
 def compare_rows(dtype: str = "float32") -> list[dict]:
-    from .. import models  # noqa: PLC0415
 
     rows = []
     for label, name, options, b_params, b_flops, b_top1, b_ratio in BOOK_TABLE:
@@ -242,7 +248,6 @@ def print_compare(rows) -> None:
 
 
 def print_list() -> None:
-    from .. import models  # noqa: PLC0415
 
     rows = []
     for name in models.names():
@@ -254,9 +259,7 @@ def print_list() -> None:
 
 # ------------------------------------------------------------------ entry point
 def run(args) -> int:
-    import sys  # noqa: PLC0415
 
-    from .. import models  # noqa: PLC0415
 
     dtype = DTYPES[args.dtype]
     if args.list:

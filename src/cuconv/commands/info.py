@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..device import device_report
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -15,7 +17,6 @@ def _fmt(v, unit="", scale=1.0, digits=0):
 
 
 def run(args) -> int:
-    from ..device import device_report  # noqa: PLC0415
 
     rep = device_report()
     if args.json:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
+from .. import analysis
+from ..compile import ARCHS, NVRTCError, compile_entry, compile_target, find_kernel, registered_kernels
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--arch", action="append", default=None,
@@ -24,7 +27,6 @@ def add_arguments(parser) -> None:
 
 def collect(archs, file=None):
     """[(entry, KernelResources | None, error | None)] for every registered kernel and arch."""
-    from ..compile import NVRTCError, compile_entry, registered_kernels  # noqa: PLC0415
     rows = []
     for entry in registered_kernels():
         if file and entry.file != file:
@@ -80,18 +82,11 @@ def format_table(dicts) -> str:
 
 
 def run(args) -> int:
-    from ..compile import ARCHS, compile_target, find_kernel  # noqa: PLC0415
-
     # The resource table is cheap per arch once compiled; the SASS analysis defaults to the
     # two archs the designs target (sm_80, sm_90) unless --arch says otherwise.
     default = ("sm_80", "sm_90") if (args.analyze or args.sass) else ARCHS
     archs = [compile_target(a) for a in (args.arch or default)]   # sm_90a stays sm_90a
     if args.sass or args.analyze:
-        try:
-            from .. import analysis  # noqa: PLC0415
-        except ImportError:
-            print("static analysis (cuconv.analysis) is not available in this build", file=sys.stderr)
-            return 2
         if args.sass:
             entry = find_kernel(args.sass)
             for arch in archs:

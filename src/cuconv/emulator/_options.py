@@ -13,13 +13,13 @@ _GPU_FLAGS = {
     "--extra-device-vectorization", "-extra-device-vectorization", "--restrict", "-restrict",
     "--extensible-whole-program", "-ewp", "--device-as-default-execution-space", "-default-device",
     "--disable-warnings", "-w", "--no-source-include", "-no-source-include", "--dopt", "-dopt",
-    "--device-int128", "-device-int128", "--relocatable-device-code", "-rdc", "-dlto", "--dlink-time-opt",
+    "--device-int128", "-device-int128", "-dlto", "--dlink-time-opt",
     "--builtin-move-forward", "--builtin-initializer-list",
     "--fdevice-syntax-only", "--minimal", "--Wno-deprecated-declarations", "-Wno-deprecated-declarations",
 }
 _GPU_VALUE_FLAGS = {
     "-arch", "--gpu-architecture", "-Xptxas", "--ptxas-options", "-maxrregcount", "--maxrregcount", "-ftz",
-    "--ftz", "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt", "-rdc", "--relocatable-device-code",
+    "--ftz", "-prec-div", "--prec-div", "-prec-sqrt", "--prec-sqrt",
     "-dopt", "--dopt", "--diag-suppress", "-diag-suppress", "--diag-error", "--diag-warn", "-dlto",
     "--split-compile", "-split-compile", "--time", "--optimization-info", "-opt-info", "--fdevice-time-trace",
     "--Ofast-compile", "-Ofast-compile", "--jump-table-density",
@@ -32,18 +32,22 @@ class CompileOptions:
 
     std: str = "c++17"
     defines: tuple[str, ...] = ()  # "-DNAME=V" / "-UNAME", in order
-    include_dirs: tuple[str, ...] = ()
+    include_dirs: tuple[str, ...] = ()  # absolute paths
+    quote_dirs: tuple[str, ...] = ()  # where #include "..." looks first: the source file's directory
     pre_includes: tuple[str, ...] = ()
     fp_contract: str = "fast"  # nvcc fuses a*b+c into an FMA unless --fmad=false
     extra: tuple[str, ...] = field(default=())
 
     def language_flags(self) -> list[str]:
         """Flags that shape the emulator's prelude too (part of its precompiled header's key)."""
-        return [f"-std={self.std}", f"-ffp-contract={self.fp_contract}"]
+        return [f"-std={self.std}", f"-ffp-contract={self.fp_contract}",
+                f"-DCUCONV_EMU_FMAD={1 if self.fp_contract == 'fast' else 0}"]
 
     def user_flags(self) -> list[str]:
         """The user's macros, include paths and pre-included headers."""
         out: list[str] = []
+        for d in self.quote_dirs:
+            out += ["-iquote", d]
         for d in self.include_dirs:
             out += ["-I", d]
         out += list(self.defines)
@@ -66,9 +70,17 @@ def _split_value(opt: str, rest: list[str], name: str) -> str:
     return opt[len(name):]
 
 
+_NOT_EMULATED = {
+    "-dc": "separate compilation (-dc)", "--device-c": "separate compilation (--device-c)",
+    "-lcudadevrt": "linking the device runtime (-lcudadevrt)",
+}
+
+
 def parse_options(options) -> CompileOptions:
     """Translate NVRTC/CuPy options to g++ flags; GPU-only ones are ignored and
-    anything unknown is a ValueError (so a typo does not silently do nothing)."""
+    anything unknown is a ValueError (so a typo does not silently do nothing).
+    Include directories become absolute (relative to the current directory, as
+    the GPU compiler resolves them)."""
     if isinstance(options, str):
         options = (options,)
     if not isinstance(options, (list, tuple)):
@@ -93,13 +105,22 @@ def parse_options(options) -> CompileOptions:
         elif opt.startswith("-U"):
             defines.append("-U" + _split_value(opt, todo, "-U"))
         elif opt.startswith("--include-path"):
-            include_dirs.append(_split_value(opt, todo, "--include-path"))
+            include_dirs.append(os.path.abspath(_split_value(opt, todo, "--include-path")))
         elif opt.startswith("-I"):
-            include_dirs.append(_split_value(opt, todo, "-I"))
+            include_dirs.append(os.path.abspath(_split_value(opt, todo, "-I")))
         elif opt.startswith("--pre-include"):
             pre_includes.append(_split_value(opt, todo, "--pre-include"))
         elif opt == "-include":
             pre_includes.append(_split_value(opt, todo, "-include"))
+        elif opt in _NOT_EMULATED:
+            raise ValueError(f"compile option {opt!r}: {_NOT_EMULATED[opt]} is for dynamic parallelism and "
+                             f"device-side linking, and dynamic parallelism is not emulated: the emulator compiles "
+                             f"one whole source and launches its kernels from the host")
+        elif head in ("-rdc", "--relocatable-device-code"):
+            value = _split_value(opt, todo, head) if ("=" in opt or todo[:1] in (["true"], ["false"])) else "true"
+            if value not in ("true", "false"):
+                raise ValueError(f"option {opt!r}: expected true or false")
+            continue  # whole-program either way: there is nothing to link on the CPU
         elif head in ("-std", "--std"):
             value = _split_value(opt, todo, head)
             if value not in ("c++03", "c++11", "c++14", "c++17", "c++20"):
@@ -123,6 +144,7 @@ def parse_options(options) -> CompileOptions:
             raise ValueError(
                 f"unknown compile option {opt!r}: the emulator understands -D/-U/-I/-include/-std/--fmad and "
                 f"ignores GPU-only options such as -arch, --use_fast_math, -lineinfo, -Xptxas, -maxrregcount")
+    pre_includes = [os.path.abspath(h) if os.path.exists(h) else h for h in pre_includes]
     return CompileOptions(std=std, defines=tuple(defines), include_dirs=tuple(include_dirs),
                           pre_includes=tuple(pre_includes), fp_contract=fp_contract)
 

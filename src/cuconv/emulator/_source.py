@@ -136,3 +136,117 @@ def global_kernel_names(code: str) -> list[str]:
             continue
         i += 1
     return names
+
+
+def template_kernel_names(code: str) -> list[str]:
+    """Names of template __global__ functions (for messages: they need a name expression)."""
+    text = _strip(code)
+    names: list[str] = []
+    for m in re.finditer(r"\btemplate\s*<", text):
+        # The declaration after the template header, up to its parameter list.
+        depth, i = 0, m.end() - 1
+        while i < len(text):
+            if text[i] == "<":
+                depth += 1
+            elif text[i] == ">":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        head = text[i + 1:i + 600]
+        cut = re.search(r"[;{]", head)
+        head = head[:cut.start()] if cut else head
+        if re.search(r"\b__global__\b", head):
+            k = re.search(r"([A-Za-z_]\w*)\s*\((?![^()]*\)\s*__global__)", re.sub(
+                r"\b(?:__launch_bounds__|__attribute__|__maxnreg__|__cluster_dims__|alignas|__align__)\s*\([^()]*"
+                r"(?:\([^()]*\)[^()]*)*\)", " ", head))
+            if k and k.group(1) not in names:
+                names.append(k.group(1))
+    return names
+
+
+_VAR_KEYWORD = re.compile(r"\b(?:__constant__|__device__|__managed__)\b")
+
+
+def global_variable_names(code: str) -> list[str]:
+    """Names (namespace-qualified) of __constant__ / __device__ / __managed__ variables
+    declared at namespace scope: what RawModule.get_global can reach without a rebuild."""
+    text = _strip(code)
+    names: list[str] = []
+    scope: list[str | None] = []  # namespace names ("" for anonymous/extern "C"), None for other braces
+    stmt_start = 0
+    i, n = 0, len(text)
+
+    def at_namespace_scope() -> bool:
+        return all(s is not None for s in scope)
+
+    while i < n:
+        c = text[i]
+        if c in "{;}":
+            stmt = text[stmt_start:i]
+            if c == "{":
+                if at_namespace_scope() and _VAR_KEYWORD.search(stmt) and "(" not in _no_brackets(stmt) \
+                        and not re.search(r"\b(?:struct|class|union|enum|namespace|template)\b", stmt):
+                    i = _skip_braces(text, i)  # an initializer: the declaration goes on to its ';'
+                    continue
+                ns = re.search(r"\bnamespace\s*([A-Za-z_]\w*)?\s*$", stmt)
+                if ns:
+                    scope.append(ns.group(1) or "")
+                elif re.search(r'\bextern\s+"C"\s*$', stmt):
+                    scope.append("")
+                else:
+                    scope.append(None)
+            elif c == "}":
+                if scope:
+                    scope.pop()
+            elif at_namespace_scope() and _VAR_KEYWORD.search(stmt):
+                name = _declared_variable(stmt)
+                if name:
+                    prefix = "::".join(s for s in scope if s)
+                    full = f"{prefix}::{name}" if prefix else name
+                    if full not in names:
+                        names.append(full)
+            stmt_start = i + 1
+        i += 1
+    return names
+
+
+def _no_brackets(stmt: str) -> str:
+    return re.sub(r"\[[^\]]*\]", "[]", stmt)
+
+
+def _skip_braces(text: str, i: int) -> int:
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(text)
+
+
+def _declared_variable(stmt: str) -> str | None:
+    """The variable a namespace-scope declaration declares, or None (a function, a
+    template, a typedef, an extern declaration of something defined elsewhere...)."""
+    if re.search(r"\b(?:template|typedef|using|extern|__shared__)\b", stmt):
+        return None
+    decl = stmt.split("=", 1)[0]
+    decl = re.sub(r"\{.*", "", decl, flags=re.DOTALL)
+    decl = re.sub(r"\b(?:__align__|alignas|__attribute__)\s*\((?:[^()]|\([^()]*\))*\)", " ", decl)
+    if "(" in _no_brackets(decl):
+        return None
+    decl = re.sub(r"\[[^\]]*\]", " ", decl).strip()
+    m = re.search(r"([A-Za-z_]\w*)\s*$", decl)
+    if not m or m.group(1) in ("__constant__", "__device__", "__managed__", "const", "volatile"):
+        return None
+    return m.group(1)
+
+
+def device_launch_line(code: str) -> int | None:
+    """The line of the first kernel launch `<<<...>>>` in the source (dynamic
+    parallelism, as the host code is not compiled), or None."""
+    text = _strip(code)
+    m = re.search(r"<<<", text)
+    return text.count("\n", 0, m.start()) + 1 if m else None

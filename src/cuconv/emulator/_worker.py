@@ -329,11 +329,27 @@ class Worker:
             self.described[library] = text
             return text
 
+    def read_global(self, library: str, index: int) -> bytes:
+        """The current bytes of global variable `index` of the library."""
+        with self.lock:
+            reply = self.request(struct.pack("<I", 3) + _pack_str(library) + struct.pack("<I", index), timeout=120)
+            status = struct.unpack_from("<I", reply)[0]
+            if status != _OK:
+                raise EmulatorError(_parse_launch_reply(reply)[3])
+            n = struct.unpack_from("<I", reply, 4)[0]
+            return reply[8:8 + n]
+
     def launch(self, library: str, index: int, grid, block, shared_mem: int, order: int, seed: int,
-               groups, args, *, timeout: float, kernel: str) -> None:
+               groups, args, *, timeout: float, kernel: str, bindings=()) -> None:
         """Run one launch. `groups` is a list of (address, size, write_back) memory ranges to
         copy in (and back); `args` a list of ("ptr", group, offset) / ("ptr", -1, 0) /
-        ("bytes", b"...") entries."""
+        ("bytes", b"...") entries; `bindings` (global index, array) pairs: each array is
+        written to the library's variable before the launch and read back after it."""
+        groups = list(groups)
+        bound = []
+        for gidx, array in bindings:
+            bound.append((gidx, len(groups)))
+            groups.append((array.__array_interface__["data"][0], array.nbytes, True))
         with self.lock:
             # Place each group at an offset with the same address mod 256 as the
             # original, so alignment (and misalignment) survives the copy.
@@ -361,6 +377,9 @@ class Worker:
                     msg.append(struct.pack("<IiQ", 0, a[1], a[2]))
                 else:
                     msg.append(struct.pack("<II", 1, len(a[1])) + a[1])
+            msg.append(struct.pack("<I", len(bound)))
+            for gidx, group in bound:
+                msg.append(struct.pack("<II", gidx, group))
             reply = self.request(b"".join(msg), timeout=timeout, kernel=kernel)
             status, (kname, where, text) = struct.unpack_from("<I", reply)[0], _parse_launch_reply(reply)[1:]
             if status == _OK:

@@ -17,8 +17,12 @@
 //   LAUNCH(2):   str library, u32 kernel, u32 grid[3], u32 block[3],
 //                u64 shared_mem, u32 order, u64 seed, str shm_path, u64 shm_size,
 //                u32 ngroups, {u64 offset, u64 size, u32 misalign, u32 write_back}*,
-//                u32 nargs, {u32 kind=0, i32 group, u64 offset | u32 kind=1, u32 n, n bytes}*
+//                u32 nargs, {u32 kind=0, i32 group, u64 offset | u32 kind=1, u32 n, n bytes}*,
+//                u32 nglobals, {u32 global, u32 group}*
 //                -> u32 status, str kernel, i32 where[6], str message
+//   READ_GLOBAL(3): str library, u32 global -> u32 status, str bytes
+// A global binding copies the group into the library's variable before the
+// launch and the variable back into the group after it (RawModule.get_global).
 //   where str = u32 length + bytes.
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -62,6 +66,7 @@ typedef int (*LaunchFn)(int, const unsigned*, const unsigned*, unsigned long lon
                         char*, unsigned long long, int*);
 typedef int (*WhereFn)(char*, unsigned long long, int*, int*);
 typedef int (*StackGuardFn)(const void*);
+typedef void* (*GlobalFn)(int, unsigned long long*);
 
 struct Library {
     void* handle = nullptr;
@@ -69,6 +74,7 @@ struct Library {
     LaunchFn launch = nullptr;
     WhereFn where = nullptr;
     StackGuardFn is_stack_guard = nullptr;
+    GlobalFn global = nullptr;
 };
 
 std::map<std::string, Library> g_libraries;
@@ -259,6 +265,7 @@ Library* load(const std::string& path, std::string& err) {
     lib.launch = (LaunchFn)dlsym(h, "cuconv_emu_launch");
     lib.where = (WhereFn)dlsym(h, "cuconv_emu_where");
     lib.is_stack_guard = (StackGuardFn)dlsym(h, "cuconv_emu_is_stack_guard");
+    lib.global = (GlobalFn)dlsym(h, "cuconv_emu_global_address");
     if (!lib.describe || !lib.launch || !lib.where) {
         err = "not an emulator library: " + path;
         return nullptr;
@@ -298,6 +305,21 @@ void handle_describe(Reader& r) {
     Writer w;
     w.put<uint32_t>(kStatusOk);
     w.str(lib->describe());
+    reply(w);
+}
+
+void handle_read_global(Reader& r) {
+    std::string path = r.str();
+    uint32_t index = r.get<uint32_t>();
+    std::string err;
+    Library* lib = r.ok ? load(path, err) : nullptr;
+    if (!lib) return reply_error(kStatusInternal, r.ok ? err : "malformed request");
+    unsigned long long size = 0;
+    void* address = lib->global ? lib->global((int)index, &size) : nullptr;
+    if (!address) return reply_error(kStatusInternal, "no such global variable in the library");
+    Writer w;
+    w.put<uint32_t>(kStatusOk);
+    w.str(std::string(static_cast<const char*>(address), size));
     reply(w);
 }
 
@@ -367,6 +389,22 @@ void handle_launch(Reader& r) {
         }
         if (!r.ok) return reply_error(kStatusInternal, "malformed argument");
     }
+    uint32_t nglobals = r.get<uint32_t>();
+    if (!r.ok || nglobals > 4096) return reply_error(kStatusInternal, "malformed global list");
+    struct Binding {
+        void* address;
+        uint64_t size;
+        uint32_t group;
+    };
+    std::vector<Binding> bindings;
+    for (uint32_t i = 0; i < nglobals; ++i) {
+        uint32_t index = r.get<uint32_t>(), group = r.get<uint32_t>();
+        unsigned long long size = 0;
+        void* address = lib->global ? lib->global((int)index, &size) : nullptr;
+        if (!r.ok || !address || group >= ngroups || groups[group].size != size)
+            return reply_error(kStatusInternal, "bad global binding");
+        bindings.push_back({address, size, group});
+    }
     // Slots are 16-byte aligned inside a 64-byte aligned buffer.
     std::vector<unsigned char> raw(used + 64);
     unsigned char* base = raw.data() + (64 - (reinterpret_cast<uintptr_t>(raw.data()) & 63)) % 64;
@@ -396,6 +434,8 @@ void handle_launch(Reader& r) {
         memcpy(base + slot[p.arg], &ptr, sizeof ptr);
     }
 
+    for (const Binding& b : bindings) memcpy(b.address, groups[b.group].data, b.size);
+
     char message[4096] = "";
     int where[6] = {-1, -1, -1, -1, -1, -1};
     g_where = lib->where;
@@ -405,6 +445,7 @@ void handle_launch(Reader& r) {
     g_where = nullptr;
     fflush(stdout);
     fflush(stderr);
+    for (const Binding& b : bindings) memcpy(groups[b.group].data, b.address, b.size);
 
     for (Group& g : groups) {
 #ifdef RUNNER_ASAN
@@ -454,6 +495,7 @@ int main(int argc, char** argv) {
         uint32_t cmd = r.get<uint32_t>();
         if (cmd == 1) handle_describe(r);
         else if (cmd == 2) handle_launch(r);
+        else if (cmd == 3) handle_read_global(r);
         else reply_error(kStatusInternal, "unknown request");
     }
 }

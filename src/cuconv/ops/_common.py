@@ -1,14 +1,14 @@
-"""Argument checks and launch helpers shared by every op.
+"""Argument checks and launch-argument helpers shared by every op.
 
-Every check raises ValueError/TypeError naming the shapes and the rule broken,
-before any kernel is launched (PyTorch's shape checks and CUTLASS's
-``can_implement`` are the models).
+Every check raises ValueError/TypeError naming the shapes and the rule broken, before any
+kernel is launched (PyTorch's shape checks and CUTLASS's ``can_implement`` are the models).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
+from ..plan import Ref, pointer
+from ..problem import _pair
 
 # Fused-epilogue activations; the codes match CuconvActivation in kernels/common.cuh.
 ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "silu": 3}
@@ -18,33 +18,44 @@ i32 = np.int32
 i64 = np.int64
 f32 = np.float32
 
+INT_MAX = 2 ** 31 - 1
+
+# The array slots of the conv plans' input and output.
+X, W, OUT = Ref("x"), Ref("w"), Ref("out")
+
 
 def activation_code(activation) -> int:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of None, 'relu', 'relu6', 'silu', got {activation!r}")
-    return ACTIVATIONS[activation]
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"activation must be one of None, 'relu', 'relu6', 'silu', got {activation!r}") from None
 
 
-def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=None):
-    """Check ``a`` is an array of the current backend with the given rank and dtype, C-contiguous."""
-    be = be or current_backend()
+def pair(value, what: str) -> tuple[int, int]:
+    return _pair(value, what)
+
+
+def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=None, contiguous: bool = False):
+    """Check ``a`` is an array of backend ``be`` with the given rank and dtype (C-contiguous only
+    when ``contiguous``: an output; inputs may be any strided view — plans copy those to
+    contiguous memory before their launches, see ``Plan.execute``)."""
     a = be.as_array(a, what)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{what} must be {ndim}-D, got shape {tuple(a.shape)}")
     if dtypes is not None and np.dtype(a.dtype).name not in dtypes:
         raise TypeError(f"{what} must have dtype {' or '.join(dtypes)}, got {np.dtype(a.dtype).name} "
                         f"(shape {tuple(a.shape)})")
-    if not a.flags.c_contiguous:
+    if contiguous and not a.flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous, got strides {a.strides} for shape {tuple(a.shape)}; "
                          "call .copy() (or ascontiguousarray) first")
     return a
 
 
 def optional_tensor(a, what: str, shape, dtype, be=None):
-    """None, or an array of exactly ``shape`` and ``dtype`` (contiguous) of the current backend."""
+    """None, or an array of exactly ``shape`` and ``dtype`` of backend ``be`` (any strides)."""
     if a is None:
         return None
-    a = as_tensor(a, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be)
+    a = as_tensor(a, what, ndim=None, dtypes=(np.dtype(dtype).name,), be=be)
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(a.shape)}")
     return a
@@ -57,66 +68,52 @@ def same_device(be, **arrays) -> None:
                          + ", ".join(f"{k} on device {v}" for k, v in devices.items()))
 
 
+def check_out(out, shape, dtype, be, what: str = "out"):
+    """A user-given ``out=``: the backend's array, of exactly ``shape`` and ``dtype``, contiguous."""
+    out = as_tensor(out, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be, contiguous=True)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    return out
+
+
+def check_no_overlap(out, inputs, what: str = "out") -> None:
+    """``out`` must not share memory with an input the kernels read while writing it."""
+    for name, a in inputs:
+        if a is not None and overlaps(out, a):
+            raise ValueError(f"{what} overlaps {name}: the kernels read {name} while writing {what}")
+
+
 def prepare_out(out, shape, dtype, be, what: str = "out", inputs=()):
     """Allocate the output, or check a user-given ``out=`` (shape, dtype, contiguity, no aliasing)."""
     if out is None:
         return be.empty(tuple(shape), dtype)
-    out = as_tensor(out, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be)
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(out.shape)}")
-    for name, a in inputs:
-        if a is not None and _overlaps(out, a):
-            raise ValueError(f"{what} overlaps {name}: the kernels read {name} while writing {what}")
+    out = check_out(out, shape, dtype, be, what)
+    check_no_overlap(out, inputs, what)
     return out
 
 
-def _overlaps(a, b) -> bool:
+def overlaps(a, b) -> bool:
     try:
-        a0 = _data_ptr(a)
-        b0 = _data_ptr(b)
+        a0, b0 = pointer(a), pointer(b)
     except Exception:  # pragma: no cover - unknown array type
         return False
     return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
 
 
-def _data_ptr(a) -> int:
-    if isinstance(a, np.ndarray):
-        return a.__array_interface__["data"][0]
-    return int(a.data.ptr)
-
-
-def pair(value, what: str) -> tuple[int, int]:
-    from ..problem import _pair  # noqa: PLC0415
-    return _pair(value, what)
-
-
-def grid_1d(total: int, block: int, max_blocks: int = 2 ** 31 - 1) -> int:
+def grid_1d(total: int, block: int, max_blocks: int = INT_MAX) -> int:
     """Blocks for a 1-D grid over ``total`` items (grid-stride kernels cap it)."""
     return max(1, min((total + block - 1) // block, max_blocks))
 
 
-_PLACEHOLDERS: dict = {}
+def optional_ref(present: bool, role: str, dtype) -> Ref:
+    """The slot of an optional pointer: the role's array, or the placeholder when absent."""
+    return Ref(role) if present else Ref.absent(dtype)
 
 
-def placeholder(be, dtype="float32"):
-    """A 1-element array to pass for an absent optional pointer (its flag argument is 0)."""
-    key = (be.name, id(be) if be.name == "cupy" else 0, np.dtype(dtype).name)
-    if be.name == "cupy":
-        import cupy  # noqa: PLC0415
-        key = (*key, cupy.cuda.Device().id)
-    a = _PLACEHOLDERS.get(key)
-    if a is None:
-        a = be.empty((1,), dtype)
-        a[...] = 0
-        _PLACEHOLDERS[key] = a
-    return a
-
-
-def optional_pointer_args(be, bias, residual, dtype="float32") -> tuple:
+def epilogue_refs(has_bias: bool, has_residual: bool, dtype="float32") -> tuple:
     """(bias, has_bias, residual, has_residual) as the fused-epilogue kernels take them."""
-    ph = placeholder(be, dtype)
-    return (bias if bias is not None else ph, i32(bias is not None),
-            residual if residual is not None else ph, i32(residual is not None))
+    return (optional_ref(has_bias, "bias", dtype), i32(has_bias),
+            optional_ref(has_residual, "residual", dtype), i32(has_residual))
 
 
 def conv_geometry_args(p) -> tuple:
@@ -124,3 +121,70 @@ def conv_geometry_args(p) -> tuple:
     N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups."""
     return tuple(i32(v) for v in (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
                                   p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups))
+
+
+# --------------------------------------------------------------------------- the front ends' plan lookup
+def native(be, a, what: str):
+    """``a`` as the backend's array type (a no-op for its own arrays; DLPack and CUDA array
+    interface objects are viewed without a copy); None stays None."""
+    if a is None or be.is_array(a):
+        return a
+    return be.as_array(a, what)
+
+
+def native_or_shape(be, a, what: str):
+    """Like ``native``, but anything with ``.shape`` and ``.dtype`` is kept as it is (planning
+    from shapes alone)."""
+    if a is None or be.is_array(a) or (hasattr(a, "shape") and hasattr(a, "dtype")):
+        return a
+    return be.as_array(a, what)
+
+
+def meta_or_shape(be, a):
+    """``be.meta`` of an array; (shape, dtype) of a shape-and-dtype stand-in."""
+    if a is None or be.is_array(a):
+        return be.meta(a)
+    return ("shape", tuple(a.shape), np.dtype(a.dtype))
+
+
+def misaligned_roles(roles, env: dict, align: int = 16) -> frozenset:
+    """The roles among ``roles`` whose arrays in ``env`` do not start ``align``-byte aligned."""
+    return frozenset(r for r in roles if env.get(r) is not None and pointer(env[r]) % align)
+
+
+def cached_plan(cache, key, env: dict, build):
+    """The plan for ``key`` (None or unhashable: not cached), built by ``build(misaligned)`` on a miss.
+
+    ``build`` is first asked for the plan of 16-byte aligned arrays (what every allocator
+    returns); when this call's arrays are not aligned where that plan assumes it, the plan for
+    their actual alignment is built (and cached under the key plus those roles)."""
+    try:
+        plan = cache.get(key) if key is not None else None
+    except TypeError:          # an unhashable argument (a list for a pair, ...): no caching
+        key = plan = None
+    if plan is None:
+        plan = build(frozenset())
+        if key is not None:
+            cache.put(key, plan)
+    if plan.aligned:
+        bad = misaligned_roles(plan.aligned, env)
+        if bad:
+            key2 = None if key is None else (key, bad)
+            plan = cache.get(key2) if key2 is not None else None
+            if plan is None:
+                plan = build(misaligned_roles(env.keys(), env))
+                if key2 is not None:
+                    cache.put(key2, plan)
+    return plan
+
+
+def run_plan(be, plan, env: dict, inputs=()):
+    """The end of every op call: a user-given output must not overlap the ``inputs`` ((name,
+    array) pairs the kernels read), missing outputs are allocated, the plan is launched.
+    Returns the output, or the tuple of outputs of an op with several."""
+    for o in plan.outputs:
+        if env.get(o.role) is not None:
+            check_no_overlap(env[o.role], inputs, o.role)
+    outs = plan.allocate_outputs(be, env)
+    plan.execute(be, env)
+    return outs[0] if len(outs) == 1 else tuple(outs)

@@ -20,11 +20,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ..compile import KernelEntry, register_kernel
+from ..backend import current_backend
+from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
-from ._common import i32
-from .conv2d import ConvAlgorithm, conv2d, register_algorithm
+from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from ._common import OUT, W, X, i32
+from ._conv_frontend import ConvFrontEnd
 
 FILE = "depthwise.cu"
 THREADS = 256
@@ -81,10 +84,9 @@ SPECIALIZED = tuple(DepthwiseConfig(ks, s, v) for ks, s, v in (
 DIRECT_NAME = "depthwise_f32_direct"
 DIRECT_EXPRESSION = "depthwise_direct_f32"
 
-for _cfg in (GENERIC, *SPECIALIZED):
-    register_kernel(_cfg.entry())
-register_kernel(KernelEntry(FILE, DIRECT_EXPRESSION, DIRECT_NAME, block_threads=THREADS,
-                            min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+ENTRIES = {cfg: register_kernel(cfg.entry()) for cfg in (GENERIC, *SPECIALIZED)}
+DIRECT_ENTRY = register_kernel(KernelEntry(FILE, DIRECT_EXPRESSION, DIRECT_NAME, block_threads=THREADS,
+                                           min_blocks_per_sm=MIN_BLOCKS_PER_SM))
 
 
 # --------------------------------------------------------------------------- tile planning
@@ -202,55 +204,73 @@ def plan(p: Conv2dProblem, variant: str = "auto") -> DepthwisePlan:
     return DepthwisePlan(DIRECT_NAME, None, None)
 
 
-def launch(be, p: Conv2dProblem, x, w, bias, act_code: int, residual, out,
-           variant: str = "auto") -> DepthwisePlan:
-    """Launch the depthwise kernel ``plan(p, variant)`` picks; returns the plan."""
+def launches(p: Conv2dProblem, x, w, out, has_bias: bool, has_residual: bool, act_code: int,
+             variant: str = "auto", bias=None, residual=None) -> tuple[DepthwisePlan, list[Launch]]:
+    """The depthwise kernel ``plan(p, variant)`` picks, as a launch over the array slots
+    ``x``, ``w``, ``out`` (and ``bias``/``residual`` slots when given, else the roles)."""
     pl = plan(p, variant)
-    ph = _common.placeholder(be, "float32")
+    ph = _common.Ref.absent("float32")
     M = p.K // p.C
-    common = (x, w, bias if bias is not None else ph, residual if residual is not None else ph, out,
+    bias = (bias or _common.Ref("bias")) if has_bias else ph
+    residual = (residual or _common.Ref("residual")) if has_residual else ph
+    common = (x, w, bias, residual, out,
               i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(M), i32(p.P), i32(p.Q), i32(p.R),
               i32(p.S), i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
               i32(p.dilation_h), i32(p.dilation_w))
-    flags = (i32(bias is not None), i32(residual is not None), i32(act_code))
+    flags = (i32(has_bias), i32(has_residual), i32(act_code))
     if pl.config is None:
         grid = _common.grid_1d(p.N * p.K * p.P * p.Q, THREADS, MAX_BLOCKS_DIRECT)
-        be.launch(FILE, DIRECT_EXPRESSION, (grid, 1, 1), (THREADS, 1, 1), (*common, *flags))
-    else:
-        t = pl.tile
-        be.launch(FILE, pl.config.expression, (t.blocks, 1, 1), (THREADS, 1, 1),
-                  (*common, i32(t.tile_c), i32(t.tile_p), i32(t.tile_q), *flags),
-                  shared_mem=t.smem_bytes)
-    return pl
+        return pl, [Launch(DIRECT_ENTRY, (grid, 1, 1), (THREADS, 1, 1), (*common, *flags))]
+    t = pl.tile
+    return pl, [Launch(ENTRIES[pl.config], (t.blocks, 1, 1), (THREADS, 1, 1),
+                       (*common, i32(t.tile_c), i32(t.tile_p), i32(t.tile_q), *flags), t.smem_bytes)]
 
 
-def run(be, problem: Conv2dProblem, x, w, bias, act_code: int, residual, out, *,
-        max_workspace_bytes=None, variant: str = "auto", **extra) -> None:
-    if extra:
-        raise TypeError(f"algo='depthwise' takes only variant= as an extra argument, got {sorted(extra)}")
-    launch(be, problem, x, w, bias, act_code, residual, out, variant)
+def conv_plan_depthwise(spec: ConvSpec):
+    p = spec.problem
+    reason = can_implement(p)
+    if reason is not None:
+        raise PlanError(reason)
+    variant = spec.option("variant", "auto")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    pl, ls = launches(p, X, W, OUT, spec.has_bias, spec.has_residual, spec.act, variant)
+    return conv_plan(spec, "depthwise", ls, description=pl.kernel)
 
 
-def auto_priority(p: Conv2dProblem) -> float | None:
-    """The ``auto`` rule for depthwise: every depthwise problem (groups == C > 1, any channel
-    multiplier) comes here with priority 100, above any general algorithm — a general kernel
-    sees C groups of a 1-channel GEMM (M·1·R·S per group) and wastes its tiles, while this one
-    is built for the memory-bound per-channel stencil. groups == C == 1 (an ordinary conv with
-    one input channel) is left to the general algorithms (None)."""
-    if p.groups == p.C and p.C > 1:
-        return 100.0
-    return None
-
-
-register_algorithm(ConvAlgorithm(
+ALGORITHM = ConvAlgorithm(
     name="depthwise",
-    can_implement=can_implement,
-    run=run,
-    auto_priority=auto_priority,
+    plan=conv_plan_depthwise,
     dtypes=("float32",),
+    options=("variant",),
     description="groups == C (channel multiplier M): shared-memory tiles with halo, 3/5/7 "
                 "specialized, generic and direct fallbacks; bias/activation/residual fused",
-))
+)
+
+
+_FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec))
+
+
+def _depthwise_args(x, w, variant: str) -> int:
+    """The channel count (groups) of a depthwise call; ValueError for a non-depthwise weight."""
+    xs, ws = getattr(x, "shape", None), getattr(w, "shape", None)
+    C = 1   # without shapes the front end reports the type or rank
+    if xs is not None and ws is not None and len(xs) in (3, 4) and len(ws) == 4:
+        C = int(xs[-3])
+        if ws[1] != 1 or ws[0] % C != 0 or ws[0] == 0:
+            raise ValueError(f"depthwise_conv2d needs a weight of shape (M·C, 1, R, S) with C={C} the "
+                             f"input channels (input {tuple(xs)}), got weight {tuple(ws)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return C
+
+
+def plan_depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
+                          residual=None, variant: str = "auto"):
+    """The ``Plan`` that ``depthwise_conv2d`` with the same arguments runs."""
+    C = _depthwise_args(x, w, variant)
+    return _FRONT.plan(current_backend(), x, w, bias, residual, None, stride, padding, dilation, C, "depthwise",
+                       activation, None, "NCHW", None, {"variant": variant}, arrays_required=False)[0]
 
 
 def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
@@ -262,14 +282,6 @@ def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activa
     bias + residual)`` with the epilogue fused. ``variant`` ("auto", "specialized", "generic",
     "direct") forces a kernel, for tests and benchmarks.
     """
-    be = _common.current_backend()
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
-    C = int(x.shape[1])
-    if w.shape[1] != 1 or w.shape[0] % C != 0 or w.shape[0] == 0:
-        raise ValueError(f"depthwise_conv2d needs a weight of shape (M·C, 1, R, S) with C={C} the "
-                         f"input channels (input {tuple(x.shape)}), got weight {tuple(w.shape)}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return conv2d(x, w, bias, stride, padding, dilation, groups=C, algo="depthwise",
-                  activation=activation, residual=residual, out=out, variant=variant)
+    C = _depthwise_args(x, w, variant)
+    return _FRONT(x, w, bias, stride, padding, dilation, C, "depthwise", activation, residual, out, None,
+                  "NCHW", None, {"variant": variant})

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compile import KernelEntry, register_kernel
+from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
-from ._common import i32
-from .conv2d import ConvAlgorithm, register_algorithm
+from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from ._common import OUT, W, X, i32
 
 FILE = "direct.cu"
 
@@ -47,37 +48,27 @@ class DirectConfig:
 
 
 CONFIG = DirectConfig()
-register_kernel(CONFIG.entry())
+ENTRY = register_kernel(CONFIG.entry())
 
 
 def can_implement(problem: Conv2dProblem) -> str | None:
     return CONFIG.can_implement(problem)
 
 
-def run(be, problem: Conv2dProblem, x, w, bias, act_code: int, residual, out, *,
-        max_workspace_bytes=None, **extra) -> None:
-    if extra:
-        raise TypeError(f"algo='direct' takes no extra arguments, got {sorted(extra)}")
-    p = problem
-    total = p.N * p.K * p.P * p.Q
-    grid = _common.grid_1d(total, CONFIG.block, MAX_BLOCKS)
-    be.launch(FILE, CONFIG.expression, (grid, 1, 1), (CONFIG.block, 1, 1), (
-        x, w, *_common.optional_pointer_args(be, bias, residual), out,
-        *_common.conv_geometry_args(p), i32(act_code)))
+def plan(spec: ConvSpec):
+    p = spec.problem
+    reason = can_implement(p)
+    if reason is not None:
+        raise PlanError(reason)
+    grid = _common.grid_1d(p.N * p.K * p.P * p.Q, CONFIG.block, MAX_BLOCKS)
+    launch = Launch(ENTRY, (grid, 1, 1), (CONFIG.block, 1, 1), (
+        X, W, *_common.epilogue_refs(spec.has_bias, spec.has_residual), OUT,
+        *_common.conv_geometry_args(p), i32(spec.act)))
+    return conv_plan(spec, "direct", [launch])
 
-
-def auto_priority(problem: Conv2dProblem) -> float:
-    """The ``auto`` rule for direct: lowest priority of all (0). It is chosen only when no
-    other algorithm can run the problem — it re-reads every input element C/g·R·S times
-    from cache, while the tiled algorithms stage tiles in shared memory."""
-    return 0.0
-
-
-register_algorithm(ConvAlgorithm(
+ALGORITHM = ConvAlgorithm(
     name="direct",
-    can_implement=can_implement,
-    run=run,
-    auto_priority=auto_priority,
+    plan=plan,
     dtypes=("float32",),
     description="one thread per output element; any stride/padding/dilation/groups; the fallback",
-))
+)

@@ -34,7 +34,8 @@ import numpy as np
 from ..backend import current_backend
 from ..problem import Conv2dProblem
 from . import _common
-from .conv2d import algorithm, algorithms
+from ._conv_frontend import build_spec
+from .conv2d import ALGORITHMS, algorithm, algorithms, plan_conv2d
 
 CACHE_FORMAT = "cuconv.find/1"
 
@@ -163,40 +164,39 @@ def _write_cache_file(path: Path, entries: dict[str, dict]) -> None:
 # --------------------------------------------------------------------------- find
 def computes_in_tf32(name: str, problem: Conv2dProblem) -> bool:
     """True for the algorithms that run a float32 problem on tf32 tensor cores (10-bit
-    mantissas): ``find`` times them only with ``allow_tf32=True``, as ``auto`` never picks
-    them (PyTorch's ``allow_tf32=False`` habit). Recognised by name — ConvAlgorithm has no
-    precision field yet."""
-    return problem.dtype == "float32" and ("tf32" in name or name.endswith("_tc") or "_tc_" in name)
+    mantissas): ``find`` times them only with ``allow_tf32=True``, as ``auto`` takes them only
+    then (PyTorch's ``allow_tf32=False`` habit)."""
+    return ALGORITHMS[name].computes_tf32(problem.dtype)
 
 
-def _still_usable(entry: dict, problem: Conv2dProblem, max_workspace_bytes) -> bool:
+def _still_usable(entry: dict, problem: Conv2dProblem, max_workspace_bytes, layout, allow_tf32) -> bool:
     """A cached winner answers a new call if that call's candidates are a subset of the timed
     ones (its workspace limit is no looser) and the winner is still one of them."""
     timed_limit = entry.get("max_workspace_bytes")
     if timed_limit is not None and (max_workspace_bytes is None or max_workspace_bytes > timed_limit):
         return False  # more algorithms may apply now than were timed
     name = entry.get("algo")
-    for info in algorithms(problem, max_workspace_bytes):
+    for info in algorithms(problem, max_workspace_bytes, layout=layout, allow_tf32=allow_tf32):
         if info.name == name:
             return info.ok
     return False  # no longer registered
 
 
 def find(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, residual=None,
-         max_workspace_bytes=None, cache_file=None, repeats: int = 10, warmup: int = 3,
-         allow_tf32: bool = False, algos=None,
-         timer: Callable[[str, Callable[[], None]], float] | None = None,
+         max_workspace_bytes=None, layout="NCHW", allow_tf32: bool = False, cache_file=None, repeats: int = 10,
+         warmup: int = 3, algos=None, timer: Callable[[str, Callable[[], None]], float] | None = None,
          refresh: bool = False) -> FindResult:
     """Time every algorithm that can run this convolution and return the fastest.
 
     Arguments as ``cuconv.conv2d`` (the epilogue arguments make the timed launches match
-    the real ones). ``max_workspace_bytes`` excludes algorithms that need more.
-    ``allow_tf32``: also time float32-on-tf32 tensor-core algorithms (less precise).
+    the real ones; ``layout="NHWC"`` takes NHWC/KRSC arrays). ``max_workspace_bytes``
+    excludes algorithms that need more. ``allow_tf32``: also time float32-on-tf32
+    tensor-core algorithms (less precise).
     ``algos``: time only these algorithm names (default: all registered).
     ``cache_file``: a JSON file read before and updated after timing. ``refresh=True``
     re-times even when a cached answer exists. ``timer``: see the module docstring.
-    The cache key covers the problem, dtype and device; answers found with a different
-    ``allow_tf32``/``algos`` are kept apart by a suffix on the key.
+    The cache key covers the problem, dtype, layout and device; answers found with a
+    different ``allow_tf32``/``algos`` are kept apart by a suffix on the key.
     """
     be = current_backend()
     if timer is None and be.name != "cupy":
@@ -212,16 +212,15 @@ def find(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activati
         raise ValueError(f"max_workspace_bytes must be >= 0, got {max_workspace_bytes}")
 
     # The checks of conv2d, once, before anything runs.
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=None, be=be)
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=None, be=be)
-    dtype = np.dtype(x.dtype)
-    if np.dtype(w.dtype) != dtype:
-        raise TypeError(f"input and weight must have the same dtype, got {dtype.name} and {np.dtype(w.dtype).name}")
-    problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype.name)
-    bias = _common.optional_tensor(bias, "bias", (problem.K,), dtype, be)
-    residual = _common.optional_tensor(residual, "residual", problem.output_shape, dtype, be)
-    _common.activation_code(activation)
-    _common.same_device(be, input=x, weight=w, bias=bias, residual=residual)
+    x, w = _common.native(be, x, "input"), _common.native(be, w, "weight")
+    bias, residual = _common.native(be, bias, "bias"), _common.native(be, residual, "residual")
+    tf32_arg = True if allow_tf32 else None
+    spec = build_spec(be, x, w, bias, residual, None, stride, padding, dilation, groups, activation,
+                      max_workspace_bytes, layout, tf32_arg, {})
+    problem = spec.problem
+    conv_args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout,
+                     activation=activation, residual=residual, allow_tf32=tf32_arg,
+                     max_workspace_bytes=max_workspace_bytes)
 
     if algos is not None:
         algos = tuple(dict.fromkeys([algos] if isinstance(algos, str) else algos))
@@ -231,6 +230,8 @@ def find(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activati
 
     device = device_name(be)
     key = cache_key(problem, device)
+    if layout != "NCHW":
+        key += f"|{layout}"
     if allow_tf32:
         key += "|tf32"
     if allowed is not None:
@@ -245,14 +246,14 @@ def find(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activati
     if not refresh:
         with _LOCK:
             entry = _MEMORY.get(key)
-        if entry is not None and _still_usable(entry, problem, max_workspace_bytes):
+        if entry is not None and _still_usable(entry, problem, max_workspace_bytes, layout, tf32_arg):
             return FindResult(entry["algo"], dict(entry["times"]), problem, device, key, from_cache=True)
 
     timer = timer or cuda_event_timer(repeats, warmup)
-    act = _common.activation_code(activation)
-    out = be.empty(problem.output_shape, dtype)
+    out = be.empty(spec.out_shape, x.dtype)
+    env0 = {"x": x, "w": w, "bias": bias, "residual": residual, "out": out}
     times, skipped, failed = {}, {}, {}
-    for info in algorithms(problem, max_workspace_bytes):
+    for info in algorithms(problem, max_workspace_bytes, layout=layout, allow_tf32=tf32_arg):
         if not info.ok:
             skipped[info.name] = info.reason
             continue
@@ -262,11 +263,16 @@ def find(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activati
         if not allow_tf32 and computes_in_tf32(info.name, problem):
             skipped[info.name] = "computes float32 in tf32 (pass allow_tf32=True to time it)"
             continue
+        try:
+            plan = plan_conv2d(x, w, bias, algo=info.name, **conv_args)
+        except (TypeError, ValueError) as exc:     # e.g. misaligned arrays this algorithm refuses
+            skipped[info.name] = str(exc)
+            continue
 
         # The arguments were checked once above; each timed launch goes straight to the
-        # algorithm's launcher so the front end's Python checks stay out of the timings.
-        def launch(alg=algorithm(info.name)):
-            alg.run(be, problem, x, w, bias, act, residual, out, max_workspace_bytes=max_workspace_bytes)
+        # plan's launches so the front end's Python checks stay out of the timings.
+        def launch(plan=plan):
+            plan.execute(be, dict(env0))
         try:
             t = float(timer(info.name, launch))
         except Exception as exc:  # one broken algorithm must not hide the others' timings
@@ -283,7 +289,7 @@ def find(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activati
     best = min(times, key=lambda name: (times[name], name))
     algorithm(best)  # still registered (raises otherwise)
     entry = {"algo": best, "times": times, "device": device, "dtype": problem.dtype,
-             "problem": problem.describe(), "max_workspace_bytes": max_workspace_bytes}
+             "problem": problem.describe(), "max_workspace_bytes": max_workspace_bytes, "layout": layout}
     with _LOCK:
         _MEMORY[key] = entry
     if path is not None:

@@ -1,8 +1,9 @@
-"""``cuconv.gemm`` and the GEMM launcher behind im2col+GEMM, the 1x1 convolution and Winograd.
+"""``cuconv.gemm`` and the GEMM launches behind im2col+GEMM, the 1x1 convolution and Winograd.
 
 Layering (ATen's): ``gemm(a, b, out=None, ...)`` checks every argument and allocates;
-``gemm_launch(be, a, b, c, M, N, K, ...)`` checks nothing about user input, picks a
-config and launches ``kernels/gemm.cu``. Other ops call ``gemm_launch`` directly.
+``gemm_launches(a, b, c, M, N, K, ...)`` checks nothing about user input, picks a config and
+returns the ``Launch``es of ``kernels/gemm.cu`` for a plan. Other ops put those launches in
+their own plans.
 
 Configs are frozen dataclasses (``GemmConfig``) whose generated ``label`` names the kernel
 in the compile matrix, the resource report, the pytest ids and the bench. ``CONFIGS`` holds
@@ -16,8 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import current_backend
-from ..compile import KernelEntry, register_kernel
+from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..problem import GemmProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
+from . import tc_gemm as _tc
 
 KERNEL_FILE = "gemm.cu"
 # Sizes stay below 2**31 with a tile to spare, so the kernels' 32-bit row/column indices
@@ -103,11 +107,11 @@ SKINNY = GemmConfig("regblock", 32, 128, 16, 4, 8)    # M <= 32 (few output chan
 CONFIGS: tuple[GemmConfig, ...] = (NAIVE, TILED, MAIN, SMALL, SKINNY)
 _BY_LABEL = {c.label: c for c in CONFIGS}
 
-for _cfg in CONFIGS:
-    # Every config promises 2 resident blocks per SM: the regblock kernels are compiled with
-    # __launch_bounds__(threads, 2) (so at most 128 registers at 256 threads).
-    register_kernel(KernelEntry(KERNEL_FILE, _cfg.expression, _cfg.label, _cfg.threads,
-                                min_blocks_per_sm=2, main=(_cfg == MAIN)))
+# Every config promises 2 resident blocks per SM: the regblock kernels are compiled with
+# __launch_bounds__(threads, 2) (so at most 128 registers at 256 threads).
+ENTRIES = {c: register_kernel(KernelEntry(KERNEL_FILE, c.expression, c.label, c.threads,
+                                          min_blocks_per_sm=2, main=(c == MAIN)))
+           for c in CONFIGS}
 
 # An SM count to size the heuristic by (an H100 SXM has 132); a guess, not a measurement.
 _TYPICAL_SMS = 132
@@ -136,76 +140,127 @@ def choose_config(M: int, N: int, K: int, batch: int = 1) -> GemmConfig:
     return SMALL
 
 
-def _data_ptr(a) -> int:
-    if isinstance(a, np.ndarray):
-        return a.__array_interface__["data"][0]
-    return int(a.data.ptr)
-
-
-def _aligned16(a) -> bool:
-    return _data_ptr(a) % 16 == 0
-
-
-def vector_flags(a, b, c, residual, lda, ldb, ldc, stride_a, stride_b, stride_c) -> int:
-    """Which operands allow 16-byte accesses: every row start of every batch 16-byte aligned."""
+def vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c) -> int:
+    """Which operands allow 16-byte accesses as far as the leading dimensions and batch strides
+    go (multiples of 4 floats); the kernel adds each base pointer's 16-byte alignment itself, so
+    no plan depends on where the caller's arrays start."""
     flags = 0
-    if _aligned16(a) and lda % 4 == 0 and stride_a % 4 == 0:
+    if lda % 4 == 0 and stride_a % 4 == 0:
         flags |= VEC_A
-    if _aligned16(b) and ldb % 4 == 0 and stride_b % 4 == 0:
+    if ldb % 4 == 0 and stride_b % 4 == 0:
         flags |= VEC_B
-    if (_aligned16(c) and (residual is None or _aligned16(residual))
-            and ldc % 4 == 0 and stride_c % 4 == 0):
+    if ldc % 4 == 0 and stride_c % 4 == 0:
         flags |= VEC_C
     return flags
 
 
-def gemm_launch(be, a, b, c, M, N, K, *, lda=None, ldb=None, ldc=None, batch=1, stride_a=0,
-                stride_b=0, stride_c=0, bias=None, act=0, residual=None, config=None,
-                stride_bias=0) -> None:
-    """C[i] = act(A[i] · B[i] + bias[i·stride_bias + m] + residual[i]) for i < batch (internal).
+def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=None, batch=1,
+                  stride_a=0, stride_b=0, stride_c=0, bias: Ref | None = None, act=0,
+                  residual: Ref | None = None, config=None, stride_bias=0) -> list[Launch]:
+    """The launches of C[i] = act(A[i] · B[i] + bias[i·stride_bias + m] + residual[i]), i < batch.
 
-    ``a``, ``b``, ``c`` (and ``bias``, ``residual``) are arrays of the backend whose first
-    element is the first matrix's (0, 0) (a flat view at an offset works); row-major with
-    leading dimensions ``lda``/``ldb``/``ldc`` (default K, N, N) and element strides between
-    batch matrices (0 broadcasts). ``residual`` has C's layout. ``act`` is an activation code
-    (``_common.activation_code``). ``config``: a GemmConfig, a label, or None (heuristic).
-    Checks nothing about the user's input; queues the kernel(s) on the current stream.
+    ``a``, ``b``, ``c`` (and ``bias``, ``residual``) are array slots whose first element is the
+    first matrix's (0, 0); row-major with leading dimensions ``lda``/``ldb``/``ldc`` (default K,
+    N, N) and element strides between batch matrices (0 broadcasts). ``residual`` has C's
+    layout. ``act`` is an activation code. ``config``: a GemmConfig, a label, or None
+    (heuristic). Checks nothing about the user's input.
     """
     lda = K if lda is None else int(lda)
     ldb = N if ldb is None else int(ldb)
     ldc = N if ldc is None else int(ldc)
     M, N, K, batch = int(M), int(N), int(K), int(batch)
     if M == 0 or N == 0 or batch == 0:
-        return
-    if config is None:
-        cfg = choose_config(M, N, K, batch)
-    elif isinstance(config, str):
-        cfg = config_by_label(config)
-    else:
-        cfg = config
-    flags = vector_flags(a, b, c, residual, lda, ldb, ldc, stride_a, stride_b, stride_c)
-    has_bias, has_res = bias is not None, residual is not None
-    bias_arg = bias if has_bias else _common.placeholder(be, "float32")
-    res_arg = residual if has_res else _common.placeholder(be, "float32")
+        return []
+    cfg = _resolve_config(config) or choose_config(M, N, K, batch)
+    entry = ENTRIES[cfg]
+    flags = vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c)
+    bias_arg = bias if bias is not None else Ref.absent("float32")
+    res_arg = residual if residual is not None else Ref.absent("float32")
     i32, i64 = _common.i32, _common.i64
     grid_x = math.ceil(N / cfg.bn)
     tiles_m = math.ceil(M / cfg.bm)
+    launches = []
     for m_block0 in range(0, tiles_m, _GRID_YZ_MAX):
         for batch0 in range(0, batch, _GRID_YZ_MAX):
             grid = (grid_x, min(_GRID_YZ_MAX, tiles_m - m_block0), min(_GRID_YZ_MAX, batch - batch0))
             args = (a, b, c, i32(M), i32(N), i32(K), i32(lda), i32(ldb), i32(ldc),
                     i64(stride_a), i64(stride_b), i64(stride_c),
-                    bias_arg, i32(has_bias), i64(stride_bias), res_arg, i32(has_res), i32(act),
-                    i32(flags), i32(m_block0), i32(batch0))
-            be.launch(KERNEL_FILE, cfg.expression, grid, (cfg.threads, 1, 1), args)
+                    bias_arg, i32(bias is not None), i64(stride_bias), res_arg, i32(residual is not None),
+                    i32(act), i32(flags), i32(m_block0), i32(batch0))
+            launches.append(Launch(entry, grid, (cfg.threads, 1, 1), args))
+    return launches
 
 
 def _resolve_config(config) -> GemmConfig | None:
     if config is None or isinstance(config, GemmConfig):
+        if config is not None and config not in ENTRIES:
+            raise ValueError(f"GEMM config {config.label} is not a registered instantiation; "
+                             f"known: {', '.join(_BY_LABEL)}")
         return config
     if isinstance(config, str):
         return config_by_label(config)
     raise TypeError(f"config must be None, a GemmConfig or a config label, got {type(config).__name__}")
+
+
+# --------------------------------------------------------------------------- cuconv.gemm
+_PLANS = PlanCache()
+A, B, C = Ref("a"), Ref("b"), Ref("out")
+
+
+def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, misaligned) -> Plan:
+    """Validate every argument (clear errors, nothing launched) and plan the GEMM."""
+    dt = np.dtype(a.dtype).name
+    if dt in ("float16", "bfloat16") or (dt == "float32" and allow_tf32):
+        if config is not None:
+            raise TypeError("config= names a gemm.cu config; the tensor-core GEMM picks its own "
+                            "(call cuconv.ops.tc_gemm.tc_gemm(..., config=) to choose one)")
+        return _tc.gemm_plan(be, a, b, bias, residual, out, activation, None, bool(allow_tf32), misaligned)
+    if dt != "float32" or np.dtype(b.dtype).name != "float32":
+        raise TypeError(f"a and b must have dtype float32 (or float16/bfloat16, or float32 with "
+                        f"allow_tf32=True), got {dt} and {np.dtype(b.dtype).name}")
+    _common.as_tensor(a, "a", None, ("float32",), be)
+    _common.as_tensor(b, "b", None, ("float32",), be)
+    prob = GemmProblem.from_shapes(a.shape, b.shape, "float32")
+    M, N, K, batch = prob.M, prob.N, prob.K, prob.batch
+    for name, v in (("M", M), ("N", N), ("K", K)):
+        if v > SIZE_MAX:
+            raise ValueError(f"{name}={v} is larger than 2**31-256, the kernels' 32-bit index range "
+                             f"(a {tuple(a.shape)}, b {tuple(b.shape)})")
+    _common.optional_tensor(bias, "bias", (M,), np.float32, be)
+    _common.optional_tensor(residual, "residual", prob.output_shape, np.float32, be)
+    act = _common.activation_code(activation)
+    cfg = _resolve_config(config)
+    _common.same_device(be, a=a, b=b, bias=bias, residual=residual, out=out)
+    if out is not None:
+        _common.check_out(out, prob.output_shape, np.float32, be)
+    launches = gemm_launches(
+        A, B, C, M, N, K, lda=K, ldb=N, ldc=N, batch=batch, stride_a=M * K if prob.a_batched else 0,
+        stride_b=K * N if prob.b_batched else 0, stride_c=M * N,
+        bias=Ref("bias") if bias is not None else None, act=act,
+        residual=Ref("residual") if residual is not None else None, config=cfg)
+    absent = frozenset(r for r, v in (("bias", bias), ("residual", residual)) if v is None)
+    return Plan("gemm", cfg.label if cfg else (launches[0].kernel if launches else "gemm"), prob,
+                tuple(launches), ("a", "b", "bias", "residual"),
+                (Output("out", prob.output_shape, np.dtype(np.float32)),), be.device_key(), absent=absent,
+                expected=(("a", tuple(a.shape), "float32"), ("b", tuple(b.shape), "float32"),
+                          ("bias", (M,), "float32"), ("residual", prob.output_shape, "float32")))
+
+
+def _plan(be, a, b, bias, residual, out, activation, config, allow_tf32):
+    """The memoized plan for these arrays and arguments, and the arrays by role."""
+    env = {"a": _common.native(be, a, "a"), "b": _common.native(be, b, "b"),
+           "bias": _common.native(be, bias, "bias"), "residual": _common.native(be, residual, "residual"),
+           "out": _common.native(be, out, "out")}
+    key = (be.device_key(), *(be.meta(v) for v in env.values()), activation, config, allow_tf32)
+    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: _gemm_plan(
+        be, env["a"], env["b"], env["bias"], env["residual"], env["out"], activation, config, allow_tf32,
+        misaligned))
+    return plan, env
+
+
+def plan_gemm(a, b, *, bias=None, residual=None, activation=None, config=None, allow_tf32=False, out=None) -> Plan:
+    """The ``Plan`` that ``cuconv.gemm`` with the same arguments runs (arrays of the current backend)."""
+    return _plan(current_backend(), a, b, bias, residual, out, activation, config, allow_tf32)[0]
 
 
 def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=None, allow_tf32=False):
@@ -213,7 +268,7 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
 
     float32 runs on the CUDA cores (the kernels of gemm.cu) unless ``allow_tf32=True``;
     float16 / bfloat16 (and float32 with ``allow_tf32=True``) run on the tensor cores
-    (``cuconv.ops.tensor_core.tc_gemm``, fp32 accumulation, output in the input dtype).
+    (``cuconv.ops.tc_gemm``, fp32 accumulation, output in the input dtype).
 
     ``a``: (M, K) or (batch, M, K); ``b``: (K, N) or (batch, K, N); a 2-D operand is
     broadcast over the other's batch. ``bias``: (M,), added to every row m (per output
@@ -223,41 +278,5 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
     current backend; queued on CuPy's current stream without synchronizing.
     """
     be = current_backend()
-    dt = np.dtype(getattr(a, "dtype", np.float32)).name
-    if dt in ("float16", "bfloat16") or (dt == "float32" and allow_tf32):
-        from .tensor_core import tc_gemm  # noqa: PLC0415
-        if config is not None:
-            raise TypeError("config= names a gemm.cu config; the tensor-core GEMM picks its own "
-                            "(call cuconv.ops.tensor_core.tc_gemm(..., config=) to choose one)")
-        return tc_gemm(a, b, out, bias=bias, activation=activation, residual=residual,
-                       allow_tf32=bool(allow_tf32))
-    a = _common.as_tensor(a, "a", None, ("float32",), be)
-    b = _common.as_tensor(b, "b", None, ("float32",), be)
-    if a.ndim not in (2, 3) or b.ndim not in (2, 3):
-        raise ValueError(f"a and b must be 2-D (M, K), (K, N) or 3-D batched, got shapes "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-    M, K = a.shape[-2:]
-    K2, N = b.shape[-2:]
-    if K != K2:
-        raise ValueError(f"a's last dimension must equal b's second-to-last (the K of a @ b), "
-                         f"got a {tuple(a.shape)} and b {tuple(b.shape)}")
-    batched = a.ndim == 3 or b.ndim == 3
-    if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
-        raise ValueError(f"a and b must have the same batch size, got a {tuple(a.shape)} and b {tuple(b.shape)}")
-    batch = a.shape[0] if a.ndim == 3 else (b.shape[0] if b.ndim == 3 else 1)
-    for name, v in (("M", M), ("N", N), ("K", K)):
-        if v > SIZE_MAX:
-            raise ValueError(f"{name}={v} is larger than 2**31-256, the kernels' 32-bit index range "
-                             f"(a {tuple(a.shape)}, b {tuple(b.shape)})")
-    out_shape = (batch, M, N) if batched else (M, N)
-    bias = _common.optional_tensor(bias, "bias", (M,), np.float32, be)
-    residual = _common.optional_tensor(residual, "residual", out_shape, np.float32, be)
-    act = _common.activation_code(activation)
-    cfg = _resolve_config(config)
-    _common.same_device(be, a=a, b=b, bias=bias, residual=residual, out=out)
-    out = _common.prepare_out(out, out_shape, np.float32, be,
-                              inputs=(("a", a), ("b", b), ("bias", bias), ("residual", residual)))
-    gemm_launch(be, a, b, out, M, N, K, lda=K, ldb=N, ldc=N, batch=batch,
-                stride_a=M * K if a.ndim == 3 else 0, stride_b=K * N if b.ndim == 3 else 0,
-                stride_c=M * N, bias=bias, act=act, residual=residual, config=cfg)
-    return out
+    plan, env = _plan(be, a, b, bias, residual, out, activation, config, allow_tf32)
+    return _common.run_plan(be, plan, env, [(r, env[r]) for r in ("a", "b", "bias", "residual")])

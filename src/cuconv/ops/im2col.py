@@ -1,6 +1,6 @@
 """``cuconv.im2col``: the §8.3 column matrix as an op of its own (kernels/im2col.cu).
 
-``im2col_launch`` is the internal launcher that ops/im2col_gemm.py calls per chunk of the batch.
+``im2col_launch`` builds the launch that ops/im2col_gemm.py puts in its plans per chunk of the batch.
 """
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import math
 import numpy as np
 
 from ..backend import current_backend
-from ..compile import KernelEntry, register_kernel
+from ..plan import Launch, Output, Plan, PlanCache, Ref
 from ..problem import Conv2dProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
+from ._common import OUT, X, i32
+from ._conv_frontend import unbatched
 
 KERNEL_FILE = "im2col.cu"
 BLOCK = 128
@@ -19,38 +22,34 @@ EXPRESSION = f"im2col_f32<{BLOCK}>"
 LABEL = f"im2col_f32_{BLOCK}"
 _GRID_Y_MAX = 65535
 
-register_kernel(KernelEntry(KERNEL_FILE, EXPRESSION, LABEL, BLOCK, min_blocks_per_sm=8, main=True))
+ENTRY = register_kernel(KernelEntry(KERNEL_FILE, EXPRESSION, LABEL, BLOCK, min_blocks_per_sm=8, main=True))
 
 
-def im2col_launch(be, x, cols, problem: Conv2dProblem, images: int) -> None:
-    """Write the column matrices of ``images`` images (internal: no checks).
+def im2col_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> list[Launch]:
+    """The launch writing the column matrices of ``images`` images (internal: no checks).
 
-    ``x`` starts at the first image's first element (NCHW, contiguous: a flat view at an
-    offset works); ``cols`` holds ``images`` x (C·R·S) x (P·Q) floats.
+    ``x`` is the first image's first element (NCHW, contiguous: a flat view at an offset
+    works); ``cols`` holds ``images`` x (C·R·S) x (P·Q) floats.
     """
     p = problem
     PQ = p.P * p.Q
     planes = images * p.C
     if PQ == 0 or planes == 0:
-        return
+        return []
     grid = (math.ceil(PQ / BLOCK), min(planes, _GRID_Y_MAX), 1)
-    i32 = _common.i32
     args = (x, cols, i32(images), i32(p.C), i32(p.H), i32(p.W), i32(p.R), i32(p.S), i32(p.P), i32(p.Q),
             i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
             i32(p.dilation_h), i32(p.dilation_w))
-    be.launch(KERNEL_FILE, EXPRESSION, grid, (BLOCK, 1, 1), args)
+    return [Launch(ENTRY, grid, (BLOCK, 1, 1), args)]
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
-    """The §8.3 column matrix of an NCHW float32 input: shape (N, C·R·S, P·Q).
+_PLANS = PlanCache()
 
-    Row ``(c·R + r)·S + s``, column ``p·Q + q`` of image n holds
-    ``x[n, c, p·stride - pad + r·dilation, q·stride - pad + s·dilation]`` (0 in the padding).
-    ``kernel_size``, ``stride``, ``padding``, ``dilation``: int or pair (``padding`` may be
-    "same" or "valid", as in ``cuconv.conv2d``). Returns ``out`` (allocated when None).
-    """
-    be = current_backend()
-    x = _common.as_tensor(x, "input", 4, ("float32",), be)
+
+def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
+    x = _common.as_tensor(x, "input", None, ("float32",), be)
+    if x.ndim != 4:
+        raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
     R, S = _common.pair(kernel_size, "kernel_size")
     if R <= 0 or S <= 0:
         raise ValueError(f"kernel_size must be positive, got {(R, S)} (input {tuple(x.shape)})")
@@ -62,7 +61,39 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
     rows = C * R * S
     if rows > 2 ** 31 - 1:
         raise ValueError(f"C·R·S = {rows} rows is larger than 2**31-1 (input {tuple(x.shape)}, kernel {(R, S)})")
-    _common.same_device(be, input=x, out=out)
-    out = _common.prepare_out(out, (N, rows, problem.P * problem.Q), np.float32, be, inputs=(("input", x),))
-    im2col_launch(be, x, out, problem, N)
-    return out
+    shape = (N, rows, problem.P * problem.Q)
+    if out is not None:
+        _common.check_out(out, shape, np.float32, be)
+        _common.same_device(be, input=x, out=out)
+    return Plan("im2col", LABEL, problem, tuple(im2col_launch(X, OUT, problem, N)), ("x",),
+                (Output("out", shape, np.dtype(np.float32)),), be.device_key(),
+                expected=(("x", tuple(x.shape), "float32"),))
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
+    """The §8.3 column matrix of an NCHW float32 input: shape (N, C·R·S, P·Q).
+
+    Row ``(c·R + r)·S + s``, column ``p·Q + q`` of image n holds
+    ``x[n, c, p·stride - pad + r·dilation, q·stride - pad + s·dilation]`` (0 in the padding).
+    ``kernel_size``, ``stride``, ``padding``, ``dilation``: int or pair (``padding`` may be
+    "same" or "valid", as in ``cuconv.conv2d``). Returns ``out`` (allocated when None).
+    """
+    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W): (C·R·S, P·Q), as torch's unfold
+        x, out = unbatched(x, out)
+        return im2col(x, kernel_size, stride, padding, dilation, out=out)[0]
+    be = current_backend()
+    plan, env = _planned(be, x, kernel_size, stride, padding, dilation, out)
+    return _common.run_plan(be, plan, env, (("input", env["x"]),))
+
+
+def _planned(be, x, kernel_size, stride, padding, dilation, out):
+    env = {"x": _common.native(be, x, "input"), "out": _common.native(be, out, "out")}
+    key = (be.device_key(), be.meta(env["x"]), be.meta(env["out"]), kernel_size, stride, padding, dilation)
+    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(be, env["x"], kernel_size, stride, padding,
+                                                                 dilation, env["out"]))
+    return plan, env
+
+
+def plan_im2col(x, kernel_size, stride=1, padding=0, dilation=1) -> Plan:
+    """The ``Plan`` that ``im2col`` with the same arguments runs."""
+    return _planned(current_backend(), x, kernel_size, stride, padding, dilation, None)[0]

@@ -8,9 +8,8 @@ epilogue.
 
 Workspace is bounded: the batch is processed in chunks of as many images as fit in
 ``max_workspace_bytes`` (default ``DEFAULT_MAX_WORKSPACE_BYTES``, 256 MiB), at least one
-image. ``workspace_bytes(problem, limit)`` is exactly what ``run`` allocates; when one
-image's columns exceed an explicit limit it reports that size (the front end then refuses)
-and ``run`` raises ValueError.
+image. The plan's workspace is exactly what it allocates; when one image's columns exceed an
+explicit limit the plan is refused with that size.
 
 1x1 (``problem.is_pointwise``: 1x1, stride 1, no padding): no im2col at all; the NCHW
 input already is the column matrix (C x H·W per image), so the GEMM runs on it directly
@@ -24,19 +23,13 @@ number of launches is min(groups, images) per chunk.
 """
 from __future__ import annotations
 
-import numpy as np
-
+from ..plan import PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
-from .conv2d import ConvAlgorithm, register_algorithm
-from .gemm import SIZE_MAX, _resolve_config, choose_config, gemm_launch
+from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from .gemm import SIZE_MAX, _resolve_config, choose_config, gemm_launches
 from .im2col import im2col_launch
 
 DEFAULT_MAX_WORKSPACE_BYTES = 256 * 2 ** 20
-
-
-def _flat_view(a, offset: int):
-    """The array's elements from ``offset`` on, as a 1-D view (no copy)."""
-    return a.reshape(-1)[offset:]
 
 
 def _size_reason(problem: Conv2dProblem) -> str | None:
@@ -59,21 +52,13 @@ def images_per_chunk(problem: Conv2dProblem, limit: int | None = None) -> int:
     return max(1, min(problem.N, cap // per_image))
 
 
-def workspace_bytes(problem: Conv2dProblem, limit: int | None = None) -> int:
-    """Bytes ``run`` allocates: 0 for 1x1, else the column matrices of one chunk of the batch."""
-    if problem.is_pointwise:
-        return 0
-    return images_per_chunk(problem, limit) * problem.im2col_bytes(1)
+def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: int, config) -> list:
+    """The launches of out[n0:n0+images] = W · cols per image and group, epilogue fused.
 
-
-def _conv_gemm(be, problem: Conv2dProblem, w, cols, b_image_stride: int, out, bias, residual,
-               act: int, n0: int, images: int, config) -> None:
-    """out[n0:n0+images] = W · cols per image and group, epilogue fused.
-
-    ``cols`` starts at image n0's column matrix (or input, for 1x1): image i at
-    ``i·b_image_stride``, group g's rows at ``g·Cg·R·S·P·Q`` within it.
+    ``cols`` is image n0's column matrix (or input, for 1x1): image i at ``i·b_image_stride``,
+    group g's rows at ``g·Cg·R·S·P·Q`` within it.
     """
-    p = problem
+    p = spec.problem
     G, Kg = p.groups, p.K_per_group
     depth = p.C_per_group * p.R * p.S               # the GEMM's K
     PQ = p.P * p.Q
@@ -81,74 +66,68 @@ def _conv_gemm(be, problem: Conv2dProblem, w, cols, b_image_stride: int, out, bi
     b_group_stride = depth * PQ
     c_image_stride, c_group_stride = p.K * PQ, Kg * PQ
     cfg = config or choose_config(Kg, PQ, depth, max(G, images))
-    w = w.reshape(-1)
-    out_flat = out.reshape(-1)
-    res_flat = residual.reshape(-1) if residual is not None else None
-    common = dict(lda=depth, ldb=PQ, ldc=PQ, act=act, config=cfg)
+    common = dict(lda=depth, ldb=PQ, ldc=PQ, act=spec.act, config=cfg)
+
+    def res(off):
+        return Ref("residual", off) if spec.has_residual else None
+
+    launches = []
     if G >= images:
         for i in range(images):
             c_off = (n0 + i) * c_image_stride
-            gemm_launch(be, w, _flat_view(cols, i * b_image_stride), _flat_view(out_flat, c_off),
-                        Kg, PQ, depth, batch=G, stride_a=a_group_stride, stride_b=b_group_stride,
-                        stride_c=c_group_stride, bias=bias, stride_bias=Kg,
-                        residual=None if res_flat is None else _flat_view(res_flat, c_off), **common)
+            launches += gemm_launches(
+                Ref("w"), Ref(cols.name, cols.offset + i * b_image_stride), Ref("out", c_off), Kg, PQ, depth,
+                batch=G, stride_a=a_group_stride, stride_b=b_group_stride, stride_c=c_group_stride,
+                bias=Ref("bias") if spec.has_bias else None, stride_bias=Kg, residual=res(c_off), **common)
     else:
         for g in range(G):
             c_off = n0 * c_image_stride + g * c_group_stride
-            gemm_launch(be, _flat_view(w, g * a_group_stride), _flat_view(cols, g * b_group_stride),
-                        _flat_view(out_flat, c_off), Kg, PQ, depth, batch=images, stride_a=0,
-                        stride_b=b_image_stride, stride_c=c_image_stride,
-                        bias=None if bias is None else _flat_view(bias, g * Kg), stride_bias=0,
-                        residual=None if res_flat is None else _flat_view(res_flat, c_off), **common)
+            launches += gemm_launches(
+                Ref("w", g * a_group_stride), Ref(cols.name, cols.offset + g * b_group_stride),
+                Ref("out", c_off), Kg, PQ, depth, batch=images, stride_a=0, stride_b=b_image_stride,
+                stride_c=c_image_stride, bias=Ref("bias", g * Kg) if spec.has_bias else None, stride_bias=0,
+                residual=res(c_off), **common)
+    return launches
 
 
-def _check_extra(extra: dict) -> object:
-    unknown = set(extra) - {"gemm_config"}
-    if unknown:
-        raise TypeError(f"im2col_gemm got unexpected keyword arguments {sorted(unknown)} "
-                        "(it takes gemm_config=<GemmConfig or label>)")
-    return _resolve_config(extra.get("gemm_config"))
+def _config(spec: ConvSpec):
+    return _resolve_config(spec.option("gemm_config"))
 
 
-def _run_pointwise(be, problem, x, w, bias, act, residual, out, config) -> None:
-    _conv_gemm(be, problem, w, x.reshape(-1), problem.C * problem.H * problem.W, out, bias, residual,
-               act, 0, problem.N, config)
+def _plan_pointwise(spec: ConvSpec, algo: str):
+    p = spec.problem
+    launches = _conv_gemm(spec, Ref("x"), p.C * p.H * p.W, 0, p.N, _config(spec))
+    return conv_plan(spec, algo, launches)
 
 
-def run(be, problem: Conv2dProblem, x, w, bias, act, residual, out, *, max_workspace_bytes=None,
-        **extra) -> None:
+def plan(spec: ConvSpec):
     """im2col per chunk of the batch, then the GEMM per image and group into ``out`` (NCHW)."""
-    config = _check_extra(extra)
-    reason = can_implement(problem)
+    p = spec.problem
+    reason = can_implement(p)
     if reason is not None:
-        raise ValueError(f"im2col_gemm cannot run {problem.describe()}: {reason}")
-    if problem.is_pointwise:
-        _run_pointwise(be, problem, x, w, bias, act, residual, out, config)
-        return
-    per_image = problem.im2col_bytes(1)
-    if max_workspace_bytes is not None and per_image > max_workspace_bytes:
-        raise ValueError(f"im2col_gemm needs {per_image} bytes of workspace for one image's column "
-                         f"matrix ({problem.C * problem.R * problem.S} x {problem.P * problem.Q} floats, "
-                         f"{problem.describe()}), more than max_workspace_bytes={max_workspace_bytes}")
-    chunk = images_per_chunk(problem, max_workspace_bytes)
-    rows, PQ = problem.C * problem.R * problem.S, problem.P * problem.Q
-    cols = be.empty((chunk * rows * PQ,), np.float32)
-    x_flat = x.reshape(-1)
-    image_elems = problem.C * problem.H * problem.W
-    for n0 in range(0, problem.N, chunk):
-        images = min(chunk, problem.N - n0)
-        im2col_launch(be, _flat_view(x_flat, n0 * image_elems), cols, problem, images)
-        _conv_gemm(be, problem, w, cols, rows * PQ, out, bias, residual, act, n0, images, config)
+        raise PlanError(f"im2col_gemm cannot run {p.describe()}: {reason}")
+    if p.is_pointwise:
+        return _plan_pointwise(spec, "im2col_gemm")
+    # Under a limit below one image's column matrix the plan still says what one image needs
+    # (so cuconv.algorithms can report it); make_plan then refuses it.
+    chunk = images_per_chunk(p, spec.max_workspace_bytes)
+    rows, PQ = p.C * p.R * p.S, p.P * p.Q
+    workspace = layout_buffers(("cols", "float32", chunk * rows * PQ))
+    image_elems = p.C * p.H * p.W
+    launches = []
+    for n0 in range(0, p.N, chunk):
+        images = min(chunk, p.N - n0)
+        launches += im2col_launch(Ref("x", n0 * image_elems), Ref("cols"), p, images)
+        launches += _conv_gemm(spec, Ref("cols"), rows * PQ, n0, images, _config(spec))
+    return conv_plan(spec, "im2col_gemm", launches, workspace=workspace)
 
 
-def run_pointwise(be, problem: Conv2dProblem, x, w, bias, act, residual, out, *,
-                  max_workspace_bytes=None, **extra) -> None:
+def plan_pointwise(spec: ConvSpec):
     """The 1x1 path: the batched GEMM on the NCHW input, no workspace."""
-    config = _check_extra(extra)
-    reason = can_implement_pointwise(problem)
+    reason = can_implement_pointwise(spec.problem)
     if reason is not None:
-        raise ValueError(f"pointwise cannot run {problem.describe()}: {reason}")
-    _run_pointwise(be, problem, x, w, bias, act, residual, out, config)
+        raise PlanError(reason)
+    return _plan_pointwise(spec, "pointwise")
 
 
 def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
@@ -159,28 +138,11 @@ def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
     return _size_reason(problem)
 
 
-# auto rule. im2col_gemm: 20 for any problem (a general fallback above the one-thread-per-
-# output direct kernel, below algorithms that avoid writing the column matrix), 5 when
-# depthwise (M = 1 output channel per group wastes almost every row of a GEMM tile).
-# pointwise: 90 for every 1x1 stride-1 unpadded problem: the convolution is exactly a GEMM
-# on the NCHW data with no gather and no workspace, so nothing general does better.
-# (Heuristic priorities, not yet checked by measurement on a GPU.)
-def auto_priority(problem: Conv2dProblem) -> float | None:
-    return 5.0 if problem.is_depthwise else 20.0
-
-
-def auto_priority_pointwise(problem: Conv2dProblem) -> float | None:
-    return 90.0 if problem.is_pointwise else None
-
-
-register_algorithm(ConvAlgorithm(
-    name="im2col_gemm", can_implement=can_implement, run=run, workspace_bytes=workspace_bytes,
-    auto_priority=auto_priority, dtypes=("float32",),
+IM2COL_GEMM = ConvAlgorithm(
+    name="im2col_gemm", plan=plan, options=("gemm_config",),
     description="§8.3: im2col per chunk of the batch (bounded workspace), then the tiled GEMM into NCHW "
-                "with a fused epilogue; 1x1 stride-1 problems skip im2col"))
-
-register_algorithm(ConvAlgorithm(
-    name="pointwise", can_implement=can_implement_pointwise, run=run_pointwise,
-    workspace_bytes=lambda problem, limit=None: 0, auto_priority=auto_priority_pointwise,
-    dtypes=("float32",),
-    description="1x1, stride 1, no padding: the batched tiled GEMM straight on the NCHW input"))
+                "with a fused epilogue; 1x1 stride-1 problems skip im2col")
+POINTWISE = ConvAlgorithm(
+    name="pointwise", plan=plan_pointwise, options=("gemm_config",),
+    description="1x1, stride 1, no padding: the batched tiled GEMM straight on the NCHW input")
+ALGORITHMS = (IM2COL_GEMM, POINTWISE)

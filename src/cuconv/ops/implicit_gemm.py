@@ -7,14 +7,14 @@ by the rule in ``choose_config`` (or the caller names one with ``config=``).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-from ..compile import KernelEntry, register_kernel
+from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
-from ._common import i32
-from .conv2d import ConvAlgorithm, register_algorithm
+from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from ._common import OUT, W, X, i32
 
 FILE = "implicit_gemm.cu"
 INT_MAX = 2 ** 31 - 1
@@ -94,23 +94,7 @@ CONFIGS = (
     ImplicitGemmConfig(128, 128, 8, 8, 4, min_blocks_per_sm=1),
 )
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
-for _cfg in CONFIGS:
-    register_kernel(_cfg.entry())
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_id: int) -> int:
-    import cupy  # noqa: PLC0415
-    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
-
-
-def sm_count(be) -> int:
-    """SMs of the current device; an H100 SXM's 132 on the emulator (the choice of config
-    there only matters for which kernel gets exercised, not for speed)."""
-    if be is not None and be.name == "cupy":
-        import cupy  # noqa: PLC0415
-        return _sm_count(cupy.cuda.Device().id)
-    return 132
+ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 
 
 def choose_config(problem: Conv2dProblem, sms: int = 132) -> ImplicitGemmConfig:
@@ -132,10 +116,10 @@ def choose_config(problem: Conv2dProblem, sms: int = 132) -> ImplicitGemmConfig:
     return small
 
 
-def resolve_config(config, problem: Conv2dProblem, be=None) -> ImplicitGemmConfig:
-    """``config``: None (the rule above), a config name, or an ImplicitGemmConfig."""
+def resolve_config(config, problem: Conv2dProblem, sms: int = 132) -> ImplicitGemmConfig:
+    """``config``: None (the rule above, for ``sms`` SMs), a config name, or an ImplicitGemmConfig."""
     if config is None:
-        return choose_config(problem, sm_count(be))
+        return choose_config(problem, sms)
     if isinstance(config, str):
         if config not in CONFIGS_BY_NAME:
             raise ValueError(f"unknown implicit_gemm config {config!r}; available: {', '.join(CONFIGS_BY_NAME)}")
@@ -153,43 +137,22 @@ def can_implement(problem: Conv2dProblem) -> str | None:
     return CONFIGS_BY_NAME["implicit_gemm_f32_64x64x8_4x4"].can_implement(problem)
 
 
-def run(be, problem: Conv2dProblem, x, w, bias, act_code: int, residual, out, *,
-        max_workspace_bytes=None, config=None, **extra) -> None:
-    if extra:
-        raise TypeError(f"algo='implicit_gemm' takes only config= as an extra argument, got {sorted(extra)}")
-    cfg = resolve_config(config, problem, be)
-    reason = cfg.can_implement(problem)
+def plan(spec: ConvSpec):
+    p = spec.problem
+    cfg = resolve_config(spec.option("config"), p, spec.caps.sms)
+    reason = cfg.can_implement(p)
     if reason is not None:
-        raise ValueError(f"implicit_gemm config {cfg.name} cannot run {problem.describe()}: {reason}")
-    p = problem
-    be.launch(FILE, cfg.expression, (cfg.blocks(p), 1, 1), (cfg.threads, 1, 1), (
-        x, w, *_common.optional_pointer_args(be, bias, residual), out,
-        *_common.conv_geometry_args(p), i32(act_code)))
+        raise PlanError(f"implicit_gemm config {cfg.name} cannot run {p.describe()}: {reason}")
+    launch = Launch(ENTRIES[cfg], (cfg.blocks(p), 1, 1), (cfg.threads, 1, 1), (
+        X, W, *_common.epilogue_refs(spec.has_bias, spec.has_residual), OUT,
+        *_common.conv_geometry_args(p), i32(spec.act)))
+    return conv_plan(spec, "implicit_gemm", [launch])
 
 
-def auto_priority(problem: Conv2dProblem) -> float:
-    """The ``auto`` rule for implicit GEMM.
-
-    30 — the default for dense and grouped convolutions: it reuses every loaded element
-    from shared memory and registers, needs no workspace, and reads the input once per
-    N tile instead of writing and re-reading a k²-sized column matrix, so it ranks above
-    im2col_gemm (20). Specialised algorithms rank above it where they apply: Winograd
-    for 3x3, the 1x1 "pointwise" GEMM, depthwise kernels.
-
-    -1 (below direct's 0) when K/groups < 8: the GEMM's N dimension then fills less
-    than 1/8 of even the smallest tile's 64 columns (depthwise has 1), and direct, which
-    computes only the real outputs, does less work.
-    """
-    if problem.K_per_group < 8:
-        return -1.0
-    return 30.0
-
-
-register_algorithm(ConvAlgorithm(
+ALGORITHM = ConvAlgorithm(
     name="implicit_gemm",
-    can_implement=can_implement,
-    run=run,
-    auto_priority=auto_priority,
+    plan=plan,
     dtypes=("float32",),
+    options=("config",),
     description="tiled GEMM gathering input patches while loading tiles; no workspace",
-))
+)

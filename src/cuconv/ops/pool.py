@@ -5,8 +5,8 @@ torch.nn.functional's signatures and semantics, including its argument checks:
 * output size ``floor((H + 2·pad − dilation·(k − 1) − 1) / stride) + 1``; with ``ceil_mode``
   the division rounds up, but the last window must start inside the input or the left
   padding (else that row/column is dropped);
-* ``padding <= (dilation·(kernel_size − 1) + 1) // 2`` per dimension (PyTorch's "at most
-  half of the effective kernel size"; ``kernel_size // 2`` without dilation);
+* ``padding <= kernel_size // 2`` per dimension, whatever the dilation (PyTorch's
+  pool2d_shape_check and max_pool2d; ``cuconv.problem.PoolProblem`` is the one definition);
 * padding is −inf for max; for average pooling it counts in the divisor only with
   ``count_include_pad`` (windows clipped to the padded input, so a ``ceil_mode`` window
   hanging past it does not count the overhang);
@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compile import KernelEntry, register_kernel
+from ..backend import current_backend
+from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..problem import PoolProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
-from ._common import i32, i64
+from ._common import OUT, X, i32, i64
+from ._conv_frontend import unbatched
 
 FILE = "pool.cu"
 THREADS = 256
@@ -38,65 +42,97 @@ AVG_POOL = "avg_pool2d_f32"
 GAP = {32: "global_avg_pool2d_f32<32>", 256: "global_avg_pool2d_f32<256>"}
 GAP_LARGE_PLANE = 1024         # H·W from which a whole block reduces one plane
 
-for _expr, _label in ((MAX_POOL, "max_pool2d_f32"), (MAX_POOL_INDICES, "max_pool2d_indices_f32"),
-                      (AVG_POOL, "avg_pool2d_f32"), (GAP[32], "global_avg_pool2d_f32_t32"),
-                      (GAP[256], "global_avg_pool2d_f32_t256")):
-    register_kernel(KernelEntry(FILE, _expr, _label, block_threads=THREADS,
-                                min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+ENTRIES = {expr: register_kernel(KernelEntry(FILE, expr, label, block_threads=THREADS,
+                                             min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+           for expr, label in ((MAX_POOL, "max_pool2d_f32"), (MAX_POOL_INDICES, "max_pool2d_indices_f32"),
+                               (AVG_POOL, "avg_pool2d_f32"), (GAP[32], "global_avg_pool2d_f32_t32"),
+                               (GAP[256], "global_avg_pool2d_f32_t256"))}
 
 
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
-                     ceil_mode: bool) -> int:
-    """PyTorch's pooling_output_shape (may return <= 0; the caller rejects that)."""
-    numerator = size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
-    out = numerator // stride + 1                     # floor division, as div_rtn
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1                                      # the last window must start inside
-    return out
+def _limits(p: PoolProblem) -> None:
+    """The kernels' 32-bit extents (ValueError naming them)."""
+    for name, v in (("H", p.H), ("W", p.W), ("P", p.P), ("Q", p.Q), ("H·W", p.H * p.W)):
+        if v > INT_MAX:
+            raise ValueError(f"{name}={v} does not fit a 32-bit int {p._where()}")
+    if p.divisor_override is not None and not -INT_MAX <= p.divisor_override <= INT_MAX:
+        raise ValueError(f"divisor_override={p.divisor_override} does not fit a 32-bit int")
+
+
+def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
+    """The launch computing pooling problem ``p`` from slot ``x`` into ``out`` (and ``indices``)."""
+    planes = p.N * p.C
+    if planes * p.P * p.Q == 0:          # an empty batch (or no channels): nothing to launch
+        return []
+    if p.kind == "global_avg":
+        tpp = 256 if p.H * p.W >= GAP_LARGE_PLANE else 32
+        grid = -(-planes // (THREADS // tpp))
+        if grid > INT_MAX:
+            raise ValueError(f"N·C={planes} planes need more than 2**31-1 blocks (input {p.input_shape})")
+        return [Launch(ENTRIES[GAP[tpp]], (grid, 1, 1), (THREADS, 1, 1), (x, out, i64(planes), i32(p.H * p.W)))]
+    grid = _common.grid_1d(planes * p.P * p.Q, THREADS, MAX_BLOCKS)
+    geom = (i64(planes), i32(p.H), i32(p.W), i32(p.P), i32(p.Q), i32(p.kernel_h), i32(p.kernel_w),
+            i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w))
+    if p.kind == "max":
+        dil = (i32(p.dilation_h), i32(p.dilation_w))
+        if indices is not None:
+            return [Launch(ENTRIES[MAX_POOL_INDICES], (grid, 1, 1), (THREADS, 1, 1), (x, out, indices, *geom, *dil))]
+        return [Launch(ENTRIES[MAX_POOL], (grid, 1, 1), (THREADS, 1, 1), (x, out, *geom, *dil))]
+    return [Launch(ENTRIES[AVG_POOL], (grid, 1, 1), (THREADS, 1, 1),
+                   (x, out, *geom, i32(p.count_include_pad), i32(p.divisor_override or 0)))]
+
+
+_PLANS = PlanCache()
+
+
+def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Plan:
+    x = _common.as_tensor(x, "input", dtypes=("float32",), be=be)
+    if x.ndim != 4:
+        raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    p = PoolProblem.from_shapes(kind, x.shape, dtype="float32", **args)
+    _limits(p)
+    outputs = [Output("out", p.output_shape, np.dtype(np.float32))]
+    if out is not None:
+        _common.check_out(out, p.output_shape, np.float32, be)
+    indices = None
+    if return_indices:
+        outputs.append(Output("indices", p.output_shape, np.dtype(np.int64)))
+        indices = Ref("indices")
+        if out_indices is not None:
+            _common.check_out(out_indices, p.output_shape, np.int64, be, "out_indices")
+    _common.same_device(be, input=x, out=out, out_indices=out_indices)
+    launches = pool_launches(p, indices=indices)
+    op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[kind]
+    return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs), be.device_key(),
+                expected=(("x", tuple(x.shape), "float32"),))
+
+
+def _planned(be, kind, x, out, out_indices=None, return_indices=False, **args):
+    env = {"x": _common.native(be, x, "input"), "out": _common.native(be, out, "out"),
+           "indices": _common.native(be, out_indices, "out_indices")}
+    key = (be.device_key(), kind, be.meta(env["x"]), be.meta(env["out"]), be.meta(env["indices"]),
+           return_indices, *args.items())
+    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(
+        be, kind, env["x"], env["out"], env["indices"], args, return_indices))
+    return plan, env
+
+
+def _pool(kind, x, out, out_indices=None, return_indices=False, **args):
+    """validate → plan (memoized) → launch, for every pooling op."""
+    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W), as PyTorch takes it
+        x, out, out_indices = unbatched(x, out, out_indices)
+        result = _pool(kind, x, out, out_indices, return_indices, **args)
+        return tuple(r[0] for r in result) if isinstance(result, tuple) else result[0]
+    be = current_backend()
+    plan, env = _planned(be, kind, x, out, out_indices, return_indices, **args)
+    if env["indices"] is not None and env["out"] is not None:
+        _common.check_no_overlap(env["indices"], (("out", env["out"]),), "out_indices")
+    return _common.run_plan(be, plan, env, (("input", env["x"]),))
 
 
 def _check_bool(value, what):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what} must be a bool, got {value!r}")
     return bool(value)
-
-
-def _pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode, op):
-    """Checked (kh, kw, sh, sw, ph, pw, dh, dw, P, Q) for a pooling op on an NCHW input."""
-    kh, kw = _common.pair(kernel_size, "kernel_size")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        sh, sw = kh, kw                               # PyTorch: stride defaults to kernel_size
-    else:
-        sh, sw = _common.pair(stride, "stride")
-    ph, pw = _common.pair(padding, "padding")
-    dh, dw = _common.pair(dilation, "dilation")
-    _, _, H, W = x_shape
-    where = f"({op}: input {tuple(x_shape)}, kernel_size {(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}" + (
-        f", dilation {(dh, dw)})" if op == "max_pool2d" else ")")
-    if kh <= 0 or kw <= 0:
-        raise ValueError(f"kernel_size must be positive, got {(kh, kw)} {where}")
-    if sh <= 0 or sw <= 0:
-        raise ValueError(f"stride must be positive, got {(sh, sw)} {where}")
-    if dh <= 0 or dw <= 0:
-        raise ValueError(f"dilation must be positive, got {(dh, dw)} {where}")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be non-negative, got {(ph, pw)} {where}")
-    eff_h, eff_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    if ph > eff_h // 2 or pw > eff_w // 2:
-        raise ValueError(f"padding must be at most half the effective kernel size "
-                         f"(pad <= (dilation·(kernel_size − 1) + 1) // 2, as in PyTorch), got padding "
-                         f"{(ph, pw)} for effective kernel {(eff_h, eff_w)} {where}")
-    if min(x_shape) <= 0:
-        raise ValueError(f"input must be non-empty, got shape {tuple(x_shape)} {where}")
-    P = pool_output_size(H, kh, sh, ph, dh, ceil_mode)
-    Q = pool_output_size(W, kw, sw, pw, dw, ceil_mode)
-    if P < 1 or Q < 1:
-        raise ValueError(f"output size would be {P}x{Q}: the input {H}x{W} is too small for the "
-                         f"window {where}")
-    for name, v in (("H", H), ("W", W), ("P", P), ("Q", Q)):
-        if v > INT_MAX:
-            raise ValueError(f"{name}={v} does not fit a 32-bit int {where}")
-    return kh, kw, sh, sw, ph, pw, dh, dw, P, Q
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -106,75 +142,42 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     Returns ``y``, or ``(y, indices)`` with ``return_indices`` (int64, flat ``ih·W + iw``
     within each plane). ``out`` / ``out_indices`` receive the results when given.
     """
-    be = _common.current_backend()
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
-    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
     return_indices = _check_bool(return_indices, "return_indices")
-    kh, kw, sh, sw, ph, pw, dh, dw, P, Q = _pool_geometry(
-        x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
-    N, C, H, W = (int(d) for d in x.shape)
     if out_indices is not None and not return_indices:
         raise ValueError("out_indices was given but return_indices is False")
-    _common.same_device(be, input=x, out=out, out_indices=out_indices)
-    y = _common.prepare_out(out, (N, C, P, Q), np.float32, be, inputs=(("input", x),))
-    idx = None
-    if return_indices:
-        idx = _common.prepare_out(out_indices, (N, C, P, Q), np.int64, be, what="out_indices",
-                                  inputs=(("input", x), ("out", y)))
-    planes = N * C
-    grid = _common.grid_1d(planes * P * Q, THREADS, MAX_BLOCKS)
-    geom = (i64(planes), i32(H), i32(W), i32(P), i32(Q), i32(kh), i32(kw), i32(sh), i32(sw),
-            i32(ph), i32(pw), i32(dh), i32(dw))
-    if return_indices:
-        be.launch(FILE, MAX_POOL_INDICES, (grid, 1, 1), (THREADS, 1, 1), (x, y, idx, *geom))
-        return y, idx
-    be.launch(FILE, MAX_POOL, (grid, 1, 1), (THREADS, 1, 1), (x, y, *geom))
-    return y
+    return _pool("max", x, out, out_indices, return_indices, kernel_size=kernel_size, stride=stride,
+                 padding=padding, dilation=dilation, ceil_mode=ceil_mode)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
     """2-D average pooling of an NCHW float32 tensor (torch.nn.functional.avg_pool2d)."""
-    be = _common.current_backend()
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
-    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
-    count_include_pad = _check_bool(count_include_pad, "count_include_pad")
-    if divisor_override is not None:
-        if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
-            raise TypeError(f"divisor_override must be an int or None, got {divisor_override!r}")
-        if divisor_override == 0:
-            raise ValueError("divisor_override must be nonzero (PyTorch: 'divisor must be not zero')")
-        if not -INT_MAX <= divisor_override <= INT_MAX:
-            raise ValueError(f"divisor_override={divisor_override} does not fit a 32-bit int")
-    kh, kw, sh, sw, ph, pw, _, _, P, Q = _pool_geometry(
-        x.shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
-    N, C, H, W = (int(d) for d in x.shape)
-    _common.same_device(be, input=x, out=out)
-    y = _common.prepare_out(out, (N, C, P, Q), np.float32, be, inputs=(("input", x),))
-    planes = N * C
-    grid = _common.grid_1d(planes * P * Q, THREADS, MAX_BLOCKS)
-    be.launch(FILE, AVG_POOL, (grid, 1, 1), (THREADS, 1, 1), (
-        x, y, i64(planes), i32(H), i32(W), i32(P), i32(Q), i32(kh), i32(kw), i32(sh), i32(sw),
-        i32(ph), i32(pw), i32(count_include_pad), i32(divisor_override or 0)))
-    return y
+    return _pool("avg", x, out, kernel_size=kernel_size, stride=stride, padding=padding,
+                 ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
 def global_avg_pool2d(x, *, out=None):
     """Mean over H and W of an NCHW float32 tensor: shape (N, C, 1, 1)
     (torch.nn.functional.adaptive_avg_pool2d(x, 1))."""
-    be = _common.current_backend()
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
-    N, C, H, W = (int(d) for d in x.shape)
-    if min(N, C, H, W) <= 0:
-        raise ValueError(f"global_avg_pool2d needs a non-empty input, got shape {tuple(x.shape)}")
-    if H * W > INT_MAX:
-        raise ValueError(f"H·W={H * W} does not fit a 32-bit int (input {tuple(x.shape)})")
-    _common.same_device(be, input=x, out=out)
-    y = _common.prepare_out(out, (N, C, 1, 1), np.float32, be, inputs=(("input", x),))
-    planes = N * C
-    tpp = 256 if H * W >= GAP_LARGE_PLANE else 32
-    grid = -(-planes // (THREADS // tpp))
-    if grid > INT_MAX:
-        raise ValueError(f"N·C={planes} planes need more than 2**31-1 blocks (input {tuple(x.shape)})")
-    be.launch(FILE, GAP[tpp], (grid, 1, 1), (THREADS, 1, 1), (x, y, i64(planes), i32(H * W)))
-    return y
+    return _pool("global_avg", x, out)
+
+
+def plan_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                    return_indices=False) -> Plan:
+    """The ``Plan`` that ``max_pool2d`` with the same arguments runs."""
+    return _planned(current_backend(), "max", x, None, None, _check_bool(return_indices, "return_indices"),
+                    kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                    ceil_mode=ceil_mode)[0]
+
+
+def plan_avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                    divisor_override=None) -> Plan:
+    """The ``Plan`` that ``avg_pool2d`` with the same arguments runs."""
+    return _planned(current_backend(), "avg", x, None, kernel_size=kernel_size, stride=stride,
+                    padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                    divisor_override=divisor_override)[0]
+
+
+def plan_global_avg_pool2d(x) -> Plan:
+    """The ``Plan`` that ``global_avg_pool2d`` runs."""
+    return _planned(current_backend(), "global_avg", x, None)[0]

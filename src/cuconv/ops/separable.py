@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compile import KernelEntry, register_kernel
+from ..backend import current_backend
+from ..plan import Launch, Output, Plan, PlanCache, Ref, layout_buffers
 from ..problem import Conv2dProblem
+from ..registry import KernelEntry, register_kernel
 from . import _common
 from . import depthwise as _dw
-from ._common import i32
+from ._common import OUT, X, i32
+from .gemm import gemm_launches
 
 FILE = "depthwise.cu"
 FUSED_EXPRESSION = "separable_fused_f32"
@@ -40,8 +43,8 @@ TILE_K = 64
 INT_MAX = 2 ** 31 - 1
 
 # Two blocks per SM: its 16 accumulators need more than the 64 registers of four.
-register_kernel(KernelEntry(FILE, FUSED_EXPRESSION, FUSED_NAME, block_threads=THREADS,
-                            min_blocks_per_sm=2))
+FUSED_ENTRY = register_kernel(KernelEntry(FILE, FUSED_EXPRESSION, FUSED_NAME, block_threads=THREADS,
+                                          min_blocks_per_sm=2))
 
 
 def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
@@ -62,18 +65,14 @@ def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
     return None
 
 
-def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None,
-                     stride=1, padding=0, dilation=1, *, activation_depthwise=None, activation=None,
-                     residual=None, fused=None, out=None):
-    """Depthwise-separable convolution: depthwise (M·C, 1, R, S) then pointwise (K, M·C, 1, 1).
+_PLANS = PlanCache()
+_ROLES = ("x", "w_depthwise", "w_pointwise", "bias_depthwise", "bias_pointwise", "residual")
 
-    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. Returns (N, K, P, Q) on
-    the current backend. See the module docstring for ``fused``.
-    """
-    be = _common.current_backend()
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=("float32",), be=be)
-    wd = _common.as_tensor(w_depthwise, "w_depthwise", ndim=4, dtypes=("float32",), be=be)
-    wp = _common.as_tensor(w_pointwise, "w_pointwise", ndim=4, dtypes=("float32",), be=be)
+
+def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, fused, misaligned) -> Plan:
+    x = _common.as_tensor(env["x"], "input", ndim=4, dtypes=("float32",), be=be)
+    wd = _common.as_tensor(env["w_depthwise"], "w_depthwise", ndim=4, dtypes=("float32",), be=be)
+    wp = _common.as_tensor(env["w_pointwise"], "w_pointwise", ndim=4, dtypes=("float32",), be=be)
     N, C, H, W = (int(d) for d in x.shape)
     if wd.shape[1] != 1 or wd.shape[0] == 0 or wd.shape[0] % C:
         raise ValueError(f"w_depthwise must have shape (M·C, 1, R, S) with C={C} the input channels "
@@ -85,40 +84,81 @@ def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_poin
     K = int(wp.shape[0])
     dw = Conv2dProblem.from_shapes(x.shape, wd.shape, stride, padding, dilation, C, "float32")
     out_shape = (N, K, dw.P, dw.Q)
-    bd = _common.optional_tensor(bias_depthwise, "bias_depthwise", (CM,), np.float32, be)
-    bp = _common.optional_tensor(bias_pointwise, "bias_pointwise", (K,), np.float32, be)
-    residual = _common.optional_tensor(residual, "residual", out_shape, np.float32, be)
+    bd = _common.optional_tensor(env["bias_depthwise"], "bias_depthwise", (CM,), np.float32, be)
+    bp = _common.optional_tensor(env["bias_pointwise"], "bias_pointwise", (K,), np.float32, be)
+    residual = _common.optional_tensor(env["residual"], "residual", out_shape, np.float32, be)
     act_d = _common.activation_code(activation_depthwise)
     act = _common.activation_code(activation)
     _common.same_device(be, input=x, w_depthwise=wd, w_pointwise=wp, bias_depthwise=bd,
-                        bias_pointwise=bp, residual=residual, out=out)
+                        bias_pointwise=bp, residual=residual, out=env["out"])
+    if env["out"] is not None:
+        _common.check_out(env["out"], out_shape, np.float32, be)
     if fused not in (None, True, False):
         raise TypeError(f"fused must be None, True or False, got {fused!r}")
     reason = fused_reason(dw, K)
     if fused is True and reason is not None:
         raise ValueError(f"fused=True cannot run depthwise {dw.describe()} then 1x1 to K={K}: {reason}")
-    use_fused = reason is None and fused is not False
-    y = _common.prepare_out(out, out_shape, np.float32, be,
-                            inputs=(("input", x), ("w_depthwise", wd), ("w_pointwise", wp),
-                                    ("bias_depthwise", bd), ("bias_pointwise", bp),
-                                    ("residual", residual)))
-    if use_fused:
-        ph = _common.placeholder(be, "float32")
+    has = {r: env[r] is not None for r in _ROLES}
+    ph = Ref.absent("float32")
+    workspace = ()
+    if N == 0:                      # an empty batch: an empty output, nothing to launch
+        launches, algo = [], "empty"
+    elif reason is None and fused is not False:
         blocks = N * (-(-(dw.P * dw.Q) // TILE_PIX)) * (-(-K // TILE_K))
-        be.launch(FILE, FUSED_EXPRESSION, (blocks, 1, 1), (THREADS, 1, 1), (
-            x, wd, bd if bd is not None else ph, wp, bp if bp is not None else ph,
-            residual if residual is not None else ph, y,
-            i32(N), i32(C), i32(H), i32(W), i32(CM // C), i32(dw.P), i32(dw.Q), i32(dw.R), i32(dw.S),
+        launches = [Launch(FUSED_ENTRY, (blocks, 1, 1), (THREADS, 1, 1), (
+            X, Ref("w_depthwise"), Ref("bias_depthwise") if has["bias_depthwise"] else ph, Ref("w_pointwise"),
+            Ref("bias_pointwise") if has["bias_pointwise"] else ph, Ref("residual") if has["residual"] else ph,
+            OUT, i32(N), i32(C), i32(H), i32(W), i32(CM // C), i32(dw.P), i32(dw.Q), i32(dw.R), i32(dw.S),
             i32(dw.stride_h), i32(dw.stride_w), i32(dw.pad_h), i32(dw.pad_w),
             i32(dw.dilation_h), i32(dw.dilation_w), i32(K),
-            i32(bd is not None), i32(act_d), i32(bp is not None), i32(residual is not None), i32(act)))
-        return y
-    # Unfused: the intermediate goes through global memory; then per image
-    # y[n] (K × P·Q) = w_pointwise (K × M·C) · mid[n] (M·C × P·Q), one batched GEMM.
-    from .gemm import gemm_launch  # noqa: PLC0415
-    PQ = dw.P * dw.Q
-    mid = be.empty((N, CM, dw.P, dw.Q), np.float32)
-    _dw.launch(be, dw, x, wd, bd, act_d, None, mid)
-    gemm_launch(be, wp, mid, y, K, PQ, CM, lda=CM, ldb=PQ, ldc=PQ, batch=N, stride_a=0,
-                stride_b=CM * PQ, stride_c=K * PQ, bias=bp, act=act, residual=residual)
-    return y
+            i32(has["bias_depthwise"]), i32(act_d), i32(has["bias_pointwise"]), i32(has["residual"]), i32(act)))]
+        algo = FUSED_NAME
+    else:
+        # Unfused: the intermediate goes through global memory; then per image
+        # y[n] (K × P·Q) = w_pointwise (K × M·C) · mid[n] (M·C × P·Q), one batched GEMM.
+        PQ = dw.P * dw.Q
+        workspace = layout_buffers(("mid", "float32", N * CM * PQ))
+        pl, launches = _dw.launches(dw, X, Ref("w_depthwise"), Ref("mid"), has["bias_depthwise"], False, act_d,
+                                    bias=Ref("bias_depthwise"))
+        launches += gemm_launches(Ref("w_pointwise"), Ref("mid"), OUT, K, PQ, CM, lda=CM, ldb=PQ, ldc=PQ,
+                                  batch=N, stride_a=0, stride_b=CM * PQ, stride_c=K * PQ,
+                                  bias=Ref("bias_pointwise") if has["bias_pointwise"] else None, act=act,
+                                  residual=Ref("residual") if has["residual"] else None)
+        algo = f"unfused:{pl.kernel}"
+    return Plan("separable_conv2d", algo, dw, tuple(launches), _ROLES,
+                (Output("out", out_shape, np.dtype(np.float32)),), be.device_key(),
+                workspace_bytes=workspace[1] if workspace else 0, buffers=workspace[0] if workspace else (),
+                absent=frozenset(r for r in _ROLES if not has[r]),
+                expected=tuple((r, tuple(env[r].shape), "float32") for r in _ROLES if has[r]))
+
+
+def _planned(be, arrays, out, stride, padding, dilation, activation_depthwise, activation, fused):
+    env = {r: _common.native(be, a, "input" if r == "x" else r) for r, a in zip(_ROLES, arrays)}
+    env["out"] = _common.native(be, out, "out")
+    key = (be.device_key(), *(be.meta(env[r]) for r in (*_ROLES, "out")), stride, padding, dilation,
+           activation_depthwise, activation, fused)
+    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: _plan(
+        be, env, stride, padding, dilation, activation_depthwise, activation, fused, misaligned))
+    return plan, env
+
+
+def plan_separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None, stride=1,
+                          padding=0, dilation=1, *, activation_depthwise=None, activation=None, residual=None,
+                          fused=None) -> Plan:
+    """The ``Plan`` that ``separable_conv2d`` with the same arguments runs."""
+    return _planned(current_backend(), (x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual),
+                    None, stride, padding, dilation, activation_depthwise, activation, fused)[0]
+
+
+def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None,
+                     stride=1, padding=0, dilation=1, *, activation_depthwise=None, activation=None,
+                     residual=None, fused=None, out=None):
+    """Depthwise-separable convolution: depthwise (M·C, 1, R, S) then pointwise (K, M·C, 1, 1).
+
+    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. Returns (N, K, P, Q) on
+    the current backend. See the module docstring for ``fused``.
+    """
+    be = current_backend()
+    plan, env = _planned(be, (x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual), out,
+                         stride, padding, dilation, activation_depthwise, activation, fused)
+    return _common.run_plan(be, plan, env, [("input" if r == "x" else r, env[r]) for r in _ROLES])

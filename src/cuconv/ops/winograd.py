@@ -6,7 +6,7 @@ Three algorithms for ``cuconv.conv2d``:
   transform U = G g Gᵀ (skipped when ``transformed_weight=`` is given), input transform
   V = Bᵀ d B into a workspace, the element-wise stage as α² batched GEMMs
   M[ξ] = U[ξ]·V[ξ] (U laid out [α²][K][C], V [α²][C][T], so this is exactly one batched
-  ``gemm_launch``), output transform Aᵀ M A with the bias/residual/activation epilogue.
+  GEMM), output transform Aᵀ M A with the bias/residual/activation epilogue.
   The tiles are processed in chunks so that V and M fit ``max_workspace_bytes``.
 * ``"winograd_fused_f2x2_3x3"``: input transform, products and output transform of
   F(2x2,3x3) in one kernel with the tiles in shared memory; no V or M in global memory.
@@ -14,108 +14,46 @@ Three algorithms for ``cuconv.conv2d``:
 ``winograd_filter_transform(w, variant)`` returns U (shape (α², K, C)) so that a pipeline
 transforms its weights once and passes ``conv2d(..., algo=..., transformed_weight=U)``.
 
-Workspace (what ``workspace_bytes`` reports and ``max_workspace_bytes`` bounds): V and M for
-one chunk of tiles, α²·(C + K)·ld floats with ld the chunk's tile count rounded up to a multiple
-of 4 (16-byte aligned GEMM rows); when the whole batch is one chunk and N·tiles is a multiple of
-4 that is exactly ``cost.winograd_workspace_bytes``. Plus U, α²·K·C floats
-(``cost.winograd_filter_bytes``), which the op allocates whenever no ``transformed_weight`` is
-passed (counted either way: the front end asks before it knows). The fused kernel needs U only.
+Workspace (what the plan reports and ``max_workspace_bytes`` bounds): V and M for one chunk of
+tiles, α²·(C + K)·ld floats with ld the chunk's tile count rounded up to a multiple of 4
+(16-byte aligned GEMM rows); when the whole batch is one chunk and N·tiles is a multiple of 4
+that is exactly ``cost.winograd_workspace_bytes``. Plus U, α²·K·C floats
+(``cost.winograd_filter_bytes``), unless a ``transformed_weight`` is passed. The fused kernel
+needs U only.
 
 Extra ``conv2d`` keyword arguments: ``transformed_weight=U`` and ``multiply="auto" | "gemm" |
 "simple"`` (the element-wise stage on the tiled GEMM of ops/gemm.py, or on the one-thread-per-
-output reference kernel in winograd.cu; "auto" takes the GEMM when ops/gemm.py is present).
+output reference kernel in winograd.cu).
+
+The matrices, the shape rule and the buffer sizes are cuconv.winograd_math's (shared with the
+cost model).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
 from ..backend import current_backend
-from ..compile import KernelEntry, register_kernel
+from ..plan import Launch, Output, Plan, PlanCache, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
-from ..cost import winograd_unsupported_reason
+from ..registry import KernelEntry, register_kernel
+from ..winograd_math import (  # noqa: F401
+    INTERPOLATION_POINTS,
+    VARIANTS,
+    R,
+    interpolation_matrices,
+    tile_size,
+    winograd_matrices,
+)
+from ..winograd_math import unsupported_reason as _shape_reason
 from . import _common
-from ._common import i32, i64
-from .conv2d import ConvAlgorithm, register_algorithm
-from .gemm import gemm_launch
+from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from ._common import OUT, W, X, i32, i64
+from .gemm import gemm_launches
 
 FILE = "winograd.cu"
 THREADS = 256
-R = 3                                      # the filter size every variant here is built for
-
-# variant name -> output tile size m
-VARIANTS = {"f2x2_3x3": 2, "f4x4_3x3": 4}
-# The finite interpolation points of each F(m, 3) (plus the point at infinity); see winograd.cu.
-INTERPOLATION_POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -2)}
-
-
-# =========================================================================== the matrices
-def _poly_from_roots(roots) -> list[Fraction]:
-    """Coefficients (ascending powers) of Π (x − a) over ``roots``."""
-    coeffs = [Fraction(1)]
-    for a in roots:
-        nxt = [Fraction(0)] * (len(coeffs) + 1)
-        for i, c in enumerate(coeffs):
-            nxt[i + 1] += c
-            nxt[i] -= a * c
-        coeffs = nxt
-    return coeffs
-
-
-def interpolation_matrices(points, m: int, r: int = R):
-    """(Aᵀ, G, Bᵀ) of F(m, r) from its α − 1 finite interpolation points and ∞, exact.
-
-    Toom-Cook for the linear convolution, transposed into a correlation (the derivation is
-    in kernels/winograd.cu): Aᵀ[i][j] = a_j^i, G[i][j] = a_i^j / Π_{l≠i}(a_i − a_l),
-    Bᵀ row i = the coefficients of Π_{l≠i}(x − a_l); the ∞ rows are [0 … 0 1] in Aᵀ's last
-    column and G, and Π_l (x − a_l) in Bᵀ. Lists of lists of Fractions.
-    """
-    points = [Fraction(p) for p in points]
-    alpha = m + r - 1
-    if len(points) != alpha - 1 or len(set(points)) != len(points):
-        raise ValueError(f"F({m},{r}) needs {alpha - 1} distinct finite points, got {points}")
-    AT = [[a ** i for a in points] + [Fraction(int(i == m - 1))] for i in range(m)]
-    G, BT = [], []
-    for i, a in enumerate(points):
-        others = [b for j, b in enumerate(points) if j != i]
-        denom = Fraction(1)
-        for b in others:
-            denom *= a - b
-        G.append([a ** j / denom for j in range(r)])
-        BT.append(_poly_from_roots(others) + [Fraction(0)])
-    G.append([Fraction(int(j == r - 1)) for j in range(r)])
-    BT.append(_poly_from_roots(points))
-    return AT, G, BT
-
-
-# Lavin & Gray's sign choices on top of the derivation (a diagonal scale along ξ may move between
-# Aᵀ, G and Bᵀ as long as the three scales multiply to 1): F(2,3) negates row 0 of Bᵀ into G and
-# the ∞ row of Bᵀ into Aᵀ; F(4,3) is exactly the derivation.
-_SIGNS = {2: dict(BT=(-1, 1, 1, -1), G=(-1, 1, 1, 1), A=(1, 1, 1, -1)),
-          4: dict(BT=(1,) * 6, G=(1,) * 6, A=(1,) * 6)}
-
-
-def winograd_matrices(m: int):
-    """The (Aᵀ, G, Bᵀ) the kernels of F(m×m, 3×3) hard-code, as exact Fractions."""
-    if m not in INTERPOLATION_POINTS:
-        raise ValueError(f"Winograd output tile m must be 2 or 4, got {m!r}")
-    AT, G, BT = interpolation_matrices(INTERPOLATION_POINTS[m], m)
-    s = _SIGNS[m]
-    AT = [[v * s["A"][j] for j, v in enumerate(row)] for row in AT]
-    G = [[v * s["G"][i] for v in row] for i, row in enumerate(G)]
-    BT = [[v * s["BT"][i] for v in row] for i, row in enumerate(BT)]
-    return AT, G, BT
-
-
-def _variant_m(variant) -> int:
-    names = {**VARIANTS, **{f"winograd_{k}": v for k, v in VARIANTS.items()},
-             "fused_f2x2_3x3": 2, "winograd_fused_f2x2_3x3": 2}
-    if not isinstance(variant, str) or variant not in names:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)} (or an algorithm name "
-                         f"{sorted(k for k in names if k.startswith('winograd_'))}), got {variant!r}")
-    return names[variant]
 
 
 # =========================================================================== configs and kernels
@@ -154,6 +92,13 @@ ENTRIES["multiply_simple"] = register_kernel(KernelEntry(
     FILE, "winograd_multiply_simple", "winograd_multiply_simple", block_threads=THREADS, min_blocks_per_sm=2))
 ENTRIES["fused"] = register_kernel(KernelEntry(
     FILE, FUSED_CONFIG.expression, FUSED_CONFIG.name, block_threads=THREADS, min_blocks_per_sm=2, main=True))
+# Exact non-finite semantics (winograd.cu's header): the flags, and the direct fix-up per tile size.
+ENTRIES["flags"] = register_kernel(KernelEntry(
+    FILE, "winograd_flags_init", "winograd_flags_init", block_threads=THREADS, min_blocks_per_sm=2))
+for _m in VARIANTS.values():
+    ENTRIES[("fixup", _m)] = register_kernel(KernelEntry(
+        FILE, f"winograd_fixup<{_m}>", f"winograd_fixup_f{_m}x{_m}_3x3", block_threads=THREADS,
+        min_blocks_per_sm=2))
 
 _MAX_BLOCKS = 1 << 20     # the transform kernels are grid-stride loops
 
@@ -166,7 +111,7 @@ def _grid(total: int) -> tuple[int, int, int]:
 def unsupported_reason(problem: Conv2dProblem) -> str | None:
     """Why F(m×m, 3×3) cannot run ``problem`` (None when it can): the cost model's shape rule
     (3x3, stride 1, dilation 1, groups 1) plus the kernels' float32."""
-    reason = winograd_unsupported_reason(problem)
+    reason = _shape_reason(problem)
     if problem.dtype != "float32":
         dtype_rule = f"float32 (got {problem.dtype})"
         return f"{reason}, {dtype_rule}" if reason else f"Winograd F(mxm,3x3) needs {dtype_rule}"
@@ -183,8 +128,8 @@ def _round4(n: int) -> int:
 
 
 @dataclass(frozen=True)
-class WinogradPlan:
-    """How the non-fused pipeline runs one problem: tiles, chunking, buffers, element-wise work.
+class WinogradChunks:
+    """How the non-fused pipeline splits one problem: tiles, chunks, buffers, element-wise work.
 
     V is (α², C, ld) and M (α², K, ld) per chunk: ld >= chunk_tiles, a multiple of 4 where the
     limit allows, so that the GEMM's rows start 16-byte aligned (its vectorised loads/stores).
@@ -225,9 +170,12 @@ class WinogradPlan:
         return [(self.alpha ** 2, self.K, ldt, self.C) for _, _, ldt in self.chunk_list()]
 
 
-def plan(problem: Conv2dProblem, m: int, max_workspace_bytes: int | None = None) -> WinogradPlan:
+def chunking(problem: Conv2dProblem, m: int, max_workspace_bytes: int | None = None,
+             with_filter: bool = True, fixed_bytes: int = 0) -> WinogradChunks:
     """Tile the problem and choose the chunk of tiles whose V and M (plus U) fit the limit.
 
+    ``with_filter``: U is part of the workspace (no ``transformed_weight`` given); ``fixed_bytes``:
+    the rest of the workspace that does not depend on the chunk (the non-finite flags).
     Without a limit the whole batch is one chunk. With one, the chunk is the largest that fits,
     rounded down to a multiple of 32 tiles (else of 4) when that leaves any; when not even one
     tile fits, the plan reports the one-tile figure and the front end refuses.
@@ -242,8 +190,10 @@ def plan(problem: Conv2dProblem, m: int, max_workspace_bytes: int | None = None)
     filter_bytes = a2 * problem.K * problem.C * item
     per_tile = a2 * (problem.C + problem.K) * item
 
+    u_bytes = (filter_bytes if with_filter else 0) + fixed_bytes
+
     def fits(columns: int) -> bool:
-        return max_workspace_bytes is None or columns * per_tile + filter_bytes <= max_workspace_bytes
+        return max_workspace_bytes is None or columns * per_tile + u_bytes <= max_workspace_bytes
 
     cap = max(4, _MAX_BUFFER_ELEMENTS // (a2 * max(problem.C, problem.K)) // 4 * 4)
     chunk = min(tiles, cap)
@@ -252,160 +202,149 @@ def plan(problem: Conv2dProblem, m: int, max_workspace_bytes: int | None = None)
     elif fits(chunk):
         ld = chunk
     else:
-        fit = max(0, (max_workspace_bytes - filter_bytes) // per_tile)
+        fit = max(0, (max_workspace_bytes - u_bytes) // per_tile)
         chunk = fit - fit % 32 if fit >= 32 else fit - fit % 4 if fit >= 4 else max(1, fit)
         ld = chunk
-    return WinogradPlan(m, tiles_h, tiles_w, tiles, chunk, ld, filter_bytes, ld * per_tile,
+    return WinogradChunks(m, tiles_h, tiles_w, tiles, chunk, ld, filter_bytes, ld * per_tile,
                         problem.K, problem.C)
 
 
-# =========================================================================== launchers
-def filter_transform_launch(be, w, U, m: int) -> None:
-    """U[ξ][k][c] = (G w[k, c] Gᵀ)[ξ] (checked arrays: w (K, C, 3, 3), U (α², K, C))."""
-    K, C = int(w.shape[0]), int(w.shape[1])
-    be.launch(FILE, ENTRIES[("filter_transform", m)].expression, _grid(K * C), (THREADS, 1, 1),
-              (w, U, i32(K), i32(C)))
+# =========================================================================== launches
+def filter_transform_launch(w: Ref, U: Ref, K: int, C: int, m: int) -> Launch:
+    """U[ξ][k][c] = (G w[k, c] Gᵀ)[ξ] (w (K, C, 3, 3), U (α², K, C))."""
+    return Launch(ENTRIES[("filter_transform", m)], _grid(K * C), (THREADS, 1, 1), (w, U, i32(K), i32(C)))
 
 
-def input_transform_launch(be, x, V, problem: Conv2dProblem, pl: WinogradPlan, tile_begin: int,
-                           tile_count: int, ldt: int | None = None) -> None:
-    """V (α², C, ldt): the chunk's tiles in columns < tile_count, zeros in the pad columns."""
+def input_transform_launch(x: Ref, V: Ref, problem: Conv2dProblem, ch: WinogradChunks, tile_begin: int,
+                           tile_count: int, ldt: int | None = None, tile_flags: Ref = Ref("tile_flags")) -> Launch:
+    """V (α², C, ldt): the chunk's tiles in columns < tile_count, zeros in the pad columns; the
+    flag of every tile whose input window holds a non-finite value set in ``tile_flags``."""
     ldt = tile_count if ldt is None else ldt
-    be.launch(FILE, ENTRIES[("input_transform", pl.m)].expression, _grid(problem.C * ldt),
-              (THREADS, 1, 1),
-              (x, V, i32(problem.C), i32(problem.H), i32(problem.W), i32(problem.pad_h), i32(problem.pad_w),
-               i32(pl.tiles_h), i32(pl.tiles_w), i64(tile_begin), i32(tile_count), i32(ldt)))
+    p = problem
+    return Launch(ENTRIES[("input_transform", ch.m)], _grid(p.C * ldt), (THREADS, 1, 1),
+                  (x, V, i32(p.C), i32(p.H), i32(p.W), i32(p.pad_h), i32(p.pad_w),
+                   i32(ch.tiles_h), i32(ch.tiles_w), i64(tile_begin), i32(tile_count), i32(ldt), tile_flags))
 
 
-def output_transform_launch(be, Mx, out, bias, act: int, residual, problem: Conv2dProblem,
-                            pl: WinogradPlan, tile_begin: int, tile_count: int, ldt: int | None = None) -> None:
+def output_transform_launch(Mx: Ref, out: Ref, has_bias: bool, act: int, has_residual: bool,
+                            problem: Conv2dProblem, ch: WinogradChunks, tile_begin: int, tile_count: int,
+                            ldt: int | None = None) -> Launch:
     """out's tiles of the chunk from Mx (α², K, ldt), with the fused epilogue."""
     ldt = tile_count if ldt is None else ldt
-    ph = _common.placeholder(be, "float32")
-    be.launch(FILE, ENTRIES[("output_transform", pl.m)].expression, _grid(problem.K * tile_count),
-              (THREADS, 1, 1),
-              (Mx, out, ph if bias is None else bias, i32(bias is not None),
-               ph if residual is None else residual, i32(residual is not None), i32(act),
-               i32(problem.K), i32(problem.P), i32(problem.Q), i32(pl.tiles_h), i32(pl.tiles_w),
-               i64(tile_begin), i32(tile_count), i32(ldt)))
+    p = problem
+    return Launch(ENTRIES[("output_transform", ch.m)], _grid(p.K * tile_count), (THREADS, 1, 1),
+                  (Mx, out, *_common.epilogue_refs(has_bias, has_residual), i32(act),
+                   i32(p.K), i32(p.P), i32(p.Q), i32(ch.tiles_h), i32(ch.tiles_w),
+                   i64(tile_begin), i32(tile_count), i32(ldt)))
 
 
-def _multiply(be, U, V, Mx, batch: int, K: int, C: int, T: int, method: str) -> None:
+def multiply_launches(U: Ref, V: Ref, Mx: Ref, batch: int, K: int, C: int, T: int, method: str) -> list[Launch]:
     """Mx[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T) for ξ < batch (all row-major, contiguous):
     the tiled GEMM of gemm.cu ("auto", "gemm"), or winograd.cu's simple reference ("simple")."""
     if method in ("auto", "gemm"):
-        gemm_launch(be, U, V, Mx, K, T, C, lda=C, ldb=T, ldc=T, batch=batch,
-                    stride_a=K * C, stride_b=C * T, stride_c=K * T)
-        return
-    be.launch(FILE, ENTRIES["multiply_simple"].expression, _grid(batch * K * T), (THREADS, 1, 1),
-              (U, V, Mx, i32(batch), i32(K), i32(C), i32(T)))
+        return gemm_launches(U, V, Mx, K, T, C, lda=C, ldb=T, ldc=T, batch=batch,
+                             stride_a=K * C, stride_b=C * T, stride_c=K * T)
+    return [Launch(ENTRIES["multiply_simple"], _grid(batch * K * T), (THREADS, 1, 1),
+                   (U, V, Mx, i32(batch), i32(K), i32(C), i32(T)))]
 
 
-def fused_launch(be, x, U, out, bias, act: int, residual, problem: Conv2dProblem,
-                 config: FusedConfig = FUSED_CONFIG) -> None:
-    tiles_h, tiles_w = -(-problem.P // 2), -(-problem.Q // 2)
-    tiles = problem.N * tiles_h * tiles_w
-    grid = (-(-tiles // config.bt), -(-problem.K // config.bk), 1)
-    ph = _common.placeholder(be, "float32")
-    be.launch(FILE, config.expression, grid, (THREADS, 1, 1),
-              (x, U, out, ph if bias is None else bias, i32(bias is not None),
-               ph if residual is None else residual, i32(residual is not None), i32(act),
-               i32(problem.N), i32(problem.C), i32(problem.H), i32(problem.W), i32(problem.K),
-               i32(problem.P), i32(problem.Q), i32(problem.pad_h), i32(problem.pad_w),
-               i32(tiles_h), i32(tiles_w)))
+def fused_launch(x: Ref, U: Ref, out: Ref, has_bias: bool, act: int, has_residual: bool,
+                 problem: Conv2dProblem, config: FusedConfig = FUSED_CONFIG) -> Launch:
+    p = problem
+    tiles_h, tiles_w = -(-p.P // 2), -(-p.Q // 2)
+    tiles = p.N * tiles_h * tiles_w
+    grid = (-(-tiles // config.bt), -(-p.K // config.bk), 1)
+    bias, hb, res, hr = _common.epilogue_refs(has_bias, has_residual)
+    return Launch(ENTRIES["fused"], grid, (THREADS, 1, 1),
+                  (x, U, out, bias, hb, res, hr, i32(act),
+                   i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(p.K),
+                   i32(p.P), i32(p.Q), i32(p.pad_h), i32(p.pad_w), i32(tiles_h), i32(tiles_w), Ref("tile_flags")))
 
 
-# =========================================================================== public API
-def winograd_filter_transform(w, variant: str = "f4x4_3x3", *, out=None):
-    """U = G w Gᵀ for every (k, c): shape (α², K, C), float32, on the current backend.
-
-    ``variant``: "f2x2_3x3" (α = 4; also what "winograd_fused_f2x2_3x3" takes) or "f4x4_3x3"
-    (α = 6). Transform a layer's weights once and pass ``transformed_weight=U`` to
-    ``conv2d(..., algo="winograd_...")`` together with the same ``w``. Computed in double and
-    rounded once to float32.
-    """
-    m = _variant_m(variant)
-    be = current_backend()
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
-    K, C, r, s = (int(d) for d in w.shape)
-    if (r, s) != (R, R):
-        raise ValueError(f"winograd_filter_transform needs a 3x3 filter (K, C, 3, 3), "
-                         f"got weight shape {tuple(w.shape)}")
-    if K <= 0 or C <= 0:
-        raise ValueError(f"weight must have K > 0 and C > 0, got shape {tuple(w.shape)}")
-    alpha = m + R - 1
-    U = _common.prepare_out(out, (alpha * alpha, K, C), np.float32, be, inputs=(("weight", w),))
-    _common.same_device(be, weight=w, out=U)
-    filter_transform_launch(be, w, U, m)
-    return U
+def flag_parts(problem: Conv2dProblem, m: int) -> tuple:
+    """The workspace parts of the non-finite flags: one int per tile of the batch, one per filter."""
+    th, tw = -(-problem.P // m), -(-problem.Q // m)
+    return (("tile_flags", "int32", problem.N * th * tw), ("k_flags", "int32", problem.K))
 
 
-def _check_transformed_weight(be, U, problem: Conv2dProblem, m: int, algo: str):
-    alpha = m + R - 1
-    want = (alpha * alpha, problem.K, problem.C)
-    U = _common.as_tensor(U, "transformed_weight", ndim=3, dtypes=("float32",), be=be)
-    if tuple(U.shape) != want:
-        raise ValueError(f"transformed_weight for algo={algo!r} must have shape (α², K, C) = {want} "
-                         f"(winograd_filter_transform(w, 'f{m}x{m}_3x3') of weight {problem.weight_shape}), "
-                         f"got {tuple(U.shape)}")
-    return U
+def flags_bytes(problem: Conv2dProblem, m: int) -> int:
+    """Their bytes, up to the 16-byte boundary where the next buffer starts."""
+    return -(-layout_buffers(*flag_parts(problem, m))[1] // 16) * 16
 
 
-def _filter(be, w, transformed_weight, problem: Conv2dProblem, m: int, algo: str):
-    if transformed_weight is not None:
-        U = _check_transformed_weight(be, transformed_weight, problem, m, algo)
-        _common.same_device(be, weight=w, transformed_weight=U)
-        return U
-    alpha = m + R - 1
-    U = be.empty((alpha * alpha, problem.K, problem.C), np.float32)
-    filter_transform_launch(be, w, U, m)
-    return U
+def flags_launch(problem: Conv2dProblem, m: int) -> Launch:
+    """Clears the tile flags and marks the filters holding a non-finite weight."""
+    tiles = problem.N * (-(-problem.P // m)) * (-(-problem.Q // m))
+    return Launch(ENTRIES["flags"], _grid(max(tiles, problem.K)), (THREADS, 1, 1),
+                  (W, Ref("k_flags"), Ref("tile_flags"), i32(problem.K), i32(problem.C), i64(tiles)))
 
 
+def fixup_launch(problem: Conv2dProblem, m: int, has_bias: bool, act: int, has_residual: bool) -> Launch:
+    """Recomputes the flagged tiles and filters directly (exact NaN/Inf semantics)."""
+    p = problem
+    tiles_h, tiles_w = -(-p.P // m), -(-p.Q // m)
+    bias, hb, res, hr = _common.epilogue_refs(has_bias, has_residual)
+    return Launch(ENTRIES[("fixup", m)], _grid(p.N * tiles_h * tiles_w * p.K), (THREADS, 1, 1),
+                  (X, W, OUT, bias, hb, res, hr, i32(act), Ref("tile_flags"), Ref("k_flags"),
+                   i32(p.N), i32(p.C), i32(p.H), i32(p.W), i32(p.K), i32(p.P), i32(p.Q),
+                   i32(p.pad_h), i32(p.pad_w), i32(tiles_h), i32(tiles_w)))
+
+
+# =========================================================================== plans
 def _check_multiply(multiply) -> str:
     if multiply not in ("auto", "gemm", "simple"):
         raise ValueError(f"multiply must be 'auto', 'gemm' or 'simple', got {multiply!r}")
     return multiply
 
 
-def _run_nonfused(m: int):
+def _filter_stage(spec: ConvSpec, m: int, algo: str):
+    """(U slot, its launches, its workspace part): the given transformed weight, or the
+    filter transform into the workspace."""
+    p = spec.problem
+    alpha = m + R - 1
+    given = spec.option("transformed_weight")
+    if given is not None:
+        want = (alpha * alpha, p.K, p.C)
+        _, shape, dtype = given
+        if len(shape) != 3:
+            raise ValueError(f"transformed_weight must be 3-D (α², K, C) = {want}, got shape {tuple(shape)}")
+        if dtype != "float32":
+            raise TypeError(f"transformed_weight must have dtype float32, got {dtype} (shape {tuple(shape)})")
+        if tuple(shape) != want:
+            raise ValueError(f"transformed_weight for algo={algo!r} must have shape (α², K, C) = {want} "
+                             f"(winograd_filter_transform(w, 'f{m}x{m}_3x3') of weight {p.weight_shape}), "
+                             f"got {tuple(shape)}")
+        return Ref("transformed_weight"), [], [], [("transformed_weight", want)]
+    return Ref("U"), [filter_transform_launch(W, Ref("U"), p.K, p.C, m)], [("U", "float32", alpha * alpha * p.K * p.C)], []
+
+
+def _plan_nonfused(m: int):
     algo = f"winograd_f{m}x{m}_3x3"
 
-    def run(be, problem, x, w, bias, act, residual, out, *, max_workspace_bytes=None,
-            transformed_weight=None, multiply="auto"):
-        method = _check_multiply(multiply)
-        pl = plan(problem, m, max_workspace_bytes)
-        U = _filter(be, w, transformed_weight, problem, m, algo)
-        a2, C, K = pl.alpha ** 2, problem.C, problem.K
-        V_flat = be.empty((a2 * C * pl.ld,), np.float32)
-        M_flat = be.empty((a2 * K * pl.ld,), np.float32)
-        for begin, count, ldt in pl.chunk_list():
-            V = V_flat[:a2 * C * ldt].reshape(a2, C, ldt)
-            Mx = M_flat[:a2 * K * ldt].reshape(a2, K, ldt)
-            input_transform_launch(be, x, V, problem, pl, begin, count, ldt)
-            # The pad columns of V are zeros, so M's pad columns are zeros too; the GEMM runs
-            # over all ldt columns so that every row it touches starts 16-byte aligned.
-            _multiply(be, U, V, Mx, a2, K, C, ldt, method)
-            output_transform_launch(be, Mx, out, bias, act, residual, problem, pl, begin, count, ldt)
+    def plan(spec: ConvSpec):
+        p = spec.problem
+        reason = unsupported_reason(p)
+        if reason is not None:
+            raise PlanError(reason)
+        method = _check_multiply(spec.option("multiply", "auto"))
+        U, launches, parts, extra = _filter_stage(spec, m, algo)
+        launches.insert(0, flags_launch(p, m))
+        ch = chunking(p, m, spec.max_workspace_bytes, with_filter=not extra, fixed_bytes=flags_bytes(p, m))
+        a2, C, K = ch.alpha ** 2, p.C, p.K
+        workspace = layout_buffers(*parts, *flag_parts(p, m), ("V", "float32", a2 * C * ch.ld),
+                                   ("M", "float32", a2 * K * ch.ld))
+        for begin, count, ldt in ch.chunk_list():
+            # V and M of a chunk are (α², C, ldt) and (α², K, ldt) at the start of their buffers.
+            # The pad columns of V are zeros, so M's pad columns are zeros too; the GEMM runs over
+            # all ldt columns so that every row it touches starts 16-byte aligned.
+            launches.append(input_transform_launch(X, Ref("V"), p, ch, begin, count, ldt))
+            launches += multiply_launches(U, Ref("V"), Ref("M"), a2, K, C, ldt, method)
+            launches.append(output_transform_launch(Ref("M"), OUT, spec.has_bias, spec.act, spec.has_residual,
+                                                    p, ch, begin, count, ldt))
+        launches.append(fixup_launch(p, m, spec.has_bias, spec.act, spec.has_residual))
+        return conv_plan(spec, algo, launches, workspace=workspace, extra_inputs=extra)
 
-    return run
-
-
-def _run_fused(be, problem, x, w, bias, act, residual, out, *, max_workspace_bytes=None,
-               transformed_weight=None):
-    U = _filter(be, w, transformed_weight, problem, 2, "winograd_fused_f2x2_3x3")
-    fused_launch(be, x, U, out, bias, act, residual, problem)
-
-
-def _workspace_nonfused(m: int):
-    def workspace_bytes(problem, limit=None) -> int:
-        return plan(problem, m, limit).workspace_bytes()
-    return workspace_bytes
-
-
-def _workspace_fused(problem, limit=None) -> int:
-    """U only (allocated when no transformed_weight is passed); V and M never reach global memory."""
-    return 16 * problem.K * problem.C * problem.itemsize
+    return plan
 
 
 def _fused_reason(problem: Conv2dProblem) -> str | None:
@@ -415,52 +354,65 @@ def _fused_reason(problem: Conv2dProblem) -> str | None:
     return reason
 
 
-# --------------------------------------------------------------------------- the auto rule
-# Per tile the input transform costs O(α²) per input channel and the output transform O(α²) per
-# output channel; the saving, m²·9 − α² multiplications, is per (input, output) channel pair, on
-# the K·C product term. So the transforms are amortised only when C and K are both large: we take
-# Winograd for 3x3 stride 1 with C >= 16 and K >= 16. On the house scale (direct 0, the general
-# GEMM algorithms implicit_gemm 10 and im2col_gemm 20, pointwise 90; specialised kernels above the
-# general ones where they apply):
-#   * fused F(2x2,3x3), 35: 2.25x fewer multiplications than a GEMM formulation, no V/M traffic;
-#   * F(4x4,3x3), 40, above it when C, K >= 64 and the output is at least 8x8: 4x fewer
-#     multiplications, and large enough that the transforms and the partial edge tiles are a
-#     small share. Its error is ~5-10x F(2x2,3x3)'s (docs/winograd_accuracy.md), still within
-#     fp32 inference use;
-#   * non-fused F(2x2,3x3), 15: a fallback below im2col_gemm (the fused kernel runs every problem
-#     it runs, without the V/M round trips through global memory).
-# No GPU measurement backs the exact numbers yet (cuconv bench will); the ordering follows the
-# multiplication counts.
-MIN_CHANNELS = 16
-MIN_CHANNELS_F4 = 64
-MIN_OUTPUT_F4 = 8
+def _plan_fused(spec: ConvSpec):
+    """U (unless a transformed_weight is passed) and the flags; V and M never reach global memory."""
+    p = spec.problem
+    reason = _fused_reason(p)
+    if reason is not None:
+        raise PlanError(reason)
+    U, launches, parts, extra = _filter_stage(spec, 2, "winograd_fused_f2x2_3x3")
+    launches = [flags_launch(p, 2), *launches, fused_launch(X, U, OUT, spec.has_bias, spec.act, spec.has_residual, p),
+                fixup_launch(p, 2, spec.has_bias, spec.act, spec.has_residual)]
+    return conv_plan(spec, "winograd_fused_f2x2_3x3", launches,
+                     workspace=layout_buffers(*parts, *flag_parts(p, 2)), extra_inputs=extra)
 
 
-def _winograd_worth_it(problem: Conv2dProblem) -> bool:
-    return problem.C >= MIN_CHANNELS and problem.K >= MIN_CHANNELS
+WINOGRAD_F2 = ConvAlgorithm(
+    "winograd_f2x2_3x3", _plan_nonfused(2), options=("transformed_weight", "multiply"),
+    description="Winograd F(2x2,3x3): transforms + 16 batched GEMMs (2.25x fewer multiplications)")
+WINOGRAD_F4 = ConvAlgorithm(
+    "winograd_f4x4_3x3", _plan_nonfused(4), options=("transformed_weight", "multiply"),
+    description="Winograd F(4x4,3x3): transforms + 36 batched GEMMs (4x fewer multiplications)")
+WINOGRAD_FUSED = ConvAlgorithm(
+    "winograd_fused_f2x2_3x3", _plan_fused, options=("transformed_weight",),
+    description="Winograd F(2x2,3x3) in one kernel, tiles in shared memory (no V/M workspace)")
+ALGORITHMS = (WINOGRAD_F2, WINOGRAD_F4, WINOGRAD_FUSED)
 
 
-def _priority_fused(problem):
-    return 35.0 if _winograd_worth_it(problem) else None
+# =========================================================================== winograd_filter_transform
+_FILTER_PLANS = PlanCache()
 
 
-def _priority_f2(problem):
-    return 15.0 if _winograd_worth_it(problem) else None
+def _filter_plan(be, w, variant, out) -> Plan:
+    m = tile_size(variant)
+    w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
+    K, C, r, s = (int(d) for d in w.shape)
+    if (r, s) != (R, R):
+        raise ValueError(f"winograd_filter_transform needs a 3x3 filter (K, C, 3, 3), "
+                         f"got weight shape {tuple(w.shape)}")
+    if K <= 0 or C <= 0:
+        raise ValueError(f"weight must have K > 0 and C > 0, got shape {tuple(w.shape)}")
+    alpha = m + R - 1
+    shape = (alpha * alpha, K, C)
+    if out is not None:
+        _common.check_out(out, shape, np.float32, be)
+        _common.same_device(be, weight=w, out=out)
+    return Plan("winograd_filter_transform", f"f{m}x{m}_3x3", None,
+                (filter_transform_launch(W, OUT, K, C, m),), ("w",),
+                (Output("out", shape, np.dtype(np.float32)),), be.device_key(),
+                expected=(("w", tuple(w.shape), "float32"),))
 
 
-def _priority_f4(problem):
-    if (problem.C >= MIN_CHANNELS_F4 and problem.K >= MIN_CHANNELS_F4
-            and min(problem.P, problem.Q) >= MIN_OUTPUT_F4):
-        return 40.0
-    return None
+def winograd_filter_transform(w, variant: str = "f4x4_3x3", *, out=None):
+    """U = G w Gᵀ for every (k, c): shape (α², K, C), float32, on the current backend.
 
-
-register_algorithm(ConvAlgorithm(
-    "winograd_f2x2_3x3", unsupported_reason, _run_nonfused(2), _workspace_nonfused(2), _priority_f2,
-    ("float32",), "Winograd F(2x2,3x3): transforms + 16 batched GEMMs (2.25x fewer multiplications)"))
-register_algorithm(ConvAlgorithm(
-    "winograd_f4x4_3x3", unsupported_reason, _run_nonfused(4), _workspace_nonfused(4), _priority_f4,
-    ("float32",), "Winograd F(4x4,3x3): transforms + 36 batched GEMMs (4x fewer multiplications)"))
-register_algorithm(ConvAlgorithm(
-    "winograd_fused_f2x2_3x3", _fused_reason, _run_fused, _workspace_fused, _priority_fused,
-    ("float32",), "Winograd F(2x2,3x3) in one kernel, tiles in shared memory (no V/M workspace)"))
+    ``variant``: "f2x2_3x3" (α = 4; also what "winograd_fused_f2x2_3x3" takes) or "f4x4_3x3"
+    (α = 6). Transform a layer's weights once and pass ``transformed_weight=U`` to
+    ``conv2d(..., algo="winograd_...")`` together with the same ``w``. Computed in double and
+    rounded once to float32.
+    """
+    be = current_backend()
+    env = {"w": _common.native(be, w, "weight"), "out": _common.native(be, out, "out")}
+    key = (be.device_key(), be.meta(env["w"]), be.meta(env["out"]), variant)
+    plan = _common.cached_plan(_FILTER_PLANS, key, env, lambda _: _filter_plan(be, env["w"], variant, env["out"]))
+    return _common.run_plan(be, plan, env, (("weight", env["w"]),))

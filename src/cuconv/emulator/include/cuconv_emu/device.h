@@ -51,7 +51,10 @@ static inline void __prof_trigger(int) {}
 
 // ----------------------------------------------------------------------------
 // Warp collectives, built on cuconv_emu::warp_collective (see runtime.h).
-static inline unsigned __activemask() { return cuconv_emu::active_mask(); }
+// The lanes of the warp that reach this call too (see converge_arrive in runtime.h).
+static inline unsigned __activemask(const char* file = __builtin_FILE(), unsigned line = __builtin_LINE()) {
+    return cuconv_emu::converge_arrive("__activemask()", file, line);
+}
 
 namespace cuconv_emu {
 inline void syncwarp_fn(void**, void*) {}
@@ -220,7 +223,7 @@ static inline int __all_sync(unsigned mask, int pred, const char* file = __built
 static inline int __uni_sync(unsigned mask, int pred, const char* file = __builtin_FILE(),
                              unsigned line = __builtin_LINE()) {
     unsigned b = cuconv_emu::vote<cuconv_emu::kBallot>("__uni_sync()", mask, 0, pred != 0, file, line);
-    return b == 0 || b == (mask & __activemask());
+    return b == 0 || b == (mask & cuconv_emu::active_mask());
 }
 template <typename T>
 static inline unsigned __match_any_sync(unsigned mask, T value, const char* file = __builtin_FILE(),

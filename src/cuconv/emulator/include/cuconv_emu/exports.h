@@ -1,5 +1,6 @@
 // The C entry points of an emulator library, included after the generated
-// kernel table `cuconv_emu_kernel_table` (and `cuconv_emu_kernel_table_size`) (see cuconv/emulator/_build.py). The
+// kernel table `cuconv_emu_kernel_table` (and `cuconv_emu_kernel_table_size`) and the table of host-visible
+// variables `cuconv_emu_global_table` (see cuconv/emulator/_build.py). The
 // runner process (runner.cpp) calls these through dlsym.
 #pragma once
 #define CUCONV_EMU_EXPORT extern "C" __attribute__((visibility("default")))
@@ -11,7 +12,8 @@ CUCONV_EMU_EXPORT int cuconv_emu_kernel_count() {
 }
 
 // One line per kernel "K\t<name>\t<nparams>" followed by one line per parameter
-// "P\t<kind>\t<dtype>\t<size>\t<const>\t<C++ type>".
+// "P\t<kind>\t<dtype>\t<size>\t<const>\t<C++ type>"; then one line per global variable
+// "G\t<name>\t<size>\t<dtype>\t<itemsize>\t<rank>\t<extents>".
 CUCONV_EMU_EXPORT const char* cuconv_emu_describe() {
     static char* text = nullptr;
     static size_t cap = 0, len = 0;
@@ -40,7 +42,19 @@ CUCONV_EMU_EXPORT const char* cuconv_emu_describe() {
             add("P\t%c\t%c\t%u\t%u\t%s\n", p.kind, p.dtype, p.size, (unsigned)p.is_const, p.type_name());
         }
     }
+    for (int i = 0; i < cuconv_emu_global_table_size; ++i) {
+        const cuconv_emu::GlobalEntry& g = cuconv_emu_global_table[i];
+        add("G\t%s\t%llu\t%c\t%u\t%u\t%llu,%llu,%llu,%llu\n", g.name, g.size, g.dtype, g.itemsize, g.rank,
+            g.extents[0], g.extents[1], g.extents[2], g.extents[3]);
+    }
     return text;
+}
+
+// The address and size of global variable `index` of the table (RawModule.get_global).
+CUCONV_EMU_EXPORT void* cuconv_emu_global_address(int index, unsigned long long* size) {
+    if (index < 0 || index >= cuconv_emu_global_table_size) return nullptr;
+    *size = cuconv_emu_global_table[index].size;
+    return cuconv_emu_global_table[index].address;
 }
 
 // Runs kernel `index` over the grid. Returns 0, or an error kind (runtime.h)

@@ -5,6 +5,13 @@
 // branches (e.g. a plain C++ version of an inline-PTX helper).
 #pragma once
 #define CUCONV_EMULATOR 1
+// What nvcc and NVRTC define for device code besides __CUDA_ARCH__ (undefined here):
+// code tests these to pick APIs (cooperative groups, cuda::barrier...).
+#define __CUDACC__ 1
+#define __CUDACC_VER_MAJOR__ 12
+#define __CUDACC_VER_MINOR__ 0
+#define CUDART_VERSION 12000
+#define CUDA_VERSION 12000
 
 // Standard headers first: <memory> uses __attribute__((__noinline__)), which
 // the __noinline__ macro below would break if it came later. (The list is
@@ -31,6 +38,7 @@
 #include "types.h"
 #include "runtime.h"
 #include "device.h"
+#include "not_emulated.h"
 
 #ifndef CUDART_INF_F
 #include "../math_constants.h"

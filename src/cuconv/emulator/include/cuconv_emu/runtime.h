@@ -10,7 +10,7 @@
 //   - a barrier that not every live thread reaches (some exited, or wait at a
 //     different __syncthreads) and deadlocks of barriers and warp collectives;
 //   - warp collectives whose mask names an exited lane, omits the caller, or
-//     whose lanes disagree on the mask.
+//     whose lanes disagree on the mask (a deadlock, reported with both masks).
 #pragma once
 
 #include <sys/mman.h>
@@ -151,6 +151,28 @@ KernelEntry kernel_entry(const char* name) {
     return KernelEntry{name, &Thunk::invoke, param_count<decltype(K)>::value, Thunk::params};
 }
 
+// A __constant__ / __device__ variable the host may read and write
+// (RawModule.get_global): its address, size and element type and shape.
+struct GlobalEntry {
+    const char* name;
+    void* address;
+    unsigned long long size;
+    char dtype;         // as ParamInfo::dtype, of the element type
+    unsigned itemsize;  // sizeof the element type
+    unsigned rank;      // array dimensions (0 for a scalar or struct)
+    unsigned long long extents[4];
+};
+
+template <typename T>
+GlobalEntry global_entry(const char* name, const void* address) {
+    using E = std::remove_cv_t<std::remove_all_extents_t<T>>;
+    GlobalEntry g{name, const_cast<void*>(address), sizeof(T), dtype_code<E>(), (unsigned)sizeof(E),
+                  (unsigned)std::rank_v<T>, {std::extent_v<T, 0>, std::extent_v<T, 1>, std::extent_v<T, 2>,
+                                             std::extent_v<T, 3>}};
+    if (g.rank > 4) g.rank = 0;  // described as flat bytes
+    return g;
+}
+
 // ----------------------------------------------------------------------------
 // Dynamic shared memory: one fixed buffer, so that `extern __shared__` arrays
 // (rewritten to references bound to it) may live at namespace scope too. Its
@@ -163,7 +185,9 @@ inline void* dynamic_shared_memory() { return g_dynamic_shared_storage + kShared
 
 // ----------------------------------------------------------------------------
 // Threads, warps, the block barrier.
-enum ThreadState : unsigned char { kRunnable, kAtBarrier, kAtWarp, kExited };
+// kAtConverge: at __activemask()/coalesced_threads(), waiting to learn which lanes of its warp
+// got there too (see converge_arrive).
+enum ThreadState : unsigned char { kRunnable, kAtBarrier, kAtWarp, kAtConverge, kExited };
 enum ErrorKind : int { kOk = 0, kDivergence = 1, kFault = 2, kBadLaunch = 3 };
 
 typedef void (*CollectiveFn)(void** lanes, void* ctx);
@@ -250,6 +274,7 @@ struct Engine {
     void** argv = nullptr;
     size_t shared_mem = 0;
     int order = 0;  // 0 forward, 1 reverse, 2 random
+    bool cooperative = false;  // launched with enable_cooperative_groups=True (grid_group::is_valid)
     uint64_t rng = 0;
     bool in_launch = false;
 
@@ -587,18 +612,17 @@ inline void warp_collective(unsigned mask, void* my_data, CollectiveFn fn, void*
         failf(kDivergence, "%s at %s:%u: mask 0x%08x names lane %d of warp %u, which has exited", name, file, line,
               mask, __builtin_ctz(gone), wid);
     }
+    // Join the open collective of the same kind and mask. One whose mask overlaps
+    // but differs may still complete (lanes 0-7 wait at a mask of 16 lanes while
+    // lanes 8-15 first meet at their own __syncwarp(0xff00)), so it is opened beside
+    // it; lanes that truly disagree end in the deadlock report, which lists both.
     Collective* c = nullptr;
     for (int i = 0; i < w.nopen; ++i) {
         Collective& o = w.open[i];
-        if (o.mask == need && o.fn == fn) {
+        if (o.mask == need && o.fn == fn && !(o.arrived & bit)) {
             c = &o;
             break;
         }
-        if (o.mask & need)
-            failf(kDivergence,
-                  "warp %u: lane %u reached %s at %s:%u (mask 0x%08x) while lanes 0x%08x wait at %s at %s:%u "
-                  "(mask 0x%08x)",
-                  wid, lane, name, file, line, mask, o.arrived, o.name, o.file, o.line, o.mask);
     }
     if (!c) {
         c = &w.open[w.nopen++];
@@ -634,6 +658,33 @@ inline void warp_collective(unsigned mask, void* my_data, CollectiveFn fn, void*
 #ifdef CUCONV_EMU_TSAN
     __tsan_acquire(&w);
 #endif
+}
+
+// A convergence point: __activemask() and coalesced_threads(). The emulator has no
+// program counter shared by a warp, so "the lanes active here" is defined as the
+// lanes of the warp that reach this same call site (file and line) before blocking
+// anywhere else: the caller waits until no thread of the block can run, then every
+// lane waiting at the site learns the mask of them all (the scheduler releases
+// them, release_convergence). Lanes that took another branch are blocked elsewhere
+// or exited by then, so a divergent branch sees only its own lanes, as on the GPU.
+inline unsigned converge_arrive(const char* name, const char* file, unsigned line) {
+    Engine& e = g_engine;
+    Thread* t = e.current;
+    if (!t) return 1u;
+    CUCONV_EMU_INTERNAL;
+    t->state = kAtConverge;
+    t->wait_name = name;
+    t->wait_file = file;
+    t->wait_line = line;
+    t->wait_mask = 0;
+#ifdef CUCONV_EMU_TSAN
+    __tsan_release(&e.warps[t->linear >> 5]);
+#endif
+    switch_to_scheduler(false);
+#ifdef CUCONV_EMU_TSAN
+    __tsan_acquire(&e.warps[t->linear >> 5]);
+#endif
+    return t->wait_mask;
 }
 
 // Let the other threads run (a thread spinning on __nanosleep, for example).
@@ -758,6 +809,32 @@ inline void shuffle_run_order() {
     }
 }
 
+// Called when no thread can run: the lanes waiting at each convergence point
+// learn their mask and run again. Returns whether any lane was released.
+inline bool release_convergence() {
+    Engine& e = g_engine;
+    bool released = false;
+    for (unsigned i = 0; i < e.nthreads; ++i) {
+        Thread& t = e.threads[i];
+        if (t.state != kAtConverge) continue;
+        unsigned w = i >> 5, mask = 0;
+        for (unsigned l = 0; l < 32 && w * 32 + l < e.nthreads; ++l) {
+            const Thread& u = e.threads[w * 32 + l];
+            if (u.state == kAtConverge && u.wait_line == t.wait_line &&
+                (u.wait_file == t.wait_file || strcmp(u.wait_file, t.wait_file) == 0))
+                mask |= 1u << l;
+        }
+        for (unsigned l = 0; l < 32; ++l)
+            if (mask >> l & 1u) {
+                Thread& u = e.threads[w * 32 + l];
+                u.state = kRunnable;
+                u.wait_mask = mask;
+            }
+        released = true;
+    }
+    return released;
+}
+
 inline int run_block() {
     Engine& e = g_engine;
     const unsigned n = e.nthreads;
@@ -816,6 +893,7 @@ inline int run_block() {
             e.barrier_first = nullptr;
             continue;
         }
+        if (!ran && release_convergence()) continue;
         if (!ran) {
             e.error_kind = kDivergence;
             e.error = describe_deadlock();
@@ -833,6 +911,8 @@ inline int run_block() {
 inline int launch(const KernelEntry* kernel, const unsigned grid[3], const unsigned block[3], size_t shared_mem,
                   void** argv, int order, unsigned long long seed) {
     Engine& e = g_engine;
+    e.cooperative = (order >> 8) & 1;  // flags above the order code
+    order &= 0xff;
     e.error_kind = kOk;
     e.error = Text();
     e.error_has_thread = false;

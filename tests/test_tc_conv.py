@@ -1,81 +1,21 @@
-"""Tensor-core GEMM and convolution (kernels/tc_gemm.cu, kernels/tc_conv.cu, ops/tensor_core.py).
-
-Two kinds of checks:
-* bit-exact: small-integer inputs make every product and partial sum exact, so the kernels
-  (fast and simple) must equal an integer reference exactly — a fragment, ldmatrix or
-  swizzle indexing bug is an O(1) error;
-* accuracy: random inputs against float64 computed from the *quantized* operands (fp16/bf16
-  as stored; tf32 = cvt.rna of the fp32 inputs), element by element
-      |out − ref| <= ulp_T(ref) + 2^-20·sqrt(K_red)·(|x| ⊛ |w| + |bias| + |residual|),
-  i.e. one unit of the output's rounding plus fp32 accumulation error normalised by Σ|a|·|b|
-  (research note §8.9: errors are normalised by Σ|a|·|b|, not |ref|); and the project's
-  normwise relative error against the plain float64 reference with cuconv.testing.TOLERANCES.
+"""Tensor-core implicit-GEMM convolution (kernels/tc_conv.cu, ops/tc_conv.py; configs in ops/tc_common.py):
+bit-exact on small integers and accurate on random inputs (the checks of tests/tc_helpers.py).
 Shapes are small and awkward (C, K not multiples of 8 or 16, odd H and W, stride 2, dilation
 2, groups, batch 1 and 3). Every test body runs on the emulator and, when present, the GPU.
 """
 from __future__ import annotations
 
-import ml_dtypes
+import ml_dtypes  # noqa: F401  (bfloat16 arrays)
 import numpy as np
 import pytest
 from conftest import put
+from tc_helpers import BF16, DT, check_tc, ints, nchw_to_nhwc, nhwc_to_nchw, operand, rand  # noqa: F401
 
 import cuconv
-from cuconv.ops import tensor_core as tc
+from cuconv.ops import tc_common, tc_conv, tc_gemm  # noqa: F401
 from cuconv.reference import conv2d_ref
-from cuconv.reference.conv import apply_epilogue
+from cuconv.reference.conv import apply_epilogue  # noqa: F401
 from cuconv.testing import assert_close, poison
-
-BF16 = ml_dtypes.bfloat16
-DT = {"float16": np.float16, "bfloat16": BF16, "float32": np.float32}
-MANT = {"float16": (10, -14), "bfloat16": (7, -126), "float32": (23, -126)}
-
-
-def tf32_rna(a) -> np.ndarray:
-    """cvt.rna.tf32.f32 on every element (ties away from zero), as float32."""
-    u = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    special = (u & 0x7F800000) == 0x7F800000
-    r = np.where(special, u, ((u + 0x1000) & 0xFFFFE000) & 0xFFFFFFFF).astype(np.uint32)
-    return r.view(np.float32)
-
-
-def operand(a, dtype):
-    """The value the tensor cores multiply: the stored value, or its tf32 rounding."""
-    a = np.asarray(a)
-    return (tf32_rna(a) if dtype == "float32" else a).astype(np.float64)
-
-
-def ulp(v, dtype):
-    mbits, emin = MANT[dtype]
-    e = np.floor(np.log2(np.maximum(np.abs(v), 2.0 ** emin)))
-    return 2.0 ** (e - mbits)
-
-
-def check_tc(out, ref, norm, dtype, k_red, what=""):
-    """|out − ref| <= ulp_T(ref) + 2^-20·sqrt(k_red)·norm, elementwise; NaN fails."""
-    out = np.asarray(out).astype(np.float64)
-    assert np.all(np.isfinite(out)), f"{what}: {np.sum(~np.isfinite(out))} non-finite outputs (unwritten?)"
-    bound = ulp(np.maximum(np.abs(ref), np.abs(out)), dtype) + 2.0 ** -20 * np.sqrt(k_red) * norm
-    excess = np.abs(out - ref) - bound
-    worst = np.unravel_index(np.argmax(excess), excess.shape)
-    assert excess[worst] <= 0, (f"{what}: error {abs(out[worst] - ref[worst]):.3g} at {worst} exceeds "
-                                f"{bound[worst]:.3g} (got {out[worst]}, want {ref[worst]})")
-
-
-def rand(rng, shape, dtype, lo=-1.0, hi=1.0):
-    return rng.uniform(lo, hi, shape).astype(DT[dtype])
-
-
-def ints(rng, shape, dtype, lim=3):
-    return rng.integers(-lim, lim + 1, shape).astype(DT[dtype])
-
-
-def nchw_to_nhwc(a):
-    return np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1)))
-
-
-def nhwc_to_nchw(a):
-    return np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2)))
 
 
 # ----------------------------------------------------------------- convolution, NCHW through conv2d
@@ -178,7 +118,7 @@ def test_tc_conv2d_nhwc(be, rng, dtype, C, K, path):
     ref, norm, plain = conv_reference(x, w, bias, None, "relu", args, dtype)
     out = put(be, np.empty(nchw_to_nhwc(ref).shape, DT[dtype]))
     poison(out)
-    tc.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), put(be, bias), **args, layout="NHWC",
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), put(be, bias), **args, layout="NHWC",
                  activation="relu", out=out, allow_tf32=dtype == "float32")
     res = nhwc_to_nchw(be.to_numpy(out))
     check_tc(res, ref, norm, dtype, C * 6, path)
@@ -194,7 +134,7 @@ def test_tc_conv2d_main_config(be, rng):
     ref, norm, _ = conv_reference(x, w, None, nhwc_to_nchw(residual), None, args, "float16")
     out = put(be, np.empty((2, 9, 9, 24), np.float16))
     poison(out)
-    tc.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), residual=put(be, residual), **args,
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), residual=put(be, residual), **args,
                  out=out, config="tc_conv_f16_128x128x32_64x32_s4_v8")
     check_tc(nhwc_to_nchw(be.to_numpy(out)), ref, norm, "float16", 144, "main config")
 
@@ -212,60 +152,10 @@ def test_tc_conv2d_integers_bit_exact(be, rng, config):
     assert np.abs(want).max() < 2048              # exactly representable in fp16
     out = put(be, np.empty((2, 7, 9, 16), np.float16))
     poison(out)
-    tc.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), **args, out=out, config=config)
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), **args, out=out, config=config)
     assert np.abs(want).max() > 16            # (not a vacuous all-small result)
     np.testing.assert_array_equal(nhwc_to_nchw(be.to_numpy(out)).astype(np.float64), want)
 
-
-# ----------------------------------------------------------------- GEMM
-def gemm_check(be, rng, dtype, M, N, K, batch_a=None, batch_b=None, epilogue=False, config=None):
-    a = rand(rng, ((batch_a,) if batch_a else ()) + (M, K), dtype)
-    b = rand(rng, ((batch_b,) if batch_b else ()) + (K, N), dtype)
-    batch = batch_a or batch_b
-    shape = ((batch,) if batch else ()) + (M, N)
-    bias = rand(rng, (M,), dtype) if epilogue else None
-    residual = rand(rng, shape, dtype) if epilogue else None
-    act = "silu" if epilogue else None
-    qa, qb = operand(a, dtype), operand(b, dtype)
-    f = lambda v: None if v is None else np.asarray(v).astype(np.float64)  # noqa: E731
-    ref = apply_epilogue(np.matmul(qa, qb), None, f(residual), act)
-    norm = np.matmul(np.abs(qa), np.abs(qb))
-    if epilogue:
-        ref = apply_epilogue(np.matmul(qa, qb) + f(bias)[:, None], None, f(residual), act)
-        norm = norm + np.abs(f(bias))[:, None] + np.abs(f(residual))
-    out = put(be, np.empty(shape, DT[dtype]))
-    poison(out)
-    got = tc.tc_gemm(put(be, a), put(be, b), out, bias=put(be, bias), residual=put(be, residual),
-                     activation=act, allow_tf32=dtype == "float32", config=config)
-    assert got is out
-    check_tc(be.to_numpy(out), ref, norm, dtype, K, f"tc_gemm {dtype} {M}x{N}x{K}")
-
-
-@pytest.mark.parametrize("dtype,M,N,K", [
-    ("float16", 70, 40, 72),        # 16-byte copies, partial tiles in M and N
-    ("bfloat16", 33, 24, 40),
-    ("float32", 20, 12, 36),        # tf32, 16-byte copies (4 floats)
-    ("float16", 17, 18, 50),        # K % 8 = 2: the 4-byte-copy config
-    ("float16", 9, 5, 37),          # odd K and N: no cp.async width fits -> the simple kernel
-])
-def test_tc_gemm(be, rng, dtype, M, N, K):
-    gemm_check(be, rng, dtype, M, N, K)
-
-
-def test_tc_gemm_batched_with_epilogue(be, rng):
-    gemm_check(be, rng, "bfloat16", 24, 16, 24, batch_a=3, epilogue=True)
-    gemm_check(be, rng, "float32", 16, 20, 12, batch_b=2)
-
-
-@pytest.mark.parametrize("config", [None, "simple", "tc_gemm_f16_128x128x32_64x32_s4_v8"])
-def test_tc_gemm_integers_bit_exact(be, rng, config):
-    """Small integers: exact. The fast kernel reads B through ldmatrix.trans (B is K-major)."""
-    a = ints(rng, (40, 64), "float16")
-    b = ints(rng, (64, 24), "float16")
-    out = put(be, np.empty((40, 24), np.float16))
-    poison(out)
-    tc.tc_gemm(put(be, a), put(be, b), out, config=config)
-    np.testing.assert_array_equal(be.to_numpy(out).astype(np.float64), a.astype(np.float64) @ b.astype(np.float64))
 
 
 # ----------------------------------------------------------------- sanitizers and thread order
@@ -280,18 +170,15 @@ def test_conv_under_sanitizers_and_random_order(rng):
         with cuconv.backend("emulator", **settings) as be:
             out = np.empty((1, ref.shape[2], ref.shape[3], 12), np.float16)
             poison(out)
-            tc.tc_conv2d(nchw_to_nhwc(x), nchw_to_nhwc(w), **args, out=out)
+            tc_conv.tc_conv2d(nchw_to_nhwc(x), nchw_to_nhwc(w), **args, out=out)
             check_tc(nhwc_to_nchw(out), ref, norm, "float16", 72, str(settings))
 
 
 # ----------------------------------------------------------------- argument checks (no kernel runs)
 def test_float32_needs_allow_tf32(rng):
     with cuconv.backend("emulator"):
-        a = rand(rng, (4, 8), "float32")
         with pytest.raises(TypeError, match="allow_tf32"):
-            tc.tc_gemm(a, a.T.copy())
-        with pytest.raises(TypeError, match="allow_tf32"):
-            tc.tc_conv2d(rand(rng, (1, 3, 3, 4), "float32"), rand(rng, (2, 1, 1, 4), "float32"))
+            tc_conv.tc_conv2d(rand(rng, (1, 3, 3, 4), "float32"), rand(rng, (2, 1, 1, 4), "float32"))
         x, w = rand(rng, (1, 4, 3, 3), "float32"), rand(rng, (2, 4, 1, 1), "float32")
         with pytest.raises(TypeError, match="float16 or bfloat16"):
             cuconv.conv2d(x, w, algo="implicit_gemm_tc")
@@ -307,31 +194,27 @@ def test_bad_arguments(rng):
         x16 = rand(rng, (1, 5, 5, 4), "float16")
         w16 = rand(rng, (2, 3, 3, 4), "float16")
         with pytest.raises(ValueError, match="layout"):
-            tc.tc_conv2d(x16, w16, layout="NWHC")
+            tc_conv.tc_conv2d(x16, w16, layout="NWHC")
         with pytest.raises(TypeError, match="same dtype"):
-            tc.tc_conv2d(x16, w16.astype(BF16))
+            tc_conv.tc_conv2d(x16, w16.astype(BF16))
         with pytest.raises(ValueError, match="channels"):
-            tc.tc_conv2d(x16, rand(rng, (2, 3, 3, 5), "float16"))
+            tc_conv.tc_conv2d(x16, rand(rng, (2, 3, 3, 5), "float16"))
         with pytest.raises(ValueError, match="unknown tensor-core config"):
-            tc.tc_conv2d(x16, w16, config="tc_conv_f16_1x1")
+            tc_conv.tc_conv2d(x16, w16, config="tc_conv_f16_1x1")
         with pytest.raises(ValueError, match="bfloat16 conv kernel|needs a float16"):
-            tc.tc_conv2d(x16, w16, config="tc_conv_bf16_64x64x32_32x32_s3_v8")
+            tc_conv.tc_conv2d(x16, w16, config="tc_conv_bf16_64x64x32_32x32_s3_v8")
         with pytest.raises(ValueError, match="NHWC"):
             cuconv.conv2d(nhwc_to_nchw(x16), rand(rng, (2, 4, 3, 3), "float16"), algo="implicit_gemm_tc",
                           layout="NHWC")
-        with pytest.raises(ValueError, match="K of a @ b"):
-            tc.tc_gemm(rand(rng, (4, 8), "float16"), rand(rng, (4, 8), "float16"))
-        with pytest.raises(ValueError, match="multiples of 8"):
-            tc.tc_gemm(rand(rng, (4, 12), "float16"), rand(rng, (12, 8), "float16"),
-                       config="tc_gemm_f16_64x64x32_32x32_s3_v8")
 
 
 def test_every_config_is_registered_with_its_reasoning():
     from cuconv.compile import registered_kernels  # noqa: PLC0415
     labels = {e.label: e for e in registered_kernels()}
-    for cfg in tc.CONFIGS:
+    for cfg in tc_common.CONFIGS:
         e = labels[cfg.name]
         assert e.dynamic_smem == cfg.smem_bytes and e.block_threads == cfg.threads
         assert ("sm_75" in e.archs) == (cfg.dtype == "float16" and cfg.stages == 2)
-    for aux in tc.AUX.values():
+    for aux in tc_common.AUX.values():
         assert aux.name in labels
+

@@ -18,7 +18,7 @@ from conftest import put
 
 import cuconv
 from cuconv import emulator
-from cuconv.ops import tensor_core as tc
+from cuconv.ops import tc_probe
 
 BF16 = ml_dtypes.bfloat16
 
@@ -110,8 +110,7 @@ def run_mma(be, name, A, B, C, options=()):
     a, b, c = pack(name, A, B, C)
     d = np.full((A.shape[0] * 32, 4), np.nan, np.float32)
     a_, b_, c_, d_ = (put(be, v) for v in (a, b, c, d))
-    tc.launch(be, tc.PROBE_FILE, "tc_probe_mma", (A.shape[0], 1, 1), (32, 1, 1), (np.int32(kind), a_, b_, c_, d_),
-              options=options)
+    tc_probe.launch(be, "tc_probe_mma", (A.shape[0], 1, 1), (32, 1, 1), (np.int32(kind), a_, b_, c_, d_), portable=bool(options))
     return unpack_d(be.to_numpy(d_), A.shape[0])
 
 
@@ -225,7 +224,7 @@ def test_divergent_mma_is_reported(be):
     skip_unless_emulator(be, "a divergent mma.sync is undefined behaviour on a GPU")
     z = np.zeros((32, 4), np.uint32)
     with pytest.raises((emulator.BarrierDivergence, emulator.KernelFault)):
-        tc.launch(be, tc.PROBE_FILE, "tc_probe_mma", (1, 1, 1), (32, 1, 1),
+        tc_probe.launch(be, "tc_probe_mma", (1, 1, 1), (32, 1, 1),
                   (np.int32(-1), z, np.zeros((32, 2), np.uint32), np.zeros((32, 4), np.float32),
                    np.zeros((32, 4), np.float32)))
 
@@ -276,9 +275,8 @@ def expected_ldmatrix(num, trans):
 
 def run_ldmatrix(be, smem, row_off, num, trans, options=()):
     out = put(be, np.full((32, 4), 0xDEADBEEF, np.uint32))
-    tc.launch(be, tc.PROBE_FILE, "tc_probe_ldmatrix", (1, 1, 1), (32, 1, 1),
-              (np.int32(num), np.int32(trans), put(be, smem), np.int32(smem.size), put(be, row_off), out),
-              options=options)
+    tc_probe.launch(be, "tc_probe_ldmatrix", (1, 1, 1), (32, 1, 1),
+              (np.int32(num), np.int32(trans), put(be, smem), np.int32(smem.size), put(be, row_off), out), portable=bool(options))
     return be.to_numpy(out)
 
 
@@ -320,7 +318,7 @@ def test_cvt_rna_tf32_edge_cases(be, rng):
     u = u[((u & 0x7F800000) != 0x7F800000) | ((u & 0x007FFFFF) == 0)]   # NaNs are checked separately
     x = u.view(np.float32)
     out = put(be, np.full(x.size, 0xDEADBEEF, np.uint32))
-    tc.launch(be, tc.PROBE_FILE, "tc_probe_cvt_tf32", (-(-x.size // 256), 1, 1), (256, 1, 1),
+    tc_probe.launch(be, "tc_probe_cvt_tf32", (-(-x.size // 256), 1, 1), (256, 1, 1),
               (put(be, x), out, np.int32(x.size)))
     got = be.to_numpy(out)
     want = tf32_rna_model(u)
@@ -330,7 +328,7 @@ def test_cvt_rna_tf32_edge_cases(be, rng):
 
     nan = put(be, np.array([np.nan, -np.nan], np.float32))
     out = put(be, np.zeros(2, np.uint32))
-    tc.launch(be, tc.PROBE_FILE, "tc_probe_cvt_tf32", (1, 1, 1), (256, 1, 1), (nan, out, np.int32(2)))
+    tc_probe.launch(be, "tc_probe_cvt_tf32", (1, 1, 1), (256, 1, 1), (nan, out, np.int32(2)))
     assert np.all(np.isnan(be.to_numpy(out).view(np.float32)))
 
 
@@ -339,9 +337,8 @@ def run_cp_async(be, mode, nbytes, src, src_bytes, options=()):
     out = put(be, np.full(32 * 48, 0x5A, np.uint8))
     s = put(be, src)
     end = s[src.size:]                          # one past the end: must never be read
-    tc.launch(be, tc.PROBE_FILE, "tc_probe_cp_async", (1, 1, 1), (32, 1, 1),
-              (np.int32(mode), np.int32(nbytes), s, end, put(be, src_bytes), out),
-              options=options)
+    tc_probe.launch(be, "tc_probe_cp_async", (1, 1, 1), (32, 1, 1),
+              (np.int32(mode), np.int32(nbytes), s, end, put(be, src_bytes), out), portable=bool(options))
     return be.to_numpy(out)
 
 
@@ -387,8 +384,8 @@ def test_cp_async_bad_arguments_are_reported(be, rng):
 
 def run_pipeline(be, bug, src, options=()):
     out = put(be, np.full(64, np.nan, np.float32))
-    tc.launch(be, tc.PROBE_FILE, "tc_probe_pipeline", (1, 1, 1), (64, 1, 1),
-              (np.int32(bug), put(be, src), out, np.int32(src.size // 64)), options=options)
+    tc_probe.launch(be, "tc_probe_pipeline", (1, 1, 1), (64, 1, 1),
+              (np.int32(bug), put(be, src), out, np.int32(src.size // 64)), portable=bool(options))
     return be.to_numpy(out)
 
 

@@ -1,0 +1,284 @@
+// conv_dgrad.cu — the data gradient of conv2d (the textbook's §9.8 (c), "dgrad"): dX as the
+// full convolution of dY with the rotated filter, i.e. the transposed convolution. NCHW dy and
+// dx, KCRS w, float or double (accumulation in the element type), any stride, padding (the end
+// padding only shapes P and Q, which the kernels are given), dilation and groups:
+//
+//   dx[n, g·Cg + c, h, w] = Σ_{k < Kg} Σ_{r, s} dy[n, g·Kg + k, p, q] · w[g·Kg + k, c, r, s]
+//     over the taps with h + pad_h − r·dil_h = p·stride_h, 0 <= p < P, and likewise for
+//     (w, s, q): a tap reaches an input row only when that difference is a multiple of the
+//     stride. Every dx element is written exactly once; no atomics, no zero-inserted dy.
+//
+// Variants, simplest to fastest:
+//   1. dgrad_direct<T, BLOCK>: one thread per dx element (grid-stride); every (r, s) is tested
+//      for the divisibility above and the reachable ones summed over k. Always correct: the
+//      yardstick of the tests and the fallback for problems the GEMM's int math cannot hold.
+//   2. dgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB>: CUTLASS's dgrad as an implicit GEMM
+//      per group and per *phase*. The dx pixels split into stride_h·stride_w phases
+//      (h mod stride_h, w mod stride_w); within a phase the taps that reach a pixel are the
+//      same for every pixel — the r with phase_h + pad_h − r·dil_h ≡ 0 (mod stride_h), an
+//      arithmetic progression r0, r0 + step, ... (step = stride_h / gcd(stride_h, dil_h)) —
+//      and they reach dy row p = i + off0 − t·doff for the phase's i-th row (t the tap's rank).
+//      So each phase is a dense GEMM with no inserted zeros and no per-element tap test:
+//        M = N·ceil((H − phase_h)/stride_h)·ceil((W − phase_w)/stride_w) phase pixels,
+//        N = C/groups input channels, reduction = K/groups × (the phase's taps).
+//      At stride 1 there is one phase with all R·S taps. A phase no tap reaches (stride larger
+//      than the dilated filter) is a GEMM with an empty reduction: its pixels get zeros.
+//      The tile machinery is implicit_gemm.cu's: BM×BN×BK block tile, TM×TN register tile per
+//      thread in runs of up to 4 contiguous elements, double-buffered shared memory with the
+//      next step's gathers in registers during the FMAs, and the epilogue parked column by
+//      column in shared memory so that consecutive threads store consecutive phase pixels.
+//      A (BM pixels × BK output channels) is gathered from dy: each thread owns one pixel and
+//      BK/A_K_STEP channels; B (BK × BN) from w at the current tap.
+//
+// Configs (ops/conv_dgrad.py), 256 threads each, 0 spills on sm_75 ... sm_120 (the compile
+// matrix, tests/test_compile.py, checks them and the blocks per SM promised):
+//   f32 64x64x8 4x4, f32 128x64x8 8x4 (main): 2 blocks/SM; f64 64x64x8 4x4: 1 block/SM (its
+//   accumulators and fragments need 144-152 registers on sm_75 ... sm_100).
+// Shared memory: 2·BK·(BM + BN + 4)·sizeof(T) bytes (12 544 B for the main config).
+// Static analysis (`cuconv kernels --analyze --file conv_dgrad.cu --arch sm_90`; NVRTC SASS, no
+// GPU): dgrad_implicit_gemm_f32_128x64x8_8x4 — 127 regs, main loop 381 instructions, math
+// share 67 % (the forward implicit_gemm_f32_128x64x8_8x4: 68 %), 0.67 FMA per shared byte;
+// 64x64x8: 109 regs, 56 %. A step costs what the forward's does: the bounds test of the
+// tap's dy row/column replaces the forward's input test, and the tap progression is a few adds.
+// Both variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
+// they agree bit for bit (tests/test_conv_dgrad.py checks it).
+//
+// Index math: whole-tensor offsets are 64-bit (cc_index_t); the phase GEMM's M, the block
+// index and the weight tensor's offsets are int (the op's can_implement rejects problems
+// where they would not fit).
+#include "common.cuh"
+
+#define CC_DGRAD_PARAMS(T)                                                                   \
+    const T* __restrict__ w, const T* __restrict__ dy, T* __restrict__ dx,                   \
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,                           \
+    int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w,        \
+    int groups
+
+// --------------------------------------------------------------------------- 1. direct
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, 2)
+dgrad_direct(CC_DGRAD_PARAMS(T)) {
+    const int Cg = C / groups, Kg = K / groups, RS = R * S;
+    const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q;
+    const cc_index_t total = (cc_index_t)N * C * HW;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
+        const int ww = (int)(idx % W);
+        const int h = (int)((idx / W) % H);
+        const cc_index_t nc = idx / HW;
+        const int c = (int)(nc % C);
+        const cc_index_t n = nc / C;
+        const int g = c / Cg, cl = c - g * Cg;
+        const T* dy_g = dy + (n * K + (cc_index_t)g * Kg) * PQ;
+        const T* w_g = w + ((cc_index_t)g * Kg * Cg + cl) * RS;
+        T acc = T(0);
+        for (int r = 0; r < R; ++r) {
+            const int th = h + pad_h - r * dilation_h;
+            if (th < 0 || th % stride_h != 0) continue;
+            const int p = th / stride_h;
+            if (p >= P) continue;
+            for (int s = 0; s < S; ++s) {
+                const int tw = ww + pad_w - s * dilation_w;
+                if (tw < 0 || tw % stride_w != 0) continue;
+                const int q = tw / stride_w;
+                if (q >= Q) continue;
+                for (int k = 0; k < Kg; ++k)
+                    acc = cc_fma(cc_ldg(dy_g + k * PQ + (cc_index_t)p * Q + q),
+                                 cc_ldg(w_g + (cc_index_t)k * Cg * RS + r * S + s), acc);
+            }
+        }
+        dx[idx] = acc;
+    }
+}
+
+// --------------------------------------------------------------------------- 2. implicit GEMM
+// The tap progressions per phase: cc_dgrad_taps in common.cuh.
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
+dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    constexpr int THREADS_M = BM / TM;
+    constexpr int THREADS_N = BN / TN;
+    constexpr int VM = TM < 4 ? TM : 4;
+    constexpr int VN = TN < 4 ? TN : 4;
+    constexpr int A_LOADS = BM * BK / THREADS;
+    constexpr int B_LOADS = BN * BK / THREADS;
+    constexpr int A_K_STEP = THREADS / BM;
+    constexpr int B_N_STEP = THREADS / BK;
+    constexpr int BN_PAD = BN + 4;
+    static_assert(BM % TM == 0 && BN % TN == 0, "the thread tile must divide the block tile");
+    static_assert(TM % VM == 0 && TN % VN == 0, "TM and TN are 1, 2 or multiples of 4");
+    static_assert(THREADS % BM == 0 && BK % A_K_STEP == 0, "A staging: each thread owns one pixel");
+    static_assert(THREADS % BK == 0 && BN % B_N_STEP == 0, "B staging: each thread owns one channel k");
+    static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK, "whole tiles");
+    static_assert(B_LOADS <= 32, "the B validity mask is 32 bits");
+    constexpr int A_ELEMS = 2 * BK * BM, B_ELEMS = 2 * BK * BN_PAD;
+    constexpr int EPI_ELEMS = THREADS_N * BM;
+    constexpr int SMEM_ELEMS = A_ELEMS + B_ELEMS > EPI_ELEMS ? A_ELEMS + B_ELEMS : EPI_ELEMS;
+
+    __shared__ __align__(16) T smem[SMEM_ELEMS];
+    auto As = [&](int buf, int k, int m) -> T& { return smem[(buf * BK + k) * BM + m]; };
+    auto Bs = [&](int buf, int k, int n) -> T& { return smem[A_ELEMS + (buf * BK + k) * BN_PAD + n]; };
+
+    const int Cg = C / groups, Kg = K / groups;
+    const int RS = R * S, PQ = P * Q;
+    // Block -> (group, phase, M tile, N tile), N tile fastest. Every phase gets the M tiles of
+    // the largest one (phase 0); the surplus tiles of smaller phases leave at once.
+    const int m_tiles = cc_div_up(N * cc_div_up(H, stride_h) * cc_div_up(W, stride_w), BM);
+    const int n_tiles = cc_div_up(Cg, BN);
+    const int phases = stride_h * stride_w;
+    int blk = blockIdx.x;
+    const int n_tile = blk % n_tiles;
+    blk /= n_tiles;
+    const int m_tile = blk % m_tiles;
+    blk /= m_tiles;
+    const int phase = blk % phases;
+    const int g = blk / phases;
+    const int phase_h = phase / stride_w, phase_w = phase - (phase / stride_w) * stride_w;
+    const int Hp = cc_div_up(H - phase_h, stride_h), Wp = cc_div_up(W - phase_w, stride_w);
+    const int HWp = Hp * Wp;
+    const int M = N * HWp;
+    const int m0 = m_tile * BM, n0 = n_tile * BN;
+    if (m0 >= M) return;   // uniform across the block, before any barrier
+
+    const CcDgradTaps th = cc_dgrad_taps(phase_h + pad_h, R, stride_h, dilation_h);
+    const CcDgradTaps tw = cc_dgrad_taps(phase_w + pad_w, S, stride_w, dilation_w);
+    const int tid = threadIdx.x;
+
+    // ---- A staging: this thread gathers phase pixel a_m for channels k0 + a_k0 + j·A_K_STEP.
+    const int a_ml = tid % BM;
+    const int a_k0 = tid / BM;
+    const int a_m = m0 + a_ml;
+    const bool a_m_ok = a_m < M;
+    const int a_k_limit = Kg - a_k0;
+    int a_p0 = 0, a_q0 = 0;                   // dy row and column of the first tap
+    const T* a_src = dy;                      // dy[n, g·Kg + a_k0, 0, 0]; dereferenced only if a_m_ok
+    if (a_m_ok) {
+        const int n = a_m / HWp, rem = a_m - n * HWp;
+        const int i = rem / Wp, j = rem - i * Wp;
+        a_p0 = i + th.off0;
+        a_q0 = j + tw.off0;
+        a_src = dy + ((cc_index_t)n * K + (cc_index_t)g * Kg + a_k0) * PQ;
+    }
+    // ---- B staging: this thread loads output channel k0 + b_kl of input channels
+    // n0 + b_n0 + j·B_N_STEP. The op checks that w has fewer than 2**31 elements: int offsets.
+    const int b_kl = tid % BK;
+    const int b_n0 = tid / BK;
+    const int b_k_limit = Kg - b_kl;
+    const int CgRS = Cg * RS;
+    const T* b_src = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * RS);   // dereferenced only if valid
+    unsigned b_c_ok = 0;
+#pragma unroll
+    for (int j = 0; j < B_LOADS; ++j)
+        if (n0 + b_n0 + j * B_N_STEP < Cg) b_c_ok |= 1u << j;
+
+    T a_stage[A_LOADS], b_stage[B_LOADS];
+
+    // Reduction step state: tap ranks (tr, ts), the filter tap (r, s), the dy displacement of
+    // the tap (tap_p, tap_q), channel chunk k0 and its offsets into dy (k0·P·Q) and w (k0·Cg·R·S).
+    int tr = 0, ts = 0, r = th.first, s = tw.first, tap_p = 0, tap_q = 0, k0 = 0, w_chunk = 0;
+    cc_index_t dy_chunk = 0;
+
+    auto load_step = [&]() {
+        const int p = a_p0 + tap_p, q = a_q0 + tap_q;
+        const bool pix_ok = a_m_ok && p >= 0 && p < P && q >= 0 && q < Q;
+        const T* a_pix = a_src + dy_chunk;    // pointer math only, see pix_ok
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j)
+            a_stage[j] = (pix_ok && k0 + j * A_K_STEP < a_k_limit)
+                             ? cc_ldg(a_pix + ((cc_index_t)j * A_K_STEP * PQ + p * Q + q)) : T(0);
+        const bool k_ok = k0 < b_k_limit;
+        const int tap = r * S + s;
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j)
+            b_stage[j] = (k_ok && (b_c_ok >> j & 1u)) ? cc_ldg(b_src + (w_chunk + j * B_N_STEP * RS + tap)) : T(0);
+    };
+    auto next_step = [&]() {
+        k0 += BK;
+        dy_chunk += (cc_index_t)BK * PQ;
+        w_chunk += BK * CgRS;
+        if (k0 >= Kg) {
+            k0 = 0;
+            dy_chunk = 0;
+            w_chunk = 0;
+            ++ts;
+            s += tw.step;
+            tap_q -= tw.doff;
+            if (ts == tw.count) {
+                ts = 0;
+                s = tw.first;
+                tap_q = 0;
+                ++tr;
+                r += th.step;
+                tap_p -= th.doff;
+            }
+        }
+    };
+    auto store_step = [&](int buf) {
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j) As(buf, a_k0 + j * A_K_STEP, a_ml) = a_stage[j];
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) Bs(buf, b_kl, b_n0 + j * B_N_STEP) = b_stage[j];
+    };
+
+    const int tm = tid % THREADS_M, tn = tid / THREADS_M;
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+
+    const int steps = th.count * tw.count * cc_div_up(Kg, BK);
+    if (steps > 0) {
+        load_step();
+        store_step(0);
+    }
+    __syncthreads();
+
+#pragma unroll 1
+    for (int step = 0; step < steps; ++step) {
+        const int buf = step & 1;
+        const bool more = step + 1 < steps;
+        if (more) {
+            next_step();
+            load_step();
+        }
+#pragma unroll
+        for (int kl = 0; kl < BK; ++kl) {
+            T a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As(buf, kl, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, kl, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
+        }
+        if (more) store_step(buf ^ 1);
+        __syncthreads();
+    }
+
+    // ---- epilogue: one thread-tile column per pass through shared memory; consecutive threads
+    // write consecutive phase pixels (stride_w apart in dx).
+    const cc_index_t HW = (cc_index_t)H * W;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+        const int col0 = (j / VN) * THREADS_N * VN + j % VN;
+#pragma unroll
+        for (int i = 0; i < TM; ++i) smem[tn * BM + (i / VM) * THREADS_M * VM + tm * VM + i % VM] = acc[i][j];
+        __syncthreads();
+#pragma unroll 1
+        for (int e = tid; e < EPI_ELEMS; e += THREADS) {
+            const int ml = e % BM, col = e / BM;
+            const int m = m0 + ml, c = n0 + col0 + col * VN;
+            if (m < M && c < Cg) {
+                const int n = m / HWp, rem = m - n * HWp;
+                const int i = rem / Wp, jj = rem - i * Wp;
+                const int h = phase_h + i * stride_h, ww = phase_w + jj * stride_w;
+                dx[((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww] = smem[e];
+            }
+        }
+        __syncthreads();
+    }
+}

@@ -1,0 +1,291 @@
+// conv_wgrad.cu — the weight and bias gradients of conv2d (the textbook's §9.8 (a) and (b),
+// "wgrad"): dW as the correlation of the input with the upstream gradient, db as its sum.
+// NCHW x and dy, KCRS dW, float or double (accumulation in the element type), any stride,
+// padding, dilation and groups:
+//
+//   dW[k, c, r, s] = Σ_{n, p, q} dy[n, k, p, q] · x[n, g·Cg + c, p·sh − ph + r·dh, q·sw − pw + s·dw]
+//   db[k]          = Σ_{n, p, q} dy[n, k, p, q]                   (g = k / Kg; x is 0 outside)
+//
+// Variants, simplest to fastest:
+//   1. wgrad_direct<T, BLOCK>: one thread per dW element, summing over n, p, q in order.
+//      Always correct and deterministic; the tests' yardstick.
+//   2. wgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB, ATOMIC>: per group a GEMM
+//        M = K/groups (rows k), N = Cg·R·S (columns (c, r, s)), reduction over l = (n, p, q),
+//      A[k, l] = dy (contiguous in l), B[l, (c, r, s)] gathered from x. The reduction is long
+//      (N·P·Q: 100 352 for a ResNet-50 56x56 layer at batch 32) and the output small, so the
+//      reduction is split across gridDim.y blocks (split-K), each summing `chunk` consecutive l
+//      (a multiple of BK). A thread owns one reduction lane l (the same for its A and B loads)
+//      and walks (n, p, q) with CcDigits3, adding BK per step — no division in the loop — and
+//      the (c, r, s) of its B columns, decoded once. Tile machinery as in implicit_gemm.cu:
+//      BM×BN×BK block tile, TM×TN register tile, double-buffered shared memory (rows padded by
+//      4 so the k-fastest staging stores are conflict-free), next step's loads in registers
+//      during the FMAs.
+//        ATOMIC = false (deterministic, the default): split z writes its partial tile to
+//        out_w + z·w_split_stride — dW itself when there is one split, else a workspace
+//        [splits][K·Cg·R·S] — and wgrad_splitk_reduce sums the splits in split order: the
+//        result is bit-identical from run to run whatever order blocks and threads run in.
+//        ATOMIC = true (deterministic=False): each split atomicAdds its tile into dW, zeroed
+//        first by wgrad_zero; no workspace, one pass, but float addition in arrival order, so
+//        the low bits vary between runs.
+//      The bias gradient is fused when has_bias: the blocks of N tile 0 also sum their A tiles
+//      (dy) per row, into out_b + z·b_split_stride (or atomically into db).
+//   3. wgrad_splitk_reduce<T>: dW[i] = Σ_z ws_w[z][i] (and db likewise), z in order.
+//   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction
+//      (deterministic), for when dW is not wanted or the simple variant runs.
+//   5. wgrad_zero<T>: zero-fill for the atomic variant.
+//
+// Configs (ops/conv_wgrad.py), each deterministic and atomic, 256 threads, 0 spills on
+// sm_75 ... sm_120 (checked with the promised blocks per SM by tests/test_compile.py):
+//   f32 64x64x8 4x4, f32 128x64x8 8x4 (main): 2 blocks/SM; f64 64x64x8 4x4: 1 block/SM.
+// Static analysis (`cuconv kernels --analyze --file conv_wgrad.cu --arch sm_90`; NVRTC SASS):
+// wgrad_implicit_gemm_f32_128x64x8_8x4 — 127 regs, main loop 459 instructions, math share
+// 58 % (the reduction-lane walk and the B gather's four bounds tests per load cost more than
+// the forward's per-pixel gather); 64x64x8: 109 regs, 47 %.
+// Index math: whole-tensor offsets and the reduction index are 64-bit; K/groups, Cg·R·S, P·Q
+// and the block index are int (can_implement checks).
+#include "common.cuh"
+
+// --------------------------------------------------------------------------- 1. direct
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, 2)
+wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw, int N, int C,
+             int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h,
+             int pad_w, int dil_h, int dil_w, int groups) {
+    const int Cg = C / groups, Kg = K / groups, RS = R * S;
+    const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q;
+    const cc_index_t total = (cc_index_t)K * Cg * RS;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
+        const int s = (int)(idx % S);
+        const int r = (int)((idx / S) % R);
+        const int c = (int)((idx / RS) % Cg);
+        const int k = (int)(idx / ((cc_index_t)Cg * RS));
+        const int g = k / Kg;
+        T acc = T(0);
+        for (int n = 0; n < N; ++n) {
+            const T* dyk = dy + ((cc_index_t)n * K + k) * PQ;
+            const T* xc = x + ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW;
+            for (int p = 0; p < P; ++p) {
+                const int h = p * stride_h - pad_h + r * dil_h;
+                if (h < 0 || h >= H) continue;
+                for (int q = 0; q < Q; ++q) {
+                    const int ww = q * stride_w - pad_w + s * dil_w;
+                    if (ww < 0 || ww >= W) continue;
+                    acc = cc_fma(cc_ldg(dyk + (cc_index_t)p * Q + q), cc_ldg(xc + (cc_index_t)h * W + ww), acc);
+                }
+            }
+        }
+        dw[idx] = acc;
+    }
+}
+
+// --------------------------------------------------------------------------- 2. implicit GEMM
+// Grid: x = groups · ceil(Kg / BM) · ceil(Cg·R·S / BN) (N tile fastest), y = splits.
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
+wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out_w,
+                    long long w_split_stride, T* __restrict__ out_b, long long b_split_stride,
+                    int has_bias, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+                    int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
+                    int groups, long long chunk) {
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    constexpr int THREADS_M = BM / TM;
+    constexpr int THREADS_N = BN / TN;
+    constexpr int VM = TM < 4 ? TM : 4;
+    constexpr int VN = TN < 4 ? TN : 4;
+    constexpr int A_LOADS = BM * BK / THREADS;
+    constexpr int B_LOADS = BN * BK / THREADS;
+    constexpr int LANE_STEP = THREADS / BK;        // rows (columns) between a thread's loads
+    constexpr int BM_PAD = BM + 4, BN_PAD = BN + 4;
+    static_assert(BM % TM == 0 && BN % TN == 0, "the thread tile must divide the block tile");
+    static_assert(TM % VM == 0 && TN % VN == 0, "TM and TN are 1, 2 or multiples of 4");
+    static_assert(THREADS % BK == 0 && BM % LANE_STEP == 0 && BN % LANE_STEP == 0,
+                  "staging: each thread owns one reduction lane and whole rows / columns");
+    static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK, "whole tiles");
+    static_assert(A_LOADS <= 32 && B_LOADS <= 32, "validity masks are 32 bits");
+    static_assert(BM <= THREADS, "the fused bias sums one row per thread");
+    constexpr int A_ELEMS = 2 * BK * BM_PAD, B_ELEMS = 2 * BK * BN_PAD;
+
+    __shared__ __align__(16) T smem[A_ELEMS + B_ELEMS];
+    auto As = [&](int buf, int k, int m) -> T& { return smem[(buf * BK + k) * BM_PAD + m]; };
+    auto Bs = [&](int buf, int k, int n) -> T& { return smem[A_ELEMS + (buf * BK + k) * BN_PAD + n]; };
+
+    const int Cg = C / groups, Kg = K / groups;
+    const int RS = R * S, CRS = Cg * RS, PQ = P * Q;
+    const cc_index_t HW = (cc_index_t)H * W;
+    const int n_tiles = cc_div_up(CRS, BN), m_tiles = cc_div_up(Kg, BM);
+    const int n_tile = blockIdx.x % n_tiles;
+    const int m_tile = (blockIdx.x / n_tiles) % m_tiles;
+    const int g = blockIdx.x / n_tiles / m_tiles;
+    const int m0 = m_tile * BM, n0 = n_tile * BN;
+    const int z = blockIdx.y;
+    const cc_index_t L = (cc_index_t)N * PQ;
+    const cc_index_t l_begin = (cc_index_t)z * chunk;
+    const cc_index_t l_end = l_begin + chunk < L ? l_begin + chunk : L;
+    const int steps = l_end > l_begin ? (int)((l_end - l_begin + BK - 1) / BK) : 0;
+    const bool do_bias = has_bias && n_tile == 0;
+    const int tid = threadIdx.x;
+
+    // ---- staging: reduction lane kl (l = l_begin + step·BK + kl), A rows a_r0 + j·LANE_STEP,
+    // B columns b_c0 + j·LANE_STEP.
+    const int kl = tid % BK;
+    const int lane0 = tid / BK;
+    unsigned a_ok = 0, b_ok = 0;
+#pragma unroll
+    for (int j = 0; j < A_LOADS; ++j)
+        if (m0 + lane0 + j * LANE_STEP < Kg) a_ok |= 1u << j;
+    const T* a_src = dy + ((cc_index_t)g * Kg + m0 + lane0) * PQ;   // dereferenced only if valid
+    cc_index_t col_x[B_LOADS];             // c·H·W of each B column
+    int col_h[B_LOADS], col_w[B_LOADS];    // r·dh − ph, s·dw − pw
+#pragma unroll
+    for (int j = 0; j < B_LOADS; ++j) {
+        const int col = n0 + lane0 + j * LANE_STEP;
+        const int cc = col < CRS ? col : 0;
+        if (col < CRS) b_ok |= 1u << j;
+        const int c = cc / RS, rs = cc - (cc / RS) * RS;
+        const int r = rs / S, s = rs - (rs / S) * S;
+        col_x[j] = (cc_index_t)c * HW;
+        col_h[j] = r * dil_h - pad_h;
+        col_w[j] = s * dil_w - pad_w;
+    }
+    const T* b_src = x + (cc_index_t)g * Cg * HW;
+    CcDigits3 at;                          // (n, p, q) of this thread's l
+    at.init(l_begin + kl, BK, Q, P);
+    cc_index_t l = l_begin + kl;
+
+    T a_stage[A_LOADS], b_stage[B_LOADS];
+    auto load_step = [&]() {
+        const bool l_ok = l < l_end;
+        const int n = at.hi, p = at.mid, q = at.lo;
+        const cc_index_t dy_off = (cc_index_t)n * K * PQ + p * Q + q;
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j)
+            a_stage[j] = (l_ok && (a_ok >> j & 1u)) ? cc_ldg(a_src + (dy_off + (cc_index_t)j * LANE_STEP * PQ)) : T(0);
+        const cc_index_t x_off = (cc_index_t)n * C * HW;
+        const int h0 = p * stride_h, w0 = q * stride_w;
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) {
+            const int h = h0 + col_h[j], ww = w0 + col_w[j];
+            b_stage[j] = (l_ok && (b_ok >> j & 1u) && h >= 0 && h < H && ww >= 0 && ww < W)
+                             ? cc_ldg(b_src + (x_off + col_x[j] + (cc_index_t)h * W + ww)) : T(0);
+        }
+    };
+    auto next_step = [&]() {
+        l += BK;
+        at.advance();
+    };
+    auto store_step = [&](int buf) {
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j) As(buf, kl, lane0 + j * LANE_STEP) = a_stage[j];
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) Bs(buf, kl, lane0 + j * LANE_STEP) = b_stage[j];
+    };
+
+    const int tm = tid % THREADS_M, tn = tid / THREADS_M;
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    T bacc = T(0);                         // thread tid < BM: db partial of row m0 + tid
+
+    if (steps > 0) {
+        load_step();
+        store_step(0);
+    }
+    __syncthreads();
+
+#pragma unroll 1
+    for (int step = 0; step < steps; ++step) {
+        const int buf = step & 1;
+        const bool more = step + 1 < steps;
+        if (more) {
+            next_step();
+            load_step();
+        }
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            T a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As(buf, k, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, k, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
+        }
+        if (do_bias && tid < BM) {
+#pragma unroll
+            for (int k = 0; k < BK; ++k) bacc += As(buf, k, tid);
+        }
+        if (more) store_step(buf ^ 1);
+        __syncthreads();
+    }
+
+    // ---- epilogue: dW is K × (Cg·R·S) row-major, the GEMM's own layout.
+    T* ow = out_w + (ATOMIC ? 0 : (cc_index_t)z * w_split_stride);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + (i / VM) * THREADS_M * VM + tm * VM + i % VM;
+        if (m >= Kg) continue;
+        T* row = ow + ((cc_index_t)g * Kg + m) * CRS;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int col = n0 + (j / VN) * THREADS_N * VN + tn * VN + j % VN;
+            if (col >= CRS) continue;
+            if (ATOMIC) atomicAdd(row + col, acc[i][j]);
+            else row[col] = acc[i][j];
+        }
+    }
+    if (do_bias && tid < BM && m0 + tid < Kg) {
+        const cc_index_t k = (cc_index_t)g * Kg + m0 + tid;
+        if (ATOMIC) atomicAdd(out_b + k, bacc);
+        else out_b[(cc_index_t)z * b_split_stride + k] = bacc;
+    }
+}
+
+// --------------------------------------------------------------------------- 3. split reduction
+template <typename T>
+__global__ void __launch_bounds__(256, 4)
+wgrad_splitk_reduce(const T* __restrict__ ws_w, const T* __restrict__ ws_b, int splits,
+                    long long n_w, long long n_b, T* __restrict__ dw, T* __restrict__ db) {
+    const cc_index_t total = n_w + n_b;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const bool is_w = i < n_w;
+        const T* src = is_w ? ws_w + i : ws_b + (i - n_w);
+        const cc_index_t stride = is_w ? n_w : n_b;
+        T acc = T(0);
+        for (int z = 0; z < splits; ++z) acc += src[(cc_index_t)z * stride];   // split order
+        if (is_w) dw[i] = acc;
+        else db[i - n_w] = acc;
+    }
+}
+
+// --------------------------------------------------------------------------- 4. bias alone
+template <typename T, int THREADS>
+__global__ void __launch_bounds__(THREADS, 4)
+conv_bias_grad(const T* __restrict__ dy, T* __restrict__ db, int N, int K, int PQ) {
+    __shared__ T red[THREADS / 32];
+    const int k = blockIdx.x;
+    const cc_index_t L = (cc_index_t)N * PQ;
+    CcDigits3 at;                          // (n, 0, pq) of l
+    at.init(threadIdx.x, THREADS, PQ, 1);
+    T acc = T(0);
+    for (cc_index_t l = threadIdx.x; l < L; l += THREADS, at.advance())
+        acc += cc_ldg(dy + ((cc_index_t)at.hi * K + k) * PQ + at.lo);
+    acc = cc_block_sum(acc, red);
+    if (threadIdx.x == 0) db[k] = acc;
+}
+
+// --------------------------------------------------------------------------- 5. zero fill
+template <typename T>
+__global__ void __launch_bounds__(256, 4)
+wgrad_zero(T* __restrict__ a, long long n_a, T* __restrict__ b, long long n_b) {
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_a + n_b; i += step) {
+        if (i < n_a) a[i] = T(0);
+        else b[i - n_a] = T(0);
+    }
+}

@@ -1,0 +1,191 @@
+// depthwise_grad.cu — the gradients of a depthwise convolution (groups == C, channel multiplier
+// M: K = M·C output channels, output channel k = c·M + m filters input channel c), NCHW dy/x/dx,
+// K×1×R×S w, float or double (accumulation in the element type).
+//
+// A depthwise layer given to the dense kernels (conv_dgrad.cu, conv_wgrad.cu) is C tiny GEMMs:
+// dgrad's N dimension is C/groups = 1 column of a 64-column tile, wgrad's M dimension is M rows
+// of 64. These kernels are built for the per-channel stencil instead. Own file (not inside
+// the two dense ones) because the two share their staging and planning with each other and
+// with the forward's depthwise.cu, not with the GEMMs.
+//
+//   depthwise_dgrad_tiled<T, MINB>  dx — the forward's depthwise tile transposed: a block stages, for
+//       tile_c input channels, the dy rows and columns that reach its tile_h × tile_w tile of dx
+//       (all M output channels of each input channel, zeros outside dy) and those channels'
+//       filters in shared memory, so each dy element is read from global memory about once.
+//       The tile origin is a multiple of the stride and the block's items are ordered by
+//       stride phase (phase_h, phase_w, row, column), so the threads of a warp share one phase
+//       and with it one set of taps (cc_dgrad_taps; computed once per phase into shared memory):
+//       no tap is tested and rejected, and no inserted zero is multiplied. Accumulation order per
+//       element: r, s, m — the order of dgrad_direct, so the two agree bit for bit.
+//   depthwise_wgrad<T, TAPS, MINB>  dW (and db when asked) as a per-channel reduction: block
+//       (k, tap chunk, split z) sums dy[n, k, p, q]·x[n, k/M, p·sh − ph + r·dh, q·sw − pw + s·dw]
+//       over its share of n·P·Q for TAPS taps held in registers (each dy element is read once
+//       per TAPS taps), then reduces across the block in a fixed tree (cc_block_sum).
+//       Deterministic. With splits > 1 each split writes its partial sums to a workspace
+//       [splits][K·R·S] (+ [splits][K] for db) that conv_wgrad.cu's wgrad_splitk_reduce sums
+//       in split order; with one split it writes dW and db directly. The bias gradient is
+//       fused: the tap-chunk-0 blocks also sum dy.
+//
+// Shared memory of the dgrad tile (ops/depthwise_grad.py caps it at 15 KiB so that four
+// 256-thread blocks fit on every target):
+//   tile_c·M·rows·cols + tile_c·M·R·S elements, rows = floor((tile_h − 1 + ph)/sh) −
+//   floor((ph − (R − 1)·dh)/sh) + 1 (the dy rows reaching the tile; the same for every tile
+//   because the tile origin is a multiple of the stride), cols likewise;
+// plus 2·MAX_STRIDE tap descriptors. Blocks per SM promised (MINB): dgrad 4 for float, 3 for
+// double (64 registers spill 8 bytes on sm_100/sm_120); wgrad 4 for float (64 registers), 2 for
+// double (its 9 accumulators and operands take twice the registers).
+#include "common.cuh"
+
+#define CC_DWG_THREADS 256
+#define CC_DWG_MAX_STRIDE 16
+
+// ------------------------------------------------------------------ dgrad
+template <typename T, int MIN_BLOCKS>
+__global__ void __launch_bounds__(CC_DWG_THREADS, MIN_BLOCKS)
+depthwise_dgrad_tiled(const T* __restrict__ w, const T* __restrict__ dy, T* __restrict__ dx,
+                      int N, int C, int H, int W, int M, int P, int Q, int R, int S, int stride_h,
+                      int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int tile_c,
+                      int tile_h, int tile_w) {
+    const int K = C * M;
+    const int RS = R * S;
+    const int tiles_w = cc_div_up(W, tile_w);
+    const int tiles_h = cc_div_up(H, tile_h);
+    const int c_groups = cc_div_up(C, tile_c);
+    cc_index_t b = blockIdx.x;
+    const int tw_i = (int)(b % tiles_w);
+    b /= tiles_w;
+    const int th_i = (int)(b % tiles_h);
+    b /= tiles_h;
+    const int cg = (int)(b % c_groups);
+    const cc_index_t n = b / c_groups;
+    const int c0 = cg * tile_c;
+    const int nc = min(tile_c, C - c0);
+    const int h0 = th_i * tile_h, w0 = tw_i * tile_w;          // multiples of the stride
+    const int p_lo = h0 / stride_h + cc_floor_div(pad_h - (R - 1) * dil_h, stride_h);
+    const int q_lo = w0 / stride_w + cc_floor_div(pad_w - (S - 1) * dil_w, stride_w);
+    const int rows = (h0 / stride_h + cc_floor_div(tile_h - 1 + pad_h, stride_h)) - p_lo + 1;
+    const int cols = (w0 / stride_w + cc_floor_div(tile_w - 1 + pad_w, stride_w)) - q_lo + 1;
+
+    extern __shared__ __align__(16) unsigned char cc_dwg_smem[];
+    T* tile_dy = reinterpret_cast<T*>(cc_dwg_smem);             // [tile_c·M][rows][cols]
+    T* tile_f = tile_dy + tile_c * M * rows * cols;             // [tile_c·M][R·S] filters
+    __shared__ CcDgradTaps taps_h[CC_DWG_MAX_STRIDE], taps_w[CC_DWG_MAX_STRIDE];
+    const int tid = threadIdx.x;
+    if (tid < stride_h) taps_h[tid] = cc_dgrad_taps(tid + pad_h, R, stride_h, dil_h);
+    if (tid < stride_w) taps_w[tid] = cc_dgrad_taps(tid + pad_w, S, stride_w, dil_w);
+
+    {   // Stage dy (zeros outside it) walking (channel, row, column) without dividing.
+        const int total = nc * M * rows * cols;
+        CcDigits3 at;
+        at.init(tid, CC_DWG_THREADS, cols, rows);
+        const T* dyn = dy + (n * K + (cc_index_t)c0 * M) * P * Q;
+        for (int i = tid; i < total; i += CC_DWG_THREADS, at.advance()) {
+            const int p = p_lo + at.mid, q = q_lo + at.lo;
+            tile_dy[i] = (p >= 0 && p < P && q >= 0 && q < Q)
+                             ? cc_ldg(dyn + ((cc_index_t)at.hi * P + p) * Q + q) : T(0);
+        }
+        // The filters of output channels c0·M ... (c0 + nc)·M − 1 are contiguous.
+        const int wtotal = nc * M * RS;
+        const T* wg = w + (cc_index_t)c0 * M * RS;
+        for (int i = tid; i < wtotal; i += CC_DWG_THREADS) tile_f[i] = cc_ldg(wg + i);
+    }
+    __syncthreads();
+
+    // Items (local channel, phase_h, phase_w, i, j), j fastest: the phase's pixel (i, j) is
+    // dx row h0 + phase_h + i·stride_h, column w0 + phase_w + j·stride_w.
+    const int ph_rows = tile_h / stride_h, ph_cols = tile_w / stride_w;
+    const int items = nc * tile_h * tile_w;
+    for (int item = tid; item < items; item += CC_DWG_THREADS) {
+        const int j = item % ph_cols;
+        int t = item / ph_cols;
+        const int i = t % ph_rows;
+        t /= ph_rows;
+        const int phase_w = t % stride_w;
+        t /= stride_w;
+        const int phase_h = t % stride_h;
+        const int cl = t / stride_h;
+        const int h = h0 + phase_h + i * stride_h, ww = w0 + phase_w + j * stride_w;
+        if (h >= H || ww >= W) continue;
+        const CcDgradTaps th = taps_h[phase_h], tw = taps_w[phase_w];
+        // Tap t of the phase reads dy row h0/stride_h + i + off0 − t·doff = p_lo + row.
+        const int row0 = h0 / stride_h + i + th.off0 - p_lo;
+        const int col0 = w0 / stride_w + j + tw.off0 - q_lo;
+        const T* dyc = tile_dy + cl * M * rows * cols;
+        const T* wc = tile_f + cl * M * RS;
+        T acc = T(0);
+        for (int tr = 0; tr < th.count; ++tr) {
+            const int r = th.first + tr * th.step, row = row0 - tr * th.doff;
+            for (int ts = 0; ts < tw.count; ++ts) {
+                const int s = tw.first + ts * tw.step, col = col0 - ts * tw.doff;
+                for (int m = 0; m < M; ++m)
+                    acc = cc_fma(dyc[(m * rows + row) * cols + col], wc[m * RS + r * S + s], acc);
+            }
+        }
+        dx[((n * C + c0 + cl) * H + h) * W + ww] = acc;
+    }
+}
+
+// ------------------------------------------------------------------ wgrad (+ bias)
+// Grid: x = K · ceil(R·S / TAPS) (tap chunk fastest), y = splits. Split z sums the reduction
+// indices l = (n·P + p)·Q + q in [z·chunk, min(N·P·Q, (z + 1)·chunk)).
+template <typename T, int TAPS, int MIN_BLOCKS>
+__global__ void __launch_bounds__(CC_DWG_THREADS, MIN_BLOCKS)
+depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out_w,
+                long long w_split_stride, T* __restrict__ out_b, long long b_split_stride,
+                int has_bias, int N, int C, int H, int W, int M, int P, int Q, int R, int S,
+                int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
+                long long chunk) {
+    __shared__ T red[CC_DWG_THREADS / 32];
+    const int K = C * M, RS = R * S, PQ = P * Q;
+    const int tap_chunks = cc_div_up(RS, TAPS);
+    const int k = blockIdx.x / tap_chunks, tc = blockIdx.x - (blockIdx.x / tap_chunks) * tap_chunks;
+    const int z = blockIdx.y;
+    const int t0 = tc * TAPS;
+    const int nt = min(TAPS, RS - t0);
+    const int c = k / M;
+    const bool do_bias = has_bias && tc == 0;
+
+    int off_h[TAPS], off_w[TAPS];         // the taps' input displacements
+#pragma unroll
+    for (int t = 0; t < TAPS; ++t) {
+        const int tap = t < nt ? t0 + t : t0;
+        off_h[t] = (tap / S) * dil_h - pad_h;
+        off_w[t] = (tap % S) * dil_w - pad_w;
+    }
+    T acc[TAPS];
+#pragma unroll
+    for (int t = 0; t < TAPS; ++t) acc[t] = T(0);
+    T bacc = T(0);
+
+    const cc_index_t L = (cc_index_t)N * PQ;
+    const cc_index_t l_begin = (cc_index_t)z * chunk;
+    const cc_index_t l_end = l_begin + chunk < L ? l_begin + chunk : L;
+    CcDigits3 at;                          // (n, p, q) of l
+    at.init(l_begin + threadIdx.x, CC_DWG_THREADS, Q, P);
+    const cc_index_t HW = (cc_index_t)H * W;
+    for (cc_index_t l = l_begin + threadIdx.x; l < l_end; l += CC_DWG_THREADS, at.advance()) {
+        const int n = at.hi, p = at.mid, q = at.lo;
+        const T g = cc_ldg(dy + ((cc_index_t)n * K + k) * PQ + p * Q + q);
+        bacc += g;
+        const T* xc = x + ((cc_index_t)n * C + c) * HW;
+        const int h0 = p * stride_h, w0 = q * stride_w;
+#pragma unroll
+        for (int t = 0; t < TAPS; ++t) {
+            const int h = h0 + off_h[t], ww = w0 + off_w[t];
+            if (t < nt && h >= 0 && h < H && ww >= 0 && ww < W)
+                acc[t] = cc_fma(g, cc_ldg(xc + (cc_index_t)h * W + ww), acc[t]);
+        }
+    }
+
+    T* ow = out_w + (cc_index_t)z * w_split_stride + (cc_index_t)k * RS + t0;
+#pragma unroll
+    for (int t = 0; t < TAPS; ++t) {
+        if (t >= nt) break;                // uniform across the block
+        const T v = cc_block_sum(acc[t], red);
+        if (threadIdx.x == 0) ow[t] = v;
+    }
+    if (do_bias) {
+        const T v = cc_block_sum(bacc, red);
+        if (threadIdx.x == 0) out_b[(cc_index_t)z * b_split_stride + k] = v;
+    }
+}

@@ -1,0 +1,214 @@
+// fft_conv.cu — FFT convolution (the textbook's §8.4), fp32 data, complex64 spectra, NCHW/KCRS.
+//
+// y = act(conv_stride1(x, w) + bias + residual) by the convolution theorem, one Lh×Lw transform
+// size per problem (ops/fft_conv.py chooses it; the transforms themselves are cuFFT's on the GPU
+// and pocketfft's on the CPU backends, called by the plan between these kernels):
+//   1. pack:     the zero-padded input tiles X̂ᵣ[b][c] (b = image × tile), and the filter spread by
+//                the dilation and placed circularly reversed, ŵ[k][c][(−dil·r) mod L] = w[k][c][r],
+//                so that its spectrum is the conjugate of w's: the product below then computes the
+//                cross-correlation with no conj in the inner loop;
+//   2. (FFT)     R2C of every packed plane: X[b][c][f] and Wf[k][c][f], f < Lh·(Lw/2 + 1);
+//   3. multiply: Y[b][k][f] = Σ_{c in k's group} X[b][c][f] · Wf[k][c][f], the channel reduction
+//                as a complex GEMM per frequency (batch b × C_g) · (C_g × K_g);
+//   4. (FFT)     C2R of every Y plane, unnormalised (cuFFT's convention);
+//   5. crop:     y[n][k][p][q] = act(Yᵣ[b][k][i][j] / (Lh·Lw) + bias[k] + residual), the valid
+//                Th×Tw outputs of each tile (overlap-save: the wrapped-around rest is dropped).
+//
+// Kernels, simplest to fastest:
+//   fft_pack_input            one thread per element of the packed planes (grid-stride): a gather,
+//                             zero outside the image (the padding and the tile overhang).
+//   fft_pack_filter           the same for a range of filter planes (K·C_g in passes).
+//   fft_channel_gemm_simple   one thread per Y[b][k][f]: the always-correct reference for stage 3.
+//   fft_channel_gemm<TB, TK>  lanes over 32 consecutive frequencies (every load coalesced: all
+//                             spectra are plane-major), the 8 warps of a block over 8·TK output
+//                             channels, each thread TB items × TK channels in registers: per input
+//                             channel it loads TB + TK complex values and does TB·TK complex MACs.
+//                             Warps of a block read the same X values (L1 hits). No shared memory:
+//                             values at different frequencies are never reused, so staging buys
+//                             only what registers already give.
+//   fft_crop_epilogue         one thread per output element of a chunk of tiles, fused epilogue.
+//
+// Static analysis only (no GPU run has measured these). fft_channel_gemm<4, 4>, `cuconv analyze
+// kernels/fft_conv.cu "fft_channel_gemm<4, 4>" --arch sm_80 --arch sm_90`: 92 / 88 registers, 0
+// spills, 2 blocks of 256 per SM; main loop 106 / 108 warp instructions per input channel, 64 of them
+// FFMA (16 complex MACs), 8 64-bit loads; issue-bound ceiling 100% (sm_80) / 59% (sm_90) of the
+// fp32 pipe. It moves 8·(TB + TK) bytes per 8·TB·TK FLOPs from L1/L2 (1 FLOP/byte at TB = TK = 4),
+// and with a batch of one (TB's items idle) it reads every filter spectrum value once per image
+// and is bound by Wf's bandwidth, as any per-frequency GEMV is.
+#include "common.cuh"
+
+// --------------------------------------------------------------------------- packing
+// Xr[b][c][i][j] (b < items, planes of Lh×Lw) = x[n][c][th·Th + i − pad_top][tw·Tw + j − pad_left],
+// zero outside the image, for global item item_begin + b = (n·tiles_h + th)·tiles_w + tw.
+__global__ void __launch_bounds__(256, 2) fft_pack_input(
+        const float* __restrict__ x, float* __restrict__ xr, int C, int H, int W, int Lh, int Lw,
+        int tiles_h, int tiles_w, int Th, int Tw, int pad_top, int pad_left, long long item_begin,
+        int items) {
+    const cc_index_t plane = (cc_index_t)Lh * Lw;
+    const cc_index_t total = (cc_index_t)items * C * plane;
+    const cc_index_t tiles = (cc_index_t)tiles_h * tiles_w;
+    for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (cc_index_t)gridDim.x * blockDim.x) {
+        const cc_index_t bc = e / plane;
+        const int ij = (int)(e - bc * plane);
+        const int i = ij / Lw, j = ij - (ij / Lw) * Lw;
+        const cc_index_t b = bc / C;
+        const int c = (int)(bc - b * C);
+        const cc_index_t item = item_begin + b;
+        const cc_index_t n = item / tiles;
+        const int t = (int)(item - n * tiles);
+        const int th = t / tiles_w, tw = t - (t / tiles_w) * tiles_w;
+        const int h = th * Th + i - pad_top, w = tw * Tw + j - pad_left;
+        float v = 0.0f;
+        if (h >= 0 && h < H && w >= 0 && w < W) v = cc_ldg(x + ((n * C + c) * H + h) * (cc_index_t)W + w);
+        xr[e] = v;
+    }
+}
+
+// wr[q][i][j] for filter planes plane_begin + q = k·Cg + c (q < planes): w[k][c][r][s] at
+// i = (−dil_h·r) mod Lh, j = (−dil_w·s) mod Lw, zero elsewhere (needs Lh >= dil_h·(R−1) + 1 and
+// Lw >= dil_w·(S−1) + 1, so that no two taps share a position).
+__global__ void __launch_bounds__(256, 2) fft_pack_filter(
+        const float* __restrict__ w, float* __restrict__ wr, int R, int S, int dil_h, int dil_w, int Lh,
+        int Lw, long long plane_begin, int planes) {
+    const cc_index_t plane = (cc_index_t)Lh * Lw;
+    const cc_index_t total = (cc_index_t)planes * plane;
+    for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (cc_index_t)gridDim.x * blockDim.x) {
+        const cc_index_t q = e / plane;
+        const int ij = (int)(e - q * plane);
+        const int i = ij / Lw, j = ij - (ij / Lw) * Lw;
+        const int di = i == 0 ? 0 : Lh - i;     // = dil_h·r when a tap lands here
+        const int dj = j == 0 ? 0 : Lw - j;
+        float v = 0.0f;
+        if (di % dil_h == 0 && dj % dil_w == 0) {
+            const int r = di / dil_h, s = dj / dil_w;
+            if (r < R && s < S) v = cc_ldg(w + ((plane_begin + q) * R + r) * (cc_index_t)S + s);
+        }
+        wr[e] = v;
+    }
+}
+
+// --------------------------------------------------------------------------- the channel GEMM
+__device__ __forceinline__ float2 cc_cmac(float2 acc, float2 a, float2 b) {
+    acc.x = fmaf(a.x, b.x, fmaf(-a.y, b.y, acc.x));
+    acc.y = fmaf(a.x, b.y, fmaf(a.y, b.x, acc.y));
+    return acc;
+}
+
+// Y[b][k][f] = Σ_c X[b][g·Cg + c][f] · Wf[k][c][f], g = k / Kg. One thread per output value.
+__global__ void __launch_bounds__(256, 2) fft_channel_gemm_simple(
+        const float2* __restrict__ X, const float2* __restrict__ Wf, float2* __restrict__ Y, int items,
+        int C, int K, int groups, int F) {
+    const int Cg = C / groups, Kg = K / groups;
+    const cc_index_t total = (cc_index_t)items * K * F;
+    for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (cc_index_t)gridDim.x * blockDim.x) {
+        const cc_index_t bk = e / F;
+        const int f = (int)(e - bk * F);
+        const cc_index_t b = bk / K;
+        const int k = (int)(bk - b * K);
+        const int g = k / Kg;
+        const float2* xp = X + (b * C + (cc_index_t)g * Cg) * F + f;
+        const float2* wp = Wf + (cc_index_t)k * Cg * F + f;
+        float2 acc = make_float2(0.0f, 0.0f);
+        for (int c = 0; c < Cg; ++c) acc = cc_cmac(acc, xp[(cc_index_t)c * F], wp[(cc_index_t)c * F]);
+        Y[e] = acc;
+    }
+}
+
+// Block (32, 8): threadIdx.x a frequency, threadIdx.y a run of TK output channels of the group.
+// grid = (⌈F/32⌉, groups·⌈Kg/(8·TK)⌉, ⌈items/TB⌉). No barrier, so threads past F return early.
+template <int TB, int TK>
+__global__ void __launch_bounds__(256, 2) fft_channel_gemm(
+        const float2* __restrict__ X, const float2* __restrict__ Wf, float2* __restrict__ Y, int items,
+        int C, int K, int groups, int F) {
+    const int Cg = C / groups, Kg = K / groups;
+    const int f = blockIdx.x * 32 + threadIdx.x;
+    if (f >= F) return;
+    const int k_blocks = cc_div_up(Kg, 8 * TK);
+    const int g = blockIdx.y / k_blocks;
+    const int k0 = (blockIdx.y - g * k_blocks) * 8 * TK + threadIdx.y * TK;   // within the group
+    const int b0 = blockIdx.z * TB;
+    if (k0 >= Kg) return;
+    const float2* xp[TB];
+    const float2* wp[TK];
+    bool b_ok[TB], k_ok[TK];
+#pragma unroll
+    for (int i = 0; i < TB; ++i) {
+        b_ok[i] = b0 + i < items;
+        // Out-of-range items read item b0's values (always valid) and are never stored.
+        const cc_index_t b = b_ok[i] ? b0 + i : b0;
+        xp[i] = X + (b * C + (cc_index_t)g * Cg) * F + f;
+    }
+#pragma unroll
+    for (int j = 0; j < TK; ++j) {
+        k_ok[j] = k0 + j < Kg;
+        const cc_index_t k = (cc_index_t)g * Kg + (k_ok[j] ? k0 + j : k0);
+        wp[j] = Wf + k * Cg * F + f;
+    }
+    float2 acc[TB][TK];
+#pragma unroll
+    for (int i = 0; i < TB; ++i)
+#pragma unroll
+        for (int j = 0; j < TK; ++j) acc[i][j] = make_float2(0.0f, 0.0f);
+    for (int c = 0; c < Cg; ++c) {
+        float2 xv[TB], wv[TK];
+#pragma unroll
+        for (int i = 0; i < TB; ++i) {
+            xv[i] = cc_ldg(xp[i]);
+            xp[i] += F;
+        }
+#pragma unroll
+        for (int j = 0; j < TK; ++j) {
+            wv[j] = cc_ldg(wp[j]);
+            wp[j] += F;
+        }
+#pragma unroll
+        for (int i = 0; i < TB; ++i)
+#pragma unroll
+            for (int j = 0; j < TK; ++j) acc[i][j] = cc_cmac(acc[i][j], xv[i], wv[j]);
+    }
+#pragma unroll
+    for (int i = 0; i < TB; ++i) {
+        if (!b_ok[i]) continue;
+#pragma unroll
+        for (int j = 0; j < TK; ++j) {
+            if (!k_ok[j]) continue;
+            Y[((cc_index_t)(b0 + i) * K + (cc_index_t)g * Kg + k0 + j) * F + f] = acc[i][j];
+        }
+    }
+}
+
+// --------------------------------------------------------------------------- crop + epilogue
+// y[n][k][p][q] = act(scale·Yr[b][k][i][j] + bias[k] + residual[n][k][p][q]) for the chunk's items
+// b (global item item_begin + b), i < crop_h = min(Th, P), j < crop_w = min(Tw, Q),
+// p = th·Th + i < P, q = tw·Tw + j < Q.
+__global__ void __launch_bounds__(256, 2) fft_crop_epilogue(
+        const float* __restrict__ yr, float* __restrict__ y, const float* __restrict__ bias, int has_bias,
+        const float* __restrict__ residual, int has_residual, int act, float scale, int K, int P, int Q,
+        int Lh, int Lw, int tiles_h, int tiles_w, int Th, int Tw, int crop_h, int crop_w,
+        long long item_begin, int items) {
+    const float* bias_or_null = has_bias ? bias : nullptr;
+    const float* residual_or_null = has_residual ? residual : nullptr;
+    const cc_index_t tile = (cc_index_t)crop_h * crop_w;
+    const cc_index_t total = (cc_index_t)items * K * tile;
+    const cc_index_t tiles = (cc_index_t)tiles_h * tiles_w;
+    for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (cc_index_t)gridDim.x * blockDim.x) {
+        const cc_index_t bk = e / tile;
+        const int ij = (int)(e - bk * tile);
+        const int i = ij / crop_w, j = ij - (ij / crop_w) * crop_w;
+        const cc_index_t b = bk / K;
+        const int k = (int)(bk - b * K);
+        const cc_index_t item = item_begin + b;
+        const cc_index_t n = item / tiles;
+        const int t = (int)(item - n * tiles);
+        const int th = t / tiles_w, tw = t - (t / tiles_w) * tiles_w;
+        const int p = th * Th + i, q = tw * Tw + j;
+        if (p >= P || q >= Q) continue;
+        const float v = scale * yr[(bk * Lh + i) * (cc_index_t)Lw + j];
+        const cc_index_t out_idx = ((n * K + k) * P + p) * (cc_index_t)Q + q;
+        y[out_idx] = cc_epilogue(v, bias_or_null, k, residual_or_null, out_idx, act);
+    }
+}

@@ -1,0 +1,3 @@
+// <cooperative_groups/scan.h> for the CPU emulator: part of cooperative_groups.h.
+#pragma once
+#include "../cooperative_groups.h"

@@ -1,0 +1,132 @@
+"""What ``algo="auto"`` runs: one ordered rule table.
+
+``auto`` walks ``RULES`` top to bottom; the first rule whose condition holds for the call and
+whose algorithm can plan it (dtype, layout, limits, the workspace cap) wins. A rule whose
+algorithm cannot plan the call is passed over, so the table reads as "prefer this, else
+that". Every rule says why it sits where it does. The order follows operation counts and
+memory traffic (the textbook's §8, cuconv.fft_math's FFT counts and the kernels' static
+analysis); no GPU measurement backs it yet — ``cuconv bench algos`` on a device is how it will be checked, and a change of policy
+shows up as a diff of ``tests/test_heuristics.py``'s golden table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .. import fft_math
+from ._algorithm import ConvSpec
+
+# Winograd pays when the per-tile transforms (O(α²) per input and per output channel) are
+# amortised over the K·C channel pairs whose multiplications it saves.
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_F4_MIN_CHANNELS = 64
+WINOGRAD_F4_MIN_OUTPUT = 8
+# Below this many output channels per group a GEMM tile's N dimension is mostly idle.
+GEMM_MIN_OUTPUT_CHANNELS = 8
+# FFT convolution (a modelled choice: no GPU run has measured it yet). Its stages stream the
+# spectra through global memory (cuFFT's transforms and the per-frequency channel GEMM are
+# bandwidth-bound) where the tiled GEMMs reuse every load from shared memory and registers, so
+# it is taken only when cuconv.fft_math counts at most FFT_MAX_FLOP_RATIO of the direct FLOPs,
+# and never below 5x5 (3x3 is Winograd's).
+FFT_MIN_TAPS = 25
+FFT_MAX_FLOP_RATIO = 0.2
+
+
+@dataclass(frozen=True)
+class Rule:
+    algo: str
+    when: Callable[[ConvSpec], bool]
+    reason: str
+
+
+def _depthwise(s: ConvSpec) -> bool:
+    return s.problem.groups == s.problem.C and s.problem.C > 1
+
+
+def _tf32(s: ConvSpec) -> bool:
+    return s.dtype == "float32" and s.allow_tf32 is True
+
+
+def _half(s: ConvSpec) -> bool:
+    return s.dtype in ("float16", "bfloat16")
+
+
+def _wide(s: ConvSpec) -> bool:
+    return s.problem.K_per_group >= GEMM_MIN_OUTPUT_CHANNELS
+
+
+def _winograd(s: ConvSpec, channels: int) -> bool:
+    return s.problem.C >= channels and s.problem.K >= channels
+
+
+def fft_choice(s: ConvSpec) -> str | None:
+    """"fft" or "fft_tiling", whichever the cost model counts fewer FLOPs for (filter transforms
+    included), when that is at most FFT_MAX_FLOP_RATIO of the direct count; else None."""
+    p = s.problem
+    if (s.dtype != "float32" or s.layout != "NCHW" or p.R * p.S < FFT_MIN_TAPS
+            or fft_math.unsupported_reason(p) is not None):
+        return None
+    best = min(fft_math.ALGORITHMS, key=lambda a: fft_math.fft_flops(p, a))
+    return best if fft_math.fft_flops(p, best) <= FFT_MAX_FLOP_RATIO * p.flops() else None
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("depthwise", _depthwise,
+         "groups == C: each input channel has its own filters; the depthwise kernels are built for "
+         "this memory-bound per-channel stencil, where a GEMM tile would hold one useful row"),
+    Rule("implicit_gemm_tf32", _tf32,
+         "allow_tf32=True: tf32 tensor cores give several times the fp32 FMA rate (10-bit mantissa "
+         "products, fp32 accumulation); taken only on opt-in, as PyTorch does"),
+    Rule("implicit_gemm_tc_simple", _tf32,
+         "allow_tf32=True and the fast tf32 kernel cannot run it (e.g. its NHWC pack does not fit "
+         "the workspace cap): the analytic tensor-core kernel reads the layout in place"),
+    Rule("implicit_gemm_tc", lambda s: _half(s) and _wide(s),
+         "float16/bfloat16: the mma.sync tensor-core implicit GEMM, fp32 accumulation"),
+    Rule("pointwise", lambda s: s.problem.is_pointwise,
+         "1x1, stride 1, no padding: the convolution is exactly a GEMM on the NCHW data, with no "
+         "gather and no workspace"),
+    Rule("fft", lambda s: fft_choice(s) == "fft",
+         "stride 1, kernel >= 5x5, and the whole-image transforms count at most 1/5 of the direct "
+         "FLOPs and fewer than fft_tiling's overlapping tiles (a kernel large for the image, or a "
+         "batch that amortises the whole-image filter spectra): §8.4's O(C_out·C_in·HW·log HW); "
+         "modelled, not measured"),
+    Rule("fft_tiling", lambda s: fft_choice(s) is not None,
+         "stride 1, kernel >= 5x5, and overlap-save tiles count at most 1/5 of the direct FLOPs "
+         "(the filter spectra at tile size, a bounded workspace); also where whole-image FFT was "
+         "cheaper but cannot run (the workspace cap); modelled, not measured"),
+    Rule("winograd_f4x4_3x3",
+         lambda s: _winograd(s, WINOGRAD_F4_MIN_CHANNELS)
+         and min(s.problem.P, s.problem.Q) >= WINOGRAD_F4_MIN_OUTPUT,
+         "3x3 stride 1, C and K >= 64, output >= 8x8: 4x fewer multiplications than direct, and "
+         "large enough that the transforms and partial edge tiles are a small share (error ~5-10x "
+         "F(2x2,3x3)'s, docs/winograd_accuracy.md)"),
+    Rule("winograd_fused_f2x2_3x3", lambda s: _winograd(s, WINOGRAD_MIN_CHANNELS),
+         "3x3 stride 1, C and K >= 16: 2.25x fewer multiplications, transforms amortised, and no "
+         "V/M round trip through global memory"),
+    Rule("implicit_gemm", _wide,
+         "the default for dense and grouped layers: every loaded element is reused from shared "
+         "memory and registers, no workspace, the input read once per N tile instead of writing "
+         "and re-reading a k²-sized column matrix"),
+    Rule("im2col_gemm", lambda s: True,
+         "§8.3's general fallback above one-thread-per-output: the column matrix in a bounded "
+         "workspace, then the tiled GEMM"),
+    Rule("winograd_f2x2_3x3", lambda s: _winograd(s, WINOGRAD_MIN_CHANNELS),
+         "3x3 stride 1 when neither the fused kernel nor the GEMMs can run it (limits, workspace)"),
+    Rule("implicit_gemm_tc", _half,
+         "float16/bfloat16 with few output channels per group: a 16-column warp tile is mostly "
+         "idle, but nothing else in cuconv takes 16-bit inputs"),
+    Rule("implicit_gemm_tc_simple", _half,
+         "float16/bfloat16 when the fast kernel's NCHW -> NHWC pack does not fit the workspace "
+         "cap: the analytic kernel reads NCHW in place, far slower"),
+    Rule("direct", lambda s: True,
+         "the always-correct fallback: it re-reads every input element C/g·R·S times from cache "
+         "where the tiled algorithms stage tiles in shared memory"),
+    Rule("implicit_gemm", lambda s: not _wide(s),
+         "fewer than 8 output channels per group: the GEMM's N dimension fills under 1/8 of its "
+         "tile, so direct, which computes only the real outputs, does less work"),
+)
+
+
+def candidates(spec: ConvSpec) -> list[Rule]:
+    """The rules that apply to ``spec``, in the order ``auto`` tries their algorithms."""
+    return [r for r in RULES if r.when(spec)]

@@ -1,0 +1,98 @@
+"""What ``algo="auto"`` picks for named layers (ops/heuristics.py's rule table): a golden table,
+so that a change of policy shows up as a diff here. Every layer at batch 1 and 8 on the default
+emulated device (sm_90, 132 SMs), and the tensor-core layers on an sm_75 and an sm_80 as well."""
+from __future__ import annotations
+
+import pytest
+
+import cuconv
+from cuconv.ops import conv2d as conv2d_mod
+from cuconv.ops import heuristics
+from cuconv.problem import Conv2dProblem
+
+# name: (x NCHW, w KCRS, stride, padding, groups, dtype, conv2d options) -> algorithm, or
+# {batch: algorithm} where the batch changes the choice (the FFT's filter spectra amortise over it).
+GOLDEN = [
+    ("ResNet-50 layer1 3x3", (64, 56), (64, 3), 1, 1, 1, "float32", {}, "winograd_f4x4_3x3"),
+    ("ResNet-50 layer4 3x3 (7x7 output)", (512, 7), (512, 3), 1, 1, 1, "float32", {}, "winograd_fused_f2x2_3x3"),
+    ("ResNet-50 1x1 64->256", (64, 56), (256, 1), 1, 0, 1, "float32", {}, "pointwise"),
+    ("ResNet-50 1x1/2 downsample", (256, 56), (512, 1), 2, 0, 1, "float32", {}, "implicit_gemm"),
+    ("ResNet-50 stem 7x7/2", (3, 224), (64, 7), 2, 3, 1, "float32", {}, "implicit_gemm"),
+    ("ResNet-50 3x3/2", (128, 56), (128, 3), 2, 1, 1, "float32", {}, "implicit_gemm"),
+    ("AlexNet 11x11/4", (3, 227), (96, 11), 4, 0, 1, "float32", {}, "implicit_gemm"),
+    ("ResNeXt-50 3x3 g32 (4 channels a group)", (128, 56), (128, 3), 1, 1, 32, "float32", {}, "im2col_gemm"),
+    ("MobileNetV2 depthwise 3x3", (144, 56), (144, 3), 1, 1, 144, "float32", {}, "depthwise"),
+    ("EfficientNet-B0 depthwise 5x5/2", (144, 56), (144, 5), 2, 2, 144, "float32", {}, "depthwise"),
+    ("LeNet-5 C1 5x5 (1 channel in, 6 out)", (1, 32), (6, 5), 1, 0, 1, "float32", {}, "im2col_gemm"),
+    ("ResNet-50 3x3, allow_tf32", (64, 56), (64, 3), 1, 1, 1, "float32", {"allow_tf32": True},
+     "implicit_gemm_tf32"),
+    ("MobileNetV2 depthwise, allow_tf32", (144, 56), (144, 3), 1, 1, 144, "float32", {"allow_tf32": True},
+     "depthwise"),
+    ("ResNet-50 3x3 fp16", (64, 56), (64, 3), 1, 1, 1, "float16", {}, "implicit_gemm_tc"),
+    ("ResNet-50 3x3 bf16 NHWC", (64, 56), (64, 3), 1, 1, 1, "bfloat16", {"layout": "NHWC"}, "implicit_gemm_tc"),
+    ("ResNet-50 3x3 fp16 NCHW, no workspace", (64, 56), (64, 3), 1, 1, 1, "float16",
+     {"max_workspace_bytes": 0}, "implicit_gemm_tc_simple"),
+    ("MobileNetV2 depthwise fp16", (144, 56), (144, 3), 1, 1, 144, "float16", {}, "implicit_gemm_tc"),
+    ("ResNet-50 3x3, no workspace", (64, 56), (64, 3), 1, 1, 1, "float32", {"max_workspace_bytes": 0},
+     "implicit_gemm"),
+    # §8.4's large kernels at stride 1 (modelled FFT rules; no GPU has measured them yet).
+    ("§8.4 5x5 64->64 at 112x112", (64, 112), (64, 5), 1, 2, 1, "float32", {}, "fft_tiling"),
+    ("§8.4 7x7 64->64 at 112x112", (64, 112), (64, 7), 1, 3, 1, "float32", {}, "fft_tiling"),
+    ("§8.4 5x5 64->64 at 56x56", (64, 56), (64, 5), 1, 2, 1, "float32", {},
+     {1: "implicit_gemm", 8: "fft_tiling"}),
+    ("§8.4 7x7 64->64 at 56x56", (64, 56), (64, 7), 1, 3, 1, "float32", {}, {1: "fft_tiling", 8: "fft"}),
+    ("§8.4 11x11 64->64 at 56x56", (64, 56), (64, 11), 1, 5, 1, "float32", {}, {1: "fft_tiling", 8: "fft"}),
+    ("§8.4 11x11 64->64 at 28x28", (64, 28), (64, 11), 1, 5, 1, "float32", {}, {1: "implicit_gemm", 8: "fft"}),
+    ("§8.4 7x7 64->64 at 56x56, no workspace", (64, 56), (64, 7), 1, 3, 1, "float32", {"max_workspace_bytes": 0},
+     "implicit_gemm"),
+    ("§8.4 7x7 64->64 at 56x56 fp16", (64, 56), (64, 7), 1, 3, 1, "float16", {}, "implicit_gemm_tc"),
+    ("AlexNet conv2 5x5 (stride 1, 27x27: FFT counts 22% of direct, above the 20% bar)", (64, 27), (192, 5),
+     1, 2, 1, "float32", {}, "implicit_gemm"),
+    ("ConvNeXt depthwise 7x7", (96, 56), (96, 7), 1, 3, 96, "float32", {}, "depthwise"),
+]
+
+
+def _problem(x, w, stride, padding, groups, dtype, batch):
+    (C, H), (K, R) = x, w
+    return Conv2dProblem.from_shapes((batch, C, H, H), (K, C // groups, R, R), stride, padding, 1, groups, dtype)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("name,x,w,stride,padding,groups,dtype,options,want", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_auto_golden_table(name, x, w, stride, padding, groups, dtype, options, want, batch):
+    want = want[batch] if isinstance(want, dict) else want
+    p = _problem(x, w, stride, padding, groups, dtype, batch)
+    with cuconv.backend("record"):
+        assert conv2d_mod.choose_algorithm(p, **options) == want
+        plan = cuconv.plan_conv2d(*_arrays(p, options.get("layout", "NCHW")), stride=stride, padding=padding,
+                                  groups=groups, **options)
+    assert plan.algo == want and plan.description.startswith("auto: ")
+    rule = next(r for r in heuristics.RULES if r.algo == want and plan.description == f"auto: {r.reason}")
+    assert rule.reason
+
+
+def _arrays(p, layout):
+    from cuconv.ops.conv2d import _Shape  # the shape-and-dtype stand-ins plan_conv2d takes
+    return _Shape.of(p, layout)
+
+
+@pytest.mark.parametrize("cc,want", [(75, "tc_conv_f16_64x64x32_32x32_s2_v8"), (80, "tc_conv_f16_64x64x32_32x32_s3_v8")])
+def test_auto_tensor_core_config_per_device(cc, want):
+    """sm_75 has no cp.async: the same fp16 layer runs the 2-stage config there."""
+    p = _problem((64, 56), (64, 3), 1, 1, 1, "float16", 1)
+    with cuconv.backend("record", cc=cc):
+        plan = cuconv.plan_conv2d(*_arrays(p, "NHWC"), padding=1, layout="NHWC")
+    assert plan.algo == "implicit_gemm_tc" and plan.kernels == [want]
+
+
+def test_every_rule_names_a_listed_algorithm_and_says_why():
+    for r in heuristics.RULES:
+        assert r.algo in conv2d_mod.ALGORITHMS, r
+        assert len(r.reason) > 30, r
+    assert heuristics.RULES[-2].algo == "direct"     # the fallback before the K/groups < 8 GEMM
+
+
+def test_no_rule_applies_then_every_reason_is_given():
+    p = Conv2dProblem(1, 4, 9, 9, 8, 3, 3, dtype="int8")
+    with pytest.raises(ValueError, match=r"no algorithm can run .*direct: dtype int8 not supported"):
+        conv2d_mod.choose_algorithm(p)

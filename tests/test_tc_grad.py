@@ -1,0 +1,141 @@
+"""float16 / bfloat16 conv2d gradients on tensor cores (kernels/tc_grad.cu + tc_conv.cu;
+cuconv.ops.tc_grad) against the float64 §9.8 references of the same (rounded) inputs: dgrad
+by stride phases through the forward's tiled and simple kernels, the split-K simple wgrad with
+its deterministic fp32 reduction, the bias gradient; phase bookkeeping against brute force."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import put
+
+import cuconv
+from cuconv.ops import tc_grad as tg
+from cuconv.ops._grad import split_chunk
+from cuconv.reference import conv2d_bias_ref, conv2d_input_ref, conv2d_weight_ref, conv_problem
+from cuconv.testing import assert_close, poison
+
+DT = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+CASES = {
+    "3x3_stride1": (1, 8, 9, 7, 16, 3, 3, 1, 1, 1, 1),
+    "3x3_stride2_groups2": (2, 16, 9, 7, 24, 3, 3, 2, 1, 1, 2),
+    "stem_7x7_stride2": (1, 8, 11, 9, 8, 7, 7, 2, 3, 1, 1),
+    "1x1_stride2_empty_phases": (1, 16, 8, 9, 8, 1, 1, 2, 0, 1, 1),
+    "rect_stride2x3_dil2x1_odd_C": (1, 5, 10, 9, 16, 3, 2, (2, 3), (1, 0), (2, 1), 1),
+}
+
+
+def _draw(rng, case, dtype):
+    N, C, H, W, K, R, S, st, pd, dl, g = CASES[case]
+    p = conv_problem((N, C, H, W), (K, C // g, R, S), st, pd, dl, g, dtype)
+    arr = lambda shape: rng.uniform(-1, 1, size=shape).astype(DT[dtype])   # noqa: E731
+    return p, arr(p.input_shape), arr(p.weight_shape), arr(p.output_shape)
+
+
+def _args(p):
+    return ((p.stride_h, p.stride_w), ((p.pad_h, p.pad_bottom), (p.pad_w, p.pad_right)),
+            (p.dilation_h, p.dilation_w), p.groups)
+
+
+def f64(a):
+    return np.asarray(a).astype(np.float64)
+
+
+@pytest.mark.parametrize("variant", ["auto", "simple"])
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("case", list(CASES))
+def test_tc_dgrad(be, rng, case, dtype, variant):
+    p, _, w, dy = _draw(rng, case, dtype)
+    dx = be.empty(p.input_shape, DT[dtype])
+    poison(dx)
+    used = tg.tc_conv2d_input_launch(be, p, put(be, w), put(be, dy), dx, variant)
+    assert used == ("tc_conv_simple" if variant == "simple" else "tc_conv")
+    ref = conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p))
+    assert_close(f64(be.to_numpy(dx)), ref, dtype, "tc_grad", what=f"{case} {variant}")
+
+
+@pytest.mark.parametrize("variant,splits", [("auto", 1), ("auto", 2), ("simple", 3)])
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("case", list(CASES))
+def test_tc_wgrad_and_bias(be, rng, case, dtype, variant, splits):
+    p, x, _, dy = _draw(rng, case, dtype)
+    dw = be.empty(p.weight_shape, DT[dtype])
+    db = be.empty((p.K,), DT[dtype])
+    poison(dw)
+    poison(db)
+    n = tg.tc_conv2d_weight_launch(be, p, put(be, x), put(be, dy), dw, db, splits=splits, variant=variant)
+    assert n == split_chunk(p.N * p.P * p.Q, splits, 32 if variant == "auto" else 16)[0]
+    assert_close(f64(be.to_numpy(dw)), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), dtype,
+                 "tc_grad", what=f"{case} dW")
+    assert_close(f64(be.to_numpy(db)), conv2d_bias_ref(f64(dy)), dtype, "tc_grad", what=f"{case} db")
+
+
+def test_dgrad_taps_against_brute_force():
+    for stride in range(1, 6):
+        for dil in range(1, 5):
+            for R in range(1, 8):
+                for base in range(0, 12):
+                    first, step, count, off0, doff = tg.dgrad_taps(base, R, stride, dil)
+                    want = [r for r in range(R) if (base - r * dil) % stride == 0]
+                    got = [first + t * step for t in range(count)]
+                    assert got == want, (base, R, stride, dil)
+                    for t, r in enumerate(got):
+                        assert (base - r * dil) // stride == off0 - t * doff
+
+
+def test_wgrad_bit_identical_across_thread_orders(rng):
+    p, x, _, dy = _draw(rng, "3x3_stride2_groups2", "bfloat16")
+    runs = []
+    for mode in (dict(order="random", seed=77), dict(order="reverse")):
+        with cuconv.backend("emulator", **mode) as be:
+            dw = np.full(p.weight_shape, np.nan, DT["bfloat16"])
+            tg.tc_conv2d_weight_launch(be, p, x, dy, dw, splits=4)
+            runs.append(dw.view(np.uint16).copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert_close(f64(runs[0].view(DT["bfloat16"])), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)),
+                 "bfloat16", "tc_grad")
+
+
+def test_under_sanitizers(rng):
+    p, x, w, dy = _draw(rng, "rect_stride2x3_dil2x1_odd_C", "float16")
+    with cuconv.backend("emulator", sanitize="address,undefined", order="reverse") as be:
+        dx = np.full(p.input_shape, np.nan, np.float16)
+        tg.tc_conv2d_input_launch(be, p, w, dy, dx, "simple")
+        dw = np.full(p.weight_shape, np.nan, np.float16)
+        db = np.full((p.K,), np.nan, np.float16)
+        tg.tc_conv2d_weight_launch(be, p, x, dy, dw, db, splits=2)
+        dw2 = np.full(p.weight_shape, np.nan, np.float16)
+        tg.tc_conv2d_weight_launch(be, p, x, dy, dw2, splits=2, variant="simple")
+    assert_close(f64(dw2), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
+    assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
+    assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
+    assert_close(f64(db), conv2d_bias_ref(f64(dy)), "float16", "tc_grad")
+
+
+def test_what_is_not_built_says_so(rng):
+    p = conv_problem((1, 8, 9, 9), (8, 8, 3, 3), 1, 3, 1, 1, "float16")      # padding 3 > 2 = dil·(R−1)
+    assert "negative padding" in tg.can_implement_input(p)
+    with cuconv.backend("emulator") as be:
+        with pytest.raises(ValueError, match="negative padding"):
+            tg.tc_conv2d_input_launch(be, p, np.zeros(p.weight_shape, np.float16),
+                                      np.zeros(p.output_shape, np.float16), np.zeros(p.input_shape, np.float16))
+        q = conv_problem((1, 8, 9, 9), (8, 8, 3, 3), 1, 1, 1, 1, "float16")
+        with pytest.raises(ValueError, match="fp32 workspace"):
+            tg.tc_conv2d_weight_launch(be, q, np.zeros(q.input_shape, np.float16), np.zeros(q.output_shape, np.float16),
+                                       np.zeros(q.weight_shape, np.float16), max_workspace_bytes=100)
+    assert "float16 or bfloat16" in tg.can_implement_input(p.with_(dtype="float32"))
+
+
+def test_the_generic_launchers_route_16_bit_problems_here(rng):
+    from cuconv.ops import conv_dgrad, conv_wgrad
+    p, x, w, dy = _draw(rng, "3x3_stride2_groups2", "float16")
+    with cuconv.backend("emulator") as be:
+        dx = np.full(p.input_shape, np.nan, np.float16)
+        assert conv_dgrad.conv2d_input_launch(be, p, w, dy, dx) == "tc_conv"
+        dw = np.full(p.weight_shape, np.nan, np.float16)
+        assert conv_wgrad.conv2d_weight_launch(be, p, x, dy, dw, splits=2) == 2
+        with pytest.raises(ValueError, match="no atomic variant"):
+            conv_wgrad.conv2d_weight_launch(be, p, x, dy, dw, deterministic=False)
+    assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
+    assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
