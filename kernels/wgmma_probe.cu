@@ -1,7 +1,7 @@
 // wgmma_probe.cu — probes of the wgmma / mbarrier / async-proxy layer of common.cuh, used by
-// tests/test_wgmma_conv.py on the emulator and, on an sm_90 device, on the GPU. Each probe runs
-// one primitive on raw bytes so that the host can check it against the PTX ISA's definitions
-// bit for bit:
+// tests/test_wgmma_probe.py (ops/wgmma_probe.py) on the emulator and, on an sm_90 device, on
+// the GPU. Each probe runs one primitive on raw bytes so that the host can check it against the
+// PTX ISA's definitions bit for bit:
 //   * wgmma_probe_mma: the host lays A and B out in a shared-memory image by its own reading of
 //     the canonical layouts and passes the two descriptors (start addresses relative to the
 //     image); one warpgroup loads C from c[thread][i], runs one m64nNk16 wgmma, stores D the same
