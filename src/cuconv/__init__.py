@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ._version import __version__  # noqa: F401
 from .backend import NoDeviceError, backend, current_backend, gpu_available  # noqa: F401
+from . import grad  # noqa: F401
 from .ops.conv2d import algorithms, conv2d, plan_conv2d  # noqa: F401
 from .ops.conv_transpose import conv_transpose2d, plan_conv_transpose2d  # noqa: F401
 from .ops.depthwise import depthwise_conv2d, plan_depthwise_conv2d  # noqa: F401

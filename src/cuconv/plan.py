@@ -397,6 +397,32 @@ def launch_all(be, launches, env: dict) -> None:
     Plan("launches", "", None, tuple(launches), (), ()).execute(be, env)
 
 
+def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
+    """``plan``'s launches as part of a larger plan: role slots renamed by ``names`` (role -> the
+    outer plan's role or buffer), its workspace buffers prefixed with ``prefix``; placeholders
+    stay. Returns (launches, workspace parts as layout_buffers takes them). The tensor-core
+    dgrad runs the forward convolution this way, the transposed convolution's gradients run
+    conv2d's and dgrad's plans."""
+    buffers = {b.name for b in plan.buffers}
+
+    def rename(a):
+        if not isinstance(a, Ref) or a.name.startswith("0:"):
+            return a
+        if a.name in buffers:
+            return Ref(prefix + a.name, a.offset)
+        if a.name not in names:
+            raise KeyError(f"relabel: {plan.op} plan slot {a.name!r} has no new name")
+        return Ref(names[a.name], a.offset)
+
+    launches = []
+    for ln in plan.launches:
+        if ln.entry is None:
+            launches.append(FftStep(ln.kind, rename(ln.src), rename(ln.dst), ln.batch, ln.shape))
+        else:
+            launches.append(Launch(ln.entry, ln.grid, ln.block, tuple(rename(a) for a in ln.args), ln.shared_mem))
+    return launches, [(prefix + b.name, b.dtype, b.size) for b in plan.buffers]
+
+
 _CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()
 
 

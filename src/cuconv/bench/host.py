@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import grad as grad_ops
 from ..backend import backend
 from ..ops.conv2d import algorithms, conv2d
 from ..ops.depthwise import depthwise_conv2d
@@ -127,7 +128,14 @@ def run(repeats: int = 15, calls: int = 200, all_algorithms: bool = True) -> dic
             if groups == xs[1]:
                 rows.append(_measure(be, "depthwise_conv2d", name, "depthwise", lambda: depthwise_conv2d(
                     x, w, b, stride, padding, activation="relu"), repeats, calls))
+            if xs[1] > 3:     # the backward of each layer but the stems (which need no dx)
+                dy = rng.random(p.output_shape, dtype=np.float32)
+                rows.append(_measure(be, "grad.conv2d_backward", name, "auto", lambda: grad_ops.conv2d_backward(
+                    x, w, dy, stride, padding, 1, groups), repeats, calls))
         x = rng.random((1, 64, 112, 112), dtype=np.float32)
+        y, idx = max_pool2d(x, 3, 2, 1, return_indices=True)
+        rows.append(_measure(be, "grad.max_pool2d", "ResNet-50 maxpool 3x3/2", "backward",
+                             lambda: grad_ops.max_pool2d(y, idx, x.shape, 3, 2, 1), repeats, calls))
         rows.append(_measure(be, "max_pool2d", "ResNet-50 maxpool 3x3/2", "pool",
                              lambda: max_pool2d(x, 3, 2, 1), repeats, calls))
         rows.append(_measure(be, "avg_pool2d", "avg_pool2d 3x3/2 p1 (Inception)", "pool",

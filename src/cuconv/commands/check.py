@@ -53,7 +53,20 @@ from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from ..ops.separable import separable_conv2d
 from ..ops.tc_gemm import tc_gemm
 from ..problem import Conv2dProblem
-from ..reference import conv2d_ref, gemm_ref, im2col_ref
+from .. import grad as grad_ops
+from ..ops import conv_dgrad as conv_dgrad_mod
+from ..ops import conv_wgrad as conv_wgrad_mod
+from ..reference import (
+    avg_pool2d_backward_ref,
+    conv2d_bias_ref,
+    conv2d_input_ref,
+    conv2d_ref,
+    conv2d_weight_ref,
+    gemm_ref,
+    global_avg_pool2d_backward_ref,
+    im2col_ref,
+    max_pool2d_backward_ref,
+)
 from ..reference.pool import avg_pool2d_ref, global_avg_pool2d_ref, max_pool2d_ref
 from ..reference.transposed import conv_transpose2d_ref
 from ..compile import runs_on
@@ -320,6 +333,113 @@ def _separable_check(fused: bool) -> DeviceCheck:
     return DeviceCheck(f"separable_conv2d fused={fused} x2x12x9x7 3x3 12->20", run)
 
 
+# (x NCHW, w KCRS, stride, padding, dilation, groups) of the gradient checks.
+GRAD_PROBLEMS = {
+    "C3": ((2, 3, 9, 7), (5, 3, 3, 3), 2, 1, 1, 1),              # dgrad direct (C/g < 8), stride 2
+    "C20": ((2, 20, 9, 8), (36, 20, 3, 3), (2, 1), 1, (1, 2), 1),  # every GEMM config, no tile divides
+    "splitk": ((4, 8, 16, 16), (8, 8, 3, 3), 1, 1, 1, 1),         # few tiles: split-K + reduction
+    "depthwise": ((2, 6, 17, 15), (12, 1, 3, 3), 2, 1, 1, 6),     # multiplier 2, stride 2
+}
+
+
+def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", **kw) -> DeviceCheck:
+    """One gradient of a forward conv2d through cuconv.grad: ``which`` "input" (dx), "weight"
+    (dw, with db fused by conv2d_backward when ``bias``) or "bias" (db alone)."""
+    xs, ws, stride, padding, dilation, groups = GRAD_PROBLEMS[case]
+    bias = kw.pop("bias", False)
+    args = (stride, padding, dilation, groups)
+
+    def run(xp, rng):
+        p = Conv2dProblem.from_shapes(xs, ws, *args, dtype)
+        x, w, dy = _draw(rng, xs, dtype), _draw(rng, ws, dtype), _draw(rng, p.output_shape, dtype)
+        X, Wt, DY = xp.asarray(x), xp.asarray(w), xp.asarray(dy)
+        f = [_f64(a) for a in (x, w, dy)]
+        tol = "tc_grad" if dtype in ("float16", "bfloat16") else ("dgrad" if which == "input" else "wgrad")
+        if which == "input":
+            out = _out(xp, xs, dtype)
+            grad_ops.conv2d_input(xs, Wt, DY, *args, algo=algo, out=out, **kw)
+            return out, conv2d_input_ref(xs, f[1], f[2], *args), dtype, tol
+        if which == "bias":
+            out = _out(xp, (p.K,), dtype)
+            grad_ops.conv2d_bias(DY, out=out)
+            return out, conv2d_bias_ref(f[2]), dtype, tol
+        ref = conv2d_weight_ref(f[0], ws, f[2], *args)
+        if bias:
+            _, dw, db = grad_ops.conv2d_backward(X, Wt, DY, *args, output_mask=(False, True, True),
+                                                 weight_algo=algo, **kw)
+            db_err = rel_error(db, conv2d_bias_ref(f[2]))
+            if not db_err <= tolerance(dtype, tol):
+                raise AssertionError(f"the fused bias gradient is off: relative error {db_err:.3g}")
+            return dw, ref, dtype, tol
+        out = _out(xp, ws, dtype)
+        grad_ops.conv2d_weight(X, ws, DY, *args, algo=algo, out=out, **kw)
+        return out, ref, dtype, tol
+
+    extra = "".join(f" {k}={v}" for k, v in kw.items()) + (" +bias" if bias else "")
+    tc = dtype if dtype in ("float16", "bfloat16") else ""
+    return DeviceCheck(f"grad {which} {algo}{extra} {dtype} {case}", run, "bf16" if dtype == "bfloat16" else "", tc)
+
+
+def _pool_grad_check(kind: str, dtype: str, **kw) -> DeviceCheck:
+    shape = (2, 3, 9, 8)
+
+    def run(xp, rng):
+        x = _draw(rng, shape)              # the forward pools (and their indices) in float32
+        xd = xp.asarray(x)
+        if kind in ("max_scatter", "max_gather"):
+            y, idx = max_pool2d(xd, return_indices=True, **kw)
+            dy = _draw(rng, y.shape, dtype)
+            out = _out(xp, shape, dtype)
+            window = {} if kind == "max_scatter" else kw
+            grad_ops.max_pool2d(xp.asarray(dy), idx, shape, out=out, **window)
+            return out, max_pool2d_backward_ref(_f64(dy), _host(idx), shape), dtype, "pool_grad"
+        if kind == "avg":
+            y = avg_pool2d(xd, **kw)
+            dy = _draw(rng, y.shape, dtype)
+            out = _out(xp, shape, dtype)
+            grad_ops.avg_pool2d(xp.asarray(dy), shape, out=out, **kw)
+            return out, avg_pool2d_backward_ref(_f64(dy), shape, **kw), dtype, "pool_grad"
+        dy = _draw(rng, (*shape[:2], 1, 1), dtype)
+        out = _out(xp, shape, dtype)
+        grad_ops.global_avg_pool2d(xp.asarray(dy), shape, out=out)
+        return out, global_avg_pool2d_backward_ref(_f64(dy), shape), dtype, "pool_grad"
+    args = " ".join(f"{k}={v}" for k, v in kw.items())
+    return DeviceCheck(f"{kind}_pool2d backward {dtype} {args}".rstrip(), run)
+
+
+def grad_checks() -> list[DeviceCheck]:
+    """The backward kernels: every dgrad and wgrad config in its dtype, the depthwise and
+    split-K paths, the bias reduction, each pooling backward kernel, the tensor-core gradients."""
+    checks = []
+    for dt in ("float32", "float64"):
+        for cfg in conv_dgrad_mod.CONFIGS:
+            if cfg.dtype == dt:
+                checks.append(_grad_check("C20", "input", dt, cfg.name))
+        checks.append(_grad_check("C3", "input", dt))
+        checks.append(_grad_check("depthwise", "input", dt))
+        for cfg in conv_wgrad_mod.CONFIGS:
+            if cfg.dtype == dt:
+                atomic = getattr(cfg, "atomic", False)
+                checks.append(_grad_check("C20", "weight", dt, cfg.name, bias=True,
+                                          **({"deterministic": False} if atomic else {})))
+        checks.append(_grad_check("splitk", "weight", dt))
+        checks.append(_grad_check("splitk", "weight", dt, bias=True))
+        checks.append(_grad_check("depthwise", "weight", dt, bias=True))
+        checks.append(_grad_check("C3", "bias", dt))
+        checks += [_pool_grad_check("max_scatter", dt, kernel_size=3, stride=2, padding=1),
+                   _pool_grad_check("max_gather", dt, kernel_size=(3, 2), stride=1, padding=1, dilation=2,
+                                    ceil_mode=True),
+                   _pool_grad_check("avg", dt, kernel_size=3, stride=2, padding=1, ceil_mode=True,
+                                    count_include_pad=False),
+                   _pool_grad_check("global_avg", dt)]
+    for dt in ("float16", "bfloat16"):
+        for algo in ("implicit_gemm_tc", "implicit_gemm_tc_simple"):
+            checks.append(_grad_check("C20", "input", dt, algo))
+            checks.append(_grad_check("C20", "weight", dt, algo, bias=True))
+        checks.append(_grad_check("C3", "bias", dt))
+    return checks
+
+
 def device_checks() -> list[DeviceCheck]:
     """The `cuconv check --gpu` cases, grouped roughly by kernel file (the summary groups them by
     the kernels they actually launched)."""
@@ -398,7 +518,7 @@ def device_checks() -> list[DeviceCheck]:
         _separable_check(True),
         _separable_check(False),
     ]
-    return checks
+    return checks + grad_checks()
 
 
 def _file_of(label: str, files: dict) -> str:

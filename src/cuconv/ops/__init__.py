@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     fft_conv,
     find,
     gemm,
+    grad,
     heuristics,
     im2col,
     im2col_gemm,

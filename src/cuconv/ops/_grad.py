@@ -61,6 +61,15 @@ def run(be, launches) -> None:
         be.launch(ln.entry, ln.grid, ln.block, ln.args, ln.shared_mem)
 
 
+def execute(be, launches, parts, env: dict) -> None:
+    """Perform ``launches`` now with the arrays of ``env`` (slot -> array) and a workspace laid
+    out from ``parts`` ((name, dtype, elements), as plan.layout_buffers takes them) from the
+    backend's allocator: the internal ``*_launch(be, ...)`` entries."""
+    buffers, nbytes = _plan.layout_buffers(*parts)
+    _plan.Plan("grad", "", None, tuple(launches), tuple(env), (), workspace_bytes=nbytes,
+               buffers=buffers).execute(be, env)
+
+
 def check_array(be, a, what: str, shape, dtype: str):
     """``a`` must be an array of the backend with exactly ``shape`` and ``dtype`` (an input: any
     strides; the internal launchers take it contiguous, the cuconv.grad front end copies views)."""

@@ -240,10 +240,16 @@ class WgradPlan:
                                            n_b if self.bias else 0, dw, db_or_ph)]
 
 
+def bias_only_launch(dtype: str, N: int, K: int, PQ: int, dy, db) -> Launch:
+    """db[k] = Σ_{n,p,q} dy[n, k, p, q] over N images of P·Q outputs: one block per channel
+    (deterministic)."""
+    return Launch(FILE, bias_expression(dtype), (K, 1, 1), (BIAS_THREADS, 1, 1),
+                  (dy, db, np.int32(N), np.int32(K), np.int32(PQ)))
+
+
 def bias_launch(p: Conv2dProblem, dy, db) -> Launch:
-    """db[k] = Σ_{n,p,q} dy[n, k, p, q]: one block per channel (deterministic)."""
-    return Launch(FILE, bias_expression(p.dtype), (p.K, 1, 1), (BIAS_THREADS, 1, 1),
-                  (dy, db, np.int32(p.N), np.int32(p.K), np.int32(p.P * p.Q)))
+    """db for the forward problem ``p``."""
+    return bias_only_launch(p.dtype, p.N, p.K, p.P * p.Q, dy, db)
 
 
 def plan(p: Conv2dProblem, variant: str = "auto", *, deterministic: bool = True, bias: bool = False,

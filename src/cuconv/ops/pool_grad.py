@@ -104,39 +104,39 @@ def check_max_pool_arrays(be, dy, indices, dx, window=None):
 
 
 # --------------------------------------------------------------------------- launch specs
-def max_pool_gather_launch_spec(dy, indices, dx, geom) -> Launch:
+def max_pool_gather_launch_spec(dy, indices, dx, x_shape, dtype: str, geom) -> Launch:
+    """dx (an N, C, H, W = ``x_shape`` slot) from dy and indices, one thread per dx element
+    gathering the windows that cover it (``geom``: check_window's)."""
     kh, kw, sh, sw, ph, pw, dh, dw, P, Q = geom
-    N, C, H, W = (int(d) for d in dx.shape)
-    dt = np.dtype(dy.dtype).name
+    N, C, H, W = (int(d) for d in x_shape)
     grid = _common.grid_1d(N * C * H * W, THREADS, MAX_BLOCKS)
-    return Launch(FILE, expression("max_pool2d_backward_gather", dt), (grid, 1, 1), (THREADS, 1, 1), (
+    return Launch(FILE, expression("max_pool2d_backward_gather", dtype), (grid, 1, 1), (THREADS, 1, 1), (
         dy, indices, dx, np.int64(N * C), *(np.int32(v) for v in (H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw))))
 
 
-def max_pool_scatter_launch_spec(dy, indices, dx, bad) -> Launch:
-    N, C, H, W = (int(d) for d in dx.shape)
-    P, Q = int(dy.shape[2]), int(dy.shape[3])
-    dt = np.dtype(dy.dtype).name
+def max_pool_scatter_launch_spec(dy, indices, dx, bad, x_shape, y_shape, dtype: str) -> Launch:
+    """dx from dy through the indices alone: a warp per plane; ``bad`` (uint64) counts indices
+    outside the plane."""
+    N, C, H, W = (int(d) for d in x_shape)
+    P, Q = int(y_shape[2]), int(y_shape[3])
     grid = -(-(N * C) // WARPS_PER_BLOCK)
-    return Launch(FILE, expression("max_pool2d_backward_scatter", dt), (grid, 1, 1), (THREADS, 1, 1), (
+    return Launch(FILE, expression("max_pool2d_backward_scatter", dtype), (grid, 1, 1), (THREADS, 1, 1), (
         dy, indices, dx, bad, np.int64(N * C), np.int64(H * W), np.int64(P * Q)))
 
 
-def avg_pool_launch_spec(dy, dx, geom, count_include_pad: bool, divisor_override) -> Launch:
+def avg_pool_launch_spec(dy, dx, x_shape, dtype: str, geom, count_include_pad: bool, divisor_override) -> Launch:
     kh, kw, sh, sw, ph, pw, _, _, P, Q = geom
-    N, C, H, W = (int(d) for d in dx.shape)
-    dt = np.dtype(dy.dtype).name
+    N, C, H, W = (int(d) for d in x_shape)
     grid = _common.grid_1d(N * C * H * W, THREADS, MAX_BLOCKS)
-    return Launch(FILE, expression("avg_pool2d_backward", dt), (grid, 1, 1), (THREADS, 1, 1), (
+    return Launch(FILE, expression("avg_pool2d_backward", dtype), (grid, 1, 1), (THREADS, 1, 1), (
         dy, dx, np.int64(N * C), *(np.int32(v) for v in (H, W, P, Q, kh, kw, sh, sw, ph, pw)),
         np.int32(count_include_pad), np.int32(divisor_override or 0)))
 
 
-def global_avg_pool_launch_spec(dy, dx) -> Launch:
-    N, C, H, W = (int(d) for d in dx.shape)
-    dt = np.dtype(dy.dtype).name
+def global_avg_pool_launch_spec(dy, dx, x_shape, dtype: str) -> Launch:
+    N, C, H, W = (int(d) for d in x_shape)
     grid = _common.grid_1d(N * C * H * W, THREADS, MAX_BLOCKS)
-    return Launch(FILE, expression("global_avg_pool2d_backward", dt), (grid, 1, 1), (THREADS, 1, 1),
+    return Launch(FILE, expression("global_avg_pool2d_backward", dtype), (grid, 1, 1), (THREADS, 1, 1),
                   (dy, dx, np.int64(N * C), np.int64(H * W)))
 
 
@@ -149,14 +149,14 @@ def max_pool2d_backward_launch(be, dy, indices, dx, window=None):
     dy, indices, dx, geom = check_max_pool_arrays(be, dy, indices, dx, window)
     dt = np.dtype(dy.dtype).name
     if geom is not None:
-        _grad.run(be, [max_pool_gather_launch_spec(dy, indices, dx, geom)])
+        _grad.run(be, [max_pool_gather_launch_spec(dy, indices, dx, dx.shape, dt, geom)])
         return name("max_pool2d_backward_gather", dt), None
     if -(-(dx.shape[0] * dx.shape[1]) // WARPS_PER_BLOCK) > INT_MAX:
         raise ValueError(f"max_pool2d backward: N·C = {dx.shape[0] * dx.shape[1]} planes need more "
                          f"than 2**31-1 blocks")
     bad = be.empty((1,), np.uint64)
     bad[...] = 0
-    _grad.run(be, [max_pool_scatter_launch_spec(dy, indices, dx, bad)])
+    _grad.run(be, [max_pool_scatter_launch_spec(dy, indices, dx, bad, dx.shape, dy.shape, dt)])
     return name("max_pool2d_backward_scatter", dt), bad
 
 
@@ -182,7 +182,7 @@ def avg_pool2d_backward_launch(be, dy, dx, kernel_size, stride=None, padding=0, 
     if _common.overlaps(dx, dy):
         raise ValueError("grad_input overlaps grad_output")
     _common.same_device(be, grad_output=dy, grad_input=dx)
-    _grad.run(be, [avg_pool_launch_spec(dy, dx, geom, count_include_pad, divisor_override)])
+    _grad.run(be, [avg_pool_launch_spec(dy, dx, dx.shape, dt, geom, count_include_pad, divisor_override)])
     return name("avg_pool2d_backward", dt)
 
 
@@ -198,5 +198,5 @@ def global_avg_pool2d_backward_launch(be, dy, dx) -> str:
     if _common.overlaps(dx, dy):
         raise ValueError("grad_input overlaps grad_output")
     _common.same_device(be, grad_output=dy, grad_input=dx)
-    _grad.run(be, [global_avg_pool_launch_spec(dy, dx)])
+    _grad.run(be, [global_avg_pool_launch_spec(dy, dx, dx.shape, dt)])
     return name("global_avg_pool2d_backward", dt)

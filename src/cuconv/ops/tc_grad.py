@@ -21,13 +21,13 @@ import math
 
 import numpy as np
 
-from ..plan import pointer
+from ..plan import Launch, Ref, relabel
 from ..problem import Conv2dProblem
 from ..registry import ARCHS, KernelEntry, register_kernel
 from . import _common, _grad, tc_conv
 from ._algorithm import ConvSpec
 from ._grad import INT_MAX, split_chunk
-from .tc_common import ARCHS_SM80, arch_reason, conv_limits
+from .tc_common import ARCHS_SM80, CONV_FILE, arch_reason, conv_limits
 from .tc_common import DTYPES as TC_DTYPES
 
 FILE = "tc_grad.cu"
@@ -77,17 +77,20 @@ for _dt in DTYPES:
                                 archs=ARCHS if _dt == "float16" else ARCHS_SM80, main=_dt == "float16"))
 
 
-def _launch(be, kernel, dtype, grid, block, args, expr=None):
-    be.launch(_grad.entry_for(FILE, expr or expression(kernel, dtype)), grid, block, args)
+def _launch(kernel, dtype, grid, block, args, expr=None) -> Launch:
+    return Launch(_grad.entry_for(FILE, expr or expression(kernel, dtype)), grid, block, args)
 
 
-def _phase_conv(be, q: Conv2dProblem, dy, wp, out, config) -> None:
-    """The forward tensor-core convolution of a dgrad phase: dy through the phase filter wp."""
-    caps = be.caps()
-    spec = ConvSpec(q, "NCHW", caps, be.device_key())
+def _phase_conv(caps, device, q: Conv2dProblem, dy: Ref, wp: Ref, out: Ref, config, prefix: str,
+                misaligned=frozenset()):
+    """(launches, workspace parts, aligned roles) of the forward tensor-core convolution of a
+    dgrad phase: dy through the phase filter wp into out (ops/tc_conv.py's plan, relabelled)."""
+    spec = ConvSpec(q, "NCHW", caps, device, misaligned=frozenset("x" for r in (dy.name,) if r in misaligned))
     plan = tc_conv.tc_conv_plan(spec, "implicit_gemm_tc_simple" if config == "simple" else "implicit_gemm_tc",
                                 config)
-    plan.execute(be, {"x": dy, "w": wp, "out": out})
+    names = {"x": dy.name, "w": wp.name, "out": out.name}
+    launches, parts = relabel(plan, names, prefix)
+    return launches, parts, tuple(names[r] for r in plan.aligned if names.get(r) == dy.name)
 
 
 # --------------------------------------------------------------------------- phases
@@ -162,44 +165,63 @@ def check_input_arrays(be, p: Conv2dProblem, w, dy, dx):
     return w, dy, dx
 
 
-def tc_conv2d_input_launch(be, p: Conv2dProblem, w, dy, dx, variant: str = "auto") -> str:
-    """dx = ∂L/∂x for the float16/bfloat16 forward ``p`` on tensor cores (fp32 accumulation, one
-    rounding per element). ``variant``: "auto" (the tiled forward kernel) or "simple"
-    (tc_conv_simple). Returns a description of the kernels run."""
+def dgrad_parts(p: Conv2dProblem, caps, device=None, variant: str = "auto", misaligned=frozenset()):
+    """(launches, workspace parts, aligned roles) computing slot ``dx`` from ``w`` and ``dy`` on
+    tensor cores. ``variant``: "auto" (the tiled forward kernel) or "simple" (tc_conv_simple).
+    ValueError when it cannot run ``p`` on ``caps``."""
     if variant not in ("auto", "simple"):
         raise ValueError(f"variant must be 'auto' or 'simple', got {variant!r}")
     reason = can_implement_input(p)
     if reason:
         raise ValueError(f"tensor-core dgrad cannot run {p.describe()}: {reason}")
-    reason = arch_reason(p.dtype, be.caps().cc)
+    reason = arch_reason(p.dtype, caps.cc)
     if reason:
         raise ValueError(f"tensor-core dgrad: {reason}")
-    w, dy, dx = check_input_arrays(be, p, w, dy, dx)
     config = "simple" if variant == "simple" else None
     unit = p.stride_h == p.stride_w == 1
     planes = p.N * p.C
-    used = set()
-    for a, b, Hp, Wp, th, tw, q in phase_problems(p):
+    dx, w, dy = Ref("dx"), Ref("w"), Ref("dy")
+    launches, parts, aligned = [], [], set()
+    for i, (a, b, Hp, Wp, th, tw, q) in enumerate(phase_problems(p)):
+        geom = tuple(np.int32(v) for v in (p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))
         if q is None:
             grid = _common.grid_1d(planes * Hp * Wp, 256, MAX_BLOCKS)
-            _launch(be, "tc_dgrad_scatter", p.dtype, (grid, 1, 1), (256, 1, 1), (
-                dx, np.int32(0), dx, np.int64(planes), *(np.int32(v) for v in (
-                    p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))))
+            launches.append(_launch("tc_dgrad_scatter", p.dtype, (grid, 1, 1), (256, 1, 1),
+                                    (dx, np.int32(0), dx, np.int64(planes), *geom)))
             continue
-        wp = be.empty((p.C, p.K_per_group, q.R, q.S), p.dtype)
-        grid = _common.grid_1d(wp.size, 256, MAX_BLOCKS)
-        _launch(be, "tc_dgrad_filter", p.dtype, (grid, 1, 1), (256, 1, 1), (
-            w, wp, *(np.int32(v) for v in (p.K, p.C_per_group, p.R, p.S, p.groups, th[0], th[1], th[2],
-                                           tw[0], tw[1], tw[2]))))
-        out = dx if unit else be.empty((p.N, p.C, Hp, Wp), p.dtype)
-        _phase_conv(be, q, dy, wp, out, config)
-        used.add("tc_conv_simple" if config else "tc_conv")
+        wp = Ref(f"wp{i}")
+        n_wp = p.C * p.K_per_group * q.R * q.S
+        parts.append((wp.name, p.dtype, n_wp))
+        launches.append(_launch("tc_dgrad_filter", p.dtype, (_common.grid_1d(n_wp, 256, MAX_BLOCKS), 1, 1),
+                                (256, 1, 1), (w, wp, *(np.int32(v) for v in (
+                                    p.K, p.C_per_group, p.R, p.S, p.groups, th[0], th[1], th[2],
+                                    tw[0], tw[1], tw[2])))))
+        out = dx if unit else Ref(f"ph{i}")
         if not unit:
-            grid = _common.grid_1d(out.size, 256, MAX_BLOCKS)
-            _launch(be, "tc_dgrad_scatter", p.dtype, (grid, 1, 1), (256, 1, 1), (
-                out, np.int32(1), dx, np.int64(planes), *(np.int32(v) for v in (
-                    p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))))
-    return "+".join(sorted(used)) or "tc_dgrad_scatter"
+            parts.append((out.name, p.dtype, p.N * p.C * Hp * Wp))
+        lns, sub_parts, sub_aligned = _phase_conv(caps, device, q, dy, wp, out, config, f"q{i}.", misaligned)
+        launches += lns
+        parts += sub_parts
+        aligned.update(sub_aligned)
+        if not unit:
+            n = p.N * p.C * Hp * Wp
+            launches.append(_launch("tc_dgrad_scatter", p.dtype, (_common.grid_1d(n, 256, MAX_BLOCKS), 1, 1),
+                                    (256, 1, 1), (out, np.int32(1), dx, np.int64(planes), *geom)))
+    return launches, parts, tuple(sorted(aligned))
+
+
+def tc_conv2d_input_launch(be, p: Conv2dProblem, w, dy, dx, variant: str = "auto") -> str:
+    """dx = ∂L/∂x for the float16/bfloat16 forward ``p`` on tensor cores (fp32 accumulation, one
+    rounding per element), now (the kernel tests' entry; ``cuconv.grad`` plans the same
+    launches). Returns the kernels run, "+"-joined."""
+    w, dy, dx = check_input_arrays(be, p, w, dy, dx)
+    env = {"w": w, "dy": dy, "dx": dx}
+    launches, parts, _ = dgrad_parts(p, be.caps(), be.device_key(), variant,
+                                     _common.misaligned_roles(("dy",), env))
+    _grad.execute(be, launches, parts, env)
+    if not any(ln.entry.file == CONV_FILE for ln in launches):
+        return "tc_dgrad_scatter"
+    return "tc_conv_simple" if variant == "simple" else "tc_conv"
 
 
 # --------------------------------------------------------------------------- wgrad
@@ -238,17 +260,65 @@ def can_implement_weight(p: Conv2dProblem) -> str | None:
     return None
 
 
-def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: int | None = None,
-                            max_workspace_bytes: int | None = None, variant: str = "auto") -> int:
-    """dw (and db when given) for the float16/bfloat16 forward ``p``: fp32 split-K partials, one
-    rounding in the deterministic reduction. ``variant``: "auto" (the tiled tc_wgrad) or
-    "simple" (tc_wgrad_simple). Returns the split count."""
+def wgrad_splits(p: Conv2dProblem, sms: int, max_workspace_bytes: int | None, splits: int | None,
+                 tiled: bool) -> tuple[int, int]:
+    """(splits, chunk) of the tensor-core wgrad (``splits`` overrides the rule)."""
+    n = choose_wgrad_splits(p, sms, max_workspace_bytes, tiled) if splits is None else splits
+    if not 1 <= n <= 65535:
+        raise ValueError(f"splits must be in 1..65535, got {n}")
+    n, chunk = split_chunk(p.N * p.P * p.Q, n, TILED[2] if tiled else 16)
+    if chunk > INT_MAX:
+        raise ValueError(f"tensor-core wgrad: {chunk} reduction indices per split exceed the kernel's 32-bit "
+                         f"reduction length; allow more splits")
+    return n, chunk
+
+
+def bias_launch(dtype: str, N: int, K: int, PQ: int, dy, db) -> Launch:
+    """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel)."""
+    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1),
+                   (dy, db, np.int32(N), np.int32(K), np.int32(PQ)))
+
+
+def wgrad_parts(p: Conv2dProblem, caps, variant: str = "auto", bias: bool = False, splits: int | None = None,
+                max_workspace_bytes: int | None = None, misaligned=frozenset()):
+    """(launches, workspace parts, aligned roles, split count) computing slot ``dw`` (and ``db``
+    when ``bias``) from ``x`` and ``dy``: fp32 split-K partials in the workspace, one rounding in
+    the deterministic reduction. ``variant``: "auto" (the tiled tc_wgrad) or "simple"
+    (tc_wgrad_simple). N = 0 gives zeros (the reduction over no splits)."""
     if variant not in ("auto", "simple"):
         raise ValueError(f"variant must be 'auto' or 'simple', got {variant!r}")
     tiled = variant == "auto"
-    reason = can_implement_weight(p) or arch_reason(p.dtype, be.caps().cc)
+    reason = can_implement_weight(p) or arch_reason(p.dtype, caps.cc)
     if reason:
         raise ValueError(f"tensor-core wgrad cannot run {p.describe()}: {reason}")
+    dt = p.dtype
+    x, dy, dw = Ref("x"), Ref("dy"), Ref("dw")
+    n_w = p.K * p.C_per_group * p.R * p.S
+    grid = (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1)
+    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q, dy, Ref("db"))] if bias else []
+    if p.N == 0:
+        return ([_launch("tc_grad_reduce", dt, grid, (256, 1, 1), (Ref.absent("float32"), np.int32(0),
+                                                                   np.int64(n_w), dw)), *tail], [], (), 0)
+    n, chunk = wgrad_splits(p, caps.sms, max_workspace_bytes, splits, tiled)
+    ws = Ref("ws")
+    args = (x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk))
+    aligned = ()
+    if tiled:
+        # dy pairs as 32-bit words: P·Q even and dy aligned (a view may not be).
+        pairs = (p.P * p.Q) % 2 == 0 and "dy" not in misaligned
+        aligned = ("dy",) if pairs else ()
+        main = _launch("tc_wgrad", dt, (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, np.int32(pairs)),
+                       tiled_expression(dt))
+    else:
+        main = _launch("tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), args)
+    reduce = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (ws, np.int32(n), np.int64(n_w), dw))
+    return [main, reduce, *tail], [("ws", "float32", n * n_w)], aligned, n
+
+
+def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: int | None = None,
+                            max_workspace_bytes: int | None = None, variant: str = "auto") -> int:
+    """dw (and db when given) for the float16/bfloat16 forward ``p``, now (the kernel tests'
+    entry; ``cuconv.grad`` plans the same launches). Returns the split count."""
     dt = p.dtype
     x = _common.as_tensor(x, "input", ndim=4, dtypes=(dt,), be=be)
     dy = _common.as_tensor(dy, "grad_output", ndim=4, dtypes=(dt,), be=be)
@@ -262,27 +332,8 @@ def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: in
         if tuple(db.shape) != (p.K,):
             raise ValueError(f"grad_bias must have shape {(p.K,)}, got {tuple(db.shape)}")
     _common.same_device(be, input=x, grad_output=dy, grad_weight=dw, grad_bias=db)
-    n = (choose_wgrad_splits(p, be.caps().sms, max_workspace_bytes, tiled)
-         if splits is None else splits)
-    if not 1 <= n <= 65535:
-        raise ValueError(f"splits must be in 1..65535, got {n}")
-    n, chunk = split_chunk(p.N * p.P * p.Q, n, TILED[2] if tiled else 16)
-    if chunk > INT_MAX:
-        raise ValueError(f"tensor-core wgrad: {chunk} reduction indices per split exceed the kernel's 32-bit "
-                         f"reduction length; allow more splits")
-    n_w = p.K * p.C_per_group * p.R * p.S
-    ws = be.empty((n * n_w,), np.float32)
-    args = (x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk))
-    if tiled:
-        # dy pairs as 32-bit words: P·Q even and dy 4-byte aligned (a view may not be).
-        pairs = (p.P * p.Q) % 2 == 0 and pointer(dy) % 4 == 0
-        _launch(be, "tc_wgrad", dt, (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, np.int32(pairs)),
-                tiled_expression(dt))
-    else:
-        _launch(be, "tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), args)
-    _launch(be, "tc_grad_reduce", dt, (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1), (256, 1, 1),
-            (ws, np.int32(n), np.int64(n_w), dw))
-    if db is not None:
-        _launch(be, "tc_bias_grad", dt, (p.K, 1, 1), (256, 1, 1),
-                (dy, db, np.int32(p.N), np.int32(p.K), np.int32(p.P * p.Q)))
+    env = {"x": x, "dy": dy, "dw": dw, "db": db}
+    launches, parts, _, n = wgrad_parts(p, be.caps(), variant, db is not None, splits, max_workspace_bytes,
+                                        _common.misaligned_roles(("dy",), env))
+    _grad.execute(be, launches, parts, env)
     return n
