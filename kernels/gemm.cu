@@ -50,16 +50,16 @@
 //   * Shared memory: 2 buffers · 8 · (132 + 128) · 4 B = 16.6 KiB per block, not a limit.
 //   * Checked statically (`cuconv kernels --analyze --file gemm.cu`: NVRTC's SASS, no GPU
 //     involved): one iteration of the main loop (one BK=8 tile) is 512 FFMA, 32 LDS.128,
-//     5 STS, 2 LDG.128 and 1 BAR in 628 instructions on sm_90 (615 on sm_80) on the aligned
-//     full-work path: math share 81.5 % (sm_90) / 83.3 % (sm_80), 1 FMA per shared byte
-//     (all shared loads 128-bit), issue-bound ceiling 81.5 % of fp32 peak on sm_90 and 100 %
+//     5 STS, 2 LDG.128 and 1 BAR in 633 instructions on sm_90 (624 on sm_80) on the aligned
+//     full-work path: math share 80.9 % (sm_90) / 82.1 % (sm_80), 1 FMA per shared byte
+//     (all shared loads 128-bit), issue-bound ceiling 80.9 % of fp32 peak on sm_90 and 100 %
 //     on sm_80 (half its issue slots are free: 64 FP32 lanes/SM). The scalar fallback for
-//     misaligned operands issues 654 (78.3 %). The prefetch addresses are decoded once per
+//     misaligned operands issues 659 (77.7 %). The prefetch addresses are decoded once per
 //     thread (row pointers of A, B pointers advanced by BK rows per tile), which took the
 //     sm_90 figure from 644 instructions (79.5 %) past 80 %; what remains besides the math is
 //     ~100 bookkeeping instructions per tile (bounds checks, the 4 scalar stores of the
 //     transposed A tile, loop control). BK=16 would amortise them further but spills at the
-//     128-register cap. 125-128 registers and 0 spills on sm_75 ... sm_120.
+//     128-register cap. 128 registers and 0 spills on sm_75 ... sm_120.
 //   Smaller tiles (64x64x16 with 4x4, 32x128x16 with 4x8) serve small or skinny problems
 //   (a convolution's M is its output channels per group, often 16-64), where 128x128 tiles
 //   would leave most of the block idle or too few blocks to fill the SMs.
@@ -180,10 +180,10 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     const int m0 = (blockIdx.y + m_block0) * BM;
     const int n0 = blockIdx.x * BN;
     // The op vouches for the leading dimensions and batch strides; the base pointers are checked
-    // here, so a plan does not depend on where the caller's arrays happen to start.
+    // here, so a plan does not depend on where the caller's arrays happen to start (C's in the
+    // epilogue: a flag live across the main loop costs the 128x128 config a spill on sm_100).
     const bool vec_a = (flags & GEMM_VEC_A) && cc_aligned16(A);
     const bool vec_b = (flags & GEMM_VEC_B) && cc_aligned16(B);
-    const bool vec_c = (flags & GEMM_VEC_C) && cc_aligned16(C) && (!has_residual || cc_aligned16(residual));
     const float* a = A + batch * stride_a;
     const float* b = B + batch * stride_b;
 
@@ -296,6 +296,7 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     }
 
     // Epilogue: bias, residual, activation applied as the tile is written (one pass over C).
+    const bool vec_c = (flags & GEMM_VEC_C) && cc_aligned16(C) && (!has_residual || cc_aligned16(residual));
     float* c = C + batch * stride_c;
     const float* res = has_residual ? residual + batch * stride_c : nullptr;
     const float* bias_b = has_bias ? bias + batch * stride_bias : nullptr;
