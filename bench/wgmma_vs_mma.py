@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
     import cuconv
     from cuconv.bench.measure import L2Flusher, TimingOptions, time_gpu
-    from cuconv.ops import tensor_core as tc
+    from cuconv.ops import tc_gemm
     from cuconv.ops import wgmma_conv as wg
     from cuconv.problem import Conv2dProblem
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         a, b = draw((M, K)), draw((K, N))
         ref = a.astype(cp.float64) @ b.astype(cp.float64)
         flops = 2.0 * M * N * K
-        timed("tc_gemm (mma.sync)", f"{M}x{N}x{K}", flops, lambda: tc.tc_gemm(a, b), ref)
+        timed("tc_gemm (mma.sync)", f"{M}x{N}x{K}", flops, lambda: tc_gemm.tc_gemm(a, b), ref)
         x = a.reshape(1, M, 1, K)
         w = cp.ascontiguousarray(b.T).reshape(N, 1, 1, K)
         p = Conv2dProblem.from_shapes((1, K, M, 1), (N, K, 1, 1), dtype=args.dtype)

@@ -26,7 +26,6 @@ from pathlib import Path
 from ..arch import issue_model
 from ..compile import (
     ALL_ARCHS,
-    ARCHS,
     KernelEntry,
     NVRTCError,
     compile_entry,
