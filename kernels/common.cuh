@@ -198,7 +198,8 @@ __device__ __forceinline__ double cc_neg_inf<double>() {
 
 // ======================================================================================
 // ---------------------------------------------------------------- tensor cores (tc_gemm.cu, tc_conv.cu)
-// The PTX portability layer for mma.sync, ldmatrix, cp.async and cvt.rna.tf32. Fragments are
+// The PTX portability layer for mma.sync, ldmatrix, cp.async and cvt.rna.tf32 (and, after it,
+// fence.proxy.async, mbarrier and Hopper's wgmma; docs/wgmma.md). Fragments are
 // the PTX registers (uint32 = two 16-bit elements, element 2i in bits 0..15), laid out as in
 // the PTX ISA "Matrix Fragments for mma.m16n8k16 / mma.m16n8k8" (g = lane/4, t = lane%4):
 //   m16n8k16 f16/bf16: a[0]=A[g][2t..2t+1] a[1]=A[g+8][2t..] a[2]=A[g][2t+8..] a[3]=A[g+8][2t+8..]
@@ -216,7 +217,8 @@ __device__ __forceinline__ double cc_neg_inf<double>() {
 //   * a portable GPU fallback (warp shuffles + fmaf) where it does not (bf16/tf32 mma below
 //     sm_80), also selected everywhere by -DCUCONV_PORTABLE_TC so the layouts can be
 //     cross-checked against a second, independent encoding (on the GPU and in the emulator);
-//   * the emulator: warp collectives that gather the 32 lanes' registers, multiply exactly in
+//   * the emulator (src/cuconv/emulator/include/cuconv_emu/tensor_core.h, namespace
+//     cc_tc_emu): warp collectives that gather the 32 lanes' registers, multiply exactly in
 //     double (f16/bf16/tf32 products are exact), round once to f32 per instruction, scatter.
 //     cp.async there is *deferred* by default: the destination is filled with 0xFF bytes (NaN
 //     in f16, bf16 and f32) at issue and the copy is done at the wait_group that covers it, so a
@@ -242,227 +244,13 @@ __device__ __forceinline__ unsigned cc_cvt_tf32(float x) {
 #endif
 }
 
-// ------------------------------------------------------------------ emulator: warp collectives
+// ------------------------------------------------------------------ emulator: the model
+// The emulator's per-lane simulation (warp and warpgroup collectives, deferred cp.async,
+// mbarrier, the async-proxy bookkeeping) lives with the emulator, in namespace cc_tc_emu of
+// src/cuconv/emulator/include/cuconv_emu/tensor_core.h; the branches below only call it.
 #if !defined(__CUDA_ARCH__) && defined(CUCONV_EMULATOR)
-namespace cc_tc_emu {
-// The only places that touch the emulator's internals (runtime.h): reporting a fault, and
-// telling launches and blocks apart for the per-thread cp.async queues.
-[[noreturn]] inline void fault(int kind, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-[[noreturn]] inline void fault(int kind, const char* fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    cuconv_emu::fail(kind, cuconv_emu::format("%s", buf));
-}
-constexpr int kFault = cuconv_emu::kFault, kDivergence = cuconv_emu::kDivergence;
-enum MmaKind { kF16k16 = 0, kBf16k16 = 1, kF16k8 = 2, kTf32k8 = 3 };
-
-// Exact conversions on bits (no rounding anywhere: every f16/bf16/tf32 value is a double).
-inline double f16_bits(unsigned short h) {
-    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    const double s = (h & 0x8000) ? -1.0 : 1.0;
-    if (e == 0x1f) return m ? __builtin_nan("") : s * __builtin_inf();
-    if (e == 0) return s * __builtin_ldexp(static_cast<double>(m), -24);          // subnormal
-    return s * __builtin_ldexp(static_cast<double>(m | 0x400), e - 25);
-}
-inline double bits_f32(unsigned u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return static_cast<double>(f);
-}
-inline double bf16_bits(unsigned short h) { return bits_f32(static_cast<unsigned>(h) << 16); }
-inline double tf32_bits(unsigned u) { return bits_f32(u & 0xffffe000u); }
-inline double half_of(unsigned r, int k, MmaKind kind) {
-    const unsigned short h = static_cast<unsigned short>((k & 1) ? (r >> 16) : (r & 0xffffu));
-    return kind == kBf16k16 ? bf16_bits(h) : f16_bits(h);
-}
-
-struct MmaLane {
-    unsigned a[4], b[2];
-    float c[4], d[4];
-};
-
-// A(m,k) and B(k,n) found through the inverse fragment maps (research note §1.2-§1.4).
-template <MmaKind KIND>
-inline double a_elem(MmaLane* const* L, int m, int k) {
-    if (KIND == kTf32k8) return tf32_bits(L[4 * (m % 8) + k % 4]->a[m / 8 + 2 * (k / 4)]);
-    if (KIND == kF16k8) return half_of(L[4 * (m % 8) + (k % 8) / 2]->a[m / 8], k, KIND);
-    return half_of(L[4 * (m % 8) + (k % 8) / 2]->a[m / 8 + 2 * (k / 8)], k, KIND);
-}
-template <MmaKind KIND>
-inline double b_elem(MmaLane* const* L, int k, int n) {
-    if (KIND == kTf32k8) return tf32_bits(L[4 * n + k % 4]->b[k / 4]);
-    if (KIND == kF16k8) return half_of(L[4 * n + k / 2]->b[0], k, KIND);
-    return half_of(L[4 * n + (k % 8) / 2]->b[k / 8], k, KIND);
-}
-
-template <MmaKind KIND>
-inline void mma_collective(void** lanes, void*) {
-    MmaLane* const* L = reinterpret_cast<MmaLane* const*>(lanes);
-    for (int l = 0; l < 32; ++l)
-        if (!L[l])
-            fault(kDivergence, "mma.sync in a partial warp: lane %d of warp %u does not exist (blockDim must be a "
-                               "multiple of 32)", l, __emu_warp_id());
-    constexpr int K = (KIND == kF16k16 || KIND == kBf16k16) ? 16 : 8;
-    for (int l = 0; l < 32; ++l) {
-        const int g = l >> 2, t = l & 3;
-        for (int i = 0; i < 4; ++i) {
-            const int m = g + 8 * (i >> 1), n = 2 * t + (i & 1);
-            double s = L[l]->c[i];
-            for (int k = 0; k < K; ++k) s += a_elem<KIND>(L, m, k) * b_elem<KIND>(L, k, n);
-            L[l]->d[i] = static_cast<float>(s);   // one round-to-nearest-even per instruction
-        }
-    }
-}
-
-template <MmaKind KIND, int NA, int NB>
-inline void mma(float d[4], const unsigned* a, const unsigned* b, const float c[4]) {
-    MmaLane me{};
-    for (int i = 0; i < NA; ++i) me.a[i] = a[i];
-    for (int i = 0; i < NB; ++i) me.b[i] = b[i];
-    for (int i = 0; i < 4; ++i) me.c[i] = c[i];   // read before d is written: d may alias c
-    __emu_warp_collective(&me, &mma_collective<KIND>, nullptr);
-    for (int i = 0; i < 4; ++i) d[i] = me.d[i];
-}
-
-struct LdsmLane {
-    const unsigned char* row;
-    unsigned r[4];
-};
-
-template <int NUM, bool TRANS>
-inline void ldmatrix_collective(void** lanes, void*) {
-    LdsmLane* const* L = reinterpret_cast<LdsmLane* const*>(lanes);
-    for (int l = 0; l < 32; ++l)
-        if (!L[l]) fault(kDivergence, "ldmatrix in a partial warp: lane %d of warp %u does not exist", l, __emu_warp_id());
-    for (int l = 0; l < 32; ++l) {
-        const int g = l >> 2, t = l & 3;
-        for (int j = 0; j < NUM; ++j) {
-            unsigned v;
-            if (!TRANS) {
-                memcpy(&v, L[8 * j + g]->row + 4 * t, 4);   // row g, columns 2t, 2t+1
-            } else {
-                unsigned short lo, hi;                        // column g, rows 2t, 2t+1
-                memcpy(&lo, L[8 * j + 2 * t]->row + 2 * g, 2);
-                memcpy(&hi, L[8 * j + 2 * t + 1]->row + 2 * g, 2);
-                v = static_cast<unsigned>(lo) | (static_cast<unsigned>(hi) << 16);
-            }
-            L[l]->r[j] = v;
-        }
-    }
-}
-
-template <int NUM, bool TRANS>
-inline void ldmatrix(unsigned* r, const void* row) {
-    const unsigned lane = __emu_lane_id();
-    // Only the lanes that supply a row address are checked (sm_80+ ignores the others).
-    if (lane < 8u * NUM && (reinterpret_cast<size_t>(row) & 15u))
-        fault(kFault, "ldmatrix: lane %u gives row address %p, which is not 16-byte aligned", lane, row);
-    LdsmLane me{static_cast<const unsigned char*>(row), {0, 0, 0, 0}};
-    __emu_warp_collective(&me, &ldmatrix_collective<NUM, TRANS>, nullptr);
-    for (int j = 0; j < NUM; ++j) r[j] = me.r[j];
-}
-
-// cp.async: per-thread queues of pending copies, grouped by commit_group.
-struct PendingCopy {
-    void* dst;
-    const void* src;
-    int bytes, src_bytes;
-};
-struct ThreadCopies {
-    const void* stamp_kernel = nullptr;   // which launch/block the queue belongs to
-    const void* stamp_argv = nullptr;
-    uint3 stamp_block{~0u, ~0u, ~0u};
-    PendingCopy q[128];
-    int n = 0;                            // queued copies (committed ones first)
-    int group_end[64];                    // end index (into q) of each committed, pending group
-    int ngroups = 0;
-};
-inline ThreadCopies g_copies[1024];
-
-// Eager copies (at issue) with -DCUCONV_EMU_CP_ASYNC_EAGER, or CUCONV_EMU_CP_ASYNC=eager in the
-// environment the emulator's worker process starts with; deferred otherwise.
-inline bool eager_mode() {
-#if defined(CUCONV_EMU_CP_ASYNC_EAGER)
-    return true;
-#else
-    static const bool eager = [] {
-        const char* m = getenv("CUCONV_EMU_CP_ASYNC");
-        return m != nullptr && strcmp(m, "eager") == 0;
-    }();
-    return eager;
+#include <cuconv_emu/tensor_core.h>
 #endif
-}
-
-inline void perform(const PendingCopy& c) {
-    if (c.src_bytes > 0) memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
-    if (c.src_bytes < c.bytes) memset(static_cast<char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
-}
-
-inline ThreadCopies& mine() {
-    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
-    ThreadCopies& s = g_copies[tid & 1023u];
-    const cuconv_emu::Engine& e = cuconv_emu::g_engine;
-    const uint3 b = blockIdx;
-    if (s.stamp_kernel != e.kernel || s.stamp_argv != e.argv || s.stamp_block.x != b.x || s.stamp_block.y != b.y ||
-        s.stamp_block.z != b.z) {
-        // A new block (or launch). Copies left over from the previous block of this launch
-        // were never waited for: undefined on the device, an error here.
-        if (s.n > 0 && s.stamp_kernel == e.kernel && s.stamp_argv == e.argv)
-            fault(kFault, "cp.async: thread %u of block (%u,%u,%u) exited with %d copies not waited for "
-                          "(cp.async.wait_group/wait_all missing)", tid, s.stamp_block.x, s.stamp_block.y,
-                  s.stamp_block.z, s.n);
-        s.n = 0;
-        s.ngroups = 0;
-        s.stamp_kernel = e.kernel;
-        s.stamp_argv = e.argv;
-        s.stamp_block = b;
-    }
-    return s;
-}
-
-template <int BYTES>
-inline void cp_async(void* dst, const void* src, int src_bytes) {
-    static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
-    if (src_bytes < 0 || src_bytes > BYTES)
-        fault(kFault, "cp.async: src-size %d outside 0..%d (cp-size)", src_bytes, BYTES);
-    if ((reinterpret_cast<size_t>(dst) % BYTES) || (reinterpret_cast<size_t>(src) % BYTES))
-        fault(kFault, "cp.async of %d bytes: dst %p / src %p not %d-byte aligned", BYTES, dst, src, BYTES);
-    ThreadCopies& s = mine();
-    const PendingCopy c{dst, src, BYTES, src_bytes};
-    if (eager_mode()) {
-        perform(c);
-        return;
-    }
-    if (s.n == 128)
-        fault(kFault, "cp.async: more than 128 copies pending in one thread (emulator limit)");
-    memset(dst, 0xff, BYTES);   // poison: reading before the wait gives NaN
-    s.q[s.n++] = c;
-}
-
-inline void commit() {
-    ThreadCopies& s = mine();
-    // Empty groups are kept: they count in wait_group N like any other group.
-    if (s.ngroups == 64) fault(kFault, "cp.async: more than 64 groups pending (emulator limit)");
-    s.group_end[s.ngroups++] = s.n;
-}
-
-// Complete every committed group except the `keep` most recent ones, in commit order.
-inline void wait_group(int keep) {
-    ThreadCopies& s = mine();
-    if (s.ngroups <= keep) return;
-    const int done = s.ngroups - keep;
-    const int upto = s.group_end[done - 1];
-    for (int i = 0; i < upto; ++i) perform(s.q[i]);
-    for (int i = upto; i < s.n; ++i) s.q[i - upto] = s.q[i];
-    s.n -= upto;
-    for (int i = done; i < s.ngroups; ++i) s.group_end[i - done] = s.group_end[i] - upto;
-    s.ngroups -= done;
-}
-}  // namespace cc_tc_emu
-#endif  // emulator
 
 // ------------------------------------------------------------------ portable fallbacks (shuffles)
 #if defined(__CUDA_ARCH__) || defined(CUCONV_PORTABLE_TC)
@@ -747,6 +535,195 @@ __device__ __forceinline__ void cc_cp_async_wait_all() {
     cc_tc_emu::wait_group(0);
 #endif
 }
+
+// ------------------------------------------------------------------ shared-memory addresses, async proxy
+// The address of a shared-memory object in the shared window (what matrix descriptors and
+// mbarrier instructions take). Emulator: the offset into the block's dynamic shared memory.
+__device__ __forceinline__ unsigned cc_smem_addr(const void* p) {
+#if defined(__CUDA_ARCH__)
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+#else
+    return cc_tc_emu::smem_addr(p);
+#endif
+}
+
+// fence.proxy.async.shared::cta: this thread's prior generic-proxy writes to shared memory
+// (plain stores, completed cp.async copies) become visible to the async proxy (wgmma, TMA).
+// Needed between filling an operand tile and a wgmma reading it (PTX ISA "Async Proxy").
+__device__ __forceinline__ void cc_fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#elif !defined(__CUDA_ARCH__)
+    cc_tc_emu::fence_proxy_async();
+#endif
+}
+
+// ------------------------------------------------------------------ mbarrier (sm_80+)
+// A 64-bit shared-memory barrier with an arrival count and a phase: init(count); each
+// arrive() counts one arrival, the count-th completes the phase; wait_parity(P) returns once
+// the phase with parity P (0, 1, 0, ... for phases 0, 1, 2, ...) has completed.
+__device__ __forceinline__ void cc_mbarrier_init(unsigned long long* bar, unsigned count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(cc_smem_addr(bar)), "r"(count) : "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::mbarrier_init(bar, count);
+#endif
+}
+
+__device__ __forceinline__ void cc_mbarrier_arrive(unsigned long long* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(cc_smem_addr(bar)) : "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::mbarrier_arrive(bar);
+#endif
+}
+
+__device__ __forceinline__ void cc_mbarrier_wait_parity(unsigned long long* bar, unsigned parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned addr = cc_smem_addr(bar);
+    unsigned done;
+    do {
+#if __CUDA_ARCH__ >= 900   // try_wait may suspend the thread for a while instead of spinning
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(addr), "r"(parity) : "memory");
+#else
+        asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(addr), "r"(parity) : "memory");
+#endif
+    } while (!done);
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::mbarrier_wait_parity(bar, parity);
+#endif
+}
+
+// ------------------------------------------------------------------ wgmma (sm_90a)
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}: a warpgroup (4 consecutive warps,
+// 128 threads) computes D (64 x N, f32) += A (64 x 16) · B (16 x N) with A and B in shared
+// memory, described by 64-bit matrix descriptors (PTX ISA "Matrix Descriptor Format"):
+//   bits 0-13 start address >> 4, 16-29 leading-dimension byte offset >> 4, 32-45 stride-
+//   dimension byte offset >> 4, 49-51 base offset, 62-63 swizzle (0 none, 1 128 B, 2 64 B, 3 32 B).
+// Accumulator: thread (warp w of the warpgroup, lane 4g + t) holds, for i < N/2,
+//   d[i] = D[16w + g + 8((i >> 1) & 1)][8(i >> 2) + 2t + (i & 1)]
+// (PTX ISA "Matrix Fragments for wgmma.mma_async.m64nNk16"; CuTe's CLayout_64xN). Ordering:
+// cc_wgmma_fence() before the first wgmma and between register accesses to D and a wgmma on
+// it; cc_wgmma_commit() closes a wgmma-group; cc_wgmma_wait<N>() waits until at most N groups
+// are pending — only then may D be read, or the shared memory the group read be rewritten.
+// docs/wgmma.md has the sources; the emulator checks each rule (cuconv_emu/tensor_core.h).
+// Only sm_90a has these instructions: elsewhere on the GPU they trap (no kernel for another
+// arch uses them), in the emulator they run the exact model.
+template <int N>
+struct CcWgmmaAcc {
+    static_assert(N == 64 || N == 128, "wgmma accumulators for N = 64 and 128 are provided");
+    static constexpr int REGS = N / 2;
+    float d[N / 2];
+#if defined(__CUDA_ARCH__)
+    __device__ __forceinline__ float& operator[](int i) { return d[i]; }
+#else
+    // Every access is checked: none while a wgmma on these registers is pending.
+    float pend[N / 2];
+    cc_tc_emu::AccState emu;
+    float& operator[](int i) {
+        cc_tc_emu::acc_access(emu);
+        return d[i];
+    }
+#endif
+};
+
+// A descriptor for an operand tile at shared address `addr` (see above for the fields).
+__device__ __forceinline__ unsigned long long cc_wgmma_desc(unsigned addr, unsigned lbo, unsigned sbo, unsigned swizzle) {
+    return static_cast<unsigned long long>((addr & 0x3ffffu) >> 4) |
+           (static_cast<unsigned long long>((lbo & 0x3ffffu) >> 4) << 16) |
+           (static_cast<unsigned long long>((sbo & 0x3ffffu) >> 4) << 32) |
+           (static_cast<unsigned long long>(swizzle & 3u) << 62);
+}
+
+__device__ __forceinline__ void cc_wgmma_fence() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::wgmma_fence();
+#endif
+}
+
+__device__ __forceinline__ void cc_wgmma_commit() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::wgmma_commit();
+#endif
+}
+
+template <int PENDING>
+__device__ __forceinline__ void cc_wgmma_wait() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(PENDING) : "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    cc_tc_emu::wgmma_wait(PENDING);
+#endif
+}
+
+// Pins the accumulator registers at this point of the program: the compiler may not move a
+// register access across it (a wgmma's "+f" operands alone do not stop it from hoisting a
+// read of D above the wgmma.wait_group, which is invisible to it). No-op in the emulator.
+template <int N>
+__device__ __forceinline__ void cc_wgmma_fence_operand(CcWgmmaAcc<N>& acc) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) asm volatile("" : "+f"(acc.d[i]) :: "memory");
+#else
+    (void)acc;
+#endif
+}
+
+#define CC_WG8(x, b) "+f"(x[b + 0]), "+f"(x[b + 1]), "+f"(x[b + 2]), "+f"(x[b + 3]), "+f"(x[b + 4]), "+f"(x[b + 5]), \
+                     "+f"(x[b + 6]), "+f"(x[b + 7])
+#define CC_WG32(x) CC_WG8(x, 0), CC_WG8(x, 8), CC_WG8(x, 16), CC_WG8(x, 24)
+#define CC_WG64(x) CC_WG32(x), CC_WG8(x, 32), CC_WG8(x, 40), CC_WG8(x, 48), CC_WG8(x, 56)
+#define CC_WGMMA_ASM(SHAPE, TYPES, REGLIST, IA, IB, IS, ITA, ITB, OPERANDS)                                   \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IS ", 0;\nwgmma.mma_async.sync.aligned." SHAPE ".f32." TYPES \
+                 " " REGLIST ", %" IA ", %" IB ", p, 1, 1, %" ITA ", %" ITB ";\n}\n"                                  \
+                 : OPERANDS                                                                                         \
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TRANS_A), "n"(TRANS_B))
+#define CC_WG_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define CC_WG_REGS64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+// D = A·B + (scale_d ? D : 0) for one m64nNk16 step; inputs f16 (BF16 = false) or bf16;
+// TRANS_A / TRANS_B select M-/N-major operands (imm-trans-a/-b), 0 for K-major.
+template <bool BF16, int N, int TRANS_A = 0, int TRANS_B = 0>
+__device__ __forceinline__ void cc_wgmma_m64k16(CcWgmmaAcc<N>& acc, unsigned long long desc_a,
+                                                unsigned long long desc_b, int scale_d) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    float* x = acc.d;
+    if constexpr (N == 64 && !BF16) CC_WGMMA_ASM("m64n64k16", "f16.f16", CC_WG_REGS32, "32", "33", "34", "35", "36", CC_WG32(x));
+    if constexpr (N == 64 && BF16) CC_WGMMA_ASM("m64n64k16", "bf16.bf16", CC_WG_REGS32, "32", "33", "34", "35", "36", CC_WG32(x));
+    if constexpr (N == 128 && !BF16) CC_WGMMA_ASM("m64n128k16", "f16.f16", CC_WG_REGS64, "64", "65", "66", "67", "68", CC_WG64(x));
+    if constexpr (N == 128 && BF16) CC_WGMMA_ASM("m64n128k16", "bf16.bf16", CC_WG_REGS64, "64", "65", "66", "67", "68", CC_WG64(x));
+#elif defined(__CUDA_ARCH__)
+    (void)acc, (void)desc_a, (void)desc_b, (void)scale_d;
+    __trap();
+#else
+    cc_tc_emu::wgmma(BF16 ? cc_tc_emu::kWgBf16 : cc_tc_emu::kWgF16, N, acc.d, acc.pend, &acc.emu, desc_a, desc_b,
+                     scale_d, TRANS_A, TRANS_B);
+#endif
+}
+#undef CC_WGMMA_ASM
+#undef CC_WG64
+#undef CC_WG32
+#undef CC_WG8
+#undef CC_WG_REGS32
+#undef CC_WG_REGS64
 #endif  // __CUDA_ARCH__ || CUCONV_EMULATOR
 // ---------------------------------------------------------------- end of tensor cores
 // ======================================================================================

@@ -50,15 +50,16 @@
 //   * Shared memory: 2 buffers · 8 · (132 + 128) · 4 B = 16.6 KiB per block, not a limit.
 //   * Checked statically (`cuconv kernels --analyze --file gemm.cu`: NVRTC's SASS, no GPU
 //     involved): one iteration of the main loop (one BK=8 tile) is 512 FFMA, 32 LDS.128,
-//     5 STS, 2 LDG.128 and 1 BAR in 644 instructions on sm_90 (639 on sm_80) on the aligned
-//     full-work path: math share 79.5 % (sm_90) / 80.1 % (sm_80), 1 FMA per shared byte
-//     (all shared loads 128-bit), issue-bound ceiling 79.5 % of fp32 peak on sm_90 and 100 %
+//     5 STS, 2 LDG.128 and 1 BAR in 633 instructions on sm_90 (624 on sm_80) on the aligned
+//     full-work path: math share 80.9 % (sm_90) / 82.1 % (sm_80), 1 FMA per shared byte
+//     (all shared loads 128-bit), issue-bound ceiling 80.9 % of fp32 peak on sm_90 and 100 %
 //     on sm_80 (half its issue slots are free: 64 FP32 lanes/SM). The scalar fallback for
-//     misaligned operands issues 672 (76.2 %). What keeps sm_90 under 80 %: ~100 bookkeeping
-//     instructions per tile (64-bit tile/batch addresses recomputed at the 128-register cap,
-//     bounds checks, the 4 scalar stores of the transposed A tile). BK=16 reaches 82.4 % but
-//     spills 40 B at the cap; hoisting the prefetch addresses (5 instructions) would pass 80 %.
-//     123-128 registers and 0 spills on sm_75 ... sm_120.
+//     misaligned operands issues 659 (77.7 %). The prefetch addresses are decoded once per
+//     thread (row pointers of A, B pointers advanced by BK rows per tile), which took the
+//     sm_90 figure from 644 instructions (79.5 %) past 80 %; what remains besides the math is
+//     ~100 bookkeeping instructions per tile (bounds checks, the 4 scalar stores of the
+//     transposed A tile, loop control). BK=16 would amortise them further but spills at the
+//     128-register cap. 128 registers and 0 spills on sm_75 ... sm_120.
 //   Smaller tiles (64x64x16 with 4x4, 32x128x16 with 4x8) serve small or skinny problems
 //   (a convolution's M is its output channels per group, often 16-64), where 128x128 tiles
 //   would leave most of the block idle or too few blocks to fill the SMs.
@@ -191,33 +192,55 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     const int m0 = (blockIdx.y + m_block0) * BM;
     const int n0 = blockIdx.x * BN;
     // The op vouches for the leading dimensions and batch strides; the base pointers are checked
-    // here, so a plan does not depend on where the caller's arrays happen to start.
+    // here, so a plan does not depend on where the caller's arrays happen to start (C's in the
+    // epilogue: a flag live across the main loop costs the 128x128 config a spill on sm_100).
     const bool vec_a = (flags & GEMM_VEC_A) && cc_aligned16(A);
     const bool vec_b = (flags & GEMM_VEC_B) && cc_aligned16(B);
-    const bool vec_c = (flags & GEMM_VEC_C) && cc_aligned16(C) && (!has_residual || cc_aligned16(residual));
     const float* a = A + batch * stride_a;
     const float* b = B + batch * stride_b;
 
     float4 a_next[A_ITERS], b_next[B_ITERS];
 
+    // The prefetch addresses, decoded once: each thread's A rows (a row past M or a copy past
+    // the tile reads nothing) and B rows, whose pointers then advance by BK rows per tile.
+    const float* a_row[A_ITERS];
+    int a_kq[A_ITERS];
+    bool a_in[A_ITERS];
+#pragma unroll
+    for (int i = 0; i < A_ITERS; ++i) {
+        const int idx = tid + i * THREADS;
+        const int row = idx / (BK / 4);
+        a_kq[i] = (idx % (BK / 4)) * 4;
+        a_in[i] = (A_VECS % THREADS == 0 || idx < A_VECS) && m0 + row < M;
+        a_row[i] = a + (a_in[i] ? (cc_index_t)(m0 + row) * lda : 0);
+    }
+    const float* b_row[B_ITERS];
+    int b_krow[B_ITERS], b_cols[B_ITERS];   // the row within the tile; columns left in the matrix
+    bool b_in[B_ITERS];
+#pragma unroll
+    for (int i = 0; i < B_ITERS; ++i) {
+        const int idx = tid + i * THREADS;
+        const int nq = n0 + (idx % (BN / 4)) * 4;
+        b_in[i] = B_VECS % THREADS == 0 || idx < B_VECS;
+        b_krow[i] = idx / (BN / 4);
+        b_cols[i] = N - nq;
+        b_row[i] = b + (b_in[i] ? (cc_index_t)b_krow[i] * ldb + nq : 0);
+    }
+
+    // Loads tile k0 (k0 advancing by BK from 0: the B pointers move along with it).
     auto load_tiles = [&](int k0) {
 #pragma unroll
         for (int i = 0; i < A_ITERS; ++i) {
-            const int idx = tid + i * THREADS;
-            const int row = idx / (BK / 4), kq = (idx % (BK / 4)) * 4;
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if ((A_VECS % THREADS == 0 || idx < A_VECS) && m0 + row < M)
-                v = gemm_load4_guarded(a + (cc_index_t)(m0 + row) * lda, k0 + kq, K, vec_a);
+            if (a_in[i]) v = gemm_load4_guarded(a_row[i], k0 + a_kq[i], K, vec_a);
             a_next[i] = v;
         }
 #pragma unroll
         for (int i = 0; i < B_ITERS; ++i) {
-            const int idx = tid + i * THREADS;
-            const int krow = idx / (BN / 4), nq = (idx % (BN / 4)) * 4;
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if ((B_VECS % THREADS == 0 || idx < B_VECS) && k0 + krow < K)
-                v = gemm_load4_guarded(b + (cc_index_t)(k0 + krow) * ldb, n0 + nq, N, vec_b);
+            if (b_in[i] && k0 + b_krow[i] < K) v = gemm_load4_guarded(b_row[i], 0, b_cols[i], vec_b);
             b_next[i] = v;
+            b_row[i] += (cc_index_t)BK * ldb;
         }
     };
     auto store_tiles = [&](int buf) {
@@ -285,6 +308,7 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     }
 
     // Epilogue: bias, residual, activation applied as the tile is written (one pass over C).
+    const bool vec_c = (flags & GEMM_VEC_C) && cc_aligned16(C) && (!has_residual || cc_aligned16(residual));
     float* c = C + batch * stride_c;
     const float* res = has_residual ? residual + batch * stride_c : nullptr;
     const float* bias_b = has_bias ? bias + batch * stride_bias : nullptr;

@@ -131,21 +131,8 @@ struct TcConvLoader {
     }
 };
 
-// Arguments of both convolution variants. x_s* / w_s* / out_s* are element strides (only the
-// simple variant reads them; the fast one takes NHWC x with pixel stride x_c_total, KRSC w, and
-// writes NHWC or NCHW by out_nchw).
-#define CC_TC_CONV_PARAMS                                                                                  \
-    const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, int has_bias,           \
-        const T* __restrict__ residual, int has_residual, T* __restrict__ out, int N, int H, int W,        \
-        int C, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, int pad_w,        \
-        int dilation_h, int dilation_w, int groups, int act
-
-// Output element offset of (m, channel k) in NHWC or NCHW.
-__device__ __forceinline__ cc_index_t cc_tc_out_index(int m, int k, int K, int PQ, int out_nchw) {
-    if (!out_nchw) return (cc_index_t)m * K + k;
-    const int img = m / PQ;
-    return ((cc_index_t)img * K + k) * PQ + (m - img * PQ);
-}
+// CC_TC_CONV_PARAMS (the arguments of both variants) and cc_tc_out_index are in tc_tile.cuh
+// (wgmma_conv.cu takes the same arguments).
 
 // Variant 2. C is the channel count of x's pixels (groups · Cg, Cg possibly padded by
 // tc_pack_nhwc); grid: 1-D over (group, band of M tiles, N tile), see cc_tc_raster in tc_gemm.cu.

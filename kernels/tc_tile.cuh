@@ -1,4 +1,4 @@
-// tc_tile.cuh — pieces shared by the tensor-core kernels (tc_gemm.cu, tc_conv.cu):
+// tc_tile.cuh — pieces shared by the tensor-core kernels (tc_gemm.cu, tc_conv.cu, wgmma_conv.cu):
 //   * TcType<T>: the element types (float16, bfloat16, and float32 run as tf32) with their
 //     mma instruction and conversions;
 //   * the swizzled shared-memory tile layout;
@@ -241,4 +241,21 @@ __device__ __noinline__ void cc_tc_store(T* __restrict__ out, cc_index_t idx, fl
     if (has_bias) acc += TcType<T>::to_float(bias[bias_idx]);
     if (has_residual) acc += TcType<T>::to_float(residual[idx]);
     out[idx] = TcType<T>::from_float(cc_activate(acc, act));
+}
+
+// ------------------------------------------------------------------ convolution arguments (tc_conv.cu, wgmma_conv.cu)
+// Arguments of both convolution variants. x_s* / w_s* / out_s* are element strides (only the
+// simple variant reads them; the fast one takes NHWC x with pixel stride x_c_total, KRSC w, and
+// writes NHWC or NCHW by out_nchw).
+#define CC_TC_CONV_PARAMS                                                                                  \
+    const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, int has_bias,           \
+        const T* __restrict__ residual, int has_residual, T* __restrict__ out, int N, int H, int W,        \
+        int C, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, int pad_w,        \
+        int dilation_h, int dilation_w, int groups, int act
+
+// Output element offset of (m, channel k) in NHWC or NCHW.
+__device__ __forceinline__ cc_index_t cc_tc_out_index(int m, int k, int K, int PQ, int out_nchw) {
+    if (!out_nchw) return (cc_index_t)m * K + k;
+    const int img = m / PQ;
+    return ((cc_index_t)img * K + k) * PQ + (m - img * PQ);
 }

@@ -314,7 +314,24 @@ def test_mma_shapes():
     assert mma_macs(ins("HMMA.1688.F32.TF32")) == 1024 and mma_kind(ins("HMMA.1688.F32.TF32")) == "tf32"
     assert mma_macs(ins("IMMA.16832.S8.S8")) == 4096 and mma_kind(ins("IMMA.16832.S8.S8")) == "int8"
     assert mma_macs(ins("DMMA.884")) == 256
-    assert mma_macs(ins("HGMMA.64x128x16.F32")) is None
+    # warpgroup MMA: each of the 4 warps issues the instruction for its 16 of the 64 rows
+    assert mma_macs(ins("HGMMA.64x128x16.F32")) == 64 * 128 * 16 // 4
+    assert mma_kind(ins("HGMMA.64x128x16.F32")) == "fp16" and mma_kind(ins("HGMMA.64x64x16.F32.BF16")) == "fp16"
+    assert mma_kind(ins("HGMMA.64x64x8.F32.TF32")) == "tf32" and mma_macs(ins("HGMMA.64x64x8.F32.TF32")) == 8192
+    assert mma_kind(ins("QGMMA.64x128x32.F32.E4M3.E4M3")) == "fp8"
+    assert mma_macs(ins("HGMMA.F32")) is None
+
+
+def test_hgmma_ceiling_on_sm90():
+    """4 HGMMA.64x128x16 (4 x 64 clocks of a sub-partition's tensor core at 512 FMA/clock) in a
+    loop of 200 instructions: the tensor pipe is the bottleneck (ceiling 1.0); in 400: 0.64."""
+    def loop(n):
+        body = [Instruction(16 * i, "", "HGMMA.64x128x16.F32", "R24, gdesc[UR4], R24") for i in range(4)]
+        body += [Instruction(16 * (4 + i), "", "IADD3", "R1, R1, 0x1, RZ") for i in range(n - 4)]
+        return Mix.of(body)
+    for n, want in ((200, 1.0), (400, 256 / 400)):
+        _, pipe, ceiling = analysis.loop_ceilings(loop(n), "sm_90a")
+        assert pipe == "tensor_fp16" and ceiling == pytest.approx(want)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

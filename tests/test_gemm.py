@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import cuconv
 from conftest import put, requires_gpu
+from tc_helpers import check_tc
 from cuconv.ops import gemm as gemm_mod
 from cuconv.ops.gemm import CONFIGS, MAIN, MAIN_F64, NAIVE, NAIVE_F64, GemmConfig
 from cuconv.plan import PlanCache, Ref, launch_all, pointer
@@ -118,7 +119,19 @@ def test_property_any_shape_any_config(M, N, K, batch, cfg, activation, seed):
     bias = random_array(rng, (M,), dt)
     with cuconv.backend("emulator") as be:
         got = run_gemm(be, a, b, bias=bias, activation=activation, config=cfg)
-    assert_close(got, ref_gemm(a, b, bias, None, activation), dt, "gemm", cfg.label)
+    # Any shape includes a 1x1 output whose K products and bias nearly cancel: its error relative
+    # to |ref| is unbounded (seed=1, M=N=1, K=32 gives 1.7e-5 with a correct kernel). The bound is
+    # the research note's (tensor_cores.md §8.9): one output ulp plus 2^-20·sqrt(K) of Σ|a|·|b|
+    # + |bias|, about 16x the expected fp32 accumulation error and above the worst case (K+2)·2^-24
+    # for these K; silu and relu do not enlarge it (Lipschitz constants 1.1 and 1).
+    norm = np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64))) + np.abs(bias)[:, None]
+    ref = ref_gemm(a, b, bias, None, activation)
+    if dt == "float32":
+        check_tc(got, ref, norm, "float32", max(K, 1), cfg.label)
+    else:   # float64: the same form at double's precision (2^-49 = 2^-20 scaled by 2^-29)
+        err = np.abs(np.asarray(got, np.float64) - ref)
+        bound = 2.0 ** -49 * np.sqrt(max(K, 1)) * norm + 4 * np.spacing(np.abs(ref))
+        assert np.all(err <= bound), f"{cfg.label}: error {err.max():.3g} exceeds the float64 bound"
 
 
 # --------------------------------------------------------------------------- the launcher

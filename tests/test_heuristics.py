@@ -1,6 +1,7 @@
 """What ``algo="auto"`` picks for named layers (ops/heuristics.py's rule table): a golden table,
 so that a change of policy shows up as a diff here. Every layer at batch 1 and 8 on the default
-emulated device (sm_90, 132 SMs), and the tensor-core layers on an sm_75 and an sm_80 as well."""
+emulated device (sm_90, 132 SMs: fp16/bf16 layers take Hopper's wgmma there), and the
+tensor-core layers on an sm_75, an sm_80 and an sm_120 as well."""
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,10 @@ GOLDEN = [
      "implicit_gemm_tf32"),
     ("MobileNetV2 depthwise, allow_tf32", (144, 56), (144, 3), 1, 1, 144, "float32", {"allow_tf32": True},
      "depthwise"),
-    ("ResNet-50 3x3 fp16", (64, 56), (64, 3), 1, 1, 1, "float16", {}, "implicit_gemm_tc"),
-    ("ResNet-50 3x3 bf16 NHWC", (64, 56), (64, 3), 1, 1, 1, "bfloat16", {"layout": "NHWC"}, "implicit_gemm_tc"),
+    ("ResNet-50 3x3 fp16", (64, 56), (64, 3), 1, 1, 1, "float16", {}, "implicit_gemm_wgmma"),
+    ("ResNet-50 3x3 bf16 NHWC", (64, 56), (64, 3), 1, 1, 1, "bfloat16", {"layout": "NHWC"}, "implicit_gemm_wgmma"),
+    ("ResNeXt-50 3x3 g32 fp16 (4 output channels a group)", (128, 56), (128, 3), 1, 1, 32, "float16", {},
+     "implicit_gemm_tc"),
     ("ResNet-50 3x3 fp16 NCHW, no workspace", (64, 56), (64, 3), 1, 1, 1, "float16",
      {"max_workspace_bytes": 0}, "implicit_gemm_tc_simple"),
     ("MobileNetV2 depthwise fp16", (144, 56), (144, 3), 1, 1, 144, "float16", {}, "implicit_gemm_tc"),
@@ -45,7 +48,7 @@ GOLDEN = [
     ("§8.4 11x11 64->64 at 28x28", (64, 28), (64, 11), 1, 5, 1, "float32", {}, {1: "implicit_gemm", 8: "fft"}),
     ("§8.4 7x7 64->64 at 56x56, no workspace", (64, 56), (64, 7), 1, 3, 1, "float32", {"max_workspace_bytes": 0},
      "implicit_gemm"),
-    ("§8.4 7x7 64->64 at 56x56 fp16", (64, 56), (64, 7), 1, 3, 1, "float16", {}, "implicit_gemm_tc"),
+    ("§8.4 7x7 64->64 at 56x56 fp16", (64, 56), (64, 7), 1, 3, 1, "float16", {}, "implicit_gemm_wgmma"),
     ("AlexNet conv2 5x5 (stride 1, 27x27: FFT counts 22% of direct, above the 20% bar)", (64, 27), (192, 5),
      1, 2, 1, "float32", {}, "implicit_gemm"),
     ("ConvNeXt depthwise 7x7", (96, 56), (96, 7), 1, 3, 96, "float32", {}, "depthwise"),
@@ -103,6 +106,35 @@ def test_auto_tensor_core_config_per_device(cc, want):
     with cuconv.backend("record", cc=cc):
         plan = cuconv.plan_conv2d(*_arrays(p, "NHWC"), padding=1, layout="NHWC")
     assert plan.algo == "implicit_gemm_tc" and plan.kernels == [want]
+
+
+@pytest.mark.parametrize("cc", [75, 80, 120])
+@pytest.mark.parametrize("name", [g[0] for g in GOLDEN if g[-1] == "implicit_gemm_wgmma"])
+def test_wgmma_layers_take_mma_sync_on_other_devices(name, cc):
+    """The layers that take wgmma on sm_90 take the mma.sync kernels everywhere else (wgmma
+    exists only on sm_90a): what auto picked there before wgmma existed."""
+    _, x, w, stride, padding, groups, dtype, options, _ = next(g for g in GOLDEN if g[0] == name)
+    p = _problem(x, w, stride, padding, groups, dtype, 1)
+    with cuconv.backend("record", cc=cc):
+        if dtype == "bfloat16" and cc < 80:     # no bf16 mma before Ampere: nothing runs it
+            with pytest.raises(ValueError, match="bfloat16 mma needs sm_80"):
+                conv2d_mod.choose_algorithm(p, **options)
+            return
+        assert conv2d_mod.choose_algorithm(p, **options) == "implicit_gemm_tc"
+
+
+def test_auto_wgmma_config_on_sm90():
+    """The ResNet-50 3x3 fp16 layer in NHWC on sm_90: the wgmma kernel in place (no pack), the
+    64x64 config (K = 64 fills one 64-wide N tile); with K = 256 at batch 8 the 128x128 main config."""
+    p = _problem((64, 56), (64, 3), 1, 1, 1, "float16", 1)
+    with cuconv.backend("record"):
+        plan = cuconv.plan_conv2d(*_arrays(p, "NHWC"), padding=1, layout="NHWC")
+        assert plan.algo == "implicit_gemm_wgmma" and plan.kernels == ["wgmma_conv_f16_64x64x64_s3"]
+        assert plan.workspace_bytes == 0
+        big = _problem((64, 56), (256, 3), 1, 1, 1, "bfloat16", 8)
+        plan = cuconv.plan_conv2d(*_arrays(big, "NCHW"), padding=1)
+    assert plan.algo == "implicit_gemm_wgmma"
+    assert plan.kernels == ["tc_pack_nhwc_bf16", "tc_pack_nhwc_bf16", "wgmma_conv_bf16_128x128x64_s4"]
 
 
 def test_every_rule_names_a_listed_algorithm_and_says_why():

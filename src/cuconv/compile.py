@@ -28,8 +28,11 @@ from pathlib import Path
 
 from .arch import DEFAULT_MAX_SMEM_PER_BLOCK, occupancy
 from .registry import (  # noqa: F401
+    ALL_ARCHS,
+    ARCH_SPECIFIC,
     ARCHS,
     KernelEntry,
+    compile_target,
     file_group,
     find_kernel,
     register_kernel,
@@ -344,6 +347,19 @@ def runs_on(entry: KernelEntry, cc: int) -> bool:
     return False
 
 
+def gpu_arch_options(entries, cc: int) -> tuple[str, ...]:
+    """``("-arch=sm_90a",)`` when one of ``entries`` is built only for the arch-specific target of
+    a device of compute capability ``cc``, else ``()``. CuPy's RawModule compiles for the device's
+    plain target (``-arch=sm_90``), where wgmma.mma_async does not exist; given both options,
+    NVRTC builds for sm_90a (checked with NVRTC 13.x through CuPy 14: __CUDA_ARCH_FEAT_SM90_ALL is
+    defined and the PTX target is sm_90a, in either order). The rest of the module's kernels are
+    then sm_90a code too, which runs on the same devices."""
+    for target in ARCH_SPECIFIC:
+        if int(target[3:-1]) == cc and any(target in e.archs for e in entries):
+            return (f"-arch={target}",)
+    return ()
+
+
 _MODULES: dict = {}
 _MOD_LOCK = threading.Lock()
 
@@ -351,7 +367,8 @@ _MOD_LOCK = threading.Lock()
 def cupy_module(file: str, options: tuple, cuda_headers: bool, device_id: int, cc: int):
     """One ``cupy.RawModule`` per (device, kernel file, options): every registered instantiation
     of that file and options that runs on the device, compiled together (CuPy caches the
-    result on disk, keyed on the source)."""
+    result on disk, keyed on the source), for the device's arch-specific target when an entry
+    needs it (``gpu_arch_options``)."""
     import cupy  # noqa: PLC0415
 
     source = load_source(file)
@@ -359,9 +376,11 @@ def cupy_module(file: str, options: tuple, cuda_headers: bool, device_id: int, c
     with _MOD_LOCK:
         mod = _MODULES.get(key)
         if mod is None:
-            expressions = sorted({e.expression for e in file_group(file, options) if runs_on(e, cc)})
+            entries = [e for e in file_group(file, options) if runs_on(e, cc)]
+            expressions = sorted({e.expression for e in entries})
             with cupy.cuda.Device(device_id):
-                mod = cupy.RawModule(code=source, options=nvrtc_options(options, cuda_headers),
+                mod = cupy.RawModule(code=source,
+                                     options=(*nvrtc_options(options, cuda_headers), *gpu_arch_options(entries, cc)),
                                      name_expressions=expressions)
             _MODULES[key] = mod
     return mod

@@ -12,6 +12,22 @@ from dataclasses import dataclass
 
 # The compile targets of the compile matrix: Turing ... Blackwell (consumer).
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
+# Architecture-specific targets ("a": features that only that exact arch has, e.g. sm_90a's
+# wgmma). Only kernels that list one in their ``archs`` are built for it; the compile matrix
+# and the analysis cover ARCHS + ARCH_SPECIFIC. CuPy's NVRTC accepts --gpu-architecture=sm_90a
+# (cubin) and compute_90a (PTX) and defines __CUDA_ARCH_FEAT_SM90_ALL there.
+ARCH_SPECIFIC = ("sm_90a",)
+ALL_ARCHS = ARCHS + ARCH_SPECIFIC
+
+
+def compile_target(arch) -> str:
+    """'sm_90a' stays 'sm_90a'; '90', 'compute_90', (9, 0) become 'sm_90' (see arch.normalize_arch)."""
+    if isinstance(arch, tuple):
+        arch = f"{arch[0]}{arch[1]}"
+    s = str(arch).lower().removeprefix("sm_").removeprefix("compute_")
+    if f"sm_{s}" in ARCH_SPECIFIC:
+        return f"sm_{s}"
+    return "sm_" + s.rstrip("af")
 
 
 @dataclass(frozen=True)

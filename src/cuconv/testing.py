@@ -65,6 +65,9 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("bfloat16", "implicit_gemm_tc_simple"): 8e-3,
     ("float32", "implicit_gemm_tc_simple"): 2e-3,
     ("float32", "implicit_gemm_tf32"): 2e-3,
+    # wgmma (ops/wgmma_conv.py): the same fp32 accumulation and one rounding to the output dtype.
+    ("float16", "implicit_gemm_wgmma"): 1e-3,
+    ("bfloat16", "implicit_gemm_wgmma"): 8e-3,
 }
 
 

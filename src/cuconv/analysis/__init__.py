@@ -23,12 +23,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..arch import issue_model, normalize_arch
+from ..arch import issue_model
 from ..compile import (
-    ARCHS,
+    ALL_ARCHS,
     KernelEntry,
     NVRTCError,
     compile_entry,
+    compile_target,
     find_kernel,
     kernel_dir,
     nvrtc_compile,
@@ -57,9 +58,11 @@ def _compile_source(source: str, kernel: str, arch: str, options: tuple, name: s
 
 
 def _check_arch(arch) -> str:
-    a = normalize_arch(arch)
-    if a not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}: cuconv analyses {', '.join(ARCHS)}")
+    """The compile target: sm_90a keeps its suffix (its kernels exist only there); the per-arch
+    tables are looked up through normalize_arch (sm_90a -> sm_90)."""
+    a = compile_target(arch)
+    if a not in ALL_ARCHS:
+        raise ValueError(f"unknown arch {arch!r}: cuconv analyses {', '.join(ALL_ARCHS)}")
     return a
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from ..arch import arch_limits, issue_model, normalize_arch, occupancy
+from ..arch import arch_limits, issue_model, occupancy
 from .mix import CLASSES, Mix
 from .sass import Loop, SassFunction, best_loop_path, function_names, parse_function, split_sections
 from .tools import disassemble, tool_versions
@@ -203,7 +203,7 @@ def loop_ceilings(mix: Mix, arch: str) -> tuple[dict, str | None, float | None]:
         busy[pipe] = flops / (2 * peak)                    # clocks the pipe needs per iteration
         ceilings[pipe] = min(1.0, busy[pipe] / slots)
     if mix.tensor_unknown_shape:
-        ceilings["tensor_unknown_shape"] = None            # warpgroup MMA: shape in a descriptor
+        ceilings["tensor_unknown_shape"] = None            # a tensor opcode without a known shape
     unknown = [p for p, c in ceilings.items() if c is None]
     if unknown or not busy:
         # Math on a pipe without a rate in the table: no honest headline figure.
@@ -264,19 +264,21 @@ def analyze_loop(fn: SassFunction, loop: Loop, arch: str) -> LoopAnalysis:
 
 def choose_main_loop(loops: list[LoopAnalysis]) -> LoopAnalysis | None:
     """The loop the kernel spends its time in, statically: one with math if any has math,
-    then the deepest (the innermost of a nest repeats most), then the most math, then the
-    longest body."""
+    then the deepest (the innermost of a nest repeats most), then the most FLOPs per
+    iteration (one HGMMA does the work of thousands of FFMA: an epilogue loop of a few FFMA
+    beside a main loop of 4 HGMMA must not win on instruction count), then the most math
+    instructions, then the longest body."""
     if not loops:
         return None
-    return max(loops, key=lambda lp: (lp.mix.math > 0, lp.depth, lp.path_mix.math, lp.instructions, -lp.start))
+    return max(loops, key=lambda lp: (lp.mix.math > 0, lp.depth, sum(lp.path_mix.flops.values()), lp.path_mix.math,
+                                      lp.instructions, -lp.start))
 
 
 def analyze_function(fn: SassFunction, arch: str, *, kernel: str, registers: int, spill_store_bytes: int,
                      spill_load_bytes: int, stack_frame_bytes: int, static_smem_bytes: int,
                      dynamic_smem_bytes: int = 0, block_threads: int | None = None,
                      block_threads_source: str | None = None, **extra) -> Analysis:
-    arch = normalize_arch(arch)
-    arch_limits(arch)
+    arch_limits(arch)            # the tables are per family (sm_90a -> sm_90); the label keeps the target
     notes = []
     if block_threads is None:
         if fn.max_threads:
@@ -297,7 +299,7 @@ def analyze_function(fn: SassFunction, arch: str, *, kernel: str, registers: int
                      f"the body); the figures use the full-work path ({main_loop.instructions}: most math, "
                      "most bytes moved, fewest instructions)")
     if main_loop is not None and main_loop.mix.tensor_unknown_shape:
-        notes.append("tensor instructions of unknown shape (warpgroup MMA): no tensor ceiling")
+        notes.append("tensor instructions of unknown shape: no tensor ceiling")
     occ = occupancy(arch, block_threads, registers, static_smem_bytes + dynamic_smem_bytes)
     return Analysis(kernel=kernel, arch=arch, function=fn.name, registers=registers,
                     spill_store_bytes=spill_store_bytes, spill_load_bytes=spill_load_bytes,

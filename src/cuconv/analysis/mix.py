@@ -4,7 +4,8 @@ Each instruction falls in exactly one class. The math classes are the ones that 
 arithmetic peak: ``fp32`` (FFMA/FMUL/FADD), ``fp16`` (HFMA2/HMUL2/HADD2, two lanes per
 thread), ``fp64`` (DFMA/DMUL/DADD) and ``tensor`` (HMMA/IMMA/DMMA/...GMMA). The compiler
 also uses some math opcodes to move constants (``HFMA2.MMA R0, -RZ, RZ, 0, 0`` writes 0,
-``IMAD.MOV`` copies): those count as ``move``, not math. Uniform-datapath instructions
+``IMAD.MOV`` copies): those count as ``move``, not math. Warpgroup MMA (HGMMA: wgmma.mma_async) is ``tensor``, its MACs from the
+shape in its opcode (``HGMMA.64x128x16``: 64·128·16/4 per warp). Uniform-datapath instructions
 (``UIADD3``, ``ULDC`` ...) occupy issue slots like any other and are classed with their
 vector counterparts.
 """
@@ -102,12 +103,34 @@ def access_bits(ins: Instruction) -> int:
     return 32
 
 
+_GMMA_SHAPE_RE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
+GMMA_OPCODES = ("HGMMA", "IGMMA", "QGMMA", "BGMMA")
+
+
+def gmma_shape(ins: Instruction) -> tuple[int, int, int] | None:
+    """(M, N, K) of a warpgroup MMA (``HGMMA.64x128x16.F32`` -> (64, 128, 16)), else None."""
+    if ins.base not in GMMA_OPCODES:
+        return None
+    for m in ins.modifiers:
+        g = _GMMA_SHAPE_RE.match(m)
+        if g:
+            return int(g.group(1)), int(g.group(2)), int(g.group(3))
+    return None
+
+
 def mma_macs(ins: Instruction) -> int | None:
     """Multiply-accumulates per warp-wide tensor instruction, from its shape modifier.
 
     ``HMMA.16816.F32`` is m16n8k16 (2048 MACs), ``HMMA.1688.F32.TF32`` m16n8k8, ``IMMA.16832.S8.S8``
-    m16n8k32. Unknown shapes (e.g. warpgroup GMMA, whose shape is in its descriptor) give None.
+    m16n8k32. Warpgroup MMA (``HGMMA.64x128x16.F32``, wgmma.mma_async.m64nNkK) is issued by each
+    of the warpgroup's 4 warps, each computing its 16 of the 64 rows on its own sub-partition's
+    tensor core: M·N·K/4 MACs per warp instruction (the shape is in the opcode; the operands'
+    addresses are in descriptors). Unknown shapes give None.
     """
+    g = gmma_shape(ins)
+    if g is not None:
+        mm, nn, kk = g
+        return mm * nn * kk // 4
     if ins.base not in ("HMMA", "IMMA", "DMMA", "BMMA"):
         return None
     for m in ins.modifiers:
@@ -121,15 +144,17 @@ def mma_macs(ins: Instruction) -> int | None:
 
 
 def mma_kind(ins: Instruction) -> str:
-    """'fp16' (fp16/bf16 inputs), 'tf32', 'int8', 'fp64', ... for a tensor instruction."""
+    """'fp16' (fp16/bf16 inputs), 'tf32', 'int8', 'fp8', 'fp64', ... for a tensor instruction."""
     mods = set(ins.modifiers)
     if ins.base == "DMMA":
         return "fp64"
-    if ins.base == "IMMA":
+    if ins.base in ("IMMA", "IGMMA"):
         return "int4" if mods & {"S4", "U4"} else "int8"
-    if ins.base == "BMMA":
+    if ins.base in ("BMMA", "BGMMA"):
         return "binary"
-    if ins.base == "HMMA":
+    if ins.base == "QGMMA":
+        return "fp8"
+    if ins.base in ("HMMA", "HGMMA"):
         if "TF32" in mods:
             return "tf32"
         if mods & {"E4M3", "E5M2"}:

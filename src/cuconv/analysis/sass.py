@@ -258,6 +258,32 @@ def _reverse_postorder(fn: SassFunction) -> list[int]:
     return order[::-1]
 
 
+def _retreating_edges(fn: SassFunction) -> set[tuple[int, int]]:
+    """Edges u -> h of a depth-first search from the entry where h is an ancestor of u (on the
+    DFS stack): every cycle contains one. Address order is not a proxy: ptxas places cold
+    blocks (an mbarrier try-wait retry, say) after the function's EXIT, and their jump back
+    to the join point is a backward branch by address that closes no cycle of its own."""
+    out: set[tuple[int, int]] = set()
+    if not fn.blocks:
+        return out
+    on_stack, seen = {0}, {0}
+    stack = [(0, iter(fn.blocks[0].successors))]
+    while stack:
+        node, it = stack[-1]
+        for t in it:
+            if t in on_stack:
+                out.add((node, t))
+            elif t not in seen:
+                seen.add(t)
+                on_stack.add(t)
+                stack.append((t, iter(fn.blocks[t].successors)))
+                break
+        else:
+            on_stack.discard(node)
+            stack.pop()
+    return out
+
+
 def _dominators(fn: SassFunction, rpo: list[int]) -> dict[int, int]:
     """Immediate dominators (Cooper, Harvey & Kennedy's iterative algorithm)."""
     position = {b: i for i, b in enumerate(rpo)}
@@ -306,26 +332,24 @@ def _find_loops(fn: SassFunction) -> None:
     bodies: dict[int, set[int]] = {}
     latches: dict[int, set[int]] = {}
     natural: dict[int, bool] = {}
-    for u in rpo:
-        for h in fn.blocks[u].successors:
-            if _dominates(idom, h, u):
-                body = {h}
-                work = [u]
-                while work:
-                    n = work.pop()
-                    if n not in body:
-                        body.add(n)
-                        work.extend(p for p in fn.blocks[n].predecessors if p in reachable)
-                natural.setdefault(h, True)
-            elif fn.blocks[h].start <= fn.blocks[u].start:
-                # A retreating edge into a block that does not dominate it (irreducible
-                # flow, rare in ptxas output): take the address range as the body.
-                body = {b for b in reachable if h <= b <= u}
-                natural[h] = False
-            else:
-                continue
-            bodies.setdefault(h, set()).update(body)
-            latches.setdefault(h, set()).add(u)
+    for u, h in sorted(_retreating_edges(fn)):
+        if _dominates(idom, h, u):
+            body = {h}
+            work = [u]
+            while work:
+                n = work.pop()
+                if n not in body:
+                    body.add(n)
+                    work.extend(p for p in fn.blocks[n].predecessors if p in reachable)
+            natural.setdefault(h, True)
+        else:
+            # A retreating edge into a block that does not dominate it (irreducible
+            # flow, rare in ptxas output): take the address range as the body.
+            lo, hi = sorted((fn.blocks[h].start, fn.blocks[u].start))
+            body = {b for b in reachable if lo <= fn.blocks[b].start <= hi}
+            natural[h] = False
+        bodies.setdefault(h, set()).update(body)
+        latches.setdefault(h, set()).add(u)
     loops = [Loop(h, tuple(sorted(bodies[h])), tuple(sorted(latches[h])), natural=natural[h])
              for h in sorted(bodies)]
     for lp in loops:

@@ -45,7 +45,7 @@ from ..ops import conv2d as conv2d_mod
 from ..ops import depthwise as depthwise_mod
 from ..ops import gemm as gemm_mod
 from ..ops import implicit_gemm as implicit_gemm_mod
-from ..ops import tc_common
+from ..ops import tc_common, wgmma_conv
 from ..ops.conv_transpose import conv_transpose2d
 from ..ops.gemm import gemm
 from ..ops.im2col import im2col
@@ -80,7 +80,8 @@ from . import bench
 EXIT_NO_GPU = 4
 # Kernel files that no op launches: tc_probe.cu holds instruction probes (mma, ldmatrix,
 # cp.async semantics) that tests/test_tc_probe.py drives against hand-derived tables.
-NOT_OP_KERNELS = {"tc_probe.cu": "instruction probes: checked by tests/test_tc_probe.py (pytest -m gpu)"}
+NOT_OP_KERNELS = {"tc_probe.cu": "instruction probes: checked by tests/test_tc_probe.py (pytest -m gpu)",
+                  "wgmma_probe.cu": "instruction probes: checked by tests/test_wgmma_probe.py (pytest -m gpu)"}
 
 
 def add_arguments(parser) -> None:
@@ -220,7 +221,8 @@ def _conv_check(case, algo: str, dtype: str = "float32", layout: str = "NCHW", *
         return out, ref, dtype, algo
     tc = tc_common.kernel_dtype(dtype) if ("_tc" in algo or "tf32" in algo) else ""
     config = extra.get("config")
-    kernel = config if isinstance(config, str) and config in tc_common.CONFIGS_BY_NAME else ""
+    forced = {**tc_common.CONFIGS_BY_NAME, **wgmma_conv.CONFIGS_BY_NAME}
+    kernel = config if isinstance(config, str) and config in forced else ""
     return DeviceCheck(name, run, "bf16" if dtype == "bfloat16" else "", tc, kernel)
 
 
@@ -506,6 +508,14 @@ def device_checks() -> list[DeviceCheck]:
         checks.append(_conv_check(((2, 3, 9, 7), (20, 3, 3, 3), 2, 1, 1, 1, "residual+relu"), algo, dt, "NCHW"))
         checks.append(_conv_check(((2, 12, 9, 7), (21, 4, 3, 3), 1, 2, 2, 3, "bias"), "implicit_gemm_tc_simple",
                                   dt, "NHWC"))
+    # Hopper wgmma (sm_90 only; skipped elsewhere): every config in its dtype, NHWC in place, and
+    # the NCHW path with C = 3 (packed to NHWC with channels padded to 8).
+    for cfg in wgmma_conv.CONFIGS:
+        checks.append(_conv_check(((2, 16, 9, 7), (24, 16, 3, 3), 1, 1, 1, 1, "bias+relu"), "implicit_gemm_wgmma",
+                                  cfg.dtype, "NHWC", config=cfg.name))
+    for dt in ("float16", "bfloat16"):
+        checks.append(_conv_check(((1, 3, 11, 9), (20, 3, 3, 3), 2, 1, 1, 1, "residual+relu"), "implicit_gemm_wgmma",
+                                  dt, "NCHW", config=f"wgmma_conv_{wgmma_conv.DTYPES[dt][0]}_64x64x64_s3"))
     # Pooling, im2col, transposed convolution, the separable block.
     for dt in ("float32", "float64"):
         checks += [_pool_check("max", (2, 5, 11, 9), dt, kernel_size=3, stride=2, padding=1),

@@ -10,13 +10,13 @@ import json
 import sys
 
 from .. import analysis
-from ..arch import normalize_arch
-from ..compile import ARCHS, NVRTCError, compile_entry, find_kernel, registered_kernels
+from ..compile import ARCHS, NVRTCError, compile_entry, compile_target, find_kernel, registered_kernels
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--arch", action="append", default=None,
-                        help="target arch (sm_75 ... sm_120); repeatable; default: every compile target")
+                        help="target arch (sm_75 ... sm_120, sm_90a; sm_90 includes the sm_90a-only kernels); repeatable; "
+                             "default: every compile target")
     parser.add_argument("--file", default=None, help="only kernels of this .cu file (e.g. gemm.cu)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--sass", metavar="NAME", default=None,
@@ -32,10 +32,15 @@ def collect(archs, file=None):
         if file and entry.file != file:
             continue
         for arch in archs:
+            target = arch
             if arch not in entry.archs:
-                continue
+                # sm_90 also lists the kernels built only for its arch-specific target sm_90a
+                # (they run on the same devices), once, unless sm_90a is asked for as well.
+                target = next((a for a in entry.archs if a != arch and a.rstrip("a") == arch), None)
+                if target is None or target in archs:
+                    continue
             try:
-                rows.append((entry, compile_entry(entry, arch), None))
+                rows.append((entry, compile_entry(entry, target), None))
             except NVRTCError as exc:
                 rows.append((entry, None, str(exc)))
     return rows
@@ -77,11 +82,10 @@ def format_table(dicts) -> str:
 
 
 def run(args) -> int:
-
     # The resource table is cheap per arch once compiled; the SASS analysis defaults to the
     # two archs the designs target (sm_80, sm_90) unless --arch says otherwise.
     default = ("sm_80", "sm_90") if (args.analyze or args.sass) else ARCHS
-    archs = [normalize_arch(a) for a in (args.arch or default)]
+    archs = [compile_target(a) for a in (args.arch or default)]   # sm_90a stays sm_90a
     if args.sass or args.analyze:
         if args.sass:
             entry = find_kernel(args.sass)

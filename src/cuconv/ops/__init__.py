@@ -30,12 +30,14 @@ from . import (  # noqa: F401
     tc_gemm,
     tc_grad,
     tc_probe,
+    wgmma_conv,
+    wgmma_probe,
     winograd,
 )
 
 OP_MODULES = (direct, im2col, gemm, im2col_gemm, implicit_gemm, winograd, fft_conv, depthwise, separable, pool,
               conv_transpose, tc_common, tc_gemm, tc_conv, tc_probe,
-              conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad)
+              conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad, wgmma_conv, wgmma_probe)
 
 
 def kernels() -> list[KernelEntry]:

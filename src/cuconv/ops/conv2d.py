@@ -2,7 +2,7 @@
 
 The algorithms are listed explicitly in ``ALGORITHMS`` (each lives in its own module:
 ops/direct.py, ops/im2col_gemm.py, ops/implicit_gemm.py, ops/winograd.py, ops/fft_conv.py,
-ops/depthwise.py, ops/tc_conv.py). ``select(spec, algo)`` returns the memoized ``Plan`` of the named algorithm,
+ops/depthwise.py, ops/tc_conv.py, ops/wgmma_conv.py). ``select(spec, algo)`` returns the memoized ``Plan`` of the named algorithm,
 or for ``algo="auto"`` of the first rule of ops/heuristics.py whose algorithm can plan the
 call. ``plan_conv2d`` returns that plan without running it; ``algorithms`` lists every
 algorithm's plan or the reason it has none.
@@ -22,6 +22,7 @@ from . import (
     im2col_gemm,
     implicit_gemm,
     tc_conv,
+    wgmma_conv,
     winograd,
 )
 from ._algorithm import ConvAlgorithm, ConvSpec
@@ -30,7 +31,7 @@ from ._conv_frontend import ConvFrontEnd, build_spec
 # Listing order of cuconv.algorithms.
 ALGORITHMS: dict[str, ConvAlgorithm] = {a.name: a for a in (
     direct.ALGORITHM, *im2col_gemm.ALGORITHMS, implicit_gemm.ALGORITHM, *winograd.ALGORITHMS,
-    *fft_conv.ALGORITHMS, depthwise.ALGORITHM, *tc_conv.ALGORITHMS)}
+    *fft_conv.ALGORITHMS, depthwise.ALGORITHM, *tc_conv.ALGORITHMS, wgmma_conv.ALGORITHM)}
 
 
 def algorithm(name: str) -> ConvAlgorithm:

@@ -80,6 +80,11 @@ RULES: tuple[Rule, ...] = (
     Rule("implicit_gemm_tc_simple", _tf32,
          "allow_tf32=True and the fast tf32 kernel cannot run it (e.g. its NHWC pack does not fit "
          "the workspace cap): the analytic tensor-core kernel reads the layout in place"),
+    Rule("implicit_gemm_wgmma", lambda s: _half(s) and _wide(s) and s.caps.cc == 90,
+         "float16/bfloat16 on an sm_90 device (H100, H200): Hopper's full tensor-core rate is "
+         "reached only by wgmma.mma_async (operands from shared memory, asynchronous), which "
+         "mma.sync's register-fed HMMA stays far below; modelled by the static issue ceiling, "
+         "not measured"),
     Rule("implicit_gemm_tc", lambda s: _half(s) and _wide(s),
          "float16/bfloat16: the mma.sync tensor-core implicit GEMM, fp32 accumulation"),
     Rule("pointwise", lambda s: s.problem.is_pointwise,

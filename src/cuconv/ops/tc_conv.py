@@ -54,12 +54,12 @@ def choose_conv_config(kdt: str, p: Conv2dProblem, vec: int, cc: int = 90, sms: 
     return find_config("conv", kdt, 64, 2 if cc < 80 else 3, vec)
 
 
-def _storage_dtype(kdt: str) -> str:
+def storage_dtype(kdt: str) -> str:
     """NumPy dtype of a workspace holding kdt elements (bf16 as its 16-bit pattern)."""
     return {"float16": "float16", "bfloat16": "uint16", "tf32": "float32"}[kdt]
 
 
-def _pack_launch(kdt, src: Ref, dst: Ref, n, C, HW, groups, Cgp, strides) -> Launch:
+def pack_launch(kdt, src: Ref, dst: Ref, n, C, HW, groups, Cgp, strides) -> Launch:
     """tc_pack_nhwc: (n, C, HW) with the given element strides -> NHWC, channels padded per group."""
     grid = (math.ceil(groups * Cgp / 32), math.ceil(HW / 32), n)
     return Launch(AUX_ENTRIES[("tc_pack_nhwc", kdt)], grid, (256, 1, 1),
@@ -77,7 +77,7 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
     reason = conv_limits(p) or arch_reason(kdt, cc)
     if reason:
         raise PlanError(reason)
-    ph = Ref.absent(_storage_dtype(kdt) if kdt != "tf32" else "float32")
+    ph = Ref.absent(storage_dtype(kdt) if kdt != "tf32" else "float32")
     epi = (Ref("bias") if spec.has_bias else ph, i32(spec.has_bias),
            Ref("residual") if spec.has_residual else ph, i32(spec.has_residual), OUT,
            i32(p.N), i32(p.H), i32(p.W))
@@ -108,13 +108,13 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
         raise PlanError(f"config {config.name} cannot run {p.describe()} ({layout}): {reason}")
     launches, workspace, xin, win = [], (), X, W
     if pack:
-        sdt = _storage_dtype(kdt)
+        sdt = storage_dtype(kdt)
         workspace = layout_buffers(("xp", sdt, p.N * HW * p.groups * Cgp), ("wp", sdt, p.K * p.R * p.S * Cgp))
         xin, win, RS = Ref("xp"), Ref("wp"), p.R * p.S
         strides = (p.C * HW, HW, 1) if layout == "NCHW" else (HW * p.C, 1, p.C)
-        launches.append(_pack_launch(kdt, X, xin, p.N, p.C, HW, p.groups, Cgp, strides))
+        launches.append(pack_launch(kdt, X, xin, p.N, p.C, HW, p.groups, Cgp, strides))
         strides = (Cg * RS, RS, 1) if layout == "NCHW" else (RS * Cg, 1, Cg)
-        launches.append(_pack_launch(kdt, W, win, p.K, Cg, RS, 1, Cgp, strides))
+        launches.append(pack_launch(kdt, W, win, p.K, Cg, RS, 1, Cgp, strides))
     M = p.N * p.P * p.Q
     grid = (p.groups * math.ceil(M / config.bm) * math.ceil(p.K_per_group / config.bn), 1, 1)
     launches.append(Launch(ENTRIES[config], grid, (config.threads, 1, 1),

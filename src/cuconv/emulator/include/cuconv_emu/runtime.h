@@ -285,6 +285,7 @@ struct Engine {
     const Thread* first_exited = nullptr;
 
     unsigned long long block_serial = 0;  // counts every block run, across launches
+    unsigned long long launch_serial = 0; // counts launches (per-thread state of fallbacks tells them apart)
     unsigned barrier_arrived = 0, barrier_true = 0;
     const Thread* barrier_first = nullptr;
 
@@ -946,6 +947,7 @@ inline int launch(const KernelEntry* kernel, const unsigned grid[3], const unsig
 #endif
     e.kernel = kernel;
     e.argv = argv;
+    e.launch_serial++;
     e.shared_mem = shared_mem;
     e.order = order;
     e.rng = seed;

@@ -1,0 +1,263 @@
+"""wgmma (Hopper warpgroup MMA) and mbarrier through the probes of kernels/wgmma_probe.cu
+(ops/wgmma_probe.py): the emulator's model against the PTX ISA's definitions, and its checks
+of the ordering rules against planted bugs.
+
+The shared-memory layouts are written here a second time, independently of the emulator, as
+the PTX ISA's "Canonical Layouts" table states them in CuTe notation (shape:stride in 16-bit
+elements, then Swizzle<B,4,3> on the byte address), and the accumulator ownership as its
+"Matrix Fragments for wgmma.mma_async.m64nNk16" (CuTe's CLayout_64xN). Inputs are small
+integers, so every product and partial sum is exact: a wrong descriptor field, swizzle or
+fragment index shows as a wrong integer, on the emulator and (on an sm_90 device) on the GPU.
+docs/wgmma.md lists the facts and their sources.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import put
+
+import cuconv
+from cuconv import emulator
+from cuconv.ops import wgmma_probe
+
+BF16 = ml_dtypes.bfloat16
+DT = {"float16": np.float16, "bfloat16": BF16}
+
+
+def needs_sm90(be):
+    """On the GPU these run only on an sm_90 device (H100/H200); the emulator always runs them."""
+    if be.name == "cupy" and be.caps().cc != 90:
+        pytest.skip(f"wgmma needs an sm_90 device (H100, H200); this one is sm_{be.caps().cc}")
+
+
+def emulator_only(be, why):
+    if be.name != "emulator":
+        pytest.skip(why)
+
+
+# ----------------------------------------------------------------- the PTX tables, once more
+def cute(shape, stride, coord):
+    """Offset of a flat coordinate in a (possibly nested) CuTe layout, colexicographic."""
+    if isinstance(shape, int):
+        return coord * stride
+    off = 0
+    for s, d in zip(shape, stride):
+        size = _size(s)
+        off += cute(s, d, coord % size)
+        coord //= size
+    return off
+
+
+def _size(s):
+    return s if isinstance(s, int) else int(np.prod([_size(x) for x in s]))
+
+
+SWIZZLE_BYTES = {0: 0, 1: 128, 2: 64, 3: 32}   # descriptor mode -> swizzle width
+
+
+def canonical(major, mode, rows, lbo, sbo, start):
+    """The PTX ISA's canonical layout for 16-bit elements (T = 8): (row, k) -> the shared byte
+    address, i.e. Swizzle<log2(sw/16), 4, 3> applied to start + 2 · (the CuTe layout's element
+    offset; LBO/SBO given in bytes). The swizzle acts on the address, so its pattern is anchored
+    at absolute 8·sw-byte boundaries. rows = M (A) or N (B); k < 16."""
+    T = 8
+    L, S_ = lbo // 2, sbo // 2
+    sw = SWIZZLE_BYTES[mode]
+    if major == "K":
+        m = rows // 8
+        if sw == 0:                     # ((8,m),(T,2k)):((1T,SBO),(1,LBO))
+            shape, stride = ((8, m), (T, 2)), ((T, S_), (1, L))
+        else:                           # ((8,m),(T,2k)):((sw/16·T,SBO),(1,T))
+            shape, stride = ((8, m), (T, 2)), ((sw // 16 * T, S_), (1, T))
+    else:
+        if sw == 0:                     # ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))
+            shape, stride = ((T, 1, rows // T), (8, 2)), ((1, T, S_), (T, L))
+        else:                           # ((T,sw/16,m),(8,k)):((1,T,LBO),(sw/16·T,SBO))
+            per = sw // 16
+            shape, stride = ((T, per, rows // (T * per)), (8, 2)), ((1, T, L), (per * T, S_))
+
+    def byte(row, k):
+        e = cute(shape[0], stride[0], row) + cute(shape[1], stride[1], k)
+        b = start + 2 * e
+        if sw:                          # Swizzle<log2(sw/16), 4, 3> on the byte address
+            b ^= ((b >> 7) & (sw // 16 - 1)) << 4
+        return b
+    return byte
+
+
+def accumulator_owner(N):
+    """[(thread, i, row, col)]: thread t of the warpgroup holds D[row][col] in register i
+    (CLayout_64xN: thread (4,8,4):(128,1,16), value (2,2,N/8):(64,8,512), index = m + 64·n)."""
+    out = []
+    for t in range(128):
+        for i in range(N // 2):
+            idx = cute(((4, 8, 4), (2, 2, N // 8)), ((128, 1, 16), (64, 8, 512)), t + 128 * i)
+            out.append((t, i, idx % 64, idx // 64))
+    return out
+
+
+def test_accumulator_table_is_the_ptx_formula():
+    for N in (64, 128):
+        own = accumulator_owner(N)
+        assert sorted((r, c) for *_x, r, c in own) == [(r, c) for r in range(64) for c in range(N)]
+        for t, i, r, c in own:
+            w, lane = t // 32, t % 32
+            assert (r, c) == (16 * w + lane // 4 + 8 * ((i >> 1) & 1), 8 * (i >> 2) + 2 * (lane % 4) + (i & 1))
+
+
+def desc(start, lbo, sbo, mode, base=0):
+    return ((start >> 4) & 0x3FFF) | (((lbo >> 4) & 0x3FFF) << 16) | (((sbo >> 4) & 0x3FFF) << 32) \
+        | (base << 49) | (mode << 62)
+
+
+def small_ints(rng, shape, lo=-4, hi=4):
+    return rng.integers(lo, hi + 1, size=shape).astype(np.float64)
+
+
+def run_wgmma(be, dtype, N, A, Bt, C, a_spec, b_spec, *, fill=0, bug=0, scale_d=1, extra_image=0,
+              a_desc=None, a_desc_or=0):
+    """One wgmma through wgmma_probe_mma. A (64x16), Bt (Nx16: B transposed, row n = column n of
+    B) placed in one image by their specs (major, mode, lbo, sbo, start); returns D (64xN).
+    ``a_desc`` replaces A's descriptor (the image stays as a_spec lays it out), ``a_desc_or``
+    sets extra bits in it."""
+    image = np.zeros(1 << 15, np.uint8)
+    used = np.zeros(1 << 15, bool)
+    descs = []
+    for M, (major, mode, lbo, sbo, start) in ((A, a_spec), (Bt, b_spec)):
+        off = canonical(major, mode, M.shape[0], lbo, sbo, start)
+        bits = M.astype(DT[dtype]).view(np.uint16)
+        for r in range(M.shape[0]):
+            for k in range(16):
+                o = off(r, k)
+                assert not used[o:o + 2].any(), "the test's layout maps two elements to one place"
+                used[o:o + 2] = True
+                image[o:o + 2] = np.frombuffer(bits[r, k].tobytes(), np.uint8)
+        descs.append(desc(start, lbo, sbo, mode))
+    size = int(np.nonzero(used)[0].max() + 1 + 15) // 16 * 16 + extra_image
+    image = image[:size].copy()
+    kind = (dtype == "bfloat16") | (2 if N == 128 else 0) | (4 if a_spec[0] == "MN" else 0) \
+        | (8 if b_spec[0] == "MN" else 0)
+    c = np.zeros((128, N // 2), np.float32)
+    for t, i, r, col in accumulator_owner(N):
+        c[t, i] = C[r, col]
+    d = np.full((128, N // 2), np.nan, np.float32)
+    img_, c_, d_ = put(be, image), put(be, c), put(be, d)
+    da = (descs[0] if a_desc is None else a_desc) | a_desc_or
+    wgmma_probe.launch(be, "wgmma_probe_mma", (1, 1, 1), (128, 1, 1),
+                       (np.int32(kind), np.int32(fill), np.int32(bug), img_, np.int32(size), np.uint64(da),
+                        np.uint64(descs[1]), np.int32(scale_d), c_, d_), shared_mem=size + 1024)
+    d = be.to_numpy(d_)
+    D = np.full((64, N), np.nan)
+    for t, i, r, col in accumulator_owner(N):
+        D[r, col] = d[t, i]
+    return D
+
+
+# (major, mode, lbo, sbo, start) for A (64 rows) and B (N rows); K-major uses every swizzle
+LAYOUTS = {
+    "K_128B": (("K", 1, 16, 1024, 0), ("K", 1, 16, 1024, 8192)),
+    "K_64B": (("K", 2, 16, 512, 0), ("K", 2, 16, 1024, 8192)),          # B's row groups 1024 apart (padding)
+    "K_32B": (("K", 3, 16, 256, 0), ("K", 3, 16, 256, 4096)),
+    "K_none": (("K", 0, 128, 256, 0), ("K", 0, 2048, 128, 8192)),       # two interleavings of the core matrices
+    "K_128B_kstep": (("K", 1, 16, 1024, 32), ("K", 1, 16, 1024, 8192 + 64)),   # start inside the swizzle row
+    "MN_128B": (("MN", 1, 2048, 1024, 0), ("MN", 1, 2048, 1024, 8192)),
+    "MN_64B": (("MN", 2, 512, 1024, 0), ("MN", 2, 512, 1024, 8192)),
+    "MN_none": (("MN", 0, 1024, 128, 0), ("MN", 0, 1024, 128, 8192)),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype,N", [("float16", 64), ("bfloat16", 64), ("float16", 128)])
+def test_wgmma_layouts_integers_bit_exact(be, rng, layout, dtype, N):
+    """D = A·B + C for integer A, B, C, read through every swizzle mode and both majornesses."""
+    needs_sm90(be)
+    a_spec, b_spec = LAYOUTS[layout]
+    if N == 128 and layout in ("MN_64B", "MN_none"):
+        pytest.skip("N = 128 N-major: the 128-byte mode is enough (these strides are sized for N = 64)")
+    A, Bt, C = small_ints(rng, (64, 16)), small_ints(rng, (N, 16)), small_ints(rng, (64, N))
+    D = run_wgmma(be, dtype, N, A, Bt, C, a_spec, b_spec)
+    np.testing.assert_array_equal(D, A @ Bt.T + C)
+
+
+def test_wgmma_mixed_majorness_and_scale_d(be, rng):
+    """A M-major with B K-major, and scale-d = 0 (D = A·B, the accumulator input ignored)."""
+    needs_sm90(be)
+    A, Bt, C = small_ints(rng, (64, 16)), small_ints(rng, (64, 16)), small_ints(rng, (64, 64))
+    D = run_wgmma(be, "float16", 64, A, Bt, C, LAYOUTS["MN_128B"][0], LAYOUTS["K_128B"][1], scale_d=0)
+    np.testing.assert_array_equal(D, A @ Bt.T)
+
+
+def test_wgmma_cp_async_fill(be, rng):
+    """The operand image copied by cp.async + wait_group + fence.proxy.async: same bits."""
+    needs_sm90(be)
+    A, Bt, C = small_ints(rng, (64, 16)), small_ints(rng, (128, 16)), small_ints(rng, (64, 128))
+    D = run_wgmma(be, "bfloat16", 128, A, Bt, C, *LAYOUTS["K_128B"], fill=1)
+    np.testing.assert_array_equal(D, A @ Bt.T + C)
+
+
+def test_wgmma_wrong_descriptor_gives_wrong_integers(rng):
+    """The model is not forgiving: the image laid out for 128-byte swizzling but described as
+    64-byte swizzled, or with the stride-dimension offset off by half, gives wrong integers."""
+    A, Bt, C = small_ints(rng, (64, 16), 1, 4), small_ints(rng, (64, 16), 1, 4), np.zeros((64, 64))
+    with cuconv.backend("emulator") as be:
+        np.testing.assert_array_equal(_run_redescribed(be, A, Bt, C), A @ Bt.T)
+        assert not np.array_equal(_run_redescribed(be, A, Bt, C, a_desc_mode=2), A @ Bt.T)
+        assert not np.array_equal(_run_redescribed(be, A, Bt, C, a_sbo=512), A @ Bt.T)
+
+
+def _run_redescribed(be, A, Bt, C, a_desc_mode=1, a_sbo=1024):
+    """The K_128B image with A's descriptor changed."""
+    a_spec, b_spec = LAYOUTS["K_128B"]
+    return run_wgmma(be, "float16", 64, A, Bt, C, a_spec, b_spec, a_desc=desc(a_spec[4], a_spec[2], a_sbo, a_desc_mode))
+
+
+# ----------------------------------------------------------------- the ordering rules are enforced
+PLANTED = [
+    (dict(fill=2), "no fence.proxy.async"),
+    (dict(fill=3), "has not completed"),
+    (dict(bug=1), "before a wgmma.wait_group"),
+    (dict(bug=2), "without a wgmma.fence"),
+    (dict(bug=3), "changed before the wgmma.wait_group"),
+    (dict(bug=4), "descriptors must be the same"),
+    (dict(bug=5), "before a wgmma.wait_group"),
+    (dict(bug=6), "accessed after the last wgmma.fence"),
+]
+
+
+@pytest.mark.parametrize("planted,message", PLANTED, ids=[m for _, m in PLANTED])
+def test_wgmma_planted_ordering_bugs_are_faults(rng, planted, message):
+    A, Bt, C = small_ints(rng, (64, 16)), small_ints(rng, (64, 16)), small_ints(rng, (64, 64))
+    fill = planted.get("fill", 0)
+    with cuconv.backend("emulator") as be:
+        with pytest.raises((emulator.KernelFault, emulator.BarrierDivergence), match=message):
+            run_wgmma(be, "float16", 64, A, Bt, C, *LAYOUTS["K_128B"], fill=fill, bug=planted.get("bug", 0))
+
+
+def test_wgmma_descriptor_fields_checked(rng):
+    """Reserved descriptor bits and a non-zero base offset (not modelled) are faults, not guesses."""
+    A, Bt, C = small_ints(rng, (64, 16)), small_ints(rng, (64, 16)), small_ints(rng, (64, 64))
+    for bad, message in ((1 << 15, "reserved bits"), (3 << 49, "base offset")):
+        with cuconv.backend("emulator") as be:
+            with pytest.raises(emulator.KernelFault, match=message):
+                run_wgmma(be, "float16", 64, A, Bt, C, *LAYOUTS["K_128B"], a_desc_or=bad)
+
+
+@pytest.mark.parametrize("bug,message", [(0, None), (1, "never completes"), (2, "not initialised")])
+def test_mbarrier_phases(be, bug, message):
+    needs_sm90(be)
+    if bug:
+        emulator_only(be, "planted mbarrier bugs hang a real GPU")
+    out = put(be, np.zeros(128, np.int32))
+    args = (np.int32(bug), out)
+    if message is None:
+        wgmma_probe.launch(be, "wgmma_probe_mbarrier", (1, 1, 1), (128, 1, 1), args, shared_mem=16)
+        np.testing.assert_array_equal(be.to_numpy(out), 3)
+    else:
+        with pytest.raises((emulator.KernelFault, emulator.BarrierDivergence), match=message):
+            wgmma_probe.launch(be, "wgmma_probe_mbarrier", (1, 1, 1), (128, 1, 1), args, shared_mem=16)
+
+
+def test_probes_are_registered_for_sm90a_only():
+    for name, entry in wgmma_probe.ENTRIES.items():
+        assert entry.archs == ("sm_90a",) and entry.file == "wgmma_probe.cu" and entry.label == name
