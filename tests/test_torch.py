@@ -3,7 +3,8 @@ each Function's forward and gradients against PyTorch's own layers on awkward sh
 ``torch.autograd.gradcheck`` in float64, a chained model against the same model in plain
 PyTorch, the nn.Module drop-ins and ``convert``, that backward computes only what
 ``needs_input_grad`` asks for (record backend), zero-copy bridging, the errors, the LeNet-5
-training example, and that ``import cuconv`` never imports torch.
+training example, and that ``import cuconv`` never imports torch. Two tests run CUDA tensors
+(skipped with a reason without a device).
 
 float64 runs where cuconv's forward takes it for the case (probed on the record backend);
 elsewhere float32 with a float32 tolerance. gradcheck needs a float64 forward: where cuconv's
@@ -530,6 +531,58 @@ def test_half_precision_on_the_emulator(gen):
     for got, want in zip(torch.autograd.grad(y, (xh, wh), dy), torch.autograd.grad(ref, (x64, w64), dy.double())):
         assert got.dtype == torch.float16
         assert ((got.double() - want).abs().max() / want.abs().max()).item() < 2e-3
+
+
+CUDA = torch.cuda.is_available() and cuconv.gpu_available()
+requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device seen by both torch and CuPy; none was found")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_tensors_run_on_the_gpu_on_torchs_current_stream(monkeypatch, gen):
+    import cupy
+    streams = []
+    real = ct.functional._conv2d
+
+    def spy(*args, **kw):
+        streams.append(cupy.cuda.get_current_stream().ptr)
+        return real(*args, **kw)
+    monkeypatch.setattr(ct.functional, "_conv2d", spy)
+    x = randn(gen, (2, 16, 9, 8), torch.float32).cuda().requires_grad_()
+    w = randn(gen, (24, 16, 3, 3), torch.float32).cuda().requires_grad_()
+    b = randn(gen, (24,), torch.float32).cuda().requires_grad_()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = ct.conv2d(x, w, b, padding=1)
+        ref = TF.conv2d(x, w, b, padding=1)
+        dy = torch.randn_like(ref)
+        got = torch.autograd.grad(y, (x, w, b), dy)
+        want = torch.autograd.grad(ref, (x, w, b), dy)
+    torch.cuda.current_stream().wait_stream(side)
+    assert streams == [side.cuda_stream]
+    assert y.device == x.device and y.data_ptr() != 0
+    assert_close(y, ref, torch.float32, "forward")
+    for g, r, what in zip(got, want, ("dx", "dw", "db")):
+        assert_close(g, r, torch.float32, what)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_pools_and_half_precision(gen):
+    x = randn(gen, (2, 3, 9, 7), torch.float32).cuda().requires_grad_()
+    for ours, theirs in [(lambda t: ct.max_pool2d(t, 3, 2, 1), lambda t: TF.max_pool2d(t, 3, 2, 1)),
+                         (lambda t: ct.avg_pool2d(t, 3, 2, 1, True), lambda t: TF.avg_pool2d(t, 3, 2, 1, True)),
+                         (lambda t: ct.adaptive_avg_pool2d(t, 1), lambda t: TF.adaptive_avg_pool2d(t, 1))]:
+        y, ref = ours(x), theirs(x)
+        assert_close(y, ref, torch.float32, "forward")
+        dy = torch.randn_like(ref)
+        assert_close(torch.autograd.grad(y, x, dy)[0], torch.autograd.grad(ref, x, dy)[0], torch.float32, "dx")
+    xh = randn(gen, (1, 16, 8, 8), torch.float32).cuda().half().requires_grad_()
+    wh = randn(gen, (16, 16, 3, 3), torch.float32).cuda().half().requires_grad_()
+    y = ct.conv2d(xh, wh, padding=1)
+    ref = TF.conv2d(xh.double(), wh.double(), padding=1)
+    assert y.dtype == torch.float16 and ((y.double() - ref).abs().max() / ref.abs().max()).item() < 1e-3
 
 
 # =========================================================================== errors
