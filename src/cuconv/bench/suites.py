@@ -11,6 +11,10 @@
 * ``algos``: every registered conv2d algorithm on every seed and ResNet-50 layer it can run, and
   on §8.4's large-kernel comparison: 5x5, 7x7, 9x9, 11x11 stride-1 "same" convolutions 64->64 at
   56x56 (where the FFT algorithms compete with direct, im2col + GEMM and implicit GEMM).
+
+``backward=True`` (``cuconv bench ... --backward``) follows each conv and pooling case with its
+gradient cases (bench/grad_cases.py); ``train_cases`` is ``cuconv bench train MODEL``: a whole
+training step, forward in network order then backward in reverse.
 """
 from __future__ import annotations
 
