@@ -152,7 +152,8 @@ class UsageError(ValueError):
 
 
 def _build_cases(args):
-    """(cases, title, model or None, train?) for the command line; UsageError for bad usage."""
+    """(cases, title, model or None) for the command line; UsageError for bad usage. A model
+    with the ``train`` target is a training step's (``_is_train``)."""
     targets = args.targets or [DEFAULT_SUITE]
     conv_opts = [o for o in ("input", "weight") if getattr(args, o) is not None]
     if conv_opts and targets[0] != "conv2d":
@@ -175,7 +176,7 @@ def _build_cases(args):
             cases = with_backward(cases)
         if args.algo == "all":
             cases = expand_all_algorithms(cases)
-        return cases, f"conv2d {p.describe()} {p.dtype}", None, False
+        return cases, f"conv2d {p.describe()} {p.dtype}", None
     if targets[0] == "train":
         if len(targets) != 2:
             raise UsageError("usage: cuconv bench train NAME [--batch B] (e.g. cuconv bench train lenet5)")
@@ -188,7 +189,7 @@ def _build_cases(args):
             raise UsageError("`cuconv bench train` runs every layer with algo auto (--algo is for suites, "
                              "`model` and `conv2d`)")
         cases = train_cases(model.name, batch, args.dtype)
-        return cases, f"training step of {model.name}, batch {batch}, {args.dtype}", model, True
+        return cases, f"training step of {model.name}, batch {batch}, {args.dtype}", model
     if targets[0] == "model":
         if len(targets) != 2:
             raise UsageError("usage: cuconv bench model NAME [--batch B] (e.g. cuconv bench model resnet50)")
@@ -204,14 +205,14 @@ def _build_cases(args):
                             distinct=False)
         if args.algo == "all":
             cases = expand_all_algorithms(cases)
-        return cases, f"model {model.name}, batch {batch}, {args.dtype}", model, False
+        return cases, f"model {model.name}, batch {batch}, {args.dtype}", model
     cases = []
     for t in targets:
         try:
             cases += build_suite(t, args.batch, args.dtype, args.algo, backward=args.backward)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    return cases, "suite " + " ".join(targets) + (" with the backward passes" if args.backward else ""), None, False
+    return cases, "suite " + " ".join(targets) + (" with the backward passes" if args.backward else ""), None
 
 
 def _run_host(args) -> int:
@@ -290,6 +291,10 @@ def device_indices(text: str, count: int) -> list[int]:
     return out
 
 
+def _is_train(args) -> bool:
+    return bool(args.targets) and args.targets[0] == "train"
+
+
 def _totals(model, train: bool, cases, rows):
     if model is None:
         return None
@@ -305,7 +310,8 @@ def run(args) -> int:
             published(args.roofline)
         if args.plot:
             report.require_matplotlib()
-        cases, title, model, train = _build_cases(args)
+        cases, title, model = _build_cases(args)
+        train = _is_train(args)
     except (UsageError, ValueError, ImportError) as exc:
         print(f"cuconv bench: {exc}", file=sys.stderr)
         return 2
