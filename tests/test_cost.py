@@ -399,3 +399,54 @@ def test_small_vs_large_kernels_10_3():
 def test_bad_input_raises_clear_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# ---------------------------------------------------------------- §9.8 (c): dX counted four ways
+def _dgrad_pairs_by_enumeration(p):
+    """(textbook, phases, exact) (position, tap) pairs of dx, per image and channel pair,
+    enumerated in 2-D: every (h, w, r, s); those whose offsets are multiples of the stride;
+    and those that also land on an element of dy."""
+    book = phases = exact = 0
+    for h, w, r, s in itertools.product(range(p.H), range(p.W), range(p.R), range(p.S)):
+        book += 1
+        th, tw = h + p.pad_h - r * p.dilation_h, w + p.pad_w - s * p.dilation_w
+        if th % p.stride_h or tw % p.stride_w:
+            continue
+        phases += 1
+        exact += 0 <= th // p.stride_h < p.P and 0 <= tw // p.stride_w < p.Q
+    return book, phases, exact
+
+
+@pytest.mark.parametrize("p", [
+    Conv2dProblem(1, 64, 9, 9, 64, 3, 3, 2, 2, 1, 1),                 # 3x3/2 on an odd size
+    Conv2dProblem(2, 6, 10, 7, 4, 3, 5, 2, 3, 1, 2, 2, 1, groups=2),  # unequal strides, dilation, groups
+    Conv2dProblem(1, 3, 13, 11, 8, 7, 7, 2, 2, 3, 3),                 # the 7x7/2 stem shape
+    Conv2dProblem(1, 4, 8, 8, 4, 1, 1, 3, 3),                         # a phase no tap reaches
+    Conv2dProblem(1, 4, 7, 7, 5, 3, 3, 1, 1, 1, 1),                   # stride 1: textbook == phases
+])
+def test_backward_data_flops_counts(p):
+    per_pair = 2 * p.N * p.C * p.K_per_group
+    book, phases, exact = _dgrad_pairs_by_enumeration(p)
+    assert C.backward_data_flops(p, "textbook") == per_pair * book == 2 * p.N * p.C * p.H * p.W * p.K_per_group * p.R * p.S
+    assert C.backward_data_flops(p, "phases") == per_pair * phases
+    assert C.backward_data_flops(p, "exact") == per_pair * exact
+    assert C.backward_data_flops(p) == C.backward_data_flops(p, "model") == 2 * p.macs() == \
+        C.conv2d_cost(p).backward_data_flops
+    if p.stride_h == p.stride_w == 1:
+        assert C.backward_data_flops(p, "textbook") == C.backward_data_flops(p, "phases")
+    else:
+        assert C.backward_data_flops(p, "textbook") > 3 * C.backward_data_flops(p, "phases")
+    with pytest.raises(ValueError, match="textbook"):
+        C.backward_data_flops(p, "inserted")
+
+
+def test_backward_data_flops_stride2_3x3_by_hand():
+    # 3x3/2, padding 1, 9 rows: even rows get tap 1 (5 rows), odd rows taps 0 and 2 (4 rows x 2)
+    # = 13 pairs per axis against the textbook's 9 x 3 = 27; 2·MACs counts P·R = 5 x 3 = 15.
+    p = Conv2dProblem(1, 64, 9, 9, 64, 3, 3, 2, 2, 1, 1)
+    assert C.backward_data_flops(p, "phases") == 2 * 64 * 64 * 13 * 13 == 1_384_448
+    assert C.backward_data_flops(p, "textbook") == 2 * 64 * 64 * 27 * 27 == 5_971_968
+    assert C.backward_data_flops(p) == 2 * 64 * 64 * 15 * 15 == 1_843_200
+    # ResNet-50's layer2.0.conv2 (56 -> 28): exactly s² = 4 (docs/cost_model.md)
+    q = Conv2dProblem(1, 128, 56, 56, 128, 3, 3, 2, 2, 1, 1)
+    assert (C.backward_data_flops(q, "textbook"), C.backward_data_flops(q, "phases")) == (924_844_032, 231_211_008)

@@ -437,6 +437,55 @@ def conv2d_cost(problem: Conv2dProblem, bias: bool = True) -> LayerCost:
         problem=problem, winograd=winograd, fft=fft)
 
 
+# How the data gradient's FLOPs can be counted (backward_data_flops below; docs/cost_model.md).
+DGRAD_COUNTS = ("model", "textbook", "phases", "exact")
+
+
+def _dgrad_axis_pairs(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int,
+                      bounded: bool) -> int:
+    """(input position, tap) pairs along one axis whose offset h + pad − r·dil is a multiple of
+    the stride; ``bounded`` also asks that it lands on an output 0 <= p < out."""
+    pairs = 0
+    for h in range(size):
+        for r in range(kernel):
+            t = h + pad - r * dilation
+            if t % stride == 0 and (not bounded or 0 <= t // stride < out):
+                pairs += 1
+    return pairs
+
+
+def backward_data_flops(problem: Conv2dProblem, count: str = "model") -> int:
+    """FLOPs (2 per multiply-add) of the data gradient dX of ``problem`` (§9.8 (c)), counted as:
+
+    * ``"model"``: every (output, tap) pair once, 2·MACs — the forward's count and the cost
+      model's ``LayerCost.backward_data_flops``: what the bench's ``flops`` column and the
+      model totals use.
+    * ``"textbook"``: §9.8's printed formula 2·B·C_in·H_in·W_in·(C_out/groups)·k² (R·S for a
+      non-square kernel): the "full" convolution of dy with the rotated filter at every input
+      position, i.e. of dy with stride − 1 zeros inserted, the inserted zeros included.
+    * ``"phases"``: what the phase-decomposed kernels multiply (conv_dgrad.cu's implicit GEMM,
+      depthwise_grad.cu's tile, tc_grad.cu): dx split into stride_h·stride_w phases, every
+      pixel of a phase times that phase's taps — no inserted zero is multiplied, but a tap
+      whose dy row or column falls outside dy (the padding border) is still multiplied (by a
+      zero the kernel loads).
+    * ``"exact"``: only the taps that reach an element of dy (dgrad_direct's count).
+
+    At stride 1 ``textbook == phases``; at stride s the textbook counts about s² times the
+    phases. ``model`` and ``exact`` differ by the border pairs only.
+    """
+    if count not in DGRAD_COUNTS:
+        raise ValueError(f"count must be one of {DGRAD_COUNTS}, got {count!r}")
+    p = problem
+    if count == "model":
+        return 2 * p.macs()
+    if count == "textbook":
+        return 2 * p.N * p.C * p.H * p.W * p.K_per_group * p.R * p.S
+    bounded = count == "exact"
+    rows = _dgrad_axis_pairs(p.H, p.P, p.R, p.stride_h, p.pad_h, p.dilation_h, bounded)
+    cols = _dgrad_axis_pairs(p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dilation_w, bounded)
+    return 2 * p.N * p.C * p.K_per_group * rows * cols
+
+
 @dataclass(frozen=True)
 class Conv2d:
     """torch.nn.Conv2d's hyperparameters. Depthwise: groups = in_channels; pointwise: kernel 1."""
@@ -1046,6 +1095,7 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Activation",
     "Add", "ChannelScale", "Concat", "Flatten", "Dropout",
     "conv2d_cost", "conv_kind", "combine", "total_cost", "training_memory",
+    "backward_data_flops", "DGRAD_COUNTS",
     "winograd_tiles", "winograd_multiplications", "winograd_workspace_bytes", "winograd_filter_bytes",
     "winograd_cost", "winograd_transform_flops", "winograd_unsupported_reason", "transform_flops_1d", "transform_flops_2d",
     "im2col_overhead", "pool_out_size", "adaptive_windows",

@@ -4,7 +4,8 @@
     runner = Runner(BenchOptions(roofline="h100"))
     rows = runner.run(build_suite("seed"))        # dicts with every field of rows.FIELDS
 
-Modules: ``cases`` (what to run and its theory), ``suites`` (seed, models, gemm, algos),
+Modules: ``cases`` (what to run and its theory), ``grad_cases`` (the backward passes, §9.8),
+``suites`` (seed, models, gemm, algos; ``--backward``; a training step),
 ``runner`` (verify, then time on a GPU or verify on the emulator without one), ``measure``
 (CUDA events, L2 flush, NVML, pool memory), ``record`` (which kernels an op launched),
 ``rows`` (the schema and its arithmetic), ``peaks`` (published GPU peaks), ``report``

@@ -32,7 +32,7 @@ from ..ops.separable import fused_reason
 from ..problem import Conv2dProblem, _pair, conv_out_size, numpy_dtype
 from ..reference import conv2d_ref, gemm_ref, im2col_ref
 from ..reference import pool as _pool_ref
-from ..testing import to_numpy, tolerance
+from ..testing import rel_error, to_numpy, tolerance
 from .rows import Work
 
 # Reductions for the emulator. (groups cap, channels-per-group cap), tried in turn: the first
@@ -87,6 +87,7 @@ class Case:
 
     op = "?"
     dtypes = ("float32",)       # what the op takes (conv2d: each algorithm says)
+    grad_pass = "forward"       # the part of a training step: forward, data (dx) or weight (dW, db)
 
     def resolve_algo(self) -> tuple[str | None, str | None]:
         """(algorithm that will run, None) or (None, "<status>: why it cannot run")."""
@@ -134,6 +135,22 @@ class Case:
 
     def _plan_arrays(self, inputs: dict) -> tuple:
         return tuple(inputs[k] for k in self.input_shapes())
+
+    def prepare_inputs(self, inputs: dict, asarray, dry: bool = False) -> dict:
+        """The op's inputs from the random ones drawn for ``input_shapes``: a case whose op
+        takes a derived input (max pooling's indices, from x) adds it here. ``asarray`` puts a
+        NumPy array where the inputs live; ``dry``: uninitialised arrays for the record run,
+        which executes nothing."""
+        return inputs
+
+    def verify_error(self, out, inputs: dict, subset=None) -> float:
+        """The relative error of ``out`` (the output's ``subset`` of the first axis, or all)
+        against the float64 reference."""
+        return rel_error(out if subset is None else out[subset], self.reference(inputs, subset))
+
+    def notes(self, algo: str) -> list[str]:
+        """What a reader of this case's row must know (added to its note)."""
+        return []
 
     def problem_size(self) -> int:
         """Elements of inputs plus output (used to decide whether a dry run is cheap)."""

@@ -192,6 +192,95 @@ def model_totals(model, rows: list[dict]) -> dict:
         activation_bytes=tot.activation_bytes, param_bytes=tot.param_bytes)
 
 
+def train_totals(model, cases, rows: list[dict]) -> dict:
+    """A training step (``cuconv bench train``): the cost model's forward and §9.8 backward
+    totals against the rows' sums by pass (``case.grad_pass``), per layer and for the step.
+    The layers that read only the network input have no dx row (nothing upstream takes it),
+    so the step is the cost model's training FLOPs less their ``backward_data_flops``."""
+    tot = model.totals()
+    first = [lay for lay in model.layers if tuple(lay.inputs) == ("input",)]
+    layers = {lay.name: dict(layer=lay.name, type=lay.type, forward=0, data=0, weight=0, rows=0,
+                             kernel_rows=0, verified=0, failed=0, time_ms=0.0, untimed=0) for lay in model.layers}
+    step = {"forward": 0, "data": 0, "weight": 0}
+    for case, r in zip(cases, rows):
+        flops = r["flops"] or 0
+        step[case.grad_pass] += flops
+        per = layers[case.layer]
+        per[case.grad_pass] += flops
+        per["rows"] += 1
+        if r["status"] in ("no-kernel", "not-built"):
+            continue
+        per["kernel_rows"] += 1
+        per["verified"] += bool(r["verified"])
+        per["failed"] += r["verified"] is False or r["status"] in ("verify-failed", "error")
+        if r["time_ms"] is None:
+            per["untimed"] += 1
+        else:
+            per["time_ms"] += r["time_ms"]
+    for per in layers.values():
+        per["total"] = per["forward"] + per["data"] + per["weight"]
+        if per["untimed"] or not per["kernel_rows"]:
+            per["time_ms"] = None
+    kernel = [r for r in rows if r["status"] not in ("no-kernel", "not-built")]
+    timed = [r for r in kernel if r["time_ms"] is not None]
+    total = sum(step.values())
+    kernel_flops = sum(r["flops"] or 0 for r in kernel)
+    time_ms = sum(r["time_ms"] for r in timed) if timed else None
+    return dict(
+        model=model.name, batch=model.batch, layers=len(model.layers), params=tot.params, rows=len(rows),
+        cost_model=dict(forward=tot.flops, backward_data=tot.backward_data_flops,
+                        backward_weight=tot.backward_weight_flops, training=tot.training_flops),
+        no_data_gradient=dict(layers=[lay.name for lay in first],
+                              flops=sum(lay.cost.backward_data_flops for lay in first)),
+        step=dict(forward=step["forward"], backward_data=step["data"], backward_weight=step["weight"], total=total),
+        kernel_rows=len(kernel), kernel_flops=kernel_flops, kernel_flops_pct=100 * kernel_flops / total if total else 0.0,
+        verified_rows=sum(1 for r in kernel if r["verified"]),
+        failed_rows=sum(1 for r in kernel if r["verified"] is False or r["status"] in ("verify-failed", "error")),
+        time_ms=time_ms, untimed_kernel_rows=len(kernel) - len(timed),
+        achieved_tflops=(sum(r["flops"] for r in timed) / (time_ms * 1e-3) / 1e12) if time_ms else None,
+        per_layer=list(layers.values()))
+
+
+def train_layer_table(totals: dict) -> str:
+    """One line per layer: its forward, dx and dW FLOPs (cost model), kernel rows verified, time."""
+    head = ["layer", "type", "forward FLOPs", "dX FLOPs", "dW+db FLOPs", "step FLOPs", "verified", "ms (sum)"]
+    body = []
+    for per in totals["per_layer"]:
+        verified = (f"{per['verified']}/{per['kernel_rows']}" + (f" ({per['failed']} FAILED)" if per["failed"] else "")
+                    if per["kernel_rows"] else "no kernel")
+        body.append([per["layer"], per["type"], si(per["forward"]), si(per["data"]), si(per["weight"]),
+                     si(per["total"]), verified, "-" if per["time_ms"] is None else f"{per['time_ms']:.4g}"])
+    widths = [max(len(h), *(len(b[j]) for b in body)) if body else len(h) for j, h in enumerate(head)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(b, widths)) + " |" for b in body]
+    return "\n".join(lines)
+
+
+def train_text(totals: dict) -> str:
+    t, c, s, skip = totals, totals["cost_model"], totals["step"], totals["no_data_gradient"]
+    lines = ["", f"Training step of {t['model']} (batch {t['batch']}, {t['layers']} layers, {t['params']:,} parameters, "
+                 f"{t['rows']} rows):",
+             f"- cost model: {si(c['forward'])}FLOPs forward + {si(c['backward_data'])}FLOPs backward data (§9.8 dX, "
+             f"2·MACs for conv and FC) + {si(c['backward_weight'])}FLOPs backward weight (dW, db) = "
+             f"{si(c['training'])}FLOPs",
+             f"- not computed: the data gradient of {', '.join(skip['layers']) or 'no layer'} (reads only the network "
+             f"input), {si(skip['flops'])}FLOPs",
+             f"- this step: {si(s['forward'])}FLOPs forward + {si(s['backward_data'])}FLOPs dX + "
+             f"{si(s['backward_weight'])}FLOPs dW/db = {si(s['total'])}FLOPs ({s['total']:,}); cuconv kernels run "
+             f"{si(t['kernel_flops'])}FLOPs = {t['kernel_flops_pct']:.4g}% of it (the rest: layers without a kernel, "
+             "theory rows)",
+             f"- verified: {t['verified_rows']} of {t['kernel_rows']} kernel rows"
+             + (f", {t['failed_rows']} FAILED" if t["failed_rows"] else "")]
+    if t["time_ms"] is not None:
+        lines.append(f"- measured: {t['time_ms']:.4g} ms for the kernel rows (sum of medians) = "
+                     f"{t['achieved_tflops']:.4g} TFLOP/s effective"
+                     + (f"; {t['untimed_kernel_rows']} kernel rows not timed" if t["untimed_kernel_rows"] else ""))
+    else:
+        lines.append("- measured: nothing (no GPU)")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------- files
 def _jsonable(v):
     if isinstance(v, float) and not math.isfinite(v):

@@ -28,7 +28,9 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("case", "the case's name (a textbook section or a model layer)"),
     ("layer", "model layer name(s) with this problem"),
     ("count", "how often the problem occurs in the model (1 outside models)"),
-    ("op", "conv2d | gemm | max_pool2d | avg_pool2d | ... | the layer type for layers without a kernel"),
+    ("op", "conv2d | gemm | max_pool2d | avg_pool2d | ... | the layer type for layers without a kernel; "
+           "backward rows: conv2d_input (dgrad), conv2d_weight (wgrad), conv2d_bias, max_pool2d_backward, ..., "
+           "<type>_backward"),
     ("algo", "algorithm asked for (auto or a name from cuconv.algorithms)"),
     ("algo_used", "algorithm that ran (auto resolved for the full-size problem)"),
     ("kernel", "kernel config label(s) launched, '+'-joined in launch order"),
@@ -64,7 +66,8 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("pct_of_roofline", "roofline_time / time, %"),
     ("mem_output_bytes", "output tensor bytes"),
     ("mem_workspace_theory_bytes", "cost model's workspace: im2col column matrix, Winograd V+M+U, FFT real "
-                                   "planes + input, output and filter spectra"),
+                                   "planes + input, output and filter spectra; gradients: the plan's (wgrad's "
+                                   "split-K partials)"),
     ("mem_workspace_op_bytes", "workspace the op says it allocates (it may chunk the batch)"),
     ("mem_theory_bytes", "mem_output_bytes + mem_workspace_theory_bytes"),
     ("mem_measured_bytes", "peak device memory the allocating call took from CuPy's pool (measured)"),

@@ -30,7 +30,7 @@ from ..backend import backend, gpu_available
 from ..compile import ARCHS
 from ..device import device_report
 from ..emulator import LaunchError
-from ..testing import poison, random_array, rel_error
+from ..testing import poison, random_array
 from .cases import REDUCTION_RULE, Case
 from .cases import numpy_dtype as _np_dtype
 from .measure import (
@@ -189,7 +189,7 @@ class Runner:
 
     def run_case(self, case: Case) -> dict:
         """One row; a problem already run in this session (a repeated model layer) is not re-run."""
-        key = (type(case).__name__, case.op, case.args(), case.dtype, case.algo)
+        key = (type(case).__name__, case.op, case.grad_pass, case.args(), case.dtype, case.algo)
         first = self._measured.get(key)
         if first is not None:
             row = dict(first, suite=case.suite, case=case.name, layer=case.layer or None, count=case.count)
@@ -245,13 +245,14 @@ class Runner:
 
     # ------------------------------------------------------------------ no GPU
     def _run_emulated(self, case: Case, algo: str, row: dict) -> None:
-        note: list[str] = []
+        note: list[str] = list(case.notes(algo))
         kernels = None
         dt = _np_dtype(case.dtype)
         nbytes = case.problem_size() * np.dtype(dt).itemsize
         if nbytes <= MAX_DRY_RUN_BYTES:
             try:   # the full-size call on the record backend: which kernels, what grids
-                inputs = {k: np.empty(s, dt) for k, s in case.input_shapes().items()}
+                inputs = case.prepare_inputs({k: np.empty(s, dt) for k, s in case.input_shapes().items()},
+                                             np.asarray, dry=True)
                 kernels = recorded_kernels(lambda: case.call(inputs, algo, out=np.empty(case.output_shape(), dt)))
             except Exception as exc:
                 note.append(f"full-size record run failed ({type(exc).__name__}: {exc}); kernel column from "
@@ -273,7 +274,8 @@ class Runner:
             return
         rng = np.random.default_rng(self.opts.seed)
         scope = f"emulator, reduced: {small.args()}"
-        inputs = {k: random_array(rng, s, dt) for k, s in small.input_shapes().items()}
+        inputs = small.prepare_inputs({k: random_array(rng, s, dt) for k, s in small.input_shapes().items()},
+                                      np.asarray)
         out = np.empty(small.output_shape(), dt)
         if kernels is None:
             kernels = recorded_kernels(lambda: small.call(inputs, algo, out=np.empty_like(out)))
@@ -290,7 +292,7 @@ class Runner:
             row.update(verified=False, verify_scope=scope, status="verify-failed",
                        note="; ".join([fault, *note]))
             return
-        err = rel_error(out, small.reference(inputs))
+        err = small.verify_error(out, inputs)
         tol = scaled_tolerance(small, algo)
         verified = judge(err, tol, case, algo, note)
         self._resources(row, case, algo, kernels, note)
@@ -302,15 +304,15 @@ class Runner:
     # ------------------------------------------------------------------ GPU
     def _run_gpu(self, case: Case, algo: str, row: dict) -> None:
         import cupy  # noqa: PLC0415  (optional: only on a machine with a GPU)
-        note: list[str] = []
+        note: list[str] = list(case.notes(algo))
         with cupy.cuda.Device(self.opts.device), backend("cupy") as be:
             if self._flusher is None:
                 self._flusher = L2Flusher(self.device.l2_cache_bytes)
                 self._nvml = Nvml(self.opts.device)
             gen = cupy.random.default_rng(self.opts.seed)
             dt = _np_dtype(case.dtype)
-            inputs = {k: (gen.random(s, dtype=cupy.float32) * 2 - 1).astype(dt)
-                      for k, s in case.input_shapes().items()}
+            inputs = case.prepare_inputs({k: (gen.random(s, dtype=cupy.float32) * 2 - 1).astype(dt)
+                                          for k, s in case.input_shapes().items()}, cupy.asarray)
             out = cupy.empty(case.output_shape(), dt)
             plan, env = case.plan(inputs, algo, out)
             kernels = plan_kernels(plan)
@@ -320,8 +322,7 @@ class Runner:
             cupy.cuda.get_current_stream().synchronize()
 
             subset, scope = case.verify_subsets(self.opts.max_reference_flops)
-            ref = case.reference(inputs, subset)
-            err = rel_error(out if subset is None else out[subset], ref)
+            err = case.verify_error(out, inputs, subset)
             verified = judge(err, row["tolerance"], case, algo, note)
             row.update(verified=verified, max_rel_error=err, verify_scope=scope)
             if not verified:

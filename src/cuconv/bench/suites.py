@@ -11,6 +11,10 @@
 * ``algos``: every registered conv2d algorithm on every seed and ResNet-50 layer it can run, and
   on §8.4's large-kernel comparison: 5x5, 7x7, 9x9, 11x11 stride-1 "same" convolutions 64->64 at
   56x56 (where the FFT algorithms compete with direct, im2col + GEMM and implicit GEMM).
+
+``backward=True`` (``cuconv bench ... --backward``) follows each conv and pooling case with its
+gradient cases (bench/grad_cases.py); ``train_cases`` is ``cuconv bench train MODEL``: a whole
+training step, forward in network order then backward in reverse.
 """
 from __future__ import annotations
 
@@ -19,15 +23,18 @@ from dataclasses import replace
 from .. import models
 from ..ops.conv2d import algorithms
 from ..problem import Conv2dProblem
+from ..ops import grad as _grad
 from .cases import (
     Case,
     ConvCase,
     GemmCase,
     Im2colCase,
     LayerCase,
+    PoolCase,
     SeparableCase,
     pool_case_from_layer,
 )
+from .grad_cases import BiasGradCase, DgradCase, LayerGradCase, LinearGradCase, PoolGradCase, WgradCase
 
 SUITES = {
     "seed": "the textbook's worked layers (§8.3, §9.1, §9.4, §9.5)",
@@ -103,25 +110,115 @@ def model_layer_case(model_name: str, layer, suite: str, algo: str = "auto") -> 
                             "conv2d's epilogue); the convolutions are benchmarked without them")
 
 
+# ----------------------------------------------------------------- backward (§9.8)
+def needs_data_gradient(layer) -> bool:
+    """False for a layer that reads only the network's input: nothing upstream takes its dx
+    (a training step skips it; the cost model's totals count it)."""
+    return tuple(layer.inputs) != ("input",)
+
+
+def backward_cases(case: Case, *, bias: bool = True, data: bool = True) -> list[Case]:
+    """The gradient cases of a forward conv or pooling case, named after it: dgrad (unless not
+    ``data``) and wgrad with db fused when ``bias``; a pool's dx. Other cases have none here
+    (a model's FC and no-kernel layers: layer_backward_cases)."""
+    common = dict(suite=case.suite, layer=case.layer, count=case.count)
+    if isinstance(case, ConvCase):
+        out: list[Case] = []
+        if data:
+            out.append(DgradCase(name=f"{case.name} dgrad", problem=case.problem, **common))
+        out.append(WgradCase(name=f"{case.name} wgrad", problem=case.problem, bias=bias, **common))
+        return out
+    if isinstance(case, PoolCase) and not isinstance(case, PoolGradCase) and data:
+        fields = {f: getattr(case, f) for f in case.__dataclass_fields__}
+        return [PoolGradCase(**{**fields, "name": f"{case.name} backward", "algo": "pool_grad"})]
+    return []
+
+
+def layer_backward_cases(layer, case: Case) -> list[Case]:
+    """The gradient cases of one model layer whose forward case is ``case``: its dx unless it
+    reads only the network input, and its parameter gradients (conv: wgrad with db fused when
+    the layer has a bias; FC: two GEMMs and a conv2d_bias; batch norm: a theory row)."""
+    data = needs_data_gradient(layer)
+    bias = bool(getattr(layer.layer, "bias", False))
+    common = dict(suite=case.suite, layer=case.layer, count=case.count)
+    if isinstance(case, (ConvCase, PoolCase)):
+        return backward_cases(case, bias=bias, data=data)
+    if isinstance(case, GemmCase):           # y = x·B: M = batch, N = out, K = in
+        b, n_out, n_in = case.M, case.N, case.K
+        out = []
+        if data:
+            out.append(LinearGradCase(name=f"{case.name} dgrad", algo="gemm", M=b, N=n_in, K=n_out,
+                                      gemm_dtype=case.gemm_dtype, grad="data", **common))
+        out.append(LinearGradCase(name=f"{case.name} wgrad", algo="gemm", M=n_in, N=n_out, K=b,
+                                  gemm_dtype=case.gemm_dtype, grad="weight", **common))
+        if bias:
+            out.append(BiasGradCase(name=f"{case.name} db", algo="reduce", dy_shape=(b, n_out),
+                                    bias_dtype=case.gemm_dtype, **common))
+        return out
+    if isinstance(case, LayerCase):
+        out = []
+        if data:
+            out.append(LayerGradCase(name=f"{case.name} backward", cost=case.cost, grad="data", **common))
+        if case.cost.backward_weight_flops:
+            out.append(LayerGradCase(name=f"{case.name} backward (params)", cost=case.cost, grad="weight",
+                                     **common))
+        return out
+    return []
+
+
+def with_backward(cases: list[Case]) -> list[Case]:
+    """``--backward`` on a suite of problems: each conv and pooling case followed by its gradient
+    cases (wgrad with db fused: the textbook's layers have biases); a problem's gradients listed
+    once even when the suite runs it with several forward algorithms."""
+    out, seen = [], set()
+    for c in cases:
+        out.append(c)
+        for b in backward_cases(c):
+            key = (type(b).__name__, b.args(), b.dtype)
+            if key not in seen:
+                seen.add(key)
+                out.append(b)
+    return out
+
+
+def train_cases(model_name: str, batch: int = DEFAULT_MODEL_BATCH, dtype: str = "float32") -> list[Case]:
+    """One training step of a model, layer by layer: every layer's forward in network order, then
+    the backward pass in reverse order (each layer's dx, except where it reads only the network
+    input, and its parameter gradients)."""
+    model = models.get(model_name, batch=batch, dtype=dtype)
+    suite = f"train:{model.name}"
+    forward = [model_layer_case(model.name, lay, suite) for lay in model.layers]
+    backward = []
+    for lay, case in reversed(list(zip(model.layers, forward))):
+        backward += layer_backward_cases(lay, case)
+    return forward + backward
+
+
 def model_cases(model_name: str, batch: int = DEFAULT_MODEL_BATCH, dtype: str = "float32",
-                algo: str = "auto", distinct: bool = True) -> list[Case]:
+                algo: str = "auto", distinct: bool = True, backward: bool = False) -> list[Case]:
     """Cases of a model: each distinct conv / FC layer once with its count (``distinct``), or
-    every layer in network order (the ``model`` command)."""
+    every layer in network order (the ``model`` command); ``backward``: each followed by its
+    gradient cases (layer_backward_cases)."""
     model = models.get(model_name, batch=batch, dtype=dtype)
     suite = model.name if distinct else f"model:{model.name}"
-    cases = [model_layer_case(model.name, lay, suite, algo) for lay in model.layers]
+    cases = []
+    for lay in model.layers:
+        case = model_layer_case(model.name, lay, suite, algo)
+        cases.append(case)
+        if backward:
+            cases += layer_backward_cases(lay, case)
     if not distinct:
         return cases
     merged: dict[object, tuple[Case, list[str]]] = {}
     for c in cases:
         if isinstance(c, LayerCase):
             continue
-        key = (type(c).__name__, c.args(), c.dtype)
+        key = (type(c).__name__, c.op, c.grad_pass, c.args(), c.dtype)
         if key not in merged:
             merged[key] = (c, [])
         merged[key][1].append(c.layer)
-    return [replace(c, name=names[0], layer=_layer_names(names), count=len(names))
-            for c, names in merged.values()]
+    # the first occurrence's name: the layer's (forward) or "<layer> dgrad" and the like
+    return [replace(c, layer=_layer_names(names), count=len(names)) for c, names in merged.values()]
 
 
 def gemm_cases(dtype: str = "float32") -> list[Case]:
@@ -160,31 +257,49 @@ def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
     return cases
 
 
+def _gradient_algorithms(c: Case) -> list[str]:
+    which = "input" if isinstance(c, DgradCase) else "weight"
+    return [i.name for i in _grad.algorithms(c.problem, which, bias=getattr(c, "bias", False)) if i.ok]
+
+
 def expand_all_algorithms(cases: list[Case]) -> list[Case]:
-    """``--algo all``: each conv case once per algorithm that can run it."""
+    """``--algo all``: each conv case (forward, dgrad, wgrad) once per algorithm that can run it."""
     out: list[Case] = []
     for c in cases:
-        if not isinstance(c, ConvCase):
+        if isinstance(c, ConvCase):
+            names = [i.name for i in algorithms(c.problem) if i.ok]
+        elif isinstance(c, (DgradCase, WgradCase)):
+            names = _gradient_algorithms(c)
+        else:
             out.append(c)
             continue
-        names = [i.name for i in algorithms(c.problem) if i.ok]
         out.extend([replace(c, algo=a) for a in names] or [c])
     return out
 
 
-def build_suite(name: str, batch: int | None = None, dtype: str = "float32", algo: str = "auto") -> list[Case]:
-    """The cases of suite ``name`` (a SUITES key or any cuconv.models name)."""
+def build_suite(name: str, batch: int | None = None, dtype: str = "float32", algo: str = "auto",
+                backward: bool = False) -> list[Case]:
+    """The cases of suite ``name`` (a SUITES key or any cuconv.models name); ``backward``: each
+    conv and pooling case (and a model's FC and other layers) followed by its gradient cases.
+    ``algo`` is the forward convolutions' (gradients run "auto"), except "all", which expands
+    every conv case, forward and backward, to each algorithm that can run it."""
+    base = "auto" if algo == "all" else algo
     if name == "seed":
-        cases = seed_cases(batch, dtype, "auto" if algo == "all" else algo)
+        cases = seed_cases(batch, dtype, base)
+        cases = with_backward(cases) if backward else cases
     elif name == "gemm":
-        cases = gemm_cases(dtype)
+        cases = gemm_cases(dtype)          # not layers: no gradients
     elif name == "algos":
-        return algos_cases(batch, dtype)
+        cases = algos_cases(batch, dtype)      # the forward cases are expanded already
+        if backward:
+            cases = [e for c in with_backward(cases)
+                     for e in (expand_all_algorithms([c]) if isinstance(c, (DgradCase, WgradCase)) else [c])]
+        return cases
     else:
         try:
             models.info(name)
         except ValueError:
             raise ValueError(f"unknown suite {name!r}; suites: {', '.join(SUITES)}, or a model name: "
                              f"{', '.join(models.names())}") from None
-        cases = model_cases(name, batch or DEFAULT_MODEL_BATCH, dtype, "auto" if algo == "all" else algo)
+        cases = model_cases(name, batch or DEFAULT_MODEL_BATCH, dtype, base, backward=backward)
     return expand_all_algorithms(cases) if algo == "all" else cases

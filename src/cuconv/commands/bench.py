@@ -4,6 +4,8 @@
     cuconv bench seed resnet50 gemm               # suites
     cuconv bench conv2d --input 32,64,56,56 --weight 128,64,3,3 --padding 1
     cuconv bench model resnet50 --batch 32        # the whole forward pass, layer by layer
+    cuconv bench seed resnet50 --backward         # each layer's dgrad and wgrad (§9.8) after its forward
+    cuconv bench train lenet5 --batch 8           # a whole training step: forward, then backward
     cuconv bench host                             # the host cost of a cached op call (no GPU needed)
     cuconv bench resnet50 --graph                 # time CUDA-graph replays of each plan
     cuconv bench seed --devices all               # once per GPU, one process each
@@ -35,13 +37,15 @@ from ..bench.suites import (
     build_suite,
     expand_all_algorithms,
     model_cases,
+    train_cases,
+    with_backward,
 )
 from ..device import device_report
 from ..problem import Conv2dProblem
 
 _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
-                        "`model NAME`, or `host` (the Python cost of an op call, on the record backend). "
-                        "Default: {default}.")
+                        "`model NAME` (the forward pass), `train NAME` (a forward + backward step), or `host` "
+                        "(the Python cost of an op call, on the record backend). Default: {default}.")
 
 
 def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
@@ -97,6 +101,11 @@ def add_arguments(parser) -> None:
     g.add_argument("--algo", default="auto",
                    help="conv2d algorithm for every conv case: auto (default), a name from "
                         "cuconv.algorithms(problem), or all (every algorithm that can run it)")
+    g.add_argument("--backward", action="store_true",
+                   help="after each conv and pooling case its gradients (cuconv.grad, §9.8): a conv's dgrad "
+                        "(conv2d_input) and wgrad (conv2d_weight, db fused; a model layer's bias decides), a pool's "
+                        "dx; a model's FC layers as GEMMs. The first layer of a model gets no dgrad. Gradients run "
+                        "algo auto unless --algo all")
     g.add_argument("--dtype", default="float32", help="element type (default float32)")
     g.add_argument("--batch", type=_positive_int, default=None,
                    help="batch size (models: default 32; seed: the textbook's, 32 for §9.1 and 1 elsewhere)")
@@ -143,7 +152,8 @@ class UsageError(ValueError):
 
 
 def _build_cases(args):
-    """(cases, title, model or None) for the command line; UsageError for bad usage."""
+    """(cases, title, model or None) for the command line; UsageError for bad usage. A model
+    with the ``train`` target is a training step's (``_is_train``)."""
     targets = args.targets or [DEFAULT_SUITE]
     conv_opts = [o for o in ("input", "weight") if getattr(args, o) is not None]
     if conv_opts and targets[0] != "conv2d":
@@ -162,12 +172,30 @@ def _build_cases(args):
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
         cases = [ConvCase("conv2d", p.describe(), problem=p, algo="auto" if args.algo == "all" else args.algo)]
+        if args.backward:
+            cases = with_backward(cases)
         if args.algo == "all":
             cases = expand_all_algorithms(cases)
         return cases, f"conv2d {p.describe()} {p.dtype}", None
+    if targets[0] == "train":
+        if len(targets) != 2:
+            raise UsageError("usage: cuconv bench train NAME [--batch B] (e.g. cuconv bench train lenet5)")
+        batch = args.batch or DEFAULT_MODEL_BATCH
+        try:
+            model = models.get(targets[1], batch=batch, dtype=args.dtype)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        if args.algo != "auto":
+            raise UsageError("`cuconv bench train` runs every layer with algo auto (--algo is for suites, "
+                             "`model` and `conv2d`)")
+        cases = train_cases(model.name, batch, args.dtype)
+        return cases, f"training step of {model.name}, batch {batch}, {args.dtype}", model
     if targets[0] == "model":
         if len(targets) != 2:
             raise UsageError("usage: cuconv bench model NAME [--batch B] (e.g. cuconv bench model resnet50)")
+        if args.backward:
+            raise UsageError("`cuconv bench model` is the forward pass; `cuconv bench train NAME` runs a whole "
+                             "forward + backward step")
         batch = args.batch or DEFAULT_MODEL_BATCH
         try:
             model = models.get(targets[1], batch=batch, dtype=args.dtype)
@@ -181,10 +209,10 @@ def _build_cases(args):
     cases = []
     for t in targets:
         try:
-            cases += build_suite(t, args.batch, args.dtype, args.algo)
+            cases += build_suite(t, args.batch, args.dtype, args.algo, backward=args.backward)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    return cases, "suite " + " ".join(targets), None
+    return cases, "suite " + " ".join(targets) + (" with the backward passes" if args.backward else ""), None
 
 
 def _run_host(args) -> int:
@@ -263,6 +291,16 @@ def device_indices(text: str, count: int) -> list[int]:
     return out
 
 
+def _is_train(args) -> bool:
+    return bool(args.targets) and args.targets[0] == "train"
+
+
+def _totals(model, train: bool, cases, rows):
+    if model is None:
+        return None
+    return report.train_totals(model, cases, rows) if train else report.model_totals(model, rows)
+
+
 def run(args) -> int:
     if args.targets == ["host"]:
         return _run_host(args)
@@ -273,6 +311,7 @@ def run(args) -> int:
         if args.plot:
             report.require_matplotlib()
         cases, title, model = _build_cases(args)
+        train = _is_train(args)
     except (UsageError, ValueError, ImportError) as exc:
         print(f"cuconv bench: {exc}", file=sys.stderr)
         return 2
@@ -327,14 +366,18 @@ def run(args) -> int:
         if header["mode"] != "gpu" and not args.quiet:
             print(f"cuconv bench: no GPU ({header['no_gpu_reason']}); verified {len(cases)} case(s) on the CPU "
                   "emulator at a reduced size, nothing is timed", file=sys.stderr)
-        totals = report.model_totals(model, rows) if model is not None else None
+        totals = _totals(model, train, cases, rows)
         print(report.header_text(header, title))
         print()
         print(report.markdown_table(rows))
         text = report.notes_text(rows)
         if text:
             print(text)
-        if totals:
+        if totals and train:
+            print()
+            print(report.train_layer_table(totals))
+            print(report.train_text(totals))
+        elif totals:
             print(report.totals_text(totals))
         print()
         all_rows += rows
@@ -344,7 +387,7 @@ def run(args) -> int:
         header = dict(header, device=" | ".join(str(r[0]["device"]) for r in results),
                       device_index=[r[0]["device_index"] for r in results],
                       devices=[r[0] for r in results])
-    totals = report.model_totals(model, all_rows) if model is not None and len(results) == 1 else None
+    totals = _totals(model, train, cases, all_rows) if len(results) == 1 else None
     if args.json:
         report.write_json(args.json, header, all_rows, totals)
     if args.csv:
