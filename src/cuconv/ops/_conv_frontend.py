@@ -20,6 +20,8 @@ from ..problem import Conv2dProblem
 from . import _common
 from ._algorithm import LAYOUTS, ConvSpec
 
+# The dtypes some convolution algorithm takes (which one: ConvAlgorithm.dtypes, cuconv.algorithms).
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # The names the error messages use for the plan roles.
 _ROLE_NAMES = {"x": "input", "w": "weight"}
 
@@ -32,8 +34,11 @@ def layout_shapes(x_shape, w_shape, layout: str):
 
 
 def build_spec(be, x, w, bias, residual, out, stride, padding, dilation, groups, activation,
-               max_workspace_bytes, layout, allow_tf32, extra: dict, misaligned=frozenset()) -> ConvSpec:
-    """Check every conv2d argument (arrays or anything with .shape/.dtype) and describe the call."""
+               max_workspace_bytes, layout, allow_tf32, extra: dict, misaligned=frozenset(),
+               float_only: bool = True) -> ConvSpec:
+    """Check every conv2d argument (arrays or anything with .shape/.dtype) and describe the call.
+    ``float_only=False`` (``cuconv.algorithms`` on a problem) lets any dtype through, for each
+    algorithm to say why it refuses it."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     if allow_tf32 not in (None, True, False):
@@ -43,6 +48,9 @@ def build_spec(be, x, w, bias, residual, out, stride, padding, dilation, groups,
         if len(a.shape) != 4:
             raise ValueError(f"{name} must be 4-D (or 3-D unbatched for the input), got shape {tuple(a.shape)}")
     dtype = np.dtype(x.dtype)
+    if float_only and dtype.name not in FLOAT_DTYPES:
+        raise TypeError(f"convolution takes floating-point arrays ({', '.join(FLOAT_DTYPES)}), got input "
+                        f"dtype {dtype.name} (shape {tuple(x.shape)})")
     if np.dtype(w.dtype) != dtype:
         raise TypeError(f"input and weight must have the same dtype, got {dtype.name} and {np.dtype(w.dtype).name}")
     x_shape, w_shape = layout_shapes(x.shape, w.shape, layout)

@@ -150,7 +150,7 @@ def _spec_of(problem: Conv2dProblem, max_workspace_bytes=None, layout="NCHW", al
     x, w = _Shape.of(problem, layout)
     return build_spec(current_backend(), x, w, None, None, None, (problem.stride_h, problem.stride_w),
                       _padding(problem), (problem.dilation_h, problem.dilation_w), problem.groups, None,
-                      max_workspace_bytes, layout, allow_tf32, {})
+                      max_workspace_bytes, layout, allow_tf32, {}, float_only=False)
 
 
 def algorithms(problem: Conv2dProblem, max_workspace_bytes: int | None = None, *,
