@@ -11,13 +11,16 @@
 #   prewarm               75    NVRTC-compiles every kernel file for the device, one process per file
 #                               (CuPy's and cuconv's disk caches: later steps only load; ~90 s of
 #                               serial NVRTC on 2 cores, the longest file ~30 s)
-#   check                 40    cuconv check --gpu: every kernel vs the float64 reference (113 cases)
+#   check                 60    cuconv check --gpu: every kernel vs the float64 reference (270 cases:
+#                               forward, float64/NHWC, wgmma on sm_90, every backward kernel)
 #   pytest                90    pytest -m gpu -n 4: the GPU half of the suite (~345 tests)
 #   bench_seed            25    cuconv bench seed (cuDNN/cuBLAS baselines, registers/spills)
 #   bench_resnet50        35    cuconv bench resnet50, fp32 (26 cases)
 #   bench_gemm            25    cuconv bench gemm, against cuBLAS (10 cases)
 #   bench_resnet50_fp16   30    cuconv bench resnet50 --dtype float16 (26 cases)
 #   bench_mobilenet_v2    30    cuconv bench mobilenet_v2 (32 cases)
+#   bench_resnet50_bwd    30    cuconv bench resnet50 --backward (dgrad + wgrad rows per layer)
+#   bench_train_lenet5    15    cuconv bench train lenet5 (a whole forward + backward step)
 #   host                  20    cuconv bench host (the Python cost of a cached op call)
 #   ncu_*              3 x 25   ncu --set basic over the three main kernels (implicit GEMM fp32,
 #                               register-blocked GEMM, tensor-core conv fp16), via cuconv profile
@@ -28,7 +31,7 @@
 # Sizing: the bench steps time each function for at most 0.1 s (--budget 0.1 --noise 1) and verify
 # against a reference of at most 0.25 GFLOP (float64 NumPy runs ~1 GFLOP/s), so a case costs about
 # 0.3-0.8 s; NVRTC is paid once, in parallel, by prewarm (serially ~90 s on the 2-core development
-# machine, gemm.cu alone 30 s). The caps add up to 610 s; the session also has a deadline
+# machine, gemm.cu alone 30 s). The caps add up to 675 s; the session also has a deadline
 # (CUCONV_SESSION_DEADLINE, default 440 s): each step gets min(its cap, the time left), a step cut
 # off by either is recorded as "timeout", a step never reached as "not-run", and finalize always
 # gets its 20 s. Worst case about 7.8 minutes; `--resume` re-runs only the steps that did not end
@@ -391,7 +394,7 @@ if __name__ == "__main__":
 PY
 run_step prewarm 75 "$PY" "$WORK/prewarm.py"
 
-run_step check 40 "${CUCONV[@]}" check --gpu ${SMALL:+-k gemm_f32_naive}
+run_step check 60 "${CUCONV[@]}" check --gpu ${SMALL:+-k gemm_f32_naive}
 
 PYTEST=("$PY" -m pytest "$REPO/tests" -m gpu -q -rfE -p no:cacheprovider -p no:benchmark)
 "$PY" -c "import xdist" 2>/dev/null && PYTEST+=(-n 4)
@@ -405,6 +408,8 @@ if [ "$QUICK" != 1 ]; then
     bench_step bench_gemm 25 gemm "${FAST[@]}"
     bench_step bench_resnet50_fp16 30 resnet50 --dtype float16 "${FAST[@]}"
     bench_step bench_mobilenet_v2 30 mobilenet_v2 "${FAST[@]}"
+    bench_step bench_resnet50_bwd 30 resnet50 --backward "${FAST[@]}"
+    bench_step bench_train_lenet5 15 train lenet5 "${FAST[@]}"
     run_step host 20 "${CUCONV[@]}" bench host --json "$OUT/host.json"
 fi
 
