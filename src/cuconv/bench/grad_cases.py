@@ -96,6 +96,17 @@ class _ConvGrad(Case):
     problem: Conv2dProblem = None
     dtypes = _grad.CONV_DTYPES
 
+    def _cudnn(self, inputs, *roles):
+        """(torch, the inputs as torch tensors, torch.nn.grad's keyword arguments) for the cuDNN
+        baseline (exact fp32: no tf32), or None without CUDA torch or for asymmetric padding."""
+        torch = _torch_cuda()
+        pad = _torch_padding(self.problem)
+        if torch is None or pad is None:
+            return None
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = False
+        return torch, [torch.from_dlpack(inputs[r]) for r in roles], dict(self._kw(), padding=pad)
+
     @property
     def dtype(self) -> str:
         return self.problem.dtype
@@ -230,14 +241,10 @@ class DgradCase(_ConvGrad):
         return out
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
-        pad = _torch_padding(self.problem)
-        if torch is None or pad is None:
+        setup = self._cudnn(inputs, "w", "dy")
+        if setup is None:
             return None
-        w, dy = torch.from_dlpack(inputs["w"]), torch.from_dlpack(inputs["dy"])
-        kw = dict(self._kw(), padding=pad)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = False
+        torch, (w, dy), kw = setup
         size = self.problem.input_shape
         return "cuDNN (torch.nn.grad.conv2d_input)", lambda: torch.nn.grad.conv2d_input(size, w, dy, **kw)
 
@@ -378,14 +385,10 @@ class WgradCase(_ConvGrad):
         return out
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
-        pad = _torch_padding(self.problem)
-        if torch is None or pad is None:
+        setup = self._cudnn(inputs, "x", "dy")
+        if setup is None:
             return None
-        x, dy = torch.from_dlpack(inputs["x"]), torch.from_dlpack(inputs["dy"])
-        kw = dict(self._kw(), padding=pad)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = False
+        torch, (x, dy), kw = setup
         size, bias = self.problem.weight_shape, self.bias
 
         def fn():
