@@ -141,6 +141,20 @@ def markdown(rows, backend: str, draws: int, seconds: float, command: str) -> st
         f"{TOLERANCES[('float32', 'fft')]:.0e}, the fp32 direct algorithms' bound: "
         f"{TOLERANCES[('float32', 'fft')] / max(worst['fft'], worst['fft_tiling']):.1f}x the worst FFT error "
         "measured here, the margin covering cuFFT's transforms, which no run has measured yet.",
+        "",
+        'Non-finite values: a transform spreads one NaN or ±Inf over its whole plane (every output of the',
+        'item — the image for `fft`, the tile for `fft_tiling` — and, for a weight, of the whole output',
+        'channel), and relu would then turn that NaN into a plausible 0. The plans flag every item whose',
+        'input window holds a non-finite value, every item where a transform produced one from finite data',
+        "(the spectra overflow float32 long before direct convolution's sum does), and every output channel",
+        "whose filter holds one, and `fft_fixup` recomputes those outputs in `direct.cu`'s order and",
+        "epilogue (kernels/fft_conv.cu's header). So NaN/±Inf reach exactly the outputs direct convolution",
+        'gives them, and every flagged output equals `algo="direct"` bit for bit; the rest are the FFT\'s',
+        'values, within the tolerance above (tests/test_fft_conv.py, `test_non_finite_*`). Not covered:',
+        'a finite but huge input (say 1e30) that does not overflow still raises the rounding error of every',
+        'output of its item to about 1e-7 of the largest value (the normwise error above), far above the',
+        "small outputs' own magnitude (one 1e30 in a 20x20 image, 5x5 filter, C=K=4: outputs of magnitude",
+        "<= 10 outside its window off by up to 1.6e22; normwise error 7e-8).",
     ]
     return "\n".join(lines) + "\n"
 

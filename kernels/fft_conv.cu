@@ -27,6 +27,24 @@
 //                             values at different frequencies are never reused, so staging buys
 //                             only what registers already give.
 //   fft_crop_epilogue         one thread per output element of a chunk of tiles, fused epilogue.
+//   fft_flags_init, fft_fixup exact non-finite semantics (below).
+//
+// Non-finite inputs and weights. A transform mixes a whole plane: one NaN or ±Inf in an item's
+// input window (the Lh×Lw tile it packs) makes every output of that item NaN for every output
+// channel of its group, and one in filter k makes every output of channel k NaN, where direct
+// convolution gives NaN/Inf only at the outputs whose window holds it (and relu then maps a
+// NaN to 0, hiding the error). So that both algorithms return exactly direct convolution's
+// NaN/Inf pattern and values, each pass of items runs: fft_flags_init, which clears a flag per
+// item of the pass and an "any item" word (and on the first pass marks each output channel k
+// whose filter holds a non-finite weight, from w itself, so this holds when the filter spectra
+// are given); fft_pack_input, which flags every item whose window holds a non-finite value;
+// fft_crop_epilogue, which flags every item where a transform produced one from finite data
+// (the spectra overflow float32 long before direct's sum does: |X[f]| sums a whole plane); and
+// fft_fixup, which recomputes the outputs of flagged items and flagged channels straight from x
+// and w in direct.cu's summation order and epilogue, so they equal direct convolution's bit for
+// bit. With finite data the cost is one pass over the weights, a register test per packed
+// element and per cropped output, and per pass a clearing launch and a fix-up launch of at most
+// 1024 blocks that read two flags each and exit.
 //
 // Static analysis only (no GPU run has measured these). fft_channel_gemm<4, 4>, `cuconv analyze
 // kernels/fft_conv.cu "fft_channel_gemm<4, 4>" --arch sm_80 --arch sm_90`: 92 / 88 registers, 0
@@ -37,13 +55,25 @@
 // and is bound by Wf's bandwidth, as any per-frequency GEMV is.
 #include "common.cuh"
 
+// --------------------------------------------------------------------------- non-finite flags
+// Marks item b of the pass for the fix-up (and the "any item" word the fix-up tests first). The plain
+// volatile read skips the atomics once the flag is set, so a plane full of NaN does not
+// serialise on one address; a stale read only costs a redundant atomicOr.
+__device__ __forceinline__ void fft_flag_item(int* item_flags, int* any_item, cc_index_t b) {
+    if (*(volatile const int*)(item_flags + b) == 0) {
+        atomicOr(item_flags + b, 1);
+        atomicOr(any_item, 1);
+    }
+}
+
 // --------------------------------------------------------------------------- packing
 // Xr[b][c][i][j] (b < items, planes of Lh×Lw) = x[n][c][th·Th + i − pad_top][tw·Tw + j − pad_left],
-// zero outside the image, for global item item_begin + b = (n·tiles_h + th)·tiles_w + tw.
+// zero outside the image, for global item item_begin + b = (n·tiles_h + th)·tiles_w + tw. Sets
+// item_flags[b] when the item's window holds a non-finite value.
 __global__ void __launch_bounds__(256, 2) fft_pack_input(
         const float* __restrict__ x, float* __restrict__ xr, int C, int H, int W, int Lh, int Lw,
         int tiles_h, int tiles_w, int Th, int Tw, int pad_top, int pad_left, long long item_begin,
-        int items) {
+        int items, int* item_flags, int* any_item) {
     const cc_index_t plane = (cc_index_t)Lh * Lw;
     const cc_index_t total = (cc_index_t)items * C * plane;
     const cc_index_t tiles = (cc_index_t)tiles_h * tiles_w;
@@ -61,6 +91,7 @@ __global__ void __launch_bounds__(256, 2) fft_pack_input(
         const int h = th * Th + i - pad_top, w = tw * Tw + j - pad_left;
         float v = 0.0f;
         if (h >= 0 && h < H && w >= 0 && w < W) v = cc_ldg(x + ((n * C + c) * H + h) * (cc_index_t)W + w);
+        if (!cc_is_finite(v)) fft_flag_item(item_flags, any_item, b);
         xr[e] = v;
     }
 }
@@ -183,12 +214,14 @@ __global__ void __launch_bounds__(256, 2) fft_channel_gemm(
 // --------------------------------------------------------------------------- crop + epilogue
 // y[n][k][p][q] = act(scale·Yr[b][k][i][j] + bias[k] + residual[n][k][p][q]) for the chunk's items
 // b (global item item_begin + b), i < crop_h = min(Th, P), j < crop_w = min(Tw, Q),
-// p = th·Th + i < P, q = tw·Tw + j < Q.
+// p = th·Th + i < P, q = tw·Tw + j < Q. A non-finite convolution value (before the epilogue,
+// which may hide it: relu(NaN) = 0) sets item_flags[b] for the fix-up unless channel k is flagged
+// already (the fix-up recomputes all of k then).
 __global__ void __launch_bounds__(256, 2) fft_crop_epilogue(
         const float* __restrict__ yr, float* __restrict__ y, const float* __restrict__ bias, int has_bias,
         const float* __restrict__ residual, int has_residual, int act, float scale, int K, int P, int Q,
         int Lh, int Lw, int tiles_h, int tiles_w, int Th, int Tw, int crop_h, int crop_w,
-        long long item_begin, int items) {
+        long long item_begin, int items, int* item_flags, int* any_item, const int* __restrict__ k_flags) {
     const float* bias_or_null = has_bias ? bias : nullptr;
     const float* residual_or_null = has_residual ? residual : nullptr;
     const cc_index_t tile = (cc_index_t)crop_h * crop_w;
@@ -208,7 +241,91 @@ __global__ void __launch_bounds__(256, 2) fft_crop_epilogue(
         const int p = th * Th + i, q = tw * Tw + j;
         if (p >= P || q >= Q) continue;
         const float v = scale * yr[(bk * Lh + i) * (cc_index_t)Lw + j];
+        if (!cc_is_finite(v) && !cc_ldg(k_flags + k)) fft_flag_item(item_flags, any_item, b);
         const cc_index_t out_idx = ((n * K + k) * P + p) * (cc_index_t)Q + q;
         y[out_idx] = cc_epilogue(v, bias_or_null, k, residual_or_null, out_idx, act);
+    }
+}
+
+// --------------------------------------------------------------------------- non-finite fix-up
+// Clears the flags of a pass: item_flags[0 .. items) = 0 and *any_item = 0 (the pack and crop
+// kernels set them). With K > 0 (the first pass) also k_flags[k] = 1 when filter k
+// (per_filter = C/g·R·S weights) holds a non-finite weight, else 0: block b scans filters b,
+// b + gridDim.x, ... with all its threads (coalesced) and a block-wide OR. No atomics, so nothing
+// here depends on the order of the blocks.
+__global__ void __launch_bounds__(256, 2) fft_flags_init(
+        const float* __restrict__ w, int* __restrict__ item_flags, int* __restrict__ any_item,
+        int* __restrict__ k_flags, int K, long long per_filter, long long items) {
+    const cc_index_t first = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (first == 0) *any_item = 0;
+    for (cc_index_t e = first; e < items; e += (cc_index_t)gridDim.x * blockDim.x) item_flags[e] = 0;
+    for (int k = blockIdx.x; k < K; k += gridDim.x) {      // the same trip count for the whole block
+        const float* wk = w + (cc_index_t)k * per_filter;
+        bool finite = true;
+        for (cc_index_t i = threadIdx.x; i < per_filter; i += blockDim.x) finite = finite && cc_is_finite(cc_ldg(wk + i));
+        const int bad = __syncthreads_or(!finite);
+        if (threadIdx.x == 0) k_flags[k] = bad ? 1 : 0;
+    }
+}
+
+// The outputs of the pass's flagged items (all channels) and of every flagged channel (within the
+// pass's items), recomputed as direct.cu's direct_conv2d<float, NCHW> computes them: taps in the
+// padding skipped, (c, r, s) order, cc_fma, the same epilogue — so they equal direct
+// convolution's values bit for bit, NaN and Inf included. Grid (x, y): y over output channels
+// (k = blockIdx.y, + gridDim.y, ...), x a grid-stride loop over the crop_h×crop_w outputs of each
+// of the pass's items (j fastest, as fft_crop_epilogue). A block whose channel is not flagged and
+// that finds no item flagged (one load each) skips the channel: all the work on finite data.
+__global__ void __launch_bounds__(256, 2) fft_fixup(
+        const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+        const float* __restrict__ bias, int has_bias, const float* __restrict__ residual, int has_residual,
+        int act, const int* __restrict__ item_flags, const int* __restrict__ any_item,
+        const int* __restrict__ k_flags, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+        int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w, int groups,
+        int tiles_h, int tiles_w, int Th, int Tw, int crop_h, int crop_w, long long item_begin, int items) {
+    const int c_per_group = C / groups, k_per_group = K / groups;
+    const cc_index_t plane = (cc_index_t)H * W;
+    const cc_index_t tile = (cc_index_t)crop_h * crop_w;
+    const cc_index_t outputs = (cc_index_t)items * tile;
+    const cc_index_t tiles = (cc_index_t)tiles_h * tiles_w;
+    const float* bias_or_null = has_bias ? bias : nullptr;
+    const float* residual_or_null = has_residual ? residual : nullptr;
+    const bool some_item = cc_ldg(any_item) != 0;
+    for (int k = blockIdx.y; k < K; k += gridDim.y) {
+        const bool whole_channel = cc_ldg(k_flags + k) != 0;
+        if (!whole_channel && !some_item) continue;
+        const int g = k / k_per_group;
+        const float* w_k = w + (cc_index_t)k * c_per_group * R * S;
+        for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < outputs;
+             e += (cc_index_t)gridDim.x * blockDim.x) {
+            const cc_index_t b = e / tile;
+            if (!whole_channel && !cc_ldg(item_flags + b)) continue;
+            const int ij = (int)(e - b * tile);
+            const int i = ij / crop_w, j = ij - (ij / crop_w) * crop_w;
+            const cc_index_t item = item_begin + b;
+            const cc_index_t n = item / tiles;
+            const int t = (int)(item - n * tiles);
+            const int p = (t / tiles_w) * Th + i, q = (t - (t / tiles_w) * tiles_w) * Tw + j;
+            if (p >= P || q >= Q) continue;
+            const int h0 = p * stride_h - pad_h;
+            const int w0 = q * stride_w - pad_w;
+            const float* x_img = x + (n * C + (cc_index_t)g * c_per_group) * plane;
+            float acc = 0.0f;
+            for (int c = 0; c < c_per_group; ++c) {
+                const float* x_c = x_img + (cc_index_t)c * plane;
+                const float* w_c = w_k + (cc_index_t)c * R * S;
+                for (int r = 0; r < R; ++r) {
+                    const int h = h0 + r * dilation_h;
+                    if (h < 0 || h >= H) continue;
+                    const float* x_row = x_c + (cc_index_t)h * W;
+                    for (int s = 0; s < S; ++s) {
+                        const int ww = w0 + s * dilation_w;
+                        if (ww < 0 || ww >= W) continue;
+                        acc = cc_fma(cc_ldg(x_row + ww), cc_ldg(w_c + r * S + s), acc);
+                    }
+                }
+            }
+            const cc_index_t idx = ((n * K + k) * P + p) * (cc_index_t)Q + q;
+            y[idx] = cc_epilogue(acc, bias_or_null, k, residual_or_null, idx, act);
+        }
     }
 }

@@ -6,6 +6,8 @@ and runs on the emulator (always) and the GPU (when present).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -255,8 +257,9 @@ def test_plan_steps_and_the_record_backend():
         plan = cuconv.plan_conv2d(x, w, padding=3, algo="fft_tiling", tile=16)
         cuconv.conv2d(x, w, padding=3, algo="fft_tiling", tile=16)
     t = fft_math.tiling(p, "fft_tiling", 16)
-    assert plan.kernels == ["fft_pack_filter", "fft2d_r2c_16x16", "fft_pack_input", "fft2d_r2c_16x16",
-                            "fft_channel_gemm_4x1", "fft2d_c2r_16x16", "fft_crop_epilogue"]
+    assert plan.kernels == ["fft_pack_filter", "fft2d_r2c_16x16", "fft_flags_init", "fft_pack_input",
+                            "fft2d_r2c_16x16", "fft_channel_gemm_4x1", "fft2d_c2r_16x16", "fft_crop_epilogue",
+                            "fft_fixup"]
     steps = [ln for ln in plan.launches if isinstance(ln, FftStep)]
     assert [s.batch for s in steps] == [5 * 3, t.items * 3, t.items * 5]
     assert [(r.kernel, r.grid, r.block) for r in rec.launches] == [(ln.kernel, ln.grid, ln.block) for ln in plan.launches]
@@ -288,14 +291,27 @@ def test_pack_kernels_against_numpy(be, rng):
     x, w = random_array(rng, p.input_shape), random_array(rng, p.weight_shape)
     begin, count = 1, t.items - 2
     real = put(be, np.full((count, p.C, t.Lh, t.Lw), np.nan, np.float32))
+    flags = put(be, np.zeros(t.flag_elements(count), np.int32))
     launch_all(be, [fft_conv.pack_input_launch(Ref("x"), Ref("real"), p, t, begin, count)],
-               {"x": put(be, x), "real": real})
+               {"x": put(be, x), "real": real, "flags": flags})
+    assert not to_numpy(flags).any()            # finite input: no item flagged for the fix-up
     xp = np.pad(x, ((0, 0), (0, 0), (p.pad_h, 64), (p.pad_w, 64)))
     for b in range(count):
         n, tile = divmod(begin + b, t.tiles)
         th, tw = divmod(tile, t.tiles_w)
         want = xp[n, :, th * t.Th:th * t.Th + t.Lh, tw * t.Tw:tw * t.Tw + t.Lw]
         np.testing.assert_array_equal(to_numpy(real)[b], want)
+    # A non-finite value flags exactly the items whose Lh×Lw window holds it (tiles overlap: a
+    # value can lie in several), in the pass's numbering, and sets the "any item" word.
+    bad = x.copy()
+    bad[1, 2, 0, 6], bad[0, 0, 5, 3] = np.inf, np.nan
+    flags[...] = 0
+    launch_all(be, [fft_conv.pack_input_launch(Ref("x"), Ref("real"), p, t, begin, count)],
+               {"x": put(be, bad), "real": real, "flags": flags})
+    want_items = _expected_flags(bad, w, p, t)[0][begin:begin + count]
+    assert 1 < want_items.sum() < count
+    np.testing.assert_array_equal(to_numpy(flags)[1:1 + count], want_items)
+    assert to_numpy(flags)[0] == 1 and not to_numpy(flags)[1 + count:].any()
     planes = put(be, np.full((5, t.Lh, t.Lw), np.nan, np.float32))
     launch_all(be, [fft_conv.pack_filter_launch(Ref("w"), Ref("real"), p, t, 3, 5)], {"w": put(be, w), "real": planes})
     want = np.zeros((p.K * p.C, t.Lh, t.Lw), np.float32)
@@ -329,6 +345,207 @@ def test_every_kernel_under_the_emulators_checks(rng, mode):
     assert {e.label for e in fft_conv.ENTRIES.values()} <= seen
 
 
+# =========================================================================== non-finite values
+# A transform spreads one NaN/±Inf over its whole plane; the flags and the direct fix-up
+# (kernels/fft_conv.cu's header) must give exactly direct convolution's NaN/Inf pattern and values.
+def _with_specials(rng, shape, where, values):
+    a = random_array(rng, shape)
+    for idx, v in zip(where, values):
+        a[idx] = v
+    return a
+
+
+def _expected_flags(x, w, p, t):
+    """(item flags, channel flags) as the kernels must set them: an item whose Lh×Lw input window
+    (the tile fft_pack_input packs, padding included) holds a non-finite value; a channel whose
+    filter holds one."""
+    bad = ~np.isfinite(np.pad(x, ((0, 0), (0, 0), (p.pad_h, 0), (p.pad_w, 0))))    # padding is finite
+    items = np.zeros((p.N, t.tiles_h, t.tiles_w), bool)
+    for th in range(t.tiles_h):
+        for tw in range(t.tiles_w):
+            items[:, th, tw] = bad[:, :, th * t.Th:th * t.Th + t.Lh, tw * t.Tw:tw * t.Tw + t.Lw].any(axis=(1, 2, 3))
+    return items.reshape(-1), ~np.isfinite(w).reshape(p.K, -1).all(axis=1)
+
+
+def _recomputed(x, w, p, t):
+    """The outputs the fix-up rewrites: every output of a flagged item or a flagged channel."""
+    items, channels = _expected_flags(x, w, p, t)
+    per_output = np.repeat(np.repeat(items.reshape(p.N, t.tiles_h, t.tiles_w), t.Th, 1), t.Tw, 2)[:, :p.P, :p.Q]
+    return per_output[:, None] | channels[None, :, None, None]
+
+
+def _assert_like_direct(got, direct, ref, recomputed, algo, what):
+    """What is compared: the recomputed outputs bit for bit with algo="direct" (NaN payloads
+    included); everywhere, non-finite exactly where direct is, with direct's values there (±Inf
+    signs, NaN); every other output within the FFT tolerance of the float64 reference (which
+    keeps relu(NaN) = NaN where the kernels' fmaxf gives 0: those outputs are recomputed ones)."""
+    np.testing.assert_array_equal(got[recomputed].view(np.uint32), direct[recomputed].view(np.uint32),
+                                  err_msg=f"{what}: a recomputed output differs from direct's bits")
+    finite = np.isfinite(direct)
+    np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=f"{what}: the NaN/Inf pattern differs")
+    np.testing.assert_array_equal(got[~finite], direct[~finite], err_msg=what)
+    both = finite & np.isfinite(ref)
+    assert recomputed[finite & ~both].all()
+    assert_close(np.where(both, got, 0), np.where(both, ref, 0), "float32", algo, what)
+
+
+NONFINITE_CASES = {
+    # name: x, w, padding, dilation, groups, epilogue, input specials, weight specials, residual specials
+    # relu maps NaN and -Inf to 0: the FFT alone would write a plausible 0 over the whole item.
+    "nan_interior_relu": ((2, 3, 9, 11), (5, 3, 5, 5), 2, 1, 1, "bias_residual_relu",
+                          [(0, 1, 4, 5)], [np.nan], [], [], []),
+    "inf_corner_neg_inf_border": ((2, 3, 9, 11), (5, 3, 5, 5), 2, 1, 1, "bias_residual_silu",
+                                  [(1, 0, 0, 10), (1, 2, 8, 0)], [np.inf, -np.inf], [], [], []),
+    # +Inf and -Inf in one window give NaN there, ±Inf where only one of them reaches
+    "several_in_one_image": ((1, 2, 10, 9), (4, 2, 5, 5), 2, 1, 1, None,
+                             [(0, 0, 4, 4), (0, 1, 5, 6), (0, 0, 9, 8)], [np.inf, -np.inf, np.nan], [], [], []),
+    "nan_weight": ((2, 3, 9, 11), (5, 3, 5, 5), 2, 1, 1, "bias", [], [], [(3, 1, 0, 2)], [np.nan], []),
+    # tap (0, 0) of filter 1 reads only padding at outputs p < 2 or q < 2: direct keeps them finite
+    "inf_weights_tap_in_padding": ((2, 3, 9, 11), (5, 3, 5, 5), 2, 1, 1, "residual", [], [],
+                                   [(1, 0, 0, 0), (4, 2, 4, 4)], [np.inf, -np.inf], []),
+    "grouped_dilated": ((1, 4, 13, 12), (6, 2, 3, 3), (2, 3), (2, 3), 2, "bias_residual_relu",
+                        [(0, 3, 6, 6), (0, 0, 12, 0)], [np.nan, np.inf], [(4, 1, 2, 2)], [-np.inf], []),
+    # a non-finite residual needs no flag: the epilogue adds it to direct's and the FFT's value alike
+    "input_and_residual": ((2, 3, 9, 11), (5, 3, 5, 5), 2, 1, 1, "bias_residual_silu",
+                           [(1, 2, 3, 9)], [-np.inf], [], [], [(0, 4, 2, 2), (1, 0, 8, 10)]),
+}
+
+
+def _nonfinite_inputs(rng, name):
+    xs, ws, pad, dil, g, epi, xi, xv, wi, wv, ri = NONFINITE_CASES[name]
+    x, w = _with_specials(rng, xs, xi, xv), _with_specials(rng, ws, wi, wv)
+    p = Conv2dProblem.from_shapes(xs, ws, 1, pad, dil, g)
+    bias = random_array(rng, (p.K,)) if epi and "bias" in epi else None
+    residual = None
+    if epi and "residual" in epi:
+        residual = _with_specials(rng, p.output_shape, ri, [np.nan, np.inf][:len(ri)])
+    act = {"bias_residual_relu": "relu", "bias_residual_silu": "silu"}.get(epi)
+    kw = dict(padding=pad, dilation=dil, groups=g)
+    return x, w, bias, residual, act, kw, p
+
+
+@pytest.mark.parametrize("name", list(NONFINITE_CASES))
+def test_non_finite_values_follow_direct_convolution_exactly(be, rng, name):
+    """NaN/±Inf in the input (interior, corner, border, several) and in the weights reach exactly
+    the outputs, with exactly the values, that direct convolution gives: fft, fft_tiling (the
+    model's tile and 8x8, several partial tiles), given filter spectra, and passes of a capped
+    workspace, which split the batch inside images."""
+    x, w, bias, residual, act, kw, p = _nonfinite_inputs(rng, name)
+    args = (put(be, x), put(be, w), put(be, bias))
+    direct = to_numpy(cuconv.conv2d(*args, activation=act, residual=put(be, residual), algo="direct", **kw))
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = conv2d_ref(x, w, bias, activation=act, residual=residual, **kw)
+    assert np.isfinite(direct).any() and (not np.isfinite(direct).all() or act == "relu")
+    runs = [("fft", {}), ("fft", {"multiply": "simple"}), ("fft_tiling", {}), ("fft_tiling", {"tile": 8})]
+    for algo, extra in runs + [("fft", {"spectra": True}), ("fft_tiling", {"tile": 8, "spectra": True}),
+                               ("fft", {"passes": 1}), ("fft_tiling", {"tile": 8, "passes": 3})]:
+        extra = dict(extra)
+        spectra, passes = extra.pop("spectra", False), extra.pop("passes", None)
+        t = fft_math.tiling(p, algo, extra.get("tile"))
+        if spectra:
+            extra["transformed_weight"] = cuconv.fft_filter_transform(put(be, w), x.shape, padding=kw["padding"],
+                                                                      dilation=kw["dilation"], algo=algo, **(
+                                                                          {"tile": 8} if "tile" in extra else {}))
+        if passes:
+            if passes >= t.items:
+                continue
+            extra["max_workspace_bytes"] = t.chunk_bytes(passes) + t.filter_bytes + 64
+            with cuconv.backend("record"):
+                plan = cuconv.plan_conv2d(x, w, bias, activation=act, residual=residual, algo=algo, **kw, **extra)
+            # each pass clears its flags, and fixes its items up
+            for kernel in ("fft_flags_init", "fft_crop_epilogue", "fft_fixup"):
+                assert plan.kernels.count(kernel) == -(-t.items // passes)
+        what = f"{name} {algo} {sorted(extra)}"
+        recomputed = _recomputed(x, w, p, t)
+        assert recomputed.any() and (not recomputed.all() or "tile" not in extra), what
+        got = _run(be, x, w, bias, residual, act, kw, p.output_shape, algo=algo, **extra)
+        _assert_like_direct(got, direct, ref, recomputed, algo, what)
+
+
+@pytest.mark.parametrize("algo,extra", [("fft", {}), ("fft_tiling", {"tile": 8})])
+def test_flags_are_cleared_every_call_and_the_fix_up_touches_only_flagged_outputs(be, rng, algo, extra):
+    """The plan clears stale flags from a reused workspace and sets exactly the expected ones (one
+    pass here: the flags buffer holds every item's); on
+    finite data the fix-up (the plan's last launch, at most FIXUP_BLOCKS blocks) changes nothing,
+    on non-finite data it rewrites exactly the flagged items' and channels' outputs."""
+    p = Conv2dProblem.from_shapes((2, 3, 9, 11), (5, 3, 5, 5), 1, 2)
+    t = fft_math.tiling(p, algo, extra.get("tile"))
+    finite_x, finite_w = random_array(rng, p.input_shape), random_array(rng, p.weight_shape)
+    nan_x = _with_specials(rng, p.input_shape, [(1, 1, 2, 3)], [np.nan])
+    inf_w = _with_specials(rng, p.weight_shape, [(2, 0, 4, 1)], [np.inf])
+    plan = cuconv.plan_conv2d(put(be, finite_x), put(be, finite_w), padding=2, algo=algo, **extra)
+    assert plan.kernels[-1] == "fft_fixup" and plan.kernels[plan.kernels.index("fft_pack_input") - 1] == "fft_flags_init"
+    fix = plan.launches[-1]
+    assert fix.grid[0] * fix.grid[1] * fix.grid[2] <= fft_conv.FIXUP_BLOCKS and fix.grid[1] == p.K
+    assert plan.buffers[0].name == "flags" and plan.buffers[0].offset == 0
+    without = dataclasses.replace(plan, launches=plan.launches[:-1])     # no fix-up
+    workspace = put(be, np.full(plan.workspace_bytes, 0xFF, np.uint8))      # stale flags: all set
+    for x, w in ((finite_x, finite_w), (nan_x, finite_w), (finite_x, inf_w), (nan_x, inf_w), (finite_x, finite_w)):
+        items, channels = _expected_flags(x, w, p, t)
+        outs = []
+        for pl in (plan, without):
+            out = put(be, np.full(p.output_shape, 7.0, np.float32))
+            pl.execute(be, pl.bind(be, put(be, x), put(be, w), out=out), workspace)
+            outs.append(to_numpy(out))
+            flags = to_numpy(workspace[:4 * t.flag_elements(t.items)]).view(np.int32)
+            assert flags[0] == items.any()
+            np.testing.assert_array_equal(flags[1:1 + t.items], items)
+            np.testing.assert_array_equal(flags[1 + t.items:1 + t.items + p.K], channels)
+        full, fft_only = (o.view(np.uint32) for o in outs)
+        recomputed = _recomputed(x, w, p, t)
+        np.testing.assert_array_equal(full[~recomputed], fft_only[~recomputed])     # the others left alone
+        if not recomputed.any():
+            continue
+        direct = to_numpy(cuconv.conv2d(put(be, x), put(be, w), padding=2, algo="direct"))
+        np.testing.assert_array_equal(full[recomputed], direct.view(np.uint32)[recomputed])
+        # Without the fix-up the transforms spread the NaN/Inf over whole items and channels.
+        assert np.isnan(outs[1][recomputed]).all() and np.isfinite(direct[recomputed]).any()
+
+
+@pytest.mark.parametrize("algo,extra", [("fft", {}), ("fft_tiling", {"tile": 8})])
+def test_float32_overflow_in_a_transform_is_recomputed_directly(be, rng, algo, extra):
+    """A finite input near float32's maximum: direct convolution's sums stay finite (|w| < 1),
+    the spectra overflow (|X[f]| sums a plane, |Wf| the taps) and the FFT alone writes NaN over
+    the item; fft_crop_epilogue flags it and the fix-up writes direct's values."""
+    x, w = random_array(rng, (2, 2, 12, 10)), random_array(rng, (3, 2, 5, 5))
+    x[1, 1, 5, 6] = 3e38
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, 1, 2)
+    t = fft_math.tiling(p, algo, extra.get("tile"))
+    direct = to_numpy(cuconv.conv2d(put(be, x), put(be, w), padding=2, algo="direct"))
+    assert np.isfinite(direct).all()
+    plan = cuconv.plan_conv2d(put(be, x), put(be, w), padding=2, algo=algo, **extra)
+    without = dataclasses.replace(plan, launches=plan.launches[:-1])     # no fix-up
+    fft_only = to_numpy(without.run(put(be, x), put(be, w)))
+    assert not np.isfinite(fft_only).all(), "the transforms should have overflowed"
+    got = _run(be, x, w, None, None, None, dict(padding=2), p.output_shape, algo=algo, **extra)
+    overflowed = ~np.isfinite(fft_only)
+    items = np.zeros(p.output_shape, bool)        # every output of an item where some output overflowed
+    for th in range(t.tiles_h):
+        for tw in range(t.tiles_w):
+            rows, cols = slice(th * t.Th, (th + 1) * t.Th), slice(tw * t.Tw, (tw + 1) * t.Tw)
+            items[:, :, rows, cols] |= overflowed[:, :, rows, cols].any(axis=(1, 2, 3))[:, None, None, None]
+    _assert_like_direct(got, direct, conv2d_ref(x, w, padding=2), items, algo, f"{algo} overflow")
+
+
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
+                                  dict(order="random", seed=11)], ids=["asan-ubsan", "reverse", "random"])
+def test_non_finite_fix_up_under_the_emulators_checks(rng, mode):
+    """The flag and fix-up kernels (and the flagging pack and crop kernels) under ASan+UBSan and
+    shuffled thread orders: the atomicOr flags, the block-wide OR of the weight scan and the direct
+    recomputation must not depend on the order."""
+    x, w, bias, residual, act, kw, p = _nonfinite_inputs(rng, "grouped_dilated")
+    w[1, 0, 0, 1] = np.nan
+    with cuconv.backend("emulator"):
+        direct = cuconv.conv2d(x, w, bias, activation=act, residual=residual, algo="direct", **kw)
+    with np.errstate(invalid="ignore"):
+        ref = conv2d_ref(x, w, bias, activation=act, residual=residual, **kw)
+    with cuconv.backend("emulator", **mode):
+        for algo, extra in (("fft", {}), ("fft_tiling", dict(tile=8, multiply="simple"))):
+            t = fft_math.tiling(p, algo, extra.get("tile"))
+            got = cuconv.conv2d(x, w, bias, activation=act, residual=residual, algo=algo, **kw, **extra)
+            _assert_like_direct(got, direct, ref, _recomputed(x, w, p, t), algo, f"{algo} {mode}")
+
+
 # =========================================================================== cost model and auto
 def test_cost_counts_follow_the_convention():
     """5·n·log2(n) per complex n-point transform, 2.5·n·log2(n) per real one (FFTW's benchFFT),
@@ -341,9 +558,10 @@ def test_cost_counts_follow_the_convention():
     assert c.filter_transform_flops == 6 * per and c.product_flops == 8 * 3 * 2 * 16 * 9
     assert c.flops == 11 * per + 8 * 3 * 2 * 16 * 9 and c.flops_reusing_filter == c.flops - 6 * per
     assert c.filter_bytes == 6 * 16 * 9 * 8
-    # Real planes: the 6 filter planes (more than the 3 output planes), then spectra.
-    assert c.workspace_bytes == 6 * 256 * 4 + (2 + 3) * 16 * 9 * 8 + c.filter_bytes
-    assert c.workspace_reusing_filter == 3 * 256 * 4 + (2 + 3) * 16 * 9 * 8
+    # Real planes: the 6 filter planes (more than the 3 output planes), then spectra; and the
+    # non-finite flags: 1 + 1 item + 3 channels int32, rounded up to 16 bytes.
+    assert c.workspace_bytes == 6 * 256 * 4 + (2 + 3) * 16 * 9 * 8 + c.filter_bytes + 32
+    assert c.workspace_reusing_filter == 3 * 256 * 4 + (2 + 3) * 16 * 9 * 8 + 32
     layer = cost.conv2d_cost(p)
     assert [f.algo for f in layer.fft] == ["fft", "fft_tiling"]
     assert cost.conv2d_cost(Conv2dProblem(1, 2, 16, 16, 3, 3, 3, 2, 2)).fft == ()

@@ -179,7 +179,8 @@ class FftCost:
     (the packed filter planes in passes, then the packed inputs, then the inverse transforms:
     max(pass_items·max(C, K), filter planes per pass)·Lh·Lw floats), input and output spectra
     (pass_items·(C + K)·Lh·(Lw/2+1) complex64) and the filter spectra (``filter_bytes``,
-    K·C/g·Lh·(Lw/2+1) complex64); ``workspace_reusing_filter``
+    K·C/g·Lh·(Lw/2+1) complex64), plus the non-finite flags (one int32 per item of a pass and
+    per output channel, and one more, rounded up to 16 bytes); ``workspace_reusing_filter``
     without the filter's part, when ``transformed_weight=`` is passed. Up to 16 bytes of
     alignment per buffer come on top in the plan.
     """

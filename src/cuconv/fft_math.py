@@ -42,6 +42,7 @@ FILTER_PASS_BYTES = 8 << 20
 TILING_PASS_BYTES = 128 << 20
 COMPLEX_BYTES = 8                       # complex64
 REAL_BYTES = 4                          # float32
+FLAG_BYTES = 4                          # int32
 
 
 def is_smooth(n: int) -> bool:
@@ -153,10 +154,18 @@ class FftTiling:
     def filter_spectrum_elements(self) -> int:
         return self.filter_planes * self.freqs
 
+    def flag_elements(self, items: int) -> int:
+        """The non-finite flags of a pass of ``items`` items (kernels/fft_conv.cu's header): an
+        "any item" word, one int32 per item and one per output channel, rounded up to 16 bytes
+        so that the buffer after them starts aligned."""
+        return -(-(1 + items + self.K) // 4) * 4
+
     def chunk_bytes(self, items: int, filter_planes: int = 0) -> int:
-        """Real planes + input and output spectra for ``items`` items (no alignment padding)."""
+        """Real planes + input and output spectra + non-finite flags for ``items`` items (no
+        alignment padding)."""
         return (self.real_elements(items, filter_planes) * REAL_BYTES
-                + (self.input_spectrum_elements(items) + self.output_spectrum_elements(items)) * COMPLEX_BYTES)
+                + (self.input_spectrum_elements(items) + self.output_spectrum_elements(items)) * COMPLEX_BYTES
+                + self.flag_elements(items) * FLAG_BYTES)
 
     @property
     def filter_bytes(self) -> int:
@@ -278,7 +287,7 @@ def fft_flops(p: Conv2dProblem, algo: str = "fft", with_filter: bool = True, til
 
 
 def workspace_bytes(p: Conv2dProblem, algo: str = "fft", with_filter: bool = True, tile=None) -> int:
-    """Real planes, input, output and (unless reused) filter spectra of one pass (the whole
-    batch for ``fft``): what the plan allocates when no workspace cap makes it chunk further
-    (the plan adds at most 16 bytes of alignment per buffer)."""
+    """Real planes, input, output and (unless reused) filter spectra and the non-finite flags of
+    one pass (the whole batch for ``fft``): what the plan allocates when no workspace cap makes it
+    chunk further (the plan adds at most 16 bytes of alignment per buffer)."""
     return tiling(p, algo, tile).workspace_bytes(with_filter)

@@ -11,17 +11,30 @@ padding, dilation by spreading the filter, groups):
   per-image workspace stay bounded for large images.
 
 Each runs: (filter) pack + R2C into the filter spectra Wf, unless ``transformed_weight=`` is
-given; then per chunk of (image, tile) items: pack the input tiles, R2C, the channel reduction
-as a complex GEMM per frequency (fft_channel_gemm), C2R, crop + bias/residual/activation. The
-transforms are the backend's (``Backend.fft``: cuFFT through CuPy on the GPU, NumPy on the
-emulator), held in the plan as ``FftStep``s between the kernel launches.
+given; then per chunk of (image, tile) items: clear the chunk's non-finite flags
+(fft_flags_init, which first also flags the filters), pack the input tiles, R2C, the channel
+reduction as a complex GEMM per frequency (fft_channel_gemm), C2R, crop +
+bias/residual/activation, the non-finite fix-up (fft_fixup). The transforms are the backend's
+(``Backend.fft``: cuFFT through CuPy on the GPU, NumPy on the emulator), held in the plan as
+``FftStep``s between the kernel launches.
+
+Non-finite values (kernels/fft_conv.cu's header): a transform spreads one NaN or ±Inf over its
+whole plane, so every item (image for ``fft``, tile for ``fft_tiling``) whose input window holds
+one, every item where a transform produced one from finite data (float32 overflow of the
+spectra), and every output channel whose filter holds one is flagged, and its outputs are
+recomputed by the fix-up exactly as ``algo="direct"`` computes them: NaN and Inf reach exactly
+the outputs, with exactly the values (bit for bit), of direct convolution. The weight flags come
+from ``w`` itself, so they hold with ``transformed_weight=`` too (``w`` is always an input). The
+flags (one per item of a pass, one per channel) are the workspace's first buffer, cleared by
+every call and every pass.
 
 Workspace (what the plan reports and ``max_workspace_bytes`` bounds), for the items of one pass
 — the whole batch for ``fft``, at most 128 MiB of planes for ``fft_tiling``
 (``fft_math.TILING_PASS_BYTES``), fewer when a cap asks: real planes (items·max(C, K)·Lh·Lw
 floats: the packed filter planes in passes, then the packed inputs, then the inverse transforms),
-input and output spectra (items·(C + K)·Lh·(Lw/2 + 1) complex64), and the filter spectra
-(K·C/g·Lh·(Lw/2 + 1) complex64) unless ``transformed_weight`` is given — without a cap that is
+input and output spectra (items·(C + K)·Lh·(Lw/2 + 1) complex64), the filter spectra
+(K·C/g·Lh·(Lw/2 + 1) complex64) unless ``transformed_weight`` is given, and the non-finite flags
+(1 + items + K int32) — without a cap that is
 ``cost.fft_cost(problem, algo).workspace_bytes`` (plus alignment). cuFFT's own work area is its
 plan's, outside this figure.
 
@@ -86,22 +99,37 @@ GEMM_WIDE_MIN_CHANNELS = 8 * GEMM_WIDE.tk
 
 ENTRIES = {name: register_kernel(KernelEntry(FILE, name, name, block_threads=THREADS, min_blocks_per_sm=2,
                                              main=name == "fft_crop_epilogue"))
-           for name in ("fft_pack_input", "fft_pack_filter", "fft_channel_gemm_simple", "fft_crop_epilogue")}
+           for name in ("fft_pack_input", "fft_pack_filter", "fft_channel_gemm_simple", "fft_crop_epilogue",
+                        "fft_flags_init", "fft_fixup")}
 for _cfg in GEMM_CONFIGS:
     ENTRIES[_cfg] = register_kernel(KernelEntry(FILE, _cfg.expression, _cfg.name, block_threads=THREADS,
                                                 min_blocks_per_sm=2, main=True))
+
+
+# The fix-up's grid: at most this many blocks (about one resident wave on a large GPU), so that
+# on finite data it costs a launch of blocks that each read two flags and exit.
+FIXUP_BLOCKS = 1024
 
 
 def _grid(total: int) -> tuple[int, int, int]:
     return (_common.grid_1d(total, THREADS, _MAX_BLOCKS), 1, 1)
 
 
+def flag_refs(chunk: int) -> tuple[Ref, Ref, Ref]:
+    """(item flags, "any item" word, channel flags) in the workspace's ``flags`` buffer, for
+    passes of ``chunk`` items (the item flags are indexed within the pass)."""
+    return Ref("flags", 1), Ref("flags", 0), Ref("flags", 1 + chunk)
+
+
 # =========================================================================== launches
-def pack_input_launch(x: Ref, real: Ref, p: Conv2dProblem, t: FftTiling, begin: int, count: int) -> Launch:
-    """real[b][c] (Lh×Lw) = the zero-padded input tile of items begin ... begin + count − 1."""
+def pack_input_launch(x: Ref, real: Ref, p: Conv2dProblem, t: FftTiling, begin: int, count: int,
+                      chunk: int | None = None) -> Launch:
+    """real[b][c] (Lh×Lw) = the zero-padded input tile of items begin ... begin + count − 1; the
+    items whose tile holds a non-finite value flagged (flags of passes of ``chunk`` items)."""
+    item_flags, any_item, _ = flag_refs(count if chunk is None else chunk)
     return Launch(ENTRIES["fft_pack_input"], _grid(count * p.C * t.Lh * t.Lw), (THREADS, 1, 1),
                   (x, real, i32(p.C), i32(p.H), i32(p.W), i32(t.Lh), i32(t.Lw), i32(t.tiles_h), i32(t.tiles_w),
-                   i32(t.Th), i32(t.Tw), i32(p.pad_h), i32(p.pad_w), i64(begin), i32(count)))
+                   i32(t.Th), i32(t.Tw), i32(p.pad_h), i32(p.pad_w), i64(begin), i32(count), item_flags, any_item))
 
 
 def pack_filter_launch(w: Ref, real: Ref, p: Conv2dProblem, t: FftTiling, begin: int, count: int) -> Launch:
@@ -121,14 +149,44 @@ def gemm_launch(xf: Ref, wf: Ref, yf: Ref, t: FftTiling, count: int, multiply: s
 
 
 def crop_launch(real: Ref, out: Ref, has_bias: bool, act: int, has_residual: bool, p: Conv2dProblem,
-                t: FftTiling, begin: int, count: int) -> Launch:
+                t: FftTiling, begin: int, count: int, chunk: int | None = None) -> Launch:
     """out's outputs of items begin ... begin + count − 1 from their inverse transforms, scaled
-    by 1/(Lh·Lw), with the fused epilogue."""
+    by 1/(Lh·Lw), with the fused epilogue; items where a value came out non-finite flagged."""
     crop_h, crop_w = min(t.Th, p.P), min(t.Tw, p.Q)
     return Launch(ENTRIES["fft_crop_epilogue"], _grid(count * p.K * crop_h * crop_w), (THREADS, 1, 1),
                   (real, out, *_common.epilogue_refs(has_bias, has_residual), i32(act), f32(1.0 / (t.Lh * t.Lw)),
                    i32(p.K), i32(p.P), i32(p.Q), i32(t.Lh), i32(t.Lw), i32(t.tiles_h), i32(t.tiles_w),
-                   i32(t.Th), i32(t.Tw), i32(crop_h), i32(crop_w), i64(begin), i32(count)))
+                   i32(t.Th), i32(t.Tw), i32(crop_h), i32(crop_w), i64(begin), i32(count),
+                   *flag_refs(count if chunk is None else chunk)))
+
+
+def flags_launch(w: Ref, p: Conv2dProblem, count: int, chunk: int, filters: bool) -> Launch:
+    """Clears the flags of a pass of ``count`` items; with ``filters`` (the first pass) also
+    marks the output channels whose filter holds a non-finite weight (one block per filter)."""
+    item_flags, any_item, k_flags = flag_refs(chunk)
+    K = p.K if filters else 0
+    blocks = max(1, min(max(K, -(-count // THREADS)), _MAX_BLOCKS))
+    return Launch(ENTRIES["fft_flags_init"], (blocks, 1, 1), (THREADS, 1, 1),
+                  (w, item_flags, any_item, k_flags, i32(K), i64(p.C_per_group * p.R * p.S), i64(count)))
+
+
+def fixup_grid(p: Conv2dProblem, t: FftTiling, count: int) -> tuple[int, int, int]:
+    """(x over a channel's outputs in the pass's items, y over channels, 1), at most FIXUP_BLOCKS."""
+    gy = min(p.K, FIXUP_BLOCKS)
+    outputs = count * min(t.Th, p.P) * min(t.Tw, p.Q)
+    return (max(1, min(-(-outputs // THREADS), FIXUP_BLOCKS // gy)), gy, 1)
+
+
+def fixup_launch(x: Ref, w: Ref, out: Ref, has_bias: bool, act: int, has_residual: bool, p: Conv2dProblem,
+                 t: FftTiling, begin: int, count: int, chunk: int | None = None) -> Launch:
+    """Recomputes the outputs of the pass's flagged items and of flagged channels as direct
+    convolution does (exact NaN/Inf semantics); on finite data every block reads two flags and
+    exits."""
+    item_flags, any_item, k_flags = flag_refs(count if chunk is None else chunk)
+    return Launch(ENTRIES["fft_fixup"], fixup_grid(p, t, count), (THREADS, 1, 1),
+                  (x, w, out, *_common.epilogue_refs(has_bias, has_residual), i32(act), item_flags, any_item, k_flags,
+                   *_common.conv_geometry_args(p), i32(t.tiles_h), i32(t.tiles_w), i32(t.Th), i32(t.Tw),
+                   i32(min(t.Th, p.P)), i32(min(t.Tw, p.Q)), i64(begin), i32(count)))
 
 
 def filter_stage(w: Ref, real: Ref, wf: Ref, p: Conv2dProblem, t: FftTiling, pass_planes: int) -> list:
@@ -210,7 +268,9 @@ def chunking(t: FftTiling, max_workspace_bytes: int | None, with_filter: bool) -
 
 
 def _buffers(t: FftTiling, chunk: int, filter_planes: int, with_filter: bool):
-    parts = [("real", "float32", t.real_elements(chunk, filter_planes)),
+    # The flags first: their size is a multiple of 16 bytes, so they add no alignment padding.
+    parts = [("flags", "int32", t.flag_elements(chunk)),
+             ("real", "float32", t.real_elements(chunk, filter_planes)),
              ("Xf", "complex64", t.input_spectrum_elements(chunk)),
              ("Yf", "complex64", t.output_spectrum_elements(chunk))]
     if with_filter:
@@ -263,11 +323,13 @@ def _plan(algo: str):
         for begin in range(0, t.items, chunk):
             count = min(chunk, t.items - begin)
             launches += [
-                pack_input_launch(X, real, p, t, begin, count),
+                flags_launch(W, p, count, chunk, filters=begin == 0),
+                pack_input_launch(X, real, p, t, begin, count, chunk),
                 FftStep("r2c", real, Ref("Xf"), count * p.C, (t.Lh, t.Lw)),
                 gemm_launch(Ref("Xf"), wf, Ref("Yf"), t, count, multiply),
                 FftStep("c2r", Ref("Yf"), real, count * p.K, (t.Lh, t.Lw)),
-                crop_launch(real, OUT, spec.has_bias, spec.act, spec.has_residual, p, t, begin, count),
+                crop_launch(real, OUT, spec.has_bias, spec.act, spec.has_residual, p, t, begin, count, chunk),
+                fixup_launch(X, W, OUT, spec.has_bias, spec.act, spec.has_residual, p, t, begin, count, chunk),
             ]
         extra = () if given is None else (("transformed_weight", given, "complex64"),)
         desc = (f"{algo}: {t.Lh}x{t.Lw} transforms, {t.tiles_h}x{t.tiles_w} tiles of {t.Th}x{t.Tw} outputs "
