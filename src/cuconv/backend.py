@@ -533,6 +533,15 @@ def using(be):
         _current.reset(token)
 
 
+def planning_target(be) -> tuple[DeviceCaps, object]:
+    """(capabilities, device key) plans are made for on ``be``: the emulated sm_90 with no device
+    key when the GPU backend has no device (planning and ``algorithms()`` on a CPU machine)."""
+    try:
+        return be.caps(), be.device_key()
+    except NoDeviceError:
+        return EMULATED_CAPS, None
+
+
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device (never raises)."""
     try:

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from ..backend import EMULATED_CAPS, NoDeviceError, current_backend
+from ..backend import current_backend, planning_target
 from ..plan import Plan, PlanCache
 from ..problem import Conv2dProblem
 from . import _common
@@ -75,10 +75,7 @@ def build_spec(be, x, w, bias, residual, out, stride, padding, dilation, groups,
     act = _common.activation_code(activation)
     if max_workspace_bytes is not None and max_workspace_bytes < 0:
         raise ValueError(f"max_workspace_bytes must be >= 0, got {max_workspace_bytes}")
-    try:
-        caps, device = be.caps(), be.device_key()
-    except NoDeviceError:        # planning without a device (cuconv.algorithms on a CPU machine)
-        caps, device = EMULATED_CAPS, None
+    caps, device = planning_target(be)
     options = tuple(sorted((k, _option_value(v)) for k, v in extra.items()))
     return ConvSpec(problem, layout, caps, device, allow_tf32, max_workspace_bytes, bias is not None,
                     residual is not None, act, options, frozenset(misaligned))

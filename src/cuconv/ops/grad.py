@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import EMULATED_CAPS, NoDeviceError, current_backend
+from ..backend import current_backend, planning_target
 from ..plan import Output, Plan, PlanCache, PlanError, Ref, layout_buffers, relabel
 from ..problem import Conv2dProblem, ConvTransposeProblem, PoolProblem
 from . import _common, _grad, conv2d, conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad
@@ -78,13 +78,6 @@ class Piece:
     parts: tuple = ()
     aligned: tuple = ()
     description: str = ""
-
-
-def _caps(be):
-    try:
-        return be.caps(), be.device_key()
-    except NoDeviceError:        # planning without a device (algorithms() on a CPU machine)
-        return EMULATED_CAPS, None
 
 
 def _check_algo(algo) -> str:
@@ -200,7 +193,7 @@ def _piece_of(plan: Plan, names: dict, prefix: str = "") -> Piece:
 def _renamed(piece: Piece, names: dict) -> Piece:
     buffers, _ = layout_buffers(*piece.parts)
     tmp = Plan("piece", piece.algo, None, piece.launches, (), (), buffers=buffers, aligned=piece.aligned)
-    return _piece_of(tmp, {**{b.name: b.name for b in buffers}, **names})
+    return _piece_of(tmp, names)
 
 
 # =========================================================================== argument checks
@@ -351,7 +344,7 @@ def _plan_input(be, size, w, dy, out, stride, padding, dilation, groups, algo, l
     p = _conv_args(be, "conv2d_input", size, w.shape, dy, stride, padding, dilation, groups, layout, dt)
     _check_outs(be, [("out", out, _in_layout(p.input_shape, layout), dt)])
     _devices(be, weight=w, grad_output=dy, out=out)
-    caps, device = _caps(be)
+    caps, device = planning_target(be)
     piece = dgrad_piece(p, algo, caps, device, misaligned)
     return assemble("conv2d_input", p, [piece], ("w", "dy"), [Output("dx", p.input_shape, np.dtype(dt))],
                     (("w", p.weight_shape, dt), ("dy", p.output_shape, dt)), device)
@@ -369,7 +362,7 @@ def _plan_weight(be, x, size, dy, out, out_bias, stride, padding, dilation, grou
     p = _conv_args(be, "conv2d_weight", x.shape, size, dy, stride, padding, dilation, groups, layout, dt)
     _check_outs(be, [("out", out, _in_layout(p.weight_shape, layout), dt), ("out_bias", out_bias, (p.K,), dt)])
     _devices(be, input=x, grad_output=dy, out=out, out_bias=out_bias)
-    caps, device = _caps(be)
+    caps, device = planning_target(be)
     piece = wgrad_piece(p, algo, caps, bias=False, deterministic=deterministic,
                         max_workspace_bytes=max_workspace_bytes, misaligned=misaligned)
     return assemble("conv2d_weight", p, [piece], ("x", "dy"), [Output("dw", p.weight_shape, np.dtype(dt))],
@@ -449,7 +442,7 @@ def _plan_bias(be, dy, out, misaligned=frozenset()) -> Plan:
     _same_dtype(dt, out=out)
     _check_outs(be, [("out", out, (K,), dt)])
     _devices(be, grad_output=dy, out=out)
-    _, device = _caps(be)
+    _, device = planning_target(be)
     piece = bias_piece(dt, N, K, PQ) if K else Piece("none", ())
     return assemble("conv2d_bias", None, [piece], ("dy",), [Output("db", (K,), np.dtype(dt))],
                     (("dy", tuple(dy.shape), dt),), device)
@@ -483,7 +476,7 @@ def _plan_backward(be, x, w, dy, mask, stride, padding, dilation, groups, algo, 
     deterministic = _check_bool(deterministic, "deterministic")
     p = _conv_args(be, "conv2d_backward", x.shape, w.shape, dy, stride, padding, dilation, groups, "NCHW", dt)
     _devices(be, input=x, weight=w, grad_output=dy)
-    caps, device = _caps(be)
+    caps, device = planning_target(be)
     pieces, outputs = [], []
     if mask[0]:
         pieces.append(dgrad_piece(p, algo, caps, device, misaligned))
@@ -572,7 +565,7 @@ def _plan_max_pool(be, dy, indices, size, window, out) -> Plan:
                         f"{np.dtype(indices.dtype).name}")
     _shaped("indices", indices, dy.shape, "grad_output's shape")
     _devices(be, grad_output=dy, indices=indices, out=out)
-    _, device = _caps(be)
+    _, device = planning_target(be)
     expected = (("dy", tuple(dy.shape), dt), ("indices", tuple(dy.shape), "int64"))
     if window is not None:
         kernel_size, stride, padding, dilation, ceil_mode = window
@@ -630,7 +623,7 @@ def _plan_avg_pool(be, dy, size, kernel_size, stride, padding, ceil_mode, count_
                                  divisor_override, dtype=dt)
     _shaped("grad_output", dy, (*size[:2], pp.P, pp.Q), f"the output of avg_pool2d's window on input {size}")
     _devices(be, grad_output=dy, out=out)
-    _, device = _caps(be)
+    _, device = planning_target(be)
     geom = (pp.kernel_h, pp.kernel_w, pp.stride_h, pp.stride_w, pp.pad_h, pp.pad_w, 1, 1, pp.P, pp.Q)
     launch = pool_grad.avg_pool_launch_spec(Ref("dy"), Ref("dx"), size, dt, geom, count_include_pad,
                                             divisor_override)
@@ -666,7 +659,7 @@ def _plan_global_pool(be, dy, size, out) -> Plan:
     dt = _pool_args(be, "global_avg_pool2d backward", dy, size, out)
     _shaped("grad_output", dy, (*size[:2], 1, 1), "global_avg_pool2d's output (N, C, 1, 1)")
     _devices(be, grad_output=dy, out=out)
-    _, device = _caps(be)
+    _, device = planning_target(be)
     launch = pool_grad.global_avg_pool_launch_spec(Ref("dy"), Ref("dx"), size, dt)
     return _pool_plan("global_avg_pool2d_backward", size, dt, [launch], [], ("dy",), (("dy", tuple(dy.shape), dt),),
                       device)
@@ -711,7 +704,7 @@ def _plan_t_input(be, size, w, dy, out, stride, padding, output_padding, groups,
                                groups, dilation, dt)
     _check_outs(be, [("out", out, tp.input_shape, dt)])
     _devices(be, weight=w, grad_output=dy, out=out)
-    caps, device = _caps(be)
+    caps, device = planning_target(be)
     spec = ConvSpec(q, "NCHW", caps, device, misaligned=frozenset({"dy": "x", "w": "w"}[r] for r in misaligned
                                                                   if r in ("dy", "w")))
     forward = conv2d.select(spec, algo)
@@ -757,7 +750,7 @@ def _plan_t_weight(be, x, size, dy, out, stride, padding, output_padding, groups
                                groups, dilation, dt)
     _check_outs(be, [("out", out, q.weight_shape, dt)])
     _devices(be, input=x, grad_output=dy, out=out)
-    caps, device = _caps(be)
+    caps, device = planning_target(be)
     swap = {"x": "dy", "dy": "x"}
     piece = wgrad_piece(q, algo, caps, deterministic=deterministic, max_workspace_bytes=max_workspace_bytes,
                         misaligned=frozenset(swap[r] for r in misaligned if r in swap))
@@ -809,7 +802,7 @@ def algorithms(problem: Conv2dProblem, which: str = "input", *, deterministic: b
     if not isinstance(problem, Conv2dProblem):
         raise TypeError(f"problem must be a Conv2dProblem, got {type(problem).__name__}")
     be = current_backend()
-    caps, device = _caps(be)
+    caps, device = planning_target(be)
     dt = problem.dtype
 
     def build(algo):
