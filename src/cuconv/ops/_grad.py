@@ -9,6 +9,9 @@ entries the kernel tests call; ``run`` performs a list of launches in order.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
 from .. import plan as _plan
@@ -86,6 +89,44 @@ def check_output(be, out, what: str, shape, dtype: str, inputs=()):
     out = _common.check_out(out, shape, dtype, be, what)
     _common.check_no_overlap(out, inputs, what)
     return out
+
+
+def int32_reason(p, *products) -> str | None:
+    """Why ``p``'s sizes (N, C, H, W, K, R, S, P, Q and the (label, value) ``products``) do not fit
+    the kernels' 32-bit ints, or None."""
+    for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
+        if getattr(p, name) > INT_MAX:
+            return f"{name}={getattr(p, name)} does not fit a 32-bit int"
+    for label, value in products:
+        if value > INT_MAX:
+            return f"{label}={value} does not fit a 32-bit int"
+    return None
+
+
+@dataclass(frozen=True)
+class DirectConfig:
+    """``<KIND>_direct<T, BLOCK>`` of ``FILE``: one thread per output element, the always-correct
+    variant (conv_dgrad's dx, conv_wgrad's dW)."""
+    KIND: ClassVar[str] = ""
+    FILE: ClassVar[str] = ""
+    dtype: str = "float32"
+    block: int = 256
+
+    @property
+    def name(self) -> str:
+        return f"{self.KIND}_direct_{tag(self.dtype)}_{self.block}"
+
+    @property
+    def expression(self) -> str:
+        return f"{self.KIND}_direct<{ctype(self.dtype)}, {self.block}>"
+
+    def can_implement(self, p) -> str | None:
+        if p.dtype != self.dtype:
+            return f"{self.name} takes {self.dtype}, got {p.dtype}"
+        return int32_reason(p, ("R·S", p.R * p.S))
+
+    def entry(self) -> KernelEntry:
+        return KernelEntry(self.FILE, self.expression, self.name, block_threads=self.block, min_blocks_per_sm=2)
 
 
 def check_dtype(dtype: str, what: str = "dtype") -> str:

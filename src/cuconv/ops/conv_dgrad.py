@@ -18,6 +18,7 @@ block, shared memory and arguments; ``check_arrays`` is the one that checks the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..registry import KernelEntry, register_kernel
 from ..problem import Conv2dProblem
@@ -30,36 +31,15 @@ VARIANTS = ("auto", "direct", "implicit_gemm", "depthwise")
 
 
 @dataclass(frozen=True)
-class DgradDirectConfig:
-    dtype: str = "float32"
-    block: int = 256
-
-    @property
-    def name(self) -> str:
-        return f"dgrad_direct_{_grad.tag(self.dtype)}_{self.block}"
-
-    @property
-    def expression(self) -> str:
-        return f"dgrad_direct<{_grad.ctype(self.dtype)}, {self.block}>"
-
-    def can_implement(self, p: Conv2dProblem) -> str | None:
-        if p.dtype != self.dtype:
-            return f"{self.name} takes {self.dtype}, got {p.dtype}"
-        for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
-            if getattr(p, name) > INT_MAX:
-                return f"{name}={getattr(p, name)} does not fit a 32-bit int"
-        if p.R * p.S > INT_MAX:
-            return f"R·S={p.R * p.S} does not fit a 32-bit int"
-        return None
+class DgradDirectConfig(_grad.DirectConfig):
+    """dgrad_direct<T, BLOCK>: one thread per dx element."""
+    KIND: ClassVar[str] = "dgrad"
+    FILE: ClassVar[str] = FILE
 
     def launch(self, p: Conv2dProblem, w, dy, dx) -> list[Launch]:
         grid = _common.grid_1d(p.N * p.C * p.H * p.W, self.block, DIRECT_MAX_BLOCKS)
         return [Launch(FILE, self.expression, (grid, 1, 1), (self.block, 1, 1),
                        (w, dy, dx, *_common.conv_geometry_args(p)))]
-
-    def entry(self) -> KernelEntry:
-        return KernelEntry(FILE, self.expression, self.name, block_threads=self.block,
-                           min_blocks_per_sm=2)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ grids, blocks and arguments, ``check_arrays`` the one checking the arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,31 +44,10 @@ VARIANTS = ("auto", "direct", "implicit_gemm", "depthwise")
 
 
 @dataclass(frozen=True)
-class WgradDirectConfig:
-    dtype: str = "float32"
-    block: int = 256
-
-    @property
-    def name(self) -> str:
-        return f"wgrad_direct_{_grad.tag(self.dtype)}_{self.block}"
-
-    @property
-    def expression(self) -> str:
-        return f"wgrad_direct<{_grad.ctype(self.dtype)}, {self.block}>"
-
-    def can_implement(self, p: Conv2dProblem) -> str | None:
-        if p.dtype != self.dtype:
-            return f"{self.name} takes {self.dtype}, got {p.dtype}"
-        for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
-            if getattr(p, name) > INT_MAX:
-                return f"{name}={getattr(p, name)} does not fit a 32-bit int"
-        if p.R * p.S > INT_MAX:
-            return f"R·S={p.R * p.S} does not fit a 32-bit int"
-        return None
-
-    def entry(self) -> KernelEntry:
-        return KernelEntry(FILE, self.expression, self.name, block_threads=self.block,
-                           min_blocks_per_sm=2)
+class WgradDirectConfig(_grad.DirectConfig):
+    """wgrad_direct<T, BLOCK>: one thread per dW element (launched by WgradPlan.launch)."""
+    KIND: ClassVar[str] = "wgrad"
+    FILE: ClassVar[str] = FILE
 
 
 @dataclass(frozen=True)

@@ -67,12 +67,7 @@ def applies(p: Conv2dProblem) -> bool:
 
 
 def _int32_reason(p: Conv2dProblem) -> str | None:
-    for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
-        if getattr(p, name) > INT_MAX:
-            return f"{name}={getattr(p, name)} does not fit a 32-bit int"
-    if p.P * p.Q > INT_MAX or p.K * p.R * p.S > INT_MAX:
-        return "P·Q or K·R·S does not fit a 32-bit int"
-    return None
+    return _grad.int32_reason(p, ("P·Q", p.P * p.Q), ("K·R·S", p.K * p.R * p.S))
 
 
 # --------------------------------------------------------------------------- dgrad

@@ -110,7 +110,7 @@ def _family(cfg) -> str:
     if isinstance(cfg, (depthwise_grad.DwDgradPlan, depthwise_grad.DwWgradPlan)):
         return "depthwise"
     config = getattr(cfg, "config", cfg)
-    if isinstance(config, (conv_dgrad.DgradDirectConfig, conv_wgrad.WgradDirectConfig)):
+    if isinstance(config, _grad.DirectConfig):
         return "direct"
     return "implicit_gemm"
 
