@@ -27,10 +27,6 @@ enum CuconvActivation {
 // accumulate in their element type through cc_fma too).
 __device__ __forceinline__ float cc_fma(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double cc_fma(double a, double b, double c) { return fma(a, b, c); }
-__device__ __forceinline__ float cc_max(float a, float b) { return fmaxf(a, b); }
-__device__ __forceinline__ double cc_max(double a, double b) { return fmax(a, b); }
-__device__ __forceinline__ float cc_min(float a, float b) { return fminf(a, b); }
-__device__ __forceinline__ double cc_min(double a, double b) { return fmin(a, b); }
 __device__ __forceinline__ float cc_exp(float a) { return expf(a); }
 __device__ __forceinline__ double cc_exp(double a) { return exp(a); }
 
@@ -42,15 +38,18 @@ struct cc_same {
     typedef T type;
 };
 
+// The activations with torch's IEEE rules (docs/semantics.md): relu(NaN) = relu6(NaN) = NaN — a
+// comparison is false for NaN, so the select keeps v, where fmaxf(NaN, 0) would give 0 —
+// relu(±Inf) = Inf / 0, relu6(±Inf) = 6 / 0, silu(+Inf) = Inf, silu(−Inf) = −Inf/Inf = NaN (torch
+// gives NaN too), silu(NaN) = NaN. SiLU with the accurate expf / exp, so GPU and emulator agree to a
+// few ulps. An if-chain, not a switch: a switch's jump table (BRX) hides the loop structure of the
+// kernels around it from the static analysis.
 template <typename T>
 __device__ __forceinline__ T cc_activate(T v, int act) {
-    switch (act) {
-        case CC_ACT_RELU: return cc_max(v, T(0));
-        case CC_ACT_RELU6: return cc_min(cc_max(v, T(0)), T(6));
-        // SiLU with the accurate expf / exp, so GPU and emulator agree to a few ulps.
-        case CC_ACT_SILU: return v / (T(1) + cc_exp(-v));
-        default: return v;
-    }
+    if (act == CC_ACT_RELU) return v < T(0) ? T(0) : v;
+    if (act == CC_ACT_RELU6) return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
+    if (act == CC_ACT_SILU) return v / (T(1) + cc_exp(-v));
+    return v;
 }
 
 // The whole fused epilogue for one output element: y = act(acc + bias[k] + residual[idx]),
@@ -77,10 +76,43 @@ __device__ __forceinline__ T cc_ldg(const T* p) {
 
 __device__ __forceinline__ int cc_div_up(int a, int b) { return (a + b - 1) / b; }
 
-// Whether a float is finite (not ±Inf, not NaN), from its bits: exact whatever the compiler's
-// floating-point flags.
+// Whether a float / double is finite (not ±Inf, not NaN), from its bits: exact whatever the
+// compiler's floating-point flags.
 __device__ __forceinline__ bool cc_is_finite(float v) {
     return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u;
+}
+__device__ __forceinline__ bool cc_is_finite(double v) {
+    return (static_cast<unsigned long long>(__double_as_longlong(v)) & 0x7ff0000000000000ull) !=
+           0x7ff0000000000000ull;
+}
+
+// One output of a convolution summed as direct.cu sums it: channels c, then filter rows r, then
+// columns s, one cc_fma each, from 0. The window's top-left tap is at (h0, w0) of an H×W plane;
+// x_c0 points at its first channel, whose elements are c·c_pitch + h·row_pitch + w·col_pitch apart
+// (NCHW: H·W, W, 1); w_k at the filter's channels × R × S weights. A tap in the padding contributes
+// 0·w, as torch's zero-padded input does, so a non-finite weight over the padding gives NaN
+// (docs/semantics.md); x is addressed only inside the plane. The direct kernels (direct.cu,
+// depthwise.cu) and the Winograd and FFT fix-ups all sum through this function, so a recomputed
+// output equals direct convolution's bit for bit.
+template <typename T>
+__device__ __forceinline__ T cc_direct_sum(const T* __restrict__ x_c0, cc_index_t c_pitch, cc_index_t row_pitch,
+                                           cc_index_t col_pitch, const T* __restrict__ w_k, int channels, int H,
+                                           int W, int R, int S, int h0, int w0, int dil_h, int dil_w) {
+    T acc = T(0);
+    for (int c = 0; c < channels; ++c) {
+        const T* x_c = x_c0 + c * c_pitch;
+        const T* w_c = w_k + (cc_index_t)c * R * S;
+        for (int r = 0; r < R; ++r) {
+            const int h = h0 + r * dil_h;
+            const bool row_in = h >= 0 && h < H;
+            for (int s = 0; s < S; ++s) {
+                const int ww = w0 + s * dil_w;
+                const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(x_c + h * row_pitch + ww * col_pitch) : T(0);
+                acc = cc_fma(xv, cc_ldg(w_c + r * S + s), acc);
+            }
+        }
+    }
+    return acc;
 }
 
 // Whether a pointer is 16-byte aligned (float4 / 16-byte cp.async accesses are legal on it).
@@ -152,6 +184,38 @@ __device__ __forceinline__ CcDgradTaps cc_dgrad_taps(int base, int R, int stride
     t.off0 = t.first < R ? (base - t.first * dil) / stride : 0;   // exact, any sign
     t.doff = t.step * dil / stride;                                 // exact: step·dil = lcm
     return t;
+}
+
+// One element dx[n, c, h, w] of a data gradient, summed as conv_dgrad.cu's dgrad_direct sums it:
+// taps r, then s, then the Kg output channels k of c's group, one cc_fma each, from 0 — over the
+// taps that reach a dy element only (h + pad_h − r·dil_h a multiple of stride_h with quotient p in
+// [0, P), likewise for w): torch's col2im adds no other term, so a non-finite weight leaves the
+// dx elements it does not reach finite. dy_g points at dy[n, g·Kg, 0, 0] (planes P·Q apart), w_g
+// at the weight w[g·Kg, c_in_group, 0, 0] (filters w_k_pitch apart). The GEMM-shaped dgrad
+// kernels multiply zeros for the taps that reach no dy element; where that made an output
+// non-finite they recompute it with this (a finite GEMM output is right: it then had no
+// non-finite term, and the extra terms were exact zeros).
+template <typename T>
+__device__ __noinline__ T cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                       cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
+                                       int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
+    const cc_index_t PQ = (cc_index_t)P * Q;
+    T acc = T(0);
+    for (int r = 0; r < R; ++r) {
+        const int th = h + pad_h - r * dil_h;
+        if (th < 0 || th % stride_h != 0) continue;
+        const int p = th / stride_h;
+        if (p >= P) continue;
+        for (int s = 0; s < S; ++s) {
+            const int tw = w + pad_w - s * dil_w;
+            if (tw < 0 || tw % stride_w != 0) continue;
+            const int q = tw / stride_w;
+            if (q >= Q) continue;
+            for (int k = 0; k < Kg; ++k)
+                acc = cc_fma(cc_ldg(dy_g + k * PQ + (cc_index_t)p * Q + q), cc_ldg(w_g + k * w_k_pitch + r * S + s), acc);
+        }
+    }
+    return acc;
 }
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed tree

@@ -69,25 +69,9 @@ dgrad_direct(CC_DGRAD_PARAMS(T)) {
         const int c = (int)(nc % C);
         const cc_index_t n = nc / C;
         const int g = c / Cg, cl = c - g * Cg;
-        const T* dy_g = dy + (n * K + (cc_index_t)g * Kg) * PQ;
-        const T* w_g = w + ((cc_index_t)g * Kg * Cg + cl) * RS;
-        T acc = T(0);
-        for (int r = 0; r < R; ++r) {
-            const int th = h + pad_h - r * dilation_h;
-            if (th < 0 || th % stride_h != 0) continue;
-            const int p = th / stride_h;
-            if (p >= P) continue;
-            for (int s = 0; s < S; ++s) {
-                const int tw = ww + pad_w - s * dilation_w;
-                if (tw < 0 || tw % stride_w != 0) continue;
-                const int q = tw / stride_w;
-                if (q >= Q) continue;
-                for (int k = 0; k < Kg; ++k)
-                    acc = cc_fma(cc_ldg(dy_g + k * PQ + (cc_index_t)p * Q + q),
-                                 cc_ldg(w_g + (cc_index_t)k * Cg * RS + r * S + s), acc);
-            }
-        }
-        dx[idx] = acc;
+        dx[idx] = cc_dgrad_sum(dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * RS, Kg,
+                               (cc_index_t)Cg * RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                               dilation_w);
     }
 }
 
@@ -276,7 +260,14 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
                 const int n = m / HWp, rem = m - n * HWp;
                 const int i = rem / Wp, jj = rem - i * Wp;
                 const int h = phase_h + i * stride_h, ww = phase_w + jj * stride_w;
-                dx[((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww] = smem[e];
+                T v = smem[e];
+                // The taps that reach no dy element multiplied zeros: exact, unless a weight is
+                // non-finite (0·Inf = NaN); then the element is summed over its true terms.
+                if (!cc_is_finite(v))
+                    v = cc_dgrad_sum(dy + ((cc_index_t)n * K + (cc_index_t)g * Kg) * PQ,
+                                     w + ((cc_index_t)g * Kg * Cg + c) * RS, Kg, (cc_index_t)Cg * RS, P, Q, R, S, h,
+                                     ww, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
+                dx[((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww] = v;
             }
         }
         __syncthreads();

@@ -4,7 +4,8 @@
 // padding, dilation and groups:
 //
 //   dW[k, c, r, s] = Σ_{n, p, q} dy[n, k, p, q] · x[n, g·Cg + c, p·sh − ph + r·dh, q·sw − pw + s·dw]
-//   db[k]          = Σ_{n, p, q} dy[n, k, p, q]                   (g = k / Kg; x is 0 outside)
+//   db[k]          = Σ_{n, p, q} dy[n, k, p, q]                   (g = k / Kg; x is 0 outside,
+//                                                                  and dy·0 is a term: NaN for dy = ±Inf)
 //
 // Variants, simplest to fastest:
 //   1. wgrad_direct<T, BLOCK>: one thread per dW element, summing over n, p, q in order.
@@ -67,11 +68,12 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
             const T* xc = x + ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW;
             for (int p = 0; p < P; ++p) {
                 const int h = p * stride_h - pad_h + r * dil_h;
-                if (h < 0 || h >= H) continue;
+                const bool row_in = h >= 0 && h < H;
                 for (int q = 0; q < Q; ++q) {
                     const int ww = q * stride_w - pad_w + s * dil_w;
-                    if (ww < 0 || ww >= W) continue;
-                    acc = cc_fma(cc_ldg(dyk + (cc_index_t)p * Q + q), cc_ldg(xc + (cc_index_t)h * W + ww), acc);
+                    // A tap in the padding contributes dy·0 (NaN for a non-finite dy), as torch's.
+                    const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(xc + (cc_index_t)h * W + ww) : T(0);
+                    acc = cc_fma(cc_ldg(dyk + (cc_index_t)p * Q + q), xv, acc);
                 }
             }
         }

@@ -115,17 +115,9 @@ depthwise_direct(const T* __restrict__ x, const T* __restrict__ w,
             row_pitch = W;
             col_pitch = 1;
         }
-        const T* wk = w + (cc_index_t)k * R * S;
-        T acc = T(0);
-        for (int r = 0; r < R; ++r) {
-            const int ih = p * stride_h - pad_h + r * dil_h;
-            if (ih < 0 || ih >= H) continue;
-            for (int s = 0; s < S; ++s) {
-                const int iw = q * stride_w - pad_w + s * dil_w;
-                if (iw < 0 || iw >= W) continue;
-                acc = cc_fma(cc_ldg(xc + ih * row_pitch + iw * col_pitch), cc_ldg(wk + r * S + s), acc);
-            }
-        }
+        // direct.cu's sum (one channel): r, then s; a tap in the padding contributes 0·w.
+        const T acc = cc_direct_sum(xc, (cc_index_t)0, row_pitch, col_pitch, w + (cc_index_t)k * R * S, 1, H, W, R,
+                                    S, p * stride_h - pad_h, q * stride_w - pad_w, dil_h, dil_w);
         y[idx] = cc_epilogue(acc, has_bias ? bias : nullptr, k, has_residual ? residual : nullptr, idx, act);
     }
 }
@@ -163,17 +155,17 @@ depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
 #pragma unroll
         for (int r = 0; r < KS; ++r) {
             const int ih = p * STRIDE - pad_h + r;
-            if (ih < 0 || ih >= H) continue;
-            const T* row = xc + (cc_index_t)ih * W * C;
+            const bool row_in = ih >= 0 && ih < H;
+            const T* row = xc + (cc_index_t)(row_in ? ih : 0) * W * C;
             T in[SPAN], wr[KS];
 #pragma unroll
             for (int i = 0; i < SPAN; ++i) {
                 const int iw = iw0 + i;
-                in[i] = (iw >= 0 && iw < W) ? cc_ldg(row + (cc_index_t)iw * C) : T(0);
+                in[i] = (row_in && iw >= 0 && iw < W) ? cc_ldg(row + (cc_index_t)iw * C) : T(0);
             }
 #pragma unroll
             for (int s = 0; s < KS; ++s) wr[s] = cc_ldg(wk + r * KS + s);
-            // Per output: r, then s, the direct kernel's order (taps in the padding add 0).
+            // Per output: r, then s, the direct kernel's order (taps in the padding add 0·w).
 #pragma unroll
             for (int v = 0; v < V; ++v)
 #pragma unroll
@@ -392,18 +384,9 @@ separable_fused_f32(const float* __restrict__ x, const float* __restrict__ wd,
             const int ci = ch0 + cl;
             float v = 0.0f;                   // absent channels/pixels contribute exact zeros
             if (pix_ok && ci < CM) {
-                const float* xc = xn + (cc_index_t)(ci / M) * H * W;
-                const float* wk = wd + (cc_index_t)ci * R * S;
-                float a = 0.0f;
-                for (int r = 0; r < R; ++r) {
-                    const int ih = dp * stride_h - pad_h + r * dil_h;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int s = 0; s < S; ++s) {
-                        const int iw = dq * stride_w - pad_w + s * dil_w;
-                        if (iw < 0 || iw >= W) continue;
-                        a = fmaf(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wk + r * S + s), a);
-                    }
-                }
+                const float a = cc_direct_sum(xn + (cc_index_t)(ci / M) * H * W, (cc_index_t)0, (cc_index_t)W,
+                                              (cc_index_t)1, wd + (cc_index_t)ci * R * S, 1, H, W, R, S,
+                                              dp * stride_h - pad_h, dq * stride_w - pad_w, dil_h, dil_w);
                 v = cc_epilogue(a, has_bd ? bd : nullptr, ci, nullptr, 0, act_d);
             }
             dw_tile[cl][dpix] = v;

@@ -15,7 +15,8 @@
 //       The tile origin is a multiple of the stride and the block's items are ordered by
 //       stride phase (phase_h, phase_w, row, column), so the threads of a warp share one phase
 //       and with it one set of taps (cc_dgrad_taps; computed once per phase into shared memory):
-//       no tap is tested and rejected, and no inserted zero is multiplied. Accumulation order per
+//       no tap is tested and rejected, and no inserted zero is multiplied (the zeros staged
+//       outside dy are, and an element they made non-finite is recomputed with cc_dgrad_sum). Accumulation order per
 //       element: r, s, m — the order of dgrad_direct, so the two agree bit for bit.
 //   depthwise_wgrad<T, TAPS, MINB>  dW (and db when asked) as a per-channel reduction: block
 //       (k, tap chunk, split z) sums dy[n, k, p, q]·x[n, k/M, p·sh − ph + r·dh, q·sw − pw + s·dw]
@@ -121,6 +122,11 @@ depthwise_dgrad_tiled(const T* __restrict__ w, const T* __restrict__ dy, T* __re
                     acc = cc_fma(dyc[(m * rows + row) * cols + col], wc[m * RS + r * S + s], acc);
             }
         }
+        // Taps whose dy row or column lies outside dy multiplied staged zeros: exact, unless a
+        // weight is non-finite (0·Inf = NaN); then the element is summed over its true terms.
+        if (!cc_is_finite(acc))
+            acc = cc_dgrad_sum(dy + (n * K + (cc_index_t)(c0 + cl) * M) * P * Q, w + (cc_index_t)(c0 + cl) * M * RS, M,
+                               (cc_index_t)RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
         dx[((n * C + c0 + cl) * H + h) * W + ww] = acc;
     }
 }
@@ -172,8 +178,10 @@ depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict
 #pragma unroll
         for (int t = 0; t < TAPS; ++t) {
             const int h = h0 + off_h[t], ww = w0 + off_w[t];
-            if (t < nt && h >= 0 && h < H && ww >= 0 && ww < W)
-                acc[t] = cc_fma(g, cc_ldg(xc + (cc_index_t)h * W + ww), acc[t]);
+            // A tap in the padding contributes dy·0 (NaN for a non-finite dy), as torch's.
+            if (t < nt)
+                acc[t] = cc_fma(g, h >= 0 && h < H && ww >= 0 && ww < W ? cc_ldg(xc + (cc_index_t)h * W + ww) : T(0),
+                                acc[t]);
         }
     }
 

@@ -3,7 +3,8 @@
 //
 //   out[n,k,p,q] = act( Σ_{c<C/g, r<R, s<S} x[n, g·C/g + c, p·sh − ph + r·dh, q·sw − pw + s·dw]
 //                                        · w[k, c, r, s]  + bias[k] + residual[n,k,p,q] )
-//   with g = k / (K/groups); taps that fall in the padding contribute zero.
+//   with g = k / (K/groups); a tap that falls in the padding contributes 0·w (torch's zero-padded
+//   input: a non-finite weight over the padding gives NaN; docs/semantics.md).
 //
 // Variant (there is one, on purpose):
 //   direct_conv2d<T, NHWC, BLOCK>: one thread per output element, a grid-stride loop over a
@@ -63,33 +64,23 @@ direct_conv2d(const T* __restrict__ x, const T* __restrict__ w,
             const T* w_k = w + (cc_index_t)k * R * S * c_per_group;
             for (int r = 0; r < R; ++r) {
                 const int h = h0 + r * dilation_h;
-                if (h < 0 || h >= H) continue;
                 for (int s = 0; s < S; ++s) {
                     const int ww = w0 + s * dilation_w;
-                    if (ww < 0 || ww >= W) continue;
-                    const T* x_pix = x_img + ((cc_index_t)h * W + ww) * C;
                     const T* w_rs = w_k + (cc_index_t)(r * S + s) * c_per_group;
+                    if (h >= 0 && h < H && ww >= 0 && ww < W) {
+                        const T* x_pix = x_img + ((cc_index_t)h * W + ww) * C;
 #pragma unroll 4
-                    for (int c = 0; c < c_per_group; ++c) acc = cc_fma(cc_ldg(x_pix + c), cc_ldg(w_rs + c), acc);
-                }
-            }
-        } else {
-            const T* x_img = x + ((cc_index_t)n * C + (cc_index_t)g * c_per_group) * plane;
-            const T* w_k = w + (cc_index_t)k * c_per_group * R * S;
-            for (int c = 0; c < c_per_group; ++c) {
-                const T* x_c = x_img + (cc_index_t)c * plane;
-                const T* w_c = w_k + (cc_index_t)c * R * S;
-                for (int r = 0; r < R; ++r) {
-                    const int h = h0 + r * dilation_h;
-                    if (h < 0 || h >= H) continue;
-                    const T* x_row = x_c + (cc_index_t)h * W;
-                    for (int s = 0; s < S; ++s) {
-                        const int ww = w0 + s * dilation_w;
-                        if (ww < 0 || ww >= W) continue;
-                        acc = cc_fma(cc_ldg(x_row + ww), cc_ldg(w_c + r * S + s), acc);
+                        for (int c = 0; c < c_per_group; ++c) acc = cc_fma(cc_ldg(x_pix + c), cc_ldg(w_rs + c), acc);
+                    } else {      // a pixel of the padding: 0·w per channel
+#pragma unroll 4
+                        for (int c = 0; c < c_per_group; ++c) acc = cc_fma(T(0), cc_ldg(w_rs + c), acc);
                     }
                 }
             }
+        } else {
+            acc = cc_direct_sum(x + ((cc_index_t)n * C + (cc_index_t)g * c_per_group) * plane, plane, (cc_index_t)W,
+                                (cc_index_t)1, w + (cc_index_t)k * c_per_group * R * S, c_per_group, H, W, R, S, h0,
+                                w0, dilation_h, dilation_w);
         }
         out[idx] = cc_epilogue(acc, bias_or_null, k, residual_or_null, idx, act);
     }

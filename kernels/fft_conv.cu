@@ -32,8 +32,8 @@
 // Non-finite inputs and weights. A transform mixes a whole plane: one NaN or ±Inf in an item's
 // input window (the Lh×Lw tile it packs) makes every output of that item NaN for every output
 // channel of its group, and one in filter k makes every output of channel k NaN, where direct
-// convolution gives NaN/Inf only at the outputs whose window holds it (and relu then maps a
-// NaN to 0, hiding the error). So that both algorithms return exactly direct convolution's
+// convolution gives NaN/Inf only at the outputs whose window holds it (and relu6 then maps a
+// wrong ±Inf to 6 or 0, hiding the error). So that both algorithms return exactly direct convolution's
 // NaN/Inf pattern and values, each pass of items runs: fft_flags_init, which clears a flag per
 // item of the pass and an "any item" word (and on the first pass marks each output channel k
 // whose filter holds a non-finite weight, from w itself, so this holds when the filter spectra
@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(256, 2) fft_channel_gemm(
 // y[n][k][p][q] = act(scale·Yr[b][k][i][j] + bias[k] + residual[n][k][p][q]) for the chunk's items
 // b (global item item_begin + b), i < crop_h = min(Th, P), j < crop_w = min(Tw, Q),
 // p = th·Th + i < P, q = tw·Tw + j < Q. A non-finite convolution value (before the epilogue,
-// which may hide it: relu(NaN) = 0) sets item_flags[b] for the fix-up unless channel k is flagged
+// which may hide it: relu6(Inf) = 6) sets item_flags[b] for the fix-up unless channel k is flagged
 // already (the fix-up recomputes all of k then).
 __global__ void __launch_bounds__(256, 2) fft_crop_epilogue(
         const float* __restrict__ yr, float* __restrict__ y, const float* __restrict__ bias, int has_bias,
@@ -269,9 +269,9 @@ __global__ void __launch_bounds__(256, 2) fft_flags_init(
 }
 
 // The outputs of the pass's flagged items (all channels) and of every flagged channel (within the
-// pass's items), recomputed as direct.cu's direct_conv2d<float, NCHW> computes them: taps in the
-// padding skipped, (c, r, s) order, cc_fma, the same epilogue — so they equal direct
-// convolution's values bit for bit, NaN and Inf included. Grid (x, y): y over output channels
+// pass's items), recomputed as direct.cu's direct_conv2d<float, NCHW> computes them (cc_direct_sum:
+// (c, r, s) order, taps in the padding contributing 0·w) with the same epilogue — so they equal
+// direct convolution's values bit for bit, NaN and Inf included. Grid (x, y): y over output channels
 // (k = blockIdx.y, + gridDim.y, ...), x a grid-stride loop over the crop_h×crop_w outputs of each
 // of the pass's items (j fastest, as fft_crop_epilogue). A block whose channel is not flagged and
 // that finds no item flagged (one load each) skips the channel: all the work on finite data.
@@ -306,24 +306,9 @@ __global__ void __launch_bounds__(256, 2) fft_fixup(
             const int t = (int)(item - n * tiles);
             const int p = (t / tiles_w) * Th + i, q = (t - (t / tiles_w) * tiles_w) * Tw + j;
             if (p >= P || q >= Q) continue;
-            const int h0 = p * stride_h - pad_h;
-            const int w0 = q * stride_w - pad_w;
-            const float* x_img = x + (n * C + (cc_index_t)g * c_per_group) * plane;
-            float acc = 0.0f;
-            for (int c = 0; c < c_per_group; ++c) {
-                const float* x_c = x_img + (cc_index_t)c * plane;
-                const float* w_c = w_k + (cc_index_t)c * R * S;
-                for (int r = 0; r < R; ++r) {
-                    const int h = h0 + r * dilation_h;
-                    if (h < 0 || h >= H) continue;
-                    const float* x_row = x_c + (cc_index_t)h * W;
-                    for (int s = 0; s < S; ++s) {
-                        const int ww = w0 + s * dilation_w;
-                        if (ww < 0 || ww >= W) continue;
-                        acc = cc_fma(cc_ldg(x_row + ww), cc_ldg(w_c + r * S + s), acc);
-                    }
-                }
-            }
+            const float acc = cc_direct_sum(x + (n * C + (cc_index_t)g * c_per_group) * plane, plane, (cc_index_t)W,
+                                            (cc_index_t)1, w_k, c_per_group, H, W, R, S, p * stride_h - pad_h,
+                                            q * stride_w - pad_w, dilation_h, dilation_w);
             const cc_index_t idx = ((n * K + k) * P + p) * (cc_index_t)Q + q;
             y[idx] = cc_epilogue(acc, bias_or_null, k, residual_or_null, idx, act);
         }

@@ -521,8 +521,10 @@ __global__ void __launch_bounds__(256, 2) winograd_flags_init(const float* __res
 }
 
 // The outputs of every flagged tile (all channels) and of every flagged channel (all tiles),
-// recomputed as direct.cu computes them: taps in the padding skipped, (c, r, s) order, fmaf, the
-// same epilogue — so they equal direct convolution's values bit for bit, NaN and Inf included.
+// recomputed as direct.cu computes them (cc_direct_sum: (c, r, s) order, taps in the padding
+// contributing 0·w) with the same epilogue — so they equal direct convolution's values bit for bit,
+// NaN and Inf included. A non-finite weight flags its whole channel, so the outputs whose window
+// covers the padding get its 0·w too.
 // One thread per (tile, k), k fastest; threads of unflagged pairs return after two loads.
 template <int M>
 __global__ void __launch_bounds__(256, 2) winograd_fixup(
@@ -550,22 +552,8 @@ __global__ void __launch_bounds__(256, 2) winograd_fixup(
             for (int j = 0; j < M; ++j) {
                 const int p = p0 + i, q = q0 + j;
                 if (p >= P || q >= Q) continue;
-                const int h0 = p - pad_h, w0 = q - pad_w;
-                float acc = 0.0f;
-                for (int c = 0; c < C; ++c) {
-                    const float* x_c = x_img + (cc_index_t)c * plane;
-                    const float* w_c = w_k + c * 9;
-                    for (int r = 0; r < 3; ++r) {
-                        const int h = h0 + r;
-                        if (h < 0 || h >= H) continue;
-                        const float* x_row = x_c + (cc_index_t)h * W;
-                        for (int s = 0; s < 3; ++s) {
-                            const int ww = w0 + s;
-                            if (ww < 0 || ww >= W) continue;
-                            acc = fmaf(cc_ldg(x_row + ww), cc_ldg(w_c + r * 3 + s), acc);
-                        }
-                    }
-                }
+                const float acc = cc_direct_sum(x_img, plane, (cc_index_t)W, (cc_index_t)1, w_k, C, H, W, 3, 3,
+                                                p - pad_h, q - pad_w, 1, 1);
                 const cc_index_t idx = ((n * K + k) * P + p) * (cc_index_t)Q + q;
                 y[idx] = cc_epilogue(acc, bias_or_null, k, residual_or_null, idx, act);
             }

@@ -1,8 +1,29 @@
-"""Test helpers shared by the test suite and the bench's verification step.
+"""Test helpers shared by the test suite and the bench's verification step — and the one written
+semantics every algorithm is held to (docs/semantics.md is the same text for users).
 
-One tolerance table keyed by (dtype, algo). Errors are relative: ``max|out-ref| / max|ref|``
-(the normwise relative error, robust to outputs near zero). Tensor-core paths normalise
-by Σ|a|·|b| instead (see tensor_core tests).
+Semantics. cuconv computes what ``torch.nn.functional`` computes in exact arithmetic, with IEEE
+rules, and every algorithm differs from another only by rounding:
+
+* Convolution (every algorithm, depthwise, separable, the fused epilogue): a padded input
+  position is a zero that is multiplied — it contributes ``0·w``, so a NaN or ±Inf weight tap
+  over the padding makes that output NaN (torch pads the input, then multiplies).
+* The epilogue ``act(conv + bias + residual)`` in that order, IEEE sums (Inf + −Inf = NaN);
+  ``relu(NaN) = relu6(NaN) = silu(NaN) = NaN``, ``relu(±Inf) = Inf / 0``, ``relu6(±Inf) = 6 / 0``,
+  ``silu(+Inf) = Inf``, ``silu(−Inf) = NaN`` — torch's values.
+* Transposed convolution and the data gradient (dgrad): only the products that exist are
+  summed (torch's col2im): a weight tap that reaches no element of the input leaves the outputs
+  it does not reach alone, so a non-finite weight does not spread into them.
+* The weight gradient (wgrad, and the transposed convolution's): the padded positions of the
+  operand that is padded are zeros that are multiplied (``dy·0``; NaN for dy = ±Inf).
+* Pooling: max pooling returns NaN when its window holds one (the index of the last NaN in scan
+  order), ties keep the first position, and a window with no input element gives −Inf with the
+  index of torch's CPU kernel (its first position after stepping out of the padding); average
+  pooling sums as torch; the gradients of both scatter to exactly the elements torch's do.
+
+``assert_close`` checks exactly this against a reference: NaN exactly where the reference has NaN,
+±Inf exactly where it has ±Inf (same sign), every finite element within the (dtype, algo)
+tolerance of the normwise relative error ``max|out − ref| / max|ref|`` over the finite
+elements. Tensor-core paths normalise by Σ|a|·|b| instead (see tensor_core tests).
 """
 from __future__ import annotations
 
@@ -97,7 +118,33 @@ def rel_error(out, ref) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
+def nonfinite_mismatch(out, ref) -> str | None:
+    """Where ``out`` breaks the rule for non-finite values against ``ref`` (NaN exactly where ref
+    is NaN, ±Inf with ref's sign exactly where ref is ±Inf), as a sentence; None when it does not."""
+    o = to_numpy(out).astype(np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    if o.shape != r.shape:
+        raise AssertionError(f"shape mismatch: got {o.shape}, reference {r.shape}")
+    for what, bad in (("NaN", np.isnan(o) != np.isnan(r)),
+                      ("±Inf", (np.isinf(o) | np.isinf(r)) & ~((o == r) & np.isinf(r)) & ~np.isnan(r))):
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            return (f"{what} pattern differs at {int(bad.sum())} of {r.size} elements; first at {first}: "
+                    f"got {o[first]}, want {r[first]}")
+    return None
+
+
 def assert_close(out, ref, dtype, algo: str, what: str = "") -> float:
+    """The semantics check (module docstring): the non-finite pattern and values exactly, the
+    finite elements within ``tolerance(dtype, algo)`` normwise. Returns the finite error."""
+    mismatch = nonfinite_mismatch(out, ref)
+    if mismatch:
+        raise AssertionError(f"{what or algo}: {mismatch}")
+    ref = np.asarray(ref, dtype=np.float64)
+    finite = np.isfinite(ref)
+    if not finite.all():
+        out = np.where(finite, to_numpy(out).astype(np.float64), 0.0)
+        ref = np.where(finite, ref, 0.0)
     err = rel_error(out, ref)
     tol = tolerance(dtype, algo)
     if not err <= tol:

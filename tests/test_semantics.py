@@ -1,0 +1,239 @@
+"""cuconv against PyTorch itself on NaN, ±Inf and padding (issue 22; cuconv.testing's docstring
+and docs/semantics.md state the rules).
+
+Random problems with NaN/±Inf planted in the inputs, weights, biases, residuals and upstream
+gradients, run on the emulator through the public API by every algorithm ``cuconv.algorithms``
+(and ``cuconv.grad.algorithms``) lists and by ``auto``, with every activation; torch (CPU,
+float64, on the same values) is the reference. NaN positions and ±Inf values must match torch
+exactly, finite values within cuconv.testing's tolerance. Also: every algorithm gives the same
+NaN/Inf mask as every other on one problem, and the reproducers of issue 22 items 1, 2 and 6.
+"""
+from __future__ import annotations
+
+import ml_dtypes  # noqa: F401  (bfloat16 arrays)
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cuconv
+from cuconv.problem import Conv2dProblem
+from cuconv.reference import conv2d_ref
+from cuconv.testing import assert_close, nonfinite_mismatch, poison
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+ACTIVATIONS = (None, "relu", "relu6", "silu")
+SPECIALS = (np.nan, np.inf, -np.inf)
+EXAMPLES = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# --------------------------------------------------------------------------- helpers
+def t64(a):
+    return None if a is None else torch.from_numpy(np.asarray(a).astype(np.float64))
+
+
+def act_torch(y, activation):
+    return {None: lambda v: v, "relu": F.relu, "relu6": F.relu6, "silu": F.silu}[activation](y)
+
+
+def draw_array(rng, shape, dtype, specials):
+    """Seeded values in [-1, 1) with ``specials`` NaN/±Inf at random positions, in ``dtype``."""
+    a = rng.uniform(-1, 1, size=shape)
+    flat = a.reshape(-1)
+    for _ in range(specials if flat.size else 0):
+        flat[rng.integers(flat.size)] = SPECIALS[rng.integers(3)]
+    return a.astype(dtype)
+
+
+def run(fn, shape, dtype, **kwargs):
+    """``fn(**kwargs, out=out)`` into a NaN-poisoned ``out`` (so an unwritten element fails)."""
+    out = np.empty(shape, dtype)
+    poison(out)
+    fn(**kwargs, out=out)
+    return out
+
+
+def check(got, want, dtype, algo, what):
+    assert_close(got, want, dtype, algo, what)
+
+
+def tol_algo(algo, dtype):
+    """cuconv.testing's table key for a forward ``algo`` (``auto`` is held to the loosest bound
+    of the algorithms it may pick)."""
+    if algo == "auto":
+        return {"float16": "implicit_gemm_tc", "bfloat16": "implicit_gemm_tc", "float64": "direct"}.get(
+            dtype, "winograd_f4x4_3x3")
+    return algo
+
+
+@st.composite
+def conv_cases(draw, depthwise=False):
+    """A small convolution with awkward sizes: (x shape, w shape, conv2d keyword arguments)."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cg, kg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if depthwise:
+        cg, groups = 1, draw(st.integers(1, 4))
+    R, S = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    if draw(st.integers(0, 5)) == 0:
+        stride, padding = 1, "same"
+        H, W = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    else:
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+        padding = (draw(st.integers(0, 3)), draw(st.integers(0, 2)))
+        h_min = max(1, dh * (R - 1) + 1 - 2 * padding[0])
+        w_min = max(1, dw * (S - 1) + 1 - 2 * padding[1])
+        H, W = draw(st.integers(h_min, h_min + 6)), draw(st.integers(w_min, w_min + 6))
+    N = draw(st.integers(1, 2))
+    return ((N, cg * groups, H, W), (kg * groups, cg, R, S),
+            dict(stride=stride, padding=padding, dilation=(dh, dw), groups=groups))
+
+
+# --------------------------------------------------------------------------- forward conv2d
+def torch_conv2d(x, w, bias, residual, activation, args):
+    y = F.conv2d(t64(x), t64(w), t64(bias), **args)
+    if residual is not None:
+        y = y + t64(residual)
+    return act_torch(y, activation).numpy()
+
+
+def conv2d_algorithms(problem, layout):
+    return [i.name for i in cuconv.algorithms(problem, layout=layout) if i.ok] + ["auto"]
+
+
+def to_layout(a, layout):
+    return a if a is None or layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def from_layout(a, layout):
+    return a if layout == "NCHW" else a.transpose(0, 3, 1, 2)
+
+
+def conv2d_all(x, w, bias, residual, activation, args, layout="NCHW"):
+    """{algorithm: NCHW output} for every algorithm that can run the problem, and ``auto``."""
+    dtype = x.dtype.name
+    problem = Conv2dProblem.from_shapes(x.shape, w.shape, dtype=dtype, **args)
+    shape = problem.output_shape if layout == "NCHW" else (problem.N, problem.P, problem.Q, problem.K)
+    outs = {}
+    for algo in conv2d_algorithms(problem, layout):
+        out = run(cuconv.conv2d, shape, x.dtype, x=to_layout(x, layout), w=to_layout(w, layout), bias=bias,
+                  residual=to_layout(residual, layout), activation=activation, algo=algo, layout=layout, **args)
+        outs[algo] = from_layout(out, layout)
+    return outs
+
+
+@EXAMPLES
+@given(case=conv_cases(), seed=st.integers(0, 2 ** 32 - 1),
+       dtype=st.sampled_from(["float32", "float32", "float32", "float64", "float16", "bfloat16"]),
+       activation=st.sampled_from(ACTIVATIONS), with_bias=st.booleans(), with_residual=st.booleans(),
+       layout=st.sampled_from(["NCHW", "NCHW", "NHWC"]))
+def test_conv2d_every_algorithm_matches_torch(case, seed, dtype, activation, with_bias, with_residual, layout):
+    x_shape, w_shape, args = case
+    rng = np.random.default_rng(seed)
+    x = draw_array(rng, x_shape, dtype, rng.integers(0, 3))
+    w = draw_array(rng, w_shape, dtype, rng.integers(0, 3))
+    problem = Conv2dProblem.from_shapes(x_shape, w_shape, dtype=dtype, **args)
+    bias = draw_array(rng, (w_shape[0],), dtype, rng.integers(0, 2)) if with_bias else None
+    residual = draw_array(rng, problem.output_shape, dtype, rng.integers(0, 2)) if with_residual else None
+    want = torch_conv2d(x, w, bias, residual, activation, args)
+    with cuconv.backend("emulator"):
+        outs = conv2d_all(x, w, bias, residual, activation, args, layout)
+    assert len(outs) >= 2, problem.describe()
+    for algo, got in outs.items():
+        check(got, want, dtype, tol_algo(algo, dtype), f"{algo} {layout} {activation} on {problem.describe()}")
+
+
+@EXAMPLES
+@given(case=conv_cases(), seed=st.integers(0, 2 ** 32 - 1), activation=st.sampled_from(ACTIVATIONS))
+def test_every_algorithm_gives_the_same_nonfinite_mask(case, seed, activation):
+    """All algorithms agree with each other on where NaN and ±Inf are (and on the Inf signs),
+    whatever torch says: one answer per problem."""
+    x_shape, w_shape, args = case
+    rng = np.random.default_rng(seed)
+    x = draw_array(rng, x_shape, "float32", rng.integers(1, 3))
+    w = draw_array(rng, w_shape, "float32", rng.integers(1, 3))
+    with cuconv.backend("emulator"):
+        outs = conv2d_all(x, w, None, None, activation, args)
+    first, base = next(iter(outs.items()))
+    assert not np.isfinite(base).all() or not np.isfinite(x).all() or not np.isfinite(w).all()
+    for algo, got in outs.items():
+        assert nonfinite_mismatch(got, base) is None, f"{algo} vs {first}: {nonfinite_mismatch(got, base)}"
+
+
+def test_numpy_reference_follows_the_semantics():
+    """cuconv.reference (the float64 NumPy reference every kernel test uses) agrees with torch on
+    non-finite values: padded 0·w, relu(NaN), the epilogue."""
+    rng = np.random.default_rng(22)
+    for activation in ACTIVATIONS:
+        x = draw_array(rng, (2, 3, 6, 7), "float64", 3)
+        w = draw_array(rng, (4, 3, 3, 3), "float64", 3)
+        bias, residual = draw_array(rng, (4,), "float64", 1), draw_array(rng, (2, 4, 3, 7), "float64", 2)
+        args = dict(stride=(2, 1), padding=1, dilation=1, groups=1)
+        got = conv2d_ref(x, w, bias, activation=activation, residual=residual, **args)
+        assert_close(got, torch_conv2d(x, w, bias, residual, activation, args), "float64", "direct")
+
+
+# --------------------------------------------------------------------------- issue 22 reproducers
+@pytest.mark.parametrize("algo", ["direct", "im2col_gemm", "implicit_gemm", "winograd_f2x2_3x3", "winograd_f4x4_3x3",
+                                  "winograd_fused_f2x2_3x3", "fft", "fft_tiling", "implicit_gemm_tc_simple",
+                                  "implicit_gemm_tf32", "auto"])
+def test_issue22_item1_inf_weight_over_padding_gives_nan(algo):
+    x = np.ones((1, 1, 3, 3), np.float32)
+    w = x.copy()
+    w[0, 0, 0, 0] = np.inf
+    with cuconv.backend("emulator"):
+        got = cuconv.conv2d(x, w, padding=1, algo=algo)
+    want = F.conv2d(t64(x), t64(w), padding=1).numpy()
+    assert np.isnan(got[0, 0, 0]).all() and np.isnan(got[0, 0, :, 0]).all()
+    assert got[0, 0, 1, 1] == np.inf and got[0, 0, 2, 2] == np.inf
+    assert nonfinite_mismatch(got, want) is None
+
+
+@pytest.mark.parametrize("C", [8, 16])
+def test_issue22_item1_auto_does_not_change_its_answer_with_the_channel_count(C):
+    rng = np.random.default_rng(C)
+    x = rng.uniform(-1, 1, (1, C, 6, 6)).astype(np.float32)
+    w = rng.uniform(-1, 1, (4, C, 3, 3)).astype(np.float32)
+    w[1, 2, 0, 0] = np.inf
+    with cuconv.backend("emulator"):
+        got = cuconv.conv2d(x, w, padding=1)
+    assert_close(got, F.conv2d(t64(x), t64(w), padding=1).numpy(), "float32", "winograd_f4x4_3x3")
+    assert np.isnan(got[0, 1, 0]).all()
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "silu"])
+def test_issue22_item2_fused_activations_keep_nan(activation):
+    x = np.full((1, 1, 1, 1), np.nan, np.float32)
+    with cuconv.backend("emulator"):
+        assert np.isnan(cuconv.conv2d(x, np.ones((1, 1, 1, 1), np.float32), activation=activation)).all()
+        assert np.isnan(cuconv.depthwise_conv2d(x, np.ones((1, 1, 1, 1), np.float32), activation=activation)).all()
+        assert np.isnan(cuconv.conv_transpose2d(x, np.ones((1, 1, 1, 1), np.float32), activation=activation)).all()
+        got = cuconv.separable_conv2d(x, np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 1, 1), np.float32),
+                                      activation_depthwise=activation, activation=activation)
+        assert np.isnan(got).all()
+
+
+def test_issue22_item6_max_pool_backward_window_wholly_in_the_padding():
+    """x (2,3,6,1), kernel 2, padding (0, 1), dilation 3, ceil_mode: every window's columns are
+    −1 and 2, outside the 1-wide input. torch returns −Inf with its CPU kernel's index (the first
+    position after stepping out of the padding) and its backward scatters dy there; the gather
+    (window arguments) and the scatter (indices only) must both give that."""
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-1, 1, (2, 3, 6, 1))
+    args = dict(kernel_size=2, stride=None, padding=(0, 1), dilation=3, ceil_mode=True)
+    xt = t64(x).requires_grad_()
+    yt, it = F.max_pool2d(xt, return_indices=True, **args)
+    dy = rng.uniform(-1, 1, tuple(yt.shape))
+    (dxt,) = torch.autograd.grad(yt, xt, t64(dy))
+    with cuconv.backend("emulator"):
+        y, idx = cuconv.max_pool2d(x, return_indices=True, **args)
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(idx, it.numpy())
+        gather = cuconv.grad.max_pool2d(dy, idx, x.shape, **args)
+        scatter = cuconv.grad.max_pool2d(dy, idx, x.shape)
+    assert_close(scatter, dxt.numpy(), "float64", "pool_grad")
+    assert_close(gather, dxt.numpy(), "float64", "pool_grad")
+    np.testing.assert_array_equal(gather, scatter)
