@@ -186,6 +186,13 @@ __device__ __forceinline__ CcDgradTaps cc_dgrad_taps(int base, int R, int stride
     return t;
 }
 
+// An element of storage type T as accumulator type A: a plain conversion for float and double;
+// tc_tile.cuh adds float16 and bfloat16 to float.
+template <typename A, typename T>
+struct CcWiden {
+    __device__ __forceinline__ static A of(T v) { return static_cast<A>(v); }
+};
+
 // One element dx[n, c, h, w] of a data gradient, summed as conv_dgrad.cu's dgrad_direct sums it:
 // taps r, then s, then the Kg output channels k of c's group, one cc_fma each, from 0 — over the
 // taps that reach a dy element only (h + pad_h − r·dil_h a multiple of stride_h with quotient p in
@@ -194,13 +201,14 @@ __device__ __forceinline__ CcDgradTaps cc_dgrad_taps(int base, int R, int stride
 // at the weight w[g·Kg, c_in_group, 0, 0] (filters w_k_pitch apart). The GEMM-shaped dgrad
 // kernels multiply zeros for the taps that reach no dy element; where that made an output
 // non-finite they recompute it with this (a finite GEMM output is right: it then had no
-// non-finite term, and the extra terms were exact zeros).
-template <typename T>
-__device__ __noinline__ T cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+// non-finite term, and the extra terms were exact zeros). A is the accumulator type (float for
+// the 16-bit types: tc_grad.cu).
+template <typename T, typename A = T>
+__device__ __noinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
                                        cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
                                        int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
     const cc_index_t PQ = (cc_index_t)P * Q;
-    T acc = T(0);
+    A acc = A(0);
     for (int r = 0; r < R; ++r) {
         const int th = h + pad_h - r * dil_h;
         if (th < 0 || th % stride_h != 0) continue;
@@ -212,7 +220,8 @@ __device__ __noinline__ T cc_dgrad_sum(const T* __restrict__ dy_g, const T* __re
             const int q = tw / stride_w;
             if (q >= Q) continue;
             for (int k = 0; k < Kg; ++k)
-                acc = cc_fma(cc_ldg(dy_g + k * PQ + (cc_index_t)p * Q + q), cc_ldg(w_g + k * w_k_pitch + r * S + s), acc);
+                acc = cc_fma(CcWiden<A, T>::of(cc_ldg(dy_g + k * PQ + (cc_index_t)p * Q + q)),
+                             CcWiden<A, T>::of(cc_ldg(w_g + k * w_k_pitch + r * S + s)), acc);
         }
     }
     return acc;

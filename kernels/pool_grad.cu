@@ -2,11 +2,13 @@
 // semantics (pool.cu is the forward). Every kernel writes each dx element exactly once, in a
 // fixed summation order: no atomics, bit-identical from run to run.
 //
-//   max_pool2d_backward_gather<T>   dx[h, w] = Σ dy[p, q] over the windows (p, q) that contain
-//       (h, w) and whose int64 index is h·W + w — PyTorch's CUDA kernel's form: one thread per
-//       dx element enumerates the taps r (s) with h + pad − r·dil ≡ 0 (mod stride), i.e. only
-//       windows that contain it, in increasing (p, q): the output order. Needs the window
-//       geometry (kernel, stride, padding, dilation, P, Q) the forward ran with.
+//   max_pool2d_backward_gather<T>   dx[h, w] = Σ dy[p, q] over the windows (p, q) whose int64
+//       index is h·W + w — PyTorch's CUDA kernel's form: one thread per dx element enumerates the
+//       taps r (s) with h + pad − r·dil ≡ 0 (mod stride), i.e. the windows that contain it, in
+//       increasing (p, q): the output order; then the windows with no input element whose index
+//       is h·W + w (PoolAxis below; torch's CPU backward routes their dy there too, its CUDA
+//       gather drops it). Needs the window geometry (kernel, stride, padding, dilation, P, Q)
+//       the forward ran with.
 //   max_pool2d_backward_scatter<T>  the same sums from the indices alone (torch's
 //       max_pool2d_with_indices_backward given only grad_output, indices and the input size):
 //       one warp per (n, c) plane zeroes the plane, then walks its outputs 32 at a time; the
@@ -23,6 +25,36 @@
 #include "common.cuh"
 
 #define CC_POOLG_THREADS 256
+
+// A window with no input element (its taps step over the whole image: dilation), which the forward
+// answers with −Inf and torch's CPU index: the window's start stepped by the dilation out of the
+// padding, in each dimension — pool.cu's best_idx, hs·W + ws, which need not lie in the window nor
+// the plane. Only a window that starts in the padding can be empty (a later one starts inside the
+// input, the last one too: ceil_mode's rule), so only rows p < ceil(pad_h / stride_h) and columns
+// q < ceil(pad_w / stride_w) hold empty windows.
+struct PoolAxis {
+    int stride, pad, dil, k, n;     // n: the input size along this axis
+    __device__ __forceinline__ int start(int p) const {        // the stepped start hs(p)
+        const int s = p * stride - pad;
+        return s < 0 ? s + cc_div_up(-s, dil) * dil : s;
+    }
+    __device__ __forceinline__ bool empty(int p) const {
+        return start(p) >= min(p * stride - pad + (k - 1) * dil + 1, n);
+    }
+    __device__ __forceinline__ int in_padding() const { return cc_div_up(pad, stride); }   // windows starting there
+    // Calls f(p) for the outputs p < count whose stepped start is `target`: the few starting in the
+    // padding one by one, the one later output p = (target + pad) / stride by division.
+    template <typename F>
+    __device__ __forceinline__ void each_with_start(long long target, int count, F f) const {
+        const int first_inside = min(in_padding(), count);
+        for (int p = 0; p < first_inside; ++p)
+            if (start(p) == target) f(p);
+        if (target >= 0 && target < n && (target + pad) % stride == 0) {
+            const long long p = (target + pad) / stride;
+            if (p >= first_inside && p < count) f((int)p);
+        }
+    }
+};
 
 template <typename T>
 __global__ void __launch_bounds__(CC_POOLG_THREADS, 4)
@@ -55,6 +87,23 @@ max_pool2d_backward_gather(const T* __restrict__ dy, const long long* __restrict
                 const cc_index_t o = (cc_index_t)p * Q + q;
                 if (ip[o] == me) acc += cc_ldg(dyp + o);
             }
+        }
+        // The empty windows whose index is this element (none unless a window's taps step over
+        // the image): those of the empty rows, then those of the empty columns in the other rows
+        // — each in output order, after the windows that hold the element.
+        const PoolAxis ax_h{stride_h, pad_h, dil_h, kh, H}, ax_w{stride_w, pad_w, dil_w, kw, W};
+        auto add = [&](int p, int q) {
+            const cc_index_t o = (cc_index_t)p * Q + q;
+            if (ip[o] == me) acc += cc_ldg(dyp + o);
+        };
+        for (int p = 0; p < min(ax_h.in_padding(), P); ++p)
+            if (ax_h.empty(p)) ax_w.each_with_start(me - (long long)ax_h.start(p) * W, Q, [&](int q) { add(p, q); });
+        for (int q = 0; q < min(ax_w.in_padding(), Q); ++q) {
+            const long long rest = me - ax_w.start(q);
+            if (!ax_w.empty(q) || rest < 0 || rest % W != 0) continue;
+            ax_h.each_with_start(rest / W, P, [&](int p) {
+                if (!ax_h.empty(p)) add(p, q);
+            });
         }
         dx[idx] = acc;
     }

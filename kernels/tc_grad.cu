@@ -13,6 +13,8 @@
 //   tc_dgrad_scatter<T>  the phase's dense result (N·C × Hp × Wp) -> its positions in dx
 //                        (a + i·stride_h, b + j·stride_w); zeros for a phase no tap reaches.
 //                        At stride 1 the forward kernel writes dx itself and this is not run.
+//   tc_dgrad_flags<T>, tc_dgrad_fixup<T>  torch's answer where a non-finite weight met the
+//                        zeros a phase convolution pads dy with (below).
 // wgrad (dW) and the bias gradient:
 //   tc_wgrad_simple<T>   ("analytic", like tc_conv_simple): 4 warps per block over a 32 (output
 //                        channels) × 16 (Cg·R·S columns) tile of one group, each warp a 16×8
@@ -70,6 +72,57 @@ __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ sr
         const int ii = (int)((i / Wp) % Hp);
         const cc_index_t plane = i / HWp;
         dx[(plane * H + phase_h + ii * stride_h) * W + phase_w + j * stride_w] = has_src ? src[i] : zero;
+    }
+}
+
+// Non-finite weights (docs/semantics.md). A phase convolution multiplies the zeros it pads dy
+// with by the phase filter: exact, unless a weight is non-finite (0·Inf = NaN), where torch's dgrad
+// has no such term. tc_dgrad_flags marks each input channel c whose weights w[g·Kg + k, c − g·Cg]
+// hold a non-finite value (block b scans channels b, b + gridDim.x, ... with a block-wide OR and
+// writes every flag: nothing to clear); after the phases, tc_dgrad_fixup recomputes, in the
+// flagged channels only, the dx elements that came out non-finite, over their true terms in fp32
+// (cc_dgrad_sum), rounded once. A finite element is right as it is: it had no non-finite term and
+// its extra terms were exact zeros. With finite weights: one pass over w, and a launch whose
+// blocks read one flag per channel and exit.
+template <typename T>
+__global__ void __launch_bounds__(256) tc_dgrad_flags(const T* __restrict__ w, int* __restrict__ c_flags, int K,
+                                                      int C, int RS, int groups) {
+    const int Cg = C / groups, Kg = K / groups;
+    for (int c = blockIdx.x; c < C; c += gridDim.x) {   // the same trip count for the whole block
+        const int g = c / Cg, cl = c - g * Cg;
+        bool finite = true;
+        for (int i = threadIdx.x; i < Kg * RS; i += blockDim.x) {
+            const int k = i / RS, rs = i - k * RS;
+            finite = finite && cc_is_finite(TcType<T>::to_float(w[((cc_index_t)(g * Kg + k) * Cg + cl) * RS + rs]));
+        }
+        const int bad = __syncthreads_or(!finite);
+        if (threadIdx.x == 0) c_flags[c] = bad;
+    }
+}
+
+// Grid (x, y): y over channels (c = blockIdx.y, + gridDim.y, ...), x a grid-stride loop over the
+// N·H·W elements of a channel.
+template <typename T>
+__global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, const T* __restrict__ dy,
+                                                      T* __restrict__ dx, const int* __restrict__ c_flags, int N,
+                                                      int C, int H, int W, int K, int R, int S, int P, int Q,
+                                                      int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                                                      int dil_w, int groups) {
+    const int Cg = C / groups, Kg = K / groups;
+    const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q, total = (cc_index_t)N * HW;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        if (!cc_ldg(c_flags + c)) continue;
+        const int g = c / Cg, cl = c - g * Cg;
+        for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+             e += (cc_index_t)gridDim.x * blockDim.x) {
+            const cc_index_t n = e / HW;
+            const int hw = (int)(e - n * HW), h = hw / W, ww = hw - (hw / W) * W;
+            const cc_index_t idx = (n * C + c) * HW + hw;
+            if (cc_is_finite(TcType<T>::to_float(dx[idx]))) continue;
+            dx[idx] = TcType<T>::from_float(cc_dgrad_sum<T, float>(
+                    dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * R * S, Kg,
+                    (cc_index_t)Cg * R * S, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
+        }
     }
 }
 

@@ -52,6 +52,16 @@ struct TcType<float> {
     }
 };
 
+// The 16-bit storage types widened to float (common.cuh's CcWiden).
+template <>
+struct CcWiden<float, __half> {
+    __device__ __forceinline__ static float of(__half v) { return TcType<__half>::to_float(v); }
+};
+template <>
+struct CcWiden<float, __nv_bfloat16> {
+    __device__ __forceinline__ static float of(__nv_bfloat16 v) { return TcType<__nv_bfloat16>::to_float(v); }
+};
+
 template <typename T>
 __device__ __forceinline__ unsigned cc_tc_pack(T lo, T hi) {
     return static_cast<unsigned>(TcType<T>::bits(lo)) | (static_cast<unsigned>(TcType<T>::bits(hi)) << 16);

@@ -10,6 +10,8 @@ NaN/Inf mask as every other on one problem, and the reproducers of issue 22 item
 """
 from __future__ import annotations
 
+import os
+
 import ml_dtypes  # noqa: F401  (bfloat16 arrays)
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 
 import cuconv
 from cuconv.problem import Conv2dProblem
-from cuconv.reference import conv2d_ref
+from cuconv.reference import conv2d_ref, max_pool2d_backward_ref
 from cuconv.testing import assert_close, nonfinite_mismatch, poison
 
 torch = pytest.importorskip("torch")
@@ -26,7 +28,9 @@ F = torch.nn.functional
 
 ACTIVATIONS = (None, "relu", "relu6", "silu")
 SPECIALS = (np.nan, np.inf, -np.inf)
-EXAMPLES = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+# Examples per property (CUCONV_SEMANTICS_EXAMPLES raises it for a longer local run).
+EXAMPLES = settings(max_examples=int(os.environ.get("CUCONV_SEMANTICS_EXAMPLES", 30)), deadline=None,
+                    derandomize=not os.environ.get("CUCONV_SEMANTICS_EXAMPLES"), database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -56,8 +60,16 @@ def run(fn, shape, dtype, **kwargs):
     return out
 
 
-def check(got, want, dtype, algo, what):
-    assert_close(got, want, dtype, algo, what)
+def fin_abs(a):
+    """|a| with NaN/±Inf as 0, in float64: the inputs of the error's scale (Σ|a|·|b| per output)."""
+    if a is None:
+        return None
+    a = np.asarray(a).astype(np.float64)
+    return np.where(np.isfinite(a), np.abs(a), 0.0)
+
+
+def check(got, want, dtype, algo, what, scale=None):
+    assert_close(got, want, dtype, algo, what, scale=scale)
 
 
 def tol_algo(algo, dtype):
@@ -139,11 +151,12 @@ def test_conv2d_every_algorithm_matches_torch(case, seed, dtype, activation, wit
     bias = draw_array(rng, (w_shape[0],), dtype, rng.integers(0, 2)) if with_bias else None
     residual = draw_array(rng, problem.output_shape, dtype, rng.integers(0, 2)) if with_residual else None
     want = torch_conv2d(x, w, bias, residual, activation, args)
+    scale = torch_conv2d(fin_abs(x), fin_abs(w), fin_abs(bias), fin_abs(residual), None, args)
     with cuconv.backend("emulator"):
         outs = conv2d_all(x, w, bias, residual, activation, args, layout)
     assert len(outs) >= 2, problem.describe()
     for algo, got in outs.items():
-        check(got, want, dtype, tol_algo(algo, dtype), f"{algo} {layout} {activation} on {problem.describe()}")
+        check(got, want, dtype, tol_algo(algo, dtype), f"{algo} {layout} {activation} on {problem.describe()}", scale)
 
 
 @EXAMPLES
@@ -237,3 +250,242 @@ def test_issue22_item6_max_pool_backward_window_wholly_in_the_padding():
     assert_close(scatter, dxt.numpy(), "float64", "pool_grad")
     assert_close(gather, dxt.numpy(), "float64", "pool_grad")
     np.testing.assert_array_equal(gather, scatter)
+
+
+# --------------------------------------------------------------------------- gradients
+def grad_tol_algo(algo, dtype, which):
+    if dtype in ("float16", "bfloat16"):
+        return "tc_grad"
+    return "dgrad" if which == "input" else "wgrad"
+
+
+@EXAMPLES
+@given(case=conv_cases(), seed=st.integers(0, 2 ** 32 - 1),
+       dtype=st.sampled_from(["float32", "float32", "float64", "float16", "bfloat16"]))
+def test_conv2d_gradients_match_torch(case, seed, dtype):
+    """dx by every data-gradient algorithm, dW by every weight-gradient algorithm (bias gradient
+    fused and alone), NaN/±Inf planted in x, w and dy."""
+    x_shape, w_shape, args = case
+    rng = np.random.default_rng(seed)
+    problem = Conv2dProblem.from_shapes(x_shape, w_shape, dtype=dtype, **args)
+    x = draw_array(rng, x_shape, dtype, rng.integers(0, 3))
+    w = draw_array(rng, w_shape, dtype, rng.integers(0, 3))
+    dy = draw_array(rng, problem.output_shape, dtype, rng.integers(0, 3))
+    def grads(x, w, dy):
+        xt, wt = t64(x).requires_grad_(), t64(w).requires_grad_()
+        dxt, dwt = torch.autograd.grad(F.conv2d(xt, wt, **args), (xt, wt), t64(dy))
+        return dxt.numpy(), dwt.numpy(), t64(dy).sum((0, 2, 3)).numpy()
+
+    want = dict(zip(("input", "weight", "bias"), grads(x, w, dy)))
+    scale = dict(zip(("input", "weight", "bias"), grads(fin_abs(x), fin_abs(w), fin_abs(dy))))
+    ran = {}
+    with cuconv.backend("emulator"):
+        for which, shape in (("input", x_shape), ("weight", w_shape)):
+            names = [i.name for i in cuconv.grad.algorithms(problem, which) if i.ok]
+            # (a problem no algorithm runs — fp16 dgrad with padding past the filter — is refused)
+            for algo in names + ["auto"] * bool(names):
+                what = f"{which} {algo} on {problem.describe()}"
+                if which == "input":
+                    got = run(cuconv.grad.conv2d_input, shape, dtype, input_size=x_shape, weight=w, grad_output=dy,
+                              algo=algo, **args)
+                else:
+                    got = run(cuconv.grad.conv2d_weight, shape, dtype, input=x, weight_size=w_shape,
+                              grad_output=dy, algo=algo, **args)
+                check(got, want[which], dtype, grad_tol_algo(algo, dtype, which), what, scale[which])
+            ran[which] = names
+        mask = (bool(ran["input"]), True, True)
+        got = cuconv.grad.conv2d_backward(x, w, dy, output_mask=mask, **args)
+        for which, g, m in zip(("input", "weight", "bias"), got, mask):
+            if m:
+                check(g, want[which], dtype, grad_tol_algo("auto", dtype, which), f"conv2d_backward {which}",
+                      scale[which])
+        check(cuconv.grad.conv2d_bias(dy), want["bias"], dtype, grad_tol_algo("auto", dtype, "weight"), "conv2d_bias",
+              scale["bias"])
+    assert ran["weight"], problem.describe()
+
+
+# --------------------------------------------------------------------------- depthwise, separable
+DEPTHWISE_VARIANTS = ("auto", "specialized", "generic", "direct")
+
+
+@EXAMPLES
+@given(case=conv_cases(depthwise=True), seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from(["float32", "float64"]),
+       activation=st.sampled_from(ACTIVATIONS), with_bias=st.booleans(), with_residual=st.booleans(),
+       layout=st.sampled_from(["NCHW", "NHWC"]))
+def test_depthwise_every_variant_matches_torch(case, seed, dtype, activation, with_bias, with_residual, layout):
+    x_shape, w_shape, args = case
+    rng = np.random.default_rng(seed)
+    groups = args.pop("groups")
+    problem = Conv2dProblem.from_shapes(x_shape, w_shape, dtype=dtype, groups=groups, **args)
+    x = draw_array(rng, x_shape, dtype, rng.integers(0, 3))
+    w = draw_array(rng, w_shape, dtype, rng.integers(0, 3))
+    bias = draw_array(rng, (w_shape[0],), dtype, rng.integers(0, 2)) if with_bias else None
+    residual = draw_array(rng, problem.output_shape, dtype, rng.integers(0, 2)) if with_residual else None
+    want = torch_conv2d(x, w, bias, residual, activation, dict(args, groups=groups))
+    scale = torch_conv2d(fin_abs(x), fin_abs(w), fin_abs(bias), fin_abs(residual), None, dict(args, groups=groups))
+    shape = problem.output_shape if layout == "NCHW" else (problem.N, problem.P, problem.Q, problem.K)
+    ran = []
+    with cuconv.backend("emulator"):
+        for variant in DEPTHWISE_VARIANTS:
+            try:
+                got = run(cuconv.depthwise_conv2d, shape, dtype, x=to_layout(x, layout), w=to_layout(w, layout),
+                          bias=bias, residual=to_layout(residual, layout), activation=activation, variant=variant,
+                          layout=layout, **args)
+            except ValueError:
+                assert variant in ("specialized", "generic"), variant
+                continue
+            check(from_layout(got, layout), want, dtype, "depthwise", f"{variant} {layout} on {problem.describe()}",
+                  scale)
+            ran.append(variant)
+    assert {"auto", "direct"} <= set(ran)
+
+
+@EXAMPLES
+@given(case=conv_cases(depthwise=True), seed=st.integers(0, 2 ** 32 - 1), K=st.integers(1, 5),
+       act_d=st.sampled_from(ACTIVATIONS), activation=st.sampled_from(ACTIVATIONS), with_bias=st.booleans(),
+       with_residual=st.booleans())
+def test_separable_fused_and_unfused_match_torch(case, seed, K, act_d, activation, with_bias, with_residual):
+    x_shape, w_shape, args = case
+    groups = args.pop("groups")
+    problem = Conv2dProblem.from_shapes(x_shape, w_shape, groups=groups, **args)
+    rng = np.random.default_rng(seed)
+    x = draw_array(rng, x_shape, "float32", rng.integers(0, 3))
+    w_dw = draw_array(rng, w_shape, "float32", rng.integers(0, 2))
+    w_pw = draw_array(rng, (K, w_shape[0], 1, 1), "float32", rng.integers(0, 2))
+    b_dw = draw_array(rng, (w_shape[0],), "float32", rng.integers(0, 2)) if with_bias else None
+    b_pw = draw_array(rng, (K,), "float32", rng.integers(0, 2)) if with_bias else None
+    out_shape = (problem.N, K, problem.P, problem.Q)
+    residual = draw_array(rng, out_shape, "float32", rng.integers(0, 2)) if with_residual else None
+    def separable(x, w_dw, w_pw, b_dw, b_pw, residual, act_d, activation):
+        mid = act_torch(F.conv2d(t64(x), t64(w_dw), t64(b_dw), groups=groups, **args), act_d)
+        y = F.conv2d(mid, t64(w_pw), t64(b_pw))
+        return act_torch(y if residual is None else y + t64(residual), activation).numpy()
+
+    want = separable(x, w_dw, w_pw, b_dw, b_pw, residual, act_d, activation)
+    scale = separable(*map(fin_abs, (x, w_dw, w_pw, b_dw, b_pw, residual)), None, None)
+    with cuconv.backend("emulator"):
+        for fused in (True, False, None):
+            got = run(cuconv.separable_conv2d, out_shape, "float32", x=x, w_depthwise=w_dw, w_pointwise=w_pw,
+                      bias_depthwise=b_dw, bias_pointwise=b_pw, activation_depthwise=act_d, activation=activation,
+                      residual=residual, fused=fused, **args)
+            check(got, want, "float32", "separable", f"fused={fused} on {problem.describe()} to K={K}", scale)
+
+
+# --------------------------------------------------------------------------- transposed
+@st.composite
+def transpose_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2]))
+    cin, cout = draw(st.integers(1, 3)) * groups, draw(st.integers(1, 3)) * groups
+    R, S = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, max(0, dh * (R - 1)))), draw(st.integers(0, max(0, dw * (S - 1))))
+    oph, opw = draw(st.integers(0, sh - 1)), draw(st.integers(0, sw - 1))
+    H, W = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    if (H - 1) * sh - 2 * ph + dh * (R - 1) + oph + 1 < 1 or (W - 1) * sw - 2 * pw + dw * (S - 1) + opw + 1 < 1:
+        ph = pw = 0
+    N = draw(st.integers(1, 2))
+    return ((N, cin, H, W), (cin, cout // groups, R, S),
+            dict(stride=(sh, sw), padding=(ph, pw), output_padding=(oph, opw), groups=groups, dilation=(dh, dw)))
+
+
+@EXAMPLES
+@given(case=transpose_cases(), seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from(["float32", "float64"]),
+       activation=st.sampled_from(ACTIVATIONS), with_bias=st.booleans())
+def test_conv_transpose_and_its_gradients_match_torch(case, seed, dtype, activation, with_bias):
+    x_shape, w_shape, args = case
+    rng = np.random.default_rng(seed)
+    x = draw_array(rng, x_shape, dtype, rng.integers(0, 3))
+    w = draw_array(rng, w_shape, dtype, rng.integers(0, 3))
+    bias = draw_array(rng, (w_shape[1] * args["groups"],), dtype, rng.integers(0, 2)) if with_bias else None
+    out_shape = tuple(F.conv_transpose2d(t64(x), t64(w), **args).shape)
+    dy = draw_array(rng, out_shape, dtype, rng.integers(0, 3))
+
+    def reference(x, w, bias, dy, activation):
+        xt, wt = t64(x).requires_grad_(), t64(w).requires_grad_()
+        yt = F.conv_transpose2d(xt, wt, **args)
+        y = act_torch(yt.detach() + (0 if bias is None else t64(bias).reshape(1, -1, 1, 1)), activation).numpy()
+        dxt, dwt = torch.autograd.grad(yt, (xt, wt), t64(dy))
+        return y, dxt.numpy(), dwt.numpy()
+
+    want = reference(x, w, bias, dy, activation)
+    scale = reference(fin_abs(x), fin_abs(w), fin_abs(bias), fin_abs(dy), None)
+    what = f"{x_shape} {w_shape} {args}"
+    with cuconv.backend("emulator"):
+        for variant in ("auto", "simple", "phase"):
+            got = run(cuconv.conv_transpose2d, out_shape, dtype, x=x, w=w, bias=bias, activation=activation,
+                      variant=variant, **args)
+            check(got, want[0], dtype, "conv_transpose", f"{variant} {activation} {what}", scale[0])
+        got = run(cuconv.grad.conv_transpose2d_input, x_shape, dtype, input_size=x_shape, weight=w, grad_output=dy,
+                  **args)
+        check(got, want[1], dtype, "dgrad", f"conv_transpose2d_input {what}", scale[1])
+        got = run(cuconv.grad.conv_transpose2d_weight, w_shape, dtype, input=x, weight_size=w_shape, grad_output=dy,
+                  **args)
+        check(got, want[2], dtype, "wgrad", f"conv_transpose2d_weight {what}", scale[2])
+
+
+# --------------------------------------------------------------------------- pools
+@st.composite
+def pool_cases(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ceil = draw(st.booleans())
+    H = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), dh * (kh - 1) + 7))
+    W = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), dw * (kw - 1) + 7))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 3)), H, W), dict(
+        kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), ceil_mode=ceil)
+
+
+@EXAMPLES
+@given(case=pool_cases(), seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from(["float32", "float64"]),
+       count_include_pad=st.booleans(), divisor=st.sampled_from([None, None, 3]))
+def test_pools_and_their_gradients_match_torch(case, seed, dtype, count_include_pad, divisor):
+    """Max pooling's values and int64 indices exactly (NaN rule, windows wholly in the padding),
+    its gradient by the gather (window arguments) and the scatter (indices only); average and
+    global average pooling and their gradients."""
+    x_shape, args = case
+    rng = np.random.default_rng(seed)
+    x = draw_array(rng, x_shape, dtype, rng.integers(0, 4))
+    avg_args = dict(kernel_size=args["kernel_size"], stride=args["stride"], padding=args["padding"],
+                    ceil_mode=args["ceil_mode"], count_include_pad=count_include_pad, divisor_override=divisor)
+    yt, it = F.max_pool2d(t64(x), return_indices=True, **args)
+    shapes = (tuple(yt.shape), tuple(F.avg_pool2d(t64(x), **avg_args).shape), x_shape[:2] + (1, 1))
+    dys = [draw_array(rng, shape, dtype, rng.integers(0, 3)) for shape in shapes]
+
+    # An index outside the plane (a window wholly in the padding whose stepped start lies past
+    # the input): torch's CPU backward writes out of bounds there; cuconv skips it (README).
+    in_plane = bool(((it >= 0) & (it < x_shape[2] * x_shape[3])).all())
+
+    def reference(x, dys):
+        """(forward, input gradient) of max, average and global average pooling."""
+        xt = t64(x).requires_grad_()
+        out = []
+        pools = (F.max_pool2d(xt, **args), F.avg_pool2d(xt, **avg_args), xt.mean((2, 3), keepdim=True))
+        for i, (y, dy) in enumerate(zip(pools, dys)):
+            if i == 0 and not in_plane:     # max pooling: the NumPy reference, skipping
+                keep = (it.numpy() >= 0) & (it.numpy() < x_shape[2] * x_shape[3])
+                out.append((None, max_pool2d_backward_ref(np.where(keep, np.asarray(dy, np.float64), 0.0),
+                                                          np.where(keep, it.numpy(), 0), x_shape)))
+                continue
+            out.append((y.detach().numpy(), torch.autograd.grad(y, xt, t64(dy))[0].numpy()))
+        return out
+
+    (_, dx_max), (avg, dx_avg), (glob, dx_glob) = reference(x, dys)
+    (_, s_max), (s_avg, s_dx_avg), (s_glob, s_dx_glob) = reference(fin_abs(x), [fin_abs(d) for d in dys])
+    what = f"{x_shape} {args} {avg_args}"
+    with cuconv.backend("emulator"):
+        y, idx = cuconv.max_pool2d(x, return_indices=True, **args)
+        np.testing.assert_array_equal(y, yt.numpy().astype(dtype))
+        np.testing.assert_array_equal(idx, it.numpy())
+        gather = cuconv.grad.max_pool2d(dys[0], idx, x_shape, **args)
+        scatter = cuconv.grad.max_pool2d(dys[0], idx, x_shape)
+        check(gather, dx_max, dtype, "pool_grad", f"max gather {what}", s_max)
+        check(scatter, dx_max, dtype, "pool_grad", f"max scatter {what}", s_max)
+        check(cuconv.avg_pool2d(x, **avg_args), avg, dtype, "pool", f"avg {what}", s_avg)
+        check(cuconv.grad.avg_pool2d(dys[1], x_shape, **avg_args), dx_avg, dtype, "pool_grad", f"avg grad {what}",
+              s_dx_avg)
+        check(cuconv.global_avg_pool2d(x), glob, dtype, "pool", "global avg", s_glob)
+        check(cuconv.grad.global_avg_pool2d(dys[2], x_shape), dx_glob, dtype, "pool_grad", "global avg grad",
+              s_dx_glob)

@@ -33,10 +33,10 @@ from .tc_common import DTYPES as TC_DTYPES
 FILE = "tc_grad.cu"
 DTYPES = ("float16", "bfloat16")
 KERNELS = {"tc_dgrad_filter": 256, "tc_dgrad_scatter": 256, "tc_wgrad_simple": 128, "tc_grad_reduce": 256,
-           "tc_bias_grad": 256}
+           "tc_bias_grad": 256, "tc_dgrad_flags": 256, "tc_dgrad_fixup": 256}
 # Blocks per SM promised to the compile matrix (all fit on sm_75's 1024 threads per SM).
 MIN_BLOCKS = {"tc_dgrad_filter": 4, "tc_dgrad_scatter": 4, "tc_wgrad_simple": 8, "tc_grad_reduce": 4,
-              "tc_bias_grad": 4}
+              "tc_bias_grad": 4, "tc_dgrad_flags": 4, "tc_dgrad_fixup": 4}
 MAX_BLOCKS = 1 << 16
 WGRAD_TILE_M, WGRAD_TILE_N = 32, 16     # tc_wgrad_simple's block tile
 # The tiled wgrad: (BM, BN, BK, WM, WN, blocks per SM); 4 warps of 32x32, 128 threads.
@@ -181,7 +181,11 @@ def dgrad_parts(p: Conv2dProblem, caps, device=None, variant: str = "auto", misa
     unit = p.stride_h == p.stride_w == 1
     planes = p.N * p.C
     dx, w, dy = Ref("dx"), Ref("w"), Ref("dy")
-    launches, parts, aligned = [], [], set()
+    # Non-finite weights: per-channel flags first, the fix-up last (kernels/tc_grad.cu).
+    c_flags = Ref("c_flags")
+    parts, aligned = [(c_flags.name, "int32", p.C)], set()
+    launches = [_launch("tc_dgrad_flags", p.dtype, (min(p.C, 1024), 1, 1), (256, 1, 1),
+                        (w, c_flags, *(np.int32(v) for v in (p.K, p.C, p.R * p.S, p.groups))))]
     for i, (a, b, Hp, Wp, th, tw, q) in enumerate(phase_problems(p)):
         geom = tuple(np.int32(v) for v in (p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))
         if q is None:
@@ -207,6 +211,12 @@ def dgrad_parts(p: Conv2dProblem, caps, device=None, variant: str = "auto", misa
             n = p.N * p.C * Hp * Wp
             launches.append(_launch("tc_dgrad_scatter", p.dtype, (_common.grid_1d(n, 256, MAX_BLOCKS), 1, 1),
                                     (256, 1, 1), (out, np.int32(1), dx, np.int64(planes), *geom)))
+    c_blocks = min(p.C, 256)       # at most 1024 blocks, each reading a flag per channel it owns
+    launches.append(_launch("tc_dgrad_fixup", p.dtype, (_common.grid_1d(p.N * p.H * p.W, 256, 1024 // c_blocks),
+                                                         c_blocks, 1),
+                            (256, 1, 1), (w, dy, dx, c_flags, *(np.int32(v) for v in (
+                                p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w, p.pad_h,
+                                p.pad_w, p.dilation_h, p.dilation_w, p.groups)))))
     return launches, parts, tuple(sorted(aligned))
 
 
