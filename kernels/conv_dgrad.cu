@@ -28,7 +28,11 @@
 //      next step's gathers in registers during the FMAs, and the epilogue parked column by
 //      column in shared memory so that consecutive threads store consecutive phase pixels.
 //      A (BM pixels × BK output channels) is gathered from dy: each thread owns one pixel and
-//      BK/A_K_STEP channels; B (BK × BN) from w at the current tap.
+//      BK/A_K_STEP channels; B (BK × BN) from w at the current tap. A tap whose dy row or column
+//      falls outside dy reads a zero, which is exact unless the weight is non-finite (0·Inf =
+//      NaN, a term torch's col2im does not have): the epilogue recomputes an output that came
+//      out non-finite over its true terms (cc_dgrad_sum, dgrad_direct's sum) — one isfinite
+//      test per output on finite data (docs/semantics.md).
 //
 // Configs (ops/conv_dgrad.py), 256 threads each, 0 spills on sm_75 ... sm_120 (the compile
 // matrix, tests/test_compile.py, checks them and the blocks per SM promised):

@@ -189,6 +189,30 @@ def test_numpy_reference_follows_the_semantics():
         assert_close(got, torch_conv2d(x, w, bias, residual, activation, args), "float64", "direct")
 
 
+@EXAMPLES
+@given(M=st.integers(1, 9), N=st.integers(1, 9), K=st.integers(1, 12), seed=st.integers(0, 2 ** 32 - 1),
+       dtype=st.sampled_from(["float32", "float64", "float16", "bfloat16"]), activation=st.sampled_from(ACTIVATIONS),
+       with_bias=st.booleans(), with_residual=st.booleans(), allow_tf32=st.booleans())
+def test_gemm_matches_torch(M, N, K, seed, dtype, activation, with_bias, with_residual, allow_tf32):
+    """cuconv.gemm's epilogue (the pointwise and separable paths' GEMM) on NaN/±Inf."""
+    rng = np.random.default_rng(seed)
+    a, b = draw_array(rng, (M, K), dtype, rng.integers(0, 2)), draw_array(rng, (K, N), dtype, rng.integers(0, 2))
+    bias = draw_array(rng, (M,), dtype, rng.integers(0, 2)) if with_bias else None
+    residual = draw_array(rng, (M, N), dtype, rng.integers(0, 2)) if with_residual else None
+
+    def reference(a, b, bias, residual, activation):
+        y = t64(a) @ t64(b) + (0 if bias is None else t64(bias)[:, None]) + (0 if residual is None else t64(residual))
+        return act_torch(y, activation).numpy()
+
+    want = reference(a, b, bias, residual, activation)
+    scale = reference(*map(fin_abs, (a, b, bias, residual)), None)
+    tf32 = allow_tf32 and dtype == "float32"
+    algo = {"float16": "implicit_gemm_tc", "bfloat16": "implicit_gemm_tc"}.get(dtype, "gemm")
+    with cuconv.backend("emulator"):
+        got = cuconv.gemm(a, b, bias=bias, activation=activation, residual=residual, allow_tf32=tf32)
+    check(got, want, dtype, "implicit_gemm_tf32" if tf32 else algo, f"gemm {M}x{N}x{K}", scale)
+
+
 # --------------------------------------------------------------------------- issue 22 reproducers
 @pytest.mark.parametrize("algo", ["direct", "im2col_gemm", "implicit_gemm", "winograd_f2x2_3x3", "winograd_f4x4_3x3",
                                   "winograd_fused_f2x2_3x3", "fft", "fft_tiling", "implicit_gemm_tc_simple",
