@@ -513,3 +513,62 @@ def test_pools_and_their_gradients_match_torch(case, seed, dtype, count_include_
         check(cuconv.global_avg_pool2d(x), glob, dtype, "pool", "global avg", s_glob)
         check(cuconv.grad.global_avg_pool2d(dys[2], x_shape), dx_glob, dtype, "pool_grad", "global avg grad",
               s_dx_glob)
+
+
+# --------------------------------------------------------------------------- emulator checks
+@pytest.mark.parametrize("mode", [pytest.param(dict(sanitize="address,undefined", order="reverse"),
+                                               id="asan_ubsan_reverse"),
+                                  pytest.param(dict(order="random", seed=22), id="random")])
+def test_non_finite_paths_under_the_emulators_checks(mode):
+    """The code issue 22 added, under ASan/UBSan and reversed or random thread order: padded
+    taps multiplied (direct NCHW/NHWC, depthwise direct/NHWC, separable fused), the Winograd and
+    FFT fix-ups over padding, the dgrad recomputation (implicit GEMM, depthwise, tensor cores),
+    wgrad's padded zeros, the max-pool gather's windows wholly in the padding."""
+    rng = np.random.default_rng(2222)
+    args = dict(padding=1)
+    x = draw_array(rng, (2, 3, 7, 9), "float32", 2)
+    w = draw_array(rng, (4, 3, 3, 3), "float32", 0)
+    w[1, 0, 0, 0], w[2, 2, 2, 1] = np.inf, np.nan
+    dy = draw_array(rng, (2, 4, 7, 9), "float32", 2)
+    wd = draw_array(rng, (6, 1, 3, 3), "float32", 0)
+    wd[4, 0, 0, 2] = -np.inf
+    dyd = draw_array(rng, (2, 6, 7, 9), "float32", 1)
+
+    def grads(x, w, dy, dtype=torch.float64, **kw):
+        xt, wt = t64(x).requires_grad_(), t64(w).requires_grad_()
+        return [g.numpy() for g in torch.autograd.grad(F.conv2d(xt, wt, **kw, **args), (xt, wt), t64(dy))]
+
+    want = torch_conv2d(x, w, None, None, "relu", args)
+    want_dw = torch_conv2d(x, wd, None, None, None, dict(args, groups=3))
+    dx, dw = grads(x, w, dy)
+    dxd, dwd = grads(x, wd, dyd, groups=3)
+    x16, w16, dy16 = (a.astype(np.float16) for a in (x, w, dy))
+    dx16 = grads(x16, w16, dy16)[0]
+    pool_x = rng.uniform(-1, 1, (2, 3, 6, 1))
+    pool_args = dict(kernel_size=2, padding=(0, 1), dilation=3, ceil_mode=True)
+    with cuconv.backend("emulator", **mode):
+        for algo in ("direct", "winograd_f2x2_3x3", "winograd_fused_f2x2_3x3", "fft"):
+            check(cuconv.conv2d(x, w, algo=algo, activation="relu", **args), want, "float32", algo, algo)
+        got = cuconv.conv2d(to_layout(x, "NHWC"), to_layout(w, "NHWC"), algo="direct", activation="relu",
+                            layout="NHWC", **args)
+        check(from_layout(got, "NHWC"), want, "float32", "direct", "direct NHWC")
+        for variant in ("direct", "auto"):
+            check(cuconv.depthwise_conv2d(x, wd, variant=variant, **args), want_dw, "float32", "depthwise", variant)
+        got = cuconv.depthwise_conv2d(to_layout(x, "NHWC"), to_layout(wd, "NHWC"), layout="NHWC", **args)
+        check(from_layout(got, "NHWC"), want_dw, "float32", "depthwise", "depthwise NHWC")
+        pw = np.ones((2, 6, 1, 1), np.float32)
+        check(cuconv.separable_conv2d(x, wd, pw, fused=True, **args), F.conv2d(t64(want_dw), t64(pw)).numpy(),
+              "float32", "separable", "separable fused")
+        for algo in ("direct", "implicit_gemm"):
+            check(cuconv.grad.conv2d_input(x.shape, w, dy, algo=algo, **args), dx, "float32", "dgrad", algo)
+            check(cuconv.grad.conv2d_weight(x, w.shape, dy, algo=algo, **args), dw, "float32", "wgrad", algo)
+        check(cuconv.grad.conv2d_input(x.shape, wd, dyd, groups=3, algo="depthwise", **args), dxd, "float32",
+              "dgrad", "depthwise dgrad")
+        check(cuconv.grad.conv2d_weight(x, wd.shape, dyd, groups=3, algo="depthwise", **args), dwd, "float32",
+              "wgrad", "depthwise wgrad")
+        check(cuconv.grad.conv2d_input(x.shape, w16, dy16, algo="implicit_gemm_tc_simple", **args), dx16,
+              "float16", "tc_grad", "tensor-core dgrad")
+        y, idx = cuconv.max_pool2d(pool_x, return_indices=True, **pool_args)
+        dyp = rng.uniform(-1, 1, y.shape)
+        np.testing.assert_array_equal(cuconv.grad.max_pool2d(dyp, idx, pool_x.shape, **pool_args),
+                                      cuconv.grad.max_pool2d(dyp, idx, pool_x.shape))
