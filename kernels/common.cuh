@@ -89,29 +89,32 @@ __device__ __forceinline__ bool cc_is_finite(double v) {
 // One output of a convolution summed as direct.cu sums it: channels c, then filter rows r, then
 // columns s, one cc_fma each, from 0. The window's top-left tap is at (h0, w0) of an H×W plane;
 // x_c0 points at its first channel, whose elements are c·c_pitch + h·row_pitch + w·col_pitch apart
-// (NCHW: H·W, W, 1); w_k at the filter's channels × R × S weights. A tap in the padding contributes
-// 0·w, as torch's zero-padded input does, so a non-finite weight over the padding gives NaN
-// (docs/semantics.md); x is addressed only inside the plane. The direct kernels (direct.cu,
-// depthwise.cu) and the Winograd and FFT fix-ups all sum through this function, so a recomputed
-// output equals direct convolution's bit for bit.
+// (NCHW: H·W, W, 1); w_k at the filter's channels × R × S weights. A tap in the padding multiplies
+// a zero, as torch's zero-padded input does, so a non-finite weight over the padding gives NaN
+// (docs/semantics.md); x is addressed only inside the plane. The loops are not unrolled: the
+// sum is one dependent chain of FMAs anyway, and the registers an unrolled copy takes cost the
+// callers occupancy (the fused separable kernel its pointwise tile). The direct kernels
+// (direct.cu, depthwise.cu) and the Winograd and FFT fix-ups all sum through this function, so a
+// recomputed output equals direct convolution's bit for bit.
 template <typename T>
 __device__ __forceinline__ T cc_direct_sum(const T* __restrict__ x_c0, cc_index_t c_pitch, cc_index_t row_pitch,
                                            cc_index_t col_pitch, const T* __restrict__ w_k, int channels, int H,
                                            int W, int R, int S, int h0, int w0, int dil_h, int dil_w) {
     T acc = T(0);
-    for (int c = 0; c < channels; ++c) {
-        const T* x_c = x_c0 + c * c_pitch;
-        const T* w_c = w_k + (cc_index_t)c * R * S;
+#pragma unroll 1
+    for (int c = 0; c < channels; ++c)
+#pragma unroll 1
         for (int r = 0; r < R; ++r) {
             const int h = h0 + r * dil_h;
             const bool row_in = h >= 0 && h < H;
+            const T* x_row = x_c0 + c * c_pitch + (row_in ? h : 0) * row_pitch;
+#pragma unroll 1
             for (int s = 0; s < S; ++s) {
                 const int ww = w0 + s * dil_w;
-                const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(x_c + h * row_pitch + ww * col_pitch) : T(0);
-                acc = cc_fma(xv, cc_ldg(w_c + r * S + s), acc);
+                const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(x_row + ww * col_pitch) : T(0);
+                acc = cc_fma(xv, cc_ldg(w_k + ((cc_index_t)c * R + r) * S + s), acc);
             }
         }
-    }
     return acc;
 }
 
@@ -204,9 +207,9 @@ struct CcWiden {
 // non-finite term, and the extra terms were exact zeros). A is the accumulator type (float for
 // the 16-bit types: tc_grad.cu).
 template <typename T, typename A = T>
-__device__ __noinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
-                                       cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
-                                       int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
+__device__ __forceinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                          cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
+                                          int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
     const cc_index_t PQ = (cc_index_t)P * Q;
     A acc = A(0);
     for (int r = 0; r < R; ++r) {
@@ -219,12 +222,24 @@ __device__ __noinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __re
             if (tw < 0 || tw % stride_w != 0) continue;
             const int q = tw / stride_w;
             if (q >= Q) continue;
+#pragma unroll 1
             for (int k = 0; k < Kg; ++k)
                 acc = cc_fma(CcWiden<A, T>::of(cc_ldg(dy_g + k * PQ + (cc_index_t)p * Q + q)),
                              CcWiden<A, T>::of(cc_ldg(w_g + k * w_k_pitch + r * S + s)), acc);
         }
     }
     return acc;
+}
+
+// cc_dgrad_sum as a call, for the kernels that recompute an element off their main path: its
+// registers then do not add to those live at the call site.
+template <typename T, typename A = T>
+__device__ __noinline__ A cc_dgrad_sum_call(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                            cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
+                                            int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                                            int dil_w) {
+    return cc_dgrad_sum<T, A>(dy_g, w_g, Kg, w_k_pitch, P, Q, R, S, h, w, stride_h, stride_w, pad_h, pad_w, dil_h,
+                              dil_w);
 }
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed tree

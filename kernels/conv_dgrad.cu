@@ -105,6 +105,7 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     constexpr int SMEM_ELEMS = A_ELEMS + B_ELEMS > EPI_ELEMS ? A_ELEMS + B_ELEMS : EPI_ELEMS;
 
     __shared__ __align__(16) T smem[SMEM_ELEMS];
+    __shared__ int non_finite;       // set by the epilogue when it stored a non-finite value
     auto As = [&](int buf, int k, int m) -> T& { return smem[(buf * BK + k) * BM + m]; };
     auto Bs = [&](int buf, int k, int n) -> T& { return smem[A_ELEMS + (buf * BK + k) * BN_PAD + n]; };
 
@@ -221,6 +222,7 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
         load_step();
         store_step(0);
     }
+    if (tid == 0) non_finite = 0;
     __syncthreads();
 
 #pragma unroll 1
@@ -250,6 +252,18 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     // ---- epilogue: one thread-tile column per pass through shared memory; consecutive threads
     // write consecutive phase pixels (stride_w apart in dx).
     const cc_index_t HW = (cc_index_t)H * W;
+    // Element e of the pass of thread-tile column run col0: its dx image n, channel c (in the
+    // group), row h and column ww, or false when it lies outside dx.
+    auto locate = [&](int e, int col0, int& n, int& c, int& h, int& ww) {
+        const int m = m0 + e % BM;
+        c = n0 + col0 + (e / BM) * VN;
+        if (m >= M || c >= Cg) return false;
+        n = m / HWp;
+        const int rem = m - n * HWp, i = rem / Wp;
+        h = phase_h + i * stride_h;
+        ww = phase_w + (rem - i * Wp) * stride_w;
+        return true;
+    };
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
         const int col0 = (j / VN) * THREADS_N * VN + j % VN;
@@ -258,22 +272,33 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
         __syncthreads();
 #pragma unroll 1
         for (int e = tid; e < EPI_ELEMS; e += THREADS) {
-            const int ml = e % BM, col = e / BM;
-            const int m = m0 + ml, c = n0 + col0 + col * VN;
-            if (m < M && c < Cg) {
-                const int n = m / HWp, rem = m - n * HWp;
-                const int i = rem / Wp, jj = rem - i * Wp;
-                const int h = phase_h + i * stride_h, ww = phase_w + jj * stride_w;
-                T v = smem[e];
-                // The taps that reach no dy element multiplied zeros: exact, unless a weight is
-                // non-finite (0·Inf = NaN); then the element is summed over its true terms.
-                if (!cc_is_finite(v))
-                    v = cc_dgrad_sum(dy + ((cc_index_t)n * K + (cc_index_t)g * Kg) * PQ,
-                                     w + ((cc_index_t)g * Kg * Cg + c) * RS, Kg, (cc_index_t)Cg * RS, P, Q, R, S, h,
-                                     ww, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
+            int n, c, h, ww;
+            if (locate(e, col0, n, c, h, ww)) {
+                const T v = smem[e];
+                if (!cc_is_finite(v)) non_finite = 1;
                 dx[((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww] = v;
             }
         }
         __syncthreads();
+    }
+    // The taps whose dy row or column lies outside dy multiplied zeros: exact, unless a weight is
+    // non-finite (0·Inf = NaN, a term torch's col2im does not have). A block that stored a
+    // non-finite value re-reads its outputs (each thread its own stores) and sums the non-finite
+    // ones over their true terms. (The last barrier above made the flag visible.)
+    if (non_finite) {
+#pragma unroll 1
+        for (int j = 0; j < TN; ++j) {
+            const int col0 = (j / VN) * THREADS_N * VN + j % VN;
+#pragma unroll 1
+            for (int e = tid; e < EPI_ELEMS; e += THREADS) {
+                int n, c, h, ww;
+                if (!locate(e, col0, n, c, h, ww)) continue;
+                const cc_index_t at = ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww;
+                if (!cc_is_finite(dx[at]))
+                    dx[at] = cc_dgrad_sum(dy + ((cc_index_t)n * K + (cc_index_t)g * Kg) * PQ,
+                                          w + ((cc_index_t)g * Kg * Cg + c) * RS, Kg, (cc_index_t)Cg * RS, P, Q, R,
+                                          S, h, ww, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
+            }
+        }
     }
 }

@@ -66,9 +66,11 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
         for (int n = 0; n < N; ++n) {
             const T* dyk = dy + ((cc_index_t)n * K + k) * PQ;
             const T* xc = x + ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW;
+#pragma unroll 1
             for (int p = 0; p < P; ++p) {
                 const int h = p * stride_h - pad_h + r * dil_h;
                 const bool row_in = h >= 0 && h < H;
+#pragma unroll 1
                 for (int q = 0; q < Q; ++q) {
                     const int ww = q * stride_w - pad_w + s * dil_w;
                     // A tap in the padding contributes dy·0 (NaN for a non-finite dy), as torch's.

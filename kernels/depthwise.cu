@@ -155,21 +155,35 @@ depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
 #pragma unroll
         for (int r = 0; r < KS; ++r) {
             const int ih = p * STRIDE - pad_h + r;
-            const bool row_in = ih >= 0 && ih < H;
-            const T* row = xc + (cc_index_t)(row_in ? ih : 0) * W * C;
+            if (ih < 0 || ih >= H) continue;      // a row of the padding: after the loop
+            const T* row = xc + (cc_index_t)ih * W * C;
             T in[SPAN], wr[KS];
 #pragma unroll
             for (int i = 0; i < SPAN; ++i) {
                 const int iw = iw0 + i;
-                in[i] = (row_in && iw >= 0 && iw < W) ? cc_ldg(row + (cc_index_t)iw * C) : T(0);
+                in[i] = (iw >= 0 && iw < W) ? cc_ldg(row + (cc_index_t)iw * C) : T(0);
             }
 #pragma unroll
             for (int s = 0; s < KS; ++s) wr[s] = cc_ldg(wk + r * KS + s);
-            // Per output: r, then s, the direct kernel's order (taps in the padding add 0·w).
+            // Per output: r, then s, the direct kernel's order (padded columns add 0·w here).
 #pragma unroll
             for (int v = 0; v < V; ++v)
 #pragma unroll
                 for (int s = 0; s < KS; ++s) acc[v] = cc_fma(in[v * STRIDE + s], wr[s], acc[v]);
+        }
+        // The rows in the padding contribute 0·w per tap (NaN for a non-finite weight; else
+        // exactly nothing, so their place in the order does not matter). Not unrolled: it is
+        // off the main loop's path.
+#pragma unroll 1
+        for (int r = 0; r < KS; ++r) {
+            const int ih = p * STRIDE - pad_h + r;
+            if (ih >= 0 && ih < H) continue;
+#pragma unroll 1
+            for (int s = 0; s < KS; ++s) {
+                const T ws = cc_ldg(wk + r * KS + s);
+#pragma unroll
+                for (int v = 0; v < V; ++v) acc[v] = cc_fma(T(0), ws, acc[v]);
+            }
         }
 #pragma unroll
         for (int v = 0; v < V; ++v) {

@@ -16,8 +16,9 @@
 //       stride phase (phase_h, phase_w, row, column), so the threads of a warp share one phase
 //       and with it one set of taps (cc_dgrad_taps; computed once per phase into shared memory):
 //       no tap is tested and rejected, and no inserted zero is multiplied (the zeros staged
-//       outside dy are, and an element they made non-finite is recomputed with cc_dgrad_sum). Accumulation order per
-//       element: r, s, m — the order of dgrad_direct, so the two agree bit for bit.
+//       outside dy are: an element they made non-finite, 0·Inf, is recomputed with
+//       cc_dgrad_sum). Accumulation order per element: r, s, m — the order of dgrad_direct, so
+//       the two agree bit for bit.
 //   depthwise_wgrad<T, TAPS, MINB>  dW (and db when asked) as a per-channel reduction: block
 //       (k, tap chunk, split z) sums dy[n, k, p, q]·x[n, k/M, p·sh − ph + r·dh, q·sw − pw + s·dw]
 //       over its share of n·P·Q for TAPS taps held in registers (each dy element is read once
@@ -125,8 +126,9 @@ depthwise_dgrad_tiled(const T* __restrict__ w, const T* __restrict__ dy, T* __re
         // Taps whose dy row or column lies outside dy multiplied staged zeros: exact, unless a
         // weight is non-finite (0·Inf = NaN); then the element is summed over its true terms.
         if (!cc_is_finite(acc))
-            acc = cc_dgrad_sum(dy + (n * K + (cc_index_t)(c0 + cl) * M) * P * Q, w + (cc_index_t)(c0 + cl) * M * RS, M,
-                               (cc_index_t)RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
+            acc = cc_dgrad_sum_call(dy + (n * K + (cc_index_t)(c0 + cl) * M) * P * Q, w + (cc_index_t)(c0 + cl) * M * RS,
+                                    M, (cc_index_t)RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h,
+                                    dil_w);
         dx[((n * C + c0 + cl) * H + h) * W + ww] = acc;
     }
 }

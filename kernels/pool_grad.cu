@@ -6,8 +6,8 @@
 //       index is h·W + w — PyTorch's CUDA kernel's form: one thread per dx element enumerates the
 //       taps r (s) with h + pad − r·dil ≡ 0 (mod stride), i.e. the windows that contain it, in
 //       increasing (p, q): the output order; then the windows with no input element whose index
-//       is h·W + w (PoolAxis below; torch's CPU backward routes their dy there too, its CUDA
-//       gather drops it). Needs the window geometry (kernel, stride, padding, dilation, P, Q)
+//       is h·W + w (max_pool2d_empty_windows; torch's CPU backward routes their dy there too,
+//       its CUDA gather drops it). Needs the window geometry (kernel, stride, padding, dilation, P, Q)
 //       the forward ran with.
 //   max_pool2d_backward_scatter<T>  the same sums from the indices alone (torch's
 //       max_pool2d_with_indices_backward given only grad_output, indices and the input size):
@@ -28,33 +28,40 @@
 
 // A window with no input element (its taps step over the whole image: dilation), which the forward
 // answers with −Inf and torch's CPU index: the window's start stepped by the dilation out of the
-// padding, in each dimension — pool.cu's best_idx, hs·W + ws, which need not lie in the window nor
-// the plane. Only a window that starts in the padding can be empty (a later one starts inside the
-// input, the last one too: ceil_mode's rule), so only rows p < ceil(pad_h / stride_h) and columns
-// q < ceil(pad_w / stride_w) hold empty windows.
-struct PoolAxis {
-    int stride, pad, dil, k, n;     // n: the input size along this axis
-    __device__ __forceinline__ int start(int p) const {        // the stepped start hs(p)
-        const int s = p * stride - pad;
-        return s < 0 ? s + cc_div_up(-s, dil) * dil : s;
-    }
-    __device__ __forceinline__ bool empty(int p) const {
-        return start(p) >= min(p * stride - pad + (k - 1) * dil + 1, n);
-    }
-    __device__ __forceinline__ int in_padding() const { return cc_div_up(pad, stride); }   // windows starting there
-    // Calls f(p) for the outputs p < count whose stepped start is `target`: the few starting in the
-    // padding one by one, the one later output p = (target + pad) / stride by division.
-    template <typename F>
-    __device__ __forceinline__ void each_with_start(long long target, int count, F f) const {
-        const int first_inside = min(in_padding(), count);
-        for (int p = 0; p < first_inside; ++p)
-            if (start(p) == target) f(p);
-        if (target >= 0 && target < n && (target + pad) % stride == 0) {
-            const long long p = (target + pad) / stride;
-            if (p >= first_inside && p < count) f((int)p);
+// padding in each dimension, start(p)·W + start(q) (pool.cu's best_idx). The stepped start lies past
+// the window only when it lies past the input (the steps stay within the window's k taps: pad <=
+// k/2), and only a window that starts in the padding steps: so the empty windows are those with
+// start(p) >= H — their index is outside the plane, skipped — or start(q) >= W, q < ceil(pad_w /
+// stride_w), whose index start(p)·W + start(q) lands on another row of the plane.
+__device__ __forceinline__ int pool_stepped_start(int p, int stride, int pad, int dil) {
+    const int s = p * stride - pad;
+    return s < 0 ? s + cc_div_up(-s, dil) * dil : s;
+}
+
+// acc + the dy of the empty windows whose index is `me`: for each column q < ceil(pad_w / stride_w)
+// whose stepped start is past the input, the rows p with start(p) = (me − start(q)) / W — those
+// starting in the padding one by one, the one later row by division.
+template <typename T>
+__device__ __forceinline__ T max_pool2d_empty_windows(T acc, const T* __restrict__ dyp, const long long* __restrict__ ip,
+                                                   long long me, int W, int P, int Q, int stride_h, int stride_w,
+                                                   int pad_h, int pad_w, int dil_h, int dil_w) {
+    const int p_pad = min(cc_div_up(pad_h, stride_h), P), q_pad = min(cc_div_up(pad_w, stride_w), Q);
+#pragma unroll 1
+    for (int q = 0; q < q_pad; ++q) {
+        const int ws = pool_stepped_start(q, stride_w, pad_w, dil_w);
+        if (ws < W || me < ws || (me - ws) % W != 0) continue;
+        const int row = (int)((me - ws) / W);
+        const int p_in = (row + pad_h) % stride_h == 0 ? (row + pad_h) / stride_h : -1;
+#pragma unroll 1
+        for (int p = 0; p <= p_pad; ++p) {          // p == p_pad: the row starting inside, if any
+            const int pp = p < p_pad ? p : p_in;
+            if (p < p_pad ? pool_stepped_start(p, stride_h, pad_h, dil_h) != row : pp < p_pad || pp >= P) continue;
+            const cc_index_t o = (cc_index_t)pp * Q + q;
+            if (ip[o] == me) acc += cc_ldg(dyp + o);
         }
     }
-};
+    return acc;
+}
 
 template <typename T>
 __global__ void __launch_bounds__(CC_POOLG_THREADS, 4)
@@ -88,23 +95,10 @@ max_pool2d_backward_gather(const T* __restrict__ dy, const long long* __restrict
                 if (ip[o] == me) acc += cc_ldg(dyp + o);
             }
         }
-        // The empty windows whose index is this element (none unless a window's taps step over
-        // the image): those of the empty rows, then those of the empty columns in the other rows
-        // — each in output order, after the windows that hold the element.
-        const PoolAxis ax_h{stride_h, pad_h, dil_h, kh, H}, ax_w{stride_w, pad_w, dil_w, kw, W};
-        auto add = [&](int p, int q) {
-            const cc_index_t o = (cc_index_t)p * Q + q;
-            if (ip[o] == me) acc += cc_ldg(dyp + o);
-        };
-        for (int p = 0; p < min(ax_h.in_padding(), P); ++p)
-            if (ax_h.empty(p)) ax_w.each_with_start(me - (long long)ax_h.start(p) * W, Q, [&](int q) { add(p, q); });
-        for (int q = 0; q < min(ax_w.in_padding(), Q); ++q) {
-            const long long rest = me - ax_w.start(q);
-            if (!ax_w.empty(q) || rest < 0 || rest % W != 0) continue;
-            ax_h.each_with_start(rest / W, P, [&](int p) {
-                if (!ax_h.empty(p)) add(p, q);
-            });
-        }
+        // The windows with no input element whose index is this element, after the windows that
+        // hold it. Only dilation steps a window's taps over the whole image.
+        if (dil_w > 1)
+            acc = max_pool2d_empty_windows(acc, dyp, ip, me, W, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
         dx[idx] = acc;
     }
 }

@@ -548,7 +548,9 @@ __global__ void __launch_bounds__(256, 2) winograd_fixup(
         const int p0 = (in_image / tiles_w) * M, q0 = (in_image % tiles_w) * M;
         const float* x_img = x + n * C * plane;
         const float* w_k = w + (cc_index_t)k * C * 9;
+#pragma unroll 1
         for (int i = 0; i < M; ++i) {
+#pragma unroll 1
             for (int j = 0; j < M; ++j) {
                 const int p = p0 + i, q = q0 + j;
                 if (p >= P || q >= Q) continue;
