@@ -29,7 +29,7 @@ F = torch.nn.functional
 ACTIVATIONS = (None, "relu", "relu6", "silu")
 SPECIALS = (np.nan, np.inf, -np.inf)
 # Examples per property (CUCONV_SEMANTICS_EXAMPLES raises it for a longer local run).
-EXAMPLES = settings(max_examples=int(os.environ.get("CUCONV_SEMANTICS_EXAMPLES", 30)), deadline=None,
+EXAMPLES = settings(max_examples=int(os.environ.get("CUCONV_SEMANTICS_EXAMPLES", 40)), deadline=None,
                     derandomize=not os.environ.get("CUCONV_SEMANTICS_EXAMPLES"), database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

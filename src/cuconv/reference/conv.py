@@ -7,6 +7,7 @@ from ..problem import Conv2dProblem, _pair
 
 
 def _act(y: np.ndarray, activation) -> np.ndarray:
+    """torch's activations with its IEEE rules (np.maximum and np.clip keep NaN, as torch does)."""
     if activation in (None, "none", "identity"):
         return y
     if activation == "relu":
@@ -14,7 +15,8 @@ def _act(y: np.ndarray, activation) -> np.ndarray:
     if activation == "relu6":
         return np.clip(y, 0.0, 6.0)
     if activation == "silu":
-        return y / (1.0 + np.exp(-y))
+        with np.errstate(over="ignore", invalid="ignore"):   # silu(−Inf) = −Inf/Inf = NaN, as torch's
+            return y / (1.0 + np.exp(-y))
     raise ValueError(f"unknown activation {activation!r}")
 
 
@@ -39,15 +41,17 @@ def conv2d_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     cg, kg = p.C_per_group, p.K_per_group
     hi = p.stride_h * (p.P - 1) + 1
     wi = p.stride_w * (p.Q - 1) + 1
-    for g in range(p.groups):
-        xg = xp[:, g * cg:(g + 1) * cg]
-        wg = w[g * kg:(g + 1) * kg]
-        for r in range(p.R):
-            for s in range(p.S):
-                h0, w0 = r * p.dilation_h, s * p.dilation_w
-                patch = xg[:, :, h0:h0 + hi:p.stride_h, w0:w0 + wi:p.stride_w]  # N, cg, P, Q
-                y[:, g * kg:(g + 1) * kg] += np.einsum("ncpq,kc->nkpq", patch, wg[:, :, r, s])
-    return apply_epilogue(y, bias, residual, activation)
+    # The padding is zeros that are multiplied (0·Inf = NaN, as in torch): IEEE arithmetic on purpose.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for g in range(p.groups):
+            xg = xp[:, g * cg:(g + 1) * cg]
+            wg = w[g * kg:(g + 1) * kg]
+            for r in range(p.R):
+                for s in range(p.S):
+                    h0, w0 = r * p.dilation_h, s * p.dilation_w
+                    patch = xg[:, :, h0:h0 + hi:p.stride_h, w0:w0 + wi:p.stride_w]  # N, cg, P, Q
+                    y[:, g * kg:(g + 1) * kg] += np.einsum("ncpq,kc->nkpq", patch, wg[:, :, r, s])
+        return apply_epilogue(y, bias, residual, activation)
 
 
 def im2col_ref(x, kernel_size, stride=1, padding=0, dilation=1) -> np.ndarray:
