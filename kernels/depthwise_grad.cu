@@ -126,9 +126,9 @@ depthwise_dgrad_tiled(const T* __restrict__ w, const T* __restrict__ dy, T* __re
         // Taps whose dy row or column lies outside dy multiplied staged zeros: exact, unless a
         // weight is non-finite (0·Inf = NaN); then the element is summed over its true terms.
         if (!cc_is_finite(acc))
-            acc = cc_dgrad_sum_call(dy + (n * K + (cc_index_t)(c0 + cl) * M) * P * Q, w + (cc_index_t)(c0 + cl) * M * RS,
-                                    M, (cc_index_t)RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h,
-                                    dil_w);
+            acc = cc_dgrad_sum_call(dy + (n * K + (cc_index_t)(c0 + cl) * M) * P * Q,
+                                    w + (cc_index_t)(c0 + cl) * M * RS, M, (cc_index_t)RS, P, Q, R, S, h, ww,
+                                    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
         dx[((n * C + c0 + cl) * H + h) * W + ww] = acc;
     }
 }

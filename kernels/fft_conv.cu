@@ -33,11 +33,12 @@
 // input window (the Lh×Lw tile it packs) makes every output of that item NaN for every output
 // channel of its group, and one in filter k makes every output of channel k NaN, where direct
 // convolution gives NaN/Inf only at the outputs whose window holds it (and relu6 then maps a
-// wrong ±Inf to 6 or 0, hiding the error). So that both algorithms return exactly direct convolution's
-// NaN/Inf pattern and values, each pass of items runs: fft_flags_init, which clears a flag per
-// item of the pass and an "any item" word (and on the first pass marks each output channel k
-// whose filter holds a non-finite weight, from w itself, so this holds when the filter spectra
-// are given); fft_pack_input, which flags every item whose window holds a non-finite value;
+// wrong ±Inf to 6 or 0, hiding the error). So that both algorithms return exactly direct
+// convolution's NaN/Inf pattern and values, each pass of items runs: fft_flags_init, which
+// clears a flag per item of the pass and an "any item" word (and on the first pass marks each
+// output channel k whose filter holds a non-finite weight, from w itself, so this holds when the
+// filter spectra are given; its whole channel then, the outputs over the padding included, which
+// get that weight's 0·w); fft_pack_input, which flags every item whose window holds a non-finite value;
 // fft_crop_epilogue, which flags every item where a transform produced one from finite data
 // (the spectra overflow float32 long before direct's sum does: |X[f]| sums a whole plane); and
 // fft_fixup, which recomputes the outputs of flagged items and flagged channels straight from x

@@ -7,8 +7,8 @@
 //       taps r (s) with h + pad − r·dil ≡ 0 (mod stride), i.e. the windows that contain it, in
 //       increasing (p, q): the output order; then the windows with no input element whose index
 //       is h·W + w (max_pool2d_empty_windows; torch's CPU backward routes their dy there too,
-//       its CUDA gather drops it). Needs the window geometry (kernel, stride, padding, dilation, P, Q)
-//       the forward ran with.
+//       its CUDA gather drops it). Needs the window geometry (kernel, stride, padding, dilation,
+//       P, Q) the forward ran with.
 //   max_pool2d_backward_scatter<T>  the same sums from the indices alone (torch's
 //       max_pool2d_with_indices_backward given only grad_output, indices and the input size):
 //       one warp per (n, c) plane zeroes the plane, then walks its outputs 32 at a time; the
@@ -26,13 +26,13 @@
 
 #define CC_POOLG_THREADS 256
 
-// A window with no input element (its taps step over the whole image: dilation), which the forward
-// answers with −Inf and torch's CPU index: the window's start stepped by the dilation out of the
-// padding in each dimension, start(p)·W + start(q) (pool.cu's best_idx). The stepped start lies past
-// the window only when it lies past the input (the steps stay within the window's k taps: pad <=
-// k/2), and only a window that starts in the padding steps: so the empty windows are those with
-// start(p) >= H — their index is outside the plane, skipped — or start(q) >= W, q < ceil(pad_w /
-// stride_w), whose index start(p)·W + start(q) lands on another row of the plane.
+// A window with no input element (its taps step over the whole image: dilation), which the
+// forward answers with −Inf and torch's CPU index: the window's start stepped by the dilation out
+// of the padding in each dimension, start(p)·W + start(q) (pool.cu's best_idx). The stepped start
+// lies past the window only when it lies past the input (the steps stay within the window's k
+// taps: pad <= k/2), and only a window that starts in the padding steps: so the empty windows are
+// those with start(p) >= H — their index is outside the plane, skipped — or start(q) >= W,
+// q < ceil(pad_w / stride_w), whose index start(p)·W + start(q) lands on another row.
 __device__ __forceinline__ int pool_stepped_start(int p, int stride, int pad, int dil) {
     const int s = p * stride - pad;
     return s < 0 ? s + cc_div_up(-s, dil) * dil : s;
@@ -42,9 +42,10 @@ __device__ __forceinline__ int pool_stepped_start(int p, int stride, int pad, in
 // whose stepped start is past the input, the rows p with start(p) = (me − start(q)) / W — those
 // starting in the padding one by one, the one later row by division.
 template <typename T>
-__device__ __forceinline__ T max_pool2d_empty_windows(T acc, const T* __restrict__ dyp, const long long* __restrict__ ip,
-                                                   long long me, int W, int P, int Q, int stride_h, int stride_w,
-                                                   int pad_h, int pad_w, int dil_h, int dil_w) {
+__device__ __forceinline__ T max_pool2d_empty_windows(T acc, const T* __restrict__ dyp,
+                                                      const long long* __restrict__ ip, long long me, int W, int P,
+                                                      int Q, int stride_h, int stride_w, int pad_h, int pad_w,
+                                                      int dil_h, int dil_w) {
     const int p_pad = min(cc_div_up(pad_h, stride_h), P), q_pad = min(cc_div_up(pad_w, stride_w), Q);
 #pragma unroll 1
     for (int q = 0; q < q_pad; ++q) {
