@@ -11,8 +11,10 @@
 // + output_padding_h + 1.
 //
 // Variants, simplest to fastest:
-//   conv_transpose2d_simple<T>    one thread per output; every (ci, r, s) is tested for the
-//                                 divisibility above. Always correct; the tests' yardstick.
+//   conv_transpose2d_simple<T>    one thread per output; every (r, s) is tested for the
+//                                 divisibility above and the reachable ones summed over ci (the
+//                                 data gradient's sum, cc_dgrad_sum). Always correct; the tests'
+//                                 yardstick.
 //   conv_transpose2d_phase<T, CO_TILE>
 //                                 a block handles one output phase (oh mod stride_h,
 //                                 ow mod stride_w) so the set of contributing taps is the same
@@ -45,25 +47,12 @@ conv_transpose2d_simple(const T* __restrict__ x, const T* __restrict__ w,
         const cc_index_t n = t / Cout;
         const int g = co / cout_g;
         const int col = co - g * cout_g;
-        T acc = T(0);
-        for (int cil = 0; cil < cin_g; ++cil) {
-            const int ci = g * cin_g + cil;
-            const T* xc = x + (n * Cin + ci) * H * W;
-            const T* wc = w + ((cc_index_t)ci * cout_g + col) * R * S;
-            for (int r = 0; r < R; ++r) {
-                const int th = oh + pad_h - r * dil_h;
-                if (th < 0 || th % stride_h != 0) continue;
-                const int ih = th / stride_h;
-                if (ih >= H) continue;
-                for (int s = 0; s < S; ++s) {
-                    const int tw = ow + pad_w - s * dil_w;
-                    if (tw < 0 || tw % stride_w != 0) continue;
-                    const int iw = tw / stride_w;
-                    if (iw >= W) continue;
-                    acc = cc_fma(cc_ldg(xc + (cc_index_t)ih * W + iw), cc_ldg(wc + r * S + s), acc);
-                }
-            }
-        }
+        // The data gradient's sum (common.cuh's cc_dgrad_sum) with x as dy: taps r, then s, then
+        // the input channels of the group — only the products that exist.
+        const T acc = cc_dgrad_sum(x + (n * Cin + (cc_index_t)g * cin_g) * H * W,
+                                   w + ((cc_index_t)g * cin_g * cout_g + col) * R * S, cin_g,
+                                   (cc_index_t)cout_g * R * S, H, W, R, S, oh, ow, stride_h, stride_w, pad_h, pad_w,
+                                   dil_h, dil_w);
         y[idx] = cc_epilogue(acc, has_bias ? bias : nullptr, co, nullptr, idx, act);
     }
 }
