@@ -22,6 +22,7 @@ from cuconv.bench.record import kernel_table, recorded_kernels
 from cuconv.bench.runner import BenchOptions, Runner, scaled_tolerance
 from cuconv.cli import main as cli_main
 from cuconv.problem import Conv2dProblem
+from cuconv.testing import tolerance
 
 EMU = dict(emulate=True, progress=False)
 
@@ -116,10 +117,12 @@ def test_gemm_pool_separable_work_by_hand():
 
 def test_tolerance_scales_only_past_the_tables_reduction_lengths():
     small = ConvCase("t", "s", problem=Conv2dProblem(1, 64, 8, 8, 8, 3, 3))          # C·R·S = 576
-    big = ConvCase("t", "b", problem=Conv2dProblem(1, 512, 8, 8, 8, 3, 3))           # 4608
-    assert scaled_tolerance(small, "direct") == 2e-6
-    assert scaled_tolerance(big, "direct") == pytest.approx(2e-6 * 4608 / 4096)
-    assert scaled_tolerance(GemmCase("t", "g", M=1, N=1, K=25088), "gemm") == pytest.approx(2e-6 * 25088 / 4096)
+    big = ConvCase("t", "b", problem=Conv2dProblem(1, 512, 8, 8, 8, 3, 3))           # 4608: the table's own
+    bound = tolerance("float32", "direct")
+    assert scaled_tolerance(small, "direct") == bound
+    assert scaled_tolerance(big, "direct") == bound
+    assert scaled_tolerance(GemmCase("t", "g", M=1, N=1, K=25088), "gemm") == pytest.approx(
+        tolerance("float32", "gemm") * math.sqrt(25088 / 4608))                      # as cuconv.testing.grown
     assert scaled_tolerance(Im2colCase("t", "i", problem=big.problem), "im2col") == 0.0
 
 

@@ -30,7 +30,7 @@ from ..backend import backend, gpu_available
 from ..compile import ARCHS
 from ..device import device_report
 from ..emulator import LaunchError
-from ..testing import poison, random_array
+from ..testing import grown, poison, random_array
 from .cases import REDUCTION_RULE, Case
 from .cases import numpy_dtype as _np_dtype
 from .measure import (
@@ -50,9 +50,6 @@ from .rows import SCHEMA, STATUSES, fill_achieved, fill_work, new_row
 MAX_REFERENCE_FLOPS = 2e9
 # A dry run allocates (never touches) the full-size arrays; above this it is skipped.
 MAX_DRY_RUN_BYTES = 16 << 30
-# Reduction lengths up to this meet the tolerance table as it stands (its comment: "CRS up to a
-# few thousand"); longer ones scale it linearly, as the worst-case fp32 summation bound grows.
-TOLERANCE_REDUCTION_LENGTH = 4096
 SAME_AS = "run once for identical layers, first "
 NOT_TIMED = "not timed: verified on the CPU emulator"
 
@@ -413,13 +410,13 @@ def emulator_missing() -> str | None:
 
 
 def scaled_tolerance(case: Case, algo: str) -> float | None:
-    """The (dtype, algo) table entry, scaled linearly for reductions longer than the table covers;
-    None when the table has no entry."""
+    """The (dtype, algo) table entry, grown as the table grows it for reductions longer than it
+    covers (cuconv.testing.grown); None when the table has no entry."""
     try:
         tol = case.tolerance(algo)
     except KeyError:
         return None
-    return tol * max(1.0, case.reduction_length() / TOLERANCE_REDUCTION_LENGTH)
+    return grown(tol, case.reduction_length())
 
 
 def judge(err: float, tol: float | None, case: Case, algo: str, note: list[str]) -> bool | None:
