@@ -138,13 +138,13 @@ def markdown(rows, backend: str, draws: int, seconds: float, command: str) -> st
         "worse than the direct sum.",
         "",
         f"Tolerance table: `(\"float32\", \"fft\")` and `(\"float32\", \"fft_tiling\")` = "
-        f"{TOLERANCES[('float32', 'fft')]:.0e}, the fp32 direct algorithms' bound: "
-        f"{TOLERANCES[('float32', 'fft')] / max(worst['fft'], worst['fft_tiling']):.1f}x the worst FFT error "
-        "measured here, the margin covering cuFFT's transforms, which no run has measured yet.",
+        f"{TOLERANCES[('float32', 'fft')].bound:.0e} ({TOLERANCES[('float32', 'fft')].reason}): "
+        f"{TOLERANCES[('float32', 'fft')].bound / max(worst['fft'], worst['fft_tiling']):.1f}x the worst FFT "
+        "error measured here; cuFFT's transforms are not measured yet.",
         "",
         'Non-finite values: a transform spreads one NaN or ±Inf over its whole plane (every output of the',
         'item — the image for `fft`, the tile for `fft_tiling` — and, for a weight, of the whole output',
-        'channel), and relu would then turn that NaN into a plausible 0. The plans flag every item whose',
+        'channel), and relu6 would then turn a wrong ±Inf into a plausible 6 or 0. The plans flag every item whose',
         'input window holds a non-finite value, every item where a transform produced one from finite data',
         "(the spectra overflow float32 long before direct convolution's sum does), and every output channel",
         "whose filter holds one, and `fft_fixup` recomputes those outputs in `direct.cu`'s order and",
