@@ -44,33 +44,26 @@ struct cc_same {
 // gives NaN too), silu(NaN) = NaN. SiLU with the accurate expf / exp, so GPU and emulator agree to a
 // few ulps. An if-chain, not a switch: a switch's jump table (BRX) hides the loop structure of the
 // kernels around it from the static analysis.
-// max(v, lo) and min(v, hi) that keep NaN (fmaxf / fminf drop it): max.NaN / min.NaN on sm_80+,
+// max(v, b) (MAX) or min(v, b) that keeps NaN (fmaxf / fminf drop it): max.NaN / min.NaN on sm_80+,
 // a compare-select elsewhere (a comparison with NaN is false: v itself is kept).
-__device__ __forceinline__ float cc_max_nan(float v, float lo) {
+template <bool MAX>
+__device__ __forceinline__ float cc_bound_nan(float v, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     float r;
-    asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(v), "f"(lo));
+    if (MAX) asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(v), "f"(b));
+    else asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(v), "f"(b));
     return r;
 #else
-    return v < lo ? lo : v;
+    return (MAX ? v < b : v > b) ? b : v;
 #endif
 }
-__device__ __forceinline__ float cc_min_nan(float v, float hi) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    float r;
-    asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(v), "f"(hi));
-    return r;
-#else
-    return v > hi ? hi : v;
-#endif
-}
-__device__ __forceinline__ double cc_max_nan(double v, double lo) { return v < lo ? lo : v; }
-__device__ __forceinline__ double cc_min_nan(double v, double hi) { return v > hi ? hi : v; }
+template <bool MAX>
+__device__ __forceinline__ double cc_bound_nan(double v, double b) { return (MAX ? v < b : v > b) ? b : v; }
 
 template <typename T>
 __device__ __forceinline__ T cc_activate(T v, int act) {
-    if (act == CC_ACT_RELU) return cc_max_nan(v, T(0));
-    if (act == CC_ACT_RELU6) return cc_min_nan(cc_max_nan(v, T(0)), T(6));
+    if (act == CC_ACT_RELU) return cc_bound_nan<true>(v, T(0));
+    if (act == CC_ACT_RELU6) return cc_bound_nan<false>(cc_bound_nan<true>(v, T(0)), T(6));
     if (act == CC_ACT_SILU) return v / (T(1) + cc_exp(-v));
     return v;
 }
