@@ -5,7 +5,9 @@ matrix product (``GemmProblem``).
 Kernels, ops, the cost model and the bench harness all describe their work with these
 classes, so a layer means the same thing everywhere. Each has ``from_shapes`` (PyTorch's
 arguments, checked with PyTorch's rules: ValueError/TypeError naming the shapes and the
-rule broken), ``validate`` and its output shape. A leaf module: it imports nothing of cuconv.
+rule broken), ``validate`` and its output shape. ``pair``, ``int_arg`` and ``bool_arg`` read PyTorch's
+scalar arguments for every op (TypeError for a non-int, ValueError naming the argument for one beyond the
+kernels' 32-bit range). Imports nothing of cuconv but its vocabulary (cuconv.dtypes).
 
 Notation (the textbook's §9.1 and cuDNN's): input N×C×H×W, filter K×(C/groups)×R×S,
 output N×K×P×Q with
@@ -19,34 +21,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "tf32": 4,
-               "int8": 1, "int32": 4}
+from .dtypes import DTYPE_BYTES, INT32_MAX, dtype_name, numpy_dtype  # noqa: F401  (re-exported for callers of cuconv.problem)
 
-
-def dtype_name(dtype) -> str:
-    """Canonical dtype name ('float32', 'float16', 'bfloat16', ...) for a dtype-like."""
-    if isinstance(dtype, str):
-        aliases = {"fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16",
-                   "half": "float16", "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
-        name = aliases.get(dtype, dtype)
-        if name not in DTYPE_BYTES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
-        return name
-    name = np.dtype(dtype).name
-    if name not in DTYPE_BYTES:
-        raise ValueError(f"unsupported dtype {name!r}; expected one of {sorted(DTYPE_BYTES)}")
-    return name
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    """The NumPy dtype of a dtype name ('bfloat16' through the optional ml_dtypes package)."""
-    if name == "bfloat16":
-        import ml_dtypes  # noqa: PLC0415  (optional third-party package, the bf16 extra)
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def _pair(value, what: str) -> tuple[int, int]:
+def pair(value, what: str) -> tuple[int, int]:
+    """An int or a pair of ints (PyTorch's ``stride=2`` or ``stride=(2, 1)``) as a pair: TypeError
+    for anything else, ValueError naming ``what`` for a value beyond the kernels' 32-bit range."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
@@ -56,13 +35,26 @@ def _pair(value, what: str) -> tuple[int, int]:
     for v in (a, b):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{what} must be an int or a pair of ints, got {value!r}")
+        if not -INT32_MAX <= v <= INT32_MAX:
+            raise ValueError(f"{what}={value!r} does not fit a 32-bit int (the kernels' argument range)")
     return int(a), int(b)
 
 
-def _int(value, what: str) -> int:
+def int_arg(value, what: str) -> int:
+    """An int argument (``groups``, ...): TypeError for anything else, ValueError naming ``what``
+    beyond the kernels' 32-bit range."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{what} must be an int, got {value!r}")
+    if not -INT32_MAX <= value <= INT32_MAX:
+        raise ValueError(f"{what}={value!r} does not fit a 32-bit int (the kernels' argument range)")
     return int(value)
+
+
+def bool_arg(value, what: str) -> bool:
+    """A bool argument (``ceil_mode``, ...; NumPy's bool too): TypeError for anything else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
@@ -108,9 +100,9 @@ class Conv2dProblem:
             raise ValueError(f"weight must be 4-D KCRS, got shape {w_shape}")
         N, C, H, W = x_shape
         K, Cg, R, S = w_shape
-        sh, sw = _pair(stride, "stride")
-        dh, dw = _pair(dilation, "dilation")
-        groups = _int(groups, "groups")
+        sh, sw = pair(stride, "stride")
+        dh, dw = pair(dilation, "dilation")
+        groups = int_arg(groups, "groups")
         pad_end_h = pad_end_w = None
         if isinstance(padding, str):
             if padding == "valid":
@@ -124,7 +116,7 @@ class Conv2dProblem:
             else:
                 raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
         else:
-            ph, pw = _pair(padding, "padding")
+            ph, pw = pair(padding, "padding")
         p = cls(N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, groups, dtype_name(dtype),
                 pad_end_h if pad_end_h != ph else None, pad_end_w if pad_end_w != pw else None)
         p.validate(x_shape=x_shape, w_shape=w_shape)
@@ -313,11 +305,11 @@ class ConvTransposeProblem:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         if len(w_shape) != 4:
             raise ValueError(f"weight must be 4-D (C_in, C_out/groups, R, S), got shape {w_shape}")
-        groups = _int(groups, "groups")
-        sh, sw = _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        oph, opw = _pair(output_padding, "output_padding")
-        dh, dw = _pair(dilation, "dilation")
+        groups = int_arg(groups, "groups")
+        sh, sw = pair(stride, "stride")
+        ph, pw = pair(padding, "padding")
+        oph, opw = pair(output_padding, "output_padding")
+        dh, dw = pair(dilation, "dilation")
         where = f"(input {x_shape}, weight {w_shape})"
         N, C, H, W = x_shape
         Cw, cout_g, R, S = w_shape
@@ -474,18 +466,16 @@ class PoolProblem:
         N, C, H, W = x_shape
         if kind == "global_avg":
             return cls(kind, N, C, H, W, H, W, H, W, dtype=dtype_name(dtype)).validate()
-        kh, kw = _pair(kernel_size, "kernel_size")
+        kh, kw = pair(kernel_size, "kernel_size")
         if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
             sh, sw = kh, kw
         else:
-            sh, sw = _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        dh, dw = _pair(dilation, "dilation")
-        for value, what in ((ceil_mode, "ceil_mode"), (count_include_pad, "count_include_pad")):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{what} must be a bool, got {value!r}")
+            sh, sw = pair(stride, "stride")
+        ph, pw = pair(padding, "padding")
+        dh, dw = pair(dilation, "dilation")
+        ceil_mode, count_include_pad = bool_arg(ceil_mode, "ceil_mode"), bool_arg(count_include_pad, "count_include_pad")
         if divisor_override is not None:
-            divisor_override = _int(divisor_override, "divisor_override")
+            divisor_override = int_arg(divisor_override, "divisor_override")
         return cls(kind, N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, bool(ceil_mode),
                    bool(count_include_pad), divisor_override, dtype_name(dtype)).validate()
 

@@ -107,7 +107,7 @@ def analyze_source(source: str, kernel: str, arch, options=(), *, block_threads:
         file=name, expression=kernel.strip())
 
 
-def _file_options(path: Path, options) -> tuple:
+def file_options(path: Path, options) -> tuple:
     # The file's own directory and cuconv's kernels/ (so `#include "common.cuh"` works).
     return (f"--include-path={path.resolve().parent}", f"--include-path={kernel_dir()}", *options)
 
@@ -115,7 +115,7 @@ def _file_options(path: Path, options) -> tuple:
 def analyze_file(path, kernel: str, arch, options=(), **kwargs) -> Analysis:
     """``analyze_source`` on a .cu file; its directory and cuconv's kernels/ are on the include path."""
     path = Path(path)
-    return analyze_source(path.read_text(), kernel, arch, _file_options(path, options), name=path.name, **kwargs)
+    return analyze_source(path.read_text(), kernel, arch, file_options(path, options), name=path.name, **kwargs)
 
 
 def sass(entry_or_source, arch, kernel: str | None = None, options=()) -> str:

@@ -48,7 +48,7 @@ _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` 
                         "(the Python cost of an op call, on the record backend). Default: {default}.")
 
 
-def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
+def int_list(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
     try:
         vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
@@ -58,18 +58,18 @@ def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
     return vals
 
 
-def _pair_arg(what: str, allow_words=()):
+def pair_arg(what: str, allow_words=()):
     def parse(text: str):
         if text in allow_words:
             return text
-        vals = _ints(text, what)
+        vals = int_list(text, what)
         if len(vals) not in (1, 2):
             raise argparse.ArgumentTypeError(f"{what} is one integer or two (h,w), got {text!r}")
         return vals[0] if len(vals) == 1 else vals
     return parse
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     v = int(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
@@ -89,14 +89,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("targets", nargs="*", metavar="TARGET",
                         help=_DESCRIPTION_TARGETS.format(suites=", ".join(SUITES), default=DEFAULT_SUITE))
     g = parser.add_argument_group("conv2d problem (cuconv bench conv2d ...)")
-    g.add_argument("--input", type=lambda t: _ints(t, "--input", 4), metavar="N,C,H,W")
-    g.add_argument("--weight", type=lambda t: _ints(t, "--weight", 4), metavar="K,C,R,S",
+    g.add_argument("--input", type=lambda t: int_list(t, "--input", 4), metavar="N,C,H,W")
+    g.add_argument("--weight", type=lambda t: int_list(t, "--weight", 4), metavar="K,C,R,S",
                    help="C is the input channels per group")
-    g.add_argument("--stride", type=_pair_arg("--stride"), default=1, metavar="S|SH,SW")
-    g.add_argument("--padding", type=_pair_arg("--padding", ("same", "valid")), default=0,
+    g.add_argument("--stride", type=pair_arg("--stride"), default=1, metavar="S|SH,SW")
+    g.add_argument("--padding", type=pair_arg("--padding", ("same", "valid")), default=0,
                    metavar="P|PH,PW|same|valid")
-    g.add_argument("--dilation", type=_pair_arg("--dilation"), default=1, metavar="D|DH,DW")
-    g.add_argument("--groups", type=_positive_int, default=1)
+    g.add_argument("--dilation", type=pair_arg("--dilation"), default=1, metavar="D|DH,DW")
+    g.add_argument("--groups", type=positive_int, default=1)
     g = parser.add_argument_group("what to run")
     g.add_argument("--algo", default="auto",
                    help="conv2d algorithm for every conv case: auto (default), a name from "
@@ -107,7 +107,7 @@ def add_arguments(parser) -> None:
                         "dx; a model's FC layers as GEMMs. The first layer of a model gets no dgrad. Gradients run "
                         "algo auto unless --algo all")
     g.add_argument("--dtype", default="float32", help="element type (default float32)")
-    g.add_argument("--batch", type=_positive_int, default=None,
+    g.add_argument("--batch", type=positive_int, default=None,
                    help="batch size (models: default 32; seed: the textbook's, 32 for §9.1 and 1 elsewhere)")
     g.add_argument("-k", "--filter", default=None, metavar="TEXT",
                    help="only cases whose name or layer contains TEXT")
@@ -121,7 +121,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--graph", action="store_true",
                    help="time replays of each plan captured once in a CUDA graph (no launch overhead "
                         "between a plan's kernels: small layers show the GPU time alone)")
-    g.add_argument("--repeats", type=_positive_int, default=None,
+    g.add_argument("--repeats", type=positive_int, default=None,
                    help="exactly this many timed runs per case (default: until the noise target or budget)")
     g.add_argument("--budget", type=_positive_float, default=2.0, metavar="SECONDS",
                    help="time budget per timed function (default 2)")

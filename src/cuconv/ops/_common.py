@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import INT32_MAX
 from ..plan import Ref, pointer
-from ..problem import _pair
 
 # Fused-epilogue activations; the codes match CuconvActivation in kernels/common.cuh.
 ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "silu": 3}
@@ -17,15 +17,6 @@ ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "silu":
 i32 = np.int32
 i64 = np.int64
 f32 = np.float32
-
-INT_MAX = 2 ** 31 - 1
-
-# The element types of the CUDA-core kernels (templated on T = float or double): the short
-# tag in generated config names (direct_f64_256, gemm_f64_...) and the C++ type in name
-# expressions. The f32 labels predate float64 and keep their names.
-FLOAT_DTYPES = ("float32", "float64")
-DTYPE_TAG = {"float32": "f32", "float64": "f64"}
-CTYPE = {"float32": "float", "float64": "double"}
 
 # The array slots of the conv plans' input and output.
 X, W, OUT = Ref("x"), Ref("w"), Ref("out")
@@ -36,10 +27,6 @@ def activation_code(activation) -> int:
         return ACTIVATIONS[activation]
     except (KeyError, TypeError):
         raise ValueError(f"activation must be one of None, 'relu', 'relu6', 'silu', got {activation!r}") from None
-
-
-def pair(value, what: str) -> tuple[int, int]:
-    return _pair(value, what)
 
 
 def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=None, contiguous: bool = False):
@@ -107,7 +94,7 @@ def overlaps(a, b) -> bool:
     return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
 
 
-def grid_1d(total: int, block: int, max_blocks: int = INT_MAX) -> int:
+def grid_1d(total: int, block: int, max_blocks: int = INT32_MAX) -> int:
     """Blocks for a 1-D grid over ``total`` items (grid-stride kernels cap it)."""
     return max(1, min((total + block - 1) // block, max_blocks))
 

@@ -15,13 +15,12 @@ import functools
 import numpy as np
 
 from ..backend import current_backend, planning_target
+from ..dtypes import FLOAT_DTYPES
 from ..plan import Plan, PlanCache
 from ..problem import Conv2dProblem
 from . import _common
 from ._algorithm import LAYOUTS, ConvSpec
 
-# The dtypes some convolution algorithm takes (which one: ConvAlgorithm.dtypes, cuconv.algorithms).
-FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # The names the error messages use for the plan roles.
 _ROLE_NAMES = {"x": "input", "w": "weight"}
 

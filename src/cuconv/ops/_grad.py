@@ -15,13 +15,13 @@ from typing import ClassVar
 import numpy as np
 
 from .. import plan as _plan
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag  # noqa: F401
 from ..registry import KernelEntry, file_group, register_kernel
 from . import _common
 
-# The element types of the backward kernels: dtype name -> (C++ type, config-name tag).
-CTYPES = {"float32": ("float", "f32"), "float64": ("double", "f64")}
-DTYPES = tuple(CTYPES)
-INT_MAX = 2 ** 31 - 1
+# The element types of the backward CUDA-core kernels.
+DTYPES = CUDA_CORE_DTYPES
+INT_MAX = INT32_MAX
 
 
 _ENTRIES: dict = {}
@@ -47,14 +47,6 @@ def Launch(file: str, expression: str, grid, block, args, shared_mem: int = 0) -
 def sm_count(be) -> int:
     """SMs of the backend's device (132, an H100 SXM's, on the CPU backends)."""
     return be.caps().sms
-
-
-def ctype(dtype: str) -> str:
-    return CTYPES[dtype][0]
-
-
-def tag(dtype: str) -> str:
-    return CTYPES[dtype][1]
 
 
 def run(be, launches) -> None:
@@ -131,7 +123,7 @@ class DirectConfig:
 
 def check_dtype(dtype: str, what: str = "dtype") -> str:
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in CTYPES:
+    if name not in DTYPES:
         raise TypeError(f"{what} must be float32 or float64 for the backward kernels (float16 and "
                         f"bfloat16 go to the tensor-core ones), got {name}")
     return name

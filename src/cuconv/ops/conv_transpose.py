@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, Output, Plan, PlanCache
 from ..problem import ConvTransposeProblem
 from ..registry import KernelEntry, register_kernel
@@ -33,7 +34,6 @@ FILE = "conv_transpose.cu"
 THREADS = 256
 MIN_BLOCKS_PER_SM = 4
 MAX_BLOCKS = 1 << 16
-INT_MAX = 2 ** 31 - 1
 
 VARIANTS = ("auto", "simple", "phase")
 # (dtype, kernel) -> (label, expression); kernel "simple" or the phase kernel's CO_TILE: 4 and
@@ -41,8 +41,8 @@ VARIANTS = ("auto", "simple", "phase")
 # budget of 4 blocks/SM on sm_90).
 CO_TILES = {"float32": (4, 8), "float64": (4,)}
 KERNELS = {}
-for _dt in _common.FLOAT_DTYPES:
-    _tag, _ct = _common.DTYPE_TAG[_dt], _common.CTYPE[_dt]
+for _dt in CUDA_CORE_DTYPES:
+    _tag, _ct = tag(_dt), ctype(_dt)
     KERNELS[(_dt, "simple")] = (f"conv_transpose2d_{_tag}_simple", f"conv_transpose2d_simple<{_ct}>")
     for _co in CO_TILES[_dt]:
         KERNELS[(_dt, _co)] = (f"conv_transpose2d_{_tag}_phase_co{_co}", f"conv_transpose2d_phase<{_ct}, {_co}>")
@@ -58,9 +58,9 @@ ENTRIES = {expr: register_kernel(KernelEntry(FILE, expr, label, block_threads=TH
 def kernel_limits(p: ConvTransposeProblem) -> str | None:
     """The kernels' 32-bit extents, or None."""
     for name, v in (("H_out", p.H_out), ("W_out", p.W_out), ("C_out", p.C_out)):
-        if v > INT_MAX:
+        if v > INT32_MAX:
             return f"{name}={v} does not fit a 32-bit int"
-    if (p.C_out // p.groups) * p.R * p.S > INT_MAX:
+    if (p.C_out // p.groups) * p.R * p.S > INT32_MAX:
         return (f"C_out/groups·R·S={(p.C_out // p.groups) * p.R * p.S} does not fit the kernels' 32-bit "
                 "per-channel weight offsets")
     return None
@@ -83,7 +83,7 @@ def plan(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]
         hp = -(-p.H_out // p.stride_h)
         wp = -(-p.W_out // p.stride_w)
         blocks = _phase_blocks(p, co)
-        if blocks <= INT_MAX and hp * wp <= INT_MAX:
+        if blocks <= INT32_MAX and hp * wp <= INT32_MAX:
             label, expr = KERNELS[(p.dtype, co)]
             return label, expr, blocks
         if variant == "phase":
@@ -98,11 +98,11 @@ _PLANS = PlanCache()
 
 
 def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation, variant) -> Plan:
-    x = _common.as_tensor(x, "input", dtypes=_common.FLOAT_DTYPES, be=be)
+    x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C_in, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
     dt = np.dtype(x.dtype).name
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=_common.FLOAT_DTYPES, be=be)
+    w = _common.as_tensor(w, "weight", ndim=4, dtypes=CUDA_CORE_DTYPES, be=be)
     if np.dtype(w.dtype).name != dt:
         raise TypeError(f"input and weight must have the same dtype, got {dt} and {np.dtype(w.dtype).name}")
     p = ConvTransposeProblem.from_shapes(x.shape, w.shape, stride, padding, output_padding, groups, dilation, dt)

@@ -120,7 +120,7 @@ def dgrad_plan(p: Conv2dProblem, smem_limit: int = SMEM_LIMIT_BYTES) -> DwDgradP
     (two items per thread); when a tile covers a whole plane, several channels per block.
     Each step keeps the shared memory within ``smem_limit``.
     """
-    if not applies(p) or _int32_reason(p) is not None or p.dtype not in _grad.CTYPES:
+    if not applies(p) or _int32_reason(p) is not None or p.dtype not in _grad.DTYPES:
         return None
     sh, sw = p.stride_h, p.stride_w
     if max(sh, sw) > MAX_STRIDE:
@@ -222,7 +222,7 @@ def wgrad_plan(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: int | None
                bias: bool = False, splits: int | None = None) -> DwWgradPlan | None:
     """The depthwise wgrad plan for ``p`` (None if the kernel's int limits do not hold).
     ``splits`` overrides the rule (tests)."""
-    if not applies(p) or _int32_reason(p) is not None or p.dtype not in _grad.CTYPES:
+    if not applies(p) or _int32_reason(p) is not None or p.dtype not in _grad.DTYPES:
         return None
     if p.K * -(-(p.R * p.S) // TAPS) > INT_MAX:
         return None

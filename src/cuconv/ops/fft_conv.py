@@ -58,6 +58,7 @@ import numpy as np
 
 from .. import fft_math
 from ..backend import current_backend
+from ..dtypes import INT32_MAX
 from ..fft_math import FftTiling
 from ..plan import FftStep, Launch, Output, Plan, PlanCache, PlanError, Ref, WORKSPACE_ALIGN, layout_buffers
 from ..problem import Conv2dProblem
@@ -69,7 +70,7 @@ from ._common import OUT, W, X, f32, i32, i64
 FILE = "fft_conv.cu"
 THREADS = 256
 _MAX_BLOCKS = 1 << 20           # the pack and crop kernels are grid-stride loops
-_MAX_ELEMENTS = 2 ** 31 - 1     # per buffer of a chunk: the FFT batches and kernel counts are int
+_MAX_ELEMENTS = INT32_MAX     # per buffer of a chunk: the FFT batches and kernel counts are int
 
 
 @dataclass(frozen=True)

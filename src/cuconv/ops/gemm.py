@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, Output, Plan, PlanCache, Ref
 from ..problem import GemmProblem
 from ..registry import KernelEntry, register_kernel
@@ -26,7 +27,7 @@ from . import tc_gemm as _tc
 KERNEL_FILE = "gemm.cu"
 # Sizes stay below 2**31 with a tile to spare, so the kernels' 32-bit row/column indices
 # (tile origin + offset in the tile) cannot overflow.
-SIZE_MAX = 2 ** 31 - 256
+SIZE_MAX = INT32_MAX + 1 - 256
 _GRID_YZ_MAX = 65535          # gridDim.y and gridDim.z limit; bigger grids are split into launches
 
 # Bits of the kernels' `flags` argument (GEMM_VEC_* in gemm.cu).
@@ -56,7 +57,7 @@ class GemmConfig:
             raise ValueError(f"GemmConfig.kind must be 'naive', 'tiled' or 'regblock', got {self.kind!r}")
         if self.kind == "tiled" and not (self.bm == self.bn == self.bk):
             raise ValueError(f"a tiled GemmConfig has square tiles, got {self.bm}x{self.bn}x{self.bk}")
-        if self.dtype not in _common.FLOAT_DTYPES:
+        if self.dtype not in CUDA_CORE_DTYPES:
             raise ValueError(f"GemmConfig.dtype must be float32 or float64, got {self.dtype!r}")
         if self.kind == "regblock" and (self.tm % 4 or self.tn % 4 or self.bm % self.tm
                                         or self.bn % self.tn or self.bk % 4):
@@ -65,21 +66,21 @@ class GemmConfig:
 
     @property
     def label(self) -> str:
-        tag = _common.DTYPE_TAG[self.dtype]
+        short = tag(self.dtype)
         if self.kind == "naive":
-            return f"gemm_{tag}_naive_{self.bm}x{self.bn}"
+            return f"gemm_{short}_naive_{self.bm}x{self.bn}"
         if self.kind == "tiled":
-            return f"gemm_{tag}_tiled_{self.bm}x{self.bn}x{self.bk}"
-        return f"gemm_{tag}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+            return f"gemm_{short}_tiled_{self.bm}x{self.bn}x{self.bk}"
+        return f"gemm_{short}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
 
     @property
     def expression(self) -> str:
-        ctype = _common.CTYPE[self.dtype]
+        t = ctype(self.dtype)
         if self.kind == "naive":
-            return f"gemm_naive<{ctype}, {self.bm}, {self.bn}>"
+            return f"gemm_naive<{t}, {self.bm}, {self.bn}>"
         if self.kind == "tiled":
-            return f"gemm_tiled<{ctype}, {self.bm}>"
-        return f"gemm_{_common.DTYPE_TAG[self.dtype]}_regblock<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}>"
+            return f"gemm_tiled<{t}, {self.bm}>"
+        return f"gemm_{tag(self.dtype)}_regblock<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}>"
 
     @property
     def threads(self) -> int:
@@ -189,7 +190,7 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
     M, N, K, batch = int(M), int(N), int(K), int(batch)
     if M == 0 or N == 0 or batch == 0:
         return []
-    cfg = _resolve_config(config, dtype) or choose_config(M, N, K, batch, dtype)
+    cfg = resolve_config(config, dtype) or choose_config(M, N, K, batch, dtype)
     entry = ENTRIES[cfg]
     flags = vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c)
     bias_arg = bias if bias is not None else Ref.absent(dtype)
@@ -209,7 +210,7 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
     return launches
 
 
-def _resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
+def resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
     """None, or the registered config ``config`` names; with ``dtype``, it must be of that dtype."""
     if config is None:
         return None
@@ -241,7 +242,7 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
             raise TypeError("config= names a gemm.cu config; the tensor-core GEMM picks its own "
                             "(call cuconv.ops.tc_gemm.tc_gemm(..., config=) to choose one)")
         return _tc.gemm_plan(be, a, b, bias, residual, out, activation, None, bool(allow_tf32), misaligned)
-    if dt not in _common.FLOAT_DTYPES or np.dtype(b.dtype).name != dt:
+    if dt not in CUDA_CORE_DTYPES or np.dtype(b.dtype).name != dt:
         raise TypeError(f"a and b must both have dtype float32 or float64 (or float16/bfloat16, or float32 "
                         f"with allow_tf32=True), got {dt} and {np.dtype(b.dtype).name}")
     _common.as_tensor(a, "a", None, (dt,), be)
@@ -255,7 +256,7 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
     _common.optional_tensor(bias, "bias", (M,), dt, be)
     _common.optional_tensor(residual, "residual", prob.output_shape, dt, be)
     act = _common.activation_code(activation)
-    cfg = _resolve_config(config, dt)
+    cfg = resolve_config(config, dt)
     _common.same_device(be, a=a, b=b, bias=bias, residual=residual, out=out)
     if out is not None:
         _common.check_out(out, prob.output_shape, dt, be)

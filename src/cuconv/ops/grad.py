@@ -38,17 +38,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import current_backend, planning_target
+from ..dtypes import CUDA_CORE_DTYPES, FLOAT_DTYPES
 from ..plan import Output, Plan, PlanCache, PlanError, Ref, layout_buffers, relabel
-from ..problem import Conv2dProblem, ConvTransposeProblem, PoolProblem
+from ..problem import Conv2dProblem, ConvTransposeProblem, PoolProblem, bool_arg
 from . import _common, _grad, conv2d, conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad
 from ._algorithm import ConvSpec
 from ._conv_frontend import layout_shapes
-from .pool import _check_bool
 
 CONV_ALGOS = ("direct", "implicit_gemm", "depthwise", "implicit_gemm_tc", "implicit_gemm_tc_simple")
 TC_ALGOS = {"implicit_gemm_tc": "auto", "implicit_gemm_tc_simple": "simple"}
-FLOAT_DTYPES = ("float32", "float64")
-CONV_DTYPES = (*FLOAT_DTYPES, *tc_grad.DTYPES)
+CONV_DTYPES = FLOAT_DTYPES
 
 # What ``auto`` takes, per gradient: the rule, for algorithms() (conv_dgrad.resolve and
 # conv_wgrad.plan are the code).
@@ -356,7 +355,7 @@ def _plan_weight(be, x, size, dy, out, out_bias, stride, padding, dilation, grou
     dt = _dtype_of(x, "input", CONV_DTYPES)
     _same_dtype(dt, grad_output=dy, out=out, out_bias=out_bias)
     algo = _check_algo(algo)
-    deterministic = _check_bool(deterministic, "deterministic")
+    deterministic = bool_arg(deterministic, "deterministic")
     if max_workspace_bytes is not None and (isinstance(max_workspace_bytes, bool) or max_workspace_bytes < 0):
         raise ValueError(f"max_workspace_bytes must be None or >= 0, got {max_workspace_bytes!r}")
     p = _conv_args(be, "conv2d_weight", x.shape, size, dy, stride, padding, dilation, groups, layout, dt)
@@ -473,7 +472,7 @@ def _plan_backward(be, x, w, dy, mask, stride, padding, dilation, groups, algo, 
     if not (isinstance(mask, tuple) and len(mask) == 3 and all(isinstance(m, (bool, np.bool_)) for m in mask)):
         raise TypeError(f"output_mask must be a tuple of three bools (input, weight, bias), got {mask!r}")
     algo, weight_algo = _check_algo(algo), _check_algo(weight_algo)
-    deterministic = _check_bool(deterministic, "deterministic")
+    deterministic = bool_arg(deterministic, "deterministic")
     p = _conv_args(be, "conv2d_backward", x.shape, w.shape, dy, stride, padding, dilation, groups, "NCHW", dt)
     _devices(be, input=x, weight=w, grad_output=dy)
     caps, device = planning_target(be)
@@ -535,7 +534,7 @@ def _pool_args(be, what: str, dy, size, out):
     """(dtype, input size) of a pooling gradient call: dy float32/float64 (N, C, P, Q), the
     input size (N, C, H, W) agreeing on N and C, out (N, C, H, W)."""
     dy = _arg(be, dy, "grad_output")
-    dt = _dtype_of(dy, "grad_output", FLOAT_DTYPES)
+    dt = _dtype_of(dy, "grad_output", CUDA_CORE_DTYPES)
     _ndim("grad_output", dy, 4)
     if len(size) != 4:
         raise ValueError(f"{what}: input_size must be 4-D (N, C, H, W) (3-D with an unbatched grad_output), "
@@ -569,7 +568,7 @@ def _plan_max_pool(be, dy, indices, size, window, out) -> Plan:
     expected = (("dy", tuple(dy.shape), dt), ("indices", tuple(dy.shape), "int64"))
     if window is not None:
         kernel_size, stride, padding, dilation, ceil_mode = window
-        ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+        ceil_mode = bool_arg(ceil_mode, "ceil_mode")
         pp = PoolProblem.from_shapes("max", size, kernel_size, stride, padding, dilation, ceil_mode, dtype=dt)
         _shaped("grad_output", dy, (*size[:2], pp.P, pp.Q), f"the output of max_pool2d's window on input {size}")
         geom = (pp.kernel_h, pp.kernel_w, pp.stride_h, pp.stride_w, pp.pad_h, pp.pad_w, pp.dilation_h,
@@ -617,8 +616,8 @@ def plan_max_pool2d(grad_output, indices, input_size, kernel_size=None, stride=N
 def _plan_avg_pool(be, dy, size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
                    out) -> Plan:
     dt = _pool_args(be, "avg_pool2d backward", dy, size, out)
-    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
-    count_include_pad = _check_bool(count_include_pad, "count_include_pad")
+    ceil_mode = bool_arg(ceil_mode, "ceil_mode")
+    count_include_pad = bool_arg(count_include_pad, "count_include_pad")
     pp = PoolProblem.from_shapes("avg", size, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                                  divisor_override, dtype=dt)
     _shaped("grad_output", dy, (*size[:2], pp.P, pp.Q), f"the output of avg_pool2d's window on input {size}")
@@ -745,7 +744,7 @@ def _plan_t_weight(be, x, size, dy, out, stride, padding, output_padding, groups
     dt = _dtype_of(x, "input", CONV_DTYPES)
     _same_dtype(dt, grad_output=dy, out=out)
     algo = _check_algo(algo)
-    deterministic = _check_bool(deterministic, "deterministic")
+    deterministic = bool_arg(deterministic, "deterministic")
     tp, q = _transpose_problem("conv_transpose2d_weight", x.shape, size, dy, stride, padding, output_padding,
                                groups, dilation, dt)
     _check_outs(be, [("out", out, q.weight_shape, dt)])

@@ -9,8 +9,9 @@ import math
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, Output, Plan, PlanCache, Ref
-from ..problem import Conv2dProblem
+from ..problem import Conv2dProblem, pair
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32
@@ -21,10 +22,10 @@ BLOCK = 128
 _GRID_Y_MAX = 65535
 
 # One instantiation per element type (float32, float64): labels im2col_f32_128, im2col_f64_128.
-LABELS = {dt: f"im2col_{_common.DTYPE_TAG[dt]}_{BLOCK}" for dt in _common.FLOAT_DTYPES}
-ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{_common.CTYPE[dt]}, {BLOCK}>", LABELS[dt], BLOCK,
+LABELS = {dt: f"im2col_{tag(dt)}_{BLOCK}" for dt in CUDA_CORE_DTYPES}
+ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{ctype(dt)}, {BLOCK}>", LABELS[dt], BLOCK,
                                            min_blocks_per_sm=8, main=dt == "float32"))
-           for dt in _common.FLOAT_DTYPES}
+           for dt in CUDA_CORE_DTYPES}
 ENTRY, LABEL, EXPRESSION = ENTRIES["float32"], LABELS["float32"], ENTRIES["float32"].expression
 
 
@@ -50,11 +51,11 @@ _PLANS = PlanCache()
 
 
 def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
-    x = _common.as_tensor(x, "input", None, _common.FLOAT_DTYPES, be)
+    x = _common.as_tensor(x, "input", None, CUDA_CORE_DTYPES, be)
     dt = np.dtype(x.dtype).name
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
-    R, S = _common.pair(kernel_size, "kernel_size")
+    R, S = pair(kernel_size, "kernel_size")
     if R <= 0 or S <= 0:
         raise ValueError(f"kernel_size must be positive, got {(R, S)} (input {tuple(x.shape)})")
     N, C = int(x.shape[0]), int(x.shape[1])
@@ -63,7 +64,7 @@ def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
     except ValueError as exc:
         raise ValueError(f"im2col(input {tuple(x.shape)}, kernel_size {(R, S)}): {exc}") from None
     rows = C * R * S
-    if rows > 2 ** 31 - 1:
+    if rows > INT32_MAX:
         raise ValueError(f"C·R·S = {rows} rows is larger than 2**31-1 (input {tuple(x.shape)}, kernel {(R, S)})")
     shape = (N, rows, problem.P * problem.Q)
     if out is not None:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, Output, Plan, PlanCache, Ref
-from ..problem import PoolProblem
+from ..problem import PoolProblem, bool_arg
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32, i64
@@ -32,7 +33,6 @@ FILE = "pool.cu"
 THREADS = 256
 MIN_BLOCKS_PER_SM = 4          # 50 % occupancy on sm_90 (checked by the compile matrix)
 MAX_BLOCKS = 1 << 16           # grid-stride loops cover the rest
-INT_MAX = 2 ** 31 - 1
 
 # Kernel keys: "max", "max_indices", "avg", ("gap", threads per plane). Global average
 # pooling takes 32 threads a plane (a warp per plane, 8 planes per block) for small planes such
@@ -42,25 +42,25 @@ GAP_LARGE_PLANE = 1024         # H·W from which a whole block reduces one plane
 
 
 def _kernels(dt: str) -> dict:
-    tag, ct = _common.DTYPE_TAG[dt], _common.CTYPE[dt]
-    return {"max": (f"max_pool2d<{ct}>", f"max_pool2d_{tag}"),
-            "max_indices": (f"max_pool2d_indices<{ct}>", f"max_pool2d_indices_{tag}"),
-            "avg": (f"avg_pool2d<{ct}>", f"avg_pool2d_{tag}"),
-            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"global_avg_pool2d_{tag}_t32"),
-            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"global_avg_pool2d_{tag}_t256")}
+    t, ct = tag(dt), ctype(dt)
+    return {"max": (f"max_pool2d<{ct}>", f"max_pool2d_{t}"),
+            "max_indices": (f"max_pool2d_indices<{ct}>", f"max_pool2d_indices_{t}"),
+            "avg": (f"avg_pool2d<{ct}>", f"avg_pool2d_{t}"),
+            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"global_avg_pool2d_{t}_t32"),
+            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"global_avg_pool2d_{t}_t256")}
 
 
 ENTRIES = {(dt, key): register_kernel(KernelEntry(FILE, expr, label, block_threads=THREADS,
                                                   min_blocks_per_sm=MIN_BLOCKS_PER_SM))
-           for dt in _common.FLOAT_DTYPES for key, (expr, label) in _kernels(dt).items()}
+           for dt in CUDA_CORE_DTYPES for key, (expr, label) in _kernels(dt).items()}
 
 
 def _limits(p: PoolProblem) -> None:
     """The kernels' 32-bit extents (ValueError naming them)."""
     for name, v in (("H", p.H), ("W", p.W), ("P", p.P), ("Q", p.Q), ("H·W", p.H * p.W)):
-        if v > INT_MAX:
+        if v > INT32_MAX:
             raise ValueError(f"{name}={v} does not fit a 32-bit int {p._where()}")
-    if p.divisor_override is not None and not -INT_MAX <= p.divisor_override <= INT_MAX:
+    if p.divisor_override is not None and not -INT32_MAX <= p.divisor_override <= INT32_MAX:
         raise ValueError(f"divisor_override={p.divisor_override} does not fit a 32-bit int")
 
 
@@ -73,7 +73,7 @@ def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
     if p.kind == "global_avg":
         tpp = 256 if p.H * p.W >= GAP_LARGE_PLANE else 32
         grid = -(-planes // (THREADS // tpp))
-        if grid > INT_MAX:
+        if grid > INT32_MAX:
             raise ValueError(f"N·C={planes} planes need more than 2**31-1 blocks (input {p.input_shape})")
         return [Launch(ENTRIES[(dt, ("gap", tpp))], (grid, 1, 1), (THREADS, 1, 1),
                        (x, out, i64(planes), i32(p.H * p.W)))]
@@ -94,7 +94,7 @@ _PLANS = PlanCache()
 
 
 def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Plan:
-    x = _common.as_tensor(x, "input", dtypes=_common.FLOAT_DTYPES, be=be)
+    x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     dt = np.dtype(x.dtype).name
@@ -139,12 +139,6 @@ def _pool(kind, x, out, out_indices=None, return_indices=False, **args):
     return _common.run_plan(be, plan, env, (("input", env["x"]),))
 
 
-def _check_bool(value, what):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{what} must be a bool, got {value!r}")
-    return bool(value)
-
-
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, out=None, out_indices=None):
     """2-D max pooling of an NCHW float32 or float64 tensor (torch.nn.functional.max_pool2d).
@@ -152,7 +146,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     Returns ``y``, or ``(y, indices)`` with ``return_indices`` (int64, flat ``ih·W + iw``
     within each plane). ``out`` / ``out_indices`` receive the results when given.
     """
-    return_indices = _check_bool(return_indices, "return_indices")
+    return_indices = bool_arg(return_indices, "return_indices")
     if out_indices is not None and not return_indices:
         raise ValueError("out_indices was given but return_indices is False")
     return _pool("max", x, out, out_indices, return_indices, kernel_size=kernel_size, stride=stride,
@@ -175,7 +169,7 @@ def global_avg_pool2d(x, *, out=None):
 def plan_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                     return_indices=False) -> Plan:
     """The ``Plan`` that ``max_pool2d`` with the same arguments runs."""
-    return _planned(current_backend(), "max", x, None, None, _check_bool(return_indices, "return_indices"),
+    return _planned(current_backend(), "max", x, None, None, bool_arg(return_indices, "return_indices"),
                     kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                     ceil_mode=ceil_mode)[0]
 

@@ -23,8 +23,7 @@ import numpy as np
 from ..registry import KernelEntry, register_kernel
 from . import _common, _grad
 from ._grad import INT_MAX, Launch
-from ..problem import PoolProblem
-from .pool import _check_bool
+from ..problem import PoolProblem, bool_arg
 
 FILE = "pool_grad.cu"
 THREADS = 256
@@ -59,7 +58,7 @@ def _dtype_of(be, a, what):
 def check_window(input_size, kernel_size, stride, padding, dilation, ceil_mode, op):
     """(kh, kw, sh, sw, ph, pw, dh, dw, P, Q) of the forward pooling, with the forward's checks
     (cuconv.problem.PoolProblem: PyTorch's rules)."""
-    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+    ceil_mode = bool_arg(ceil_mode, "ceil_mode")
     kind = "max" if op == "max_pool2d" else "avg"
     p = PoolProblem.from_shapes(kind, tuple(input_size), kernel_size, stride, padding, dilation, ceil_mode)
     return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
@@ -166,7 +165,7 @@ def avg_pool2d_backward_launch(be, dy, dx, kernel_size, stride=None, padding=0, 
     dt = _dtype_of(be, dy, "grad_output")
     dy = _common.as_tensor(dy, "grad_output", ndim=4, dtypes=(dt,), be=be)
     dx = _common.as_tensor(dx, "grad_input", ndim=4, dtypes=(dt,), be=be)
-    count_include_pad = _check_bool(count_include_pad, "count_include_pad")
+    count_include_pad = bool_arg(count_include_pad, "count_include_pad")
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
             raise TypeError(f"divisor_override must be an int or None, got {divisor_override!r}")

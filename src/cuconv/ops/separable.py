@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import INT32_MAX
 from ..plan import Launch, Output, Plan, PlanCache, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
@@ -40,7 +41,6 @@ FUSED_NAME = "separable_fused_f32_p64_k64_c32"
 THREADS = 256
 TILE_PIX = 64
 TILE_K = 64
-INT_MAX = 2 ** 31 - 1
 
 # Two blocks per SM: its 16 accumulators need more than the 64 registers of four.
 FUSED_ENTRY = register_kernel(KernelEntry(FILE, FUSED_EXPRESSION, FUSED_NAME, block_threads=THREADS,
@@ -53,14 +53,14 @@ def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
     those of its 32-bit index arithmetic and grid."""
     if dw.dtype != "float32":
         return f"the fused kernel takes float32, got {dw.dtype}"
-    reason = _dw._int32_reason(dw)
+    reason = _dw.int32_reason(dw)
     if reason is not None:
         return reason
     PQ = dw.P * dw.Q
-    if PQ > INT_MAX or K > INT_MAX or dw.K * K > INT_MAX:
+    if PQ > INT32_MAX or K > INT32_MAX or dw.K * K > INT32_MAX:
         return f"P·Q={PQ}, K={K} or M·C·K={dw.K * K} does not fit a 32-bit int"
     blocks = dw.N * (-(-PQ // TILE_PIX)) * (-(-K // TILE_K))
-    if blocks > INT_MAX:
+    if blocks > INT32_MAX:
         return f"{blocks} blocks exceed the grid limit 2**31-1"
     return None
 

@@ -28,7 +28,7 @@ from .tc_common import (  # noqa: F401
     AUX,
     AUX_ENTRIES,
     CONV_FILE,
-    DTYPES,
+    VEC_WIDTHS,
     ENTRIES,
     TcConfig,
     arch_reason,
@@ -49,7 +49,7 @@ def choose_conv_config(kdt: str, p: Conv2dProblem, vec: int, cc: int = 90, sms: 
     the 2-stage fp16 configs."""
     M = p.N * p.P * p.Q
     big = math.ceil(M / 128) * math.ceil(p.K_per_group / 128) * p.groups
-    if vec == DTYPES[kdt][3][0] and p.K_per_group > 64 and big >= sms:
+    if vec == VEC_WIDTHS[kdt][0] and p.K_per_group > 64 and big >= sms:
         return find_config("conv", kdt, 128, 2 if cc < 80 else 4, vec)
     return find_config("conv", kdt, 64, 2 if cc < 80 else 3, vec)
 
@@ -71,7 +71,7 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
     "simple": the analytic kernel)."""
     p, layout = spec.problem, spec.layout
     kdt = kernel_dtype(p.dtype)
-    if kdt not in DTYPES:
+    if kdt not in VEC_WIDTHS:
         raise PlanError(f"tensor cores take float16, bfloat16 or float32 (as tf32), got {p.dtype}")
     cc, sms = spec.caps.cc, spec.caps.sms
     reason = conv_limits(p) or arch_reason(kdt, cc)
@@ -100,7 +100,7 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
     pack = vec is None
     Cgp = pad_to(Cg, kdt) if pack else Cg
     if config is None:
-        config = choose_conv_config(kdt, p, vec or DTYPES[kdt][3][0], cc, sms)
+        config = choose_conv_config(kdt, p, vec or VEC_WIDTHS[kdt][0], cc, sms)
     reason = config.can_implement(p.with_(C=p.groups * Cgp), cc=cc)
     if reason is None and not pack and not aligned:
         reason = f"{config.name} needs input and weight {config.vec * config.esize}-byte aligned"

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import INT32_MAX
 from ..plan import Launch, Output, Plan, PlanCache, Ref
 from ..problem import GemmProblem
 from . import _common
@@ -19,11 +20,10 @@ from ._common import i32, i64
 from .tc_common import (  # noqa: F401
     AUX,
     AUX_ENTRIES,
-    DTYPES,
+    VEC_WIDTHS,
     ENTRIES,
     GEMM_FILE,
     GRID_YZ_MAX,
-    INT_MAX,
     TcConfig,
     arch_reason,
     check_dtype,
@@ -43,7 +43,7 @@ def choose_gemm_config(kdt: str, M: int, N: int, vec: int, cc: int = 90, sms: in
     exist for every cp.async width.
     """
     stages_small = 2 if cc < 80 else 3
-    full = DTYPES[kdt][3][0]
+    full = VEC_WIDTHS[kdt][0]
     tiles = lambda bm, bn: math.ceil(M / bm) * math.ceil(N / bn) * batch  # noqa: E731
     if vec == full:
         if cc >= 80 and kdt != "tf32" and tiles(128, 256) >= sms:
@@ -112,10 +112,10 @@ def gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mis
     prob = GemmProblem.from_shapes(a.shape, b.shape, dtype.name)
     M, N, K, batch = prob.M, prob.N, prob.K, prob.batch
     for name, v in (("M", M), ("N", N), ("K", K)):
-        if v > INT_MAX - 256:
+        if v > INT32_MAX - 256:
             raise ValueError(f"{name}={v} is larger than 2**31-256, the kernels' 32-bit index range "
                              f"(a {tuple(a.shape)}, b {tuple(b.shape)})")
-    if math.ceil(M / 32) * math.ceil(N / 16) > INT_MAX:
+    if math.ceil(M / 32) * math.ceil(N / 16) > INT32_MAX:
         raise ValueError(f"a {M}x{N} output needs more than 2**31-1 blocks")
     _common.optional_tensor(bias, "bias", (M,), dtype, be)
     _common.optional_tensor(residual, "residual", prob.output_shape, dtype, be)

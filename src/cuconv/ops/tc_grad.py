@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from ..dtypes import TENSOR_CORE_DTYPES, ctype, tag
 from ..plan import Launch, Ref, relabel
 from ..problem import Conv2dProblem
 from ..registry import ARCHS, KernelEntry, register_kernel
@@ -28,10 +29,9 @@ from . import _common, _grad, tc_conv
 from ._algorithm import ConvSpec
 from ._grad import INT_MAX, split_chunk
 from .tc_common import ARCHS_SM80, CONV_FILE, arch_reason, conv_limits
-from .tc_common import DTYPES as TC_DTYPES
 
 FILE = "tc_grad.cu"
-DTYPES = ("float16", "bfloat16")
+DTYPES = TENSOR_CORE_DTYPES
 KERNELS = {"tc_dgrad_filter": 256, "tc_dgrad_scatter": 256, "tc_wgrad_simple": 128, "tc_grad_reduce": 256,
            "tc_bias_grad": 256}
 # Blocks per SM promised to the compile matrix (all fit on sm_75's 1024 threads per SM).
@@ -47,11 +47,11 @@ DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
 
 
 def name(kernel: str, dtype: str) -> str:
-    return f"{kernel}_{TC_DTYPES[dtype][0]}"
+    return f"{kernel}_{tag(dtype)}"
 
 
 def expression(kernel: str, dtype: str) -> str:
-    return f"{kernel}<{TC_DTYPES[dtype][1]}>"
+    return f"{kernel}<{ctype(dtype)}>"
 
 
 for _k, _threads in KERNELS.items():
@@ -64,11 +64,11 @@ for _k, _threads in KERNELS.items():
 
 def tiled_name(dtype: str) -> str:
     bm, bn, bk, wm, wn, _ = TILED
-    return f"tc_wgrad_{TC_DTYPES[dtype][0]}_{bm}x{bn}x{bk}_{wm}x{wn}"
+    return f"tc_wgrad_{tag(dtype)}_{bm}x{bn}x{bk}_{wm}x{wn}"
 
 
 def tiled_expression(dtype: str) -> str:
-    return f"tc_wgrad<{TC_DTYPES[dtype][1]}, {', '.join(map(str, TILED))}>"
+    return f"tc_wgrad<{ctype(dtype)}, {', '.join(map(str, TILED))}>"
 
 
 for _dt in DTYPES:

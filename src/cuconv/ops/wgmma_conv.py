@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..dtypes import TENSOR_CORE_DTYPES, ctype, tag
 from ..plan import Launch, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
@@ -32,7 +33,6 @@ CONV_FILE = "wgmma_conv.cu"
 ARCHS = ("sm_90a",)
 BK = 64      # channels per K tile: 128 bytes of 16-bit data, one 128-byte swizzle row
 VEC = 8      # channels per 16-byte cp.async; C/groups must be a multiple of it (else packed)
-DTYPES = {"float16": ("f16", "__half"), "bfloat16": ("bf16", "__nv_bfloat16")}
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,18 @@ class WgmmaConvConfig:
     main: bool = False
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
+        if self.dtype not in TENSOR_CORE_DTYPES:
             raise ValueError(f"wgmma_conv takes float16 or bfloat16, got {self.dtype!r}")
         if self.bm % 64 or self.bn not in (64, 128) or not (self.stages == 1 or self.stages >= 3):
             raise ValueError(f"inconsistent wgmma config {self.name}")
 
     @property
     def name(self) -> str:
-        return f"wgmma_conv_{DTYPES[self.dtype][0]}_{self.bm}x{self.bn}x{BK}_s{self.stages}"
+        return f"wgmma_conv_{tag(self.dtype)}_{self.bm}x{self.bn}x{BK}_s{self.stages}"
 
     @property
     def expression(self) -> str:
-        return f"wgmma_conv<{DTYPES[self.dtype][1]}, {self.bm}, {self.bn}, {self.stages}, {self.min_blocks}>"
+        return f"wgmma_conv<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.stages}, {self.min_blocks}>"
 
     @property
     def threads(self) -> int:
@@ -94,7 +94,7 @@ def _configs() -> tuple[WgmmaConvConfig, ...]:
     M (2 blocks/SM), 64x64 for small M·K (4 blocks/SM) and the synchronous 64x64 variant.
     Occupancy reasoning in the kernel file's header."""
     out = []
-    for dt in DTYPES:
+    for dt in TENSOR_CORE_DTYPES:
         out += [WgmmaConvConfig(dt, 128, 128, 4, min_blocks=1, main=True),
                 WgmmaConvConfig(dt, 64, 128, 4, min_blocks=2),
                 WgmmaConvConfig(dt, 64, 64, 3, min_blocks=4),
@@ -151,7 +151,7 @@ def wgmma_conv_plan(spec: ConvSpec, config=None):
     """The launches of the wgmma convolution for ``spec`` (config None: the heuristic's):
     the NHWC packs when the layout or the channels need them, then one wgmma_conv launch."""
     p, layout = spec.problem, spec.layout
-    if p.dtype not in DTYPES:
+    if p.dtype not in TENSOR_CORE_DTYPES:
         raise PlanError(f"wgmma takes float16 or bfloat16, got {p.dtype}")
     reason = device_reason(spec.caps.cc) or conv_limits(p)
     if reason:
@@ -188,7 +188,7 @@ def wgmma_conv_plan(spec: ConvSpec, config=None):
 
 ALGORITHM = ConvAlgorithm(
     name="implicit_gemm_wgmma", plan=lambda spec: wgmma_conv_plan(spec, spec.option("config")),
-    dtypes=tuple(DTYPES), layouts=("NCHW", "NHWC"), options=("config",),
+    dtypes=TENSOR_CORE_DTYPES, layouts=("NCHW", "NHWC"), options=("config",),
     description="Hopper tensor-core implicit GEMM (wgmma.mma_async from 128-byte-swizzled shared memory, "
                 "cp.async + mbarrier ring), fp32 accumulation; sm_90 devices only; NCHW packed to NHWC")
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import current_backend
+from ..dtypes import INT32_MAX
 from ..plan import Launch, Output, Plan, PlanCache, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
@@ -120,7 +121,7 @@ def unsupported_reason(problem: Conv2dProblem) -> str | None:
 
 # Each of V and M is indexed with int32 GEMM dimensions by the multiply stage: keep a chunk's
 # buffers below 2**31 elements.
-_MAX_BUFFER_ELEMENTS = 2 ** 31 - 1
+_MAX_BUFFER_ELEMENTS = INT32_MAX
 
 
 def _round4(n: int) -> int:
