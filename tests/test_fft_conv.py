@@ -591,7 +591,7 @@ def test_auto_takes_fft_only_where_the_model_says_it_pays():
               Conv2dProblem(8, 64, 56, 56, 64, 7, 7, 2, 2, 3, 3),            # strided
               Conv2dProblem(1, 1, 32, 32, 6, 5, 5)):                          # LeNet C1: no FLOP advantage
         assert "fft" not in auto_order(p) and "fft_tiling" not in auto_order(p)
-    assert heuristics.fft_choice(conv2d_mod._spec_of(big)) == "fft"
+    assert heuristics.fft_choice(conv2d_mod.spec_of(big)) == "fft"
 
 
 def test_algorithms_lists_the_fft_algorithms_with_their_workspace():

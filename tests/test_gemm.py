@@ -235,7 +235,9 @@ def test_launcher_stride_zero_and_bias_stride(be, rng):
 def test_launcher_splits_large_grids(be, rng, monkeypatch):
     """Grids past gridDim.y/z's limit are split into several launches (limit shrunk to 2 here)."""
     monkeypatch.setattr(gemm_mod, "_GRID_YZ_MAX", 2)
-    monkeypatch.setattr(gemm_mod, "_PLANS", PlanCache())     # plans made under the shrunk limit stay here
+    fresh = PlanCache()                                          # plans made under the shrunk limit stay here
+    monkeypatch.setattr(gemm_mod._FRONT, "plans", fresh)
+    monkeypatch.setattr(gemm_mod._FRONT, "_plans", fresh.dict_view())
     launches = []
     real_launch = be.launch
     monkeypatch.setattr(be, "launch", lambda *a, **k: (launches.append(a[1]), real_launch(*a, **k))[1])

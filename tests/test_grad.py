@@ -1,4 +1,4 @@
-"""The public backward API, ``cuconv.grad`` (ops/grad.py): every function end to end against
+"""The public backward API, ``cuconv.grad`` (ops/conv2d_grad.py, conv_transpose_grad.py, pool_grad.py): every function end to end against
 the float64 §9.8 references on awkward shapes, its plans (launches equal the record backend's,
 workspace laid out), determinism across thread orders, NHWC, unbatched and empty inputs,
 ``out=``, the errors for mismatched shapes, a finite-difference check of conv2d_weight that
@@ -199,7 +199,7 @@ def test_cached_calls_do_not_replan(rng):
     p, x, w, dy, args = _draw(rng, CASES["stride3"])
     with cuconv.backend("record"):
         G.conv2d_backward(x, w, dy, *args)
-        front = cuconv.ops.grad._BACKWARD.plans
+        front = cuconv.ops.conv2d_grad._BACKWARD.plans
         n = len(front)
         G.conv2d_backward(x, w, dy, *args)
         assert len(front) == n
@@ -224,7 +224,7 @@ def test_bad_shapes_and_dtypes_are_rejected_before_any_launch(rng):
             G.conv2d_weight(x, w.shape, dy, *args, out=np.empty((10, 3, 3, 2), np.float32))
         with pytest.raises(ValueError, match="overlaps"):
             G.conv2d_input(dy.shape, np.ones((10, 10, 1, 1), np.float32), dy, out=dy)
-        with pytest.raises(ValueError, match="takes float16 or bfloat16"):
+        with pytest.raises(TypeError, match="takes dtype float16 or bfloat16"):    # as conv2d's named algorithms
             G.conv2d_input(x.shape, w, dy, *args, algo="implicit_gemm_tc")
         with pytest.raises(ValueError, match="unknown algo"):
             G.conv2d_input(x.shape, w, dy, *args, algo="winograd")

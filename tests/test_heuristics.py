@@ -95,8 +95,8 @@ def test_auto_golden_table(name, x, w, stride, padding, groups, dtype, options, 
 
 
 def _arrays(p, layout):
-    from cuconv.ops.conv2d import _Shape  # the shape-and-dtype stand-ins plan_conv2d takes
-    return _Shape.of(p, layout)
+    from cuconv.ops.conv2d import Shape  # the shape-and-dtype stand-ins plan_conv2d takes
+    return Shape.of(p, layout)
 
 
 @pytest.mark.parametrize("cc,want", [(75, "tc_conv_f16_64x64x32_32x32_s2_v8"), (80, "tc_conv_f16_64x64x32_32x32_s3_v8")])

@@ -182,10 +182,6 @@ class Backend:
         ``"c2r"`` back (``src`` may be overwritten). Queued like a launch (the current stream)."""
         raise NotImplementedError(f"the {self.name} backend performs no FFT")
 
-    def meta(self, a):
-        """What a plan key records of an array: shape, strides, dtype (None for None)."""
-        return None if a is None else (a.shape, a.strides, a.dtype)
-
     def devices(self, *arrays):
         """What a plan key records of where the arrays live (the CPU backends: nothing)."""
         return None
@@ -281,9 +277,6 @@ class CupyBackend(Backend):
                 return False
             self._ndarray = cupy.ndarray
         return isinstance(a, self._ndarray)
-
-    def meta(self, a):
-        return None if a is None else (a.shape, a.strides, a.dtype, a.data.device_id)
 
     def devices(self, *arrays):
         return tuple(None if a is None else a.data.device_id for a in arrays)

@@ -65,6 +65,18 @@ def dtype_name(dtype) -> str:
     return name
 
 
+_NAMES: dict = {}
+
+
+def name_of(dtype) -> str:
+    """``np.dtype(dtype).name``, memoized (NumPy computes a dtype's name in Python; the ops ask for
+    it on every first call)."""
+    name = _NAMES.get(dtype)
+    if name is None:
+        name = _NAMES[dtype] = np.dtype(dtype).name
+    return name
+
+
 def numpy_dtype(name: str) -> np.dtype:
     """The NumPy dtype of a dtype name ('bfloat16' through the optional ml_dtypes package)."""
     if name == "bfloat16":

@@ -152,8 +152,8 @@ class Launch:
         object.__setattr__(self, "grid", tuple(map(int, self.grid)))
         object.__setattr__(self, "block", tuple(map(int, self.block)))
         object.__setattr__(self, "shared_mem", int(self.shared_mem))
-        object.__setattr__(self, "_slots", tuple((i, a.name, a.offset) for i, a in enumerate(self.args)
-                                                 if isinstance(a, Ref)))
+        object.__setattr__(self, "_slots", tuple([(i, a.name, a.offset) for i, a in enumerate(self.args)
+                                                  if isinstance(a, Ref)]))
 
     @property
     def kernel(self) -> str:
@@ -192,7 +192,7 @@ class FftStep:
         if self.kind not in FFT_KINDS:
             raise ValueError(f"FftStep kind must be one of {FFT_KINDS}, got {self.kind!r}")
         object.__setattr__(self, "batch", int(self.batch))
-        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "shape", tuple(map(int, self.shape)))
         object.__setattr__(self, "_slots", ((0, self.src.name, self.src.offset), (1, self.dst.name, self.dst.offset)))
 
     @property
@@ -229,7 +229,12 @@ class Output:
 
 
 class PlanError(ValueError):
-    """An algorithm cannot run a problem (the message says why)."""
+    """An algorithm cannot run a problem (the message says why). ``plan``: the plan it would
+    run, when only a limit refused it (the workspace cap), for ``algorithms()`` to show."""
+
+    def __init__(self, reason: str, plan: "Plan | None" = None):
+        super().__init__(reason)
+        self.plan = plan
 
 
 @dataclass(frozen=True)
@@ -259,8 +264,8 @@ class Plan:
     def __post_init__(self):
         absent = sorted({name[2:] for ln in self.launches for _, name, _ in ln._slots if name.startswith("0:")})
         object.__setattr__(self, "_placeholders", tuple(absent))
-        object.__setattr__(self, "_views", tuple((b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
-                                                 for b in self.buffers))
+        object.__setattr__(self, "_views", tuple([(b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
+                                                  for b in self.buffers]))
 
     # --- reading -------------------------------------------------------------------------
     @property
@@ -421,6 +426,22 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
         else:
             launches.append(Launch(ln.entry, ln.grid, ln.block, tuple(rename(a) for a in ln.args), ln.shared_mem))
     return launches, [(prefix + b.name, b.dtype, b.size) for b in plan.buffers]
+
+
+def combine(op: str, problem, plans, inputs, outputs, expected, device) -> Plan:
+    """One Plan running ``plans`` in order, on shared roles (conv2d_backward's dgrad, wgrad and
+    bias plans): their launches concatenated, their workspace buffers laid out one after the
+    other, the alignment each assumes kept; ``algo`` and ``description`` joined."""
+    parts = [(b.name, b.dtype, b.size) for p in plans for b in p.buffers]
+    names = [name for name, _, _ in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"combine: the plans' workspace buffers share names {sorted(names)}")
+    buffers, nbytes = layout_buffers(*parts)
+    return Plan(op=op, algo="+".join(p.algo for p in plans), problem=problem,
+                launches=tuple(ln for p in plans for ln in p.launches), inputs=tuple(inputs), outputs=tuple(outputs),
+                device=device, workspace_bytes=nbytes, buffers=buffers,
+                aligned=tuple(sorted({r for p in plans for r in p.aligned})), expected=tuple(expected),
+                description="; ".join(p.description for p in plans if p.description))
 
 
 _CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()

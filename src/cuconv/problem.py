@@ -17,7 +17,9 @@ output N×K×P×Q with
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -48,6 +50,18 @@ def int_arg(value, what: str) -> int:
     if not -INT32_MAX <= value <= INT32_MAX:
         raise ValueError(f"{what}={value!r} does not fit a 32-bit int (the kernels' argument range)")
     return int(value)
+
+
+def shape_arg(value, what: str) -> tuple[int, ...]:
+    """A shape argument (``input_size``, ...) as a tuple of ints: TypeError for anything else,
+    ValueError for a negative extent."""
+    try:
+        out = tuple(map(operator.index, value))
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of ints (a shape), got {value!r}") from None
+    if out and min(out) < 0:
+        raise ValueError(f"{what} must be non-negative, got {out}")
+    return out
 
 
 def bool_arg(value, what: str) -> bool:
@@ -93,7 +107,7 @@ class Conv2dProblem:
         PyTorch; an even effective kernel puts the extra row/column at the bottom/right).
         Raises ValueError naming the shapes and the rule broken.
         """
-        x_shape, w_shape = tuple(int(d) for d in x_shape), tuple(int(d) for d in w_shape)
+        x_shape, w_shape = tuple(map(int, x_shape)), tuple(map(int, w_shape))
         if len(x_shape) != 4:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         if len(w_shape) != 4:
@@ -163,27 +177,27 @@ class Conv2dProblem:
         return replace(self, **changes)
 
     # ----------------------------------------------------------- shapes
-    @property
+    @cached_property
     def pad_bottom(self) -> int:
         return self.pad_h if self.pad_h_end is None else self.pad_h_end
 
-    @property
+    @cached_property
     def pad_right(self) -> int:
         return self.pad_w if self.pad_w_end is None else self.pad_w_end
 
-    @property
+    @cached_property
     def P(self) -> int:
         return conv_out_size(self.H, self.R, self.stride_h, self.pad_h, self.pad_bottom, self.dilation_h)
 
-    @property
+    @cached_property
     def Q(self) -> int:
         return conv_out_size(self.W, self.S, self.stride_w, self.pad_w, self.pad_right, self.dilation_w)
 
-    @property
+    @cached_property
     def C_per_group(self) -> int:
         return self.C // self.groups
 
-    @property
+    @cached_property
     def K_per_group(self) -> int:
         return self.K // self.groups
 
@@ -299,8 +313,7 @@ class ConvTransposeProblem:
     def from_shapes(cls, x_shape, w_shape, stride=1, padding=0, output_padding=0, groups=1,
                     dilation=1, dtype="float32") -> "ConvTransposeProblem":
         """Check PyTorch's conv_transpose2d arguments; ValueError/TypeError naming the shapes."""
-        x_shape = tuple(int(d) for d in x_shape)
-        w_shape = tuple(int(d) for d in w_shape)
+        x_shape, w_shape = tuple(map(int, x_shape)), tuple(map(int, w_shape))
         if len(x_shape) != 4:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         if len(w_shape) != 4:
@@ -460,7 +473,7 @@ class PoolProblem:
         """PyTorch's arguments and checks (``stride`` None or () means ``kernel_size``)."""
         if kind not in POOL_KINDS:
             raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
-        x_shape = tuple(int(d) for d in x_shape)
+        x_shape = tuple(map(int, x_shape))
         if len(x_shape) != 4:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         N, C, H, W = x_shape
@@ -577,7 +590,7 @@ class GemmProblem:
 
     @classmethod
     def from_shapes(cls, a_shape, b_shape, dtype="float32") -> "GemmProblem":
-        a_shape, b_shape = tuple(int(d) for d in a_shape), tuple(int(d) for d in b_shape)
+        a_shape, b_shape = tuple(map(int, a_shape)), tuple(map(int, b_shape))
         if len(a_shape) not in (2, 3) or len(b_shape) not in (2, 3):
             raise ValueError(f"a and b must be 2-D (M, K), (K, N) or 3-D batched, got shapes "
                              f"{a_shape} and {b_shape}")

@@ -31,8 +31,9 @@ import numpy as np
 
 from .. import cost
 from ..backend import current_backend
-from ..dtypes import CUDA_CORE_DTYPES, FLOAT_DTYPES
-from ..ops import grad as _grad
+from ..dtypes import CUDA_CORE_DTYPES, FLOAT_DTYPES, numpy_dtype
+from .. import grad as _grad
+from ..ops.conv2d import Shape
 from ..problem import Conv2dProblem
 from ..reference import (
     avg_pool2d_backward_ref,
@@ -69,15 +70,9 @@ def _op(name: str):
     return GRAD_OPS[name]
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """An array's shape and dtype, for planning without allocating (ops/grad.py accepts it)."""
-    shape: tuple
-    dtype: np.dtype
-
-
-def _spec(shape, dtype) -> _Spec:
-    return _Spec(tuple(shape), np.dtype(dtype))
+def _spec(shape, dtype) -> Shape:
+    """An array's shape and dtype, for planning without allocating (the plan_* functions take it)."""
+    return Shape(tuple(shape), numpy_dtype(dtype))
 
 
 def _ref_padding(p: Conv2dProblem):

@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
+from ..dtypes import tag
 from ..backend import gpu_available, using
 from ..backend import backend as use_backend
 from ..ops import conv2d as conv2d_mod
@@ -258,7 +259,7 @@ def _tc_gemm_check(dtype: str, config, M=67, N=40, K=72) -> DeviceCheck:
                 config=config)
         algo = "implicit_gemm_tf32" if dtype == "tf32" else "implicit_gemm_tc"
         return out, ref, store, algo
-    kernel = f"tc_gemm_simple_{tc_common.DTYPES[dtype][0]}" if config == "simple" else label
+    kernel = f"tc_gemm_simple_{tag(dtype)}" if config == "simple" else label
     return DeviceCheck(f"tc_gemm {label} {store} {M}x{N}x{K} bias", run, "bf16" if dtype == "bfloat16" else "",
                        dtype, kernel)
 
@@ -369,8 +370,10 @@ def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", **kw) -> 
             return out, conv2d_bias_ref(f[2]), dtype, tol
         ref = conv2d_weight_ref(f[0], ws, f[2], *args)
         if bias:
+            options = {k: kw[k] for k in ("config", "splits") if k in kw}
+            rest = {k: v for k, v in kw.items() if k not in options}
             _, dw, db = grad_ops.conv2d_backward(X, Wt, DY, *args, output_mask=(False, True, True),
-                                                 weight_algo=algo, **kw)
+                                                 weight_algo=algo, weight_options=options, **rest)
             db_err = rel_error(db, conv2d_bias_ref(f[2]))
             if not db_err <= tolerance(dtype, tol):
                 raise AssertionError(f"the fused bias gradient is off: relative error {db_err:.3g}")
@@ -417,16 +420,17 @@ def grad_checks() -> list[DeviceCheck]:
     split-K paths, the bias reduction, each pooling backward kernel, the tensor-core gradients."""
     checks = []
     for dt in ("float32", "float64"):
-        for cfg in conv_dgrad_mod.CONFIGS:
+        checks.append(_grad_check("C20", "input", dt, "direct"))
+        for cfg in conv_dgrad_mod.GEMM_CONFIGS:
             if cfg.dtype == dt:
-                checks.append(_grad_check("C20", "input", dt, cfg.name))
+                checks.append(_grad_check("C20", "input", dt, "implicit_gemm", config=cfg.name))
         checks.append(_grad_check("C3", "input", dt))
         checks.append(_grad_check("depthwise", "input", dt))
-        for cfg in conv_wgrad_mod.CONFIGS:
+        checks.append(_grad_check("C20", "weight", dt, "direct", bias=True))
+        for cfg in conv_wgrad_mod.GEMM_CONFIGS:
             if cfg.dtype == dt:
-                atomic = getattr(cfg, "atomic", False)
-                checks.append(_grad_check("C20", "weight", dt, cfg.name, bias=True,
-                                          **({"deterministic": False} if atomic else {})))
+                checks.append(_grad_check("C20", "weight", dt, "implicit_gemm", bias=True, config=cfg.name,
+                                          **({"deterministic": False} if cfg.atomic else {})))
         checks.append(_grad_check("splitk", "weight", dt))
         checks.append(_grad_check("splitk", "weight", dt, bias=True))
         checks.append(_grad_check("depthwise", "weight", dt, bias=True))
@@ -515,7 +519,7 @@ def device_checks() -> list[DeviceCheck]:
                                   cfg.dtype, "NHWC", config=cfg.name))
     for dt in ("float16", "bfloat16"):
         checks.append(_conv_check(((1, 3, 11, 9), (20, 3, 3, 3), 2, 1, 1, 1, "residual+relu"), "implicit_gemm_wgmma",
-                                  dt, "NCHW", config=f"wgmma_conv_{wgmma_conv.DTYPES[dt][0]}_64x64x64_s3"))
+                                  dt, "NCHW", config=f"wgmma_conv_{tag(dt)}_64x64x64_s3"))
     # Pooling, im2col, transposed convolution, the separable block.
     for dt in ("float32", "float64"):
         checks += [_pool_check("max", (2, 5, 11, 9), dt, kernel_size=3, stride=2, padding=1),

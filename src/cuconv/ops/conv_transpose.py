@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
-from ..plan import Launch, Output, Plan, PlanCache
+from ..plan import Launch, Output, Plan
 from ..problem import ConvTransposeProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, W, X, i32
-from ._conv_frontend import unbatched
+from ._frontend import FrontEnd, plan_of
 
 FILE = "conv_transpose.cu"
 THREADS = 256
@@ -94,10 +93,9 @@ def plan(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]
     return label, expr, _common.grid_1d(total, THREADS, MAX_BLOCKS)
 
 
-_PLANS = PlanCache()
-
-
-def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation, variant) -> Plan:
+def _plan(be, env, args, extra, misaligned) -> Plan:
+    stride, padding, output_padding, groups, dilation, activation, variant = args
+    x, w, bias, out = env["x"], env["w"], env["bias"], env["out"]
     x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C_in, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
@@ -126,22 +124,8 @@ def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation
                 expected=(("x", p.input_shape, dt), ("w", p.weight_shape, dt), ("bias", (p.C_out,), dt)))
 
 
-def _planned(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation, variant):
-    env = {"x": _common.native(be, x, "input"), "w": _common.native(be, w, "weight"),
-           "bias": _common.native(be, bias, "bias"), "out": _common.native(be, out, "out")}
-    key = (be.device_key(), *(be.meta(v) for v in env.values()), stride, padding, output_padding, groups,
-           dilation, activation, variant)
-    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(
-        be, env["x"], env["w"], env["bias"], env["out"], stride, padding, output_padding, groups, dilation,
-        activation, variant))
-    return plan, env
-
-
-def plan_conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                          activation=None, out=None, variant: str = "auto") -> Plan:
-    """The ``Plan`` that ``conv_transpose2d`` with the same arguments runs."""
-    return _planned(current_backend(), x, w, bias, out, stride, padding, output_padding, groups, dilation,
-                    activation, variant)[0]
+_FRONT = FrontEnd("conv_transpose2d", ("x", "w", "bias", "out"), _plan, batched=("x", "out"),
+                  names={"x": "input", "w": "weight"})
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -151,11 +135,7 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     ``y = activation(conv_transpose(x, w) + bias)``. ``variant`` ("auto", "simple", "phase")
     forces a kernel, for tests and benchmarks.
     """
-    if getattr(x, "ndim", None) == 3:     # unbatched (C_in, H, W), as PyTorch takes it
-        x, out = unbatched(x, out)
-        return conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation,
-                                activation=activation, out=out, variant=variant)[0]
-    be = current_backend()
-    plan, env = _planned(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation,
-                         variant)
-    return _common.run_plan(be, plan, env, (("input", env["x"]), ("weight", env["w"]), ("bias", env["bias"])))
+    return _FRONT(x, w, bias, out, args=(stride, padding, output_padding, groups, dilation, activation, variant))
+
+
+plan_conv_transpose2d = plan_of(conv_transpose2d)

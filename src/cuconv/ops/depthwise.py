@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ..backend import current_backend
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
@@ -36,6 +35,7 @@ from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
 from ._common import OUT, W, X, i32
 from ._conv_frontend import ConvFrontEnd
+from ._frontend import plan_of
 
 FILE = "depthwise.cu"
 THREADS = 256
@@ -304,7 +304,7 @@ ALGORITHM = ConvAlgorithm(
 )
 
 
-_FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec))
+_FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec), "depthwise_conv2d")
 
 
 def _depthwise_args(x, w, variant: str, layout: str = "NCHW") -> int:
@@ -324,14 +324,6 @@ def _depthwise_args(x, w, variant: str, layout: str = "NCHW") -> int:
     return C
 
 
-def plan_depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
-                          residual=None, variant: str = "auto", layout: str = "NCHW"):
-    """The ``Plan`` that ``depthwise_conv2d`` with the same arguments runs."""
-    C = _depthwise_args(x, w, variant, layout)
-    return _FRONT.plan(current_backend(), x, w, bias, residual, None, stride, padding, dilation, C, "depthwise",
-                       activation, None, layout, None, {"variant": variant}, arrays_required=False)[0]
-
-
 def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
                      residual=None, out=None, variant: str = "auto", layout: str = "NCHW"):
     """Depthwise 2-D convolution (``conv2d`` with ``groups = C``), NCHW or NHWC, float32 or
@@ -343,5 +335,8 @@ def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activa
     "specialized", "generic", "direct") forces a kernel, for tests and benchmarks.
     """
     C = _depthwise_args(x, w, variant, layout)
-    return _FRONT(x, w, bias, stride, padding, dilation, C, "depthwise", activation, residual, out, None,
-                  layout, None, {"variant": variant})
+    return _FRONT(x, w, bias, residual, out, extra={"variant": variant},
+                  args=(stride, padding, dilation, C, "depthwise", activation, None, layout, None))
+
+
+plan_depthwise_conv2d = plan_of(depthwise_conv2d)

@@ -57,15 +57,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fft_math
-from ..backend import current_backend
 from ..dtypes import INT32_MAX
 from ..fft_math import FftTiling
-from ..plan import FftStep, Launch, Output, Plan, PlanCache, PlanError, Ref, WORKSPACE_ALIGN, layout_buffers
-from ..problem import Conv2dProblem
+from ..plan import FftStep, Launch, Output, Plan, PlanError, Ref, WORKSPACE_ALIGN, layout_buffers
+from ..problem import Conv2dProblem, shape_arg
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
 from ._common import OUT, W, X, f32, i32, i64
+from ._frontend import FrontEnd
 
 FILE = "fft_conv.cu"
 THREADS = 256
@@ -352,12 +352,10 @@ ALGORITHMS = (FFT, FFT_TILING)
 
 
 # =========================================================================== fft_filter_transform
-_FILTER_PLANS = PlanCache()
-
-
-def _filter_plan(be, w, input_shape, padding, dilation, algo, tile, out) -> Plan:
+def _filter_plan(be, env, args, extra, misaligned) -> Plan:
+    input_shape, padding, dilation, algo, tile = args
+    w, out = env["w"], env["out"]
     w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
-    input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be the 4-D NCHW shape of the conv's input, got {input_shape}")
     C, Cg = input_shape[1], int(w.shape[1])
@@ -383,6 +381,9 @@ def _filter_plan(be, w, input_shape, padding, dilation, algo, tile, out) -> Plan
                 description=f"{t.Lh}x{t.Lw} filter spectra")
 
 
+_FILTER = FrontEnd("fft_filter_transform", ("w", "out"), _filter_plan, names={"w": "weight"})
+
+
 def fft_filter_transform(w, input_shape, *, padding=0, dilation=1, algo: str = "fft", tile=None, out=None):
     """The filter spectra that ``conv2d(x, w, ..., algo=algo, transformed_weight=...)`` multiplies
     by: shape (K, C/groups, Lh, Lw//2 + 1), complex64, on the current backend.
@@ -392,18 +393,7 @@ def fft_filter_transform(w, input_shape, *, padding=0, dilation=1, algo: str = "
     ``tile`` as conv2d gets them. The filter is spread by the dilation and circularly reversed
     before its R2C transform, so its spectrum is the conjugate of w's (the correlation's).
     """
-    be = current_backend()
-    env = {"w": _common.native(be, w, "weight"), "out": _common.native(be, out, "out")}
-    try:
-        key = (be.device_key(), be.meta(env["w"]), be.meta(env["out"]), tuple(input_shape), padding, dilation,
-               algo, tile)
-        hash(key)
-    except TypeError:
-        key = None
-    plan = _common.cached_plan(_FILTER_PLANS, key, env,
-                               lambda _: _filter_plan(be, env["w"], input_shape, padding, dilation, algo, tile,
-                                                      env["out"]))
-    return _common.run_plan(be, plan, env, (("weight", env["w"]),))
+    return _FILTER(w, out, args=(shape_arg(input_shape, "input_shape"), padding, dilation, algo, tile))
 
 
 def fft_size(problem: Conv2dProblem, algo: str = "fft", tile=None) -> tuple[int, int]:

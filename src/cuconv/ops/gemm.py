@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import current_backend
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
-from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..plan import Launch, Output, Plan, Ref
 from ..problem import GemmProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from . import tc_gemm as _tc
+from ._frontend import FrontEnd, plan_of
 
 KERNEL_FILE = "gemm.cu"
 # Sizes stay below 2**31 with a tile to spare, so the kernels' 32-bit row/column indices
@@ -230,7 +230,6 @@ def resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
 
 
 # --------------------------------------------------------------------------- cuconv.gemm
-_PLANS = PlanCache()
 A, B, C = Ref("a"), Ref("b"), Ref("out")
 
 
@@ -273,21 +272,8 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
                           ("bias", (M,), dt), ("residual", prob.output_shape, dt)))
 
 
-def _plan(be, a, b, bias, residual, out, activation, config, allow_tf32):
-    """The memoized plan for these arrays and arguments, and the arrays by role."""
-    env = {"a": _common.native(be, a, "a"), "b": _common.native(be, b, "b"),
-           "bias": _common.native(be, bias, "bias"), "residual": _common.native(be, residual, "residual"),
-           "out": _common.native(be, out, "out")}
-    key = (be.device_key(), *(be.meta(v) for v in env.values()), activation, config, allow_tf32)
-    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: _gemm_plan(
-        be, env["a"], env["b"], env["bias"], env["residual"], env["out"], activation, config, allow_tf32,
-        misaligned))
-    return plan, env
-
-
-def plan_gemm(a, b, *, bias=None, residual=None, activation=None, config=None, allow_tf32=False, out=None) -> Plan:
-    """The ``Plan`` that ``cuconv.gemm`` with the same arguments runs (arrays of the current backend)."""
-    return _plan(current_backend(), a, b, bias, residual, out, activation, config, allow_tf32)[0]
+_FRONT = FrontEnd("gemm", ("a", "b", "bias", "residual", "out"), lambda be, env, args, extra, misaligned: _gemm_plan(
+    be, env["a"], env["b"], env["bias"], env["residual"], env["out"], *args, misaligned))
 
 
 def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=None, allow_tf32=False):
@@ -305,6 +291,7 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
     heuristic). Returns ``out`` ((M, N) or (batch, M, N)), allocated when None, on the
     current backend; queued on CuPy's current stream without synchronizing.
     """
-    be = current_backend()
-    plan, env = _plan(be, a, b, bias, residual, out, activation, config, allow_tf32)
-    return _common.run_plan(be, plan, env, [(r, env[r]) for r in ("a", "b", "bias", "residual")])
+    return _FRONT(a, b, bias, residual, out, args=(activation, config, allow_tf32))
+
+
+plan_gemm = plan_of(gemm)

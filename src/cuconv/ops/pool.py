@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
-from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..plan import Launch, Output, Plan, Ref
 from ..problem import PoolProblem, bool_arg
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32, i64
-from ._conv_frontend import unbatched
+from ._frontend import FrontEnd, plan_of
 
 FILE = "pool.cu"
 THREADS = 256
@@ -90,10 +89,8 @@ def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
                    (x, out, *geom, i32(p.count_include_pad), i32(p.divisor_override or 0)))]
 
 
-_PLANS = PlanCache()
-
-
-def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Plan:
+def _plan(be, kind, env, args: dict, return_indices: bool) -> Plan:
+    x, out, out_indices = env["x"], env["out"], env["indices"]
     x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
@@ -112,31 +109,31 @@ def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Pl
     _common.same_device(be, input=x, out=out, out_indices=out_indices)
     launches = pool_launches(p, indices=indices)
     op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[kind]
-    return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs), be.device_key(),
-                expected=(("x", tuple(x.shape), dt),))
+    return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs),
+                be.device_key(), expected=(("x", tuple(x.shape), dt),))
 
 
-def _planned(be, kind, x, out, out_indices=None, return_indices=False, **args):
-    env = {"x": _common.native(be, x, "input"), "out": _common.native(be, out, "out"),
-           "indices": _common.native(be, out_indices, "out_indices")}
-    key = (be.device_key(), kind, be.meta(env["x"]), be.meta(env["out"]), be.meta(env["indices"]),
-           return_indices, *args.items())
-    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(
-        be, kind, env["x"], env["out"], env["indices"], args, return_indices))
-    return plan, env
+def _plan_max(be, env, args, extra, misaligned) -> Plan:
+    return_indices, kernel_size, stride, padding, dilation, ceil_mode = args
+    return _plan(be, "max", env, dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                                      ceil_mode=ceil_mode), return_indices)
 
 
-def _pool(kind, x, out, out_indices=None, return_indices=False, **args):
-    """validate → plan (memoized) → launch, for every pooling op."""
-    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W), as PyTorch takes it
-        x, out, out_indices = unbatched(x, out, out_indices)
-        result = _pool(kind, x, out, out_indices, return_indices, **args)
-        return tuple(r[0] for r in result) if isinstance(result, tuple) else result[0]
-    be = current_backend()
-    plan, env = _planned(be, kind, x, out, out_indices, return_indices, **args)
-    if env["indices"] is not None and env["out"] is not None:
-        _common.check_no_overlap(env["indices"], (("out", env["out"]),), "out_indices")
-    return _common.run_plan(be, plan, env, (("input", env["x"]),))
+def _plan_avg(be, env, args, extra, misaligned) -> Plan:
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override = args
+    return _plan(be, "avg", dict(env, indices=None), dict(
+        kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad, divisor_override=divisor_override), False)
+
+
+def _plan_global(be, env, args, extra, misaligned) -> Plan:
+    return _plan(be, "global_avg", dict(env, indices=None), {}, False)
+
+
+_NAMES = {"x": "input", "indices": "out_indices"}
+_MAX = FrontEnd("max_pool2d", ("x", "out", "indices"), _plan_max, batched=("x", "out", "indices"), names=_NAMES)
+_AVG = FrontEnd("avg_pool2d", ("x", "out"), _plan_avg, batched=("x", "out"), names=_NAMES)
+_GLOBAL = FrontEnd("global_avg_pool2d", ("x", "out"), _plan_global, batched=("x", "out"), names=_NAMES)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -149,39 +146,21 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return_indices = bool_arg(return_indices, "return_indices")
     if out_indices is not None and not return_indices:
         raise ValueError("out_indices was given but return_indices is False")
-    return _pool("max", x, out, out_indices, return_indices, kernel_size=kernel_size, stride=stride,
-                 padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    return _MAX(x, out, out_indices, args=(return_indices, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
     """2-D average pooling of an NCHW float32 or float64 tensor (torch.nn.functional.avg_pool2d)."""
-    return _pool("avg", x, out, kernel_size=kernel_size, stride=stride, padding=padding,
-                 ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
+    return _AVG(x, out, args=(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
 
 
 def global_avg_pool2d(x, *, out=None):
     """Mean over H and W of an NCHW float32 or float64 tensor: shape (N, C, 1, 1)
     (torch.nn.functional.adaptive_avg_pool2d(x, 1))."""
-    return _pool("global_avg", x, out)
+    return _GLOBAL(x, out)
 
 
-def plan_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                    return_indices=False) -> Plan:
-    """The ``Plan`` that ``max_pool2d`` with the same arguments runs."""
-    return _planned(current_backend(), "max", x, None, None, bool_arg(return_indices, "return_indices"),
-                    kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                    ceil_mode=ceil_mode)[0]
-
-
-def plan_avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                    divisor_override=None) -> Plan:
-    """The ``Plan`` that ``avg_pool2d`` with the same arguments runs."""
-    return _planned(current_backend(), "avg", x, None, kernel_size=kernel_size, stride=stride,
-                    padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
-                    divisor_override=divisor_override)[0]
-
-
-def plan_global_avg_pool2d(x) -> Plan:
-    """The ``Plan`` that ``global_avg_pool2d`` runs."""
-    return _planned(current_backend(), "global_avg", x, None)[0]
+plan_max_pool2d = plan_of(max_pool2d)
+plan_avg_pool2d = plan_of(avg_pool2d)
+plan_global_avg_pool2d = plan_of(global_avg_pool2d)

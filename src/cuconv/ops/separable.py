@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
 from ..dtypes import INT32_MAX
-from ..plan import Launch, Output, Plan, PlanCache, Ref, layout_buffers
+from ..plan import Launch, Output, Plan, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from . import depthwise as _dw
 from ._common import OUT, X, i32
+from ._frontend import FrontEnd, plan_of
 from .gemm import gemm_launches
 
 FILE = "depthwise.cu"
@@ -65,11 +65,11 @@ def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
     return None
 
 
-_PLANS = PlanCache()
 _ROLES = ("x", "w_depthwise", "w_pointwise", "bias_depthwise", "bias_pointwise", "residual")
 
 
-def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, fused, misaligned) -> Plan:
+def _plan(be, env, args, extra, misaligned) -> Plan:
+    stride, padding, dilation, activation_depthwise, activation, fused = args
     x = _common.as_tensor(env["x"], "input", ndim=4, dtypes=("float32",), be=be)
     wd = _common.as_tensor(env["w_depthwise"], "w_depthwise", ndim=4, dtypes=("float32",), be=be)
     wp = _common.as_tensor(env["w_pointwise"], "w_pointwise", ndim=4, dtypes=("float32",), be=be)
@@ -132,22 +132,8 @@ def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, 
                 expected=tuple((r, tuple(env[r].shape), "float32") for r in _ROLES if has[r]))
 
 
-def _planned(be, arrays, out, stride, padding, dilation, activation_depthwise, activation, fused):
-    env = {r: _common.native(be, a, "input" if r == "x" else r) for r, a in zip(_ROLES, arrays)}
-    env["out"] = _common.native(be, out, "out")
-    key = (be.device_key(), *(be.meta(env[r]) for r in (*_ROLES, "out")), stride, padding, dilation,
-           activation_depthwise, activation, fused)
-    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: _plan(
-        be, env, stride, padding, dilation, activation_depthwise, activation, fused, misaligned))
-    return plan, env
-
-
-def plan_separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None, stride=1,
-                          padding=0, dilation=1, *, activation_depthwise=None, activation=None, residual=None,
-                          fused=None) -> Plan:
-    """The ``Plan`` that ``separable_conv2d`` with the same arguments runs."""
-    return _planned(current_backend(), (x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual),
-                    None, stride, padding, dilation, activation_depthwise, activation, fused)[0]
+_FRONT = FrontEnd("separable_conv2d", (*_ROLES, "out"), _plan, batched=("x", "residual", "out"),
+                  names={"x": "input"})
 
 
 def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None,
@@ -155,10 +141,12 @@ def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_poin
                      residual=None, fused=None, out=None):
     """Depthwise-separable convolution: depthwise (M·C, 1, R, S) then pointwise (K, M·C, 1, 1).
 
-    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. Returns (N, K, P, Q) on
-    the current backend. See the module docstring for ``fused``.
+    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. ``x`` (N, C, H, W), or
+    (C, H, W) unbatched as PyTorch takes it; returns (N, K, P, Q) ((K, P, Q)) on the current
+    backend. See the module docstring for ``fused``.
     """
-    be = current_backend()
-    plan, env = _planned(be, (x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual), out,
-                         stride, padding, dilation, activation_depthwise, activation, fused)
-    return _common.run_plan(be, plan, env, [("input" if r == "x" else r, env[r]) for r in _ROLES])
+    return _FRONT(x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual, out,
+                  args=(stride, padding, dilation, activation_depthwise, activation, fused))
+
+
+plan_separable_conv2d = plan_of(separable_conv2d)

@@ -157,7 +157,7 @@ ALGORITHMS = (IMPLICIT_GEMM_TC, IMPLICIT_GEMM_TC_SIMPLE, IMPLICIT_GEMM_TF32)
 _BY_NAME = {a.name: a for a in ALGORITHMS}
 
 
-_FRONT = ConvFrontEnd(lambda spec, algo: _BY_NAME[algo].plan_or_raise(spec))
+_FRONT = ConvFrontEnd(lambda spec, algo: _BY_NAME[algo].plan_or_raise(spec), "tc_conv2d")
 
 
 def tc_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NHWC",
@@ -177,5 +177,5 @@ def tc_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, lay
     else:
         algo = "implicit_gemm_tf32" if kdt == "tf32" else "implicit_gemm_tc"
     extra = {} if config in (None, "simple") else {"config": config}
-    return _FRONT(x, w, bias, stride, padding, dilation, groups, algo, activation, residual, out, None,
-                  layout, True if allow_tf32 else None, extra)
+    return _FRONT(x, w, bias, residual, out, extra=extra, args=(
+        stride, padding, dilation, groups, algo, activation, None, layout, True if allow_tf32 else None))

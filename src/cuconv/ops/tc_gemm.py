@@ -11,12 +11,12 @@ import math
 
 import numpy as np
 
-from ..backend import current_backend
 from ..dtypes import INT32_MAX
-from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..plan import Launch, Output, Plan, Ref
 from ..problem import GemmProblem
 from . import _common
 from ._common import i32, i64
+from ._frontend import FrontEnd
 from .tc_common import (  # noqa: F401
     AUX,
     AUX_ENTRIES,
@@ -98,9 +98,6 @@ def tc_gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, batch=1, stride_a=0, st
     return launches
 
 
-_PLANS = PlanCache()
-
-
 def gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, misaligned=frozenset()) -> Plan:
     """Check every argument of a tensor-core GEMM (clear errors, nothing launched) and plan it."""
     a = _common.as_tensor(a, "a", None, ("float16", "bfloat16", "float32"), be)
@@ -152,12 +149,8 @@ def tc_gemm(a, b, out=None, *, bias=None, activation=None, residual=None, allow_
     the input dtype; the output has the input dtype. ``config``: None (heuristic), "simple" (the
     analytic kernel), or a config name / ``TcConfig`` from ``CONFIGS``.
     """
-    be = current_backend()
-    env = {"a": _common.native(be, a, "a"), "b": _common.native(be, b, "b"),
-           "bias": _common.native(be, bias, "bias"), "residual": _common.native(be, residual, "residual"),
-           "out": _common.native(be, out, "out")}
-    key = (be.device_key(), *(be.meta(v) for v in env.values()), activation, config, allow_tf32)
-    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: gemm_plan(
-        be, env["a"], env["b"], env["bias"], env["residual"], env["out"], activation, config,
-        allow_tf32, misaligned))
-    return _common.run_plan(be, plan, env, [(r, env[r]) for r in ("a", "b", "bias", "residual")])
+    return _FRONT(a, b, bias, residual, out, args=(activation, config, allow_tf32))
+
+
+_FRONT = FrontEnd("tc_gemm", ("a", "b", "bias", "residual", "out"), lambda be, env, args, extra, misaligned: gemm_plan(
+    be, env["a"], env["b"], env["bias"], env["residual"], env["out"], *args, misaligned))
