@@ -115,6 +115,7 @@ class Backend:
     """The shared launch path; subclasses say how to load an entry and which device is current."""
     name = "?"
     array_type = None        # the class of the backend's arrays (the op front ends' fast check)
+    multi_device = False     # arrays live on several devices: plan keys record where (``devices``)
 
     def __init__(self):
         self._tables: dict = {}          # device key -> {label: callable}
@@ -190,6 +191,7 @@ class Backend:
 class CupyBackend(Backend):
     """Default: kernels compiled by NVRTC through CuPy, launched on CuPy's current stream."""
     name = "cupy"
+    multi_device = True
 
     def __init__(self):
         super().__init__()

@@ -264,6 +264,9 @@ class Plan:
     def __post_init__(self):
         absent = sorted({name[2:] for ln in self.launches for _, name, _ in ln._slots if name.startswith("0:")})
         object.__setattr__(self, "_placeholders", tuple(absent))
+        # The placeholder arrays of the last backend that ran this plan (a plan is made for one
+        # device, so they change only with the backend object): [backend, ((slot, array), ...)].
+        object.__setattr__(self, "_placeholder_arrays", [None, ()])
         object.__setattr__(self, "_views", tuple([(b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
                                                   for b in self.buffers]))
 
@@ -346,12 +349,14 @@ class Plan:
             outs.append(a)
         return outs
 
-    def execute(self, be, env: dict, workspace=None) -> None:
+    def execute(self, be, env: dict, workspace=None, contiguous: bool = False) -> None:
         """Launch every kernel with the arrays in ``env`` (role -> array; every output present).
         No checks: the op front ends call this after their own. An input that is a strided view
         (a transpose, a slice with steps, negative strides, Fortran order) is first copied to a
         C-contiguous array through the backend (CuPy's pool and current stream on the GPU): the
-        kernels index dense rows; the caller's array is never written.
+        kernels index dense rows; the caller's array is never written. ``contiguous=True``: the
+        caller knows every input is C-contiguous (the front ends' hot path: the plan key holds
+        the strides).
 
         Capturable in a CUDA graph (``cupy.cuda.Stream.begin_capture``) after one run outside
         the capture (which compiles the kernels): it never synchronises, reads no device data
@@ -361,10 +366,11 @@ class Plan:
         inputs too (a strided input's copy is an allocation of its own)."""
         if _NVTX and be.__class__ is not _Ranged:
             return _ranged_execute(self, be, env, workspace)
-        for role in self.inputs:
-            a = env.get(role)
-            if a is not None and not a.flags.c_contiguous:
-                env[role] = be.contiguous(a)
+        if not contiguous:
+            for role in self.inputs:
+                a = env.get(role)
+                if a is not None and not a.flags.c_contiguous:
+                    env[role] = be.contiguous(a)
         if self.workspace_bytes:
             ws = workspace
             if ws is None:
@@ -374,8 +380,13 @@ class Plan:
                                  f"bytes, got {ws.dtype} shape {tuple(ws.shape)}")
             for name, start, end, dtype in self._views:
                 env[name] = ws[start:end].view(dtype)
-        for dt in self._placeholders:
-            env["0:" + dt] = be.placeholder(dt)
+        if self._placeholders:
+            cached = self._placeholder_arrays
+            if cached[0] is not be:
+                cached[1] = tuple([("0:" + dt, be.placeholder(dt)) for dt in self._placeholders])
+                cached[0] = be
+            for slot, a in cached[1]:
+                env[slot] = a
         launch = be.launch
         for ln in self.launches:
             if ln.entry is None:      # a library step (FftStep): the backend's own call

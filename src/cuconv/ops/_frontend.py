@@ -1,10 +1,10 @@
 """The call path every op shares: validate → plan (memoized) → run.
 
-An op is a function with PyTorch's signature whose body hands its arrays and its other arguments
-to the op's ``FrontEnd``::
+An op is a function with PyTorch's signature whose body hands its arrays, by role, and its other
+arguments to the op's ``FrontEnd``::
 
     def avg_pool2d(x, kernel_size, stride=None, ..., *, out=None):
-        return _AVG(x, out, args=(kernel_size, stride, ...))
+        return _AVG({"x": x, "out": out}, (kernel_size, stride, ...))
 
 On every call the front end
 
@@ -26,9 +26,9 @@ run instead of running it (arrays may be anything with ``.shape`` and ``.dtype``
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-import threading
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -44,18 +44,20 @@ class CallKey(NamedTuple):
     (shape, strides, dtype) in role order (None when absent; a shape-and-dtype stand-in has
     strides None), the op's other arguments as passed (the algorithm's extra keyword arguments
     last, as sorted (name, value) pairs), and where the arrays live (the GPU backend: their device
-    ids; the CPU backends: None)."""
+    ids; the CPU backends: None). The hot path builds it as a plain tuple (equal, hashing alike)."""
     device: object
     arrays: tuple
     args: tuple
     devices: object
 
 
-_new_key = tuple.__new__        # CallKey without the Python-level __new__ (the hot path's one record)
-_MODE = threading.local()       # .planning: the next front-end call returns its plan (plan_of)
+# Set by plan_X for the front-end call it makes: that call returns its plan instead of running it.
+_PLANNING: contextvars.ContextVar = contextvars.ContextVar("cuconv_planning", default=False)
 
 
 def _meta(a):
+    """An array's part of the key (the backend's own arrays: the slow path converts the others);
+    a shape-and-dtype stand-in's strides are None."""
     if a is None:
         return None
     return (a.shape, getattr(a, "strides", None), a.dtype)
@@ -76,15 +78,15 @@ def option_items(extra: dict) -> tuple:
 class FrontEnd:
     """validate → plan (memoized) → run, for one op (see the module docstring).
 
-    ``roles``: the op's array arguments, in the order the op passes them (inputs, then the outputs
-    it takes as ``out=``); ``plan(be, env, args, extra, misaligned) -> Plan`` validates and plans
-    (``env``: role -> the backend's array, or a stand-in when planning); ``batched``: the roles
-    with a batch axis, the lead first, as a tuple (batched rank ``rank``) or a dict role -> its
-    batched rank (an unbatched call: the lead one dimension short); ``batched_size``: the index
-    in ``args`` of a shape argument with a batch axis; ``names``: role -> the argument's name in
-    messages; ``array_options``: extra keyword arguments that are arrays the kernels read (passed
-    to the plan by role); ``result(env)``: what the call returns (default: the plan's outputs, one
-    array or a tuple).
+    ``roles``: the op's array arguments (inputs, then the outputs it takes as ``out=``), the keys
+    of the dict the op hands over, in that order; ``plan(be, env, args, extra, misaligned) ->
+    Plan`` validates and plans (``env``: role -> the backend's array, or a stand-in when
+    planning); ``batched``: the roles with a batch axis, the lead first, as a tuple (batched rank
+    ``rank``) or a dict role -> its batched rank (an unbatched call: the lead one dimension
+    short); ``batched_size``: the index in ``args`` of a shape argument with a batch axis;
+    ``names``: role -> the argument's name in messages; ``array_options``: extra keyword
+    arguments that are arrays the kernels read (passed to the plan by role); ``result(env)``:
+    what the call returns (default: the plan's outputs, one array or a tuple).
     """
 
     def __init__(self, op: str, roles: tuple[str, ...], plan: Callable, *, batched=(),
@@ -94,60 +96,64 @@ class FrontEnd:
         self.roles = roles
         self.build = plan
         self.batched = dict(batched) if isinstance(batched, dict) else {r: rank for r in batched}
-        lead = next(iter(self.batched), None)
-        self._lead = None if lead is None else roles.index(lead)
-        self._unbatched_rank = None if lead is None else self.batched[lead] - 1
+        self._lead = next(iter(self.batched), None)
         self.batched_size = batched_size
         self.names = dict(names or {})
         self.array_options = array_options
         self._array_options = frozenset(array_options)
         self.result = result
         self.plans = PlanCache()
-        self._plans = self.plans.dict_view()    # the hot path's lookup, without a method call
+        # The hot path's plans: those of calls whose inputs were C-contiguous and whose plans do
+        # not depend on alignment (its lookup is the dict itself, without a method call).
+        self.hot = PlanCache()
+        self._hot = self.hot.dict_view()
 
     # --- the call --------------------------------------------------------------------------
-    def __call__(self, *arrays, args: tuple = (), extra: dict | None = None):
-        unbatched = self._lead is not None and getattr(arrays[self._lead], "ndim", None) == self._unbatched_rank
-        if unbatched:
-            arrays, args = self._with_batch_axis(arrays, args)
+    def __call__(self, arrays: dict, args: tuple = (), extra: dict | None = None):
+        """Run the op on ``arrays`` (role -> the caller's array or None, in ``roles`` order),
+        ``args`` (its other arguments) and ``extra`` (the algorithm's keyword arguments); see the
+        module docstring. The hot path: the backend's own arrays, the key, one dictionary lookup."""
         be = current_backend()
-        planning = getattr(_MODE, "planning", False)
-        if planning:
-            _MODE.planning = False          # this call only: the plan's own work runs ops normally
-        # The hot path: the backend's own arrays, the key, one dictionary lookup.
-        t = be.array_type
+        planning = _PLANNING.get()
         plan = None
         if not planning and not (extra and extra.keys() & self._array_options):
-            metas = []
-            for a in arrays:
+            t, metas = be.array_type, []
+            append = metas.append
+            for a in arrays.values():
                 if a is None:
-                    metas.append(None)
+                    append(None)
                 elif a.__class__ is t:
-                    metas.append((a.shape, a.strides, a.dtype))
-                else:
-                    metas = None
+                    append((a.shape, a.strides, a.dtype))
+                else:                   # a foreign array or not an array: the slow path converts or says
                     break
-            if metas is not None:
-                key = _new_key(CallKey, (be.device_key(), tuple(metas), (*args, option_items(extra)) if extra else args,
-                                         be.devices(*arrays)))
+            else:
                 try:
-                    plan = self._plans.get(key)
-                except TypeError:            # an unhashable argument: planned uncached below
+                    plan = self._hot.get((be.device_key(), tuple(metas), (*args, option_items(extra)) if extra else args,
+                                          be.devices(*arrays.values()) if be.multi_device else None))
+                except TypeError:       # an unhashable argument: planned uncached below
                     plan = None
-        if plan is None or plan.aligned:
-            plan, env = self.plan(be, arrays, args, extra, planning)
-            if planning:
-                return plan
-        else:
-            env = dict(zip(self.roles, arrays))
+        if plan is not None:
+            return self.run(be, plan, arrays, contiguous=True)    # the op's own dict: outputs go in it
+        if planning:
+            _PLANNING.set(False)        # this call only (plan_of restores the flag): the plan's work runs ops
+        unbatched = getattr(arrays.get(self._lead), "ndim", None) == self.batched.get(self._lead, 0) - 1
+        if unbatched:
+            arrays, args = self._with_batch_axis(arrays, args, planning)
+        plan, env = self.plan(be, arrays, args, extra, planning)
+        if planning:
+            return plan
+        return self.run(be, plan, env, unbatched=unbatched)
+
+    def run(self, be, plan: Plan, env: dict, contiguous: bool = False, unbatched: bool = False):
+        """Allocate the outputs not given (a given one must not share memory with an input or an
+        output written before it), launch, return the result (an unbatched call's outputs
+        without their batch axis of 1)."""
         for o in plan.outputs:
-            a = env.get(o.role)
-            if a is None:
+            if env.get(o.role) is None:
                 env[o.role] = be.empty(o.shape, o.dtype)
-            else:       # a given output must not share memory with an input or an output written before it
-                _common.check_no_overlap(a, [(self.names.get(r, r), env.get(r)) for r in self._before(plan, o.role)],
-                                         self.names.get(o.role, o.role))
-        plan.execute(be, env)
+            else:
+                self._check_output(plan, env, o.role)
+        plan.execute(be, env, None, contiguous)
         if unbatched:
             for r, rank in self.batched.items():
                 a = env.get(r)
@@ -156,15 +162,20 @@ class FrontEnd:
         if self.result is not None:
             return self.result(env)
         outs = plan.outputs
-        if len(outs) == 1:
-            return env[outs[0].role]
-        return tuple([env[o.role] for o in outs])
+        return env[outs[0].role] if len(outs) == 1 else tuple([env[o.role] for o in outs])
 
-    def plan(self, be, arrays, args, extra=None, planning: bool = False) -> tuple[Plan, dict]:
+    def _check_output(self, plan: Plan, env: dict, role: str) -> None:
+        outs = [o.role for o in plan.outputs]
+        _common.check_no_overlap(env[role], [(self.names.get(r, r), env.get(r))
+                                             for r in (*plan.inputs, *outs[:outs.index(role)])],
+                                 self.names.get(role, role))
+
+    def plan(self, be, arrays: dict, args, extra=None, planning: bool = False) -> tuple[Plan, dict]:
         """The plan for these arguments and the arrays by role (converted to the backend's;
         ``planning``: stand-ins with ``.shape`` and ``.dtype`` are kept as they are)."""
         native = _common.native_or_shape if planning else _common.native
-        env = {r: native(be, a, self.names.get(r, r)) for r, a in zip(self.roles, arrays)}
+        env = {r: native(be, a, self.names.get(r, r)) for r, a in arrays.items()}
+        given = list(env.values())
         key_args = args
         if extra:
             for k in self.array_options:
@@ -172,11 +183,13 @@ class FrontEnd:
                     env[k] = native(be, extra[k], k)
             key_args = (*args, option_items(extra))
             extra = {k: env.get(k, v) for k, v in extra.items()}
-        given = [env[r] for r in self.roles]
         key = CallKey(planning_target(be)[1], tuple(map(_meta, given)), key_args,
-                      None if planning else be.devices(*given))
-        arrays_only = {r: a for r, a in env.items() if a is not None and be.is_array(a)}
-        plan = self._cached(key, arrays_only, lambda misaligned: self.build(be, env, args, extra or {}, misaligned))
+                      be.devices(*given) if be.multi_device and not planning else None)
+        live = {r: a for r, a in env.items() if a is not None and be.is_array(a)}
+        plan = self._cached(key, live, lambda misaligned: self.build(be, env, args, extra or {}, misaligned))
+        if (not planning and not plan.aligned and len(live) == len([a for a in given if a is not None])
+                and all(a.flags.c_contiguous for r, a in live.items() if r in plan.inputs)):
+            self.hot.put(key, plan)         # the hot path's key is this one: the same arrays, strides, arguments
         return plan, env
 
     def _cached(self, key, env: dict, build) -> Plan:
@@ -204,22 +217,16 @@ class FrontEnd:
                         self.plans.put(key2, plan)
         return plan
 
-    def _before(self, plan: Plan, role: str) -> list[str]:
-        """The roles an output ``role`` must not overlap: the plan's inputs (and array options)
-        and the outputs before it."""
-        outs = [o.role for o in plan.outputs]
-        return [*plan.inputs, *outs[:outs.index(role)]]
-
-    def _with_batch_axis(self, arrays, args):
+    def _with_batch_axis(self, arrays: dict, args: tuple, planning: bool) -> tuple[dict, tuple]:
         """PyTorch's unbatched call as the batched one: a batch axis of 1 (views) on the batched
         arrays one dimension short, and on the batched size argument."""
-        if getattr(_MODE, "planning", False):
-            lead = self.roles[self._lead]
+        lead = self._lead
+        if planning:
             raise ValueError(f"plan the batched call: {self.names.get(lead, lead)} shape "
-                             f"{tuple(arrays[self._lead].shape)} is unbatched; a {self.op} call on it runs the "
-                             "plan of the arrays with a batch axis of 1 added")
-        arrays = tuple(a[None] if a is not None and getattr(a, "ndim", None) == self.batched.get(r, 0) - 1 else a
-                       for r, a in zip(self.roles, arrays))
+                             f"{tuple(arrays[lead].shape)} is unbatched; a {self.op} call on it runs the plan of "
+                             "the arrays with a batch axis of 1 added")
+        arrays = {r: a[None] if a is not None and getattr(a, "ndim", None) == self.batched.get(r, 0) - 1 else a
+                  for r, a in arrays.items()}
         if self.batched_size is not None:
             args = list(args)
             args[self.batched_size] = (1, *shape_arg(args[self.batched_size], "input_size"))
@@ -234,12 +241,11 @@ def plan_of(op: Callable) -> Callable:
     ``.dtype`` (planning needs no data)."""
     @functools.wraps(op)
     def plan_x(*args, **kwargs):
-        previous = getattr(_MODE, "planning", False)
-        _MODE.planning = True
+        token = _PLANNING.set(True)
         try:
             return op(*args, **kwargs)
         finally:
-            _MODE.planning = previous
+            _PLANNING.reset(token)
     plan_x.__name__ = plan_x.__qualname__ = f"plan_{op.__name__}"
     plan_x.__doc__ = (f"The ``Plan`` that ``{op.__name__}`` with the same arguments runs: ``plan.algo``, "
                       "``plan.workspace_bytes``, ``plan.launches`` (kernel, grid, block, shared memory) and "

@@ -150,8 +150,8 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="
     numpy.ndarray on the emulator); work is queued on CuPy's current stream, no sync.
     The plan is made once per argument shapes and device (``plan_conv2d`` returns it).
     """
-    return _FRONT(x, w, bias, residual, out, extra=extra, args=(
-        stride, padding, dilation, groups, algo, activation, max_workspace_bytes, layout, allow_tf32))
+    return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out},
+                  (stride, padding, dilation, groups, algo, activation, max_workspace_bytes, layout, allow_tf32), extra)
 
 
 plan_conv2d = plan_of(conv2d)

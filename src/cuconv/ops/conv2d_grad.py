@@ -111,8 +111,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
         _nhwc_out(out, input_size, weight.dtype)
         return _nhwc_result(conv2d_input(_nchw_shape(input_size), _nchw(weight), _nchw(grad_output), stride,
                                          padding, dilation, groups, algo=algo, **extra), out)
-    return _INPUT(weight, grad_output, out, extra=extra,
-                  args=(input_size, stride, padding, dilation, groups, algo))
+    return _INPUT({"w": weight, "dy": grad_output, "dx": out}, (input_size, stride, padding, dilation, groups, algo), extra)
 
 
 plan_conv2d_input = plan_of(conv2d_input)
@@ -142,8 +141,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
         return _nhwc_result(conv2d_weight(_nchw(input), _nchw_shape(weight_size), _nchw(grad_output), stride,
                                           padding, dilation, groups, algo=algo, deterministic=deterministic,
                                           max_workspace_bytes=max_workspace_bytes, **extra), out)
-    return _WEIGHT(input, grad_output, out, extra=extra,
-                   args=(weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes))
+    return _WEIGHT({"x": input, "dy": grad_output, "dw": out},
+                   (weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes), extra)
 
 
 plan_conv2d_weight = plan_of(conv2d_weight)
@@ -179,7 +178,7 @@ _BIAS = FrontEnd("conv2d_bias", ("dy", "db"), _plan_bias, batched=("dy",), names
 def conv2d_bias(grad_output, *, out=None):
     """∂L/∂b of a convolution's bias: ``grad_output`` (N, K, ...) summed over every axis but the
     channel axis 1, in a fixed order (deterministic). Returns ``out`` (K,)."""
-    return _BIAS(grad_output, out)
+    return _BIAS({"dy": grad_output, "db": out})
 
 
 plan_conv2d_bias = plan_of(conv2d_bias)
@@ -229,8 +228,8 @@ def conv2d_backward(input, weight, grad_output, stride=1, padding=0, dilation=1,
     mask = tuple(output_mask) if isinstance(output_mask, list) else output_mask
     if not isinstance(weight_options, (dict, type(None))):
         raise TypeError(f"weight_options must be a dict of keyword arguments or None, got {weight_options!r}")
-    return _BACKWARD(input, weight, grad_output, extra=weight_options, args=(mask, stride, padding, dilation, groups, algo, weight_algo,
-                                                       deterministic, max_workspace_bytes))
+    return _BACKWARD({"x": input, "w": weight, "dy": grad_output}, (mask, stride, padding, dilation, groups, algo, weight_algo,
+                                                    deterministic, max_workspace_bytes), weight_options)
 
 
 plan_conv2d_backward = plan_of(conv2d_backward)

@@ -94,7 +94,7 @@ def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
     forward convolution of ``grad_output`` with ``weight`` — the transposed convolution is that
     convolution's data gradient (§9.7) — run by any conv2d algorithm (``algo``: a name from
     ``cuconv.algorithms(ConvTransposeProblem(...).as_conv2d())``)."""
-    return _INPUT(weight, grad_output, out, args=(input_size, stride, padding, output_padding, groups, dilation, algo))
+    return _INPUT({"w": weight, "dy": grad_output, "dx": out}, (input_size, stride, padding, output_padding, groups, dilation, algo))
 
 
 def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0, output_padding=0,  # noqa: A002
@@ -104,7 +104,7 @@ def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0
     gradient the transposed convolution is, with its input ``grad_output`` and its output
     gradient ``input``. Weight (C_in, C_out/groups, R, S). The bias gradient is
     ``conv2d_bias(grad_output)``."""
-    return _WEIGHT(input, grad_output, out, args=(weight_size, stride, padding, output_padding, groups, dilation, algo,
+    return _WEIGHT({"x": input, "dy": grad_output, "dw": out}, (weight_size, stride, padding, output_padding, groups, dilation, algo,
                                                   deterministic, max_workspace_bytes))
 
 

@@ -335,8 +335,8 @@ def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activa
     "specialized", "generic", "direct") forces a kernel, for tests and benchmarks.
     """
     C = _depthwise_args(x, w, variant, layout)
-    return _FRONT(x, w, bias, residual, out, extra={"variant": variant},
-                  args=(stride, padding, dilation, C, "depthwise", activation, None, layout, None))
+    return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out}, (stride, padding, dilation, C, "depthwise", activation, None, layout, None),
+                  {"variant": variant})
 
 
 plan_depthwise_conv2d = plan_of(depthwise_conv2d)

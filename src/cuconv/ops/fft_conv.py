@@ -393,7 +393,7 @@ def fft_filter_transform(w, input_shape, *, padding=0, dilation=1, algo: str = "
     ``tile`` as conv2d gets them. The filter is spread by the dilation and circularly reversed
     before its R2C transform, so its spectrum is the conjugate of w's (the correlation's).
     """
-    return _FILTER(w, out, args=(shape_arg(input_shape, "input_shape"), padding, dilation, algo, tile))
+    return _FILTER({"w": w, "out": out}, (shape_arg(input_shape, "input_shape"), padding, dilation, algo, tile))
 
 
 def fft_size(problem: Conv2dProblem, algo: str = "fft", tile=None) -> tuple[int, int]:

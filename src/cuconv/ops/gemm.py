@@ -291,7 +291,7 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
     heuristic). Returns ``out`` ((M, N) or (batch, M, N)), allocated when None, on the
     current backend; queued on CuPy's current stream without synchronizing.
     """
-    return _FRONT(a, b, bias, residual, out, args=(activation, config, allow_tf32))
+    return _FRONT({"a": a, "b": b, "bias": bias, "residual": residual, "out": out}, (activation, config, allow_tf32))
 
 
 plan_gemm = plan_of(gemm)

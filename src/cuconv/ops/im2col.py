@@ -86,7 +86,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
     "same" or "valid", as in ``cuconv.conv2d``). An unbatched (C, H, W) input gives (C·R·S, P·Q),
     as torch's unfold. Returns ``out`` (allocated when None).
     """
-    return _FRONT(x, out, args=(kernel_size, stride, padding, dilation))
+    return _FRONT({"x": x, "out": out}, (kernel_size, stride, padding, dilation))
 
 
 plan_im2col = plan_of(im2col)

@@ -146,19 +146,19 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return_indices = bool_arg(return_indices, "return_indices")
     if out_indices is not None and not return_indices:
         raise ValueError("out_indices was given but return_indices is False")
-    return _MAX(x, out, out_indices, args=(return_indices, kernel_size, stride, padding, dilation, ceil_mode))
+    return _MAX({"x": x, "out": out, "indices": out_indices}, (return_indices, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
     """2-D average pooling of an NCHW float32 or float64 tensor (torch.nn.functional.avg_pool2d)."""
-    return _AVG(x, out, args=(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
+    return _AVG({"x": x, "out": out}, (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
 
 
 def global_avg_pool2d(x, *, out=None):
     """Mean over H and W of an NCHW float32 or float64 tensor: shape (N, C, 1, 1)
     (torch.nn.functional.adaptive_avg_pool2d(x, 1))."""
-    return _GLOBAL(x, out)
+    return _GLOBAL({"x": x, "out": out})
 
 
 plan_max_pool2d = plan_of(max_pool2d)

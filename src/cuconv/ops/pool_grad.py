@@ -200,7 +200,7 @@ def max_pool2d(grad_output, indices, input_size, kernel_size=None, stride=None, 
     With the forward's window (``kernel_size`` ...) each input gathers from the windows that
     cover it (PyTorch CUDA's kernel); without it a warp per plane scatters through the
     indices. Indices outside the plane are skipped (PyTorch's CPU kernel raises on them)."""
-    return _MAX(grad_output, indices, out, args=(input_size, kernel_size, stride, padding, dilation, ceil_mode))
+    return _MAX({"dy": grad_output, "indices": indices, "dx": out}, (input_size, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 def avg_pool2d(grad_output, input_size, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -208,13 +208,13 @@ def avg_pool2d(grad_output, input_size, kernel_size, stride=None, padding=0, cei
     """∂L/∂x of ``avg_pool2d``: each output's gradient spread over its window divided by the
     forward's divisor (PyTorch's rules: ``count_include_pad``, ``divisor_override``, windows
     clipped at the padded border under ``ceil_mode``)."""
-    return _AVG(grad_output, out, args=(input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
+    return _AVG({"dy": grad_output, "dx": out}, (input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                         divisor_override))
 
 
 def global_avg_pool2d(grad_output, input_size, *, out=None):
     """∂L/∂x of ``global_avg_pool2d`` (AdaptiveAvgPool2d(1)): dx[n, c] = dy[n, c] / (H·W)."""
-    return _GLOBAL(grad_output, out, args=(input_size,))
+    return _GLOBAL({"dy": grad_output, "dx": out}, (input_size,))
 
 
 plan_max_pool2d = plan_of(max_pool2d)

@@ -145,7 +145,8 @@ def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_poin
     (C, H, W) unbatched as PyTorch takes it; returns (N, K, P, Q) ((K, P, Q)) on the current
     backend. See the module docstring for ``fused``.
     """
-    return _FRONT(x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual, out,
+    return _FRONT({"x": x, "w_depthwise": w_depthwise, "w_pointwise": w_pointwise, "bias_depthwise": bias_depthwise,
+                   "bias_pointwise": bias_pointwise, "residual": residual, "out": out},
                   args=(stride, padding, dilation, activation_depthwise, activation, fused))
 
 

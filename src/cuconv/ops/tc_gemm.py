@@ -149,7 +149,7 @@ def tc_gemm(a, b, out=None, *, bias=None, activation=None, residual=None, allow_
     the input dtype; the output has the input dtype. ``config``: None (heuristic), "simple" (the
     analytic kernel), or a config name / ``TcConfig`` from ``CONFIGS``.
     """
-    return _FRONT(a, b, bias, residual, out, args=(activation, config, allow_tf32))
+    return _FRONT({"a": a, "b": b, "bias": bias, "residual": residual, "out": out}, (activation, config, allow_tf32))
 
 
 _FRONT = FrontEnd("tc_gemm", ("a", "b", "bias", "residual", "out"), lambda be, env, args, extra, misaligned: gemm_plan(

@@ -413,4 +413,4 @@ def winograd_filter_transform(w, variant: str = "f4x4_3x3", *, out=None):
     ``conv2d(..., algo="winograd_...")`` together with the same ``w``. Computed in double and
     rounded once to float32.
     """
-    return _FILTER(w, out, args=(variant,))
+    return _FILTER({"w": w, "out": out}, (variant,))
