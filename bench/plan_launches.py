@@ -191,21 +191,34 @@ def _renamed(label: str, table: dict) -> str:
 
 
 def compare(old_path: str, new_path: str, renames_path: str | None = None) -> int:
+    """Print every call whose launches differ (old labels renamed first) or that ran on one side
+    and was refused on the other; refusals on both sides are equal when their exception types
+    are (PlanError counts as the ValueError it is), else counted by (old, new) type. Returns 1
+    when any launches differ or a call changed between running and refused."""
     old, new = json.load(open(old_path)), json.load(open(new_path))
     table = renames(renames_path)
-    differ = []
+    differ, retyped = [], {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if a is None or b is None:
             differ.append(f"{key}: only in {'new' if a is None else 'old'}")
+            continue
+        if "error" in a and "error" in b:
+            types = tuple("ValueError" if t == "PlanError" else t for t in (a["error"], b["error"]))
+            if types[0] != types[1]:
+                retyped[types] = retyped.get(types, 0) + 1
             continue
         if "launches" in a:
             a = {"launches": [[_renamed(ln[0], table), *ln[1:]] for ln in a["launches"]]}
         if a != b:
             differ.append(f"{key}:\n  old {json.dumps(a)[:600]}\n  new {json.dumps(b)[:600]}")
     used = {ln[0] for v in old.values() for ln in v.get("launches", ())}
-    print(f"{len(old)} old calls, {len(new)} new; {len(differ)} differ "
-          f"({len(used & set(table))} of the {len(used)} labels launched were renamed)")
+    ran = sum("launches" in v for v in old.values())
+    print(f"{len(old)} old calls ({ran} ran, {len(old) - ran} refused), {len(new)} new; {len(differ)} differ "
+          f"in their launches or in running at all ({len(used & set(table))} of the {len(used)} labels launched "
+          f"were renamed)")
+    for (t0, t1), n in sorted(retyped.items()):
+        print(f"{n} calls refused on both sides with another exception type: {t0} -> {t1}")
     for d in differ:
         print(d)
     return 1 if differ else 0

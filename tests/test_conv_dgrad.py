@@ -110,19 +110,19 @@ def test_fast_variants_equal_direct_bit_for_bit(be, rng, case, dtype):
 
 
 def test_auto_rule(be, rng):
-    cases = {"stride2_C3": "dgrad_direct_f32_256",                          # C/groups = 3 < 8
-             "C70_two_column_tiles": "dgrad_implicit_gemm_f32_64x64x8_4x4",  # too few blocks for 128
-             "depthwise_M2_stride2": "depthwise_dgrad_f32"}
+    cases = {"stride2_C3": "conv_dgrad_direct_f32_256",                          # C/groups = 3 < 8
+             "C70_two_column_tiles": "conv_dgrad_implicit_gemm_f32_64x64x8_4x4",  # too few blocks for 128
+             "depthwise_M2_stride2": "depthwise_grad_dgrad_f32"}
     for case, want in cases.items():
         p, w, dy = _draw(rng, CASES[case], "float32")
         got, name = _run(be, p, w, dy, "auto")
         assert name == want, case
         assert_close(got, _ref(p, w, dy), "float32", "dgrad", what=case)
     big = Conv2dProblem(8, 64, 56, 56, 64, 3, 3, pad_h=1, pad_w=1)
-    assert dg.choose_config(big, 132).name == "dgrad_implicit_gemm_f32_128x64x8_8x4"
-    assert dg.choose_config(big.with_(dtype="float64"), 132).name == "dgrad_implicit_gemm_f64_64x64x8_4x4"
+    assert dg.choose_config(big, 132).name == "conv_dgrad_implicit_gemm_f32_128x64x8_8x4"
+    assert dg.choose_config(big.with_(dtype="float64"), 132).name == "conv_dgrad_implicit_gemm_f64_64x64x8_4x4"
     with cuconv.backend("record"):
-        assert select(spec_of(big, DGRAD)).kernels == ["dgrad_implicit_gemm_f32_128x64x8_8x4"]
+        assert select(spec_of(big, DGRAD)).kernels == ["conv_dgrad_implicit_gemm_f32_128x64x8_8x4"]
 
 
 @pytest.mark.parametrize("mode", [
@@ -130,11 +130,11 @@ def test_auto_rule(be, rng):
     pytest.param(dict(order="random", seed=5), id="random"),
 ])
 @pytest.mark.parametrize("variant,case,dtype", [
-    ("dgrad_direct_f64_256", "asymmetric_padding_stride2", "float64"),
-    ("dgrad_direct_f32_256", "depthwise_5x5_dil2", "float32"),
-    ("dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
-    ("dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
-    ("dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),
+    ("conv_dgrad_direct_f64_256", "asymmetric_padding_stride2", "float64"),
+    ("conv_dgrad_direct_f32_256", "depthwise_5x5_dil2", "float32"),
+    ("conv_dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
+    ("conv_dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
+    ("conv_dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),
     ("depthwise", "depthwise_M2_stride2", "float32"),
     ("depthwise", "depthwise_M3_stride3", "float64"),
 ])
@@ -213,8 +213,8 @@ def test_bad_arrays_are_rejected_before_launch(rng):
             G.conv2d_input(p.input_shape, w, dy, *args, algo="nope")
         with pytest.raises(ValueError, match="unknown dgrad implicit_gemm config 'nope'"):
             G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm", config="nope")
-        with pytest.raises(ValueError, match="dgrad_implicit_gemm_f64_64x64x8_4x4 takes float64"):
-            G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm", config="dgrad_implicit_gemm_f64_64x64x8_4x4")
+        with pytest.raises(ValueError, match="conv_dgrad_implicit_gemm_f64_64x64x8_4x4 takes float64"):
+            G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm", config="conv_dgrad_implicit_gemm_f64_64x64x8_4x4")
         with pytest.raises(ValueError, match="needs groups == C"):
             G.conv2d_input(p.input_shape, w, dy, *args, algo="depthwise")
         buf = np.zeros(dx.size + dy.size, np.float32)   # dy and dx: overlapping views of one buffer
@@ -225,10 +225,10 @@ def test_bad_arrays_are_rejected_before_launch(rng):
 
 def test_can_implement_reasons():
     huge = Conv2dProblem(1 << 16, 4, 256, 256, 8, 3, 3, pad_h=1, pad_w=1)   # shapes only
-    gemm = dg.CONFIGS_BY_NAME["dgrad_implicit_gemm_f32_64x64x8_4x4"]
+    gemm = dg.CONFIGS_BY_NAME["conv_dgrad_implicit_gemm_f32_64x64x8_4x4"]
     assert "M = N·ceil" in gemm.can_implement(huge)
     with cuconv.backend("record"):
-        assert select(spec_of(huge, DGRAD)).kernels == ["dgrad_direct_f32_256"]     # auto: the GEMM cannot
+        assert select(spec_of(huge, DGRAD)).kernels == ["conv_dgrad_direct_f32_256"]     # auto: the GEMM cannot
     assert dg.DIRECT["float32"].can_implement(huge) is None
     assert gemm.can_implement(Conv2dProblem(2, 16, 9, 9, 8, 3, 3)) is None
     # depthwise planning gives up (None) when no tile fits — 16 filters of 41x41 per channel
@@ -236,5 +236,5 @@ def test_can_implement_reasons():
     no_tile = Conv2dProblem(1, 4, 64, 64, 64, 41, 41, groups=4)
     assert dwg.dgrad_tile(no_tile) is None
     with cuconv.backend("record"):
-        assert select(spec_of(no_tile, DGRAD)).kernels == ["dgrad_direct_f32_256"]
+        assert select(spec_of(no_tile, DGRAD)).kernels == ["conv_dgrad_direct_f32_256"]
     assert dwg.dgrad_tile(Conv2dProblem(1, 4, 64, 64, 4, 3, 3, stride_h=17, stride_w=17, groups=4)) is None

@@ -130,7 +130,7 @@ def test_without_bias_and_standalone_bias(be, rng, dtype):
     db = be.empty((p.K,), dtype)
     poison(db)
     _bias_run(be, dy, db)
-    assert G.plan_conv2d_bias(dy).kernels == [f"conv_bias_grad_{dtype[0]}{dtype[-2:]}_256"]
+    assert G.plan_conv2d_bias(dy).kernels == [f"conv_wgrad_bias_{dtype[0]}{dtype[-2:]}_256"]
     assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what="conv_bias_grad")
 
 
@@ -143,7 +143,7 @@ def test_deterministic_bit_identical_across_thread_orders(rng, kind):
         variant, splits = "depthwise", 3                     # 3·17·15 = 765 reduction elements
     else:
         p, x, dy = _draw(rng, _problem((2, 9, 13, 11, 20, 3, 3, 1, 1, 1, 1), "float32"), "float32")
-        variant, splits = "wgrad_implicit_gemm_f32_64x64x8_4x4", 6    # 6 chunks of 48 of 286
+        variant, splits = "conv_wgrad_implicit_gemm_f32_64x64x8_4x4", 6    # 6 chunks of 48 of 286
     runs = []
     for mode in (dict(order="random", seed=1234), dict(order="reverse")):
         with cuconv.backend("emulator", **mode) as be:
@@ -185,7 +185,7 @@ def test_atomic_variant_says_so_and_is_accurate(be, rng):
 
 # --------------------------------------------------------------------------- the split rule
 def test_choose_splits_rule():
-    cfg = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_f32_64x64x8_4x4"]
+    cfg = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_f32_64x64x8_4x4"]
     # Enough tiles already: one split.
     late = Conv2dProblem(32, 512, 7, 7, 512, 3, 3, pad_h=1, pad_w=1)
     assert cfg.tiles(late) == 8 * 72 and wg.choose_splits(late, cfg, 132) == 1
@@ -201,7 +201,7 @@ def test_choose_splits_rule():
     assert wg.choose_splits(early, cfg, 132, 4 * per_split, bias=True) == 4
     assert wg.choose_splits(early, cfg, 132, per_split - 1, bias=True) == 1
     assert wg.choose_splits(early, cfg, 132, 0) == 1
-    atomic = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_atomic_f32_64x64x8_4x4"]
+    atomic = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_atomic_f32_64x64x8_4x4"]
     assert wg.choose_splits(early, atomic, 132, 0) == 30
     pl = wg.schedule(early, wg.choose_config(early), bias=True, max_workspace_bytes=4 * per_split)
     assert pl.splits == 4 and sum(pl.workspace_elems(early)) * 4 == 4 * per_split
@@ -218,7 +218,7 @@ def test_choose_splits_rule():
 
 def test_workspace_limit_is_respected_end_to_end(be, rng):
     p, x, dy = _draw(rng, _problem((2, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1), "float32"), "float32")
-    cfg = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_f32_64x64x8_4x4"]
+    cfg = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_f32_64x64x8_4x4"]
     per_split = (16 * 8 * 9 + 16) * 4
     assert wg.choose_splits(p, cfg, 132) > 3
     dw, db, plan = _run(be, p, x, dy, max_ws=3 * per_split)
@@ -232,14 +232,14 @@ def test_workspace_limit_is_respected_end_to_end(be, rng):
     pytest.param(dict(order="random", seed=9), id="random"),
 ])
 @pytest.mark.parametrize("variant,case,dtype,deterministic,splits", [
-    ("wgrad_direct_f64_256", "asymmetric_padding_stride2", "float64", True, None),
-    ("wgrad_direct_f32_256", "depthwise_M3_stride3", "float32", True, None),
-    ("wgrad_implicit_gemm_f32_64x64x8_4x4", "1x1_C20", "float32", True, 4),
-    ("wgrad_implicit_gemm_f32_128x64x8_8x4", "stride3_K70_two_row_tiles", "float32", True, 2),
-    ("wgrad_implicit_gemm_f64_64x64x8_4x4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", True, 2),
-    ("wgrad_implicit_gemm_atomic_f32_64x64x8_4x4", "dilation2_groups2", "float32", False, 3),
-    ("wgrad_implicit_gemm_atomic_f64_64x64x8_4x4", "stride2_C3", "float64", False, 2),
-    ("wgrad_implicit_gemm_atomic_f32_128x64x8_8x4", "C1", "float32", False, 1),
+    ("conv_wgrad_direct_f64_256", "asymmetric_padding_stride2", "float64", True, None),
+    ("conv_wgrad_direct_f32_256", "depthwise_M3_stride3", "float32", True, None),
+    ("conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "1x1_C20", "float32", True, 4),
+    ("conv_wgrad_implicit_gemm_f32_128x64x8_8x4", "stride3_K70_two_row_tiles", "float32", True, 2),
+    ("conv_wgrad_implicit_gemm_f64_64x64x8_4x4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", True, 2),
+    ("conv_wgrad_implicit_gemm_atomic_f32_64x64x8_4x4", "dilation2_groups2", "float32", False, 3),
+    ("conv_wgrad_implicit_gemm_atomic_f64_64x64x8_4x4", "stride2_C3", "float64", False, 2),
+    ("conv_wgrad_implicit_gemm_atomic_f32_128x64x8_8x4", "C1", "float32", False, 1),
     ("depthwise", "depthwise_M2_stride2", "float32", True, 1),
     ("depthwise", "depthwise_5x5_dil2", "float64", True, 1),
 ])
@@ -335,13 +335,13 @@ def test_bad_arrays_are_rejected_before_launch(rng):
 
 
 def test_can_implement_reasons():
-    gemm = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_f32_64x64x8_4x4"]
+    gemm = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_f32_64x64x8_4x4"]
     assert gemm.can_implement(Conv2dProblem(2, 16, 9, 9, 8, 3, 3)) is None
     assert "takes float32" in gemm.can_implement(Conv2dProblem(2, 16, 9, 9, 8, 3, 3, dtype="float64"))
     wide = Conv2dProblem(1, 1 << 20, 46, 46, 4, 46, 46)   # Cg·R·S > 2**31 (shapes only)
     assert "Cg·R·S" in gemm.can_implement(wide)
     with cuconv.backend("record"):
-        assert _plan(wide, bias=False).kernels == ["wgrad_direct_f32_256"]      # auto: the GEMM cannot
+        assert _plan(wide, bias=False).kernels == ["conv_wgrad_direct_f32_256"]      # auto: the GEMM cannot
 
 
 def test_transposed_conv_gradients_map_onto_these_kernels(be, rng):

@@ -44,7 +44,7 @@ def test_depthwise_gradients(be, rng, case, dtype):
     poison(dx)
     plan = select(spec_of(p, DGRAD), "depthwise")
     plan.run(put(be, w), put(be, dy), dx=dx)
-    assert plan.kernels[0].startswith("depthwise_dgrad")
+    assert plan.kernels[0].startswith("depthwise_grad_dgrad")
     assert_close(dx, conv2d_input_ref(p.input_shape, w, dy, *args), dtype, "dgrad", what=case)
     for splits in (1, 3):
         dw = be.empty(p.weight_shape, dtype)
@@ -53,7 +53,7 @@ def test_depthwise_gradients(be, rng, case, dtype):
         poison(db)
         plan = select(spec_of(p, WGRAD, has_bias=True, splits=splits), "depthwise")
         plan.run(put(be, x), put(be, dy), dw=dw, db=db)
-        assert plan.kernels[0].startswith("depthwise_wgrad")
+        assert plan.kernels[0].startswith("depthwise_grad_wgrad")
         assert_close(dw, conv2d_weight_ref(x, p.weight_shape, dy, *args), dtype, "wgrad",
                      what=f"{case} {plan.description}")
         assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what=f"{case} {plan.description} db")

@@ -117,7 +117,7 @@ def test_auto_picks_the_depthwise_kernels_for_depthwise_problems(rng):
     with cuconv.backend("record"):
         plan = G.plan_conv2d_backward(x, w, dy, *args)
     assert plan.algo == "depthwise+depthwise"
-    assert {k.split("_f32")[0] for k in plan.kernels} == {"depthwise_dgrad", "depthwise_wgrad"}
+    assert {k.split("_f32")[0] for k in plan.kernels} == {"depthwise_grad_dgrad", "depthwise_grad_wgrad"}
 
 
 @pytest.mark.parametrize("name, plan_fn, call", [
@@ -148,8 +148,8 @@ def test_split_k_workspace_is_bounded_and_the_reduction_deterministic(rng):
         plan = G.plan_conv2d_weight(x, w.shape, dy, *args)
         capped = G.plan_conv2d_weight(x, w.shape, dy, *args, max_workspace_bytes=0)
         atomic = G.plan_conv2d_weight(x, w.shape, dy, *args, deterministic=False)
-    assert plan.workspace_bytes > 0 and "wgrad_splitk_reduce_f32" in plan.kernels
-    assert capped.workspace_bytes == 0 and "wgrad_splitk_reduce_f32" not in capped.kernels
+    assert plan.workspace_bytes > 0 and "conv_wgrad_splitk_reduce_f32" in plan.kernels
+    assert capped.workspace_bytes == 0 and "conv_wgrad_splitk_reduce_f32" not in capped.kernels
     assert atomic.workspace_bytes == 0 and "not deterministic" in atomic.description
     results = []
     for mode in (dict(order="reverse"), dict(order="random", seed=7)):

@@ -134,7 +134,7 @@ def test_auto_wgmma_config_on_sm90():
         big = _problem((64, 56), (256, 3), 1, 1, 1, "bfloat16", 8)
         plan = cuconv.plan_conv2d(*_arrays(big, "NCHW"), padding=1)
     assert plan.algo == "implicit_gemm_wgmma"
-    assert plan.kernels == ["tc_pack_nhwc_bf16", "tc_pack_nhwc_bf16", "wgmma_conv_bf16_128x128x64_s4"]
+    assert plan.kernels == ["tc_conv_pack_nhwc_bf16", "tc_conv_pack_nhwc_bf16", "wgmma_conv_bf16_128x128x64_s4"]
 
 
 def test_every_rule_names_a_listed_algorithm_and_says_why():

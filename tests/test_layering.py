@@ -185,6 +185,16 @@ def test_the_private_name_check_sees_what_it_looks_for(tmp_path):
     assert not any("_common" in f for f in found), found
 
 
+def test_every_kernel_label_starts_with_its_files_stem():
+    """A label names its file (kernels/<stem>.cu), op module and test file; register_kernel
+    refuses one that does not."""
+    from cuconv.registry import KernelEntry, register_kernel, registered_kernels, stem
+    bad = [f"{e.label} ({e.file})" for e in registered_kernels() if not e.label.startswith(stem(e.file))]
+    assert not bad, "\n".join(bad)
+    with pytest.raises(ValueError, match="must start with its file's stem 'conv_dgrad'"):
+        register_kernel(KernelEntry("conv_dgrad.cu", "dgrad_direct<float, 256>", "dgrad_direct_f32_256", 256))
+
+
 @pytest.mark.parametrize("kernel", sorted(p.stem for p in (ROOT / "kernels").glob("*.cu")))
 def test_each_kernel_file_has_its_op_module_and_test_file(kernel):
     assert (SRC / "ops" / f"{kernel}.py").is_file(), f"kernels/{kernel}.cu has no src/cuconv/ops/{kernel}.py"

@@ -81,7 +81,7 @@ def test_max_pool_backward_gather_and_scatter(be, rng, case, dtype):
     ref = max_pool2d_backward_ref(dy, idx, xs)
     gathered, n1, _ = _max_bwd(be, dy, idx, xs, (k, s, pad, dil, ceil))
     scattered, n2, bad = _max_bwd(be, dy, idx, xs)
-    assert n1.startswith("max_pool2d_backward_gather") and n2.startswith("max_pool2d_backward_scatter")
+    assert n1.startswith("pool_grad_max_gather") and n2.startswith("pool_grad_max_scatter")
     assert int(be.to_numpy(bad)[0]) == 0
     assert_close(gathered, ref, dtype, "pool_grad", what=f"{case} gather")
     # Both sum each input's gradients in output order: the same bits.
@@ -125,7 +125,7 @@ def test_avg_pool_backward(be, rng, case, dtype):
     ref = avg_pool2d_backward_ref(dy, xs, k, s, pad, ceil, cip, dov)
     dx = be.empty(xs, dtype)
     poison(dx)
-    assert _avg_bwd(be, dy, dx, k, s, pad, ceil, cip, dov) == f"avg_pool2d_backward_{'f32' if dtype == 'float32' else 'f64'}"
+    assert _avg_bwd(be, dy, dx, k, s, pad, ceil, cip, dov) == f"pool_grad_avg_{'f32' if dtype == 'float32' else 'f64'}"
     assert_close(dx, ref, dtype, "pool_grad", what=case)
 
 

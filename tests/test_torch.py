@@ -457,7 +457,8 @@ def test_conv_backward_launches_only_the_gradients_asked_for(monkeypatch, mask):
         want = G.plan_conv2d_backward(xn, wn, dyn, 1, 1, output_mask=mask)
     assert launched == want.kernels
     assert [o.role for o in want.outputs] == [r for r, m in zip(("dx", "dw", "db"), mask) if m]
-    assert ("dgrad" in " ".join(launched)) == mask[0] and ("wgrad" in " ".join(launched)) == mask[1]
+    weight = [k for k in launched if "wgrad" in k and "bias" not in k]     # conv_wgrad.cu's bias kernel is db's
+    assert ("dgrad" in " ".join(launched)) == mask[0] and bool(weight) == mask[1]
 
 
 def test_pool_forward_computes_indices_only_when_needed_and_backward_gathers():
@@ -471,7 +472,7 @@ def test_pool_forward_computes_indices_only_when_needed_and_backward_gathers():
         rec.clear()
         y.backward(torch.ones_like(y))
         backward = rec.kernels()
-    assert plain == ["max_pool2d_f32"] and with_indices == ["max_pool2d_indices_f32"]
+    assert plain == ["pool_max_f32"] and with_indices == ["pool_max_indices_f32"]
     assert len(backward) == 1 and "gather" in backward[0]
 
 

@@ -169,13 +169,13 @@ PLAN_CASES = {
     "NHWC in place": ((2, 9, 7, 16), (24, 3, 3, 16), "NHWC", dict(padding=1),
                       ["wgmma_conv_f16_64x64x64_s3"], 0),
     "NHWC C=12: packed": ((1, 8, 8, 12), (16, 3, 3, 12), "NHWC", dict(padding=1),
-                          ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
+                          ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
                           2 * (1 * 64 * 16 + 16 * 9 * 16)),
     "NCHW C=3 stride 2": ((2, 3, 11, 9), (20, 3, 3, 3), "NCHW", dict(stride=2, padding=1),
-                          ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
+                          ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
                           2 * (2 * 99 * 8) + 2 * (20 * 9 * 8)),
     "NCHW groups 2, K/g 72": ((1, 32, 9, 9), (144, 16, 3, 3), "NCHW", dict(padding=1, groups=2),
-                              ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x128x64_s4"],
+                              ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x128x64_s4"],
                               2 * (81 * 32) + 2 * (144 * 9 * 16)),
 }
 
@@ -226,7 +226,7 @@ def test_misaligned_nhwc_arrays_get_the_pack_plan(rng):
         rec.clear()
         cuconv.conv2d(xm, wm, padding=1, algo="implicit_gemm_wgmma", layout="NHWC")
         assert aligned == ["wgmma_conv_f16_64x64x64_s3"]
-        assert rec.kernels() == ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"]
+        assert rec.kernels() == ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"]
     with cuconv.backend("emulator"):
         y = cuconv.conv2d(xm, wm, padding=1, algo="implicit_gemm_wgmma", layout="NHWC")
     ref = conv2d_ref(x.transpose(0, 3, 1, 2).astype(np.float64), w.transpose(0, 3, 1, 2).astype(np.float64),

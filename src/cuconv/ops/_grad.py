@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from ..dtypes import ctype, int32_reason, tag
 from ..plan import Ref
-from ..registry import KernelEntry
+from ..registry import KernelEntry, stem
 
 # The array slots of the gradient plans (ops/_algorithm.py's roles).
 X, W, DY, DX, DW, DB = Ref("x"), Ref("w"), Ref("dy"), Ref("dx"), Ref("dw"), Ref("db")
@@ -24,7 +24,7 @@ def problem_int32_reason(p, *products) -> str | None:
 @dataclass(frozen=True)
 class DirectConfig:
     """``<KIND>_direct<T, BLOCK>`` of ``FILE``: one thread per output element, the always-correct
-    variant (conv_dgrad's dx, conv_wgrad's dW)."""
+    variant (conv_dgrad's dx, conv_wgrad's dW), labelled ``<file stem>_direct_<dtype>_<BLOCK>``."""
     KIND: ClassVar[str] = ""
     FILE: ClassVar[str] = ""
     dtype: str = "float32"
@@ -32,7 +32,7 @@ class DirectConfig:
 
     @property
     def name(self) -> str:
-        return f"{self.KIND}_direct_{tag(self.dtype)}_{self.block}"
+        return f"{stem(self.FILE)}_direct_{tag(self.dtype)}_{self.block}"
 
     @property
     def expression(self) -> str:

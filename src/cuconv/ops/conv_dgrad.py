@@ -9,8 +9,8 @@ ops/heuristics.py's ``DGRAD_RULES``. Depthwise problems have their own kernels
 
 Kernels (generated names):
 
-* ``dgrad_direct_{f32,f64}_256`` — one thread per dx element; the always-correct variant.
-* ``dgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
+* ``conv_dgrad_direct_{f32,f64}_256`` — one thread per dx element; the always-correct variant.
+* ``conv_dgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
   phase over the phase's taps only (no inserted zeros); see the kernel file's header. The
   ``config=`` option names one; by default ``choose_config`` picks the tile.
 
@@ -66,7 +66,7 @@ class DgradGemmConfig:
 
     @property
     def name(self) -> str:
-        return f"dgrad_implicit_gemm_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        return f"conv_dgrad_implicit_gemm_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
 
     @property
     def expression(self) -> str:

@@ -73,7 +73,7 @@ def _phase_blocks(p: ConvTransposeProblem, co_tile: int) -> int:
             * (-(-(hp * wp) // THREADS)))
 
 
-def plan(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]:
+def choose_kernel(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]:
     """(kernel label, expression, grid blocks) for ``p`` (of its dtype)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -112,7 +112,7 @@ def _plan(be, env, args, extra, misaligned) -> Plan:
     _common.same_device(be, input=x, weight=w, bias=bias, out=out)
     if out is not None:
         _common.check_out(out, p.output_shape, dt, be)
-    label, expr, grid = plan(p, variant)
+    label, expr, grid = choose_kernel(p, variant)
     launches = [] if p.N == 0 else [Launch(ENTRIES[expr], (grid, 1, 1), (THREADS, 1, 1), (
         X, W, _common.optional_ref(bias is not None, "bias", dt), OUT,
         i32(p.N), i32(p.C_in), i32(p.H), i32(p.W), i32(p.C_out), i32(p.H_out), i32(p.W_out),

@@ -9,13 +9,13 @@ kernels (ops/depthwise_grad.py), float16/bfloat16 the tensor cores' (ops/tc_grad
 
 Kernels (generated names):
 
-* ``wgrad_direct_{f32,f64}_256`` — one thread per dW element; always correct, deterministic.
-* ``wgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — split-K implicit GEMM (M = K/groups,
+* ``conv_wgrad_direct_{f32,f64}_256`` — one thread per dW element; always correct, deterministic.
+* ``conv_wgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — split-K implicit GEMM (M = K/groups,
   N = Cg·R·S, reduction N·P·Q), deterministic: split partials go to a bounded workspace and
-  ``wgrad_splitk_reduce_*`` sums them in split order (bit-identical across runs).
-* ``wgrad_implicit_gemm_atomic_*`` — ``deterministic=False``: the splits atomicAdd into dW
-  (zeroed first by ``wgrad_zero_*``); no workspace, low bits vary from run to run.
-* ``conv_bias_grad_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction).
+  ``conv_wgrad_splitk_reduce_*`` sums them in split order (bit-identical across runs).
+* ``conv_wgrad_implicit_gemm_atomic_*`` — ``deterministic=False``: the splits atomicAdd into dW
+  (zeroed first by ``conv_wgrad_zero_*``); no workspace, low bits vary from run to run.
+* ``conv_wgrad_bias_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction).
 
 The split count is ``choose_splits`` (documented there; the ``splits=`` option overrides it, the
 ``config=`` option names the GEMM tile). A ``WgradSchedule`` holds the config, split count,
@@ -76,7 +76,7 @@ class WgradGemmConfig:
 
     @property
     def name(self) -> str:
-        kind = "wgrad_implicit_gemm_atomic" if self.atomic else "wgrad_implicit_gemm"
+        kind = "conv_wgrad_implicit_gemm_atomic" if self.atomic else "conv_wgrad_implicit_gemm"
         return f"{kind}_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
 
     @property
@@ -118,14 +118,14 @@ CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 # The parameterless kernels, per dtype: db alone, the split reduction, the zero fill.
 BIAS_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"conv_bias_grad<{ctype(dt)}, {BIAS_THREADS}>",
-                                                f"conv_bias_grad_{tag(dt)}_{BIAS_THREADS}",
+                                                f"conv_wgrad_bias_{tag(dt)}_{BIAS_THREADS}",
                                                 block_threads=BIAS_THREADS, min_blocks_per_sm=4))
                 for dt in CUDA_CORE_DTYPES}
 REDUCE_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"wgrad_splitk_reduce<{ctype(dt)}>",
-                                                  f"wgrad_splitk_reduce_{tag(dt)}", block_threads=REDUCE_THREADS,
+                                                  f"conv_wgrad_splitk_reduce_{tag(dt)}", block_threads=REDUCE_THREADS,
                                                   min_blocks_per_sm=4))
                   for dt in CUDA_CORE_DTYPES}
-ZERO_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"wgrad_zero<{ctype(dt)}>", f"wgrad_zero_{tag(dt)}",
+ZERO_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"wgrad_zero<{ctype(dt)}>", f"conv_wgrad_zero_{tag(dt)}",
                                                 block_threads=REDUCE_THREADS, min_blocks_per_sm=4))
                 for dt in CUDA_CORE_DTYPES}
 

@@ -2,12 +2,12 @@
 ``depthwise`` algorithm of the ``DGRAD`` and of the ``WGRAD`` pass (``auto`` takes them for
 depthwise problems: ops/heuristics.py).
 
-* ``depthwise_dgrad_{f32,f64}`` — dx through a shared-memory tile of dy (with its halo) and the
+* ``depthwise_grad_dgrad_{f32,f64}`` — dx through a shared-memory tile of dy (with its halo) and the
   channels' filters, items ordered by stride phase so each warp visits only the taps that reach
   its pixels. The tile is chosen by ``dgrad_tile``; when no tile fits the 15 KiB budget (huge
   filters, dilation or multiplier) or the stride exceeds 16 it returns None and the algorithm
   refuses (``auto`` then takes conv_dgrad's direct kernel).
-* ``depthwise_wgrad_{f32,f64}_t9`` — dW (and db, fused) as a per-channel reduction over
+* ``depthwise_grad_wgrad_{f32,f64}_t9`` — dW (and db, fused) as a per-channel reduction over
   N·P·Q, 9 taps per block in registers, split across ``splits`` blocks per channel with a
   deterministic second pass (conv_wgrad.cu's wgrad_splitk_reduce) when the grid would
   otherwise not fill the GPU; ``wgrad_splits`` is the rule (the ``splits=`` option overrides it).
@@ -50,11 +50,11 @@ def wgrad_expression(dtype: str) -> str:
 
 
 def dgrad_name(dtype: str) -> str:
-    return f"depthwise_dgrad_{tag(dtype)}"
+    return f"depthwise_grad_dgrad_{tag(dtype)}"
 
 
 def wgrad_name(dtype: str) -> str:
-    return f"depthwise_wgrad_{tag(dtype)}_t{TAPS}"
+    return f"depthwise_grad_wgrad_{tag(dtype)}_t{TAPS}"
 
 
 DGRAD_ENTRIES = {dt: register_kernel(KernelEntry(FILE, dgrad_expression(dt), dgrad_name(dt), block_threads=THREADS,

@@ -82,7 +82,7 @@ class GemmConfig:
 
     @property
     def name(self) -> str:
-        return f"fft_channel_gemm_{self.tb}x{self.tk}"
+        return f"fft_conv_channel_gemm_{self.tb}x{self.tk}"
 
     @property
     def expression(self) -> str:
@@ -98,8 +98,9 @@ GEMM_NARROW = GemmConfig(4, 1)    # K/g < 32: a block of 8 channels, fewer idle 
 GEMM_CONFIGS = (GEMM_WIDE, GEMM_NARROW)
 GEMM_WIDE_MIN_CHANNELS = 8 * GEMM_WIDE.tk
 
-ENTRIES = {name: register_kernel(KernelEntry(FILE, name, name, block_threads=THREADS, min_blocks_per_sm=2,
-                                             main=name == "fft_crop_epilogue"))
+# The parameterless kernels (extern "C"), by function name; each labelled fft_conv_<name without fft_>.
+ENTRIES = {name: register_kernel(KernelEntry(FILE, name, "fft_conv_" + name.removeprefix("fft_"), block_threads=THREADS,
+                                             min_blocks_per_sm=2, main=name == "fft_crop_epilogue"))
            for name in ("fft_pack_input", "fft_pack_filter", "fft_channel_gemm_simple", "fft_crop_epilogue",
                         "fft_flags_init", "fft_fixup")}
 for _cfg in GEMM_CONFIGS:

@@ -126,7 +126,7 @@ def plan(spec: ConvSpec):
     return conv_plan(spec, "im2col_gemm", launches, workspace=workspace)
 
 
-def plan_pointwise(spec: ConvSpec):
+def pointwise_plan(spec: ConvSpec):
     """The 1x1 path: the batched GEMM on the NCHW input, no workspace."""
     reason = can_implement_pointwise(spec.problem)
     if reason is not None:
@@ -147,6 +147,6 @@ IM2COL_GEMM = ConvAlgorithm(
     description="§8.3: im2col per chunk of the batch (bounded workspace), then the tiled GEMM into NCHW "
                 "with a fused epilogue; 1x1 stride-1 problems skip im2col")
 POINTWISE = ConvAlgorithm(
-    name="pointwise", plan=plan_pointwise, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",),
+    name="pointwise", plan=pointwise_plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",),
     description="1x1, stride 1, no padding: the batched tiled GEMM straight on the NCHW input")
 ALGORITHMS = (IM2COL_GEMM, POINTWISE)

@@ -36,17 +36,17 @@ MAX_BLOCKS = 1 << 16           # grid-stride loops cover the rest
 # Kernel keys: "max", "max_indices", "avg", ("gap", threads per plane). Global average
 # pooling takes 32 threads a plane (a warp per plane, 8 planes per block) for small planes such
 # as the 7x7 ones at the end of CNNs, 256 for large planes. Each kernel in float32 and float64:
-# labels max_pool2d_f32, max_pool2d_f64, ..., global_avg_pool2d_f64_t256.
+# labels pool_max_f32, pool_max_f64, ..., pool_global_avg_f64_t256.
 GAP_LARGE_PLANE = 1024         # H·W from which a whole block reduces one plane
 
 
 def _kernels(dt: str) -> dict:
     t, ct = tag(dt), ctype(dt)
-    return {"max": (f"max_pool2d<{ct}>", f"max_pool2d_{t}"),
-            "max_indices": (f"max_pool2d_indices<{ct}>", f"max_pool2d_indices_{t}"),
-            "avg": (f"avg_pool2d<{ct}>", f"avg_pool2d_{t}"),
-            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"global_avg_pool2d_{t}_t32"),
-            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"global_avg_pool2d_{t}_t256")}
+    return {"max": (f"max_pool2d<{ct}>", f"pool_max_{t}"),
+            "max_indices": (f"max_pool2d_indices<{ct}>", f"pool_max_indices_{t}"),
+            "avg": (f"avg_pool2d<{ct}>", f"pool_avg_{t}"),
+            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"pool_global_avg_{t}_t32"),
+            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"pool_global_avg_{t}_t256")}
 
 
 ENTRIES = {(dt, key): register_kernel(KernelEntry(FILE, expr, label, block_threads=THREADS,

@@ -3,14 +3,14 @@
 
 * ``max_pool2d(grad_output, indices, input_size, kernel_size=None, ...)`` — through the
   forward's int64 ``indices``. With the forward's window (``kernel_size`` ...) each input gathers
-  from the windows that cover it (``max_pool2d_backward_gather_*``, PyTorch CUDA's form); without
-  it a warp per plane scatters through the indices (``max_pool2d_backward_scatter_*``, conflicts
+  from the windows that cover it (``pool_grad_max_gather_*``, PyTorch CUDA's form); without
+  it a warp per plane scatters through the indices (``pool_grad_max_scatter_*``, conflicts
   resolved in output order). Both sum each input's gradients in output order, so they agree bit
   for bit. The scatter counts indices outside [0, H·W) (skipped) in a workspace word it never
   reads back (reading it would synchronize).
-* ``avg_pool2d(grad_output, input_size, kernel_size, ...)`` — ``avg_pool2d_backward_*``,
+* ``avg_pool2d(grad_output, input_size, kernel_size, ...)`` — ``pool_grad_avg_*``,
   PyTorch's divisor rules.
-* ``global_avg_pool2d(grad_output, input_size)`` — ``global_avg_pool2d_backward_*``.
+* ``global_avg_pool2d(grad_output, input_size)`` — ``pool_grad_global_avg_*``.
 
 Each is validate → plan → run (ops/_frontend.py); per kernel one ``*_launch`` function computes
 grid, block and arguments.
@@ -34,12 +34,13 @@ MIN_BLOCKS_PER_SM = 4
 MAX_BLOCKS = 1 << 16          # grid-stride loops cover the rest
 WARPS_PER_BLOCK = THREADS // 32
 
-KERNELS = ("max_pool2d_backward_gather", "max_pool2d_backward_scatter", "avg_pool2d_backward",
-           "global_avg_pool2d_backward")
+# CUDA function -> its label's middle part: pool_grad_<part>_<dtype>.
+KERNELS = {"max_pool2d_backward_gather": "max_gather", "max_pool2d_backward_scatter": "max_scatter",
+           "avg_pool2d_backward": "avg", "global_avg_pool2d_backward": "global_avg"}
 
 
 def name(kernel: str, dtype: str) -> str:
-    return f"{kernel}_{tag(dtype)}"
+    return f"pool_grad_{KERNELS[kernel]}_{tag(dtype)}"
 
 
 def expression(kernel: str, dtype: str) -> str:

@@ -7,7 +7,8 @@
 
 Two paths:
 
-* fused (kernels/depthwise.cu ``separable_fused_f32``): a block takes 64 output pixels × 64
+* fused (kernels/depthwise.cu's ``separable_fused_f32``, labelled
+  ``depthwise_separable_fused_f32_p64_k64_c32``): a block takes 64 output pixels × 64
   pointwise output channels; for each chunk of 32 depthwise channels it computes the
   depthwise results into shared memory and multiplies them by the matching 32×64 slice of the
   pointwise weights there. The intermediate (N, M·C, P, Q) tensor never goes to global memory.
@@ -37,7 +38,7 @@ from .gemm import gemm_launches
 
 FILE = "depthwise.cu"
 FUSED_EXPRESSION = "separable_fused_f32"
-FUSED_NAME = "separable_fused_f32_p64_k64_c32"
+FUSED_NAME = "depthwise_separable_fused_f32_p64_k64_c32"     # in depthwise.cu: its label starts there
 THREADS = 256
 TILE_PIX = 64
 TILE_K = 64

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..dtypes import DTYPES as VOCABULARY
 from ..dtypes import INT32_MAX, ctype, tag
 from ..problem import Conv2dProblem
-from ..registry import ARCHS, KernelEntry, register_kernel
+from ..registry import ARCHS, KernelEntry, register_kernel, stem
 
 GEMM_FILE = "tc_gemm.cu"
 CONV_FILE = "tc_conv.cu"
@@ -166,7 +166,11 @@ class _Aux:
 
     @property
     def name(self) -> str:
-        return f"{self.template}_{tag(self.dtype)}"
+        """<template>_<dtype>, the template's name after the file's stem when it does not start
+        with it (tc_pack_nhwc of tc_conv.cu: tc_conv_pack_nhwc_f16)."""
+        head = stem(self.file)
+        middle = self.template if self.template.startswith(head) else f"{head}_{self.template.removeprefix('tc_')}"
+        return f"{middle}_{tag(self.dtype)}"
 
     @property
     def expression(self) -> str:

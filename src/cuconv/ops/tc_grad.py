@@ -32,6 +32,7 @@ from .tc_common import ARCHS_SM80, arch_reason, conv_limits
 
 FILE = "tc_grad.cu"
 DTYPES = TENSOR_CORE_DTYPES
+# CUDA function -> threads per block; labelled tc_grad_<function without tc_ and grad_>_<dtype>.
 KERNELS = {"tc_dgrad_filter": 256, "tc_dgrad_scatter": 256, "tc_wgrad_simple": 128, "tc_grad_reduce": 256,
            "tc_bias_grad": 256}
 # Blocks per SM promised to the compile matrix (all fit on sm_75's 1024 threads per SM).
@@ -47,7 +48,8 @@ DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
 
 
 def name(kernel: str, dtype: str) -> str:
-    return f"{kernel}_{tag(dtype)}"
+    middle = kernel.removeprefix("tc_").removeprefix("grad_").replace("bias_grad", "bias")
+    return f"tc_grad_{middle}_{tag(dtype)}"
 
 
 def expression(kernel: str, dtype: str) -> str:
@@ -63,7 +65,7 @@ ENTRIES = {(k, dt): register_kernel(KernelEntry(FILE, expression(k, dt), name(k,
 
 def tiled_name(dtype: str) -> str:
     bm, bn, bk, wm, wn, _ = TILED
-    return f"tc_wgrad_{tag(dtype)}_{bm}x{bn}x{bk}_{wm}x{wn}"
+    return f"tc_grad_wgrad_{tag(dtype)}_{bm}x{bn}x{bk}_{wm}x{wn}"
 
 
 def tiled_expression(dtype: str) -> str:
