@@ -341,3 +341,42 @@ def test_against_torch_nn_grad(rng):
         torch.nn.functional.conv2d(tx, tw, tb, stride, padding, dilation, groups).backward(torch.from_numpy(dy))
         for ours, theirs in ((dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
             np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-11, atol=1e-11)
+
+
+# (x, w, stride, padding, output_padding, groups, dilation): output_padding spans a whole stride
+# (legal because it is below the dilation), so the convolution whose data gradient the transposed
+# one is stops short of its input's end (negative end padding).
+CROPPING = {
+    "issue22_reproducer": ((1, 1, 3, 3), (1, 1, 2, 2), 1, 0, 1, 1, 2),
+    "stride2_outpad2_dil3_groups2": ((2, 8, 5, 4), (8, 4, 3, 3), 2, 0, 2, 2, 3),
+    "stride1_outpad2_dil3_C16": ((1, 16, 6, 7), (16, 16, 3, 3), 1, 0, 2, 1, 3),
+    "depthwise_stride2_outpad3_dil4": ((2, 4, 5, 5), (4, 1, 3, 3), 2, 0, 3, 4, 4),
+}
+
+
+@pytest.mark.parametrize("case", list(CROPPING))
+def test_transposed_gradients_when_output_padding_spans_a_stride(rng, case):
+    """Issue 22: the forward runs, so the gradients must (they were refused with a ValueError);
+    every algorithm that takes the cropped convolution agrees with torch.autograd."""
+    torch = pytest.importorskip("torch")
+    xs, ws, stride, padding, output_padding, groups, dilation = CROPPING[case]
+    args = (stride, padding, output_padding, groups, dilation)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    y = torch.nn.functional.conv_transpose2d(tx, tw, None, *args)
+    dy = rng.standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(dy))
+    q = ConvTransposeProblem.from_shapes(xs, ws, *args, dtype="float64").as_conv2d()
+    assert min(q.pad_bottom, q.pad_right) < 0, q
+    with cuconv.backend("emulator"):
+        np.testing.assert_allclose(cuconv.conv_transpose2d(x, w, None, *args), y.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+        for algo in ["auto"] + [i.name for i in cuconv.algorithms(q) if i.ok]:
+            dx = G.conv_transpose2d_input(xs, w, dy, *args, algo=algo)
+            np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-11, atol=1e-11, err_msg=algo)
+        for algo in ["auto"] + [i.name for i in G.algorithms(q, "weight") if i.ok]:
+            dw = G.conv_transpose2d_weight(x, ws, dy, *args, algo=algo)
+            np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-11, atol=1e-11, err_msg=algo)
+    refused = {i.name: i.reason for i in cuconv.algorithms(q) if not i.ok}
+    assert all("negative end padding" not in r or n.startswith("winograd") or n == "pointwise"
+               for n, r in refused.items()), refused

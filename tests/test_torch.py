@@ -657,3 +657,19 @@ def test_importing_cuconv_does_not_import_torch_and_cuconv_torch_needs_it():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_conv_transpose_backward_when_output_padding_spans_a_stride():
+    """Issue 22's reproducer through the module: x (1, 1, 3, 3), w (1, 1, 2, 2), stride 1,
+    dilation 2, output_padding 1 — the backward ran into a ValueError; now torch's gradients."""
+    gen = torch.Generator().manual_seed(22)
+    m = ct.ConvTranspose2d(1, 1, 2, stride=1, output_padding=1, dilation=2).double()
+    ref = nn.ConvTranspose2d(1, 1, 2, stride=1, output_padding=1, dilation=2).double()
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(1, 1, 3, 3, dtype=torch.float64, generator=gen)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with cuconv.backend("emulator"):
+        m(xa).square().sum().backward()
+    ref(xb).square().sum().backward()
+    for a, b in ((xa.grad, xb.grad), (m.weight.grad, ref.weight.grad), (m.bias.grad, ref.bias.grad)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-11, atol=1e-11)

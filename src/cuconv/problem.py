@@ -71,6 +71,14 @@ def bool_arg(value, what: str) -> bool:
     return bool(value)
 
 
+def check_int32(where: str, *named: tuple[str, int]) -> None:
+    """ValueError naming the first (name, value) that does not fit the kernels' 32-bit ints (every
+    extent and hyperparameter a kernel takes is a 32-bit argument)."""
+    for name, value in named:
+        if not -INT32_MAX <= value <= INT32_MAX:
+            raise ValueError(f"{name}={value} does not fit a 32-bit int (the kernels' argument range) {where}")
+
+
 def conv_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
                   dilation: int) -> int:
     """§9.1: floor((size + pads - dilation·(kernel-1) - 1) / stride) + 1 (may be <= 0)."""
@@ -141,6 +149,10 @@ class Conv2dProblem:
         xs = x_shape or (self.N, self.C, self.H, self.W)
         ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
         where = f"(input {tuple(xs)}, weight {tuple(ws)})"
+        check_int32(where, ("N", self.N), ("C", self.C), ("H", self.H), ("W", self.W), ("K", self.K), ("R", self.R),
+                    ("S", self.S), ("stride_h", self.stride_h), ("stride_w", self.stride_w), ("pad_h", self.pad_h),
+                    ("pad_w", self.pad_w), ("pad_bottom", self.pad_bottom), ("pad_right", self.pad_right),
+                    ("dilation_h", self.dilation_h), ("dilation_w", self.dilation_w), ("groups", self.groups))
         if self.N < 0:
             raise ValueError(f"N must be non-negative, got {self.N} {where}")
         # N = 0 (an empty batch) is a valid call with an empty output, as in PyTorch; a zero
@@ -153,7 +165,10 @@ class Conv2dProblem:
             raise ValueError(f"stride must be positive, got {(self.stride_h, self.stride_w)} {where}")
         if self.dilation_h <= 0 or self.dilation_w <= 0:
             raise ValueError(f"dilation must be positive, got {(self.dilation_h, self.dilation_w)} {where}")
-        if min(self.pad_h, self.pad_w, self.pad_bottom, self.pad_right) < 0:
+        # A negative end padding stops the convolution short of the input's end (rows past the last
+        # output's reach are never read): ConvTransposeProblem.as_conv2d makes such problems, and
+        # only algorithms that say they handle it take them (ConvAlgorithm.crops).
+        if min(self.pad_h, self.pad_w) < 0:
             raise ValueError(f"padding must be non-negative, got {(self.pad_h, self.pad_w)} {where}")
         if self.groups <= 0:
             raise ValueError(f"groups must be positive, got {self.groups} {where}")
@@ -335,6 +350,8 @@ class ConvTransposeProblem:
     def validate(self, w_shape=None) -> "ConvTransposeProblem":
         ws = w_shape or (self.C_in, self.C_out // max(self.groups, 1), self.R, self.S)
         where = f"(input {self.input_shape}, weight {tuple(ws)})"
+        check_int32(where, ("N", self.N), ("C_in", self.C_in), ("H", self.H), ("W", self.W), ("C_out", self.C_out),
+                    ("R", self.R), ("S", self.S))
         if self.N < 0:
             raise ValueError(f"N must be non-negative, got {self.N} {where}")
         for name, v in (("C_in", self.C_in), ("H", self.H), ("W", self.W),
@@ -403,16 +420,13 @@ class ConvTransposeProblem:
         """The convolution X (N, C_out, H_out, W_out) -> Y (N, C_in, H, W) whose data gradient
         this transposed convolution is (§9.7). With output_padding >= stride (allowed when it
         is below the dilation) the rows past the last stride step would give that convolution
-        more outputs than H; its bottom/right padding is reduced to drop them, and when that
-        would go negative no such convolution exists (ValueError)."""
+        more outputs than H; its bottom/right padding is reduced to drop them — below zero when
+        the output padding spans a whole stride more than the padding: the convolution then stops
+        short of its input's end (the rows output_padding added reach no input element)."""
         def end_pad(pad, out_pad, stride):
             return pad - stride * (out_pad // stride)
         peh = end_pad(self.pad_h, self.out_pad_h, self.stride_h)
         pew = end_pad(self.pad_w, self.out_pad_w, self.stride_w)
-        if peh < 0 or pew < 0:
-            raise ValueError(f"{self.describe()}: no convolution has this transposed convolution as its "
-                             f"data gradient (output_padding {(self.out_pad_h, self.out_pad_w)} spans a whole "
-                             f"stride more than the padding {(self.pad_h, self.pad_w)})")
         p = Conv2dProblem(self.N, self.C_out, self.H_out, self.W_out, self.C_in, self.R, self.S,
                           self.stride_h, self.stride_w, self.pad_h, self.pad_w, self.dilation_h,
                           self.dilation_w, self.groups, self.dtype,
@@ -502,6 +516,7 @@ class PoolProblem:
 
     def validate(self) -> "PoolProblem":
         where = self._where()
+        check_int32(where, *zip("NCHW", self.input_shape))
         if self.kind == "global_avg":
             # PyTorch's adaptive_avg_pool2d(x, 1) takes any empty dimension: an empty output for
             # N = 0 or C = 0, NaN (the mean of nothing) for H·W = 0.

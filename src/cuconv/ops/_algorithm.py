@@ -80,7 +80,10 @@ class ConvAlgorithm:
     "NHWC": KRSC weights). ``tf32``: for float32 inputs it multiplies on tf32 tensor cores
     (10-bit mantissas), so it runs only when the caller allows tf32 (``auto`` only with
     ``allow_tf32=True``, PyTorch's opt-in habit). ``options`` are the extra keyword arguments the
-    op passes through to it.
+    op passes through to it. ``crops``: it takes a problem with a negative end padding (the
+    convolution stops short of the input's end: ConvTransposeProblem.as_conv2d's, for the
+    transposed convolution's gradients when output_padding spans a stride), its kernels bounding
+    every output by P and Q and reading no input row past them.
     """
     name: str
     plan: Callable[[ConvSpec], Plan]
@@ -90,6 +93,7 @@ class ConvAlgorithm:
     options: tuple[str, ...] = ()
     description: str = ""
     operator: str = FPROP
+    crops: bool = False
 
     def computes_tf32(self, dtype: str) -> bool:
         return self.tf32 and dtype == "float32"
@@ -105,6 +109,9 @@ class ConvAlgorithm:
             return f"layout {spec.layout} not supported (takes {' or '.join(self.layouts)})"
         if self.computes_tf32(spec.dtype) and spec.allow_tf32 is False:
             return "multiplies float32 as tf32, but allow_tf32=False"
+        if not self.crops and min(spec.problem.pad_bottom, spec.problem.pad_right) < 0:
+            return ("negative end padding (a transposed convolution's output_padding spanning a stride) "
+                    f"is not built for {self.name}")
         unknown = sorted(k for k, _ in spec.options if k not in self.options)
         if unknown:
             takes = f"takes only {', '.join(f'{o}=' for o in self.options)}" if self.options else "takes no extra arguments"

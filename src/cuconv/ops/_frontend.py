@@ -115,30 +115,34 @@ class FrontEnd:
         module docstring. The hot path: the backend's own arrays, the key, one dictionary lookup."""
         be = current_backend()
         planning = _PLANNING.get()
-        plan = None
-        if not planning and not (extra and extra.keys() & self._array_options):
-            t, metas = be.array_type, []
-            append = metas.append
-            for a in arrays.values():
-                if a is None:
-                    append(None)
-                elif a.__class__ is t:
-                    append((a.shape, a.strides, a.dtype))
-                else:                   # a foreign array or not an array: the slow path converts or says
-                    break
-            else:
-                try:
-                    plan = self._hot.get((be.device_key(), tuple(metas), (*args, option_items(extra)) if extra else args,
-                                          be.devices(*arrays.values()) if be.multi_device else None))
-                except TypeError:       # an unhashable argument: planned uncached below
-                    plan = None
-        if plan is not None:
-            return self.run(be, plan, arrays, contiguous=True)    # the op's own dict: outputs go in it
+        unbatched = False
+        while True:
+            plan = None
+            if not planning and not (extra and extra.keys() & self._array_options):
+                t, metas = be.array_type, []
+                append = metas.append
+                for a in arrays.values():
+                    if a is None:
+                        append(None)
+                    elif a.__class__ is t:
+                        append((a.shape, a.strides, a.dtype))
+                    else:               # a foreign array or not an array: the slow path converts or says
+                        break
+                else:
+                    try:
+                        plan = self._hot.get((be.device_key(), tuple(metas),
+                                              (*args, option_items(extra)) if extra else args,
+                                              be.devices(*arrays.values()) if be.multi_device else None))
+                    except TypeError:   # an unhashable argument: planned uncached below
+                        plan = None
+            if plan is not None:        # the op's own dict takes the outputs
+                return self.run(be, plan, arrays, contiguous=True, unbatched=unbatched)
+            if unbatched or getattr(arrays.get(self._lead), "ndim", None) != self.batched.get(self._lead, 0) - 1:
+                break
+            arrays, args = self._with_batch_axis(arrays, args, planning)     # and look again
+            unbatched = True
         if planning:
             _PLANNING.set(False)        # this call only (plan_of restores the flag): the plan's work runs ops
-        unbatched = getattr(arrays.get(self._lead), "ndim", None) == self.batched.get(self._lead, 0) - 1
-        if unbatched:
-            arrays, args = self._with_batch_axis(arrays, args, planning)
         plan, env = self.plan(be, arrays, args, extra, planning)
         if planning:
             return plan

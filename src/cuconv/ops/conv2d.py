@@ -34,7 +34,7 @@ from . import (
     winograd,
 )
 from ._algorithm import DGRAD, FPROP, OPS, WGRAD, AlgorithmInfo, ConvAlgorithm, ConvSpec
-from ._conv_frontend import ConvFrontEnd, build_spec
+from ._conv_frontend import ConvFrontEnd, check_layout, check_workspace_cap
 from ._frontend import option_items, plan_of
 
 
@@ -177,14 +177,12 @@ def spec_of(problem: Conv2dProblem, operator: str = FPROP, *, max_workspace_byte
     """The spec of a call on ``problem`` (no epilogue) for the pass ``operator``, on the current
     backend's device: what algorithms() and choose_algorithm() plan, and what a kernel test hands
     ``select`` with an algorithm's ``options`` (``config=``, ``splits=``)."""
-    be = current_backend()
-    if operator == FPROP:
-        x, w = Shape.of(problem, layout)
-        return build_spec(be, x, w, None, None, None, (problem.stride_h, problem.stride_w), _padding(problem),
-                          (problem.dilation_h, problem.dilation_w), problem.groups, None, max_workspace_bytes,
-                          layout, allow_tf32, options, float_only=False)
-    caps, device = planning_target(be)
-    return ConvSpec(problem, layout, caps, device, allow_tf32, max_workspace_bytes, has_bias,
+    check_layout(layout)
+    if allow_tf32 not in (None, True, False):
+        raise TypeError(f"allow_tf32 must be True, False or None, got {allow_tf32!r}")
+    check_workspace_cap(max_workspace_bytes)
+    caps, device = planning_target(current_backend())
+    return ConvSpec(problem.validate(), layout, caps, device, allow_tf32, max_workspace_bytes, has_bias,
                     options=option_items(options), operator=operator, deterministic=deterministic)
 
 
@@ -200,13 +198,3 @@ def choose_algorithm(problem: Conv2dProblem, max_workspace_bytes: int | None = N
     """The algorithm ``auto`` runs for ``problem`` (ValueError listing every reason when none can)."""
     return select(spec_of(problem, max_workspace_bytes=max_workspace_bytes, layout=layout,
                           allow_tf32=allow_tf32)).algo
-
-
-def _padding(p: Conv2dProblem):
-    if p.pad_h_end is None and p.pad_w_end is None:
-        return (p.pad_h, p.pad_w)
-    same = Conv2dProblem.from_shapes(p.input_shape, p.weight_shape, (p.stride_h, p.stride_w), "same",
-                                     (p.dilation_h, p.dilation_w), p.groups, p.dtype)
-    if same != p:
-        raise ValueError(f"{p.describe()}: asymmetric padding other than 'same' has no conv2d argument")
-    return "same"

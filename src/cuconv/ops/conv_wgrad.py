@@ -315,11 +315,11 @@ def plan_implicit_gemm(spec: ConvSpec) -> Plan:
 
 
 DIRECT_ALGORITHM = ConvAlgorithm(
-    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=WGRAD,
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=WGRAD, crops=True,
     description="one thread per dW element (db by its own reduction): always correct, deterministic")
 IMPLICIT_GEMM = ConvAlgorithm(
     name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config", "splits"),
-    operator=WGRAD,
+    operator=WGRAD, crops=True,
     description="split-K implicit GEMM, db fused; partials reduced in split order (deterministic=False: "
                 "atomicAdd, no workspace)")
 ALGORITHMS = (DIRECT_ALGORITHM, IMPLICIT_GEMM)

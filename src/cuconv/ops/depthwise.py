@@ -295,6 +295,7 @@ def conv_plan_depthwise(spec: ConvSpec):
 
 ALGORITHM = ConvAlgorithm(
     name="depthwise",
+    crops=True,
     plan=conv_plan_depthwise,
     dtypes=CUDA_CORE_DTYPES,
     layouts=("NCHW", "NHWC"),

@@ -261,6 +261,6 @@ DGRAD_ALGORITHM = ConvAlgorithm(
     name="depthwise", plan=plan_dgrad, dtypes=CUDA_CORE_DTYPES, operator=DGRAD,
     description="groups == C: dx through a shared-memory tile of dy, each warp on one stride phase's taps")
 WGRAD_ALGORITHM = ConvAlgorithm(
-    name="depthwise", plan=plan_wgrad, dtypes=CUDA_CORE_DTYPES, options=("splits",), operator=WGRAD,
+    name="depthwise", plan=plan_wgrad, dtypes=CUDA_CORE_DTYPES, options=("splits",), operator=WGRAD, crops=True,
     description="groups == C: dW (db fused) as a per-channel reduction over N·P·Q, split with a "
                 "deterministic second pass")

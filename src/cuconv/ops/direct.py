@@ -92,5 +92,6 @@ ALGORITHM = ConvAlgorithm(
     plan=plan,
     dtypes=CUDA_CORE_DTYPES,
     layouts=("NCHW", "NHWC"),
+    crops=True,
     description="one thread per output element; any stride/padding/dilation/groups; the fallback",
 )

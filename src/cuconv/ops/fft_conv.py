@@ -342,11 +342,11 @@ def _plan(algo: str):
 
 
 FFT = ConvAlgorithm(
-    "fft", _plan("fft"), options=("transformed_weight", "multiply"),
+    "fft", _plan("fft"), options=("transformed_weight", "multiply"), crops=True,
     description="FFT convolution over the whole (padded) image: R2C transforms, a complex GEMM over "
                 "channels per frequency, C2R, crop (cuDNN's FFT)")
 FFT_TILING = ConvAlgorithm(
-    "fft_tiling", _plan("fft_tiling"), options=("transformed_weight", "multiply", "tile"),
+    "fft_tiling", _plan("fft_tiling"), options=("transformed_weight", "multiply", "tile"), crops=True,
     description="FFT convolution by overlap-save over 16/32/64-square tiles: bounded filter spectra "
                 "and workspace for large images (cuDNN's FFT_TILING)")
 ALGORITHMS = (FFT, FFT_TILING)

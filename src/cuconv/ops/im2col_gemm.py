@@ -143,7 +143,7 @@ def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
 
 
 IM2COL_GEMM = ConvAlgorithm(
-    name="im2col_gemm", plan=plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",),
+    name="im2col_gemm", plan=plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",), crops=True,
     description="§8.3: im2col per chunk of the batch (bounded workspace), then the tiled GEMM into NCHW "
                 "with a fused epilogue; 1x1 stride-1 problems skip im2col")
 POINTWISE = ConvAlgorithm(

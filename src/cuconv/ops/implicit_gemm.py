@@ -190,6 +190,7 @@ def plan(spec: ConvSpec):
 
 ALGORITHM = ConvAlgorithm(
     name="implicit_gemm",
+    crops=True,
     plan=plan,
     dtypes=CUDA_CORE_DTYPES,
     layouts=("NCHW", "NHWC"),

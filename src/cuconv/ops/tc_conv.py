@@ -137,17 +137,17 @@ def _algorithm_plan(algo: str):
 
 IMPLICIT_GEMM_TC = ConvAlgorithm(
     name="implicit_gemm_tc", plan=_algorithm_plan("implicit_gemm_tc"), dtypes=("float16", "bfloat16"),
-    layouts=("NCHW", "NHWC"), options=("config",),
+    layouts=("NCHW", "NHWC"), options=("config",), crops=True,
     description="tensor-core implicit GEMM (mma.sync, ldmatrix, cp.async pipeline), fp32 accumulation; "
                 "NCHW packed to NHWC in a workspace")
 IMPLICIT_GEMM_TC_SIMPLE = ConvAlgorithm(
     name="implicit_gemm_tc_simple", plan=_algorithm_plan("implicit_gemm_tc_simple"),
-    dtypes=("float16", "bfloat16", "float32"), layouts=("NCHW", "NHWC"), tf32=True,
+    dtypes=("float16", "bfloat16", "float32"), layouts=("NCHW", "NHWC"), tf32=True, crops=True,
     description="tensor-core implicit GEMM, analytic variant: one warp per 16x8 tile, fragments "
                 "gathered from global memory; any layout, no workspace (float32 runs as tf32)")
 IMPLICIT_GEMM_TF32 = ConvAlgorithm(
     name="implicit_gemm_tf32", plan=_algorithm_plan("implicit_gemm_tf32"), dtypes=("float32",),
-    layouts=("NCHW", "NHWC"), tf32=True, options=("config",),
+    layouts=("NCHW", "NHWC"), tf32=True, options=("config",), crops=True,
     description="float32 convolution on tf32 tensor cores (operands rounded to 10-bit mantissas, "
                 "fp32 accumulation); auto considers it only with allow_tf32=True")
 ALGORITHMS = (IMPLICIT_GEMM_TC, IMPLICIT_GEMM_TC_SIMPLE, IMPLICIT_GEMM_TF32)

@@ -188,7 +188,7 @@ def wgmma_conv_plan(spec: ConvSpec, config=None):
 
 ALGORITHM = ConvAlgorithm(
     name="implicit_gemm_wgmma", plan=lambda spec: wgmma_conv_plan(spec, spec.option("config")),
-    dtypes=TENSOR_CORE_DTYPES, layouts=("NCHW", "NHWC"), options=("config",),
+    dtypes=TENSOR_CORE_DTYPES, layouts=("NCHW", "NHWC"), options=("config",), crops=True,
     description="Hopper tensor-core implicit GEMM (wgmma.mma_async from 128-byte-swizzled shared memory, "
                 "cp.async + mbarrier ring), fp32 accumulation; sm_90 devices only; NCHW packed to NHWC")
 
