@@ -11,6 +11,7 @@ import pathlib
 import pytest
 
 import cuconv
+from cuconv.registry import KernelEntry, register_kernel, registered_kernels, stem
 
 SRC = pathlib.Path(cuconv.__file__).resolve().parent
 ROOT = SRC.parent.parent
@@ -188,7 +189,6 @@ def test_the_private_name_check_sees_what_it_looks_for(tmp_path):
 def test_every_kernel_label_starts_with_its_files_stem():
     """A label names its file (kernels/<stem>.cu), op module and test file; register_kernel
     refuses one that does not."""
-    from cuconv.registry import KernelEntry, register_kernel, registered_kernels, stem
     bad = [f"{e.label} ({e.file})" for e in registered_kernels() if not e.label.startswith(stem(e.file))]
     assert not bad, "\n".join(bad)
     with pytest.raises(ValueError, match="must start with its file's stem 'conv_dgrad'"):
