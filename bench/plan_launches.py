@@ -57,8 +57,8 @@ FORWARD_ALGOS = ("auto", "direct", "im2col_gemm", "pointwise", "implicit_gemm", 
 GRAD_ALGOS = ("auto", "direct", "implicit_gemm", "depthwise", "implicit_gemm_tc", "implicit_gemm_tc_simple")
 TRANSPOSED = [((2, 4, 5, 7), (4, 3, 3, 3), 2, 1, 1, 1, 1), ((1, 6, 4, 5), (6, 2, 4, 4), 3, 1, 2, 3, 1),
               ((2, 3, 5, 5), (3, 4, 3, 3), 1, 2, 0, 1, 2), ((1, 16, 9, 9), (16, 8, 3, 3), 2, 1, 1, 1, 1)]
-POOLS = [((2, 3, 7, 9), 3, 2, 1, 1, False), ((1, 3, 9, 7), 3, 1, 1, 1, True), ((1, 2, 7, 9), (3, 2), (2, 1), (1, 0), (2, 1), True),
-         ((1, 64, 112, 112), 3, 2, 1, 1, False)]
+POOLS = [((2, 3, 7, 9), 3, 2, 1, 1, False), ((1, 3, 9, 7), 3, 1, 1, 1, True),
+         ((1, 2, 7, 9), (3, 2), (2, 1), (1, 0), (2, 1), True), ((1, 64, 112, 112), 3, 2, 1, 1, False)]
 
 
 def _arg(a):
@@ -158,7 +158,8 @@ def dump(path: str) -> None:
                                                   ("float32", "float64", "float16")):
             a, bb = _arrays(rng, (m, k), (k, n), dtype=dtype)
             out[f"gemm {m}x{n}x{k} {dtype}"] = _record(rec, lambda: cuconv.gemm(a, bb))
-        for xs, C, K, k, st in (((2, 8, 9, 9), 8, 16, 3, 1), ((1, 32, 28, 28), 32, 64, 3, 2), ((1, 6, 7, 7), 6, 5, 5, 1)):
+        separables = (((2, 8, 9, 9), 8, 16, 3, 1), ((1, 32, 28, 28), 32, 64, 3, 2), ((1, 6, 7, 7), 6, 5, 5, 1))
+        for xs, C, K, k, st in separables:
             x, wd, wp = _arrays(rng, xs, (C, 1, k, k), (K, C, 1, 1), dtype="float32")
             for fused in (None, False):
                 out[f"separable_conv2d {xs} {K} k{k} s{st} fused={fused}"] = _record(

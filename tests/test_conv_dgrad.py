@@ -214,7 +214,8 @@ def test_bad_arrays_are_rejected_before_launch(rng):
         with pytest.raises(ValueError, match="unknown dgrad implicit_gemm config 'nope'"):
             G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm", config="nope")
         with pytest.raises(ValueError, match="conv_dgrad_implicit_gemm_f64_64x64x8_4x4 takes float64"):
-            G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm", config="conv_dgrad_implicit_gemm_f64_64x64x8_4x4")
+            G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm",
+                           config="conv_dgrad_implicit_gemm_f64_64x64x8_4x4")
         with pytest.raises(ValueError, match="needs groups == C"):
             G.conv2d_input(p.input_shape, w, dy, *args, algo="depthwise")
         buf = np.zeros(dx.size + dy.size, np.float32)   # dy and dx: overlapping views of one buffer

@@ -474,7 +474,8 @@ def test_flags_are_cleared_every_call_and_the_fix_up_touches_only_flagged_output
     nan_x = _with_specials(rng, p.input_shape, [(1, 1, 2, 3)], [np.nan])
     inf_w = _with_specials(rng, p.weight_shape, [(2, 0, 4, 1)], [np.inf])
     plan = cuconv.plan_conv2d(put(be, finite_x), put(be, finite_w), padding=2, algo=algo, **extra)
-    assert plan.kernels[-1] == "fft_conv_fixup" and plan.kernels[plan.kernels.index("fft_conv_pack_input") - 1] == "fft_conv_flags_init"
+    assert plan.kernels[-1] == "fft_conv_fixup"
+    assert plan.kernels[plan.kernels.index("fft_conv_pack_input") - 1] == "fft_conv_flags_init"
     fix = plan.launches[-1]
     assert fix.grid[0] * fix.grid[1] * fix.grid[2] <= fft_conv.FIXUP_BLOCKS and fix.grid[1] == p.K
     assert plan.buffers[0].name == "flags" and plan.buffers[0].offset == 0

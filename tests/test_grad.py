@@ -1,5 +1,6 @@
-"""The public backward API, ``cuconv.grad`` (ops/conv2d_grad.py, conv_transpose_grad.py, pool_grad.py): every function end to end against
-the float64 §9.8 references on awkward shapes, its plans (launches equal the record backend's,
+"""The public backward API, ``cuconv.grad`` (ops/conv2d_grad.py, conv_transpose_grad.py,
+pool_grad.py): every function end to end against the float64 §9.8 references on awkward
+shapes, its plans (launches equal the record backend's,
 workspace laid out), determinism across thread orders, NHWC, unbatched and empty inputs,
 ``out=``, the errors for mismatched shapes, a finite-difference check of conv2d_weight that
 needs no torch, and torch.nn.grad when torch is installed. The kernels themselves are tested

@@ -23,7 +23,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .dtypes import DTYPE_BYTES, INT32_MAX, dtype_name, numpy_dtype  # noqa: F401  (re-exported for callers of cuconv.problem)
+# DTYPE_BYTES, dtype_name and numpy_dtype are re-exported for callers of cuconv.problem.
+from .dtypes import DTYPE_BYTES, INT32_MAX, dtype_name, numpy_dtype  # noqa: F401
 
 def pair(value, what: str) -> tuple[int, int]:
     """An int or a pair of ints (PyTorch's ``stride=2`` or ``stride=(2, 1)``) as a pair: TypeError

@@ -1,7 +1,8 @@
 """Test helpers shared by the test suite and the bench's verification step.
 
-One tolerance table keyed by (dtype, algo), the dtype by its canonical name (cuconv.dtypes). Errors are relative: ``max|out-ref| / max|ref|``
-(the normwise relative error, robust to outputs near zero). Tensor-core paths normalise
+One tolerance table keyed by (dtype, algo), the dtype by its canonical name (cuconv.dtypes).
+Errors are relative: ``max|out-ref| / max|ref|`` (the normwise relative error, robust to
+outputs near zero). Tensor-core paths normalise
 by Σ|a|·|b| instead (see tensor_core tests).
 """
 from __future__ import annotations

@@ -84,7 +84,7 @@ def _nhwc_result(result, out):
 
 def _nhwc_out(out, shape, dtype, what="out"):
     """A user-given NHWC ``out=``: checked before anything runs (the NCHW plan writes a temporary)."""
-    if out is not None:
+    if out is not None and dtype is not None:  # no dtype: the NCHW call below names the bad argument
         be = current_backend()
         _common.check_out(_common.native(be, out, what), shape_arg(shape, what), np.dtype(dtype), be, what)
 
@@ -108,10 +108,11 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     grad_output). Returns ``out`` (allocated when None), every element written. The plan's roles:
     inputs ``w``, ``dy``, output ``dx``, all NCHW."""
     if check_layout(layout) == "NHWC":
-        _nhwc_out(out, input_size, weight.dtype)
+        _nhwc_out(out, input_size, getattr(weight, "dtype", None))
         return _nhwc_result(conv2d_input(_nchw_shape(input_size), _nchw(weight), _nchw(grad_output), stride,
                                          padding, dilation, groups, algo=algo, **extra), out)
-    return _INPUT({"w": weight, "dy": grad_output, "dx": out}, (input_size, stride, padding, dilation, groups, algo), extra)
+    return _INPUT({"w": weight, "dy": grad_output, "dx": out},
+                  (input_size, stride, padding, dilation, groups, algo), extra)
 
 
 plan_conv2d_input = plan_of(conv2d_input)
@@ -137,7 +138,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB). The plan's roles: inputs
     ``x``, ``dy``, output ``dw`` (NCHW/KCRS)."""
     if check_layout(layout) == "NHWC":
-        _nhwc_out(out, weight_size, input.dtype)
+        _nhwc_out(out, weight_size, getattr(input, "dtype", None))
         return _nhwc_result(conv2d_weight(_nchw(input), _nchw_shape(weight_size), _nchw(grad_output), stride,
                                           padding, dilation, groups, algo=algo, deterministic=deterministic,
                                           max_workspace_bytes=max_workspace_bytes, **extra), out)
@@ -228,8 +229,9 @@ def conv2d_backward(input, weight, grad_output, stride=1, padding=0, dilation=1,
     mask = tuple(output_mask) if isinstance(output_mask, list) else output_mask
     if not isinstance(weight_options, (dict, type(None))):
         raise TypeError(f"weight_options must be a dict of keyword arguments or None, got {weight_options!r}")
-    return _BACKWARD({"x": input, "w": weight, "dy": grad_output}, (mask, stride, padding, dilation, groups, algo, weight_algo,
-                                                    deterministic, max_workspace_bytes), weight_options)
+    return _BACKWARD({"x": input, "w": weight, "dy": grad_output},
+                     (mask, stride, padding, dilation, groups, algo, weight_algo, deterministic,
+                      max_workspace_bytes), weight_options)
 
 
 plan_conv2d_backward = plan_of(conv2d_backward)
@@ -247,5 +249,6 @@ def algorithms(problem: Conv2dProblem, which: str = "input", *, deterministic: b
     if not isinstance(problem, Conv2dProblem):
         raise TypeError(f"problem must be a Conv2dProblem, got {type(problem).__name__}")
     operator = DGRAD if which == "input" else WGRAD
-    return conv2d.infos(conv2d.spec_of(problem, operator, deterministic=deterministic, has_bias=bias and operator == WGRAD,
-                                       max_workspace_bytes=max_workspace_bytes))
+    spec = conv2d.spec_of(problem, operator, deterministic=deterministic, has_bias=bias and operator == WGRAD,
+                          max_workspace_bytes=max_workspace_bytes)
+    return conv2d.infos(spec)

@@ -135,7 +135,8 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     ``y = activation(conv_transpose(x, w) + bias)``. ``variant`` ("auto", "simple", "phase")
     forces a kernel, for tests and benchmarks.
     """
-    return _FRONT({"x": x, "w": w, "bias": bias, "out": out}, (stride, padding, output_padding, groups, dilation, activation, variant))
+    return _FRONT({"x": x, "w": w, "bias": bias, "out": out},
+                  (stride, padding, output_padding, groups, dilation, activation, variant))
 
 
 plan_conv_transpose2d = plan_of(conv_transpose2d)

@@ -46,7 +46,8 @@ def _renamed(plan: Plan, op: str, tp, names: dict, prefix: str, output: Output, 
     launches, parts = relabel(plan, names, prefix)
     buffers, nbytes = layout_buffers(*parts)
     return Plan(op, plan.algo, tp, tuple(launches), tuple(r for r, _, _ in expected), (output,), device,
-                workspace_bytes=nbytes, buffers=buffers, aligned=tuple(sorted(names[r] for r in plan.aligned if r in names)),
+                workspace_bytes=nbytes, buffers=buffers,
+                aligned=tuple(sorted(names[r] for r in plan.aligned if r in names)),
                 expected=tuple(expected), description=plan.description)
 
 
@@ -94,7 +95,8 @@ def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
     forward convolution of ``grad_output`` with ``weight`` — the transposed convolution is that
     convolution's data gradient (§9.7) — run by any conv2d algorithm (``algo``: a name from
     ``cuconv.algorithms(ConvTransposeProblem(...).as_conv2d())``)."""
-    return _INPUT({"w": weight, "dy": grad_output, "dx": out}, (input_size, stride, padding, output_padding, groups, dilation, algo))
+    return _INPUT({"w": weight, "dy": grad_output, "dx": out},
+                  (input_size, stride, padding, output_padding, groups, dilation, algo))
 
 
 def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0, output_padding=0,  # noqa: A002
@@ -104,8 +106,9 @@ def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0
     gradient the transposed convolution is, with its input ``grad_output`` and its output
     gradient ``input``. Weight (C_in, C_out/groups, R, S). The bias gradient is
     ``conv2d_bias(grad_output)``."""
-    return _WEIGHT({"x": input, "dy": grad_output, "dw": out}, (weight_size, stride, padding, output_padding, groups, dilation, algo,
-                                                  deterministic, max_workspace_bytes))
+    return _WEIGHT({"x": input, "dy": grad_output, "dw": out},
+                   (weight_size, stride, padding, output_padding, groups, dilation, algo, deterministic,
+                    max_workspace_bytes))
 
 
 plan_conv_transpose2d_input = plan_of(conv_transpose2d_input)

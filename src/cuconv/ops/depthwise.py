@@ -111,7 +111,8 @@ ENTRIES = {cfg: register_kernel(cfg.entry())
            for dt in CUDA_CORE_DTYPES for cfg in (GENERICS[dt], *SPECIALIZEDS[dt], *NHWC_CONFIGS[dt])}
 DIRECT_ENTRIES = {(dt, layout): register_kernel(KernelEntry(
     FILE, f"depthwise_direct<{ctype(dt)}, {str(layout == 'NHWC').lower()}>", _direct_name(dt, layout),
-    block_threads=THREADS, min_blocks_per_sm=MIN_BLOCKS_PER_SM)) for dt in CUDA_CORE_DTYPES for layout in ("NCHW", "NHWC")}
+    block_threads=THREADS, min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+    for dt in CUDA_CORE_DTYPES for layout in ("NCHW", "NHWC")}
 DIRECT_ENTRY = DIRECT_ENTRIES[("float32", "NCHW")]
 DIRECT_NAME = DIRECT_ENTRY.label
 
@@ -336,8 +337,8 @@ def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activa
     "specialized", "generic", "direct") forces a kernel, for tests and benchmarks.
     """
     C = _depthwise_args(x, w, variant, layout)
-    return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out}, (stride, padding, dilation, C, "depthwise", activation, None, layout, None),
-                  {"variant": variant})
+    return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out},
+                  (stride, padding, dilation, C, "depthwise", activation, None, layout, None), {"variant": variant})
 
 
 plan_depthwise_conv2d = plan_of(depthwise_conv2d)

@@ -146,7 +146,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return_indices = bool_arg(return_indices, "return_indices")
     if out_indices is not None and not return_indices:
         raise ValueError("out_indices was given but return_indices is False")
-    return _MAX({"x": x, "out": out, "indices": out_indices}, (return_indices, kernel_size, stride, padding, dilation, ceil_mode))
+    return _MAX({"x": x, "out": out, "indices": out_indices},
+                (return_indices, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,

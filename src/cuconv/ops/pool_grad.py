@@ -201,7 +201,8 @@ def max_pool2d(grad_output, indices, input_size, kernel_size=None, stride=None, 
     With the forward's window (``kernel_size`` ...) each input gathers from the windows that
     cover it (PyTorch CUDA's kernel); without it a warp per plane scatters through the
     indices. Indices outside the plane are skipped (PyTorch's CPU kernel raises on them)."""
-    return _MAX({"dy": grad_output, "indices": indices, "dx": out}, (input_size, kernel_size, stride, padding, dilation, ceil_mode))
+    return _MAX({"dy": grad_output, "indices": indices, "dx": out},
+                (input_size, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 def avg_pool2d(grad_output, input_size, kernel_size, stride=None, padding=0, ceil_mode=False,

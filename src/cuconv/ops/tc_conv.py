@@ -177,5 +177,6 @@ def tc_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, lay
     else:
         algo = "implicit_gemm_tf32" if kdt == "tf32" else "implicit_gemm_tc"
     extra = {} if config in (None, "simple") else {"config": config}
+    tf32 = True if allow_tf32 else None
     return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out},
-                  (stride, padding, dilation, groups, algo, activation, None, layout, True if allow_tf32 else None), extra)
+                  (stride, padding, dilation, groups, algo, activation, None, layout, tf32), extra)
