@@ -63,6 +63,23 @@ def _meta(a):
     return (a.shape, getattr(a, "strides", None), a.dtype)
 
 
+def _metas_function(roles: tuple[str, ...]) -> Callable:
+    """``metas(arrays, t)``: the hot path's array part of the key — each role's (shape, strides,
+    dtype), None where absent, in ``roles`` order — or None when an array is not of class ``t``
+    (the backend's own: the slow path converts the others or says what is wrong). Generated as
+    straight-line code for ``roles`` (as dataclasses generates ``__init__``): a loop over the
+    roles costs as much again as the rest of a cached call."""
+    n = len(roles)
+    lines = ["def metas(arrays, t):", *(f"    a{i} = arrays[{r!r}]" for i, r in enumerate(roles)),
+             "    if not (" + " and ".join(f"(a{i} is None or a{i}.__class__ is t)" for i in range(n)) + "):",
+             "        return None",
+             "    return (" + "".join(f"None if a{i} is None else (a{i}.shape, a{i}.strides, a{i}.dtype), "
+                                    for i in range(n)) + ")"]
+    namespace: dict = {}
+    exec("\n".join(lines), namespace)     # noqa: S102 — the source is built above from role names
+    return namespace["metas"]
+
+
 def option_items(extra: dict) -> tuple:
     """An algorithm's extra keyword arguments as part of the key: arrays by (shape, dtype) — a plan
     depends on their presence and shape only —, lists as tuples."""
@@ -94,6 +111,7 @@ class FrontEnd:
                  array_options: tuple[str, ...] = (), result: Callable | None = None):
         self.op = op
         self.roles = roles
+        self._metas = _metas_function(roles)
         self.build = plan
         self.batched = dict(batched) if isinstance(batched, dict) else {r: rank for r in batched}
         self._lead = next(iter(self.batched), None)
@@ -119,24 +137,27 @@ class FrontEnd:
         while True:
             plan = None
             if not planning and not (extra and extra.keys() & self._array_options):
-                t, metas = be.array_type, []
-                append = metas.append
-                for a in arrays.values():
-                    if a is None:
-                        append(None)
-                    elif a.__class__ is t:
-                        append((a.shape, a.strides, a.dtype))
-                    else:               # a foreign array or not an array: the slow path converts or says
-                        break
-                else:
+                metas = self._metas(arrays, be.array_type)
+                if metas is not None:
                     try:
-                        plan = self._hot.get((be.device_key(), tuple(metas),
+                        plan = self._hot.get((be.device_key(), metas,
                                               (*args, option_items(extra)) if extra else args,
                                               be.devices(*arrays.values()) if be.multi_device else None))
                     except TypeError:   # an unhashable argument: planned uncached below
                         plan = None
             if plan is not None:        # the op's own dict takes the outputs
-                return self.run(be, plan, arrays, contiguous=True, unbatched=unbatched)
+                if unbatched:
+                    return self.run(be, plan, arrays, contiguous=True, unbatched=True)
+                outs = plan.outputs
+                for o in outs:
+                    if arrays.get(o.role) is None:
+                        arrays[o.role] = be.empty(o.shape, o.dtype)
+                    else:
+                        self._check_output(plan, arrays, o.role)
+                plan.execute(be, arrays, None, True)
+                if self.result is not None:
+                    return self.result(arrays)
+                return arrays[outs[0].role] if len(outs) == 1 else tuple([arrays[o.role] for o in outs])
             if unbatched or getattr(arrays.get(self._lead), "ndim", None) != self.batched.get(self._lead, 0) - 1:
                 break
             arrays, args = self._with_batch_axis(arrays, args, planning)     # and look again
@@ -177,6 +198,8 @@ class FrontEnd:
     def plan(self, be, arrays: dict, args, extra=None, planning: bool = False) -> tuple[Plan, dict]:
         """The plan for these arguments and the arrays by role (converted to the backend's;
         ``planning``: stand-ins with ``.shape`` and ``.dtype`` are kept as they are)."""
+        if tuple(arrays) != self.roles:     # the hot path's key reads the arrays in this order
+            raise TypeError(f"{self.op}: the front end takes the arrays {self.roles}, got {tuple(arrays)}")
         native = _common.native_or_shape if planning else _common.native
         env = {r: native(be, a, self.names.get(r, r)) for r, a in arrays.items()}
         given = list(env.values())
