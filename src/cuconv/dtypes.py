@@ -96,8 +96,9 @@ def ctype(dtype: str) -> str:
 
 
 def int32_reason(*named: tuple[str, int]) -> str | None:
-    """Why one of the (name, value) pairs does not fit the kernels' 32-bit ints, or None."""
+    """Why one of the (name, value) pairs does not fit the kernels' 32-bit ints (|value| at most
+    INT32_MAX), or None."""
     for name, value in named:
-        if value > INT32_MAX:
+        if not -INT32_MAX <= value <= INT32_MAX:
             return f"{name}={value} does not fit a 32-bit int"
     return None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import FFT_KINDS, current_backend, fft_label
+from .dtypes import name_of
 from .registry import KernelEntry
 
 
@@ -133,7 +134,7 @@ def layout_buffers(*parts: tuple[str, str, int]) -> tuple[tuple[Buffer, ...], in
     out, offset = [], 0
     for name, dtype, size in parts:
         offset = -(-offset // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
-        b = Buffer(name, np.dtype(dtype).name, int(size), offset)
+        b = Buffer(name, name_of(dtype), int(size), offset)
         out.append(b)
         offset += b.nbytes
     return tuple(out), offset
@@ -269,6 +270,15 @@ class Plan:
         object.__setattr__(self, "_placeholder_arrays", [None, ()])
         object.__setattr__(self, "_views", tuple([(b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
                                                   for b in self.buffers]))
+
+    def described(self, description: str) -> "Plan":
+        """This plan with another ``description`` (a copy without re-deriving anything: a
+        ``dataclasses.replace`` costs ``auto`` more than choosing)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        object.__setattr__(new, "description", description)
+        object.__setattr__(new, "_placeholder_arrays", [None, ()])
+        return new
 
     # --- reading -------------------------------------------------------------------------
     @property

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 import numpy as np
 
 # DTYPE_BYTES, dtype_name and numpy_dtype are re-exported for callers of cuconv.problem.
-from .dtypes import DTYPE_BYTES, INT32_MAX, dtype_name, numpy_dtype  # noqa: F401
+from .dtypes import DTYPE_BYTES, INT32_MAX, dtype_name, int32_reason, numpy_dtype  # noqa: F401
 
 def pair(value, what: str) -> tuple[int, int]:
     """An int or a pair of ints (PyTorch's ``stride=2`` or ``stride=(2, 1)``) as a pair: TypeError
@@ -75,9 +74,9 @@ def bool_arg(value, what: str) -> bool:
 def check_int32(where: str, *named: tuple[str, int]) -> None:
     """ValueError naming the first (name, value) that does not fit the kernels' 32-bit ints (every
     extent and hyperparameter a kernel takes is a 32-bit argument)."""
-    for name, value in named:
-        if not -INT32_MAX <= value <= INT32_MAX:
-            raise ValueError(f"{name}={value} does not fit a 32-bit int (the kernels' argument range) {where}")
+    reason = int32_reason(*named)
+    if reason is not None:
+        raise ValueError(f"{reason} (the kernels' argument range) {where}")
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
@@ -105,6 +104,21 @@ class Conv2dProblem:
     dtype: str = "float32"
     pad_h_end: int | None = field(default=None)
     pad_w_end: int | None = field(default=None)
+
+    def __post_init__(self):
+        # The derived extents: plain attributes (not dataclass fields, so not part of equality),
+        # set once, always in this order (instances then share one attribute layout, which keeps
+        # attribute reads and hashing fast). Invalid values get placeholders validate() refuses.
+        set_ = object.__setattr__
+        pb = self.pad_h if self.pad_h_end is None else self.pad_h_end
+        pr = self.pad_w if self.pad_w_end is None else self.pad_w_end
+        set_(self, "pad_bottom", pb)
+        set_(self, "pad_right", pr)
+        ok = self.stride_h > 0 and self.stride_w > 0 and self.groups > 0
+        set_(self, "P", conv_out_size(self.H, self.R, self.stride_h, self.pad_h, pb, self.dilation_h) if ok else 0)
+        set_(self, "Q", conv_out_size(self.W, self.S, self.stride_w, self.pad_w, pr, self.dilation_w) if ok else 0)
+        set_(self, "C_per_group", self.C // self.groups if ok else 0)
+        set_(self, "K_per_group", self.K // self.groups if ok else 0)
 
     # ----------------------------------------------------------- construction
     @classmethod
@@ -147,76 +161,59 @@ class Conv2dProblem:
 
     def validate(self, x_shape=None, w_shape=None) -> "Conv2dProblem":
         """Raise ValueError naming the shapes and the rule if this is not a valid convolution."""
-        xs = x_shape or (self.N, self.C, self.H, self.W)
-        ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
-        where = f"(input {tuple(xs)}, weight {tuple(ws)})"
-        check_int32(where, ("N", self.N), ("C", self.C), ("H", self.H), ("W", self.W), ("K", self.K), ("R", self.R),
-                    ("S", self.S), ("stride_h", self.stride_h), ("stride_w", self.stride_w), ("pad_h", self.pad_h),
-                    ("pad_w", self.pad_w), ("pad_bottom", self.pad_bottom), ("pad_right", self.pad_right),
-                    ("dilation_h", self.dilation_h), ("dilation_w", self.dilation_w), ("groups", self.groups))
+        reason = self._invalid(w_shape)
+        if reason is not None:
+            xs = x_shape or (self.N, self.C, self.H, self.W)
+            ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
+            raise ValueError(f"{reason} (input {tuple(xs)}, weight {tuple(ws)})")
+        return self
+
+    _INT_FIELDS = ("N", "C", "H", "W", "K", "R", "S", "stride_h", "stride_w", "pad_h", "pad_w", "pad_bottom",
+                   "pad_right", "dilation_h", "dilation_w", "groups")
+
+    def _invalid(self, w_shape) -> str | None:
+        """The rule this problem breaks (the message without the shapes), or None."""
+        values = (self.N, self.C, self.H, self.W, self.K, self.R, self.S, self.stride_h, self.stride_w, self.pad_h,
+                  self.pad_w, self.pad_bottom, self.pad_right, self.dilation_h, self.dilation_w, self.groups)
+        if not (-INT32_MAX <= min(values) and max(values) <= INT32_MAX):
+            return int32_reason(*zip(self._INT_FIELDS, values)) + " (the kernels' argument range)"
         if self.N < 0:
-            raise ValueError(f"N must be non-negative, got {self.N} {where}")
+            return f"N must be non-negative, got {self.N}"
         # N = 0 (an empty batch) is a valid call with an empty output, as in PyTorch; a zero
         # channel count or kernel extent is refused (PyTorch rejects K = 0 and returns an
         # output without channels for C = 0, which cuconv does not imitate).
-        for name in ("C", "H", "W", "K", "R", "S"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)} {where}")
+        if min(self.C, self.H, self.W, self.K, self.R, self.S) <= 0:
+            name = next(n for n in ("C", "H", "W", "K", "R", "S") if getattr(self, n) <= 0)
+            return f"{name} must be positive, got {getattr(self, name)}"
         if self.stride_h <= 0 or self.stride_w <= 0:
-            raise ValueError(f"stride must be positive, got {(self.stride_h, self.stride_w)} {where}")
+            return f"stride must be positive, got {(self.stride_h, self.stride_w)}"
         if self.dilation_h <= 0 or self.dilation_w <= 0:
-            raise ValueError(f"dilation must be positive, got {(self.dilation_h, self.dilation_w)} {where}")
+            return f"dilation must be positive, got {(self.dilation_h, self.dilation_w)}"
         # A negative end padding stops the convolution short of the input's end (rows past the last
         # output's reach are never read): ConvTransposeProblem.as_conv2d makes such problems, and
         # only algorithms that say they handle it take them (ConvAlgorithm.crops).
         if min(self.pad_h, self.pad_w) < 0:
-            raise ValueError(f"padding must be non-negative, got {(self.pad_h, self.pad_w)} {where}")
+            return f"padding must be non-negative, got {(self.pad_h, self.pad_w)}"
         if self.groups <= 0:
-            raise ValueError(f"groups must be positive, got {self.groups} {where}")
+            return f"groups must be positive, got {self.groups}"
         if self.C % self.groups:
-            raise ValueError(f"groups={self.groups} must divide the input channels C={self.C} {where}")
+            return f"groups={self.groups} must divide the input channels C={self.C}"
         if self.K % self.groups:
-            raise ValueError(f"groups={self.groups} must divide the output channels K={self.K} {where}")
+            return f"groups={self.groups} must divide the output channels K={self.K}"
         if w_shape is not None and w_shape[1] * self.groups != self.C:
-            raise ValueError(
-                f"weight has {w_shape[1]} input channels per group, so input must have "
-                f"{w_shape[1]}*groups={w_shape[1] * self.groups} channels, got C={self.C} {where}")
+            return (f"weight has {w_shape[1]} input channels per group, so input must have "
+                    f"{w_shape[1]}*groups={w_shape[1] * self.groups} channels, got C={self.C}")
         P, Q = self.P, self.Q
         if P <= 0 or Q <= 0:
-            raise ValueError(
-                f"output size would be {P}x{Q} (<= 0): the dilated kernel "
-                f"{self.dilation_h * (self.R - 1) + 1}x{self.dilation_w * (self.S - 1) + 1} is larger than "
-                f"the padded input {self.H + self.pad_h + self.pad_bottom}x{self.W + self.pad_w + self.pad_right} {where}")
-        return self
+            return (f"output size would be {P}x{Q} (<= 0): the dilated kernel "
+                    f"{self.dilation_h * (self.R - 1) + 1}x{self.dilation_w * (self.S - 1) + 1} is larger than "
+                    f"the padded input {self.H + self.pad_h + self.pad_bottom}x{self.W + self.pad_w + self.pad_right}")
+        return None
 
     def with_(self, **changes) -> "Conv2dProblem":
         return replace(self, **changes)
 
     # ----------------------------------------------------------- shapes
-    @cached_property
-    def pad_bottom(self) -> int:
-        return self.pad_h if self.pad_h_end is None else self.pad_h_end
-
-    @cached_property
-    def pad_right(self) -> int:
-        return self.pad_w if self.pad_w_end is None else self.pad_w_end
-
-    @cached_property
-    def P(self) -> int:
-        return conv_out_size(self.H, self.R, self.stride_h, self.pad_h, self.pad_bottom, self.dilation_h)
-
-    @cached_property
-    def Q(self) -> int:
-        return conv_out_size(self.W, self.S, self.stride_w, self.pad_w, self.pad_right, self.dilation_w)
-
-    @cached_property
-    def C_per_group(self) -> int:
-        return self.C // self.groups
-
-    @cached_property
-    def K_per_group(self) -> int:
-        return self.K // self.groups
-
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         return (self.N, self.C, self.H, self.W)

@@ -12,7 +12,7 @@ it has none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..backend import current_backend, planning_target
 from ..dtypes import numpy_dtype
@@ -86,7 +86,7 @@ def _auto(spec: ConvSpec) -> Plan:
             plan = table[rule.algo].make_plan(spec)
         except PlanError:
             continue
-        return replace(plan, description=f"auto: {rule.reason}")
+        return plan.described(f"auto: {rule.reason}")
     reasons = "; ".join(f"{i.name}: {i.reason or 'no auto rule applies'}" for i in infos(spec))
     p = spec.problem
     what = "" if spec.operator == FPROP else f"{OPS[spec.operator]} of "
