@@ -115,6 +115,12 @@ def _dims(value, what: str) -> tuple[int, int, int]:
     return tuple(dims + [1] * (3 - len(dims)))
 
 
+def _check_stream(stream) -> None:
+    if stream is not None and not isinstance(getattr(stream, "ptr", None), numbers.Integral):
+        raise TypeError(f"stream must be None or a stream object with an int .ptr (e.g. cupy.cuda.Stream), got "
+                        f"{type(stream).__name__}")
+
+
 class RawModule:
     """A CUDA source compiled for the CPU emulator; mirrors ``cupy.RawModule``.
 
@@ -125,8 +131,12 @@ class RawModule:
     ``seed`` and ``timeout`` default to $CUCONV_EMU_SANITIZE / _ORDER / _SEED /
     _TIMEOUT. ``enable_cooperative_groups=True`` launches its kernels as
     cooperative launches (``this_grid().is_valid()``); cooperative groups work
-    either way. ``translate_cucomplex`` is accepted and changes nothing: the
-    emulator provides cuComplex.h itself (CUDA's formulas, not Thrust's).
+    either way. ``translate_cucomplex=True`` does what CuPy does: CuPy's headers
+    before the source and ``#include <cuComplex.h>`` replaced by a bridge that maps
+    cuComplex.h's names onto CuPy's ``complex<T>`` (Thrust's formulas); without it
+    ``cuComplex.h`` is CUDA's (its formulas). ``backend="nvcc"`` compiles the same
+    here but, as in CuPy, cannot take ``name_expressions``; ``jitify=True`` is
+    refused.
     """
 
     def __init__(self, code: str | None = None, options=(), name_expressions=(), *, path: str | None = None,
@@ -150,6 +160,9 @@ class RawModule:
                              "which finds the C++ standard headers jitify would supply")
         if backend not in ("nvrtc", "nvcc"):
             raise ValueError(f"backend must be 'nvrtc' or 'nvcc', got {backend!r}")
+        if backend != "nvrtc" and name_expressions:
+            raise ValueError("name_expressions need backend='nvrtc' (as in CuPy: only NVRTC returns the mangled "
+                             "names of the given name expressions)")
         for flag, value in (("translate_cucomplex", translate_cucomplex),
                             ("enable_cooperative_groups", enable_cooperative_groups)):
             if not isinstance(value, (bool, np.bool_)):
@@ -206,7 +219,7 @@ class RawModule:
         for k, (kernel_names, var_names) in enumerate(attempts):
             try:
                 lib = _build.build_library(self.code, self._compile_options, kernel_names, self.sanitize,
-                                           self.source_name, var_names)
+                                           self.source_name, var_names, self.translate_cucomplex)
                 break
             except CompileError:
                 if k == len(attempts) - 1:
@@ -217,11 +230,17 @@ class RawModule:
     def _install(self, built) -> None:
         self._library, self._kernels, self._variables, self._names, self._global_names = built
 
-    def compile(self) -> "RawModule":
-        """Compile now (otherwise the first get_function does)."""
+    def compile(self, log_stream=None) -> "RawModule":
+        """Compile now (otherwise the first get_function does). log_stream (a file
+        object, as CuPy's): written the compiler's messages for this source (its
+        warnings; empty when there are none), also when the build came from the cache."""
         with self._lock:
             if self._library is None:
                 self._install(self._build(list(self.name_expressions), []))
+            library = self._library
+        if log_stream is not None:
+            log = library.parent / _build.LOG_NAME
+            log_stream.write(log.read_text() if log.exists() else "")
         return self
 
     @property
@@ -436,7 +455,10 @@ class Function:
     @staticmethod
     def _scalar_bytes(p: Param, a, where: str) -> bytes:
         if isinstance(a, np.ndarray):
-            raise TypeError(f"{where} is passed by value: pass a NumPy scalar, not an array (shape {a.shape})")
+            if a.size != 1:  # as CuPy: a NumPy array of size one passes its element by value
+                raise TypeError(f"{where} is passed by value: pass a NumPy scalar (or a NumPy array of size one), "
+                                f"not an array of shape {a.shape}")
+            a = a.reshape(-1)[0]
         if p.kind == "s":
             want = p.scalar_dtype()
             if want is None:
@@ -491,6 +513,11 @@ class Function:
 
     def __call__(self, grid, block, args, *, shared_mem: int = 0, stream=None,
                  enable_cooperative_groups: bool | None = None) -> None:
+        """Run the kernel; arrays behind non-const pointers hold the results when it
+        returns. ``stream``: None or a stream object (anything with an int ``ptr``,
+        such as a ``cupy.cuda.Stream``); every launch has finished when the call
+        returns, which is one order of execution any stream allows."""
+        _check_stream(stream)
         grid3 = _dims(grid, "grid")
         block3 = _dims(block, "block")
         if block3[0] * block3[1] * block3[2] > 1024 or block3[0] > 1024 or block3[1] > 1024 or block3[2] > 64:
@@ -520,16 +547,19 @@ class Function:
 
 
 class RawKernel:
-    """A single kernel; mirrors ``cupy.RawKernel(code, name, options)``."""
+    """A single kernel; mirrors ``cupy.RawKernel(code, name, options, backend)``."""
 
-    def __init__(self, code: str, name: str, options=(), *, sanitize: str | None = None, order: str | None = None,
-                 seed: int | None = None, timeout: float | None = None, source_name: str | None = None,
-                 backend: str = "nvrtc", translate_cucomplex: bool = False, enable_cooperative_groups: bool = False,
-                 jitify: bool = False):
+    def __init__(self, code: str, name: str, options=(), backend: str = "nvrtc", *, sanitize: str | None = None,
+                 order: str | None = None, seed: int | None = None, timeout: float | None = None,
+                 source_name: str | None = None, translate_cucomplex: bool = False,
+                 enable_cooperative_groups: bool = False, jitify: bool = False):
         if not isinstance(name, str):
             raise TypeError(f"kernel name must be a string, got {name!r}")
         self.name = name
-        self.module = RawModule(code=code, options=options, name_expressions=(name,), sanitize=sanitize,
+        # The kernel is compiled as a name expression (so a template instantiation works
+        # as in CuPy's RawModule); with backend="nvcc" get_function finds it by name.
+        self.module = RawModule(code=code, options=options, name_expressions=(name,) if backend == "nvrtc" else (),
+                                sanitize=sanitize,
                                 order=order, seed=seed, timeout=timeout, source_name=source_name, jitify=jitify,
                                 backend=backend, translate_cucomplex=translate_cucomplex,
                                 enable_cooperative_groups=enable_cooperative_groups)
@@ -563,7 +593,8 @@ class RawKernel:
     def kernel(self) -> Function:
         return self.function
 
-    def compile(self) -> "RawKernel":
+    def compile(self, log_stream=None) -> "RawKernel":
+        self.module.compile(log_stream)
         self.function  # noqa: B018 - compiles
         return self
 
@@ -589,7 +620,8 @@ class RawKernel:
 
     def __call__(self, grid, block, args, *, shared_mem: int = 0, stream=None,
                  enable_cooperative_groups: bool | None = None) -> None:
-        self.function(grid, block, args, shared_mem=shared_mem, enable_cooperative_groups=enable_cooperative_groups)
+        self.function(grid, block, args, shared_mem=shared_mem, stream=stream,
+                      enable_cooperative_groups=enable_cooperative_groups)
 
     def __repr__(self) -> str:
         return f"<cuconv.emulator.RawKernel {self.name}>"

@@ -1,0 +1,25 @@
+// <cupy/atomics.cuh> for the CPU emulator (translate_cucomplex=True prepends it, as
+// CuPy does): the atomics CuPy adds to CUDA's. atomicAdd on long long, and
+// atomicMax/atomicMin on float and double, computed as CuPy's compare-and-swap
+// loops compute them: fmaxf/fminf (a NaN loses to a number), for double too,
+// which rounds a double's value through float there and here. (CuPy's float16 and
+// bfloat16 atomicAdd need its float16/bfloat16 classes, which the emulator does
+// not provide.)
+#pragma once
+#include "carray.cuh"
+
+static inline long long atomicAdd(long long* address, long long val) {
+    return (long long)atomicAdd(reinterpret_cast<unsigned long long*>(address), (unsigned long long)val);
+}
+static inline float atomicMax(float* address, float val) {
+    return cuconv_emu::atomic_rmw(address, [val](float old) { return fmaxf(val, old); });
+}
+static inline float atomicMin(float* address, float val) {
+    return cuconv_emu::atomic_rmw(address, [val](float old) { return fminf(val, old); });
+}
+static inline double atomicMax(double* address, double val) {
+    return cuconv_emu::atomic_rmw(address, [val](double old) { return (double)fmaxf((float)val, (float)old); });
+}
+static inline double atomicMin(double* address, double val) {
+    return cuconv_emu::atomic_rmw(address, [val](double old) { return (double)fminf((float)val, (float)old); });
+}
