@@ -3,11 +3,12 @@
 // cuCdivf scales both operands by 1/(|re|+|im|) of the divisor before dividing,
 // cuCabsf divides by the larger component to avoid overflow and falls back to
 // v + w for zero, infinite and NaN inputs. With --fmad=true (the default, on the
-// GPU and here) the products are fused exactly where nvcc fuses them (checked
-// against the SASS nvcc 13 emits for sm_80): a*b - c*d is fma(a, b, -(c*d)),
-// a*b + c*d is fma(a, b, c*d) — here written out, so g++'s own contraction of
-// the plain expressions cannot pick the other product.
+// GPU and here) the products are fused exactly where nvcc fuses them
+// (cuconv_emu/complex_math.h). With CuPy's translate_cucomplex=True a source's
+// `#include <cuComplex.h>` names <cupy/cuComplex_bridge.h> instead, which maps
+// these names onto CuPy's complex<T>.
 #pragma once
+#include "cuconv_emu/complex_math.h"
 
 typedef float2 cuFloatComplex;
 typedef double2 cuDoubleComplex;
