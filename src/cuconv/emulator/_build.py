@@ -188,9 +188,10 @@ def _compile_error(log: str, cmd: list[str], what: str, source: str = "", source
         return CompileError(f"{head}{file}:{line}:{col + ':' if col else ''} error: {msg}{quote}{extra}",
                             log=log, command=cmd)
 
-    missing = re.search(r"fatal error: ((?:thrust|cub|cutlass|cute|cuda/std|nv|cuda)/[^:]+): No such file", log)
+    missing = re.search(r"fatal error: ((?:thrust|cub|cutlass|cute|cuda/std|nv|cuda|cupy)/[^:]+): No such file", log)
     if missing:
-        tail = (f"\n({missing.group(1)} is a CUDA library header the emulator does not provide; see "
+        library = "CuPy" if missing.group(1).startswith("cupy/") else "CUDA library"
+        tail = (f"\n({missing.group(1)} is a {library} header the emulator does not provide; see "
                 f"cuconv/emulator/README.md for what it does)")
         return at(first.group("file"), first.group("line"), first.group("col"), first.group("msg"), tail)
     if user_file(first.group("file")):
