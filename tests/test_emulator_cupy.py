@@ -529,9 +529,14 @@ def test_cupy_call_and_constructor_arguments():
     k = emu.RawKernel(code, "k", (), "nvcc")  # backend is RawKernel's fourth argument, as in CuPy
     k(1, 4, (x,), stream=Stream())
     k((1,), (4,), (x,), shared_mem=0, stream=None)
-    np.testing.assert_array_equal(x, [2, 2, 2, 2])  # a launch has finished when the call returns
     with pytest.raises(TypeError, match="stream must be None or a stream object"):
         k(1, 4, (x,), stream="default")
+    with pytest.raises(ValueError, match="zero dimension; CuPy's RawKernel would launch one block"):
+        k((0,), 4, (x,))
+    k.max_dynamic_shared_size_bytes = 1024  # honoured: CUDA refuses a launch with more
+    k(1, 4, (x,), shared_mem=1024)
+    with pytest.raises(ValueError, match="shared_mem=1025 exceeds this kernel's max_dynamic_shared_size_bytes=1024"):
+        k(1, 4, (x,), shared_mem=1025)
     with pytest.raises(ValueError, match="name_expressions need backend='nvrtc'"):
         emu.RawModule(code=code, backend="nvcc", name_expressions=["k"])
     for jitify in (False, None):  # CuPy 14 deprecates the argument; False and None mean no Jitify
@@ -540,4 +545,4 @@ def test_cupy_call_and_constructor_arguments():
     fn = pickle.loads(pickle.dumps(mod.get_function("k")))
     assert fn.enable_cooperative_groups
     fn(1, 4, (x,))
-    np.testing.assert_array_equal(x, [3, 3, 3, 3])
+    np.testing.assert_array_equal(x, [4, 4, 4, 4])  # each launch had finished when its call returned

@@ -110,7 +110,8 @@ def _dims(value, what: str) -> tuple[int, int, int]:
         if not isinstance(v, numbers.Integral) or isinstance(v, bool):
             raise ValueError(f"{what} must hold ints, got {value!r}")
         if v < 1:
-            raise ValueError(f"{what} dimensions must be >= 1, got {tuple(value)}")
+            raise ValueError(f"{what} dimensions must be >= 1, got {tuple(value)} (CUDA refuses a zero dimension; "
+                             f"CuPy's RawKernel would launch one block or thread for it)")
         dims.append(int(v))
     return tuple(dims + [1] * (3 - len(dims)))
 
@@ -147,7 +148,7 @@ class RawModule:
             raise TypeError("RawModule needs exactly one of code= (CUDA source) or path= (a .cu file)")
         quote_dir = os.getcwd()  # NVRTC resolves #include "x.h" of a source string from the current directory
         if path is not None:
-            if str(path).endswith((".cubin", ".ptx", ".fatbin", ".o")):
+            if str(path).endswith((".cubin", ".ptx", ".fatbin", ".o", ".hsaco")):
                 raise ValueError(f"path={str(path)!r}: the CPU emulator runs CUDA C++ source (a .cu file), not "
                                  f"compiled GPU code")
             code = Path(path).read_text()
@@ -156,8 +157,9 @@ class RawModule:
         if not isinstance(code, str):
             raise TypeError(f"code must be a string of CUDA source, got {type(code).__name__}")
         if jitify:
-            raise ValueError("the CPU emulator does not support jitify=True: it compiles the source with g++, "
-                             "which finds the C++ standard headers jitify would supply")
+            raise ValueError("the CPU emulator does not support jitify=True: Jitify preprocesses a source for "
+                             "NVRTC (supplying the C++ standard headers, dropping missing ones); the emulator "
+                             "compiles it with g++, which has the standard headers: pass jitify=False")
         if backend not in ("nvrtc", "nvcc"):
             raise ValueError(f"backend must be 'nvrtc' or 'nvcc', got {backend!r}")
         if backend != "nvrtc" and name_expressions:
@@ -342,9 +344,11 @@ class Function:
         CUDA's 1024 (``__launch_bounds__`` is not read); const_size_bytes the bytes of
         the module's ``__constant__``/``__device__`` variables the emulator knows of;
         max_dynamic_shared_size_bytes and preferred_shared_memory_carveout what was set
-        (recorded, not enforced: the emulator gives any launch up to 227 KiB);
-        shared_size_bytes, local_size_bytes, num_regs, ptx_version, binary_version and
-        cache_mode_ca are -1, figures only the GPU compiler has (``cuconv analyze``)."""
+        (the first starts at 227 KiB, not CUDA's 48 KiB, so no launch needs the opt-in, and a
+        launch with more dynamic shared memory is refused, as CUDA does; the second, a hint,
+        is recorded); shared_size_bytes, local_size_bytes, num_regs, ptx_version,
+        binary_version and cache_mode_ca are -1, figures only the GPU compiler has
+        (``cuconv analyze``)."""
         m = self.module
         with m._lock:
             const = sum(v.size for v in m._variables.values())
@@ -530,6 +534,10 @@ class Function:
         if shared_mem > MAX_DYNAMIC_SHARED:
             raise ValueError(f"shared_mem={shared_mem} exceeds {MAX_DYNAMIC_SHARED} bytes (227 KiB), the most "
                              f"dynamic shared memory any CUDA device gives a block")
+        if shared_mem > self._attributes["max_dynamic_shared_size_bytes"]:
+            raise ValueError(f"shared_mem={shared_mem} exceeds this kernel's max_dynamic_shared_size_bytes="
+                             f"{self._attributes['max_dynamic_shared_size_bytes']}: CUDA refuses the launch (raise "
+                             f"the attribute first)")
         if enable_cooperative_groups is None:
             enable_cooperative_groups = self.enable_cooperative_groups
         groups, packed = self._marshal(args)
