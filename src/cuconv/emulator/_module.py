@@ -459,9 +459,13 @@ class Function:
     @staticmethod
     def _scalar_bytes(p: Param, a, where: str) -> bytes:
         if isinstance(a, np.ndarray):
-            if a.size != 1:  # as CuPy: a NumPy array of size one passes its element by value
-                raise TypeError(f"{where} is passed by value: pass a NumPy scalar (or a NumPy array of size one), "
-                                f"not an array of shape {a.shape}")
+            # CuPy's idiom for a struct by value: a NumPy array of size one of its dtype
+            # passes its element. For an arithmetic parameter an array is taken for a
+            # mistake (a forgotten index), though CuPy would pass its first element.
+            if p.kind != "v" or a.size != 1:
+                alt = "" if p.kind == "s" else " (or a NumPy array of size one)"
+                raise TypeError(f"{where} is passed by value: pass a NumPy scalar{alt}, not an array of shape "
+                                f"{a.shape}")
             a = a.reshape(-1)[0]
         if p.kind == "s":
             want = p.scalar_dtype()
