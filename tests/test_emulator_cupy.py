@@ -519,6 +519,38 @@ def test_structs_and_size_one_arrays_by_value(sanitize):
         emu.RawKernel(code, "k")(1, 25, (np.zeros(2, float3), m, o))
 
 
+def test_user_guide_examples_restated(sanitize):
+    """The user guide's complex<float> kernel (a float scalar times a complex array plus
+    another: the GPU compiler fuses each part into one FMA, and so does g++ in a plain
+    build; under ASan/UBSan it forms no FMA, within a rounding of it) and its template
+    kernel compiled with -std=c++11 (which compiles as C++17)."""
+    code = ('#include <cupy/complex.cuh>\n'
+            'extern "C" __global__ void axpy(const complex<float>* x, const complex<float>* y, complex<float>* out,\n'
+            '                                float a) {\n'
+            '    int i = blockDim.x * blockIdx.x + threadIdx.x;\n    out[i] = y[i] + a * x[i];\n}\n'
+            'template <typename T> __global__ void triple(T* v, int n) {\n'
+            '    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < n) v[i] = v[i] * 3;\n}\n')
+    mod = emu.RawModule(code=code, options=("-std=c++11",), name_expressions=["triple<float>", "triple<double>"],
+                        sanitize=sanitize)
+    rng = np.random.default_rng(90)
+    x = (rng.standard_normal(96) + 1j * rng.standard_normal(96)).astype(np.complex64)
+    y = (rng.standard_normal(96) + 1j * rng.standard_normal(96)).astype(np.complex64)
+    out = np.full(96, np.nan, np.complex64)
+    a = np.float32(1.7)
+    mod.get_function("axpy")((3,), (32,), (x, y, out, a))
+    f32 = np.float32
+    fused = _pack(_fma(x.real, a, y.real, f32), _fma(x.imag, a, y.imag, f32), f32)
+    if sanitize:
+        np.testing.assert_allclose(out, fused, rtol=2 * np.finfo(f32).eps, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(out, fused)
+    for name, dtype in (("triple<float>", np.float32), ("triple<double>", np.float64)):
+        v = rng.standard_normal(10).astype(dtype)
+        v0 = v.copy()
+        mod.get_function(name)((1,), (10,), (v, 10))
+        np.testing.assert_array_equal(v, v0 * 3)
+
+
 def test_cupy_call_and_constructor_arguments():
     code = 'extern "C" __global__ void k(float* x) { x[threadIdx.x] += 1; }\n'
     x = np.zeros(4, np.float32)

@@ -571,9 +571,8 @@ class RawKernel:
         # The kernel is compiled as a name expression (so a template instantiation works
         # as in CuPy's RawModule); with backend="nvcc" get_function finds it by name.
         self.module = RawModule(code=code, options=options, name_expressions=(name,) if backend == "nvrtc" else (),
-                                sanitize=sanitize,
-                                order=order, seed=seed, timeout=timeout, source_name=source_name, jitify=jitify,
-                                backend=backend, translate_cucomplex=translate_cucomplex,
+                                sanitize=sanitize, order=order, seed=seed, timeout=timeout, source_name=source_name,
+                                jitify=jitify, backend=backend, translate_cucomplex=translate_cucomplex,
                                 enable_cooperative_groups=enable_cooperative_groups)
         self._function: Function | None = None
 
