@@ -383,8 +383,65 @@ def test_translate_cucomplex_prepends_cupys_headers(sanitize):
     with pytest.raises(emu.CompileError, match="CArray .*is not emulated; a RawKernel receives arrays as pointers"):
         emu.RawKernel('extern "C" __global__ void k(float* x) { CArray<float, 1> a; }', "k",
                       translate_cucomplex=True).compile()
-    with pytest.raises(emu.CompileError, match=r"cupy/float16.cuh is a CuPy header the emulator does not provide"):
-        emu.RawKernel('#include <cupy/float16.cuh>\nextern "C" __global__ void k(float* x) {}', "k").compile()
+    with pytest.raises(emu.CompileError, match=r"cupy/bfloat16.cuh is a CuPy header the emulator does not provide"):
+        emu.RawKernel('#include <cupy/bfloat16.cuh>\nextern "C" __global__ void k(float* x) {}', "k").compile()
+
+
+FLOAT16_SOURCE = r"""
+#include <cupy/float16.cuh>
+#include <cupy/atomics.cuh>
+#include <cupy/cuda_workaround.h>
+extern "C" __global__ void f16(const float* x, const float* y, unsigned short* out, int* flags, float16* total,
+                               int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float16 a = x[i], b(y[i]);
+    float16 c = a;
+    c += b;
+    c *= 2;
+    c -= 1.5;
+    c /= b;
+    half h;
+    h = 3;  // an integer assigned to a half, as cuda_fp16.h allows
+    out[5 * i + 0] = c.to_bits();
+    out[5 * i + 1] = copysign(a, b).to_bits();
+    out[5 * i + 2] = nextafter(a, b).to_bits();
+    out[5 * i + 3] = max(a, b).to_bits();
+    out[5 * i + 4] = __half_as_ushort(h);
+    flags[i] = a.isnan() | isinf(a) << 1 | isfinite(a) << 2 | signbit(a) << 3 | iszero(a) << 4;
+    atomicAdd(total, float16::from_bits(0x3c00));  // 1.0
+}
+"""
+
+
+def test_cupy_float16_header(sanitize):
+    """<cupy/float16.cuh>, which many of CuPy's own RawModule sources include: float16
+    computes in float and rounds to half on assignment (from a double, once)."""
+    rng = np.random.default_rng(91)
+    n = 150
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    y = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[:4] = [0.0, -0.0, np.inf, 1e-7]
+    y[:4] = [-2.0, 3.0, 1.0, 5.0]
+    out, flags, total = np.zeros((n, 5), np.uint16), poison(n, np.int32), np.zeros(1, np.float16)
+    emu.RawKernel(FLOAT16_SOURCE, "f16", sanitize=sanitize)(3, 64, (x, y, out, flags, total, n))
+    h, f32 = np.float16, np.float32
+    a, b = x.astype(h), y.astype(h)
+    with np.errstate(all="ignore"):
+        c = (a.astype(f32) + b.astype(f32)).astype(h)
+        c = (c.astype(f32) * f32(2)).astype(h)
+        c = (c.astype(np.float64) - 1.5).astype(h)  # a double operand: rounded once, from the double
+        c = (c.astype(f32) / b.astype(f32)).astype(h)
+    np.testing.assert_array_equal(out[:, 0], c.view(np.uint16))
+    np.testing.assert_array_equal(out[:, 1], np.copysign(a, b).view(np.uint16))
+    step = np.nextafter(a[3:], b[3:])
+    np.testing.assert_array_equal(out[3:, 2], np.where(np.isinf(a[3:]), h(np.nan), step).view(np.uint16))
+    assert out[0, 2] == 0x8001 and out[1, 2] == 0x0001 and out[2, 2] == 0x7E00  # +-0 step; NaN from inf, as CuPy
+    np.testing.assert_array_equal(out[:, 3], np.fmax(a, b).view(np.uint16))
+    assert (out[:, 4] == h(3).view(np.uint16)).all()
+    want = np.isnan(a) | np.isinf(a) << 1 | np.isfinite(a) << 2 | np.signbit(a) << 3 | (a == 0) << 4
+    np.testing.assert_array_equal(flags, want.astype(np.int32))
+    assert total[0] == n  # atomicAdd on float16
 
 
 # --- the other features of CuPy's RawModule tests ------------------------------------------------------

@@ -2,11 +2,16 @@
 // CuPy does): the atomics CuPy adds to CUDA's. atomicAdd on long long, and
 // atomicMax/atomicMin on float and double, computed as CuPy's compare-and-swap
 // loops compute them: fmaxf/fminf (a NaN loses to a number), for double too,
-// which rounds a double's value through float there and here. (CuPy's float16 and
-// bfloat16 atomicAdd need its float16/bfloat16 classes, which the emulator does
-// not provide.)
+// which rounds a double's value through float there and here; atomicAdd on
+// CuPy's float16 (<cupy/float16.cuh>), the sum rounded to half. (Its bfloat16 is
+// not provided.)
 #pragma once
 #include "carray.cuh"
+
+template <typename T, typename = typename std::enable_if<std::is_same<T, float16>::value>::type>
+T atomicAdd(T* address, T val) {
+    return cuconv_emu::atomic_rmw(address, [val](T old) { return T(float(old) + float(val)); });
+}
 
 static inline long long atomicAdd(long long* address, long long val) {
     return (long long)atomicAdd(reinterpret_cast<unsigned long long*>(address), (unsigned long long)val);
