@@ -740,6 +740,12 @@ def gpu_available() -> bool:
         return False
 
 
+def release_fft_plans() -> int:
+    """Destroy the GPU backend's cached cuFFT plans (FFT convolution); their work areas go back to
+    the allocator they came from. Returns how many there were (0 without a GPU)."""
+    return _DEFAULT_CUPY.release_fft_plans()
+
+
 def gpu_unsupported_reason(index: int | None = None) -> str | None:
     """Why CUDA device ``index`` (default: the current one) cannot run cuconv (compute capability
     below 7.5), None when it can or when there is no GPU at all (``gpu_available`` says that).

@@ -18,6 +18,7 @@ device's own arch first).
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -144,7 +145,7 @@ class Checker:
 
 
 def _conv_calls(p, has_bias: bool):
-    """(name, plan thunk, auto?) of a conv layer's forward, backward and bias-gradient plans."""
+    """(name, plan thunk) of a conv layer's forward, backward and bias-gradient plans."""
     dt = numpy_dtype(p.dtype)
     x, w = _Shape(p.input_shape, dt), _Shape(p.weight_shape, dt)
     b, dy = (_Shape((p.K,), dt) if has_bias else None), _Shape(p.output_shape, dt)
@@ -155,50 +156,64 @@ def _conv_calls(p, has_bias: bool):
             ("bias gradient", lambda: grad.plan_conv2d_bias(dy))]
 
 
-def _pool_calls(lay, x_shape, dtype):
-    """(name, plan thunk) of a pooling layer's forward and backward plans (adaptive pooling to
-    sizes other than 1 has no kernel)."""
-    spec, dt = lay.layer, numpy_dtype(dtype)
+def _pool_calls(kind: str, spec, x_shape, y_shape, dtype):
+    """(name, plan thunk) of a pooling layer's forward and backward plans (adaptive pooling to sizes
+    other than 1 has no kernel)."""
+    dt = numpy_dtype(dtype)
     # The forward pools plan from arrays (np.empty: pages are only reserved, the record backend
     # touches none); the backward plans take shape stand-ins.
-    x, y = np.empty(tuple(x_shape), dt), _Shape(tuple(lay.output_shape), dt)
-    if lay.type == "maxpool":
+    x, y = np.empty(tuple(x_shape), dt), _Shape(tuple(y_shape), dt)
+    if kind == "maxpool":
         kw = dict(kernel_size=spec.kernel_size, stride=spec.stride, padding=spec.padding, dilation=spec.dilation,
                   ceil_mode=spec.ceil_mode)
-        idx = _Shape(tuple(lay.output_shape), np.dtype(np.int64))
+        idx = _Shape(tuple(y_shape), np.dtype(np.int64))
         return [("max_pool2d", lambda: pool_ops.plan_max_pool2d(x, return_indices=True, **kw)),
                 ("max_pool2d backward", lambda: grad.plan_max_pool2d(y, idx, x.shape, **kw))]
-    if lay.type == "avgpool":
+    if kind == "avgpool":
         kw = dict(kernel_size=spec.kernel_size, stride=spec.stride, padding=spec.padding, ceil_mode=spec.ceil_mode,
                   count_include_pad=spec.count_include_pad)
         return [("avg_pool2d", lambda: pool_ops.plan_avg_pool2d(x, **kw)),
                 ("avg_pool2d backward", lambda: grad.plan_avg_pool2d(y, x.shape, **kw))]
-    if lay.type == "global_avgpool":
-        return [("global_avg_pool2d", lambda: pool_ops.plan_global_avg_pool2d(x)),
-                ("global_avg_pool2d backward", lambda: grad.plan_global_avg_pool2d(y, x.shape))]
-    return []
+    return [("global_avg_pool2d", lambda: pool_ops.plan_global_avg_pool2d(x)),
+            ("global_avg_pool2d backward", lambda: grad.plan_global_avg_pool2d(y, x.shape))]
 
 
-def layer_calls(model) -> list[tuple[str, object, bool]]:
-    """(description, plan thunk, auto?) for every distinct conv and pooling call of ``model``
-    (the plans are made on the current backend)."""
-    out, seen = [], set()
+@functools.lru_cache(maxsize=None)
+def model_layers(name: str) -> tuple:
+    """The conv and pooling layers of model ``name`` at batch 1 in float32 (building a model costs its
+    whole cost model; the sweep scales these): ("conv", layer name, problem, bias) and ("pool",
+    layer name, kind, spec, input shape, output shape)."""
+    model = models.get(name, batch=1)
+    out = []
     for lay in model.layers:
         if lay.type in CONV_TYPES:
-            p, bias = lay.problem, bool(getattr(lay.layer, "bias", False))
-            key = ("conv", p, bias)
-            if key in seen:
-                continue
-            seen.add(key)
-            for name, fn in _conv_calls(p, bias):
-                out.append((f"{model.name} {lay.name} {name} {p.describe()} {p.dtype}", fn, name != "bias gradient"))
+            out.append(("conv", lay.name, lay.problem, bool(getattr(lay.layer, "bias", False))))
         elif lay.type in ("maxpool", "avgpool", "global_avgpool"):
-            key = ("pool", lay.type, repr(lay.layer), tuple(lay.input_shape))
-            if key in seen:
-                continue
-            seen.add(key)
-            for name, fn in _pool_calls(lay, lay.input_shape, model.dtype):
-                out.append((f"{model.name} {lay.name} {name} {tuple(lay.input_shape)} {model.dtype}", fn, False))
+            out.append(("pool", lay.name, lay.type, lay.layer, tuple(lay.input_shape), tuple(lay.output_shape)))
+    return tuple(out)
+
+
+def layer_calls(name: str, batch: int, dtype: str, seen: set | None = None) -> list[tuple[str, object, bool]]:
+    """(description, plan thunk, auto?) for every conv and pooling call of model ``name`` at ``batch``
+    in ``dtype`` (plans are made on the current backend), each distinct call once (``seen``: the
+    calls already listed, shared across models: ResNet-101 repeats ResNet-50's layers)."""
+    seen = set() if seen is None else seen
+    out = []
+    for layer in model_layers(name):
+        if layer[0] == "conv":
+            _, lname, p, bias = layer
+            p = p.with_(N=batch, dtype=dtype)
+            key = ("conv", p, bias)
+            calls = () if key in seen else _conv_calls(p, bias)
+            desc = f"{p.describe()} {dtype}"
+        else:
+            _, lname, kind, spec, xs, ys = layer
+            xs, ys = (batch, *xs[1:]), (batch, *ys[1:])
+            key = ("pool", kind, repr(spec), xs, dtype)
+            calls = () if key in seen else _pool_calls(kind, spec, xs, ys, dtype)
+            desc = f"{xs} {dtype}"
+        seen.add(key)
+        out += [(f"{name} {lname} {what} {desc}", fn, what in ("forward", "backward")) for what, fn in calls]
     return out
 
 
@@ -219,13 +234,13 @@ def sweep(archs=ARCHS, model_names=None, dtypes=DTYPES, batches=BATCHES, *, all_
     for ia, arch in enumerate(archs):
         name, sms, memory = devices[arch]
         checker = Checker(table_arch(arch), report, resources)
+        seen: set = set()
         with backend("record", cc=int(arch[3:]), sms=sms, memory_bytes=memory) as be:
             cap, _ = workspace_cap(be.caps(), None)
             for im, mname in enumerate(names):
                 for idt, dtype in enumerate(dtypes):
                     for batch in (batches if all_batches else (sample_batch(im, ia, idt, batches),)):
-                        model = models.get(mname, batch=batch, dtype=dtype)
-                        for what, fn, auto in layer_calls(model):
+                        for what, fn, auto in layer_calls(mname, batch, dtype, seen):
                             _check_call(report, checker, arch, f"{what} [{name}]", fn, auto, cap)
     return report
 
