@@ -553,12 +553,17 @@ def test_gpu_fft_plans_are_per_stream_and_released():
     assert cuconv.release_fft_plans() == len(keys) > 0
 
 
-@pytest.mark.gpu
-@requires_gpu
-def test_gpu_tensors_that_require_grad_point_to_cuconv_torch():
+def _cuda_torch():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA build of PyTorch")
+    return torch
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_gpu_tensors_that_require_grad_point_to_cuconv_torch():
+    torch = _cuda_torch()
     x = torch.randn(1, 3, 8, 8, device="cuda", requires_grad=True)
     w = torch.randn(4, 3, 3, 3, device="cuda")
     with cuconv.backend("cupy"):
@@ -575,9 +580,7 @@ def test_gpu_tensors_that_require_grad_point_to_cuconv_torch():
 @pytest.mark.gpu
 @requires_gpu
 def test_gpu_cuconv_torch_memory_is_torchs_and_no_deprecation_warning():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA build of PyTorch")
+    torch = _cuda_torch()
     import cupy
     import cuconv.torch as ct
     pool = cupy.get_default_memory_pool()

@@ -507,7 +507,9 @@ class _NumpyBackend(Backend):
         seen: set = set()
 
         def checked(grid, block, args, shared_mem=0):
-            key = (tuple(grid), tuple(block), shared_mem)
+            if grid.__class__ is not tuple or block.__class__ is not tuple:     # plans pass tuples
+                grid, block = tuple(grid), tuple(block)
+            key = (grid, block, shared_mem)
             if key not in seen:
                 reasons = launch_violations(arch, grid, block, shared_mem, opt_in_smem=opt_in)
                 if reasons:
