@@ -153,15 +153,17 @@ def normalize_arch(arch) -> str:
 def table_arch(cc) -> str:
     """The row of ARCH_LIMITS that describes a device of compute capability ``cc`` (75, 87, 90,
     121, "sm_90a" ...): its own row, else the newest row of the same major version not newer than
-    it (8.7 -> sm_86, 10.3 -> sm_100, 12.1 -> sm_120). ValueError below sm_75."""
+    it (8.7 -> sm_86, 10.3 -> sm_100, 12.1 -> sm_120), else, for a device newer than the table,
+    its newest row. ValueError below sm_75."""
     arch = normalize_arch(cc)
     if arch in ARCH_LIMITS:
         return arch
     num = int(arch[3:])
+    newest = max(ARCH_LIMITS, key=lambda a: int(a[3:]))
     rows = [a for a in ARCH_LIMITS if int(a[3:]) // 10 == num // 10 and int(a[3:]) <= num]
-    if num < MIN_CC or not rows:
+    if num < MIN_CC or (not rows and num < int(newest[3:])):
         raise ValueError(f"no launch limits for {arch}: cuconv knows {', '.join(ARCH_LIMITS)}")
-    return max(rows, key=lambda a: int(a[3:]))
+    return max(rows, key=lambda a: int(a[3:])) if rows else newest
 
 
 def launch_violations(arch, grid, block, dynamic_smem: int = 0, *, opt_in_smem: int = 0,

@@ -125,13 +125,12 @@ def _guard(fn, *args, **kw):
         raise PlanError(str(exc)) from None
 
 
-def dgrad_piece(p: Conv2dProblem, algo: str, caps, device=None, misaligned=frozenset(), max_workspace_bytes=None,
-                used: int = 0) -> Piece:
+def dgrad_piece(p: Conv2dProblem, algo: str, caps, device=None, misaligned=frozenset(), max_workspace_bytes=None
+                ) -> Piece:
     """Slot ``dx`` from ``w`` and ``dy`` for the forward problem ``p``. ``auto`` plans within the
     workspace cap (``max_workspace_bytes``, else the device's default: backend.workspace_cap, the
-    forward's rule) less the ``used`` bytes of the plan's other pieces: the tensor-core dgrad falls
-    back to its analytic variant, which reads dy in place, when the tiled kernel's NHWC pack would
-    exceed it, and is refused when even that does."""
+    forward's rule): the tensor-core dgrad falls back to its analytic variant, which reads dy in
+    place, when the tiled kernel's NHWC pack would exceed it, and is refused when even that does."""
     if p.N == 0:
         return Piece("none", ())
     if p.dtype in tc_grad.DTYPES:
@@ -140,9 +139,6 @@ def dgrad_piece(p: Conv2dProblem, algo: str, caps, device=None, misaligned=froze
         note = ""
         if algo == "auto":
             cap, how = workspace_cap(caps, max_workspace_bytes)
-            cap -= used
-            if used:
-                how += f", less the {used} bytes of the plan's wgrad"
             if layout_buffers(*parts)[1] > cap:
                 variant = "simple"
                 launches, parts, aligned = _guard(tc_grad.dgrad_parts, p, caps, device, variant, misaligned)
@@ -159,13 +155,15 @@ def dgrad_piece(p: Conv2dProblem, algo: str, caps, device=None, misaligned=froze
 
 
 def wgrad_piece(p: Conv2dProblem, algo: str, caps, *, bias: bool = False, deterministic: bool = True,
-                max_workspace_bytes=None, misaligned=frozenset()) -> Piece:
+                max_workspace_bytes=None, misaligned=frozenset(), used: int = 0) -> Piece:
     """Slot ``dw`` (and ``db`` when ``bias``) from ``x`` and ``dy`` for the forward problem ``p``.
     ``deterministic=False`` permits the atomicAdd GEMM (float32/float64). The split-K partials are
-    sized within ``max_workspace_bytes``, else within 64 MiB and the device's default workspace
-    cap (backend.workspace_cap: the forward's rule)."""
-    if max_workspace_bytes is None:
-        max_workspace_bytes = min(conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES, workspace_cap(caps, None)[0])
+    sized within what the workspace cap leaves after the plan's other pieces (``used`` bytes): the
+    cap is ``max_workspace_bytes``, else the device's default (backend.workspace_cap, the forward's
+    rule) with the partials kept within 64 MiB as before."""
+    cap = workspace_cap(caps, max_workspace_bytes)[0] - used
+    max_workspace_bytes = max(0, cap if max_workspace_bytes is not None
+                              else min(conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES, cap))
     if p.dtype in tc_grad.DTYPES:
         launches, parts, aligned, n = _guard(tc_grad.wgrad_parts, p, caps, _tc_variant(p, algo), bias, None,
                                              max_workspace_bytes, misaligned)
@@ -436,7 +434,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     torch.nn.grad.conv2d_weight. The reduction over N·P·Q is split across blocks (split-K) and
     summed in a fixed order: bit-identical across runs. ``deterministic=False`` permits
     atomicAdd accumulation (float32/float64; no workspace, low bits vary between runs).
-    ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB)."""
+    ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB, within a quarter of the
+    device's memory)."""
     if getattr(grad_output, "ndim", None) == 3:
         return conv2d_weight(input[None], weight_size, grad_output[None], stride, padding, dilation, groups,
                              algo=algo, layout=layout, out=out, deterministic=deterministic,
@@ -508,16 +507,16 @@ def _plan_backward(be, x, w, dy, mask, stride, padding, dilation, groups, algo, 
     _devices(be, input=x, weight=w, grad_output=dy)
     caps, device = planning_target(be)
     pieces, outputs = [], []
-    if mask[1]:
+    if mask[0]:
+        pieces.append(dgrad_piece(p, algo, caps, device, misaligned, max_workspace_bytes))
+        outputs.append(Output("dx", p.input_shape, np.dtype(dt)))
+    if mask[1]:      # the split-K partials within what the dgrad left of the workspace cap
+        used = layout_buffers(*(x for pc in pieces for x in pc.parts))[1]
         pieces.append(wgrad_piece(p, weight_algo, caps, bias=mask[2], deterministic=deterministic,
-                                  max_workspace_bytes=max_workspace_bytes, misaligned=misaligned))
+                                  max_workspace_bytes=max_workspace_bytes, misaligned=misaligned, used=used))
         outputs.append(Output("dw", p.weight_shape, np.dtype(dt)))
     elif mask[2]:
         pieces.append(bias_piece(dt, p.N, p.K, p.P * p.Q))
-    if mask[0]:      # dx first in the plan; planned last, within what the wgrad left of the cap
-        used = layout_buffers(*(x for pc in pieces for x in pc.parts))[1]
-        pieces.insert(0, dgrad_piece(p, algo, caps, device, misaligned, max_workspace_bytes, used))
-        outputs.insert(0, Output("dx", p.input_shape, np.dtype(dt)))
     if mask[2]:
         outputs.append(Output("db", (p.K,), np.dtype(dt)))
     return assemble("conv2d_backward", p, pieces, ("x", "w", "dy"), outputs,
