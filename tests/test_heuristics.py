@@ -90,7 +90,11 @@ def test_auto_golden_table(name, x, w, stride, padding, groups, dtype, options, 
         plan = cuconv.plan_conv2d(*_arrays(p, options.get("layout", "NCHW")), stride=stride, padding=padding,
                                   groups=groups, **options)
     assert plan.algo == want and plan.description.startswith("auto: ")
-    rule = next(r for r in heuristics.RULES if r.algo == want and plan.description == f"auto: {r.reason}")
+    # The description names the rule and the workspace cap auto planned within (the record
+    # backend's default device: a quarter of its 80 GiB, issue 23).
+    cap = ("within the default workspace cap 21474836480 bytes (20 GiB: 1/4 of the device's 80 GiB)"
+           if "max_workspace_bytes" not in options else f"within the max_workspace_bytes={options['max_workspace_bytes']}")
+    rule = next(r for r in heuristics.RULES if r.algo == want and plan.description == f"auto: {r.reason} [{cap}]")
     assert rule.reason
 
 

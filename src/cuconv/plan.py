@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import FFT_KINDS, current_backend, fft_label
+from .backend import FFT_KINDS, current_backend, fft_label, not_built_reason
 from .registry import KernelEntry
 
 
@@ -421,6 +421,23 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
         else:
             launches.append(Launch(ln.entry, ln.grid, ln.block, tuple(rename(a) for a in ln.args), ln.shared_mem))
     return launches, [(prefix + b.name, b.dtype, b.size) for b in plan.buffers]
+
+
+def arch_refusal(launches, cc: int) -> str | None:
+    """Why a plan with ``launches`` cannot run on a device of compute capability ``cc``: the first
+    kernel it names that is not built for that arch (None: every one is). The one check every
+    plan passes before it is handed out (ConvAlgorithm.make_plan, cuconv.grad's plans), so a plan
+    never names a kernel its device cannot load."""
+    seen = set()
+    for ln in launches:
+        entry = ln.entry
+        if entry is None or entry.label in seen:
+            continue
+        seen.add(entry.label)
+        reason = not_built_reason(entry, cc)
+        if reason is not None:
+            return reason
+    return None
 
 
 _CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()

@@ -37,6 +37,8 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("args", "the problem's full arguments"),
     ("dtype", "element type"),
     ("device", "CUDA device index the row was measured on (null without a GPU)"),
+    ("device_name", "name of that device (null without a GPU): what tells apart the rows of `cuconv bench merge`d "
+                    "shards measured on different machines"),
     ("verified", "true/false: the output matched the float64 reference; null: not verified"),
     ("max_rel_error", "max|out-ref| / max|ref| of the verification"),
     ("tolerance", "the bound max_rel_error had to meet"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..backend import DeviceCaps
-from ..plan import Output, Plan, PlanError
+from ..plan import Output, Plan, PlanError, arch_refusal
 from ..problem import Conv2dProblem, numpy_dtype
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -111,13 +111,18 @@ class ConvAlgorithm:
             raise ValueError(f"algo={name!r} cannot run {p.describe()}: {exc}") from None
 
     def make_plan(self, spec: ConvSpec) -> Plan:
-        """The plan, or PlanError with the reason (workspace cap included)."""
+        """The plan, or PlanError with the reason: a kernel not built for the device's compute
+        capability (checked here for every algorithm, so no plan ever names one), or a workspace
+        over the cap."""
         reason = self.refusal(spec)
         if reason is not None:
             raise PlanError(reason)
         if spec.problem.N == 0:      # an empty batch: an empty output, nothing to launch
             return conv_plan(spec, self.name, [])
         plan = self.plan(spec)
+        reason = arch_refusal(plan.launches, spec.caps.cc)
+        if reason is not None:
+            raise PlanError(reason)
         cap = spec.max_workspace_bytes
         if cap is not None and plan.workspace_bytes > cap:
             raise PlanError(f"needs {plan.workspace_bytes} bytes of workspace, more than "

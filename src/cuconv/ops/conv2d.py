@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..backend import current_backend
+from ..backend import current_backend, workspace_cap
 from ..plan import Plan, PlanCache, PlanError
 from ..problem import Conv2dProblem, numpy_dtype
 from . import (
@@ -41,15 +41,21 @@ def algorithm(name: str) -> ConvAlgorithm:
 
 
 def _auto(spec: ConvSpec) -> Plan:
+    """The first rule whose algorithm plans ``spec`` within the workspace cap (the caller's
+    max_workspace_bytes, else the device's default: backend.workspace_cap); the plan's description
+    names the rule and the cap."""
     if spec.options:
         raise TypeError(f"extra arguments {sorted(k for k, _ in spec.options)} belong to one algorithm: pass "
                         "algo= explicitly with them (algo='auto' may pick another)")
-    for rule in heuristics.candidates(spec):
+    cap, how = workspace_cap(spec.caps, spec.max_workspace_bytes)
+    capped = replace(spec, max_workspace_bytes=cap)
+    for rule in heuristics.candidates(capped):
         try:
-            plan = ALGORITHMS[rule.algo].make_plan(spec)
+            plan = ALGORITHMS[rule.algo].make_plan(capped)
         except PlanError:
             continue
-        return replace(plan, description=f"auto: {rule.reason}")
+        return replace(plan, description=f"auto: {rule.reason} [within the {how}]")
+    spec = capped
     reasons = "; ".join(f"{i.name}: {i.reason or 'no auto rule applies'}" for i in _infos(spec))
     p = spec.problem
     raise ValueError(f"no algorithm can run {p.describe()} {p.dtype} {spec.layout} ({reasons})")

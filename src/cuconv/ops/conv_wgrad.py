@@ -224,7 +224,7 @@ def bias_only_launch(dtype: str, N: int, K: int, PQ: int, dy, db) -> Launch:
     """db[k] = Σ_{n,p,q} dy[n, k, p, q] over N images of P·Q outputs: one block per channel
     (deterministic)."""
     return Launch(FILE, bias_expression(dtype), (K, 1, 1), (BIAS_THREADS, 1, 1),
-                  (dy, db, np.int32(N), np.int32(K), np.int32(PQ)))
+                  (dy, db, _common.i32(N, "N"), _common.i32(K, "K"), _common.i32(PQ, "P·Q")))
 
 
 def bias_launch(p: Conv2dProblem, dy, db) -> Launch:

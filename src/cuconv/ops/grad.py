@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import current_backend, planning_target
-from ..plan import Output, Plan, PlanCache, PlanError, Ref, layout_buffers, relabel
+from ..backend import current_backend, planning_target, workspace_cap
+from ..plan import Output, Plan, PlanCache, PlanError, Ref, arch_refusal, layout_buffers, relabel
 from ..problem import Conv2dProblem, ConvTransposeProblem, PoolProblem
 from . import _common, _grad, conv2d, conv_dgrad, conv_wgrad, depthwise_grad, pool_grad, tc_grad
 from ._algorithm import ConvSpec
@@ -125,22 +125,45 @@ def _guard(fn, *args, **kw):
         raise PlanError(str(exc)) from None
 
 
-def dgrad_piece(p: Conv2dProblem, algo: str, caps, device=None, misaligned=frozenset()) -> Piece:
-    """Slot ``dx`` from ``w`` and ``dy`` for the forward problem ``p``."""
+def dgrad_piece(p: Conv2dProblem, algo: str, caps, device=None, misaligned=frozenset(), max_workspace_bytes=None
+                ) -> Piece:
+    """Slot ``dx`` from ``w`` and ``dy`` for the forward problem ``p``. ``auto`` plans within the
+    workspace cap (``max_workspace_bytes``, else the device's default: backend.workspace_cap, the
+    forward's rule): the tensor-core dgrad falls back to its analytic variant, which reads dy in
+    place, when the tiled kernel's NHWC pack would exceed it, and is refused when even that does."""
     if p.N == 0:
         return Piece("none", ())
     if p.dtype in tc_grad.DTYPES:
-        launches, parts, aligned = _guard(tc_grad.dgrad_parts, p, caps, device, _tc_variant(p, algo), misaligned)
-        return Piece("implicit_gemm_tc" if algo == "auto" else algo, tuple(launches), tuple(parts), aligned,
-                     "per stride phase: sub-filter, tensor-core forward convolution, scatter")
+        variant = _tc_variant(p, algo)
+        launches, parts, aligned = _guard(tc_grad.dgrad_parts, p, caps, device, variant, misaligned)
+        note = ""
+        if algo == "auto":
+            cap, how = workspace_cap(caps, max_workspace_bytes)
+            if layout_buffers(*parts)[1] > cap:
+                variant = "simple"
+                launches, parts, aligned = _guard(tc_grad.dgrad_parts, p, caps, device, variant, misaligned)
+                need = layout_buffers(*parts)[1]
+                if need > cap:
+                    raise PlanError(f"the tensor-core dgrad needs {need} bytes of workspace even with its analytic "
+                                    f"kernel, more than the {how}")
+            note = f" [within the {how}]"
+        name = algo if algo != "auto" else ("implicit_gemm_tc" if variant == "auto" else "implicit_gemm_tc_simple")
+        return Piece(name, tuple(launches), tuple(parts), aligned,
+                     "per stride phase: sub-filter, tensor-core forward convolution, scatter" + note)
     cfg = _guard(conv_dgrad.resolve, p, _float_variant(p, algo), caps.sms)
     return Piece(_family(cfg), tuple(cfg.launch(p, Ref("w"), Ref("dy"), Ref("dx"))), description=cfg.name)
 
 
 def wgrad_piece(p: Conv2dProblem, algo: str, caps, *, bias: bool = False, deterministic: bool = True,
-                max_workspace_bytes=None, misaligned=frozenset()) -> Piece:
+                max_workspace_bytes=None, misaligned=frozenset(), used: int = 0) -> Piece:
     """Slot ``dw`` (and ``db`` when ``bias``) from ``x`` and ``dy`` for the forward problem ``p``.
-    ``deterministic=False`` permits the atomicAdd GEMM (float32/float64)."""
+    ``deterministic=False`` permits the atomicAdd GEMM (float32/float64). The split-K partials are
+    sized within what the workspace cap leaves after the plan's other pieces (``used`` bytes): the
+    cap is ``max_workspace_bytes``, else the device's default (backend.workspace_cap, the forward's
+    rule) with the partials kept within 64 MiB as before."""
+    cap = workspace_cap(caps, max_workspace_bytes)[0] - used
+    max_workspace_bytes = max(0, cap if max_workspace_bytes is not None
+                              else min(conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES, cap))
     if p.dtype in tc_grad.DTYPES:
         launches, parts, aligned, n = _guard(tc_grad.wgrad_parts, p, caps, _tc_variant(p, algo), bias, None,
                                              max_workspace_bytes, misaligned)
@@ -173,7 +196,12 @@ def bias_piece(dtype: str, N: int, K: int, PQ: int) -> Piece:
 
 
 def assemble(op: str, problem, pieces, inputs, outputs, expected, device) -> Plan:
-    """One Plan running ``pieces`` in order: their workspaces laid out together."""
+    """One Plan running ``pieces`` in order: their workspaces laid out together. PlanError when a
+    piece names a kernel not built for the current backend's device (issue 23: plan.arch_refusal,
+    the check ConvAlgorithm.make_plan makes for the forward)."""
+    reason = arch_refusal([ln for pc in pieces for ln in pc.launches], planning_target(current_backend())[0].cc)
+    if reason is not None:
+        raise PlanError(f"{op}: {reason}")
     parts = [part for pc in pieces for part in pc.parts]
     buffers, nbytes = layout_buffers(*parts)
     algo = "+".join(pc.algo for pc in pieces)
@@ -406,7 +434,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     torch.nn.grad.conv2d_weight. The reduction over N·P·Q is split across blocks (split-K) and
     summed in a fixed order: bit-identical across runs. ``deterministic=False`` permits
     atomicAdd accumulation (float32/float64; no workspace, low bits vary between runs).
-    ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB)."""
+    ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB, within a quarter of the
+    device's memory)."""
     if getattr(grad_output, "ndim", None) == 3:
         return conv2d_weight(input[None], weight_size, grad_output[None], stride, padding, dilation, groups,
                              algo=algo, layout=layout, out=out, deterministic=deterministic,
@@ -479,11 +508,12 @@ def _plan_backward(be, x, w, dy, mask, stride, padding, dilation, groups, algo, 
     caps, device = planning_target(be)
     pieces, outputs = [], []
     if mask[0]:
-        pieces.append(dgrad_piece(p, algo, caps, device, misaligned))
+        pieces.append(dgrad_piece(p, algo, caps, device, misaligned, max_workspace_bytes))
         outputs.append(Output("dx", p.input_shape, np.dtype(dt)))
-    if mask[1]:
+    if mask[1]:      # the split-K partials within what the dgrad left of the workspace cap
+        used = layout_buffers(*(x for pc in pieces for x in pc.parts))[1]
         pieces.append(wgrad_piece(p, weight_algo, caps, bias=mask[2], deterministic=deterministic,
-                                  max_workspace_bytes=max_workspace_bytes, misaligned=misaligned))
+                                  max_workspace_bytes=max_workspace_bytes, misaligned=misaligned, used=used))
         outputs.append(Output("dw", p.weight_shape, np.dtype(dt)))
     elif mask[2]:
         pieces.append(bias_piece(dt, p.N, p.K, p.P * p.Q))

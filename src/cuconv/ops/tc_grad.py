@@ -276,7 +276,7 @@ def wgrad_splits(p: Conv2dProblem, sms: int, max_workspace_bytes: int | None, sp
 def bias_launch(dtype: str, N: int, K: int, PQ: int, dy, db) -> Launch:
     """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel)."""
     return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1),
-                   (dy, db, np.int32(N), np.int32(K), np.int32(PQ)))
+                   (dy, db, _common.i32(N, "N"), _common.i32(K, "K"), _common.i32(PQ, "P·Q")))
 
 
 def wgrad_parts(p: Conv2dProblem, caps, variant: str = "auto", bias: bool = False, splits: int | None = None,
