@@ -124,6 +124,7 @@ def figures_markdown() -> str:
     ]
     for file in sorted({e.file for e in registered_kernels()}):
         entries = [e for e in registered_kernels() if e.file == file]
+        file_analyses = analyses.get(file, [])
         rows = []
         for e in entries:
             cells = []
@@ -134,8 +135,9 @@ def figures_markdown() -> str:
             rows.append((e.label, *cells))
         out += ["", f"## {file}", "", "Registers on every target:", "",
                 analysis.markdown(("kernel", *FIGURE_TARGETS), rows), "",
-                f"Main loop ({', '.join(FIGURE_ANALYSIS_ARCHS)}):", "",
-                analysis.markdown(analysis.TABLE_HEAD, analysis.table_rows(analyses.get(file, [])))]
+                f"Main loop ({', '.join(FIGURE_ANALYSIS_ARCHS)}; main configs in bold):", "",
+                analysis.markdown(analysis.TABLE_HEAD, [(f"**{row[0]}**" if a.main else row[0], *row[1:])
+                                                        for a, row in zip(file_analyses, analysis.table_rows(file_analyses))])]
     out += ["", analysis.TABLE_LEGEND.replace("(see docs/static_analysis.md)", "(see static_analysis.md)"), ""]
     return "\n".join(out)
 
