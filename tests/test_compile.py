@@ -307,3 +307,29 @@ def test_emulator_fp32_arithmetic_keeps_subnormals():
         want = np.stack([a * b, a / b, np.sqrt(a), (a.astype(np.float64) * b + a).astype(np.float32), a + a], 1)
     assert np.count_nonzero(np.abs(want) < np.finfo(np.float32).tiny) > n
     np.testing.assert_array_equal(out.reshape(n, 5), want)
+
+
+# --------------------------------------------------------------------------- the bench's figures
+def test_bench_figures_of_an_sm90_device_come_from_the_sm90a_build():
+    """Issue 23 row 4: on sm_90 devices `auto`'s fp16 path is implicit_gemm_wgmma, whose kernels
+    are built for sm_90a only; the bench's registers / spills / issue-ceiling columns are those of
+    the sm_90a build an sm_90 device loads, not empty ("not built for sm_90")."""
+    import cuconv
+    from cuconv.analysis import bench_columns
+    from cuconv.bench.record import kernel_resources, recorded_kernels
+
+    x = np.empty((8, 64, 28, 28), np.float16)
+    w = np.empty((64, 64, 3, 3), np.float16)
+    kernels = recorded_kernels(lambda: cuconv.conv2d(x, w, padding=1), cc=90, sms=132)
+    wgmma = [k for k in kernels if k["entry"] is not None and k["entry"].archs == ("sm_90a",)]
+    assert wgmma, [k["label"] for k in kernels]          # auto took the wgmma kernel
+    regs, spills, note = kernel_resources(kernels, "sm_90")
+    assert note is None and regs > 0 and spills == 0
+    for k in wgmma:
+        res = compile_entry(k["entry"], "sm_90a")
+        assert (k["registers"], k["spill_bytes"]) == (res.registers, res.spill_bytes) and k["registers"] > 0
+        cols = bench_columns(k["entry"], "sm_90a")
+        assert (k["issue_ceiling"], k["math_share"]) == (cols["issue_ceiling"], cols["math_share"])
+    # A device that does not run them says so rather than filling a column from another build.
+    _, _, note = kernel_resources([dict(label=k["label"], entry=k["entry"]) for k in wgmma], "sm_100")
+    assert note and "not built for sm_100" in note
