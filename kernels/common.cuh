@@ -1,9 +1,9 @@
 // common.cuh — helpers shared by every cuconv kernel.
 //
-// cuconv.compile inlines this file into each kernel's source text (CuPy's disk cache key
-// does not see -I headers, so an edited header would otherwise be ignored).
+// cuconv.compile inlines this file into each kernel's source text, so the compile caches
+// (keyed on the source text) see every edit of it.
 //
-// Everything here compiles three ways:
+// Everything here compiles two ways:
 //   * NVRTC for the GPU (__CUDA_ARCH__ defined),
 //   * g++ inside cuconv.emulator (CUCONV_EMULATOR defined, __CUDA_ARCH__ undefined),
 // so inline PTX and intrinsics must stay behind the small device functions below, each

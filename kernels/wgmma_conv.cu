@@ -9,48 +9,28 @@
 // both operands from shared memory through matrix descriptors and runs asynchronously.
 //
 // Variants, simplest first (both are wgmma_conv<T, BM, BN, STAGES, MINB>):
+// 1. STAGES == 1 ("synchronous"): per K tile every thread cp.async-copies its part of the A and
+//    B tiles (WgmmaConvLoader: 16-byte copies of 8 channels, zero fill for padding and partial
+//    tiles), waits, fence.proxy.async, __syncthreads; each warpgroup issues 4 wgmma (k = 16
+//    each), commits and waits. No overlap of copies and math; the reference for variant 2.
+// 2. STAGES >= 3 adds a ring of STAGES shared-memory stages with a "full" and an "empty"
+//    mbarrier each: tile j is copied STAGES - 2 iterations before it is used, wgmma.wait_group 1
+//    keeps one tile's wgmmas in flight while the next copies are issued, and the warpgroups
+//    drift apart by up to a stage instead of meeting at a __syncthreads every tile.
 //
-// 1. STAGES == 1 ("synchronous"): per K tile, every thread copies its part of the A and B tiles
-//    with cp.async (WgmmaConvLoader: 16-byte copies of 8 channels, zero fill for padding and
-//    partial tiles), waits for its copies, fence.proxy.async (its generic-proxy writes become
-//    visible to the async proxy), __syncthreads; each warpgroup issues 4 wgmma (k = 16 each),
-//    commits and waits for them, __syncthreads before the tile is overwritten. No overlap of
-//    copies and math; the reference for variant 2.
+// Shared memory: A tile BM rows x 64 channels and B tile BN rows x 64 channels, both K-major in
+// the 128-byte swizzled layout (16-byte chunk c of row r at (c ^ r % 8)·16, Swizzle<3,4,3>),
+// which the loader writes (cc_tc_smem_offset<128>) and the descriptors (swizzle mode 1, stride
+// byte offset 1024) describe; stages 1024-byte aligned. Warpgroup g multiplies rows 64g..64g+63
+// of A by all BN columns of B: one m64nBNk16 wgmma per 16 channels.
+// TMA (cp.async.bulk.tensor) is not used: its tensor map needs the driver's cuTensorMapEncode*.
 //
-// 2. STAGES >= 3: a ring of STAGES shared-memory stages with two mbarriers per stage. Tile j is
-//    copied into stage j % STAGES, STAGES - 2 iterations before it is used; at iteration kt:
-//      (a) wait "empty" of the stage of tile j = kt + STAGES - 2 (all warpgroups released the
-//          tile it held), issue tile j's copies, commit;
-//      (b) wait for this thread's copies of tile kt (cp.async.wait_group STAGES - 2),
-//          fence.proxy.async, arrive on "full" of stage kt;
-//      (c) wait "full" of stage kt (every thread's copies of tile kt are visible), wgmma.fence,
-//          4 wgmma on it, commit, wgmma.wait_group 1 (tile kt-1's wgmmas are complete; tile
-//          kt's stay in flight while the next iteration's copies are issued) and arrive on
-//          "empty" of tile kt-1's stage.
-//    Prefetch distance STAGES - 2, not STAGES - 1: one stage is still being read by the wgmmas
-//    left in flight. The mbarriers let the warpgroups drift apart by up to a stage instead of
-//    meeting at a __syncthreads every tile.
-//
-// Shared memory (both variants): A tile BM rows x 64 channels (128 bytes), B tile BN rows x 64
-// channels, both K-major in the 128-byte swizzled layout — row r at r·128, its 16-byte chunk
-// c at (c ^ r % 8)·16, i.e. Swizzle<3,4,3> on the byte address — which is what the loader
-// writes (cc_tc_smem_offset<128> of tc_tile.cuh) and what the descriptors (swizzle mode 1, stride-dimension
-// byte offset 1024 = 8 rows, leading-dimension offset unused) tell the tensor core. The
-// pattern is anchored at 1024-byte boundaries of the shared window, so the stages are aligned
-// to 1024 there (the base offset field stays 0). Warpgroup g multiplies rows 64g..64g+63 of A
-// by all BN columns of B: one m64nBNk16 wgmma per 16 channels.
-//
-// TMA (cp.async.bulk.tensor) is not used: a tensor map must be built with the driver's
-// cuTensorMapEncode* on the host, which needs libcuda (no pure-Python encoder exists, and its
-// 128-byte format is not documented), so it could not be built or tested without a GPU here.
-//
-// Configs (smem = STAGES·(BM + BN)·128 B + 1 KiB for the alignment + the barriers):
-//   128x128x64_s4: 2 warpgroups (256 threads), m64n128k16, 129 KiB -> 1 block per SM;
-//   64x128x64_s4:  1 warpgroup, m64n128k16, 97 KiB -> 2 blocks per SM (small M);
-//   64x64x64_s3:   1 warpgroup, m64n64k16, 49 KiB -> 4 blocks per SM (small M·K, emulator tests);
-//   64x64x64_s1:   variant 1.
-// Registers, spills and the main-loop issue ceiling: `cuconv kernels --analyze --arch sm_90a
-// --file wgmma_conv.cu` (docs/wgmma.md quotes the figures with that command).
+// Configs (smem = STAGES·(BM + BN)·128 B + 1 KiB alignment + the barriers): 128x128x64_s4 (2
+// warpgroups, 1 block/SM), 64x128x64_s4 (2 blocks/SM, small M), 64x64x64_s3 (4 blocks/SM, small
+// M·K, emulator tests), 64x64x64_s1 (variant 1).
+// The ring's protocol step by step: docs/kernel_design.md#wgmma_convcu and docs/wgmma.md.
+// Registers, spills and the issue ceiling: `cuconv kernels --analyze --arch sm_90a --file
+// wgmma_conv.cu` (docs/kernel_figures.md).
 #include "tc_tile.cuh"
 
 template <typename T>

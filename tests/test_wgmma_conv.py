@@ -309,31 +309,36 @@ def test_other_devices_get_a_reason(cc):
 
 # ----------------------------------------------------------------- the GPU module's compile target
 def test_gpu_module_is_compiled_for_sm90a(monkeypatch):
-    """CuPy's RawModule compiles for the device's plain sm_90, where wgmma does not exist: the
-    module of wgmma_conv.cu on an sm_90 device gets -arch=sm_90a (NVRTC then builds for sm_90a);
-    tc_conv.cu's does not, and no other device is asked for sm_90a."""
+    """wgmma does not exist on plain sm_90 (CuPy's RawModule would build for the device's
+    sm_90): the module of wgmma_conv.cu on an sm_90 device is the sm_90a build -- the one the
+    figures come from; tc_conv.cu's is the plain sm_90 build, and no other device is given
+    sm_90a (an sm_80 device's wgmma_conv.cu module holds no kernel)."""
     cupy = pytest.importorskip("cupy")
-    made = []
+    loaded = []
 
     class FakeModule:
-        def __init__(self, code, options, name_expressions):
-            made.append((tuple(options), tuple(name_expressions)))
-    monkeypatch.setattr(cupy, "RawModule", FakeModule)
+        def load(self, cubin):
+            loaded.append(cubin)
+    monkeypatch.setattr(cupy.cuda.function, "Module", FakeModule)
     monkeypatch.setattr(cupy.cuda, "Device", lambda i: contextlib.nullcontext())
     device = 987654            # a device id no real module uses
     try:
-        compile_mod.cupy_module("wgmma_conv.cu", (), True, device, 90)
-        compile_mod.cupy_module("tc_conv.cu", (), True, device, 90)
-        compile_mod.cupy_module("wgmma_conv.cu", (), True, device + 1, 80)
+        (_, wg_build), (_, tc_build), (_, old_build) = (
+            compile_mod.cupy_module("wgmma_conv.cu", (), True, device, 90),
+            compile_mod.cupy_module("tc_conv.cu", (), True, device, 90),
+            compile_mod.cupy_module("wgmma_conv.cu", (), True, device + 1, 80))
     finally:
         for key in [k for k in compile_mod._MODULES if k[0] in (device, device + 1)]:
             del compile_mod._MODULES[key]
-    (wg_opts, wg_exprs), (tc_opts, _), (old_opts, old_exprs) = made
-    assert "-arch=sm_90a" in wg_opts and sorted(wg_exprs) == sorted(c.expression for c in wg.CONFIGS)
-    assert not any(o.startswith("-arch") for o in tc_opts)
-    assert not any(o.startswith("-arch") for o in old_opts) and old_exprs == ()
-    assert compile_mod.gpu_arch_options(list(wg.ENTRIES.values()), 90) == ("-arch=sm_90a",)
-    assert compile_mod.gpu_arch_options(list(wg.ENTRIES.values()), 100) == ()
+    assert loaded == [wg_build.cubin, tc_build.cubin, old_build.cubin]
+    assert wg_build.arch == "sm_90a" and "--gpu-architecture=sm_90a" in wg_build.nvrtc_options
+    assert sorted(wg_build.expressions) == sorted(c.expression for c in wg.CONFIGS)
+    assert tc_build.arch == "sm_90" and not any("sm_90a" in o for o in tc_build.nvrtc_options)
+    assert old_build.arch == "sm_80" and old_build.expressions == ()
+    entry = find_kernel("wgmma_conv_f16_64x64x64_s3")
+    assert compile_mod.compile_entry(entry, "sm_90a").cubin == wg_build.cubin
+    assert compile_mod.gpu_target("wgmma_conv.cu", (), 90) == "sm_90a"
+    assert compile_mod.gpu_target("wgmma_conv.cu", (), 100) == "sm_100"
 
 
 def test_only_the_sm90a_build_has_wgmma():

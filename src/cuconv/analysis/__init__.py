@@ -38,12 +38,13 @@ from ..compile import (
 from .core import Analysis, LoopAnalysis, analyze_function, loop_ceilings, sass_function
 from .mix import CLASSES, MATH_CLASSES, Mix, access_bits, classify
 from .sass import Instruction, SassFunction, parse_listing
-from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find_tool
+from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find_tool, tool_versions
 
 __all__ = ["Analysis", "LoopAnalysis", "Mix", "Instruction", "SassFunction", "CLASSES", "MATH_CLASSES",
            "ToolError", "ToolNotFoundError", "analyze_entry", "analyze_source", "analyze_file", "sass", "bench_columns",
-           "format_table", "summary", "classify", "access_bits", "parse_listing", "disassemble",
-           "find_tool", "complete_elf", "loop_ceilings", "issue_model"]
+           "format_table", "table_rows", "aligned", "markdown", "TABLE_HEAD", "TABLE_LEGEND", "summary", "classify",
+           "access_bits", "parse_listing", "disassemble", "find_tool", "complete_elf", "loop_ceilings", "issue_model",
+           "tool_versions"]
 
 
 # --------------------------------------------------------------------------- compiling
@@ -166,11 +167,17 @@ def _widths_text(counter) -> str:
     return "+".join(f"{n}x{bits}" for bits, n in sorted(counter.items(), reverse=True)) or "-"
 
 
-def format_table(analyses) -> str:
-    """One line per kernel and arch: resources, occupancy, main-loop mix and ceiling."""
-    head = ("kernel", "arch", "regs", "spill", "smem", "thr", "blk/SM", "occ", "loop", "math", "LDS/iter",
-            "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling")
-    rows = [head]
+TABLE_HEAD = ("kernel", "arch", "regs", "spill", "smem", "thr", "blk/SM", "occ", "loop", "math", "LDS/iter",
+              "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling")
+TABLE_LEGEND = ("loop: warp instructions per main-loop iteration; math: math instructions among them; "
+                "LDS/iter: shared loads by width (bits); FMA/B: multiply-adds per shared byte loaded; "
+                "gmem/smem-w: widest global / shared access in the kernel (bits); ceiling: issue-bound "
+                "fraction of peak of the loop's math pipe (see docs/static_analysis.md)")
+
+
+def table_rows(analyses) -> list[tuple[str, ...]]:
+    """One row of ``TABLE_HEAD``'s columns per analysis."""
+    rows = []
     for a in analyses:
         lp = a.main_loop
         rows.append((
@@ -183,17 +190,31 @@ def format_table(analyses) -> str:
             _pct(a.math_share), "-" if a.fma_per_shared_byte is None else f"{a.fma_per_shared_byte:.2f}",
             str(a.widest_global_bits or "-"), str(a.widest_shared_bits or "-"),
             "-" if lp is None or lp.ceiling_pipe is None else f"{_pct(lp.ceiling)} {lp.ceiling_pipe}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return rows
+
+
+def aligned(head, rows) -> str:
+    """A plain-text table: the first column left-aligned, the rest right-aligned."""
+    lines = [tuple(head), *rows]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(lines):
         out.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    out.append("loop: warp instructions per main-loop iteration; math: math instructions among them; "
-               "LDS/iter: shared loads by width (bits); FMA/B: multiply-adds per shared byte loaded; "
-               "gmem/smem-w: widest global / shared access in the kernel (bits); ceiling: issue-bound "
-               "fraction of peak of the loop's math pipe (see docs/static_analysis.md)")
     return "\n".join(out)
+
+
+def markdown(head, rows) -> str:
+    """A Markdown table: the first column left-aligned, the rest right-aligned."""
+    out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def format_table(analyses) -> str:
+    """One line per kernel and arch: resources, occupancy, main-loop mix and ceiling."""
+    return aligned(TABLE_HEAD, table_rows(analyses)) + "\n" + TABLE_LEGEND
 
 
 def summary(a: Analysis) -> str:
