@@ -41,7 +41,7 @@ from ..backend import backend, gpu_available
 from ..bench.cases import ConvCase, GemmCase, Im2colCase, PoolCase
 from ..bench.cases import numpy_dtype as _np_dtype
 from ..bench.runner import scaled_tolerance
-from ..compile import compile_entry
+from ..compile import compile_entry, device_target
 from ..problem import Conv2dProblem
 from ..testing import poison, random_array, rel_error
 from .bench import _ints, _pair_arg, _positive_int
@@ -190,7 +190,8 @@ def mangled_names(plan, arch: str) -> tuple[list[str], str | None]:
     names, note = [], None
     for ln in kernel_launches(plan):
         try:
-            name = compile_entry(ln.entry, arch).lowered_name
+            # The build a device of ``arch`` loads (sm_90 devices run the wgmma kernels' sm_90a build).
+            name = compile_entry(ln.entry, device_target(ln.entry, arch) or arch).lowered_name
         except Exception as exc:
             note = f"NVRTC gave no mangled names ({type(exc).__name__}: {str(exc).splitlines()[0]})"
             name = ln.entry.expression.split("<", 1)[0]
