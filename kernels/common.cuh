@@ -547,6 +547,18 @@ __device__ __forceinline__ unsigned cc_smem_addr(const void* p) {
 #endif
 }
 
+// CC_SHARED_SYMBOL_ADDR(var, sym): unsigned var = the shared-window address of the __shared__
+// array `sym` declared at namespace scope (its name unmangled). On the GPU a `mov` of the symbol,
+// a constant to ptxas: arithmetic on it (wgmma descriptors) stays in uniform registers, where
+// cc_smem_addr of a generic pointer goes through the cluster window's per-thread registers.
+#if defined(__CUDA_ARCH__)
+#define CC_SHARED_SYMBOL_ADDR(var, sym) \
+    unsigned var;                       \
+    asm("mov.u32 %0, " #sym ";\n" : "=r"(var))
+#else
+#define CC_SHARED_SYMBOL_ADDR(var, sym) const unsigned var = cc_smem_addr(sym)
+#endif
+
 // fence.proxy.async.shared::cta: this thread's prior generic-proxy writes to shared memory
 // (plain stores, completed cp.async copies) become visible to the async proxy (wgmma, TMA).
 // Needed between filling an operand tile and a wgmma reading it (PTX ISA "Async Proxy").
