@@ -312,12 +312,7 @@ __global__ void __launch_bounds__((BM / 64) * 128, MINB) wgmma_conv(CC_TC_CONV_P
             float v = sacc[row * Sh::ACC_LD + col];
             if (has_bias) v += TcType<T>::to_float(bias[k]);
             if (has_residual) v += TcType<T>::to_float(residual[idx]);
-            // if-else, not cc_activate's switch: its jump table (BRX) hides the loop structure from
-            // the SASS analysis
-            if (act == CC_ACT_RELU) v = fmaxf(v, 0.0f);
-            else if (act == CC_ACT_RELU6) v = fminf(fmaxf(v, 0.0f), 6.0f);
-            else if (act == CC_ACT_SILU) v = v / (1.0f + expf(-v));
-            out[idx] = TcType<T>::from_float(v);
+            out[idx] = TcType<T>::from_float(cc_activate(v, act));   // common.cuh's activation (NaN rules)
         }
     }
 }
