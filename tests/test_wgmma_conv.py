@@ -377,6 +377,7 @@ def test_analysis_sees_hgmma_in_the_main_loop():
         assert lp.ceiling_pipe == "tensor_fp16" and lp.ceiling >= 0.90, (name, lp.ceiling)
         assert a.spill_bytes == 0 and not a.design_problems()
         assert a.occupancy["blocks_per_sm"] >= 1 and a.arch == "sm_90a"
+        assert a.features == dict(tma=0, warp_specialized=False, setmaxnreg=False)   # cp.async, no producer
 
 
 # ----------------------------------------------------------------- the warp-specialized TMA variant
@@ -502,3 +503,4 @@ def test_tma_kernel_static_figures():
         assert a.spill_bytes == 0 and not a.design_problems()
         ops = a.kernel_mix.by_opcode
         assert ops["UTMALDG"] >= 2 and ops["USETMAXREG"] >= 2 and ops["SYNCS"] > 0, ops
+        assert a.features_text == "TMA+WS+setmaxnreg" and a.to_dict()["warp_specialized"] is True
