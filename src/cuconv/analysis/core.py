@@ -140,14 +140,15 @@ class Analysis:
         """Hopper's data-movement features, from the SASS: ``tma`` the TMA / bulk-copy
         instructions in the kernel (UTMALDG, UTMASTG, UTMAPF, UBLKCP); ``setmaxnreg`` whether it
         moves registers between warpgroups (USETMAXREG); ``warp_specialized`` whether the main
-        loop issues no loads of its own (no async copy, no global load) while another loop,
-        disjoint from it, issues async copies: a producer feeding consumers."""
+        loop issues no loads of its own (no async copy, no global load) while another loop, one
+        without math, issues async copies: a producer feeding consumers. (Loops are compared by
+        content, not address range: ptxas places a loop's rarely taken blocks, such as an
+        mbarrier wait's retry, at the end of the function.)"""
         ops = self.kernel_mix.by_opcode
         tma = sum(ops[o] for o in ("UTMALDG", "UTMASTG", "UTMAPF", "UBLKCP"))
         lp = self.main_loop
         ws = bool(lp is not None and not lp.mix.by_class["async_copy"] and not lp.mix.by_class["global_load"]
-                  and any(o.mix.by_class["async_copy"] and (o.end < lp.start or o.start > lp.end)
-                          for o in self.loops))
+                  and any(o.mix.by_class["async_copy"] and not o.mix.math for o in self.loops))
         return dict(tma=tma, warp_specialized=ws, setmaxnreg=ops["USETMAXREG"] > 0)
 
     @property
