@@ -12,6 +12,8 @@ docs/wgmma.md lists the facts and their sources.
 """
 from __future__ import annotations
 
+import struct
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -20,6 +22,9 @@ from conftest import put
 import cuconv
 from cuconv import emulator
 from cuconv.ops import wgmma_probe
+from cuconv import tensor_map as tm
+from cuconv.ops import wgmma_conv as wg
+from cuconv.problem import Conv2dProblem
 from cuconv.tensor_map import TensorMapSpec
 
 BF16 = ml_dtypes.bfloat16
@@ -453,3 +458,65 @@ def test_emulator_encoder_checks_the_driver_rules(rng):
     with pytest.raises(ValueError, match=r"\[-128, 127\]"):
         emulator.encode_tensor_map_im2col(6, 4, a, (64, 4, 4, 1), (128, 512, 2048), (-129, 0), (0, 0), 64, 16,
                                           (1, 1, 1, 1), 0, 3)
+
+
+class _FakeDriver:
+    """Stands in for cuda.bindings.driver: records the encode calls, returns 16 words."""
+    CUtensorMapDataType = CUtensorMapInterleave = CUtensorMapSwizzle = int
+    CUtensorMapL2promotion = CUtensorMapFloatOOBfill = cuuint32_t = cuuint64_t = int
+
+    def __init__(self, version):
+        self.calls, self.version = [], version
+
+    def _map(self):
+        class Map:
+            opaque = [0x1111, 0xFFFFFFFF, *range(2, 16)]
+        return Map()
+
+    def cuTensorMapEncodeIm2col(self, *args):
+        self.calls.append(("im2col", args))
+        return 0, self._map()
+
+    def cuTensorMapEncodeTiled(self, *args):
+        self.calls.append(("tiled", args))
+        return 0, self._map()
+
+    def cuDriverGetVersion(self):
+        return 0, self.version
+
+
+def test_driver_encode_passes_the_drivers_arguments(monkeypatch):
+    """The GPU path calls cuTensorMapEncodeIm2col / cuTensorMapEncodeTiled with the driver's argument
+    order (dims innermost first, byte strides of dims 1.., corners W first, channels per pixel,
+    pixels per column, element strides, interleave none, 128-byte swizzle, L2 promotion 128 B, zero
+    fill) and passes the 16 words on as 128 bytes; on drivers up to 13.1 an im2col map of a tensor
+    under 128 KiB gets CUTLASS's workaround (bit 21 of word 1 cleared)."""
+    p = Conv2dProblem.from_shapes((2, 64, 10, 12), (128, 64, 3, 3), padding=1, stride=2, dtype="float16")
+    mx, mw = wg.tensor_maps(p, 64, "float16")
+    for version, cleared in ((13010, True), (13020, False)):
+        drv = _FakeDriver(version)
+        monkeypatch.setattr(tm, "_DRIVER_VERSION", None)
+        data = mx.driver_encode(0x7000, driver=drv)
+        words = struct.unpack("<16Q", data)
+        assert len(data) == 128 and words[0] == 0x1111
+        assert words[1] == (0xFFFFFFFF & ~(1 << 21) if cleared else 0xFFFFFFFF)
+        kind, args = drv.calls[0]
+        assert kind == "im2col" and args == (6, 4, 0x7000, [64, 12, 10, 2], [128, 1536, 15360], [-1, -1], [-1, -1],
+                                             64, 128, [1, 2, 2, 1], 0, 3, 2, 0)
+    drv = _FakeDriver(13020)
+    mw.driver_encode(0x9000, driver=drv)
+    assert drv.calls == [("tiled", (6, 4, 0x9000, [64, 3, 3, 128], [128, 384, 1152], [64, 1, 1, 128], [1, 1, 1, 1],
+                                    0, 3, 2, 0))]
+
+
+def test_driver_encode_arguments_convert_in_cuda_bindings():
+    """With NVIDIA's cuda-bindings installed, its encode functions accept the arguments as built
+    (its list types included): the call gets as far as the driver (a result on a GPU machine, the
+    driver library not found elsewhere), never a TypeError."""
+    driver = pytest.importorskip("cuda.bindings.driver")
+    p = Conv2dProblem.from_shapes((2, 64, 10, 12), (128, 64, 3, 3), padding=1, stride=2, dtype="float16")
+    for spec in wg.tensor_maps(p, 64, "float16"):
+        try:
+            assert len(spec.driver_encode(0x7000, driver=driver)) == 128
+        except Exception as exc:   # no driver on this machine (or no valid address): past the conversions
+            assert not isinstance(exc, TypeError), exc

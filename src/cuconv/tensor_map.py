@@ -94,15 +94,16 @@ class TensorMapSpec:
         """The driver's 128 bytes for the tensor at device ``address`` (cuda-bindings; ``driver``
         replaces ``cuda.bindings.driver``, for tests)."""
         drv = driver if driver is not None else _driver()
-        enum = drv.CUtensorMapDataType(self.data_type)
-        head = (enum, self.rank, address, list(self.dims), list(self.strides))
-        tail = (list(self.element_strides), drv.CUtensorMapInterleave(0), drv.CUtensorMapSwizzle(self.swizzle),
+        u32 = lambda v: [drv.cuuint32_t(x) for x in v]   # noqa: E731  (cuda-bindings wants its own ints in lists)
+        head = (drv.CUtensorMapDataType(self.data_type), self.rank, address,
+                [drv.cuuint64_t(x) for x in self.dims], [drv.cuuint64_t(x) for x in self.strides])
+        tail = (u32(self.element_strides), drv.CUtensorMapInterleave(0), drv.CUtensorMapSwizzle(self.swizzle),
                 drv.CUtensorMapL2promotion(2), drv.CUtensorMapFloatOOBfill(0))   # L2 promotion 128 B, zero fill
         if self.mode == "im2col":
             err, tmap = drv.cuTensorMapEncodeIm2col(*head, list(self.lower), list(self.upper),
                                                     self.channels_per_pixel, self.pixels_per_column, *tail)
         else:
-            err, tmap = drv.cuTensorMapEncodeTiled(*head, list(self.box), *tail)
+            err, tmap = drv.cuTensorMapEncodeTiled(*head, u32(self.box), *tail)
         if int(err) != 0:
             raise RuntimeError(f"{'cuTensorMapEncodeIm2col' if self.mode == 'im2col' else 'cuTensorMapEncodeTiled'}"
                                f" failed ({err}) for {self.describe()} at {address:#x}")
