@@ -8,7 +8,7 @@
 // at the A100 rate per SM; the full H100/H200 tensor rate is reached only by wgmma, which reads
 // both operands from shared memory through matrix descriptors and runs asynchronously.
 //
-// Variants, simplest first (both are wgmma_conv<T, BM, BN, STAGES, MINB>):
+// Variants, simplest first (1-2 are wgmma_conv<T, BM, BN, STAGES, MINB>, 3 is wgmma_conv_tma<T, STAGES>):
 //
 // 1. STAGES == 1 ("synchronous"): per K tile, every thread copies its part of the A and B tiles
 //    with cp.async (WgmmaConvLoader: 16-byte copies of 8 channels, zero fill for padding and
@@ -40,11 +40,20 @@
 // to 1024 there (the base offset field stays 0). Warpgroup g multiplies rows 64g..64g+63 of A
 // by all BN columns of B: one m64nBNk16 wgmma per 16 channels.
 //
-// TMA (cp.async.bulk.tensor) is not used: a tensor map must be built with the driver's
-// cuTensorMapEncode* on the host, which needs libcuda (no pure-Python encoder exists, and its
-// 128-byte format is not documented), so it could not be built or tested without a GPU here.
+// 3. wgmma_conv_tma (below): warp-specialized and persistent. A producer warpgroup (one thread)
+//    loads each K tile with two TMA loads — the A tile in im2col mode (the tensor map's bounding
+//    box does the padding, stride and dilation arithmetic and the zero fill), the B tile in tiled
+//    mode — into a 7-stage ring, completion counted in bytes on the stage's mbarrier
+//    (expect_tx/complete_tx); two consumer warpgroups take tiles in turn (ping-pong), issuing 8
+//    wgmma per wait from uniform-register descriptors, and store their epilogue from registers
+//    while the other one's main loop runs; setmaxnreg moves registers from producer to consumers.
+//    Against variant 2 the main loop has no address arithmetic and no copies: 52 instead of 175
+//    instructions for twice the wgmma work (`cuconv kernels --analyze --arch sm_90a --file
+//    wgmma_conv.cu`). The tensor maps come from the host (cuconv/tensor_map.py: the driver's
+//    encoder on the GPU, the emulator's own in the emulator).
 //
 // Configs (smem = STAGES·(BM + BN)·128 B + 1 KiB for the alignment + the barriers):
+//   128x128x64_tma_s7: variant 3, 3 warpgroups (384 threads), 225 KiB -> 1 block per SM;
 //   128x128x64_s4: 2 warpgroups (256 threads), m64n128k16, 129 KiB -> 1 block per SM;
 //   64x128x64_s4:  1 warpgroup, m64n128k16, 97 KiB -> 2 blocks per SM (small M);
 //   64x64x64_s3:   1 warpgroup, m64n64k16, 49 KiB -> 4 blocks per SM (small M·K, emulator tests);
