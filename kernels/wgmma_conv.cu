@@ -396,8 +396,13 @@ __device__ __forceinline__ void cc_wgmma_tma_epilogue(CcWgmmaAcc<128>& acc0, CcW
     const int lane = threadIdx.x & 31;
     const int row0 = tm * 128 + 16 * ((threadIdx.x >> 5) & 3) + (lane >> 2);
     int n = tn * 128 + 2 * (lane & 3);
+    int flags = a.has_bias | a.has_residual << 1 | a.act << 2;
 #pragma unroll 1
     for (int pass = 0; pass < 16; ++pass, n += 8) {
+        // The flags pass through a shuffle each pass, so the compiler cannot unswitch the loop on
+        // them (16 copies of it, one per combination, made the kernel ~15k instructions long).
+        flags = __shfl_sync(0xffffffffu, flags, lane);
+        const int has_bias = flags & 1, has_residual = flags & 2, act = flags >> 2;
         float v[8] = {acc0[0], acc0[1], acc0[2], acc0[3], acc1[0], acc1[1], acc1[2], acc1[3]};
 #pragma unroll
         for (int i = 0; i < CcWgmmaAcc<128>::REGS - 4; ++i) {
@@ -411,9 +416,9 @@ __device__ __forceinline__ void cc_wgmma_tma_epilogue(CcWgmmaAcc<128>& acc0, CcW
                 const int k = g * a.Kg + col;
                 const cc_index_t idx = cc_tc_out_index(m, k, a.K, a.PQ, a.out_nchw);
                 float y = v[e];
-                if (a.has_bias) y += TcType<T>::to_float(a.bias[k]);
-                if (a.has_residual) y += TcType<T>::to_float(a.residual[idx]);
-                a.out[idx] = TcType<T>::from_float(cc_activate(y, a.act));
+                if (has_bias) y += TcType<T>::to_float(a.bias[k]);
+                if (has_residual) y += TcType<T>::to_float(a.residual[idx]);
+                a.out[idx] = TcType<T>::from_float(cc_activate(y, act));
             }
         }
     }
