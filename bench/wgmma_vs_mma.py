@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         dt = np.float16
     rng = np.random.default_rng(0)
     gemms = [] if args.convs_only else GEMMS[:2] if args.quick else GEMMS
-    torch = _torch_cudnn(args.dtype) if args.cudnn else None
+    torch = _torch_cudnn() if args.cudnn else None
     convs = CONVS[:2] if args.quick else CONVS
     rows = []
 
@@ -146,27 +146,8 @@ def main(argv=None) -> int:
                 return cp.from_dlpack(y.permute(0, 2, 3, 1).contiguous())
             timed("cuDNN (PyTorch conv2d)", shape, flops, cudnn_conv, ref)
     if torch is not None:
-        print("\n| shape | cuDNN TFLOP/s | wgmma TMA TFLOP/s | wgmma best TFLOP/s | best config | best / cuDNN |")
-        print("|---|---|---|---|---|---|")
-        for shape in dict.fromkeys(r["shape"] for r in rows):
-            group = [r for r in rows if r["shape"] == shape and r["verified"]]
-            dnn = [r for r in group if r["kernel"].startswith("cuDNN")]
-            tma = [r for r in group if "_tma_" in r["kernel"]]
-            wgs = [r for r in group if r["kernel"].startswith("wgmma")]
-            if dnn and wgs:
-                best = max(wgs, key=lambda r: r["tflops"])
-                print(f"| {shape} | {dnn[0]['tflops']:.1f} | {tma[0]['tflops'] if tma else float('nan'):.1f} | "
-                      f"{best['tflops']:.1f} | {best['kernel'][6:]} | {best['tflops'] / dnn[0]['tflops']:.2f} |")
-    print("\n| shape | mma.sync TFLOP/s | wgmma best TFLOP/s | wgmma config | ratio |")
-    print("|---|---|---|---|---|")
-    for shape in dict.fromkeys(r["shape"] for r in rows):
-        group = [r for r in rows if r["shape"] == shape and r["verified"]]
-        mma = [r for r in group if "mma.sync" in r["kernel"]]
-        wgs = [r for r in group if r["kernel"].startswith("wgmma")]
-        if mma and wgs:
-            best = max(wgs, key=lambda r: r["tflops"])
-            print(f"| {shape} | {mma[0]['tflops']:.1f} | {best['tflops']:.1f} | {best['kernel'][6:]} | "
-                  f"{best['tflops'] / mma[0]['tflops']:.2f} |")
+        _summary(rows, "cuDNN", lambda r: r["kernel"].startswith("cuDNN"))
+    _summary(rows, "mma.sync", lambda r: "mma.sync" in r["kernel"])
     if args.json:
         header = dict(device=name, compute_capability=cc, cupy=cp.__version__, python=platform.python_version(),
                       dtype=args.dtype)
@@ -175,7 +156,22 @@ def main(argv=None) -> int:
     return 0 if all(r["verified"] for r in rows) else 1
 
 
-def _torch_cudnn(dtype):
+def _summary(rows, base: str, is_base) -> None:
+    """Per shape: the baseline's TFLOP/s, the TMA config's, the best wgmma config's, its ratio."""
+    print(f"\n| shape | {base} TFLOP/s | wgmma TMA TFLOP/s | wgmma best TFLOP/s | best config | best / {base} |")
+    print("|---|---|---|---|---|---|")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        group = [r for r in rows if r["shape"] == shape and r["verified"]]
+        ref = [r for r in group if is_base(r)]
+        tma = [r["tflops"] for r in group if "_tma_" in r["kernel"]]
+        wgs = [r for r in group if r["kernel"].startswith("wgmma")]
+        if ref and wgs:
+            best = max(wgs, key=lambda r: r["tflops"])
+            print(f"| {shape} | {ref[0]['tflops']:.1f} | {tma[0] if tma else float('nan'):.1f} | {best['tflops']:.1f} | "
+                  f"{best['kernel'][6:]} | {best['tflops'] / ref[0]['tflops']:.2f} |")
+
+
+def _torch_cudnn():
     """PyTorch with CUDA and cuDNN (benchmark mode: it picks its fastest algorithm), or None with
     the reason printed: the cuDNN rows are then missing, the rest runs."""
     try:

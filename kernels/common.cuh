@@ -687,24 +687,17 @@ __device__ __forceinline__ void cc_tma_load_im2col_4d(void* dst, const CcTensorM
 #endif
 }
 
-// setmaxnreg.{inc,dec}.sync.aligned.u32 REGS (sm_90a): the warpgroup's per-thread register
-// budget moves to REGS, so a producer warpgroup can hand registers to the consumers. Every
-// thread of the warpgroup executes it. A hint for the allocator: without the instruction (other
+// setmaxnreg.{inc (INC), dec}.sync.aligned.u32 REGS (sm_90a): the warpgroup's per-thread
+// register budget moves to REGS, so a producer warpgroup can hand registers to the consumers.
+// Every thread of the warpgroup executes it. A hint for the allocator: without the instruction (other
 // GPUs) the kernel is still correct, so there it is nothing.
-template <int REGS>
-__device__ __forceinline__ void cc_setmaxnreg_inc() {
+template <int REGS, bool INC>
+__device__ __forceinline__ void cc_setmaxnreg() {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(REGS));
+    if constexpr (INC) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(REGS));
+    else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(REGS));
 #elif !defined(__CUDA_ARCH__)
-    cc_tc_emu::setmaxnreg(REGS, true);
-#endif
-}
-template <int REGS>
-__device__ __forceinline__ void cc_setmaxnreg_dec() {
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(REGS));
-#elif !defined(__CUDA_ARCH__)
-    cc_tc_emu::setmaxnreg(REGS, false);
+    cc_tc_emu::setmaxnreg(REGS, INC);
 #endif
 }
 

@@ -502,22 +502,10 @@ __global__ void __launch_bounds__(384, 1)
     unsigned long long* const empty = full + STAGES;
     unsigned long long* const order = empty + STAGES;   // order[w]: consumer w may start its next tile
 
-    WgmmaTmaArgs<T> a;
-    a.bias = bias;
-    a.residual = residual;
-    a.out = out;
-    a.has_bias = has_bias;
-    a.has_residual = has_residual;
-    a.act = act;
-    a.out_nchw = out_nchw;
-    a.PQ = P * Q;
-    a.M = N * a.PQ;
-    a.K = K;
-    a.Kg = K / groups;
-    a.tiles_m = (a.M + Sh::BM - 1) / Sh::BM;
-    a.tiles_n = (a.Kg + Sh::BN - 1) / Sh::BN;
-    a.tiles = groups * a.tiles_m * a.tiles_n;
-    a.k_tiles = R * S * ((Cg + Sh::BK - 1) / Sh::BK);
+    const int PQ = P * Q, M = N * PQ, Kg = K / groups;
+    const int tiles_m = (M + Sh::BM - 1) / Sh::BM, tiles_n = (Kg + Sh::BN - 1) / Sh::BN;
+    const WgmmaTmaArgs<T> a{bias, residual, out, has_bias, has_residual, act, out_nchw, M, PQ, K, Kg, tiles_m, tiles_n,
+                            groups * tiles_m * tiles_n, R * S * ((Cg + Sh::BK - 1) / Sh::BK)};
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
@@ -535,7 +523,7 @@ __global__ void __launch_bounds__(384, 1)
     const int warpgroup = __shfl_sync(0xffffffffu, (int)(threadIdx.x >> 7), 0);
     if (warpgroup == 0) {
         // ---------------------------------------------------------------- producer
-        cc_setmaxnreg_dec<Sh::PRODUCER_REGS>();
+        cc_setmaxnreg<Sh::PRODUCER_REGS, false>();
         if (threadIdx.x != 0) return;
         int stage = 0, round = 0;
         for (int tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
@@ -568,7 +556,7 @@ __global__ void __launch_bounds__(384, 1)
         return;
     }
     // -------------------------------------------------------------------- consumers
-    cc_setmaxnreg_inc<Sh::CONSUMER_REGS>();
+    cc_setmaxnreg<Sh::CONSUMER_REGS, true>();
     if (warpgroup == 1) cc_wgmma_tma_consumer<T, STAGES, 0>(smem, full, empty, order, a);
     else cc_wgmma_tma_consumer<T, STAGES, 1>(smem, full, empty, order, a);
 }
