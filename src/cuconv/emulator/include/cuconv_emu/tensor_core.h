@@ -215,6 +215,8 @@ struct ThreadState {
     int nops = 0;
     FragRef frags[32];
     int nfrags = 0;
+    unsigned bar_inits[64];               // mbarrier.init of this thread not yet fenced for the async proxy
+    int nbar_inits = 0;
 };
 inline ThreadState g_threads[1024];
 
@@ -238,6 +240,7 @@ inline ThreadState& mine() {
         s.wg_committed = 0;
         s.nops = 0;
         s.nfrags = 0;
+        s.nbar_inits = 0;
         s.stamp_launch = e.launch_serial;
         s.stamp_block = e.block_serial;
     }
@@ -386,7 +389,13 @@ inline void mbarrier_init(void* bar, unsigned count) {
     if (count == 0 || count > kBarMask) fault(kFault, "mbarrier.init: count %u outside 1..2^20-1", count);
     {
         CUCONV_EMU_INTERNAL;
-        if (BarSide* side = bar_side(bar)) *side = BarSide{0, static_cast<unsigned short>(1 + my_tid()), 1, 0};
+        if (BarSide* side = bar_side(bar)) {
+            *side = BarSide{0, static_cast<unsigned short>(1 + my_tid()), 1, 0};
+            ThreadState& me = mine();
+            if (me.nbar_inits == 64)
+                fault(kFault, "mbarrier.init: more than 64 unfenced inits in one thread (emulator limit)");
+            me.bar_inits[me.nbar_inits++] = static_cast<unsigned>(side - g_bar_side);
+        }
     }
     __atomic_store_n(w, kBarTag | (static_cast<unsigned long long>(count) << 20) | count, __ATOMIC_RELEASE);
 }
@@ -410,7 +419,6 @@ inline int bar_tx(void* bar) {
 // read-modify-write keeps every arrival in the release sequence the waiter acquires).
 inline void mbarrier_update(void* bar, unsigned arrivals, long long tx, const char* what) {
     unsigned long long w = checked(bar, what);
-    int* txp = nullptr;
     int now = 0;
     {
         CUCONV_EMU_INTERNAL;
@@ -424,7 +432,6 @@ inline void mbarrier_update(void* bar, unsigned arrivals, long long tx, const ch
                 fault(kFault, "%s: the mbarrier's tx-count would become %lld, outside [-(2^20-1), 2^20-1]", what,
                       next);
             side->tx = static_cast<int>(next);
-            txp = &side->tx;
             now = side->tx;
         }
     }
@@ -440,7 +447,6 @@ inline void mbarrier_update(void* bar, unsigned arrivals, long long tx, const ch
         pending = expected;
     }
     next = (next & ~kBarMask) | pending;
-    (void)txp;
     __atomic_exchange_n(static_cast<unsigned long long*>(bar), next, __ATOMIC_ACQ_REL);
 }
 inline void mbarrier_arrive(void* bar) { mbarrier_update(bar, 1, 0, "mbarrier.arrive"); }
@@ -479,12 +485,13 @@ inline void mbarrier_wait_parity(void* bar, unsigned parity) {
 // this reason; the PTX ISA's "fence.mbarrier_init" orders prior mbarrier.init for "subsequent
 // operations ... including asynchronous operations").
 inline void fence_mbarrier_init() {
+    ThreadState& s = mine();
     CUCONV_EMU_INTERNAL;
     const unsigned short me = static_cast<unsigned short>(1 + my_tid());
-    if (g_bar_side_block != cuconv_emu::g_engine.block_serial) return;
-    const size_t n = cuconv_emu::g_engine.shared_mem / 8;
-    for (size_t i = 0; i < n; ++i)
-        if (g_bar_side[i].init_by == me) g_bar_side[i].unfenced = 0;
+    if (g_bar_side_block == cuconv_emu::g_engine.block_serial)
+        for (int i = 0; i < s.nbar_inits; ++i)
+            if (g_bar_side[s.bar_inits[i]].init_by == me) g_bar_side[s.bar_inits[i]].unfenced = 0;
+    s.nbar_inits = 0;
 }
 
 // ================================================================== TMA (cp.async.bulk.tensor)
