@@ -24,6 +24,9 @@
 #   bench_resnet50        35    cuconv bench resnet50, fp32 (26 cases)
 #   bench_gemm            25    cuconv bench gemm, against cuBLAS (10 cases)
 #   bench_resnet50_fp16   30    cuconv bench resnet50 --dtype float16 (26 cases)
+#   wgmma_vs_cudnn        40    sm_90 only: bench/wgmma_vs_mma.py --quick --convs-only --cudnn, every
+#                               wgmma config (the warp-specialized TMA kernel included) against
+#                               cuDNN through PyTorch on ResNet-50 3x3 layers (the table is in the log)
 #   bench_mobilenet_v2    30    cuconv bench mobilenet_v2 (32 cases)
 #   bench_resnet50_bwd    30    cuconv bench resnet50 --backward (dgrad + wgrad rows per layer)
 #   bench_train_lenet5    15    cuconv bench train lenet5 (a whole forward + backward step)
@@ -37,8 +40,8 @@
 # Sizing: the bench steps time each function for at most 0.1 s (--budget 0.1 --noise 1) and verify
 # against a reference of at most 0.25 GFLOP (float64 NumPy runs ~1 GFLOP/s), so a case costs about
 # 0.3-0.8 s; NVRTC is paid once, in parallel, by prewarm (serially ~90 s on the 2-core development
-# machine, gemm.cu alone 30 s). The caps add up to 775 s; the session also has a deadline
-# (CUCONV_SESSION_DEADLINE, default 440 s): each step gets min(its cap, the time left), a step cut
+# machine, gemm.cu alone 30 s). The caps add up to 775 s (815 s on sm_90, with wgmma_vs_cudnn); the
+# session also has a deadline (CUCONV_SESSION_DEADLINE, default 440 s): each step gets min(its cap, the time left), a step cut
 # off by either is recorded as "timeout", a step never reached as "not-run", and finalize always
 # gets its 20 s. Worst case about 7.8 minutes; `--resume` re-runs only the steps that did not end
 # "ok", each with twice its cap (set CUCONV_SESSION_DEADLINE to what is left of the lease).
@@ -433,6 +436,9 @@ if [ "$QUICK" != 1 ]; then
     bench_step bench_resnet50 35 resnet50 "${FAST[@]}"
     bench_step bench_gemm 25 gemm "${FAST[@]}"
     bench_step bench_resnet50_fp16 30 resnet50 --dtype float16 "${FAST[@]}"
+    if "$PY" -c "import cupy, sys; sys.exit(0 if cupy.cuda.Device().compute_capability == '90' else 1)" 2>/dev/null; then
+        run_step wgmma_vs_cudnn 40 "$PY" "$REPO/bench/wgmma_vs_mma.py" --quick --convs-only --cudnn --budget 0.5
+    fi
     bench_step bench_mobilenet_v2 30 mobilenet_v2 "${FAST[@]}"
     bench_step bench_resnet50_bwd 30 resnet50 --backward "${FAST[@]}"
     bench_step bench_train_lenet5 15 train lenet5 "${FAST[@]}"

@@ -34,6 +34,7 @@ from . import compile as _compile
 from . import emulator as _emulator
 from .arch import DEFAULT_MAX_SMEM_PER_BLOCK, MIN_CC, launch_violations, table_arch
 from .registry import ARCHS, KernelEntry, file_group
+from .tensor_map import DriverMapCache, TensorMapSpec
 
 
 class NoDeviceError(RuntimeError):
@@ -299,6 +300,12 @@ class Backend:
     def to_numpy(self, a) -> np.ndarray:
         return np.asarray(a)
 
+    def tensor_map(self, spec: TensorMapSpec, a):
+        """The kernel argument for a TMA tensor map ``spec`` over the array ``a`` (a view at the
+        tensor's first element): the driver's encoding on the GPU, the emulator's on the
+        emulator (cuconv.tensor_map)."""
+        raise NotImplementedError(f"the {self.name} backend encodes no tensor maps")
+
     # --- library calls -------------------------------------------------------------------
     def fft(self, kind: str, src, dst) -> None:
         """A batched 2-D FFT over the last two axes into ``dst`` (a plan's FftStep), unnormalised
@@ -327,6 +334,7 @@ class CupyBackend(Backend):
         self._runtime = None
         self._ndarray = None
         self._fft_plans = FftPlanCache(FFT_PLAN_LIMIT)
+        self._maps = DriverMapCache()
 
     @property
     def xp(self):
@@ -406,6 +414,10 @@ class CupyBackend(Backend):
         """Destroy every cached cuFFT plan (their work areas go back to their allocator); returns
         how many there were."""
         return self._fft_plans.clear()
+
+    def tensor_map(self, spec: TensorMapSpec, a):
+        """cuTensorMapEncode* through cuda-bindings, memoized per (device, spec, pointer)."""
+        return self._maps.get(self.device_key(), spec, int(a.data.ptr))
 
     def is_array(self, a) -> bool:
         if self._ndarray is None:
@@ -593,6 +605,10 @@ class EmulatorBackend(_NumpyBackend):
     def _load(self, entry: KernelEntry):
         return self._module(entry.file, entry.options, entry.expression).get_function(entry.expression)
 
+    def tensor_map(self, spec: TensorMapSpec, a):
+        """cuconv.emulator's encoder over ``a`` (its launch path carries the array along)."""
+        return spec.emulator_encode(a)
+
     def fft(self, kind: str, src, dst) -> None:
         """NumPy's FFT (pocketfft: in float32 for float32/complex64 data since NumPy 2.0, in double
         and rounded to the destination before) on the emulator's arrays, in the interpreter: the
@@ -628,6 +644,10 @@ class RecordBackend(_NumpyBackend):
         def record(grid, block, args, shared_mem=0):
             launches.append(LaunchRecord(label, grid, block, shared_mem, tuple(args) if keep else ()))
         return record
+
+    def tensor_map(self, spec: TensorMapSpec, a):
+        """Nothing is encoded: the launch records the spec."""
+        return spec
 
     def fft(self, kind: str, src, dst) -> None:
         """Recorded like a launch (kernel ``fft2d_<kind>_<Lh>x<Lw>``, grid (batch, 1, 1), block ()),

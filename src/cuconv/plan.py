@@ -49,6 +49,14 @@ class Ref:
 _ABSENT: dict = {}
 
 
+@dataclass(frozen=True)
+class TensorMapArg:
+    """A TMA tensor map in a launch's arguments: ``spec`` over the array in slot ``ref``; the
+    backend encodes it when the launch runs (the map holds the array's address)."""
+    ref: Ref
+    spec: object            # cuconv.tensor_map.TensorMapSpec
+
+
 # --- NVTX ranges (CUCONV_NVTX=1) ---------------------------------------------------------
 # Read once at import: while it is off, Plan.execute pays one test of a module global. While it is
 # on, each run is a range "cuconv:<op>:<algo>" holding one range per launch named by its kernel
@@ -154,6 +162,8 @@ class Launch:
         object.__setattr__(self, "shared_mem", int(self.shared_mem))
         object.__setattr__(self, "_slots", tuple((i, a.name, a.offset) for i, a in enumerate(self.args)
                                                  if isinstance(a, Ref)))
+        object.__setattr__(self, "_maps", tuple((i, a.ref.name, a.ref.offset, a.spec) for i, a in enumerate(self.args)
+                                                if isinstance(a, TensorMapArg)))
 
     @property
     def kernel(self) -> str:
@@ -380,6 +390,9 @@ class Plan:
             for i, name, offset in ln._slots:
                 a = env[name]
                 args[i] = a if not offset else a.reshape(-1)[offset:]
+            for i, name, offset, spec in ln._maps:
+                a = env[name]
+                args[i] = be.tensor_map(spec, a if not offset else a.reshape(-1)[offset:])
             launch(ln.entry, ln.grid, ln.block, args, ln.shared_mem)
 
 
@@ -406,6 +419,8 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
     buffers = {b.name for b in plan.buffers}
 
     def rename(a):
+        if isinstance(a, TensorMapArg):
+            return TensorMapArg(rename(a.ref), a.spec)
         if not isinstance(a, Ref) or a.name.startswith("0:"):
             return a
         if a.name in buffers:

@@ -145,7 +145,7 @@ def bench_columns(kernel, arch) -> dict:
     (label, expression or KernelEntry) on ``arch``; never raises: without nvdisasm or on a
     compile error the values are None and ``static_error`` says why."""
     keys = ("issue_ceiling", "ceiling_pipe", "math_share", "fma_per_shared_byte", "registers",
-            "spill_bytes", "blocks_per_sm", "occupancy")
+            "spill_bytes", "blocks_per_sm", "occupancy", "features")
     try:
         entry = kernel if isinstance(kernel, KernelEntry) else find_kernel(kernel)
         a = analyze_entry(entry, arch)
@@ -155,7 +155,7 @@ def bench_columns(kernel, arch) -> dict:
     return dict(issue_ceiling=a.ceiling, ceiling_pipe=lp.ceiling_pipe if lp else None,
                 math_share=a.math_share, fma_per_shared_byte=a.fma_per_shared_byte, registers=a.registers,
                 spill_bytes=a.spill_bytes, blocks_per_sm=a.occupancy["blocks_per_sm"],
-                occupancy=a.occupancy["occupancy"], static_error=None)
+                occupancy=a.occupancy["occupancy"], features=a.features_text, static_error=None)
 
 
 # --------------------------------------------------------------------------- reports
@@ -168,11 +168,12 @@ def _widths_text(counter) -> str:
 
 
 TABLE_HEAD = ("kernel", "arch", "regs", "spill", "smem", "thr", "blk/SM", "occ", "loop", "math", "LDS/iter",
-              "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling")
+              "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling", "features")
 TABLE_LEGEND = ("loop: warp instructions per main-loop iteration; math: math instructions among them; "
                 "LDS/iter: shared loads by width (bits); FMA/B: multiply-adds per shared byte loaded; "
                 "gmem/smem-w: widest global / shared access in the kernel (bits); ceiling: issue-bound "
-                "fraction of peak of the loop's math pipe (see docs/static_analysis.md)")
+                "fraction of peak of the loop's math pipe (see docs/static_analysis.md); features: TMA loads, "
+                "warp specialization (WS: the main loop loads nothing, another loop feeds it), setmaxnreg")
 
 
 def table_rows(analyses) -> list[tuple[str, ...]]:
@@ -189,7 +190,8 @@ def table_rows(analyses) -> list[tuple[str, ...]]:
             str(lp.path_mix.by_class["barrier"]) if lp else "-",
             _pct(a.math_share), "-" if a.fma_per_shared_byte is None else f"{a.fma_per_shared_byte:.2f}",
             str(a.widest_global_bits or "-"), str(a.widest_shared_bits or "-"),
-            "-" if lp is None or lp.ceiling_pipe is None else f"{_pct(lp.ceiling)} {lp.ceiling_pipe}"))
+            "-" if lp is None or lp.ceiling_pipe is None else f"{_pct(lp.ceiling)} {lp.ceiling_pipe}",
+            a.features_text))
     return rows
 
 
@@ -228,6 +230,7 @@ def summary(a: Analysis) -> str:
         f"{occ['blocks_per_sm']} blocks, {occ['warps_per_sm']} warps/SM = {_pct(occ['occupancy'])} "
         f"(limited by {occ['limited_by']})"
         + (f"; the design needs {a.min_blocks_per_sm} blocks" if a.min_blocks_per_sm else ""),
+        f"  Hopper features: {a.features_text} (TMA instructions {a.features['tma']})",
         f"  kernel: {a.kernel_mix.instructions} instructions, local-memory ops {a.local_memory_instructions}, "
         f"widest global access {a.widest_global_bits or '-'} bits, widest shared access {a.widest_shared_bits or '-'} bits",
         f"  loops: {len(a.loops)}"

@@ -53,7 +53,7 @@ def kernel_resources(kernels: list[dict], arch: str) -> tuple[int | None, int | 
     regs, spills, problems = [], [], []
     for k in kernels:
         entry = k.get("entry")
-        k["registers"] = k["spill_bytes"] = k["issue_ceiling"] = k["math_share"] = None
+        k["registers"] = k["spill_bytes"] = k["issue_ceiling"] = k["math_share"] = k["features"] = None
         if k.get("library"):          # cuFFT's own kernels: nothing of ours to compile
             continue
         if entry is None:
@@ -72,6 +72,7 @@ def kernel_resources(kernels: list[dict], arch: str) -> tuple[int | None, int | 
         k["registers"], k["spill_bytes"] = res.registers, res.spill_bytes
         cols = bench_columns(entry, target)     # never raises; None without nvdisasm
         k["issue_ceiling"], k["math_share"] = cols["issue_ceiling"], cols["math_share"]
+        k["features"] = cols["features"]        # TMA / warp specialization / setmaxnreg, from the SASS
         regs.append(res.registers)
         spills.append(res.spill_bytes)
     if problems or not regs:

@@ -82,6 +82,7 @@ COLUMNS = (
     ("mem theory/meas", _mem),
     ("regs/spill", _regs),
     ("issue ceiling", lambda r: "-" if r["issue_ceiling"] is None else f"{100 * r['issue_ceiling']:.0f}%"),
+    ("features", lambda r: r.get("features") or "-"),
     ("vs baseline", lambda r: "-" if r["baseline_ratio"] is None else f"{r['baseline_ratio']:.2f}x"),
     ("throttled", lambda r: "YES" if r["throttled"] else "-"),
 )

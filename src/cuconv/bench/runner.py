@@ -244,6 +244,7 @@ class Runner:
         compute = max(rated, key=lambda k: k.get("math_share") or 0.0) if rated else None
         row.update(kernel="+".join(k["label"] for k in kernels) or None, registers=regs, spill_bytes=spills,
                    issue_ceiling=compute["issue_ceiling"] if compute else None,
+                   features=compute.get("features") if compute else None,
                    kernels=kernels_for_json(kernels))
         fill_work(row, case.work(algo), self.peaks, case.uses_tensor_cores(algo, [k["label"] for k in kernels]))
 

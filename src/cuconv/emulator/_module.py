@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _build, _options, _source, _worker
+from ._tensor_map import ADDRESS_OFFSET, TensorMap
 from .errors import CompileError
 
 MAX_DYNAMIC_SHARED = 232448  # 227 KiB, as runtime.h
@@ -420,6 +421,11 @@ class Function:
                                      f"non-const pointer")
                 start = a.__array_interface__["data"][0]
                 ranges.append((start, start + a.nbytes, i, writes))
+            elif isinstance(a, TensorMap) and p.kind == "v" and p.size == len(a.data):
+                # A tensor map by value: its array travels like a pointer argument (read-only),
+                # and the worker writes its address of that array into the map.
+                start = a.array.__array_interface__["data"][0]
+                ranges.append((start, start + a.array.nbytes, i, False))
             else:
                 packed[i] = ("bytes", self._scalar_bytes(p, a, where))
         # Groups of overlapping arrays (views of one buffer) travel together, so
@@ -437,7 +443,9 @@ class Function:
         for gi, (start, end, writes, members) in enumerate(groups):
             out_groups.append((start, end - start, writes))
             for i, s in members:
-                packed[i] = ("ptr", gi, s - start)
+                a = args[i]
+                packed[i] = (("map", a.data, gi, s - start + a.offset, ADDRESS_OFFSET) if isinstance(a, TensorMap)
+                             else ("ptr", gi, s - start))
         return out_groups, packed
 
     @staticmethod
