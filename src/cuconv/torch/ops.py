@@ -291,8 +291,6 @@ def _conv2d_grad(ctx, grad):
     return dx, dw, db, None, None, None, None, None, None, None
 
 
-CONV2D.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
-
 
 # =========================================================================== conv_transpose2d
 def _transpose_output_size(input, weight, stride, padding, output_padding, groups, dilation):  # noqa: A002
@@ -433,8 +431,6 @@ def _conv_transpose2d_grad(ctx, grad):
         dx, dw, db = (next(grads) if m else None for m in ctx.mask)
     return dx, dw, db, None, None, None, None, None
 
-
-CONV_TRANSPOSE2D.register_autograd(_conv_transpose2d_grad, setup_context=_conv_transpose2d_setup)
 
 
 # =========================================================================== pooling
@@ -590,10 +586,6 @@ def _max_pool2d_grad(ctx, grad, grad_indices=None):
     return dx, None, None, None, None, None
 
 
-MAX_POOL2D.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
-MAX_POOL2D_WITH_INDICES.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
-
-
 def avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override) -> tuple:
     return (_tuple(kernel_size), _tuple(stride), _tuple(padding), bool(ceil_mode), bool(count_include_pad),
             divisor_override)
@@ -652,8 +644,6 @@ def _avg_pool2d_grad(ctx, grad):
     return dx, None, None, None, None, None, None
 
 
-AVG_POOL2D.register_autograd(_avg_pool2d_grad, setup_context=_avg_pool2d_setup)
-
 
 def _global_size(op: str, output_size) -> None:
     if list(output_size) != [1, 1]:
@@ -708,11 +698,6 @@ def _adaptive_avg_pool2d_grad(ctx, grad):
     return dx, None
 
 
-ADAPTIVE_AVG_POOL2D.register_autograd(_adaptive_avg_pool2d_grad, setup_context=_adaptive_avg_pool2d_setup)
-
-for _name in ("conv2d", "conv_transpose2d"):
-    _register_autocast(_name)
-
 # Every operator, forward and backward, by name (torch.ops.cuconv.<name>).
 FORWARD = {"conv2d": CONV2D, "conv_transpose2d": CONV_TRANSPOSE2D, "max_pool2d": MAX_POOL2D,
            "max_pool2d_with_indices": MAX_POOL2D_WITH_INDICES, "avg_pool2d": AVG_POOL2D,
@@ -720,3 +705,16 @@ FORWARD = {"conv2d": CONV2D, "conv_transpose2d": CONV_TRANSPOSE2D, "max_pool2d":
 BACKWARD = {"conv2d_backward": CONV2D_BACKWARD, "conv_transpose2d_backward": CONV_TRANSPOSE2D_BACKWARD,
             "max_pool2d_backward": MAX_POOL2D_BACKWARD, "avg_pool2d_backward": AVG_POOL2D_BACKWARD,
             "adaptive_avg_pool2d_backward": ADAPTIVE_AVG_POOL2D_BACKWARD}
+# The autograd formulas, (setup_context, backward) by forward operator: registered here, and
+# what the tests pair with PyTorch's float64 forward to gradcheck a backward whose forward
+# cuconv lacks in float64.
+FORMULAS = {"conv2d": (_conv2d_setup, _conv2d_grad),
+            "conv_transpose2d": (_conv_transpose2d_setup, _conv_transpose2d_grad),
+            "max_pool2d": (_max_pool2d_setup, _max_pool2d_grad),
+            "max_pool2d_with_indices": (_max_pool2d_setup, _max_pool2d_grad),
+            "avg_pool2d": (_avg_pool2d_setup, _avg_pool2d_grad),
+            "adaptive_avg_pool2d": (_adaptive_avg_pool2d_setup, _adaptive_avg_pool2d_grad)}
+for _name, (_setup, _backward) in FORMULAS.items():
+    FORWARD[_name].register_autograd(_backward, setup_context=_setup)
+for _name in ("conv2d", "conv_transpose2d"):
+    _register_autocast(_name)
