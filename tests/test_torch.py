@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import inspect
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
@@ -34,30 +32,9 @@ from torch import nn  # noqa: E402
 import cuconv  # noqa: E402
 import cuconv.torch as ct  # noqa: E402
 from cuconv import grad as G  # noqa: E402
+from torch_helpers import assert_close, gen, randn  # noqa: E402, F401
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# max|out - ref| / max|ref| against PyTorch's CPU layers (both sides round; float32 sums of up to
-# a few hundred products, Winograd's transforms included).
-TOL = {torch.float64: 1e-11, torch.float32: 1e-5}
-
-
-@pytest.fixture
-def gen(request):
-    """A torch generator seeded from the test's id (fresh inputs per test, reproducible)."""
-    return torch.Generator().manual_seed(zlib.crc32(request.node.nodeid.encode()))
-
-
-def randn(gen, shape, dtype, requires_grad=False):
-    return torch.randn(shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
-
-
-def assert_close(out, ref, dtype, what=""):
-    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} vs {tuple(ref.shape)}"
-    assert out.dtype == ref.dtype, f"{what}: dtype {out.dtype} vs {ref.dtype}"
-    out, ref = out.detach().double(), ref.detach().double()
-    assert torch.isfinite(out).all(), f"{what}: non-finite values"
-    err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-300)).item()
-    assert err <= TOL[dtype], f"{what}: relative error {err:.3g} > {TOL[dtype]:.1g}"
 
 
 def forward_dtype(call) -> torch.dtype:

@@ -153,7 +153,7 @@ def conv2d_route(input, weight, bias, stride, padding, dilation, groups, same, a
                             algo=algo, layout=c.layout, activation=activation)
     probe.checked = False
     return R.route("conv2d", key, R.candidates(dt, cl, convert=algo == "auto"), probe, dt, cl,
-                   inputs="input and weight")
+                   {"input": input, "weight": weight})
 
 
 def _conv2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, same=False,
@@ -187,10 +187,10 @@ CONV2D = _define(
     _conv2d, _conv2d_fake)
 
 
-def _conv2d_backward_route(grad_output, weight, input_size, args, mask):
+def _conv2d_backward_route(grad_output, input, weight, input_size, args, mask, channels_last):  # noqa: A002
     dt = grad_output.dtype
     weight_size = None if weight is None else tuple(weight.shape)
-    key = (tuple(grad_output.shape), tuple(input_size), weight_size, dt, mask, *args)
+    key = (tuple(grad_output.shape), tuple(input_size), weight_size, dt, mask, channels_last, *args)
 
     def probe(c: R.Candidate):
         dy = R.stand(grad_output.shape, c.dtype)
@@ -199,8 +199,8 @@ def _conv2d_backward_route(grad_output, weight, input_size, args, mask):
                                           output_mask=mask)
         plans = [G.plan_conv2d_input(tuple(input_size), R.stand(weight_size, c.dtype), dy, *args)] if mask[0] else []
         return (plans + [G.plan_conv2d_bias(dy)] if mask[2] else plans)[0]
-    return R.route("conv2d_backward", key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, False,
-                   inputs="grad_output, input and weight", outputs="the gradients")
+    return R.route("conv2d_backward", key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, channels_last,
+                   {"grad_output": grad_output, "input": input, "weight": weight}, outputs="the gradients")
 
 
 def _conv2d_backward(grad_output, input, weight, input_size, stride, padding, dilation, groups, same,  # noqa: A002
@@ -210,7 +210,7 @@ def _conv2d_backward(grad_output, input, weight, input_size, stride, padding, di
     with Call("conv2d backward", grad_output=grad_output, input=input, weight=weight) as c:
         _four_d("conv2d_backward", grad_output=grad_output, input=input, weight=weight)
         args = (_tuple(stride), _padding(padding, same), _tuple(dilation), groups)
-        r = _conv2d_backward_route(grad_output, weight, input_size, args, mask)
+        r = _conv2d_backward_route(grad_output, input, weight, input_size, args, mask, channels_last)
         dy, x, w = (R.dense(t, r.dtype) for t in (grad_output, input, weight))
         if mask[1]:          # one plan; db fused into the wgrad kernel
             dx, dw, db = G.conv2d_backward(c.array(x), c.array(w), c.array(dy), *args, output_mask=mask)
@@ -326,7 +326,7 @@ def conv_transpose2d_route(input, weight, bias, stride, padding, output_padding,
                                    args[1], args[4], groups)
     probe.checked = False
     return R.route("conv_transpose2d", key, R.candidates(dt, cl, layouts=("NCHW",), kinds=_TRANSPOSE_KINDS), probe,
-                   dt, cl, inputs="input and weight")
+                   dt, cl, {"input": input, "weight": weight})
 
 
 def _conv_transpose2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
@@ -361,9 +361,10 @@ CONV_TRANSPOSE2D = _define(
     _conv_transpose2d, _conv_transpose2d_fake)
 
 
-def _conv_transpose2d_backward_route(grad_output, input_size, weight_size, args, mask):
+def _conv_transpose2d_backward_route(grad_output, input, weight, input_size, weight_size, args, mask,  # noqa: A002
+                                     channels_last):
     dt = grad_output.dtype
-    key = (tuple(grad_output.shape), tuple(input_size), tuple(weight_size), dt, mask, *args)
+    key = (tuple(grad_output.shape), tuple(input_size), tuple(weight_size), dt, mask, channels_last, *args)
 
     def probe(c: R.Candidate):
         dy = R.stand(grad_output.shape, c.dtype)
@@ -373,8 +374,9 @@ def _conv_transpose2d_backward_route(grad_output, input_size, weight_size, args,
                  if mask[1] else None,
                  G.plan_conv2d_bias(dy) if mask[2] else None]
         return next(p for p in plans if p is not None)
-    return R.route("conv_transpose2d_backward", key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, False,
-                   inputs="grad_output, input and weight", outputs="the gradients")
+    return R.route("conv_transpose2d_backward", key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt,
+                   channels_last, {"grad_output": grad_output, "input": input, "weight": weight},
+                   outputs="the gradients")
 
 
 def _conv_transpose2d_backward(grad_output, input, weight, input_size, weight_size, stride, padding,  # noqa: A002
@@ -384,7 +386,8 @@ def _conv_transpose2d_backward(grad_output, input, weight, input_size, weight_si
     with Call("conv_transpose2d backward", grad_output=grad_output, input=input, weight=weight) as c:
         _four_d("conv_transpose2d_backward", grad_output=grad_output, input=input, weight=weight)
         args = (_tuple(stride), _tuple(padding), _tuple(output_padding), groups, _tuple(dilation))
-        r = _conv_transpose2d_backward_route(grad_output, input_size, weight_size, args, mask)
+        r = _conv_transpose2d_backward_route(grad_output, input, weight, input_size, weight_size, args, mask,
+                                              channels_last)
         dy, x, w = (R.dense(t, r.dtype) for t in (grad_output, input, weight))
         ddy = c.array(dy)
         dx = G.conv_transpose2d_input(tuple(input_size), c.array(w), ddy, *args) if mask[0] else None
@@ -448,7 +451,7 @@ def _pool_route(op: str, input, key: tuple, problem, plan):  # noqa: A002
         return R.on_record_backend(plan)(R.zero_strided(input.shape, c.dtype))
     probe.checked = False
     return R.route(op, (tuple(input.shape), dt, cl, *key), R.candidates(dt, cl, layouts=("NCHW",)), probe, dt, cl,
-                   inputs="input", outputs="the output")
+                   {"input": input})
 
 
 def max_pool2d_route(input, window: tuple) -> R.Route:  # noqa: A002
@@ -468,17 +471,17 @@ def adaptive_avg_pool2d_route(input) -> R.Route:  # noqa: A002
                        cuconv_plan_global_avg_pool2d)
 
 
-def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_fn, indices=None):
+def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_fn, channels_last, indices=None):
     dt = grad_output.dtype
-    key = (tuple(grad_output.shape), tuple(input_size), dt, *window)
+    key = (tuple(grad_output.shape), tuple(input_size), dt, channels_last, *window)
 
     def probe(c: R.Candidate):
         dy = R.stand(grad_output.shape, c.dtype)
         if indices is not None:
             return plan_fn(dy, R.stand(indices.shape, indices.dtype), tuple(input_size), *window)
         return plan_fn(dy, tuple(input_size), *window)
-    return R.route(op, key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, False, inputs="grad_output",
-                   outputs="the gradient")
+    return R.route(op, key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, channels_last,
+                   {"grad_output": grad_output, "indices": indices}, outputs="the gradient")
 
 
 def max_window(kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
@@ -542,7 +545,7 @@ def _max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, 
         _four_d("max_pool2d_backward", grad_output=grad_output, indices=indices)
         window = max_window(kernel_size, stride, padding, dilation, ceil_mode)
         r = _pool_backward_route("max_pool2d_backward", grad_output, input_size, window, G.plan_max_pool2d,
-                                 indices)
+                                 channels_last, indices)
         dx = G.max_pool2d(c.array(R.dense(grad_output, r.dtype)), c.array(R.dense(indices, torch.int64)),
                           tuple(input_size), *window)
         return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
@@ -617,7 +620,8 @@ def _avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, 
     window = avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     with Call("avg_pool2d backward", grad_output=grad_output) as c:
         _four_d("avg_pool2d_backward", grad_output=grad_output)
-        r = _pool_backward_route("avg_pool2d_backward", grad_output, input_size, window, G.plan_avg_pool2d)
+        r = _pool_backward_route("avg_pool2d_backward", grad_output, input_size, window, G.plan_avg_pool2d,
+                                 channels_last)
         dx = G.avg_pool2d(c.array(R.dense(grad_output, r.dtype)), tuple(input_size), *window)
         return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
 
@@ -674,7 +678,7 @@ def _adaptive_avg_pool2d_backward(grad_output, input_size, channels_last):
     with Call("adaptive_avg_pool2d backward", grad_output=grad_output) as c:
         _four_d("adaptive_avg_pool2d_backward", grad_output=grad_output)
         r = _pool_backward_route("adaptive_avg_pool2d_backward", grad_output, input_size, (),
-                                 G.plan_global_avg_pool2d)
+                                 G.plan_global_avg_pool2d, channels_last)
         dx = G.global_avg_pool2d(c.array(R.dense(grad_output, r.dtype)), tuple(input_size))
         return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
 

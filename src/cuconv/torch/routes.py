@@ -170,34 +170,55 @@ def candidates(dtype: torch.dtype, channels_last: bool, layouts=("NCHW", "NHWC")
     return [Candidate(lay, dt, kind) for dt in dtypes for lay in order for kind in kinds]
 
 
-def _steps(c: Candidate, dtype: torch.dtype, channels_last: bool, refused: list, layouts: set, inputs: str,
+def stored_as(t) -> str:
+    """How a 4-D tensor's memory is laid out: "NHWC" (dense channels_last), "NCHW" (contiguous),
+    or "strided" (neither: a slice, a transpose)."""
+    if t.is_contiguous():
+        return "NCHW"
+    return "NHWC" if t.is_contiguous(memory_format=torch.channels_last) else "strided"
+
+
+def _names(names) -> str:
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _steps(c: Candidate, dtype: torch.dtype, channels_last: bool, refused: list, layouts: set, stored: dict,
            outputs: str) -> tuple:
+    """The copies a route adds, in words (``stored``: input name -> ``stored_as``)."""
     steps = []
     own = "NHWC" if channels_last else "NCHW"
     why = f" ({refused[0][1]})" if refused else ""
+    moved = [name for name, how in stored.items() if how != c.layout]
+    fmt = {"NHWC": "channels_last", "NCHW": "contiguous"}
     if c.layout != own:
-        fmt = "channels_last" if channels_last else "contiguous"
         lacks = f"cuconv has no {own} kernel for this call{why}" if own in layouts else \
-            f"cuconv's kernels for it read {' or '.join(layouts)} only"
-        steps.append(f"{inputs} copied from {fmt} to {c.layout}, {outputs} copied back to {fmt}: {lacks}")
+            f"cuconv's kernels for it read {' or '.join(sorted(layouts))} only"
+        steps.append(f"{_names(moved)} copied to {c.layout}, {outputs} copied back to {fmt[own]}: {lacks}")
+    elif moved:
+        steps.append(f"{_names(moved)} copied to {c.layout} ({fmt[c.layout]}, "
+                     + ("not dense" if all(stored[m] == "strided" for m in moved) else "the call's memory format")
+                     + ")")
     if c.dtype != dtype:
         name, to = (str(d).replace("torch.", "") for d in (dtype, c.dtype))
-        steps.append(f"{inputs} converted from {name} to {to}, {outputs} rounded to {name}: cuconv has no {name} "
-                     f"kernel for this call{why}")
-    if not steps and channels_last and c.layout == "NHWC":
-        steps.append(f"channels_last {inputs} read as NHWC without a copy")
+        steps.append(f"{_names(list(stored))} converted from {name} to {to}, {outputs} rounded to {name}: cuconv "
+                     f"has no {name} kernel for this call{why}")
+    read = [name for name, how in stored.items() if how == c.layout == "NHWC"]
+    if read and c.dtype == dtype:
+        steps.append(f"channels_last {_names(read)} read as NHWC without a copy")
     return tuple(steps)
 
 
 _ROUTES: dict = {}
 
 
-def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype, channels_last: bool, *,
-          inputs: str = "inputs", outputs: str = "the output") -> Route:
+def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype, channels_last: bool,
+          tensors: dict, *, outputs: str = "the output") -> Route:
     """The first of ``cands`` that ``probe(candidate) -> Plan`` plans (TypeError/ValueError: it
-    cannot), memoized under ``key`` with the current backend's device. When none plans: the
-    one candidate's own error, or an error listing every candidate's refusal."""
-    full = (op, current_backend().device_key(), *key)
+    cannot), memoized under ``key``, the layout of the 4-D ``tensors`` (name -> tensor or None)
+    and the current backend's device. When none plans: the one candidate's own error, or an
+    error listing every candidate's refusal."""
+    stored = {name: stored_as(t) for name, t in tensors.items() if t is not None and t.dim() == 4}
+    full = (op, current_backend().device_key(), *key, *stored.values())
     r = _ROUTES.get(full)
     if r is not None:
         return r
@@ -209,8 +230,8 @@ def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype
             refused.append((c, exc))
             continue
         r = Route(op, c.layout, c.dtype, c.kind, channels_last,
-                  _steps(c, dtype, channels_last, [(rc, str(e)) for rc, e in refused],
-                         {k.layout for k in cands}, inputs, outputs), plan)
+                  _steps(c, dtype, channels_last, [(rc, str(e)) for rc, e in refused], {k.layout for k in cands},
+                         stored, outputs), plan)
         _ROUTES[full] = r
         return r
     if len(refused) == 1:
