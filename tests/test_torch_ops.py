@@ -6,7 +6,8 @@ kernel, explicit copies and a plan description that says so where not); autocast
 PyTorch's own autocast result; the routes' errors. CUDA autocast is skipped without a device."""
 from __future__ import annotations
 
-import numpy as np
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="cuconv.torch needs PyTorch (pip install 'cuconv[torch]')")
@@ -297,7 +298,7 @@ CUDA = torch.cuda.is_available() and cuconv.gpu_available()
 def test_cuda_autocast_matches_pytorch(gen, dtype):
     model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.ConvTranspose2d(16, 8, 2, 2),
                           nn.Conv2d(8, 8, 3, padding=1, groups=8)).cuda()
-    ours = ct.convert(__import__("copy").deepcopy(model))[0].to(memory_format=CL)
+    ours = ct.convert(copy.deepcopy(model))[0].to(memory_format=CL)
     x = randn(gen, (2, 16, 12, 10), torch.float32).cuda().contiguous(memory_format=CL)
     with torch.autocast("cuda", dtype=dtype):
         y, ref = ours(x), model(x)
@@ -351,7 +352,7 @@ def test_eager_calls_after_a_compiled_model_still_work(gen):
     eager calls made later in the same process failed the same way. The operators are opaque
     to dynamo: compile, run, then call cuconv eagerly on the same shapes."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)).double()
-    reference = __import__("copy").deepcopy(model)
+    reference = copy.deepcopy(model)
     ct.convert(model)
     x = randn(gen, (2, 3, 9, 8), torch.float64)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
