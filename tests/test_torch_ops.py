@@ -317,7 +317,7 @@ def test_route_errors_list_every_refusal_and_memoize(monkeypatch):
     probes = []
     real = ct.ops.cuconv_plan_conv2d
     monkeypatch.setattr(ct.ops, "cuconv_plan_conv2d", lambda *a, **k: probes.append(1) or real(*a, **k))
-    ct.routes.clear_routes()
+    cuconv.clear_plan_caches()                   # the routes too
     x32, w32 = x.float(), w.float()
     with cuconv.backend("record"):
         for _ in range(3):
@@ -332,6 +332,10 @@ def test_bad_arguments_are_torchs_errors_before_any_launch():
             ct.conv2d(x, torch.zeros(4, 3, 3, 3), padding="full")
         with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got \(1, 2, 3\)"):
             ct.max_pool2d(x, 2, (1, 2, 3))
+        with pytest.raises(ValueError, match=r"stride must fit in 64 bits, got 2361183241434822606848"):
+            ct.conv2d(x, torch.zeros(4, 3, 3, 3), stride=2 ** 71)      # never the dispatcher's RuntimeError
+        with pytest.raises(TypeError, match=r"algo must be a str"):
+            ct.conv2d(x, torch.zeros(4, 3, 3, 3), algo=3)
         with pytest.raises(ValueError, match=r"activation must be one of"):
             ct.conv2d(x, torch.zeros(4, 3, 3, 3), activation="gelu")
         with pytest.raises(ValueError, match=r"input must be 3-D .* or 4-D"):

@@ -14,6 +14,8 @@ float16 tensor where it has no float16 kernel).
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from . import ops as O
@@ -26,15 +28,27 @@ def _tensors(op: str, **tensors) -> None:
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
+INT64 = 2 ** 63
+
+
+def _int(v, what: str) -> int:
+    """An int argument as the operators' schema holds it (int64): TypeError for a non-int,
+    ValueError beyond 64 bits (the dispatcher's own error would be a RuntimeError)."""
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+        raise TypeError(f"{what} must be an int, got {v!r}")
+    if not -INT64 <= v < INT64:
+        raise ValueError(f"{what} must fit in 64 bits, got {v}")
+    return int(v)
+
+
 def _pair(v, what: str) -> list:
     """An int or a pair of ints as the operators' int[2] (a list)."""
     if isinstance(v, (tuple, list)) and len(v) == 1:
         v = v[0]
-    if isinstance(v, int) and not isinstance(v, bool):
-        return [v, v]
-    if (isinstance(v, (tuple, list)) and len(v) == 2
-            and all(isinstance(e, int) and not isinstance(e, bool) for e in v)):
-        return [v[0], v[1]]
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return [_int(v[0], what), _int(v[1], what)]
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return [_int(v, what)] * 2
     raise TypeError(f"{what} must be an int or a pair of ints, got {v!r}")
 
 
@@ -54,8 +68,10 @@ def _conv2d_args(input, weight, bias, stride, padding, dilation, groups, activat
         padding = 0
     if activation not in O.ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(map(repr, O.ACTIVATIONS))}, got {activation!r}")
-    return [weight, bias, _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"), groups,
-            same, activation, algo]
+    if not isinstance(algo, str):
+        raise TypeError(f"algo must be a str (a name from cuconv.algorithms, or 'auto'), got {algo!r}")
+    return [weight, bias, _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"),
+            _int(groups, "groups"), same, activation, algo]
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,  # noqa: A002
@@ -72,7 +88,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def _conv_transpose2d_args(input, weight, bias, stride, padding, output_padding, groups, dilation):  # noqa: A002
     _tensors("conv_transpose2d", input=input, weight=weight, bias=bias)
     return [weight, bias, _pair(stride, "stride"), _pair(padding, "padding"), _pair(output_padding, "output_padding"),
-            groups, _pair(dilation, "dilation")]
+            _int(groups, "groups"), _pair(dilation, "dilation")]
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,  # noqa: A002
@@ -114,7 +130,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                divisor_override=None):
     """torch.nn.functional.avg_pool2d on cuconv: ``torch.ops.cuconv.avg_pool2d``."""
     _tensors("avg_pool2d", input=input)
-    args = [*_window(kernel_size, stride, padding), ceil_mode, count_include_pad, divisor_override]
+    args = [*_window(kernel_size, stride, padding), ceil_mode, count_include_pad,
+            None if divisor_override is None else _int(divisor_override, "divisor_override")]
     if _unbatched(input, "avg_pool2d"):
         return O.overload("avg_pool2d")(input.unsqueeze(0), *args).squeeze(0)
     return O.overload("avg_pool2d")(input, *args)

@@ -33,6 +33,7 @@ from torch._prims_common import suggest_memory_format
 
 from ..backend import backend as _backend
 from ..backend import current_backend
+from ..plan import PlanCache
 from ._bridge import to_array
 
 HALF = (torch.float16, torch.bfloat16)
@@ -208,7 +209,7 @@ def _steps(c: Candidate, dtype: torch.dtype, channels_last: bool, refused: list,
     return tuple(steps)
 
 
-_ROUTES: dict = {}
+_ROUTES = PlanCache()        # bounded; cuconv.clear_plan_caches() clears it too
 
 
 def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype, channels_last: bool,
@@ -232,8 +233,7 @@ def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype
         r = Route(op, c.layout, c.dtype, c.kind, channels_last,
                   _steps(c, dtype, channels_last, [(rc, str(e)) for rc, e in refused], {k.layout for k in cands},
                          stored, outputs), plan)
-        _ROUTES[full] = r
-        return r
+        return _ROUTES.put(full, r)
     if len(refused) == 1:
         raise refused[0][1]
     kind = TypeError if all(isinstance(e, TypeError) for _, e in refused) else ValueError
@@ -241,8 +241,3 @@ def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype
                         for c, e in refused)
     raise kind(f"cuconv.torch.{op}: cuconv cannot run this call in any layout or dtype it could convert to "
                f"({reasons})")
-
-
-def clear_routes() -> None:
-    """Forget the memoized routes (after kernels were added at run time, in tests)."""
-    _ROUTES.clear()
