@@ -149,8 +149,8 @@ def conv2d_route(input, weight, bias, stride, padding, dilation, groups, same, a
             Conv2dProblem.from_shapes(input.shape, weight.shape, stride, pad, dilation, groups)
             probe.checked = True
         return cuconv_plan_conv2d(R.stand(input.shape, c.dtype, c.layout), R.stand(weight.shape, c.dtype, c.layout),
-                            R.stand(None if bias is None else bias.shape, c.dtype), args[0], pad, args[2], groups,
-                            algo=algo, layout=c.layout, activation=activation)
+                                  R.stand(None if bias is None else bias.shape, c.dtype), args[0], pad, args[2],
+                                  groups, algo=algo, layout=c.layout, activation=activation)
     probe.checked = False
     return R.route("conv2d", key, R.candidates(dt, cl, convert=algo == "auto"), probe, dt, cl,
                    {"input": input, "weight": weight})
@@ -163,12 +163,12 @@ def _conv2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1
         r = conv2d_route(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
         x, w, b = R.dense(input, r.dtype, r.layout), R.dense(weight, r.dtype, r.layout), R.dense(bias, r.dtype)
         y = c.tensor(cuconv_conv2d(c.array(x), c.array(w), c.array(b), _tuple(stride), _padding(padding, same),
-                             _tuple(dilation), groups, algo=algo, activation=activation, layout=r.layout))
+                                   _tuple(dilation), groups, algo=algo, activation=activation, layout=r.layout))
         return R.finish(R.from_layout(y, r.layout), input.dtype, r.channels_last)
 
 
 def _conv2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, same=False,
-            activation=None, algo="auto"):  # noqa: A002
+                 activation=None, algo="auto"):  # noqa: A002
     check("conv2d", input=input, weight=weight, bias=bias)
     _four_d("conv2d", input=input, weight=weight)
     N, _, H, W = input.shape
@@ -291,7 +291,6 @@ def _conv2d_grad(ctx, grad):
     return dx, dw, db, None, None, None, None, None, None, None
 
 
-
 # =========================================================================== conv_transpose2d
 def _transpose_output_size(input, weight, stride, padding, output_padding, groups, dilation):  # noqa: A002
     N, _, H, W = input.shape
@@ -330,14 +329,14 @@ def conv_transpose2d_route(input, weight, bias, stride, padding, output_padding,
 
 
 def _conv_transpose2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
-            groups=1, dilation=(1, 1)):  # noqa: A002
+                      groups=1, dilation=(1, 1)):  # noqa: A002
     with Call("conv_transpose2d", input=input, weight=weight, bias=bias) as c:
         _four_d("conv_transpose2d", input=input, weight=weight)
         r = conv_transpose2d_route(input, weight, bias, stride, padding, output_padding, groups, dilation)
         x, w, b = R.dense(input, r.dtype), R.dense(weight, r.dtype), R.dense(bias, r.dtype)
         if r.kind == "conv_transpose2d":
             y = c.tensor(cuconv_conv_transpose2d(c.array(x), c.array(w), c.array(b), _tuple(stride), _tuple(padding),
-                                           _tuple(output_padding), groups, _tuple(dilation)))
+                                                 _tuple(output_padding), groups, _tuple(dilation)))
         else:
             size = _transpose_output_size(input, weight, stride, padding, output_padding, groups, dilation)
             y = c.tensor(G.conv2d_input(size, c.array(w), c.array(x), _tuple(stride), _tuple(padding),
@@ -348,7 +347,7 @@ def _conv_transpose2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), o
 
 
 def _conv_transpose2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
-            groups=1, dilation=(1, 1)):  # noqa: A002
+                           groups=1, dilation=(1, 1)):  # noqa: A002
     check("conv_transpose2d", input=input, weight=weight, bias=bias)
     _four_d("conv_transpose2d", input=input, weight=weight)
     size = _transpose_output_size(input, weight, stride, padding, output_padding, groups, dilation)
@@ -433,7 +432,6 @@ def _conv_transpose2d_grad(ctx, grad):
         grads = iter(overload("conv_transpose2d_backward")(grad, x, w, *ctx.args, list(ctx.mask)))
         dx, dw, db = (next(grads) if m else None for m in ctx.mask)
     return dx, dw, db, None, None, None, None, None
-
 
 
 # =========================================================================== pooling
@@ -539,7 +537,7 @@ MAX_POOL2D_WITH_INDICES = _define("max_pool2d_with_indices", f"(Tensor input, {_
 
 
 def _max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode,
-                         channels_last):
+                                      channels_last):
     with Call("max_pool2d backward", grad_output=grad_output) as c:
         _check_indices(grad_output, indices)
         _four_d("max_pool2d_backward", grad_output=grad_output, indices=indices)
@@ -560,7 +558,7 @@ def _check_indices(grad_output, indices) -> None:
 
 
 def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode,
-                              channels_last):
+                                                channels_last):
     _check_indices(grad_output, indices)
     return R.empty(tuple(input_size), grad_output, channels_last)
 
@@ -595,7 +593,7 @@ def avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divis
 
 
 def _avg_pool2d(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
-            divisor_override=None):  # noqa: A002
+                divisor_override=None):  # noqa: A002
     window = avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     with Call("avg_pool2d", input=input) as c:
         _four_d("avg_pool2d", input=input)
@@ -605,7 +603,7 @@ def _avg_pool2d(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, cou
 
 
 def _avg_pool2d_fake(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
-            divisor_override=None):  # noqa: A002
+                     divisor_override=None):  # noqa: A002
     _four_d("avg_pool2d", input=input)
     return _pool_fake("avg_pool2d", input, _pool_output(input, kernel_size, stride, padding, (1, 1), ceil_mode))
 
@@ -616,7 +614,7 @@ AVG_POOL2D = _define(
 
 
 def _avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                         divisor_override, channels_last):
+                                      divisor_override, channels_last):
     window = avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     with Call("avg_pool2d backward", grad_output=grad_output) as c:
         _four_d("avg_pool2d_backward", grad_output=grad_output)
@@ -627,7 +625,7 @@ def _avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, 
 
 
 def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                              divisor_override, channels_last):
+                                                divisor_override, channels_last):
     check("avg_pool2d backward", grad_output=grad_output)
     return R.empty(tuple(input_size), grad_output, channels_last)
 
@@ -646,7 +644,6 @@ def _avg_pool2d_setup(ctx, inputs, output):
 def _avg_pool2d_grad(ctx, grad):
     dx = overload("avg_pool2d_backward")(grad, *ctx.args) if ctx.needs_input_grad[0] else None
     return dx, None, None, None, None, None, None
-
 
 
 def _global_size(op: str, output_size) -> None:
