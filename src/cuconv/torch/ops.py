@@ -237,14 +237,13 @@ def _conv2d_backward_fake(grad_output, input, weight, input_size, stride, paddin
                           channels_last, output_mask):
     check("conv2d backward", grad_output=grad_output, input=input, weight=weight)
     _need_for_mask("conv2d_backward", output_mask, input=input, weight=weight)
-    out = []
-    if output_mask[0]:
-        out.append(R.empty(tuple(input_size), grad_output, channels_last))
-    if output_mask[1]:
-        out.append(R.empty(tuple(weight.shape), grad_output, channels_last))
-    if output_mask[2]:
-        out.append(grad_output.new_empty((grad_output.shape[1],)))
-    return out
+    return _fake_grads(grad_output, output_mask, input_size, None if weight is None else weight.shape, channels_last)
+
+
+def _fake_grads(grad_output, mask, input_size, weight_size, channels_last) -> list:
+    """A convolution backward operator's fake gradients (dx, dw, db as the mask asks)."""
+    shapes = (tuple(input_size), None if weight_size is None else tuple(weight_size), (grad_output.shape[1],))
+    return [R.empty(shape, grad_output, channels_last) for shape, m in zip(shapes, mask) if m]
 
 
 CONV2D_BACKWARD = _backward_op(_define(
@@ -399,14 +398,7 @@ def _conv_transpose2d_backward_fake(grad_output, input, weight, input_size, weig
                                     output_padding, groups, dilation, channels_last, output_mask):
     check("conv_transpose2d backward", grad_output=grad_output, input=input, weight=weight)
     _need_for_mask("conv_transpose2d_backward", output_mask, input=input, weight=weight)
-    out = []
-    if output_mask[0]:
-        out.append(R.empty(tuple(input_size), grad_output, channels_last))
-    if output_mask[1]:
-        out.append(R.empty(tuple(weight_size), grad_output, channels_last))
-    if output_mask[2]:
-        out.append(grad_output.new_empty((grad_output.shape[1],)))
-    return out
+    return _fake_grads(grad_output, output_mask, input_size, weight_size, channels_last)
 
 
 CONV_TRANSPOSE2D_BACKWARD = _backward_op(_define(
@@ -536,17 +528,31 @@ MAX_POOL2D_WITH_INDICES = _define("max_pool2d_with_indices", f"(Tensor input, {_
                                   _max_pool2d_with_indices, _max_pool2d_with_indices_fake)
 
 
-def _max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode,
-                                      channels_last):
-    with Call("max_pool2d backward", grad_output=grad_output) as c:
-        _check_indices(grad_output, indices)
-        _four_d("max_pool2d_backward", grad_output=grad_output, indices=indices)
-        window = max_window(kernel_size, stride, padding, dilation, ceil_mode)
-        r = _pool_backward_route("max_pool2d_backward", grad_output, input_size, window, G.plan_max_pool2d,
-                                 channels_last, indices)
-        dx = G.max_pool2d(c.array(R.dense(grad_output, r.dtype)), c.array(R.dense(indices, torch.int64)),
-                          tuple(input_size), *window)
+def _pool_gradient(op: str, grad_output, input_size, window: tuple, channels_last: bool, plan_fn, grad_fn,
+                   indices=None):
+    """A pooling backward operator: its route, ``grad_fn`` (cuconv.grad's function), the gradient
+    in the forward's memory format."""
+    with Call(op, grad_output=grad_output) as c:
+        if indices is not None:
+            _check_indices(grad_output, indices)
+        _four_d(op, grad_output=grad_output, indices=indices)
+        r = _pool_backward_route(op, grad_output, input_size, window, plan_fn, channels_last, indices)
+        arrays = [c.array(R.dense(t, dt)) for t, dt in ((grad_output, r.dtype), (indices, torch.int64)) if t is not None]
+        dx = grad_fn(*arrays, tuple(input_size), *window)
         return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
+
+
+def _pool_gradient_fake(grad_output, input_size, *args):
+    """The avg_pool2d and adaptive_avg_pool2d backward operators' fake (channels_last: the last argument)."""
+    check("pooling backward", grad_output=grad_output)
+    return R.empty(tuple(input_size), grad_output, args[-1])
+
+
+def _max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode,
+                         channels_last):
+    return _pool_gradient("max_pool2d_backward", grad_output, input_size,
+                          max_window(kernel_size, stride, padding, dilation, ceil_mode), channels_last,
+                          G.plan_max_pool2d, G.max_pool2d, indices)
 
 
 def _check_indices(grad_output, indices) -> None:
@@ -558,7 +564,7 @@ def _check_indices(grad_output, indices) -> None:
 
 
 def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode,
-                                                channels_last):
+                              channels_last):
     _check_indices(grad_output, indices)
     return R.empty(tuple(input_size), grad_output, channels_last)
 
@@ -614,26 +620,16 @@ AVG_POOL2D = _define(
 
 
 def _avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                      divisor_override, channels_last):
-    window = avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    with Call("avg_pool2d backward", grad_output=grad_output) as c:
-        _four_d("avg_pool2d_backward", grad_output=grad_output)
-        r = _pool_backward_route("avg_pool2d_backward", grad_output, input_size, window, G.plan_avg_pool2d,
-                                 channels_last)
-        dx = G.avg_pool2d(c.array(R.dense(grad_output, r.dtype)), tuple(input_size), *window)
-        return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
-
-
-def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                                divisor_override, channels_last):
-    check("avg_pool2d backward", grad_output=grad_output)
-    return R.empty(tuple(input_size), grad_output, channels_last)
+                         divisor_override, channels_last):
+    return _pool_gradient("avg_pool2d_backward", grad_output, input_size,
+                          avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override),
+                          channels_last, G.plan_avg_pool2d, G.avg_pool2d)
 
 
 AVG_POOL2D_BACKWARD = _backward_op(_define(
     "avg_pool2d_backward", "(Tensor grad_output, SymInt[4] input_size, int[2] kernel_size, int[2] stride, "
     "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override, bool channels_last) -> Tensor",
-    _avg_pool2d_backward, _avg_pool2d_backward_fake))
+    _avg_pool2d_backward, _pool_gradient_fake))
 
 
 def _avg_pool2d_setup(ctx, inputs, output):
@@ -672,22 +668,13 @@ ADAPTIVE_AVG_POOL2D = _define("adaptive_avg_pool2d", "(Tensor input, int[2] outp
 
 
 def _adaptive_avg_pool2d_backward(grad_output, input_size, channels_last):
-    with Call("adaptive_avg_pool2d backward", grad_output=grad_output) as c:
-        _four_d("adaptive_avg_pool2d_backward", grad_output=grad_output)
-        r = _pool_backward_route("adaptive_avg_pool2d_backward", grad_output, input_size, (),
-                                 G.plan_global_avg_pool2d, channels_last)
-        dx = G.global_avg_pool2d(c.array(R.dense(grad_output, r.dtype)), tuple(input_size))
-        return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
-
-
-def _adaptive_avg_pool2d_backward_fake(grad_output, input_size, channels_last):
-    check("adaptive_avg_pool2d backward", grad_output=grad_output)
-    return R.empty(tuple(input_size), grad_output, channels_last)
+    return _pool_gradient("adaptive_avg_pool2d_backward", grad_output, input_size, (), channels_last,
+                          G.plan_global_avg_pool2d, G.global_avg_pool2d)
 
 
 ADAPTIVE_AVG_POOL2D_BACKWARD = _backward_op(_define(
     "adaptive_avg_pool2d_backward", "(Tensor grad_output, SymInt[4] input_size, bool channels_last) -> Tensor",
-    _adaptive_avg_pool2d_backward, _adaptive_avg_pool2d_backward_fake))
+    _adaptive_avg_pool2d_backward, _pool_gradient_fake))
 
 
 def _adaptive_avg_pool2d_setup(ctx, inputs, output):
