@@ -108,12 +108,21 @@ def _step(model, x, dy):
 
 
 def _assert_equal_to_eager(compiled, eager, x, gen, dtype):
+    """Output and gradients normwise within NORMWISE. A gradient's reference norm is floored at
+    the RMS level of all the gradients: some are zero by the model's structure (a bias feeding
+    BatchNorm, directly or through a 1×1 convolution), rounding noise that Inductor's reordered
+    BatchNorm arithmetic changes, with no relative accuracy to speak of."""
     y, grads = _step(compiled, x, dy := randn(gen, tuple(eager(x).shape), dtype))
     ref, ref_grads = _step(eager, x, dy)
     assert y.shape == ref.shape and y.dtype == ref.dtype
     assert normwise(y, ref) <= NORMWISE[dtype], f"forward: {normwise(y, ref):.3g}"
+    every = torch.cat([r.detach().double().flatten() for r in ref_grads])
+    rms = (every.norm() / every.numel() ** 0.5).item()
     for i, (g, r) in enumerate(zip(grads, ref_grads)):
-        assert normwise(g, r) <= NORMWISE[dtype], f"gradient {i}: {normwise(g, r):.3g}"
+        assert g.shape == r.shape and g.dtype == r.dtype
+        err = (g.detach().double() - r.detach().double()).norm().item() / max(r.detach().double().norm().item(),
+                                                                              rms * r.numel() ** 0.5)
+        assert err <= NORMWISE[dtype], f"gradient {i} ({tuple(r.shape)}): {err:.3g}"
     return y
 
 

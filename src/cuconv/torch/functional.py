@@ -34,7 +34,7 @@ INT64 = 2 ** 63
 def _int(v, what: str) -> int:
     """An int argument as the operators' schema holds it (int64): TypeError for a non-int,
     ValueError beyond 64 bits (the dispatcher's own error would be a RuntimeError)."""
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+    if type(v) is not int and (not isinstance(v, numbers.Integral) or isinstance(v, bool)):
         raise TypeError(f"{what} must be an int, got {v!r}")
     if not -INT64 <= v < INT64:
         raise ValueError(f"{what} must fit in 64 bits, got {v}")
@@ -43,6 +43,8 @@ def _int(v, what: str) -> int:
 
 def _pair(v, what: str) -> list:
     """An int or a pair of ints as the operators' int[2] (a list)."""
+    if type(v) is int:
+        return [_int(v, what)] * 2
     if isinstance(v, (tuple, list)) and len(v) == 1:
         v = v[0]
     if isinstance(v, (tuple, list)) and len(v) == 2:

@@ -145,15 +145,11 @@ def conv2d_route(input, weight, bias, stride, padding, dilation, groups, same, a
     dt = input.dtype
 
     def probe(c: R.Candidate):
-        if not probe.checked:
-            Conv2dProblem.from_shapes(input.shape, weight.shape, stride, pad, dilation, groups)
-            probe.checked = True
         return cuconv_plan_conv2d(R.stand(input.shape, c.dtype, c.layout), R.stand(weight.shape, c.dtype, c.layout),
                                   R.stand(None if bias is None else bias.shape, c.dtype), args[0], pad, args[2],
                                   groups, algo=algo, layout=c.layout, activation=activation)
-    probe.checked = False
-    return R.route("conv2d", key, R.candidates(dt, cl, convert=algo == "auto"), probe, dt, cl,
-                   {"input": input, "weight": weight})
+    return R.route("conv2d", key, {"input": input, "weight": weight}, probe, dt, cl, convert=algo == "auto",
+                   check=lambda: Conv2dProblem.from_shapes(input.shape, weight.shape, args[0], pad, args[2], groups))
 
 
 def _conv2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, same=False,
@@ -199,8 +195,8 @@ def _conv2d_backward_route(grad_output, input, weight, input_size, args, mask, c
                                           output_mask=mask)
         plans = [G.plan_conv2d_input(tuple(input_size), R.stand(weight_size, c.dtype), dy, *args)] if mask[0] else []
         return (plans + [G.plan_conv2d_bias(dy)] if mask[2] else plans)[0]
-    return R.route("conv2d_backward", key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, channels_last,
-                   {"grad_output": grad_output, "input": input, "weight": weight}, outputs="the gradients")
+    return R.route("conv2d_backward", key, {"grad_output": grad_output, "input": input, "weight": weight}, probe,
+                   dt, channels_last, layouts=("NCHW",), outputs="the gradients")
 
 
 def _conv2d_backward(grad_output, input, weight, input_size, stride, padding, dilation, groups, same,  # noqa: A002
@@ -312,9 +308,6 @@ def conv_transpose2d_route(input, weight, bias, stride, padding, output_padding,
     dt = input.dtype
 
     def probe(c: R.Candidate):
-        if not probe.checked:
-            ConvTransposeProblem.from_shapes(input.shape, weight.shape, *args)
-            probe.checked = True
         if c.kind == "conv_transpose2d":
             return R.on_record_backend(cuconv_plan_conv_transpose2d)(
                 R.zero_strided(input.shape, c.dtype), R.zero_strided(weight.shape, c.dtype),
@@ -322,9 +315,9 @@ def conv_transpose2d_route(input, weight, bias, stride, padding, output_padding,
         out = _transpose_output_size(input, weight, *args)
         return G.plan_conv2d_input(out, R.stand(weight.shape, c.dtype), R.stand(input.shape, c.dtype), args[0],
                                    args[1], args[4], groups)
-    probe.checked = False
-    return R.route("conv_transpose2d", key, R.candidates(dt, cl, layouts=("NCHW",), kinds=_TRANSPOSE_KINDS), probe,
-                   dt, cl, {"input": input, "weight": weight})
+    return R.route("conv_transpose2d", key, {"input": input, "weight": weight}, probe, dt, cl, layouts=("NCHW",),
+                   kinds=_TRANSPOSE_KINDS,
+                   check=lambda: ConvTransposeProblem.from_shapes(input.shape, weight.shape, *args))
 
 
 def _conv_transpose2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
@@ -372,9 +365,8 @@ def _conv_transpose2d_backward_route(grad_output, input, weight, input_size, wei
                  if mask[1] else None,
                  G.plan_conv2d_bias(dy) if mask[2] else None]
         return next(p for p in plans if p is not None)
-    return R.route("conv_transpose2d_backward", key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt,
-                   channels_last, {"grad_output": grad_output, "input": input, "weight": weight},
-                   outputs="the gradients")
+    return R.route("conv_transpose2d_backward", key, {"grad_output": grad_output, "input": input, "weight": weight},
+                   probe, dt, channels_last, layouts=("NCHW",), outputs="the gradients")
 
 
 def _conv_transpose2d_backward(grad_output, input, weight, input_size, weight_size, stride, padding,  # noqa: A002
@@ -435,13 +427,9 @@ def _pool_route(op: str, input, key: tuple, problem, plan):  # noqa: A002
     dt = input.dtype
 
     def probe(c: R.Candidate):
-        if not probe.checked:
-            problem()
-            probe.checked = True
         return R.on_record_backend(plan)(R.zero_strided(input.shape, c.dtype))
-    probe.checked = False
-    return R.route(op, (tuple(input.shape), dt, cl, *key), R.candidates(dt, cl, layouts=("NCHW",)), probe, dt, cl,
-                   {"input": input})
+    return R.route(op, (tuple(input.shape), dt, cl, *key), {"input": input}, probe, dt, cl, layouts=("NCHW",),
+                   check=problem)
 
 
 def max_pool2d_route(input, window: tuple) -> R.Route:  # noqa: A002
@@ -470,8 +458,8 @@ def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_f
         if indices is not None:
             return plan_fn(dy, R.stand(indices.shape, indices.dtype), tuple(input_size), *window)
         return plan_fn(dy, tuple(input_size), *window)
-    return R.route(op, key, R.candidates(dt, False, layouts=("NCHW",)), probe, dt, channels_last,
-                   {"grad_output": grad_output, "indices": indices}, outputs="the gradient")
+    return R.route(op, key, {"grad_output": grad_output, "indices": indices}, probe, dt, channels_last,
+                   layouts=("NCHW",), outputs="the gradient")
 
 
 def max_window(kernel_size, stride, padding, dilation, ceil_mode) -> tuple:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import are_strides_like_channels_last_or_false, suggest_memory_format
 
 from ..backend import backend as _backend
 from ..backend import current_backend
@@ -40,10 +40,24 @@ HALF = (torch.float16, torch.bfloat16)
 
 
 # =========================================================================== memory formats
+@functools.lru_cache(maxsize=4096)
+def _strides_like_channels_last(shape: tuple, stride: tuple) -> bool:
+    return are_strides_like_channels_last_or_false(shape, stride)
+
+
+def _suggests_channels_last(t) -> bool:
+    """``t.suggest_memory_format() == torch.channels_last`` (PyTorch's Python equivalent, memoized
+    on concrete shapes and strides; symbolic ones, which do not hash, are not memoized)."""
+    try:
+        return _strides_like_channels_last(tuple(t.shape), t.stride())
+    except TypeError:
+        return suggest_memory_format(t) == torch.channels_last
+
+
 def is_channels_last(*tensors) -> bool:
     """PyTorch's rule for a convolution's memory format (cuDNN's): channels_last when any of the
     4-D ``tensors`` suggests channels_last (``Tensor.suggest_memory_format``)."""
-    return any(t is not None and t.dim() == 4 and suggest_memory_format(t) == torch.channels_last for t in tensors)
+    return any(t is not None and t.dim() == 4 and _suggests_channels_last(t) for t in tensors)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -212,17 +226,22 @@ def _steps(c: Candidate, dtype: torch.dtype, channels_last: bool, refused: list,
 _ROUTES = PlanCache()        # bounded; cuconv.clear_plan_caches() clears it too
 
 
-def route(op: str, key: tuple, cands: list[Candidate], probe, dtype: torch.dtype, channels_last: bool,
-          tensors: dict, *, outputs: str = "the output") -> Route:
-    """The first of ``cands`` that ``probe(candidate) -> Plan`` plans (TypeError/ValueError: it
-    cannot), memoized under ``key``, the layout of the 4-D ``tensors`` (name -> tensor or None)
-    and the current backend's device. When none plans: the one candidate's own error, or an
-    error listing every candidate's refusal."""
+def route(op: str, key: tuple, tensors: dict, probe, dtype: torch.dtype, channels_last: bool, *, check=None,
+          layouts=("NCHW", "NHWC"), kinds=("",), convert: bool = True, outputs: str = "the output") -> Route:
+    """The route of a call: memoized under ``key``, the layout of the 4-D ``tensors`` (name ->
+    tensor or None) and the current backend's device; on the first call, ``check()`` (the
+    arguments, before anything else) and then the first of ``candidates(dtype, channels_last,
+    layouts, kinds, convert)`` that ``probe(candidate) -> Plan`` plans (TypeError/ValueError: it
+    cannot). When none plans: the one candidate's own error, or an error listing every
+    candidate's refusal."""
     stored = {name: stored_as(t) for name, t in tensors.items() if t is not None and t.dim() == 4}
     full = (op, current_backend().device_key(), *key, *stored.values())
     r = _ROUTES.get(full)
     if r is not None:
         return r
+    if check is not None:
+        check()
+    cands = candidates(dtype, channels_last, layouts, kinds, convert)
     refused = []
     for c in cands:
         try:
