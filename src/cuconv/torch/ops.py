@@ -77,10 +77,6 @@ def _four_d(op: str, **tensors) -> None:
                              f"inputs), got shape {tuple(t.shape)}")
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 # =========================================================================== registration
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")     # the autocast rules (custom_op owns the rest)
 

@@ -208,7 +208,8 @@ def _steps(c: Candidate, dtype: torch.dtype, channels_last: bool, refused: list,
     if c.layout != own:
         lacks = f"cuconv has no {own} kernel for this call{why}" if own in layouts else \
             f"cuconv's kernels for it read {' or '.join(sorted(layouts))} only"
-        steps.append(f"{_names(moved)} copied to {c.layout}, {outputs} copied back to {fmt[own]}: {lacks}")
+        copied = f"{_names(moved)} copied to {c.layout}, " if moved else ""
+        steps.append(f"{copied}{outputs} copied back to {fmt[own]}: {lacks}")
     elif moved:
         steps.append(f"{_names(moved)} copied to {c.layout} ({fmt[c.layout]}, "
                      + ("not dense" if all(stored[m] == "strided" for m in moved) else "the call's memory format")
