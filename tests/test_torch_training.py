@@ -7,7 +7,8 @@ dynamic batch sizes without recompiling; DistributedDataParallel over two proces
 equal to plain PyTorch (examples/ddp_train.py). The compile tests trace with
 ``backend="aot_eager"`` (dynamo and AOTAutograd over the operators' fake implementations and
 autograd formulas); Inductor (the default backend) compiles C++ for every model and is marked
-``slow`` (about a minute a model on 2 busy cores). CUDA graphs of a compiled step need a GPU.
+``slow`` (minutes a model while Inductor's cache is cold, on 2 busy cores). CUDA graphs of a
+compiled step need a GPU.
 """
 from __future__ import annotations
 
