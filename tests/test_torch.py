@@ -1,16 +1,18 @@
 """``cuconv.torch`` (PyTorch autograd on cuconv's kernels), on CPU tensors through the emulator:
-each Function's forward and gradients against PyTorch's own layers on awkward shapes,
-``torch.autograd.gradcheck`` in float64, a chained model against the same model in plain
-PyTorch, the nn.Module drop-ins and ``convert``, that backward computes only what
-``needs_input_grad`` asks for (record backend), zero-copy bridging, the errors, the LeNet-5
-training example, and that ``import cuconv`` never imports torch. Two tests run CUDA tensors
-(skipped with a reason without a device).
+each layer's forward and gradients against PyTorch's own layers on awkward shapes,
+``torch.autograd.gradcheck`` in float64 of every ``torch.ops.cuconv`` operator, a chained model
+against the same model in plain PyTorch, the nn.Module drop-ins and ``convert``, that backward
+computes only what ``needs_input_grad`` asks for and the forward saves only what it needs
+(record backend), zero-copy bridging, the errors, the LeNet-5 training example, and that
+``import cuconv`` never imports torch. Two tests run CUDA tensors (skipped with a reason
+without a device). The operators' own checks (opcheck, channels_last, autocast) are in
+tests/test_torch_ops.py, torch.compile and DDP in tests/test_torch_training.py.
 
 float64 runs where cuconv's forward takes it for the case (probed on the record backend);
 elsewhere float32 with a float32 tolerance. gradcheck needs a float64 forward: where cuconv's
-lacks it, ``test_gradcheck_backward_float64`` pairs cuconv's backward, unchanged, with
-PyTorch's float64 forward (``_BackwardOnly``), and ``test_gradcheck_float64`` is skipped with
-that reason."""
+lacks it, ``test_gradcheck_backward_float64`` pairs the operator's autograd formula, unchanged,
+with PyTorch's float64 forward (``_backward_only``), and ``test_gradcheck_float64`` is skipped
+with that reason."""
 from __future__ import annotations
 
 import copy
