@@ -334,6 +334,8 @@ def test_bad_arguments_are_torchs_errors_before_any_launch():
             ct.max_pool2d(x, 2, (1, 2, 3))
         with pytest.raises(ValueError, match=r"stride must fit in 64 bits, got 2361183241434822606848"):
             ct.conv2d(x, torch.zeros(4, 3, 3, 3), stride=2 ** 71)      # never the dispatcher's RuntimeError
+        with pytest.raises(ValueError, match=r"32-bit"):               # never an OverflowError
+            ct.max_pool2d(x, 2, 2 ** 40)
         with pytest.raises(TypeError, match=r"algo must be a str"):
             ct.conv2d(x, torch.zeros(4, 3, 3, 3), algo=3)
         with pytest.raises(ValueError, match=r"activation must be one of"):

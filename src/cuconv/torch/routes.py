@@ -247,6 +247,9 @@ def route(op: str, key: tuple, tensors: dict, probe, dtype: torch.dtype, channel
     for c in cands:
         try:
             plan = probe(c)
+        except OverflowError as exc:     # an int beyond a kernel's 32-bit argument: a bad argument
+            refused.append((c, ValueError(f"{exc} (an argument beyond the kernels' 32-bit limits)")))
+            continue
         except (TypeError, ValueError) as exc:
             refused.append((c, exc))
             continue
