@@ -19,16 +19,16 @@ ROOT = SRC.parent.parent
 LAYERS = {
     "cuconv._version": 0, "cuconv.dtypes": 0, "cuconv.problem": 0, "cuconv.registry": 0, "cuconv.arch": 0,
     "cuconv.winograd_math": 1, "cuconv.fft_math": 1, "cuconv.reference": 1, "cuconv.testing": 1, "cuconv.emulator": 1,
-    "cuconv.compile": 2,
+    "cuconv.compile": 2, "cuconv.tensor_map": 2,
     "cuconv.backend": 3,
     "cuconv.plan": 4,
     "cuconv.ops": 5,
     "cuconv.cost": 5, "cuconv.models": 5, "cuconv.analysis": 5, "cuconv.device": 5,
     "cuconv.bench": 6,
-    "cuconv.torch": 6, "cuconv.grad": 6,
+    "cuconv.torch": 6, "cuconv.grad": 6, "cuconv.launchability": 6,
     "cuconv.commands": 7, "cuconv.cli": 7, "cuconv.__main__": 7, "cuconv": 7,
 }
-OPTIONAL_THIRD_PARTY = {"cupy", "cupyx", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy"}
+OPTIONAL_THIRD_PARTY = {"cupy", "cupyx", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy", "cuda"}
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import FFT_KINDS, current_backend, fft_label
+from .backend import FFT_KINDS, current_backend, fft_label, not_built_reason
 from .dtypes import name_of
 from .registry import KernelEntry
 
@@ -48,6 +48,14 @@ class Ref:
 
 
 _ABSENT: dict = {}
+
+
+@dataclass(frozen=True)
+class TensorMapArg:
+    """A TMA tensor map in a launch's arguments: ``spec`` over the array in slot ``ref``; the
+    backend encodes it when the launch runs (the map holds the array's address)."""
+    ref: Ref
+    spec: object            # cuconv.tensor_map.TensorMapSpec
 
 
 # --- NVTX ranges (CUCONV_NVTX=1) ---------------------------------------------------------
@@ -155,6 +163,8 @@ class Launch:
         object.__setattr__(self, "shared_mem", int(self.shared_mem))
         object.__setattr__(self, "_slots", tuple([(i, a.name, a.offset) for i, a in enumerate(self.args)
                                                   if isinstance(a, Ref)]))
+        object.__setattr__(self, "_maps", tuple([(i, a.ref.name, a.ref.offset, a.spec)
+                                                 for i, a in enumerate(self.args) if isinstance(a, TensorMapArg)]))
 
     @property
     def kernel(self) -> str:
@@ -406,6 +416,9 @@ class Plan:
             for i, name, offset in ln._slots:
                 a = env[name]
                 args[i] = a if not offset else a.reshape(-1)[offset:]
+            for i, name, offset, spec in ln._maps:
+                a = env[name]
+                args[i] = be.tensor_map(spec, a if not offset else a.reshape(-1)[offset:])
             launch(ln.entry, ln.grid, ln.block, args, ln.shared_mem)
 
 
@@ -432,6 +445,8 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
     buffers = {b.name for b in plan.buffers}
 
     def rename(a):
+        if isinstance(a, TensorMapArg):
+            return TensorMapArg(rename(a.ref), a.spec)
         if not isinstance(a, Ref) or a.name.startswith("0:"):
             return a
         if a.name in buffers:
@@ -463,6 +478,24 @@ def combine(op: str, problem, plans, inputs, outputs, expected, device) -> Plan:
                 device=device, workspace_bytes=nbytes, buffers=buffers,
                 aligned=tuple(sorted({r for p in plans for r in p.aligned})), expected=tuple(expected),
                 description="; ".join(p.description for p in plans if p.description))
+
+
+def arch_refusal(launches, cc: int) -> str | None:
+    """Why a plan with ``launches`` cannot run on a device of compute capability ``cc``: the first
+    kernel it names that is not built for that arch (None: every one is). The check every plan
+    passes before it is handed out (ConvAlgorithm.make_plan for each algorithm of each pass, so
+    ``auto`` takes the next rule; the op front end for every op's plan: ops/_frontend.py), so a
+    plan never names a kernel its device cannot load."""
+    seen = set()
+    for ln in launches:
+        entry = ln.entry
+        if entry is None or entry.label in seen:
+            continue
+        seen.add(entry.label)
+        reason = not_built_reason(entry, cc)
+        if reason is not None:
+            return reason
+    return None
 
 
 _CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()

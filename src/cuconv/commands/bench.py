@@ -9,6 +9,8 @@
     cuconv bench host                             # the host cost of a cached op call (no GPU needed)
     cuconv bench resnet50 --graph                 # time CUDA-graph replays of each plan
     cuconv bench seed --devices all               # once per GPU, one process each
+    cuconv bench algos --shard 2/4 --json s2.json # the 2nd quarter of a suite (a Slurm array task)
+    cuconv bench merge s1.json s2.json s3.json s4.json --json all.json --csv all.csv   # one table
 
 On a GPU each case is verified against the float64 reference, then timed with CUDA events.
 Without one it says so, verifies every case on the CPU emulator at a reduced size, fills
@@ -21,6 +23,7 @@ import argparse
 import json
 import multiprocessing
 import shlex
+import socket
 import sys
 
 from .. import models
@@ -44,8 +47,9 @@ from ..device import device_report
 from ..problem import Conv2dProblem
 
 _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
-                        "`model NAME` (the forward pass), `train NAME` (a forward + backward step), or `host` "
-                        "(the Python cost of an op call, on the record backend). Default: {default}.")
+                        "`model NAME` (the forward pass), `train NAME` (a forward + backward step), `host` "
+                        "(the Python cost of an op call, on the record backend), or `merge A.json B.json ...` "
+                        "(the --json files of --shard runs as one table, with --json/--csv). Default: {default}.")
 
 
 def int_list(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
@@ -301,9 +305,70 @@ def _totals(model, train: bool, cases, rows):
     return report.train_totals(model, cases, rows) if train else report.model_totals(model, rows)
 
 
+def _selection(args) -> dict:
+    """What a run's cases are, canonically (the --json header's ``selection``): two shards merge
+    only when theirs are equal."""
+    keys = ("targets", "algo", "backward", "dtype", "batch", "filter", "input", "weight", "stride", "padding",
+            "dilation", "groups")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k in keys for v in [getattr(args, k, None)]}
+
+
+_MERGE_ONLY = ("json", "csv", "quiet")
+
+
+def _run_merge(args) -> int:
+    """`cuconv bench merge A.json B.json ... [--json OUT] [--csv OUT]`: one table from the shards."""
+    files = args.targets[1:]
+    defaults = vars(build_defaults())
+    extra = sorted(k for k, v in vars(args).items() if k not in ("targets", "_argv", *_MERGE_ONLY)
+                   and k in defaults and v != defaults[k])
+    if extra:
+        print(f"cuconv bench merge: takes the shards' JSON files, --json, --csv and --quiet; got --{extra[0]}",
+              file=sys.stderr)
+        return 2
+    docs = []
+    for f in files:
+        try:
+            with open(f) as fh:
+                docs.append(json.load(fh))
+        except (OSError, ValueError) as exc:
+            print(f"cuconv bench merge: cannot read {f}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        header, rows, several = report.merge_shards(docs, files)
+    except report.MergeError as exc:
+        print(f"cuconv bench merge: {exc}", file=sys.stderr)
+        return 2
+    n = len(files)
+    print(report.header_text(header, f"{' '.join(header['selection']['targets'] or [DEFAULT_SUITE])}, "
+                                      f"{n} shards merged"))
+    if several:
+        print("Devices: " + "; ".join(f"shard {s['shard']} on {s['device']} #{s['device_index']}"
+                                      + (f" ({s['host']})" if s["host"] else "") for s in header["shards"]))
+    print()
+    print(report.markdown_table(rows, device_column=several))
+    text = report.notes_text(rows)
+    if text:
+        print(text)
+    if args.json:
+        report.write_json(args.json, header, rows)
+    if args.csv:
+        report.write_csv(args.csv, {k: v for k, v in header.items() if k != "shards"}, rows)
+    bad = [r for r in rows if r["status"] in ("verify-failed", "error")]
+    return 1 if bad else 0
+
+
+def build_defaults():
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return parser.parse_args([])
+
+
 def run(args) -> int:
     if args.targets == ["host"]:
         return _run_host(args)
+    if args.targets and args.targets[0] == "merge":
+        return _run_merge(args)
 
     try:
         if args.roofline:
@@ -320,6 +385,7 @@ def run(args) -> int:
         if not cases:
             print(f"cuconv bench: no case matches --filter {args.filter!r}", file=sys.stderr)
             return 2
+    cases_in_suite = len(cases)
     if args.shard:
         try:
             i, n = (int(v) for v in args.shard.split("/"))
@@ -328,6 +394,7 @@ def run(args) -> int:
         except ValueError:
             print(f"cuconv bench: --shard takes I/N with 1 <= I <= N, got {args.shard!r}", file=sys.stderr)
             return 2
+        args.shard = f"{i}/{n}"
         cases = cases[i - 1::n]
         if not cases:
             print(f"cuconv bench: --shard {args.shard} leaves no case", file=sys.stderr)
@@ -388,6 +455,9 @@ def run(args) -> int:
                       device_index=[r[0]["device_index"] for r in results],
                       devices=[r[0] for r in results])
     totals = _totals(model, train, cases, all_rows) if len(results) == 1 else None
+    # What `cuconv bench merge` checks: shards of one selection and revision, each once.
+    header = dict(header, selection=_selection(args), shard=args.shard, cases_in_suite=cases_in_suite,
+                  host=socket.gethostname())
     if args.json:
         report.write_json(args.json, header, all_rows, totals)
     if args.csv:

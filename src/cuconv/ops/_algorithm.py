@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..backend import DeviceCaps
 from ..dtypes import numpy_dtype
-from ..plan import Output, Plan, PlanError
+from ..plan import Output, Plan, PlanError, arch_refusal
 from ..problem import Conv2dProblem
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -140,14 +140,18 @@ class ConvAlgorithm:
             raise ValueError(f"algo={name!r} cannot run {p.describe()}: {exc}") from None
 
     def make_plan(self, spec: ConvSpec) -> Plan:
-        """The plan, or PlanError with the reason (workspace cap included: the error then carries
-        the plan). Every pass and every algorithm goes through here."""
+        """The plan, or PlanError with the reason: a kernel not built for the device's compute
+        capability (checked here for every pass and every algorithm, so no plan ever names one), or
+        a workspace over the cap (the error then carries the plan)."""
         reason = self.refusal(spec)
         if reason is not None:
             raise PlanError(reason)
         if spec.problem.N == 0 and spec.operator != WGRAD:
             return conv_plan(spec, self.name, [])     # an empty batch: an empty output, nothing to launch
         plan = self.plan(spec)                        # (a weight gradient over no images is zeros: planned)
+        reason = arch_refusal(plan.launches, spec.caps.cc)
+        if reason is not None:
+            raise PlanError(reason)
         cap = spec.max_workspace_bytes
         if cap is not None and plan.workspace_bytes > cap:
             raise PlanError(f"needs {plan.workspace_bytes} bytes of workspace, more than "

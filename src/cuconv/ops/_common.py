@@ -8,14 +8,28 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import INT32_MAX, name_of
-from ..plan import Ref, pointer
+from ..plan import PlanError, Ref, pointer
 
 # Fused-epilogue activations; the codes match CuconvActivation in kernels/common.cuh.
 ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "silu": 3}
 
-# Scalar argument types for launches: the emulator checks them, CuPy converts them.
-i32 = np.int32
-i64 = np.int64
+# Scalar argument types for launches: the emulator checks them, CuPy converts them. A value a
+# kernel's int argument cannot hold is a PlanError (a ValueError naming the limit: the algorithm
+# refuses the problem and ``auto`` takes the next rule), never NumPy's OverflowError.
+def i32(value, what: str = "a 32-bit kernel argument") -> np.int32:
+    v = int(value)
+    if not -INT32_MAX - 1 <= v <= INT32_MAX:
+        raise PlanError(f"{what} = {v} does not fit the kernel's 32-bit int (at most 2**31-1 = {INT32_MAX})")
+    return np.int32(v)
+
+
+def i64(value, what: str = "a 64-bit kernel argument") -> np.int64:
+    v = int(value)
+    if not -2 ** 63 <= v < 2 ** 63:
+        raise PlanError(f"{what} = {v} does not fit the kernel's 64-bit int")
+    return np.int64(v)
+
+
 f32 = np.float32
 
 # The array slots of the conv plans' input and output.
@@ -104,8 +118,8 @@ def epilogue_refs(has_bias: bool, has_residual: bool, dtype="float32") -> tuple:
 def conv_geometry_args(p) -> tuple:
     """The int32 problem arguments shared by the direct and implicit-GEMM kernels:
     N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups."""
-    return tuple(map(i32, (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
-                           p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups)))
+    return tuple(i32(getattr(p, f), f) for f in ("N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w",
+                                                  "pad_h", "pad_w", "dilation_h", "dilation_w", "groups"))
 
 
 # --------------------------------------------------------------------------- the front ends' plan lookup

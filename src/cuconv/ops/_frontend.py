@@ -16,7 +16,8 @@ On every call the front end
    lookup;
 3. on a miss, calls the op's ``plan(be, env, args, extra, misaligned)``, which checks every
    argument (ValueError/TypeError naming the shapes and the rule broken, before any allocation
-   or launch) and returns the ``Plan``; a plan that assumes 16-byte aligned arrays is made again
+   or launch) and returns the ``Plan``, refused (ValueError) when it names a kernel not built for
+   the device's compute capability; a plan that assumes 16-byte aligned arrays is made again
    for a call whose arrays are not;
 4. checks that the outputs the caller gave overlap no input, allocates the others, runs the plan
    and returns the outputs.
@@ -34,7 +35,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..backend import current_backend, planning_target
-from ..plan import Plan, PlanCache
+from ..plan import Plan, PlanCache, PlanError, arch_refusal
 from ..problem import shape_arg
 from . import _common
 
@@ -213,11 +214,21 @@ class FrontEnd:
         key = CallKey(planning_target(be)[1], tuple(map(_meta, given)), key_args,
                       be.devices(*given) if be.multi_device and not planning else None)
         live = {r: a for r, a in env.items() if a is not None and be.is_array(a)}
-        plan = self._cached(key, live, lambda misaligned: self.build(be, env, args, extra or {}, misaligned))
+        plan = self._cached(key, live, lambda misaligned: self._build(be, env, args, extra or {}, misaligned))
         if (not planning and not plan.aligned and len(live) == len([a for a in given if a is not None])
                 and all(a.flags.c_contiguous for r, a in live.items() if r in plan.inputs)):
             self.hot.put(key, plan)         # the hot path's key is this one: the same arrays, strides, arguments
         return plan, env
+
+    def _build(self, be, env: dict, args, extra: dict, misaligned) -> Plan:
+        """The op's plan (a miss: the slow path), refused with PlanError when it names a kernel not
+        built for the device's compute capability (plan.arch_refusal; issue 23: the bf16 bias
+        gradient on sm_75 was planned and failed at launch, after allocation)."""
+        plan = self.build(be, env, args, extra, misaligned)
+        reason = arch_refusal(plan.launches, planning_target(be)[0].cc)
+        if reason is not None:
+            raise PlanError(f"{self.op}: {reason}")
+        return plan
 
     def _cached(self, key, env: dict, build) -> Plan:
         """The plan for ``key`` (unhashable: not cached), built by ``build(misaligned)`` on a miss.

@@ -12,9 +12,9 @@ it has none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..backend import current_backend, planning_target
+from ..backend import current_backend, planning_target, workspace_cap
 from ..dtypes import numpy_dtype
 from ..plan import Plan, PlanCache, PlanError
 from ..problem import Conv2dProblem
@@ -76,21 +76,41 @@ def algorithm(name: str, operator: str = FPROP) -> ConvAlgorithm:
     return table[name]
 
 
+def auto_workspace_cap(spec: ConvSpec) -> tuple[int, str]:
+    """(bytes, description) of the workspace ``auto`` plans ``spec`` within: the caller's
+    max_workspace_bytes, else the device's default (backend.workspace_cap, a quarter of its
+    memory), every pass alike. A weight gradient's split-K partials, which take whatever they are
+    given, keep to their own default (conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES, 64 MiB) within the
+    device's unless the caller gives max_workspace_bytes."""
+    cap, how = workspace_cap(spec.caps, spec.max_workspace_bytes)
+    splitk = conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES
+    if spec.operator == WGRAD and spec.max_workspace_bytes is None and cap > splitk:
+        cap, how = splitk, f"{how}, the split-K partials within {splitk >> 20} MiB"
+    return cap, how
+
+
 def _auto(spec: ConvSpec) -> Plan:
+    """The first rule whose algorithm plans ``spec`` within the workspace cap (the caller's
+    max_workspace_bytes, else the device's default: backend.workspace_cap); the plan's description
+    names the rule and the cap."""
     if spec.options:
         raise TypeError(f"extra arguments {sorted(k for k, _ in spec.options)} belong to one algorithm: pass "
                         "algo= explicitly with them (algo='auto' may pick another)")
+    cap, how = auto_workspace_cap(spec)
+    capped = spec if spec.max_workspace_bytes == cap else replace(spec, max_workspace_bytes=cap)
     table = ALGORITHMS_BY_PASS[spec.operator]
-    for rule in heuristics.candidates(spec):
+    for rule in heuristics.candidates(capped):
         try:
-            plan = table[rule.algo].make_plan(spec)
+            plan = table[rule.algo].make_plan(capped)
         except PlanError:
             continue
-        return plan.described(f"auto: {rule.reason}")
+        return plan.described(f"auto: {rule.reason} [within the {how}]")
+    spec = capped
     reasons = "; ".join(f"{i.name}: {i.reason or 'no auto rule applies'}" for i in infos(spec))
     p = spec.problem
     what = "" if spec.operator == FPROP else f"{OPS[spec.operator]} of "
-    raise ValueError(f"no algorithm can run {what}{p.describe()} {p.dtype} {spec.layout} ({reasons})")
+    raise ValueError(f"no algorithm can run {what}{p.describe()} {p.dtype} {spec.layout} within the {how} "
+                     f"({reasons})")
 
 
 _SELECTED = PlanCache()

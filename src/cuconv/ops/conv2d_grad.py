@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend, planning_target
-from ..dtypes import INT32_MAX, TENSOR_CORE_DTYPES
+from ..backend import current_backend, planning_target, workspace_cap
+from ..dtypes import TENSOR_CORE_DTYPES
 from ..plan import Output, Plan, combine
 from ..problem import Conv2dProblem, bool_arg, shape_arg
 from . import _common, conv2d, conv_wgrad, tc_grad
@@ -135,8 +135,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     torch.nn.grad.conv2d_weight. The reduction over N·P·Q is split across blocks (split-K) and
     summed in a fixed order: bit-identical across runs. ``deterministic=False`` permits
     atomicAdd accumulation (float32/float64; no workspace, low bits vary between runs).
-    ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB). The plan's roles: inputs
-    ``x``, ``dy``, output ``dw`` (NCHW/KCRS)."""
+    ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB, within a quarter of the
+    device's memory). The plan's roles: inputs ``x``, ``dy``, output ``dw`` (NCHW/KCRS)."""
     if check_layout(layout) == "NHWC":
         _nhwc_out(out, weight_size, getattr(input, "dtype", None))
         return _nhwc_result(conv2d_weight(_nchw(input), _nchw_shape(weight_size), _nchw(grad_output), stride,
@@ -152,10 +152,8 @@ plan_conv2d_weight = plan_of(conv2d_weight)
 # --------------------------------------------------------------------------- conv2d_bias
 def bias_plan(dtype: str, N: int, K: int, PQ: int, expected, device) -> Plan:
     """db = dy (N, K, ...) summed over N and the P·Q other elements of each channel, in a fixed order
-    (one block per channel): the bias gradient of a convolution or a linear layer."""
-    for name, v in (("N", N), ("K", K), ("P·Q", PQ)):
-        if v > INT32_MAX:
-            raise ValueError(f"conv2d_bias: {name} = {v} does not fit a 32-bit int")
+    (one block per channel): the bias gradient of a convolution or a linear layer. A size beyond
+    the kernel's 32-bit arguments is a ValueError naming it (_common.i32)."""
     kernels = tc_grad if dtype in TENSOR_CORE_DTYPES else conv_wgrad
     launches = (kernels.bias_launch(dtype, N, K, PQ),) if K else ()
     return Plan("conv2d_bias", "reduce" if K else "none", None, launches, ("dy",),
@@ -186,6 +184,18 @@ plan_conv2d_bias = plan_of(conv2d_bias)
 
 
 # --------------------------------------------------------------------------- conv2d_backward
+def _wgrad_cap(caps, max_workspace_bytes, plans) -> int | None:
+    """The weight gradient's max_workspace_bytes in conv2d_backward: what the ``plans`` before it
+    (the dgrad's) leave of the caller's max_workspace_bytes, else of the device's default cap
+    (backend.workspace_cap); None — auto's default, the split-K partials within
+    conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES — while that leaves at least as much."""
+    used = sum(pl.workspace_bytes for pl in plans)
+    if max_workspace_bytes is not None:
+        return max(0, max_workspace_bytes - used)
+    left = max(0, workspace_cap(caps, None)[0] - used)
+    return None if left >= conv_wgrad.DEFAULT_MAX_WORKSPACE_BYTES else left
+
+
 def _plan_backward(be, env, args, extra, misaligned) -> Plan:
     mask, stride, padding, dilation, groups, algo, weight_algo, deterministic, max_workspace_bytes = args
     x, w, dy = env["x"], env["w"], env["dy"]
@@ -195,13 +205,14 @@ def _plan_backward(be, env, args, extra, misaligned) -> Plan:
     p = forward_problem("conv2d_backward", x.shape, w.shape, dy, stride, padding, dilation, groups, dt)
     check_outputs(be, [], {"input": x, "weight": w, "grad_output": dy})
     caps, device = planning_target(be)
+    check_workspace_cap(max_workspace_bytes)
     plans = []
     if mask[0]:
-        plans.append(conv2d.select(ConvSpec(p, caps=caps, device=device, misaligned=misaligned, operator=DGRAD),
-                                   algo))
-    if mask[1]:
-        check_workspace_cap(max_workspace_bytes)
         plans.append(conv2d.select(ConvSpec(p, caps=caps, device=device, max_workspace_bytes=max_workspace_bytes,
+                                            misaligned=misaligned, operator=DGRAD), algo))
+    if mask[1]:      # within what the dgrad's plan left of the workspace cap
+        plans.append(conv2d.select(ConvSpec(p, caps=caps, device=device,
+                                            max_workspace_bytes=_wgrad_cap(caps, max_workspace_bytes, plans),
                                             has_bias=mask[2], options=option_items(extra), misaligned=misaligned,
                                             operator=WGRAD,
                                             deterministic=bool_arg(deterministic, "deterministic")),
@@ -223,9 +234,10 @@ def conv2d_backward(input, weight, grad_output, stride=1, padding=0, dilation=1,
     convolution_backward): the gradients ``output_mask`` (input, weight, bias) asks for, None
     for the others; db is fused into the wgrad kernel when dw is computed too. ``algo`` picks
     the dgrad, ``weight_algo`` the wgrad; ``weight_options``: keyword arguments for the named
-    ``weight_algo`` (``config=``, ``splits=``). NCHW; unbatched 3-D inputs as PyTorch takes them. The
-    plan's roles: inputs ``x``, ``w``, ``dy``; outputs ``dx``, ``dw``, ``db`` (those the mask
-    asks for)."""
+    ``weight_algo`` (``config=``, ``splits=``). ``max_workspace_bytes`` caps the plan's workspace
+    (None: auto's default, a quarter of the device's memory): the dgrad plans within it, the wgrad
+    within what the dgrad left. NCHW; unbatched 3-D inputs as PyTorch takes them. The plan's
+    roles: inputs ``x``, ``w``, ``dy``; outputs ``dx``, ``dw``, ``db`` (those the mask asks for)."""
     mask = tuple(output_mask) if isinstance(output_mask, list) else output_mask
     if not isinstance(weight_options, (dict, type(None))):
         raise TypeError(f"weight_options must be a dict of keyword arguments or None, got {weight_options!r}")

@@ -150,7 +150,8 @@ def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
     """db[k] = Σ_{n,p,q} dy[n, k, p, q] over N images of P·Q outputs: one block per channel
     (deterministic)."""
     i32 = _common.i32
-    return Launch(BIAS_ENTRIES[dtype], (K, 1, 1), (BIAS_THREADS, 1, 1), (dy, db, i32(N), i32(K), i32(PQ)))
+    return Launch(BIAS_ENTRIES[dtype], (K, 1, 1), (BIAS_THREADS, 1, 1),
+                  (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q")))
 
 
 # --------------------------------------------------------------------------- choices

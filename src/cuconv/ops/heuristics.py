@@ -86,8 +86,9 @@ RULES: tuple[Rule, ...] = (
     Rule("implicit_gemm_wgmma", lambda s: _half(s) and _wide(s) and s.caps.cc == 90,
          "float16/bfloat16 on an sm_90 device (H100, H200): Hopper's full tensor-core rate is "
          "reached only by wgmma.mma_async (operands from shared memory, asynchronous), which "
-         "mma.sync's register-fed HMMA stays far below; modelled by the static issue ceiling, "
-         "not measured"),
+         "mma.sync's register-fed HMMA stays far below; the warp-specialized TMA config where its "
+         "tensor maps apply (its main loop's uncapped issue ratio is checked >= 6 by "
+         "tests/test_wgmma_conv.py); modelled by the static SASS analysis, not measured"),
     Rule("implicit_gemm_tc", lambda s: _half(s) and _wide(s),
          "float16/bfloat16: the mma.sync tensor-core implicit GEMM, fp32 accumulation"),
     Rule("pointwise", lambda s: s.problem.is_pointwise,

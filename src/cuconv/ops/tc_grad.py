@@ -247,7 +247,7 @@ def wgrad_splits(p: Conv2dProblem, sms: int, max_workspace_bytes: int | None, sp
 
 def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
     """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel)."""
-    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1), (dy, db, i32(N), i32(K), i32(PQ)))
+    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1), (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q")))
 
 
 def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
