@@ -427,8 +427,8 @@ def runs_on(entry: KernelEntry, cc: int) -> bool:
     """Whether ``entry`` is built for a device of compute capability ``cc`` (75, 80, 90 ...):
     its oldest target is not newer than the device; an arch-specific target (sm_90a) only
     for that exact capability."""
-    for arch in entry.archs:
-        digits = int("".join(ch for ch in arch[3:] if ch.isdigit()))
+    for arch in entry.archs:      # "sm_90", "sm_90a" (no generator: planning calls this per kernel)
+        digits = int(arch[3:].rstrip("abcdefghijklmnopqrstuvwxyz"))
         if (digits == cc) if arch.endswith("a") else (digits <= cc):
             return True
     return False

@@ -115,11 +115,21 @@ def epilogue_refs(has_bias: bool, has_residual: bool, dtype="float32") -> tuple:
             optional_ref(has_residual, "residual", dtype), i32(has_residual))
 
 
+_GEOMETRY = ("N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h",
+             "dilation_w", "groups")
+
+
 def conv_geometry_args(p) -> tuple:
     """The int32 problem arguments shared by the direct and implicit-GEMM kernels:
-    N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups."""
-    return tuple(i32(getattr(p, f), f) for f in ("N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w",
-                                                  "pad_h", "pad_w", "dilation_h", "dilation_w", "groups"))
+    N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups
+    (PlanError naming the first that does not fit, as ``i32``; checked in one pass: planning
+    pays no Python call per argument)."""
+    v = (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h,
+         p.dilation_w, p.groups)
+    if max(v) > INT32_MAX or min(v) < -INT32_MAX - 1:
+        for name, value in zip(_GEOMETRY, v):
+            i32(value, name)
+    return tuple(map(np.int32, v))
 
 
 # --------------------------------------------------------------------------- the front ends' plan lookup
