@@ -22,9 +22,10 @@ import cuconv
 from cuconv import analysis
 from cuconv import compile as compile_mod
 from cuconv.backend import EmulatorBackend, using
+from cuconv.ops import conv2d as conv2d_mod
 from cuconv.ops import heuristics
 from cuconv.ops import wgmma_conv as wg
-from cuconv.problem import Conv2dProblem
+from cuconv.problem import Conv2dProblem, ConvTransposeProblem
 from cuconv.reference import conv2d_ref
 from cuconv.registry import find_kernel, registered_kernels
 from cuconv.testing import assert_close, poison
@@ -413,6 +414,28 @@ def test_tma_conv_integers_bit_exact(rng, case, dtype, layout):
         y = run_conv(be, x, w, ref.shape, layout, config=TMA[dtype], **kw)
     assert plan.launches[-1].grid[0] <= sms
     np.testing.assert_array_equal(y.astype(np.float64), ref.astype(DT[dtype]).astype(np.float64))
+
+
+# A transposed convolution whose output_padding spans a stride is the data gradient of a
+# convolution that stops short of its input's end (negative end padding,
+# ConvTransposeProblem.as_conv2d); cuconv.grad.conv_transpose2d_input runs that convolution's
+# forward, which both wgmma kernels take (ConvAlgorithm.crops). The TMA kernel's im2col box must
+# then end at the end padding, or its rows would not be Q pixels wide.
+@pytest.mark.parametrize("config", [TMA["float16"], "wgmma_conv_f16_64x64x64_s3"])
+def test_cropped_problem_bit_exact(rng, config):
+    q = ConvTransposeProblem.from_shapes((1, 72, 6, 7), (72, 16, 3, 3), 1, 0, 2, 1, 3, "float16").as_conv2d()
+    assert min(q.pad_bottom, q.pad_right) < 0 and q.K_per_group > 64, q
+    x, w = small_ints(rng, q.input_shape, -2, 2), small_ints(rng, q.weight_shape, -2, 2)
+    with cuconv.backend("emulator") as be:
+        needs_sm90(be)
+        ref = conv2d_mod.select(conv2d_mod.spec_of(q.with_(dtype="float64")), "direct").run(put(be, x), put(be, w))
+        plan = conv2d_mod.select(conv2d_mod.spec_of(q, config=config), "implicit_gemm_wgmma")
+        assert plan.kernels[-1] == config
+        out = put(be, np.empty(q.output_shape, np.float16))
+        poison(out)
+        plan.run(put(be, x.astype(np.float16)), put(be, w.astype(np.float16)), out=out)
+        y, ref = be.to_numpy(out), be.to_numpy(ref)
+    np.testing.assert_array_equal(y.astype(np.float64), ref)
 
 
 def test_tma_conv_under_sanitizers_and_thread_orders(rng):

@@ -109,10 +109,10 @@ def tma_reason(p: Conv2dProblem, name: str = "the TMA kernel") -> str | None:
     im2col tensor map's limits (corners in [-128, 127], traversal strides <= 8) and groups whose
     64-channel boxes would reach into the next group."""
     lo = (-p.pad_w, -p.pad_h)
-    hi = (p.pad_w - (p.S - 1) * p.dilation_w, p.pad_h - (p.R - 1) * p.dilation_h)
+    hi = (p.pad_right - (p.S - 1) * p.dilation_w, p.pad_bottom - (p.R - 1) * p.dilation_h)
     if any(not -TMA_LIMIT <= v < TMA_LIMIT for v in lo + hi):
-        return (f"{name}: the im2col bounding box's corners {lo} / {hi} (-padding, padding - (filter-1)·dilation) "
-                f"must lie in [-{TMA_LIMIT}, {TMA_LIMIT - 1}] (rank-4 tensor maps)")
+        return (f"{name}: the im2col bounding box's corners {lo} / {hi} (-padding, end padding - (filter-1)·"
+                f"dilation) must lie in [-{TMA_LIMIT}, {TMA_LIMIT - 1}] (rank-4 tensor maps)")
     if p.stride_h > 8 or p.stride_w > 8:
         return f"{name}: stride {p.stride_h}x{p.stride_w} is above the tensor map's traversal stride limit 8"
     if p.groups > 1 and p.C_per_group % BK:
@@ -239,13 +239,14 @@ def wgmma_conv_plan(spec: ConvSpec, config=None):
 
 def tensor_maps(p: Conv2dProblem, Cg: int, dtype: str) -> tuple[TensorMapSpec, TensorMapSpec]:
     """The TMA kernel's two tensor maps for ``p`` with C/groups = ``Cg`` (NHWC x, KRSC w, 16-bit
-    elements): x in im2col mode (dims C, W, H, N; bounding box corners (-pad, pad - (filter-1)·
-    dilation), traversal strides = the conv strides, 128 pixels x 64 channels a load), w tiled
-    (dims C/groups, S, R, K; box 64 channels x 1 x 1 x 128 filters); 128-byte swizzle."""
+    elements): x in im2col mode (dims C, W, H, N; bounding box corners (-pad, end pad - (filter-1)·
+    dilation), so its rows are Q pixels wide, a cropped problem's too; traversal strides = the conv
+    strides, 128 pixels x 64 channels a load), w tiled (dims C/groups, S, R, K; box 64 channels x
+    1 x 1 x 128 filters); 128-byte swizzle."""
     e, C = 2, p.groups * Cg
     x = TensorMapSpec("im2col", dtype, (C, p.W, p.H, p.N), (C * e, p.W * C * e, p.H * p.W * C * e),
                       element_strides=(1, p.stride_w, p.stride_h, 1), lower=(-p.pad_w, -p.pad_h),
-                      upper=(p.pad_w - (p.S - 1) * p.dilation_w, p.pad_h - (p.R - 1) * p.dilation_h),
+                      upper=(p.pad_right - (p.S - 1) * p.dilation_w, p.pad_bottom - (p.R - 1) * p.dilation_h),
                       channels_per_pixel=BK, pixels_per_column=128)
     w = TensorMapSpec("tiled", dtype, (Cg, p.S, p.R, p.K), (Cg * e, p.S * Cg * e, p.R * p.S * Cg * e),
                       element_strides=(1, 1, 1, 1), box=(BK, 1, 1, 128))
