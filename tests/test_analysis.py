@@ -128,6 +128,17 @@ def test_nested_loops_choose_the_inner_math_loop(arch):
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_a_called_subroutines_deeper_loops_do_not_win_the_main_loop(arch):
+    """A __noinline__ function's loops (a cold recompute path) are found, marked in_call, and the
+    kernel's own math loop is the main loop although the called nest is deeper."""
+    a = analyze("called_nest", arch)
+    called = [lp for lp in a.loops if lp.in_call]
+    assert called and max(lp.depth for lp in called) == 2 and all(lp.mix.math for lp in called if lp.innermost)
+    lp = a.main_loop
+    assert not lp.in_call and lp.depth == 1 and lp.path_mix.by_opcode["FFMA"] == 2
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_kernel_without_loop_has_no_loop_figures(arch):
     a = analyze("vector_io", arch)
     assert a.loops == [] and a.main_loop is None
@@ -383,3 +394,40 @@ def test_every_registered_kernel_is_analysed_and_main_kernels_keep_their_design(
     table = analysis.format_table(results)
     assert all(e.label in table for e in entries)
     assert not problems, "main kernels break their design on sm_90:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- the figures document
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "kernel_figures.md"
+
+
+def test_kernel_figures_are_current():
+    """docs/kernel_figures.md is exactly what `cuconv kernels --analyze --markdown` writes now.
+
+    What it pins: every registered kernel's registers and spills on every compile target and
+    its main-loop analysis on sm_80 and sm_90, for the NVRTC and nvdisasm versions the file
+    names. The SASS, and so every figure, depends on those versions: with another NVRTC or
+    nvdisasm installed the test skips, saying which, instead of failing. A kernel edit that
+    changes a figure fails here until the file is regenerated with that command."""
+    from cuconv.commands import kernels as kernels_cmd
+
+    text = FIGURES.read_text()
+    versions = analysis.tool_versions()
+    for tool in ("nvrtc", "nvdisasm"):
+        pinned = re.search(rf"^- {tool}: (.*)$", text, re.M | re.I)
+        assert pinned, f"{FIGURES} does not name the {tool} version it was made with"
+        if versions.get(tool) != pinned.group(1):
+            pytest.skip(f"{FIGURES.name} was made with {tool} {pinned.group(1)!r}; this machine has "
+                        f"{versions.get(tool)!r}: its figures would differ without any kernel change")
+    fresh = kernels_cmd.figures_markdown()
+    if fresh != text:
+        diff = [f"{a!r} -> {b!r}" for a, b in zip(text.splitlines(), fresh.splitlines()) if a != b][:10]
+        pytest.fail(f"{FIGURES} is stale: regenerate it with `cuconv kernels --analyze --markdown "
+                    f"docs/kernel_figures.md`. First differences:\n" + "\n".join(diff))
+
+
+def test_kernels_markdown_writes_the_document_and_refuses_partial_ones(tmp_path, capsys):
+    from cuconv import cli
+    out = tmp_path / "figures.md"
+    assert cli.main(["kernels", "--markdown", str(out)]) == 2                 # without --analyze
+    assert cli.main(["kernels", "--analyze", "--file", "gemm.cu", "--markdown", str(out)]) == 2
+    assert "whole figures document" in capsys.readouterr().err and not out.exists()

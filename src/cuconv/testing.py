@@ -23,7 +23,8 @@ rules, and every algorithm differs from another only by rounding:
 ``assert_close`` checks exactly this against a reference: NaN exactly where the reference has NaN,
 ±Inf exactly where it has ±Inf (same sign), every finite element within the (dtype, algo)
 tolerance of the normwise relative error ``max|out − ref| / max|ref|`` over the finite
-elements. Tensor-core paths normalise by Σ|a|·|b| instead (see tensor_core tests).
+elements. Tensor-core paths normalise by Σ|a|·|b| instead (see tensor_core tests). The table is
+keyed by (dtype, algo), the dtype by its canonical name (cuconv.dtypes).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
+from .dtypes import dtype_name
 
 class Tolerance(NamedTuple):
     """One entry of the table: the largest normwise relative error allowed, and why."""
@@ -133,7 +136,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 def tolerance(dtype, algo: str, reduction: int | None = None) -> float:
     """The bound for (dtype, algo); for a reduction of more than REDUCTION products, a growing
     bound scaled by sqrt(reduction / REDUCTION)."""
-    key = (np.dtype(dtype).name if not isinstance(dtype, str) else dtype, algo)
+    key = (dtype_name(dtype), algo)
     if key not in TOLERANCES:
         raise KeyError(f"no tolerance for {key}; add it to cuconv.testing.TOLERANCES")
     entry = TOLERANCES[key]

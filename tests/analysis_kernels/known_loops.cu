@@ -7,6 +7,8 @@
 //   vector_io        no loop; 128-bit global loads, 64-bit global stores, FMUL/FADD
 //   barrier_loop     __syncthreads() twice per iteration, STS.64 + LDS.64
 //   pressure         many live accumulators; with --maxrregcount=32 ptxas must spill
+//   called_nest      a one-deep FFMA loop in the kernel and a deeper FFMA nest in a __noinline__
+//                    function it calls on a cold path (the main loop is the kernel's own)
 //
 // `#pragma unroll 1` keeps one source iteration per SASS iteration; the loop index is masked
 // into the shared tile so every address is in bounds for any trip count.
@@ -113,4 +115,25 @@ extern "C" __global__ void pressure(const float* __restrict__ in, float* __restr
     }
 #pragma unroll
     for (int j = 0; j < 48; ++j) out[j * 32 + threadIdx.x] = acc[j];
+}
+
+__device__ __noinline__ float cold_nest(const float* __restrict__ in, int n, int m) {
+    float acc = 0.0f;
+#pragma unroll 1
+    for (int i = 0; i < n; ++i)
+#pragma unroll 1
+        for (int k = 0; k < m; ++k) acc = fmaf(in[i * m + k], in[k], acc);
+    return acc;
+}
+
+extern "C" __global__ void called_nest(const float* __restrict__ in, float* __restrict__ out, int n, int m) {
+    float acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll 1
+    for (int i = 0; i < n; ++i) {
+        const float x = in[(long long)i * blockDim.x + threadIdx.x];
+        acc0 = fmaf(x, x, acc0);
+        acc1 = fmaf(x, acc0, acc1);
+    }
+    if (acc0 != acc0) acc1 = cold_nest(in, n, m);
+    out[threadIdx.x] = acc0 + acc1;
 }

@@ -50,6 +50,7 @@ class LoopAnalysis:
     ceiling_longest_path: float | None = None    # ... and on the most-instruction path
     shortest_mix: Mix | None = None
     longest_mix: Mix | None = None
+    in_call: bool = False       # in a subroutine the kernel CALLs, not in its own body
 
     @property
     def body_instructions(self) -> int:
@@ -135,6 +136,30 @@ class Analysis:
     def widest_shared_bits(self) -> int:
         return max([*self.kernel_mix.shared_load_bits, *self.kernel_mix.shared_store_bits], default=0)
 
+    @property
+    def features(self) -> dict:
+        """Hopper's data-movement features, from the SASS: ``tma`` the TMA / bulk-copy
+        instructions in the kernel (UTMALDG, UTMASTG, UTMAPF, UBLKCP); ``setmaxnreg`` whether it
+        moves registers between warpgroups (USETMAXREG); ``warp_specialized`` whether the main
+        loop issues no loads of its own (no async copy, no global load) while another loop, one
+        without math, issues async copies: a producer feeding consumers. (Loops are compared by
+        content, not address range: ptxas places a loop's rarely taken blocks, such as an
+        mbarrier wait's retry, at the end of the function.)"""
+        ops = self.kernel_mix.by_opcode
+        tma = sum(ops[o] for o in ("UTMALDG", "UTMASTG", "UTMAPF", "UBLKCP"))
+        lp = self.main_loop
+        ws = bool(lp is not None and not lp.mix.by_class["async_copy"] and not lp.mix.by_class["global_load"]
+                  and any(o.mix.by_class["async_copy"] and not o.mix.math for o in self.loops))
+        return dict(tma=tma, warp_specialized=ws, setmaxnreg=ops["USETMAXREG"] > 0)
+
+    @property
+    def features_text(self) -> str:
+        """"TMA+WS+setmaxnreg" (the features present), "-" when none."""
+        f = self.features
+        parts = [n for n, on in (("TMA", f["tma"]), ("WS", f["warp_specialized"]), ("setmaxnreg", f["setmaxnreg"]))
+                 if on]
+        return "+".join(parts) or "-"
+
     def design_problems(self) -> list[str]:
         """What breaks the design's promises: spills, local memory in the main loop, and fewer
         resident blocks than ``min_blocks_per_sm`` ([] when none; the CI check for main kernels)."""
@@ -175,7 +200,7 @@ class Analysis:
             main_loop=self.main_loop.to_dict() if self.main_loop else None,
             loops=[lp.to_dict() for lp in self.loops],
             issue_model=issue_model(self.arch), notes=list(self.notes),
-            design_problems=self.design_problems(), toolchain=tool_versions(),
+            design_problems=self.design_problems(), toolchain=tool_versions(), **self.features,
         )
 
 
@@ -259,18 +284,21 @@ def analyze_loop(fn: SassFunction, loop: Loop, arch: str) -> LoopAnalysis:
         math_share=typical.math / typical.instructions if typical.instructions else 0.0,
         fma_per_shared_byte=fpb, ceiling=ceiling, ceiling_pipe=pipe, ceilings=ceilings,
         ceiling_shortest_path=loop_ceilings(shortest, arch)[2],
-        ceiling_longest_path=loop_ceilings(longest, arch)[2], shortest_mix=shortest, longest_mix=longest)
+        ceiling_longest_path=loop_ceilings(longest, arch)[2], shortest_mix=shortest, longest_mix=longest,
+        in_call=loop.in_call)
 
 
 def choose_main_loop(loops: list[LoopAnalysis]) -> LoopAnalysis | None:
     """The loop the kernel spends its time in, statically: one with math if any has math,
+    then one in the kernel's own body over one in a subroutine it calls (cuconv's kernels call
+    only their cold paths: the data gradient's recompute of a non-finite element, cc_dgrad_sum_call),
     then the deepest (the innermost of a nest repeats most), then the most FLOPs per
     iteration (one HGMMA does the work of thousands of FFMA: an epilogue loop of a few FFMA
     beside a main loop of 4 HGMMA must not win on instruction count), then the most math
     instructions, then the longest body."""
     if not loops:
         return None
-    return max(loops, key=lambda lp: (lp.mix.math > 0, lp.depth, sum(lp.path_mix.flops.values()), lp.path_mix.math,
+    return max(loops, key=lambda lp: (lp.mix.math > 0, not lp.in_call, lp.depth, sum(lp.path_mix.flops.values()), lp.path_mix.math,
                                       lp.instructions, -lp.start))
 
 

@@ -85,6 +85,7 @@ class Loop:
     depth: int = 1              # 1 = outermost
     innermost: bool = True
     natural: bool = True        # False: an irreducible retreating edge, body taken by address range
+    in_call: bool = False       # in a subroutine the kernel CALLs (a __noinline__ function), not its body
 
 
 @dataclass
@@ -352,10 +353,29 @@ def _find_loops(fn: SassFunction) -> None:
         latches.setdefault(h, set()).add(u)
     loops = [Loop(h, tuple(sorted(bodies[h])), tuple(sorted(latches[h])), natural=natural[h])
              for h in sorted(bodies)]
+    body_blocks = _kernel_body(fn)
     for lp in loops:
         lp.depth = sum(1 for other in loops if lp.header in other.blocks)
         lp.innermost = not any(o is not lp and o.header in lp.blocks for o in loops)
+        lp.in_call = lp.header not in body_blocks
     fn.loops = loops
+
+
+def _kernel_body(fn: SassFunction) -> set[int]:
+    """The blocks reachable from the entry without entering a CALL's target: the kernel's own
+    code, not that of the subroutines it calls."""
+    seen, work = {0}, [0]
+    while work:
+        b = work.pop()
+        last = fn.blocks[b].instructions[-1]
+        skip = None
+        if last.base in _CALLS and last.target in fn.labels:
+            skip = next((s for s in fn.blocks[b].successors if fn.blocks[s].start == fn.labels[last.target]), None)
+        for s in fn.blocks[b].successors:
+            if s != skip and s not in seen:
+                seen.add(s)
+                work.append(s)
+    return seen
 
 
 def best_loop_path(fn: SassFunction, loop: Loop, weight) -> list[int] | None:
