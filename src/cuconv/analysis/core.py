@@ -298,8 +298,8 @@ def choose_main_loop(loops: list[LoopAnalysis]) -> LoopAnalysis | None:
     instructions, then the longest body."""
     if not loops:
         return None
-    return max(loops, key=lambda lp: (lp.mix.math > 0, not lp.in_call, lp.depth, sum(lp.path_mix.flops.values()), lp.path_mix.math,
-                                      lp.instructions, -lp.start))
+    return max(loops, key=lambda lp: (lp.mix.math > 0, not lp.in_call, lp.depth, sum(lp.path_mix.flops.values()),
+                                      lp.path_mix.math, lp.instructions, -lp.start))
 
 
 def analyze_function(fn: SassFunction, arch: str, *, kernel: str, registers: int, spill_store_bytes: int,
