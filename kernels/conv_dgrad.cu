@@ -23,7 +23,8 @@
 //        N = C/groups input channels, reduction = K/groups × (the phase's taps).
 //      At stride 1 there is one phase with all R·S taps. A phase no tap reaches (stride larger
 //      than the dilated filter) is a GEMM with an empty reduction: its pixels get zeros.
-//      The tile machinery is implicit_gemm.cu's: BM×BN×BK block tile, TM×TN register tile per
+//      The tile machinery is implicit_gemm.cu's (the main loop is regtile.cuh's): BM×BN×BK
+//      block tile, TM×TN register tile per
 //      thread in runs of up to 4 contiguous elements, double-buffered shared memory with the
 //      next step's gathers in registers during the FMAs, and the epilogue parked column by
 //      column in shared memory so that consecutive threads store consecutive phase pixels.
@@ -46,7 +47,7 @@
 // Index math: whole-tensor offsets are 64-bit (cc_index_t); the phase GEMM's M, the block
 // index and the weight tensor's offsets are int (the op's can_implement rejects problems
 // where they would not fit).
-#include "common.cuh"
+#include "regtile.cuh"
 
 #define CC_DGRAD_PARAMS(T)                                                                   \
     const T* __restrict__ w, const T* __restrict__ dy, T* __restrict__ dx,                   \
@@ -193,7 +194,7 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
         for (int j = 0; j < B_LOADS; ++j)
             b_stage[j] = (k_ok && (b_c_ok >> j & 1u)) ? cc_ldg(b_src + (w_chunk + j * B_N_STEP * RS + tap)) : T(0);
     };
-    auto next_step = [&]() {
+    auto next_step = [&](int) {
         k0 += BK;
         dy_chunk += (cc_index_t)BK * PQ;
         w_chunk += BK * CgRS;
@@ -222,51 +223,20 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     };
 
     const int tm = tid % THREADS_M, tn = tid / THREADS_M;
-    T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-
-    const int steps = th.count * tw.count * cc_div_up(Kg, BK);
-    if (steps > 0) {
-        load_step();
-        store_step(0);
-    }
-    __syncthreads();
-
-#pragma unroll 1
-    for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1;
-        const bool more = step + 1 < steps;
-        if (more) {
-            next_step();
-            load_step();
-        }
-#pragma unroll
-        for (int kl = 0; kl < BK; ++kl) {
-            T a[TM], b[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As(buf, kl, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
-#pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, kl, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
-        }
-        if (more) store_step(buf ^ 1);
-        __syncthreads();
-    }
+    CcRegTile<T, TM, TN, VM, VN, THREADS_M, THREADS_N> rt;
+    rt.zero();
+    auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
+                                  [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, [](int) {});
+    cc_regtile_mainloop<BK, BM, BN_PAD>(rt, ld, th.count * tw.count * cc_div_up(Kg, BK), tm, tn);
 
     // ---- epilogue: one thread-tile column per pass through shared memory; consecutive threads
     // write consecutive phase pixels (stride_w apart in dx).
     const cc_index_t HW = (cc_index_t)H * W;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-        const int col0 = (j / VN) * THREADS_N * VN + j % VN;
+        const int col0 = rt.col(j, 0);
 #pragma unroll
-        for (int i = 0; i < TM; ++i) smem[tn * BM + (i / VM) * THREADS_M * VM + tm * VM + i % VM] = acc[i][j];
+        for (int i = 0; i < TM; ++i) smem[tn * BM + rt.row(i, tm)] = rt.acc[i][j];
         __syncthreads();
 #pragma unroll 1
         for (int e = tid; e < EPI_ELEMS; e += THREADS) {

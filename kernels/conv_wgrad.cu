@@ -16,7 +16,8 @@
 //      reduction is split across gridDim.y blocks (split-K), each summing `chunk` consecutive l
 //      (a multiple of BK). A thread owns one reduction lane l (the same for its A and B loads)
 //      and walks (n, p, q) with CcDigits3, adding BK per step — no division in the loop — and
-//      the (c, r, s) of its B columns, decoded once. Tile machinery as in implicit_gemm.cu:
+//      the (c, r, s) of its B columns, decoded once. Tile machinery as in implicit_gemm.cu
+//      (regtile.cuh's main loop):
 //      BM×BN×BK block tile, TM×TN register tile, double-buffered shared memory (rows padded by
 //      4 so the k-fastest staging stores are conflict-free), next step's loads in registers
 //      during the FMAs.
@@ -43,7 +44,7 @@
 // the forward's per-pixel gather); 64x64x8: 109 regs, 47 %.
 // Index math: whole-tensor offsets and the reduction index are 64-bit; K/groups, Cg·R·S, P·Q
 // and the block index are int (can_implement checks).
-#include "common.cuh"
+#include "regtile.cuh"
 
 // --------------------------------------------------------------------------- 1. direct
 template <typename T, int BLOCK>
@@ -151,11 +152,13 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     const T* b_src = x + (cc_index_t)g * Cg * HW;
     CcDigits3 at;                          // (n, p, q) of this thread's l
     at.init(l_begin + kl, BK, Q, P);
-    cc_index_t l = l_begin + kl;
+    // Lane kl exists in every step but the last, which holds l_end − l_begin − (steps − 1)·BK
+    // (1 .. BK) lanes.
+    const bool in_last = steps > 0 && kl < (int)(l_end - l_begin - (cc_index_t)(steps - 1) * BK);
+    bool l_ok = steps > 1 || in_last;
 
     T a_stage[A_LOADS], b_stage[B_LOADS];
     auto load_step = [&]() {
-        const bool l_ok = l < l_end;
         const int n = at.hi, p = at.mid, q = at.lo;
         const cc_index_t dy_off = (cc_index_t)n * K * PQ + p * Q + q;
 #pragma unroll
@@ -170,8 +173,8 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
                              ? cc_ldg(b_src + (x_off + col_x[j] + (cc_index_t)h * W + ww)) : T(0);
         }
     };
-    auto next_step = [&]() {
-        l += BK;
+    auto next_step = [&](int step) {
+        l_ok = step + 1 < steps || in_last;
         at.advance();
     };
     auto store_step = [&](int buf) {
@@ -182,60 +185,33 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     };
 
     const int tm = tid % THREADS_M, tn = tid / THREADS_M;
-    T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    CcRegTile<T, TM, TN, VM, VN, THREADS_M, THREADS_N> rt;
+    rt.zero();
     T bacc = T(0);                         // thread tid < BM: db partial of row m0 + tid
-
-    if (steps > 0) {
-        load_step();
-        store_step(0);
-    }
-    __syncthreads();
-
-#pragma unroll 1
-    for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1;
-        const bool more = step + 1 < steps;
-        if (more) {
-            next_step();
-            load_step();
-        }
-#pragma unroll
-        for (int k = 0; k < BK; ++k) {
-            T a[TM], b[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As(buf, k, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
-#pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, k, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
-        }
+    auto sum_bias = [&](int buf) {
         if (do_bias && tid < BM) {
 #pragma unroll
             for (int k = 0; k < BK; ++k) bacc += As(buf, k, tid);
         }
-        if (more) store_step(buf ^ 1);
-        __syncthreads();
-    }
+    };
+    auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
+                                  [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, sum_bias);
+    // The atomic 8x4 tile's epilogue is heavier: unrolled, its loop spills on sm_120.
+    cc_regtile_mainloop<BK, BM_PAD, BN_PAD, false, (ATOMIC && TM * TN >= 32) ? 1 : 2>(rt, ld, steps, tm, tn);
 
     // ---- epilogue: dW is K × (Cg·R·S) row-major, the GEMM's own layout.
     T* ow = out_w + (ATOMIC ? 0 : (cc_index_t)z * w_split_stride);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + (i / VM) * THREADS_M * VM + tm * VM + i % VM;
+        const int m = m0 + rt.row(i, tm);
         if (m >= Kg) continue;
         T* row = ow + ((cc_index_t)g * Kg + m) * CRS;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int col = n0 + (j / VN) * THREADS_N * VN + tn * VN + j % VN;
+            const int col = n0 + rt.col(j, tn);
             if (col >= CRS) continue;
-            if (ATOMIC) atomicAdd(row + col, acc[i][j]);
-            else row[col] = acc[i][j];
+            if (ATOMIC) atomicAdd(row + col, rt.acc[i][j]);
+            else row[col] = rt.acc[i][j];
         }
     }
     if (do_bias && tid < BM && m0 + tid < Kg) {

@@ -48,6 +48,8 @@
 //    * double-buffered shared memory: the next step's tiles are fetched from global memory into
 //      registers while the current step's FMAs run, then stored into the other buffer, so one
 //      __syncthreads per step and the global latency hides behind TM·TN·BK FMAs per thread.
+//    * the main loop (register tile, double buffer, one barrier per step) is regtile.cuh's,
+//      shared with gemm.cu, conv_dgrad.cu and conv_wgrad.cu; this kernel supplies its gathers.
 //    * an epilogue through shared memory: column j of every thread tile is parked in the (now
 //      free) tile buffers, then the block writes it with consecutive threads on consecutive
 //      output pixels — coalesced NCHW stores — applying bias, residual and activation
@@ -95,7 +97,7 @@
 // main loop 373 instructions, math share 68.6 %, 0.67 FMA per shared byte, issue ceiling 100 %;
 // sm_90: 115 regs, 376 instructions, math share 68.1 % = issue ceiling 68.1 %. Its widest global
 // load is 32-bit (the im2col gather is per element); the patch-address arithmetic is the cost.
-#include "common.cuh"
+#include "regtile.cuh"
 
 // Arguments shared by both variants and by kernels/direct.cu (same order), so the op passes
 // one tuple to any of them.
@@ -298,7 +300,7 @@ implicit_gemm(CC_CONV_PARAMS) {
         for (int j = 0; j < B_LOADS; ++j)
             b_stage[j] = (c_ok && (b_k_ok >> j & 1u)) ? cc_ldg(b_src + (j * B_N_STEP * CRS + w_chunk + tap_rs)) : T(0);
     };
-    auto next_step = [&]() {
+    auto next_step = [&](int) {
         c0 += BK;
         x_chunk += BK * x_c_stride;
         w_chunk += BK * w_c_stride;
@@ -325,41 +327,11 @@ implicit_gemm(CC_CONV_PARAMS) {
     // ---- compute layout: thread (tm, tn) owns rows m_local(i), columns n_local(j), in runs of
     // VM (VN) contiguous elements, the runs THREADS_M·VM apart.
     const int tm = tid % THREADS_M, tn = tid / THREADS_M;
-    T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-
-    const int c_chunks = cc_div_up(Cg, BK);
-    const int steps = RS * c_chunks;
-    load_step();
-    store_step(0);
-    __syncthreads();
-
-#pragma unroll 1  // unrolling the step loop only multiplies code and registers
-    for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1;
-        const bool more = step + 1 < steps;
-        if (more) {
-            next_step();
-            load_step();              // global loads in flight during the FMAs below
-        }
-#pragma unroll
-        for (int kl = 0; kl < BK; ++kl) {
-            T a[TM], b[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As(buf, kl, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
-#pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, kl, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
-        }
-        if (more) store_step(buf ^ 1);   // the other buffer was last read before the previous sync
-        __syncthreads();
-    }
+    CcRegTile<T, TM, TN, VM, VN, THREADS_M, THREADS_N> rt;
+    rt.zero();
+    auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
+                                  [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, [](int) {});
+    cc_regtile_mainloop<BK, BM, BN_PAD, true>(rt, ld, RS * cc_div_up(Cg, BK), tm, tn);   // RS, Cg >= 1
 
     // ---- epilogue, one thread-tile column j per pass: every thread parks acc[·][j] in shared
     // memory (the main loop's last __syncthreads freed it), then the block writes the
@@ -370,9 +342,9 @@ implicit_gemm(CC_CONV_PARAMS) {
     const T* residual_or_null = has_residual ? residual : nullptr;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-        const int col0 = (j / VN) * THREADS_N * VN + j % VN;   // column of thread tn: col0 + tn·VN
+        const int col0 = rt.col(j, 0);   // column of thread tn: col0 + tn·VN
 #pragma unroll
-        for (int i = 0; i < TM; ++i) smem[tn * BM + (i / VM) * THREADS_M * VM + tm * VM + i % VM] = acc[i][j];
+        for (int i = 0; i < TM; ++i) smem[tn * BM + rt.row(i, tm)] = rt.acc[i][j];
         __syncthreads();
 #pragma unroll 1
         for (int e = tid; e < EPI_FLOATS; e += THREADS) {
