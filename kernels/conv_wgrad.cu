@@ -30,6 +30,8 @@
 //        the low bits vary between runs.
 //      The bias gradient is fused when has_bias: the blocks of N tile 0 also sum their A tiles
 //      (dy) per row, into out_b + z·b_split_stride (or atomically into db).
+//      STAGES >= 2: the same gathers issued as cp.async into regtile.cuh's STAGES-deep
+//      pipeline (no staging registers: 8x8 thread tiles), the same order of products.
 //   3. wgrad_splitk_reduce<T>: dW[i] = Σ_z ws_w[z][i] (and db likewise), z in order.
 //   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction
 //      (deterministic), for when dW is not wanted or the simple variant runs.
@@ -38,6 +40,7 @@
 // Configs (ops/conv_wgrad.py), each deterministic and atomic, 256 threads, 0 spills on
 // sm_75 ... sm_120 (checked with the promised blocks per SM by tests/test_compile.py):
 //   f32 64x64x8 4x4, f32 128x64x8 8x4 (main): 2 blocks/SM; f64 64x64x8 4x4: 1 block/SM.
+//   With STAGES = 4: f32 128x128x8 8x8, 1 block/SM; f64 64x64x8 8x8 (64 threads), 2-4 blocks/SM.
 // Static analysis (`cuconv kernels --analyze --file conv_wgrad.cu --arch sm_90`; NVRTC SASS):
 // wgrad_implicit_gemm_f32_128x64x8_8x4 — 127 regs, main loop 459 instructions, math share
 // 58 % (the reduction-lane walk and the B gather's four bounds tests per load cost more than
@@ -82,7 +85,9 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
 
 // --------------------------------------------------------------------------- 2. implicit GEMM
 // Grid: x = groups · ceil(Kg / BM) · ceil(Cg·R·S / BN) (N tile fastest), y = splits.
-template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC>
+// STAGES = 0: double buffering through registers; STAGES >= 2: the same gathers issued as
+// cp.async into a STAGES-deep pipeline (regtile.cuh's cc_regtile_mainloop_async).
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC, int STAGES = 0>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
 wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out_w,
                     long long w_split_stride, T* __restrict__ out_b, long long b_split_stride,
@@ -105,7 +110,8 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK, "whole tiles");
     static_assert(A_LOADS <= 32 && B_LOADS <= 32, "validity masks are 32 bits");
     static_assert(BM <= THREADS, "the fused bias sums one row per thread");
-    constexpr int A_ELEMS = 2 * BK * BM_PAD, B_ELEMS = 2 * BK * BN_PAD;
+    constexpr int BUFFERS = STAGES == 0 ? 2 : STAGES;
+    constexpr int A_ELEMS = BUFFERS * BK * BM_PAD, B_ELEMS = BUFFERS * BK * BN_PAD;
 
     __shared__ __align__(16) T smem[A_ELEMS + B_ELEMS];
     auto As = [&](int buf, int k, int m) -> T& { return smem[(buf * BK + k) * BM_PAD + m]; };
@@ -194,10 +200,36 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
             for (int k = 0; k < BK; ++k) bacc += As(buf, k, tid);
         }
     };
-    auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
-                                  [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, sum_bias);
-    // The atomic 8x4 tile's epilogue is heavier: unrolled, its loop spills on sm_120.
-    cc_regtile_mainloop<BK, BM_PAD, BN_PAD, false, (ATOMIC && TM * TN >= 32) ? 1 : 2>(rt, ld, steps, tm, tn);
+    auto a_tile = [&](int buf) -> const T* { return &As(buf, 0, 0); };
+    auto b_tile = [&](int buf) -> const T* { return &Bs(buf, 0, 0); };
+    if constexpr (STAGES == 0) {
+        auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, a_tile, b_tile, sum_bias);
+        // The atomic 8x4 tile's epilogue is heavier: unrolled, its loop spills on sm_120.
+        cc_regtile_mainloop<BK, BM_PAD, BN_PAD, false, (ATOMIC && TM * TN >= 32) ? 1 : 2>(rt, ld, steps, tm, tn);
+    } else {
+        // The elements of load_step, each a cp.async into its place in the stage (zero-size where
+        // load_step reads 0; the address is then pointer math only).
+        constexpr int BYTES = (int)sizeof(T);
+        auto copy = [&](int stage, bool live) {
+            const bool ok = live && l_ok;
+            const T* const dy_lane = a_src + ((cc_index_t)at.hi * K * PQ + at.mid * Q + at.lo);
+            const T* const x_lane = b_src + (cc_index_t)at.hi * C * HW;
+            const int h0 = at.mid * stride_h, w0 = at.lo * stride_w;
+#pragma unroll
+            for (int j = 0; j < A_LOADS; ++j)
+                cc_cp_async_zfill<BYTES>(&As(stage, kl, lane0 + j * LANE_STEP), dy_lane + (cc_index_t)j * LANE_STEP * PQ,
+                                         ok && (a_ok >> j & 1u) ? BYTES : 0);
+#pragma unroll
+            for (int j = 0; j < B_LOADS; ++j) {
+                const int h = h0 + col_h[j], ww = w0 + col_w[j];
+                const bool in = ok && (b_ok >> j & 1u) && (unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W;
+                cc_cp_async_zfill<BYTES>(&Bs(stage, kl, lane0 + j * LANE_STEP), x_lane + (col_x[j] + (cc_index_t)h * W + ww),
+                                         in ? BYTES : 0);
+            }
+        };
+        auto ld = cc_lambda_async_loader<T>(copy, next_step, a_tile, b_tile, sum_bias);
+        cc_regtile_mainloop_async<STAGES, BK, BM_PAD, BN_PAD>(rt, ld, steps, tm, tn);
+    }
 
     // ---- epilogue: dW is K × (Cg·R·S) row-major, the GEMM's own layout.
     T* ow = out_w + (ATOMIC ? 0 : (cc_index_t)z * w_split_stride);

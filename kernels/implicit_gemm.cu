@@ -55,6 +55,19 @@
 //      output pixels — coalesced NCHW stores — applying bias, residual and activation
 //      (cc_epilogue) on the way: one pass over the output.
 //
+// 3. implicit_gemm<..., STAGES >= 2>  (variant 2 with an "optimized" loader), adds:
+//    * a STAGES-deep cp.async pipeline (regtile.cuh's cc_regtile_mainloop_async): each step's
+//      elements go straight from global to shared memory, issued STAGES − 1 steps ahead — no
+//      staging registers, so an 8x8 thread tile fits (64 FMAs per 4 LDS.128 per k);
+//    * a single-path loop: each thread's element addresses are advanced by one of three
+//      increments that depend only on the problem (next chunk, next tap, next filter row) and
+//      the padding test is a per-thread bit mask of valid filter rows and columns, decoded
+//      once (regtile.cuh's CcConvAsyncLoader, CUTLASS's "optimized" iterator idea); steps past
+//      the last issue zero-size copies instead of branching. R and S at most 16 (the mask).
+//    The reduction order is variant 2's, so with BK = 8 both add the same products in the same
+//    order: bit-identical results (tests/test_implicit_gemm.py checks it). Below sm_80 (no
+//    cp.async) the copies are synchronous: the same kernel, correct, without the overlap.
+//
 // NHWC: the same tiles and reduction order; what changes is where the elements are. A thread's
 // BK channels of one pixel are consecutive floats (stride 1 instead of H·W) and a filter's
 // channels too (stride 1 instead of R·S), so a thread's A loads fall into one or two 32-byte
@@ -72,6 +85,9 @@
 //                                                        accumulators fit 128 registers)
 //   128x64x8, 8x4 (main)                   256 threads   2 blocks/SM
 //   128x128x8, 8x4                         512 threads   1 block/SM (16 warps), K/groups > 64
+//   128x128x8, 8x8, 4 stages (variant 3)   256 threads   1 block/SM (8 warps: ~150-170
+//                                                        registers); f64: 64x64x8 8x8, 64
+//                                                        threads, 2-4 blocks/SM (~230 registers)
 // Global traffic per FMA, (BM+BN)/(BM·BN) elements loaded per FMA: 0.031 (64x64), 0.023
 // (128x64), 0.016 (128x128), i.e. 0.06 / 0.047 / 0.031 bytes per FLOP; simple: 0.125 elements.
 // An H100 SXM runs ~67 TFLOP/s fp32 against ~3.35 TB/s of DRAM (0.05 B/FLOP) and several times
@@ -212,7 +228,10 @@ implicit_gemm_simple(CC_CONV_PARAMS) {
 }
 
 // --------------------------------------------------------------------------- 2. optimized
-template <typename T, bool NHWC, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS>
+// STAGES = 0: variant 2 (double buffering through registers, the gathers above); STAGES >= 2:
+// variant 3 (regtile.cuh's CcConvAsyncLoader: a STAGES-deep cp.async pipeline, one path per
+// step; the reduction in variant 2's order, so both add the same products in the same order).
+template <typename T, bool NHWC, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, int STAGES = 0>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
 implicit_gemm(CC_CONV_PARAMS) {
     constexpr int THREADS = (BM / TM) * (BN / TN);
@@ -232,7 +251,9 @@ implicit_gemm(CC_CONV_PARAMS) {
     constexpr int THREADS_N = BN / TN;
     constexpr int A_FLOATS = 2 * BK * BM, B_FLOATS = 2 * BK * BN_PAD;
     constexpr int EPI_FLOATS = THREADS_N * BM;     // one epilogue pass: column j of every thread tile
-    constexpr int SMEM_FLOATS = A_FLOATS + B_FLOATS > EPI_FLOATS ? A_FLOATS + B_FLOATS : EPI_FLOATS;
+    typedef CcConvAsyncLoader<T, BM, BN, BK, THREADS, STAGES> AsyncLoader;
+    constexpr int MAIN_FLOATS = STAGES == 0 ? A_FLOATS + B_FLOATS : AsyncLoader::ELEMS;
+    constexpr int SMEM_FLOATS = MAIN_FLOATS > EPI_FLOATS ? MAIN_FLOATS : EPI_FLOATS;
 
     // One buffer: As[2][BK][BM], then Bs[2][BK][BN_PAD]; the epilogue reuses all of it.
     __shared__ __align__(16) T smem[SMEM_FLOATS];
@@ -245,93 +266,126 @@ implicit_gemm(CC_CONV_PARAMS) {
     const cc_index_t HW = (cc_index_t)H * W;
     const ConvTile tile = cc_conv_tile(cc_div_up(M, BM), cc_div_up(Kg, BN), BM, BN);
     const int tid = threadIdx.x;
-    // The layout as strides (elements): between channels of x (the pixel stride is 1 in NCHW,
-    // C in NHWC), between channels and between taps of one filter. Offsets within the weight
-    // tensor are int (the op checks they fit), offsets into x 64-bit.
-    const cc_index_t x_c_stride = NHWC ? (cc_index_t)1 : HW;
-    const int w_c_stride = NHWC ? 1 : RS;
-    const int w_tap_stride = NHWC ? Cg : 1;
-
-    // ---- A staging: this thread gathers pixel m (fixed) for channels c0 + a_k0 + j·A_K_STEP.
-    const int a_ml = tid % BM;
-    const int a_k0 = tid / BM;
-    const int a_m = tile.m0 + a_ml;
-    const bool a_m_ok = a_m < M;
-    const int a_c_limit = Cg - a_k0;           // channel c0 + a_k0 + j·A_K_STEP exists iff c0 + j·A_K_STEP < this
-    int a_h0 = 0, a_w0 = 0;
-    const T* a_src = x;                        // (n, g·Cg + a_k0) at pixel (0, 0); dereferenced only if a_m_ok
-    if (a_m_ok) {
-        const int n = a_m / PQ, pq = a_m - n * PQ;
-        const int p = pq / Q, q = pq - p * Q;
-        a_h0 = p * stride_h - pad_h;
-        a_w0 = q * stride_w - pad_w;
-        a_src = x + ((cc_index_t)n * C * HW + (cc_index_t)(tile.g * Cg + a_k0) * x_c_stride);
-    }
-    // ---- B staging: this thread loads channel c0 + b_kl (fixed) of filters n0 + b_n0 + j·B_N_STEP.
-    // The op checks that the weight tensor has fewer than 2**31 elements: int offsets.
-    const int b_kl = tid % BK;
-    const int b_n0 = tid / BK;
-    const int b_c_limit = Cg - b_kl;
-    const T* b_src = w + ((tile.g * Kg + tile.n0 + b_n0) * CRS + b_kl * w_c_stride);  // dereferenced only if valid
-    unsigned b_k_ok = 0;                       // bit j: filter n0 + b_n0 + j·B_N_STEP exists
-#pragma unroll
-    for (int j = 0; j < B_LOADS; ++j)
-        if (tile.n0 + b_n0 + j * B_N_STEP < Kg) b_k_ok |= 1u << j;
-
-    T a_stage[A_LOADS], b_stage[B_LOADS];
-
-    // Reduction step state: tap (r, s) as its input displacement (tap_h, tap_w) and its filter
-    // offset (r·S + s)·w_tap_stride, channel chunk c0 and that chunk's offsets into x
-    // (c0·x_c_stride) and w (c0·w_c_stride).
-    int tap_h = 0, tap_w = 0, s = 0, tap_rs = 0, c0 = 0, w_chunk = 0;
-    cc_index_t x_chunk = 0;
-
-    // Gather the tiles of the current step into registers; zero where out of range.
-    auto load_step = [&]() {
-        const int h = a_h0 + tap_h, ww = a_w0 + tap_w;
-        const bool pix_ok = a_m_ok && h >= 0 && h < H && ww >= 0 && ww < W;
-        // pointer math only, see pix_ok
-        const T* a_pix = a_src + x_chunk + (NHWC ? (cc_index_t)(h * W + ww) * C : (cc_index_t)(h * W + ww));
-#pragma unroll
-        for (int j = 0; j < A_LOADS; ++j)
-            a_stage[j] = (pix_ok && c0 + j * A_K_STEP < a_c_limit) ? cc_ldg(a_pix + j * A_K_STEP * x_c_stride) : T(0);
-        const bool c_ok = c0 < b_c_limit;
-#pragma unroll
-        for (int j = 0; j < B_LOADS; ++j)
-            b_stage[j] = (c_ok && (b_k_ok >> j & 1u)) ? cc_ldg(b_src + (j * B_N_STEP * CRS + w_chunk + tap_rs)) : T(0);
-    };
-    auto next_step = [&](int) {
-        c0 += BK;
-        x_chunk += BK * x_c_stride;
-        w_chunk += BK * w_c_stride;
-        if (c0 >= Cg) {
-            c0 = 0;
-            x_chunk = 0;
-            w_chunk = 0;
-            tap_rs += w_tap_stride;
-            tap_w += dilation_w;
-            if (++s == S) {
-                s = 0;
-                tap_w = 0;
-                tap_h += dilation_h;
-            }
-        }
-    };
-    auto store_step = [&](int buf) {
-#pragma unroll
-        for (int j = 0; j < A_LOADS; ++j) As(buf, a_k0 + j * A_K_STEP, a_ml) = a_stage[j];
-#pragma unroll
-        for (int j = 0; j < B_LOADS; ++j) Bs(buf, b_kl, b_n0 + j * B_N_STEP) = b_stage[j];
-    };
-
     // ---- compute layout: thread (tm, tn) owns rows m_local(i), columns n_local(j), in runs of
     // VM (VN) contiguous elements, the runs THREADS_M·VM apart.
     const int tm = tid % THREADS_M, tn = tid / THREADS_M;
     CcRegTile<T, TM, TN, VM, VN, THREADS_M, THREADS_N> rt;
-    rt.zero();
-    auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
-                                  [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, [](int) {});
-    cc_regtile_mainloop<BK, BM, BN_PAD, true>(rt, ld, RS * cc_div_up(Cg, BK), tm, tn);   // RS, Cg >= 1
+    if constexpr (STAGES == 0) {
+        // The layout as strides (elements): between channels of x (the pixel stride is 1 in NCHW,
+        // C in NHWC), between channels and between taps of one filter. Offsets within the weight
+        // tensor are int (the op checks they fit), offsets into x 64-bit.
+        const cc_index_t x_c_stride = NHWC ? (cc_index_t)1 : HW;
+        const int w_c_stride = NHWC ? 1 : RS;
+        const int w_tap_stride = NHWC ? Cg : 1;
+
+        // ---- A staging: this thread gathers pixel m (fixed) for channels c0 + a_k0 + j·A_K_STEP.
+        const int a_ml = tid % BM;
+        const int a_k0 = tid / BM;
+        const int a_m = tile.m0 + a_ml;
+        const bool a_m_ok = a_m < M;
+        const int a_c_limit = Cg - a_k0;           // channel c0 + a_k0 + j·A_K_STEP exists iff c0 + j·A_K_STEP < this
+        int a_h0 = 0, a_w0 = 0;
+        const T* a_src = x;                        // (n, g·Cg + a_k0) at pixel (0, 0); dereferenced only if a_m_ok
+        if (a_m_ok) {
+            const int n = a_m / PQ, pq = a_m - n * PQ;
+            const int p = pq / Q, q = pq - p * Q;
+            a_h0 = p * stride_h - pad_h;
+            a_w0 = q * stride_w - pad_w;
+            a_src = x + ((cc_index_t)n * C * HW + (cc_index_t)(tile.g * Cg + a_k0) * x_c_stride);
+        }
+        // ---- B staging: this thread loads channel c0 + b_kl (fixed) of filters n0 + b_n0 + j·B_N_STEP.
+        // The op checks that the weight tensor has fewer than 2**31 elements: int offsets.
+        const int b_kl = tid % BK;
+        const int b_n0 = tid / BK;
+        const int b_c_limit = Cg - b_kl;
+        const T* b_src = w + ((tile.g * Kg + tile.n0 + b_n0) * CRS + b_kl * w_c_stride);  // dereferenced only if valid
+        unsigned b_k_ok = 0;                       // bit j: filter n0 + b_n0 + j·B_N_STEP exists
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j)
+            if (tile.n0 + b_n0 + j * B_N_STEP < Kg) b_k_ok |= 1u << j;
+
+        T a_stage[A_LOADS], b_stage[B_LOADS];
+
+        // Reduction step state: tap (r, s) as its input displacement (tap_h, tap_w) and its filter
+        // offset (r·S + s)·w_tap_stride, channel chunk c0 and that chunk's offsets into x
+        // (c0·x_c_stride) and w (c0·w_c_stride).
+        int tap_h = 0, tap_w = 0, s = 0, tap_rs = 0, c0 = 0, w_chunk = 0;
+        cc_index_t x_chunk = 0;
+
+        // Gather the tiles of the current step into registers; zero where out of range.
+        auto load_step = [&]() {
+            const int h = a_h0 + tap_h, ww = a_w0 + tap_w;
+            const bool pix_ok = a_m_ok && h >= 0 && h < H && ww >= 0 && ww < W;
+            // pointer math only, see pix_ok
+            const T* a_pix = a_src + x_chunk + (NHWC ? (cc_index_t)(h * W + ww) * C : (cc_index_t)(h * W + ww));
+#pragma unroll
+            for (int j = 0; j < A_LOADS; ++j)
+                a_stage[j] = (pix_ok && c0 + j * A_K_STEP < a_c_limit) ? cc_ldg(a_pix + j * A_K_STEP * x_c_stride) : T(0);
+            const bool c_ok = c0 < b_c_limit;
+#pragma unroll
+            for (int j = 0; j < B_LOADS; ++j)
+                b_stage[j] = (c_ok && (b_k_ok >> j & 1u)) ? cc_ldg(b_src + (j * B_N_STEP * CRS + w_chunk + tap_rs)) : T(0);
+        };
+        auto next_step = [&](int) {
+            c0 += BK;
+            x_chunk += BK * x_c_stride;
+            w_chunk += BK * w_c_stride;
+            if (c0 >= Cg) {
+                c0 = 0;
+                x_chunk = 0;
+                w_chunk = 0;
+                tap_rs += w_tap_stride;
+                tap_w += dilation_w;
+                if (++s == S) {
+                    s = 0;
+                    tap_w = 0;
+                    tap_h += dilation_h;
+                }
+            }
+        };
+        auto store_step = [&](int buf) {
+#pragma unroll
+            for (int j = 0; j < A_LOADS; ++j) As(buf, a_k0 + j * A_K_STEP, a_ml) = a_stage[j];
+#pragma unroll
+            for (int j = 0; j < B_LOADS; ++j) Bs(buf, b_kl, b_n0 + j * B_N_STEP) = b_stage[j];
+        };
+
+        rt.zero();
+        auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
+                                      [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, [](int) {});
+        cc_regtile_mainloop<BK, BM, BN_PAD, true>(rt, ld, RS * cc_div_up(Cg, BK), tm, tn);   // RS, Cg >= 1
+    } else {
+        // Variant 3: the reduction is (r < R) × (s < S) × (chunks of BK of the Cg channels).
+        AsyncLoader ld;
+        const cc_index_t pix_stride = NHWC ? (cc_index_t)C : 1;   // between neighbouring pixels of x
+        const cc_index_t x_c_stride = NHWC ? (cc_index_t)1 : HW;  // between channels of x
+        const int w_c_stride = NHWC ? 1 : RS, w_tap_stride = NHWC ? Cg : 1;
+        const int chunks = cc_div_up(Cg, BK);
+        const int a_m = tile.m0 + tid % BM, a_k0 = tid / BM, b_kl = tid % BK, b_n0 = tid / BK;
+        ld.init(smem, Cg, S, tile.n0 + b_n0 < Kg ? Kg - tile.n0 - b_n0 : 0);
+        ld.a_ptr = x;
+        if (a_m < M) {
+            const int n = a_m / PQ, pq = a_m - n * PQ;
+            const int p = pq / Q, q = pq - p * Q;
+            const int h0 = p * stride_h - pad_h, w0 = q * stride_w - pad_w;
+            for (int r = 0; r < R; ++r) ld.set_row_valid(r, (unsigned)(h0 + r * dilation_h) < (unsigned)H);
+            for (int t = 0; t < S; ++t) ld.set_col_valid(t, (unsigned)(w0 + t * dilation_w) < (unsigned)W);
+            // Pointer math only: the first tap may be padding (the mask guards every read).
+            ld.a_ptr = x + ((cc_index_t)n * C * HW + (cc_index_t)(tile.g * Cg + a_k0) * x_c_stride +
+                            ((cc_index_t)h0 * W + w0) * pix_stride);
+        }
+        const cc_index_t back = (cc_index_t)(chunks - 1) * BK * x_c_stride;   // the last chunk back to c0 = 0
+        ld.a_j = A_K_STEP * x_c_stride;
+        ld.a_inc_c = BK * x_c_stride;
+        ld.a_inc_s = dilation_w * pix_stride - back;
+        ld.a_inc_r = ((cc_index_t)dilation_h * W - (cc_index_t)(S - 1) * dilation_w) * pix_stride - back;
+        ld.b_ptr = w + ((tile.g * Kg + tile.n0 + b_n0) * CRS + b_kl * w_c_stride);
+        ld.b_j = B_N_STEP * CRS;
+        ld.b_inc_c = BK * w_c_stride;
+        ld.b_inc_s = ld.b_inc_r = w_tap_stride - (chunks - 1) * BK * w_c_stride;
+        rt.zero();
+        cc_regtile_mainloop_async<STAGES, BK, AsyncLoader::A_PITCH, AsyncLoader::B_PITCH>(rt, ld, RS * chunks, tm, tn);
+    }
 
     // ---- epilogue, one thread-tile column j per pass: every thread parks acc[·][j] in shared
     // memory (the main loop's last __syncthreads freed it), then the block writes the

@@ -11,7 +11,7 @@
 // k-major, m contiguous) and Bs[BK][B_PITCH]: BK rank-1 updates, TM + TN shared loads for
 // TM·TN FMAs each.
 //
-// The pipeline moves the operands from global to shared memory; the kernel's Loader (its
+// Two pipelines move the operands from global to shared memory; the kernel's Loader (its
 // gathers: where each element comes from, whether it exists) is the parameter:
 //
 //   cc_regtile_mainloop: two shared buffers, the next step's elements fetched into registers
@@ -25,6 +25,16 @@
 //       consumed(buf)   after buffer buf's products, before it is refilled (wgrad sums its
 //                       A tile there for the fused bias gradient; empty elsewhere)
 //
+//   cc_regtile_mainloop_async<STAGES>: STAGES shared stages filled by cp.async (sm_80+; below,
+//     and in the emulator, through common.cuh's cc_cp_async_zfill and its fallbacks), the step
+//     kt + STAGES − 1 issued while step kt is multiplied — no staging registers. Every
+//     iteration issues its copies (those past the last step with src-size 0), so the loop is
+//     one path; see the function. Loader:
+//       copy(stage, live)  issue this step's cp.async into stage (0 .. STAGES−1); when !live
+//                          every copy is zero-size (reads nothing)
+//       advance(s)         to reduction step s, as above
+//       a_tile(stage), b_tile(stage)  that stage's As and Bs
+//       consumed(stage)    after that stage's products, before the next barrier (as above)
 #pragma once
 #include "common.cuh"
 
@@ -92,6 +102,27 @@ cc_lambda_loader(Fetch fetch, Advance advance, Store store, ATile a_tile, BTile 
     return {fetch, advance, store, a_tile, b_tile, consumed};
 }
 
+// The same for cc_regtile_mainloop_async: copy(stage, live) instead of fetch and store.
+template <typename T, class Copy, class Advance, class ATile, class BTile, class Consumed>
+struct CcLambdaAsyncLoader {
+    Copy copy_;
+    Advance advance_;
+    ATile a_tile_;
+    BTile b_tile_;
+    Consumed consumed_;
+    __device__ __forceinline__ void copy(int stage, bool live) { copy_(stage, live); }
+    __device__ __forceinline__ void advance(int step) { advance_(step); }
+    __device__ __forceinline__ const T* a_tile(int stage) { return a_tile_(stage); }
+    __device__ __forceinline__ const T* b_tile(int stage) { return b_tile_(stage); }
+    __device__ __forceinline__ void consumed(int stage) { consumed_(stage); }
+};
+
+template <typename T, class Copy, class Advance, class ATile, class BTile, class Consumed>
+__device__ __forceinline__ CcLambdaAsyncLoader<T, Copy, Advance, ATile, BTile, Consumed>
+cc_lambda_async_loader(Copy copy, Advance advance, ATile a_tile, BTile b_tile, Consumed consumed) {
+    return {copy, advance, a_tile, b_tile, consumed};
+}
+
 // Double buffering through registers (see the header). The barrier at the end of step s makes
 // buffer s&1's stores visible and frees buffer (s−1)&1, which the next step's stores refill.
 // NONEMPTY: the caller guarantees steps >= 1 (the prologue then needs no test). UNROLL: steps
@@ -119,3 +150,126 @@ __device__ __forceinline__ void cc_regtile_mainloop(Tile& tile, Loader& ld, int 
         __syncthreads();
     }
 }
+
+// The cp.async pipeline (see the header). Step kt lives in stage kt % STAGES and is issued
+// STAGES − 1 iterations before it is multiplied. One barrier per iteration does both jobs:
+// after it (1) every thread's copies of step kt are complete and visible (each waited for its
+// own: wait_group STAGES − 2) and (2) every thread has finished multiplying step kt − 1, whose
+// stage the copies issued right after it refill. One commit per iteration, empty or not, keeps
+// "STAGES − 2 groups in flight" exact. The copies past the last step are issued with live =
+// false (zero-size: nothing read, a stage nobody reads again zeroed) instead of being skipped,
+// so an iteration has no branch: the static analysis sees one path.
+template <int STAGES, int BK, int A_PITCH, int B_PITCH, class Tile, class Loader>
+__device__ __forceinline__ void cc_regtile_mainloop_async(Tile& tile, Loader& ld, int steps, int tm, int tn) {
+    static_assert(STAGES >= 2, "the pipeline needs at least two stages");
+#pragma unroll 1
+    for (int s = 0; s < STAGES - 1; ++s) {
+        ld.copy(s, s < steps);
+        cc_cp_async_commit();
+        ld.advance(s + 1);
+    }
+    int read_stage = 0, write_stage = STAGES - 1;
+#pragma unroll 1
+    for (int kt = 0; kt < steps; ++kt) {
+        cc_cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        ld.copy(write_stage, kt + STAGES - 1 < steps);
+        cc_cp_async_commit();
+        ld.advance(kt + STAGES);
+        tile.template multiply<BK, A_PITCH, B_PITCH>(ld.a_tile(read_stage), ld.b_tile(read_stage), tm, tn);
+        ld.consumed(read_stage);
+        read_stage = read_stage + 1 == STAGES ? 0 : read_stage + 1;
+        write_stage = write_stage + 1 == STAGES ? 0 : write_stage + 1;
+    }
+    cc_cp_async_wait_all();   // only zero-size copies are left; none outlives the block
+    __syncthreads();          // the caller may reuse the stages (an epilogue through shared memory)
+}
+
+// ------------------------------------------------------------------ convolution gathers, cp.async
+// The operand gathers of an implicit-GEMM convolution for cc_regtile_mainloop_async: one path
+// per step (CUTLASS's "optimized" iterator idea, written for this tile). The reduction walks
+// (r < taps_r) × (s < S) × (chunks of BK of C reduction channels), chunks innermost. A: this
+// thread's pixel (a_ptr: its address at the current tap and chunk) for channels
+// c0 + a_k0 + j·A_K_STEP (a_j apart); B: channel c0 + b_kl of its filters (columns)
+// n0 + b_n0 + j·B_N_STEP (b_j apart). Decoded once per thread:
+//   * mask: bit r set iff the pixel's input row of tap row r is inside the image, bit 16 + s
+//     iff its column of tap column s is (0 for a pixel past M): the padding test of a step is
+//     two shifts and an AND (taps at most 16 each way; r passes taps_r − 1 only past the last
+//     step, by at most STAGES − 1);
+//   * b_n_left: how many of the block's filters from this thread's first one exist;
+// and a step moves both addresses by one of three increments (next chunk, next tap column,
+// next tap row) that depend only on the problem, chosen by selects, not branches. Copies
+// outside the operands (padding, channel or filter tails, steps past the last) are zero-size
+// cp.async: nothing read, zeros written. The kernel fills the addresses, strides and
+// increments; init() the rest.
+template <typename T, int BM, int BN, int BK, int THREADS, int STAGES>
+struct CcConvAsyncLoader {
+    static constexpr int A_LOADS = BM * BK / THREADS;
+    static constexpr int B_LOADS = BN * BK / THREADS;
+    static constexpr int A_K_STEP = THREADS / BM;
+    static constexpr int B_N_STEP = THREADS / BK;
+    static constexpr int A_PITCH = BM, B_PITCH = BN + 4;   // B: conflict-free k-fastest copies
+    static constexpr int A_STAGE = BK * A_PITCH, B_STAGE = BK * B_PITCH;
+    static constexpr int ELEMS = STAGES * (A_STAGE + B_STAGE);
+    static constexpr int BYTES = (int)sizeof(T);
+    static_assert(THREADS % BM == 0 && BK % A_K_STEP == 0, "A staging: each thread owns one pixel");
+    static_assert(THREADS % BK == 0 && BN % B_N_STEP == 0, "B staging: each thread owns one channel");
+    static_assert(STAGES <= 16, "r + STAGES stays below 32 in the tap mask's shifts");
+
+    T* smem;                   // As[STAGES][BK][A_PITCH], then Bs[STAGES][BK][B_PITCH]
+    const T* a_ptr;
+    const T* b_ptr;
+    cc_index_t a_j, a_inc_c, a_inc_s, a_inc_r;
+    int b_j, b_inc_c, b_inc_s, b_inc_r;
+    unsigned mask;
+    int b_n_left;
+    int a_dst, b_dst;          // this thread's first element in an A / B stage
+    int a_c_limit, b_c_limit;  // channel j of this thread is in chunk c0 iff c0 + j·step < limit
+    int c0, r, s, C, S;
+
+    __device__ __forceinline__ void init(T* shared, int channels, int taps_s, int filters_left) {
+        const int tid = threadIdx.x;
+        smem = shared;
+        C = channels;
+        S = taps_s;
+        c0 = r = s = 0;
+        mask = 0;
+        b_n_left = filters_left;
+        a_dst = tid;                                   // (a_k0, a_ml) = (tid / BM, tid % BM)
+        b_dst = (tid % BK) * B_PITCH + tid / BK;
+        a_c_limit = channels - tid / BM;
+        b_c_limit = channels - tid % BK;
+    }
+    __device__ __forceinline__ void set_row_valid(int tap_r, bool ok) { mask |= (unsigned)ok << tap_r; }
+    __device__ __forceinline__ void set_col_valid(int tap_s, bool ok) { mask |= (unsigned)ok << (16 + tap_s); }
+
+    __device__ __forceinline__ void copy(int stage, bool live) {
+        const bool pix = live && ((mask >> r) & (mask >> (16 + s)) & 1u);
+        T* const as = smem + stage * A_STAGE + a_dst;
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j) {
+            const bool ok = pix && c0 + j * A_K_STEP < a_c_limit;
+            cc_cp_async_zfill<BYTES>(as + j * A_K_STEP * A_PITCH, a_ptr + j * a_j, ok ? BYTES : 0);
+        }
+        const bool cb = live && c0 < b_c_limit;
+        T* const bs = smem + STAGES * A_STAGE + stage * B_STAGE + b_dst;
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) {
+            const bool ok = cb && j * B_N_STEP < b_n_left;
+            cc_cp_async_zfill<BYTES>(bs + j * B_N_STEP, b_ptr + j * b_j, ok ? BYTES : 0);
+        }
+    }
+    __device__ __forceinline__ void advance(int) {
+        c0 += BK;
+        const bool next_tap = c0 >= C;
+        const bool next_row = next_tap && s + 1 == S;
+        c0 = next_tap ? 0 : c0;
+        s = next_row ? 0 : s + next_tap;
+        r += next_row;
+        a_ptr += next_tap ? (next_row ? a_inc_r : a_inc_s) : a_inc_c;
+        b_ptr += next_tap ? (next_row ? b_inc_r : b_inc_s) : b_inc_c;
+    }
+    __device__ __forceinline__ const T* a_tile(int stage) const { return smem + stage * A_STAGE; }
+    __device__ __forceinline__ const T* b_tile(int stage) const { return smem + STAGES * A_STAGE + stage * B_STAGE; }
+    __device__ __forceinline__ void consumed(int) const {}
+};

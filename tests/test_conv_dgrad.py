@@ -117,6 +117,9 @@ def test_auto_rule(be, rng):
     ("dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
     ("dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
     ("dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),
+    ("conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "asymmetric_padding_stride2", "float32"),
+    ("conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "stride_beyond_filter", "float32"),
+    ("conv_dgrad_implicit_gemm_f64_64x64x8_8x8_s4", "rect_stride2x3_dil2x1", "float64"),
     ("depthwise", "depthwise_M2_stride2", "float32"),
     ("depthwise", "depthwise_M3_stride3", "float64"),
 ])

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from ..registry import KernelEntry, register_kernel
 from ..problem import Conv2dProblem
-from . import _common, _grad, depthwise_grad, tc_grad
+from . import _common, _grad, depthwise_grad, implicit_gemm, tc_grad
 from ._grad import INT_MAX, Launch
 
 FILE = "conv_dgrad.cu"
@@ -54,6 +54,7 @@ class DgradGemmConfig:
     tn: int
     min_blocks_per_sm: int = 2
     main: bool = False
+    stages: int = 0      # > 0: the cp.async pipeline of that depth (kernels/regtile.cuh)
 
     @property
     def threads(self) -> int:
@@ -61,13 +62,13 @@ class DgradGemmConfig:
 
     @property
     def name(self) -> str:
-        return (f"dgrad_implicit_gemm_{_grad.tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}"
-                f"_{self.tm}x{self.tn}")
+        tile = f"{_grad.tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        return f"conv_dgrad_implicit_gemm_{tile}_s{self.stages}" if self.stages else f"dgrad_implicit_gemm_{tile}"
 
     @property
     def expression(self) -> str:
         return (f"dgrad_implicit_gemm<{_grad.ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
-                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}>")
+                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}" + (f", {self.stages}>" if self.stages else ">"))
 
     def m_tiles(self, p: Conv2dProblem) -> int:
         """M tiles per phase: those of the largest phase (phase 0)."""
@@ -99,7 +100,8 @@ class DgradGemmConfig:
 
     def entry(self) -> KernelEntry:
         return KernelEntry(FILE, self.expression, self.name, block_threads=self.threads,
-                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main)
+                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main,
+                           min_blocks_overrides=implicit_gemm.stage_overrides(self.stages, self.dtype))
 
 
 DIRECT = {dt: DgradDirectConfig(dt) for dt in _grad.DTYPES}
@@ -108,6 +110,10 @@ GEMM_CONFIGS = (
     DgradGemmConfig("float32", 128, 64, 8, 8, 4, main=True),
     # double: one block (8 warps) per SM — 128 registers (two blocks) spill on sm_100.
     DgradGemmConfig("float64", 64, 64, 8, 4, 4, min_blocks_per_sm=1),
+    # the cp.async pipeline with 8x8 thread tiles: ~150-170 registers (f32; one block of 8 warps),
+    # ~230 (f64, 64 threads: 2-4 blocks)
+    DgradGemmConfig("float32", 128, 128, 8, 8, 8, min_blocks_per_sm=1, stages=4),
+    DgradGemmConfig("float64", 64, 64, 8, 8, 8, min_blocks_per_sm=2, stages=4),
 )
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..registry import KernelEntry, register_kernel
 from ..problem import Conv2dProblem
-from . import _common, _grad, depthwise_grad, tc_grad
+from . import _common, _grad, depthwise_grad, implicit_gemm, tc_grad
 from ._grad import INT_MAX, Launch
 
 FILE = "conv_wgrad.cu"
@@ -63,6 +63,7 @@ class WgradGemmConfig:
     atomic: bool = False
     min_blocks_per_sm: int = 2
     main: bool = False
+    stages: int = 0      # > 0: the cp.async pipeline of that depth (kernels/regtile.cuh)
 
     @property
     def threads(self) -> int:
@@ -71,12 +72,14 @@ class WgradGemmConfig:
     @property
     def name(self) -> str:
         kind = "wgrad_implicit_gemm_atomic" if self.atomic else "wgrad_implicit_gemm"
-        return f"{kind}_{_grad.tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        tile = f"{_grad.tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        return f"conv_{kind}_{tile}_s{self.stages}" if self.stages else f"{kind}_{tile}"
 
     @property
     def expression(self) -> str:
         return (f"wgrad_implicit_gemm<{_grad.ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
-                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}>")
+                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}"
+                + (f", {self.stages}>" if self.stages else ">"))
 
     def tiles(self, p: Conv2dProblem) -> int:
         """Blocks per split: groups · ceil(Kg / BM) · ceil(Cg·R·S / BN)."""
@@ -97,7 +100,8 @@ class WgradGemmConfig:
 
     def entry(self) -> KernelEntry:
         return KernelEntry(FILE, self.expression, self.name, block_threads=self.threads,
-                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main)
+                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main,
+                           min_blocks_overrides=implicit_gemm.stage_overrides(self.stages, self.dtype))
 
 
 def bias_name(dtype: str) -> str:
@@ -111,10 +115,14 @@ def bias_expression(dtype: str) -> str:
 DIRECT = {dt: WgradDirectConfig(dt) for dt in _grad.DTYPES}
 # (dtype, BM, BN, BK, TM, TN, blocks per SM, main); double: one block (8 warps) per SM — with
 # 128 registers (two blocks) the tile spills on sm_100.
+# _TILES_ASYNC: the cp.async pipeline with 8x8 thread tiles (~150-160 registers for f32: one
+# block of 8 warps; ~240 for f64 at 64 threads: 2-4 blocks), stages as the last field.
 _TILES = (("float32", 64, 64, 8, 4, 4, 2, False), ("float32", 128, 64, 8, 8, 4, 2, True),
           ("float64", 64, 64, 8, 4, 4, 1, False))
-GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic)
-                     for atomic in (False, True) for dt, bm, bn, bk, tm, tn, minb, main in _TILES)
+_TILES_ASYNC = (("float32", 128, 128, 8, 8, 8, 1, False, 4), ("float64", 64, 64, 8, 8, 8, 2, False, 4))
+GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic, stages=stages)
+                     for atomic in (False, True)
+                     for dt, bm, bn, bk, tm, tn, minb, main, stages in (*(t + (0,) for t in _TILES), *_TILES_ASYNC))
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 for _cfg in CONFIGS:
