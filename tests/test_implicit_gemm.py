@@ -136,7 +136,11 @@ def test_config_names_and_registry():
 
 def test_choose_config_rule():
     dense = Conv2dProblem(8, 64, 56, 56, 128, 3, 3, pad_h=1, pad_w=1)
-    assert ig.choose_config(dense, 132).name == "implicit_gemm_f32_128x128x8_8x4"
+    assert ig.choose_config(dense, 132).name == "implicit_gemm_f32_128x128x8_8x8_s4"
+    # variant 3 keeps 16 bits of tap mask per filter dimension: a 17-row filter takes variant 2
+    assert ig.choose_config(dense.with_(R=17, pad_h=8), 132).name == "implicit_gemm_f32_128x128x8_8x4"
+    assert ig.choose_config(dense.with_(dtype="float64"), 132).name == "implicit_gemm_f64_64x64x8_8x8_s4"
+    assert ig.choose_config(dense.with_(dtype="float64", K=32), 132).name == "implicit_gemm_f64_64x64x8_4x4"
     assert ig.choose_config(dense.with_(K=64), 132).name == "implicit_gemm_f32_128x64x8_8x4"
     assert ig.choose_config(dense.with_(K=32), 132).name == "implicit_gemm_f32_64x64x8_4x4"
     # Too few 128-row tiles to fill the SMs: the smaller tile.

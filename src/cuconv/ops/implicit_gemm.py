@@ -149,21 +149,29 @@ def _config(dtype: str, layout: str, bm: int, bn: int, stages: int = 0) -> Impli
 
 
 def choose_config(problem: Conv2dProblem, sms: int = 132, layout: str = "NCHW") -> ImplicitGemmConfig:
-    """The largest tile that still gives every SM a block.
+    """The largest tile that still gives every SM a block, in its fastest variant.
 
     Bigger tiles load less per FMA ((BM+BN)/(BM·BN) elements: 0.016 for 128x128, 0.023 for
     128x64, 0.031 for 64x64) but waste work when K/groups is below BN and leave SMs idle
     when the grid is small, so: 128x128 when K/groups > 64 and it makes at least one
-    block per SM; else 128x64 when K/groups > 32 and it does; else 64x64 (float64 has only
-    the 64x64 tile). The same rule in both layouts.
+    block per SM; else 128x64 when K/groups > 32 and it does; else 64x64. The 128x128 tile
+    runs as variant 3 (8x8 thread tiles, 4-stage cp.async, single-path loop: the higher
+    static issue ratio, `cuconv kernels --analyze --file implicit_gemm.cu`) where it can (R and
+    S at most 16). float64 has the 64x64 tile, as variant 3 (64 threads of 8x8 doubles) when
+    K/groups > 32 and it gives every SM two blocks, else the 256-thread 4x4 one. The same rule
+    in both layouts.
     """
     _, Ng, _ = problem.gemm_mnk()
     dt = problem.dtype if problem.dtype in FLOAT_DTYPES else "float32"
     big, mid, small = (_config(dt, layout, 128, 128), _config(dt, layout, 128, 64), _config(dt, layout, 64, 64))
+    staged_big, staged_small = _config(dt, layout, 128, 128, stages=4), _config(dt, layout, 64, 64, stages=4)
     if big and Ng > 64 and big.blocks(problem) >= sms and big.can_implement(problem) is None:
-        return big
+        return staged_big if staged_big and staged_big.can_implement(problem) is None else big
     if mid and Ng > 32 and mid.blocks(problem) >= sms and mid.can_implement(problem) is None:
         return mid
+    if (staged_small and Ng > 32 and staged_small.blocks(problem) >= 2 * sms
+            and staged_small.can_implement(problem) is None):
+        return staged_small
     return small
 
 
