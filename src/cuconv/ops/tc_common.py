@@ -16,6 +16,7 @@ GEMM_FILE = "tc_gemm.cu"
 CONV_FILE = "tc_conv.cu"
 INT_MAX = 2 ** 31 - 1
 GRID_YZ_MAX = 65535
+MAX_CONV_TAPS = 16          # tc_conv's loader: 16 mask bits for the filter rows, 16 for the columns
 
 # dtype name -> (short name in labels, C++ type, element bytes, cp.async widths in elements)
 DTYPES = {
@@ -106,6 +107,9 @@ class TcConfig:
             if problem.C_per_group % self.vec:
                 return (f"C/groups = {problem.C_per_group} is not a multiple of {self.vec}: {self.name} copies "
                         f"{self.vec} channels ({self.vec * self.esize} bytes) of a pixel at a time")
+            if max(problem.R, problem.S) > MAX_CONV_TAPS:
+                return (f"{self.name} keeps a pixel's valid filter rows and columns in one 32-bit mask: R and S "
+                        f"must be <= {MAX_CONV_TAPS}, got {problem.R}x{problem.S}")
             reason = conv_limits(problem)
             if reason:
                 return reason
@@ -134,7 +138,8 @@ class TcConfig:
 
 def _configs() -> tuple[TcConfig, ...]:
     """Every instantiation the ops can launch (the compile matrix builds each for every arch it
-    lists). Per dtype and op: the 128x128 main config with 16-byte copies, the 64x64 config with
+    lists). Per dtype and op: the 128x128 main config with 16-byte copies (for conv also with
+    64x64 warp tiles), the 64x64 config with
     the widest and the narrowest copy (channels / K, N that only the narrow one divides run
     there), for fp16/bf16 GEMM the 128x256 big-GEMM config, and for fp16 the sm_75 path
     (2 stages). The reasoning per config is in the kernel files' headers."""
@@ -144,6 +149,8 @@ def _configs() -> tuple[TcConfig, ...]:
         wide, narrow = DTYPES[dt][3][0], DTYPES[dt][3][-1]
         for op in ("gemm", "conv"):
             out.append(TcConfig(op, dt, 128, 128, bk, 64, 32, 4, wide, min_blocks=2, main=True))
+            if op == "conv":   # 4 warps of 64x64: twice the mma per ldmatrix and per loop overhead
+                out.append(TcConfig(op, dt, 128, 128, bk, 64, 64, 4, wide, min_blocks=2))
             out += [TcConfig(op, dt, 64, 64, bk, 32, 32, 3, v, min_blocks=2) for v in (wide, narrow)]
             if op == "gemm" and dt != "tf32":
                 out.append(TcConfig(op, dt, 128, 256, bk, 64, 64, 3, wide, min_blocks=1, main=True))
