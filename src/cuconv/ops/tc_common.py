@@ -220,10 +220,11 @@ def pick_vec(kdt: str, dims, aligned: bool) -> int | None:
     return None
 
 
-def find_config(op: str, kdt: str, bm: int, stages: int, vec: int, bn: int | None = None) -> TcConfig | None:
+def find_config(op: str, kdt: str, bm: int, stages: int, vec: int, bn: int | None = None,
+                wn: int | None = None) -> TcConfig | None:
     for c in CONFIGS:
         if (c.op == op and c.dtype == kdt and c.bm == bm and c.stages == stages and c.vec == vec
-                and (bn is None or c.bn == bn)):
+                and (bn is None or c.bn == bn) and (wn is None or c.wn == wn)):
             return c
     return None
 
