@@ -225,14 +225,15 @@ struct CcConvAsyncLoader {
     int b_n_left;
     int a_dst, b_dst;          // this thread's first element in an A / B stage
     int a_c_limit, b_c_limit;  // channel j of this thread is in chunk c0 iff c0 + j·step < limit
-    int c0, r, s, C, S;
+    CcTapWalk at;
+    int C, S;
 
     __device__ __forceinline__ void init(T* shared, int channels, int taps_s, int filters_left) {
         const int tid = threadIdx.x;
         smem = shared;
         C = channels;
         S = taps_s;
-        c0 = r = s = 0;
+        at = CcTapWalk{0, 0, 0, false, false};
         mask = 0;
         b_n_left = filters_left;
         a_dst = tid;                                   // (a_k0, a_ml) = (tid / BM, tid % BM)
@@ -244,14 +245,14 @@ struct CcConvAsyncLoader {
     __device__ __forceinline__ void set_col_valid(int tap_s, bool ok) { mask |= (unsigned)ok << (16 + tap_s); }
 
     __device__ __forceinline__ void copy(int stage, bool live) {
-        const bool pix = live && ((mask >> r) & (mask >> (16 + s)) & 1u);
+        const bool pix = live && ((mask >> at.r) & (mask >> (16 + at.s)) & 1u);
         T* const as = smem + stage * A_STAGE + a_dst;
 #pragma unroll
         for (int j = 0; j < A_LOADS; ++j) {
-            const bool ok = pix && c0 + j * A_K_STEP < a_c_limit;
+            const bool ok = pix && at.c0 + j * A_K_STEP < a_c_limit;
             cc_cp_async_zfill<BYTES>(as + j * A_K_STEP * A_PITCH, a_ptr + j * a_j, ok ? BYTES : 0);
         }
-        const bool cb = live && c0 < b_c_limit;
+        const bool cb = live && at.c0 < b_c_limit;
         T* const bs = smem + STAGES * A_STAGE + stage * B_STAGE + b_dst;
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j) {
@@ -260,14 +261,9 @@ struct CcConvAsyncLoader {
         }
     }
     __device__ __forceinline__ void advance(int) {
-        c0 += BK;
-        const bool next_tap = c0 >= C;
-        const bool next_row = next_tap && s + 1 == S;
-        c0 = next_tap ? 0 : c0;
-        s = next_row ? 0 : s + next_tap;
-        r += next_row;
-        a_ptr += next_tap ? (next_row ? a_inc_r : a_inc_s) : a_inc_c;
-        b_ptr += next_tap ? (next_row ? b_inc_r : b_inc_s) : b_inc_c;
+        at.step(BK, C, S);
+        a_ptr += at.pick(a_inc_c, a_inc_s, a_inc_r);
+        b_ptr += at.pick(b_inc_c, b_inc_s, b_inc_r);
     }
     __device__ __forceinline__ const T* a_tile(int stage) const { return smem + stage * A_STAGE; }
     __device__ __forceinline__ const T* b_tile(int stage) const { return smem + STAGES * A_STAGE + stage * B_STAGE; }

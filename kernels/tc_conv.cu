@@ -87,7 +87,8 @@ struct TcConvLoader {
     int b_step, b_rows;        // between a thread's filters (ROWS·R·S·Cg); filters left from row0
     cc_index_t a_inc_c, a_inc_s, a_inc_r;
     int b_inc_c, b_inc_s;
-    int Cg, S, c0, r, s, col, row0;
+    CcTapWalk at;
+    int Cg, S, col, row0;
 
     __device__ __forceinline__ void init(const T* x, const T* w, int m0, int n0, int g, int M, int Kg, int P, int Q,
                                          int H, int W, int Cs, int R, int S_, int sh, int sw, int ph, int pw,
@@ -95,7 +96,7 @@ struct TcConvLoader {
         const int tid = threadIdx.x;
         Cg = Cg_;
         S = S_;
-        c0 = r = s = 0;
+        at = CcTapWalk{0, 0, 0, false, false};
         col = (tid % PER_ROW) * VEC;
         row0 = tid / PER_ROW;
 #pragma unroll
@@ -125,8 +126,8 @@ struct TcConvLoader {
     }
 
     __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB, bool live) {
-        const bool cok = live && c0 + col < Cg;
-        const unsigned need = (1u << r) | (1u << (16 + s));
+        const bool cok = live && at.c0 + col < Cg;
+        const unsigned need = (1u << at.r) | (1u << (16 + at.s));
 #pragma unroll
         for (int i = 0; i < A_COPIES; ++i) {
             const bool ok = cok && (a_mask[i] & need) == need;
@@ -139,16 +140,11 @@ struct TcConvLoader {
             cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
                                      b_ptr + i * b_step, ok ? BYTES : 0);
         }
-        c0 += BK;
-        const bool next_tap = c0 >= Cg;
-        const bool next_row = next_tap && s + 1 == S;
-        c0 = next_tap ? 0 : c0;
-        s = next_row ? 0 : s + next_tap;
-        r += next_row;
-        const cc_index_t a_inc = next_tap ? (next_row ? a_inc_r : a_inc_s) : a_inc_c;
+        at.step(BK, Cg, S);
+        const cc_index_t a_inc = at.pick(a_inc_c, a_inc_s, a_inc_r);
 #pragma unroll
         for (int i = 0; i < A_COPIES; ++i) a_ptr[i] += a_inc;
-        b_ptr += next_tap ? b_inc_s : b_inc_c;
+        b_ptr += at.pick(b_inc_c, b_inc_s, b_inc_s);
     }
 };
 
