@@ -190,8 +190,12 @@ struct GemmF32Loader {
     int b_krow[B_ITERS], b_cols[B_ITERS];   // the row within the tile; columns left in the matrix
     bool b_in[B_ITERS];
 
-    __device__ __forceinline__ void init(const float* a, const float* b, int M, int N, int m0, int n0, int lda,
-                                         int ldb) {
+    __device__ __forceinline__ void init(float (*As_)[BK][A_PITCH], float (*Bs_)[BK][B_PITCH], const float* a,
+                                         const float* b, int M, int N, int K_, int m0, int n0, int lda, int ldb) {
+        As = As_;
+        Bs = Bs_;
+        tid = (int)threadIdx.x;
+        K = K_;
 #pragma unroll
         for (int i = 0; i < A_ITERS; ++i) {
             const int idx = tid + i * THREADS;
@@ -283,13 +287,9 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     // here, so a plan does not depend on where the caller's arrays happen to start (C's in the
     // epilogue: a flag live across the main loop costs the 128x128 config a spill on sm_100).
     Loader ld;
-    ld.As = As;
-    ld.Bs = Bs;
-    ld.tid = tid;
-    ld.K = K;
     ld.vec_a = (flags & GEMM_VEC_A) && cc_aligned16(A);
     ld.vec_b = (flags & GEMM_VEC_B) && cc_aligned16(B);
-    ld.init(A + batch * stride_a, B + batch * stride_b, M, N, m0, n0, lda, ldb);
+    ld.init(As, Bs, A + batch * stride_a, B + batch * stride_b, M, N, K, m0, n0, lda, ldb);
 
     CcRegTile<float, TM, TN, 4, 4, THREADS_M, THREADS_N> tile;
     tile.zero();
@@ -352,8 +352,12 @@ struct GemmF64Loader {
     const double* b_ptr[B_ITERS];
     bool a_in[A_ITERS], b_in[B_ITERS];
 
-    __device__ __forceinline__ void init(const double* a, const double* b, int M, int N, int m0, int n0, int lda,
-                                         int ldb) {
+    __device__ __forceinline__ void init(double (*As_)[BK][A_PITCH], double (*Bs_)[BK][B_PITCH], const double* a,
+                                         const double* b, int M, int N, int K_, int m0, int n0, int lda, int ldb) {
+        As = As_;
+        Bs = Bs_;
+        tid = (int)threadIdx.x;
+        K = K_;
 #pragma unroll
         for (int i = 0; i < A_ITERS; ++i) {
             const int idx = tid + i * THREADS;
@@ -425,11 +429,7 @@ gemm_f64_regblock(const double* __restrict__ A, const double* __restrict__ B, do
     const int m0 = (blockIdx.y + m_block0) * BM;
     const int n0 = blockIdx.x * BN;
     Loader ld;
-    ld.As = As;
-    ld.Bs = Bs;
-    ld.tid = tid;
-    ld.K = K;
-    ld.init(A + batch * stride_a, B + batch * stride_b, M, N, m0, n0, lda, ldb);
+    ld.init(As, Bs, A + batch * stride_a, B + batch * stride_b, M, N, K, m0, n0, lda, ldb);
 
     CcRegTile<double, TM, TN, 1, 1, THREADS_M, THREADS_N> tile;
     tile.zero();
