@@ -147,7 +147,7 @@ def markdown(rows, backend: str, draws: int, seconds: float, command: str) -> st
         'channel), and relu would then turn that NaN into a plausible 0. The plans flag every item whose',
         'input window holds a non-finite value, every item where a transform produced one from finite data',
         "(the spectra overflow float32 long before direct convolution's sum does), and every output channel",
-        "whose filter holds one, and `fft_fixup` recomputes those outputs in `direct.cu`'s order and",
+        "whose filter holds one, and `fft_conv_fixup` recomputes those outputs in `direct.cu`'s order and",
         "epilogue (kernels/fft_conv.cu's header). So NaN/±Inf reach exactly the outputs direct convolution",
         'gives them, and every flagged output equals `algo="direct"` bit for bit; the rest are the FFT\'s',
         'values, within the tolerance above (tests/test_fft_conv.py, `test_non_finite_*`). Not covered:',

@@ -7,7 +7,13 @@
 # more):
 #
 #   step               cap (s)  what
-#   info                  20    cuconv info --json (versions, device, clocks, derived peaks)
+#   info                  20    cuconv info --json (versions, device, clocks, memory, derived peaks)
+#   launchability         40    cuconv check --launchability device: every landmark model's conv/pool
+#                               layers planned for this GPU (its arch, SMs and memory), every launch
+#                               checked against its limits, auto's workspaces against the cap
+#   first_contact         60    pytest -m gpu on tests/test_first_contact.py: arch/memory caps read from
+#                               the device, cuFFT plans per stream, cuconv.torch's stream, allocator
+#                               and DLPack handshake (issue 23)
 #   prewarm               75    NVRTC-compiles every kernel file for the device, one process per file
 #                               (CuPy's and cuconv's disk caches: later steps only load; ~90 s of
 #                               serial NVRTC on 2 cores, the longest file ~30 s)
@@ -18,6 +24,9 @@
 #   bench_resnet50        35    cuconv bench resnet50, fp32 (26 cases)
 #   bench_gemm            25    cuconv bench gemm, against cuBLAS (10 cases)
 #   bench_resnet50_fp16   30    cuconv bench resnet50 --dtype float16 (26 cases)
+#   wgmma_vs_cudnn        40    sm_90 only: bench/wgmma_vs_mma.py --quick --convs-only --cudnn, every
+#                               wgmma config (the warp-specialized TMA kernel included) against
+#                               cuDNN through PyTorch on ResNet-50 3x3 layers (the table is in the log)
 #   bench_mobilenet_v2    30    cuconv bench mobilenet_v2 (32 cases)
 #   bench_resnet50_bwd    30    cuconv bench resnet50 --backward (dgrad + wgrad rows per layer)
 #   bench_train_lenet5    15    cuconv bench train lenet5 (a whole forward + backward step)
@@ -31,8 +40,8 @@
 # Sizing: the bench steps time each function for at most 0.1 s (--budget 0.1 --noise 1) and verify
 # against a reference of at most 0.25 GFLOP (float64 NumPy runs ~1 GFLOP/s), so a case costs about
 # 0.3-0.8 s; NVRTC is paid once, in parallel, by prewarm (serially ~90 s on the 2-core development
-# machine, gemm.cu alone 30 s). The caps add up to 675 s; the session also has a deadline
-# (CUCONV_SESSION_DEADLINE, default 440 s): each step gets min(its cap, the time left), a step cut
+# machine, gemm.cu alone 30 s). The caps add up to 775 s (815 s on sm_90, with wgmma_vs_cudnn); the
+# session also has a deadline (CUCONV_SESSION_DEADLINE, default 440 s): each step gets min(its cap, the time left), a step cut
 # off by either is recorded as "timeout", a step never reached as "not-run", and finalize always
 # gets its 20 s. Worst case about 7.8 minutes; `--resume` re-runs only the steps that did not end
 # "ok", each with twice its cap (set CUCONV_SESSION_DEADLINE to what is left of the lease).
@@ -48,8 +57,10 @@
 #   ncu.csv       ncu's details page of the three kernels
 #   logs.md       the tail of every step's output
 #
-# Without a GPU it says so, runs the emulated bench (verification on the CPU emulator, nothing timed)
-# and the host benchmark instead, writes the same files and exits 0. CUCONV_SESSION_QUICK=1 shrinks
+# Without a GPU it says so, runs the emulated bench (verification on the CPU emulator, nothing timed),
+# the launchability sweep for every arch and the host benchmark instead, writes the same files and
+# exits 0. A GPU older than sm_75 (V100, P100), which cuconv builds nothing for, is said once and
+# treated the same way. CUCONV_SESSION_QUICK=1 shrinks
 # every step to a token case (the test suite runs the script that way).
 #
 # On a lent H200 (the device tool), from the repository root, with timeout_s=540. $OUT is emptied
@@ -212,8 +223,10 @@ def cmd_finalize():
     devs = info.get("devices") or []
     if store.get("mode") == "gpu":
         for d in devs:
-            md.append(f"Device {d.get('index')}: **{d.get('name')}** ({d.get('arch')}, {d.get('sm_count')} SMs), "
-                      f"driver {info.get('cuda_driver')}, CUDA runtime {info.get('cuda_runtime')}, CuPy {info.get('cupy')}")
+            mem = d.get('total_memory_bytes') or 0
+            md.append(f"Device {d.get('index')}: **{d.get('name')}** ({d.get('arch')}, {d.get('sm_count')} SMs, "
+                      f"{mem / 2**30:.3g} GiB), driver {info.get('cuda_driver')}, CUDA runtime "
+                      f"{info.get('cuda_runtime')}, CuPy {info.get('cupy')}")
     else:
         md.append(f"**NO GPU**: {store.get('no_gpu_reason')}. The bench ran on the CPU emulator (verification "
                   "at a reduced size); nothing was timed.")
@@ -223,7 +236,9 @@ def cmd_finalize():
     for name in store["order"]:
         s = store["steps"][name]
         md.append(f"| {name} | {s['status']} | {s['seconds']:.0f} | {s['cap']} | {s['rc']} |")
-    for name, title in (("check", "cuconv check --gpu"), ("pytest", "pytest -m gpu")):
+    for name, title in (("launchability", "cuconv check --launchability"),
+                        ("first_contact", "pytest -m gpu tests/test_first_contact.py"),
+                        ("check", "cuconv check --gpu"), ("pytest", "pytest -m gpu")):
         s = store["steps"].get(name)
         if s:
             body = s["log"].splitlines()
@@ -294,6 +309,12 @@ helper() { "$PY" "$HELPER" "$OUT" "$WORK" "$@"; }
 # --- GPU or not ---------------------------------------------------------------------------------
 if "$PY" -c "import sys; from cuconv.backend import gpu_available; sys.exit(0 if gpu_available() else 1)" 2>/dev/null; then
     MODE=gpu; REASON=""
+    # A GPU cuconv builds nothing for (below sm_75): said once, then the no-GPU session.
+    UNSUPPORTED="$("$PY" -c "from cuconv.backend import gpu_unsupported_reason as r; print(r(0) or '')" 2>&1 | tail -1)"
+    if [ -n "$UNSUPPORTED" ]; then
+        MODE=no-gpu; REASON="$UNSUPPORTED"
+        echo "gpu_session: the GPU here is NOT SUPPORTED ($REASON): running the emulated bench instead"
+    fi
 else
     MODE=no-gpu
     REASON="$("$PY" -c "from cuconv.device import device_report; print(device_report().errors.get('devices', 'no CUDA device was found'))" 2>&1 | tail -1)"
@@ -346,6 +367,7 @@ if [ "$MODE" = no-gpu ]; then
     if [ "$QUICK" = 1 ]; then
         bench_step bench_seed 120 seed -k "§9.5 depthwise 3x3" --roofline h100 --no-resources
     else
+        run_step launchability 300 "${CUCONV[@]}" check --launchability all
         bench_step bench_seed 600 seed --roofline h100
         bench_step bench_gemm 600 gemm --roofline h100
         bench_step bench_resnet50 900 resnet50 --roofline h100 --no-resources
@@ -361,6 +383,14 @@ fi
 FAST=(--budget 0.1 --noise 1 --verify-gflop 0.25)
 SMALL=()
 [ "$QUICK" = 1 ] && SMALL=(-k "§9.5 depthwise 3x3")
+# An empty array expands as ${A[@]+"${A[@]}"}: plain "${A[@]}" of an empty array is an unbound
+# variable under `set -u` on bash < 4.4 (tests/test_gpu_session.py checks every expansion).
+
+# First contact (issue 23): will cuconv's plans launch on this device (its arch, SMs and memory),
+# and do the GPU-only paths (caps, cuFFT per stream, cuconv.torch's stream/allocator/DLPack) work?
+run_step launchability 40 "${CUCONV[@]}" check --launchability device
+FIRST=("$PY" -m pytest "$REPO/tests/test_first_contact.py" -m gpu -q -rfEs -p no:cacheprovider -p no:benchmark)
+run_step first_contact 60 "${FIRST[@]}"
 
 cat > "$WORK/prewarm.py" <<'PY'
 # Compile every kernel file for device 0, one process per file: CuPy's cache (the launches) and
@@ -379,8 +409,7 @@ def one(group):
     if not entries:
         return file, 0.0, "nothing for this arch"
     e = entries[0]
-    c.cupy_function(e, 0, cc)                 # the whole file's module, loaded on the device
-    c.compile_entry(e, f"sm_{cc}" if f"sm_{cc}" in c.ARCHS else "sm_90")
+    c.cupy_function(e, 0, cc)   # the whole file's module (the figures' build), loaded on the device
     return file, time.perf_counter() - t, "ok"
 
 
@@ -402,11 +431,14 @@ PYTEST=("$PY" -m pytest "$REPO/tests" -m gpu -q -rfE -p no:cacheprovider -p no:b
 [ "$QUICK" = 1 ] && PYTEST+=(-k "test_timed_gemm_row_against_cublas")
 run_step pytest 90 "${PYTEST[@]}"
 
-bench_step bench_seed 25 seed "${FAST[@]}" "${SMALL[@]}"
+bench_step bench_seed 25 seed "${FAST[@]}" ${SMALL[@]+"${SMALL[@]}"}
 if [ "$QUICK" != 1 ]; then
     bench_step bench_resnet50 35 resnet50 "${FAST[@]}"
     bench_step bench_gemm 25 gemm "${FAST[@]}"
     bench_step bench_resnet50_fp16 30 resnet50 --dtype float16 "${FAST[@]}"
+    if "$PY" -c "import cupy, sys; sys.exit(0 if cupy.cuda.Device().compute_capability == '90' else 1)" 2>/dev/null; then
+        run_step wgmma_vs_cudnn 40 "$PY" "$REPO/bench/wgmma_vs_mma.py" --quick --convs-only --cudnn --budget 0.5
+    fi
     bench_step bench_mobilenet_v2 30 mobilenet_v2 "${FAST[@]}"
     bench_step bench_resnet50_bwd 30 resnet50 --backward "${FAST[@]}"
     bench_step bench_train_lenet5 15 train lenet5 "${FAST[@]}"

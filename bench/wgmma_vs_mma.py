@@ -3,6 +3,8 @@
     python bench/wgmma_vs_mma.py                         # fp16, the default shapes
     python bench/wgmma_vs_mma.py --dtype bfloat16 --json bench/wgmma_vs_mma_h100.json
     python bench/wgmma_vs_mma.py --quick                 # fewer shapes, a short budget per kernel
+    python bench/wgmma_vs_mma.py --convs-only --cudnn    # every wgmma config (the warp-specialized
+                                                         # TMA one included) against cuDNN via PyTorch
 
 For each shape, every kernel is first checked against a float64 reference computed on the
 device from the same (quantized) operands, then timed with CUDA events after warm-up, L2
@@ -14,7 +16,9 @@ Kernels per shape (NHWC activations, KRSC weights: both kernels' native layout, 
     tc_gemm (mma.sync; row-major A and B) next to wgmma_conv (a 1x1 conv is the same GEMM);
   * convolutions: implicit_gemm_tc (tc_conv, mma.sync) next to implicit_gemm_wgmma.
 Each wgmma row also runs every wgmma config that can implement the shape ("wgmma best" is the
-fastest). Needs an sm_90 device (H100/H200); elsewhere it prints why and exits 2. Nothing here
+fastest). ``--cudnn`` adds PyTorch's conv2d (cuDNN, channels_last, cudnn.benchmark) on the same
+device arrays (shared through DLPack, no copy), verified the same way; ``--convs-only`` skips the
+GEMMs. Needs an sm_90 device (H100/H200); elsewhere it prints why and exits 2. Nothing here
 is a test and nothing asserts a time.
 """
 from __future__ import annotations
@@ -46,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="two shapes of each kind, 0.5 s per kernel")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timing per kernel (default 2)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this path")
+    ap.add_argument("--cudnn", action="store_true", help="also time cuDNN through PyTorch (torch.nn.functional.conv2d)")
+    ap.add_argument("--convs-only", action="store_true", help="only the convolution shapes")
     args = ap.parse_args(argv)
 
     import cupy as cp
@@ -75,7 +81,8 @@ def main(argv=None) -> int:
     else:
         dt = np.float16
     rng = np.random.default_rng(0)
-    gemms = GEMMS[:2] if args.quick else GEMMS
+    gemms = [] if args.convs_only else GEMMS[:2] if args.quick else GEMMS
+    torch = _torch_cudnn() if args.cudnn else None
     convs = CONVS[:2] if args.quick else CONVS
     rows = []
 
@@ -129,22 +136,55 @@ def main(argv=None) -> int:
                 timed(f"wgmma {cfg.name}", shape, flops,
                       lambda cfg=cfg: cuconv.conv2d(x, w, stride=st, padding=pad, algo="implicit_gemm_wgmma",
                                                     layout="NHWC", config=cfg.name), ref)
-    print("\n| shape | mma.sync TFLOP/s | wgmma best TFLOP/s | wgmma config | ratio |")
-    print("|---|---|---|---|---|")
-    for shape in dict.fromkeys(r["shape"] for r in rows):
-        group = [r for r in rows if r["shape"] == shape and r["verified"]]
-        mma = [r for r in group if "mma.sync" in r["kernel"]]
-        wgs = [r for r in group if r["kernel"].startswith("wgmma")]
-        if mma and wgs:
-            best = max(wgs, key=lambda r: r["tflops"])
-            print(f"| {shape} | {mma[0]['tflops']:.1f} | {best['tflops']:.1f} | {best['kernel'][6:]} | "
-                  f"{best['tflops'] / mma[0]['tflops']:.2f} |")
+        if torch is not None:
+            # NHWC storage seen as NCHW tensors in channels_last format: the same bytes, no copy.
+            xt = torch.from_dlpack(x).permute(0, 3, 1, 2)
+            wt = torch.from_dlpack(w).permute(0, 3, 1, 2)
+
+            def cudnn_conv(xt=xt, wt=wt, st=st, pad=pad):
+                y = torch.nn.functional.conv2d(xt, wt, stride=st, padding=pad)
+                return cp.from_dlpack(y.permute(0, 2, 3, 1).contiguous())
+            timed("cuDNN (PyTorch conv2d)", shape, flops, cudnn_conv, ref)
+    if torch is not None:
+        _summary(rows, "cuDNN", lambda r: r["kernel"].startswith("cuDNN"))
+    _summary(rows, "mma.sync", lambda r: "mma.sync" in r["kernel"])
     if args.json:
         header = dict(device=name, compute_capability=cc, cupy=cp.__version__, python=platform.python_version(),
                       dtype=args.dtype)
         with open(args.json, "w") as f:
             json.dump(dict(header=header, rows=rows), f, indent=2)
     return 0 if all(r["verified"] for r in rows) else 1
+
+
+def _summary(rows, base: str, is_base) -> None:
+    """Per shape: the baseline's TFLOP/s, the TMA config's, the best wgmma config's, its ratio."""
+    print(f"\n| shape | {base} TFLOP/s | wgmma TMA TFLOP/s | wgmma best TFLOP/s | best config | best / {base} |")
+    print("|---|---|---|---|---|---|")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        group = [r for r in rows if r["shape"] == shape and r["verified"]]
+        ref = [r for r in group if is_base(r)]
+        tma = [r["tflops"] for r in group if "_tma_" in r["kernel"]]
+        wgs = [r for r in group if r["kernel"].startswith("wgmma")]
+        if ref and wgs:
+            best = max(wgs, key=lambda r: r["tflops"])
+            print(f"| {shape} | {ref[0]['tflops']:.1f} | {tma[0] if tma else float('nan'):.1f} | {best['tflops']:.1f} | "
+                  f"{best['kernel'][6:]} | {best['tflops'] / ref[0]['tflops']:.2f} |")
+
+
+def _torch_cudnn():
+    """PyTorch with CUDA and cuDNN (benchmark mode: it picks its fastest algorithm), or None with
+    the reason printed: the cuDNN rows are then missing, the rest runs."""
+    try:
+        import torch  # noqa: PLC0415  (optional: only for the cuDNN baseline)
+    except ImportError as exc:
+        print(f"no cuDNN baseline: PyTorch is not installed ({exc})", file=sys.stderr)
+        return None
+    if not torch.cuda.is_available() or not torch.backends.cudnn.is_available():
+        print("no cuDNN baseline: this PyTorch has no CUDA/cuDNN", file=sys.stderr)
+        return None
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
 
 
 def _conv_ref_gpu(cp, x, w, stride, pad):

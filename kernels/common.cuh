@@ -1,9 +1,9 @@
 // common.cuh — helpers shared by every cuconv kernel.
 //
-// cuconv.compile inlines this file into each kernel's source text (CuPy's disk cache key
-// does not see -I headers, so an edited header would otherwise be ignored).
+// cuconv.compile inlines this file into each kernel's source text, so the compile caches
+// (keyed on the source text) see every edit of it.
 //
-// Everything here compiles three ways:
+// Everything here compiles two ways:
 //   * NVRTC for the GPU (__CUDA_ARCH__ defined),
 //   * g++ inside cuconv.emulator (CUCONV_EMULATOR defined, __CUDA_ARCH__ undefined),
 // so inline PTX and intrinsics must stay behind the small device functions below, each
@@ -570,6 +570,18 @@ __device__ __forceinline__ unsigned cc_smem_addr(const void* p) {
 #endif
 }
 
+// CC_SHARED_SYMBOL_ADDR(var, sym): unsigned var = the shared-window address of the __shared__
+// array `sym` declared at namespace scope (its name unmangled). On the GPU a `mov` of the symbol,
+// a constant to ptxas: arithmetic on it (wgmma descriptors) stays in uniform registers, where
+// cc_smem_addr of a generic pointer goes through the cluster window's per-thread registers.
+#if defined(__CUDA_ARCH__)
+#define CC_SHARED_SYMBOL_ADDR(var, sym) \
+    unsigned var;                       \
+    asm("mov.u32 %0, " #sym ";\n" : "=r"(var))
+#else
+#define CC_SHARED_SYMBOL_ADDR(var, sym) const unsigned var = cc_smem_addr(sym)
+#endif
+
 // fence.proxy.async.shared::cta: this thread's prior generic-proxy writes to shared memory
 // (plain stores, completed cp.async copies) become visible to the async proxy (wgmma, TMA).
 // Needed between filling an operand tile and a wgmma reading it (PTX ISA "Async Proxy").
@@ -622,6 +634,93 @@ __device__ __forceinline__ void cc_mbarrier_wait_parity(unsigned long long* bar,
     __trap();
 #else
     cc_tc_emu::mbarrier_wait_parity(bar, parity);
+#endif
+}
+
+// ------------------------------------------------------------------ TMA (sm_90)
+// A tensor map (CUtensorMap): 128 opaque bytes encoded on the host (the driver's
+// cuTensorMapEncodeTiled / cuTensorMapEncodeIm2col on the GPU, cuconv.emulator's encoder of
+// the same name in the emulator), passed to the kernel as a `const __grid_constant__` parameter
+// so that its address is a generic address the TMA unit may read. cuda.h's CUtensorMap is not
+// available to NVRTC, hence this stand-in of the same size and alignment.
+struct alignas(64) CcTensorMap {
+    unsigned long long opaque[16];
+};
+
+// mbarrier.arrive.expect_tx: the calling thread's arrival, after adding `bytes` to the
+// barrier's transaction count; the phase completes once every arrival is in and the TMA
+// loads signalling the barrier have completed that many bytes (complete_tx).
+__device__ __forceinline__ void cc_mbarrier_arrive_expect_tx(unsigned long long* bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(cc_smem_addr(bar)), "r"(bytes)
+                 : "memory");
+#elif defined(__CUDA_ARCH__)
+    (void)bar, (void)bytes;
+    __trap();
+#else
+    cc_tc_emu::mbarrier_arrive_expect_tx(bar, bytes);
+#endif
+}
+
+// fence.mbarrier_init.release.cluster: this thread's mbarrier.init are visible to the async
+// proxy (a TMA load completing on the barrier) once the other threads synchronise with it.
+__device__ __forceinline__ void cc_fence_mbarrier_init() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#elif !defined(__CUDA_ARCH__)
+    cc_tc_emu::fence_mbarrier_init();
+#endif
+}
+
+// cp.async.bulk.tensor.4d, tiled mode: the box of `map` at coordinates (c0, c1, c2, c3)
+// (innermost first) into shared memory at dst (128-byte aligned), completing on `bar`.
+__device__ __forceinline__ void cc_tma_load_tile_4d(void* dst, const CcTensorMap* map, unsigned long long* bar,
+                                                    int c0, int c1, int c2, int c3) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, "
+        "%6}], [%2];\n" :: "r"(cc_smem_addr(dst)), "l"(reinterpret_cast<unsigned long long>(map)),
+        "r"(cc_smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3) : "memory");
+#elif defined(__CUDA_ARCH__)
+    (void)dst, (void)map, (void)bar, (void)c0, (void)c1, (void)c2, (void)c3;
+    __trap();
+#else
+    const int c[4] = {c0, c1, c2, c3};
+    cc_tc_emu::tma_load(dst, map, bar, c, 4, nullptr, 0, false);
+#endif
+}
+
+// cp.async.bulk.tensor.4d, im2col mode (NHWC: c, w, h, n): the map's pixels-per-column pixels
+// from (w, h, n) along its bounding box, channels-per-pixel channels from c each, every pixel
+// read at (w + off_w, h + off_h) — one filter tap of an implicit-GEMM A tile.
+__device__ __forceinline__ void cc_tma_load_im2col_4d(void* dst, const CcTensorMap* map, unsigned long long* bar,
+                                                      int c, int w, int h, int n, unsigned short off_w,
+                                                      unsigned short off_h) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, "
+        "%6}], [%2], {%7, %8};\n" :: "r"(cc_smem_addr(dst)), "l"(reinterpret_cast<unsigned long long>(map)),
+        "r"(cc_smem_addr(bar)), "r"(c), "r"(w), "r"(h), "r"(n), "h"(off_w), "h"(off_h) : "memory");
+#elif defined(__CUDA_ARCH__)
+    (void)dst, (void)map, (void)bar, (void)c, (void)w, (void)h, (void)n, (void)off_w, (void)off_h;
+    __trap();
+#else
+    const int co[4] = {c, w, h, n}, of[2] = {off_w, off_h};
+    cc_tc_emu::tma_load(dst, map, bar, co, 4, of, 2, true);
+#endif
+}
+
+// setmaxnreg.{inc (INC), dec}.sync.aligned.u32 REGS (sm_90a): the warpgroup's per-thread
+// register budget moves to REGS, so a producer warpgroup can hand registers to the consumers.
+// Every thread of the warpgroup executes it. A hint for the allocator: without the instruction (other
+// GPUs) the kernel is still correct, so there it is nothing.
+template <int REGS, bool INC>
+__device__ __forceinline__ void cc_setmaxnreg() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (INC) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(REGS));
+    else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(REGS));
+#elif !defined(__CUDA_ARCH__)
+    cc_tc_emu::setmaxnreg(REGS, INC);
 #endif
 }
 

@@ -5,53 +5,37 @@
 //
 //   dx[n, g·Cg + c, h, w] = Σ_{k < Kg} Σ_{r, s} dy[n, g·Kg + k, p, q] · w[g·Kg + k, c, r, s]
 //     over the taps with h + pad_h − r·dil_h = p·stride_h, 0 <= p < P, and likewise for
-//     (w, s, q): a tap reaches an input row only when that difference is a multiple of the
-//     stride. Every dx element is written exactly once; no atomics, no zero-inserted dy.
+//     (w, s, q). Every dx element is written exactly once; no atomics, no zero-inserted dy.
 //
 // Variants, simplest to fastest:
 //   1. dgrad_direct<T, BLOCK>: one thread per dx element (grid-stride); every (r, s) is tested
 //      for the divisibility above and the reachable ones summed over k. Always correct: the
 //      yardstick of the tests and the fallback for problems the GEMM's int math cannot hold.
-//   2. dgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB>: CUTLASS's dgrad as an implicit GEMM
-//      per group and per *phase*. The dx pixels split into stride_h·stride_w phases
-//      (h mod stride_h, w mod stride_w); within a phase the taps that reach a pixel are the
-//      same for every pixel — the r with phase_h + pad_h − r·dil_h ≡ 0 (mod stride_h), an
-//      arithmetic progression r0, r0 + step, ... (step = stride_h / gcd(stride_h, dil_h)) —
-//      and they reach dy row p = i + off0 − t·doff for the phase's i-th row (t the tap's rank).
-//      So each phase is a dense GEMM with no inserted zeros and no per-element tap test:
-//        M = N·ceil((H − phase_h)/stride_h)·ceil((W − phase_w)/stride_w) phase pixels,
-//        N = C/groups input channels, reduction = K/groups × (the phase's taps).
-//      At stride 1 there is one phase with all R·S taps. A phase no tap reaches (stride larger
-//      than the dilated filter) is a GEMM with an empty reduction: its pixels get zeros.
-//      The tile machinery is implicit_gemm.cu's (the main loop is regtile.cuh's): BM×BN×BK
-//      block tile, TM×TN register tile per
-//      thread in runs of up to 4 contiguous elements, double-buffered shared memory with the
-//      next step's gathers in registers during the FMAs, and the epilogue parked column by
-//      column in shared memory so that consecutive threads store consecutive phase pixels.
-//      A (BM pixels × BK output channels) is gathered from dy: each thread owns one pixel and
-//      BK/A_K_STEP channels; B (BK × BN) from w at the current tap.
+//   2. dgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB> adds CUTLASS's dgrad as an implicit GEMM
+//      per group and per stride *phase* (h mod stride_h, w mod stride_w): within a phase the
+//      taps that reach a pixel are the same for every pixel (an arithmetic progression of r
+//      and of s), so each phase is a dense GEMM with no inserted zeros and no per-element tap
+//      test — M = the phase's pixels, N = C/groups, reduction = K/groups × the phase's taps.
+//      At stride 1 there is one phase with all R·S taps; a phase no tap reaches gets zeros.
+//      The tile machinery is implicit_gemm.cu's (register tile, double-buffered shared memory,
+//      the epilogue parked in shared memory; the main loop is regtile.cuh's); A is gathered
+//      from dy, B from w at the tap.
 //   3. dgrad_implicit_gemm<..., STAGES >= 2>: the same GEMM through regtile.cuh's STAGES-deep
-//      cp.async pipeline and single-path loader (CcConvAsyncLoader: per-thread masks of the
-//      taps that hit dy, three address increments chosen by selects; 8x8 thread tiles), in
-//      variant 2's order — bit-identical to it and to variant 1.
-//
-// Configs (ops/conv_dgrad.py), 256 threads each, 0 spills on sm_75 ... sm_120 (the compile
-// matrix, tests/test_compile.py, checks them and the blocks per SM promised):
-//   f32 64x64x8 4x4, f32 128x64x8 8x4 (main): 2 blocks/SM; f64 64x64x8 4x4: 1 block/SM (its
-//   accumulators and fragments need 144-152 registers on sm_75 ... sm_100). Variant 3: f32
-//   128x128x8 8x8, 4 stages, 1 block/SM; f64 64x64x8 8x8 (64 threads), 4 stages, 2-4 blocks/SM.
-// Shared memory: 2·BK·(BM + BN + 4)·sizeof(T) bytes (12 544 B for the main config).
-// Static analysis (`cuconv kernels --analyze --file conv_dgrad.cu --arch sm_90`; NVRTC SASS, no
-// GPU): dgrad_implicit_gemm_f32_128x64x8_8x4 — 127 regs, main loop 381 instructions, math
-// share 67 % (the forward implicit_gemm_f32_128x64x8_8x4: 68 %), 0.67 FMA per shared byte;
-// 64x64x8: 109 regs, 56 %. A step costs what the forward's does: the bounds test of the
-// tap's dy row/column replaces the forward's input test, and the tap progression is a few adds.
-// Both variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
+//      cp.async pipeline and single-path loader (per-thread masks of the taps that hit dy,
+//      three address increments chosen by selects; 8x8 thread tiles), in variant 2's order.
+// All variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
 // they agree bit for bit (tests/test_conv_dgrad.py checks it).
 //
-// Index math: whole-tensor offsets are 64-bit (cc_index_t); the phase GEMM's M, the block
-// index and the weight tensor's offsets are int (the op's can_implement rejects problems
-// where they would not fit).
+// Configs (ops/conv_dgrad.py), 256 threads: f32 64x64x8 4x4 and 128x64x8 8x4 (main), 2
+// blocks/SM; f64 64x64x8 4x4, 1 block/SM. Shared memory 2·BK·(BM + BN + 4)·sizeof(T) bytes.
+// Variant 3: f32 128x128x8 8x8 (256 threads, 1 block/SM) and f64 64x64x8 8x8 (64 threads),
+// 4 stages, filters up to 16x16 (the tap mask); shared memory STAGES·BK·(BM + BN + 4)·sizeof(T).
+// Index math: whole-tensor offsets 64-bit (cc_index_t); the phase GEMM's M, the block index and
+// weight offsets int (the op's can_implement rejects problems where they would not fit).
+//
+// The phase derivation: docs/kernel_design.md#conv_dgradcu; the shared main loop and the
+// single-path loader: docs/main_loops.md. Registers, spills and main-loop figures:
+// `cuconv kernels --analyze --file conv_dgrad.cu` (docs/kernel_figures.md).
 #include "regtile.cuh"
 
 #define CC_DGRAD_PARAMS(T)                                                                   \

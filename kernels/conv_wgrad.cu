@@ -9,44 +9,32 @@
 // Variants, simplest to fastest:
 //   1. wgrad_direct<T, BLOCK>: one thread per dW element, summing over n, p, q in order.
 //      Always correct and deterministic; the tests' yardstick.
-//   2. wgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB, ATOMIC>: per group a GEMM
-//        M = K/groups (rows k), N = Cg·R·S (columns (c, r, s)), reduction over l = (n, p, q),
-//      A[k, l] = dy (contiguous in l), B[l, (c, r, s)] gathered from x. The reduction is long
-//      (N·P·Q: 100 352 for a ResNet-50 56x56 layer at batch 32) and the output small, so the
-//      reduction is split across gridDim.y blocks (split-K), each summing `chunk` consecutive l
-//      (a multiple of BK). A thread owns one reduction lane l (the same for its A and B loads)
-//      and walks (n, p, q) with CcDigits3, adding BK per step — no division in the loop — and
-//      the (c, r, s) of its B columns, decoded once. Tile machinery as in implicit_gemm.cu
-//      (regtile.cuh's main loop):
-//      BM×BN×BK block tile, TM×TN register tile, double-buffered shared memory (rows padded by
-//      4 so the k-fastest staging stores are conflict-free), next step's loads in registers
-//      during the FMAs.
-//        ATOMIC = false (deterministic, the default): split z writes its partial tile to
-//        out_w + z·w_split_stride — dW itself when there is one split, else a workspace
-//        [splits][K·Cg·R·S] — and wgrad_splitk_reduce sums the splits in split order: the
-//        result is bit-identical from run to run whatever order blocks and threads run in.
-//        ATOMIC = true (deterministic=False): each split atomicAdds its tile into dW, zeroed
-//        first by wgrad_zero; no workspace, one pass, but float addition in arrival order, so
-//        the low bits vary between runs.
-//      The bias gradient is fused when has_bias: the blocks of N tile 0 also sum their A tiles
-//      (dy) per row, into out_b + z·b_split_stride (or atomically into db).
+//   2. wgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB, ATOMIC> adds, per group, a GEMM with
+//      M = K/groups, N = Cg·R·S and the long reduction over l = (n, p, q) split across
+//      gridDim.y blocks (split-K); a thread owns one reduction lane and walks (n, p, q) with
+//      CcDigits3, no division in the loop. Tile machinery as in implicit_gemm.cu (regtile.cuh's
+//      main loop).
+//        ATOMIC = false (the default): each split writes its partial tile (to dW itself when
+//        there is one split, else to a workspace [splits][K·Cg·R·S]) and wgrad_splitk_reduce
+//        sums the splits in split order: bit-identical from run to run.
+//        ATOMIC = true (deterministic=False): atomicAdd into dW zeroed by wgrad_zero; no
+//        workspace, one pass, the low bits vary between runs.
+//      db is fused when has_bias: the blocks of N tile 0 also sum their dy tiles per row.
 //      STAGES >= 2: the same gathers issued as cp.async into regtile.cuh's STAGES-deep
 //      pipeline (no staging registers: 8x8 thread tiles), the same order of products.
 //   3. wgrad_splitk_reduce<T>: dW[i] = Σ_z ws_w[z][i] (and db likewise), z in order.
-//   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction
-//      (deterministic), for when dW is not wanted or the simple variant runs.
+//   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction.
 //   5. wgrad_zero<T>: zero-fill for the atomic variant.
 //
-// Configs (ops/conv_wgrad.py), each deterministic and atomic, 256 threads, 0 spills on
-// sm_75 ... sm_120 (checked with the promised blocks per SM by tests/test_compile.py):
-//   f32 64x64x8 4x4, f32 128x64x8 8x4 (main): 2 blocks/SM; f64 64x64x8 4x4: 1 block/SM.
-//   With STAGES = 4: f32 128x128x8 8x8, 1 block/SM; f64 64x64x8 8x8 (64 threads), 2-4 blocks/SM.
-// Static analysis (`cuconv kernels --analyze --file conv_wgrad.cu --arch sm_90`; NVRTC SASS):
-// wgrad_implicit_gemm_f32_128x64x8_8x4 — 127 regs, main loop 459 instructions, math share
-// 58 % (the reduction-lane walk and the B gather's four bounds tests per load cost more than
-// the forward's per-pixel gather); 64x64x8: 109 regs, 47 %.
-// Index math: whole-tensor offsets and the reduction index are 64-bit; K/groups, Cg·R·S, P·Q
-// and the block index are int (can_implement checks).
+// Configs (ops/conv_wgrad.py), each deterministic and atomic, 256 threads: f32 64x64x8 4x4 and
+// 128x64x8 8x4 (main), 2 blocks/SM; f64 64x64x8 4x4, 1 block/SM. With STAGES = 4: f32
+// 128x128x8 8x8 (1 block/SM) and f64 64x64x8 8x8 (64 threads).
+// Index math: whole-tensor offsets and the reduction index 64-bit; K/groups, Cg·R·S, P·Q and
+// the block index int (can_implement checks).
+//
+// More on the split and the lane walk: docs/kernel_design.md#conv_wgradcu; the shared main
+// loop: docs/main_loops.md. Registers, spills and main-loop figures:
+// `cuconv kernels --analyze --file conv_wgrad.cu` (docs/kernel_figures.md).
 #include "regtile.cuh"
 
 // --------------------------------------------------------------------------- 1. direct

@@ -1,49 +1,34 @@
 // depthwise.cu — depthwise convolution (groups == C, channel multiplier M: K = M·C output
 // channels, output channel k filters input channel k / M), NCHW or NHWC, weights K×1×R×S
 // (the same memory as K×R×S×1, the NHWC weight layout), fp32 or fp64, with the fused epilogue
-// y = act(conv + bias[k] + residual).  Also the fused depthwise-separable block (fp32, NCHW).
+// y = act(conv + bias[k] + residual). Also the fused depthwise-separable block (fp32, NCHW).
 // T is the element type (float or double); every sum is accumulated in T.
 //
 // Variants, simplest to fastest:
-//   depthwise_direct<T, NHWC>  one thread per output, every tap read straight from global
-//                             memory. Any R, S, stride, padding, dilation. The always-correct
-//                             variant the others are tested against, and the fallback when a
-//                             tile does not fit in shared memory. In NHWC the output channel
-//                             runs fastest, so a warp's loads of one tap are consecutive
-//                             channels of one pixel (coalesced).
-//   depthwise_tiled<T,0,0,1>  (generic, NCHW) a block stages an input tile plus its halo, for
-//                             tile_c input channels, and those channels' filters in shared
-//                             memory, so each input element is read from global memory about
-//                             once; runtime R, S, stride, dilation.
-//   depthwise_tiled<T,KS,STRIDE,V>  the same staging with the kernel size (3, 5, 7) and the
-//                             stride (1, 2) known at compile time (dilation 1): each thread
-//                             keeps its filter in registers and computes a vertical strip of V
-//                             outputs, sliding down the input rows so each staged row is read
-//                             from shared memory once per strip instead of once per tap row.
-//   depthwise_nhwc<T,KS,STRIDE,V>  NHWC (MobileNet-style channels-last nets): a thread computes
-//                             V horizontally adjacent outputs of one channel; per filter row it
-//                             loads the (V−1)·STRIDE + KS input pixels that strip reads once
-//                             (instead of V·KS) and that filter row's KS taps. Channels run
-//                             fastest across threads, so every load and store of a warp is a
-//                             run of consecutive channels: coalesced without shared memory
-//                             (the channel dimension is the natural tile of NHWC). Dilation 1,
-//                             square 3/5 filters, stride 1 or 2 (the op checks).
-//   separable_fused_f32       depthwise then 1×1 pointwise in one kernel: for a tile of 64
-//                             output pixels and a chunk of 32 depthwise channels the depthwise
-//                             results go to shared memory and are multiplied by a 32×64 slice
-//                             of the pointwise weights there, so the intermediate tensor never
-//                             goes to global memory. Chunks of C accumulate in registers, so any
-//                             channel count fits.
+//   depthwise_direct<T, NHWC>  one thread per output, every tap read from global memory; any
+//                             R, S, stride, padding, dilation. The always-correct variant the
+//                             others are tested against, and the fallback when a tile does not
+//                             fit in shared memory (NHWC: channels fastest, loads coalesced).
+//   depthwise_tiled<T,0,0,1>  (generic, NCHW) adds shared-memory staging: an input tile plus its
+//                             halo for tile_c channels, and their filters, so each input element
+//                             is read from global memory about once; runtime R, S, stride.
+//   depthwise_tiled<T,KS,STRIDE,V>  adds compile-time kernel size (3, 5, 7) and stride (1, 2):
+//                             each thread keeps its filter in registers and computes a vertical
+//                             strip of V outputs, each staged row read once per strip.
+//   depthwise_nhwc<T,KS,STRIDE,V>  NHWC: V horizontally adjacent outputs of one channel per
+//                             thread, each filter row's input pixels loaded once per strip;
+//                             channels fastest across threads, so every access of a warp is
+//                             coalesced without shared memory. Dilation 1, square 3/5, stride 1/2.
+//   separable_fused_f32       depthwise then 1×1 pointwise in one kernel: a tile of 64 pixels ×
+//                             32 depthwise channels goes through shared memory into a 32×64 slice
+//                             of the pointwise weights; the intermediate never reaches global
+//                             memory, and chunks of C accumulate in registers.
 //
-// Tile geometry (tile_c input channels × tile_p output rows × tile_q output columns) is chosen
-// per problem by cuconv.ops.depthwise; shared memory holds
-//   tile_c · in_rows · in_cols input elements + tile_c · M · R · S filter elements (of T),
-// with in_rows = (ceil(tile_p / V)·V − 1)·stride_h + (R − 1)·dilation_h + 1 (a strip that runs
-// past the tile reads rows that were staged, as zeros when they are outside the input).
-// Static analysis (`cuconv kernels --analyze --file depthwise.cu`; NVRTC SASS, no GPU):
-// depthwise_f32_k3_s1_v4 — 64 regs, 0 spills, 15 KiB smem, 4 blocks/SM (50 %) on sm_80 and
-// sm_90; main loop math share 28.8 %, 0.70 FMA per shared byte (the kernel is memory-bound by
-// design: 9 FMAs per output against one input read; the ceiling that matters is DRAM).
+// Tile geometry (tile_c channels × tile_p rows × tile_q columns) is chosen per problem by
+// cuconv.ops.depthwise; shared memory holds tile_c·in_rows·in_cols inputs + tile_c·M·R·S
+// filter taps (docs/kernel_design.md#depthwisecu has the row count). The kernels are
+// memory-bound by design (9 FMAs per output against one input read for 3×3): the ceiling that
+// matters is DRAM. Figures: `cuconv kernels --analyze --file depthwise.cu` (docs/kernel_figures.md).
 #include "common.cuh"
 
 #define CC_DW_THREADS 256

@@ -2,38 +2,27 @@
 // M: K = M·C output channels, output channel k = c·M + m filters input channel c), NCHW dy/x/dx,
 // K×1×R×S w, float or double (accumulation in the element type).
 //
-// A depthwise layer given to the dense kernels (conv_dgrad.cu, conv_wgrad.cu) is C tiny GEMMs:
-// dgrad's N dimension is C/groups = 1 column of a 64-column tile, wgrad's M dimension is M rows
-// of 64. These kernels are built for the per-channel stencil instead. Own file (not inside
-// the two dense ones) because the two share their staging and planning with each other and
-// with the forward's depthwise.cu, not with the GEMMs.
+// Given to the dense kernels (conv_dgrad.cu, conv_wgrad.cu) a depthwise layer is C tiny GEMMs
+// (one column of a 64-column tile; M rows of 64); these kernels are built for the per-channel
+// stencil instead, and share their staging and planning with the forward's depthwise.cu.
 //
-//   depthwise_dgrad_tiled<T, MINB>  dx — the forward's depthwise tile transposed: a block stages, for
-//       tile_c input channels, the dy rows and columns that reach its tile_h × tile_w tile of dx
-//       (all M output channels of each input channel, zeros outside dy) and those channels'
-//       filters in shared memory, so each dy element is read from global memory about once.
-//       The tile origin is a multiple of the stride and the block's items are ordered by
-//       stride phase (phase_h, phase_w, row, column), so the threads of a warp share one phase
-//       and with it one set of taps (cc_dgrad_taps; computed once per phase into shared memory):
-//       no tap is tested and rejected, and no inserted zero is multiplied. Accumulation order per
-//       element: r, s, m — the order of dgrad_direct, so the two agree bit for bit.
+//   depthwise_dgrad_tiled<T, MINB>  dx — the forward's depthwise tile transposed: a block stages,
+//       for tile_c input channels, the dy rows and columns that reach its tile of dx (all M
+//       output channels of each input channel, zeros outside dy) and their filters in shared
+//       memory, so each dy element is read from global memory about once. The tile origin is a
+//       multiple of the stride and items are ordered by stride phase, so a warp shares one set
+//       of taps (cc_dgrad_taps, once per phase in shared memory): no tap is tested and rejected,
+//       no inserted zero multiplied. Accumulation order r, s, m — dgrad_direct's, bit for bit.
 //   depthwise_wgrad<T, TAPS, MINB>  dW (and db when asked) as a per-channel reduction: block
-//       (k, tap chunk, split z) sums dy[n, k, p, q]·x[n, k/M, p·sh − ph + r·dh, q·sw − pw + s·dw]
-//       over its share of n·P·Q for TAPS taps held in registers (each dy element is read once
-//       per TAPS taps), then reduces across the block in a fixed tree (cc_block_sum).
-//       Deterministic. With splits > 1 each split writes its partial sums to a workspace
-//       [splits][K·R·S] (+ [splits][K] for db) that conv_wgrad.cu's wgrad_splitk_reduce sums
-//       in split order; with one split it writes dW and db directly. The bias gradient is
-//       fused: the tap-chunk-0 blocks also sum dy.
+//       (k, tap chunk, split z) sums dy·x over its share of n·P·Q for TAPS taps held in
+//       registers (each dy element read once per TAPS taps), then a fixed-tree block reduction
+//       (cc_block_sum). Deterministic. With splits > 1 the partial sums go to a workspace that
+//       conv_wgrad.cu's wgrad_splitk_reduce sums in split order; db is fused (tap chunk 0).
 //
-// Shared memory of the dgrad tile (ops/depthwise_grad.py caps it at 15 KiB so that four
-// 256-thread blocks fit on every target):
-//   tile_c·M·rows·cols + tile_c·M·R·S elements, rows = floor((tile_h − 1 + ph)/sh) −
-//   floor((ph − (R − 1)·dh)/sh) + 1 (the dy rows reaching the tile; the same for every tile
-//   because the tile origin is a multiple of the stride), cols likewise;
-// plus 2·MAX_STRIDE tap descriptors. Blocks per SM promised (MINB): dgrad 4 for float, 3 for
-// double (64 registers spill 8 bytes on sm_100/sm_120); wgrad 4 for float (64 registers), 2 for
-// double (its 9 accumulators and operands take twice the registers).
+// Shared memory of the dgrad tile: ops/depthwise_grad.py caps it at 15 KiB so that four
+// 256-thread blocks fit on every target (the row count: docs/kernel_design.md#depthwise_gradcu).
+// Blocks per SM promised (MINB): dgrad 4 for float, 3 for double; wgrad 4 for float, 2 for
+// double. Figures: `cuconv kernels --analyze --file depthwise_grad.cu` (docs/kernel_figures.md).
 #include "common.cuh"
 
 #define CC_DWG_THREADS 256

@@ -1,58 +1,37 @@
 // fft_conv.cu — FFT convolution (the textbook's §8.4), fp32 data, complex64 spectra, NCHW/KCRS.
 //
 // y = act(conv_stride1(x, w) + bias + residual) by the convolution theorem, one Lh×Lw transform
-// size per problem (ops/fft_conv.py chooses it; the transforms themselves are cuFFT's on the GPU
-// and pocketfft's on the CPU backends, called by the plan between these kernels):
-//   1. pack:     the zero-padded input tiles X̂ᵣ[b][c] (b = image × tile), and the filter spread by
-//                the dilation and placed circularly reversed, ŵ[k][c][(−dil·r) mod L] = w[k][c][r],
-//                so that its spectrum is the conjugate of w's: the product below then computes the
-//                cross-correlation with no conj in the inner loop;
-//   2. (FFT)     R2C of every packed plane: X[b][c][f] and Wf[k][c][f], f < Lh·(Lw/2 + 1);
-//   3. multiply: Y[b][k][f] = Σ_{c in k's group} X[b][c][f] · Wf[k][c][f], the channel reduction
-//                as a complex GEMM per frequency (batch b × C_g) · (C_g × K_g);
+// size per problem (ops/fft_conv.py chooses it; the transforms are cuFFT's on the GPU and
+// pocketfft's on the CPU backends, called by the plan between these kernels):
+//   1. pack:     the zero-padded input tiles, and the filter spread by the dilation and placed
+//                circularly reversed, so that its spectrum is the conjugate of w's (no conj in
+//                the inner loop of the product below);
+//   2. (FFT)     R2C of every packed plane;
+//   3. multiply: Y[b][k][f] = Σ_{c in k's group} X[b][c][f] · Wf[k][c][f], a complex GEMM per
+//                frequency (batch b × C_g) · (C_g × K_g);
 //   4. (FFT)     C2R of every Y plane, unnormalised (cuFFT's convention);
-//   5. crop:     y[n][k][p][q] = act(Yᵣ[b][k][i][j] / (Lh·Lw) + bias[k] + residual), the valid
-//                Th×Tw outputs of each tile (overlap-save: the wrapped-around rest is dropped).
+//   5. crop:     the valid outputs of each tile / (Lh·Lw), fused epilogue (overlap-save).
 //
 // Kernels, simplest to fastest:
-//   fft_pack_input            one thread per element of the packed planes (grid-stride): a gather,
-//                             zero outside the image (the padding and the tile overhang).
+//   fft_pack_input            one thread per element of the packed planes: a gather, zero
+//                             outside the image (the padding and the tile overhang).
 //   fft_pack_filter           the same for a range of filter planes (K·C_g in passes).
 //   fft_channel_gemm_simple   one thread per Y[b][k][f]: the always-correct reference for stage 3.
-//   fft_channel_gemm<TB, TK>  lanes over 32 consecutive frequencies (every load coalesced: all
-//                             spectra are plane-major), the 8 warps of a block over 8·TK output
-//                             channels, each thread TB items × TK channels in registers: per input
-//                             channel it loads TB + TK complex values and does TB·TK complex MACs.
-//                             Warps of a block read the same X values (L1 hits). No shared memory:
-//                             values at different frequencies are never reused, so staging buys
-//                             only what registers already give.
+//   fft_channel_gemm<TB, TK>  adds register tiling: lanes over 32 consecutive frequencies
+//                             (coalesced: the spectra are plane-major), each thread TB items ×
+//                             TK channels in registers, TB + TK complex loads per TB·TK complex
+//                             MACs; no shared memory (nothing is reused across frequencies).
 //   fft_crop_epilogue         one thread per output element of a chunk of tiles, fused epilogue.
-//   fft_flags_init, fft_fixup exact non-finite semantics (below).
+//   fft_flags_init, fft_fixup exact non-finite semantics: a transform mixes a whole plane, so the
+//                             items and channels whose data hold a NaN/Inf (or whose spectra
+//                             overflow from finite data) are flagged and recomputed from x and w
+//                             in direct.cu's order and epilogue — direct convolution's values bit
+//                             for bit; with finite data a register test per element and a
+//                             fix-up launch that exits.
 //
-// Non-finite inputs and weights. A transform mixes a whole plane: one NaN or ±Inf in an item's
-// input window (the Lh×Lw tile it packs) makes every output of that item NaN for every output
-// channel of its group, and one in filter k makes every output of channel k NaN, where direct
-// convolution gives NaN/Inf only at the outputs whose window holds it (and relu then maps a
-// NaN to 0, hiding the error). So that both algorithms return exactly direct convolution's
-// NaN/Inf pattern and values, each pass of items runs: fft_flags_init, which clears a flag per
-// item of the pass and an "any item" word (and on the first pass marks each output channel k
-// whose filter holds a non-finite weight, from w itself, so this holds when the filter spectra
-// are given); fft_pack_input, which flags every item whose window holds a non-finite value;
-// fft_crop_epilogue, which flags every item where a transform produced one from finite data
-// (the spectra overflow float32 long before direct's sum does: |X[f]| sums a whole plane); and
-// fft_fixup, which recomputes the outputs of flagged items and flagged channels straight from x
-// and w in direct.cu's summation order and epilogue, so they equal direct convolution's bit for
-// bit. With finite data the cost is one pass over the weights, a register test per packed
-// element and per cropped output, and per pass a clearing launch and a fix-up launch of at most
-// 1024 blocks that read two flags each and exit.
-//
-// Static analysis only (no GPU run has measured these). fft_channel_gemm<4, 4>, `cuconv analyze
-// kernels/fft_conv.cu "fft_channel_gemm<4, 4>" --arch sm_80 --arch sm_90`: 92 / 88 registers, 0
-// spills, 2 blocks of 256 per SM; main loop 106 / 108 warp instructions per input channel, 64 of them
-// FFMA (16 complex MACs), 8 64-bit loads; issue-bound ceiling 100% (sm_80) / 59% (sm_90) of the
-// fp32 pipe. It moves 8·(TB + TK) bytes per 8·TB·TK FLOPs from L1/L2 (1 FLOP/byte at TB = TK = 4),
-// and with a batch of one (TB's items idle) it reads every filter spectrum value once per image
-// and is bound by Wf's bandwidth, as any per-frequency GEMV is.
+// The flag protocol and the channel GEMM's traffic: docs/kernel_design.md#fft_convcu. Figures:
+// `cuconv kernels --analyze --file fft_conv.cu` (docs/kernel_figures.md). Accuracy:
+// docs/fft_accuracy.md.
 #include "common.cuh"
 
 // --------------------------------------------------------------------------- non-finite flags

@@ -3,79 +3,38 @@
 //
 //   C[b] (M x N) = act( A[b] (M x K) · B[b] (K x N) + bias[b][m] + residual[b] )
 //
-// Row-major with leading dimensions lda/ldb/ldc (elements) and 64-bit element strides between
-// the batch's matrices (a stride of 0 broadcasts one matrix over the batch). blockIdx.z is the
-// batch index, blockIdx.y the tile row, blockIdx.x the tile column; m_block0/batch0 offset
-// them so the host can split a grid past the 65535 limit of gridDim.y/z into several launches.
-// The residual has C's layout (same ld, same batch stride); bias is per row (per output
-// channel) with its own batch stride (0, or K/groups when the batch runs over groups).
-// Optional pointers come with a has_* flag and are never dereferenced when the flag is 0.
+// Row-major with leading dimensions lda/ldb/ldc and 64-bit element strides between the batch's
+// matrices (0 broadcasts one matrix). blockIdx.z is the batch, blockIdx.y the tile row,
+// blockIdx.x the tile column; m_block0/batch0 let the host split a grid past gridDim.y/z's 65535.
+// The residual has C's layout; bias is per row (per output channel). Optional pointers come
+// with a has_* flag and are never dereferenced when it is 0.
 //
-// Variants, simplest to fastest (every one is correct for every M, N, K >= 0; the tests
-// run each against the first and against a float64 reference):
+// Variants, simplest to fastest (each correct for every M, N, K >= 0; the tests run each
+// against the first and against a float64 reference):
+//   1. gemm_naive<T, BM, BN>: one thread per output, the K loop straight from global memory
+//      (2 loads per FMA). The always-correct reference variant; float or double.
+//   2. gemm_tiled<T, TILE>: adds shared-memory tiles of A and B per K step (zero-filled at the
+//      edges), so each global element is read once per block instead of TILE times; still one
+//      output per thread: 1 FMA per 2 shared loads, bound by shared traffic and issue slots.
+//   3. gemm_f32_regblock<BM, BN, BK, TM, TN>: adds 2-D register blocking — each thread keeps a
+//      TM x TN micro-tile of accumulators and per k reads TM + TN operands (LDS.128) for TM·TN
+//      FMAs; 16-byte global loads where the operands allow (else guarded scalar loads);
+//      double-buffered shared tiles (one __syncthreads per K step, the next tile's global loads
+//      in flight behind the FMAs); A stored transposed and each thread's rows split in groups
+//      of 4 so a quarter-warp reads 8 consecutive float4s (no bank conflicts).
+//      Main config 128x128x8 with 8x8 micro-tiles (256 threads, __launch_bounds__(256, 2)):
+//      4 FMAs per float loaded from shared memory, 0.031 B/FLOP from global/L2; smaller tiles
+//      (64x64x16 4x4, 32x128x16 4x8) serve the small or skinny GEMMs of convolutions.
+//   4. gemm_f64_regblock<BM, BN, BK, TM, TN>: variant 3's idea for double (kept apart: variant 3
+//      is built around float4): a strided TM x TN micro-tile per thread, double-buffered shared
+//      tiles, scalar coalesced global loads; config 64x64x8 with 4x4 (2 FMAs per double loaded).
 //
-//   1. gemm_naive<T, BM, BN>: one thread per output element, K-loop straight from global
-//      memory. 2 loads per FMA: bound by L1/L2 bandwidth. Kept as the always-correct
-//      reference variant. T = float or double (labels gemm_f32_naive_*, gemm_f64_naive_*).
-//   2. gemm_tiled<T, TILE>: TILE x TILE threads stage a tile of A and of B in shared memory
-//      per K step (zero-filled at the edges), so each global element is read once per block
-//      instead of TILE times; each thread still computes one output: 1 FMA per 2 shared loads,
-//      so shared-memory traffic and issue slots bound it (FFMAs are 16 of the 81 instructions
-//      of its main loop on sm_90: a 20 % issue ceiling). float or double.
-//   3. gemm_f32_regblock<BM, BN, BK, TM, TN>: 2-D register blocking. A block of
-//      (BM/TM)·(BN/TN) threads owns a BM x BN tile; each thread keeps a TM x TN micro-tile
-//      of accumulators in registers and, per k, reads TM values of A and TN of B from shared
-//      memory (as 16-byte LDS.128) for TM·TN FMAs. Global loads are 16-byte vectors when the
-//      matrix allows it (the op's flags: ld and batch stride multiples of 4; the kernel's
-//      own check: base pointer 16-byte aligned), else guarded scalar loads; either way
-//      out-of-range elements are zero-filled. Shared memory is double-buffered: tile k+1 is loaded from global into
-//      registers while tile k is multiplied, then stored to the other buffer, so one
-//      __syncthreads per K step suffices and the global latency hides behind the FMAs.
-//      A is stored transposed (As[k][m], rows padded by 4 floats) so the inner loop reads
-//      both operands along contiguous addresses; each thread's rows/columns are split into
-//      groups of 4 spaced 4·(BM/TM) (resp. 4·(BN/TN)) apart, so the 8 threads of a
-//      quarter-warp read 8 consecutive float4s: no bank conflicts.
-//      The main loop (register tile, double buffer, barrier) is regtile.cuh's, shared with the
-//      convolution kernels; this file supplies the gathers (GemmF32Loader, GemmF64Loader).
-//
-// The reasoning behind the main config, 128x128x8 with 8x8 micro-tiles (256 threads):
-//   * FMAs per shared-memory load: per k each thread loads 8 + 8 floats (4 LDS.128) and
-//     issues 64 FMAs: 4 FMAs per float loaded, 16 FMAs per LDS instruction (variant 2: 0.5).
-//   * Bytes per FLOP from global/L2: per K step the block loads (128 + 128)·8·4 B = 8 KiB
-//     and does 128·128·8 FMAs = 262144 FLOP: 0.031 B/FLOP (32 FLOP/B). An H100 SXM (about
-//     67 TFLOP/s fp32, 3.35 TB/s HBM, ~20 FLOP/B balance) is therefore compute-bound on
-//     this kernel's traffic even before L2 reuse between blocks.
-//   * Registers: 64 accumulators + 16 fragment values + 8 prefetch values + addresses
-//     ≈ 110-128. __launch_bounds__(256, 2) caps them at 128, so 2 blocks (16 warps, 25 %
-//     occupancy) fit per SM on sm_80/sm_90 (65536 registers / (2·256)); with 64
-//     independent FMAs per thread per k, 16 warps keep the FMA pipes busy (ILP, not TLP).
-//   * Shared memory: 2 buffers · 8 · (132 + 128) · 4 B = 16.6 KiB per block, not a limit.
-//   * Checked statically (`cuconv kernels --analyze --file gemm.cu`: NVRTC's SASS, no GPU
-//     involved): one iteration of the main loop (one BK=8 tile) is 512 FFMA, 32 LDS.128,
-//     5 STS, 2 LDG.128 and 1 BAR in 633 instructions on sm_90 (624 on sm_80) on the aligned
-//     full-work path: math share 80.9 % (sm_90) / 82.1 % (sm_80), 1 FMA per shared byte
-//     (all shared loads 128-bit), issue-bound ceiling 80.9 % of fp32 peak on sm_90 and 100 %
-//     on sm_80 (half its issue slots are free: 64 FP32 lanes/SM). The scalar fallback for
-//     misaligned operands issues 659 (77.7 %). The prefetch addresses are decoded once per
-//     thread (row pointers of A, B pointers advanced by BK rows per tile), which took the
-//     sm_90 figure from 644 instructions (79.5 %) past 80 %; what remains besides the math is
-//     ~100 bookkeeping instructions per tile (bounds checks, the 4 scalar stores of the
-//     transposed A tile, loop control). BK=16 would amortise them further but spills at the
-//     128-register cap. 128 registers and 0 spills on sm_75 ... sm_120.
-//   Smaller tiles (64x64x16 with 4x4, 32x128x16 with 4x8) serve small or skinny problems
-//   (a convolution's M is its output channels per group, often 16-64), where 128x128 tiles
-//   would leave most of the block idle or too few blocks to fill the SMs.
-//   4. gemm_f64_regblock<BM, BN, BK, TM, TN>: variant 3's idea for double, kept apart from it
-//      (variant 3 is built around float4 and is tuned on its own): a TM x TN micro-tile of
-//      double accumulators per thread, double-buffered shared tiles, one barrier per K step,
-//      scalar global loads (zero-filled at the edges; consecutive threads read consecutive
-//      elements of a row: 64-byte runs of A, whole rows of B). The micro-tile is strided
-//      (rows ty + i·BM/TM, columns tx + j·BN/TN), so a warp's shared reads of B are 16
-//      consecutive doubles (128 bytes: conflict-free) and those of A broadcasts, and its
-//      stores of C are 16-double runs of two rows. The config 64x64x8 with 4x4: 256 threads,
-//      16 accumulators (32 registers); per k, 4 + 4 doubles read from shared memory for 16
-//      FMAs (2 FMAs per double loaded); 76-112 registers (sm_75 ... sm_120), 0 spills, 2 blocks
-//      per SM; shared memory 2 · 8 · (64 + 1 + 64) · 8 B = 16.1 KiB.
+// Variants 3 and 4 share their main loop (register tile, double buffer, one barrier per K step)
+// with the convolution kernels: regtile.cuh's; this file supplies the gathers (GemmF32Loader,
+// GemmF64Loader). The reasoning behind each config: docs/kernel_design.md#gemmcu; the shared
+// loop: docs/main_loops.md. Registers, spills, main-loop mix and issue ceiling per config and
+// arch: `cuconv kernels --analyze --file gemm.cu` (docs/kernel_figures.md; the compile matrix
+// checks 0 spills and the promised blocks/SM).
 #include "regtile.cuh"
 
 // Shared by every variant: one output element's fused epilogue, in cc_epilogue's order.

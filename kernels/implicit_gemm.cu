@@ -2,117 +2,47 @@
 // the fly (no column matrix is ever written), NCHW / KCRS or NHWC / KRSC, fp32 or fp64, fused
 // epilogue.
 //
-// The GEMM view, per group g (§8.3 turned on its side, as in cuDNN/CUTLASS "implicit GEMM"):
-//   D[m, k]  = Σ_kk A[m, kk] · B[kk, k]         M = N·P·Q   (output pixels)
-//                                                N = K/groups (output channels of the group)
-//                                                K = C/groups·R·S (one filter's taps)
-//   A[m, kk] = x[n, g·C/g + c, p·sh − ph + r·dh, q·sw − pw + s·dw]   (0 in the padding)
-//   B[kk, k] = w[g·K/g + k, c, r, s]
-//   out[n, g·K/g + k, p, q] = act(D[m, k] + bias + residual)  with m = (n·P + p)·Q + q.
-// A block computes a BM×BN tile of D; the grid is 1-D over (group, M tile, N tile) with the
-// N tile fastest, so the blocks that share an input tile run next to each other (L2 reuse).
+// The GEMM per group g (§8.3 turned on its side, as in cuDNN/CUTLASS "implicit GEMM"):
+//   D[m, k] = Σ_kk A[m, kk] · B[kk, k]     M = N·P·Q (output pixels), N = K/groups,
+//   A[m, kk] = x[n, g·C/g + c, p·sh − ph + r·dh, q·sw − pw + s·dw]  (0 in the padding)
+//   B[kk, k] = w[g·K/g + k, c, r, s];  out[n, g·K/g + k, p, q] = act(D[m, k] + bias + residual)
+// A block computes a BM×BN tile of D; the 1-D grid runs the N tiles of an M tile back to back
+// (L2 reuse of the input tile they share). Every variant is a template on the element type T
+// (float or double, everything in T) and on the layout (NHWC = true: NHWC / KRSC / NHWC),
+// which changes only the strides of the gather and of the store.
 //
-// Variants, simplest first (both are configs; the tests compare them with each other, with
-// kernels/direct.cu and with the float64 reference):
+// Variants, simplest first (the tests compare them with each other, with direct.cu and with
+// the float64 reference):
+//   1. implicit_gemm_simple<T, NHWC, BM, BN, BK> ("analytic"): one thread per output of the
+//      tile, single-buffered shared tiles, the flat reduction order kk = (c·R + r)·S + s decoded
+//      with a division per loaded element; 2 shared loads per FMA: shared-load bound.
+//   2. implicit_gemm<T, NHWC, BM, BN, BK, TM, TN, MIN_BLOCKS> ("optimized") adds:
+//      * a TM×TN register tile per thread, fragments read with ld.shared.v4 (32 FMAs per 12
+//        loads for the 8x4 tile of the main config), conflict-free;
+//      * the reduction ordered (r, s) outer, channels inner in chunks of BK: one padding test
+//        per step and no division in the main loop (the price: a partly zero last chunk when
+//        C/g is not a multiple of BK);
+//      * coalesced staging (a warp's A loads are 32 consecutive output pixels) into padded rows;
+//      * double-buffered shared memory, the next step's tiles loaded into registers behind the
+//        FMAs (one __syncthreads per step);
+//      * an epilogue through shared memory, so the output (bias, residual, activation applied)
+//        is written with coalesced stores.
+//      Its main loop (register tile, double buffer, one barrier per step) is regtile.cuh's,
+//      shared with gemm.cu, conv_dgrad.cu and conv_wgrad.cu; this kernel supplies the gathers.
+//   3. implicit_gemm<..., STAGES >= 2> (variant 2 with a single-path loader) adds:
+//      * a STAGES-deep cp.async pipeline (regtile.cuh): no staging registers, so an 8x8 thread
+//        tile fits; below sm_80 the copies are synchronous (the same kernel, no overlap);
+//      * one path per step: each thread's addresses advance by one of three problem-constant
+//        increments and the padding test is a per-thread mask of valid filter rows and columns
+//        (CcConvAsyncLoader); R and S at most 16. Variant 2's reduction order: bit-identical.
+// Configs (ops/implicit_gemm.py), NCHW and NHWC: simple 16x16x16; 64x64x8 4x4 (small grids,
+// and the f64 config); 128x64x8 8x4 (main, 2 blocks/SM); 128x128x8 8x4 at 512 threads;
+// variant 3: 128x128x8 8x8, 4 stages (1 block/SM), f64 64x64x8 8x8 at 64 threads.
+// Index math: tensor offsets 64-bit (cc_index_t), GEMM extents int (can_implement checks).
 //
-// Every variant is a template on the element type T (float or double: loads, shared tiles,
-// accumulators and epilogue in T, so a double kernel rounds only in double) and on the
-// layout (NHWC = false: NCHW input / KCRS weight / NCHW output; true: NHWC / KRSC / NHWC).
-// The layout changes only the strides of the gather and of the store — see "NHWC" below.
-//
-// 1. implicit_gemm_simple<T, NHWC, BM, BN, BK>  ("analytic"): one thread per output of the tile
-//    (BM·BN threads), single-buffered shared tiles As[BK][BM] and Bs[BK][BN], and the flat
-//    reduction order kk = (c·R + r)·S + s, decomposed with a division per loaded element.
-//    Every tile element is loaded once per block and used BN (resp. BM) times from shared
-//    memory, but each FMA still costs two shared-memory loads: it is shared-load bound.
-//
-//    In NHWC the flat order is kk = (r·S + s)·C/g + c (the KRSC weights' own order).
-//
-// 2. implicit_gemm<T, NHWC, BM, BN, BK, TM, TN, MIN_BLOCKS>  ("optimized"), adds:
-//    * 2-D register blocking: each thread keeps a TM×TN tile of accumulators, and per reduction
-//      step loads TM values of A and TN of B from shared memory for TM·TN FMAs: 32 FMAs per 12
-//      loads (2.7 FMA/load) for the 8x4 thread tile of the main config, 16 per 8 for 4x4, versus
-//      0.5 in variant 1. The fragments are runs of 4 contiguous floats in 16-byte aligned rows,
-//      so they are read with ld.shared.v4 (3 LDS.128 per 32 FMAs with 8x4); a warp reads 16
-//      distinct float4 of A and 2 of B per step: no bank conflicts.
-//    * a reduction order that makes the gather cheap: (r, s) outer, channels inner in chunks
-//      of BK. For one (r, s) every thread's input pixel (h, w) is fixed, so the padding test
-//      is one compare per step and the BK channels are loads at stride H·W — no division in the
-//      main loop. The price: when C/g is not a multiple of BK the last chunk of each (r, s) is
-//      partly zero (C = 3 uses 3 of 8 slots). Padding, tile tails and chunk tails are
-//      predicated loads that write zero; nothing is read out of bounds.
-//    * staging for coalescing: a warp's A loads are 32 consecutive output pixels (consecutive
-//      input columns at stride 1); a warp's B loads take BK consecutive channels of 32/BK
-//      filters (at stride R·S in KCRS, contiguous for 1x1), stored into rows padded to BN + 4
-//      floats so that those stores do not conflict either.
-//    * double-buffered shared memory: the next step's tiles are fetched from global memory into
-//      registers while the current step's FMAs run, then stored into the other buffer, so one
-//      __syncthreads per step and the global latency hides behind TM·TN·BK FMAs per thread.
-//    * the main loop (register tile, double buffer, one barrier per step) is regtile.cuh's,
-//      shared with gemm.cu, conv_dgrad.cu and conv_wgrad.cu; this kernel supplies its gathers.
-//    * an epilogue through shared memory: column j of every thread tile is parked in the (now
-//      free) tile buffers, then the block writes it with consecutive threads on consecutive
-//      output pixels — coalesced NCHW stores — applying bias, residual and activation
-//      (cc_epilogue) on the way: one pass over the output.
-//
-// 3. implicit_gemm<..., STAGES >= 2>  (variant 2 with an "optimized" loader), adds:
-//    * a STAGES-deep cp.async pipeline (regtile.cuh's cc_regtile_mainloop_async): each step's
-//      elements go straight from global to shared memory, issued STAGES − 1 steps ahead — no
-//      staging registers, so an 8x8 thread tile fits (64 FMAs per 4 LDS.128 per k);
-//    * a single-path loop: each thread's element addresses are advanced by one of three
-//      increments that depend only on the problem (next chunk, next tap, next filter row) and
-//      the padding test is a per-thread bit mask of valid filter rows and columns, decoded
-//      once (regtile.cuh's CcConvAsyncLoader, CUTLASS's "optimized" iterator idea); steps past
-//      the last issue zero-size copies instead of branching. R and S at most 16 (the mask).
-//    The reduction order is variant 2's, so with BK = 8 both add the same products in the same
-//    order: bit-identical results (tests/test_implicit_gemm.py checks it). Below sm_80 (no
-//    cp.async) the copies are synchronous: the same kernel, correct, without the overlap.
-//
-// NHWC: the same tiles and reduction order; what changes is where the elements are. A thread's
-// BK channels of one pixel are consecutive floats (stride 1 instead of H·W) and a filter's
-// channels too (stride 1 instead of R·S), so a thread's A loads fall into one or two 32-byte
-// sectors that L1 serves to the neighbouring threads of the same pixel; the warp's 32 threads
-// still take 32 pixels, C floats apart (less coalesced than the NCHW gather at stride 1 — the
-// price of keeping one pixel per thread, and with it the division-free main loop). The
-// epilogue walks the parked slab with the output channel fastest, so consecutive threads
-// store at k, k+VN, ...: 16-byte runs of each 4 columns instead of NCHW's 128-byte rows.
-//
-// Configs (ops/implicit_gemm.py; the op picks one per problem, tests run them all), each in
-// NCHW and NHWC:
-//   simple 16x16x16                        256 threads   the reference variant (f32, f64)
-//   64x64x8, 4x4 thread tile               256 threads   small grids, K/groups <= 32; the f64
-//                                                        config (2 blocks/SM: 16 double
-//                                                        accumulators fit 128 registers)
-//   128x64x8, 8x4 (main)                   256 threads   2 blocks/SM
-//   128x128x8, 8x4                         512 threads   1 block/SM (16 warps), K/groups > 64
-//   128x128x8, 8x8, 4 stages (variant 3)   256 threads   1 block/SM (8 warps: ~150-170
-//                                                        registers); f64: 64x64x8 8x8, 64
-//                                                        threads, 2-4 blocks/SM (~230 registers)
-// Global traffic per FMA, (BM+BN)/(BM·BN) elements loaded per FMA: 0.031 (64x64), 0.023
-// (128x64), 0.016 (128x128), i.e. 0.06 / 0.047 / 0.031 bytes per FLOP; simple: 0.125 elements.
-// An H100 SXM runs ~67 TFLOP/s fp32 against ~3.35 TB/s of DRAM (0.05 B/FLOP) and several times
-// that from L2, where neighbouring blocks find the input tiles they share (the grid runs the N
-// tiles of an M tile back to back): the 128-row tiles are compute-bound once tiles hit in L2.
-// Shared memory: 2·BK·(BM + BN + 4)·4 bytes = 12 544 B for 128x64x8, 16 640 B for 128x128x8.
-//
-// Registers (ptxas, sm_75 ... sm_120, checked by the compile matrix in tests/test_compile.py):
-// TM·TN accumulators + fragments (~2 steps of TM + TN in flight) + (BM + BN)·BK/threads
-// prefetch registers + ~30 for addresses and loop state. 128x64 8x4: 109-121 registers, 0
-// spills; with __launch_bounds__(256, 2) two blocks (16 warps) stay resident per SM on sm_80 /
-// sm_90, so one block's FMAs cover the other's barrier and loads. An 8x8 thread tile at 256
-// threads wants ~150 registers on sm_90 and spills when held to 128, hence 8x4 at 512 threads
-// for the 128x128 tile (107-113 registers). The NHWC instantiations: 86-113 registers, 0
-// spills, the same occupancy. float64 64x64x8 4x4 (NCHW and NHWC): 98-128 registers, 0 spills,
-// 2 blocks/SM on every target (16 double accumulators, 8 fragment doubles, 4 staged ones).
-//
-// Index math: tensor offsets are 64-bit (cc_index_t); M = N·P·Q, the GEMM extents, the block
-// index, offsets within one input plane and within the weight tensor are int (the op's
-// can_implement rejects problems where they would not fit).
-// Static analysis of the main config (`cuconv kernels --analyze --file implicit_gemm.cu`;
-// NVRTC SASS, no GPU): implicit_gemm_f32_128x64x8_8x4 — sm_80: 109 regs, 0 spills, 2 blocks/SM,
-// main loop 373 instructions, math share 68.6 %, 0.67 FMA per shared byte, issue ceiling 100 %;
-// sm_90: 115 regs, 376 instructions, math share 68.1 % = issue ceiling 68.1 %. Its widest global
-// load is 32-bit (the im2col gather is per element); the patch-address arithmetic is the cost.
+// NHWC, traffic and register reasoning: docs/kernel_design.md#implicit_gemmcu; the shared main
+// loop and the single-path loader: docs/main_loops.md. Registers, spills and main-loop figures:
+// `cuconv kernels --analyze --file implicit_gemm.cu` (docs/kernel_figures.md).
 #include "regtile.cuh"
 
 // Arguments shared by both variants and by kernels/direct.cu (same order), so the op passes

@@ -11,55 +11,33 @@
 // and the output written NHWC (out[m, g·Kg + n]) or NCHW (out[img, g·Kg + n, p, q]).
 //
 // Variants, simplest first:
-//
 // 1. tc_conv_simple<T> ("analytic"): one warp per 16×8 output tile; each lane gathers its own
-//    fragment elements from global memory (a division per element to split kk into r, s, c)
-//    with arbitrary element strides for x, w and out, so it reads NCHW or NHWC input and KCRS
-//    or KRSC weights as they are, with no alignment requirement. The reference for variant 2.
+//    fragment elements from global memory (a division per element) with arbitrary strides, so
+//    it reads NCHW or NHWC and KCRS or KRSC as they are, with no alignment requirement. The
+//    reference for variant 2.
+// 2. tc_conv<T, BM, BN, BK, WM, WN, STAGES, VEC, MINB> (NHWC/KRSC) adds what tc_gemm adds
+//    (cp.async pipeline, ldmatrix, warp tiles, swizzled shared memory) plus the convolution's
+//    gather in the loader: (r, s) outer and BK channels inner, so every copy is VEC contiguous
+//    channels of one pixel — entirely in the image or entirely padding (zero fill, no read);
+//    each thread decodes its pixels once into an address and a mask of the filter rows and
+//    columns inside the image, a tile moves every address by one of three problem-constant
+//    increments (selects, no branch) and tests padding with an AND: one path per tile (R and
+//    S at most 16). Needs Cg a multiple of VEC (the op picks the largest VEC that holds).
+// 3. tc_pack_nhwc<T>: the NCHW path — a tiled transpose to NHWC (KCRS to KRSC) with each
+//    group's channels zero-padded to a multiple of 8; variant 2 then runs on the packed
+//    operands and writes the output NCHW from its epilogue. One read and write of x (and w).
 //
-// 2. tc_conv<T, BM, BN, BK, WM, WN, STAGES, VEC, MINB> (NHWC/KRSC), adds what tc_gemm adds
-//    (cp.async pipeline, ldmatrix, warp tiles of several mma, swizzled shared memory) plus the
-//    convolution's gather in the loader: the reduction walks (r, s) outer and BK channels
-//    inner, so for one tap every copy is VEC contiguous channels of one input pixel (or of one
-//    filter row) — a 16-, 8- or 4-byte cp.async that is entirely in the image or entirely
-//    padding (zero fill, no read). Per thread, the pixel of each A row it copies is decoded
-//    once into an address and a bit mask of the filter rows and columns that land inside the
-//    image; a tile moves every address by one of three problem-constant increments, chosen
-//    by selects, and tests padding with an AND — one path per tile, copies past the last tile
-//    zero-size (the loader's comment has the details; R and S at most 16). The price:
-//    when Cg is not a multiple of BK, the last channel chunk of every tap is partly zero.
-//    Alignment: Cg (hence C and the weight rows) a multiple of VEC, pointers VEC·sizeof(T)
-//    aligned; the op picks the largest VEC that holds (8/4/2 for 16-bit types, 4/2/1 for tf32).
-//
-// 3. tc_pack_nhwc<T>: the documented NCHW path. A tiled transpose (32×32 shared tile, coalesced
-//    on both sides) from any (n, c, hw) strides to NHWC with each group's channels padded with
-//    zeros to a multiple of 8: NCHW input -> NHWC workspace, KCRS weights -> KRSC workspace,
-//    and NHWC input whose channel count no cp.async width divides (odd C in fp16). Variant 2
-//    then runs on the packed operands and writes the output NCHW directly from its epilogue.
-//    The transform costs one read and one write of x (and of w) per call.
-//
-// Configs (smem = STAGES·(BM + BN)·BK·sizeof(T); H100 SXM: 228 KB smem, 64 K registers/SM;
-// registers as ptxas reports them, 0 spills on sm_75..sm_120):
-//   128x128x32, warps 2x4 of 64x32, 4 stages: 64 KB smem, 256 threads, 125 registers
-//     -> 2 blocks (16 warps) per SM. ResNet-50 at batch 32 has M = 32·56·56 = 100 352 (25 088
-//     at 28×28, 6 272 at 14×14, 1 568 at 7×7); the op takes 128×128 while that still gives
-//     every SM a block (all 56×56 and 28×28 layers), else 64×64 (e.g. the 7×7 3×3 convs:
-//     13 × 4 = 52 tiles of 128×128 would leave 80 SMs idle).
-//   128x128x32, warps 2x2 of 64x64, 4 stages: 128 threads, ~230-250 registers -> 2 blocks
-//     (8 warps) per SM on sm_80/sm_90/sm_100 (one on the 100 KB-smem parts); per warp and k
-//     tile twice the mma of 64x32 for the same loop overhead.
-//   64x64x32, warps 2x2 of 32x32, 3 stages: 24 KB smem, 128 threads, ~108 registers -> 4 blocks
-//     per SM; for small M·K/groups and the emulator tests. _v2 (4-byte copies, Cg even but
-//     not a multiple of 8): ~180 registers -> 2 blocks per SM.
-//   *_s2 (2 stages): the sm_75 path — no cp.async there, so copies are synchronous and more
-//     stages would only cost shared memory.
-//   tf32: BK = 16 (the same 64-byte rows and smem bytes), copies of 4 or 1 floats.
+// Configs (smem = STAGES·(BM + BN)·BK·sizeof(T)): 128x128x32, warps 2x4 of 64x32, 4 stages,
+// 256 threads, 2 blocks/SM, while M gives every SM a tile; 128x128x32 as warps 2x2 of 64x64
+// (128 threads; twice the mma per ldmatrix), chosen where two of its blocks fit an SM; else
+// 64x64x32, warps 2x2 of 32x32, 3 stages, 128 threads, 4 blocks/SM (_v2: 2); *_s2 for sm_75
+// (no cp.async); tf32 BK = 16.
 // The epilogue writes each accumulator with a (not inlined) call; see cc_tc_store.
-// Static analysis (`cuconv kernels --analyze --file tc_conv.cu`; NVRTC SASS, no GPU):
-// tc_conv_f16_128x128x32_64x32_s4_v8 — 125 regs, 0 spills, 64 KiB smem, 2 blocks/SM on
-// sm_80/sm_90; main loop 170 (sm_80) / 175 (sm_90) instructions with 32 HMMA, 12 LDSM,
-// 16 LDGSTS; tensor issue ceiling 100 % (sm_80) / 73 % (sm_90: HMMA alone cannot reach
-// Hopper's peak, which needs wgmma). tf32 128x128x16: ceiling 82 % / 43 %.
+//
+// The choice of tiles for ResNet-50's layers: docs/kernel_design.md#tc_convcu; the 64x64 warp
+// tiles and the single-path loader: docs/main_loops.md. Registers, spills and the tensor issue
+// ceiling: `cuconv kernels --analyze --file tc_conv.cu` (docs/kernel_figures.md); on sm_90,
+// mma.sync cannot reach Hopper's peak (wgmma_conv.cu can).
 #include "tc_tile.cuh"
 
 // A: BM output pixels × BK channels of tap (r, s); B: BN filters × the same BK channels. One

@@ -6,44 +6,30 @@
 // Variants, simplest first:
 //
 // 1. tc_gemm_simple<T> ("analytic"): one warp per 16×8 output tile, 4 warps per block; every
-//    lane loads the elements of its own A/B fragments straight from global memory with the PTX
+//    lane loads its own A/B fragment elements straight from global memory with the PTX
 //    fragment formulas (cc_tc_warp_direct) and issues one mma per k-step. No shared memory, no
-//    alignment requirement, any M, N, K, lda, ldb. It is the layout reference the tests compare
-//    the fast kernel against (and the one whose fragment indexing is easiest to read).
+//    alignment requirement, any M, N, K, lda, ldb: the layout reference for variant 2.
 //
 // 2. tc_gemm<T, BM, BN, BK, WM, WN, STAGES, VEC, MINB>, adds:
 //    * block tiles staged through shared memory by a STAGES-deep cp.async pipeline (sm_80+;
-//      below sm_80 the same code copies synchronously — the sm_75 path, run with 2 stages);
-//      copies of VEC elements (16, 8 or 4 bytes) with zero fill for the M/N/K edges; the op
-//      picks the largest VEC that divides K, N, lda, ldb and the pointers' alignment;
-//    * ldmatrix.x4 into fragments (A non-transposed, B .trans from its N-contiguous rows);
-//      tf32 fragments by 32-bit shared loads + cvt.rna (ldmatrix moves 16-bit elements only);
-//    * a (BM/WM)×(BN/WN) grid of warps, each a WM×WN tile of (WM/16)·(WN/8) mma per k-step,
-//      so every A fragment is reused WN/8 times and every B fragment WM/16 times from registers;
+//      synchronous copies on sm_75, with 2 stages); VEC-element copies (16, 8 or 4 bytes) with
+//      zero fill at the edges, VEC the largest the operands' sizes and alignment allow;
+//    * ldmatrix.x4 into fragments (tf32: 32-bit shared loads + cvt.rna);
+//    * a (BM/WM)×(BN/WN) grid of warps, each a WM×WN tile of (WM/16)·(WN/8) mma per k-step, so
+//      every A fragment is reused WN/8 times and every B fragment WM/16 times from registers;
 //    * XOR-swizzled shared-memory rows (tc_tile.cuh): conflict-free ldmatrix and cp.async;
-//    * blocks rasterised in bands of 8 M-tiles (block id → tile), so the blocks resident at one
-//      time share A rows and B columns in L2 instead of streaming all of B per row of tiles.
+//    * blocks rasterised in bands of 8 M-tiles, so resident blocks share A and B in L2.
 //
-// Configs (the reasoning; smem = STAGES·(BM + BN)·BK·sizeof(T); H100 SXM: 228 KB shared memory,
-// 64 K registers, 64 warps per SM; registers as ptxas reports them, 0 spills on sm_75..sm_120):
-//   128x256x32, warps 2x4 of 64x64, 3 stages: 72 KB smem, 256 threads, 234-238 registers
-//     (128 fp32 accumulators + 16 A + 16 B fragment registers) -> 1 block (8 warps) per SM.
-//     Per k-step a warp issues 32 mma for 4 + 4 ldmatrix.x4: the most reuse; for big GEMMs
-//     (the 8192^3 target) when every SM gets a tile.
-//   128x128x32, warps 2x4 of 64x32, 4 stages: 64 KB smem, 256 threads, 128 registers (the cap of
-//     __launch_bounds__(256, 2)) -> 2 blocks (16 warps) per SM; 16 mma per 4 + 2 ldmatrix.x4.
-//   64x64x32, warps 2x2 of 32x32, 3 stages: 24 KB smem, 128 threads, ~106 registers -> 4 blocks
-//     per SM; for small problems (more blocks) and for the emulator tests. Its narrow-copy
-//     variant (_v2: 4-byte copies for K or N not a multiple of 8) keeps 8x more copy addresses
-//     in registers: ~185 registers -> 2 blocks per SM.
-//   *_s2: the same tiles with 2 stages for sm_75 (no cp.async: copies are synchronous, so more
-//     stages would only cost shared memory; 32 KB fits sm_75's 64 KB per SM twice).
-//   tf32 (4-byte elements): BK = 16 keeps the same 64-byte shared rows and the same smem bytes.
-// Measured figures belong to the bench (bench/), never here.
-// Static analysis (`cuconv kernels --analyze --file tc_gemm.cu`; NVRTC SASS, no GPU):
-// tc_gemm_bf16_128x128x32_64x32_s4_v8 — 128 regs, 0 spills, 64 KiB smem, 2 blocks/SM on
-// sm_80/sm_90; main loop 146 / 150 instructions, tensor issue ceiling 100 % (sm_80) / 85 %
-// (sm_90); bf16 128x256x32 (238 regs, 1 block/SM): 100 % on both.
+// Configs (smem = STAGES·(BM + BN)·BK·sizeof(T)):
+//   128x256x32, warps 2x4 of 64x64, 3 stages, 256 threads: 1 block per SM, the most reuse
+//     (32 mma per 4 + 4 ldmatrix.x4), for big GEMMs where every SM gets a tile;
+//   128x128x32, warps 2x4 of 64x32, 4 stages, 256 threads, __launch_bounds__(256, 2): 2 blocks;
+//   64x64x32, warps 2x2 of 32x32, 3 stages, 128 threads: 4 blocks (_v2, 4-byte copies: 2);
+//   *_s2: 2 stages for sm_75; tf32: BK = 16 (the same 64-byte rows and smem bytes).
+//
+// The reasoning per config: docs/kernel_design.md#tc_gemmcu. Registers, spills and the tensor
+// issue ceiling per config and arch: `cuconv kernels --analyze --file tc_gemm.cu`
+// (docs/kernel_figures.md). Measured figures belong to the bench (bench/), never here.
 #include "tc_tile.cuh"
 
 // A BM×BK tile of A (K contiguous) and a BK×BN tile of B (N contiguous) per stage.

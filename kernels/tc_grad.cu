@@ -3,36 +3,26 @@
 // tensor-core layer (tc_tile.cuh), which the float/double gradient files do not.
 //
 // dgrad (dx) reuses the forward's tensor-core implicit GEMM (tc_conv.cu): per stride phase
-// (h mod stride_h, w mod stride_w) dx is a stride-1 convolution of dy with the sub-filter of
-// the taps that reach the phase (cc_dgrad_taps), rotated by 180° and transposed (in/out
-// channels swapped per group), at dilation doff — no inserted zeros are multiplied. The
-// kernels here are the glue:
-//   tc_dgrad_filter<T>   w (K × Cg × R × S) -> the phase filter (C × Kg × cnt_h × cnt_w):
-//                        wp[g·Cg + c, k, t, u] = w[g·Kg + k, c, r_first + (cnt_h − 1 − t)·r_step,
-//                                                s_first + (cnt_w − 1 − u)·s_step]; a bit copy.
-//   tc_dgrad_scatter<T>  the phase's dense result (N·C × Hp × Wp) -> its positions in dx
-//                        (a + i·stride_h, b + j·stride_w); zeros for a phase no tap reaches.
-//                        At stride 1 the forward kernel writes dx itself and this is not run.
-// wgrad (dW) and the bias gradient:
-//   tc_wgrad_simple<T>   ("analytic", like tc_conv_simple): 4 warps per block over a 32 (output
-//                        channels) × 16 (Cg·R·S columns) tile of one group, each warp a 16×8
-//                        mma tile with fragments gathered straight from global memory
-//                        (cc_tc_warp_direct): A[k, l] = dy[n, g·Kg + k, p, q], B[l, (c, r, s)] =
-//                        x[n, g·Cg + c, p·sh − ph + r·dh, q·sw − pw + s·dw], l = (n, p, q). The
-//                        reduction is split across gridDim.y (split-K); each split writes fp32
-//                        partials to a workspace [splits][K·Cg·R·S].
-//   tc_grad_reduce<T>    dW[i] = T(Σ_z ws[z][i]), z in order: one rounding to T at the end,
-//                        deterministic.
+// dx is a stride-1 convolution of dy with the sub-filter of the taps that reach the phase
+// (cc_dgrad_taps), rotated by 180° and transposed, at dilation doff — no inserted zeros are
+// multiplied. The kernels here are the glue:
+//   tc_dgrad_filter<T>   w (K × Cg × R × S) -> the phase filter (C × Kg × cnt_h × cnt_w),
+//                        a bit copy of the reaching taps in reversed order.
+//   tc_dgrad_scatter<T>  the phase's dense result -> its positions in dx (zeros for a phase no
+//                        tap reaches). At stride 1 the forward writes dx itself.
+// wgrad (dW) and the bias gradient, simplest first:
+//   tc_wgrad_simple<T>   ("analytic", like tc_conv_simple): 4 warps per block over a 32 × 16
+//                        tile of one group, each warp a 16×8 mma tile with fragments gathered
+//                        straight from global memory (cc_tc_warp_direct); the reduction over
+//                        l = (n, p, q) split across gridDim.y, fp32 partials to a workspace.
+//   tc_wgrad<T, BM, BN, BK, WM, WN, MINB>  adds block tiles through swizzled, double-buffered
+//                        shared memory and warp tiles of several mma fed by ldmatrix
+//                        (TcWarpMma), operands gathered in pairs into registers during the
+//                        previous step's mma (same split-K partials).
+//   tc_grad_reduce<T>    dW[i] = T(Σ_z ws[z][i]), z in order: one rounding, deterministic.
 //   tc_bias_grad<T>      db[k] = T(Σ_{n,p,q} dy[n, k, p, q]) in fp32, one block per k, fixed tree.
-//   tc_wgrad<T, BM, BN, BK, WM, WN, MINB>  the tiled wgrad (same split-K partials): block tiles
-//                        through swizzled, double-buffered shared memory, warp tiles of
-//                        several mma fed by ldmatrix (TcWarpMma), operands gathered in pairs
-//                        into registers during the previous step's mma (see its comment).
-// Static analysis (`cuconv kernels --analyze --file tc_grad.cu`; NVRTC SASS, no GPU):
-// tc_wgrad_f16_64x64x32_32x32 — 179-192 registers, 0 spills, 16 KiB smem, 2 blocks (8 warps)
-// per SM; main loop ~600 instructions per 16 mma: tensor issue ceiling 22 % (sm_80) / 11 %
-// (sm_90). The gathers (4096 elements per 64·64·32 step, each with its bounds tests) are the
-// cost; tc_wgrad_simple's loop: ~830 instructions per mma, ceiling 1 %.
+// The gathers (each element with its bounds tests), not the mma, are tc_wgrad's cost: its
+// tensor issue ceiling is low (`cuconv kernels --analyze --file tc_grad.cu`, docs/kernel_figures.md).
 // Not built: a cp.async pipeline for wgrad (its operands are gathers; cp.async would need
 // P·Q and the strided x rows to be contiguous and aligned, which only some layers are).
 #include "tc_tile.cuh"

@@ -90,3 +90,41 @@ extern "C" __global__ void __launch_bounds__(128) wgmma_probe_mbarrier(int bug, 
     }
     out[tid] = seen;
 }
+
+// One TMA load (cp.async.bulk.tensor.4d, tiled or im2col) of `map` into shared memory, completed
+// through an mbarrier's transaction count, then copied byte for byte to out[0 .. bytes): the
+// host checks the bytes against its own model of the tensor map. coord = (c0, c1, c2, c3);
+// im2col offsets (off_w, off_h). Thread 0 inits the barrier (count 1), fences the init for the
+// async proxy, expects `bytes` and issues the load; every thread waits for phase 0.
+// Planted bugs (emulator only): 1 no fence.mbarrier_init; 2 a second load into the same
+// destination before the wait; 3 expect 16 bytes more than the load brings (the phase never
+// completes); 4 no expect-tx (the phase completes on the arrival alone: the bytes are read
+// before the load lands).
+extern "C" __global__ void __launch_bounds__(128) wgmma_probe_tma(const __grid_constant__ CcTensorMap map, int im2col,
+                                                                  int c0, int c1, int c2, int c3, int off_w,
+                                                                  int off_h, int bytes, int bug,
+                                                                  unsigned char* __restrict__ out) {
+    extern __shared__ __align__(1024) unsigned char wg_probe_tma_smem[];
+    // The box starts at a 1024-byte boundary of the shared window (the 128-byte swizzle's period).
+    unsigned char* const box = wg_probe_tma_smem + ((1024u - (cc_smem_addr(wg_probe_tma_smem) & 1023u)) & 1023u);
+    unsigned long long* const bar = reinterpret_cast<unsigned long long*>(box + ((bytes + 1023) & ~1023));
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+        cc_mbarrier_init(bar, 1);
+        if (bug != 1) cc_fence_mbarrier_init();
+    }
+    __syncthreads();
+    if (tid == 0) {
+        if (bug == 4) cc_mbarrier_arrive(bar);
+        else cc_mbarrier_arrive_expect_tx(bar, bytes + (bug == 3 ? 16 : 0));
+        for (int k = 0; k < (bug == 2 ? 2 : 1); ++k) {
+            if (im2col)
+                cc_tma_load_im2col_4d(box, &map, bar, c0, c1, c2, c3, (unsigned short)off_w, (unsigned short)off_h);
+            else
+                cc_tma_load_tile_4d(box, &map, bar, c0, c1, c2, c3);
+        }
+    }
+    cc_mbarrier_wait_parity(bar, 0);
+    for (int i = tid * 16; i < bytes; i += 128 * 16)
+        *reinterpret_cast<uint4*>(out + i) = *reinterpret_cast<const uint4*>(box + i);
+}

@@ -3,79 +3,34 @@
 // y = act(conv3x3_stride1(x, w) + bias + residual), computed tile by tile (Lavin & Gray, 2016):
 //   Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
 // for each m×m output tile Y, its α×α input tile d (α = m + 2, overlapping its neighbours by 2,
-// zero outside the image: padding and the partial tiles at the right/bottom edges) and each
-// 3×3 filter g. Summed over the input channels, the element-wise product becomes, for each of
-// the α² transform positions ξ, a GEMM over channels:  M[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T).
-// That stage does α²·K·C multiplications per tile instead of the direct m²·9·K·C:
-// 16 vs 36 for F(2x2,3x3) (2.25×), 36 vs 144 for F(4x4,3x3) (4×).
+// zero outside the image) and each 3×3 filter g. Summed over the input channels, the
+// element-wise product becomes, for each of the α² transform positions ξ, a GEMM over channels:
+// M[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T) — α²·K·C multiplications per tile instead of the direct
+// m²·9·K·C: 16 vs 36 for F(2x2,3x3) (2.25×), 36 vs 144 for F(4x4,3x3) (4×).
 //
 // Kernels, simplest to fastest:
-//   winograd_filter_transform<M>   U[ξ][k][c] = (G g Gᵀ)[ξ], in double, rounded once (U is
-//                                  computed once per weight tensor, so its cost does not matter
-//                                  and its error should not add to the data path's).
-//   winograd_input_transform<M>    V[ξ][c][t] = (Bᵀ d B)[ξ] for a chunk of tiles t (rows padded
-//                                  to a multiple of 4 tiles for the GEMM's 16-byte accesses).
+//   winograd_filter_transform<M>   U[ξ][k][c] = (G g Gᵀ)[ξ], in double, rounded once (computed
+//                                  once per weight tensor; its error should not add to the data's).
+//   winograd_input_transform<M>    V[ξ][c][t] = (Bᵀ d B)[ξ] for a chunk of tiles t.
 //   winograd_multiply_simple       M[ξ] = U[ξ]·V[ξ], one thread per output element: the
 //                                  always-correct reference for the element-wise stage (the op's
 //                                  fast path hands the same product to the tiled GEMM, gemm.cu).
 //   winograd_output_transform<M>   y = act(Aᵀ M[·][k][t] A + bias + residual), partial tiles clipped.
-//   winograd_fused_f2x2_3x3<BK,BT,BC>  all of the data path of F(2x2,3x3) in one kernel: input
-//                                  tiles transformed into shared memory, the 16 products
-//                                  accumulated in registers over C, the output transform from
-//                                  shared memory; no V or M buffer in global memory (only U).
-//   winograd_flags_init, winograd_fixup<M>  exact non-finite semantics (below).
+//   winograd_fused_f2x2_3x3<BK,BT,BC>  adds fusion: the whole data path of F(2x2,3x3) in one
+//                                  kernel (input tiles transformed into shared memory, the 16
+//                                  products accumulated in registers over C, the output
+//                                  transform from shared memory); no V or M buffer, only U.
+//   winograd_flags_init, winograd_fixup<M>  exact non-finite semantics: the transforms mix a
+//                                  whole tile (one NaN poisons m² outputs, an Inf becomes NaN),
+//                                  so the tiles and channels that hold a NaN/Inf are flagged and
+//                                  recomputed from x and w in direct.cu's order and epilogue —
+//                                  equal to direct convolution bit for bit. With finite data: one
+//                                  pass over the weights, a flag test per tile, a launch that exits.
 //
-// Non-finite inputs and weights. The transforms mix a whole tile: one NaN in an input tile makes
-// all m² outputs of the tile NaN for every output channel (direct convolution: only the outputs
-// whose window holds it), and an Inf turns into NaN (Inf − Inf in Bᵀ d B). So that every
-// Winograd path returns exactly the NaN/Inf pattern and values of direct convolution:
-// winograd_flags_init marks each output channel k whose filter holds a non-finite weight and
-// clears one flag per tile; the input transforms set the flag of every tile whose α×α input
-// window holds a non-finite value (an atomicOr, executed only then); after the output transform,
-// winograd_fixup recomputes the flagged tiles and channels straight from x and w in direct.cu's
-// summation order (and its epilogue), so they equal the direct kernel's results bit for bit. With
-// finite data the cost is one pass over the weights, a flag test per loaded tile, and a fix-up
-// launch that reads two flags per (tile, k) and exits.
-//
-// ---------------------------------------------------------------------------------------------
-// Where the matrices come from (Toom-Cook with one point at infinity; ops/winograd.py derives them
-// in exact fractions from the same points and the tests check these kernels against that).
-//
-// 1-D F(m, 3): y_i = Σ_j g_j d_{i+j}, i < m, from α = m + 2 inputs. The linear convolution
-// s = h * g of a length-m h and length-3 g has degree α−1, so it is fixed by s(a) at α−1 finite
-// points a_i plus its leading coefficient (the "point at infinity"):
-//     s = V⁻¹ [ (V_g g) ⊙ (V_h h) ],   V_g[i][j] = a_i^j (3 cols), V_h[i][j] = a_i^j (m cols),
-// with last rows [0..0 1] (the leading coefficient), V the α×α Vandermonde with the same last row.
-// Correlation is the transpose of that linear map in h, so
-//     y = V_hᵀ [ (V_g g) ⊙ (V⁻ᵀ d) ]   ⇒   Aᵀ = V_hᵀ,  G = V_g,  Bᵀ = V⁻ᵀ.
-// Row i of Bᵀ = V⁻ᵀ holds the coefficients of the Lagrange basis polynomial
-// L_i(x) = Π_{j≠i} (x − a_j) / Π_{j≠i} (a_i − a_j) (ascending powers), and the ∞ row those of
-// Π_j (x − a_j). A diagonal scale can move freely between Aᵀ, G and Bᵀ (their product along ξ is
-// what counts); we move every denominator into G, so Bᵀ holds the integer polynomials Π_{j≠i}(x−a_j)
-// and all fractions sit on the filter side, computed once in double.
-//
-// F(2,3), points 0, 1, −1, ∞ (α = 4). Lagrange numerators: x²−1, x²+x, x²−x, x³−x; denominators
-// −1, 2, 2, (∞: 1). Lavin's signs: row 0 negated into G, the ∞ row negated into A:
-//     Bᵀ = [ 1  0 −1  0 ]     G = [  1    0    0  ]     Aᵀ = [ 1  1  1  0 ]
-//          [ 0  1  1  0 ]         [ 1/2  1/2  1/2 ]          [ 0  1 −1 −1 ]
-//          [ 0 −1  1  0 ]         [ 1/2 −1/2  1/2 ]
-//          [ 0  1  0 −1 ]         [  0    0    1  ]
-//
-// F(4,3), points 0, ±1, ±2, ∞ (α = 6). Numerators: (x²−1)(x²−4) = x⁴−5x²+4, x(x+1)(x²−4),
-// x(x−1)(x²−4), x(x²−1)(x+2), x(x²−1)(x−2), x(x²−1)(x²−4); denominators 4, −6, −6, 24, 24, 1:
-//     Bᵀ = [ 4  0 −5  0  1  0 ]     G = [  1/4     0     0  ]     Aᵀ = [ 1  1  1  1  1  0 ]
-//          [ 0 −4 −4  1  1  0 ]         [ −1/6  −1/6  −1/6 ]          [ 0  1 −1  2 −2  0 ]
-//          [ 0  4 −4 −1  1  0 ]         [ −1/6   1/6  −1/6 ]          [ 0  1  1  4  4  0 ]
-//          [ 0 −2 −1  2  1  0 ]         [ 1/24  1/12   1/6 ]          [ 0  1 −1  8 −8  1 ]
-//          [ 0  2 −1 −2  1  0 ]         [ 1/24 −1/12   1/6 ]
-//          [ 0  4  0 −5  0  1 ]         [   0     0     1  ]
-// Why ±2 and not ±1/2: the point set {0, ±1, ±1/2, ∞} is the image of {0, ±1, ±2, ∞} under
-// a ↦ 1/a (0 ↔ ∞). That map reverses the coefficient order of every polynomial above, so the ±1/2
-// algorithm is this one applied to reversed d and g, up to diagonal scales that are powers of two
-// and ±1, which floating point applies exactly. For sign-symmetric, exchangeable data the two have
-// the same rounding-error distribution; bench/winograd_accuracy.py measures both in a float32 model
-// (docs/winograd_accuracy.md). We keep Lavin's matrices, which users can check against the paper.
-// ---------------------------------------------------------------------------------------------
+// Where Bᵀ, G and Aᵀ come from (Toom-Cook with the points 0, ±1, ∞ and 0, ±1, ±2, ∞, every
+// denominator moved into G) and why ±2 rather than ±1/2: docs/kernel_design.md#winogradcu;
+// ops/winograd.py derives the matrices in exact fractions and the tests check these kernels
+// against it. Accuracy: docs/winograd_accuracy.md.
 #include "common.cuh"
 
 template <int M>

@@ -92,4 +92,4 @@ def auto_order(problem, **kwargs):
     """The algorithms ``auto`` tries for ``problem``, in order (ops/heuristics.py's rule table)."""
     from cuconv.ops import conv2d as conv2d_mod
     from cuconv.ops import heuristics
-    return [r.algo for r in heuristics.candidates(conv2d_mod._spec_of(problem, **kwargs))]
+    return [r.algo for r in heuristics.candidates(conv2d_mod.spec_of(problem, **kwargs))]

@@ -383,3 +383,40 @@ def test_every_registered_kernel_is_analysed_and_main_kernels_keep_their_design(
     table = analysis.format_table(results)
     assert all(e.label in table for e in entries)
     assert not problems, "main kernels break their design on sm_90:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- the figures document
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "kernel_figures.md"
+
+
+def test_kernel_figures_are_current():
+    """docs/kernel_figures.md is exactly what `cuconv kernels --analyze --markdown` writes now.
+
+    What it pins: every registered kernel's registers and spills on every compile target and
+    its main-loop analysis on sm_80 and sm_90, for the NVRTC and nvdisasm versions the file
+    names. The SASS, and so every figure, depends on those versions: with another NVRTC or
+    nvdisasm installed the test skips, saying which, instead of failing. A kernel edit that
+    changes a figure fails here until the file is regenerated with that command."""
+    from cuconv.commands import kernels as kernels_cmd
+
+    text = FIGURES.read_text()
+    versions = analysis.tool_versions()
+    for tool in ("nvrtc", "nvdisasm"):
+        pinned = re.search(rf"^- {tool}: (.*)$", text, re.M | re.I)
+        assert pinned, f"{FIGURES} does not name the {tool} version it was made with"
+        if versions.get(tool) != pinned.group(1):
+            pytest.skip(f"{FIGURES.name} was made with {tool} {pinned.group(1)!r}; this machine has "
+                        f"{versions.get(tool)!r}: its figures would differ without any kernel change")
+    fresh = kernels_cmd.figures_markdown()
+    if fresh != text:
+        diff = [f"{a!r} -> {b!r}" for a, b in zip(text.splitlines(), fresh.splitlines()) if a != b][:10]
+        pytest.fail(f"{FIGURES} is stale: regenerate it with `cuconv kernels --analyze --markdown "
+                    f"docs/kernel_figures.md`. First differences:\n" + "\n".join(diff))
+
+
+def test_kernels_markdown_writes_the_document_and_refuses_partial_ones(tmp_path, capsys):
+    from cuconv import cli
+    out = tmp_path / "figures.md"
+    assert cli.main(["kernels", "--markdown", str(out)]) == 2                 # without --analyze
+    assert cli.main(["kernels", "--analyze", "--file", "gemm.cu", "--markdown", str(out)]) == 2
+    assert "whole figures document" in capsys.readouterr().err and not out.exists()

@@ -495,3 +495,72 @@ def test_plot(tmp_path, capsys):
             _row(intensity=100.0, algo_flops=1e10, time_ms=2.0, case="b")]
     n = report.plot_roofline(path, {"device": None}, data, peaks.published("a100"))
     assert n == 2 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ============================================================== shards (issue 23)
+def _shard_doc(i, n, names, **header):
+    h = dict(cuconv="0.1.0", git_revision="abc123", selection={"targets": ["algos"], "algo": "auto"},
+             cases_in_suite=len(names), shard=f"{i}/{n}", host="node1", device="NVIDIA H100", device_index=0,
+             mode="gpu", started=f"2026-01-0{i}")
+    h.update(header)
+    rows_ = [rows.new_row(case=c, status="timed", device=h["device_index"]) for c in names[i - 1::n]]
+    return {"schema": rows.SCHEMA, "header": h, "rows": rows_}
+
+
+def test_merge_shards_restores_the_suite_order_and_names_devices():
+    names = [f"case{k}" for k in range(7)]
+    docs = [_shard_doc(i, 3, names) for i in (2, 3, 1)]
+    header, merged, several = report.merge_shards(docs, ["b.json", "c.json", "a.json"])
+    assert [r["case"] for r in merged] == names and not several
+    assert header["shard"] is None and [s["shard"] for s in header["shards"]] == ["2/3", "3/3", "1/3"]
+    docs = [_shard_doc(1, 2, names), _shard_doc(2, 2, names, host="node7", device="NVIDIA A100")]
+    header, merged, several = report.merge_shards(docs, ["a.json", "b.json"])
+    assert several and [r["device_name"] for r in merged[:2]] == ["NVIDIA H100 @node1", "NVIDIA A100 @node7"]
+    table = report.markdown_table(merged, device_column=True).splitlines()
+    assert table[0].startswith("| device ") and "NVIDIA A100 @node7 #0" in table[3]
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(git_revision="def456"), "differ in their cuconv revision"),
+    (dict(selection={"targets": ["seed"], "algo": "auto"}), "differ in their suite selection"),
+    (dict(cases_in_suite=9), "differ in their case count"),
+    (dict(shard="2/4"), "split the suite differently"),
+    (dict(shard="1/2"), "given twice 1/2"),
+    (dict(selection=None), "not the --json of a `cuconv bench ... --shard I/N` run"),
+])
+def test_merge_refuses_shards_that_do_not_belong_together(change, message):
+    names = [f"case{k}" for k in range(5)]
+    docs = [_shard_doc(1, 2, names), _shard_doc(2, 2, names, **change)]
+    with pytest.raises(report.MergeError, match=message):
+        report.merge_shards(docs, ["a.json", "b.json"])
+    with pytest.raises(report.MergeError, match="missing 2/3"):
+        report.merge_shards([_shard_doc(1, 3, names), _shard_doc(3, 3, names)], ["a.json", "c.json"])
+
+
+def test_cli_shards_then_merge(tmp_path, capsys):
+    """`cuconv bench ... --shard I/N --json` then `cuconv bench merge`: the same cases, in the suite's
+    order, as one table and one JSON/CSV."""
+    base = ["bench", "conv2d", "--input", "1,8,7,7", "--weight", "8,8,3,3", "--padding", "1", "--algo", "all",
+            "--emulate", "--no-resources", "--quiet"]
+    from cuconv.cli import build_parser
+    from cuconv.commands import bench as bench_cmd
+    cases, _, _ = bench_cmd._build_cases(build_parser("bench").parse_args(base))
+    listed = [c.algo for c in cases]
+    assert len(set(listed)) == len(listed) > 3
+    files = []
+    for i in (1, 2, 3):
+        files.append(str(tmp_path / f"s{i}.json"))
+        assert cli_main([*base, "--shard", f"{i}/3", "--json", files[-1]]) == 0
+    capsys.readouterr()
+    out_json, out_csv = tmp_path / "all.json", tmp_path / "all.csv"
+    assert cli_main(["bench", "merge", *files, "--json", str(out_json), "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "3 shards merged" in out and "| device" not in out
+    doc = json.loads(out_json.read_text())
+    assert [r["algo"] for r in doc["rows"]] == listed
+    assert doc["header"]["cases_in_suite"] == len(listed) and len(doc["header"]["shards"]) == 3
+    assert len([ln for ln in out_csv.read_text().splitlines() if not ln.startswith("#")]) == len(listed) + 1
+    assert cli_main(["bench", "merge", *files[:2]]) == 2
+    assert "missing 3/3" in capsys.readouterr().err
+    assert cli_main(["bench", "merge", *files, "--shard", "1/2"]) == 2
+    assert "takes the shards' JSON files" in capsys.readouterr().err

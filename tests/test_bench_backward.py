@@ -87,7 +87,7 @@ def test_wgrad_row_verifies(name, bias):
     assert row["flops"] == 2 * p.macs() + (p.N * p.K * p.P * p.Q if bias else 0)
     assert row["mem_output_bytes"] == (p.K * p.C_per_group * p.R * p.S + (p.K if bias else 0)) * 4
     assert ("db fused" in row["note"]) == bias and ("+ db (fused)" in row["args"]) == bias
-    if row["algo_used"] == "implicit_gemm" and "wgrad_splitk_reduce" in row["kernel"]:
+    if row["algo_used"] == "implicit_gemm" and "conv_wgrad_splitk_reduce" in row["kernel"]:
         # the full-size plan splits N·P·Q; its workspace is the partials', written once and read once
         assert row["mem_workspace_theory_bytes"] == row["mem_workspace_op_bytes"] > 0
         assert row["algo_bytes"] == row["min_bytes"] + 2 * row["mem_workspace_op_bytes"]
@@ -174,7 +174,7 @@ def test_a_wrong_gradient_fails_verification(monkeypatch):
 
     def broken(*args, **kw):
         plan = real(*args, **kw)
-        assert [ln.kernel for ln in plan.launches][-1].startswith("conv_bias_grad")
+        assert [ln.kernel for ln in plan.launches][-1].startswith("conv_wgrad_bias")
         return dataclasses.replace(plan, launches=plan.launches[:-1])
 
     monkeypatch.setitem(grad_cases.GRAD_OPS, "plan_conv2d_backward", broken)

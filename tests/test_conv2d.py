@@ -245,7 +245,7 @@ AUTO_PROBLEMS = [
 def test_auto_takes_the_first_rule_whose_algorithm_can_run(problem, never):
     choice = conv2d_mod.choose_algorithm(problem)
     infos = {i.name: i for i in cuconv.algorithms(problem)}
-    rules = [r.algo for r in heuristics.RULES if r.when(conv2d_mod._spec_of(problem))]
+    rules = [r.algo for r in heuristics.RULES if r.when(conv2d_mod.spec_of(problem))]
     assert choice == next(a for a in rules if infos[a].ok)
     assert infos[choice].auto_rule is not None
     assert choice not in never

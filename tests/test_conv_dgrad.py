@@ -1,7 +1,8 @@
 """The data gradient dX (kernels/conv_dgrad.cu, depthwise_grad.cu; cuconv.ops.conv_dgrad):
-every kernel against the float64 §9.8 reference on awkward shapes, float32 and float64, the
-variants against each other, under the emulator's sanitizers and thread orders; the reference
-itself against finite differences and (when installed) torch.autograd."""
+every kernel, launched through the DGRAD pass's plans, against the float64 §9.8 reference on
+awkward shapes, float32 and float64, the variants against each other, under the emulator's
+sanitizers and thread orders; the reference itself against finite differences and (when
+installed) torch.autograd."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,11 @@ import pytest
 from conftest import put
 
 import cuconv
+from cuconv import grad as G
 from cuconv.ops import conv_dgrad as dg
 from cuconv.ops import depthwise_grad as dwg
+from cuconv.ops._algorithm import DGRAD
+from cuconv.ops.conv2d import select, spec_of
 from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_input_ref, conv2d_ref, conv_problem
 from cuconv.testing import assert_close, poison, random_array
@@ -52,10 +56,22 @@ def _ref(p: Conv2dProblem, w, dy):
                             (p.dilation_h, p.dilation_w), p.groups)
 
 
+def _plan(p, variant):
+    """The DGRAD plan of a variant: a kernel config's name, "depthwise" or "auto"."""
+    if variant in dg.CONFIGS_BY_NAME:
+        if dg.CONFIGS_BY_NAME[variant] in dg.DIRECT.values():
+            return select(spec_of(p, DGRAD), "direct")
+        return select(spec_of(p, DGRAD, config=variant), "implicit_gemm")
+    return select(spec_of(p, DGRAD), variant)
+
+
 def _run(be, p, w, dy, variant):
+    """dx through the plan of ``variant``, into a poisoned output; and the kernel it launched."""
+    plan = _plan(p, variant)
     dx = be.empty(p.input_shape, p.dtype)
     poison(dx)
-    name = dg.conv2d_input_launch(be, p, put(be, w), put(be, dy), dx, variant)
+    assert plan.run(put(be, w), put(be, dy), dx=dx) is dx
+    (name,) = plan.kernels
     return be.to_numpy(dx), name
 
 
@@ -94,17 +110,19 @@ def test_fast_variants_equal_direct_bit_for_bit(be, rng, case, dtype):
 
 
 def test_auto_rule(be, rng):
-    cases = {"stride2_C3": "dgrad_direct_f32_256",                          # C/groups = 3 < 8
-             "C70_two_column_tiles": "dgrad_implicit_gemm_f32_64x64x8_4x4",  # too few blocks for 128
-             "depthwise_M2_stride2": "depthwise_dgrad_f32"}
+    cases = {"stride2_C3": "conv_dgrad_direct_f32_256",                          # C/groups = 3 < 8
+             "C70_two_column_tiles": "conv_dgrad_implicit_gemm_f32_64x64x8_4x4",  # too few blocks for 128
+             "depthwise_M2_stride2": "depthwise_grad_dgrad_f32"}
     for case, want in cases.items():
         p, w, dy = _draw(rng, CASES[case], "float32")
         got, name = _run(be, p, w, dy, "auto")
         assert name == want, case
         assert_close(got, _ref(p, w, dy), "float32", "dgrad", what=case)
     big = Conv2dProblem(8, 64, 56, 56, 64, 3, 3, pad_h=1, pad_w=1)
-    assert dg.choose_config(big, 132).name == "dgrad_implicit_gemm_f32_128x64x8_8x4"
-    assert dg.choose_config(big.with_(dtype="float64"), 132).name == "dgrad_implicit_gemm_f64_64x64x8_4x4"
+    assert dg.choose_config(big, 132).name == "conv_dgrad_implicit_gemm_f32_128x64x8_8x4"
+    assert dg.choose_config(big.with_(dtype="float64"), 132).name == "conv_dgrad_implicit_gemm_f64_64x64x8_4x4"
+    with cuconv.backend("record"):
+        assert select(spec_of(big, DGRAD)).kernels == ["conv_dgrad_implicit_gemm_f32_128x64x8_8x4"]
 
 
 @pytest.mark.parametrize("mode", [
@@ -112,11 +130,11 @@ def test_auto_rule(be, rng):
     pytest.param(dict(order="random", seed=5), id="random"),
 ])
 @pytest.mark.parametrize("variant,case,dtype", [
-    ("dgrad_direct_f64_256", "asymmetric_padding_stride2", "float64"),
-    ("dgrad_direct_f32_256", "depthwise_5x5_dil2", "float32"),
-    ("dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
-    ("dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
-    ("dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),
+    ("conv_dgrad_direct_f64_256", "asymmetric_padding_stride2", "float64"),
+    ("conv_dgrad_direct_f32_256", "depthwise_5x5_dil2", "float32"),
+    ("conv_dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
+    ("conv_dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
+    ("conv_dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),
     ("conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "asymmetric_padding_stride2", "float32"),
     ("conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "stride_beyond_filter", "float32"),
     ("conv_dgrad_implicit_gemm_f64_64x64x8_8x8_s4", "rect_stride2x3_dil2x1", "float64"),
@@ -184,36 +202,43 @@ def test_reference_and_kernel_against_torch(be, rng, case):
 def test_bad_arrays_are_rejected_before_launch(rng):
     p, w, dy = _draw(rng, CASES["stride2_C3"], "float32")
     dx = np.empty(p.input_shape, np.float32)
-    with cuconv.backend("emulator") as be:
+    args = (p.stride_h, p.pad_h)
+    with cuconv.backend("record") as rec:
         with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 10, 5, 4\)"):
-            dg.conv2d_input_launch(be, p, w, dy[:, :, :4].copy(), dx)
-        with pytest.raises(ValueError, match="grad_input must have shape"):
-            dg.conv2d_input_launch(be, p, w, dy, np.empty((2, 3, 9, 8), np.float32))
-        with pytest.raises(TypeError, match="weight must have dtype float32"):
-            dg.conv2d_input_launch(be, p, w.astype(np.float64), dy, dx)
+            G.conv2d_input(p.input_shape, w, dy[:, :, :4].copy(), *args, out=dx)
+        with pytest.raises(ValueError, match="out must have shape"):
+            G.conv2d_input(p.input_shape, w, dy, *args, out=np.empty((2, 3, 9, 8), np.float32))
+        with pytest.raises(TypeError, match="grad_output must have the same dtype"):
+            G.conv2d_input(p.input_shape, w.astype(np.float64), dy, *args, out=dx)
         with pytest.raises(TypeError, match="float32 or float64"):
-            dg.conv2d_input_launch(be, p.with_(dtype="int8"), w, dy, dx)
-        with pytest.raises(ValueError, match="unknown dgrad variant"):
-            dg.conv2d_input_launch(be, p, w, dy, dx, "nope")
-        with pytest.raises(ValueError, match="dgrad_direct_f64_256 takes float64"):
-            dg.conv2d_input_launch(be, p, w, dy, dx, "dgrad_direct_f64_256")
-        with pytest.raises(ValueError, match="variant='depthwise' needs groups == C"):
-            dg.conv2d_input_launch(be, p, w, dy, dx, "depthwise")
+            select(spec_of(p.with_(dtype="int8"), DGRAD), "direct")
+        with pytest.raises(ValueError, match="unknown algo 'nope'"):
+            G.conv2d_input(p.input_shape, w, dy, *args, algo="nope")
+        with pytest.raises(ValueError, match="unknown dgrad implicit_gemm config 'nope'"):
+            G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm", config="nope")
+        with pytest.raises(ValueError, match="conv_dgrad_implicit_gemm_f64_64x64x8_4x4 takes float64"):
+            G.conv2d_input(p.input_shape, w, dy, *args, algo="implicit_gemm",
+                           config="conv_dgrad_implicit_gemm_f64_64x64x8_4x4")
+        with pytest.raises(ValueError, match="needs groups == C"):
+            G.conv2d_input(p.input_shape, w, dy, *args, algo="depthwise")
         buf = np.zeros(dx.size + dy.size, np.float32)   # dy and dx: overlapping views of one buffer
-        with pytest.raises(ValueError, match="grad_input overlaps grad_output"):
-            dg.conv2d_input_launch(be, p, w, buf[:dy.size].reshape(dy.shape), buf[:dx.size].reshape(dx.shape))
+        with pytest.raises(ValueError, match="out overlaps grad_output"):
+            G.conv2d_input(p.input_shape, w, buf[:dy.size].reshape(dy.shape), *args, out=buf[:dx.size].reshape(dx.shape))
+    assert rec.launches == []
 
 
 def test_can_implement_reasons():
     huge = Conv2dProblem(1 << 16, 4, 256, 256, 8, 3, 3, pad_h=1, pad_w=1)   # shapes only
-    gemm = dg.CONFIGS_BY_NAME["dgrad_implicit_gemm_f32_64x64x8_4x4"]
+    gemm = dg.CONFIGS_BY_NAME["conv_dgrad_implicit_gemm_f32_64x64x8_4x4"]
     assert "M = N·ceil" in gemm.can_implement(huge)
-    assert dg.choose_config(huge).name == "dgrad_direct_f32_256"
+    with cuconv.backend("record"):
+        assert select(spec_of(huge, DGRAD)).kernels == ["conv_dgrad_direct_f32_256"]     # auto: the GEMM cannot
     assert dg.DIRECT["float32"].can_implement(huge) is None
     assert gemm.can_implement(Conv2dProblem(2, 16, 9, 9, 8, 3, 3)) is None
     # depthwise planning gives up (None) when no tile fits — 16 filters of 41x41 per channel
     # take 105 KiB alone — and auto falls back to the direct kernel.
     no_tile = Conv2dProblem(1, 4, 64, 64, 64, 41, 41, groups=4)
-    assert dwg.dgrad_plan(no_tile) is None
-    assert dg.resolve(no_tile).name == "dgrad_direct_f32_256"
-    assert dwg.dgrad_plan(Conv2dProblem(1, 4, 64, 64, 4, 3, 3, stride_h=17, stride_w=17, groups=4)) is None
+    assert dwg.dgrad_tile(no_tile) is None
+    with cuconv.backend("record"):
+        assert select(spec_of(no_tile, DGRAD)).kernels == ["conv_dgrad_direct_f32_256"]
+    assert dwg.dgrad_tile(Conv2dProblem(1, 4, 64, 64, 4, 3, 3, stride_h=17, stride_w=17, groups=4)) is None

@@ -1,5 +1,6 @@
 """The weight and bias gradients dW, db (kernels/conv_wgrad.cu, depthwise_grad.cu;
-cuconv.ops.conv_wgrad): every kernel against the float64 §9.8 reference on awkward shapes,
+cuconv.ops.conv_wgrad): every kernel, launched through the WGRAD pass's plans (and
+conv2d_bias's), against the float64 §9.8 reference on awkward shapes,
 float32 and float64; split-K with its deterministic reduction bit-identical across thread
 orders; the atomic variant; the split rule; sanitizers; the reference against finite
 differences (no torch needed) and torch.autograd (when installed)."""
@@ -10,8 +11,11 @@ import pytest
 from conftest import put
 
 import cuconv
+from cuconv import grad as G
 from cuconv.ops import conv_wgrad as wg
 from cuconv.ops import depthwise_grad as dwg
+from cuconv.ops._algorithm import WGRAD
+from cuconv.ops.conv2d import select, spec_of
 from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_bias_ref, conv2d_ref, conv2d_weight_ref, conv_problem
 from cuconv.testing import assert_close, poison, random_array, tolerance
@@ -50,16 +54,46 @@ def _ref(p: Conv2dProblem, x, dy):
                              (p.dilation_h, p.dilation_w), p.groups)
 
 
+def _plan(p, variant="auto", bias=True, deterministic=True, splits=None, max_ws=None):
+    """The WGRAD plan of a variant: a kernel config's name, "direct", "implicit_gemm", "depthwise"
+    or "auto" (``splits`` forces the split count)."""
+    options = {} if splits is None else {"splits": splits}
+    if variant in wg.CONFIGS_BY_NAME:
+        if wg.CONFIGS_BY_NAME[variant] in wg.DIRECT.values():
+            variant = "direct"
+        else:
+            variant, options = "implicit_gemm", dict(options, config=variant)
+    if variant == "direct":
+        options.pop("splits", None)
+    return select(spec_of(p, WGRAD, has_bias=bias, deterministic=deterministic, max_workspace_bytes=max_ws,
+                          **options), variant)
+
+
+def _splits(plan) -> int:
+    """The split count of a wgrad plan: the grid's y dimension of its main kernel."""
+    return max(ln.grid[1] for ln in plan.launches)
+
+
 def _run(be, p, x, dy, variant="auto", bias=True, deterministic=True, splits=None, max_ws=None):
+    """dW (and db) through the plan of ``variant``, into poisoned outputs; and the plan."""
+    plan = _plan(p, variant, bias, deterministic, splits, max_ws)
     dw = be.empty(p.weight_shape, p.dtype)
     poison(dw)
     db = None
     if bias:
         db = be.empty((p.K,), p.dtype)
         poison(db)
-    plan = wg.conv2d_weight_launch(be, p, put(be, x), put(be, dy), dw, db, variant, deterministic,
-                                   max_ws, splits)
+    plan.run(put(be, x), put(be, dy), dw=dw, **({"db": db} if bias else {}))
     return be.to_numpy(dw), (be.to_numpy(db) if bias else None), plan
+
+
+def _deterministic(plan) -> bool:
+    return not any("atomic" in k for k in plan.kernels)
+
+
+def _bias_run(be, dy, out):
+    """conv2d_bias's plan, run into ``out``."""
+    return G.plan_conv2d_bias(put(be, dy), out=out).run(put(be, dy), db=out)
 
 
 def _variants(case, dtype):
@@ -82,20 +116,21 @@ PARAMS = [pytest.param(case, dt, v, det, n, id=f"{case}-{v}-splits{n}")
 def test_wgrad_and_fused_bias_match_reference(be, rng, case, dtype, variant, deterministic, splits):
     p, x, dy = _draw(rng, CASES[case], dtype)
     dw, db, plan = _run(be, p, x, dy, variant, True, deterministic, splits)
-    assert plan.deterministic == deterministic
-    assert_close(dw, _ref(p, x, dy), dtype, "wgrad", what=f"{case} {plan.name} dW")
-    assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what=f"{case} {plan.name} db")
+    assert _deterministic(plan) == deterministic
+    assert_close(dw, _ref(p, x, dy), dtype, "wgrad", what=f"{case} {plan.description} dW")
+    assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what=f"{case} {plan.description} db")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_without_bias_and_standalone_bias(be, rng, dtype):
     p, x, dy = _draw(rng, CASES["dilation2_groups2"], dtype)        # 162 reduction indices
-    dw, _, plan = _run(be, p, x, dy, bias=False, splits=4)
-    assert plan.splits == 4 and plan.workspace_elems(p) == (4 * p.K * 3 * 9, 0)
+    dw, _, plan = _run(be, p, x, dy, "implicit_gemm", bias=False, splits=4)
+    assert _splits(plan) == 4 and plan.workspace_bytes == 4 * p.K * 3 * 9 * p.itemsize
     assert_close(dw, _ref(p, x, dy), dtype, "wgrad")
     db = be.empty((p.K,), dtype)
     poison(db)
-    assert wg.conv2d_bias_launch(be, p, put(be, dy), db) == f"conv_bias_grad_{dtype[0]}{dtype[-2:]}_256"
+    _bias_run(be, dy, db)
+    assert G.plan_conv2d_bias(dy).kernels == [f"conv_wgrad_bias_{dtype[0]}{dtype[-2:]}_256"]
     assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what="conv_bias_grad")
 
 
@@ -108,17 +143,17 @@ def test_deterministic_bit_identical_across_thread_orders(rng, kind):
         variant, splits = "depthwise", 3                     # 3·17·15 = 765 reduction elements
     else:
         p, x, dy = _draw(rng, _problem((2, 9, 13, 11, 20, 3, 3, 1, 1, 1, 1), "float32"), "float32")
-        variant, splits = "wgrad_implicit_gemm_f32_64x64x8_4x4", 6    # 6 chunks of 48 of 286
+        variant, splits = "conv_wgrad_implicit_gemm_f32_64x64x8_4x4", 6    # 6 chunks of 48 of 286
     runs = []
     for mode in (dict(order="random", seed=1234), dict(order="reverse")):
         with cuconv.backend("emulator", **mode) as be:
             if kind == "bias":
                 db = np.full((p.K,), np.nan, np.float32)
-                wg.conv2d_bias_launch(be, p, dy, db)
+                _bias_run(be, dy, db)
                 runs.append((db,))
             else:
                 dw, db, plan = _run(be, p, x, dy, variant, splits=splits)
-                assert plan.splits == splits and plan.deterministic
+                assert _splits(plan) == splits and _deterministic(plan)
                 runs.append((dw, db))
     for a, b in zip(*runs):
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
@@ -134,22 +169,23 @@ def test_gemm_agrees_with_direct(be, rng, dtype):
     direct, _, _ = _run(be, p, x, dy, "direct", bias=False)
     for v, n in (("implicit_gemm", 1), ("implicit_gemm", 3)):
         got, _, plan = _run(be, p, x, dy, v, bias=False, splits=n)
-        assert np.abs(got - direct).max() <= 2 * tolerance(dtype, "wgrad") * np.abs(ref).max(), plan.name
+        assert np.abs(got - direct).max() <= 2 * tolerance(dtype, "wgrad") * np.abs(ref).max(), plan.description
 
 
 def test_atomic_variant_says_so_and_is_accurate(be, rng):
     p, x, dy = _draw(rng, CASES["stride3_K70_two_row_tiles"], "float32")
     dw, db, plan = _run(be, p, x, dy, "implicit_gemm", deterministic=False, splits=5)
-    assert "atomic" in plan.name and not plan.deterministic and plan.workspace_bytes(p) == 0
+    atomic = next(k for k in plan.kernels if "atomic" in k)
+    assert not _deterministic(plan) and plan.workspace_bytes == 0 and "not deterministic" in plan.description
     assert_close(dw, _ref(p, x, dy), "float32", "wgrad")
     assert_close(db, conv2d_bias_ref(dy), "float32", "wgrad")
     with pytest.raises(ValueError, match="pass deterministic=False"):
-        wg.plan(p, plan.name)
+        _plan(p, atomic)
 
 
 # --------------------------------------------------------------------------- the split rule
 def test_choose_splits_rule():
-    cfg = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_f32_64x64x8_4x4"]
+    cfg = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_f32_64x64x8_4x4"]
     # Enough tiles already: one split.
     late = Conv2dProblem(32, 512, 7, 7, 512, 3, 3, pad_h=1, pad_w=1)
     assert cfg.tiles(late) == 8 * 72 and wg.choose_splits(late, cfg, 132) == 1
@@ -165,11 +201,14 @@ def test_choose_splits_rule():
     assert wg.choose_splits(early, cfg, 132, 4 * per_split, bias=True) == 4
     assert wg.choose_splits(early, cfg, 132, per_split - 1, bias=True) == 1
     assert wg.choose_splits(early, cfg, 132, 0) == 1
-    atomic = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_atomic_f32_64x64x8_4x4"]
+    atomic = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_atomic_f32_64x64x8_4x4"]
     assert wg.choose_splits(early, atomic, 132, 0) == 30
-    pl = wg.plan(early, bias=True, max_workspace_bytes=4 * per_split)
-    assert pl.splits == 4 and pl.workspace_bytes(early) == 4 * per_split
+    pl = wg.schedule(early, wg.choose_config(early), bias=True, max_workspace_bytes=4 * per_split)
+    assert pl.splits == 4 and sum(pl.workspace_elems(early)) * 4 == 4 * per_split
     assert pl.chunk % cfg.bk == 0 and (pl.splits - 1) * pl.chunk < 8 * 56 * 56 <= pl.splits * pl.chunk
+    with cuconv.backend("record"):
+        plan = _plan(early, max_ws=4 * per_split)
+        assert _splits(plan) == 4 and plan.workspace_bytes == 4 * per_split
     # depthwise: K·ceil(RS/9) blocks per split; >= 2048 indices per split
     dw = Conv2dProblem(8, 32, 112, 112, 32, 3, 3, pad_h=1, pad_w=1, groups=32)
     assert dwg.wgrad_splits(dw, 132, None, True) == 9                  # ceil(264 / 32)
@@ -179,11 +218,11 @@ def test_choose_splits_rule():
 
 def test_workspace_limit_is_respected_end_to_end(be, rng):
     p, x, dy = _draw(rng, _problem((2, 8, 16, 16, 16, 3, 3, 1, 1, 1, 1), "float32"), "float32")
-    cfg = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_f32_64x64x8_4x4"]
+    cfg = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_f32_64x64x8_4x4"]
     per_split = (16 * 8 * 9 + 16) * 4
     assert wg.choose_splits(p, cfg, 132) > 3
     dw, db, plan = _run(be, p, x, dy, max_ws=3 * per_split)
-    assert plan.splits == 3 and plan.workspace_bytes(p) <= 3 * per_split
+    assert _splits(plan) == 3 and plan.workspace_bytes <= 3 * per_split
     assert_close(dw, _ref(p, x, dy), "float32", "wgrad")
     assert_close(db, conv2d_bias_ref(dy), "float32", "wgrad")
 
@@ -193,14 +232,14 @@ def test_workspace_limit_is_respected_end_to_end(be, rng):
     pytest.param(dict(order="random", seed=9), id="random"),
 ])
 @pytest.mark.parametrize("variant,case,dtype,deterministic,splits", [
-    ("wgrad_direct_f64_256", "asymmetric_padding_stride2", "float64", True, None),
-    ("wgrad_direct_f32_256", "depthwise_M3_stride3", "float32", True, None),
-    ("wgrad_implicit_gemm_f32_64x64x8_4x4", "1x1_C20", "float32", True, 4),
-    ("wgrad_implicit_gemm_f32_128x64x8_8x4", "stride3_K70_two_row_tiles", "float32", True, 2),
-    ("wgrad_implicit_gemm_f64_64x64x8_4x4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", True, 2),
-    ("wgrad_implicit_gemm_atomic_f32_64x64x8_4x4", "dilation2_groups2", "float32", False, 3),
-    ("wgrad_implicit_gemm_atomic_f64_64x64x8_4x4", "stride2_C3", "float64", False, 2),
-    ("wgrad_implicit_gemm_atomic_f32_128x64x8_8x4", "C1", "float32", False, 1),
+    ("conv_wgrad_direct_f64_256", "asymmetric_padding_stride2", "float64", True, None),
+    ("conv_wgrad_direct_f32_256", "depthwise_M3_stride3", "float32", True, None),
+    ("conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "1x1_C20", "float32", True, 4),
+    ("conv_wgrad_implicit_gemm_f32_128x64x8_8x4", "stride3_K70_two_row_tiles", "float32", True, 2),
+    ("conv_wgrad_implicit_gemm_f64_64x64x8_4x4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", True, 2),
+    ("conv_wgrad_implicit_gemm_atomic_f32_64x64x8_4x4", "dilation2_groups2", "float32", False, 3),
+    ("conv_wgrad_implicit_gemm_atomic_f64_64x64x8_4x4", "stride2_C3", "float64", False, 2),
+    ("conv_wgrad_implicit_gemm_atomic_f32_128x64x8_8x4", "C1", "float32", False, 1),
     ("conv_wgrad_implicit_gemm_f32_128x128x8_8x8_s4", "stride3_K70_two_row_tiles", "float32", True, 2),
     ("conv_wgrad_implicit_gemm_atomic_f64_64x64x8_8x8_s4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", False, 3),
     ("depthwise", "depthwise_M2_stride2", "float32", True, 1),
@@ -214,10 +253,10 @@ def test_under_emulator_checks(rng, mode, variant, case, dtype, deterministic, s
     with cuconv.backend("emulator", **mode) as be:
         dw, db, plan = _run(be, p, x, dy, variant, True, deterministic, splits)
         db2 = np.full((p.K,), np.nan, dtype)
-        wg.conv2d_bias_launch(be, p, dy, db2)
-    assert plan.splits == (splits or 1)
-    assert_close(dw, _ref(p, x, dy), dtype, "wgrad", what=f"{case} {plan.name}")
-    assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what=f"{case} {plan.name} db")
+        _bias_run(be, dy, db2)
+    assert _splits(plan) == (splits or 1)
+    assert_close(dw, _ref(p, x, dy), dtype, "wgrad", what=f"{case} {plan.description}")
+    assert_close(db, conv2d_bias_ref(dy), dtype, "wgrad", what=f"{case} {plan.description} db")
     assert_close(db2, conv2d_bias_ref(dy), dtype, "wgrad", what="conv_bias_grad")
 
 
@@ -266,42 +305,45 @@ def test_reference_and_kernel_against_torch(be, rng, case):
     assert_close(_ref(p, x, dy), w.grad.numpy(), "float64", "wgrad", what="reference vs autograd")
     assert_close(nn_grad, w.grad.numpy(), "float64", "wgrad", what="torch.nn.grad vs autograd")
     dw, db, plan = _run(be, p, x, dy)
-    assert_close(dw, w.grad.numpy(), "float64", "wgrad", what=f"{plan.name} vs torch")
-    assert_close(db, b.grad.numpy(), "float64", "wgrad", what=f"{plan.name} db vs torch")
+    assert_close(dw, w.grad.numpy(), "float64", "wgrad", what=f"{plan.kernels} vs torch")
+    assert_close(db, b.grad.numpy(), "float64", "wgrad", what=f"{plan.kernels} db vs torch")
 
 
 # --------------------------------------------------------------------------- errors
 def test_bad_arrays_are_rejected_before_launch(rng):
     p, x, dy = _draw(rng, CASES["stride2_C3"], "float32")
     dw = np.empty(p.weight_shape, np.float32)
-    with cuconv.backend("emulator") as be:
+    args = (p.stride_h, p.pad_h)
+    with cuconv.backend("record") as rec:
         with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 10, 5, 4\)"):
-            wg.conv2d_weight_launch(be, p, x, dy[:, :, :4].copy(), dw)
-        with pytest.raises(ValueError, match=r"input must have shape \(2, 3, 9, 7\)"):
-            wg.conv2d_weight_launch(be, p, x[:, :, :8].copy(), dy, dw)
-        with pytest.raises(ValueError, match=r"grad_bias must have shape \(10,\)"):
-            wg.conv2d_weight_launch(be, p, x, dy, dw, np.empty(9, np.float32))
-        with pytest.raises(TypeError, match="grad_weight must have dtype float32"):
-            wg.conv2d_weight_launch(be, p, x, dy, dw.astype(np.float64))
-        with pytest.raises(ValueError, match="unknown wgrad variant"):
-            wg.conv2d_weight_launch(be, p, x, dy, dw, variant="nope")
+            G.conv2d_weight(x, p.weight_shape, dy[:, :, :4].copy(), *args, out=dw)
+        with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 10, 4, 4\)"):    # x (2, 3, 8, 7)
+            G.conv2d_weight(x[:, :, :8].copy(), p.weight_shape, dy, *args, out=dw)
+        with pytest.raises(ValueError, match=r"db must be a C-contiguous \(10,\) float32 array"):
+            _plan(p, "direct").run(x, dy, dw=dw, db=np.empty(9, np.float32))
+        with pytest.raises(TypeError, match="out must have the same dtype"):
+            G.conv2d_weight(x, p.weight_shape, dy, *args, out=dw.astype(np.float64))
+        with pytest.raises(ValueError, match="unknown algo 'nope'"):
+            G.conv2d_weight(x, p.weight_shape, dy, *args, algo="nope")
         with pytest.raises(ValueError, match="splits must be in 1..65535"):
-            wg.conv2d_weight_launch(be, p, x, dy, dw, variant="implicit_gemm", splits=0)
-        with pytest.raises(ValueError, match="variant='depthwise' cannot run"):
-            wg.conv2d_weight_launch(be, p, x, dy, dw, variant="depthwise")
-        with pytest.raises(ValueError, match="grad_weight overlaps input"):
-            wg.conv2d_weight_launch(be, p, x, dy, x.reshape(-1)[:dw.size].reshape(dw.shape))
-        with pytest.raises(ValueError, match=r"grad_output must have shape"):
-            wg.conv2d_bias_launch(be, p, dy[:1].copy(), np.empty(10, np.float32))
+            G.conv2d_weight(x, p.weight_shape, dy, *args, algo="implicit_gemm", splits=0)
+        with pytest.raises(ValueError, match="algo='depthwise' cannot run"):
+            G.conv2d_weight(x, p.weight_shape, dy, *args, algo="depthwise")
+        with pytest.raises(ValueError, match="out overlaps input"):
+            G.conv2d_weight(x, p.weight_shape, dy, *args, out=x.reshape(-1)[:dw.size].reshape(dw.shape))
+        with pytest.raises(ValueError, match=r"out must have shape"):
+            G.conv2d_bias(dy, out=np.empty(9, np.float32))
+    assert rec.launches == []
 
 
 def test_can_implement_reasons():
-    gemm = wg.CONFIGS_BY_NAME["wgrad_implicit_gemm_f32_64x64x8_4x4"]
+    gemm = wg.CONFIGS_BY_NAME["conv_wgrad_implicit_gemm_f32_64x64x8_4x4"]
     assert gemm.can_implement(Conv2dProblem(2, 16, 9, 9, 8, 3, 3)) is None
     assert "takes float32" in gemm.can_implement(Conv2dProblem(2, 16, 9, 9, 8, 3, 3, dtype="float64"))
     wide = Conv2dProblem(1, 1 << 20, 46, 46, 4, 46, 46)   # Cg·R·S > 2**31 (shapes only)
     assert "Cg·R·S" in gemm.can_implement(wide)
-    assert wg.plan(wide).name == "wgrad_direct_f32_256"
+    with cuconv.backend("record"):
+        assert _plan(wide, bias=False).kernels == ["conv_wgrad_direct_f32_256"]      # auto: the GEMM cannot
 
 
 def test_transposed_conv_gradients_map_onto_these_kernels(be, rng):
@@ -318,7 +360,5 @@ def test_transposed_conv_gradients_map_onto_these_kernels(be, rng):
     # The conv2d seen from y: input (N, C_out, H_out, W_out), weight (C_in, C_out/g, R, S).
     p = conv_problem(tuple(y.shape), (cin, cout_g, R, S), s, pad, dil, g, "float64")
     assert p.output_shape == (N, cin, H, W)
-    dw = be.empty(p.weight_shape, "float64")
-    poison(dw)
-    wg.conv2d_weight_launch(be, p, put(be, dy), put(be, x.detach().numpy()), dw)
-    assert_close(be.to_numpy(dw), w.grad.numpy(), "float64", "wgrad", what="conv_transpose2d weight grad")
+    dw, _, _ = _run(be, p, dy, x.detach().numpy(), bias=False)
+    assert_close(dw, w.grad.numpy(), "float64", "wgrad", what="conv_transpose2d weight grad")

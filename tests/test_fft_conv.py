@@ -139,8 +139,8 @@ def test_simple_and_tiled_channel_gemm_agree(be, rng):
         for multiply in ("auto", "simple"):
             with cuconv.backend("record"):
                 plan = cuconv.plan_conv2d(x, w, algo="fft_tiling", tile=8, multiply=multiply, **kw)
-            want = "fft_channel_gemm_simple" if multiply == "simple" else (
-                "fft_channel_gemm_4x4" if ws[0] // groups >= 32 else "fft_channel_gemm_4x1")
+            want = "fft_conv_channel_gemm_simple" if multiply == "simple" else (
+                "fft_conv_channel_gemm_4x4" if ws[0] // groups >= 32 else "fft_conv_channel_gemm_4x1")
             assert want in plan.kernels
             ys[multiply] = _run(be, x, w, None, None, None, kw, ref.shape, algo="fft_tiling", tile=8,
                                 multiply=multiply)
@@ -160,7 +160,7 @@ def test_workspace_cap_chunks_the_batch_and_keeps_the_answer(be, rng):
             with cuconv.backend("record"):
                 plan = cuconv.plan_conv2d(x, w, padding=1, algo=algo, max_workspace_bytes=cap, **extra)
             assert plan.workspace_bytes <= cap < full
-            assert plan.kernels.count("fft_crop_epilogue") == -(-t.items // items)
+            assert plan.kernels.count("fft_conv_crop_epilogue") == -(-t.items // items)
             y = _run(be, x, w, None, None, None, dict(padding=1, max_workspace_bytes=cap), ref.shape, algo=algo,
                      **extra)
             assert_close(y, ref, "float32", algo, what=f"{algo} {extra} cap {cap}")
@@ -192,7 +192,7 @@ def test_transformed_weight_is_reused(be, rng, algo):
     with cuconv.backend("record"):
         with_u = cuconv.plan_conv2d(x, w, bias, algo=algo, transformed_weight=to_numpy(U), **kw, **extra)
         without = cuconv.plan_conv2d(x, w, bias, algo=algo, **kw, **extra)
-    assert "fft_pack_filter" not in with_u.kernels and "fft_pack_filter" in without.kernels
+    assert "fft_conv_pack_filter" not in with_u.kernels and "fft_conv_pack_filter" in without.kernels
     assert with_u.workspace_bytes < without.workspace_bytes
 
 
@@ -257,9 +257,9 @@ def test_plan_steps_and_the_record_backend():
         plan = cuconv.plan_conv2d(x, w, padding=3, algo="fft_tiling", tile=16)
         cuconv.conv2d(x, w, padding=3, algo="fft_tiling", tile=16)
     t = fft_math.tiling(p, "fft_tiling", 16)
-    assert plan.kernels == ["fft_pack_filter", "fft2d_r2c_16x16", "fft_flags_init", "fft_pack_input",
-                            "fft2d_r2c_16x16", "fft_channel_gemm_4x1", "fft2d_c2r_16x16", "fft_crop_epilogue",
-                            "fft_fixup"]
+    assert plan.kernels == ["fft_conv_pack_filter", "fft2d_r2c_16x16", "fft_conv_flags_init", "fft_conv_pack_input",
+                            "fft2d_r2c_16x16", "fft_conv_channel_gemm_4x1", "fft2d_c2r_16x16", "fft_conv_crop_epilogue",
+                            "fft_conv_fixup"]
     steps = [ln for ln in plan.launches if isinstance(ln, FftStep)]
     assert [s.batch for s in steps] == [5 * 3, t.items * 3, t.items * 5]
     assert [(r.kernel, r.grid, r.block) for r in rec.launches] == [(ln.kernel, ln.grid, ln.block) for ln in plan.launches]
@@ -357,7 +357,7 @@ def _with_specials(rng, shape, where, values):
 
 def _expected_flags(x, w, p, t):
     """(item flags, channel flags) as the kernels must set them: an item whose Lh×Lw input window
-    (the tile fft_pack_input packs, padding included) holds a non-finite value; a channel whose
+    (the tile fft_conv_pack_input packs, padding included) holds a non-finite value; a channel whose
     filter holds one."""
     bad = ~np.isfinite(np.pad(x, ((0, 0), (0, 0), (p.pad_h, 0), (p.pad_w, 0))))    # padding is finite
     items = np.zeros((p.N, t.tiles_h, t.tiles_w), bool)
@@ -453,7 +453,7 @@ def test_non_finite_values_follow_direct_convolution_exactly(be, rng, name):
             with cuconv.backend("record"):
                 plan = cuconv.plan_conv2d(x, w, bias, activation=act, residual=residual, algo=algo, **kw, **extra)
             # each pass clears its flags, and fixes its items up
-            for kernel in ("fft_flags_init", "fft_crop_epilogue", "fft_fixup"):
+            for kernel in ("fft_conv_flags_init", "fft_conv_crop_epilogue", "fft_conv_fixup"):
                 assert plan.kernels.count(kernel) == -(-t.items // passes)
         what = f"{name} {algo} {sorted(extra)}"
         recomputed = _recomputed(x, w, p, t)
@@ -474,7 +474,8 @@ def test_flags_are_cleared_every_call_and_the_fix_up_touches_only_flagged_output
     nan_x = _with_specials(rng, p.input_shape, [(1, 1, 2, 3)], [np.nan])
     inf_w = _with_specials(rng, p.weight_shape, [(2, 0, 4, 1)], [np.inf])
     plan = cuconv.plan_conv2d(put(be, finite_x), put(be, finite_w), padding=2, algo=algo, **extra)
-    assert plan.kernels[-1] == "fft_fixup" and plan.kernels[plan.kernels.index("fft_pack_input") - 1] == "fft_flags_init"
+    assert plan.kernels[-1] == "fft_conv_fixup"
+    assert plan.kernels[plan.kernels.index("fft_conv_pack_input") - 1] == "fft_conv_flags_init"
     fix = plan.launches[-1]
     assert fix.grid[0] * fix.grid[1] * fix.grid[2] <= fft_conv.FIXUP_BLOCKS and fix.grid[1] == p.K
     assert plan.buffers[0].name == "flags" and plan.buffers[0].offset == 0
@@ -506,7 +507,7 @@ def test_flags_are_cleared_every_call_and_the_fix_up_touches_only_flagged_output
 def test_float32_overflow_in_a_transform_is_recomputed_directly(be, rng, algo, extra):
     """A finite input near float32's maximum: direct convolution's sums stay finite (|w| < 1),
     the spectra overflow (|X[f]| sums a plane, |Wf| the taps) and the FFT alone writes NaN over
-    the item; fft_crop_epilogue flags it and the fix-up writes direct's values."""
+    the item; fft_conv_crop_epilogue flags it and the fix-up writes direct's values."""
     x, w = random_array(rng, (2, 2, 12, 10)), random_array(rng, (3, 2, 5, 5))
     x[1, 1, 5, 6] = 3e38
     p = Conv2dProblem.from_shapes(x.shape, w.shape, 1, 2)
@@ -591,7 +592,7 @@ def test_auto_takes_fft_only_where_the_model_says_it_pays():
               Conv2dProblem(8, 64, 56, 56, 64, 7, 7, 2, 2, 3, 3),            # strided
               Conv2dProblem(1, 1, 32, 32, 6, 5, 5)):                          # LeNet C1: no FLOP advantage
         assert "fft" not in auto_order(p) and "fft_tiling" not in auto_order(p)
-    assert heuristics.fft_choice(conv2d_mod._spec_of(big)) == "fft"
+    assert heuristics.fft_choice(conv2d_mod.spec_of(big)) == "fft"
 
 
 def test_algorithms_lists_the_fft_algorithms_with_their_workspace():
@@ -599,4 +600,4 @@ def test_algorithms_lists_the_fft_algorithms_with_their_workspace():
     infos = {i.name: i for i in cuconv.algorithms(p)}
     for algo in ALGOS:
         assert infos[algo].ok and infos[algo].workspace_bytes >= cost.fft_cost(p, algo).workspace_bytes
-        assert infos[algo].kernels[0] == "fft_pack_filter"
+        assert infos[algo].kernels[0] == "fft_conv_pack_filter"

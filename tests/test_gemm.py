@@ -13,7 +13,7 @@ from conftest import put, requires_gpu
 from tc_helpers import check_tc
 from cuconv.ops import gemm as gemm_mod
 from cuconv.ops.gemm import CONFIGS, MAIN, MAIN_F64, NAIVE, NAIVE_F64, GemmConfig
-from cuconv.plan import PlanCache, Ref, launch_all, pointer
+from cuconv.plan import Ref, launch_all, pointer
 from cuconv.reference.conv import _act
 from cuconv.testing import assert_close, poison, random_array, rel_error, tolerance
 
@@ -232,10 +232,11 @@ def test_launcher_stride_zero_and_bias_stride(be, rng):
     assert_close(be.to_numpy(c), ref, "float32", "gemm")
 
 
-def test_launcher_splits_large_grids(be, rng, monkeypatch):
+def test_launcher_splits_large_grids(be, rng, monkeypatch, request):
     """Grids past gridDim.y/z's limit are split into several launches (limit shrunk to 2 here)."""
     monkeypatch.setattr(gemm_mod, "_GRID_YZ_MAX", 2)
-    monkeypatch.setattr(gemm_mod, "_PLANS", PlanCache())     # plans made under the shrunk limit stay here
+    cuconv.clear_plan_caches()                      # plans made under the shrunk limit do not outlive it
+    request.addfinalizer(cuconv.clear_plan_caches)
     launches = []
     real_launch = be.launch
     monkeypatch.setattr(be, "launch", lambda *a, **k: (launches.append(a[1]), real_launch(*a, **k))[1])

@@ -78,3 +78,30 @@ def test_the_script_states_its_sizing():
     for word in ("cap (s)", "deadline", "--resume", "timeout_s", "8 files", "CUCONV_SESSION_QUICK"):
         assert word in head, word
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+
+
+def test_every_array_that_can_be_empty_expands_safely_under_set_u():
+    """Issue 23 row 14: ``"${A[@]}"`` of an empty array is an unbound variable under ``set -u`` on bash
+    < 4.4 (the session aborts there). An array the script may leave empty (assigned ``A=()``) must be
+    expanded as ``${A[@]+"${A[@]}"}``."""
+    import re
+    text = SCRIPT.read_text()
+    assert "set -u" in text
+    may_be_empty = set(re.findall(r"^\s*(\w+)=\(\)", text, re.MULTILINE))
+    assert "SMALL" in may_be_empty
+    bare = re.compile(r'(?<!\+)"\$\{(\w+)\[@\]\}"')
+    unsafe = sorted({m.group(1) for m in bare.finditer(text) if m.group(1) in may_be_empty})
+    assert unsafe == [], f"expand {unsafe} as ${{A[@]+\"${{A[@]}}\"}}"
+    assert '${SMALL[@]+"${SMALL[@]}"}' in text
+
+
+def test_session_reports_first_contact_steps_first():
+    """On a GPU the session's first steps after `info` are the launchability sweep for the device and the
+    first-contact GPU tests (issue 23), and an unsupported GPU (below sm_75) is said once."""
+    text = SCRIPT.read_text()
+    gpu = text[text.index("# --- on a GPU"):]
+    order = [gpu.index(s) for s in ("run_step launchability", "run_step first_contact", "run_step prewarm",
+                                    "run_step check")]
+    assert order == sorted(order)
+    assert "check --launchability device" in gpu and "tests/test_first_contact.py" in gpu
+    assert "gpu_unsupported_reason" in text and "NOT SUPPORTED" in text

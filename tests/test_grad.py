@@ -1,5 +1,6 @@
-"""The public backward API, ``cuconv.grad`` (ops/grad.py): every function end to end against
-the float64 §9.8 references on awkward shapes, its plans (launches equal the record backend's,
+"""The public backward API, ``cuconv.grad`` (ops/conv2d_grad.py, conv_transpose_grad.py,
+pool_grad.py): every function end to end against the float64 §9.8 references on awkward
+shapes, its plans (launches equal the record backend's,
 workspace laid out), determinism across thread orders, NHWC, unbatched and empty inputs,
 ``out=``, the errors for mismatched shapes, a finite-difference check of conv2d_weight that
 needs no torch, and torch.nn.grad when torch is installed. The kernels themselves are tested
@@ -117,7 +118,7 @@ def test_auto_picks_the_depthwise_kernels_for_depthwise_problems(rng):
     with cuconv.backend("record"):
         plan = G.plan_conv2d_backward(x, w, dy, *args)
     assert plan.algo == "depthwise+depthwise"
-    assert {k.split("_f32")[0] for k in plan.kernels} == {"depthwise_dgrad", "depthwise_wgrad"}
+    assert {k.split("_f32")[0] for k in plan.kernels} == {"depthwise_grad_dgrad", "depthwise_grad_wgrad"}
 
 
 @pytest.mark.parametrize("name, plan_fn, call", [
@@ -148,8 +149,8 @@ def test_split_k_workspace_is_bounded_and_the_reduction_deterministic(rng):
         plan = G.plan_conv2d_weight(x, w.shape, dy, *args)
         capped = G.plan_conv2d_weight(x, w.shape, dy, *args, max_workspace_bytes=0)
         atomic = G.plan_conv2d_weight(x, w.shape, dy, *args, deterministic=False)
-    assert plan.workspace_bytes > 0 and "wgrad_splitk_reduce_f32" in plan.kernels
-    assert capped.workspace_bytes == 0 and "wgrad_splitk_reduce_f32" not in capped.kernels
+    assert plan.workspace_bytes > 0 and "conv_wgrad_splitk_reduce_f32" in plan.kernels
+    assert capped.workspace_bytes == 0 and "conv_wgrad_splitk_reduce_f32" not in capped.kernels
     assert atomic.workspace_bytes == 0 and "not deterministic" in atomic.description
     results = []
     for mode in (dict(order="reverse"), dict(order="random", seed=7)):
@@ -199,7 +200,7 @@ def test_cached_calls_do_not_replan(rng):
     p, x, w, dy, args = _draw(rng, CASES["stride3"])
     with cuconv.backend("record"):
         G.conv2d_backward(x, w, dy, *args)
-        front = cuconv.ops.grad._BACKWARD.plans
+        front = cuconv.ops.conv2d_grad._BACKWARD.plans
         n = len(front)
         G.conv2d_backward(x, w, dy, *args)
         assert len(front) == n
@@ -224,7 +225,7 @@ def test_bad_shapes_and_dtypes_are_rejected_before_any_launch(rng):
             G.conv2d_weight(x, w.shape, dy, *args, out=np.empty((10, 3, 3, 2), np.float32))
         with pytest.raises(ValueError, match="overlaps"):
             G.conv2d_input(dy.shape, np.ones((10, 10, 1, 1), np.float32), dy, out=dy)
-        with pytest.raises(ValueError, match="takes float16 or bfloat16"):
+        with pytest.raises(TypeError, match="takes dtype float16 or bfloat16"):    # as conv2d's named algorithms
             G.conv2d_input(x.shape, w, dy, *args, algo="implicit_gemm_tc")
         with pytest.raises(ValueError, match="unknown algo"):
             G.conv2d_input(x.shape, w, dy, *args, algo="winograd")
@@ -341,3 +342,42 @@ def test_against_torch_nn_grad(rng):
         torch.nn.functional.conv2d(tx, tw, tb, stride, padding, dilation, groups).backward(torch.from_numpy(dy))
         for ours, theirs in ((dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
             np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-11, atol=1e-11)
+
+
+# (x, w, stride, padding, output_padding, groups, dilation): output_padding spans a whole stride
+# (legal because it is below the dilation), so the convolution whose data gradient the transposed
+# one is stops short of its input's end (negative end padding).
+CROPPING = {
+    "issue22_reproducer": ((1, 1, 3, 3), (1, 1, 2, 2), 1, 0, 1, 1, 2),
+    "stride2_outpad2_dil3_groups2": ((2, 8, 5, 4), (8, 4, 3, 3), 2, 0, 2, 2, 3),
+    "stride1_outpad2_dil3_C16": ((1, 16, 6, 7), (16, 16, 3, 3), 1, 0, 2, 1, 3),
+    "depthwise_stride2_outpad3_dil4": ((2, 4, 5, 5), (4, 1, 3, 3), 2, 0, 3, 4, 4),
+}
+
+
+@pytest.mark.parametrize("case", list(CROPPING))
+def test_transposed_gradients_when_output_padding_spans_a_stride(rng, case):
+    """Issue 22: the forward runs, so the gradients must (they were refused with a ValueError);
+    every algorithm that takes the cropped convolution agrees with torch.autograd."""
+    torch = pytest.importorskip("torch")
+    xs, ws, stride, padding, output_padding, groups, dilation = CROPPING[case]
+    args = (stride, padding, output_padding, groups, dilation)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    y = torch.nn.functional.conv_transpose2d(tx, tw, None, *args)
+    dy = rng.standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(dy))
+    q = ConvTransposeProblem.from_shapes(xs, ws, *args, dtype="float64").as_conv2d()
+    assert min(q.pad_bottom, q.pad_right) < 0, q
+    with cuconv.backend("emulator"):
+        np.testing.assert_allclose(cuconv.conv_transpose2d(x, w, None, *args), y.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+        for algo in ["auto"] + [i.name for i in cuconv.algorithms(q) if i.ok]:
+            dx = G.conv_transpose2d_input(xs, w, dy, *args, algo=algo)
+            np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-11, atol=1e-11, err_msg=algo)
+        for algo in ["auto"] + [i.name for i in G.algorithms(q, "weight") if i.ok]:
+            dw = G.conv_transpose2d_weight(x, ws, dy, *args, algo=algo)
+            np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-11, atol=1e-11, err_msg=algo)
+    refused = {i.name: i.reason for i in cuconv.algorithms(q) if not i.ok}
+    assert all("negative end padding" not in r or n.startswith("winograd") or n == "pointwise"
+               for n, r in refused.items()), refused

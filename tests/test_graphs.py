@@ -42,10 +42,10 @@ def plans():
     seen = []
     original = Plan.execute
 
-    def spy(self, be, env, workspace=None):
+    def spy(self, be, env, workspace=None, contiguous=False):
         seen.append((self, {k: v for k, v in env.items() if k in self.inputs or k in
                             {o.role for o in self.outputs}}))
-        return original(self, be, env, workspace)
+        return original(self, be, env, workspace, contiguous)
     Plan.execute = spy
     try:
         rec = Counting()

@@ -90,13 +90,17 @@ def test_auto_golden_table(name, x, w, stride, padding, groups, dtype, options, 
         plan = cuconv.plan_conv2d(*_arrays(p, options.get("layout", "NCHW")), stride=stride, padding=padding,
                                   groups=groups, **options)
     assert plan.algo == want and plan.description.startswith("auto: ")
-    rule = next(r for r in heuristics.RULES if r.algo == want and plan.description == f"auto: {r.reason}")
+    # The description names the rule and the workspace cap auto planned within (the record
+    # backend's default device: a quarter of its 80 GiB, issue 23).
+    cap = ("within the default workspace cap 21474836480 bytes (20 GiB: 1/4 of the device's 80 GiB)"
+           if "max_workspace_bytes" not in options else f"within the max_workspace_bytes={options['max_workspace_bytes']}")
+    rule = next(r for r in heuristics.RULES if r.algo == want and plan.description == f"auto: {r.reason} [{cap}]")
     assert rule.reason
 
 
 def _arrays(p, layout):
-    from cuconv.ops.conv2d import _Shape  # the shape-and-dtype stand-ins plan_conv2d takes
-    return _Shape.of(p, layout)
+    from cuconv.ops.conv2d import Shape  # the shape-and-dtype stand-ins plan_conv2d takes
+    return Shape.of(p, layout)
 
 
 @pytest.mark.parametrize("cc,want", [(75, "tc_conv_f16_64x64x32_32x32_s2_v8"), (80, "tc_conv_f16_64x64x32_32x32_s3_v8")])
@@ -125,7 +129,8 @@ def test_wgmma_layers_take_mma_sync_on_other_devices(name, cc):
 
 def test_auto_wgmma_config_on_sm90():
     """The ResNet-50 3x3 fp16 layer in NHWC on sm_90: the wgmma kernel in place (no pack), the
-    64x64 config (K = 64 fills one 64-wide N tile); with K = 256 at batch 8 the 128x128 main config."""
+    64x64 config (K = 64 fills one 64-wide N tile); with K = 256 at batch 8 the main config, the
+    warp-specialized TMA kernel."""
     p = _problem((64, 56), (64, 3), 1, 1, 1, "float16", 1)
     with cuconv.backend("record"):
         plan = cuconv.plan_conv2d(*_arrays(p, "NHWC"), padding=1, layout="NHWC")
@@ -134,7 +139,7 @@ def test_auto_wgmma_config_on_sm90():
         big = _problem((64, 56), (256, 3), 1, 1, 1, "bfloat16", 8)
         plan = cuconv.plan_conv2d(*_arrays(big, "NCHW"), padding=1)
     assert plan.algo == "implicit_gemm_wgmma"
-    assert plan.kernels == ["tc_pack_nhwc_bf16", "tc_pack_nhwc_bf16", "wgmma_conv_bf16_128x128x64_s4"]
+    assert plan.kernels == ["tc_conv_pack_nhwc_bf16", "tc_conv_pack_nhwc_bf16", "wgmma_conv_bf16_128x128x64_tma_s7"]
 
 
 def test_every_rule_names_a_listed_algorithm_and_says_why():

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cuconv
+from cuconv import grad as G
 from cuconv.reference import conv2d_ref
 from cuconv.testing import assert_close, poison, random_array, to_numpy
 
@@ -205,3 +206,65 @@ def test_out_keeps_its_rules(rng):
             cuconv.conv2d(x, w, out=x.reshape(-1)[:36].reshape(1, 4, 3, 3))
         assert cuconv.conv2d(x, w, out=out) is out
     poison(out)
+
+
+# --------------------------------------------------------------------------- huge integers
+HUGE = [2 ** 31, 2 ** 40, -(2 ** 40), 2 ** 100]
+
+
+def _huge_calls(rng):
+    """(name, argument, call(value)) for every int argument of every op, forward and backward."""
+    x, w, b = random_array(rng, (1, 4, 8, 8)), random_array(rng, (6, 4, 3, 3)), random_array(rng, (6,))
+    dy, wd, wp = random_array(rng, (1, 6, 8, 8)), random_array(rng, (4, 1, 3, 3)), random_array(rng, (5, 4, 1, 1))
+    wt, dyt = random_array(rng, (4, 3, 3, 3)), random_array(rng, (1, 3, 10, 10))
+    y, idx = random_array(rng, (1, 4, 4, 4)), np.zeros((1, 4, 4, 4), np.int64)
+    calls = []
+    for arg in ("stride", "padding", "dilation", "groups"):
+        calls += [("conv2d", arg, lambda h, a=arg: cuconv.conv2d(x, w, b, **{a: h})),
+                  ("conv2d", f"{arg} pair", lambda h, a=arg: cuconv.conv2d(x, w, b, **{a: (1, h)})),
+                  ("grad.conv2d_input", arg, lambda h, a=arg: G.conv2d_input(x.shape, w, dy, **{a: h})),
+                  ("grad.conv2d_weight", arg, lambda h, a=arg: G.conv2d_weight(x, w.shape, dy, **{a: h})),
+                  ("grad.conv2d_backward", arg, lambda h, a=arg: G.conv2d_backward(x, w, dy, **{a: h}))]
+    for arg in ("stride", "padding", "dilation"):
+        calls += [("depthwise_conv2d", arg, lambda h, a=arg: cuconv.depthwise_conv2d(x, wd, None, **{a: h})),
+                  ("separable_conv2d", arg, lambda h, a=arg: cuconv.separable_conv2d(x, wd, wp, **{a: h})),
+                  ("im2col", arg, lambda h, a=arg: cuconv.im2col(x, 3, **{a: h}))]
+    for arg in ("stride", "padding", "output_padding", "groups", "dilation"):
+        calls += [("conv_transpose2d", arg, lambda h, a=arg: cuconv.conv_transpose2d(x, wt, **{a: h})),
+                  ("grad.conv_transpose2d_input", arg,
+                   lambda h, a=arg: G.conv_transpose2d_input(x.shape, wt, dyt, **{a: h})),
+                  ("grad.conv_transpose2d_weight", arg,
+                   lambda h, a=arg: G.conv_transpose2d_weight(x, wt.shape, dyt, **{a: h}))]
+    for arg in ("kernel_size", "stride", "padding", "dilation"):
+        calls += [("max_pool2d", arg, lambda h, a=arg: cuconv.max_pool2d(x, **{"kernel_size": 2, a: h})),
+                  ("grad.max_pool2d", arg, lambda h, a=arg: G.max_pool2d(y, idx, x.shape, **{"kernel_size": 2, a: h}))]
+    for arg in ("kernel_size", "stride", "padding", "divisor_override"):
+        calls += [("avg_pool2d", arg, lambda h, a=arg: cuconv.avg_pool2d(x, **{"kernel_size": 2, a: h})),
+                  ("grad.avg_pool2d", arg, lambda h, a=arg: G.avg_pool2d(y, x.shape, **{"kernel_size": 2, a: h}))]
+    calls += [("im2col", "kernel_size", lambda h: cuconv.im2col(x, h)),
+              ("grad.conv2d_input", "input_size", lambda h: G.conv2d_input((1, 4, h, 8), w, dy)),
+              ("grad.conv2d_weight", "weight_size", lambda h: G.conv2d_weight(x, (6, 4, h, 3), dy)),
+              ("grad.conv2d_weight", "splits", lambda h: G.conv2d_weight(x, w.shape, dy, padding=1,
+                                                                           algo="implicit_gemm", splits=h)),
+              ("grad.max_pool2d", "input_size", lambda h: G.max_pool2d(y, idx, (1, 4, h, 8))),
+              ("grad.global_avg_pool2d", "input_size", lambda h: G.global_avg_pool2d(y[:, :, :1, :1], (1, 4, h, 8))),
+              ("fft_filter_transform", "padding", lambda h: cuconv.fft_filter_transform(w, x.shape, padding=h)),
+              ("fft_filter_transform", "input_shape", lambda h: cuconv.fft_filter_transform(w, (1, 4, h, 8)))]
+    return calls
+
+
+def test_huge_integers_are_a_value_error_naming_the_argument_never_an_overflow(rng):
+    """Issue 22: stride=2**40, padding=2**31 and every other int beyond the kernels' 32-bit
+    arguments is refused with a ValueError (or TypeError) before any launch — never an
+    OverflowError from deep inside."""
+    with cuconv.backend("record") as rec:
+        for op, arg, call in _huge_calls(rng):
+            for h in HUGE:
+                with pytest.raises((ValueError, TypeError)) as info:
+                    call(h)
+                assert "Overflow" not in type(info.value).__name__, (op, arg, h)
+        for op, arg in (("conv2d", "stride"), ("conv2d", "padding")):
+            call = next(c for o, a, c in _huge_calls(rng) if (o, a) == (op, arg))
+            with pytest.raises(ValueError, match=f"{arg}=.*does not fit a 32-bit int"):
+                call(2 ** 40)
+    assert rec.launches == []

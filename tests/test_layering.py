@@ -11,23 +11,24 @@ import pathlib
 import pytest
 
 import cuconv
+from cuconv.registry import KernelEntry, register_kernel, registered_kernels, stem
 
 SRC = pathlib.Path(cuconv.__file__).resolve().parent
 ROOT = SRC.parent.parent
 # Higher number = higher layer; a module may import its own layer and below.
 LAYERS = {
-    "cuconv._version": 0, "cuconv.problem": 0, "cuconv.registry": 0, "cuconv.arch": 0,
+    "cuconv._version": 0, "cuconv.dtypes": 0, "cuconv.problem": 0, "cuconv.registry": 0, "cuconv.arch": 0,
     "cuconv.winograd_math": 1, "cuconv.fft_math": 1, "cuconv.reference": 1, "cuconv.testing": 1, "cuconv.emulator": 1,
-    "cuconv.compile": 2,
+    "cuconv.compile": 2, "cuconv.tensor_map": 2,
     "cuconv.backend": 3,
     "cuconv.plan": 4,
     "cuconv.ops": 5,
     "cuconv.cost": 5, "cuconv.models": 5, "cuconv.analysis": 5, "cuconv.device": 5,
     "cuconv.bench": 6,
-    "cuconv.torch": 6, "cuconv.grad": 6,
+    "cuconv.torch": 6, "cuconv.grad": 6, "cuconv.launchability": 6,
     "cuconv.commands": 7, "cuconv.cli": 7, "cuconv.__main__": 7, "cuconv": 7,
 }
-OPTIONAL_THIRD_PARTY = {"cupy", "cupyx", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy"}
+OPTIONAL_THIRD_PARTY = {"cupy", "cupyx", "torch", "matplotlib", "ml_dtypes", "pynvml", "nvidia", "scipy", "cuda"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -136,6 +137,62 @@ def test_the_checkers_see_what_they_look_for():
     assert "cupy" in {t.split(".")[0] for t, _ in GRAPH["cuconv.backend"][1]}
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert _layer("cuconv.bench.runner") > _layer("cuconv.ops.conv2d") > _layer("cuconv.backend")
+
+
+def _private_uses(module: str, path: pathlib.Path) -> list[str]:
+    """Where ``module`` takes a private name (``_x``) of another cuconv module: ``from m import _x``,
+    or ``m._x`` on an imported module ``m``. Private modules (``ops/_common.py``) are the
+    package's own: importing one from within its package is not such a use."""
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    aliases, out = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = (package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else [])
+            stem = ".".join(base + ([node.module] if node.module else []))
+            if stem.split(".")[0] != "cuconv":
+                continue
+            for a in node.names:
+                target = f"{stem}.{a.name}"
+                if target in MODULES:
+                    aliases[a.asname or a.name] = target
+                    if a.name.startswith("_") and target.rsplit(".", 1)[0] != package:
+                        out.append(f"{module}:{node.lineno} imports the private module {target}")
+                elif a.name.startswith("_") and not a.name.startswith("__"):
+                    out.append(f"{module}:{node.lineno} imports the private name {a.name} of {stem}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "cuconv" and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            out.append(f"{module}:{node.lineno} uses the private name {node.attr} of {aliases[node.value.id]}")
+    return out
+
+
+def test_no_module_takes_a_private_name_of_another():
+    bad = [use for m, p in MODULES.items() for use in _private_uses(m, p)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_private_name_check_sees_what_it_looks_for(tmp_path):
+    """A positive control: a planted private import and a private attribute use are found."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("from ..problem import _hidden\nfrom ..ops import gemm as g\ng._resolve(1)\n"
+                       "from . import _common\n")
+    found = _private_uses("cuconv.ops.planted", planted)
+    assert any("_hidden" in f for f in found) and any("_resolve" in f for f in found), found
+    assert not any("_common" in f for f in found), found
+
+
+def test_every_kernel_label_starts_with_its_files_stem():
+    """A label names its file (kernels/<stem>.cu), op module and test file; register_kernel
+    refuses one that does not."""
+    bad = [f"{e.label} ({e.file})" for e in registered_kernels() if not e.label.startswith(stem(e.file))]
+    assert not bad, "\n".join(bad)
+    with pytest.raises(ValueError, match="must start with its file's stem 'conv_dgrad'"):
+        register_kernel(KernelEntry("conv_dgrad.cu", "dgrad_direct<float, 256>", "dgrad_direct_f32_256", 256))
 
 
 @pytest.mark.parametrize("kernel", sorted(p.stem for p in (ROOT / "kernels").glob("*.cu")))

@@ -117,3 +117,27 @@ def test_cli_kernels_json_lists_every_registered_kernel():
         e.label for e in registered_kernels() if e.archs == ("sm_90a",)}
     table = run_cli("kernels", "--arch", "sm_90")
     assert table.returncode == 0 and "occupancy" in table.stdout
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    """.ci/run says it runs exactly the README's set-up and test commands: the README's "From a
+    checkout" block and .ci/run have the same pip and pytest command lines, in the same order,
+    and install the same system packages."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("From a checkout", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+
+    def commands(text):
+        lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+        return [ln for ln in lines if ln.startswith(("python3 -m pip", "python3 -m pytest"))]
+
+    def apt_packages(text):
+        return {w for ln in text.splitlines() if "apt-get install" in ln
+                for w in shlex.split(ln.split("#", 1)[0].split(">", 1)[0]) if re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", w)
+                and w not in ("sudo", "apt-get", "install")}
+
+    assert commands(block) and commands(block) == commands(ci)
+    assert apt_packages(block) == apt_packages(ci) == {"g++", "libboost-context-dev"}

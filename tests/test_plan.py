@@ -254,3 +254,51 @@ def test_devices_keep_their_own_plans_and_functions(rng):
     with cuconv.backend("record", cc=90):
         with pytest.raises(ValueError, match=r"made for device \(75, 132\)"):
             plans[(75, 132)].run(x, w)
+
+
+# --------------------------------------------------------------------------- host cost
+HOST_LAYERS = {   # (x, w, stride, padding, groups)
+    "resnet50_3x3": ((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1),
+    "stride2_C3": ((2, 3, 9, 7), (10, 3, 3, 3), 2, 1, 1),
+    "mobilenet_depthwise": ((1, 144, 56, 56), (144, 1, 3, 3), 1, 1, 144),
+}
+
+
+def _python_calls(fn) -> int:
+    """The Python function calls (sys.setprofile's 'call' events) one call of ``fn`` makes."""
+    import sys
+    calls = [0]
+
+    def count(frame, event, arg):
+        if event == "call":
+            calls[0] += 1
+    sys.setprofile(count)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls[0] - 1          # fn's own frame
+
+
+@pytest.mark.parametrize("layer", list(HOST_LAYERS))
+def test_a_backward_call_costs_no_more_python_than_a_forward_one(rng, layer):
+    """Issue 27's measure on the record backend: a first cuconv.grad.conv2d_backward call (plans
+    made: dgrad, wgrad and db) costs no more Python calls than conv2d's first call did before the
+    backward took the forward's path (472 for ResNet-50's 3x3 layer), nor than a first conv2d on
+    that layer; a cached call at most 40 (the plan lookup and the launches)."""
+    xs, ws, stride, padding, groups = HOST_LAYERS[layer]
+    x, w = random_array(rng, xs), random_array(rng, ws)
+    p = Conv2dProblem.from_shapes(xs, ws, stride, padding, 1, groups)
+    dy = random_array(rng, p.output_shape)
+    forward = lambda: cuconv.conv2d(x, w, None, stride, padding, 1, groups)               # noqa: E731
+    backward = lambda: cuconv.grad.conv2d_backward(x, w, dy, stride, padding, 1, groups)  # noqa: E731
+    with cuconv.backend("record") as rec:
+        rec.keep_args = False
+        calls = {}
+        for name, fn in (("forward", forward), ("backward", backward)):
+            cuconv.clear_plan_caches()
+            calls[name] = (_python_calls(fn), _python_calls(fn))
+    assert calls["backward"][0] <= 472, calls
+    if layer == "resnet50_3x3":
+        assert calls["backward"][0] <= calls["forward"][0], calls
+    assert calls["forward"][1] <= 40 and calls["backward"][1] <= 40, calls

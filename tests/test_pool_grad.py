@@ -1,4 +1,5 @@
-"""Pooling backward (kernels/pool_grad.cu, cuconv.ops.pool_grad) against float64 references:
+"""Pooling backward (kernels/pool_grad.cu, cuconv.ops.pool_grad: cuconv.grad's pooling gradients,
+launched through their plans) against float64 references:
 max routes dy through the int64 indices (overlapping windows summed, deterministically, gather
 and scatter agreeing bit for bit), average spreads dy / divisor with PyTorch's divisor rules
 (count_include_pad, ceil_mode's overhang, divisor_override), global average dy / (H·W)."""
@@ -46,10 +47,30 @@ def _tied_forward(rng, xs, k, s, pad, dil, ceil, dtype):
 
 
 def _max_bwd(be, dy, idx, xs, window=None):
+    """dx through max_pool2d's gradient plan (gather with the forward's ``window``, scatter
+    without), into a poisoned output; the kernel launched; the scatter's count of indices
+    outside the plane (its workspace word), or None."""
     dx = be.empty(xs, dy.dtype)
     poison(dx)
-    name, bad = pg.max_pool2d_backward_launch(be, put(be, dy), put(be, idx), dx, window)
-    return be.to_numpy(dx), name, bad
+    plan = pg.plan_max_pool2d(put(be, dy), put(be, idx), xs, *(window or ()))
+    bad = None
+    if plan.workspace_bytes:
+        bad = be.workspace(plan.workspace_bytes)
+        bad[...] = 0
+    plan.run(put(be, dy), put(be, idx), dx=dx, workspace=bad)
+    (name,) = plan.kernels
+    return be.to_numpy(dx), name, None if bad is None else bad.view(np.uint64)
+
+
+def _avg_bwd(be, dy, dx, k, s=None, pad=0, ceil=False, cip=True, dov=None):
+    """avg_pool2d's gradient plan run into ``dx``; the kernel launched."""
+    plan = pg.plan_avg_pool2d(put(be, dy), dx.shape, k, s, pad, ceil, cip, dov)
+    plan.run(put(be, dy), dx=dx)
+    return plan.kernels[0]
+
+
+def _global_bwd(be, dy, dx):
+    pg.plan_global_avg_pool2d(put(be, dy), dx.shape).run(put(be, dy), dx=dx)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -60,7 +81,7 @@ def test_max_pool_backward_gather_and_scatter(be, rng, case, dtype):
     ref = max_pool2d_backward_ref(dy, idx, xs)
     gathered, n1, _ = _max_bwd(be, dy, idx, xs, (k, s, pad, dil, ceil))
     scattered, n2, bad = _max_bwd(be, dy, idx, xs)
-    assert n1.startswith("max_pool2d_backward_gather") and n2.startswith("max_pool2d_backward_scatter")
+    assert n1.startswith("pool_grad_max_gather") and n2.startswith("pool_grad_max_scatter")
     assert int(be.to_numpy(bad)[0]) == 0
     assert_close(gathered, ref, dtype, "pool_grad", what=f"{case} gather")
     # Both sum each input's gradients in output order: the same bits.
@@ -104,8 +125,7 @@ def test_avg_pool_backward(be, rng, case, dtype):
     ref = avg_pool2d_backward_ref(dy, xs, k, s, pad, ceil, cip, dov)
     dx = be.empty(xs, dtype)
     poison(dx)
-    assert pg.avg_pool2d_backward_launch(be, put(be, dy), dx, k, s, pad, ceil, cip, dov) == \
-        f"avg_pool2d_backward_{'f32' if dtype == 'float32' else 'f64'}"
+    assert _avg_bwd(be, dy, dx, k, s, pad, ceil, cip, dov) == f"pool_grad_avg_{'f32' if dtype == 'float32' else 'f64'}"
     assert_close(dx, ref, dtype, "pool_grad", what=case)
 
 
@@ -124,7 +144,7 @@ def test_global_avg_pool_backward(be, rng, dtype):
     dy = random_array(rng, (2, 5, 1, 1), dtype)
     dx = be.empty((2, 5, 7, 9), dtype)
     poison(dx)
-    pg.global_avg_pool2d_backward_launch(be, put(be, dy), dx)
+    _global_bwd(be, dy, dx)
     assert_close(dx, global_avg_pool2d_backward_ref(dy, (2, 5, 7, 9)), dtype, "pool_grad")
 
 
@@ -144,9 +164,9 @@ def test_under_emulator_checks(rng, mode, dtype):
         gathered, _, _ = _max_bwd(be, dy, idx, xs, (k, s, pad, dil, ceil))
         scattered, _, bad = _max_bwd(be, dy, idx, xs)
         adx = np.full(axs, np.nan, dtype)
-        pg.avg_pool2d_backward_launch(be, ady, adx, ak, as_, apad, aceil, acip, adov)
+        _avg_bwd(be, ady, adx, ak, as_, apad, aceil, acip, adov)
         gdx = np.full((2, 3, 5, 6), np.nan, dtype)
-        pg.global_avg_pool2d_backward_launch(be, gdy, gdx)
+        _global_bwd(be, gdy, gdx)
     ref = max_pool2d_backward_ref(dy, idx, xs)
     assert_close(gathered, ref, dtype, "pool_grad", what="gather")
     np.testing.assert_array_equal(gathered, scattered)
@@ -181,7 +201,7 @@ def test_avg_pool_against_torch(be, rng, case):
                  "pool_grad", what="reference vs torch")
     dx = be.empty(xs, "float64")
     poison(dx)
-    pg.avg_pool2d_backward_launch(be, put(be, dy), dx, k, s, pad, ceil, cip, dov)
+    _avg_bwd(be, dy, dx, k, s, pad, ceil, cip, dov)
     assert_close(dx, xt.grad.numpy(), "float64", "pool_grad", what="kernel vs torch")
 
 
@@ -189,24 +209,25 @@ def test_bad_arguments_are_rejected_before_launch(rng):
     dy = random_array(rng, (1, 2, 3, 3))
     idx = np.zeros((1, 2, 3, 3), np.int64)
     dx = np.empty((1, 2, 7, 7), np.float32)
-    with cuconv.backend("emulator") as be:
+    with cuconv.backend("record") as rec:
         with pytest.raises(TypeError, match="indices must have dtype int64"):
-            pg.max_pool2d_backward_launch(be, dy, idx.astype(np.int32), dx)
-        with pytest.raises(ValueError, match="indices must have grad_output's shape"):
-            pg.max_pool2d_backward_launch(be, dy, idx[:, :, :2].copy(), dx)
+            pg.max_pool2d(dy, idx.astype(np.int32), dx.shape, out=dx)
+        with pytest.raises(ValueError, match="indices must have shape"):
+            pg.max_pool2d(dy, idx[:, :, :2].copy(), dx.shape, out=dx)
         with pytest.raises(ValueError, match="disagree on N and C"):
-            pg.max_pool2d_backward_launch(be, dy, idx, np.empty((1, 3, 7, 7), np.float32))
-        with pytest.raises(TypeError, match="grad_input must have dtype float32"):
-            pg.max_pool2d_backward_launch(be, dy, idx, dx.astype(np.float64))
-        with pytest.raises(ValueError, match="gives output size"):
-            pg.max_pool2d_backward_launch(be, dy, idx, dx, (3, 1, 0, 1, False))     # 7x7 -> 5x5
-        with pytest.raises(ValueError, match="gives output size"):
-            pg.avg_pool2d_backward_launch(be, dy, dx, 3, 1)
+            pg.max_pool2d(dy, idx, (1, 3, 7, 7))
+        with pytest.raises(TypeError, match="out must have the same dtype"):
+            pg.max_pool2d(dy, idx, dx.shape, out=dx.astype(np.float64))
+        with pytest.raises(ValueError, match="the output of max_pool2d's window"):
+            pg.max_pool2d(dy, idx, dx.shape, 3, 1, 0, 1, False, out=dx)     # 7x7 -> 5x5
+        with pytest.raises(ValueError, match="the output of avg_pool2d's window"):
+            pg.avg_pool2d(dy, dx.shape, 3, 1, out=dx)
         with pytest.raises(ValueError, match="padding must be at most half"):
-            pg.avg_pool2d_backward_launch(be, dy, dx, 3, 2, 2)
+            pg.avg_pool2d(dy, dx.shape, 3, 2, 2, out=dx)
         with pytest.raises(ValueError, match="divisor_override must be nonzero"):
-            pg.avg_pool2d_backward_launch(be, dy, dx, 3, 2, 0, divisor_override=0)
-        with pytest.raises(ValueError, match=r"must be \(N, C, 1, 1\)"):
-            pg.global_avg_pool2d_backward_launch(be, dy, dx)
+            pg.avg_pool2d(dy, dx.shape, 3, 2, 0, divisor_override=0, out=dx)
+        with pytest.raises(ValueError, match=r"\(N, C, 1, 1\)"):
+            pg.global_avg_pool2d(dy, dx.shape, out=dx)
         with pytest.raises(TypeError, match="float32 or float64"):
-            pg.avg_pool2d_backward_launch(be, dy.astype(np.float16), dx, 3, 2)
+            pg.avg_pool2d(dy.astype(np.float16), dx.shape, 3, 2, out=dx)
+    assert rec.launches == []

@@ -186,3 +186,29 @@ def test_profile_help_documents_the_options():
     for text in ("--ncu", "--sanitize", "--run", "--warmup", "--repeat", "--op", "--launch-skip", "NVTX",
                  "CUCONV_NVTX", "record backend"):
         assert text in out.stdout, text
+
+
+def test_profile_an_fft_plan_counts_only_its_kernels_in_the_ncu_window(capsys, ranges):
+    """Issue 23 row 3: the issue's command (auto picks fft) crashed with AttributeError on the FFT step,
+    and the ncu window counted the cuFFT steps as launches. ncu applies --launch-skip/--launch-count
+    after the --kernel-name filter, so the window counts the plan's own kernels only (cuFFT's kernels
+    inside an FFT step match none of our names)."""
+    argv = ["profile", "--input", "8,64,56,56", "--weight", "64,64,7,7", "--padding", "3", "--backend", "record",
+            "--warmup", "2", "--repeat", "3", "--ncu"]
+    rc = cli_main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0 and "algo=fft" in out, out
+    x, w = np.empty((8, 64, 56, 56), np.float32), np.empty((64, 64, 7, 7), np.float32)
+    with cuconv.backend("record"):
+        plan = cuconv.plan_conv2d(x, w, padding=3)
+    kernels = [ln for ln in plan.launches if ln.entry is not None]
+    steps = len(plan.launches) - len(kernels)
+    assert plan.algo == "fft" and steps > 0 and kernels
+    assert f"{len(kernels)} kernel launch(es) each and {steps} cuFFT step(s)" in out
+    ncu = _command(out, "ncu")
+    opt = {ncu[i]: ncu[i + 1] for i in range(len(ncu) - 1) if ncu[i].startswith("--")}
+    assert opt["--launch-skip"] == str(2 * len(kernels)) and opt["--launch-count"] == str(3 * len(kernels))
+    names = {compile_entry(ln.entry, "sm_90").lowered_name for ln in kernels}
+    assert opt["--kernel-name"] == "regex:^(" + "|".join(dict.fromkeys(
+        compile_entry(ln.entry, "sm_90").lowered_name for ln in kernels)) + ")$"
+    assert len(names) == len(set(ln.kernel for ln in kernels))

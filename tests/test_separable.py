@@ -112,3 +112,20 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.separable_conv2d(x, wd, wp, activation="gelu")
         with pytest.raises(TypeError, match="float32"):
             cuconv.separable_conv2d(x.astype(np.float64), wd, wp)
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_unbatched_input_as_pytorch_takes_it(be, rng, fused):
+    """Issue 22's reproducer: x (2, 5, 5), w_depthwise (2, 1, 3, 3), w_pointwise (4, 2, 1, 1) — the
+    (C, H, W) call is the batched one without its batch axis, and what PyTorch's two convolutions
+    give."""
+    torch = pytest.importorskip("torch")
+    x, wd, wp = random_array(rng, (2, 5, 5)), random_array(rng, (2, 1, 3, 3)), random_array(rng, (4, 2, 1, 1))
+    got = be.to_numpy(cuconv.separable_conv2d(put(be, x), put(be, wd), put(be, wp), padding=1, fused=fused))
+    assert got.shape == (4, 5, 5)
+    batched = be.to_numpy(cuconv.separable_conv2d(put(be, x[None]), put(be, wd), put(be, wp), padding=1, fused=fused))
+    np.testing.assert_array_equal(got, batched[0])
+    mid = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(wd, dtype=torch.float64),
+                                     padding=1, groups=2)
+    want = torch.nn.functional.conv2d(mid, torch.tensor(wp, dtype=torch.float64)).numpy()
+    assert_close(got, want, "float32", "separable")

@@ -1,5 +1,6 @@
 """float16 / bfloat16 conv2d gradients on tensor cores (kernels/tc_grad.cu + tc_conv.cu;
-cuconv.ops.tc_grad) against the float64 §9.8 references of the same (rounded) inputs: dgrad
+cuconv.ops.tc_grad), launched through their plans, against the float64 §9.8 references of the
+same (rounded) inputs: dgrad
 by stride phases through the forward's tiled and simple kernels, the split-K simple wgrad with
 its deterministic fp32 reduction, the bias gradient; phase bookkeeping against brute force."""
 from __future__ import annotations
@@ -10,8 +11,11 @@ import pytest
 from conftest import put
 
 import cuconv
+from cuconv import grad as G
 from cuconv.ops import tc_grad as tg
+from cuconv.ops._algorithm import DGRAD, WGRAD
 from cuconv.ops._grad import split_chunk
+from cuconv.ops.conv2d import select, spec_of
 from cuconv.reference import conv2d_bias_ref, conv2d_input_ref, conv2d_weight_ref, conv_problem
 from cuconv.testing import assert_close, poison
 
@@ -42,6 +46,30 @@ def f64(a):
     return np.asarray(a).astype(np.float64)
 
 
+ALGO = {"auto": "implicit_gemm_tc", "simple": "implicit_gemm_tc_simple"}
+
+
+def _dgrad(be, p, w, dy, variant="auto", dx=None):
+    """dx through the tensor-core DGRAD plan of ``variant`` ("auto": the tiled kernels, "simple");
+    returns the plan."""
+    plan = select(spec_of(p, DGRAD), ALGO[variant])
+    plan.run(put(be, w), put(be, dy), dx=dx)
+    return plan
+
+
+def _wgrad(be, p, x, dy, dw, db=None, splits=None, variant="auto", max_workspace_bytes=None):
+    """dW (and db) through the tensor-core WGRAD plan; returns the plan."""
+    options = {} if splits is None else {"splits": splits}
+    plan = select(spec_of(p, WGRAD, has_bias=db is not None, max_workspace_bytes=max_workspace_bytes, **options),
+                  ALGO[variant])
+    plan.run(put(be, x), put(be, dy), dw=dw, **({"db": db} if db is not None else {}))
+    return plan
+
+
+def _splits(plan) -> int:
+    return max(ln.grid[1] for ln in plan.launches)
+
+
 @pytest.mark.parametrize("variant", ["auto", "simple"])
 @pytest.mark.parametrize("dtype", list(DT))
 @pytest.mark.parametrize("case", list(CASES))
@@ -49,8 +77,9 @@ def test_tc_dgrad(be, rng, case, dtype, variant):
     p, _, w, dy = _draw(rng, case, dtype)
     dx = be.empty(p.input_shape, DT[dtype])
     poison(dx)
-    used = tg.tc_conv2d_input_launch(be, p, put(be, w), put(be, dy), dx, variant)
-    assert used == ("tc_conv_simple" if variant == "simple" else "tc_conv")
+    plan = _dgrad(be, p, w, dy, variant, dx)
+    convolutions = [k for k in plan.kernels if k.startswith("tc_conv") and "pack" not in k]   # the phases' own
+    assert convolutions and all(k.startswith("tc_conv_simple") == (variant == "simple") for k in convolutions)
     ref = conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p))
     assert_close(f64(be.to_numpy(dx)), ref, dtype, "tc_grad", what=f"{case} {variant}")
 
@@ -64,7 +93,7 @@ def test_tc_wgrad_and_bias(be, rng, case, dtype, variant, splits):
     db = be.empty((p.K,), DT[dtype])
     poison(dw)
     poison(db)
-    n = tg.tc_conv2d_weight_launch(be, p, put(be, x), put(be, dy), dw, db, splits=splits, variant=variant)
+    n = _splits(_wgrad(be, p, x, dy, dw, db, splits=splits, variant=variant))
     assert n == split_chunk(p.N * p.P * p.Q, splits, 32 if variant == "auto" else 16)[0]
     assert_close(f64(be.to_numpy(dw)), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), dtype,
                  "tc_grad", what=f"{case} dW")
@@ -90,7 +119,7 @@ def test_wgrad_bit_identical_across_thread_orders(rng):
     for mode in (dict(order="random", seed=77), dict(order="reverse")):
         with cuconv.backend("emulator", **mode) as be:
             dw = np.full(p.weight_shape, np.nan, DT["bfloat16"])
-            tg.tc_conv2d_weight_launch(be, p, x, dy, dw, splits=4)
+            _wgrad(be, p, x, dy, dw, splits=4)
             runs.append(dw.view(np.uint16).copy())
     np.testing.assert_array_equal(runs[0], runs[1])
     assert_close(f64(runs[0].view(DT["bfloat16"])), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)),
@@ -101,12 +130,12 @@ def test_under_sanitizers(rng):
     p, x, w, dy = _draw(rng, "rect_stride2x3_dil2x1_odd_C", "float16")
     with cuconv.backend("emulator", sanitize="address,undefined", order="reverse") as be:
         dx = np.full(p.input_shape, np.nan, np.float16)
-        tg.tc_conv2d_input_launch(be, p, w, dy, dx, "simple")
+        _dgrad(be, p, w, dy, "simple", dx)
         dw = np.full(p.weight_shape, np.nan, np.float16)
         db = np.full((p.K,), np.nan, np.float16)
-        tg.tc_conv2d_weight_launch(be, p, x, dy, dw, db, splits=2)
+        _wgrad(be, p, x, dy, dw, db, splits=2)
         dw2 = np.full(p.weight_shape, np.nan, np.float16)
-        tg.tc_conv2d_weight_launch(be, p, x, dy, dw2, splits=2, variant="simple")
+        _wgrad(be, p, x, dy, dw2, splits=2, variant="simple")
     assert_close(f64(dw2), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
@@ -118,24 +147,25 @@ def test_what_is_not_built_says_so(rng):
     assert "negative padding" in tg.can_implement_input(p)
     with cuconv.backend("emulator") as be:
         with pytest.raises(ValueError, match="negative padding"):
-            tg.tc_conv2d_input_launch(be, p, np.zeros(p.weight_shape, np.float16),
-                                      np.zeros(p.output_shape, np.float16), np.zeros(p.input_shape, np.float16))
+            _dgrad(be, p, np.zeros(p.weight_shape, np.float16), np.zeros(p.output_shape, np.float16),
+                   dx=np.zeros(p.input_shape, np.float16))
         q = conv_problem((1, 8, 9, 9), (8, 8, 3, 3), 1, 1, 1, 1, "float16")
         with pytest.raises(ValueError, match="fp32 workspace"):
-            tg.tc_conv2d_weight_launch(be, q, np.zeros(q.input_shape, np.float16), np.zeros(q.output_shape, np.float16),
-                                       np.zeros(q.weight_shape, np.float16), max_workspace_bytes=100)
+            _wgrad(be, q, np.zeros(q.input_shape, np.float16), np.zeros(q.output_shape, np.float16),
+                   np.zeros(q.weight_shape, np.float16), max_workspace_bytes=100)
     assert "float16 or bfloat16" in tg.can_implement_input(p.with_(dtype="float32"))
 
 
-def test_the_generic_launchers_route_16_bit_problems_here(rng):
-    from cuconv.ops import conv_dgrad, conv_wgrad
+def test_auto_routes_16_bit_problems_here(rng):
+    """``auto`` takes the tensor-core gradients for float16/bfloat16 (deterministic whatever
+    deterministic= says: they have no atomic variant)."""
     p, x, w, dy = _draw(rng, "3x3_stride2_groups2", "float16")
-    with cuconv.backend("emulator") as be:
-        dx = np.full(p.input_shape, np.nan, np.float16)
-        assert conv_dgrad.conv2d_input_launch(be, p, w, dy, dx) == "tc_conv"
-        dw = np.full(p.weight_shape, np.nan, np.float16)
-        assert conv_wgrad.conv2d_weight_launch(be, p, x, dy, dw, splits=2) == 2
-        with pytest.raises(ValueError, match="no atomic variant"):
-            conv_wgrad.conv2d_weight_launch(be, p, x, dy, dw, deterministic=False)
+    args = ((p.stride_h, p.stride_w), (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w), p.groups)
+    with cuconv.backend("emulator"):
+        dx = G.conv2d_input(p.input_shape, w, dy, *args)
+        assert G.plan_conv2d_input(p.input_shape, w, dy, *args).algo == "implicit_gemm_tc"
+        dw = G.conv2d_weight(x, p.weight_shape, dy, *args, splits=2, algo="implicit_gemm_tc")
+        plan = G.plan_conv2d_weight(x, p.weight_shape, dy, *args, deterministic=False)
+        assert plan.algo == "implicit_gemm_tc" and "deterministic reduction" in plan.description
     assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")

@@ -1,27 +1,27 @@
 """``cuconv.torch`` (PyTorch autograd on cuconv's kernels), on CPU tensors through the emulator:
-each Function's forward and gradients against PyTorch's own layers on awkward shapes,
-``torch.autograd.gradcheck`` in float64, a chained model against the same model in plain
-PyTorch, the nn.Module drop-ins and ``convert``, that backward computes only what
-``needs_input_grad`` asks for (record backend), zero-copy bridging, the errors, the LeNet-5
-training example, and that ``import cuconv`` never imports torch. Two tests run CUDA tensors
-(skipped with a reason without a device).
+each layer's forward and gradients against PyTorch's own layers on awkward shapes,
+``torch.autograd.gradcheck`` in float64 of every ``torch.ops.cuconv`` operator, a chained model
+against the same model in plain PyTorch, the nn.Module drop-ins and ``convert``, that backward
+computes only what ``needs_input_grad`` asks for and the forward saves only what it needs
+(record backend), zero-copy bridging, the errors, the LeNet-5 training example, and that
+``import cuconv`` never imports torch. Two tests run CUDA tensors (skipped with a reason
+without a device). The operators' own checks (opcheck, channels_last, autocast) are in
+tests/test_torch_ops.py, torch.compile and DDP in tests/test_torch_training.py.
 
 float64 runs where cuconv's forward takes it for the case (probed on the record backend);
 elsewhere float32 with a float32 tolerance. gradcheck needs a float64 forward: where cuconv's
-lacks it, ``test_gradcheck_backward_float64`` pairs cuconv's backward, unchanged, with
-PyTorch's float64 forward (``_BackwardOnly``), and ``test_gradcheck_float64`` is skipped with
-that reason."""
+lacks it, ``test_gradcheck_backward_float64`` pairs the operator's autograd formula, unchanged,
+with PyTorch's float64 forward (``_backward_only``), and ``test_gradcheck_float64`` is skipped
+with that reason."""
 from __future__ import annotations
 
 import copy
 import importlib.util
-import inspect
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
@@ -34,30 +34,9 @@ from torch import nn  # noqa: E402
 import cuconv  # noqa: E402
 import cuconv.torch as ct  # noqa: E402
 from cuconv import grad as G  # noqa: E402
+from torch_helpers import assert_close, gen, randn  # noqa: E402, F401
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# max|out - ref| / max|ref| against PyTorch's CPU layers (both sides round; float32 sums of up to
-# a few hundred products, Winograd's transforms included).
-TOL = {torch.float64: 1e-11, torch.float32: 1e-5}
-
-
-@pytest.fixture
-def gen(request):
-    """A torch generator seeded from the test's id (fresh inputs per test, reproducible)."""
-    return torch.Generator().manual_seed(zlib.crc32(request.node.nodeid.encode()))
-
-
-def randn(gen, shape, dtype, requires_grad=False):
-    return torch.randn(shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
-
-
-def assert_close(out, ref, dtype, what=""):
-    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} vs {tuple(ref.shape)}"
-    assert out.dtype == ref.dtype, f"{what}: dtype {out.dtype} vs {ref.dtype}"
-    out, ref = out.detach().double(), ref.detach().double()
-    assert torch.isfinite(out).all(), f"{what}: non-finite values"
-    err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-300)).item()
-    assert err <= TOL[dtype], f"{what}: relative error {err:.3g} > {TOL[dtype]:.1g}"
 
 
 def forward_dtype(call) -> torch.dtype:
@@ -207,94 +186,123 @@ def test_adaptive_avg_pool2d_output_size_1_matches_torch(gen, xs, output_size):
 
 
 # =========================================================================== gradcheck
-def _conv_inputs(gen, dt):
+OPS = torch.ops.cuconv
+
+
+def _conv_inputs(gen, dt, activation=None):
     x, w, b = randn(gen, (1, 2, 6, 5), dt, True), randn(gen, (3, 2, 3, 3), dt, True), randn(gen, (3,), dt, True)
-    return (x, w, b, 2, 1, 1, 1)
+    return (x, w, b, [2, 2], [1, 1], [1, 1], 1, False, activation, "auto")
 
 
 def _convt_inputs(gen, dt):
     x, w, b = randn(gen, (1, 2, 3, 4), dt, True), randn(gen, (2, 3, 3, 3), dt, True), randn(gen, (3,), dt, True)
-    return (x, w, b, 2, 1, 1, 1, 1)
+    return (x, w, b, [2, 2], [1, 1], [1, 1], 1, [1, 1])
 
 
-# name -> (Function, torch's forward with the Function's arguments, inputs(gen, dtype))
+def _torch_conv2d(x, w, b, stride, padding, dilation, groups, same, activation, algo):
+    y = TF.conv2d(x, w, b, stride, "same" if same else padding, dilation, groups)
+    return {None: y, "relu": TF.relu(y), "relu6": TF.relu6(y), "silu": TF.silu(y)}[activation]
+
+
+# name -> (operator, torch's forward with the operator's arguments, inputs(gen, dtype))
 GRADCHECK = {
-    "conv2d": (ct.Conv2dFunction, lambda x, w, b, *a: TF.conv2d(x, w, b, *a),
-               lambda g, dt: (*_conv_inputs(g, dt), "auto")),
-    "conv2d_depthwise": (ct.Conv2dFunction, lambda x, w, b, *a: TF.conv2d(x, w, b, *a),
+    "conv2d": ("conv2d", _torch_conv2d, _conv_inputs),
+    "conv2d_relu": ("conv2d", _torch_conv2d, lambda g, dt: _conv_inputs(g, dt, "relu")),
+    "conv2d_silu": ("conv2d", _torch_conv2d, lambda g, dt: _conv_inputs(g, dt, "silu")),
+    "conv2d_relu6_same": ("conv2d", _torch_conv2d,
+                          lambda g, dt: (randn(g, (1, 2, 5, 6), dt, True), 3 * randn(g, (3, 2, 2, 3), dt, True), None,
+                                         [1, 1], [0, 0], [1, 1], 1, True, "relu6", "auto")),
+    "conv2d_depthwise": ("conv2d", _torch_conv2d,
                          lambda g, dt: (randn(g, (1, 3, 6, 5), dt, True), randn(g, (3, 1, 3, 3), dt, True), None,
-                                        1, 1, 2, 3, "auto")),
-    "conv_transpose2d": (ct.ConvTranspose2dFunction, lambda x, w, b, *a: TF.conv_transpose2d(x, w, b, *a),
-                         _convt_inputs),
+                                        [1, 1], [1, 1], [2, 2], 3, False, None, "auto")),
+    "conv_transpose2d": ("conv_transpose2d", lambda x, w, b, *a: TF.conv_transpose2d(x, w, b, *a), _convt_inputs),
     # dw and db alone: conv_transpose2d_weight is a wgrad (float64), dx a forward conv2d
-    "conv_transpose2d_weight": (ct.ConvTranspose2dFunction, lambda x, w, b, *a: TF.conv_transpose2d(x, w, b, *a),
-                                lambda g, dt: (_convt_inputs(g, dt)[0].requires_grad_(False), *_convt_inputs(g, dt)[1:])),
-    "max_pool2d": (ct.MaxPool2dFunction, None, lambda g, dt: (randn(g, (1, 2, 7, 6), dt, True), 3, 2, 1, 1, True,
-                                                               False)),
-    "avg_pool2d": (ct.AvgPool2dFunction, lambda x, *a: TF.avg_pool2d(x, *a),
-                   lambda g, dt: (randn(g, (1, 2, 7, 6), dt, True), 3, 2, 1, True, False, None)),
-    "global_avg_pool2d": (ct.GlobalAvgPool2dFunction, lambda x: TF.adaptive_avg_pool2d(x, 1),
-                          lambda g, dt: (randn(g, (2, 3, 4, 5), dt, True),)),
+    "conv_transpose2d_weight": ("conv_transpose2d", lambda x, w, b, *a: TF.conv_transpose2d(x, w, b, *a),
+                                lambda g, dt: (_convt_inputs(g, dt)[0].requires_grad_(False),
+                                               *_convt_inputs(g, dt)[1:])),
+    "max_pool2d": ("max_pool2d_with_indices", lambda x, *a: TF.max_pool2d(x, *a, return_indices=True),
+                   lambda g, dt: (randn(g, (1, 2, 7, 6), dt, True), [3, 3], [2, 2], [1, 1], [1, 1], True)),
+    "max_pool2d_without_indices": ("max_pool2d", lambda x, *a: TF.max_pool2d(x, *a),
+                                   lambda g, dt: (randn(g, (1, 2, 7, 6), dt, True), [3, 2], [2, 1], [1, 0], [1, 1],
+                                                  False)),
+    "avg_pool2d": ("avg_pool2d", lambda x, *a: TF.avg_pool2d(x, *a),
+                   lambda g, dt: (randn(g, (1, 2, 7, 6), dt, True), [3, 3], [2, 2], [1, 1], True, False, None)),
+    "global_avg_pool2d": ("adaptive_avg_pool2d", lambda x, size: TF.adaptive_avg_pool2d(x, size),
+                          lambda g, dt: (randn(g, (2, 3, 4, 5), dt, True), [1, 1])),
 }
 
 
-def _backward_only(fn, torch_forward):
-    """``fn``'s backward, unchanged, behind PyTorch's float64 forward: ``forward`` runs torch's op
-    and saves what ``fn.forward`` saves (through ``fn.save``), so gradcheck's finite differences
-    (of torch's forward) check cuconv's float64 backward kernels."""
-    if fn is ct.MaxPool2dFunction:
-        def forward(ctx, x, k, s, p, d, ceil, return_indices):
-            y, idx = TF.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
-            fn.save(ctx, x, idx, k, s, p, d, ceil)
-            return y
-    else:
-        n = len(inspect.signature(fn.save).parameters) - 1     # the arguments save takes (not algo=)
+def _first(op):
+    """The operator's differentiable output (max pooling's indices are an integer output)."""
+    def run(*args):
+        out = op(*args)
+        return out[0] if isinstance(out, tuple) else out
+    return run
 
+
+def _backward_only(name, torch_forward):
+    """The operator's autograd formula (ops.FORMULAS: its setup_context and backward,
+    unchanged) behind PyTorch's float64 forward, so gradcheck's finite differences (of torch's
+    forward) check cuconv's float64 backward kernels."""
+    setup, backward = ct.ops.FORMULAS[name]
+
+    class BackwardOnly(torch.autograd.Function):
+        @staticmethod
         def forward(ctx, *args):
-            fn.save(ctx, *args[:n])
-            return torch_forward(*args[:n])
-    return type(f"BackwardOnly{fn.__name__}", (fn,), {"forward": staticmethod(forward)})
+            out = torch_forward(*args)
+            setup(ctx, args, out)
+            if isinstance(out, tuple):
+                ctx.mark_non_differentiable(out[1])
+            return out
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+    return BackwardOnly
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")   # torch's, about its own copy
 @pytest.mark.parametrize("name", GRADCHECK)
 def test_gradcheck_float64(gen, name):
-    fn, _, inputs = GRADCHECK[name]
+    op_name, _, inputs = GRADCHECK[name]
+    op = _first(getattr(OPS, op_name).default)
     with cuconv.backend("record"):
         try:
-            fn.apply(*inputs(gen, torch.float64))
+            op(*inputs(gen, torch.float64))
         except (TypeError, ValueError) as exc:
             pytest.skip(f"cuconv's {name} forward takes no float64 on this build ({str(exc)[:80]}...); "
                         "test_gradcheck_backward_float64 checks its backward")
-    assert torch.autograd.gradcheck(fn.apply, inputs(gen, torch.float64), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(op, inputs(gen, torch.float64), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")   # torch's, about its own copy
 @pytest.mark.parametrize("name", GRADCHECK)
 def test_gradcheck_backward_float64(gen, name):
-    fn, torch_forward, inputs = GRADCHECK[name]
-    shim = _backward_only(fn, torch_forward)
+    op_name, torch_forward, inputs = GRADCHECK[name]
+    shim = _first(_backward_only(op_name, torch_forward).apply)
     args = inputs(gen, torch.float64)
     with cuconv.backend("record") as rec:       # the backward does launch cuconv's kernels
-        y = shim.apply(*args)
+        y = shim(*args)
         try:
             y.backward(torch.ones_like(y))
         except (TypeError, ValueError) as exc:
             pytest.skip(f"cuconv's {name} backward takes no float64 on this build: {str(exc)[:160]}...")
     assert rec.launches
-    assert torch.autograd.gradcheck(shim.apply, inputs(gen, torch.float64), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(shim, inputs(gen, torch.float64), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
-def test_the_backward_only_shim_catches_a_wrong_backward(gen):
+def test_the_backward_only_shim_catches_a_wrong_backward(gen, monkeypatch):
     """Positive control: gradcheck through the shim fails when the backward is wrong."""
-    shim = _backward_only(ct.AvgPool2dFunction, lambda x, *a: TF.avg_pool2d(x, *a))
+    setup, backward = ct.ops.FORMULAS["avg_pool2d"]
 
-    class Wrong(shim):
-        @staticmethod
-        def backward(ctx, dy):
-            dx = ct.AvgPool2dFunction.backward(ctx, dy)[0]
-            return (dx * 1.001, *([None] * 6))
+    def wrong(ctx, dy):
+        dx, *rest = backward(ctx, dy)
+        return (dx * 1.001, *rest)
+    monkeypatch.setitem(ct.ops.FORMULAS, "avg_pool2d", (setup, wrong))
+    shim = _backward_only("avg_pool2d", lambda x, *a: TF.avg_pool2d(x, *a)).apply
     args = GRADCHECK["avg_pool2d"][2](gen, torch.float64)
     with pytest.raises(RuntimeError, match="Jacobian mismatch"):
-        torch.autograd.gradcheck(Wrong.apply, args, eps=1e-6, atol=1e-8, rtol=1e-6)
+        torch.autograd.gradcheck(shim, args, eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
 # =========================================================================== a chained model
@@ -439,25 +447,47 @@ def _backward_kernels(module, x):
 @pytest.mark.parametrize("mask", [(True, False, False), (False, True, True), (False, False, True),
                                   (True, True, False)])
 def test_conv_backward_launches_only_the_gradients_asked_for(monkeypatch, mask):
-    masks = []
-    real = G.conv2d_backward
+    calls = []
+    for fn in ("conv2d_backward", "conv2d_input", "conv2d_bias"):
+        real = getattr(G, fn)
 
-    def spy(*args, output_mask, **kw):
-        masks.append(output_mask)
-        return real(*args, output_mask=output_mask, **kw)
-    monkeypatch.setattr(ct.functional.G, "conv2d_backward", spy)
+        def spy(*args, _fn=fn, _real=real, **kw):
+            calls.append((_fn, kw.get("output_mask")))
+            return _real(*args, **kw)
+        monkeypatch.setattr(ct.ops.G, fn, spy)
     conv = ct.Conv2d(16, 24, 3, padding=1, bias=True)
     x = torch.zeros(2, 16, 9, 8, requires_grad=mask[0])
     conv.weight.requires_grad_(mask[1])
     conv.bias.requires_grad_(mask[2])
     launched = _backward_kernels(conv, x)
-    assert masks == [mask]                      # one cuconv.grad call, asking for what autograd needs
+    # one cuconv.grad.conv2d_backward call with autograd's mask when the weight needs a gradient
+    # (db fused into its wgrad); otherwise the input was not saved: conv2d_input / conv2d_bias
+    if mask[1]:
+        assert calls == [("conv2d_backward", mask)]
+    else:
+        assert calls == [(fn, None) for fn, m in (("conv2d_input", mask[0]), ("conv2d_bias", mask[2])) if m]
     xn, wn, dyn = (np.zeros(s, np.float32) for s in ((2, 16, 9, 8), (24, 16, 3, 3), (2, 24, 9, 8)))
     with cuconv.backend("record"):
         want = G.plan_conv2d_backward(xn, wn, dyn, 1, 1, output_mask=mask)
     assert launched == want.kernels
     assert [o.role for o in want.outputs] == [r for r, m in zip(("dx", "dw", "db"), mask) if m]
-    assert ("dgrad" in " ".join(launched)) == mask[0] and ("wgrad" in " ".join(launched)) == mask[1]
+    weight = [k for k in launched if "wgrad" in k and "bias" not in k]     # conv_wgrad.cu's bias kernel is db's
+    assert ("dgrad" in " ".join(launched)) == mask[0] and bool(weight) == mask[1]
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, True), (False, False, True), (True, True, True)])
+def test_conv_saves_only_what_its_backward_needs(gen, mask):
+    """The input is kept for the backward only when the weight needs a gradient; the weight
+    when the input or the weight does (cuconv.grad takes it with the input); nothing for db."""
+    x = randn(gen, (2, 3, 7, 6), torch.float32, mask[0])
+    w, b = randn(gen, (4, 3, 3, 3), torch.float32, mask[1]), randn(gen, (4,), torch.float32, mask[2])
+    y = ct.conv2d(x, w, b, padding=1)
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None]
+    want = ([x] if mask[1] else []) + ([w] if mask[0] or mask[1] else [])
+    assert [t.data_ptr() for t in saved] == [t.data_ptr() for t in want]
+    relu = ct.conv2d(x, w, b, padding=1, activation="relu")       # + the output, for relu's derivative
+    assert [t.data_ptr() for t in relu.grad_fn.saved_tensors if t is not None] == \
+        [t.data_ptr() for t in want] + [relu.data_ptr()]
 
 
 def test_pool_forward_computes_indices_only_when_needed_and_backward_gathers():
@@ -471,7 +501,7 @@ def test_pool_forward_computes_indices_only_when_needed_and_backward_gathers():
         rec.clear()
         y.backward(torch.ones_like(y))
         backward = rec.kernels()
-    assert plain == ["max_pool2d_f32"] and with_indices == ["max_pool2d_indices_f32"]
+    assert plain == ["pool_max_f32"] and with_indices == ["pool_max_indices_f32"]
     assert len(backward) == 1 and "gather" in backward[0]
 
 
@@ -542,12 +572,12 @@ requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device seen by
 def test_cuda_tensors_run_on_the_gpu_on_torchs_current_stream(monkeypatch, gen):
     import cupy
     streams = []
-    real = ct.functional._conv2d
+    real = ct.ops.cuconv_conv2d
 
     def spy(*args, **kw):
         streams.append(cupy.cuda.get_current_stream().ptr)
         return real(*args, **kw)
-    monkeypatch.setattr(ct.functional, "_conv2d", spy)
+    monkeypatch.setattr(ct.ops, "cuconv_conv2d", spy)
     x = randn(gen, (2, 16, 9, 8), torch.float32).cuda().requires_grad_()
     w = randn(gen, (24, 16, 3, 3), torch.float32).cuda().requires_grad_()
     b = randn(gen, (24,), torch.float32).cuda().requires_grad_()
@@ -656,3 +686,19 @@ def test_importing_cuconv_does_not_import_torch_and_cuconv_torch_needs_it():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_conv_transpose_backward_when_output_padding_spans_a_stride():
+    """Issue 22's reproducer through the module: x (1, 1, 3, 3), w (1, 1, 2, 2), stride 1,
+    dilation 2, output_padding 1 — the backward ran into a ValueError; now torch's gradients."""
+    gen = torch.Generator().manual_seed(22)
+    m = ct.ConvTranspose2d(1, 1, 2, stride=1, output_padding=1, dilation=2).double()
+    ref = nn.ConvTranspose2d(1, 1, 2, stride=1, output_padding=1, dilation=2).double()
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(1, 1, 3, 3, dtype=torch.float64, generator=gen)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with cuconv.backend("emulator"):
+        m(xa).square().sum().backward()
+    ref(xb).square().sum().backward()
+    for a, b in ((xa.grad, xb.grad), (m.weight.grad, ref.weight.grad), (m.bias.grad, ref.bias.grad)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-11, atol=1e-11)

@@ -22,9 +22,10 @@ import cuconv
 from cuconv import analysis
 from cuconv import compile as compile_mod
 from cuconv.backend import EmulatorBackend, using
+from cuconv.ops import conv2d as conv2d_mod
 from cuconv.ops import heuristics
 from cuconv.ops import wgmma_conv as wg
-from cuconv.problem import Conv2dProblem
+from cuconv.problem import Conv2dProblem, ConvTransposeProblem
 from cuconv.reference import conv2d_ref
 from cuconv.registry import find_kernel, registered_kernels
 from cuconv.testing import assert_close, poison
@@ -169,13 +170,13 @@ PLAN_CASES = {
     "NHWC in place": ((2, 9, 7, 16), (24, 3, 3, 16), "NHWC", dict(padding=1),
                       ["wgmma_conv_f16_64x64x64_s3"], 0),
     "NHWC C=12: packed": ((1, 8, 8, 12), (16, 3, 3, 12), "NHWC", dict(padding=1),
-                          ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
+                          ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
                           2 * (1 * 64 * 16 + 16 * 9 * 16)),
     "NCHW C=3 stride 2": ((2, 3, 11, 9), (20, 3, 3, 3), "NCHW", dict(stride=2, padding=1),
-                          ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
+                          ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"],
                           2 * (2 * 99 * 8) + 2 * (20 * 9 * 8)),
     "NCHW groups 2, K/g 72": ((1, 32, 9, 9), (144, 16, 3, 3), "NCHW", dict(padding=1, groups=2),
-                              ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x128x64_s4"],
+                              ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x128x64_s4"],
                               2 * (81 * 32) + 2 * (144 * 9 * 16)),
 }
 
@@ -226,7 +227,7 @@ def test_misaligned_nhwc_arrays_get_the_pack_plan(rng):
         rec.clear()
         cuconv.conv2d(xm, wm, padding=1, algo="implicit_gemm_wgmma", layout="NHWC")
         assert aligned == ["wgmma_conv_f16_64x64x64_s3"]
-        assert rec.kernels() == ["tc_pack_nhwc_f16", "tc_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"]
+        assert rec.kernels() == ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", "wgmma_conv_f16_64x64x64_s3"]
     with cuconv.backend("emulator"):
         y = cuconv.conv2d(xm, wm, padding=1, algo="implicit_gemm_wgmma", layout="NHWC")
     ref = conv2d_ref(x.transpose(0, 3, 1, 2).astype(np.float64), w.transpose(0, 3, 1, 2).astype(np.float64),
@@ -235,15 +236,24 @@ def test_misaligned_nhwc_arrays_get_the_pack_plan(rng):
 
 
 def test_default_config_choice():
-    """The heuristic: 64x64 for K/groups <= 64; 64x128 for more when the 128x128 tiles would not
-    give each of the 132 SMs a block; 128x128 when they do."""
+    """The heuristic: 64x64 for K/groups <= 64; the warp-specialized TMA kernel for more when its
+    tensor maps can describe the problem; else (here: groups with C/groups not a multiple of 64)
+    64x128 when the 128x128 tiles would not give each of the 132 SMs a block, 128x128 when they do."""
     small = Conv2dProblem.from_shapes((1, 16, 8, 8), (64, 16, 3, 3), padding=1, dtype="float16")
     mid = Conv2dProblem.from_shapes((1, 16, 8, 8), (72, 16, 3, 3), padding=1, dtype="bfloat16")
     big = Conv2dProblem.from_shapes((8, 64, 56, 56), (256, 64, 3, 3), padding=1, dtype="float16")
     assert wg.choose_config(small).name == "wgmma_conv_f16_64x64x64_s3"
-    assert wg.choose_config(mid).name == "wgmma_conv_bf16_64x128x64_s4"
-    assert wg.choose_config(big).name == "wgmma_conv_f16_128x128x64_s4"
-    assert wg.choose_config(big, sms=100000).name == "wgmma_conv_f16_64x128x64_s4"
+    assert wg.choose_config(mid).name == "wgmma_conv_bf16_128x128x64_tma_s7"
+    assert wg.choose_config(big).name == "wgmma_conv_f16_128x128x64_tma_s7"
+    mid_g = Conv2dProblem.from_shapes((1, 32, 8, 8), (144, 16, 3, 3), padding=1, groups=2, dtype="bfloat16")
+    big_g = Conv2dProblem.from_shapes((8, 64, 56, 56), (512, 32, 3, 3), padding=1, groups=2, dtype="float16")
+    assert "multiple of 64" in wg.tma_reason(mid_g) and "multiple of 64" in wg.tma_reason(big_g)
+    assert wg.choose_config(mid_g).name == "wgmma_conv_bf16_64x128x64_s4"
+    assert wg.choose_config(big_g).name == "wgmma_conv_f16_128x128x64_s4"
+    assert wg.choose_config(big_g, sms=100000).name == "wgmma_conv_f16_64x128x64_s4"
+    resnet = Conv2dProblem.from_shapes((1, 128, 28, 28), (128, 128, 3, 3), padding=1, dtype="float16")
+    assert wg.choose_config(resnet).name == "wgmma_conv_f16_128x128x64_tma_s7"
+    assert wg.choose_config(resnet.with_(N=32)).name == "wgmma_conv_f16_128x128x64_tma_s7"
 
 
 # ----------------------------------------------------------------- registration, reasons, arguments
@@ -255,7 +265,9 @@ def test_configs_and_registration():
         e = reg[c.name]
         assert e is wg.ENTRIES[c] and e.archs == ("sm_90a",) and e.file == "wgmma_conv.cu"
         assert e.dynamic_smem == c.smem_bytes and e.cuda_headers and e.block_threads == c.threads
-    assert [c.name for c in wg.CONFIGS if c.main] == ["wgmma_conv_f16_128x128x64_s4", "wgmma_conv_bf16_128x128x64_s4"]
+    assert [c.name for c in wg.CONFIGS if c.main] == ["wgmma_conv_f16_128x128x64_tma_s7", "wgmma_conv_f16_128x128x64_s4",
+                                                       "wgmma_conv_bf16_128x128x64_tma_s7",
+                                                       "wgmma_conv_bf16_128x128x64_s4"]
     p = Conv2dProblem.from_shapes((1, 8, 8, 8), (16, 8, 3, 3), dtype="float16")
     with cuconv.backend("record"):
         info = {a.name: a for a in cuconv.algorithms(p)}["implicit_gemm_wgmma"]
@@ -309,31 +321,36 @@ def test_other_devices_get_a_reason(cc):
 
 # ----------------------------------------------------------------- the GPU module's compile target
 def test_gpu_module_is_compiled_for_sm90a(monkeypatch):
-    """CuPy's RawModule compiles for the device's plain sm_90, where wgmma does not exist: the
-    module of wgmma_conv.cu on an sm_90 device gets -arch=sm_90a (NVRTC then builds for sm_90a);
-    tc_conv.cu's does not, and no other device is asked for sm_90a."""
+    """wgmma does not exist on plain sm_90 (CuPy's RawModule would build for the device's
+    sm_90): the module of wgmma_conv.cu on an sm_90 device is the sm_90a build -- the one the
+    figures come from; tc_conv.cu's is the plain sm_90 build, and no other device is given
+    sm_90a (an sm_80 device's wgmma_conv.cu module holds no kernel)."""
     cupy = pytest.importorskip("cupy")
-    made = []
+    loaded = []
 
     class FakeModule:
-        def __init__(self, code, options, name_expressions):
-            made.append((tuple(options), tuple(name_expressions)))
-    monkeypatch.setattr(cupy, "RawModule", FakeModule)
+        def load(self, cubin):
+            loaded.append(cubin)
+    monkeypatch.setattr(cupy.cuda.function, "Module", FakeModule)
     monkeypatch.setattr(cupy.cuda, "Device", lambda i: contextlib.nullcontext())
     device = 987654            # a device id no real module uses
     try:
-        compile_mod.cupy_module("wgmma_conv.cu", (), True, device, 90)
-        compile_mod.cupy_module("tc_conv.cu", (), True, device, 90)
-        compile_mod.cupy_module("wgmma_conv.cu", (), True, device + 1, 80)
+        (_, wg_build), (_, tc_build), (_, old_build) = (
+            compile_mod.cupy_module("wgmma_conv.cu", (), True, device, 90),
+            compile_mod.cupy_module("tc_conv.cu", (), True, device, 90),
+            compile_mod.cupy_module("wgmma_conv.cu", (), True, device + 1, 80))
     finally:
         for key in [k for k in compile_mod._MODULES if k[0] in (device, device + 1)]:
             del compile_mod._MODULES[key]
-    (wg_opts, wg_exprs), (tc_opts, _), (old_opts, old_exprs) = made
-    assert "-arch=sm_90a" in wg_opts and sorted(wg_exprs) == sorted(c.expression for c in wg.CONFIGS)
-    assert not any(o.startswith("-arch") for o in tc_opts)
-    assert not any(o.startswith("-arch") for o in old_opts) and old_exprs == ()
-    assert compile_mod.gpu_arch_options(list(wg.ENTRIES.values()), 90) == ("-arch=sm_90a",)
-    assert compile_mod.gpu_arch_options(list(wg.ENTRIES.values()), 100) == ()
+    assert loaded == [wg_build.cubin, tc_build.cubin, old_build.cubin]
+    assert wg_build.arch == "sm_90a" and "--gpu-architecture=sm_90a" in wg_build.nvrtc_options
+    assert sorted(wg_build.expressions) == sorted(c.expression for c in wg.CONFIGS)
+    assert tc_build.arch == "sm_90" and not any("sm_90a" in o for o in tc_build.nvrtc_options)
+    assert old_build.arch == "sm_80" and old_build.expressions == ()
+    entry = find_kernel("wgmma_conv_f16_64x64x64_s3")
+    assert compile_mod.compile_entry(entry, "sm_90a").cubin == wg_build.cubin
+    assert compile_mod.gpu_target("wgmma_conv.cu", (), 90) == "sm_90a"
+    assert compile_mod.gpu_target("wgmma_conv.cu", (), 100) == "sm_100"
 
 
 def test_only_the_sm90a_build_has_wgmma():
@@ -366,3 +383,152 @@ def test_analysis_sees_hgmma_in_the_main_loop():
         assert lp.ceiling_pipe == "tensor_fp16" and lp.ceiling >= 0.90, (name, lp.ceiling)
         assert a.spill_bytes == 0 and not a.design_problems()
         assert a.occupancy["blocks_per_sm"] >= 1 and a.arch == "sm_90a"
+        assert a.features == dict(tma=0, warp_specialized=False, setmaxnreg=False)   # cp.async, no producer
+
+
+# ----------------------------------------------------------------- the warp-specialized TMA variant
+TMA = {"float16": "wgmma_conv_f16_128x128x64_tma_s7", "bfloat16": "wgmma_conv_bf16_128x128x64_tma_s7"}
+# (case, K override, SMs): fewer SMs than tiles makes the blocks persistent, each consumer
+# warpgroup taking several tiles in turn (ping-pong) through the shared ring
+TMA_CASES = {
+    "3x3_1tile": ("3x3", None, 132),
+    "5x5_s2_K136_two_N_tiles_one_block": ("5x5_s2", 136, 1),
+    "C3_s2": ("C3_s2", None, 132),
+    "C72_two_channel_boxes": ("C72_two_chunks", 200, 1),
+    "bands_M612_5_tiles_2_blocks": ("bands_M612", None, 2),
+    "1x1_K72_3_blocks": ("1x1_K72", None, 3),
+}
+
+
+@pytest.mark.parametrize("case", list(TMA_CASES))
+@pytest.mark.parametrize("dtype,layout", [("float16", "NHWC"), ("bfloat16", "NCHW")])
+def test_tma_conv_integers_bit_exact(rng, case, dtype, layout):
+    """The TMA kernel on the emulator, bit-exact on small integers: padding and rows past M from
+    the im2col map's zero fill, channels past C (C = 3, 24, 72 against 64-channel boxes), stride
+    2, filters past K, several tiles per block in turn on both consumer warpgroups."""
+    name, K, sms = TMA_CASES[case]
+    N, C, H, W, K0, R, S, stride, padding, dilation, groups = CASES[name]
+    x, w, ref, kw = int_inputs(rng, (N, C, H, W, K or K0, R, S, stride, padding, dilation, groups), dtype, layout)
+    with cuconv.backend("emulator", sms=sms) as be:
+        plan = cuconv.plan_conv2d(x, w, algo="implicit_gemm_wgmma", layout=layout, config=TMA[dtype], **kw)
+        y = run_conv(be, x, w, ref.shape, layout, config=TMA[dtype], **kw)
+    assert plan.launches[-1].grid[0] <= sms
+    np.testing.assert_array_equal(y.astype(np.float64), ref.astype(DT[dtype]).astype(np.float64))
+
+
+# A transposed convolution whose output_padding spans a stride is the data gradient of a
+# convolution that stops short of its input's end (negative end padding,
+# ConvTransposeProblem.as_conv2d); cuconv.grad.conv_transpose2d_input runs that convolution's
+# forward, which both wgmma kernels take (ConvAlgorithm.crops). The TMA kernel's im2col box must
+# then end at the end padding, or its rows would not be Q pixels wide.
+@pytest.mark.parametrize("config", [TMA["float16"], "wgmma_conv_f16_64x64x64_s3"])
+def test_cropped_problem_bit_exact(rng, config):
+    q = ConvTransposeProblem.from_shapes((1, 72, 6, 7), (72, 16, 3, 3), 1, 0, 2, 1, 3, "float16").as_conv2d()
+    assert min(q.pad_bottom, q.pad_right) < 0 and q.K_per_group > 64, q
+    x, w = small_ints(rng, q.input_shape, -2, 2), small_ints(rng, q.weight_shape, -2, 2)
+    with cuconv.backend("emulator") as be:
+        needs_sm90(be)
+        ref = conv2d_mod.select(conv2d_mod.spec_of(q.with_(dtype="float64")), "direct").run(put(be, x), put(be, w))
+        plan = conv2d_mod.select(conv2d_mod.spec_of(q, config=config), "implicit_gemm_wgmma")
+        assert plan.kernels[-1] == config
+        out = put(be, np.empty(q.output_shape, np.float16))
+        poison(out)
+        plan.run(put(be, x.astype(np.float16)), put(be, w.astype(np.float16)), out=out)
+        y, ref = be.to_numpy(out), be.to_numpy(ref)
+    np.testing.assert_array_equal(y.astype(np.float64), ref)
+
+
+def test_tma_conv_under_sanitizers_and_thread_orders(rng):
+    """ASan + UBSan, ThreadSanitizer (the warp-specialized ring: producer, two consumers, the order
+    barriers), reversed and random thread orders, on two tiles taken by the two consumers of one
+    block."""
+    x, w, ref, kw = int_inputs(rng, (1, 16, 5, 6, 136, 3, 3, 1, 1, 1, 1), "float16", "NHWC")
+    want = ref.astype(np.float16).astype(np.float64)
+    for settings in (dict(sanitize="address,undefined"), dict(sanitize="thread"), dict(order="reverse"),
+                     dict(order="random", seed=11)):
+        with cuconv.backend("emulator", sms=1, **settings) as be:
+            y = run_conv(be, x, w, ref.shape, "NHWC", config=TMA["float16"], **kw)
+        np.testing.assert_array_equal(y.astype(np.float64), want, err_msg=str(settings))
+
+
+def test_tma_conv_nan_rules(rng):
+    """IEEE through the TMA path: a padded tap contributes 0·w, so an Inf weight on a tap that
+    reaches into the padding gives NaN in exactly the border outputs (the reference's zero-padded
+    sum); a NaN input pixel reaches every output whose window holds it; with relu the TMA kernel
+    and the cp.async variant agree element for element (one epilogue, common.cuh's cc_activate)."""
+    N, C, H, W, K = 1, 16, 6, 7, 72
+    x = small_ints(rng, (N, C, H, W), -2, 2)
+    w = small_ints(rng, (K, C, 3, 3), -2, 2)
+    x[0, 3, 2, 4] = np.nan
+    w[5, 2, 0, 0] = np.inf
+    ref = conv2d_ref(x, w, padding=1)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float16)
+    wh = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).astype(np.float16)
+    with cuconv.backend("emulator") as be:
+        y = run_conv(be, xh, wh, (N, H, W, K), "NHWC", config=TMA["float16"], padding=1).transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+        assert np.isnan(y[0, 5, 0, :]).all() and np.isnan(y[0, 5, :, 0]).all()   # 0·Inf in the padding
+        finite = ~np.isnan(ref)
+        np.testing.assert_array_equal(y[finite].astype(np.float64), ref[finite].astype(np.float16).astype(np.float64))
+        outs = [run_conv(be, xh, wh, (N, H, W, K), "NHWC", config=c, padding=1, activation="relu")
+                for c in (TMA["float16"], "wgmma_conv_f16_128x128x64_s4")]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_tma_plan_passes_tensor_maps():
+    """The plan's TMA launch carries two tensor maps (im2col over x, tiled over w) that the record
+    backend records as their specs, a persistent grid of at most one block per SM and the whole
+    ring's shared memory; NCHW goes through the packs and the maps describe the packed buffers."""
+    x = np.ones((2, 28, 28, 128), np.float16)
+    w = np.ones((128, 3, 3, 128), np.float16)
+    with cuconv.backend("record", sms=132) as rec:
+        cuconv.conv2d(x, w, padding=1, layout="NHWC", algo="implicit_gemm_wgmma")
+    (ln,) = rec.launches
+    assert ln.kernel == TMA["float16"] and ln.block == (384, 1, 1) and ln.grid == (13, 1, 1)   # ceil(2·28·28 / 128) tiles < 132 SMs
+    assert ln.shared_mem == wg.CONFIGS_BY_NAME[TMA["float16"]].smem_bytes <= 232448
+    mx, mw = ln.args[0], ln.args[1]
+    assert mx.mode == "im2col" and mx.dims == (128, 28, 28, 2) and mx.lower == (-1, -1) and mx.upper == (-1, -1)
+    assert mx.channels_per_pixel == 64 and mx.pixels_per_column == 128 and mx.box_bytes == 16384
+    assert mw.mode == "tiled" and mw.dims == (128, 3, 3, 128) and mw.box == (64, 1, 1, 128) and mw.box_bytes == 16384
+    with cuconv.backend("record") as rec:
+        cuconv.conv2d(np.ones((1, 24, 9, 9), np.float16), np.ones((72, 24, 3, 3), np.float16), stride=2,
+                      dilation=2, padding=2, algo="implicit_gemm_wgmma")
+    assert rec.kernels() == ["tc_conv_pack_nhwc_f16", "tc_conv_pack_nhwc_f16", TMA["float16"]]
+    mx = rec.launches[-1].args[0]
+    assert mx.element_strides == (1, 2, 2, 1) and mx.lower == (-2, -2) and mx.upper == (-2, -2)
+
+
+def test_tma_reasons():
+    """What the tensor maps cannot describe is refused with the rule, and auto falls back to the
+    cp.async kernels."""
+    p = Conv2dProblem.from_shapes((1, 64, 300, 300), (128, 64, 3, 3), padding=130, dtype="float16")
+    assert "[-128, 127]" in wg.tma_reason(p)
+    assert "stride 9x9" in wg.tma_reason(p.with_(pad_h=1, pad_w=1, stride_h=9, stride_w=9))
+    cfg = wg.CONFIGS_BY_NAME[TMA["float16"]]
+    assert "[-128, 127]" in cfg.can_implement(p)
+    assert wg.choose_config(p).name == "wgmma_conv_f16_128x128x64_s4"
+    x = np.ones((1, 64, 8, 8), np.float16)
+    w = np.ones((128, 32, 3, 3), np.float16)
+    with cuconv.backend("record"):
+        with pytest.raises(ValueError, match="multiple of 64"):
+            cuconv.conv2d(x, w, padding=1, groups=2, algo="implicit_gemm_wgmma", config=TMA["float16"])
+
+
+def test_tma_kernel_static_figures():
+    """The TMA kernel's main loop (the consumers' K loop): 8 HGMMA.64x128x16 per wait, an uncapped
+    issue ratio >= 6 (tensor-pipe clocks per warp / issue slots per iteration), no spills, and the
+    SASS has the TMA loads (UTMALDG), setmaxnreg (USETMAXREG) and the transaction-count barriers."""
+    try:
+        analysis.find_tool("nvdisasm")
+    except analysis.ToolNotFoundError as exc:
+        pytest.skip(str(exc))
+    for name in TMA.values():
+        a = analysis.analyze_entry(find_kernel(name), "sm_90a")
+        lp = a.main_loop
+        assert lp.path_mix.by_opcode["HGMMA"] == 8, lp.path_mix.by_opcode
+        ratio = lp.path_mix.flops["tensor_fp16"] / (2 * analysis.issue_model("sm_90a")["tensor_fp16"]) / lp.instructions
+        assert ratio >= 6, (name, ratio, lp.instructions)
+        assert a.spill_bytes == 0 and not a.design_problems()
+        ops = a.kernel_mix.by_opcode
+        assert ops["UTMALDG"] >= 2 and ops["USETMAXREG"] >= 2 and ops["SYNCS"] > 0, ops
+        assert a.features_text == "TMA+WS+setmaxnreg" and a.to_dict()["warp_specialized"] is True

@@ -12,6 +12,8 @@ docs/wgmma.md lists the facts and their sources.
 """
 from __future__ import annotations
 
+import struct
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -20,6 +22,10 @@ from conftest import put
 import cuconv
 from cuconv import emulator
 from cuconv.ops import wgmma_probe
+from cuconv import tensor_map as tm
+from cuconv.ops import wgmma_conv as wg
+from cuconv.problem import Conv2dProblem
+from cuconv.tensor_map import TensorMapSpec
 
 BF16 = ml_dtypes.bfloat16
 DT = {"float16": np.float16, "bfloat16": BF16}
@@ -261,3 +267,256 @@ def test_mbarrier_phases(be, bug, message):
 def test_probes_are_registered_for_sm90a_only():
     for name, entry in wgmma_probe.ENTRIES.items():
         assert entry.archs == ("sm_90a",) and entry.file == "wgmma_probe.cu" and entry.label == name
+
+
+# ----------------------------------------------------------------- TMA: the emulated loads against a NumPy model
+# The model below is written from the PTX ISA's "Tensors" sections independently of the emulator
+# (tensor_core.h walks the box with counters; this enumerates the bounding box's pixels in
+# traversal order and slices): tiled boxes with element strides, the im2col bounding box (lower
+# corner .. dim - 1 + upper corner, every element-stride-th pixel, W then H then N), the im2col
+# offsets added to each pixel, zero fill outside the tensor, dimension 0 fastest, rows of the
+# inner box, then the swizzle on the shared address (the box starts 1024-byte aligned).
+def tma_model(t, spec, coord, offsets=(0, 0)):
+    """The bytes a load of ``spec`` at ``coord`` puts in shared memory. ``t``: the NHWC-like array
+    whose axes, reversed, are the map's dims (dims = (C, W, H, N) for t of shape (N, H, W, C))."""
+    dims = spec.dims
+    assert t.shape[::-1] == dims
+
+    def elem(c, w, h, n):
+        if 0 <= c < dims[0] and 0 <= w < dims[1] and 0 <= h < dims[2] and 0 <= n < dims[3]:
+            return t[n, h, w, c]
+        return t.dtype.type(0)
+
+    rows = []
+    if spec.mode == "tiled":
+        es = spec.element_strides
+        for i3 in range(0, spec.box[3], es[3]):
+            for i2 in range(0, spec.box[2], es[2]):
+                for i1 in range(0, spec.box[1], es[1]):
+                    rows.append([elem(coord[0] + i0, coord[1] + i1, coord[2] + i2, coord[3] + i3)
+                                 for i0 in range(spec.box[0])])
+    else:
+        ws = range(spec.lower[0], dims[1] + spec.upper[0], spec.element_strides[1])
+        hs = range(spec.lower[1], dims[2] + spec.upper[1], spec.element_strides[2])
+        per_image = [(w, h) for h in hs for w in ws]
+        start = per_image.index((coord[1], coord[2]))
+        for p in range(spec.pixels_per_column):
+            k = start + p
+            n = coord[3] + k // len(per_image)
+            w, h = per_image[k % len(per_image)]
+            rows.append([elem(coord[0] + j, w + offsets[0], h + offsets[1], n)
+                         for j in range(spec.channels_per_pixel)])
+    flat = np.array(rows, dtype=t.dtype).view(np.uint8).reshape(-1)
+    out = np.empty_like(flat)
+    out[swizzled(flat.size, spec.swizzle)] = flat
+    return out
+
+
+def swizzled(nbytes, swizzle):
+    """Where byte i of the box lands: Swizzle<log2(span/16), 4, 3> on the address (box at 0)."""
+    span = {0: 0, 1: 32, 2: 64, 3: 128}[swizzle]
+    addr = np.arange(nbytes)
+    return addr ^ (((addr >> 7) & (span // 16 - 1)) << 4) if span else addr
+
+
+def run_tma(be, spec, t, coord, offsets=(0, 0), bug=0):
+    nbytes = spec.box_bytes
+    out = put(be, np.full(nbytes, 0xAB, np.uint8))
+    tensor = put(be, t)
+    tmap = be.tensor_map(spec, tensor.reshape(-1))
+    wgmma_probe.launch(be, "wgmma_probe_tma", (1, 1, 1), (128, 1, 1),
+                       (tmap, np.int32(spec.mode == "im2col"), *(np.int32(c) for c in coord),
+                        np.int32(offsets[0]), np.int32(offsets[1]), np.int32(nbytes), np.int32(bug), out),
+                       shared_mem=2048 + -(-nbytes // 1024) * 1024)
+    return be.to_numpy(out)
+
+
+def nhwc_spec(shape, dtype, mode, swizzle=3, **kw):
+    N, H, W, C = shape
+    e = 2
+    return TensorMapSpec(mode, dtype, (C, W, H, N), (C * e, W * C * e, H * W * C * e), swizzle=swizzle, **kw)
+
+
+# (tensor shape NHWC, C per pixel, pixels, swizzle, conv: pad, stride, dilation, filter R=S, start pixel m,
+#  filter tap (r, s), first channel)
+IM2COL_CASES = {
+    "pad1_3x3_C40_box64": ((2, 7, 9, 40), 64, 128, 3, (1, 1, 1, 3), 5, (2, 0), 0),
+    "stride2_pad1_last_rows": ((2, 9, 7, 16), 64, 128, 3, (1, 2, 1, 3), 30, (1, 2), 0),
+    "dilation2_pad2": ((1, 9, 9, 24), 32, 64, 2, (2, 1, 2, 3), 11, (2, 1), 0),
+    "stride3_no_swizzle_C24": ((3, 8, 10, 24), 24, 40, 0, (0, 3, 1, 2), 7, (1, 1), 0),
+    "second_channel_box_5x5": ((1, 11, 6, 72), 64, 64, 3, (2, 2, 1, 5), 3, (4, 3), 64),
+}
+
+
+@pytest.mark.parametrize("case", list(IM2COL_CASES))
+def test_tma_im2col_matches_the_numpy_model(be, rng, case):
+    """One im2col load per case, byte for byte against the model: padding (zero fill before and past
+    the image), stride 2/3 (element strides), dilation (offsets), C not a multiple of the pixel's
+    channel box, a column running past the image and past N, swizzle none / 64 B / 128 B."""
+    needs_sm90(be)
+    shape, cpp, ppc, swizzle, (pad, stride, dil, R), m, (r, s), c0 = IM2COL_CASES[case]
+    N, H, W, C = shape
+    P = (H + 2 * pad - dil * (R - 1) - 1) // stride + 1
+    Q = (W + 2 * pad - dil * (R - 1) - 1) // stride + 1
+    t = rng.integers(-1000, 1000, shape).astype(np.float16)
+    spec = nhwc_spec(shape, "float16", "im2col", swizzle, element_strides=(1, stride, stride, 1),
+                     lower=(-pad, -pad), upper=(pad - dil * (R - 1), pad - dil * (R - 1)),
+                     channels_per_pixel=cpp, pixels_per_column=ppc)
+    n0, pq = divmod(m, P * Q)
+    p0, q0 = divmod(pq, Q)
+    coord = (c0, q0 * stride - pad, p0 * stride - pad, n0)
+    got = run_tma(be, spec, t, coord, (s * dil, r * dil))
+    want = tma_model(t, spec, coord, (s * dil, r * dil))
+    np.testing.assert_array_equal(got, want)
+    # the model's rows are the convolution's im2col rows m, m+1, ... for tap (r, s) (zero past M,
+    # past C and in the padding): what the wgmma kernel multiplies
+    x = np.pad(t.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    vals = want[swizzled(want.size, swizzle)].view(np.float16).astype(np.float64).reshape(ppc, cpp)
+    for p in range(ppc):
+        mm = m + p
+        if mm >= N * P * Q:
+            assert not vals[p].any()
+            continue
+        n, rem = divmod(mm, P * Q)
+        pp, qq = divmod(rem, Q)
+        ref = x[n, pp * stride + r * dil, qq * stride + s * dil, c0:c0 + cpp]
+        np.testing.assert_array_equal(vals[p, :len(ref)], ref)
+        assert not vals[p, len(ref):].any()
+
+
+@pytest.mark.parametrize("settings", [dict(sanitize="address,undefined"), dict(sanitize="thread"),
+                                      dict(order="random", seed=3)], ids=["asan_ubsan", "tsan", "random"])
+def test_tma_under_sanitizers_and_random_order(rng, settings):
+    shape, cpp, ppc, swizzle, (pad, stride, dil, R), m, (r, s), c0 = IM2COL_CASES["stride2_pad1_last_rows"]
+    t = rng.integers(-1000, 1000, shape).astype(np.float16)
+    spec = nhwc_spec(shape, "float16", "im2col", swizzle, element_strides=(1, stride, stride, 1),
+                     lower=(-pad, -pad), upper=(pad - dil * (R - 1), pad - dil * (R - 1)),
+                     channels_per_pixel=cpp, pixels_per_column=ppc)
+    N, H, W, C = shape
+    P, Q = (H + 2 * pad - dil * (R - 1) - 1) // stride + 1, (W + 2 * pad - dil * (R - 1) - 1) // stride + 1
+    n0, pq = divmod(m, P * Q)
+    coord = (c0, pq % Q * stride - pad, pq // Q * stride - pad, n0)
+    with cuconv.backend("emulator", **settings) as be:
+        got = run_tma(be, spec, t, coord, (s * dil, r * dil))
+    np.testing.assert_array_equal(got, tma_model(t, spec, coord, (s * dil, r * dil)))
+
+
+TILED_CASES = {
+    "weights_KRSC_box64x128": ((20, 3, 3, 40), (64, 1, 1, 128), (1, 1, 1, 1), (0, 2, 1, 0), 3),
+    "inner_offset_es2": ((9, 5, 6, 32), (32, 4, 2, 3), (1, 2, 1, 1), (8, -1, 3, 7), 2),
+    "no_swizzle_C8": ((4, 3, 7, 8), (8, 3, 4, 2), (1, 1, 2, 1), (0, 0, -2, 3), 0),
+}
+
+
+@pytest.mark.parametrize("case", list(TILED_CASES))
+def test_tma_tiled_matches_the_numpy_model(be, rng, case):
+    """Tiled loads: boxes past every edge of the tensor, negative coordinates, element strides,
+    128 B / 64 B / no swizzle."""
+    needs_sm90(be)
+    shape, box, es, coord, swizzle = TILED_CASES[case]
+    t = rng.integers(-1000, 1000, shape).astype(np.float16)
+    spec = nhwc_spec(shape, "float16", "tiled", swizzle, element_strides=es, box=box)
+    np.testing.assert_array_equal(run_tma(be, spec, t, coord), tma_model(t, spec, coord))
+
+
+TMA_PLANTED = [(1, "not made visible to the async proxy"), (2, "still in flight"), (3, "never completes")]
+
+
+@pytest.mark.parametrize("bug,message", TMA_PLANTED, ids=[m for _, m in TMA_PLANTED])
+def test_tma_planted_ordering_bugs_are_faults(rng, bug, message):
+    t = rng.integers(-9, 9, (1, 4, 4, 64)).astype(np.float16)
+    spec = nhwc_spec(t.shape, "float16", "tiled", element_strides=(1, 1, 1, 1), box=(64, 4, 2, 1))
+    with cuconv.backend("emulator") as be:
+        with pytest.raises((emulator.KernelFault, emulator.BarrierDivergence), match=message):
+            run_tma(be, spec, t, (0, 0, 0, 0), bug=bug)
+
+
+def test_tma_without_expect_tx_reads_poison(rng):
+    """No expect-tx: the phase completes on the arrival alone and the waiters read the destination
+    before the load lands (the emulator lands it no earlier than a waiter needs it)."""
+    t = rng.integers(-9, 9, (1, 4, 4, 64)).astype(np.float16)
+    spec = nhwc_spec(t.shape, "float16", "tiled", element_strides=(1, 1, 1, 1), box=(64, 4, 2, 1))
+    with cuconv.backend("emulator") as be:
+        got = run_tma(be, spec, t, (0, 0, 0, 0), bug=4)
+    assert (got == 0xFF).all()
+
+
+def test_emulator_encoder_checks_the_driver_rules(rng):
+    """The emulator's encoder refuses what the driver documents as CUDA_ERROR_INVALID_VALUE, and a
+    region past its array."""
+    a = np.zeros(4 * 4 * 64, np.float16)
+    ok = dict(data_type=6, rank=4, array=a, global_dim=(64, 4, 4, 1), global_strides=(128, 512, 2048),
+              box_dim=(64, 4, 2, 1), element_strides=(1, 1, 1, 1), swizzle=3)
+    emulator.encode_tensor_map_tiled(**ok)
+    for change, message in ((dict(global_strides=(120, 512, 2048)), "multiples of 16"),
+                            (dict(box_dim=(64, 4, 2, 300)), "1..256"),
+                            (dict(element_strides=(1, 9, 1, 1)), "1..8"),
+                            (dict(global_dim=(64, 4, 4, 2)), "past the"),
+                            (dict(box_dim=(72, 4, 2, 1)), "swizzle span")):
+        with pytest.raises(ValueError, match=message):
+            emulator.encode_tensor_map_tiled(**{**ok, **change})
+    with pytest.raises(ValueError, match=r"\[-128, 127\]"):
+        emulator.encode_tensor_map_im2col(6, 4, a, (64, 4, 4, 1), (128, 512, 2048), (-129, 0), (0, 0), 64, 16,
+                                          (1, 1, 1, 1), 0, 3)
+
+
+class _FakeDriver:
+    """Stands in for cuda.bindings.driver: records the encode calls, returns 16 words."""
+    CUtensorMapDataType = CUtensorMapInterleave = CUtensorMapSwizzle = int
+    CUtensorMapL2promotion = CUtensorMapFloatOOBfill = cuuint32_t = cuuint64_t = int
+
+    def __init__(self, version):
+        self.calls, self.version = [], version
+
+    def _map(self):
+        class Map:
+            opaque = [0x1111, 0xFFFFFFFF, *range(2, 16)]
+        return Map()
+
+    def cuTensorMapEncodeIm2col(self, *args):
+        self.calls.append(("im2col", args))
+        return 0, self._map()
+
+    def cuTensorMapEncodeTiled(self, *args):
+        self.calls.append(("tiled", args))
+        return 0, self._map()
+
+    def cuDriverGetVersion(self):
+        return 0, self.version
+
+
+def test_driver_encode_passes_the_drivers_arguments(monkeypatch):
+    """The GPU path calls cuTensorMapEncodeIm2col / cuTensorMapEncodeTiled with the driver's argument
+    order (dims innermost first, byte strides of dims 1.., corners W first, channels per pixel,
+    pixels per column, element strides, interleave none, 128-byte swizzle, L2 promotion 128 B, zero
+    fill) and passes the 16 words on as 128 bytes; on drivers up to 13.1 an im2col map of a tensor
+    under 128 KiB gets CUTLASS's workaround (bit 21 of word 1 cleared)."""
+    p = Conv2dProblem.from_shapes((2, 64, 10, 12), (128, 64, 3, 3), padding=1, stride=2, dtype="float16")
+    mx, mw = wg.tensor_maps(p, 64, "float16")
+    for version, cleared in ((13010, True), (13020, False)):
+        drv = _FakeDriver(version)
+        monkeypatch.setattr(tm, "_DRIVER_VERSION", None)
+        data = mx.driver_encode(0x7000, driver=drv)
+        words = struct.unpack("<16Q", data)
+        assert len(data) == 128 and words[0] == 0x1111
+        assert words[1] == (0xFFFFFFFF & ~(1 << 21) if cleared else 0xFFFFFFFF)
+        kind, args = drv.calls[0]
+        assert kind == "im2col" and args == (6, 4, 0x7000, [64, 12, 10, 2], [128, 1536, 15360], [-1, -1], [-1, -1],
+                                             64, 128, [1, 2, 2, 1], 0, 3, 2, 0)
+    drv = _FakeDriver(13020)
+    mw.driver_encode(0x9000, driver=drv)
+    assert drv.calls == [("tiled", (6, 4, 0x9000, [64, 3, 3, 128], [128, 384, 1152], [64, 1, 1, 128], [1, 1, 1, 1],
+                                    0, 3, 2, 0))]
+
+
+def test_driver_encode_arguments_convert_in_cuda_bindings():
+    """With NVIDIA's cuda-bindings installed, its encode functions accept the arguments as built
+    (its list types included): the call gets as far as the driver (a result on a GPU machine, the
+    driver library not found elsewhere), never a TypeError."""
+    driver = pytest.importorskip("cuda.bindings.driver")
+    p = Conv2dProblem.from_shapes((2, 64, 10, 12), (128, 64, 3, 3), padding=1, stride=2, dtype="float16")
+    for spec in wg.tensor_maps(p, 64, "float16"):
+        try:
+            assert len(spec.driver_encode(0x7000, driver=driver)) == 128
+        except Exception as exc:   # no driver on this machine (or no valid address): past the conversions
+            assert not isinstance(exc, TypeError), exc

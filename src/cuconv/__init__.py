@@ -14,7 +14,14 @@ Importing cuconv imports no GPU library (CuPy is loaded on the first GPU call).
 from __future__ import annotations
 
 from ._version import __version__  # noqa: F401
-from .backend import NoDeviceError, backend, current_backend, gpu_available  # noqa: F401
+from .backend import (  # noqa: F401
+                      NoDeviceError,
+                      UnsupportedDeviceError,
+                      backend,
+                      current_backend,
+                      gpu_available,
+                      release_fft_plans,
+)
 from . import grad  # noqa: F401
 from .ops.conv2d import algorithms, conv2d, plan_conv2d  # noqa: F401
 from .ops.conv_transpose import conv_transpose2d, plan_conv_transpose2d  # noqa: F401

@@ -1,50 +1,83 @@
-"""Per-architecture limits and peak rates: the one data table behind occupancy and peaks.
+"""Per-architecture limits and peak rates: the one data table behind occupancy, launch checks
+and peaks.
 
-Sources: NVIDIA CUDA C++ Programming Guide, "Compute Capabilities" table (technical
-specifications per compute capability), and the CUDA Occupancy Calculator's allocation
-rules (register allocation per warp in units of 256 registers; shared memory allocated in
-units of ``smem_granularity`` with ``smem_reserved_per_block`` bytes reserved by the
-system per block on sm_80+). FP32 lanes per SM from the architecture whitepapers
-(Turing, Ampere GA100/GA10x, Ada, Hopper, Blackwell).
+Sources: NVIDIA CUDA C++ Programming Guide, "Compute Capabilities" appendix, table
+"Technical Specifications per Compute Capability" (the per-row comments below say which
+entries come from it), and the CUDA Occupancy Calculator's allocation rules (register
+allocation per warp in units of 256 registers; shared memory allocated in units of
+``smem_granularity`` with ``smem_reserved_per_block`` bytes reserved by the system per block on
+sm_80+). FP32 lanes per SM from the architecture whitepapers (Turing, Ampere GA100/GA10x,
+Ada, Hopper, Blackwell).
 """
 from __future__ import annotations
 
 import math
 
+# Each row: threads, warps and blocks per SM, registers per SM and per thread, shared memory per SM
+# ("Maximum amount of shared memory per SM") and per block with opt-in ("Maximum amount of shared
+# memory per thread block"), all from the Programming Guide's "Technical Specifications per Compute
+# Capability" table; reg_alloc_unit, smem_granularity and smem_reserved_per_block from the Occupancy
+# Calculator (the Guide's table gives 1 KB "shared memory reserved by CUDA driver per thread block"
+# for 8.x and later). fp32 lanes: the whitepapers.
 ARCH_LIMITS = {
-    #          threads  warps blocks regs   max regs  reg unit  smem/SM   smem/block  gran reserved fp32/SM
+    # 7.5 (Turing): 1024 threads / 32 warps / 16 blocks per SM; 64 KB shared per SM, 64 KB per block
+    # with opt-in. Verified against the Guide's table.
     "sm_75":  dict(max_threads_per_sm=1024, max_warps_per_sm=32, max_blocks_per_sm=16,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
                    smem_per_sm=65536, max_smem_per_block=65536, smem_granularity=256,
                    smem_reserved_per_block=0, fp32_lanes_per_sm=64, name="Turing"),
+    # 8.0 (A100): 2048 / 64 / 32; 164 KB shared per SM, 163 KB per block. Verified.
     "sm_80":  dict(max_threads_per_sm=2048, max_warps_per_sm=64, max_blocks_per_sm=32,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
                    smem_per_sm=167936, max_smem_per_block=166912, smem_granularity=128,
                    smem_reserved_per_block=1024, fp32_lanes_per_sm=64, name="Ampere (A100)"),
+    # 8.6 (GA10x): 1536 / 48 / 16; 100 KB shared per SM, 99 KB per block. Verified.
     "sm_86":  dict(max_threads_per_sm=1536, max_warps_per_sm=48, max_blocks_per_sm=16,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
                    smem_per_sm=102400, max_smem_per_block=101376, smem_granularity=128,
                    smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Ampere (GA10x)"),
+    # 8.9 (Ada): 1536 / 48 / 24; 100 KB shared per SM, 99 KB per block. Verified.
     "sm_89":  dict(max_threads_per_sm=1536, max_warps_per_sm=48, max_blocks_per_sm=24,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
                    smem_per_sm=102400, max_smem_per_block=101376, smem_granularity=128,
                    smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Ada"),
+    # 9.0 (H100/H200): 2048 / 64 / 32; 228 KB shared per SM, 227 KB per block. Verified.
     "sm_90":  dict(max_threads_per_sm=2048, max_warps_per_sm=64, max_blocks_per_sm=32,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
                    smem_per_sm=233472, max_smem_per_block=232448, smem_granularity=128,
                    smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Hopper"),
+    # 10.0 (B200): 2048 / 64 / 32; 228 KB shared per SM, 227 KB per block, as 9.0. From the Guide's
+    # table as of CUDA 12.8; the allocation granularity (128 B) is the 8.x/9.0 value, not verified
+    # for 10.0 (the Occupancy Calculator spreadsheet predates Blackwell).
     "sm_100": dict(max_threads_per_sm=2048, max_warps_per_sm=64, max_blocks_per_sm=32,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
                    smem_per_sm=233472, max_smem_per_block=232448, smem_granularity=128,
                    smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Blackwell (B200)"),
+    # 12.0 (GeForce RTX 50, RTX PRO Blackwell): 1536 / 48 / 32; 128 KB of unified L1/shared memory
+    # per SM of which at most 100 KB is shared memory, 99 KB (101376 B) per block with opt-in
+    # (the Guide's table; this row said 128 KB per SM before issue 23). The 32 blocks per SM and the
+    # 128 B granularity are from the same table / the 8.x rule and could not be checked against a
+    # device.
     "sm_120": dict(max_threads_per_sm=1536, max_warps_per_sm=48, max_blocks_per_sm=32,
                    regs_per_sm=65536, max_regs_per_thread=255, reg_alloc_unit=256,
-                   smem_per_sm=131072, max_smem_per_block=101376, smem_granularity=128,
+                   smem_per_sm=102400, max_smem_per_block=101376, smem_granularity=128,
                    smem_reserved_per_block=1024, fp32_lanes_per_sm=128, name="Blackwell (GeForce)"),
 }
 
 # Without opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize) a block gets at most 48 KiB.
 DEFAULT_MAX_SMEM_PER_BLOCK = 49152
+
+# The launch limits every compute capability 7.5 ... 12.0 shares (the Guide's table: "Maximum
+# number of threads per block" 1024, "Maximum x-/y-/z-dimension of a block" 1024/1024/64,
+# "Maximum x-/y-/z-dimension of a grid" 2**31-1/65535/65535, "Maximum number of 32-bit registers
+# per thread block" 64 K; static shared memory at most 48 KB, more only dynamically with opt-in).
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK_DIMS = (1024, 1024, 64)
+MAX_GRID_DIMS = (2 ** 31 - 1, 65535, 65535)
+MAX_REGS_PER_BLOCK = 65536
+MAX_STATIC_SMEM_PER_BLOCK = 49152
+# The compute capabilities cuconv builds kernels for (the compile matrix: sm_75 ... sm_120).
+MIN_CC = 75
 
 # --------------------------------------------------------------------------- issue model
 # The instruction-issue model behind cuconv.analysis's issue-bound ceiling.
@@ -115,6 +148,71 @@ def normalize_arch(arch) -> str:
         arch = f"{arch[0]}{arch[1]}"
     s = str(arch).lower().removeprefix("sm_").removeprefix("compute_").rstrip("af")
     return f"sm_{s}"
+
+
+def table_arch(cc) -> str:
+    """The row of ARCH_LIMITS that describes a device of compute capability ``cc`` (75, 87, 90,
+    121, "sm_90a" ...): its own row, else the newest row of the same major version not newer than
+    it (8.7 -> sm_86, 10.3 -> sm_100, 12.1 -> sm_120), else, for a device newer than the table,
+    its newest row. ValueError below sm_75."""
+    arch = normalize_arch(cc)
+    if arch in ARCH_LIMITS:
+        return arch
+    num = int(arch[3:])
+    newest = max(ARCH_LIMITS, key=lambda a: int(a[3:]))
+    rows = [a for a in ARCH_LIMITS if int(a[3:]) // 10 == num // 10 and int(a[3:]) <= num]
+    if num < MIN_CC or (not rows and num < int(newest[3:])):
+        raise ValueError(f"no launch limits for {arch}: cuconv knows {', '.join(ARCH_LIMITS)}")
+    return max(rows, key=lambda a: int(a[3:])) if rows else newest
+
+
+def launch_violations(arch, grid, block, dynamic_smem: int = 0, *, opt_in_smem: int = 0,
+                      static_smem: int = 0, registers: int | None = None) -> list[str]:
+    """Why a kernel launch would fail on a device of ``arch`` (empty when it launches), checked as
+    the CUDA driver checks it: block and grid dimensions, threads per block, shared memory and
+    registers per block.
+
+    ``dynamic_smem``: the launch's dynamic shared memory; ``opt_in_smem``: the function's
+    cudaFuncAttributeMaxDynamicSharedMemorySize when the launcher raised it (cuconv's GPU backend
+    sets it to the entry's ``dynamic_smem`` when that exceeds 48 KiB; 0: not raised, so the
+    default 48 KiB minus the static shared memory applies); ``static_smem`` and ``registers``
+    (per thread) from the compiled function when known (the compile matrix), else unchecked."""
+    lim = arch_limits(table_arch(arch))
+    out = []
+    grid, block = tuple(int(v) for v in grid), tuple(int(v) for v in block)
+    if len(block) != 3 or len(grid) != 3:
+        return [f"grid {grid} and block {block} must have 3 dimensions"]
+    if min(block) < 1 or min(grid) < 1:
+        out.append(f"grid {grid} / block {block} has a zero dimension (cudaErrorInvalidConfiguration)")
+    for what, dims, top in (("block", block, MAX_BLOCK_DIMS), ("grid", grid, MAX_GRID_DIMS)):
+        for axis, v, m in zip("xyz", dims, top):
+            if v > m:
+                out.append(f"{what}.{axis} = {v} exceeds {m}")
+    threads = block[0] * block[1] * block[2]
+    if threads > MAX_THREADS_PER_BLOCK:
+        out.append(f"{threads} threads per block exceed {MAX_THREADS_PER_BLOCK}")
+    if static_smem > MAX_STATIC_SMEM_PER_BLOCK:
+        out.append(f"{static_smem} bytes of static shared memory exceed {MAX_STATIC_SMEM_PER_BLOCK}")
+    allowed = max(DEFAULT_MAX_SMEM_PER_BLOCK - static_smem, int(opt_in_smem))
+    if int(opt_in_smem) + static_smem > lim["max_smem_per_block"]:
+        out.append(f"opting in to {opt_in_smem} bytes of dynamic shared memory (+{static_smem} static) exceeds "
+                   f"the {lim['max_smem_per_block']} bytes a block may have on {arch}")
+    if dynamic_smem > allowed:
+        how = (f"the function opted in to {opt_in_smem}" if opt_in_smem else
+               f"the default limit is {DEFAULT_MAX_SMEM_PER_BLOCK} bytes less {static_smem} static, no opt-in")
+        out.append(f"{dynamic_smem} bytes of dynamic shared memory: {how}")
+    if static_smem + dynamic_smem > lim["max_smem_per_block"]:
+        out.append(f"{static_smem} + {dynamic_smem} bytes of shared memory exceed {lim['max_smem_per_block']} "
+                   f"per block on {arch}")
+    if registers is not None:
+        if registers > lim["max_regs_per_thread"]:
+            out.append(f"{registers} registers per thread exceed {lim['max_regs_per_thread']}")
+        unit = lim["reg_alloc_unit"]
+        per_block = math.ceil(registers * 32 / unit) * unit * math.ceil(threads / 32)
+        if per_block > MAX_REGS_PER_BLOCK:
+            out.append(f"{registers} registers x {threads} threads ({per_block} allocated) exceed "
+                       f"{MAX_REGS_PER_BLOCK} per block")
+    return out
 
 
 def occupancy(arch: str, block_threads: int, registers: int, smem_per_block: int) -> dict:

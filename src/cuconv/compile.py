@@ -1,17 +1,25 @@
-"""Kernel sources, compilation and resource reports.
+"""Kernel sources, compilation and resource reports: one NVRTC build per (file, options, arch).
 
 * ``load_source(file)`` reads ``kernels/<file>`` and inlines the project's own
-  ``#include "..."`` headers, so that CuPy's disk cache (keyed on the source text)
-  sees every edit of a header. Each file is read once per process; set
-  ``CUCONV_DEV_RELOAD=1`` while editing kernels to have every launch re-check the files'
-  modification times (and rebuild what changed).
+  ``#include "..."`` headers, so that the compile cache (keyed on the source text) sees every
+  edit of a header. Each file is read once per process; set ``CUCONV_DEV_RELOAD=1`` while
+  editing kernels to have every launch re-check the files' modification times (and rebuild
+  what changed).
 * The registry of kernel instantiations (``KernelEntry``, ``register_kernel``,
   ``registered_kernels``) lives in the leaf module ``cuconv.registry``; it is re-exported here.
-* ``compile_entry(entry, arch)`` compiles through CuPy's low-level NVRTC binding,
-  which needs no GPU, and parses ``-Xptxas=-v`` into registers / spills / shared memory.
-* ``cupy_function(entry, device_id)`` (used by the GPU backend when it first meets an entry)
-  builds one ``cupy.RawModule`` per (device, kernel file, options) holding every registered
-  instantiation of that file that runs on the device, and returns the entry's function.
+* ``build_module(file, options, cuda_headers, arch)`` is the one compile path: CuPy's low-level
+  NVRTC binding (no GPU needed) builds every registered instantiation of the file for ``arch``
+  with ``nvrtc_option_list`` (``BASE_OPTIONS`` + the entries' options), keeps the cubin, the PTX
+  and ptxas' ``-Xptxas=-v`` report, and caches the result in memory and on disk.
+* ``compile_entry(entry, arch)`` reads one kernel's registers / spills / shared memory from that
+  build: the compile matrix, ``cuconv kernels``, the static analysis and the bench's register
+  columns all use it.
+* ``cupy_function(entry, device_id, cc)`` (the GPU backend, when it first meets an entry) loads
+  the cubin of the same build, for the device's target (``gpu_target``), with
+  ``cupy.cuda.function.Module.load`` -- the call CuPy's own ``RawModule`` makes after compiling
+  -- so the GPU runs the very binary whose figures ``cuconv kernels`` reports. cuconv does not
+  let ``cupy.RawModule(code=...)`` compile: CuPy appends ``-ftz=true`` after the caller's options
+  and NVRTC honours the last ``-ftz`` it is given (see ``BASE_OPTIONS``).
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import os
 import re
 import struct
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +48,23 @@ from .registry import (  # noqa: F401
     registered_kernels,
 )
 
-# Options every cuconv kernel is compiled with, on the GPU and in the compile matrix.
-BASE_OPTIONS = ("--std=c++17",)
+# The options of every NVRTC build of a cuconv kernel -- the GPU's modules, the compile matrix,
+# `cuconv kernels`, `cuconv analyze` and the bench's register columns (one definition, used by
+# ``nvrtc_option_list``) -- so that the GPU, the CPU emulator and the figures agree:
+#   --std=c++17                    the kernels' language.
+#   -ftz=false                     fp32 subnormals are kept, as IEEE 754, PyTorch's CUDA build and the
+#                                  CPU emulator keep them. CuPy's compile (RawModule(code=...)) appends
+#                                  -ftz=true after the caller's options, and NVRTC takes the last -ftz
+#                                  (measured: with "-ftz=false -ftz=true" the PTX is fma.rn.ftz.f32):
+#                                  the reason the GPU modules are built here, not by CuPy.
+#   -prec-div=true -prec-sqrt=true IEEE round-to-nearest division and square root (div.rn, sqrt.rn;
+#                                  NVRTC's defaults, stated so that no default can change under us).
+#   -fmad=true                     a*b + c may contract to one FMA: one rounding instead of two (never
+#                                  less accurate per operation), nvcc's and NVRTC's default and PyTorch's
+#                                  CUDA build's; the emulator does the same (the option turns into
+#                                  g++'s -ffp-contract=fast, with -mfma where the CPU has FMA); the
+#                                  main loops call cc_fma/fmaf explicitly, so it concerns the rest.
+BASE_OPTIONS = ("--std=c++17", "-ftz=false", "-prec-div=true", "-prec-sqrt=true", "-fmad=true")
 
 _INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
 
@@ -229,23 +253,25 @@ def cuda_include_options() -> tuple[str, ...]:
     return ()
 
 
-def nvrtc_options(entry_options, cuda_headers: bool) -> tuple[str, ...]:
-    """Options of an NVRTC compile: the base options, the entry's, and the CUDA include path
-    when the kernel includes the CUDA headers."""
-    return (*BASE_OPTIONS, *entry_options, *(cuda_include_options() if cuda_headers else ()))
+def nvrtc_option_list(arch: str, options=(), output: str = "cubin") -> list[str]:
+    """The exact option list every cuconv NVRTC compile passes: the target (``sm_XX`` for a cubin,
+    ``compute_XX`` for PTX only), ptxas' resource report (it changes no code), ``BASE_OPTIONS``,
+    then ``options`` (the entries' ``-D...`` and the CUDA include path)."""
+    target = arch if output == "cubin" else "compute_" + arch[3:]
+    return [f"--gpu-architecture={target}", "-Xptxas=-v", *BASE_OPTIONS, *options]
 
 
 def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "kernel.cu",
                   output: str = "cubin"):
-    """Compile ``source`` for ``arch`` with NVRTC (no GPU needed).
+    """Compile ``source`` for ``arch`` with NVRTC (no GPU needed), with ``nvrtc_option_list``.
 
-    Returns (binary, log, {expression: lowered_name}); ``output`` is "cubin" or "ptx".
+    Returns (binary, log, {expression: lowered_name}); ``output`` is "cubin", "ptx" (a
+    ``compute_XX`` build) or "both" (the cubin and the PTX of one ``sm_XX`` build, as a pair).
     Raises NVRTCError with the compiler log on failure.
     """
     from cupy.cuda import nvrtc  # noqa: PLC0415
 
-    opts = [f"--gpu-architecture={arch}" if output == "cubin" else f"--gpu-architecture=compute_{arch[3:]}",
-            "-Xptxas=-v", *BASE_OPTIONS, *options]
+    opts = nvrtc_option_list(arch, options, "ptx" if output == "ptx" else "cubin")
     prog = nvrtc.createProgram(source, name, [], [])
     try:
         for expr in expressions:
@@ -257,26 +283,52 @@ def nvrtc_compile(source: str, expressions, arch: str, options=(), name: str = "
             raise NVRTCError(f"NVRTC failed to compile {name} for {arch}: {exc}\n{log}") from None
         log = nvrtc.getProgramLog(prog)
         lowered = {e: nvrtc.getLoweredName(prog, e) for e in expressions}
-        if output == "cubin":
-            binary = complete_elf(nvrtc.getCUBIN(prog))
-        else:
+        if output == "ptx":
             binary = nvrtc.getPTX(prog)
+        else:
+            binary = complete_elf(nvrtc.getCUBIN(prog))
+            if output == "both":
+                binary = (binary, nvrtc.getPTX(prog))
     finally:
         nvrtc.destroyProgram(prog)
     return binary, log, lowered
 
 
+@dataclass(frozen=True)
+class ModuleBuild:
+    """One NVRTC build of a kernel file: what the GPU loads and what every figure is read from."""
+    file: str
+    arch: str
+    options: tuple[str, ...]            # the entries' options and the CUDA include path
+    expressions: tuple[str, ...]        # every instantiation in the module, sorted
+    cubin: bytes = field(repr=False)
+    ptx_z: bytes = field(repr=False)    # the PTX of the same compile, zlib-compressed
+    log: str = field(repr=False)
+    lowered: dict = field(repr=False, compare=False)   # expression -> mangled name
+    resources: dict = field(repr=False, compare=False)  # mangled name -> parse_ptxas_log's dict
+
+    @property
+    def nvrtc_options(self) -> list[str]:
+        """The option list NVRTC was given for this build."""
+        return nvrtc_option_list(self.arch, self.options)
+
+    @property
+    def ptx(self) -> str:
+        return zlib.decompress(self.ptx_z).decode()
+
+
 @functools.lru_cache(maxsize=None)
-def _compile_group_cached(file: str, options: tuple, arch: str, expressions: tuple, source: str):
+def _compile_group_cached(file: str, options: tuple, arch: str, expressions: tuple, source: str) -> ModuleBuild:
     """One NVRTC program per (file, options, arch) holding every registered instantiation:
     the compile matrix costs one compile per file and arch, not one per config."""
     cached = _disk_cache_load(file, options, arch, expressions, source)
     if cached is None:
-        cubin, log, lowered = nvrtc_compile(source, list(expressions), arch, options, file)
-        _disk_cache_store(file, options, arch, expressions, source, (cubin, log, lowered))
+        (cubin, ptx), log, lowered = nvrtc_compile(source, list(expressions), arch, options, file, output="both")
+        ptx_z = zlib.compress(ptx if isinstance(ptx, bytes) else ptx.encode(), 6)
+        _disk_cache_store(file, options, arch, expressions, source, (cubin, ptx_z, log, lowered))
     else:
-        cubin, log, lowered = cached
-    return cubin, parse_ptxas_log(log), lowered, log
+        cubin, ptx_z, log, lowered = cached
+    return ModuleBuild(file, arch, options, expressions, cubin, ptx_z, log, lowered, parse_ptxas_log(log))
 
 
 def _cache_dir() -> Path:
@@ -284,22 +336,27 @@ def _cache_dir() -> Path:
     return Path(root) / "nvrtc"
 
 
+_CACHE_FORMAT = "2"   # 2: the PTX is kept beside the cubin
+
+
 def _cache_key(file, options, arch, expressions, source) -> str:
     from cupy.cuda import nvrtc  # noqa: PLC0415
     version = ".".join(map(str, nvrtc.getVersion()))
-    parts = [version, file, arch, *options, "|", *expressions, "|", *BASE_OPTIONS, source]
+    parts = [_CACHE_FORMAT, version, file, *nvrtc_option_list(arch, options), "|", *expressions, "|", source]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def _disk_cache_load(file, options, arch, expressions, source):
     """NVRTC results survive the process (the compile matrix recompiles nothing unchanged).
-    Keyed by the NVRTC version and the full inlined source; CUCONV_NO_DISK_CACHE=1 disables it."""
+    Keyed by the NVRTC version, the full option list and the full inlined source;
+    CUCONV_NO_DISK_CACHE=1 disables it."""
     if os.environ.get("CUCONV_NO_DISK_CACHE"):
         return None
     path = _cache_dir() / (_cache_key(file, options, arch, expressions, source) + ".json")
     try:
         data = json.loads(path.read_text())
-        return base64.b64decode(data["cubin"]), data["log"], data["lowered"]
+        return (base64.b64decode(data["cubin"]), base64.b64decode(data["ptx_z"]), data["log"],
+                data["lowered"])
     except (OSError, ValueError, KeyError):
         return None
 
@@ -307,32 +364,62 @@ def _disk_cache_load(file, options, arch, expressions, source):
 def _disk_cache_store(file, options, arch, expressions, source, result) -> None:
     if os.environ.get("CUCONV_NO_DISK_CACHE"):
         return
-    cubin, log, lowered = result
+    cubin, ptx_z, log, lowered = result
     d = _cache_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
         path = d / (_cache_key(file, options, arch, expressions, source) + ".json")
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(dict(cubin=base64.b64encode(cubin).decode(), log=log, lowered=lowered)))
+        tmp.write_text(json.dumps(dict(cubin=base64.b64encode(cubin).decode(),
+                                       ptx_z=base64.b64encode(ptx_z).decode(), log=log, lowered=lowered)))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home directory only costs recompiles
 
 
+def _cc(arch: str) -> int:
+    """'sm_90a' -> 90, 'sm_120' -> 120."""
+    return int("".join(ch for ch in arch[3:] if ch.isdigit()))
+
+
+def built_for(entry: KernelEntry, arch: str) -> bool:
+    """Whether ``entry`` is compiled into the module built for the target ``arch``: a target it
+    lists; an arch-specific target (sm_90a) or a device's own target outside the compile matrix
+    (sm_87, sm_103 ...) also holds the portable entries that run there (oldest target not newer)."""
+    if arch in entry.archs:
+        return True
+    if arch in ARCHS:
+        return False
+    return any(not a.endswith("a") and _cc(a) <= _cc(arch) for a in entry.archs)
+
+
+def module_entries(file: str, options=(), arch: str | None = None) -> tuple[KernelEntry, ...]:
+    """The registered entries of (file, options) that the module built for ``arch`` holds."""
+    return tuple(e for e in file_group(file, options) if arch is None or built_for(e, arch))
+
+
+def build_module(file: str, options=(), cuda_headers: bool = False, arch: str = "sm_90",
+                 extra_expressions=()) -> ModuleBuild:
+    """The NVRTC build of (file, options) for ``arch``: every entry ``built_for`` it (and
+    ``extra_expressions``) in one program, compiled once per process and cached on disk.
+    The GPU backend loads its cubin; every resource figure is read from it."""
+    expressions = tuple(sorted({e.expression for e in module_entries(file, options, arch)}
+                               | set(extra_expressions)))
+    full = (*options, *(cuda_include_options() if cuda_headers else ()))
+    return _compile_group_cached(file, full, arch, expressions, load_source(file))
+
+
 def compile_entry(entry: KernelEntry, arch: str) -> KernelResources:
-    """Compile one registered kernel for ``arch`` and report its resources (no GPU needed)."""
-    group = tuple(sorted({e.expression for e in file_group(entry.file, entry.options, arch)}
-                         | {entry.expression}))
-    options = (*entry.options, *(cuda_include_options() if entry.cuda_headers else ()))
-    cubin, infos, lowered, log = _compile_group_cached(entry.file, options, arch, group,
-                                                       load_source(entry.file))
-    mangled = lowered[entry.expression]
-    info = infos.get(mangled)
+    """Compile one registered kernel for ``arch`` and report its resources (no GPU needed):
+    the figures of the module build the GPU loads for that target."""
+    build = build_module(entry.file, entry.options, entry.cuda_headers, arch, (entry.expression,))
+    mangled = build.lowered[entry.expression]
+    info = build.resources.get(mangled)
     if info is None:
-        raise NVRTCError(f"ptxas printed no resource usage for {entry.label} ({mangled}) on {arch}:\n{log}")
+        raise NVRTCError(f"ptxas printed no resource usage for {entry.label} ({mangled}) on {arch}:\n{build.log}")
     return KernelResources(entry.label, arch, mangled, info["registers"], info["spill_store"],
                            info["spill_load"], info["stack"], info["smem"], info["cmem"],
-                           entry.block_threads, entry.dynamic_smem, cubin)
+                           entry.block_threads, entry.dynamic_smem, build.cubin)
 
 
 # --------------------------------------------------------------------------- on the GPU
@@ -340,60 +427,87 @@ def runs_on(entry: KernelEntry, cc: int) -> bool:
     """Whether ``entry`` is built for a device of compute capability ``cc`` (75, 80, 90 ...):
     its oldest target is not newer than the device; an arch-specific target (sm_90a) only
     for that exact capability."""
-    for arch in entry.archs:
-        digits = int("".join(ch for ch in arch[3:] if ch.isdigit()))
+    for arch in entry.archs:      # "sm_90", "sm_90a" (no generator: planning calls this per kernel)
+        digits = int(arch[3:].rstrip("abcdefghijklmnopqrstuvwxyz"))
         if (digits == cc) if arch.endswith("a") else (digits <= cc):
             return True
     return False
 
 
-def gpu_arch_options(entries, cc: int) -> tuple[str, ...]:
-    """``("-arch=sm_90a",)`` when one of ``entries`` is built only for the arch-specific target of
-    a device of compute capability ``cc``, else ``()``. CuPy's RawModule compiles for the device's
-    plain target (``-arch=sm_90``), where wgmma.mma_async does not exist; given both options,
-    NVRTC builds for sm_90a (checked with NVRTC 13.x through CuPy 14: __CUDA_ARCH_FEAT_SM90_ALL is
-    defined and the PTX target is sm_90a, in either order). The rest of the module's kernels are
-    then sm_90a code too, which runs on the same devices."""
+@functools.lru_cache(maxsize=None)
+def _nvrtc_archs() -> tuple[int, ...]:
+    from cupy.cuda import nvrtc  # noqa: PLC0415
+    return tuple(sorted(int(a) for a in nvrtc.getSupportedArchs()))
+
+
+def gpu_target(file: str, options, cc: int) -> str:
+    """The compile target of (file, options)'s module on a device of compute capability ``cc``:
+    the arch-specific target (sm_90a) when one of the file's entries is built only for it
+    (wgmma.mma_async exists only there; the module's other kernels are then sm_90a code too,
+    which runs on the same devices), else the device's own ``sm_<cc>`` -- or, as CuPy does, the
+    newest target NVRTC builds for when the device is newer than NVRTC."""
     for target in ARCH_SPECIFIC:
-        if int(target[3:-1]) == cc and any(target in e.archs for e in entries):
-            return (f"-arch={target}",)
-    return ()
+        if _cc(target) == cc and any(target in e.archs for e in file_group(file, options)):
+            return target
+    older = [a for a in _nvrtc_archs() if a <= cc]
+    if not older:
+        raise RuntimeError(f"this device is sm_{cc}; NVRTC builds for sm_{_nvrtc_archs()[0]} and newer only")
+    return f"sm_{older[-1]}"
+
+
+def device_target(entry: KernelEntry, arch) -> str | None:
+    """The target of the build a device of ``arch`` ('sm_90', 90) loads ``entry`` from -- the
+    build its figures belong to (sm_90 devices run the wgmma kernels' sm_90a build) -- or None
+    when the entry does not run there."""
+    cc = arch if isinstance(arch, int) else _cc(compile_target(arch))
+    if not runs_on(entry, cc):
+        return None
+    return gpu_target(entry.file, entry.options, cc)
 
 
 _MODULES: dict = {}
 _MOD_LOCK = threading.Lock()
 
 
-def cupy_module(file: str, options: tuple, cuda_headers: bool, device_id: int, cc: int):
-    """One ``cupy.RawModule`` per (device, kernel file, options): every registered instantiation
-    of that file and options that runs on the device, compiled together (CuPy caches the
-    result on disk, keyed on the source), for the device's arch-specific target when an entry
-    needs it (``gpu_arch_options``)."""
+def cupy_module(file: str, options: tuple, cuda_headers: bool, device_id: int, cc: int,
+                expression: str | None = None):
+    """One loaded module per (device, kernel file, options): the cubin of ``build_module`` for the
+    device's target (``gpu_target``), loaded with ``cupy.cuda.function.Module.load``
+    (cuModuleLoadData, what CuPy's RawModule does with the cubin it compiles). Returns
+    (module, build). A module missing ``expression`` (an entry registered after it was loaded)
+    is rebuilt with it."""
     import cupy  # noqa: PLC0415
 
     source = load_source(file)
     key = (device_id, file, tuple(options), source_hash(source) if dev_reload() else None)
     with _MOD_LOCK:
-        mod = _MODULES.get(key)
-        if mod is None:
-            entries = [e for e in file_group(file, options) if runs_on(e, cc)]
-            expressions = sorted({e.expression for e in entries})
+        loaded = _MODULES.get(key)
+        if loaded is None or (expression is not None and expression not in loaded[1].lowered):
+            build = build_module(file, options, cuda_headers, gpu_target(file, options, cc))
             with cupy.cuda.Device(device_id):
-                mod = cupy.RawModule(code=source,
-                                     options=(*nvrtc_options(options, cuda_headers), *gpu_arch_options(entries, cc)),
-                                     name_expressions=expressions)
-            _MODULES[key] = mod
-    return mod
+                mod = cupy.cuda.function.Module()
+                mod.load(build.cubin)
+            loaded = _MODULES[key] = (mod, build)
+    return loaded
 
 
 def cupy_function(entry: KernelEntry, device_id: int, cc: int):
-    """The ``cupy.RawKernel`` of ``entry`` on device ``device_id``, its dynamic shared memory
-    opted in once (``max_dynamic_shared_size_bytes``) when it declares more than the default."""
+    """The ``cupy.cuda.function.Function`` of ``entry`` on device ``device_id`` (called as
+    ``fn(grid, block, args, shared_mem=...)`` on the current stream), its dynamic shared memory
+    opted in once when it declares more than the default."""
     if not runs_on(entry, cc):
         raise RuntimeError(f"kernel {entry.label} is not built for this device (sm_{cc}); "
                            f"it targets {', '.join(entry.archs)}")
-    mod = cupy_module(entry.file, entry.options, entry.cuda_headers, device_id, cc)
-    fn = mod.get_function(entry.expression)
+    mod, build = cupy_module(entry.file, entry.options, entry.cuda_headers, device_id, cc, entry.expression)
+    mangled = build.lowered.get(entry.expression)
+    if mangled is None:
+        raise RuntimeError(f"kernel {entry.label} is not in the {build.arch} build of {entry.file} "
+                           f"(its targets: {', '.join(entry.archs)})")
+    fn = mod.get_function(mangled)
     if entry.dynamic_smem > DEFAULT_MAX_SMEM_PER_BLOCK:
-        fn.max_dynamic_shared_size_bytes = entry.dynamic_smem
+        import cupy  # noqa: PLC0415
+        driver = cupy.cuda.driver
+        with cupy.cuda.Device(device_id):
+            driver.funcSetAttribute(fn.ptr, driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    entry.dynamic_smem)
     return fn

@@ -27,13 +27,12 @@ from fractions import Fraction
 
 from . import fft_math as _fm
 from . import winograd_math as _wm
+from .dtypes import DTYPE_BYTES, dtype_name
 from .problem import (
-    DTYPE_BYTES,
     Conv2dProblem,
     ConvTransposeProblem,
     PoolProblem,
-    _pair,
-    dtype_name,
+    pair,
     pool_out_size,
 )
 
@@ -49,7 +48,7 @@ Shape = tuple  # tuple[int, ...]
 
 
 # ============================================================== small helpers
-# _pair (int or pair of ints, with the TypeError/ValueError) is Conv2dProblem's, imported above.
+# pair (int or pair of ints, with the TypeError/ValueError) is Conv2dProblem's, imported above.
 
 
 def _shape(shape, ndim: int | None, where: str) -> Shape:
@@ -500,7 +499,7 @@ class Conv2d:
     bias: bool = True
 
     def weight_shape(self) -> Shape:
-        r, s = _pair(self.kernel_size, "kernel_size")
+        r, s = pair(self.kernel_size, "kernel_size")
         if self.groups <= 0 or self.in_channels % self.groups:
             raise ValueError(f"Conv2d: groups={self.groups} must be positive and divide in_channels={self.in_channels}")
         return (self.out_channels, self.in_channels // self.groups, r, s)
@@ -517,9 +516,9 @@ class Conv2d:
         return conv2d_cost(self.problem(input_shape, dtype), self.bias)
 
     def rf_kernel_stride(self, input_shape):
-        r, s = _pair(self.kernel_size, "kernel_size")
-        dh, dw = _pair(self.dilation, "dilation")
-        return (dh * (r - 1) + 1, dw * (s - 1) + 1), _pair(self.stride, "stride")
+        r, s = pair(self.kernel_size, "kernel_size")
+        dh, dw = pair(self.dilation, "dilation")
+        return (dh * (r - 1) + 1, dw * (s - 1) + 1), pair(self.stride, "stride")
 
 
 def depthwise(channels: int, kernel_size, stride=1, padding=0, dilation=1, bias=True,
@@ -581,9 +580,9 @@ class ConvTranspose2d:
     dilation: int | tuple[int, int] = 1
 
     def _args(self):
-        return (_pair(self.kernel_size, "kernel_size"), _pair(self.stride, "stride"),
-                _pair(self.padding, "padding"), _pair(self.output_padding, "output_padding"),
-                _pair(self.dilation, "dilation"))
+        return (pair(self.kernel_size, "kernel_size"), pair(self.stride, "stride"),
+                pair(self.padding, "padding"), pair(self.output_padding, "output_padding"),
+                pair(self.dilation, "dilation"))
 
     def transposed_problem(self, input_shape, dtype="float32") -> ConvTransposeProblem:
         """The layer on ``input_shape`` as the package's one definition of a transposed
@@ -706,17 +705,17 @@ class MaxPool2d:
         y = _pool_shape(self, "max", x, self.kernel_size, self.stride, self.padding, self.dilation,
                         self.ceil_mode, "MaxPool2d")
         dtype = dtype_name(dtype)
-        kh, kw = _pair(self.kernel_size, "kernel_size")
+        kh, kw = pair(self.kernel_size, "kernel_size")
         outputs = _numel(y)
         return LayerCost(kind="maxpool", input_shapes=(x,), output_shape=y, dtype=dtype,
                          flops=(kh * kw - 1) * outputs, backward_data_flops=outputs,
                          output_bytes=outputs * _itemsize(dtype), index_bytes=outputs * INDEX_BYTES)
 
     def rf_kernel_stride(self, input_shape):
-        kh, kw = _pair(self.kernel_size, "kernel_size")
-        dh, dw = _pair(self.dilation, "dilation")
+        kh, kw = pair(self.kernel_size, "kernel_size")
+        dh, dw = pair(self.dilation, "dilation")
         return ((dh * (kh - 1) + 1, dw * (kw - 1) + 1),
-                _pair(self.kernel_size if self.stride is None else self.stride, "stride"))
+                pair(self.kernel_size if self.stride is None else self.stride, "stride"))
 
 
 @dataclass(frozen=True)
@@ -734,15 +733,15 @@ class AvgPool2d:
         y = _pool_shape(self, "avg", x, self.kernel_size, self.stride, self.padding, 1, self.ceil_mode,
                         "AvgPool2d", self.count_include_pad)
         dtype = dtype_name(dtype)
-        kh, kw = _pair(self.kernel_size, "kernel_size")
+        kh, kw = pair(self.kernel_size, "kernel_size")
         outputs = _numel(y)
         return LayerCost(kind="avgpool", input_shapes=(x,), output_shape=y, dtype=dtype,
                          flops=kh * kw * outputs, backward_data_flops=kh * kw * outputs,
                          output_bytes=outputs * _itemsize(dtype))
 
     def rf_kernel_stride(self, input_shape):
-        return (_pair(self.kernel_size, "kernel_size"),
-                _pair(self.kernel_size if self.stride is None else self.stride, "stride"))
+        return (pair(self.kernel_size, "kernel_size"),
+                pair(self.kernel_size if self.stride is None else self.stride, "stride"))
 
 
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
@@ -758,11 +757,11 @@ class AdaptiveAvgPool2d:
 
     @property
     def is_global(self) -> bool:
-        return _pair(self.output_size, "output_size") == (1, 1)
+        return pair(self.output_size, "output_size") == (1, 1)
 
     def cost(self, input_shape, dtype="float32") -> LayerCost:
         x = _single(input_shape, 4, "AdaptiveAvgPool2d")
-        oh, ow = _pair(self.output_size, "output_size")
+        oh, ow = pair(self.output_size, "output_size")
         if oh <= 0 or ow <= 0:
             raise ValueError(f"AdaptiveAvgPool2d: output_size must be positive, got {self.output_size}")
         dtype = dtype_name(dtype)
@@ -775,7 +774,7 @@ class AdaptiveAvgPool2d:
                          flops=flops, backward_data_flops=flops, output_bytes=_numel(y) * _itemsize(dtype))
 
     def rf_kernel_stride(self, input_shape):
-        oh, ow = _pair(self.output_size, "output_size")
+        oh, ow = pair(self.output_size, "output_size")
         h, w = input_shape[2], input_shape[3]
         kh = max(e - s for s, e in adaptive_windows(h, oh))
         kw = max(e - s for s, e in adaptive_windows(w, ow))

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._version import __version__
 from .arch import ARCH_LIMITS, normalize_arch, peak_dram_bandwidth, peak_fp32_flops
+from .backend import DeviceCaps
 from .compile import ARCHS
 
 
@@ -165,6 +166,10 @@ def device_report() -> Report:
                            sm_count=int(props["multiProcessorCount"]),
                            total_memory_bytes=int(props["totalGlobalMem"]),
                            l2_cache_bytes=int(props.get("l2CacheSize", 0)) or None)
+            unsupported = DeviceCaps(props["major"] * 10 + props["minor"], d.sm_count, name,
+                                     d.total_memory_bytes).unsupported_reason()
+            if unsupported:
+                errors[f"devices[{i}]"] = f"CUDA device {i}: {unsupported}"
             pci = None
             try:
                 pci = runtime.deviceGetPCIBusId(i) if hasattr(runtime, "deviceGetPCIBusId") else None

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import FFT_KINDS, current_backend, fft_label
+from .backend import FFT_KINDS, current_backend, fft_label, not_built_reason
+from .dtypes import name_of
 from .registry import KernelEntry
 
 
@@ -47,6 +48,14 @@ class Ref:
 
 
 _ABSENT: dict = {}
+
+
+@dataclass(frozen=True)
+class TensorMapArg:
+    """A TMA tensor map in a launch's arguments: ``spec`` over the array in slot ``ref``; the
+    backend encodes it when the launch runs (the map holds the array's address)."""
+    ref: Ref
+    spec: object            # cuconv.tensor_map.TensorMapSpec
 
 
 # --- NVTX ranges (CUCONV_NVTX=1) ---------------------------------------------------------
@@ -133,7 +142,7 @@ def layout_buffers(*parts: tuple[str, str, int]) -> tuple[tuple[Buffer, ...], in
     out, offset = [], 0
     for name, dtype, size in parts:
         offset = -(-offset // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
-        b = Buffer(name, np.dtype(dtype).name, int(size), offset)
+        b = Buffer(name, name_of(dtype), int(size), offset)
         out.append(b)
         offset += b.nbytes
     return tuple(out), offset
@@ -152,8 +161,10 @@ class Launch:
         object.__setattr__(self, "grid", tuple(map(int, self.grid)))
         object.__setattr__(self, "block", tuple(map(int, self.block)))
         object.__setattr__(self, "shared_mem", int(self.shared_mem))
-        object.__setattr__(self, "_slots", tuple((i, a.name, a.offset) for i, a in enumerate(self.args)
-                                                 if isinstance(a, Ref)))
+        object.__setattr__(self, "_slots", tuple([(i, a.name, a.offset) for i, a in enumerate(self.args)
+                                                  if isinstance(a, Ref)]))
+        object.__setattr__(self, "_maps", tuple([(i, a.ref.name, a.ref.offset, a.spec)
+                                                 for i, a in enumerate(self.args) if isinstance(a, TensorMapArg)]))
 
     @property
     def kernel(self) -> str:
@@ -192,7 +203,7 @@ class FftStep:
         if self.kind not in FFT_KINDS:
             raise ValueError(f"FftStep kind must be one of {FFT_KINDS}, got {self.kind!r}")
         object.__setattr__(self, "batch", int(self.batch))
-        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "shape", tuple(map(int, self.shape)))
         object.__setattr__(self, "_slots", ((0, self.src.name, self.src.offset), (1, self.dst.name, self.dst.offset)))
 
     @property
@@ -229,7 +240,12 @@ class Output:
 
 
 class PlanError(ValueError):
-    """An algorithm cannot run a problem (the message says why)."""
+    """An algorithm cannot run a problem (the message says why). ``plan``: the plan it would
+    run, when only a limit refused it (the workspace cap), for ``algorithms()`` to show."""
+
+    def __init__(self, reason: str, plan: "Plan | None" = None):
+        super().__init__(reason)
+        self.plan = plan
 
 
 @dataclass(frozen=True)
@@ -259,8 +275,20 @@ class Plan:
     def __post_init__(self):
         absent = sorted({name[2:] for ln in self.launches for _, name, _ in ln._slots if name.startswith("0:")})
         object.__setattr__(self, "_placeholders", tuple(absent))
-        object.__setattr__(self, "_views", tuple((b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
-                                                 for b in self.buffers))
+        # The placeholder arrays of the last backend that ran this plan (a plan is made for one
+        # device, so they change only with the backend object): [backend, ((slot, array), ...)].
+        object.__setattr__(self, "_placeholder_arrays", [None, ()])
+        object.__setattr__(self, "_views", tuple([(b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
+                                                  for b in self.buffers]))
+
+    def described(self, description: str) -> "Plan":
+        """This plan with another ``description`` (a copy without re-deriving anything: a
+        ``dataclasses.replace`` costs ``auto`` more than choosing)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        object.__setattr__(new, "description", description)
+        object.__setattr__(new, "_placeholder_arrays", [None, ()])
+        return new
 
     # --- reading -------------------------------------------------------------------------
     @property
@@ -341,12 +369,14 @@ class Plan:
             outs.append(a)
         return outs
 
-    def execute(self, be, env: dict, workspace=None) -> None:
+    def execute(self, be, env: dict, workspace=None, contiguous: bool = False) -> None:
         """Launch every kernel with the arrays in ``env`` (role -> array; every output present).
         No checks: the op front ends call this after their own. An input that is a strided view
         (a transpose, a slice with steps, negative strides, Fortran order) is first copied to a
         C-contiguous array through the backend (CuPy's pool and current stream on the GPU): the
-        kernels index dense rows; the caller's array is never written.
+        kernels index dense rows; the caller's array is never written. ``contiguous=True``: the
+        caller knows every input is C-contiguous (the front ends' hot path: the plan key holds
+        the strides).
 
         Capturable in a CUDA graph (``cupy.cuda.Stream.begin_capture``) after one run outside
         the capture (which compiles the kernels): it never synchronises, reads no device data
@@ -356,10 +386,11 @@ class Plan:
         inputs too (a strided input's copy is an allocation of its own)."""
         if _NVTX and be.__class__ is not _Ranged:
             return _ranged_execute(self, be, env, workspace)
-        for role in self.inputs:
-            a = env.get(role)
-            if a is not None and not a.flags.c_contiguous:
-                env[role] = be.contiguous(a)
+        if not contiguous:
+            for role in self.inputs:
+                a = env.get(role)
+                if a is not None and not a.flags.c_contiguous:
+                    env[role] = be.contiguous(a)
         if self.workspace_bytes:
             ws = workspace
             if ws is None:
@@ -369,8 +400,13 @@ class Plan:
                                  f"bytes, got {ws.dtype} shape {tuple(ws.shape)}")
             for name, start, end, dtype in self._views:
                 env[name] = ws[start:end].view(dtype)
-        for dt in self._placeholders:
-            env["0:" + dt] = be.placeholder(dt)
+        if self._placeholders:
+            cached = self._placeholder_arrays
+            if cached[0] is not be:
+                cached[1] = tuple([("0:" + dt, be.placeholder(dt)) for dt in self._placeholders])
+                cached[0] = be
+            for slot, a in cached[1]:
+                env[slot] = a
         launch = be.launch
         for ln in self.launches:
             if ln.entry is None:      # a library step (FftStep): the backend's own call
@@ -380,6 +416,9 @@ class Plan:
             for i, name, offset in ln._slots:
                 a = env[name]
                 args[i] = a if not offset else a.reshape(-1)[offset:]
+            for i, name, offset, spec in ln._maps:
+                a = env[name]
+                args[i] = be.tensor_map(spec, a if not offset else a.reshape(-1)[offset:])
             launch(ln.entry, ln.grid, ln.block, args, ln.shared_mem)
 
 
@@ -406,6 +445,8 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
     buffers = {b.name for b in plan.buffers}
 
     def rename(a):
+        if isinstance(a, TensorMapArg):
+            return TensorMapArg(rename(a.ref), a.spec)
         if not isinstance(a, Ref) or a.name.startswith("0:"):
             return a
         if a.name in buffers:
@@ -421,6 +462,40 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
         else:
             launches.append(Launch(ln.entry, ln.grid, ln.block, tuple(rename(a) for a in ln.args), ln.shared_mem))
     return launches, [(prefix + b.name, b.dtype, b.size) for b in plan.buffers]
+
+
+def combine(op: str, problem, plans, inputs, outputs, expected, device) -> Plan:
+    """One Plan running ``plans`` in order, on shared roles (conv2d_backward's dgrad, wgrad and
+    bias plans): their launches concatenated, their workspace buffers laid out one after the
+    other, the alignment each assumes kept; ``algo`` and ``description`` joined."""
+    parts = [(b.name, b.dtype, b.size) for p in plans for b in p.buffers]
+    names = [name for name, _, _ in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"combine: the plans' workspace buffers share names {sorted(names)}")
+    buffers, nbytes = layout_buffers(*parts)
+    return Plan(op=op, algo="+".join(p.algo for p in plans), problem=problem,
+                launches=tuple(ln for p in plans for ln in p.launches), inputs=tuple(inputs), outputs=tuple(outputs),
+                device=device, workspace_bytes=nbytes, buffers=buffers,
+                aligned=tuple(sorted({r for p in plans for r in p.aligned})), expected=tuple(expected),
+                description="; ".join(p.description for p in plans if p.description))
+
+
+def arch_refusal(launches, cc: int) -> str | None:
+    """Why a plan with ``launches`` cannot run on a device of compute capability ``cc``: the first
+    kernel it names that is not built for that arch (None: every one is). The check every plan
+    passes before it is handed out (ConvAlgorithm.make_plan for each algorithm of each pass, so
+    ``auto`` takes the next rule; the op front end for every op's plan: ops/_frontend.py), so a
+    plan never names a kernel its device cannot load."""
+    seen = set()
+    for ln in launches:
+        entry = ln.entry
+        if entry is None or entry.label in seen:
+            continue
+        seen.add(entry.label)
+        reason = not_built_reason(entry, cc)
+        if reason is not None:
+            return reason
+    return None
 
 
 _CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()

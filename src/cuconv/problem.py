@@ -5,7 +5,9 @@ matrix product (``GemmProblem``).
 Kernels, ops, the cost model and the bench harness all describe their work with these
 classes, so a layer means the same thing everywhere. Each has ``from_shapes`` (PyTorch's
 arguments, checked with PyTorch's rules: ValueError/TypeError naming the shapes and the
-rule broken), ``validate`` and its output shape. A leaf module: it imports nothing of cuconv.
+rule broken), ``validate`` and its output shape. ``pair``, ``int_arg`` and ``bool_arg`` read PyTorch's
+scalar arguments for every op (TypeError for a non-int, ValueError naming the argument for one beyond the
+kernels' 32-bit range). Imports nothing of cuconv but its vocabulary (cuconv.dtypes).
 
 Notation (the textbook's §9.1 and cuDNN's): input N×C×H×W, filter K×(C/groups)×R×S,
 output N×K×P×Q with
@@ -15,38 +17,17 @@ output N×K×P×Q with
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "tf32": 4,
-               "int8": 1, "int32": 4}
+# DTYPE_BYTES, dtype_name and numpy_dtype are re-exported for callers of cuconv.problem.
+from .dtypes import DTYPE_BYTES, INT32_MAX, dtype_name, int32_reason, numpy_dtype  # noqa: F401
 
-
-def dtype_name(dtype) -> str:
-    """Canonical dtype name ('float32', 'float16', 'bfloat16', ...) for a dtype-like."""
-    if isinstance(dtype, str):
-        aliases = {"fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16",
-                   "half": "float16", "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
-        name = aliases.get(dtype, dtype)
-        if name not in DTYPE_BYTES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
-        return name
-    name = np.dtype(dtype).name
-    if name not in DTYPE_BYTES:
-        raise ValueError(f"unsupported dtype {name!r}; expected one of {sorted(DTYPE_BYTES)}")
-    return name
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    """The NumPy dtype of a dtype name ('bfloat16' through the optional ml_dtypes package)."""
-    if name == "bfloat16":
-        import ml_dtypes  # noqa: PLC0415  (optional third-party package, the bf16 extra)
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def _pair(value, what: str) -> tuple[int, int]:
+def pair(value, what: str) -> tuple[int, int]:
+    """An int or a pair of ints (PyTorch's ``stride=2`` or ``stride=(2, 1)``) as a pair: TypeError
+    for anything else, ValueError naming ``what`` for a value beyond the kernels' 32-bit range."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
@@ -56,13 +37,46 @@ def _pair(value, what: str) -> tuple[int, int]:
     for v in (a, b):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{what} must be an int or a pair of ints, got {value!r}")
+        if not -INT32_MAX <= v <= INT32_MAX:
+            raise ValueError(f"{what}={value!r} does not fit a 32-bit int (the kernels' argument range)")
     return int(a), int(b)
 
 
-def _int(value, what: str) -> int:
+def int_arg(value, what: str) -> int:
+    """An int argument (``groups``, ...): TypeError for anything else, ValueError naming ``what``
+    beyond the kernels' 32-bit range."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{what} must be an int, got {value!r}")
+    if not -INT32_MAX <= value <= INT32_MAX:
+        raise ValueError(f"{what}={value!r} does not fit a 32-bit int (the kernels' argument range)")
     return int(value)
+
+
+def shape_arg(value, what: str) -> tuple[int, ...]:
+    """A shape argument (``input_size``, ...) as a tuple of ints: TypeError for anything else,
+    ValueError for a negative extent."""
+    try:
+        out = tuple(map(operator.index, value))
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of ints (a shape), got {value!r}") from None
+    if out and min(out) < 0:
+        raise ValueError(f"{what} must be non-negative, got {out}")
+    return out
+
+
+def bool_arg(value, what: str) -> bool:
+    """A bool argument (``ceil_mode``, ...; NumPy's bool too): TypeError for anything else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_int32(where: str, *named: tuple[str, int]) -> None:
+    """ValueError naming the first (name, value) that does not fit the kernels' 32-bit ints (every
+    extent and hyperparameter a kernel takes is a 32-bit argument)."""
+    reason = int32_reason(*named)
+    if reason is not None:
+        raise ValueError(f"{reason} (the kernels' argument range) {where}")
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
@@ -91,6 +105,21 @@ class Conv2dProblem:
     pad_h_end: int | None = field(default=None)
     pad_w_end: int | None = field(default=None)
 
+    def __post_init__(self):
+        # The derived extents: plain attributes (not dataclass fields, so not part of equality),
+        # set once, always in this order (instances then share one attribute layout, which keeps
+        # attribute reads and hashing fast). Invalid values get placeholders validate() refuses.
+        set_ = object.__setattr__
+        pb = self.pad_h if self.pad_h_end is None else self.pad_h_end
+        pr = self.pad_w if self.pad_w_end is None else self.pad_w_end
+        set_(self, "pad_bottom", pb)
+        set_(self, "pad_right", pr)
+        ok = self.stride_h > 0 and self.stride_w > 0 and self.groups > 0
+        set_(self, "P", conv_out_size(self.H, self.R, self.stride_h, self.pad_h, pb, self.dilation_h) if ok else 0)
+        set_(self, "Q", conv_out_size(self.W, self.S, self.stride_w, self.pad_w, pr, self.dilation_w) if ok else 0)
+        set_(self, "C_per_group", self.C // self.groups if ok else 0)
+        set_(self, "K_per_group", self.K // self.groups if ok else 0)
+
     # ----------------------------------------------------------- construction
     @classmethod
     def from_shapes(cls, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
@@ -101,16 +130,16 @@ class Conv2dProblem:
         PyTorch; an even effective kernel puts the extra row/column at the bottom/right).
         Raises ValueError naming the shapes and the rule broken.
         """
-        x_shape, w_shape = tuple(int(d) for d in x_shape), tuple(int(d) for d in w_shape)
+        x_shape, w_shape = tuple(map(int, x_shape)), tuple(map(int, w_shape))
         if len(x_shape) != 4:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         if len(w_shape) != 4:
             raise ValueError(f"weight must be 4-D KCRS, got shape {w_shape}")
         N, C, H, W = x_shape
         K, Cg, R, S = w_shape
-        sh, sw = _pair(stride, "stride")
-        dh, dw = _pair(dilation, "dilation")
-        groups = _int(groups, "groups")
+        sh, sw = pair(stride, "stride")
+        dh, dw = pair(dilation, "dilation")
+        groups = int_arg(groups, "groups")
         pad_end_h = pad_end_w = None
         if isinstance(padding, str):
             if padding == "valid":
@@ -124,7 +153,7 @@ class Conv2dProblem:
             else:
                 raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
         else:
-            ph, pw = _pair(padding, "padding")
+            ph, pw = pair(padding, "padding")
         p = cls(N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, groups, dtype_name(dtype),
                 pad_end_h if pad_end_h != ph else None, pad_end_w if pad_end_w != pw else None)
         p.validate(x_shape=x_shape, w_shape=w_shape)
@@ -132,69 +161,59 @@ class Conv2dProblem:
 
     def validate(self, x_shape=None, w_shape=None) -> "Conv2dProblem":
         """Raise ValueError naming the shapes and the rule if this is not a valid convolution."""
-        xs = x_shape or (self.N, self.C, self.H, self.W)
-        ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
-        where = f"(input {tuple(xs)}, weight {tuple(ws)})"
+        reason = self._invalid(w_shape)
+        if reason is not None:
+            xs = x_shape or (self.N, self.C, self.H, self.W)
+            ws = w_shape or (self.K, self.C // max(self.groups, 1), self.R, self.S)
+            raise ValueError(f"{reason} (input {tuple(xs)}, weight {tuple(ws)})")
+        return self
+
+    _INT_FIELDS = ("N", "C", "H", "W", "K", "R", "S", "stride_h", "stride_w", "pad_h", "pad_w", "pad_bottom",
+                   "pad_right", "dilation_h", "dilation_w", "groups")
+
+    def _invalid(self, w_shape) -> str | None:
+        """The rule this problem breaks (the message without the shapes), or None."""
+        values = (self.N, self.C, self.H, self.W, self.K, self.R, self.S, self.stride_h, self.stride_w, self.pad_h,
+                  self.pad_w, self.pad_bottom, self.pad_right, self.dilation_h, self.dilation_w, self.groups)
+        if not (-INT32_MAX <= min(values) and max(values) <= INT32_MAX):
+            return int32_reason(*zip(self._INT_FIELDS, values)) + " (the kernels' argument range)"
         if self.N < 0:
-            raise ValueError(f"N must be non-negative, got {self.N} {where}")
+            return f"N must be non-negative, got {self.N}"
         # N = 0 (an empty batch) is a valid call with an empty output, as in PyTorch; a zero
         # channel count or kernel extent is refused (PyTorch rejects K = 0 and returns an
         # output without channels for C = 0, which cuconv does not imitate).
-        for name in ("C", "H", "W", "K", "R", "S"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)} {where}")
+        if min(self.C, self.H, self.W, self.K, self.R, self.S) <= 0:
+            name = next(n for n in ("C", "H", "W", "K", "R", "S") if getattr(self, n) <= 0)
+            return f"{name} must be positive, got {getattr(self, name)}"
         if self.stride_h <= 0 or self.stride_w <= 0:
-            raise ValueError(f"stride must be positive, got {(self.stride_h, self.stride_w)} {where}")
+            return f"stride must be positive, got {(self.stride_h, self.stride_w)}"
         if self.dilation_h <= 0 or self.dilation_w <= 0:
-            raise ValueError(f"dilation must be positive, got {(self.dilation_h, self.dilation_w)} {where}")
-        if min(self.pad_h, self.pad_w, self.pad_bottom, self.pad_right) < 0:
-            raise ValueError(f"padding must be non-negative, got {(self.pad_h, self.pad_w)} {where}")
+            return f"dilation must be positive, got {(self.dilation_h, self.dilation_w)}"
+        # A negative end padding stops the convolution short of the input's end (rows past the last
+        # output's reach are never read): ConvTransposeProblem.as_conv2d makes such problems, and
+        # only algorithms that say they handle it take them (ConvAlgorithm.crops).
+        if min(self.pad_h, self.pad_w) < 0:
+            return f"padding must be non-negative, got {(self.pad_h, self.pad_w)}"
         if self.groups <= 0:
-            raise ValueError(f"groups must be positive, got {self.groups} {where}")
+            return f"groups must be positive, got {self.groups}"
         if self.C % self.groups:
-            raise ValueError(f"groups={self.groups} must divide the input channels C={self.C} {where}")
+            return f"groups={self.groups} must divide the input channels C={self.C}"
         if self.K % self.groups:
-            raise ValueError(f"groups={self.groups} must divide the output channels K={self.K} {where}")
+            return f"groups={self.groups} must divide the output channels K={self.K}"
         if w_shape is not None and w_shape[1] * self.groups != self.C:
-            raise ValueError(
-                f"weight has {w_shape[1]} input channels per group, so input must have "
-                f"{w_shape[1]}*groups={w_shape[1] * self.groups} channels, got C={self.C} {where}")
+            return (f"weight has {w_shape[1]} input channels per group, so input must have "
+                    f"{w_shape[1]}*groups={w_shape[1] * self.groups} channels, got C={self.C}")
         P, Q = self.P, self.Q
         if P <= 0 or Q <= 0:
-            raise ValueError(
-                f"output size would be {P}x{Q} (<= 0): the dilated kernel "
-                f"{self.dilation_h * (self.R - 1) + 1}x{self.dilation_w * (self.S - 1) + 1} is larger than "
-                f"the padded input {self.H + self.pad_h + self.pad_bottom}x{self.W + self.pad_w + self.pad_right} {where}")
-        return self
+            return (f"output size would be {P}x{Q} (<= 0): the dilated kernel "
+                    f"{self.dilation_h * (self.R - 1) + 1}x{self.dilation_w * (self.S - 1) + 1} is larger than "
+                    f"the padded input {self.H + self.pad_h + self.pad_bottom}x{self.W + self.pad_w + self.pad_right}")
+        return None
 
     def with_(self, **changes) -> "Conv2dProblem":
         return replace(self, **changes)
 
     # ----------------------------------------------------------- shapes
-    @property
-    def pad_bottom(self) -> int:
-        return self.pad_h if self.pad_h_end is None else self.pad_h_end
-
-    @property
-    def pad_right(self) -> int:
-        return self.pad_w if self.pad_w_end is None else self.pad_w_end
-
-    @property
-    def P(self) -> int:
-        return conv_out_size(self.H, self.R, self.stride_h, self.pad_h, self.pad_bottom, self.dilation_h)
-
-    @property
-    def Q(self) -> int:
-        return conv_out_size(self.W, self.S, self.stride_w, self.pad_w, self.pad_right, self.dilation_w)
-
-    @property
-    def C_per_group(self) -> int:
-        return self.C // self.groups
-
-    @property
-    def K_per_group(self) -> int:
-        return self.K // self.groups
-
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         return (self.N, self.C, self.H, self.W)
@@ -307,17 +326,16 @@ class ConvTransposeProblem:
     def from_shapes(cls, x_shape, w_shape, stride=1, padding=0, output_padding=0, groups=1,
                     dilation=1, dtype="float32") -> "ConvTransposeProblem":
         """Check PyTorch's conv_transpose2d arguments; ValueError/TypeError naming the shapes."""
-        x_shape = tuple(int(d) for d in x_shape)
-        w_shape = tuple(int(d) for d in w_shape)
+        x_shape, w_shape = tuple(map(int, x_shape)), tuple(map(int, w_shape))
         if len(x_shape) != 4:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         if len(w_shape) != 4:
             raise ValueError(f"weight must be 4-D (C_in, C_out/groups, R, S), got shape {w_shape}")
-        groups = _int(groups, "groups")
-        sh, sw = _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        oph, opw = _pair(output_padding, "output_padding")
-        dh, dw = _pair(dilation, "dilation")
+        groups = int_arg(groups, "groups")
+        sh, sw = pair(stride, "stride")
+        ph, pw = pair(padding, "padding")
+        oph, opw = pair(output_padding, "output_padding")
+        dh, dw = pair(dilation, "dilation")
         where = f"(input {x_shape}, weight {w_shape})"
         N, C, H, W = x_shape
         Cw, cout_g, R, S = w_shape
@@ -330,6 +348,8 @@ class ConvTransposeProblem:
     def validate(self, w_shape=None) -> "ConvTransposeProblem":
         ws = w_shape or (self.C_in, self.C_out // max(self.groups, 1), self.R, self.S)
         where = f"(input {self.input_shape}, weight {tuple(ws)})"
+        check_int32(where, ("N", self.N), ("C_in", self.C_in), ("H", self.H), ("W", self.W), ("C_out", self.C_out),
+                    ("R", self.R), ("S", self.S))
         if self.N < 0:
             raise ValueError(f"N must be non-negative, got {self.N} {where}")
         for name, v in (("C_in", self.C_in), ("H", self.H), ("W", self.W),
@@ -398,16 +418,13 @@ class ConvTransposeProblem:
         """The convolution X (N, C_out, H_out, W_out) -> Y (N, C_in, H, W) whose data gradient
         this transposed convolution is (§9.7). With output_padding >= stride (allowed when it
         is below the dilation) the rows past the last stride step would give that convolution
-        more outputs than H; its bottom/right padding is reduced to drop them, and when that
-        would go negative no such convolution exists (ValueError)."""
+        more outputs than H; its bottom/right padding is reduced to drop them — below zero when
+        the output padding spans a whole stride more than the padding: the convolution then stops
+        short of its input's end (the rows output_padding added reach no input element)."""
         def end_pad(pad, out_pad, stride):
             return pad - stride * (out_pad // stride)
         peh = end_pad(self.pad_h, self.out_pad_h, self.stride_h)
         pew = end_pad(self.pad_w, self.out_pad_w, self.stride_w)
-        if peh < 0 or pew < 0:
-            raise ValueError(f"{self.describe()}: no convolution has this transposed convolution as its "
-                             f"data gradient (output_padding {(self.out_pad_h, self.out_pad_w)} spans a whole "
-                             f"stride more than the padding {(self.pad_h, self.pad_w)})")
         p = Conv2dProblem(self.N, self.C_out, self.H_out, self.W_out, self.C_in, self.R, self.S,
                           self.stride_h, self.stride_w, self.pad_h, self.pad_w, self.dilation_h,
                           self.dilation_w, self.groups, self.dtype,
@@ -468,24 +485,22 @@ class PoolProblem:
         """PyTorch's arguments and checks (``stride`` None or () means ``kernel_size``)."""
         if kind not in POOL_KINDS:
             raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
-        x_shape = tuple(int(d) for d in x_shape)
+        x_shape = tuple(map(int, x_shape))
         if len(x_shape) != 4:
             raise ValueError(f"input must be 4-D NCHW, got shape {x_shape}")
         N, C, H, W = x_shape
         if kind == "global_avg":
             return cls(kind, N, C, H, W, H, W, H, W, dtype=dtype_name(dtype)).validate()
-        kh, kw = _pair(kernel_size, "kernel_size")
+        kh, kw = pair(kernel_size, "kernel_size")
         if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
             sh, sw = kh, kw
         else:
-            sh, sw = _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        dh, dw = _pair(dilation, "dilation")
-        for value, what in ((ceil_mode, "ceil_mode"), (count_include_pad, "count_include_pad")):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{what} must be a bool, got {value!r}")
+            sh, sw = pair(stride, "stride")
+        ph, pw = pair(padding, "padding")
+        dh, dw = pair(dilation, "dilation")
+        ceil_mode, count_include_pad = bool_arg(ceil_mode, "ceil_mode"), bool_arg(count_include_pad, "count_include_pad")
         if divisor_override is not None:
-            divisor_override = _int(divisor_override, "divisor_override")
+            divisor_override = int_arg(divisor_override, "divisor_override")
         return cls(kind, N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, bool(ceil_mode),
                    bool(count_include_pad), divisor_override, dtype_name(dtype)).validate()
 
@@ -499,6 +514,7 @@ class PoolProblem:
 
     def validate(self) -> "PoolProblem":
         where = self._where()
+        check_int32(where, *zip("NCHW", self.input_shape))
         if self.kind == "global_avg":
             # PyTorch's adaptive_avg_pool2d(x, 1) takes any empty dimension: an empty output for
             # N = 0 or C = 0, NaN (the mean of nothing) for H·W = 0.
@@ -587,7 +603,7 @@ class GemmProblem:
 
     @classmethod
     def from_shapes(cls, a_shape, b_shape, dtype="float32") -> "GemmProblem":
-        a_shape, b_shape = tuple(int(d) for d in a_shape), tuple(int(d) for d in b_shape)
+        a_shape, b_shape = tuple(map(int, a_shape)), tuple(map(int, b_shape))
         if len(a_shape) not in (2, 3) or len(b_shape) not in (2, 3):
             raise ValueError(f"a and b must be 2-D (M, K), (K, N) or 3-D batched, got shapes "
                              f"{a_shape} and {b_shape}")

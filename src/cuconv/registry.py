@@ -3,7 +3,9 @@
 A leaf module: it imports nothing of cuconv. The op modules register their configs when
 they are imported (``import cuconv`` imports every op, explicitly, in ``cuconv.ops``);
 ``registered_kernels()`` is a pure read of what has been registered. The compile matrix,
-``cuconv kernels``, the static analysis and the backends' per-file modules walk it.
+``cuconv kernels``, the static analysis and the backends' per-file modules walk it. Every label
+starts with its file's stem (``conv_dgrad_direct_f32_256`` is in kernels/conv_dgrad.cu), so a
+label names the file, the op module and the test file it belongs to.
 """
 from __future__ import annotations
 
@@ -69,10 +71,18 @@ _REGISTRY: dict[str, KernelEntry] = {}
 _LOCK = threading.Lock()
 
 
+def stem(file: str) -> str:
+    """A kernel file's stem (``conv_dgrad`` for ``conv_dgrad.cu``): the start of every label of its
+    kernels, the name of its op module (ops/<stem>.py) and test file (tests/test_<stem>.py)."""
+    return file.rsplit(".", 1)[0]
+
+
 def register_kernel(entry: KernelEntry) -> KernelEntry:
     """Add ``entry``; registering the same definition twice is a no-op, a different one under
-    the same label is an error. Returns the registered entry (the one instance every plan
-    refers to)."""
+    the same label is an error, and so is a label that does not start with its file's stem.
+    Returns the registered entry (the one instance every plan refers to)."""
+    if not entry.label.startswith(stem(entry.file)):
+        raise ValueError(f"kernel label {entry.label!r} must start with its file's stem {stem(entry.file)!r}")
     with _LOCK:
         old = _REGISTRY.get(entry.label)
         if old is not None:

@@ -1,12 +1,15 @@
 """Test helpers shared by the test suite and the bench's verification step.
 
-One tolerance table keyed by (dtype, algo). Errors are relative: ``max|out-ref| / max|ref|``
-(the normwise relative error, robust to outputs near zero). Tensor-core paths normalise
+One tolerance table keyed by (dtype, algo), the dtype by its canonical name (cuconv.dtypes).
+Errors are relative: ``max|out-ref| / max|ref|`` (the normwise relative error, robust to
+outputs near zero). Tensor-core paths normalise
 by Σ|a|·|b| instead (see tensor_core tests).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from .dtypes import dtype_name
 
 # (dtype, algo) -> max allowed normwise relative error. fp32 kernels sum up to C·R·S
 # products in float32: about sqrt(CRS)·2^-24 typical, CRS·2^-24 worst case; the bounds
@@ -72,7 +75,7 @@ TOLERANCES: dict[tuple[str, str], float] = {
 
 
 def tolerance(dtype, algo: str) -> float:
-    key = (np.dtype(dtype).name if not isinstance(dtype, str) else dtype, algo)
+    key = (dtype_name(dtype), algo)
     if key not in TOLERANCES:
         raise KeyError(f"no tolerance for {key}; add it to cuconv.testing.TOLERANCES")
     return TOLERANCES[key]

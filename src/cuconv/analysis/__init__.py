@@ -38,12 +38,13 @@ from ..compile import (
 from .core import Analysis, LoopAnalysis, analyze_function, issue_ratios, loop_ceilings, sass_function
 from .mix import CLASSES, MATH_CLASSES, Mix, access_bits, classify
 from .sass import Instruction, SassFunction, parse_listing
-from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find_tool
+from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find_tool, tool_versions
 
 __all__ = ["Analysis", "LoopAnalysis", "Mix", "Instruction", "SassFunction", "CLASSES", "MATH_CLASSES",
            "ToolError", "ToolNotFoundError", "analyze_entry", "analyze_source", "analyze_file", "sass", "bench_columns",
-           "format_table", "summary", "classify", "access_bits", "parse_listing", "disassemble",
-           "find_tool", "complete_elf", "issue_ratios", "loop_ceilings", "issue_model"]
+           "format_table", "table_rows", "aligned", "markdown", "TABLE_HEAD", "TABLE_LEGEND", "summary", "classify",
+           "access_bits", "parse_listing", "disassemble", "find_tool", "complete_elf", "issue_ratios", "loop_ceilings",
+           "issue_model", "tool_versions"]
 
 
 # --------------------------------------------------------------------------- compiling
@@ -107,7 +108,7 @@ def analyze_source(source: str, kernel: str, arch, options=(), *, block_threads:
         file=name, expression=kernel.strip())
 
 
-def _file_options(path: Path, options) -> tuple:
+def file_options(path: Path, options) -> tuple:
     # The file's own directory and cuconv's kernels/ (so `#include "common.cuh"` works).
     return (f"--include-path={path.resolve().parent}", f"--include-path={kernel_dir()}", *options)
 
@@ -115,7 +116,7 @@ def _file_options(path: Path, options) -> tuple:
 def analyze_file(path, kernel: str, arch, options=(), **kwargs) -> Analysis:
     """``analyze_source`` on a .cu file; its directory and cuconv's kernels/ are on the include path."""
     path = Path(path)
-    return analyze_source(path.read_text(), kernel, arch, _file_options(path, options), name=path.name, **kwargs)
+    return analyze_source(path.read_text(), kernel, arch, file_options(path, options), name=path.name, **kwargs)
 
 
 def sass(entry_or_source, arch, kernel: str | None = None, options=()) -> str:
@@ -144,7 +145,7 @@ def bench_columns(kernel, arch) -> dict:
     (label, expression or KernelEntry) on ``arch``; never raises: without nvdisasm or on a
     compile error the values are None and ``static_error`` says why."""
     keys = ("issue_ceiling", "issue_ratio", "ceiling_pipe", "math_share", "fma_per_shared_byte", "registers",
-            "spill_bytes", "blocks_per_sm", "occupancy")
+            "spill_bytes", "blocks_per_sm", "occupancy", "features")
     try:
         entry = kernel if isinstance(kernel, KernelEntry) else find_kernel(kernel)
         a = analyze_entry(entry, arch)
@@ -154,7 +155,7 @@ def bench_columns(kernel, arch) -> dict:
     return dict(issue_ceiling=a.ceiling, issue_ratio=a.issue_ratio, ceiling_pipe=lp.ceiling_pipe if lp else None,
                 math_share=a.math_share, fma_per_shared_byte=a.fma_per_shared_byte, registers=a.registers,
                 spill_bytes=a.spill_bytes, blocks_per_sm=a.occupancy["blocks_per_sm"],
-                occupancy=a.occupancy["occupancy"], static_error=None)
+                occupancy=a.occupancy["occupancy"], features=a.features_text, static_error=None)
 
 
 # --------------------------------------------------------------------------- reports
@@ -166,11 +167,19 @@ def _widths_text(counter) -> str:
     return "+".join(f"{n}x{bits}" for bits, n in sorted(counter.items(), reverse=True)) or "-"
 
 
-def format_table(analyses) -> str:
-    """One line per kernel and arch: resources, occupancy, main-loop mix and ceiling."""
-    head = ("kernel", "arch", "regs", "spill", "smem", "thr", "blk/SM", "occ", "loop", "math", "LDS/iter",
-            "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling", "ratio")
-    rows = [head]
+TABLE_HEAD = ("kernel", "arch", "regs", "spill", "smem", "thr", "blk/SM", "occ", "loop", "math", "LDS/iter",
+              "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling", "ratio", "features")
+TABLE_LEGEND = ("loop: warp instructions per main-loop iteration; math: math instructions among them; "
+                "LDS/iter: shared loads by width (bits); FMA/B: multiply-adds per shared byte loaded; "
+                "gmem/smem-w: widest global / shared access in the kernel (bits); ceiling: issue-bound "
+                "fraction of peak of the loop's math pipe; ratio: the same before its min(1, ·) cap, "
+                "math-pipe clocks / issue slots (see docs/static_analysis.md); features: TMA loads, "
+                "warp specialization (WS: the main loop loads nothing, another loop feeds it), setmaxnreg")
+
+
+def table_rows(analyses) -> list[tuple[str, ...]]:
+    """One row of ``TABLE_HEAD``'s columns per analysis."""
+    rows = []
     for a in analyses:
         lp = a.main_loop
         rows.append((
@@ -183,19 +192,33 @@ def format_table(analyses) -> str:
             _pct(a.math_share), "-" if a.fma_per_shared_byte is None else f"{a.fma_per_shared_byte:.2f}",
             str(a.widest_global_bits or "-"), str(a.widest_shared_bits or "-"),
             "-" if lp is None or lp.ceiling_pipe is None else f"{_pct(lp.ceiling)} {lp.ceiling_pipe}",
-            "-" if lp is None or lp.issue_ratio is None else f"{lp.issue_ratio:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+            "-" if lp is None or lp.issue_ratio is None else f"{lp.issue_ratio:.2f}",
+            a.features_text))
+    return rows
+
+
+def aligned(head, rows) -> str:
+    """A plain-text table: the first column left-aligned, the rest right-aligned."""
+    lines = [tuple(head), *rows]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(lines):
         out.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    out.append("loop: warp instructions per main-loop iteration; math: math instructions among them; "
-               "LDS/iter: shared loads by width (bits); FMA/B: multiply-adds per shared byte loaded; "
-               "gmem/smem-w: widest global / shared access in the kernel (bits); ceiling: issue-bound "
-               "fraction of peak of the loop's math pipe; ratio: the same before its min(1, ·) cap "
-               "(math-pipe clocks / issue slots; see docs/static_analysis.md)")
     return "\n".join(out)
+
+
+def markdown(head, rows) -> str:
+    """A Markdown table: the first column left-aligned, the rest right-aligned."""
+    out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def format_table(analyses) -> str:
+    """One line per kernel and arch: resources, occupancy, main-loop mix and ceiling."""
+    return aligned(TABLE_HEAD, table_rows(analyses)) + "\n" + TABLE_LEGEND
 
 
 def summary(a: Analysis) -> str:
@@ -209,6 +232,7 @@ def summary(a: Analysis) -> str:
         f"{occ['blocks_per_sm']} blocks, {occ['warps_per_sm']} warps/SM = {_pct(occ['occupancy'])} "
         f"(limited by {occ['limited_by']})"
         + (f"; the design needs {a.min_blocks_per_sm} blocks" if a.min_blocks_per_sm else ""),
+        f"  Hopper features: {a.features_text} (TMA instructions {a.features['tma']})",
         f"  kernel: {a.kernel_mix.instructions} instructions, local-memory ops {a.local_memory_instructions}, "
         f"widest global access {a.widest_global_bits or '-'} bits, widest shared access {a.widest_shared_bits or '-'} bits",
         f"  loops: {len(a.loops)}"

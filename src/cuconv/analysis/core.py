@@ -141,6 +141,30 @@ class Analysis:
     def widest_shared_bits(self) -> int:
         return max([*self.kernel_mix.shared_load_bits, *self.kernel_mix.shared_store_bits], default=0)
 
+    @property
+    def features(self) -> dict:
+        """Hopper's data-movement features, from the SASS: ``tma`` the TMA / bulk-copy
+        instructions in the kernel (UTMALDG, UTMASTG, UTMAPF, UBLKCP); ``setmaxnreg`` whether it
+        moves registers between warpgroups (USETMAXREG); ``warp_specialized`` whether the main
+        loop issues no loads of its own (no async copy, no global load) while another loop, one
+        without math, issues async copies: a producer feeding consumers. (Loops are compared by
+        content, not address range: ptxas places a loop's rarely taken blocks, such as an
+        mbarrier wait's retry, at the end of the function.)"""
+        ops = self.kernel_mix.by_opcode
+        tma = sum(ops[o] for o in ("UTMALDG", "UTMASTG", "UTMAPF", "UBLKCP"))
+        lp = self.main_loop
+        ws = bool(lp is not None and not lp.mix.by_class["async_copy"] and not lp.mix.by_class["global_load"]
+                  and any(o.mix.by_class["async_copy"] and not o.mix.math for o in self.loops))
+        return dict(tma=tma, warp_specialized=ws, setmaxnreg=ops["USETMAXREG"] > 0)
+
+    @property
+    def features_text(self) -> str:
+        """"TMA+WS+setmaxnreg" (the features present), "-" when none."""
+        f = self.features
+        parts = [n for n, on in (("TMA", f["tma"]), ("WS", f["warp_specialized"]), ("setmaxnreg", f["setmaxnreg"]))
+                 if on]
+        return "+".join(parts) or "-"
+
     def design_problems(self) -> list[str]:
         """What breaks the design's promises: spills, local memory in the main loop, and fewer
         resident blocks than ``min_blocks_per_sm`` ([] when none; the CI check for main kernels)."""
@@ -181,7 +205,7 @@ class Analysis:
             main_loop=self.main_loop.to_dict() if self.main_loop else None,
             loops=[lp.to_dict() for lp in self.loops],
             issue_model=issue_model(self.arch), notes=list(self.notes),
-            design_problems=self.design_problems(), toolchain=tool_versions(),
+            design_problems=self.design_problems(), toolchain=tool_versions(), **self.features,
         )
 
 

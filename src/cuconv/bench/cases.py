@@ -29,7 +29,7 @@ from ..ops import im2col as _im2col
 from ..ops import pool as _pool
 from ..ops import separable
 from ..ops.separable import fused_reason
-from ..problem import Conv2dProblem, _pair, conv_out_size, numpy_dtype
+from ..problem import Conv2dProblem, pair, conv_out_size, numpy_dtype
 from ..reference import conv2d_ref, gemm_ref, im2col_ref
 from ..reference import pool as _pool_ref
 from ..testing import rel_error, to_numpy, tolerance
@@ -61,7 +61,7 @@ def _op(name: str):
     return _OPS[name]
 
 
-def _torch_cuda():
+def torch_cuda():
     """PyTorch when it is importable with CUDA, else None (the cuDNN baseline is optional)."""
     try:
         torch = importlib.import_module("torch")
@@ -277,7 +277,7 @@ class ConvCase(Case):
         return None
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is None:
             return None
         x, w = torch.from_dlpack(inputs["x"]), torch.from_dlpack(inputs["w"])
@@ -535,7 +535,7 @@ class PoolCase(Case):
         return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, 5), hh, ww))
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is None:
             return None
         x = torch.from_dlpack(inputs["x"])
@@ -551,17 +551,17 @@ def pool_case_from_layer(suite: str, name: str, layer_spec, input_shape, dtype: 
     """The PoolCase of a cuconv.cost pooling layer, or None when cuconv has no op for it."""
     x = tuple(input_shape)
     if isinstance(layer_spec, cost.MaxPool2d):
-        k = _pair(layer_spec.kernel_size, "kernel_size")
+        k = pair(layer_spec.kernel_size, "kernel_size")
         return PoolCase(suite, name, layer=name, algo="pool", kind="max", x_shape=x, kernel=k,
-                        stride=_pair(layer_spec.stride if layer_spec.stride is not None else k, "stride"),
-                        padding=_pair(layer_spec.padding, "padding"),
-                        dilation=_pair(layer_spec.dilation, "dilation"), ceil_mode=layer_spec.ceil_mode,
+                        stride=pair(layer_spec.stride if layer_spec.stride is not None else k, "stride"),
+                        padding=pair(layer_spec.padding, "padding"),
+                        dilation=pair(layer_spec.dilation, "dilation"), ceil_mode=layer_spec.ceil_mode,
                         pool_dtype=dtype)
     if isinstance(layer_spec, cost.AvgPool2d):
-        k = _pair(layer_spec.kernel_size, "kernel_size")
+        k = pair(layer_spec.kernel_size, "kernel_size")
         return PoolCase(suite, name, layer=name, algo="pool", kind="avg", x_shape=x, kernel=k,
-                        stride=_pair(layer_spec.stride if layer_spec.stride is not None else k, "stride"),
-                        padding=_pair(layer_spec.padding, "padding"), ceil_mode=layer_spec.ceil_mode,
+                        stride=pair(layer_spec.stride if layer_spec.stride is not None else k, "stride"),
+                        padding=pair(layer_spec.padding, "padding"), ceil_mode=layer_spec.ceil_mode,
                         count_include_pad=layer_spec.count_include_pad, pool_dtype=dtype)
     if isinstance(layer_spec, cost.AdaptiveAvgPool2d) and layer_spec.is_global:
         return PoolCase(suite, name, layer=name, algo="pool", kind="global_avg", x_shape=x, pool_dtype=dtype)
@@ -658,7 +658,7 @@ class SeparableCase(Case):
         return replace(self, dw=q, K=min(self.K, 8))
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is None:
             return None
         x, wd, wp = (torch.from_dlpack(inputs[k]) for k in ("x", "wd", "wp"))

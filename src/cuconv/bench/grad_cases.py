@@ -31,7 +31,9 @@ import numpy as np
 
 from .. import cost
 from ..backend import current_backend
-from ..ops import grad as _grad
+from ..dtypes import CUDA_CORE_DTYPES, FLOAT_DTYPES, numpy_dtype
+from .. import grad as _grad
+from ..ops.conv2d import Shape
 from ..problem import Conv2dProblem
 from ..reference import (
     avg_pool2d_backward_ref,
@@ -49,7 +51,7 @@ from .cases import (
     GemmCase,
     LayerCase,
     PoolCase,
-    _torch_cuda,
+    torch_cuda,
     conv_padding_arg,
     image_subset,
     reduced_conv_problems,
@@ -68,15 +70,9 @@ def _op(name: str):
     return GRAD_OPS[name]
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """An array's shape and dtype, for planning without allocating (ops/grad.py accepts it)."""
-    shape: tuple
-    dtype: np.dtype
-
-
-def _spec(shape, dtype) -> _Spec:
-    return _Spec(tuple(shape), np.dtype(dtype))
+def _spec(shape, dtype) -> Shape:
+    """An array's shape and dtype, for planning without allocating (the plan_* functions take it)."""
+    return Shape(tuple(shape), numpy_dtype(dtype))
 
 
 def _ref_padding(p: Conv2dProblem):
@@ -94,12 +90,12 @@ class _ConvGrad(Case):
     """What the dgrad and wgrad cases share: the forward problem, its arguments, resolution of
     ``algo`` through the plan the op would build, and the reduction for the emulator."""
     problem: Conv2dProblem = None
-    dtypes = _grad.CONV_DTYPES
+    dtypes = FLOAT_DTYPES
 
     def _cudnn(self, inputs, *roles):
         """(torch, the inputs as torch tensors, torch.nn.grad's keyword arguments) for the cuDNN
         baseline (exact fp32: no tf32), or None without CUDA torch or for asymmetric padding."""
-        torch = _torch_cuda()
+        torch = torch_cuda()
         pad = _torch_padding(self.problem)
         if torch is None or pad is None:
             return None
@@ -404,7 +400,7 @@ class PoolGradCase(PoolCase):
     reference, passed with the forward's window: the gather kernel), avg_pool2d or
     global_avg_pool2d (cuconv/ops/pool_grad.py)."""
     grad_pass = "data"
-    dtypes = _grad.FLOAT_DTYPES
+    dtypes = CUDA_CORE_DTYPES
 
     @property
     def op(self):
@@ -473,7 +469,7 @@ class PoolGradCase(PoolCase):
         return global_avg_pool2d_backward_ref(dy, self.x_shape)
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is None:
             return None
         dy = torch.from_dlpack(inputs["dy"])
@@ -516,7 +512,7 @@ class BiasGradCase(Case):
     bias_dtype: str = "float32"
     op = "conv2d_bias"
     grad_pass = "weight"
-    dtypes = _grad.CONV_DTYPES
+    dtypes = FLOAT_DTYPES
 
     @property
     def dtype(self):
@@ -562,7 +558,7 @@ class BiasGradCase(Case):
         return replace(self, dy_shape=(min(self.dy_shape[0], 5), min(self.dy_shape[1], 45), *self.dy_shape[2:]))
 
     def baseline(self, inputs):
-        torch = _torch_cuda()
+        torch = torch_cuda()
         if torch is None:
             return None
         dy = torch.from_dlpack(inputs["dy"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..analysis import bench_columns
 from ..backend import backend
-from ..compile import compile_entry
+from ..compile import compile_entry, device_target
 from ..registry import kernel as registered_kernel
 
 
@@ -48,27 +48,31 @@ def plan_kernels(plan) -> list[dict]:
 
 
 def kernel_resources(kernels: list[dict], arch: str) -> tuple[int | None, int | None, str | None]:
-    """Fill registers/spill_bytes of each kernel dict for ``arch``; return (max regs, sum spills, note)."""
+    """Fill registers/spill_bytes (and the static analysis' columns) of each kernel dict for a
+    device of ``arch``, from the build that device loads; return (max regs, sum spills, note)."""
     regs, spills, problems = [], [], []
     for k in kernels:
         entry = k.get("entry")
-        k["registers"] = k["spill_bytes"] = k["issue_ceiling"] = k["math_share"] = None
+        k["registers"] = k["spill_bytes"] = k["issue_ceiling"] = k["math_share"] = k["features"] = None
         if k.get("library"):          # cuFFT's own kernels: nothing of ours to compile
             continue
         if entry is None:
             problems.append(f"{k['label']} is not a registered kernel")
             continue
-        if arch not in entry.archs:
+        # The build a device of `arch` loads: sm_90 devices run the wgmma kernels' sm_90a build.
+        target = device_target(entry, arch)
+        if target is None:
             problems.append(f"{k['label']} is not built for {arch}")
             continue
         try:
-            res = compile_entry(entry, arch)
+            res = compile_entry(entry, target)
         except Exception as exc:  # a compile error is reported in the row, not raised
-            problems.append(f"{k['label']} failed to compile for {arch}: {str(exc).splitlines()[0]}")
+            problems.append(f"{k['label']} failed to compile for {target}: {str(exc).splitlines()[0]}")
             continue
         k["registers"], k["spill_bytes"] = res.registers, res.spill_bytes
-        cols = bench_columns(entry, arch)       # never raises; None without nvdisasm
+        cols = bench_columns(entry, target)     # never raises; None without nvdisasm
         k["issue_ceiling"], k["math_share"] = cols["issue_ceiling"], cols["math_share"]
+        k["features"] = cols["features"]        # TMA / warp specialization / setmaxnreg, from the SASS
         regs.append(res.registers)
         spills.append(res.spill_bytes)
     if problems or not regs:

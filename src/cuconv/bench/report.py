@@ -82,16 +82,26 @@ COLUMNS = (
     ("mem theory/meas", _mem),
     ("regs/spill", _regs),
     ("issue ceiling", lambda r: "-" if r["issue_ceiling"] is None else f"{100 * r['issue_ceiling']:.0f}%"),
+    ("features", lambda r: r.get("features") or "-"),
     ("vs baseline", lambda r: "-" if r["baseline_ratio"] is None else f"{r['baseline_ratio']:.2f}x"),
     ("throttled", lambda r: "YES" if r["throttled"] else "-"),
 )
 
 
-def markdown_table(rows: list[dict]) -> str:
-    cells = [[fmt(r) for _, fmt in COLUMNS] for r in rows]
-    keep = [i for i, (title, _) in enumerate(COLUMNS)
+def _device(row) -> str:
+    if row.get("device_name") is None:
+        return "-" if row.get("device") is None else str(row["device"])
+    return row["device_name"] + ("" if row.get("device") is None else f" #{row['device']}")
+
+
+def markdown_table(rows: list[dict], device_column: bool = False) -> str:
+    """The terminal table; ``device_column``: a first column naming each row's device (merged shards
+    from several devices)."""
+    columns = ((("device", _device),) if device_column else ()) + COLUMNS
+    cells = [[fmt(r) for _, fmt in columns] for r in rows]
+    keep = [i for i, (title, _) in enumerate(columns)
             if title in ("case", "status") or any(c[i] != "-" for c in cells)]
-    head = [COLUMNS[i][0] for i in keep]
+    head = [columns[i][0] for i in keep]
     body = [[c[i].replace("|", "/") for i in keep] for c in cells]
     widths = [max(len(h), *(len(b[j]) for b in body)) if body else len(h) for j, h in enumerate(head)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
@@ -321,6 +331,76 @@ def write_csv(path, header: dict, rows: list[dict]) -> None:
         w.writerow(FIELDS)
         for r in rows:
             w.writerow([csv_cell(r[k]) for k in FIELDS])
+
+
+# ----------------------------------------------------------------- merging shards
+class MergeError(ValueError):
+    """Shards that cannot be merged into one table (the message says why)."""
+
+
+def merge_shards(docs: list[dict], names: list[str]) -> tuple[dict, list[dict], bool]:
+    """(header, rows, several_devices) of the JSON files of ``cuconv bench ... --shard I/N`` runs
+    (``docs``, read from the files ``names``): MergeError unless every shard of 1..N is there once
+    and all come from the same suite selection, case count and cuconv revision. The rows come back
+    in the suite's order (shard I holds cases I-1, I-1+N, ...); each names its device
+    (``device_name``, with the host when the shards come from several machines)."""
+    if len(docs) < 2:
+        raise MergeError("merge takes the JSON files of at least two shards")
+    heads = []
+    for doc, name in zip(docs, names):
+        h = doc.get("header") or {}
+        if doc.get("schema") != SCHEMA or not h.get("shard") or h.get("selection") is None:
+            raise MergeError(f"{name} is not the --json of a `cuconv bench ... --shard I/N` run (schema {SCHEMA} with "
+                             f"header.shard and header.selection)")
+        if h.get("devices"):
+            raise MergeError(f"{name} ran several devices (--devices); merge takes one device per shard: run each "
+                             f"shard on its own GPU with --device")
+        heads.append(h)
+    first, name0 = heads[0], names[0]
+    for h, name in zip(heads[1:], names[1:]):
+        for key, what in (("selection", "suite selection (targets and options)"), ("cases_in_suite", "case count"),
+                          ("cuconv", "cuconv version"), ("git_revision", "cuconv revision")):
+            if h.get(key) != first.get(key):
+                raise MergeError(f"{name} and {name0} differ in their {what}: {h.get(key)!r} vs {first.get(key)!r}")
+    parts = [tuple(int(v) for v in h["shard"].split("/")) for h in heads]
+    n = parts[0][1]
+    if any(p[1] != n for p in parts):
+        raise MergeError(f"the shards split the suite differently: {', '.join(h['shard'] for h in heads)}")
+    index = sorted(p[0] for p in parts)
+    if index != list(range(1, n + 1)):
+        missing = sorted(set(range(1, n + 1)) - set(index))
+        twice = sorted({i for i in index if index.count(i) > 1})
+        raise MergeError(f"shards of {n}: " + "; ".join(filter(None, [
+            f"missing {', '.join(f'{i}/{n}' for i in missing)}" if missing else "",
+            f"given twice {', '.join(f'{i}/{n}' for i in twice)}" if twice else ""])))
+    total = int(first["cases_in_suite"])
+    by_shard = {}
+    for (i, _), doc, h, name in zip(parts, docs, heads, names):
+        want = len(range(i - 1, total, n))
+        if len(doc["rows"]) != want:
+            raise MergeError(f"{name} (shard {i}/{n}) has {len(doc['rows'])} rows, its share of the {total} cases is "
+                             f"{want}")
+        by_shard[i] = (doc["rows"], h)
+    hosts = {h.get("host") for h in heads}
+    devices = {(h.get("host"), h.get("device_index"), h.get("device")) for h in heads}
+    rows = []
+    for k in range(-(-total // n)):
+        for i in range(1, n + 1):
+            shard_rows, h = by_shard[i]
+            if k < len(shard_rows):
+                r = dict(shard_rows[k])
+                name = r.get("device_name") or h.get("device")
+                if name and len(hosts) > 1:
+                    name = f"{name} @{h.get('host')}"
+                r["device_name"] = name
+                rows.append(r)
+    header = dict(first, shard=None, started=min(h.get("started") or "" for h in heads),
+                  shards=[dict(file=nm, shard=h["shard"], host=h.get("host"), device=h.get("device"),
+                               device_index=h.get("device_index"), command=h.get("command"))
+                          for nm, h in zip(names, heads)])
+    if len(devices) > 1:
+        header["device"] = " | ".join(sorted({str(h.get("device")) for h in heads}))
+    return header, rows, len(devices) > 1
 
 
 # ----------------------------------------------------------------- roofline plot

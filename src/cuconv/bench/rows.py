@@ -37,6 +37,8 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("args", "the problem's full arguments"),
     ("dtype", "element type"),
     ("device", "CUDA device index the row was measured on (null without a GPU)"),
+    ("device_name", "name of that device (null without a GPU): what tells apart the rows of `cuconv bench merge`d "
+                    "shards measured on different machines"),
     ("verified", "true/false: the output matched the float64 reference; null: not verified"),
     ("max_rel_error", "max|out-ref| / max|ref| of the verification"),
     ("tolerance", "the bound max_rel_error had to meet"),
@@ -76,7 +78,10 @@ FIELD_DOCS: tuple[tuple[str, str], ...] = (
     ("spill_bytes", "spill stores + loads (sum over the kernels launched)"),
     ("issue_ceiling", "static issue-bound ceiling of the compute kernel's main loop (the kernel with "
                       "the largest math share), fraction of its pipe's peak (cuconv.analysis)"),
-    ("kernels", "per kernel: label, launches, grid, block, registers, spill bytes, issue ceiling, math share"),
+    ("features", "the compute kernel's Hopper data movement from its SASS: TMA loads, WS (warp-specialized: its "
+                 "main loop loads nothing, another loop feeds it), setmaxnreg; '-' for none (cuconv.analysis)"),
+    ("kernels", "per kernel: label, launches, grid, block, registers, spill bytes, issue ceiling, math share, "
+                "features"),
     ("baseline", "baseline library call (cuBLAS via cupy.matmul, cuDNN via PyTorch)"),
     ("baseline_time_ms", "baseline median time, measured the same way"),
     ("baseline_ratio", "baseline_time / time: 1 = as fast as the baseline, 0.5 = half its speed"),

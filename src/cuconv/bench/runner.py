@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import emulator
 from ..arch import normalize_arch
-from ..backend import backend, gpu_available
+from ..backend import backend, gpu_available, gpu_unsupported_reason
 from ..compile import ARCHS
 from ..device import device_report
 from ..emulator import LaunchError
@@ -122,6 +122,9 @@ class Runner:
             if not 0 <= self.opts.device < len(self.report.devices):
                 raise ValueError(f"--device {self.opts.device}: this machine has "
                                  f"{len(self.report.devices)} CUDA device(s)")
+            unsupported = gpu_unsupported_reason(self.opts.device)
+            if unsupported:     # said once, instead of every case failing the same way
+                raise ValueError(unsupported)
             self.device = self.report.devices[self.opts.device]
         self.peaks: DevicePeaks | None = None
         if self.opts.roofline:
@@ -202,7 +205,8 @@ class Runner:
     def _run_case(self, case: Case) -> dict:
         row = new_row(suite=case.suite, case=case.name, layer=case.layer or None, count=case.count, op=case.op,
                       algo=case.algo, args=case.args(), dtype=case.dtype,
-                      device=self.opts.device if self.gpu else None)
+                      device=self.opts.device if self.gpu else None,
+                      device_name=self.device.name if self.device is not None else None)
         try:
             algo, reason = case.resolve_algo()
             row["algo_used"] = algo
@@ -240,6 +244,7 @@ class Runner:
         compute = max(rated, key=lambda k: k.get("math_share") or 0.0) if rated else None
         row.update(kernel="+".join(k["label"] for k in kernels) or None, registers=regs, spill_bytes=spills,
                    issue_ceiling=compute["issue_ceiling"] if compute else None,
+                   features=compute.get("features") if compute else None,
                    kernels=kernels_for_json(kernels))
         fill_work(row, case.work(algo), self.peaks, case.uses_tensor_cores(algo, [k["label"] for k in kernels]))
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from .. import models
 from ..ops.conv2d import algorithms
 from ..problem import Conv2dProblem
-from ..ops import grad as _grad
+from .. import grad as _grad
 from .cases import (
     Case,
     ConvCase,

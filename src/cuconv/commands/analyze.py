@@ -58,7 +58,7 @@ def run(args) -> int:
                                                  dynamic_smem=args.dynamic_smem))
             if args.sass:
                 sass_texts.append(analysis.sass(path.read_text(), arch, kernel=args.kernel,
-                                                options=analysis._file_options(path, options)))
+                                                options=analysis.file_options(path, options)))
     except (NVRTCError, analysis.ToolNotFoundError, analysis.ToolError, KeyError, ValueError, TypeError) as exc:
         print(f"cuconv analyze: {exc}", file=sys.stderr)
         return 1

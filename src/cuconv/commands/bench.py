@@ -9,6 +9,8 @@
     cuconv bench host                             # the host cost of a cached op call (no GPU needed)
     cuconv bench resnet50 --graph                 # time CUDA-graph replays of each plan
     cuconv bench seed --devices all               # once per GPU, one process each
+    cuconv bench algos --shard 2/4 --json s2.json # the 2nd quarter of a suite (a Slurm array task)
+    cuconv bench merge s1.json s2.json s3.json s4.json --json all.json --csv all.csv   # one table
 
 On a GPU each case is verified against the float64 reference, then timed with CUDA events.
 Without one it says so, verifies every case on the CPU emulator at a reduced size, fills
@@ -21,6 +23,7 @@ import argparse
 import json
 import multiprocessing
 import shlex
+import socket
 import sys
 
 from .. import models
@@ -44,11 +47,12 @@ from ..device import device_report
 from ..problem import Conv2dProblem
 
 _DESCRIPTION_TARGETS = ("TARGET: suites ({suites}; or any model name), `conv2d` with --input/--weight, "
-                        "`model NAME` (the forward pass), `train NAME` (a forward + backward step), or `host` "
-                        "(the Python cost of an op call, on the record backend). Default: {default}.")
+                        "`model NAME` (the forward pass), `train NAME` (a forward + backward step), `host` "
+                        "(the Python cost of an op call, on the record backend), or `merge A.json B.json ...` "
+                        "(the --json files of --shard runs as one table, with --json/--csv). Default: {default}.")
 
 
-def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
+def int_list(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
     try:
         vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
@@ -58,18 +62,18 @@ def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
     return vals
 
 
-def _pair_arg(what: str, allow_words=()):
+def pair_arg(what: str, allow_words=()):
     def parse(text: str):
         if text in allow_words:
             return text
-        vals = _ints(text, what)
+        vals = int_list(text, what)
         if len(vals) not in (1, 2):
             raise argparse.ArgumentTypeError(f"{what} is one integer or two (h,w), got {text!r}")
         return vals[0] if len(vals) == 1 else vals
     return parse
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     v = int(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
@@ -89,14 +93,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("targets", nargs="*", metavar="TARGET",
                         help=_DESCRIPTION_TARGETS.format(suites=", ".join(SUITES), default=DEFAULT_SUITE))
     g = parser.add_argument_group("conv2d problem (cuconv bench conv2d ...)")
-    g.add_argument("--input", type=lambda t: _ints(t, "--input", 4), metavar="N,C,H,W")
-    g.add_argument("--weight", type=lambda t: _ints(t, "--weight", 4), metavar="K,C,R,S",
+    g.add_argument("--input", type=lambda t: int_list(t, "--input", 4), metavar="N,C,H,W")
+    g.add_argument("--weight", type=lambda t: int_list(t, "--weight", 4), metavar="K,C,R,S",
                    help="C is the input channels per group")
-    g.add_argument("--stride", type=_pair_arg("--stride"), default=1, metavar="S|SH,SW")
-    g.add_argument("--padding", type=_pair_arg("--padding", ("same", "valid")), default=0,
+    g.add_argument("--stride", type=pair_arg("--stride"), default=1, metavar="S|SH,SW")
+    g.add_argument("--padding", type=pair_arg("--padding", ("same", "valid")), default=0,
                    metavar="P|PH,PW|same|valid")
-    g.add_argument("--dilation", type=_pair_arg("--dilation"), default=1, metavar="D|DH,DW")
-    g.add_argument("--groups", type=_positive_int, default=1)
+    g.add_argument("--dilation", type=pair_arg("--dilation"), default=1, metavar="D|DH,DW")
+    g.add_argument("--groups", type=positive_int, default=1)
     g = parser.add_argument_group("what to run")
     g.add_argument("--algo", default="auto",
                    help="conv2d algorithm for every conv case: auto (default), a name from "
@@ -107,7 +111,7 @@ def add_arguments(parser) -> None:
                         "dx; a model's FC layers as GEMMs. The first layer of a model gets no dgrad. Gradients run "
                         "algo auto unless --algo all")
     g.add_argument("--dtype", default="float32", help="element type (default float32)")
-    g.add_argument("--batch", type=_positive_int, default=None,
+    g.add_argument("--batch", type=positive_int, default=None,
                    help="batch size (models: default 32; seed: the textbook's, 32 for §9.1 and 1 elsewhere)")
     g.add_argument("-k", "--filter", default=None, metavar="TEXT",
                    help="only cases whose name or layer contains TEXT")
@@ -121,7 +125,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--graph", action="store_true",
                    help="time replays of each plan captured once in a CUDA graph (no launch overhead "
                         "between a plan's kernels: small layers show the GPU time alone)")
-    g.add_argument("--repeats", type=_positive_int, default=None,
+    g.add_argument("--repeats", type=positive_int, default=None,
                    help="exactly this many timed runs per case (default: until the noise target or budget)")
     g.add_argument("--budget", type=_positive_float, default=2.0, metavar="SECONDS",
                    help="time budget per timed function (default 2)")
@@ -301,9 +305,70 @@ def _totals(model, train: bool, cases, rows):
     return report.train_totals(model, cases, rows) if train else report.model_totals(model, rows)
 
 
+def _selection(args) -> dict:
+    """What a run's cases are, canonically (the --json header's ``selection``): two shards merge
+    only when theirs are equal."""
+    keys = ("targets", "algo", "backward", "dtype", "batch", "filter", "input", "weight", "stride", "padding",
+            "dilation", "groups")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k in keys for v in [getattr(args, k, None)]}
+
+
+_MERGE_ONLY = ("json", "csv", "quiet")
+
+
+def _run_merge(args) -> int:
+    """`cuconv bench merge A.json B.json ... [--json OUT] [--csv OUT]`: one table from the shards."""
+    files = args.targets[1:]
+    defaults = vars(build_defaults())
+    extra = sorted(k for k, v in vars(args).items() if k not in ("targets", "_argv", *_MERGE_ONLY)
+                   and k in defaults and v != defaults[k])
+    if extra:
+        print(f"cuconv bench merge: takes the shards' JSON files, --json, --csv and --quiet; got --{extra[0]}",
+              file=sys.stderr)
+        return 2
+    docs = []
+    for f in files:
+        try:
+            with open(f) as fh:
+                docs.append(json.load(fh))
+        except (OSError, ValueError) as exc:
+            print(f"cuconv bench merge: cannot read {f}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        header, rows, several = report.merge_shards(docs, files)
+    except report.MergeError as exc:
+        print(f"cuconv bench merge: {exc}", file=sys.stderr)
+        return 2
+    n = len(files)
+    print(report.header_text(header, f"{' '.join(header['selection']['targets'] or [DEFAULT_SUITE])}, "
+                                      f"{n} shards merged"))
+    if several:
+        print("Devices: " + "; ".join(f"shard {s['shard']} on {s['device']} #{s['device_index']}"
+                                      + (f" ({s['host']})" if s["host"] else "") for s in header["shards"]))
+    print()
+    print(report.markdown_table(rows, device_column=several))
+    text = report.notes_text(rows)
+    if text:
+        print(text)
+    if args.json:
+        report.write_json(args.json, header, rows)
+    if args.csv:
+        report.write_csv(args.csv, {k: v for k, v in header.items() if k != "shards"}, rows)
+    bad = [r for r in rows if r["status"] in ("verify-failed", "error")]
+    return 1 if bad else 0
+
+
+def build_defaults():
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return parser.parse_args([])
+
+
 def run(args) -> int:
     if args.targets == ["host"]:
         return _run_host(args)
+    if args.targets and args.targets[0] == "merge":
+        return _run_merge(args)
 
     try:
         if args.roofline:
@@ -320,6 +385,7 @@ def run(args) -> int:
         if not cases:
             print(f"cuconv bench: no case matches --filter {args.filter!r}", file=sys.stderr)
             return 2
+    cases_in_suite = len(cases)
     if args.shard:
         try:
             i, n = (int(v) for v in args.shard.split("/"))
@@ -328,6 +394,7 @@ def run(args) -> int:
         except ValueError:
             print(f"cuconv bench: --shard takes I/N with 1 <= I <= N, got {args.shard!r}", file=sys.stderr)
             return 2
+        args.shard = f"{i}/{n}"
         cases = cases[i - 1::n]
         if not cases:
             print(f"cuconv bench: --shard {args.shard} leaves no case", file=sys.stderr)
@@ -388,6 +455,9 @@ def run(args) -> int:
                       device_index=[r[0]["device_index"] for r in results],
                       devices=[r[0] for r in results])
     totals = _totals(model, train, cases, all_rows) if len(results) == 1 else None
+    # What `cuconv bench merge` checks: shards of one selection and revision, each once.
+    header = dict(header, selection=_selection(args), shard=args.shard, cases_in_suite=cases_in_suite,
+                  host=socket.gethostname())
     if args.json:
         report.write_json(args.json, header, all_rows, totals)
     if args.csv:

@@ -19,7 +19,8 @@ launched through the public ops on small awkward problems (C=3, odd H and W, str
 dilation 2, groups, sizes no tile divides) with NaN-poisoned outputs, against the float64
 reference with cuconv.testing's tolerance table. One line per kernel file: cases, failures,
 kernels exercised out of those registered for the device's arch. Exit status 1 when a case is
-wrong or raises, 0 when all pass, and 4 (EXIT_NO_GPU) when there is no GPU to check.
+wrong or raises, 0 when all pass, and 4 (EXIT_NO_GPU) when there is no GPU to check (or the
+device is older than sm_75, which cuconv builds nothing for: said once, nothing is run).
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ from typing import Callable
 
 import numpy as np
 
-from .. import __version__
-from ..backend import gpu_available, using
+from .. import __version__, launchability
+from ..arch import normalize_arch
+from ..dtypes import tag
+from ..backend import gpu_available, gpu_unsupported_reason, using
 from ..backend import backend as use_backend
 from ..ops import conv2d as conv2d_mod
 from ..ops import depthwise as depthwise_mod
@@ -105,9 +108,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--algo", default="all", help="conv2d algorithm(s): all (default), auto or a name")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the rows as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar / no per-case lines")
+    parser.add_argument("--launchability", nargs="?", const="all", default=None, metavar="all|device|sm_XX,...",
+                        help="plan every landmark model's conv/pool layers on the record backend and check every "
+                             "launch against each arch's limits (cuconv.launchability); 'device': this GPU's arch, "
+                             "SM count and memory; no kernel runs")
+    parser.add_argument("--all-batches", action="store_true",
+                        help="--launchability: every batch size (1, 32, 256) for every model, arch and dtype")
 
 
 def run(args) -> int:
+    if args.launchability is not None:
+        return run_launchability(args)
     if args.gpu:
         return run_gpu(args)
     if args.devices:
@@ -258,7 +269,7 @@ def _tc_gemm_check(dtype: str, config, M=67, N=40, K=72) -> DeviceCheck:
                 config=config)
         algo = "implicit_gemm_tf32" if dtype == "tf32" else "implicit_gemm_tc"
         return out, ref, store, algo
-    kernel = f"tc_gemm_simple_{tc_common.DTYPES[dtype][0]}" if config == "simple" else label
+    kernel = f"tc_gemm_simple_{tag(dtype)}" if config == "simple" else label
     return DeviceCheck(f"tc_gemm {label} {store} {M}x{N}x{K} bias", run, "bf16" if dtype == "bfloat16" else "",
                        dtype, kernel)
 
@@ -369,8 +380,10 @@ def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", **kw) -> 
             return out, conv2d_bias_ref(f[2]), dtype, tol
         ref = conv2d_weight_ref(f[0], ws, f[2], *args)
         if bias:
+            options = {k: kw[k] for k in ("config", "splits") if k in kw}
+            rest = {k: v for k, v in kw.items() if k not in options}
             _, dw, db = grad_ops.conv2d_backward(X, Wt, DY, *args, output_mask=(False, True, True),
-                                                 weight_algo=algo, **kw)
+                                                 weight_algo=algo, weight_options=options, **rest)
             db_err = rel_error(db, conv2d_bias_ref(f[2]))
             if not db_err <= tolerance(dtype, tol):
                 raise AssertionError(f"the fused bias gradient is off: relative error {db_err:.3g}")
@@ -417,16 +430,17 @@ def grad_checks() -> list[DeviceCheck]:
     split-K paths, the bias reduction, each pooling backward kernel, the tensor-core gradients."""
     checks = []
     for dt in ("float32", "float64"):
-        for cfg in conv_dgrad_mod.CONFIGS:
+        checks.append(_grad_check("C20", "input", dt, "direct"))
+        for cfg in conv_dgrad_mod.GEMM_CONFIGS:
             if cfg.dtype == dt:
-                checks.append(_grad_check("C20", "input", dt, cfg.name))
+                checks.append(_grad_check("C20", "input", dt, "implicit_gemm", config=cfg.name))
         checks.append(_grad_check("C3", "input", dt))
         checks.append(_grad_check("depthwise", "input", dt))
-        for cfg in conv_wgrad_mod.CONFIGS:
+        checks.append(_grad_check("C20", "weight", dt, "direct", bias=True))
+        for cfg in conv_wgrad_mod.GEMM_CONFIGS:
             if cfg.dtype == dt:
-                atomic = getattr(cfg, "atomic", False)
-                checks.append(_grad_check("C20", "weight", dt, cfg.name, bias=True,
-                                          **({"deterministic": False} if atomic else {})))
+                checks.append(_grad_check("C20", "weight", dt, "implicit_gemm", bias=True, config=cfg.name,
+                                          **({"deterministic": False} if cfg.atomic else {})))
         checks.append(_grad_check("splitk", "weight", dt))
         checks.append(_grad_check("splitk", "weight", dt, bias=True))
         checks.append(_grad_check("depthwise", "weight", dt, bias=True))
@@ -515,7 +529,7 @@ def device_checks() -> list[DeviceCheck]:
                                   cfg.dtype, "NHWC", config=cfg.name))
     for dt in ("float16", "bfloat16"):
         checks.append(_conv_check(((1, 3, 11, 9), (20, 3, 3, 3), 2, 1, 1, 1, "residual+relu"), "implicit_gemm_wgmma",
-                                  dt, "NCHW", config=f"wgmma_conv_{wgmma_conv.DTYPES[dt][0]}_64x64x64_s3"))
+                                  dt, "NCHW", config=f"wgmma_conv_{tag(dt)}_64x64x64_s3"))
     # Pooling, im2col, transposed convolution, the separable block.
     for dt in ("float32", "float64"):
         checks += [_pool_check("max", (2, 5, 11, 9), dt, kernel_size=3, stride=2, padding=1),
@@ -761,6 +775,45 @@ def parse_devices(text: str, count: int) -> list[int]:
     return out
 
 
+def run_launchability(args) -> int:
+    """`cuconv check --launchability`: the report of cuconv.launchability.sweep; exit status 1 when
+    a launch would be refused, an auto workspace exceeds the cap or planning raised anything but
+    ValueError/TypeError."""
+    spec = args.launchability
+    devices = None
+    if spec == "device":
+        if not gpu_available():
+            print("cuconv check --launchability device: no GPU here; name archs (e.g. sm_90) or use 'all'",
+                  file=sys.stderr)
+            return EXIT_NO_GPU
+        reason = gpu_unsupported_reason(args.device)
+        if reason:
+            print(f"cuconv check --launchability: {reason}", file=sys.stderr)
+            return EXIT_NO_GPU
+        import cupy  # noqa: PLC0415  (optional: only with a GPU)
+        with cupy.cuda.Device(args.device), use_backend("cupy") as be:
+            caps = be.caps()
+        archs = (f"sm_{caps.cc}",)
+        devices = {archs[0]: (caps.name, caps.sms, caps.memory_bytes)}
+        print(f"{caps.name}: sm_{caps.cc}, {caps.sms} SMs, {caps.memory_bytes / 2**30:.3g} GiB "
+              f"({(caps.free_bytes or 0) / 2**30:.3g} GiB free); auto's default workspace cap "
+              f"{caps.workspace_cap / 2**30:.3g} GiB")
+    elif spec == "all":
+        archs = launchability.ARCHS
+    else:
+        archs = tuple(normalize_arch(a.strip()) for a in spec.split(",") if a.strip())
+        unknown = [a for a in archs if a not in launchability.DEVICES]
+        if unknown:
+            print(f"cuconv check --launchability: no device for {', '.join(unknown)}; known: "
+                  f"{', '.join(launchability.DEVICES)} (or 'device' on a GPU)", file=sys.stderr)
+            return 2
+    t0 = time.perf_counter()
+    report = launchability.sweep(archs, all_batches=args.all_batches, devices=devices)
+    print("\n".join(report.lines()))
+    print(f"({time.perf_counter() - t0:.1f} s)")
+    return 0 if report.ok else 1
+
+
 def run_gpu(args) -> int:
     if not gpu_available():
         reason = ""
@@ -786,6 +839,12 @@ def run_gpu(args) -> int:
             print(f"cuconv check: --device {args.device}: this machine has {count} CUDA device(s)", file=sys.stderr)
             return 2
         indices = [args.device]
+    unsupported = [r for r in (gpu_unsupported_reason(i) for i in indices) if r]
+    if unsupported:     # once per device, instead of every case failing the same way
+        for reason in unsupported:
+            print(f"cuconv check --gpu: {reason}", file=sys.stderr)
+        print("cuconv check --gpu: nothing was checked on the device(s) above.", file=sys.stderr)
+        return EXIT_NO_GPU
     if len(indices) == 1:
         lines, ok, results = check_device(indices[0], seed, args.one_per_file, args.filter, args.quiet)
         print("\n".join(lines))

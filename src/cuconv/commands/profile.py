@@ -41,10 +41,10 @@ from ..backend import backend, gpu_available
 from ..bench.cases import ConvCase, GemmCase, Im2colCase, PoolCase
 from ..bench.cases import numpy_dtype as _np_dtype
 from ..bench.runner import scaled_tolerance
-from ..compile import compile_entry
+from ..compile import compile_entry, device_target
 from ..problem import Conv2dProblem
 from ..testing import poison, random_array, rel_error
-from .bench import _ints, _pair_arg, _positive_int
+from .bench import int_list, pair_arg, positive_int
 
 OPS = ("conv2d", "gemm", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "im2col")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")
@@ -60,19 +60,19 @@ def add_arguments(parser) -> None:
     parser.epilog = __doc__.split("\n", 1)[1]
     parser.add_argument("--op", choices=OPS, default="conv2d", help="the op (default conv2d)")
     g = parser.add_argument_group("problem")
-    g.add_argument("--input", type=lambda t: _ints(t, "--input", 4), metavar="N,C,H,W",
+    g.add_argument("--input", type=lambda t: int_list(t, "--input", 4), metavar="N,C,H,W",
                    help="input shape (conv2d, pools, im2col)")
-    g.add_argument("--weight", type=lambda t: _ints(t, "--weight", 4), metavar="K,C,R,S",
+    g.add_argument("--weight", type=lambda t: int_list(t, "--weight", 4), metavar="K,C,R,S",
                    help="conv2d weight shape (C: input channels per group)")
-    g.add_argument("--mnk", type=lambda t: _ints(t, "--mnk", 3), metavar="M,N,K", help="gemm: (M x K) @ (K x N)")
-    g.add_argument("--kernel-size", type=_pair_arg("--kernel-size"), default=None, metavar="K|KH,KW",
+    g.add_argument("--mnk", type=lambda t: int_list(t, "--mnk", 3), metavar="M,N,K", help="gemm: (M x K) @ (K x N)")
+    g.add_argument("--kernel-size", type=pair_arg("--kernel-size"), default=None, metavar="K|KH,KW",
                    help="pools and im2col: the window")
-    g.add_argument("--stride", type=_pair_arg("--stride"), default=None, metavar="S|SH,SW",
+    g.add_argument("--stride", type=pair_arg("--stride"), default=None, metavar="S|SH,SW",
                    help="default 1 (pools: the window)")
-    g.add_argument("--padding", type=_pair_arg("--padding", ("same", "valid")), default=0,
+    g.add_argument("--padding", type=pair_arg("--padding", ("same", "valid")), default=0,
                    metavar="P|PH,PW|same|valid")
-    g.add_argument("--dilation", type=_pair_arg("--dilation"), default=1, metavar="D|DH,DW")
-    g.add_argument("--groups", type=_positive_int, default=1)
+    g.add_argument("--dilation", type=pair_arg("--dilation"), default=1, metavar="D|DH,DW")
+    g.add_argument("--groups", type=positive_int, default=1)
     g.add_argument("--algo", default="auto", help="conv2d algorithm (default auto)")
     g.add_argument("--dtype", default="float32", help="element type (default float32)")
     g = parser.add_argument_group("running")
@@ -81,7 +81,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     g.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="runs of the plan before the profiled ones (default 1; they compile the kernels)")
-    g.add_argument("--repeat", type=_positive_int, default=1, metavar="N", help="profiled runs (default 1)")
+    g.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="profiled runs (default 1)")
     g.add_argument("--no-verify", action="store_true", help="skip the check against the float64 reference")
     g = parser.add_argument_group("profilers")
     g.add_argument("--ncu", action="store_true",
@@ -188,9 +188,10 @@ def mangled_names(plan, arch: str) -> tuple[list[str], str | None]:
     """The distinct mangled names of the plan's kernels, in launch order, and a note when NVRTC
     could not give them (then the names are the template names, matched as substrings)."""
     names, note = [], None
-    for ln in plan.launches:
+    for ln in kernel_launches(plan):
         try:
-            name = compile_entry(ln.entry, arch).lowered_name
+            # The build a device of ``arch`` loads (sm_90 devices run the wgmma kernels' sm_90a build).
+            name = compile_entry(ln.entry, device_target(ln.entry, arch) or arch).lowered_name
         except Exception as exc:
             note = f"NVRTC gave no mangled names ({type(exc).__name__}: {str(exc).splitlines()[0]})"
             name = ln.entry.expression.split("<", 1)[0]
@@ -199,11 +200,19 @@ def mangled_names(plan, arch: str) -> tuple[list[str], str | None]:
     return names, note
 
 
+def kernel_launches(plan) -> list:
+    """The plan's own kernel launches, in order: its library steps (an FFT plan's FftSteps, whose
+    kernels are cuFFT's) have no entry, and no name of ours to filter on."""
+    return [ln for ln in plan.launches if ln.entry is not None]
+
+
 def ncu_command(plan, names, warmup: int, repeat: int, target: list[str], ncu_set: str, sections,
                 output: str | None, exact: bool = True, extra=()) -> list[str]:
-    """ncu over exactly the profiled runs' launches of ``plan`` (every launch of a matching name is
-    counted: the warm-up runs' first, then the profiled ones)."""
-    per_run = len(plan.launches)
+    """ncu over exactly the profiled runs' launches of ``plan``: ``--launch-skip`` and
+    ``--launch-count`` count the launches that pass the ``--kernel-name`` filter (ncu applies them
+    after it), i.e. the plan's own kernels: cuFFT's kernels inside an FFT step match no name of
+    ours and are not counted (the warm-up runs' launches first, then the profiled ones)."""
+    per_run = len(kernel_launches(plan))
     regex = "|".join(names)
     cmd = ["ncu"]
     if exact:
@@ -327,7 +336,9 @@ def run(args) -> int:
     plan = result["plan"]
     print(f"cuconv profile: {case.op} {case.args()} {case.dtype} on the {be_name} backend")
     print(plan.describe())
-    print(f"runs: {args.warmup} warm-up + {args.repeat} profiled, {len(plan.launches)} launch(es) each "
+    steps = len(plan.launches) - len(kernel_launches(plan))
+    print(f"runs: {args.warmup} warm-up + {args.repeat} profiled, {len(kernel_launches(plan))} kernel launch(es) each"
+          + (f" and {steps} cuFFT step(s)" if steps else "") + " "
           f"(NVTX: cuconv:plan, cuconv:warmup, cuconv:profile, cuconv:epilogue; per run "
           f"cuconv:{plan.op}:{plan.algo} and one range per kernel label)")
     status = 0

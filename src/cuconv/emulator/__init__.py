@@ -14,8 +14,12 @@ See README.md next to this file for how it works and what it checks.
 
 from ._module import Function, RawKernel, RawModule
 from ._options import ORDERS
+from ._tensor_map import TensorMap
+from ._tensor_map import encode_im2col as encode_tensor_map_im2col
+from ._tensor_map import encode_tiled as encode_tensor_map_tiled
 from .errors import (BarrierDivergence, CompileError, Deadlock, EmulatorError, KernelFault, KernelTimeout,
                      LaunchError)
 
 __all__ = ["RawModule", "RawKernel", "Function", "EmulatorError", "CompileError", "LaunchError", "KernelFault",
-           "BarrierDivergence", "Deadlock", "KernelTimeout", "ORDERS"]
+           "BarrierDivergence", "Deadlock", "KernelTimeout", "ORDERS",
+           "TensorMap", "encode_tensor_map_tiled", "encode_tensor_map_im2col"]

@@ -188,9 +188,10 @@ def _compile_error(log: str, cmd: list[str], what: str, source: str = "", source
         return CompileError(f"{head}{file}:{line}:{col + ':' if col else ''} error: {msg}{quote}{extra}",
                             log=log, command=cmd)
 
-    missing = re.search(r"fatal error: ((?:thrust|cub|cutlass|cute|cuda/std|nv|cuda)/[^:]+): No such file", log)
+    missing = re.search(r"fatal error: ((?:thrust|cub|cutlass|cute|cuda/std|nv|cuda|cupy)/[^:]+): No such file", log)
     if missing:
-        tail = (f"\n({missing.group(1)} is a CUDA library header the emulator does not provide; see "
+        library = "CuPy" if missing.group(1).startswith("cupy/") else "CUDA library"
+        tail = (f"\n({missing.group(1)} is a {library} header the emulator does not provide; see "
                 f"cuconv/emulator/README.md for what it does)")
         return at(first.group("file"), first.group("line"), first.group("col"), first.group("msg"), tail)
     if user_file(first.group("file")):
@@ -339,26 +340,39 @@ def _precompiled_prelude(base_flags: list[str]) -> Path | None:
 
 
 TABLE_FILE = "cuconv-emulator-kernel-table"
+# The warnings NVRTC gives by default that g++ does not (a variable declared or set
+# but never used): a compile's messages go to RawModule.compile(log_stream=...).
+WARNINGS = ("-Wunused-variable", "-Wunused-but-set-variable")
+LOG_NAME = "log.txt"
 
 
-def unit_text(code: str, names: list[str], global_names: list[str], source_name: str) -> str:
+def unit_text(code: str, names: list[str], global_names: list[str], source_name: str,
+              translate_cucomplex: bool = False) -> str:
+    preamble = ""
+    if translate_cucomplex:
+        code = _source.translate_cucomplex(code)
+        preamble = "".join(f"#include <{h}>\n" for h in _source.CUPY_HEADERS)
     source = _source.rewrite(code)
-    return (f'#line 1 "{source_name}"\n{source}\n'
+    return (f'{preamble}#line 1 "{source_name}"\n{source}\n'
             f'#line 1 "{TABLE_FILE}"\n{kernel_table(names)}{global_table(global_names)}'
             f'#include "cuconv_emu/exports.h"\n')
 
 
 def build_library(code: str, options: CompileOptions, names: list[str], sanitize: str,
-                  source_name: str = "kernel.cu", global_names: list[str] = ()) -> Path:
+                  source_name: str = "kernel.cu", global_names: list[str] = (),
+                  translate_cucomplex: bool = False) -> Path:
     """Compile `code` with a kernel table for `names` (and a table of the variables
-    `global_names`); returns the cached .so."""
+    `global_names`); returns the cached .so, beside it the compiler's messages
+    (warnings) in log.txt. translate_cucomplex: as CuPy's flag (_source.translate_cucomplex)."""
     tc = toolchain()
     global_names = list(global_names)
-    unit = unit_text(code, names, global_names, source_name)
+    unit = unit_text(code, names, global_names, source_name, translate_cucomplex)
     base = _base_flags(sanitize, options)
-    flags = [*base, *options.user_flags()]
+    flags = [*base, *options.user_flags(), *WARNINGS]
+    pre_includes = options.pre_include_flags()  # after the prelude, whose macros they may use
     h = hashlib.sha256()
-    for part in (ABI, tc.version, tc.fibers, " ".join(tc.fiber_link), " ".join(flags), _headers_digest(), unit):
+    for part in (ABI, tc.version, tc.fibers, " ".join(tc.fiber_link), " ".join(flags + pre_includes),
+                 _headers_digest(), unit):
         h.update(part.encode())
         h.update(b"\0")
     key = h.hexdigest()[:32]
@@ -370,19 +384,21 @@ def build_library(code: str, options: CompileOptions, names: list[str], sanitize
         include = (["-I", str(pch)] if pch else []) + ["-I", str(INCLUDE_DIR)]
         # Reports name the source as source_name, not as a path in a temporary directory.
         cmd = [tc.cxx, *flags, "-shared", f"-fdebug-prefix-map={tmp}=.", *include, "-include",
-               "cuconv_emu/prelude.h", str(src), "-o", str(out), "-MMD", "-MF", str(Path(tmp, "deps.d")),
-               *tc.fiber_link, "-lm"]
+               "cuconv_emu/prelude.h", *pre_includes, str(src), "-o", str(out), "-MMD", "-MF",
+               str(Path(tmp, "deps.d")), *tc.fiber_link, "-lm"]
         r = _run(cmd, cwd=tmp)
         if r.returncode != 0:
             err = _compile_error(r.stderr + r.stdout, cmd, f"the kernel source ({source_name})", code,
                                  source_name, names)
             # What the failed compile read, and the headers it could not find (-MG),
             # from a preprocessor-only run: the failure stands only while they stay so.
-            dep_cmd = [tc.cxx, *flags, "-I", str(INCLUDE_DIR), "-include", "cuconv_emu/prelude.h", "-MM", "-MG",
-                       "-MF", str(Path(tmp, "deps.d")), str(src)]
+            dep_cmd = [tc.cxx, *flags, "-I", str(INCLUDE_DIR), "-include", "cuconv_emu/prelude.h", *pre_includes,
+                       "-MM", "-MG", "-MF", str(Path(tmp, "deps.d")), str(src)]
             d = _run(dep_cmd, cwd=tmp)
             err.dependencies = _read_deps(Path(tmp, "deps.d"), tmp) if d.returncode == 0 else None
             raise err
+        if r.stderr.strip():
+            Path(tmp, LOG_NAME).write_text(r.stderr)
         return _read_deps(Path(tmp, "deps.d"), tmp)
 
     search = [*options.quote_dirs, *options.include_dirs]
@@ -504,6 +520,8 @@ def _compile_tracked(key: str, build, search: list[str]) -> Path:
             vid = hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
             final = root / vid / "lib.so"
             final.parent.mkdir(parents=True, exist_ok=True)
+            if Path(tmp, LOG_NAME).exists():
+                os.replace(Path(tmp, LOG_NAME), final.parent / LOG_NAME)  # before the library: it marks done
             os.replace(out, final)  # atomic: concurrent builders both succeed
             record({"id": vid, "deps": snap})
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _build, _options, _source, _worker
+from ._tensor_map import ADDRESS_OFFSET, TensorMap
 from .errors import CompileError
 
 MAX_DYNAMIC_SHARED = 232448  # 227 KiB, as runtime.h
@@ -110,9 +111,16 @@ def _dims(value, what: str) -> tuple[int, int, int]:
         if not isinstance(v, numbers.Integral) or isinstance(v, bool):
             raise ValueError(f"{what} must hold ints, got {value!r}")
         if v < 1:
-            raise ValueError(f"{what} dimensions must be >= 1, got {tuple(value)}")
+            raise ValueError(f"{what} dimensions must be >= 1, got {tuple(value)} (CUDA refuses a zero dimension; "
+                             f"CuPy's RawKernel would launch one block or thread for it)")
         dims.append(int(v))
     return tuple(dims + [1] * (3 - len(dims)))
+
+
+def _check_stream(stream) -> None:
+    if stream is not None and not isinstance(getattr(stream, "ptr", None), numbers.Integral):
+        raise TypeError(f"stream must be None or a stream object with an int .ptr (e.g. cupy.cuda.Stream), got "
+                        f"{type(stream).__name__}")
 
 
 class RawModule:
@@ -125,8 +133,12 @@ class RawModule:
     ``seed`` and ``timeout`` default to $CUCONV_EMU_SANITIZE / _ORDER / _SEED /
     _TIMEOUT. ``enable_cooperative_groups=True`` launches its kernels as
     cooperative launches (``this_grid().is_valid()``); cooperative groups work
-    either way. ``translate_cucomplex`` is accepted and changes nothing: the
-    emulator provides cuComplex.h itself (CUDA's formulas, not Thrust's).
+    either way. ``translate_cucomplex=True`` does what CuPy does: CuPy's headers
+    before the source and ``#include <cuComplex.h>`` replaced by a bridge that maps
+    cuComplex.h's names onto CuPy's ``complex<T>`` (Thrust's formulas); without it
+    ``cuComplex.h`` is CUDA's (its formulas). ``backend="nvcc"`` compiles the same
+    here but, as in CuPy, cannot take ``name_expressions``; ``jitify=True`` is
+    refused.
     """
 
     def __init__(self, code: str | None = None, options=(), name_expressions=(), *, path: str | None = None,
@@ -137,7 +149,7 @@ class RawModule:
             raise TypeError("RawModule needs exactly one of code= (CUDA source) or path= (a .cu file)")
         quote_dir = os.getcwd()  # NVRTC resolves #include "x.h" of a source string from the current directory
         if path is not None:
-            if str(path).endswith((".cubin", ".ptx", ".fatbin", ".o")):
+            if str(path).endswith((".cubin", ".ptx", ".fatbin", ".o", ".hsaco")):
                 raise ValueError(f"path={str(path)!r}: the CPU emulator runs CUDA C++ source (a .cu file), not "
                                  f"compiled GPU code")
             code = Path(path).read_text()
@@ -146,10 +158,14 @@ class RawModule:
         if not isinstance(code, str):
             raise TypeError(f"code must be a string of CUDA source, got {type(code).__name__}")
         if jitify:
-            raise ValueError("the CPU emulator does not support jitify=True: it compiles the source with g++, "
-                             "which finds the C++ standard headers jitify would supply")
+            raise ValueError("the CPU emulator does not support jitify=True: Jitify preprocesses a source for "
+                             "NVRTC (supplying the C++ standard headers, dropping missing ones); the emulator "
+                             "compiles it with g++, which has the standard headers: pass jitify=False")
         if backend not in ("nvrtc", "nvcc"):
             raise ValueError(f"backend must be 'nvrtc' or 'nvcc', got {backend!r}")
+        if backend != "nvrtc" and name_expressions:
+            raise ValueError("name_expressions need backend='nvrtc' (as in CuPy: only NVRTC returns the mangled "
+                             "names of the given name expressions)")
         for flag, value in (("translate_cucomplex", translate_cucomplex),
                             ("enable_cooperative_groups", enable_cooperative_groups)):
             if not isinstance(value, (bool, np.bool_)):
@@ -206,7 +222,7 @@ class RawModule:
         for k, (kernel_names, var_names) in enumerate(attempts):
             try:
                 lib = _build.build_library(self.code, self._compile_options, kernel_names, self.sanitize,
-                                           self.source_name, var_names)
+                                           self.source_name, var_names, self.translate_cucomplex)
                 break
             except CompileError:
                 if k == len(attempts) - 1:
@@ -217,11 +233,17 @@ class RawModule:
     def _install(self, built) -> None:
         self._library, self._kernels, self._variables, self._names, self._global_names = built
 
-    def compile(self) -> "RawModule":
-        """Compile now (otherwise the first get_function does)."""
+    def compile(self, log_stream=None) -> "RawModule":
+        """Compile now (otherwise the first get_function does). log_stream (a file
+        object, as CuPy's): written the compiler's messages for this source (its
+        warnings; empty when there are none), also when the build came from the cache."""
         with self._lock:
             if self._library is None:
                 self._install(self._build(list(self.name_expressions), []))
+            library = self._library
+        if log_stream is not None:
+            log = library.parent / _build.LOG_NAME
+            log_stream.write(log.read_text() if log.exists() else "")
         return self
 
     @property
@@ -323,9 +345,11 @@ class Function:
         CUDA's 1024 (``__launch_bounds__`` is not read); const_size_bytes the bytes of
         the module's ``__constant__``/``__device__`` variables the emulator knows of;
         max_dynamic_shared_size_bytes and preferred_shared_memory_carveout what was set
-        (recorded, not enforced: the emulator gives any launch up to 227 KiB);
-        shared_size_bytes, local_size_bytes, num_regs, ptx_version, binary_version and
-        cache_mode_ca are -1, figures only the GPU compiler has (``cuconv analyze``)."""
+        (the first starts at 227 KiB, not CUDA's 48 KiB, so no launch needs the opt-in, and a
+        launch with more dynamic shared memory is refused, as CUDA does; the second, a hint,
+        is recorded); shared_size_bytes, local_size_bytes, num_regs, ptx_version,
+        binary_version and cache_mode_ca are -1, figures only the GPU compiler has
+        (``cuconv analyze``)."""
         m = self.module
         with m._lock:
             const = sum(v.size for v in m._variables.values())
@@ -397,6 +421,11 @@ class Function:
                                      f"non-const pointer")
                 start = a.__array_interface__["data"][0]
                 ranges.append((start, start + a.nbytes, i, writes))
+            elif isinstance(a, TensorMap) and p.kind == "v" and p.size == len(a.data):
+                # A tensor map by value: its array travels like a pointer argument (read-only),
+                # and the worker writes its address of that array into the map.
+                start = a.array.__array_interface__["data"][0]
+                ranges.append((start, start + a.array.nbytes, i, False))
             else:
                 packed[i] = ("bytes", self._scalar_bytes(p, a, where))
         # Groups of overlapping arrays (views of one buffer) travel together, so
@@ -414,7 +443,9 @@ class Function:
         for gi, (start, end, writes, members) in enumerate(groups):
             out_groups.append((start, end - start, writes))
             for i, s in members:
-                packed[i] = ("ptr", gi, s - start)
+                a = args[i]
+                packed[i] = (("map", a.data, gi, s - start + a.offset, ADDRESS_OFFSET) if isinstance(a, TensorMap)
+                             else ("ptr", gi, s - start))
         return out_groups, packed
 
     @staticmethod
@@ -436,7 +467,14 @@ class Function:
     @staticmethod
     def _scalar_bytes(p: Param, a, where: str) -> bytes:
         if isinstance(a, np.ndarray):
-            raise TypeError(f"{where} is passed by value: pass a NumPy scalar, not an array (shape {a.shape})")
+            # CuPy's idiom for a struct by value: a NumPy array of size one of its dtype
+            # passes its element. For an arithmetic parameter an array is taken for a
+            # mistake (a forgotten index), though CuPy would pass its first element.
+            if p.kind != "v" or a.size != 1:
+                alt = "" if p.kind == "s" else " (or a NumPy array of size one)"
+                raise TypeError(f"{where} is passed by value: pass a NumPy scalar{alt}, not an array of shape "
+                                f"{a.shape}")
+            a = a.reshape(-1)[0]
         if p.kind == "s":
             want = p.scalar_dtype()
             if want is None:
@@ -491,6 +529,11 @@ class Function:
 
     def __call__(self, grid, block, args, *, shared_mem: int = 0, stream=None,
                  enable_cooperative_groups: bool | None = None) -> None:
+        """Run the kernel; arrays behind non-const pointers hold the results when it
+        returns. ``stream``: None or a stream object (anything with an int ``ptr``,
+        such as a ``cupy.cuda.Stream``); every launch has finished when the call
+        returns, which is one order of execution any stream allows."""
+        _check_stream(stream)
         grid3 = _dims(grid, "grid")
         block3 = _dims(block, "block")
         if block3[0] * block3[1] * block3[2] > 1024 or block3[0] > 1024 or block3[1] > 1024 or block3[2] > 64:
@@ -503,6 +546,10 @@ class Function:
         if shared_mem > MAX_DYNAMIC_SHARED:
             raise ValueError(f"shared_mem={shared_mem} exceeds {MAX_DYNAMIC_SHARED} bytes (227 KiB), the most "
                              f"dynamic shared memory any CUDA device gives a block")
+        if shared_mem > self._attributes["max_dynamic_shared_size_bytes"]:
+            raise ValueError(f"shared_mem={shared_mem} exceeds this kernel's max_dynamic_shared_size_bytes="
+                             f"{self._attributes['max_dynamic_shared_size_bytes']}: CUDA refuses the launch (raise "
+                             f"the attribute first)")
         if enable_cooperative_groups is None:
             enable_cooperative_groups = self.enable_cooperative_groups
         groups, packed = self._marshal(args)
@@ -520,18 +567,20 @@ class Function:
 
 
 class RawKernel:
-    """A single kernel; mirrors ``cupy.RawKernel(code, name, options)``."""
+    """A single kernel; mirrors ``cupy.RawKernel(code, name, options, backend)``."""
 
-    def __init__(self, code: str, name: str, options=(), *, sanitize: str | None = None, order: str | None = None,
-                 seed: int | None = None, timeout: float | None = None, source_name: str | None = None,
-                 backend: str = "nvrtc", translate_cucomplex: bool = False, enable_cooperative_groups: bool = False,
-                 jitify: bool = False):
+    def __init__(self, code: str, name: str, options=(), backend: str = "nvrtc", *, sanitize: str | None = None,
+                 order: str | None = None, seed: int | None = None, timeout: float | None = None,
+                 source_name: str | None = None, translate_cucomplex: bool = False,
+                 enable_cooperative_groups: bool = False, jitify: bool = False):
         if not isinstance(name, str):
             raise TypeError(f"kernel name must be a string, got {name!r}")
         self.name = name
-        self.module = RawModule(code=code, options=options, name_expressions=(name,), sanitize=sanitize,
-                                order=order, seed=seed, timeout=timeout, source_name=source_name, jitify=jitify,
-                                backend=backend, translate_cucomplex=translate_cucomplex,
+        # The kernel is compiled as a name expression (so a template instantiation works
+        # as in CuPy's RawModule); with backend="nvcc" get_function finds it by name.
+        self.module = RawModule(code=code, options=options, name_expressions=(name,) if backend == "nvrtc" else (),
+                                sanitize=sanitize, order=order, seed=seed, timeout=timeout, source_name=source_name,
+                                jitify=jitify, backend=backend, translate_cucomplex=translate_cucomplex,
                                 enable_cooperative_groups=enable_cooperative_groups)
         self._function: Function | None = None
 
@@ -563,7 +612,8 @@ class RawKernel:
     def kernel(self) -> Function:
         return self.function
 
-    def compile(self) -> "RawKernel":
+    def compile(self, log_stream=None) -> "RawKernel":
+        self.module.compile(log_stream)
         self.function  # noqa: B018 - compiles
         return self
 
@@ -589,7 +639,8 @@ class RawKernel:
 
     def __call__(self, grid, block, args, *, shared_mem: int = 0, stream=None,
                  enable_cooperative_groups: bool | None = None) -> None:
-        self.function(grid, block, args, shared_mem=shared_mem, enable_cooperative_groups=enable_cooperative_groups)
+        self.function(grid, block, args, shared_mem=shared_mem, stream=stream,
+                      enable_cooperative_groups=enable_cooperative_groups)
 
     def __repr__(self) -> str:
         return f"<cuconv.emulator.RawKernel {self.name}>"

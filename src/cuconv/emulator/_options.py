@@ -44,19 +44,21 @@ class CompileOptions:
                 f"-DCUCONV_EMU_FMAD={1 if self.fp_contract == 'fast' else 0}"]
 
     def user_flags(self) -> list[str]:
-        """The user's macros, include paths and pre-included headers."""
+        """The user's macros and include paths."""
         out: list[str] = []
         for d in self.quote_dirs:
             out += ["-iquote", d]
         for d in self.include_dirs:
             out += ["-I", d]
         out += list(self.defines)
-        for h in self.pre_includes:
-            out += ["-include", h]
         return out + list(self.extra)
 
+    def pre_include_flags(self) -> list[str]:
+        """The user's pre-included headers (-include), which go after the emulator's prelude."""
+        return [f for h in self.pre_includes for f in ("-include", h)]
+
     def flags(self) -> list[str]:
-        return self.language_flags() + self.user_flags()
+        return self.language_flags() + self.user_flags() + self.pre_include_flags()
 
 
 def _split_value(opt: str, rest: list[str], name: str) -> str:

@@ -9,7 +9,10 @@ Two rewrites, each keeping the line count so compiler messages and
   and every such declaration must alias the same memory anyway.
 * ``static __shared__`` becomes ``__shared__`` (it is static already).
 
-Everything else in the source is compiled as written.
+Everything else in the source is compiled as written, except with CuPy's
+``translate_cucomplex=True``: then, as CuPy does, a line ``#include <cuComplex.h>``
+becomes an include of the emulator's ``cupy/cuComplex_bridge.h`` (one line for
+one) and CuPy's headers are included before the source (``CUPY_HEADERS``).
 
 And one scan: the names of non-template ``__global__`` functions at global
 scope, so ``get_function("name")`` works for ``extern "C"`` kernels without
@@ -43,6 +46,19 @@ def _extern_shared(m: re.Match) -> str:
     name = m.group("name")
     newlines = "\n" * m.group(0).count("\n")
     return f"{ty} (&{name})[] = *reinterpret_cast<{ty} (*)[]>(::cuconv_emu::dynamic_shared_memory());{newlines}"
+
+
+# translate_cucomplex=True, as CuPy's compile_with_cache does it: its four headers
+# before the source, and each line that begins with #include <cuComplex.h> (the
+# whole line) replaced by the bridge header, which maps cuComplex.h's names onto
+# CuPy's complex<T>. `#include "cuComplex.h"` is left alone, as there.
+CUPY_HEADERS = ("cupy/complex.cuh", "cupy/carray.cuh", "cupy/atomics.cuh", "cupy/math_constants.h")
+_CUCOMPLEX_INCLUDE = re.compile(r"\s*#\s*include\s*<\s*cuComplex\.h\s*>")
+_BRIDGE_LINE = "#include <cupy/cuComplex_bridge.h>  // translate_cucomplex\n"
+
+
+def translate_cucomplex(code: str) -> str:
+    return "".join(_BRIDGE_LINE if _CUCOMPLEX_INCLUDE.match(line) else line for line in code.splitlines(keepends=True))
 
 
 def rewrite(code: str) -> str:

@@ -343,7 +343,8 @@ class Worker:
                groups, args, *, timeout: float, kernel: str, bindings=()) -> None:
         """Run one launch. `groups` is a list of (address, size, write_back) memory ranges to
         copy in (and back); `args` a list of ("ptr", group, offset) / ("ptr", -1, 0) /
-        ("bytes", b"...") entries; `bindings` (global index, array) pairs: each array is
+        ("bytes", b"...") entries (or ("map", bytes, group, offset, at): bytes whose 8 bytes at
+        ``at`` become the worker's address of the group plus offset: a tensor map); `bindings` (global index, array) pairs: each array is
         written to the library's variable before the launch and read back after it."""
         groups = list(groups)
         bound = []
@@ -375,6 +376,8 @@ class Worker:
             for a in args:
                 if a[0] == "ptr":
                     msg.append(struct.pack("<IiQ", 0, a[1], a[2]))
+                elif a[0] == "map":   # bytes holding the worker's address of group a[2] + a[3] at a[4]
+                    msg.append(struct.pack("<II", 2, len(a[1])) + a[1] + struct.pack("<iQI", a[2], a[3], a[4]))
                 else:
                     msg.append(struct.pack("<II", 1, len(a[1])) + a[1])
             msg.append(struct.pack("<I", len(bound)))

@@ -17,7 +17,8 @@
 //   LAUNCH(2):   str library, u32 kernel, u32 grid[3], u32 block[3],
 //                u64 shared_mem, u32 order, u64 seed, str shm_path, u64 shm_size,
 //                u32 ngroups, {u64 offset, u64 size, u32 misalign, u32 write_back}*,
-//                u32 nargs, {u32 kind=0, i32 group, u64 offset | u32 kind=1, u32 n, n bytes}*,
+//                u32 nargs, {u32 kind=0, i32 group, u64 offset | u32 kind=1, u32 n, n bytes |
+//                            u32 kind=2, u32 n, n bytes, i32 group, u64 offset, u32 at}*,
 //                u32 nglobals, {u32 global, u32 group}*
 //                -> u32 status, str kernel, i32 where[6], str message
 //   READ_GLOBAL(3): str library, u32 global -> u32 status, str bytes
@@ -369,6 +370,13 @@ void handle_launch(Reader& r) {
     };
     std::vector<Pending> pointers;
     std::vector<std::pair<size_t, std::string>> values;
+    struct Embedded {  // kind 2: a value (a tensor map) holding a group's address at byte `at`
+        size_t slot;
+        uint32_t at;
+        int32_t group;
+        uint64_t offset;
+    };
+    std::vector<Embedded> embedded;
     size_t used = 0;
     for (uint32_t i = 0; i < nargs; ++i) {
         uint32_t kind = r.get<uint32_t>();
@@ -383,9 +391,19 @@ void handle_launch(Reader& r) {
             uint32_t n = r.get<uint32_t>();
             const unsigned char* b = r.bytes(n);
             if (!r.ok) return reply_error(kStatusInternal, "malformed scalar");
+            // Values of 64 bytes or more start 64-byte aligned (a CUtensorMap is alignas(64)).
+            if (n >= 64) used = (used + 63) / 64 * 64;
             slot[i] = used;
             used += (n + 15) / 16 * 16 + 16;
-            values.emplace_back(used - ((n + 15) / 16 * 16 + 16), std::string(reinterpret_cast<const char*>(b), n));
+            values.emplace_back(slot[i], std::string(reinterpret_cast<const char*>(b), n));
+            if (kind == 2) {
+                int32_t g = r.get<int32_t>();
+                uint64_t off = r.get<uint64_t>();
+                uint32_t at = r.get<uint32_t>();
+                if (!r.ok || g < 0 || g >= (int32_t)ngroups || (uint64_t)at + 8 > n)
+                    return reply_error(kStatusInternal, "bad embedded address");
+                embedded.push_back({slot[i], at, g, off});
+            }
         }
         if (!r.ok) return reply_error(kStatusInternal, "malformed argument");
     }
@@ -432,6 +450,10 @@ void handle_launch(Reader& r) {
     for (const Pending& p : pointers) {
         void* ptr = p.group < 0 ? nullptr : groups[p.group].data + p.offset;
         memcpy(base + slot[p.arg], &ptr, sizeof ptr);
+    }
+    for (const Embedded& m : embedded) {
+        unsigned long long addr = (unsigned long long)(uintptr_t)(groups[m.group].data + m.offset);
+        memcpy(base + m.slot + m.at, &addr, sizeof addr);
     }
 
     for (const Binding& b : bindings) memcpy(b.address, groups[b.group].data, b.size);

@@ -8,8 +8,10 @@ from __future__ import annotations
 from ..registry import KernelEntry, registered_kernels
 from . import (  # noqa: F401
     conv2d,
+    conv2d_grad,
     conv_dgrad,
     conv_transpose,
+    conv_transpose_grad,
     conv_wgrad,
     depthwise,
     depthwise_grad,
@@ -17,7 +19,6 @@ from . import (  # noqa: F401
     fft_conv,
     find,
     gemm,
-    grad,
     heuristics,
     im2col,
     im2col_gemm,

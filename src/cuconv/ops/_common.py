@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..plan import Ref, pointer
-from ..problem import _pair
+from ..dtypes import INT32_MAX, name_of
+from ..plan import PlanError, Ref, pointer
 
 # Fused-epilogue activations; the codes match CuconvActivation in kernels/common.cuh.
 ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "silu": 3}
 
-# Scalar argument types for launches: the emulator checks them, CuPy converts them.
-i32 = np.int32
-i64 = np.int64
+# Scalar argument types for launches: the emulator checks them, CuPy converts them. A value a
+# kernel's int argument cannot hold is a PlanError (a ValueError naming the limit: the algorithm
+# refuses the problem and ``auto`` takes the next rule), never NumPy's OverflowError.
+def i32(value, what: str = "a 32-bit kernel argument") -> np.int32:
+    v = int(value)
+    if not -INT32_MAX - 1 <= v <= INT32_MAX:
+        raise PlanError(f"{what} = {v} does not fit the kernel's 32-bit int (at most 2**31-1 = {INT32_MAX})")
+    return np.int32(v)
+
+
+def i64(value, what: str = "a 64-bit kernel argument") -> np.int64:
+    v = int(value)
+    if not -2 ** 63 <= v < 2 ** 63:
+        raise PlanError(f"{what} = {v} does not fit the kernel's 64-bit int")
+    return np.int64(v)
+
+
 f32 = np.float32
-
-INT_MAX = 2 ** 31 - 1
-
-# The element types of the CUDA-core kernels (templated on T = float or double): the short
-# tag in generated config names (direct_f64_256, gemm_f64_...) and the C++ type in name
-# expressions. The f32 labels predate float64 and keep their names.
-FLOAT_DTYPES = ("float32", "float64")
-DTYPE_TAG = {"float32": "f32", "float64": "f64"}
-CTYPE = {"float32": "float", "float64": "double"}
 
 # The array slots of the conv plans' input and output.
 X, W, OUT = Ref("x"), Ref("w"), Ref("out")
@@ -38,10 +43,6 @@ def activation_code(activation) -> int:
         raise ValueError(f"activation must be one of None, 'relu', 'relu6', 'silu', got {activation!r}") from None
 
 
-def pair(value, what: str) -> tuple[int, int]:
-    return _pair(value, what)
-
-
 def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=None, contiguous: bool = False):
     """Check ``a`` is an array of backend ``be`` with the given rank and dtype (C-contiguous only
     when ``contiguous``: an output; inputs may be any strided view — plans copy those to
@@ -49,8 +50,8 @@ def as_tensor(a, what: str, ndim: int | None = None, dtypes=("float32",), be=Non
     a = be.as_array(a, what)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{what} must be {ndim}-D, got shape {tuple(a.shape)}")
-    if dtypes is not None and np.dtype(a.dtype).name not in dtypes:
-        raise TypeError(f"{what} must have dtype {' or '.join(dtypes)}, got {np.dtype(a.dtype).name} "
+    if dtypes is not None and name_of(a.dtype) not in dtypes:
+        raise TypeError(f"{what} must have dtype {' or '.join(dtypes)}, got {name_of(a.dtype)} "
                         f"(shape {tuple(a.shape)})")
     if contiguous and not a.flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous, got strides {a.strides} for shape {tuple(a.shape)}; "
@@ -62,7 +63,7 @@ def optional_tensor(a, what: str, shape, dtype, be=None):
     """None, or an array of exactly ``shape`` and ``dtype`` of backend ``be`` (any strides)."""
     if a is None:
         return None
-    a = as_tensor(a, what, ndim=None, dtypes=(np.dtype(dtype).name,), be=be)
+    a = as_tensor(a, what, ndim=None, dtypes=(name_of(dtype),), be=be)
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(a.shape)}")
     return a
@@ -77,7 +78,7 @@ def same_device(be, **arrays) -> None:
 
 def check_out(out, shape, dtype, be, what: str = "out"):
     """A user-given ``out=``: the backend's array, of exactly ``shape`` and ``dtype``, contiguous."""
-    out = as_tensor(out, what, ndim=len(shape), dtypes=(np.dtype(dtype).name,), be=be, contiguous=True)
+    out = as_tensor(out, what, ndim=len(shape), dtypes=(name_of(dtype),), be=be, contiguous=True)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(out.shape)}")
     return out
@@ -90,15 +91,6 @@ def check_no_overlap(out, inputs, what: str = "out") -> None:
             raise ValueError(f"{what} overlaps {name}: the kernels read {name} while writing {what}")
 
 
-def prepare_out(out, shape, dtype, be, what: str = "out", inputs=()):
-    """Allocate the output, or check a user-given ``out=`` (shape, dtype, contiguity, no aliasing)."""
-    if out is None:
-        return be.empty(tuple(shape), dtype)
-    out = check_out(out, shape, dtype, be, what)
-    check_no_overlap(out, inputs, what)
-    return out
-
-
 def overlaps(a, b) -> bool:
     try:
         a0, b0 = pointer(a), pointer(b)
@@ -107,7 +99,7 @@ def overlaps(a, b) -> bool:
     return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
 
 
-def grid_1d(total: int, block: int, max_blocks: int = INT_MAX) -> int:
+def grid_1d(total: int, block: int, max_blocks: int = INT32_MAX) -> int:
     """Blocks for a 1-D grid over ``total`` items (grid-stride kernels cap it)."""
     return max(1, min((total + block - 1) // block, max_blocks))
 
@@ -123,11 +115,21 @@ def epilogue_refs(has_bias: bool, has_residual: bool, dtype="float32") -> tuple:
             optional_ref(has_residual, "residual", dtype), i32(has_residual))
 
 
+_GEOMETRY = ("N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h",
+             "dilation_w", "groups")
+
+
 def conv_geometry_args(p) -> tuple:
     """The int32 problem arguments shared by the direct and implicit-GEMM kernels:
-    N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups."""
-    return tuple(i32(v) for v in (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
-                                  p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups))
+    N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups
+    (PlanError naming the first that does not fit, as ``i32``; checked in one pass: planning
+    pays no Python call per argument)."""
+    v = (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h,
+         p.dilation_w, p.groups)
+    if max(v) > INT32_MAX or min(v) < -INT32_MAX - 1:
+        for name, value in zip(_GEOMETRY, v):
+            i32(value, name)
+    return tuple(map(np.int32, v))
 
 
 # --------------------------------------------------------------------------- the front ends' plan lookup
@@ -147,51 +149,6 @@ def native_or_shape(be, a, what: str):
     return be.as_array(a, what)
 
 
-def meta_or_shape(be, a):
-    """``be.meta`` of an array; (shape, dtype) of a shape-and-dtype stand-in."""
-    if a is None or be.is_array(a):
-        return be.meta(a)
-    return ("shape", tuple(a.shape), np.dtype(a.dtype))
-
-
 def misaligned_roles(roles, env: dict, align: int = 16) -> frozenset:
     """The roles among ``roles`` whose arrays in ``env`` do not start ``align``-byte aligned."""
     return frozenset(r for r in roles if env.get(r) is not None and pointer(env[r]) % align)
-
-
-def cached_plan(cache, key, env: dict, build):
-    """The plan for ``key`` (None or unhashable: not cached), built by ``build(misaligned)`` on a miss.
-
-    ``build`` is first asked for the plan of 16-byte aligned arrays (what every allocator
-    returns); when this call's arrays are not aligned where that plan assumes it, the plan for
-    their actual alignment is built (and cached under the key plus those roles)."""
-    try:
-        plan = cache.get(key) if key is not None else None
-    except TypeError:          # an unhashable argument (a list for a pair, ...): no caching
-        key = plan = None
-    if plan is None:
-        plan = build(frozenset())
-        if key is not None:
-            cache.put(key, plan)
-    if plan.aligned:
-        bad = misaligned_roles(plan.aligned, env)
-        if bad:
-            key2 = None if key is None else (key, bad)
-            plan = cache.get(key2) if key2 is not None else None
-            if plan is None:
-                plan = build(misaligned_roles(env.keys(), env))
-                if key2 is not None:
-                    cache.put(key2, plan)
-    return plan
-
-
-def run_plan(be, plan, env: dict, inputs=()):
-    """The end of every op call: a user-given output must not overlap the ``inputs`` ((name,
-    array) pairs the kernels read), missing outputs are allocated, the plan is launched.
-    Returns the output, or the tuple of outputs of an op with several."""
-    for o in plan.outputs:
-        if env.get(o.role) is not None:
-            check_no_overlap(env[o.role], inputs, o.role)
-    outs = plan.allocate_outputs(be, env)
-    plan.execute(be, env)
-    return outs[0] if len(outs) == 1 else tuple(outs)

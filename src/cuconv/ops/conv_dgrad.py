@@ -1,45 +1,53 @@
-"""The data gradient of conv2d, dX (kernels/conv_dgrad.cu; depthwise in depthwise_grad.py).
+"""The data gradient of conv2d, dX, on CUDA cores (kernels/conv_dgrad.cu): the ``direct`` and
+``implicit_gemm`` algorithms of the ``DGRAD`` pass.
 
-``dx = conv2d_input(dy, w)`` for the forward ``y = conv2d(x, w)`` described by a
-``Conv2dProblem`` (NCHW / KCRS, float32 or float64, any stride, padding — asymmetric
-included —, dilation and groups). The internal entry is ``conv2d_input_launch``; the public
-``cuconv.grad`` API builds on it.
+``dx = conv2d_input(w, dy)`` for the forward ``y = conv2d(x, w)`` of the spec (NCHW / KCRS,
+float32 or float64, any stride, padding — asymmetric included —, dilation and groups); the
+public op is ``cuconv.grad.conv2d_input`` (ops/conv2d_grad.py), ``auto``'s rules are
+ops/heuristics.py's ``DGRAD_RULES``. Depthwise problems have their own kernels
+(ops/depthwise_grad.py), float16/bfloat16 the tensor cores' (ops/tc_grad.py).
 
 Kernels (generated names):
 
-* ``dgrad_direct_{f32,f64}_256`` — one thread per dx element; the always-correct variant.
-* ``dgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
-  phase over the phase's taps only (no inserted zeros); see the kernel file's header.
-* depthwise problems (groups == C) go to ``depthwise_grad``'s kernels under ``auto``.
+* ``conv_dgrad_direct_{f32,f64}_256`` — one thread per dx element; the always-correct variant.
+* ``conv_dgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
+  phase over the phase's taps only (no inserted zeros); see the kernel file's header. The
+  ``config=`` option names one; by default ``choose_config`` picks the tile.
+* ``conv_dgrad_implicit_gemm_{f32_128x128,f64_64x64}x8_8x8_s4`` — the same GEMM through a
+  4-stage cp.async pipeline with a single-path loader (kernels/regtile.cuh; filters up to
+  16x16), bit-identical to the double-buffered configs (docs/main_loops.md).
 
-Per kernel: ``<config>.launch(problem, w, dy, dx)`` is the one function that computes grid,
-block, shared memory and arguments; ``check_arrays`` is the one that checks the arrays.
+Per kernel one ``<config>.launch(problem)`` computes grid, block and arguments; the configs hold
+their registered ``KernelEntry``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..registry import KernelEntry, register_kernel
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
+from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
-from . import _common, _grad, depthwise_grad, implicit_gemm, tc_grad
-from ._grad import INT_MAX, Launch
+from ..registry import KernelEntry, register_kernel
+from . import _common, implicit_gemm
+from ._algorithm import DGRAD, ConvAlgorithm, ConvSpec, conv_plan
+from ._grad import DX, DY, W, DirectConfig
 
 FILE = "conv_dgrad.cu"
 DIRECT_MAX_BLOCKS = 1 << 16       # the grid-stride loop covers the rest
-VARIANTS = ("auto", "direct", "implicit_gemm", "depthwise")
+# Below this many input channels per group the GEMM's N dimension fills under 1/8 of its tile.
+GEMM_MIN_CHANNELS = 8
 
 
 @dataclass(frozen=True)
-class DgradDirectConfig(_grad.DirectConfig):
+class DgradDirectConfig(DirectConfig):
     """dgrad_direct<T, BLOCK>: one thread per dx element."""
     KIND: ClassVar[str] = "dgrad"
     FILE: ClassVar[str] = FILE
 
-    def launch(self, p: Conv2dProblem, w, dy, dx) -> list[Launch]:
+    def launch(self, p: Conv2dProblem) -> list[Launch]:
         grid = _common.grid_1d(p.N * p.C * p.H * p.W, self.block, DIRECT_MAX_BLOCKS)
-        return [Launch(FILE, self.expression, (grid, 1, 1), (self.block, 1, 1),
-                       (w, dy, dx, *_common.conv_geometry_args(p)))]
+        return [Launch(ENTRIES[self], (grid, 1, 1), (self.block, 1, 1), (W, DY, DX, *_common.conv_geometry_args(p)))]
 
 
 @dataclass(frozen=True)
@@ -62,12 +70,12 @@ class DgradGemmConfig:
 
     @property
     def name(self) -> str:
-        tile = f"{_grad.tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
-        return f"conv_dgrad_implicit_gemm_{tile}_s{self.stages}" if self.stages else f"dgrad_implicit_gemm_{tile}"
+        return (f"conv_dgrad_implicit_gemm_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+                + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
-        return (f"dgrad_implicit_gemm<{_grad.ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
+        return (f"dgrad_implicit_gemm<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
                 f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}" + (f", {self.stages}>" if self.stages else ">"))
 
     def m_tiles(self, p: Conv2dProblem) -> int:
@@ -82,21 +90,21 @@ class DgradGemmConfig:
         if p.dtype != self.dtype:
             return f"{self.name} takes {self.dtype}, got {p.dtype}"
         m = p.N * -(-p.H // p.stride_h) * -(-p.W // p.stride_w)
-        if m > INT_MAX - self.bm:
+        if m > INT32_MAX - self.bm:
             return (f"M = N·ceil(H/stride_h)·ceil(W/stride_w) = {m} is too large for 32-bit tile "
-                    f"indices (limit {INT_MAX - self.bm})")
-        if p.P * p.Q > INT_MAX or p.C > INT_MAX or p.K > INT_MAX:
+                    f"indices (limit {INT32_MAX - self.bm})")
+        if p.P * p.Q > INT32_MAX or p.C > INT32_MAX or p.K > INT32_MAX:
             return "P·Q, C or K does not fit a 32-bit int"
-        if (p.K + self.bk) * p.C_per_group * p.R * p.S > INT_MAX:
+        if (p.K + self.bk) * p.C_per_group * p.R * p.S > INT32_MAX:
             return (f"the weight tensor ({p.K}·{p.C_per_group * p.R * p.S} elements, plus a tile "
                     f"of slack) is too large for 32-bit offsets")
-        if self.blocks(p) > INT_MAX:
-            return f"needs {self.blocks(p)} blocks, more than a 1-D grid holds ({INT_MAX})"
+        if self.blocks(p) > INT32_MAX:
+            return f"needs {self.blocks(p)} blocks, more than a 1-D grid holds ({INT32_MAX})"
         return None
 
-    def launch(self, p: Conv2dProblem, w, dy, dx) -> list[Launch]:
-        return [Launch(FILE, self.expression, (self.blocks(p), 1, 1), (self.threads, 1, 1),
-                       (w, dy, dx, *_common.conv_geometry_args(p)))]
+    def launch(self, p: Conv2dProblem) -> list[Launch]:
+        return [Launch(ENTRIES[self], (self.blocks(p), 1, 1), (self.threads, 1, 1),
+                       (W, DY, DX, *_common.conv_geometry_args(p)))]
 
     def entry(self) -> KernelEntry:
         return KernelEntry(FILE, self.expression, self.name, block_threads=self.threads,
@@ -104,7 +112,7 @@ class DgradGemmConfig:
                            min_blocks_overrides=implicit_gemm.stage_overrides(self.stages, self.dtype))
 
 
-DIRECT = {dt: DgradDirectConfig(dt) for dt in _grad.DTYPES}
+DIRECT = {dt: DgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
 GEMM_CONFIGS = (
     DgradGemmConfig("float32", 64, 64, 8, 4, 4),
     DgradGemmConfig("float32", 128, 64, 8, 8, 4, main=True),
@@ -117,13 +125,12 @@ GEMM_CONFIGS = (
 )
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
-for _cfg in CONFIGS:
-    register_kernel(_cfg.entry())
+ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 
 
-def _gemm_config(p: Conv2dProblem, sms: int) -> DgradGemmConfig:
-    """The 128-row tile (f32) when C/groups > 32 and it still gives every SM a block (fewer
-    loads per FMA), else 64x64."""
+def choose_config(p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
+    """The GEMM tile for ``p``: the 128-row tile (f32) when C/groups > 32 and it still gives every
+    SM a block (fewer loads per FMA), else 64x64."""
     by_dtype = [c for c in GEMM_CONFIGS if c.dtype == p.dtype]
     big = next((c for c in by_dtype if c.bm == 128), None)
     if (big is not None and p.C_per_group > 32 and big.blocks(p) >= sms
@@ -132,78 +139,36 @@ def _gemm_config(p: Conv2dProblem, sms: int) -> DgradGemmConfig:
     return next(c for c in by_dtype if c.bm == 64)
 
 
-def choose_config(p: Conv2dProblem, sms: int = 132):
-    """The ``auto`` rule for a non-depthwise dgrad: the implicit GEMM (``_gemm_config``) when
-    C/groups >= 8 and its 32-bit index limits hold; else direct. Below 8 input channels per
-    group the GEMM's N dimension fills less than 1/8 of its 64-column tile and direct, which
-    computes only real outputs, does less work (the forward's rule with C and K swapped).
-    """
-    if p.C_per_group >= 8:
-        cfg = _gemm_config(p, sms)
-        if cfg.can_implement(p) is None:
-            return cfg
-    return DIRECT[p.dtype]
-
-
-def resolve(p: Conv2dProblem, variant: str = "auto", sms: int = 132):
-    """The config (or depthwise plan) that runs ``p`` for ``variant``: "auto", "direct",
-    "implicit_gemm", "depthwise" or a config name. ValueError if it cannot run ``p``."""
-    _grad.check_dtype(p.dtype, "the problem's dtype")
-    if variant == "auto":
-        if depthwise_grad.applies(p):
-            plan = depthwise_grad.dgrad_plan(p)
-            if plan is not None:
-                return plan
-        cfg = choose_config(p, sms)
-    elif variant == "direct":
-        cfg = DIRECT[p.dtype]
-    elif variant == "implicit_gemm":
-        cfg = _gemm_config(p, sms)
-    elif variant == "depthwise":
-        if not depthwise_grad.applies(p):
-            raise ValueError(f"variant='depthwise' needs groups == C > 1, got {p.describe()}")
-        plan = depthwise_grad.dgrad_plan(p)
-        if plan is None:
-            raise ValueError(f"variant='depthwise' cannot run {p.describe()}: its smallest tile "
-                             f"exceeds the shared-memory budget")
-        return plan
-    elif variant in CONFIGS_BY_NAME:
-        cfg = CONFIGS_BY_NAME[variant]
-    else:
-        raise ValueError(f"unknown dgrad variant {variant!r}; use one of {VARIANTS} or a config "
-                         f"name: {', '.join(CONFIGS_BY_NAME)}")
-    reason = cfg.can_implement(p)
-    if reason is not None:
-        raise ValueError(f"dgrad kernel {cfg.name} cannot run {p.describe()}: {reason}")
+def resolve_config(config, p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
+    """``config``: None (``choose_config``) or the name of a GEMM config of the problem's dtype."""
+    if config is None:
+        return choose_config(p, sms)
+    cfg = CONFIGS_BY_NAME.get(config) if isinstance(config, str) else config
+    if not isinstance(cfg, DgradGemmConfig) or cfg not in GEMM_CONFIGS:
+        raise ValueError(f"unknown dgrad implicit_gemm config {config!r}; available: "
+                         f"{', '.join(c.name for c in GEMM_CONFIGS)}")
     return cfg
 
 
-def check_arrays(be, p: Conv2dProblem, w, dy, dx):
-    """(w, dy, dx) checked against the forward problem: dtype, C-contiguity, exact shapes
-    (w: the weight, dy: the forward's output, dx: its input), dx overlapping neither."""
-    dt = _grad.check_dtype(p.dtype, "the problem's dtype")
-    w = _grad.check_array(be, w, "weight", p.weight_shape, dt)
-    dy = _grad.check_array(be, dy, "grad_output", p.output_shape, dt)
-    dx = _grad.check_output(be, dx, "grad_input", p.input_shape, dt,
-                            inputs=(("weight", w), ("grad_output", dy)))
-    _common.same_device(be, weight=w, grad_output=dy, grad_input=dx)
-    return w, dy, dx
+def _plan(spec: ConvSpec, algo: str, cfg) -> object:
+    reason = cfg.can_implement(spec.problem)
+    if reason is not None:
+        raise PlanError(f"dgrad kernel {cfg.name} cannot run {spec.problem.describe()}: {reason}")
+    return conv_plan(spec, algo, cfg.launch(spec.problem), description=cfg.name)
 
 
-def launches(p: Conv2dProblem, w, dy, dx, variant: str = "auto", sms: int = 132) -> list[Launch]:
-    """The launches that write dx (no checks on the arrays: see check_arrays)."""
-    return resolve(p, variant, sms).launch(p, w, dy, dx)
+def plan_direct(spec: ConvSpec):
+    return _plan(spec, "direct", DIRECT[spec.dtype])
 
 
-def conv2d_input_launch(be, problem: Conv2dProblem, w, dy, dx, variant: str = "auto") -> str:
-    """dx[...] = ∂L/∂x for the forward ``problem`` given ∂L/∂y = dy; returns the kernel's name.
+def plan_implicit_gemm(spec: ConvSpec):
+    return _plan(spec, "implicit_gemm", resolve_config(spec.option("config"), spec.problem, spec.caps.sms))
 
-    Every element of ``dx`` is written (no need to zero it first). float16 / bfloat16 problems
-    go to the tensor cores (tc_grad; ``variant`` "auto" or "simple").
-    """
-    if problem.dtype in tc_grad.DTYPES:
-        return tc_grad.tc_conv2d_input_launch(be, problem, w, dy, dx, variant)
-    w, dy, dx = check_arrays(be, problem, w, dy, dx)
-    cfg = resolve(problem, variant, _grad.sm_count(be))
-    _grad.run(be, cfg.launch(problem, w, dy, dx))
-    return cfg.name
+
+DIRECT_ALGORITHM = ConvAlgorithm(
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=DGRAD,
+    description="one thread per dx element, gathering the taps that reach it: always correct")
+IMPLICIT_GEMM = ConvAlgorithm(
+    name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config",), operator=DGRAD,
+    description="an implicit GEMM per group and stride phase over the phase's taps only (no inserted zeros)")
+ALGORITHMS = (DIRECT_ALGORITHM, IMPLICIT_GEMM)

@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
+from ..plan import Launch, Output, Plan
 from ..problem import ConvTransposeProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, W, X, i32
-from ._conv_frontend import unbatched
+from ._frontend import FrontEnd, plan_of
 
 FILE = "conv_transpose.cu"
 THREADS = 256
 MIN_BLOCKS_PER_SM = 4
 MAX_BLOCKS = 1 << 16
-INT_MAX = 2 ** 31 - 1
 
 VARIANTS = ("auto", "simple", "phase")
 # (dtype, kernel) -> (label, expression); kernel "simple" or the phase kernel's CO_TILE: 4 and
@@ -41,8 +40,8 @@ VARIANTS = ("auto", "simple", "phase")
 # budget of 4 blocks/SM on sm_90).
 CO_TILES = {"float32": (4, 8), "float64": (4,)}
 KERNELS = {}
-for _dt in _common.FLOAT_DTYPES:
-    _tag, _ct = _common.DTYPE_TAG[_dt], _common.CTYPE[_dt]
+for _dt in CUDA_CORE_DTYPES:
+    _tag, _ct = tag(_dt), ctype(_dt)
     KERNELS[(_dt, "simple")] = (f"conv_transpose2d_{_tag}_simple", f"conv_transpose2d_simple<{_ct}>")
     for _co in CO_TILES[_dt]:
         KERNELS[(_dt, _co)] = (f"conv_transpose2d_{_tag}_phase_co{_co}", f"conv_transpose2d_phase<{_ct}, {_co}>")
@@ -58,9 +57,9 @@ ENTRIES = {expr: register_kernel(KernelEntry(FILE, expr, label, block_threads=TH
 def kernel_limits(p: ConvTransposeProblem) -> str | None:
     """The kernels' 32-bit extents, or None."""
     for name, v in (("H_out", p.H_out), ("W_out", p.W_out), ("C_out", p.C_out)):
-        if v > INT_MAX:
+        if v > INT32_MAX:
             return f"{name}={v} does not fit a 32-bit int"
-    if (p.C_out // p.groups) * p.R * p.S > INT_MAX:
+    if (p.C_out // p.groups) * p.R * p.S > INT32_MAX:
         return (f"C_out/groups·R·S={(p.C_out // p.groups) * p.R * p.S} does not fit the kernels' 32-bit "
                 "per-channel weight offsets")
     return None
@@ -74,7 +73,7 @@ def _phase_blocks(p: ConvTransposeProblem, co_tile: int) -> int:
             * (-(-(hp * wp) // THREADS)))
 
 
-def plan(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]:
+def choose_kernel(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]:
     """(kernel label, expression, grid blocks) for ``p`` (of its dtype)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -83,7 +82,7 @@ def plan(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]
         hp = -(-p.H_out // p.stride_h)
         wp = -(-p.W_out // p.stride_w)
         blocks = _phase_blocks(p, co)
-        if blocks <= INT_MAX and hp * wp <= INT_MAX:
+        if blocks <= INT32_MAX and hp * wp <= INT32_MAX:
             label, expr = KERNELS[(p.dtype, co)]
             return label, expr, blocks
         if variant == "phase":
@@ -94,15 +93,14 @@ def plan(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, str, int]
     return label, expr, _common.grid_1d(total, THREADS, MAX_BLOCKS)
 
 
-_PLANS = PlanCache()
-
-
-def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation, variant) -> Plan:
-    x = _common.as_tensor(x, "input", dtypes=_common.FLOAT_DTYPES, be=be)
+def _plan(be, env, args, extra, misaligned) -> Plan:
+    stride, padding, output_padding, groups, dilation, activation, variant = args
+    x, w, bias, out = env["x"], env["w"], env["bias"], env["out"]
+    x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C_in, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
     dt = np.dtype(x.dtype).name
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=_common.FLOAT_DTYPES, be=be)
+    w = _common.as_tensor(w, "weight", ndim=4, dtypes=CUDA_CORE_DTYPES, be=be)
     if np.dtype(w.dtype).name != dt:
         raise TypeError(f"input and weight must have the same dtype, got {dt} and {np.dtype(w.dtype).name}")
     p = ConvTransposeProblem.from_shapes(x.shape, w.shape, stride, padding, output_padding, groups, dilation, dt)
@@ -114,7 +112,7 @@ def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation
     _common.same_device(be, input=x, weight=w, bias=bias, out=out)
     if out is not None:
         _common.check_out(out, p.output_shape, dt, be)
-    label, expr, grid = plan(p, variant)
+    label, expr, grid = choose_kernel(p, variant)
     launches = [] if p.N == 0 else [Launch(ENTRIES[expr], (grid, 1, 1), (THREADS, 1, 1), (
         X, W, _common.optional_ref(bias is not None, "bias", dt), OUT,
         i32(p.N), i32(p.C_in), i32(p.H), i32(p.W), i32(p.C_out), i32(p.H_out), i32(p.W_out),
@@ -126,22 +124,8 @@ def _plan(be, x, w, bias, out, stride, padding, output_padding, groups, dilation
                 expected=(("x", p.input_shape, dt), ("w", p.weight_shape, dt), ("bias", (p.C_out,), dt)))
 
 
-def _planned(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation, variant):
-    env = {"x": _common.native(be, x, "input"), "w": _common.native(be, w, "weight"),
-           "bias": _common.native(be, bias, "bias"), "out": _common.native(be, out, "out")}
-    key = (be.device_key(), *(be.meta(v) for v in env.values()), stride, padding, output_padding, groups,
-           dilation, activation, variant)
-    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(
-        be, env["x"], env["w"], env["bias"], env["out"], stride, padding, output_padding, groups, dilation,
-        activation, variant))
-    return plan, env
-
-
-def plan_conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                          activation=None, out=None, variant: str = "auto") -> Plan:
-    """The ``Plan`` that ``conv_transpose2d`` with the same arguments runs."""
-    return _planned(current_backend(), x, w, bias, out, stride, padding, output_padding, groups, dilation,
-                    activation, variant)[0]
+_FRONT = FrontEnd("conv_transpose2d", ("x", "w", "bias", "out"), _plan, batched=("x", "out"),
+                  names={"x": "input", "w": "weight"})
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -151,11 +135,8 @@ def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, gro
     ``y = activation(conv_transpose(x, w) + bias)``. ``variant`` ("auto", "simple", "phase")
     forces a kernel, for tests and benchmarks.
     """
-    if getattr(x, "ndim", None) == 3:     # unbatched (C_in, H, W), as PyTorch takes it
-        x, out = unbatched(x, out)
-        return conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, dilation,
-                                activation=activation, out=out, variant=variant)[0]
-    be = current_backend()
-    plan, env = _planned(be, x, w, bias, out, stride, padding, output_padding, groups, dilation, activation,
-                         variant)
-    return _common.run_plan(be, plan, env, (("input", env["x"]), ("weight", env["w"]), ("bias", env["bias"])))
+    return _FRONT({"x": x, "w": w, "bias": bias, "out": out},
+                  (stride, padding, output_padding, groups, dilation, activation, variant))
+
+
+plan_conv_transpose2d = plan_of(conv_transpose2d)

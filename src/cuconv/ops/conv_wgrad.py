@@ -1,36 +1,43 @@
-"""The weight and bias gradients of conv2d, dW and db (kernels/conv_wgrad.cu; depthwise in
-depthwise_grad.py).
+"""The weight and bias gradients of conv2d, dW and db, on CUDA cores (kernels/conv_wgrad.cu): the
+``direct`` and ``implicit_gemm`` algorithms of the ``WGRAD`` pass, and the bias gradient alone.
 
-``dw = conv2d_weight(x, dy)``, ``db = conv2d_bias(dy)`` for the forward ``y = conv2d(x, w) + b``
-described by a ``Conv2dProblem`` (NCHW / KCRS, float32 or float64). Internal entries:
-``conv2d_weight_launch`` (dW, optionally db fused) and ``conv2d_bias_launch`` (db alone).
+``dw = conv2d_weight(x, dy)`` (and ``db``, fused, when the spec's ``has_bias``) for the forward
+``y = conv2d(x, w) + b`` of the spec (NCHW / KCRS, float32 or float64); the public ops are
+``cuconv.grad.conv2d_weight``, ``conv2d_backward`` and ``conv2d_bias`` (ops/conv2d_grad.py),
+``auto``'s rules are ops/heuristics.py's ``WGRAD_RULES``. Depthwise problems have their own
+kernels (ops/depthwise_grad.py), float16/bfloat16 the tensor cores' (ops/tc_grad.py).
 
 Kernels (generated names):
 
-* ``wgrad_direct_{f32,f64}_256`` — one thread per dW element; always correct, deterministic.
-* ``wgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — split-K implicit GEMM (M = K/groups,
+* ``conv_wgrad_direct_{f32,f64}_256`` — one thread per dW element; always correct, deterministic.
+* ``conv_wgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — split-K implicit GEMM (M = K/groups,
   N = Cg·R·S, reduction N·P·Q), deterministic: split partials go to a bounded workspace and
-  ``wgrad_splitk_reduce_*`` sums them in split order (bit-identical across runs).
-* ``wgrad_implicit_gemm_atomic_*`` — ``deterministic=False``: the splits atomicAdd into dW
-  (zeroed first by ``wgrad_zero_*``); no workspace, low bits vary from run to run.
-* ``conv_bias_grad_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction).
-* depthwise problems (groups == C) go to ``depthwise_grad.wgrad_plan`` under ``auto``.
+  ``conv_wgrad_splitk_reduce_*`` sums them in split order (bit-identical across runs).
+* ``conv_wgrad_implicit_gemm_atomic_*`` — ``deterministic=False``: the splits atomicAdd into dW
+  (zeroed first by ``conv_wgrad_zero_*``); no workspace, low bits vary from run to run.
+* ``conv_wgrad_implicit_gemm{,_atomic}_{f32_128x128,f64_64x64}x8_8x8_s4`` — the same split-K
+  GEMMs with their gathers issued as cp.async into a 4-stage pipeline (kernels/regtile.cuh,
+  docs/main_loops.md).
+* ``conv_wgrad_bias_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction).
 
-The split count is ``choose_splits`` (documented there). A ``WgradPlan`` holds the config,
-split count, chunk and whether db is fused; ``plan.launch(...)`` is the one function computing
-grids, blocks and arguments, ``check_arrays`` the one checking the arrays.
+The split count is ``choose_splits`` (documented there; the ``splits=`` option overrides it, the
+``config=`` option names the GEMM tile). A ``WgradSchedule`` holds the config, split count,
+chunk and whether db is fused; its ``launches(p)`` is the one function computing grids, blocks
+and arguments. ``wgrad_plan`` turns a schedule (this module's or depthwise_grad's) into the
+pass's Plan.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
-from ..registry import KernelEntry, register_kernel
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
+from ..plan import Launch, Plan, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
-from . import _common, _grad, depthwise_grad, implicit_gemm, tc_grad
-from ._grad import INT_MAX, Launch
+from ..registry import KernelEntry, register_kernel
+from . import _common, implicit_gemm
+from ._algorithm import WGRAD, ConvAlgorithm, ConvSpec, conv_plan
+from ._grad import DB, DW, DY, X, DirectConfig, split_chunk
 
 FILE = "conv_wgrad.cu"
 DIRECT_MAX_BLOCKS = 1 << 16
@@ -40,12 +47,14 @@ DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
 TARGET_BLOCKS_PER_SM = 2          # the occupancy the GEMM configs promise
 MIN_STEPS_PER_SPLIT = 16          # BK-steps per split: below this the partial write dominates
 MAX_SPLITS = 65535                # gridDim.y
-VARIANTS = ("auto", "direct", "implicit_gemm", "depthwise")
+# The split reduction and the zero fill (shared with depthwise_grad: the same [splits][n] layout).
+REDUCE_THREADS = 256
+REDUCE_MAX_BLOCKS = 1 << 16
 
 
 @dataclass(frozen=True)
-class WgradDirectConfig(_grad.DirectConfig):
-    """wgrad_direct<T, BLOCK>: one thread per dW element (launched by WgradPlan.launch)."""
+class WgradDirectConfig(DirectConfig):
+    """wgrad_direct<T, BLOCK>: one thread per dW element (launched by WgradSchedule.launches)."""
     KIND: ClassVar[str] = "wgrad"
     FILE: ClassVar[str] = FILE
 
@@ -71,13 +80,13 @@ class WgradGemmConfig:
 
     @property
     def name(self) -> str:
-        kind = "wgrad_implicit_gemm_atomic" if self.atomic else "wgrad_implicit_gemm"
-        tile = f"{_grad.tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
-        return f"conv_{kind}_{tile}_s{self.stages}" if self.stages else f"{kind}_{tile}"
+        kind = "conv_wgrad_implicit_gemm_atomic" if self.atomic else "conv_wgrad_implicit_gemm"
+        return (f"{kind}_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+                + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
-        return (f"wgrad_implicit_gemm<{_grad.ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
+        return (f"wgrad_implicit_gemm<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
                 f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}"
                 + (f", {self.stages}>" if self.stages else ">"))
 
@@ -90,11 +99,11 @@ class WgradGemmConfig:
         if p.dtype != self.dtype:
             return f"{self.name} takes {self.dtype}, got {p.dtype}"
         crs = p.C_per_group * p.R * p.S
-        if crs > INT_MAX - self.bn:
+        if crs > INT32_MAX - self.bn:
             return f"Cg·R·S = {crs} is too large for 32-bit column indices"
-        if p.K > INT_MAX - self.bm or p.P * p.Q > INT_MAX or p.H * p.W > INT_MAX:
+        if p.K > INT32_MAX - self.bm or p.P * p.Q > INT32_MAX or p.H * p.W > INT32_MAX:
             return "K, P·Q or H·W does not fit a 32-bit int"
-        if self.tiles(p) > INT_MAX:
+        if self.tiles(p) > INT32_MAX:
             return f"needs {self.tiles(p)} blocks per split, more than a 1-D grid holds"
         return None
 
@@ -104,15 +113,7 @@ class WgradGemmConfig:
                            min_blocks_overrides=implicit_gemm.stage_overrides(self.stages, self.dtype))
 
 
-def bias_name(dtype: str) -> str:
-    return f"conv_bias_grad_{_grad.tag(dtype)}_{BIAS_THREADS}"
-
-
-def bias_expression(dtype: str) -> str:
-    return f"conv_bias_grad<{_grad.ctype(dtype)}, {BIAS_THREADS}>"
-
-
-DIRECT = {dt: WgradDirectConfig(dt) for dt in _grad.DTYPES}
+DIRECT = {dt: WgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
 # (dtype, BM, BN, BK, TM, TN, blocks per SM, main); double: one block (8 warps) per SM — with
 # 128 registers (two blocks) the tile spills on sm_100.
 # _TILES_ASYNC: the cp.async pipeline with 8x8 thread tiles (~150-160 registers for f32: one
@@ -125,11 +126,43 @@ GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=
                      for dt, bm, bn, bk, tm, tn, minb, main, stages in (*(t + (0,) for t in _TILES), *_TILES_ASYNC))
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
-for _cfg in CONFIGS:
-    register_kernel(_cfg.entry())
-for _dt in _grad.DTYPES:
-    register_kernel(KernelEntry(FILE, bias_expression(_dt), bias_name(_dt), block_threads=BIAS_THREADS,
-                                min_blocks_per_sm=4))
+ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
+# The parameterless kernels, per dtype: db alone, the split reduction, the zero fill.
+BIAS_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"conv_bias_grad<{ctype(dt)}, {BIAS_THREADS}>",
+                                                f"conv_wgrad_bias_{tag(dt)}_{BIAS_THREADS}",
+                                                block_threads=BIAS_THREADS, min_blocks_per_sm=4))
+                for dt in CUDA_CORE_DTYPES}
+REDUCE_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"wgrad_splitk_reduce<{ctype(dt)}>",
+                                                  f"conv_wgrad_splitk_reduce_{tag(dt)}", block_threads=REDUCE_THREADS,
+                                                  min_blocks_per_sm=4))
+                  for dt in CUDA_CORE_DTYPES}
+ZERO_ENTRIES = {dt: register_kernel(KernelEntry(FILE, f"wgrad_zero<{ctype(dt)}>", f"conv_wgrad_zero_{tag(dt)}",
+                                                block_threads=REDUCE_THREADS, min_blocks_per_sm=4))
+                for dt in CUDA_CORE_DTYPES}
+
+
+# --------------------------------------------------------------------------- the shared launches
+def splitk_reduce_launch(dtype: str, ws_w, ws_b, splits: int, n_w: int, n_b: int, dw, db) -> Launch:
+    """dw[i] = Σ_z ws_w[z·n_w + i] and db[i] = Σ_z ws_b[z·n_b + i], z in order (n_b = 0: no db;
+    ws_b and db are then any placeholder slot)."""
+    grid = _common.grid_1d(n_w + n_b, REDUCE_THREADS, REDUCE_MAX_BLOCKS)
+    return Launch(REDUCE_ENTRIES[dtype], (grid, 1, 1), (REDUCE_THREADS, 1, 1),
+                  (ws_w, ws_b, _common.i32(splits), _common.i64(n_w), _common.i64(n_b), dw, db))
+
+
+def zero_launch(dtype: str, a, n_a: int, b, n_b: int) -> Launch:
+    """a[:n_a] = 0 and b[:n_b] = 0 (the atomic variant accumulates into zeroed outputs)."""
+    grid = _common.grid_1d(n_a + n_b, REDUCE_THREADS, REDUCE_MAX_BLOCKS)
+    return Launch(ZERO_ENTRIES[dtype], (grid, 1, 1), (REDUCE_THREADS, 1, 1),
+                  (a, _common.i64(n_a), b, _common.i64(n_b)))
+
+
+def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
+    """db[k] = Σ_{n,p,q} dy[n, k, p, q] over N images of P·Q outputs: one block per channel
+    (deterministic)."""
+    i32 = _common.i32
+    return Launch(BIAS_ENTRIES[dtype], (K, 1, 1), (BIAS_THREADS, 1, 1),
+                  (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q")))
 
 
 # --------------------------------------------------------------------------- choices
@@ -164,7 +197,7 @@ def choose_splits(p: Conv2dProblem, cfg: WgradGemmConfig, sms: int = 132,
     return max(1, splits)
 
 
-def _gemm_config(p: Conv2dProblem, atomic: bool, sms: int) -> WgradGemmConfig:
+def choose_config(p: Conv2dProblem, atomic: bool = False, sms: int = 132) -> WgradGemmConfig:
     """128x64 (f32) when K/groups > 64 and its tiles alone give every SM a block; else 64x64."""
     cands = [c for c in GEMM_CONFIGS if c.dtype == p.dtype and c.atomic == atomic]
     big = next((c for c in cands if c.bm == 128), None)
@@ -173,8 +206,24 @@ def _gemm_config(p: Conv2dProblem, atomic: bool, sms: int) -> WgradGemmConfig:
     return next(c for c in cands if c.bm == 64)
 
 
+def resolve_config(config, p: Conv2dProblem, deterministic: bool, sms: int = 132) -> WgradGemmConfig:
+    """``config``: None (``choose_config``, atomic when not ``deterministic``) or the name of a
+    GEMM config of the problem's dtype (an atomic one only with ``deterministic=False``)."""
+    if config is None:
+        return choose_config(p, not deterministic, sms)
+    cfg = CONFIGS_BY_NAME.get(config) if isinstance(config, str) else config
+    if not isinstance(cfg, WgradGemmConfig) or cfg not in GEMM_CONFIGS:
+        raise ValueError(f"unknown wgrad implicit_gemm config {config!r}; available: "
+                         f"{', '.join(c.name for c in GEMM_CONFIGS)}")
+    if cfg.atomic and deterministic:
+        raise ValueError(f"config {cfg.name} accumulates with atomicAdd (not deterministic); pass "
+                         f"deterministic=False to use it")
+    return cfg
+
+
 @dataclass(frozen=True)
-class WgradPlan:
+class WgradSchedule:
+    """How a wgrad kernel runs a problem: the config, the split count and chunk, db fused or not."""
     config: WgradDirectConfig | WgradGemmConfig
     splits: int = 1
     chunk: int = 0
@@ -195,157 +244,95 @@ class WgradPlan:
             return 0, 0
         return self.splits * p.K * p.C_per_group * p.R * p.S, self.splits * p.K if self.bias else 0
 
-    def workspace_bytes(self, p: Conv2dProblem) -> int:
-        return sum(self.workspace_elems(p)) * p.itemsize
-
-    def launch(self, p: Conv2dProblem, x, dy, dw, db, ws_w=None, ws_b=None, placeholder=None) -> list[Launch]:
-        """The launches writing dw (and db when self.bias); ws_w / ws_b sized by
-        workspace_elems; ``placeholder``: a 1-element array of the dtype for absent pointers."""
+    def launches(self, p: Conv2dProblem) -> list[Launch]:
+        """The launches writing dw (and db when self.bias), the partials in the workspace
+        buffers ``ws_w`` / ``ws_b`` (sized by workspace_elems)."""
         cfg = self.config
         n_w, n_b = p.K * p.C_per_group * p.R * p.S, p.K
         geom = _common.conv_geometry_args(p)
+        absent = Ref.absent(p.dtype)
+        db = DB if self.bias else absent
         if isinstance(cfg, WgradDirectConfig):
             grid = _common.grid_1d(n_w, cfg.block, DIRECT_MAX_BLOCKS)
-            lns = [Launch(FILE, cfg.expression, (grid, 1, 1), (cfg.block, 1, 1), (x, dy, dw, *geom))]
+            lns = [Launch(ENTRIES[cfg], (grid, 1, 1), (cfg.block, 1, 1), (X, DY, DW, *geom))]
             if self.bias:
-                lns.append(bias_launch(p, dy, db))
+                lns.append(bias_launch(p.dtype, p.N, p.K, p.P * p.Q))
             return lns
-        db_or_ph = db if self.bias else placeholder
         grid = (cfg.tiles(p), self.splits, 1)
         block = (cfg.threads, 1, 1)
-        tail = (np.int32(self.bias), *geom, np.int64(self.chunk))
+        tail = (_common.i32(self.bias), *geom, _common.i64(self.chunk))
+        i64 = _common.i64
         if cfg.atomic:
-            return [_grad.zero_launch(p.dtype, dw, n_w, db_or_ph, n_b if self.bias else 0),
-                    Launch(FILE, cfg.expression, grid, block,
-                           (x, dy, dw, np.int64(0), db_or_ph, np.int64(0), *tail))]
+            return [zero_launch(p.dtype, DW, n_w, db, n_b if self.bias else 0),
+                    Launch(ENTRIES[cfg], grid, block, (X, DY, DW, i64(0), db, i64(0), *tail))]
         if self.splits == 1:
-            return [Launch(FILE, cfg.expression, grid, block,
-                           (x, dy, dw, np.int64(n_w), db_or_ph, np.int64(n_b), *tail))]
-        wsb = ws_b if self.bias else placeholder
-        return [Launch(FILE, cfg.expression, grid, block,
-                       (x, dy, ws_w, np.int64(n_w), wsb, np.int64(n_b), *tail)),
-                _grad.splitk_reduce_launch(p.dtype, ws_w, wsb, self.splits, n_w,
-                                           n_b if self.bias else 0, dw, db_or_ph)]
+            return [Launch(ENTRIES[cfg], grid, block, (X, DY, DW, i64(n_w), db, i64(n_b), *tail))]
+        ws_b = Ref("ws_b") if self.bias else absent
+        return [Launch(ENTRIES[cfg], grid, block, (X, DY, Ref("ws_w"), i64(n_w), ws_b, i64(n_b), *tail)),
+                splitk_reduce_launch(p.dtype, Ref("ws_w"), ws_b, self.splits, n_w, n_b if self.bias else 0, DW, db)]
 
 
-def bias_only_launch(dtype: str, N: int, K: int, PQ: int, dy, db) -> Launch:
-    """db[k] = Σ_{n,p,q} dy[n, k, p, q] over N images of P·Q outputs: one block per channel
-    (deterministic)."""
-    return Launch(FILE, bias_expression(dtype), (K, 1, 1), (BIAS_THREADS, 1, 1),
-                  (dy, db, np.int32(N), np.int32(K), np.int32(PQ)))
-
-
-def bias_launch(p: Conv2dProblem, dy, db) -> Launch:
-    """db for the forward problem ``p``."""
-    return bias_only_launch(p.dtype, p.N, p.K, p.P * p.Q, dy, db)
-
-
-def plan(p: Conv2dProblem, variant: str = "auto", *, deterministic: bool = True, bias: bool = False,
-         max_workspace_bytes: int | None = None, sms: int = 132, splits: int | None = None):
-    """The WgradPlan (or depthwise plan) for ``p``. ``variant``: "auto", "direct",
-    "implicit_gemm", "depthwise" or a config name; ``splits`` overrides choose_splits (tests).
-    ValueError when the chosen kernel cannot run ``p``.
-
-    ``auto``: depthwise problems to depthwise_grad (deterministic whatever ``deterministic``
-    says: False only permits atomics); otherwise the split-K GEMM (_gemm_config, atomic when
-    ``deterministic=False``) unless its 32-bit limits fail, then direct.
-    """
-    _grad.check_dtype(p.dtype, "the problem's dtype")
-    if variant in ("auto", "depthwise") and depthwise_grad.applies(p):
-        dwp = depthwise_grad.wgrad_plan(p, sms, max_workspace_bytes if max_workspace_bytes is not None
-                                        else DEFAULT_MAX_WORKSPACE_BYTES, bias, splits)
-        if dwp is not None:
-            return dwp
-    if variant == "depthwise":
-        raise ValueError(f"variant='depthwise' cannot run {p.describe()}: needs groups == C > 1 "
-                         f"and 32-bit sizes")
-    if variant == "direct":
-        cfg = DIRECT[p.dtype]
-    elif variant in ("auto", "implicit_gemm"):
-        cfg = _gemm_config(p, not deterministic, sms)
-        if variant == "auto" and cfg.can_implement(p) is not None:
-            if not deterministic:
-                raise ValueError(f"deterministic=False needs the atomic GEMM, which cannot run "
-                                 f"{p.describe()}: {cfg.can_implement(p)}")
-            cfg = DIRECT[p.dtype]
-    elif variant in CONFIGS_BY_NAME:
-        cfg = CONFIGS_BY_NAME[variant]
-    else:
-        raise ValueError(f"unknown wgrad variant {variant!r}; use one of {VARIANTS} or a config "
-                         f"name: {', '.join(CONFIGS_BY_NAME)}")
-    if getattr(cfg, "atomic", False) and deterministic:
-        raise ValueError(f"config {cfg.name} accumulates with atomicAdd (not deterministic); pass "
-                         f"deterministic=False to use it")
+def schedule(p: Conv2dProblem, cfg, *, bias: bool = False, max_workspace_bytes: int | None = None,
+             sms: int = 132, splits: int | None = None) -> WgradSchedule:
+    """The schedule of ``cfg`` (a config of this module) on ``p``: the split count of
+    ``choose_splits`` unless ``splits`` is given. PlanError when ``cfg`` cannot run ``p``."""
     reason = cfg.can_implement(p)
     if reason is not None:
-        raise ValueError(f"wgrad kernel {cfg.name} cannot run {p.describe()}: {reason}")
+        raise PlanError(f"wgrad kernel {cfg.name} cannot run {p.describe()}: {reason}")
     if isinstance(cfg, WgradDirectConfig):
-        return WgradPlan(cfg, 1, 0, bias)
+        return WgradSchedule(cfg, 1, 0, bias)
     n = choose_splits(p, cfg, sms, max_workspace_bytes, bias) if splits is None else splits
     if not 1 <= n <= MAX_SPLITS:
         raise ValueError(f"splits must be in 1..{MAX_SPLITS}, got {n}")
-    n, chunk = _grad.split_chunk(p.N * p.P * p.Q, n, cfg.bk)
-    if chunk // cfg.bk > INT_MAX:
-        raise ValueError(f"wgrad: {chunk} reduction indices per split is more steps than the kernel's "
-                         f"32-bit step counter holds; allow more splits (max_workspace_bytes)")
-    return WgradPlan(cfg, n, chunk, bias)
+    n, chunk = split_chunk(p.N * p.P * p.Q, n, cfg.bk)
+    if chunk // cfg.bk > INT32_MAX:
+        raise PlanError(f"wgrad: {chunk} reduction indices per split is more steps than the kernel's "
+                        f"32-bit step counter holds; allow more splits (max_workspace_bytes)")
+    return WgradSchedule(cfg, n, chunk, bias)
 
 
-# --------------------------------------------------------------------------- checks and entries
-def check_arrays(be, p: Conv2dProblem, x, dy, dw, db):
-    """(x, dy, dw, db) against the forward problem: dtypes, C-contiguity, exact shapes (x: the
-    input, dy: the output, dw: the weight, db: (K,) or None), outputs overlapping no input."""
-    dt = _grad.check_dtype(p.dtype, "the problem's dtype")
-    x = _grad.check_array(be, x, "input", p.input_shape, dt)
-    dy = _grad.check_array(be, dy, "grad_output", p.output_shape, dt)
-    dw = _grad.check_output(be, dw, "grad_weight", p.weight_shape, dt,
-                            inputs=(("input", x), ("grad_output", dy)))
-    if db is not None:
-        db = _grad.check_output(be, db, "grad_bias", (p.K,), dt,
-                                inputs=(("input", x), ("grad_output", dy), ("grad_weight", dw)))
-    _common.same_device(be, input=x, grad_output=dy, grad_weight=dw, grad_bias=db)
-    return x, dy, dw, db
+# --------------------------------------------------------------------------- plans
+def zeros_plan(spec: ConvSpec, algo: str) -> Plan:
+    """N = 0: the gradients are sums over nothing, zeros (float32/float64)."""
+    p, dt = spec.problem, spec.dtype
+    n_w = p.K * p.C_per_group * p.R * p.S
+    zero = zero_launch(dt, DW, n_w, DB if spec.has_bias else Ref.absent(dt), p.K if spec.has_bias else 0)
+    return conv_plan(spec, algo, [zero], description="N = 0: zeros")
 
 
-def conv2d_weight_launch(be, problem: Conv2dProblem, x, dy, dw, db=None, variant: str = "auto",
-                         deterministic: bool = True, max_workspace_bytes: int | None = None,
-                         splits: int | None = None):
-    """dw = ∂L/∂w (and db = ∂L/∂b when given) for the forward ``problem`` given dy = ∂L/∂y.
-
-    Every element of dw and db is written. ``deterministic=False`` permits the atomicAdd GEMM
-    (no workspace; results vary in the last bits between runs). Allocates the split-K workspace
-    (bounded by ``max_workspace_bytes``) from the backend's pool. Returns the plan (for float16 /
-    bfloat16, which go to the tensor cores — tc_grad, ``variant`` "auto" or "simple" — the split
-    count).
-    """
-    if problem.dtype in tc_grad.DTYPES:
-        if not deterministic:
-            raise ValueError("the tensor-core wgrad has no atomic variant; it is always deterministic")
-        return tc_grad.tc_conv2d_weight_launch(be, problem, x, dy, dw, db, splits, max_workspace_bytes,
-                                               variant)
-    x, dy, dw, db = check_arrays(be, problem, x, dy, dw, db)
-    pl = plan(problem, variant, deterministic=deterministic, bias=db is not None,
-              max_workspace_bytes=max_workspace_bytes, sms=_grad.sm_count(be), splits=splits)
-    n_w, n_b = pl.workspace_elems(problem)
-    ws = be.empty((n_w + n_b,), problem.dtype) if n_w + n_b else None
-    ws_w = ws[:n_w] if ws is not None else None
-    ws_b = ws[n_w:] if ws is not None and n_b else None
-    _grad.run(be, pl.launch(problem, x, dy, dw, db, ws_w, ws_b, be.placeholder(problem.dtype)))
-    return pl
+def wgrad_plan(spec: ConvSpec, algo: str, sched) -> Plan:
+    """The Plan of a wgrad schedule (this module's or depthwise_grad's): its launches, its
+    split partials' workspace."""
+    p, dt = spec.problem, spec.dtype
+    n_w, n_b = sched.workspace_elems(p)
+    parts = tuple(part for part in (("ws_w", dt, n_w), ("ws_b", dt, n_b)) if part[2])
+    how = "deterministic" if sched.deterministic else "atomicAdd (not deterministic)"
+    return conv_plan(spec, algo, sched.launches(p), workspace=layout_buffers(*parts) if parts else (),
+                     description=f"{sched.name}, {sched.splits} split(s), {how}")
 
 
-def check_bias_arrays(be, p: Conv2dProblem, dy, db):
-    dt = _grad.check_dtype(p.dtype, "the problem's dtype")
-    dy = _grad.check_array(be, dy, "grad_output", p.output_shape, dt)
-    db = _grad.check_output(be, db, "grad_bias", (p.K,), dt, inputs=(("grad_output", dy),))
-    _common.same_device(be, grad_output=dy, grad_bias=db)
-    return dy, db
+def plan_direct(spec: ConvSpec) -> Plan:
+    if spec.problem.N == 0:
+        return zeros_plan(spec, "direct")
+    return wgrad_plan(spec, "direct", schedule(spec.problem, DIRECT[spec.dtype], bias=spec.has_bias))
 
 
-def conv2d_bias_launch(be, problem: Conv2dProblem, dy, db) -> str:
-    """db[k] = Σ_{n,p,q} dy[n, k, p, q] (deterministic); returns the kernel's name."""
-    dy, db = check_bias_arrays(be, problem, dy, db)
-    if problem.K > INT_MAX or problem.N > INT_MAX or problem.P * problem.Q > INT_MAX:
-        raise ValueError(f"conv2d_bias: N, K and P·Q must fit 32-bit ints, got {problem.describe()}")
-    _grad.run(be, [bias_launch(problem, dy, db)])
-    return bias_name(problem.dtype)
+def plan_implicit_gemm(spec: ConvSpec) -> Plan:
+    if spec.problem.N == 0:
+        return zeros_plan(spec, "implicit_gemm")
+    cfg = resolve_config(spec.option("config"), spec.problem, spec.deterministic, spec.caps.sms)
+    sched = schedule(spec.problem, cfg, bias=spec.has_bias, max_workspace_bytes=spec.max_workspace_bytes,
+                     sms=spec.caps.sms, splits=spec.option("splits"))
+    return wgrad_plan(spec, "implicit_gemm", sched)
+
+
+DIRECT_ALGORITHM = ConvAlgorithm(
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=WGRAD, crops=True,
+    description="one thread per dW element (db by its own reduction): always correct, deterministic")
+IMPLICIT_GEMM = ConvAlgorithm(
+    name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config", "splits"),
+    operator=WGRAD, crops=True,
+    description="split-K implicit GEMM, db fused; partials reduced in split order (deterministic=False: "
+                "atomicAdd, no workspace)")
+ALGORITHMS = (DIRECT_ALGORITHM, IMPLICIT_GEMM)
+

@@ -27,21 +27,21 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ..backend import current_backend
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import CTYPE, DTYPE_TAG, FLOAT_DTYPES, OUT, W, X, i32
+from ._common import OUT, W, X, i32
 from ._conv_frontend import ConvFrontEnd
+from ._frontend import plan_of
 
 FILE = "depthwise.cu"
 THREADS = 256
 MIN_BLOCKS_PER_SM = 4
 SMEM_LIMIT_BYTES = 15 * 1024
 MAX_BLOCKS_DIRECT = 1 << 16          # the direct kernel's grid-stride loop covers the rest
-INT_MAX = 2 ** 31 - 1
 # Blocks the planner aims for at least (two per SM on a 132-SM H100) before it grows tiles.
 TARGET_BLOCKS = 264
 
@@ -60,15 +60,15 @@ class DepthwiseConfig:
 
     @property
     def name(self) -> str:
-        tag = DTYPE_TAG[self.dtype] + ("_nhwc" if self.layout == "NHWC" else "")
+        short = tag(self.dtype) + ("_nhwc" if self.layout == "NHWC" else "")
         if self.ks == 0:
-            return f"depthwise_{tag}_generic"
-        return f"depthwise_{tag}_k{self.ks}_s{self.stride}_v{self.rows}"
+            return f"depthwise_{short}_generic"
+        return f"depthwise_{short}_k{self.ks}_s{self.stride}_v{self.rows}"
 
     @property
     def expression(self) -> str:
         kernel = "depthwise_nhwc" if self.layout == "NHWC" else "depthwise_tiled"
-        return f"{kernel}<{CTYPE[self.dtype]}, {self.ks}, {self.stride}, {self.rows}>"
+        return f"{kernel}<{ctype(self.dtype)}, {self.ks}, {self.stride}, {self.rows}>"
 
     def matches(self, p: Conv2dProblem) -> str | None:
         """None if this specialized config's compile-time constants fit ``p``, else why not."""
@@ -97,21 +97,22 @@ _SPECIALIZED = {"float32": ((3, 1, 4), (3, 2, 4), (5, 1, 3), (5, 2, 2), (7, 1, 2
 # ~2x the registers, so float64 takes V = 2 there (V = 4 spills on sm_90 for 5x5 stride 2).
 _NHWC = {"float32": ((3, 1, 4), (3, 2, 4), (5, 1, 4), (5, 2, 4)),
          "float64": ((3, 1, 4), (3, 2, 2), (5, 1, 2), (5, 2, 2))}
-GENERICS = {dt: DepthwiseConfig(dtype=dt) for dt in FLOAT_DTYPES}
-SPECIALIZEDS = {dt: tuple(DepthwiseConfig(ks, st, v, dt) for ks, st, v in _SPECIALIZED[dt]) for dt in FLOAT_DTYPES}
-NHWC_CONFIGS = {dt: tuple(DepthwiseConfig(ks, st, v, dt, "NHWC") for ks, st, v in _NHWC[dt]) for dt in FLOAT_DTYPES}
+GENERICS = {dt: DepthwiseConfig(dtype=dt) for dt in CUDA_CORE_DTYPES}
+SPECIALIZEDS = {dt: tuple(DepthwiseConfig(ks, st, v, dt) for ks, st, v in _SPECIALIZED[dt]) for dt in CUDA_CORE_DTYPES}
+NHWC_CONFIGS = {dt: tuple(DepthwiseConfig(ks, st, v, dt, "NHWC") for ks, st, v in _NHWC[dt]) for dt in CUDA_CORE_DTYPES}
 GENERIC, SPECIALIZED = GENERICS["float32"], SPECIALIZEDS["float32"]
 
 
 def _direct_name(dtype: str, layout: str) -> str:
-    return f"depthwise_{DTYPE_TAG[dtype]}{'_nhwc' if layout == 'NHWC' else ''}_direct"
+    return f"depthwise_{tag(dtype)}{'_nhwc' if layout == 'NHWC' else ''}_direct"
 
 
 ENTRIES = {cfg: register_kernel(cfg.entry())
-           for dt in FLOAT_DTYPES for cfg in (GENERICS[dt], *SPECIALIZEDS[dt], *NHWC_CONFIGS[dt])}
+           for dt in CUDA_CORE_DTYPES for cfg in (GENERICS[dt], *SPECIALIZEDS[dt], *NHWC_CONFIGS[dt])}
 DIRECT_ENTRIES = {(dt, layout): register_kernel(KernelEntry(
-    FILE, f"depthwise_direct<{CTYPE[dt]}, {str(layout == 'NHWC').lower()}>", _direct_name(dt, layout),
-    block_threads=THREADS, min_blocks_per_sm=MIN_BLOCKS_PER_SM)) for dt in FLOAT_DTYPES for layout in ("NCHW", "NHWC")}
+    FILE, f"depthwise_direct<{ctype(dt)}, {str(layout == 'NHWC').lower()}>", _direct_name(dt, layout),
+    block_threads=THREADS, min_blocks_per_sm=MIN_BLOCKS_PER_SM))
+    for dt in CUDA_CORE_DTYPES for layout in ("NCHW", "NHWC")}
 DIRECT_ENTRY = DIRECT_ENTRIES[("float32", "NCHW")]
 DIRECT_NAME = DIRECT_ENTRY.label
 
@@ -168,27 +169,27 @@ def plan_tile(p: Conv2dProblem, rows: int, smem_limit: int = SMEM_LIMIT_BYTES) -
         while tc < p.C and (tc + 1) * per_plane <= target and fits(tc + 1, tp, tq):
             tc += 1
     blocks = p.N * (-(-p.C // tc)) * (-(-p.P // tp)) * (-(-p.Q // tq))
-    if blocks > INT_MAX:
+    if blocks > INT32_MAX:
         return None
     return DepthwiseTile(tc, tp, tq, _smem_floats(p, rows, tc, tp, tq) * p.itemsize, blocks)
 
 
-def _int32_reason(p: Conv2dProblem) -> str | None:
+def int32_reason(p: Conv2dProblem) -> str | None:
     for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
-        if getattr(p, name) > INT_MAX:
+        if getattr(p, name) > INT32_MAX:
             return f"{name}={getattr(p, name)} does not fit a 32-bit int"
-    if p.K * p.R * p.S > INT_MAX:
+    if p.K * p.R * p.S > INT32_MAX:
         return f"K·R·S={p.K * p.R * p.S} does not fit a 32-bit int"
     return None
 
 
 def can_implement(p: Conv2dProblem) -> str | None:
-    if p.dtype not in FLOAT_DTYPES:
-        return f"depthwise takes {' or '.join(FLOAT_DTYPES)}, got {p.dtype}"
+    if p.dtype not in CUDA_CORE_DTYPES:
+        return f"depthwise takes {' or '.join(CUDA_CORE_DTYPES)}, got {p.dtype}"
     if p.groups != p.C:
         return (f"depthwise needs groups == C (one filter group per input channel), got "
                 f"groups={p.groups}, C={p.C}")
-    return _int32_reason(p)
+    return int32_reason(p)
 
 
 @dataclass(frozen=True)
@@ -295,8 +296,9 @@ def conv_plan_depthwise(spec: ConvSpec):
 
 ALGORITHM = ConvAlgorithm(
     name="depthwise",
+    crops=True,
     plan=conv_plan_depthwise,
-    dtypes=FLOAT_DTYPES,
+    dtypes=CUDA_CORE_DTYPES,
     layouts=("NCHW", "NHWC"),
     options=("variant",),
     description="groups == C (channel multiplier M): shared-memory tiles with halo, 3/5/7 "
@@ -304,7 +306,7 @@ ALGORITHM = ConvAlgorithm(
 )
 
 
-_FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec))
+_FRONT = ConvFrontEnd(lambda spec, algo: ALGORITHM.plan_or_raise(spec), "depthwise_conv2d")
 
 
 def _depthwise_args(x, w, variant: str, layout: str = "NCHW") -> int:
@@ -324,14 +326,6 @@ def _depthwise_args(x, w, variant: str, layout: str = "NCHW") -> int:
     return C
 
 
-def plan_depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
-                          residual=None, variant: str = "auto", layout: str = "NCHW"):
-    """The ``Plan`` that ``depthwise_conv2d`` with the same arguments runs."""
-    C = _depthwise_args(x, w, variant, layout)
-    return _FRONT.plan(current_backend(), x, w, bias, residual, None, stride, padding, dilation, C, "depthwise",
-                       activation, None, layout, None, {"variant": variant}, arrays_required=False)[0]
-
-
 def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activation=None,
                      residual=None, out=None, variant: str = "auto", layout: str = "NCHW"):
     """Depthwise 2-D convolution (``conv2d`` with ``groups = C``), NCHW or NHWC, float32 or
@@ -343,5 +337,8 @@ def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, *, activa
     "specialized", "generic", "direct") forces a kernel, for tests and benchmarks.
     """
     C = _depthwise_args(x, w, variant, layout)
-    return _FRONT(x, w, bias, stride, padding, dilation, C, "depthwise", activation, residual, out, None,
-                  layout, None, {"variant": variant})
+    return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out},
+                  (stride, padding, dilation, C, "depthwise", activation, None, layout, None), {"variant": variant})
+
+
+plan_depthwise_conv2d = plan_of(depthwise_conv2d)

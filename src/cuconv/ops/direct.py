@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import CTYPE, DTYPE_TAG, FLOAT_DTYPES, OUT, W, X, i32
+from ._common import OUT, W, X, i32
 
 FILE = "direct.cu"
 
@@ -32,18 +33,18 @@ class DirectConfig:
     @property
     def name(self) -> str:
         nhwc = "_nhwc" if self.layout == "NHWC" else ""
-        return f"direct_{DTYPE_TAG[self.dtype]}{nhwc}_{self.block}"
+        return f"direct_{tag(self.dtype)}{nhwc}_{self.block}"
 
     @property
     def expression(self) -> str:
-        return f"direct_conv2d<{CTYPE[self.dtype]}, {str(self.layout == 'NHWC').lower()}, {self.block}>"
+        return f"direct_conv2d<{ctype(self.dtype)}, {str(self.layout == 'NHWC').lower()}, {self.block}>"
 
     def can_implement(self, problem: Conv2dProblem) -> str | None:
         if problem.dtype != self.dtype:
             return f"{self.name} takes {self.dtype}, got {problem.dtype}"
         # Per-tensor extents are passed as int (each dimension); element offsets are 64-bit.
         for name in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
-            if getattr(problem, name) >= 2 ** 31:
+            if getattr(problem, name) > INT32_MAX:
                 return f"{name}={getattr(problem, name)} does not fit a 32-bit int"
         return None
 
@@ -53,7 +54,7 @@ class DirectConfig:
                            min_blocks_per_sm=2)
 
 
-CONFIGS = {(dt, layout): DirectConfig(dtype=dt, layout=layout) for dt in FLOAT_DTYPES for layout in ("NCHW", "NHWC")}
+CONFIGS = {(dt, layout): DirectConfig(dtype=dt, layout=layout) for dt in CUDA_CORE_DTYPES for layout in ("NCHW", "NHWC")}
 CONFIG = CONFIGS[("float32", "NCHW")]
 ENTRIES = {cfg: register_kernel(cfg.entry()) for cfg in CONFIGS.values()}
 ENTRY = ENTRIES[CONFIG]
@@ -63,13 +64,13 @@ def config_for(dtype: str, layout: str = "NCHW") -> DirectConfig:
     """The config of ``dtype`` and ``layout`` (PlanError when there is none)."""
     cfg = CONFIGS.get((dtype, layout))
     if cfg is None:
-        raise PlanError(f"direct takes {' or '.join(FLOAT_DTYPES)} in NCHW or NHWC, got {dtype} {layout}")
+        raise PlanError(f"direct takes {' or '.join(CUDA_CORE_DTYPES)} in NCHW or NHWC, got {dtype} {layout}")
     return cfg
 
 
 def can_implement(problem: Conv2dProblem) -> str | None:
-    if problem.dtype not in FLOAT_DTYPES:
-        return f"direct takes {' or '.join(FLOAT_DTYPES)}, got {problem.dtype}"
+    if problem.dtype not in CUDA_CORE_DTYPES:
+        return f"direct takes {' or '.join(CUDA_CORE_DTYPES)}, got {problem.dtype}"
     return CONFIGS[(problem.dtype, "NCHW")].can_implement(problem)
 
 
@@ -89,7 +90,8 @@ def plan(spec: ConvSpec):
 ALGORITHM = ConvAlgorithm(
     name="direct",
     plan=plan,
-    dtypes=FLOAT_DTYPES,
+    dtypes=CUDA_CORE_DTYPES,
     layouts=("NCHW", "NHWC"),
+    crops=True,
     description="one thread per output element; any stride/padding/dilation/groups; the fallback",
 )

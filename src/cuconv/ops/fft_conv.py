@@ -57,19 +57,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fft_math
-from ..backend import current_backend
+from ..dtypes import INT32_MAX
 from ..fft_math import FftTiling
-from ..plan import FftStep, Launch, Output, Plan, PlanCache, PlanError, Ref, WORKSPACE_ALIGN, layout_buffers
-from ..problem import Conv2dProblem
+from ..plan import FftStep, Launch, Output, Plan, PlanError, Ref, WORKSPACE_ALIGN, layout_buffers
+from ..problem import Conv2dProblem, shape_arg
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
 from ._common import OUT, W, X, f32, i32, i64
+from ._frontend import FrontEnd
 
 FILE = "fft_conv.cu"
 THREADS = 256
 _MAX_BLOCKS = 1 << 20           # the pack and crop kernels are grid-stride loops
-_MAX_ELEMENTS = 2 ** 31 - 1     # per buffer of a chunk: the FFT batches and kernel counts are int
+_MAX_ELEMENTS = INT32_MAX     # per buffer of a chunk: the FFT batches and kernel counts are int
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class GemmConfig:
 
     @property
     def name(self) -> str:
-        return f"fft_channel_gemm_{self.tb}x{self.tk}"
+        return f"fft_conv_channel_gemm_{self.tb}x{self.tk}"
 
     @property
     def expression(self) -> str:
@@ -97,8 +98,9 @@ GEMM_NARROW = GemmConfig(4, 1)    # K/g < 32: a block of 8 channels, fewer idle 
 GEMM_CONFIGS = (GEMM_WIDE, GEMM_NARROW)
 GEMM_WIDE_MIN_CHANNELS = 8 * GEMM_WIDE.tk
 
-ENTRIES = {name: register_kernel(KernelEntry(FILE, name, name, block_threads=THREADS, min_blocks_per_sm=2,
-                                             main=name == "fft_crop_epilogue"))
+# The parameterless kernels (extern "C"), by function name; each labelled fft_conv_<name without fft_>.
+ENTRIES = {name: register_kernel(KernelEntry(FILE, name, "fft_conv_" + name.removeprefix("fft_"), block_threads=THREADS,
+                                             min_blocks_per_sm=2, main=name == "fft_crop_epilogue"))
            for name in ("fft_pack_input", "fft_pack_filter", "fft_channel_gemm_simple", "fft_crop_epilogue",
                         "fft_flags_init", "fft_fixup")}
 for _cfg in GEMM_CONFIGS:
@@ -340,23 +342,21 @@ def _plan(algo: str):
 
 
 FFT = ConvAlgorithm(
-    "fft", _plan("fft"), options=("transformed_weight", "multiply"),
+    "fft", _plan("fft"), options=("transformed_weight", "multiply"), crops=True,
     description="FFT convolution over the whole (padded) image: R2C transforms, a complex GEMM over "
                 "channels per frequency, C2R, crop (cuDNN's FFT)")
 FFT_TILING = ConvAlgorithm(
-    "fft_tiling", _plan("fft_tiling"), options=("transformed_weight", "multiply", "tile"),
+    "fft_tiling", _plan("fft_tiling"), options=("transformed_weight", "multiply", "tile"), crops=True,
     description="FFT convolution by overlap-save over 16/32/64-square tiles: bounded filter spectra "
                 "and workspace for large images (cuDNN's FFT_TILING)")
 ALGORITHMS = (FFT, FFT_TILING)
 
 
 # =========================================================================== fft_filter_transform
-_FILTER_PLANS = PlanCache()
-
-
-def _filter_plan(be, w, input_shape, padding, dilation, algo, tile, out) -> Plan:
+def _filter_plan(be, env, args, extra, misaligned) -> Plan:
+    input_shape, padding, dilation, algo, tile = args
+    w, out = env["w"], env["out"]
     w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
-    input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be the 4-D NCHW shape of the conv's input, got {input_shape}")
     C, Cg = input_shape[1], int(w.shape[1])
@@ -382,6 +382,9 @@ def _filter_plan(be, w, input_shape, padding, dilation, algo, tile, out) -> Plan
                 description=f"{t.Lh}x{t.Lw} filter spectra")
 
 
+_FILTER = FrontEnd("fft_filter_transform", ("w", "out"), _filter_plan, names={"w": "weight"})
+
+
 def fft_filter_transform(w, input_shape, *, padding=0, dilation=1, algo: str = "fft", tile=None, out=None):
     """The filter spectra that ``conv2d(x, w, ..., algo=algo, transformed_weight=...)`` multiplies
     by: shape (K, C/groups, Lh, Lw//2 + 1), complex64, on the current backend.
@@ -391,18 +394,7 @@ def fft_filter_transform(w, input_shape, *, padding=0, dilation=1, algo: str = "
     ``tile`` as conv2d gets them. The filter is spread by the dilation and circularly reversed
     before its R2C transform, so its spectrum is the conjugate of w's (the correlation's).
     """
-    be = current_backend()
-    env = {"w": _common.native(be, w, "weight"), "out": _common.native(be, out, "out")}
-    try:
-        key = (be.device_key(), be.meta(env["w"]), be.meta(env["out"]), tuple(input_shape), padding, dilation,
-               algo, tile)
-        hash(key)
-    except TypeError:
-        key = None
-    plan = _common.cached_plan(_FILTER_PLANS, key, env,
-                               lambda _: _filter_plan(be, env["w"], input_shape, padding, dilation, algo, tile,
-                                                      env["out"]))
-    return _common.run_plan(be, plan, env, (("weight", env["w"]),))
+    return _FILTER({"w": w, "out": out}, (shape_arg(input_shape, "input_shape"), padding, dilation, algo, tile))
 
 
 def fft_size(problem: Conv2dProblem, algo: str = "fft", tile=None) -> tuple[int, int]:

@@ -16,17 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
+from ..plan import Launch, Output, Plan, Ref
 from ..problem import GemmProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from . import tc_gemm as _tc
+from ._frontend import FrontEnd, plan_of
 
 KERNEL_FILE = "gemm.cu"
 # Sizes stay below 2**31 with a tile to spare, so the kernels' 32-bit row/column indices
 # (tile origin + offset in the tile) cannot overflow.
-SIZE_MAX = 2 ** 31 - 256
+SIZE_MAX = INT32_MAX + 1 - 256
 _GRID_YZ_MAX = 65535          # gridDim.y and gridDim.z limit; bigger grids are split into launches
 
 # Bits of the kernels' `flags` argument (GEMM_VEC_* in gemm.cu).
@@ -56,7 +57,7 @@ class GemmConfig:
             raise ValueError(f"GemmConfig.kind must be 'naive', 'tiled' or 'regblock', got {self.kind!r}")
         if self.kind == "tiled" and not (self.bm == self.bn == self.bk):
             raise ValueError(f"a tiled GemmConfig has square tiles, got {self.bm}x{self.bn}x{self.bk}")
-        if self.dtype not in _common.FLOAT_DTYPES:
+        if self.dtype not in CUDA_CORE_DTYPES:
             raise ValueError(f"GemmConfig.dtype must be float32 or float64, got {self.dtype!r}")
         if self.kind == "regblock" and (self.tm % 4 or self.tn % 4 or self.bm % self.tm
                                         or self.bn % self.tn or self.bk % 4):
@@ -65,21 +66,21 @@ class GemmConfig:
 
     @property
     def label(self) -> str:
-        tag = _common.DTYPE_TAG[self.dtype]
+        short = tag(self.dtype)
         if self.kind == "naive":
-            return f"gemm_{tag}_naive_{self.bm}x{self.bn}"
+            return f"gemm_{short}_naive_{self.bm}x{self.bn}"
         if self.kind == "tiled":
-            return f"gemm_{tag}_tiled_{self.bm}x{self.bn}x{self.bk}"
-        return f"gemm_{tag}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+            return f"gemm_{short}_tiled_{self.bm}x{self.bn}x{self.bk}"
+        return f"gemm_{short}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
 
     @property
     def expression(self) -> str:
-        ctype = _common.CTYPE[self.dtype]
+        t = ctype(self.dtype)
         if self.kind == "naive":
-            return f"gemm_naive<{ctype}, {self.bm}, {self.bn}>"
+            return f"gemm_naive<{t}, {self.bm}, {self.bn}>"
         if self.kind == "tiled":
-            return f"gemm_tiled<{ctype}, {self.bm}>"
-        return f"gemm_{_common.DTYPE_TAG[self.dtype]}_regblock<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}>"
+            return f"gemm_tiled<{t}, {self.bm}>"
+        return f"gemm_{tag(self.dtype)}_regblock<{self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}>"
 
     @property
     def threads(self) -> int:
@@ -189,7 +190,7 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
     M, N, K, batch = int(M), int(N), int(K), int(batch)
     if M == 0 or N == 0 or batch == 0:
         return []
-    cfg = _resolve_config(config, dtype) or choose_config(M, N, K, batch, dtype)
+    cfg = resolve_config(config, dtype) or choose_config(M, N, K, batch, dtype)
     entry = ENTRIES[cfg]
     flags = vector_flags(lda, ldb, ldc, stride_a, stride_b, stride_c)
     bias_arg = bias if bias is not None else Ref.absent(dtype)
@@ -209,7 +210,7 @@ def gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, lda=None, ldb=None, ldc=No
     return launches
 
 
-def _resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
+def resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
     """None, or the registered config ``config`` names; with ``dtype``, it must be of that dtype."""
     if config is None:
         return None
@@ -229,7 +230,6 @@ def _resolve_config(config, dtype: str | None = None) -> GemmConfig | None:
 
 
 # --------------------------------------------------------------------------- cuconv.gemm
-_PLANS = PlanCache()
 A, B, C = Ref("a"), Ref("b"), Ref("out")
 
 
@@ -241,7 +241,7 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
             raise TypeError("config= names a gemm.cu config; the tensor-core GEMM picks its own "
                             "(call cuconv.ops.tc_gemm.tc_gemm(..., config=) to choose one)")
         return _tc.gemm_plan(be, a, b, bias, residual, out, activation, None, bool(allow_tf32), misaligned)
-    if dt not in _common.FLOAT_DTYPES or np.dtype(b.dtype).name != dt:
+    if dt not in CUDA_CORE_DTYPES or np.dtype(b.dtype).name != dt:
         raise TypeError(f"a and b must both have dtype float32 or float64 (or float16/bfloat16, or float32 "
                         f"with allow_tf32=True), got {dt} and {np.dtype(b.dtype).name}")
     _common.as_tensor(a, "a", None, (dt,), be)
@@ -255,7 +255,7 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
     _common.optional_tensor(bias, "bias", (M,), dt, be)
     _common.optional_tensor(residual, "residual", prob.output_shape, dt, be)
     act = _common.activation_code(activation)
-    cfg = _resolve_config(config, dt)
+    cfg = resolve_config(config, dt)
     _common.same_device(be, a=a, b=b, bias=bias, residual=residual, out=out)
     if out is not None:
         _common.check_out(out, prob.output_shape, dt, be)
@@ -272,21 +272,8 @@ def _gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mi
                           ("bias", (M,), dt), ("residual", prob.output_shape, dt)))
 
 
-def _plan(be, a, b, bias, residual, out, activation, config, allow_tf32):
-    """The memoized plan for these arrays and arguments, and the arrays by role."""
-    env = {"a": _common.native(be, a, "a"), "b": _common.native(be, b, "b"),
-           "bias": _common.native(be, bias, "bias"), "residual": _common.native(be, residual, "residual"),
-           "out": _common.native(be, out, "out")}
-    key = (be.device_key(), *(be.meta(v) for v in env.values()), activation, config, allow_tf32)
-    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: _gemm_plan(
-        be, env["a"], env["b"], env["bias"], env["residual"], env["out"], activation, config, allow_tf32,
-        misaligned))
-    return plan, env
-
-
-def plan_gemm(a, b, *, bias=None, residual=None, activation=None, config=None, allow_tf32=False, out=None) -> Plan:
-    """The ``Plan`` that ``cuconv.gemm`` with the same arguments runs (arrays of the current backend)."""
-    return _plan(current_backend(), a, b, bias, residual, out, activation, config, allow_tf32)[0]
+_FRONT = FrontEnd("gemm", ("a", "b", "bias", "residual", "out"), lambda be, env, args, extra, misaligned: _gemm_plan(
+    be, env["a"], env["b"], env["bias"], env["residual"], env["out"], *args, misaligned))
 
 
 def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=None, allow_tf32=False):
@@ -304,6 +291,7 @@ def gemm(a, b, out=None, *, bias=None, activation=None, residual=None, config=No
     heuristic). Returns ``out`` ((M, N) or (batch, M, N)), allocated when None, on the
     current backend; queued on CuPy's current stream without synchronizing.
     """
-    be = current_backend()
-    plan, env = _plan(be, a, b, bias, residual, out, activation, config, allow_tf32)
-    return _common.run_plan(be, plan, env, [(r, env[r]) for r in ("a", "b", "bias", "residual")])
+    return _FRONT({"a": a, "b": b, "bias": bias, "residual": residual, "out": out}, (activation, config, allow_tf32))
+
+
+plan_gemm = plan_of(gemm)

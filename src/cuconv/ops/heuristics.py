@@ -1,9 +1,11 @@
-"""What ``algo="auto"`` runs: one ordered rule table.
+"""What ``algo="auto"`` runs, for every pass of a convolution: one ordered rule table per pass.
 
-``auto`` walks ``RULES`` top to bottom; the first rule whose condition holds for the call and
-whose algorithm can plan it (dtype, layout, limits, the workspace cap) wins. A rule whose
-algorithm cannot plan the call is passed over, so the table reads as "prefer this, else
-that". Every rule says why it sits where it does. The order follows operation counts and
+``auto`` walks the table of the call's pass (``RULES`` for the forward convolution,
+``DGRAD_RULES`` for its data gradient, ``WGRAD_RULES`` for its weight gradient; ``RULES_BY_PASS``
+holds the three) top to bottom; the first rule whose condition holds for the call and whose
+algorithm can plan it (dtype, layout, limits, the workspace cap) wins. A rule whose algorithm
+cannot plan the call is passed over, so a table reads as "prefer this, else that". Every rule
+says why it sits where it does. The order follows operation counts and
 memory traffic (the textbook's §8, cuconv.fft_math's FFT counts and the kernels' static
 analysis); no GPU measurement backs it yet — ``cuconv bench algos`` on a device is how it will be checked, and a change of policy
 shows up as a diff of ``tests/test_heuristics.py``'s golden table.
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import fft_math
-from ._algorithm import ConvSpec
+from ..dtypes import TENSOR_CORE_DTYPES
+from ._algorithm import DGRAD, FPROP, WGRAD, ConvSpec
 
 # Winograd pays when the per-tile transforms (O(α²) per input and per output channel) are
 # amortised over the K·C channel pairs whose multiplications it saves.
@@ -48,7 +51,7 @@ def _tf32(s: ConvSpec) -> bool:
 
 
 def _half(s: ConvSpec) -> bool:
-    return s.dtype in ("float16", "bfloat16")
+    return s.dtype in TENSOR_CORE_DTYPES
 
 
 def _wide(s: ConvSpec) -> bool:
@@ -83,8 +86,9 @@ RULES: tuple[Rule, ...] = (
     Rule("implicit_gemm_wgmma", lambda s: _half(s) and _wide(s) and s.caps.cc == 90,
          "float16/bfloat16 on an sm_90 device (H100, H200): Hopper's full tensor-core rate is "
          "reached only by wgmma.mma_async (operands from shared memory, asynchronous), which "
-         "mma.sync's register-fed HMMA stays far below; modelled by the static issue ceiling, "
-         "not measured"),
+         "mma.sync's register-fed HMMA stays far below; the warp-specialized TMA config where its "
+         "tensor maps apply (its main loop's uncapped issue ratio is checked >= 6 by "
+         "tests/test_wgmma_conv.py); modelled by the static SASS analysis, not measured"),
     Rule("implicit_gemm_tc", lambda s: _half(s) and _wide(s),
          "float16/bfloat16: the mma.sync tensor-core implicit GEMM, fp32 accumulation"),
     Rule("pointwise", lambda s: s.problem.is_pointwise,
@@ -132,6 +136,51 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- the gradients
+# Below this many channels per group on the GEMM's N side (dgrad: input channels C/groups) its
+# 64-column tile is mostly idle and direct, which computes only real outputs, does less work.
+DGRAD_GEMM_MIN_CHANNELS = 8
+
+DGRAD_RULES: tuple[Rule, ...] = (
+    Rule("implicit_gemm_tc", _half,
+         "float16/bfloat16: per stride phase the tensor-core forward convolution of dy with the "
+         "phase's rotated sub-filter, fp32 accumulation, one rounding per element"),
+    Rule("implicit_gemm_tc_simple", _half,
+         "float16/bfloat16 when the tiled tensor-core kernel cannot run a phase: the analytic one"),
+    Rule("depthwise", _depthwise,
+         "groups == C > 1: a shared-memory tile of dy and the channels' filters, each warp visiting "
+         "only the taps that reach its stride phase (when a tile fits the 15 KiB budget)"),
+    Rule("implicit_gemm", lambda s: s.problem.C_per_group >= DGRAD_GEMM_MIN_CHANNELS,
+         "C/groups >= 8: an implicit GEMM per group and stride phase over the phase's taps only (no "
+         "inserted zeros), tiles reused from shared memory and registers"),
+    Rule("direct", lambda s: True,
+         "the always-correct fallback, one thread per dx element; below 8 input channels per group "
+         "the GEMM's N dimension would fill under 1/8 of its tile"),
+)
+
+WGRAD_RULES: tuple[Rule, ...] = (
+    Rule("implicit_gemm_tc", _half,
+         "float16/bfloat16: the tiled tensor-core split-K wgrad, fp32 partials in a workspace, one "
+         "rounding in the deterministic reduction (deterministic whatever deterministic= says)"),
+    Rule("implicit_gemm_tc_simple", _half,
+         "float16/bfloat16 when the tiled tensor-core wgrad cannot run it: the analytic kernel"),
+    Rule("depthwise", _depthwise,
+         "groups == C > 1: a per-channel reduction over N·P·Q, 9 taps a block in registers, split "
+         "across blocks with a deterministic second pass when the grid would not fill the GPU"),
+    Rule("implicit_gemm", lambda s: s.deterministic,
+         "the split-K implicit GEMM (M = K/groups, N = C/groups·R·S, reduction N·P·Q): partials in a "
+         "bounded workspace summed in split order, bit-identical across runs"),
+    Rule("implicit_gemm", lambda s: not s.deterministic,
+         "deterministic=False: the split-K GEMM's splits atomicAdd into the zeroed dW (not "
+         "deterministic: the last bits vary between runs), no workspace"),
+    Rule("direct", lambda s: True,
+         "the always-correct fallback, one thread per dW element, deterministic: when the GEMM's "
+         "32-bit index limits do not hold"),
+)
+
+RULES_BY_PASS: dict[str, tuple[Rule, ...]] = {FPROP: RULES, DGRAD: DGRAD_RULES, WGRAD: WGRAD_RULES}
+
+
 def candidates(spec: ConvSpec) -> list[Rule]:
     """The rules that apply to ``spec``, in the order ``auto`` tries their algorithms."""
-    return [r for r in RULES if r.when(spec)]
+    return [r for r in RULES_BY_PASS[spec.operator] if r.when(spec)]

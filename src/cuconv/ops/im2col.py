@@ -8,23 +8,23 @@ import math
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache, Ref
-from ..problem import Conv2dProblem
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
+from ..plan import Launch, Output, Plan, Ref
+from ..problem import Conv2dProblem, pair
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32
-from ._conv_frontend import unbatched
+from ._frontend import FrontEnd, plan_of
 
 KERNEL_FILE = "im2col.cu"
 BLOCK = 128
 _GRID_Y_MAX = 65535
 
 # One instantiation per element type (float32, float64): labels im2col_f32_128, im2col_f64_128.
-LABELS = {dt: f"im2col_{_common.DTYPE_TAG[dt]}_{BLOCK}" for dt in _common.FLOAT_DTYPES}
-ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{_common.CTYPE[dt]}, {BLOCK}>", LABELS[dt], BLOCK,
+LABELS = {dt: f"im2col_{tag(dt)}_{BLOCK}" for dt in CUDA_CORE_DTYPES}
+ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{ctype(dt)}, {BLOCK}>", LABELS[dt], BLOCK,
                                            min_blocks_per_sm=8, main=dt == "float32"))
-           for dt in _common.FLOAT_DTYPES}
+           for dt in CUDA_CORE_DTYPES}
 ENTRY, LABEL, EXPRESSION = ENTRIES["float32"], LABELS["float32"], ENTRIES["float32"].expression
 
 
@@ -46,15 +46,13 @@ def im2col_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> lis
     return [Launch(ENTRIES[p.dtype], grid, (BLOCK, 1, 1), args)]
 
 
-_PLANS = PlanCache()
-
-
-def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
-    x = _common.as_tensor(x, "input", None, _common.FLOAT_DTYPES, be)
+def _plan(be, env, args, extra, misaligned) -> Plan:
+    kernel_size, stride, padding, dilation = args
+    x = _common.as_tensor(env["x"], "input", None, CUDA_CORE_DTYPES, be)
     dt = np.dtype(x.dtype).name
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
-    R, S = _common.pair(kernel_size, "kernel_size")
+    R, S = pair(kernel_size, "kernel_size")
     if R <= 0 or S <= 0:
         raise ValueError(f"kernel_size must be positive, got {(R, S)} (input {tuple(x.shape)})")
     N, C = int(x.shape[0]), int(x.shape[1])
@@ -63,9 +61,10 @@ def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
     except ValueError as exc:
         raise ValueError(f"im2col(input {tuple(x.shape)}, kernel_size {(R, S)}): {exc}") from None
     rows = C * R * S
-    if rows > 2 ** 31 - 1:
+    if rows > INT32_MAX:
         raise ValueError(f"C·R·S = {rows} rows is larger than 2**31-1 (input {tuple(x.shape)}, kernel {(R, S)})")
     shape = (N, rows, problem.P * problem.Q)
+    out = env["out"]
     if out is not None:
         _common.check_out(out, shape, dt, be)
         _common.same_device(be, input=x, out=out)
@@ -74,30 +73,20 @@ def _plan(be, x, kernel_size, stride, padding, dilation, out) -> Plan:
                 expected=(("x", tuple(x.shape), dt),))
 
 
+# x is (N, C, H, W), the column matrices (N, C·R·S, P·Q): an unbatched call drops N from both.
+_FRONT = FrontEnd("im2col", ("x", "out"), _plan, batched={"x": 4, "out": 3}, names={"x": "input"})
+
+
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None):
     """The §8.3 column matrix of an NCHW float32 or float64 input: shape (N, C·R·S, P·Q).
 
     Row ``(c·R + r)·S + s``, column ``p·Q + q`` of image n holds
     ``x[n, c, p·stride - pad + r·dilation, q·stride - pad + s·dilation]`` (0 in the padding).
     ``kernel_size``, ``stride``, ``padding``, ``dilation``: int or pair (``padding`` may be
-    "same" or "valid", as in ``cuconv.conv2d``). Returns ``out`` (allocated when None).
+    "same" or "valid", as in ``cuconv.conv2d``). An unbatched (C, H, W) input gives (C·R·S, P·Q),
+    as torch's unfold. Returns ``out`` (allocated when None).
     """
-    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W): (C·R·S, P·Q), as torch's unfold
-        x, out = unbatched(x, out)
-        return im2col(x, kernel_size, stride, padding, dilation, out=out)[0]
-    be = current_backend()
-    plan, env = _planned(be, x, kernel_size, stride, padding, dilation, out)
-    return _common.run_plan(be, plan, env, (("input", env["x"]),))
+    return _FRONT({"x": x, "out": out}, (kernel_size, stride, padding, dilation))
 
 
-def _planned(be, x, kernel_size, stride, padding, dilation, out):
-    env = {"x": _common.native(be, x, "input"), "out": _common.native(be, out, "out")}
-    key = (be.device_key(), be.meta(env["x"]), be.meta(env["out"]), kernel_size, stride, padding, dilation)
-    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(be, env["x"], kernel_size, stride, padding,
-                                                                 dilation, env["out"]))
-    return plan, env
-
-
-def plan_im2col(x, kernel_size, stride=1, padding=0, dilation=1) -> Plan:
-    """The ``Plan`` that ``im2col`` with the same arguments runs."""
-    return _planned(current_backend(), x, kernel_size, stride, padding, dilation, None)[0]
+plan_im2col = plan_of(im2col)

@@ -26,11 +26,11 @@ number of launches is min(groups, images) per chunk.
 """
 from __future__ import annotations
 
+from ..dtypes import CUDA_CORE_DTYPES
 from ..plan import PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import FLOAT_DTYPES
-from .gemm import SIZE_MAX, _resolve_config, choose_config, gemm_launches
+from .gemm import SIZE_MAX, resolve_config, choose_config, gemm_launches
 from .im2col import im2col_launch
 
 DEFAULT_MAX_WORKSPACE_BYTES = 256 * 2 ** 20
@@ -95,7 +95,7 @@ def _conv_gemm(spec: ConvSpec, cols: Ref, b_image_stride: int, n0: int, images: 
 
 
 def _config(spec: ConvSpec):
-    return _resolve_config(spec.option("gemm_config"), spec.dtype)
+    return resolve_config(spec.option("gemm_config"), spec.dtype)
 
 
 def _plan_pointwise(spec: ConvSpec, algo: str):
@@ -126,7 +126,7 @@ def plan(spec: ConvSpec):
     return conv_plan(spec, "im2col_gemm", launches, workspace=workspace)
 
 
-def plan_pointwise(spec: ConvSpec):
+def pointwise_plan(spec: ConvSpec):
     """The 1x1 path: the batched GEMM on the NCHW input, no workspace."""
     reason = can_implement_pointwise(spec.problem)
     if reason is not None:
@@ -143,10 +143,10 @@ def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
 
 
 IM2COL_GEMM = ConvAlgorithm(
-    name="im2col_gemm", plan=plan, dtypes=FLOAT_DTYPES, options=("gemm_config",),
+    name="im2col_gemm", plan=plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",), crops=True,
     description="§8.3: im2col per chunk of the batch (bounded workspace), then the tiled GEMM into NCHW "
                 "with a fused epilogue; 1x1 stride-1 problems skip im2col")
 POINTWISE = ConvAlgorithm(
-    name="pointwise", plan=plan_pointwise, dtypes=FLOAT_DTYPES, options=("gemm_config",),
+    name="pointwise", plan=pointwise_plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",),
     description="1x1, stride 1, no padding: the batched tiled GEMM straight on the NCHW input")
 ALGORITHMS = (IM2COL_GEMM, POINTWISE)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
-from ._common import CTYPE, DTYPE_TAG, FLOAT_DTYPES, OUT, W, X, i32
+from ._common import OUT, W, X, i32
 
 FILE = "implicit_gemm.cu"
-INT_MAX = 2 ** 31 - 1
 MAX_TAPS_MULTISTAGE = 16   # variant 3's tap mask: 16 bits for r, 16 for s
 
 
@@ -51,15 +51,15 @@ class ImplicitGemmConfig:
     @property
     def name(self) -> str:
         kind = "implicit_gemm_simple" if self.simple else "implicit_gemm"
-        tag = DTYPE_TAG[self.dtype] + ("_nhwc" if self.layout == "NHWC" else "")
+        short = tag(self.dtype) + ("_nhwc" if self.layout == "NHWC" else "")
         if self.simple:
-            return f"{kind}_{tag}_{self.bm}x{self.bn}x{self.bk}"
-        return (f"{kind}_{tag}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+            return f"{kind}_{short}_{self.bm}x{self.bn}x{self.bk}"
+        return (f"{kind}_{short}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
                 + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
-        head = f"{CTYPE[self.dtype]}, {str(self.layout == 'NHWC').lower()}"
+        head = f"{ctype(self.dtype)}, {str(self.layout == 'NHWC').lower()}"
         if self.simple:
             return f"implicit_gemm_simple<{head}, {self.bm}, {self.bn}, {self.bk}>"
         return (f"implicit_gemm<{head}, {self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}, "
@@ -79,21 +79,21 @@ class ImplicitGemmConfig:
             return f"{self.name} takes {self.dtype}, got {problem.dtype}"
         M, Ng, Kg = problem.gemm_mnk()
         # The kernel keeps M = N·P·Q, the tile origins and the block index in 32-bit ints.
-        if M > INT_MAX - self.bm:
-            return f"M = N·P·Q = {M} is too large for 32-bit tile indices (limit {INT_MAX - self.bm})"
-        if Kg > INT_MAX - self.bk:
+        if M > INT32_MAX - self.bm:
+            return f"M = N·P·Q = {M} is too large for 32-bit tile indices (limit {INT32_MAX - self.bm})"
+        if Kg > INT32_MAX - self.bk:
             return f"C/groups·R·S = {Kg} is too large for 32-bit reduction indices"
-        if problem.K > INT_MAX - self.bn:
+        if problem.K > INT32_MAX - self.bn:
             return f"K = {problem.K} is too large for 32-bit channel indices"
         # Offsets within one input plane and within the weight tensor are 32-bit in the
         # main loop (whole-tensor input offsets are 64-bit).
-        if problem.H * problem.W > INT_MAX:
+        if problem.H * problem.W > INT32_MAX:
             return f"an input plane H·W = {problem.H * problem.W} has too many elements for 32-bit offsets"
-        if (problem.K + self.bn) * Kg > INT_MAX:
+        if (problem.K + self.bn) * Kg > INT32_MAX:
             return (f"the weight tensor ({problem.K}·{Kg} elements, plus a tile of slack) is too "
                     f"large for 32-bit offsets")
-        if self.blocks(problem) > INT_MAX:
-            return f"needs {self.blocks(problem)} blocks, more than a 1-D grid holds ({INT_MAX})"
+        if self.blocks(problem) > INT32_MAX:
+            return f"needs {self.blocks(problem)} blocks, more than a 1-D grid holds ({INT32_MAX})"
         if self.stages and max(problem.R, problem.S) > MAX_TAPS_MULTISTAGE:
             return (f"{self.name} keeps a thread's valid filter rows and columns in one 32-bit mask: "
                     f"R and S must be <= {MAX_TAPS_MULTISTAGE}, got {problem.R}x{problem.S}")
@@ -162,7 +162,7 @@ def choose_config(problem: Conv2dProblem, sms: int = 132, layout: str = "NCHW") 
     in both layouts.
     """
     _, Ng, _ = problem.gemm_mnk()
-    dt = problem.dtype if problem.dtype in FLOAT_DTYPES else "float32"
+    dt = problem.dtype if problem.dtype in CUDA_CORE_DTYPES else "float32"
     big, mid, small = (_config(dt, layout, 128, 128), _config(dt, layout, 128, 64), _config(dt, layout, 64, 64))
     staged_big, staged_small = _config(dt, layout, 128, 128, stages=4), _config(dt, layout, 64, 64, stages=4)
     if big and Ng > 64 and big.blocks(problem) >= sms and big.can_implement(problem) is None:
@@ -200,8 +200,8 @@ def resolve_config(config, problem: Conv2dProblem, sms: int = 132, layout: str =
 
 def can_implement(problem: Conv2dProblem, layout: str = "NCHW") -> str | None:
     # Every config shares the limits that matter; the smallest tile has the loosest ones.
-    if problem.dtype not in FLOAT_DTYPES:
-        return f"implicit_gemm takes {' or '.join(FLOAT_DTYPES)}, got {problem.dtype}"
+    if problem.dtype not in CUDA_CORE_DTYPES:
+        return f"implicit_gemm takes {' or '.join(CUDA_CORE_DTYPES)}, got {problem.dtype}"
     return _config(problem.dtype, layout, 64, 64).can_implement(problem)
 
 
@@ -219,8 +219,9 @@ def plan(spec: ConvSpec):
 
 ALGORITHM = ConvAlgorithm(
     name="implicit_gemm",
+    crops=True,
     plan=plan,
-    dtypes=FLOAT_DTYPES,
+    dtypes=CUDA_CORE_DTYPES,
     layouts=("NCHW", "NHWC"),
     options=("config",),
     description="tiled GEMM gathering input patches while loading tiles; no workspace",

@@ -20,47 +20,46 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache, Ref
-from ..problem import PoolProblem
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
+from ..plan import Launch, Output, Plan, Ref
+from ..problem import PoolProblem, bool_arg
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from ._common import OUT, X, i32, i64
-from ._conv_frontend import unbatched
+from ._frontend import FrontEnd, plan_of
 
 FILE = "pool.cu"
 THREADS = 256
 MIN_BLOCKS_PER_SM = 4          # 50 % occupancy on sm_90 (checked by the compile matrix)
 MAX_BLOCKS = 1 << 16           # grid-stride loops cover the rest
-INT_MAX = 2 ** 31 - 1
 
 # Kernel keys: "max", "max_indices", "avg", ("gap", threads per plane). Global average
 # pooling takes 32 threads a plane (a warp per plane, 8 planes per block) for small planes such
 # as the 7x7 ones at the end of CNNs, 256 for large planes. Each kernel in float32 and float64:
-# labels max_pool2d_f32, max_pool2d_f64, ..., global_avg_pool2d_f64_t256.
+# labels pool_max_f32, pool_max_f64, ..., pool_global_avg_f64_t256.
 GAP_LARGE_PLANE = 1024         # H·W from which a whole block reduces one plane
 
 
 def _kernels(dt: str) -> dict:
-    tag, ct = _common.DTYPE_TAG[dt], _common.CTYPE[dt]
-    return {"max": (f"max_pool2d<{ct}>", f"max_pool2d_{tag}"),
-            "max_indices": (f"max_pool2d_indices<{ct}>", f"max_pool2d_indices_{tag}"),
-            "avg": (f"avg_pool2d<{ct}>", f"avg_pool2d_{tag}"),
-            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"global_avg_pool2d_{tag}_t32"),
-            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"global_avg_pool2d_{tag}_t256")}
+    t, ct = tag(dt), ctype(dt)
+    return {"max": (f"max_pool2d<{ct}>", f"pool_max_{t}"),
+            "max_indices": (f"max_pool2d_indices<{ct}>", f"pool_max_indices_{t}"),
+            "avg": (f"avg_pool2d<{ct}>", f"pool_avg_{t}"),
+            ("gap", 32): (f"global_avg_pool2d<{ct}, 32>", f"pool_global_avg_{t}_t32"),
+            ("gap", 256): (f"global_avg_pool2d<{ct}, 256>", f"pool_global_avg_{t}_t256")}
 
 
 ENTRIES = {(dt, key): register_kernel(KernelEntry(FILE, expr, label, block_threads=THREADS,
                                                   min_blocks_per_sm=MIN_BLOCKS_PER_SM))
-           for dt in _common.FLOAT_DTYPES for key, (expr, label) in _kernels(dt).items()}
+           for dt in CUDA_CORE_DTYPES for key, (expr, label) in _kernels(dt).items()}
 
 
 def _limits(p: PoolProblem) -> None:
     """The kernels' 32-bit extents (ValueError naming them)."""
     for name, v in (("H", p.H), ("W", p.W), ("P", p.P), ("Q", p.Q), ("H·W", p.H * p.W)):
-        if v > INT_MAX:
+        if v > INT32_MAX:
             raise ValueError(f"{name}={v} does not fit a 32-bit int {p._where()}")
-    if p.divisor_override is not None and not -INT_MAX <= p.divisor_override <= INT_MAX:
+    if p.divisor_override is not None and not -INT32_MAX <= p.divisor_override <= INT32_MAX:
         raise ValueError(f"divisor_override={p.divisor_override} does not fit a 32-bit int")
 
 
@@ -73,7 +72,7 @@ def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
     if p.kind == "global_avg":
         tpp = 256 if p.H * p.W >= GAP_LARGE_PLANE else 32
         grid = -(-planes // (THREADS // tpp))
-        if grid > INT_MAX:
+        if grid > INT32_MAX:
             raise ValueError(f"N·C={planes} planes need more than 2**31-1 blocks (input {p.input_shape})")
         return [Launch(ENTRIES[(dt, ("gap", tpp))], (grid, 1, 1), (THREADS, 1, 1),
                        (x, out, i64(planes), i32(p.H * p.W)))]
@@ -90,11 +89,9 @@ def pool_launches(p: PoolProblem, x=X, out=OUT, indices=None) -> list[Launch]:
                    (x, out, *geom, i32(p.count_include_pad), i32(p.divisor_override or 0)))]
 
 
-_PLANS = PlanCache()
-
-
-def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Plan:
-    x = _common.as_tensor(x, "input", dtypes=_common.FLOAT_DTYPES, be=be)
+def _plan(be, kind, env, args: dict, return_indices: bool) -> Plan:
+    x, out, out_indices = env["x"], env["out"], env["indices"]
+    x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C, H, W, unbatched) or 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     dt = np.dtype(x.dtype).name
@@ -112,37 +109,31 @@ def _plan(be, kind, x, out, out_indices, args: dict, return_indices: bool) -> Pl
     _common.same_device(be, input=x, out=out, out_indices=out_indices)
     launches = pool_launches(p, indices=indices)
     op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[kind]
-    return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs), be.device_key(),
-                expected=(("x", tuple(x.shape), dt),))
+    return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs),
+                be.device_key(), expected=(("x", tuple(x.shape), dt),))
 
 
-def _planned(be, kind, x, out, out_indices=None, return_indices=False, **args):
-    env = {"x": _common.native(be, x, "input"), "out": _common.native(be, out, "out"),
-           "indices": _common.native(be, out_indices, "out_indices")}
-    key = (be.device_key(), kind, be.meta(env["x"]), be.meta(env["out"]), be.meta(env["indices"]),
-           return_indices, *args.items())
-    plan = _common.cached_plan(_PLANS, key, env, lambda _: _plan(
-        be, kind, env["x"], env["out"], env["indices"], args, return_indices))
-    return plan, env
+def _plan_max(be, env, args, extra, misaligned) -> Plan:
+    return_indices, kernel_size, stride, padding, dilation, ceil_mode = args
+    return _plan(be, "max", env, dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                                      ceil_mode=ceil_mode), return_indices)
 
 
-def _pool(kind, x, out, out_indices=None, return_indices=False, **args):
-    """validate → plan (memoized) → launch, for every pooling op."""
-    if getattr(x, "ndim", None) == 3:     # unbatched (C, H, W), as PyTorch takes it
-        x, out, out_indices = unbatched(x, out, out_indices)
-        result = _pool(kind, x, out, out_indices, return_indices, **args)
-        return tuple(r[0] for r in result) if isinstance(result, tuple) else result[0]
-    be = current_backend()
-    plan, env = _planned(be, kind, x, out, out_indices, return_indices, **args)
-    if env["indices"] is not None and env["out"] is not None:
-        _common.check_no_overlap(env["indices"], (("out", env["out"]),), "out_indices")
-    return _common.run_plan(be, plan, env, (("input", env["x"]),))
+def _plan_avg(be, env, args, extra, misaligned) -> Plan:
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override = args
+    return _plan(be, "avg", dict(env, indices=None), dict(
+        kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad, divisor_override=divisor_override), False)
 
 
-def _check_bool(value, what):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{what} must be a bool, got {value!r}")
-    return bool(value)
+def _plan_global(be, env, args, extra, misaligned) -> Plan:
+    return _plan(be, "global_avg", dict(env, indices=None), {}, False)
+
+
+_NAMES = {"x": "input", "indices": "out_indices"}
+_MAX = FrontEnd("max_pool2d", ("x", "out", "indices"), _plan_max, batched=("x", "out", "indices"), names=_NAMES)
+_AVG = FrontEnd("avg_pool2d", ("x", "out"), _plan_avg, batched=("x", "out"), names=_NAMES)
+_GLOBAL = FrontEnd("global_avg_pool2d", ("x", "out"), _plan_global, batched=("x", "out"), names=_NAMES)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -152,42 +143,25 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     Returns ``y``, or ``(y, indices)`` with ``return_indices`` (int64, flat ``ih·W + iw``
     within each plane). ``out`` / ``out_indices`` receive the results when given.
     """
-    return_indices = _check_bool(return_indices, "return_indices")
+    return_indices = bool_arg(return_indices, "return_indices")
     if out_indices is not None and not return_indices:
         raise ValueError("out_indices was given but return_indices is False")
-    return _pool("max", x, out, out_indices, return_indices, kernel_size=kernel_size, stride=stride,
-                 padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    return _MAX({"x": x, "out": out, "indices": out_indices},
+                (return_indices, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
     """2-D average pooling of an NCHW float32 or float64 tensor (torch.nn.functional.avg_pool2d)."""
-    return _pool("avg", x, out, kernel_size=kernel_size, stride=stride, padding=padding,
-                 ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
+    return _AVG({"x": x, "out": out}, (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
 
 
 def global_avg_pool2d(x, *, out=None):
     """Mean over H and W of an NCHW float32 or float64 tensor: shape (N, C, 1, 1)
     (torch.nn.functional.adaptive_avg_pool2d(x, 1))."""
-    return _pool("global_avg", x, out)
+    return _GLOBAL({"x": x, "out": out})
 
 
-def plan_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                    return_indices=False) -> Plan:
-    """The ``Plan`` that ``max_pool2d`` with the same arguments runs."""
-    return _planned(current_backend(), "max", x, None, None, _check_bool(return_indices, "return_indices"),
-                    kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                    ceil_mode=ceil_mode)[0]
-
-
-def plan_avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                    divisor_override=None) -> Plan:
-    """The ``Plan`` that ``avg_pool2d`` with the same arguments runs."""
-    return _planned(current_backend(), "avg", x, None, kernel_size=kernel_size, stride=stride,
-                    padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
-                    divisor_override=divisor_override)[0]
-
-
-def plan_global_avg_pool2d(x) -> Plan:
-    """The ``Plan`` that ``global_avg_pool2d`` runs."""
-    return _planned(current_backend(), "global_avg", x, None)[0]
+plan_max_pool2d = plan_of(max_pool2d)
+plan_avg_pool2d = plan_of(avg_pool2d)
+plan_global_avg_pool2d = plan_of(global_avg_pool2d)

@@ -7,7 +7,8 @@
 
 Two paths:
 
-* fused (kernels/depthwise.cu ``separable_fused_f32``): a block takes 64 output pixels × 64
+* fused (kernels/depthwise.cu's ``separable_fused_f32``, labelled
+  ``depthwise_separable_fused_f32_p64_k64_c32``): a block takes 64 output pixels × 64
   pointwise output channels; for each chunk of 32 depthwise channels it computes the
   depthwise results into shared memory and multiplies them by the matching 32×64 slice of the
   pointwise weights there. The intermediate (N, M·C, P, Q) tensor never goes to global memory.
@@ -25,22 +26,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache, Ref, layout_buffers
+from ..dtypes import INT32_MAX
+from ..plan import Launch, Output, Plan, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common
 from . import depthwise as _dw
 from ._common import OUT, X, i32
+from ._frontend import FrontEnd, plan_of
 from .gemm import gemm_launches
 
 FILE = "depthwise.cu"
 FUSED_EXPRESSION = "separable_fused_f32"
-FUSED_NAME = "separable_fused_f32_p64_k64_c32"
+FUSED_NAME = "depthwise_separable_fused_f32_p64_k64_c32"     # in depthwise.cu: its label starts there
 THREADS = 256
 TILE_PIX = 64
 TILE_K = 64
-INT_MAX = 2 ** 31 - 1
 
 # Two blocks per SM: its 16 accumulators need more than the 64 registers of four.
 FUSED_ENTRY = register_kernel(KernelEntry(FILE, FUSED_EXPRESSION, FUSED_NAME, block_threads=THREADS,
@@ -53,23 +54,23 @@ def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
     those of its 32-bit index arithmetic and grid."""
     if dw.dtype != "float32":
         return f"the fused kernel takes float32, got {dw.dtype}"
-    reason = _dw._int32_reason(dw)
+    reason = _dw.int32_reason(dw)
     if reason is not None:
         return reason
     PQ = dw.P * dw.Q
-    if PQ > INT_MAX or K > INT_MAX or dw.K * K > INT_MAX:
+    if PQ > INT32_MAX or K > INT32_MAX or dw.K * K > INT32_MAX:
         return f"P·Q={PQ}, K={K} or M·C·K={dw.K * K} does not fit a 32-bit int"
     blocks = dw.N * (-(-PQ // TILE_PIX)) * (-(-K // TILE_K))
-    if blocks > INT_MAX:
+    if blocks > INT32_MAX:
         return f"{blocks} blocks exceed the grid limit 2**31-1"
     return None
 
 
-_PLANS = PlanCache()
 _ROLES = ("x", "w_depthwise", "w_pointwise", "bias_depthwise", "bias_pointwise", "residual")
 
 
-def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, fused, misaligned) -> Plan:
+def _plan(be, env, args, extra, misaligned) -> Plan:
+    stride, padding, dilation, activation_depthwise, activation, fused = args
     x = _common.as_tensor(env["x"], "input", ndim=4, dtypes=("float32",), be=be)
     wd = _common.as_tensor(env["w_depthwise"], "w_depthwise", ndim=4, dtypes=("float32",), be=be)
     wp = _common.as_tensor(env["w_pointwise"], "w_pointwise", ndim=4, dtypes=("float32",), be=be)
@@ -132,22 +133,8 @@ def _plan(be, env, stride, padding, dilation, activation_depthwise, activation, 
                 expected=tuple((r, tuple(env[r].shape), "float32") for r in _ROLES if has[r]))
 
 
-def _planned(be, arrays, out, stride, padding, dilation, activation_depthwise, activation, fused):
-    env = {r: _common.native(be, a, "input" if r == "x" else r) for r, a in zip(_ROLES, arrays)}
-    env["out"] = _common.native(be, out, "out")
-    key = (be.device_key(), *(be.meta(env[r]) for r in (*_ROLES, "out")), stride, padding, dilation,
-           activation_depthwise, activation, fused)
-    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: _plan(
-        be, env, stride, padding, dilation, activation_depthwise, activation, fused, misaligned))
-    return plan, env
-
-
-def plan_separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None, stride=1,
-                          padding=0, dilation=1, *, activation_depthwise=None, activation=None, residual=None,
-                          fused=None) -> Plan:
-    """The ``Plan`` that ``separable_conv2d`` with the same arguments runs."""
-    return _planned(current_backend(), (x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual),
-                    None, stride, padding, dilation, activation_depthwise, activation, fused)[0]
+_FRONT = FrontEnd("separable_conv2d", (*_ROLES, "out"), _plan, batched=("x", "residual", "out"),
+                  names={"x": "input"})
 
 
 def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_pointwise=None,
@@ -155,10 +142,13 @@ def separable_conv2d(x, w_depthwise, w_pointwise, bias_depthwise=None, bias_poin
                      residual=None, fused=None, out=None):
     """Depthwise-separable convolution: depthwise (M·C, 1, R, S) then pointwise (K, M·C, 1, 1).
 
-    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. Returns (N, K, P, Q) on
-    the current backend. See the module docstring for ``fused``.
+    ``stride``, ``padding``, ``dilation`` apply to the depthwise stage. ``x`` (N, C, H, W), or
+    (C, H, W) unbatched as PyTorch takes it; returns (N, K, P, Q) ((K, P, Q)) on the current
+    backend. See the module docstring for ``fused``.
     """
-    be = current_backend()
-    plan, env = _planned(be, (x, w_depthwise, w_pointwise, bias_depthwise, bias_pointwise, residual), out,
-                         stride, padding, dilation, activation_depthwise, activation, fused)
-    return _common.run_plan(be, plan, env, [("input" if r == "x" else r, env[r]) for r in _ROLES])
+    return _FRONT({"x": x, "w_depthwise": w_depthwise, "w_pointwise": w_pointwise, "bias_depthwise": bias_depthwise,
+                   "bias_pointwise": bias_pointwise, "residual": residual, "out": out},
+                  args=(stride, padding, dilation, activation_depthwise, activation, fused))
+
+
+plan_separable_conv2d = plan_of(separable_conv2d)

@@ -9,21 +9,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..dtypes import DTYPES as VOCABULARY
+from ..dtypes import INT32_MAX, ctype, tag
 from ..problem import Conv2dProblem
-from ..registry import ARCHS, KernelEntry, register_kernel
+from ..registry import ARCHS, KernelEntry, register_kernel, stem
 
 GEMM_FILE = "tc_gemm.cu"
 CONV_FILE = "tc_conv.cu"
-INT_MAX = 2 ** 31 - 1
 GRID_YZ_MAX = 65535
 MAX_CONV_TAPS = 16          # tc_conv's loader: 16 mask bits for the filter rows, 16 for the columns
 
-# dtype name -> (short name in labels, C++ type, element bytes, cp.async widths in elements)
-DTYPES = {
-    "float16": ("f16", "__half", 2, (8, 4, 2)),
-    "bfloat16": ("bf16", "__nv_bfloat16", 2, (8, 4, 2)),
-    "tf32": ("tf32", "float", 4, (4, 2, 1)),
-}
+# The tensor cores' element types (tf32: float32 storage) and their cp.async widths in
+# elements (16, 8 and 4 bytes); names, C++ types and sizes are cuconv.dtypes'.
+VEC_WIDTHS = {"float16": (8, 4, 2), "bfloat16": (8, 4, 2), "tf32": (4, 2, 1)}
 ARCHS_SM80 = tuple(a for a in ARCHS if int(a[3:]) >= 80)
 
 
@@ -45,7 +43,7 @@ class TcConfig:
     main: bool = False
 
     def __post_init__(self):
-        short, _, esize, vecs = DTYPES[self.dtype]
+        vecs = VEC_WIDTHS[self.dtype]
         kstep = 8 if self.dtype == "tf32" else 16
         if self.op not in ("gemm", "conv"):
             raise ValueError(f"TcConfig.op must be 'gemm' or 'conv', got {self.op!r}")
@@ -55,15 +53,15 @@ class TcConfig:
 
     @property
     def short(self) -> str:
-        return DTYPES[self.dtype][0]
+        return tag(self.dtype)
 
     @property
     def ctype(self) -> str:
-        return DTYPES[self.dtype][1]
+        return ctype(self.dtype)
 
     @property
     def esize(self) -> int:
-        return DTYPES[self.dtype][2]
+        return VOCABULARY[self.dtype].itemsize
 
     @property
     def name(self) -> str:
@@ -119,7 +117,7 @@ class TcConfig:
             if K % self.vec or N % self.vec:
                 return (f"K = {K} and N = {N} must be multiples of {self.vec}: {self.name} copies {self.vec} "
                         f"elements ({self.vec * self.esize} bytes) of a row at a time")
-            if max(M, N, K) > INT_MAX - 256:
+            if max(M, N, K) > INT32_MAX - 256:
                 return f"M, N, K = {M}, {N}, {K}: the kernel indexes with 32-bit ints"
         if cc < 80 and self.stages > 2:
             return f"{self.name} needs cp.async (sm_80+); this device is sm_{cc}"
@@ -146,7 +144,7 @@ def _configs() -> tuple[TcConfig, ...]:
     out = []
     for dt in ("float16", "bfloat16", "tf32"):
         bk = 16 if dt == "tf32" else 32
-        wide, narrow = DTYPES[dt][3][0], DTYPES[dt][3][-1]
+        wide, narrow = VEC_WIDTHS[dt][0], VEC_WIDTHS[dt][-1]
         for op in ("gemm", "conv"):
             out.append(TcConfig(op, dt, 128, 128, bk, 64, 32, 4, wide, min_blocks=2, main=True))
             if op == "conv":   # 4 warps of 64x64: twice the mma per ldmatrix and per loop overhead
@@ -175,11 +173,15 @@ class _Aux:
 
     @property
     def name(self) -> str:
-        return f"{self.template}_{DTYPES[self.dtype][0]}"
+        """<template>_<dtype>, the template's name after the file's stem when it does not start
+        with it (tc_pack_nhwc of tc_conv.cu: tc_conv_pack_nhwc_f16)."""
+        head = stem(self.file)
+        middle = self.template if self.template.startswith(head) else f"{head}_{self.template.removeprefix('tc_')}"
+        return f"{middle}_{tag(self.dtype)}"
 
     @property
     def expression(self) -> str:
-        return f"{self.template}<{DTYPES[self.dtype][1]}>"
+        return f"{self.template}<{ctype(self.dtype)}>"
 
     def entry(self) -> KernelEntry:
         archs = ARCHS if self.dtype == "float16" or self.template == "tc_pack_nhwc" else ARCHS_SM80
@@ -189,7 +191,7 @@ class _Aux:
 
 AUX = {}
 AUX_ENTRIES = {}
-for _dt in DTYPES:
+for _dt in VEC_WIDTHS:
     for _aux in (_Aux(GEMM_FILE, "tc_gemm_simple", _dt, 128), _Aux(CONV_FILE, "tc_conv_simple", _dt, 128),
                  _Aux(CONV_FILE, "tc_pack_nhwc", _dt, 256)):
         AUX[(_aux.template, _dt)] = _aux
@@ -214,7 +216,7 @@ def pick_vec(kdt: str, dims, aligned: bool) -> int | None:
     when neither fits or an operand is not 16-byte aligned (the caller then packs)."""
     if not aligned:
         return None
-    for v in (DTYPES[kdt][3][0], DTYPES[kdt][3][-1]):
+    for v in (VEC_WIDTHS[kdt][0], VEC_WIDTHS[kdt][-1]):
         if all(d % v == 0 for d in dims):
             return v
     return None
@@ -261,22 +263,22 @@ def check_dtype(dtype: str, allow_tf32: bool, what: str) -> str:
 
 
 def pad_to(c: int, kdt: str) -> int:
-    v = DTYPES[kdt][3][0]
+    v = VEC_WIDTHS[kdt][0]
     return -(-c // v) * v
 
 
 def conv_limits(p: Conv2dProblem) -> str | None:
     M = p.N * p.P * p.Q
-    if M > INT_MAX - 256:
+    if M > INT32_MAX - 256:
         return f"M = N·P·Q = {M} is too large for 32-bit tile indices"
-    if p.K > INT_MAX - 256 or p.C * p.R * p.S > INT_MAX - 256:
+    if p.K > INT32_MAX - 256 or p.C * p.R * p.S > INT32_MAX - 256:
         return f"K = {p.K} or C·R·S = {p.C * p.R * p.S} is too large for 32-bit indices"
     if p.N > GRID_YZ_MAX or p.K > GRID_YZ_MAX:
         return f"N = {p.N} and K = {p.K} must be <= {GRID_YZ_MAX} (grid limit of the layout pack)"
     if p.H * p.W > GRID_YZ_MAX * 32:
         return f"H·W = {p.H * p.W} is above the layout pack's grid limit {GRID_YZ_MAX * 32}"
     blocks = p.groups * math.ceil(M / 32) * math.ceil(p.K_per_group / 16)
-    if blocks > INT_MAX:
+    if blocks > INT32_MAX:
         return f"needs {blocks} blocks, more than a 1-D grid holds"
     return None
 

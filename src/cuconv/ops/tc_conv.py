@@ -28,7 +28,7 @@ from .tc_common import (  # noqa: F401
     AUX,
     AUX_ENTRIES,
     CONV_FILE,
-    DTYPES,
+    VEC_WIDTHS,
     ENTRIES,
     TcConfig,
     arch_reason,
@@ -51,7 +51,7 @@ def choose_conv_config(kdt: str, p: Conv2dProblem, vec: int, cc: int = 90, sms: 
     64x32 warps', `cuconv kernels --analyze --file tc_conv.cu`), else as 8 warps of 64x32."""
     M = p.N * p.P * p.Q
     big = math.ceil(M / 128) * math.ceil(p.K_per_group / 128) * p.groups
-    if vec == DTYPES[kdt][3][0] and p.K_per_group > 64 and big >= sms:
+    if vec == VEC_WIDTHS[kdt][0] and p.K_per_group > 64 and big >= sms:
         wide = find_config("conv", kdt, 128, 4, vec, wn=64) if cc >= 80 else None
         if wide is not None and ENTRIES[wide].min_blocks(f"sm_{cc}") >= 2:
             return wide
@@ -76,7 +76,7 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
     "simple": the analytic kernel)."""
     p, layout = spec.problem, spec.layout
     kdt = kernel_dtype(p.dtype)
-    if kdt not in DTYPES:
+    if kdt not in VEC_WIDTHS:
         raise PlanError(f"tensor cores take float16, bfloat16 or float32 (as tf32), got {p.dtype}")
     cc, sms = spec.caps.cc, spec.caps.sms
     reason = conv_limits(p) or arch_reason(kdt, cc)
@@ -105,7 +105,7 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
     pack = vec is None
     Cgp = pad_to(Cg, kdt) if pack else Cg
     if config is None:
-        config = choose_conv_config(kdt, p, vec or DTYPES[kdt][3][0], cc, sms)
+        config = choose_conv_config(kdt, p, vec or VEC_WIDTHS[kdt][0], cc, sms)
     reason = config.can_implement(p.with_(C=p.groups * Cgp), cc=cc)
     if reason is None and not pack and not aligned:
         reason = f"{config.name} needs input and weight {config.vec * config.esize}-byte aligned"
@@ -142,17 +142,17 @@ def _algorithm_plan(algo: str):
 
 IMPLICIT_GEMM_TC = ConvAlgorithm(
     name="implicit_gemm_tc", plan=_algorithm_plan("implicit_gemm_tc"), dtypes=("float16", "bfloat16"),
-    layouts=("NCHW", "NHWC"), options=("config",),
+    layouts=("NCHW", "NHWC"), options=("config",), crops=True,
     description="tensor-core implicit GEMM (mma.sync, ldmatrix, cp.async pipeline), fp32 accumulation; "
                 "NCHW packed to NHWC in a workspace")
 IMPLICIT_GEMM_TC_SIMPLE = ConvAlgorithm(
     name="implicit_gemm_tc_simple", plan=_algorithm_plan("implicit_gemm_tc_simple"),
-    dtypes=("float16", "bfloat16", "float32"), layouts=("NCHW", "NHWC"), tf32=True,
+    dtypes=("float16", "bfloat16", "float32"), layouts=("NCHW", "NHWC"), tf32=True, crops=True,
     description="tensor-core implicit GEMM, analytic variant: one warp per 16x8 tile, fragments "
                 "gathered from global memory; any layout, no workspace (float32 runs as tf32)")
 IMPLICIT_GEMM_TF32 = ConvAlgorithm(
     name="implicit_gemm_tf32", plan=_algorithm_plan("implicit_gemm_tf32"), dtypes=("float32",),
-    layouts=("NCHW", "NHWC"), tf32=True, options=("config",),
+    layouts=("NCHW", "NHWC"), tf32=True, options=("config",), crops=True,
     description="float32 convolution on tf32 tensor cores (operands rounded to 10-bit mantissas, "
                 "fp32 accumulation); auto considers it only with allow_tf32=True")
 ALGORITHMS = (IMPLICIT_GEMM_TC, IMPLICIT_GEMM_TC_SIMPLE, IMPLICIT_GEMM_TF32)
@@ -162,7 +162,7 @@ ALGORITHMS = (IMPLICIT_GEMM_TC, IMPLICIT_GEMM_TC_SIMPLE, IMPLICIT_GEMM_TF32)
 _BY_NAME = {a.name: a for a in ALGORITHMS}
 
 
-_FRONT = ConvFrontEnd(lambda spec, algo: _BY_NAME[algo].plan_or_raise(spec))
+_FRONT = ConvFrontEnd(lambda spec, algo: _BY_NAME[algo].plan_or_raise(spec), "tc_conv2d")
 
 
 def tc_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NHWC",
@@ -182,5 +182,6 @@ def tc_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, lay
     else:
         algo = "implicit_gemm_tf32" if kdt == "tf32" else "implicit_gemm_tc"
     extra = {} if config in (None, "simple") else {"config": config}
-    return _FRONT(x, w, bias, stride, padding, dilation, groups, algo, activation, residual, out, None,
-                  layout, True if allow_tf32 else None, extra)
+    tf32 = True if allow_tf32 else None
+    return _FRONT({"x": x, "w": w, "bias": bias, "residual": residual, "out": out},
+                  (stride, padding, dilation, groups, algo, activation, None, layout, tf32), extra)

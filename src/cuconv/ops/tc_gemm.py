@@ -11,19 +11,19 @@ import math
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache, Ref
+from ..dtypes import INT32_MAX
+from ..plan import Launch, Output, Plan, Ref
 from ..problem import GemmProblem
 from . import _common
 from ._common import i32, i64
+from ._frontend import FrontEnd
 from .tc_common import (  # noqa: F401
     AUX,
     AUX_ENTRIES,
-    DTYPES,
+    VEC_WIDTHS,
     ENTRIES,
     GEMM_FILE,
     GRID_YZ_MAX,
-    INT_MAX,
     TcConfig,
     arch_reason,
     check_dtype,
@@ -43,7 +43,7 @@ def choose_gemm_config(kdt: str, M: int, N: int, vec: int, cc: int = 90, sms: in
     exist for every cp.async width.
     """
     stages_small = 2 if cc < 80 else 3
-    full = DTYPES[kdt][3][0]
+    full = VEC_WIDTHS[kdt][0]
     tiles = lambda bm, bn: math.ceil(M / bm) * math.ceil(N / bn) * batch  # noqa: E731
     if vec == full:
         if cc >= 80 and kdt != "tf32" and tiles(128, 256) >= sms:
@@ -98,9 +98,6 @@ def tc_gemm_launches(a: Ref, b: Ref, c: Ref, M, N, K, *, batch=1, stride_a=0, st
     return launches
 
 
-_PLANS = PlanCache()
-
-
 def gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, misaligned=frozenset()) -> Plan:
     """Check every argument of a tensor-core GEMM (clear errors, nothing launched) and plan it."""
     a = _common.as_tensor(a, "a", None, ("float16", "bfloat16", "float32"), be)
@@ -112,10 +109,10 @@ def gemm_plan(be, a, b, bias, residual, out, activation, config, allow_tf32, mis
     prob = GemmProblem.from_shapes(a.shape, b.shape, dtype.name)
     M, N, K, batch = prob.M, prob.N, prob.K, prob.batch
     for name, v in (("M", M), ("N", N), ("K", K)):
-        if v > INT_MAX - 256:
+        if v > INT32_MAX - 256:
             raise ValueError(f"{name}={v} is larger than 2**31-256, the kernels' 32-bit index range "
                              f"(a {tuple(a.shape)}, b {tuple(b.shape)})")
-    if math.ceil(M / 32) * math.ceil(N / 16) > INT_MAX:
+    if math.ceil(M / 32) * math.ceil(N / 16) > INT32_MAX:
         raise ValueError(f"a {M}x{N} output needs more than 2**31-1 blocks")
     _common.optional_tensor(bias, "bias", (M,), dtype, be)
     _common.optional_tensor(residual, "residual", prob.output_shape, dtype, be)
@@ -152,12 +149,8 @@ def tc_gemm(a, b, out=None, *, bias=None, activation=None, residual=None, allow_
     the input dtype; the output has the input dtype. ``config``: None (heuristic), "simple" (the
     analytic kernel), or a config name / ``TcConfig`` from ``CONFIGS``.
     """
-    be = current_backend()
-    env = {"a": _common.native(be, a, "a"), "b": _common.native(be, b, "b"),
-           "bias": _common.native(be, bias, "bias"), "residual": _common.native(be, residual, "residual"),
-           "out": _common.native(be, out, "out")}
-    key = (be.device_key(), *(be.meta(v) for v in env.values()), activation, config, allow_tf32)
-    plan = _common.cached_plan(_PLANS, key, env, lambda misaligned: gemm_plan(
-        be, env["a"], env["b"], env["bias"], env["residual"], env["out"], activation, config,
-        allow_tf32, misaligned))
-    return _common.run_plan(be, plan, env, [(r, env[r]) for r in ("a", "b", "bias", "residual")])
+    return _FRONT({"a": a, "b": b, "bias": bias, "residual": residual, "out": out}, (activation, config, allow_tf32))
+
+
+_FRONT = FrontEnd("tc_gemm", ("a", "b", "bias", "residual", "out"), lambda be, env, args, extra, misaligned: gemm_plan(
+    be, env["a"], env["b"], env["bias"], env["residual"], env["out"], *args, misaligned))

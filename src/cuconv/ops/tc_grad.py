@@ -1,17 +1,18 @@
 """float16 / bfloat16 conv2d gradients on tensor cores, fp32 accumulation (kernels/tc_grad.cu,
-plus the forward's kernels/tc_conv.cu for dgrad).
+plus the forward's kernels/tc_conv.cu for dgrad): the ``implicit_gemm_tc`` and
+``implicit_gemm_tc_simple`` algorithms of the ``DGRAD`` and of the ``WGRAD`` pass.
 
-* ``tc_conv2d_input_launch(be, problem, w, dy, dx, variant="auto"|"simple")`` — dx. Per stride
-  phase: ``tc_dgrad_filter`` builds the phase's rotated, transposed sub-filter; the forward
-  tensor-core convolution (ops/tc_conv.py's plan: the tiled cp.async kernel, or
-  ``tc_conv_simple`` with ``variant="simple"``) runs dy through it at stride 1 and dilation
-  doff; at stride > 1 ``tc_dgrad_scatter`` puts each phase's result at its positions in dx
-  (zeros for phases no tap reaches). The phase convolution needs non-negative padding: problems
-  whose padding exceeds the dilated filter's reach (``can_implement`` says so) are not built.
-* ``tc_conv2d_weight_launch(be, problem, x, dy, dw, db=None, splits=None, variant="auto")`` —
-  dW (and db): the tiled ``tc_wgrad_*_64x64x32_32x32`` (``variant="simple"``: ``tc_wgrad_simple``),
-  split-K with fp32 partials in a workspace, + ``tc_grad_reduce`` (one rounding to the output
-  dtype, deterministic); db by ``tc_bias_grad``.
+* dgrad, per stride phase: ``tc_dgrad_filter`` builds the phase's rotated, transposed
+  sub-filter; the forward tensor-core convolution (ops/tc_conv.py's plan: the tiled cp.async
+  kernel, or ``tc_conv_simple`` for ``implicit_gemm_tc_simple``) runs dy through it at stride 1
+  and dilation doff; at stride > 1 ``tc_dgrad_scatter`` puts each phase's result at its positions
+  in dx (zeros for phases no tap reaches). The phase convolution needs non-negative padding:
+  problems whose padding exceeds the dilated filter's reach (``can_implement_input`` says so)
+  are not built.
+* wgrad: dW (and db): the tiled ``tc_wgrad_*_64x64x32_32x32`` (``implicit_gemm_tc_simple``:
+  ``tc_wgrad_simple``), split-K with fp32 partials in a workspace (``splits=`` overrides the
+  rule), + ``tc_grad_reduce`` (one rounding to the output dtype, deterministic); db by
+  ``tc_bias_grad``.
 
 Every kernel is registered with ``cuda_headers=True`` (the CUDA include path on the GPU).
 """
@@ -19,19 +20,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ..plan import Launch, Ref, relabel
+from ..dtypes import INT32_MAX, TENSOR_CORE_DTYPES, ctype, tag
+from ..plan import Launch, PlanError, Ref, layout_buffers, relabel
 from ..problem import Conv2dProblem
 from ..registry import ARCHS, KernelEntry, register_kernel
-from . import _common, _grad, tc_conv
-from ._algorithm import ConvSpec
-from ._grad import INT_MAX, split_chunk
-from .tc_common import ARCHS_SM80, CONV_FILE, arch_reason, conv_limits
-from .tc_common import DTYPES as TC_DTYPES
+from . import _common, tc_conv
+from ._algorithm import DGRAD, WGRAD, ConvAlgorithm, ConvSpec, conv_plan
+from ._common import i32, i64
+from ._grad import DB, DW, DX, DY, W, X, split_chunk
+from .tc_common import ARCHS_SM80, arch_reason, conv_limits
 
 FILE = "tc_grad.cu"
-DTYPES = ("float16", "bfloat16")
+DTYPES = TENSOR_CORE_DTYPES
+# CUDA function -> threads per block; labelled tc_grad_<function without tc_ and grad_>_<dtype>.
 KERNELS = {"tc_dgrad_filter": 256, "tc_dgrad_scatter": 256, "tc_wgrad_simple": 128, "tc_grad_reduce": 256,
            "tc_bias_grad": 256}
 # Blocks per SM promised to the compile matrix (all fit on sm_75's 1024 threads per SM).
@@ -47,38 +48,39 @@ DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
 
 
 def name(kernel: str, dtype: str) -> str:
-    return f"{kernel}_{TC_DTYPES[dtype][0]}"
+    middle = kernel.removeprefix("tc_").removeprefix("grad_").replace("bias_grad", "bias")
+    return f"tc_grad_{middle}_{tag(dtype)}"
 
 
 def expression(kernel: str, dtype: str) -> str:
-    return f"{kernel}<{TC_DTYPES[dtype][1]}>"
+    return f"{kernel}<{ctype(dtype)}>"
 
 
-for _k, _threads in KERNELS.items():
-    for _dt in DTYPES:
-        # bf16 mma needs sm_80 (the project's convention for every bf16 tensor-core kernel)
-        register_kernel(KernelEntry(FILE, expression(_k, _dt), name(_k, _dt), block_threads=_threads,
-                                    min_blocks_per_sm=MIN_BLOCKS[_k], cuda_headers=True,
-                                    archs=ARCHS if _dt == "float16" else ARCHS_SM80))
+# bf16 mma needs sm_80 (the project's convention for every bf16 tensor-core kernel)
+ENTRIES = {(k, dt): register_kernel(KernelEntry(FILE, expression(k, dt), name(k, dt), block_threads=threads,
+                                                min_blocks_per_sm=MIN_BLOCKS[k], cuda_headers=True,
+                                                archs=ARCHS if dt == "float16" else ARCHS_SM80))
+           for k, threads in KERNELS.items() for dt in DTYPES}
 
 
 def tiled_name(dtype: str) -> str:
     bm, bn, bk, wm, wn, _ = TILED
-    return f"tc_wgrad_{TC_DTYPES[dtype][0]}_{bm}x{bn}x{bk}_{wm}x{wn}"
+    return f"tc_grad_wgrad_{tag(dtype)}_{bm}x{bn}x{bk}_{wm}x{wn}"
 
 
 def tiled_expression(dtype: str) -> str:
-    return f"tc_wgrad<{TC_DTYPES[dtype][1]}, {', '.join(map(str, TILED))}>"
+    return f"tc_wgrad<{ctype(dtype)}, {', '.join(map(str, TILED))}>"
 
 
-for _dt in DTYPES:
-    register_kernel(KernelEntry(FILE, tiled_expression(_dt), tiled_name(_dt), block_threads=128,
-                                min_blocks_per_sm=TILED[5], cuda_headers=True,
-                                archs=ARCHS if _dt == "float16" else ARCHS_SM80, main=_dt == "float16"))
+TILED_ENTRIES = {dt: register_kernel(KernelEntry(FILE, tiled_expression(dt), tiled_name(dt), block_threads=128,
+                                                 min_blocks_per_sm=TILED[5], cuda_headers=True,
+                                                 archs=ARCHS if dt == "float16" else ARCHS_SM80,
+                                                 main=dt == "float16"))
+                 for dt in DTYPES}
 
 
-def _launch(kernel, dtype, grid, block, args, expr=None) -> Launch:
-    return Launch(_grad.entry_for(FILE, expr or expression(kernel, dtype)), grid, block, args)
+def _launch(kernel, dtype, grid, block, args) -> Launch:
+    return Launch(ENTRIES[(kernel, dtype)], grid, block, args)
 
 
 def _phase_conv(caps, device, q: Conv2dProblem, dy: Ref, wp: Ref, out: Ref, config, prefix: str,
@@ -144,84 +146,54 @@ def can_implement_input(p: Conv2dProblem) -> str | None:
         reason = conv_limits(q)
         if reason:
             return reason
-    if p.N * p.C * p.H * p.W > INT_MAX * 4:
+    if p.N * p.C * p.H * p.W > INT32_MAX * 4:
         return "dx too large"
     return None
 
 
-def check_input_arrays(be, p: Conv2dProblem, w, dy, dx):
-    dt = p.dtype
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=(dt,), be=be)
-    dy = _common.as_tensor(dy, "grad_output", ndim=4, dtypes=(dt,), be=be)
-    dx = _common.as_tensor(dx, "grad_input", ndim=4, dtypes=(dt,), be=be)
-    for what, a, shape in (("weight", w, p.weight_shape), ("grad_output", dy, p.output_shape),
-                           ("grad_input", dx, p.input_shape)):
-        if tuple(a.shape) != tuple(shape):
-            raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(a.shape)}")
-    for what, a in (("weight", w), ("grad_output", dy)):
-        if _common.overlaps(dx, a):
-            raise ValueError(f"grad_input overlaps {what}")
-    _common.same_device(be, weight=w, grad_output=dy, grad_input=dx)
-    return w, dy, dx
-
-
-def dgrad_parts(p: Conv2dProblem, caps, device=None, variant: str = "auto", misaligned=frozenset()):
-    """(launches, workspace parts, aligned roles) computing slot ``dx`` from ``w`` and ``dy`` on
-    tensor cores. ``variant``: "auto" (the tiled forward kernel) or "simple" (tc_conv_simple).
-    ValueError when it cannot run ``p`` on ``caps``."""
-    if variant not in ("auto", "simple"):
-        raise ValueError(f"variant must be 'auto' or 'simple', got {variant!r}")
+def plan_dgrad(spec: ConvSpec, simple: bool) -> object:
+    """dx from w and dy on tensor cores, per stride phase (see the module docstring); ``simple``:
+    the phases' convolutions on tc_conv_simple."""
+    p, caps = spec.problem, spec.caps
     reason = can_implement_input(p)
     if reason:
-        raise ValueError(f"tensor-core dgrad cannot run {p.describe()}: {reason}")
+        raise PlanError(f"tensor-core dgrad cannot run {p.describe()}: {reason}")
     reason = arch_reason(p.dtype, caps.cc)
     if reason:
-        raise ValueError(f"tensor-core dgrad: {reason}")
-    config = "simple" if variant == "simple" else None
+        raise PlanError(f"tensor-core dgrad: {reason}")
+    config = "simple" if simple else None
     unit = p.stride_h == p.stride_w == 1
     planes = p.N * p.C
-    dx, w, dy = Ref("dx"), Ref("w"), Ref("dy")
     launches, parts, aligned = [], [], set()
     for i, (a, b, Hp, Wp, th, tw, q) in enumerate(phase_problems(p)):
-        geom = tuple(np.int32(v) for v in (p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))
+        geom = tuple(i32(v) for v in (p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))
         if q is None:
             grid = _common.grid_1d(planes * Hp * Wp, 256, MAX_BLOCKS)
             launches.append(_launch("tc_dgrad_scatter", p.dtype, (grid, 1, 1), (256, 1, 1),
-                                    (dx, np.int32(0), dx, np.int64(planes), *geom)))
+                                    (DX, i32(0), DX, i64(planes), *geom)))
             continue
         wp = Ref(f"wp{i}")
         n_wp = p.C * p.K_per_group * q.R * q.S
         parts.append((wp.name, p.dtype, n_wp))
         launches.append(_launch("tc_dgrad_filter", p.dtype, (_common.grid_1d(n_wp, 256, MAX_BLOCKS), 1, 1),
-                                (256, 1, 1), (w, wp, *(np.int32(v) for v in (
+                                (256, 1, 1), (W, wp, *(i32(v) for v in (
                                     p.K, p.C_per_group, p.R, p.S, p.groups, th[0], th[1], th[2],
                                     tw[0], tw[1], tw[2])))))
-        out = dx if unit else Ref(f"ph{i}")
+        out = DX if unit else Ref(f"ph{i}")
         if not unit:
             parts.append((out.name, p.dtype, p.N * p.C * Hp * Wp))
-        lns, sub_parts, sub_aligned = _phase_conv(caps, device, q, dy, wp, out, config, f"q{i}.", misaligned)
+        lns, sub_parts, sub_aligned = _phase_conv(caps, spec.device, q, DY, wp, out, config, f"q{i}.",
+                                                  spec.misaligned)
         launches += lns
         parts += sub_parts
         aligned.update(sub_aligned)
         if not unit:
             n = p.N * p.C * Hp * Wp
             launches.append(_launch("tc_dgrad_scatter", p.dtype, (_common.grid_1d(n, 256, MAX_BLOCKS), 1, 1),
-                                    (256, 1, 1), (out, np.int32(1), dx, np.int64(planes), *geom)))
-    return launches, parts, tuple(sorted(aligned))
-
-
-def tc_conv2d_input_launch(be, p: Conv2dProblem, w, dy, dx, variant: str = "auto") -> str:
-    """dx = ∂L/∂x for the float16/bfloat16 forward ``p`` on tensor cores (fp32 accumulation, one
-    rounding per element), now (the kernel tests' entry; ``cuconv.grad`` plans the same
-    launches). Returns the kernels run, "+"-joined."""
-    w, dy, dx = check_input_arrays(be, p, w, dy, dx)
-    env = {"w": w, "dy": dy, "dx": dx}
-    launches, parts, _ = dgrad_parts(p, be.caps(), be.device_key(), variant,
-                                     _common.misaligned_roles(("dy",), env))
-    _grad.execute(be, launches, parts, env)
-    if not any(ln.entry.file == CONV_FILE for ln in launches):
-        return "tc_dgrad_scatter"
-    return "tc_conv_simple" if variant == "simple" else "tc_conv"
+                                    (256, 1, 1), (out, i32(1), DX, i64(planes), *geom)))
+    return conv_plan(spec, "implicit_gemm_tc_simple" if simple else "implicit_gemm_tc", launches,
+                     workspace=layout_buffers(*parts), aligned=tuple(sorted(aligned)),
+                     description="per stride phase: sub-filter, tensor-core forward convolution, scatter")
 
 
 # --------------------------------------------------------------------------- wgrad
@@ -251,11 +223,11 @@ def choose_wgrad_splits(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: i
 def can_implement_weight(p: Conv2dProblem) -> str | None:
     if p.dtype not in DTYPES:
         return f"the tensor-core gradients take float16 or bfloat16, got {p.dtype}"
-    if p.C_per_group * p.R * p.S > INT_MAX - 64 or p.K > INT_MAX - 64 or p.P * p.Q > INT_MAX:
+    if p.C_per_group * p.R * p.S > INT32_MAX - 64 or p.K > INT32_MAX - 64 or p.P * p.Q > INT32_MAX:
         return "K, Cg·R·S or P·Q does not fit the kernel's 32-bit indices"
-    if p.K * p.P * p.Q > INT_MAX or p.C * p.H * p.W > INT_MAX:
+    if p.K * p.P * p.Q > INT32_MAX or p.C * p.H * p.W > INT32_MAX:
         return "an image of dy (K·P·Q) or of x (C·H·W) has more than 2**31-1 elements (32-bit offsets)"
-    if wgrad_tiles(p) > INT_MAX:
+    if wgrad_tiles(p) > INT32_MAX:
         return "too many blocks for a 1-D grid"
     return None
 
@@ -267,73 +239,63 @@ def wgrad_splits(p: Conv2dProblem, sms: int, max_workspace_bytes: int | None, sp
     if not 1 <= n <= 65535:
         raise ValueError(f"splits must be in 1..65535, got {n}")
     n, chunk = split_chunk(p.N * p.P * p.Q, n, TILED[2] if tiled else 16)
-    if chunk > INT_MAX:
+    if chunk > INT32_MAX:
         raise ValueError(f"tensor-core wgrad: {chunk} reduction indices per split exceed the kernel's 32-bit "
                          f"reduction length; allow more splits")
     return n, chunk
 
 
-def bias_launch(dtype: str, N: int, K: int, PQ: int, dy, db) -> Launch:
+def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
     """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel)."""
-    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1),
-                   (dy, db, np.int32(N), np.int32(K), np.int32(PQ)))
+    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1), (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q")))
 
 
-def wgrad_parts(p: Conv2dProblem, caps, variant: str = "auto", bias: bool = False, splits: int | None = None,
-                max_workspace_bytes: int | None = None, misaligned=frozenset()):
-    """(launches, workspace parts, aligned roles, split count) computing slot ``dw`` (and ``db``
-    when ``bias``) from ``x`` and ``dy``: fp32 split-K partials in the workspace, one rounding in
-    the deterministic reduction. ``variant``: "auto" (the tiled tc_wgrad) or "simple"
-    (tc_wgrad_simple). N = 0 gives zeros (the reduction over no splits)."""
-    if variant not in ("auto", "simple"):
-        raise ValueError(f"variant must be 'auto' or 'simple', got {variant!r}")
-    tiled = variant == "auto"
+def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
+    """dW (and db when the spec asks for it) from x and dy: fp32 split-K partials in the workspace,
+    one rounding in the deterministic reduction; ``simple``: tc_wgrad_simple. N = 0 gives zeros
+    (the reduction over no splits)."""
+    p, caps = spec.problem, spec.caps
+    tiled = not simple
     reason = can_implement_weight(p) or arch_reason(p.dtype, caps.cc)
     if reason:
-        raise ValueError(f"tensor-core wgrad cannot run {p.describe()}: {reason}")
+        raise PlanError(f"tensor-core wgrad cannot run {p.describe()}: {reason}")
     dt = p.dtype
-    x, dy, dw = Ref("x"), Ref("dy"), Ref("dw")
+    algo = "implicit_gemm_tc_simple" if simple else "implicit_gemm_tc"
     n_w = p.K * p.C_per_group * p.R * p.S
     grid = (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1)
-    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q, dy, Ref("db"))] if bias else []
+    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q)] if spec.has_bias else []
     if p.N == 0:
-        return ([_launch("tc_grad_reduce", dt, grid, (256, 1, 1), (Ref.absent("float32"), np.int32(0),
-                                                                   np.int64(n_w), dw)), *tail], [], (), 0)
-    n, chunk = wgrad_splits(p, caps.sms, max_workspace_bytes, splits, tiled)
+        zeros = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (Ref.absent("float32"), i32(0), i64(n_w), DW))
+        return conv_plan(spec, algo, [zeros, *tail], description="0 split(s), fp32 partials, deterministic reduction")
+    try:
+        n, chunk = wgrad_splits(p, caps.sms, spec.max_workspace_bytes, spec.option("splits"), tiled)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
     ws = Ref("ws")
-    args = (x, dy, ws, *_common.conv_geometry_args(p), np.int64(chunk))
+    args = (X, DY, ws, *_common.conv_geometry_args(p), i64(chunk))
     aligned = ()
     if tiled:
         # dy pairs as 32-bit words: P·Q even and dy aligned (a view may not be).
-        pairs = (p.P * p.Q) % 2 == 0 and "dy" not in misaligned
+        pairs = (p.P * p.Q) % 2 == 0 and spec.aligned("dy")
         aligned = ("dy",) if pairs else ()
-        main = _launch("tc_wgrad", dt, (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, np.int32(pairs)),
-                       tiled_expression(dt))
+        main = Launch(TILED_ENTRIES[dt], (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, i32(pairs)))
     else:
         main = _launch("tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), args)
-    reduce = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (ws, np.int32(n), np.int64(n_w), dw))
-    return [main, reduce, *tail], [("ws", "float32", n * n_w)], aligned, n
+    reduce = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (ws, i32(n), i64(n_w), DW))
+    return conv_plan(spec, algo, [main, reduce, *tail], workspace=layout_buffers(("ws", "float32", n * n_w)),
+                     aligned=aligned, description=f"{n} split(s), fp32 partials, deterministic reduction")
 
 
-def tc_conv2d_weight_launch(be, p: Conv2dProblem, x, dy, dw, db=None, splits: int | None = None,
-                            max_workspace_bytes: int | None = None, variant: str = "auto") -> int:
-    """dw (and db when given) for the float16/bfloat16 forward ``p``, now (the kernel tests'
-    entry; ``cuconv.grad`` plans the same launches). Returns the split count."""
-    dt = p.dtype
-    x = _common.as_tensor(x, "input", ndim=4, dtypes=(dt,), be=be)
-    dy = _common.as_tensor(dy, "grad_output", ndim=4, dtypes=(dt,), be=be)
-    dw = _common.as_tensor(dw, "grad_weight", ndim=4, dtypes=(dt,), be=be)
-    for what, a, shape in (("input", x, p.input_shape), ("grad_output", dy, p.output_shape),
-                           ("grad_weight", dw, p.weight_shape)):
-        if tuple(a.shape) != tuple(shape):
-            raise ValueError(f"{what} must have shape {tuple(shape)}, got {tuple(a.shape)}")
-    if db is not None:
-        db = _common.as_tensor(db, "grad_bias", ndim=1, dtypes=(dt,), be=be)
-        if tuple(db.shape) != (p.K,):
-            raise ValueError(f"grad_bias must have shape {(p.K,)}, got {tuple(db.shape)}")
-    _common.same_device(be, input=x, grad_output=dy, grad_weight=dw, grad_bias=db)
-    env = {"x": x, "dy": dy, "dw": dw, "db": db}
-    launches, parts, _, n = wgrad_parts(p, be.caps(), variant, db is not None, splits, max_workspace_bytes,
-                                        _common.misaligned_roles(("dy",), env))
-    _grad.execute(be, launches, parts, env)
-    return n
+def _algorithms(operator: str, plan):
+    what = "dx per stride phase through the forward tensor-core convolution" if operator == DGRAD else \
+        "split-K dW (db fused) with fp32 partials and a deterministic reduction"
+    return (ConvAlgorithm(name="implicit_gemm_tc", plan=lambda spec: plan(spec, False), dtypes=DTYPES,
+                          options=() if operator == DGRAD else ("splits",), operator=operator, crops=operator == WGRAD,
+                          description=f"tensor cores (mma.sync), fp32 accumulation: {what}, tiled kernels"),
+            ConvAlgorithm(name="implicit_gemm_tc_simple", plan=lambda spec: plan(spec, True), dtypes=DTYPES,
+                          options=() if operator == DGRAD else ("splits",), operator=operator, crops=operator == WGRAD,
+                          description=f"tensor cores, analytic kernels: {what}"))
+
+
+DGRAD_ALGORITHMS = _algorithms(DGRAD, plan_dgrad)
+WGRAD_ALGORITHMS = _algorithms(WGRAD, plan_wgrad)

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import current_backend
-from ..plan import Launch, Output, Plan, PlanCache, PlanError, Ref, layout_buffers
+from ..dtypes import INT32_MAX
+from ..plan import Launch, Output, Plan, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from ..winograd_math import (  # noqa: F401
@@ -50,6 +50,7 @@ from ..winograd_math import unsupported_reason as _shape_reason
 from . import _common
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
 from ._common import OUT, W, X, i32, i64
+from ._frontend import FrontEnd
 from .gemm import gemm_launches
 
 FILE = "winograd.cu"
@@ -120,7 +121,7 @@ def unsupported_reason(problem: Conv2dProblem) -> str | None:
 
 # Each of V and M is indexed with int32 GEMM dimensions by the multiply stage: keep a chunk's
 # buffers below 2**31 elements.
-_MAX_BUFFER_ELEMENTS = 2 ** 31 - 1
+_MAX_BUFFER_ELEMENTS = INT32_MAX
 
 
 def _round4(n: int) -> int:
@@ -380,10 +381,8 @@ ALGORITHMS = (WINOGRAD_F2, WINOGRAD_F4, WINOGRAD_FUSED)
 
 
 # =========================================================================== winograd_filter_transform
-_FILTER_PLANS = PlanCache()
-
-
-def _filter_plan(be, w, variant, out) -> Plan:
+def _filter_plan(be, env, args, extra, misaligned) -> Plan:
+    (variant,), w, out = args, env["w"], env["out"]
     m = tile_size(variant)
     w = _common.as_tensor(w, "weight", ndim=4, dtypes=("float32",), be=be)
     K, C, r, s = (int(d) for d in w.shape)
@@ -403,6 +402,9 @@ def _filter_plan(be, w, variant, out) -> Plan:
                 expected=(("w", tuple(w.shape), "float32"),))
 
 
+_FILTER = FrontEnd("winograd_filter_transform", ("w", "out"), _filter_plan, names={"w": "weight"})
+
+
 def winograd_filter_transform(w, variant: str = "f4x4_3x3", *, out=None):
     """U = G w Gᵀ for every (k, c): shape (α², K, C), float32, on the current backend.
 
@@ -411,8 +413,4 @@ def winograd_filter_transform(w, variant: str = "f4x4_3x3", *, out=None):
     ``conv2d(..., algo="winograd_...")`` together with the same ``w``. Computed in double and
     rounded once to float32.
     """
-    be = current_backend()
-    env = {"w": _common.native(be, w, "weight"), "out": _common.native(be, out, "out")}
-    key = (be.device_key(), be.meta(env["w"]), be.meta(env["out"]), variant)
-    plan = _common.cached_plan(_FILTER_PLANS, key, env, lambda _: _filter_plan(be, env["w"], variant, env["out"]))
-    return _common.run_plan(be, plan, env, (("weight", env["w"]),))
+    return _FILTER({"w": w, "out": out}, (variant,))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..problem import Conv2dProblem, _pair
+from ..problem import Conv2dProblem, pair
 
 
 def _act(y: np.ndarray, activation) -> np.ndarray:
@@ -53,7 +53,7 @@ def conv2d_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 def im2col_ref(x, kernel_size, stride=1, padding=0, dilation=1) -> np.ndarray:
     """The §8.3 column matrix per image: shape (N, C·R·S, P·Q), rows ordered (c, r, s)."""
     x = np.asarray(x, dtype=np.float64)
-    R, S = _pair(kernel_size, "kernel_size")
+    R, S = pair(kernel_size, "kernel_size")
     N, C = x.shape[:2]
     p = Conv2dProblem.from_shapes(x.shape, (1, C, R, S), stride, padding, dilation, 1, "float64")
     xp = np.pad(x, ((0, 0), (0, 0), (p.pad_h, p.pad_bottom), (p.pad_w, p.pad_right)))

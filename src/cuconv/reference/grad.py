@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..problem import Conv2dProblem, _pair
+from ..problem import Conv2dProblem, pair
 from .conv import conv2d_ref
 from .pool import pool_out_size_ref
 
@@ -125,9 +125,9 @@ def avg_pool2d_backward_ref(grad_output, input_size, kernel_size, stride=None, p
     """dx: dy[p, q] / divisor(p, q) added over window (p, q)'s input elements."""
     dy = np.asarray(grad_output, dtype=np.float64)
     N, C, H, W = (int(d) for d in input_size)
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
+    kh, kw = pair(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride")
+    ph, pw = pair(padding, "padding")
     P = pool_out_size_ref(H, kh, sh, ph, 1, ceil_mode)
     Q = pool_out_size_ref(W, kw, sw, pw, 1, ceil_mode)
     if dy.shape != (N, C, P, Q):

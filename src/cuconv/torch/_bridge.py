@@ -1,10 +1,12 @@
 """Torch tensors as cuconv arrays and back, without copies, and the backend each call runs on.
 
 * CUDA tensors: ``cupy.from_dlpack(t)`` / ``torch.from_dlpack(a)``, run by cuconv's GPU backend
-  on the tensor's device and on torch's *current* stream (wrapped as a
-  ``cupy.cuda.ExternalStream`` for the duration of the call), so the launches are ordered
-  with torch's own work exactly as a torch op's would be. Outputs and workspaces come from
-  CuPy's memory pool (allocated on that stream).
+  on the tensor's device and on torch's *current* stream (``cupy.cuda.Stream.from_external``,
+  the CUDA stream protocol, for the duration of the call), so the launches are ordered with
+  torch's own work exactly as a torch op's would be. Outputs and workspaces come from torch's
+  caching allocator (a CuPy allocator scoped to the call, ``torch_allocator``: each CuPy
+  allocation is a torch uint8 tensor on that stream), so ``torch.cuda.memory_allocated`` counts
+  them, ``torch.cuda.empty_cache`` returns them, and CuPy's pool keeps nothing behind torch's back.
 * CPU tensors: ``t.numpy()`` views (bfloat16 through ml_dtypes' dtype over the same bytes),
   run on the current cuconv backend when it takes NumPy arrays (the emulator in any of its
   checking modes, the record backend), else on a plain emulator; results come back with
@@ -111,8 +113,24 @@ def running_on(device: torch.device):
                           "cuconv[cuda12] or cuconv[cuda13]") from None
     index = device.index if device.index is not None else torch.cuda.current_device()
     stream = torch.cuda.current_stream(index)
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index), using(gpu_backend()):
+    with cupy.cuda.Device(index), cupy.cuda.Stream.from_external(stream), \
+            cupy.cuda.using_allocator(torch_allocator(cupy, torch.device("cuda", index))), using(gpu_backend()):
         yield
+
+
+def torch_allocator(cupy, device: torch.device):
+    """A CuPy allocator (``cupy.cuda.using_allocator``) drawing from torch's caching allocator:
+    each allocation is a ``torch.empty`` uint8 tensor on ``device`` (on torch's current stream,
+    the one the call runs on), wrapped as ``cupy.cuda.UnownedMemory`` that keeps the tensor alive;
+    when CuPy drops the memory the tensor goes back to torch's cache. What cuconv.torch's
+    outputs and workspaces come from."""
+    index = device.index if device.index is not None else -1
+
+    def allocate(size: int):
+        t = torch.empty((int(size),), dtype=torch.uint8, device=device)
+        mem = cupy.cuda.UnownedMemory(t.data_ptr(), int(size), t, index)
+        return cupy.cuda.MemoryPointer(mem, 0)
+    return allocate
 
 
 class Call:

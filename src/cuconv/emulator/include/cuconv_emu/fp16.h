@@ -114,6 +114,9 @@ struct alignas(2) __half {
     __half& operator=(const __half_raw& r) { __x = r.x; return *this; }
     __half& operator=(float f) { __x = cuconv_emu::f16_from_float(f, 0); return *this; }
     __half& operator=(double d) { __x = cuconv_emu::f16_from_double(d, 0); return *this; }
+    // From an integer, rounded once (CUDA's __int2half_rn and siblings): `h = 0` compiles, as in CUDA.
+    template <typename I, typename = std::enable_if_t<std::is_integral<I>::value && !std::is_same<I, bool>::value>>
+    __half& operator=(I v) { __x = cuconv_emu::f16_from_double((double)v, 0); return *this; }
     operator float() const { return cuconv_emu::f16_to_float(__x); }
     operator __half_raw() const { return __half_raw{__x}; }
     explicit operator bool() const { return (__x & 0x7fff) != 0; }

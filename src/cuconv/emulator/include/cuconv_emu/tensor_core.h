@@ -215,6 +215,8 @@ struct ThreadState {
     int nops = 0;
     FragRef frags[32];
     int nfrags = 0;
+    unsigned bar_inits[64];               // mbarrier.init of this thread not yet fenced for the async proxy
+    int nbar_inits = 0;
 };
 inline ThreadState g_threads[1024];
 
@@ -238,6 +240,7 @@ inline ThreadState& mine() {
         s.wg_committed = 0;
         s.nops = 0;
         s.nfrags = 0;
+        s.nbar_inits = 0;
         s.stamp_launch = e.launch_serial;
         s.stamp_block = e.block_serial;
     }
@@ -327,6 +330,7 @@ inline void wait_group(int keep) {
     s.ngroups -= done;
 }
 
+inline void fence_mbarrier_init();
 // fence.proxy.async: this thread's completed generic-proxy writes (its cp.async copies) become
 // visible to the async proxy. Copies still in flight are not covered (PTX: the fence orders
 // the thread's *prior* memory accesses; an incomplete cp.async has not been performed yet).
@@ -341,16 +345,41 @@ inline void fence_proxy_async() {
             if (g_shadow[r.off + i] == me) g_shadow[r.off + i] = 0;
     }
     s.unfenced_head = s.unfenced_n = 0;
+    fence_mbarrier_init();   // a proxy fence covers the thread's mbarrier.init too
 }
 
 // ================================================================== mbarrier
 // An mbarrier is a 64-bit shared-memory object; its device encoding is opaque ("the contents
 // of an mbarrier object are not accessible"), so here the word holds: pending arrivals (bits
 // 0-19), expected arrivals (20-39), the current phase's parity (bit 55) and a tag (bits 56-63)
-// that catches use of an uninitialised barrier. arrive: pending - 1; at 0 the phase completes:
-// parity flips and pending is reset to expected. test_wait.parity(P) is true once the phase
-// with parity P has completed, i.e. while the current phase's parity differs from P.
+// that catches use of an uninitialised barrier. Its transaction count (tx-count, sm_90) lives
+// beside it in BarSide, one per 8 bytes of dynamic shared memory. arrive: pending - 1;
+// expect-tx(n): tx + n; complete-tx(n) (a TMA load that finished): tx - n. The phase completes
+// when pending arrivals and tx-count are both 0 ("mbarrier": phase completion): parity flips,
+// pending is reset to expected. test_wait.parity(P) is true once the phase with parity P has
+// completed, i.e. while the current phase's parity differs from P.
 constexpr unsigned long long kBarTag = 0xa5ull << 56, kBarPhase = 1ull << 55, kBarMask = (1ull << 20) - 1;
+constexpr int kTxLimit = (1 << 20) - 1;   // tx-count range [-(2^20-1), 2^20-1] (PTX ISA "tx-count")
+struct BarSide {
+    int tx;                    // transaction count of the current phase
+    unsigned short init_by;    // 1 + thread that ran mbarrier.init (0: not in this block)
+    unsigned char unfenced;    // the init is not yet visible to the async proxy
+    unsigned char pad;
+};
+inline BarSide g_bar_side[cuconv_emu::kMaxDynamicShared / 8];
+inline unsigned long long g_bar_side_block = ~0ull;
+// The side record of the barrier at `bar` (nullptr outside dynamic shared memory, where no TMA
+// can signal it). Call inside a CUCONV_EMU_INTERNAL scope.
+inline BarSide* bar_side(void* bar) {
+    size_t off;
+    if (!smem_offset(bar, 8, &off)) return nullptr;
+    const unsigned long long serial = cuconv_emu::g_engine.block_serial;
+    if (g_bar_side_block != serial) {
+        memset(g_bar_side, 0, (cuconv_emu::g_engine.shared_mem / 8 + 1) * sizeof(BarSide));
+        g_bar_side_block = serial;
+    }
+    return &g_bar_side[off / 8];
+}
 inline unsigned long long* bar_word(void* bar, const char* what) {
     if (reinterpret_cast<size_t>(bar) & 7) fault(kFault, "%s: mbarrier object %p is not 8-byte aligned", what, bar);
     return static_cast<unsigned long long*>(bar);
@@ -358,6 +387,16 @@ inline unsigned long long* bar_word(void* bar, const char* what) {
 inline void mbarrier_init(void* bar, unsigned count) {
     unsigned long long* w = bar_word(bar, "mbarrier.init");
     if (count == 0 || count > kBarMask) fault(kFault, "mbarrier.init: count %u outside 1..2^20-1", count);
+    {
+        CUCONV_EMU_INTERNAL;
+        if (BarSide* side = bar_side(bar)) {
+            *side = BarSide{0, static_cast<unsigned short>(1 + my_tid()), 1, 0};
+            ThreadState& me = mine();
+            if (me.nbar_inits == 64)
+                fault(kFault, "mbarrier.init: more than 64 unfenced inits in one thread (emulator limit)");
+            me.bar_inits[me.nbar_inits++] = static_cast<unsigned>(side - g_bar_side);
+        }
+    }
     __atomic_store_n(w, kBarTag | (static_cast<unsigned long long>(count) << 20) | count, __ATOMIC_RELEASE);
 }
 inline unsigned long long checked(void* bar, const char* what) {
@@ -368,24 +407,61 @@ inline unsigned long long checked(void* bar, const char* what) {
                       "overwritten)", what, bar);
     return v;
 }
-// A read-modify-write with release semantics (an arrive "releases" the arriving thread's prior
-// writes; a read-modify-write keeps every arrival in the release sequence the waiter acquires).
-inline void mbarrier_arrive(void* bar) {
-    unsigned long long w = checked(bar, "mbarrier.arrive");
-    unsigned long long next;
-    do {
-        const unsigned long long expected = (w >> 20) & kBarMask;
-        unsigned long long pending = w & kBarMask;
-        next = w;
-        if (--pending == 0) {
-            next ^= kBarPhase;
-            pending = expected;
-        }
-        next = (next & ~kBarMask) | pending;
-    } while (!__atomic_compare_exchange_n(static_cast<unsigned long long*>(bar), &w, next, false, __ATOMIC_ACQ_REL,
-                                          __ATOMIC_ACQUIRE));
+inline int bar_tx(void* bar) {
+    CUCONV_EMU_INTERNAL;
+    const BarSide* side = bar_side(bar);
+    return side ? side->tx : 0;
 }
+// One update of the barrier: `arrivals` arrive-on operations and `tx` added to the tx-count
+// (expect-tx: +n, complete-tx: -n), the expect-tx first (PTX: mbarrier.arrive.expect_tx
+// "performs an expect-tx operation prior to the arrive-on operation"). A read-modify-write
+// with release semantics (an arrive "releases" the arriving thread's prior writes; a
+// read-modify-write keeps every arrival in the release sequence the waiter acquires).
+inline void mbarrier_update(void* bar, unsigned arrivals, long long tx, const char* what) {
+    unsigned long long w = checked(bar, what);
+    int now = 0;
+    {
+        CUCONV_EMU_INTERNAL;
+        BarSide* side = bar_side(bar);
+        if (tx != 0 && side == nullptr)
+            fault(kFault, "%s: the mbarrier at %p is not in this block's dynamic shared memory (the emulator's "
+                          "transaction counts cover dynamic shared memory only)", what, bar);
+        if (side) {
+            const long long next = side->tx + tx;
+            if (next > kTxLimit || next < -kTxLimit)
+                fault(kFault, "%s: the mbarrier's tx-count would become %lld, outside [-(2^20-1), 2^20-1]", what,
+                      next);
+            side->tx = static_cast<int>(next);
+            now = side->tx;
+        }
+    }
+    const unsigned long long expected = (w >> 20) & kBarMask;
+    unsigned long long pending = w & kBarMask;
+    if (arrivals > pending)
+        fault(kFault, "%s: %u arrival(s) on an mbarrier whose current phase expects only %llu more (of %llu): more "
+                      "arrivals than the count given to mbarrier.init", what, arrivals, pending, expected);
+    pending -= arrivals;
+    unsigned long long next = w;
+    if (pending == 0 && now == 0 && (arrivals > 0 || tx != 0)) {
+        next ^= kBarPhase;   // phase complete
+        pending = expected;
+    }
+    next = (next & ~kBarMask) | pending;
+    __atomic_exchange_n(static_cast<unsigned long long*>(bar), next, __ATOMIC_ACQ_REL);
+}
+inline void mbarrier_arrive(void* bar) { mbarrier_update(bar, 1, 0, "mbarrier.arrive"); }
+inline void mbarrier_arrive_expect_tx(void* bar, unsigned bytes) {
+    if (bytes > static_cast<unsigned>(kTxLimit))
+        fault(kFault, "mbarrier.arrive.expect_tx: %u bytes outside the tx-count range (2^20-1)", bytes);
+    mbarrier_update(bar, 1, bytes, "mbarrier.arrive.expect_tx");
+}
+inline void tma_complete_pending(void* bar);
+// A waiter that finds its phase incomplete lands the TMA loads signalling the barrier (the
+// latest moment they can land for it); a phase complete without them (an expect-tx missing)
+// leaves them in flight, so the waiter reads the poisoned bytes.
 inline bool mbarrier_test_wait_parity(void* bar, unsigned parity) {
+    if (((checked(bar, "mbarrier.try_wait.parity") & kBarPhase) ? 1u : 0u) != (parity & 1u)) return true;
+    tma_complete_pending(bar);
     const unsigned long long w = checked(bar, "mbarrier.try_wait.parity");
     return ((w & kBarPhase) ? 1u : 0u) != (parity & 1u);
 }
@@ -395,11 +471,344 @@ inline void mbarrier_wait_parity(void* bar, unsigned parity) {
     for (long spins = 0; !mbarrier_test_wait_parity(bar, parity); ++spins) {
         if (spins > 400000)
             fault(kDivergence, "mbarrier wait (parity %u) at %p never completes: the phase is missing arrivals "
-                               "(%llu of %llu still pending) — an arrive skipped, or a wait for the wrong phase",
+                               "(%llu of %llu still pending, tx-count %d) — an arrive skipped, an expect-tx without "
+                               "its TMA load, or a wait for the wrong phase",
                   parity & 1u, bar, checked(bar, "mbarrier wait") & kBarMask,
-                  (checked(bar, "mbarrier wait") >> 20) & kBarMask);
+                  (checked(bar, "mbarrier wait") >> 20) & kBarMask, bar_tx(bar));
         cuconv_emu::yield();
     }
+}
+
+// fence.mbarrier_init.release.cluster / fence.proxy.async: this thread's mbarrier.init become
+// visible to the async proxy (a TMA load completing on the barrier). Without it a TMA load that
+// signals the barrier is a fault (CUTLASS's pipelines run fence.mbarrier_init after init for
+// this reason; the PTX ISA's "fence.mbarrier_init" orders prior mbarrier.init for "subsequent
+// operations ... including asynchronous operations").
+inline void fence_mbarrier_init() {
+    ThreadState& s = mine();
+    CUCONV_EMU_INTERNAL;
+    const unsigned short me = static_cast<unsigned short>(1 + my_tid());
+    if (g_bar_side_block == cuconv_emu::g_engine.block_serial)
+        for (int i = 0; i < s.nbar_inits; ++i)
+            if (g_bar_side[s.bar_inits[i]].init_by == me) g_bar_side[s.bar_inits[i]].unfenced = 0;
+    s.nbar_inits = 0;
+}
+
+// ================================================================== TMA (cp.async.bulk.tensor)
+// The tensor map is the emulator's own 128-byte encoding, written by cuconv.emulator's encoder
+// (cuconv/emulator/_tensor_map.py: the same arguments as the driver's cuTensorMapEncodeTiled /
+// cuTensorMapEncodeIm2col, the same checks), opaque to kernels as the driver's is; the launch
+// path replaces its global address by the worker's copy of the array. Layout (little-endian):
+//   0 u32 magic "CCTM" | 4 u8 version, mode (0 tiled, 1 im2col), rank, data type
+//   8 u8 interleave, swizzle (0 none, 1 32 B, 2 64 B, 3 128 B), l2 promotion, oob fill
+//  12 u16 channels per pixel, u16 pixels per column (im2col)
+//  16 u64 global address | 24 u64 dims[5] | 64 u64 strides of dims 1..4 (bytes)
+//  96 u16 box[5] (tiled) | 106 u8 element strides[5] | 112 i16 lower corner[3], 118 i16 upper[3]
+//     (W, H, D order, as CUTLASS passes them to the driver)
+// Semantics (PTX ISA "Tensors": "Tiled mode", "Im2col mode", "Bounding Box", "Traversal Stride",
+// "Out of Bound Access"; docs/wgmma.md §9 has the details and what is assumed):
+//   * tiled: box[i] elements along dimension i from coordinate c[i], every element-stride-th
+//     one (ceil(box/es) elements; dimension 0 ignores its stride), dimension 0 fastest in shared
+//     memory, rows of box[0] elements packed;
+//   * im2col: pixels_per_column pixels, each channels_per_pixel channels from channel c; the
+//     first pixel is at the instruction's (w, h, d, n); the next one is element-stride further
+//     along W, wrapping at the bounding box's end (dim - 1 + upper corner) to its start (lower
+//     corner) and stepping H (then D, then N) the same way; each pixel's element is read at its
+//     coordinates plus the instruction's im2col offsets;
+//   * an element at a coordinate outside [0, dim) in any dimension is zero in shared memory
+//     (OOB fill NONE); the transaction count is the whole box's bytes, zero-filled ones included;
+//   * swizzle: Swizzle<log2(span/16), 4, 3> on the shared address (as for wgmma), the box's
+//     inner dimension exactly one span (other inner sizes are not modelled: a fault);
+//   * asynchrony: at issue the destination is poisoned (0xFF) and marked "TMA in flight" for
+//     the async-proxy checks; the copy (reading global memory then) and its complete-tx land
+//     when a thread first polls the barrier (mbarrier.try_wait/test_wait), in issue order. A
+//     wgmma reading the bytes before that is a fault; so is a second TMA load into bytes still
+//     in flight, a load over unfenced generic-proxy writes, and a barrier whose mbarrier.init
+//     was not fenced for the async proxy.
+constexpr unsigned kMapMagic = 0x4d544343u;   // "CCTM"
+struct MapView {
+    unsigned char mode, rank, dtype, swizzle, oob;
+    unsigned cpp, ppc;
+    const unsigned char* base;
+    unsigned long long dim[5], stride[5];   // stride[0] = the element size
+    unsigned box[5], es[5];
+    int lower[3], upper[3];
+    unsigned esize;
+};
+inline MapView read_map(const void* map, const char* what) {
+    if (reinterpret_cast<size_t>(map) & 63)
+        fault(kFault, "%s: tensor map at %p is not 64-byte aligned", what, map);
+    const unsigned char* b = static_cast<const unsigned char*>(map);
+    unsigned magic;
+    memcpy(&magic, b, 4);
+    if (magic != kMapMagic || b[4] != 1)
+        fault(kFault, "%s: the tensor map at %p was not made by cuconv.emulator's encoder (a driver-encoded "
+                      "CUtensorMap, or bytes that are no tensor map: its format is opaque)", what, map);
+    MapView m{};
+    m.mode = b[5];
+    m.rank = b[6];
+    m.dtype = b[7];
+    m.swizzle = b[9];
+    m.oob = b[11];
+    unsigned short u16;
+    memcpy(&u16, b + 12, 2);
+    m.cpp = u16;
+    memcpy(&u16, b + 14, 2);
+    m.ppc = u16;
+    unsigned long long addr;
+    memcpy(&addr, b + 16, 8);
+    m.base = reinterpret_cast<const unsigned char*>(static_cast<size_t>(addr));
+    static const unsigned sizes[13] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+    if (m.dtype > 12 || m.rank < 1 || m.rank > 5 || m.mode > 1)
+        fault(kFault, "%s: corrupt tensor map at %p", what, map);
+    m.esize = sizes[m.dtype];
+    for (int i = 0; i < 5; ++i) memcpy(&m.dim[i], b + 24 + 8 * i, 8);
+    m.stride[0] = m.esize;
+    for (int i = 1; i < 5; ++i) memcpy(&m.stride[i], b + 64 + 8 * (i - 1), 8);
+    for (int i = 0; i < 5; ++i) {
+        memcpy(&u16, b + 96 + 2 * i, 2);
+        m.box[i] = u16;
+        m.es[i] = b[106 + i];
+    }
+    for (int i = 0; i < 3; ++i) {
+        short v;
+        memcpy(&v, b + 112 + 2 * i, 2);
+        m.lower[i] = v;
+        memcpy(&v, b + 118 + 2 * i, 2);
+        m.upper[i] = v;
+    }
+    return m;
+}
+
+struct TmaOp {
+    MapView map;
+    int coord[5];
+    int offs[3];
+    unsigned dst;          // shared address (offset into dynamic shared memory)
+    unsigned bytes;
+    void* bar;
+    bool im2col;
+};
+constexpr int kTmaInFlightLimit = 256;
+inline TmaOp g_tma[kTmaInFlightLimit];
+inline int g_tma_n = 0;
+inline unsigned long long g_tma_block = ~0ull, g_tma_launch = ~0ull;
+constexpr unsigned short kTmaMark = kInFlight | 0x7fff;   // shadow value: a TMA load in flight
+
+inline void tma_block() {
+    const cuconv_emu::Engine& e = cuconv_emu::g_engine;
+    if (g_tma_block == e.block_serial) return;
+    if (g_tma_n > 0 && g_tma_launch == e.launch_serial)
+        fault(kFault, "cp.async.bulk.tensor: the previous block exited with %d TMA load(s) whose mbarrier no "
+                      "thread waited for", g_tma_n);
+    g_tma_n = 0;
+    g_tma_block = e.block_serial;
+    g_tma_launch = e.launch_serial;
+}
+
+// The box as rows of `row_bytes` (the inner dimension), in shared-memory order; calls
+// row(r, element) for every element of the box with its global address, or nullptr when
+// out of bounds.
+template <typename F>
+inline void tma_walk(const TmaOp& op, F&& emit) {
+    const MapView& m = op.map;
+    if (!op.im2col) {
+        unsigned n[5];
+        for (int i = 0; i < 5; ++i) n[i] = i < m.rank ? (i == 0 ? m.box[0] : (m.box[i] + m.es[i] - 1) / m.es[i]) : 1;
+        unsigned long long e = 0;
+        for (unsigned i4 = 0; i4 < n[4]; ++i4)
+            for (unsigned i3 = 0; i3 < n[3]; ++i3)
+                for (unsigned i2 = 0; i2 < n[2]; ++i2)
+                    for (unsigned i1 = 0; i1 < n[1]; ++i1)
+                        for (unsigned i0 = 0; i0 < n[0]; ++i0, ++e) {
+                            const unsigned idx[5] = {i0, i1, i2, i3, i4};
+                            const unsigned char* src = m.base;
+                            bool in = true;
+                            for (int d = 0; d < m.rank; ++d) {
+                                const long long c = static_cast<long long>(op.coord[d]) +
+                                                    static_cast<long long>(idx[d]) * (d == 0 ? 1 : m.es[d]);
+                                if (c < 0 || c >= static_cast<long long>(m.dim[d])) in = false;
+                                else src += static_cast<unsigned long long>(c) * m.stride[d];
+                            }
+                            emit(e, in ? src : nullptr);
+                        }
+        return;
+    }
+    const int spatial = m.rank - 2;
+    long long pos[4];                      // W, H, D (spatial) then N
+    for (int i = 0; i < spatial; ++i) pos[i] = op.coord[1 + i];
+    pos[spatial] = op.coord[m.rank - 1];
+    unsigned long long e = 0;
+    for (unsigned p = 0; p < m.ppc; ++p) {
+        if (p > 0) {
+            int d = 0;
+            for (; d < spatial; ++d) {
+                pos[d] += m.es[1 + d];
+                if (pos[d] <= static_cast<long long>(m.dim[1 + d]) - 1 + m.upper[d]) break;
+                pos[d] = m.lower[d];
+            }
+            if (d == spatial) ++pos[spatial];
+        }
+        long long at[5];
+        at[m.rank - 1] = pos[spatial];
+        for (int i = 0; i < spatial; ++i) at[1 + i] = pos[i] + op.offs[i];
+        for (unsigned ch = 0; ch < m.cpp; ++ch, ++e) {
+            at[0] = static_cast<long long>(op.coord[0]) + ch;
+            const unsigned char* src = m.base;
+            bool in = true;
+            for (int d = 0; d < m.rank; ++d) {
+                if (at[d] < 0 || at[d] >= static_cast<long long>(m.dim[d])) in = false;
+                else src += static_cast<unsigned long long>(at[d]) * m.stride[d];
+            }
+            emit(e, in ? src : nullptr);
+        }
+    }
+}
+
+inline unsigned tma_swizzle(unsigned addr, unsigned span) {
+    return span ? addr ^ (((addr >> 7) & (span / 16 - 1)) << 4) : addr;
+}
+inline unsigned swizzle_span(unsigned char mode) {
+    static const unsigned spans[4] = {0, 32, 64, 128};
+    return mode < 4 ? spans[mode] : 0;
+}
+
+inline void tma_perform(const TmaOp& op) {
+    CUCONV_EMU_INTERNAL;
+    shadow_block();
+    unsigned char* smem = smem_base();
+    const unsigned esize = op.map.esize, span = swizzle_span(op.map.swizzle);
+    tma_walk(op, [&](unsigned long long e, const unsigned char* src) {
+        const unsigned a = tma_swizzle(op.dst + static_cast<unsigned>(e) * esize, span);
+        if (src) memcpy(smem + a, src, esize);
+        else memset(smem + a, 0, esize);
+    });
+    for (unsigned i = 0; i < op.bytes; ++i)
+        if (g_shadow[op.dst + i] == kTmaMark) g_shadow[op.dst + i] = 0;
+}
+
+// Complete (in issue order) every TMA load in flight that signals `bar`.
+inline void tma_complete_pending(void* bar) {
+    TmaOp done[kTmaInFlightLimit];
+    int nd = 0;
+    {
+        CUCONV_EMU_INTERNAL;
+        if (g_tma_block != cuconv_emu::g_engine.block_serial || g_tma_n == 0) return;
+        int j = 0;
+        for (int i = 0; i < g_tma_n; ++i) {
+            if (g_tma[i].bar == bar) done[nd++] = g_tma[i];
+            else g_tma[j++] = g_tma[i];
+        }
+        g_tma_n = j;
+    }
+    for (int i = 0; i < nd; ++i) {
+        tma_perform(done[i]);
+        mbarrier_update(bar, 0, -static_cast<long long>(done[i].bytes), "cp.async.bulk.tensor complete-tx");
+    }
+}
+
+inline void tma_load(void* dst, const void* map, void* bar, const int* coord, int ncoord, const int* offs, int noffs,
+                     bool im2col) {
+    const char* what = im2col ? "cp.async.bulk.tensor (im2col)" : "cp.async.bulk.tensor (tile)";
+    const MapView m = read_map(map, what);
+    if (m.rank != ncoord)
+        fault(kFault, "%s.%dd with a rank-%d tensor map", what, ncoord, m.rank);
+    if ((m.mode == 1) != im2col)
+        fault(kFault, "%s with a tensor map encoded for %s mode", what, m.mode == 1 ? "im2col" : "tiled");
+    if (im2col && noffs != m.rank - 2)
+        fault(kFault, "%s.%dd takes %d im2col offsets, got %d", what, ncoord, m.rank - 2, noffs);
+    if (m.oob != 0)
+        fault(kFault, "%s: OOB fill NAN_REQUEST_ZERO_FMA is not modelled (its NaN's bits are not specified)", what);
+    size_t dst_off;
+    const unsigned row_elems = im2col ? m.cpp : m.box[0];
+    unsigned long long elems = row_elems;
+    if (im2col) elems *= m.ppc;
+    else
+        for (int i = 1; i < m.rank; ++i) elems *= (m.box[i] + m.es[i] - 1) / m.es[i];
+    const unsigned long long bytes = elems * m.esize;
+    const unsigned span = swizzle_span(m.swizzle);
+    if (span && row_elems * m.esize != span)
+        fault(kFault, "%s: the box's inner dimension is %u bytes; with a %u-byte swizzle the emulator models only "
+                      "an inner dimension of exactly the span", what, row_elems * m.esize, span);
+    if (!smem_offset(dst, static_cast<size_t>(bytes), &dst_off))
+        fault(kFault, "%s: the %llu-byte destination at %p is not inside this block's %zu bytes of dynamic shared "
+                      "memory", what, bytes, dst, cuconv_emu::g_engine.shared_mem);
+    if (dst_off & 127)
+        fault(kFault, "%s: shared-memory destination 0x%zx is not 128-byte aligned", what, dst_off);
+    TmaOp op{};
+    op.map = m;
+    for (int i = 0; i < ncoord; ++i) op.coord[i] = coord[i];
+    for (int i = 0; i < noffs; ++i) op.offs[i] = offs[i];
+    op.dst = static_cast<unsigned>(dst_off);
+    op.bytes = static_cast<unsigned>(bytes);
+    op.bar = bar;
+    op.im2col = im2col;
+    if (im2col) {
+        for (int i = 0; i < m.rank - 2; ++i) {
+            const long long lo = m.lower[i], hi = static_cast<long long>(m.dim[1 + i]) - 1 + m.upper[i];
+            const long long c = coord[1 + i];
+            if (c < lo || c > hi || (c - lo) % m.es[1 + i] != 0)
+                fault(kFault, "%s: start coordinate %lld of spatial dimension %d is not on the traversal grid of "
+                              "the bounding box [%lld, %lld] (stride %u): not modelled", what, c, i, lo, hi,
+                      m.es[1 + i]);
+        }
+    }
+    checked(bar, what);
+    {
+        CUCONV_EMU_INTERNAL;
+        const BarSide* side = bar_side(bar);
+        if (side == nullptr)
+            fault(kFault, "%s: its mbarrier %p is not in this block's dynamic shared memory", what, bar);
+        if (side->unfenced)
+            fault(kFault, "%s signals an mbarrier whose mbarrier.init (by thread %u) was not made visible to the "
+                          "async proxy: fence.mbarrier_init.release.cluster (or fence.proxy.async) missing after "
+                          "the init", what, side->init_by - 1u);
+        tma_block();
+        shadow_block();
+        for (unsigned i = 0; i < op.bytes; ++i) {
+            const unsigned short sh = g_shadow[op.dst + i];
+            if (sh == kTmaMark)
+                fault(kFault, "%s into shared address 0x%x, where an earlier TMA load is still in flight (its "
+                              "mbarrier not waited for before the stage was refilled)", what, op.dst + i);
+            if (sh)
+                fault(kFault, "%s into shared address 0x%x, which a cp.async of thread %u wrote through the generic "
+                              "proxy with no fence.proxy.async since (a cross-proxy write-after-write)", what,
+                      op.dst + i, (sh & ~kInFlight) - 1u);
+        }
+        if (g_tma_n == kTmaInFlightLimit)
+            fault(kFault, "cp.async.bulk.tensor: more than %d TMA loads in flight (emulator limit)", kTmaInFlightLimit);
+        g_tma[g_tma_n++] = op;
+        memset(smem_base() + op.dst, 0xff, op.bytes);   // poison: a read before the barrier completes sees NaN
+        mark(op.dst, static_cast<int>(op.bytes), kTmaMark);
+    }
+}
+
+// setmaxnreg.{inc,dec}.sync.aligned.u32 N: N in 24..256, a multiple of 8, the same in every
+// thread of the warpgroup (.sync.aligned); checked per warp (every lane, same value).
+struct NregLane {
+    int value, inc;
+};
+inline void setmaxnreg_collective(void** lanes, void*) {
+    const NregLane* first = nullptr;
+    for (int l = 0; l < 32; ++l) {
+        const NregLane* me = static_cast<const NregLane*>(lanes[l]);
+        if (!me)
+            fault(kDivergence, "setmaxnreg in a partial warp: lane %d of warp %u does not execute it (.sync.aligned)",
+                  l, __emu_warp_id());
+        if (first && (me->value != first->value || me->inc != first->inc))
+            fault(kDivergence, "setmaxnreg: lanes of warp %u disagree (%s %d vs %s %d)", __emu_warp_id(),
+                  me->inc ? "inc" : "dec", me->value, first->inc ? "inc" : "dec", first->value);
+        first = first ? first : me;
+    }
+}
+inline void setmaxnreg(int regs, bool inc) {
+    if (regs < 24 || regs > 256 || regs % 8)
+        fault(kFault, "setmaxnreg %d: the register count must be a multiple of 8 in 24..256", regs);
+    if (cuconv_emu::g_engine.warps.size % 4 != 0)
+        fault(kDivergence, "setmaxnreg in a block of %zu warps: it is a warpgroup instruction (blockDim a multiple "
+                           "of 128)", cuconv_emu::g_engine.warps.size);
+    NregLane me{regs, inc ? 1 : 0};
+    __emu_warp_collective(&me, &setmaxnreg_collective, nullptr);
 }
 
 // ================================================================== wgmma (warpgroup MMA)
@@ -533,6 +942,10 @@ inline void read_operand(double* out, int rows, const Desc& D, bool mn_major, in
                 fault(kFault, "wgmma.mma_async (warpgroup %u): operand %s element (%d, %d) at shared address 0x%x is "
                               "outside the block's %zu bytes of dynamic shared memory", warpgroup, which, r, k, a, limit);
             const unsigned short sh = g_shadow[a];
+            if (sh == kTmaMark)
+                fault(kFault, "wgmma.mma_async (warpgroup %u) reads operand %s at shared address 0x%x, which a TMA "
+                              "load (cp.async.bulk.tensor) has not completed yet (its mbarrier not waited for before "
+                              "the wgmma)", warpgroup, which, a);
             if (sh & kInFlight)
                 fault(kFault, "wgmma.mma_async (warpgroup %u) reads operand %s at shared address 0x%x, which a cp.async "
                               "of thread %u has not completed yet (cp.async.wait_group and a barrier missing before "
