@@ -100,6 +100,9 @@ class DgradGemmConfig:
                     f"of slack) is too large for 32-bit offsets")
         if self.blocks(p) > INT32_MAX:
             return f"needs {self.blocks(p)} blocks, more than a 1-D grid holds ({INT32_MAX})"
+        if self.stages and max(p.R, p.S) > implicit_gemm.MAX_TAPS_MULTISTAGE:
+            return (f"{self.name} keeps a pixel's valid tap rows and columns in one 32-bit mask: R and S "
+                    f"must be <= {implicit_gemm.MAX_TAPS_MULTISTAGE}, got {p.R}x{p.S}")
         return None
 
     def launch(self, p: Conv2dProblem) -> list[Launch]:
