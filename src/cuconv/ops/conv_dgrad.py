@@ -133,13 +133,21 @@ ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 
 def choose_config(p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
     """The GEMM tile for ``p``: the 128-row tile (f32) when C/groups > 32 and it still gives every
-    SM a block (fewer loads per FMA), else 64x64."""
+    SM a block (fewer loads per FMA), else 64x64. Where the 128-row tile is chosen, C/groups > 64
+    (the GEMM's N fills a 128-wide tile) and the 128x128 tile too gives every SM a block, it runs
+    as the 4-stage cp.async variant with 8x8 thread tiles (filters up to 16x16; the forward's
+    rule, ops/implicit_gemm.choose_config: the higher static issue ratio, `cuconv kernels
+    --analyze --file conv_dgrad.cu`). float64 keeps its 64x64 4x4 tile."""
     by_dtype = [c for c in GEMM_CONFIGS if c.dtype == p.dtype]
-    big = next((c for c in by_dtype if c.bm == 128), None)
+    big = next((c for c in by_dtype if c.bm == 128 and not c.stages), None)
     if (big is not None and p.C_per_group > 32 and big.blocks(p) >= sms
             and big.can_implement(p) is None):
+        fast = next((c for c in by_dtype if (c.bm, c.bn) == (128, 128) and c.stages), None)
+        if (fast is not None and p.C_per_group > 64 and fast.blocks(p) >= sms
+                and fast.can_implement(p) is None):
+            return fast
         return big
-    return next(c for c in by_dtype if c.bm == 64)
+    return next(c for c in by_dtype if c.bm == 64 and not c.stages)
 
 
 def resolve_config(config, p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:

@@ -198,12 +198,20 @@ def choose_splits(p: Conv2dProblem, cfg: WgradGemmConfig, sms: int = 132,
 
 
 def choose_config(p: Conv2dProblem, atomic: bool = False, sms: int = 132) -> WgradGemmConfig:
-    """128x64 (f32) when K/groups > 64 and its tiles alone give every SM a block; else 64x64."""
+    """128x64 (f32) when K/groups > 64 and its tiles alone give every SM a block; else 64x64.
+    Where the 128-row tile is chosen, C/groups·R·S > 64 (the GEMM's N fills a 128-wide tile) and
+    the 128x128 tiles too give every SM a block, it runs as the 4-stage cp.async variant with
+    8x8 thread tiles (the same gathers; the higher static issue ratio, `cuconv kernels --analyze
+    --file conv_wgrad.cu`). float64 keeps its 64x64 4x4 tile."""
     cands = [c for c in GEMM_CONFIGS if c.dtype == p.dtype and c.atomic == atomic]
-    big = next((c for c in cands if c.bm == 128), None)
+    big = next((c for c in cands if c.bm == 128 and not c.stages), None)
     if big is not None and p.K_per_group > 64 and big.tiles(p) >= sms and big.can_implement(p) is None:
+        fast = next((c for c in cands if (c.bm, c.bn) == (128, 128) and c.stages), None)
+        if (fast is not None and p.C_per_group * p.R * p.S > 64 and fast.tiles(p) >= sms
+                and fast.can_implement(p) is None):
+            return fast
         return big
-    return next(c for c in cands if c.bm == 64)
+    return next(c for c in cands if c.bm == 64 and not c.stages)
 
 
 def resolve_config(config, p: Conv2dProblem, deterministic: bool, sms: int = 132) -> WgradGemmConfig:
