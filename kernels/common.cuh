@@ -174,6 +174,29 @@ struct CcDigits3 {
     }
 };
 
+// Where an implicit-GEMM convolution's reduction walk stands — tap row r, tap column s, first
+// channel c0 of the current chunk — and one step of it (chunks of `chunk` of `channels`
+// innermost, then the taps of a row, then the rows), by selects rather than branches; pick()
+// chooses among three values by what the last step moved (the chunk, the tap column, the tap
+// row), e.g. the matching address increment.
+struct CcTapWalk {
+    int c0, r, s;
+    bool next_tap, next_row;
+
+    __device__ __forceinline__ void step(int chunk, int channels, int taps_s) {
+        c0 += chunk;
+        next_tap = c0 >= channels;
+        next_row = next_tap && s + 1 == taps_s;
+        c0 = next_tap ? 0 : c0;
+        s = next_row ? 0 : s + next_tap;
+        r += next_row;
+    }
+    template <typename V>
+    __device__ __forceinline__ V pick(V chunk, V tap_s, V tap_r) const {
+        return next_tap ? (next_row ? tap_r : tap_s) : chunk;
+    }
+};
+
 // The taps of one filter dimension that reach one stride phase of a data gradient (dgrad):
 // tap r reaches input row h = phase + i·stride iff h + pad − r·dil is a multiple of stride,
 // i.e. iff (phase + pad) − r·dil ≡ 0 (mod stride) — the same r for every row of the phase:

@@ -18,21 +18,29 @@
 //      test — M = the phase's pixels, N = C/groups, reduction = K/groups × the phase's taps.
 //      At stride 1 there is one phase with all R·S taps; a phase no tap reaches gets zeros.
 //      The tile machinery is implicit_gemm.cu's (register tile, double-buffered shared memory,
-//      the epilogue parked in shared memory); A is gathered from dy, B from w at the tap.
-//      A tap whose dy row or column falls outside dy reads a zero, exact unless the weight is
-//      non-finite (0·Inf = NaN, a term torch's col2im does not have): the epilogue recomputes an
-//      output that came out non-finite over its true terms (cc_dgrad_sum, dgrad_direct's sum).
-// Both variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
+//      the epilogue parked in shared memory; the main loop is regtile.cuh's); A is gathered
+//      from dy, B from w at the tap.
+//   3. dgrad_implicit_gemm<..., STAGES >= 2>: the same GEMM through regtile.cuh's STAGES-deep
+//      cp.async pipeline and single-path loader (per-thread masks of the taps that hit dy,
+//      three address increments chosen by selects; 8x8 thread tiles), in variant 2's order.
+//   In variants 2 and 3 a tap whose dy row or column falls outside dy reads a zero, exact unless
+//      the weight is non-finite (0·Inf = NaN, a term torch's col2im does not have): the epilogue
+//      recomputes an output that came out non-finite over its true terms (cc_dgrad_sum,
+//      dgrad_direct's sum).
+// All variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
 // they agree bit for bit (tests/test_conv_dgrad.py checks it).
 //
 // Configs (ops/conv_dgrad.py), 256 threads: f32 64x64x8 4x4 and 128x64x8 8x4 (main), 2
 // blocks/SM; f64 64x64x8 4x4, 1 block/SM. Shared memory 2·BK·(BM + BN + 4)·sizeof(T) bytes.
+// Variant 3: f32 128x128x8 8x8 (256 threads, 1 block/SM) and f64 64x64x8 8x8 (64 threads),
+// 4 stages, filters up to 16x16 (the tap mask); shared memory STAGES·BK·(BM + BN + 4)·sizeof(T).
 // Index math: whole-tensor offsets 64-bit (cc_index_t); the phase GEMM's M, the block index and
 // weight offsets int (the op's can_implement rejects problems where they would not fit).
 //
-// The phase derivation: docs/kernel_design.md#conv_dgradcu. Registers, spills and main-loop
-// figures: `cuconv kernels --analyze --file conv_dgrad.cu` (docs/kernel_figures.md).
-#include "common.cuh"
+// The phase derivation: docs/kernel_design.md#conv_dgradcu; the shared main loop and the
+// single-path loader: docs/main_loops.md. Registers, spills and main-loop figures:
+// `cuconv kernels --analyze --file conv_dgrad.cu` (docs/kernel_figures.md).
+#include "regtile.cuh"
 
 #define CC_DGRAD_PARAMS(T)                                                                   \
     const T* __restrict__ w, const T* __restrict__ dy, T* __restrict__ dx,                   \
@@ -63,7 +71,10 @@ dgrad_direct(CC_DGRAD_PARAMS(T)) {
 
 // --------------------------------------------------------------------------- 2. implicit GEMM
 // The tap progressions per phase: cc_dgrad_taps in common.cuh.
-template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS>
+// STAGES = 0: double buffering through registers (the gathers below); STAGES >= 2: variant 3,
+// regtile.cuh's cp.async pipeline with its single-path CcConvAsyncLoader (the same reduction
+// order: taps outer, chunks of output channels inner).
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, int STAGES = 0>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
 dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     constexpr int THREADS = (BM / TM) * (BN / TN);
@@ -84,7 +95,9 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     static_assert(B_LOADS <= 32, "the B validity mask is 32 bits");
     constexpr int A_ELEMS = 2 * BK * BM, B_ELEMS = 2 * BK * BN_PAD;
     constexpr int EPI_ELEMS = THREADS_N * BM;
-    constexpr int SMEM_ELEMS = A_ELEMS + B_ELEMS > EPI_ELEMS ? A_ELEMS + B_ELEMS : EPI_ELEMS;
+    typedef CcConvAsyncLoader<T, BM, BN, BK, THREADS, STAGES> AsyncLoader;
+    constexpr int MAIN_ELEMS = STAGES == 0 ? A_ELEMS + B_ELEMS : AsyncLoader::ELEMS;
+    constexpr int SMEM_ELEMS = MAIN_ELEMS > EPI_ELEMS ? MAIN_ELEMS : EPI_ELEMS;
 
     __shared__ __align__(16) T smem[SMEM_ELEMS];
     __shared__ int non_finite;       // set by the epilogue when it stored a non-finite value
@@ -116,119 +129,123 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     const CcDgradTaps tw = cc_dgrad_taps(phase_w + pad_w, S, stride_w, dilation_w);
     const int tid = threadIdx.x;
 
-    // ---- A staging: this thread gathers phase pixel a_m for channels k0 + a_k0 + j·A_K_STEP.
-    const int a_ml = tid % BM;
-    const int a_k0 = tid / BM;
-    const int a_m = m0 + a_ml;
-    const bool a_m_ok = a_m < M;
-    const int a_k_limit = Kg - a_k0;
-    int a_p0 = 0, a_q0 = 0;                   // dy row and column of the first tap
-    const T* a_src = dy;                      // dy[n, g·Kg + a_k0, 0, 0]; dereferenced only if a_m_ok
-    if (a_m_ok) {
-        const int n = a_m / HWp, rem = a_m - n * HWp;
-        const int i = rem / Wp, j = rem - i * Wp;
-        a_p0 = i + th.off0;
-        a_q0 = j + tw.off0;
-        a_src = dy + ((cc_index_t)n * K + (cc_index_t)g * Kg + a_k0) * PQ;
-    }
-    // ---- B staging: this thread loads output channel k0 + b_kl of input channels
-    // n0 + b_n0 + j·B_N_STEP. The op checks that w has fewer than 2**31 elements: int offsets.
-    const int b_kl = tid % BK;
-    const int b_n0 = tid / BK;
-    const int b_k_limit = Kg - b_kl;
-    const int CgRS = Cg * RS;
-    const T* b_src = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * RS);   // dereferenced only if valid
-    unsigned b_c_ok = 0;
-#pragma unroll
-    for (int j = 0; j < B_LOADS; ++j)
-        if (n0 + b_n0 + j * B_N_STEP < Cg) b_c_ok |= 1u << j;
-
-    T a_stage[A_LOADS], b_stage[B_LOADS];
-
-    // Reduction step state: tap ranks (tr, ts), the filter tap (r, s), the dy displacement of
-    // the tap (tap_p, tap_q), channel chunk k0 and its offsets into dy (k0·P·Q) and w (k0·Cg·R·S).
-    int tr = 0, ts = 0, r = th.first, s = tw.first, tap_p = 0, tap_q = 0, k0 = 0, w_chunk = 0;
-    cc_index_t dy_chunk = 0;
-
-    auto load_step = [&]() {
-        const int p = a_p0 + tap_p, q = a_q0 + tap_q;
-        const bool pix_ok = a_m_ok && p >= 0 && p < P && q >= 0 && q < Q;
-        const T* a_pix = a_src + dy_chunk;    // pointer math only, see pix_ok
-#pragma unroll
-        for (int j = 0; j < A_LOADS; ++j)
-            a_stage[j] = (pix_ok && k0 + j * A_K_STEP < a_k_limit)
-                             ? cc_ldg(a_pix + ((cc_index_t)j * A_K_STEP * PQ + p * Q + q)) : T(0);
-        const bool k_ok = k0 < b_k_limit;
-        const int tap = r * S + s;
+    const int tm = tid % THREADS_M, tn = tid / THREADS_M;
+    CcRegTile<T, TM, TN, VM, VN, THREADS_M, THREADS_N> rt;
+    if (tid == 0) non_finite = 0;        // read after the epilogue's barriers
+    if constexpr (STAGES == 0) {
+        // ---- A staging: this thread gathers phase pixel a_m for channels k0 + a_k0 + j·A_K_STEP.
+        const int a_ml = tid % BM;
+        const int a_k0 = tid / BM;
+        const int a_m = m0 + a_ml;
+        const bool a_m_ok = a_m < M;
+        const int a_k_limit = Kg - a_k0;
+        int a_p0 = 0, a_q0 = 0;                   // dy row and column of the first tap
+        const T* a_src = dy;                      // dy[n, g·Kg + a_k0, 0, 0]; dereferenced only if a_m_ok
+        if (a_m_ok) {
+            const int n = a_m / HWp, rem = a_m - n * HWp;
+            const int i = rem / Wp, j = rem - i * Wp;
+            a_p0 = i + th.off0;
+            a_q0 = j + tw.off0;
+            a_src = dy + ((cc_index_t)n * K + (cc_index_t)g * Kg + a_k0) * PQ;
+        }
+        // ---- B staging: this thread loads output channel k0 + b_kl of input channels
+        // n0 + b_n0 + j·B_N_STEP. The op checks that w has fewer than 2**31 elements: int offsets.
+        const int b_kl = tid % BK;
+        const int b_n0 = tid / BK;
+        const int b_k_limit = Kg - b_kl;
+        const int CgRS = Cg * RS;
+        const T* b_src = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * RS);   // dereferenced only if valid
+        unsigned b_c_ok = 0;
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j)
-            b_stage[j] = (k_ok && (b_c_ok >> j & 1u)) ? cc_ldg(b_src + (w_chunk + j * B_N_STEP * RS + tap)) : T(0);
-    };
-    auto next_step = [&]() {
-        k0 += BK;
-        dy_chunk += (cc_index_t)BK * PQ;
-        w_chunk += BK * CgRS;
-        if (k0 >= Kg) {
-            k0 = 0;
-            dy_chunk = 0;
-            w_chunk = 0;
-            ++ts;
-            s += tw.step;
-            tap_q -= tw.doff;
-            if (ts == tw.count) {
-                ts = 0;
-                s = tw.first;
-                tap_q = 0;
-                ++tr;
-                r += th.step;
-                tap_p -= th.doff;
+            if (n0 + b_n0 + j * B_N_STEP < Cg) b_c_ok |= 1u << j;
+
+        T a_stage[A_LOADS], b_stage[B_LOADS];
+
+        // Reduction step state: tap ranks (tr, ts), the filter tap (r, s), the dy displacement of
+        // the tap (tap_p, tap_q), channel chunk k0 and its offsets into dy (k0·P·Q) and w (k0·Cg·R·S).
+        int tr = 0, ts = 0, r = th.first, s = tw.first, tap_p = 0, tap_q = 0, k0 = 0, w_chunk = 0;
+        cc_index_t dy_chunk = 0;
+
+        auto load_step = [&]() {
+            const int p = a_p0 + tap_p, q = a_q0 + tap_q;
+            const bool pix_ok = a_m_ok && p >= 0 && p < P && q >= 0 && q < Q;
+            const T* a_pix = a_src + dy_chunk;    // pointer math only, see pix_ok
+#pragma unroll
+            for (int j = 0; j < A_LOADS; ++j)
+                a_stage[j] = (pix_ok && k0 + j * A_K_STEP < a_k_limit)
+                                 ? cc_ldg(a_pix + ((cc_index_t)j * A_K_STEP * PQ + p * Q + q)) : T(0);
+            const bool k_ok = k0 < b_k_limit;
+            const int tap = r * S + s;
+#pragma unroll
+            for (int j = 0; j < B_LOADS; ++j)
+                b_stage[j] = (k_ok && (b_c_ok >> j & 1u)) ? cc_ldg(b_src + (w_chunk + j * B_N_STEP * RS + tap)) : T(0);
+        };
+        auto next_step = [&](int) {
+            k0 += BK;
+            dy_chunk += (cc_index_t)BK * PQ;
+            w_chunk += BK * CgRS;
+            if (k0 >= Kg) {
+                k0 = 0;
+                dy_chunk = 0;
+                w_chunk = 0;
+                ++ts;
+                s += tw.step;
+                tap_q -= tw.doff;
+                if (ts == tw.count) {
+                    ts = 0;
+                    s = tw.first;
+                    tap_q = 0;
+                    ++tr;
+                    r += th.step;
+                    tap_p -= th.doff;
+                }
             }
-        }
-    };
-    auto store_step = [&](int buf) {
+        };
+        auto store_step = [&](int buf) {
 #pragma unroll
-        for (int j = 0; j < A_LOADS; ++j) As(buf, a_k0 + j * A_K_STEP, a_ml) = a_stage[j];
+            for (int j = 0; j < A_LOADS; ++j) As(buf, a_k0 + j * A_K_STEP, a_ml) = a_stage[j];
 #pragma unroll
-        for (int j = 0; j < B_LOADS; ++j) Bs(buf, b_kl, b_n0 + j * B_N_STEP) = b_stage[j];
-    };
+            for (int j = 0; j < B_LOADS; ++j) Bs(buf, b_kl, b_n0 + j * B_N_STEP) = b_stage[j];
+        };
 
-    const int tm = tid % THREADS_M, tn = tid / THREADS_M;
-    T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-
-    const int steps = th.count * tw.count * cc_div_up(Kg, BK);
-    if (steps > 0) {
-        load_step();
-        store_step(0);
-    }
-    if (tid == 0) non_finite = 0;
-    __syncthreads();
-
-#pragma unroll 1
-    for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1;
-        const bool more = step + 1 < steps;
-        if (more) {
-            next_step();
-            load_step();
+        rt.zero();
+        auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, [&](int buf) -> const T* { return &As(buf, 0, 0); },
+                                      [&](int buf) -> const T* { return &Bs(buf, 0, 0); }, [](int) {});
+        cc_regtile_mainloop<BK, BM, BN_PAD>(rt, ld, th.count * tw.count * cc_div_up(Kg, BK), tm, tn);
+    } else {
+        // Variant 3: the reduction is (tap rows tr < th.count) × (tap columns ts < tw.count) ×
+        // (chunks of BK of the Kg output channels); the pixel's dy row of tap row tr is
+        // i + off0 − tr·doff, its filter row first + tr·step (likewise for columns).
+        AsyncLoader ld;
+        const int chunks = cc_div_up(Kg, BK), CgRS = Cg * RS;
+        const int a_m = m0 + tid % BM, a_k0 = tid / BM, b_kl = tid % BK, b_n0 = tid / BK;
+        ld.init(smem, Kg, tw.count, n0 + b_n0 < Cg ? Cg - n0 - b_n0 : 0);
+        ld.a_ptr = dy;
+        if (a_m < M) {
+            const int n = a_m / HWp, rem = a_m - n * HWp;
+            const int i = rem / Wp, j = rem - i * Wp;
+            const int p0 = i + th.off0, q0 = j + tw.off0;
+            for (int t = 0; t < th.count; ++t) ld.set_row_valid(t, (unsigned)(p0 - t * th.doff) < (unsigned)P);
+            for (int t = 0; t < tw.count; ++t) ld.set_col_valid(t, (unsigned)(q0 - t * tw.doff) < (unsigned)Q);
+            // Pointer math only: the first tap may miss dy (the mask guards every read).
+            ld.a_ptr = dy + (((cc_index_t)n * K + (cc_index_t)g * Kg + a_k0) * PQ + (cc_index_t)p0 * Q + q0);
         }
-#pragma unroll
-        for (int kl = 0; kl < BK; ++kl) {
-            T a[TM], b[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As(buf, kl, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
-#pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, kl, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
-        }
-        if (more) store_step(buf ^ 1);
-        __syncthreads();
+        const cc_index_t back = (cc_index_t)(chunks - 1) * BK * PQ;       // the last chunk back to k0 = 0
+        ld.a_j = (cc_index_t)A_K_STEP * PQ;
+        ld.a_inc_c = (cc_index_t)BK * PQ;
+        ld.a_inc_s = -(cc_index_t)tw.doff - back;
+        ld.a_inc_r = -(cc_index_t)th.doff * Q + (cc_index_t)(tw.count - 1) * tw.doff - back;
+        // The op checks that w has fewer than 2**31 elements: int offsets and increments.
+        const int wback = (chunks - 1) * BK * CgRS;
+        ld.b_ptr = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * RS + th.first * S + tw.first);
+        ld.b_j = B_N_STEP * RS;
+        ld.b_inc_c = BK * CgRS;
+        ld.b_inc_s = tw.step - wback;
+        ld.b_inc_r = th.step * S - (tw.count - 1) * tw.step - wback;
+        rt.zero();
+        cc_regtile_mainloop_async<STAGES, BK, AsyncLoader::A_PITCH, AsyncLoader::B_PITCH>(
+            rt, ld, th.count * tw.count * chunks, tm, tn);
     }
 
     // ---- epilogue: one thread-tile column per pass through shared memory; consecutive threads
@@ -248,9 +265,9 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     };
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-        const int col0 = (j / VN) * THREADS_N * VN + j % VN;
+        const int col0 = rt.col(j, 0);
 #pragma unroll
-        for (int i = 0; i < TM; ++i) smem[tn * BM + (i / VM) * THREADS_M * VM + tm * VM + i % VM] = acc[i][j];
+        for (int i = 0; i < TM; ++i) smem[tn * BM + rt.row(i, tm)] = rt.acc[i][j];
         __syncthreads();
 #pragma unroll 1
         for (int e = tid; e < EPI_ELEMS; e += THREADS) {
@@ -270,7 +287,7 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     if (non_finite) {
 #pragma unroll 1
         for (int j = 0; j < TN; ++j) {
-            const int col0 = (j / VN) * THREADS_N * VN + j % VN;
+            const int col0 = rt.col(j, 0);
 #pragma unroll 1
             for (int e = tid; e < EPI_ELEMS; e += THREADS) {
                 int n, c, h, ww;

@@ -13,25 +13,30 @@
 //   2. wgrad_implicit_gemm<T, BM, BN, BK, TM, TN, MINB, ATOMIC> adds, per group, a GEMM with
 //      M = K/groups, N = Cg·R·S and the long reduction over l = (n, p, q) split across
 //      gridDim.y blocks (split-K); a thread owns one reduction lane and walks (n, p, q) with
-//      CcDigits3, no division in the loop. Tile machinery as in implicit_gemm.cu.
+//      CcDigits3, no division in the loop. Tile machinery as in implicit_gemm.cu (regtile.cuh's
+//      main loop).
 //        ATOMIC = false (the default): each split writes its partial tile (to dW itself when
 //        there is one split, else to a workspace [splits][K·Cg·R·S]) and wgrad_splitk_reduce
 //        sums the splits in split order: bit-identical from run to run.
 //        ATOMIC = true (deterministic=False): atomicAdd into dW zeroed by wgrad_zero; no
 //        workspace, one pass, the low bits vary between runs.
 //      db is fused when has_bias: the blocks of N tile 0 also sum their dy tiles per row.
+//      STAGES >= 2: the same gathers issued as cp.async into regtile.cuh's STAGES-deep
+//      pipeline (no staging registers: 8x8 thread tiles), the same order of products.
 //   3. wgrad_splitk_reduce<T>: dW[i] = Σ_z ws_w[z][i] (and db likewise), z in order.
 //   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction.
 //   5. wgrad_zero<T>: zero-fill for the atomic variant.
 //
 // Configs (ops/conv_wgrad.py), each deterministic and atomic, 256 threads: f32 64x64x8 4x4 and
-// 128x64x8 8x4 (main), 2 blocks/SM; f64 64x64x8 4x4, 1 block/SM.
+// 128x64x8 8x4 (main), 2 blocks/SM; f64 64x64x8 4x4, 1 block/SM. With STAGES = 4: f32
+// 128x128x8 8x8 (1 block/SM) and f64 64x64x8 8x8 (64 threads).
 // Index math: whole-tensor offsets and the reduction index 64-bit; K/groups, Cg·R·S, P·Q and
 // the block index int (can_implement checks).
 //
-// More on the split and the lane walk: docs/kernel_design.md#conv_wgradcu. Registers, spills
-// and main-loop figures: `cuconv kernels --analyze --file conv_wgrad.cu` (docs/kernel_figures.md).
-#include "common.cuh"
+// More on the split and the lane walk: docs/kernel_design.md#conv_wgradcu; the shared main
+// loop: docs/main_loops.md. Registers, spills and main-loop figures:
+// `cuconv kernels --analyze --file conv_wgrad.cu` (docs/kernel_figures.md).
+#include "regtile.cuh"
 
 // --------------------------------------------------------------------------- 1. direct
 template <typename T, int BLOCK>
@@ -72,7 +77,9 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
 
 // --------------------------------------------------------------------------- 2. implicit GEMM
 // Grid: x = groups · ceil(Kg / BM) · ceil(Cg·R·S / BN) (N tile fastest), y = splits.
-template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC>
+// STAGES = 0: double buffering through registers; STAGES >= 2: the same gathers issued as
+// cp.async into a STAGES-deep pipeline (regtile.cuh's cc_regtile_mainloop_async).
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC, int STAGES = 0>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
 wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out_w,
                     long long w_split_stride, T* __restrict__ out_b, long long b_split_stride,
@@ -95,7 +102,8 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK, "whole tiles");
     static_assert(A_LOADS <= 32 && B_LOADS <= 32, "validity masks are 32 bits");
     static_assert(BM <= THREADS, "the fused bias sums one row per thread");
-    constexpr int A_ELEMS = 2 * BK * BM_PAD, B_ELEMS = 2 * BK * BN_PAD;
+    constexpr int BUFFERS = STAGES == 0 ? 2 : STAGES;
+    constexpr int A_ELEMS = BUFFERS * BK * BM_PAD, B_ELEMS = BUFFERS * BK * BN_PAD;
 
     __shared__ __align__(16) T smem[A_ELEMS + B_ELEMS];
     auto As = [&](int buf, int k, int m) -> T& { return smem[(buf * BK + k) * BM_PAD + m]; };
@@ -142,11 +150,13 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     const T* b_src = x + (cc_index_t)g * Cg * HW;
     CcDigits3 at;                          // (n, p, q) of this thread's l
     at.init(l_begin + kl, BK, Q, P);
-    cc_index_t l = l_begin + kl;
+    // Lane kl exists in every step but the last, which holds l_end − l_begin − (steps − 1)·BK
+    // (1 .. BK) lanes.
+    const bool in_last = steps > 0 && kl < (int)(l_end - l_begin - (cc_index_t)(steps - 1) * BK);
+    bool l_ok = steps > 1 || in_last;
 
     T a_stage[A_LOADS], b_stage[B_LOADS];
     auto load_step = [&]() {
-        const bool l_ok = l < l_end;
         const int n = at.hi, p = at.mid, q = at.lo;
         const cc_index_t dy_off = (cc_index_t)n * K * PQ + p * Q + q;
 #pragma unroll
@@ -161,8 +171,8 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
                              ? cc_ldg(b_src + (x_off + col_x[j] + (cc_index_t)h * W + ww)) : T(0);
         }
     };
-    auto next_step = [&]() {
-        l += BK;
+    auto next_step = [&](int step) {
+        l_ok = step + 1 < steps || in_last;
         at.advance();
     };
     auto store_step = [&](int buf) {
@@ -173,60 +183,59 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     };
 
     const int tm = tid % THREADS_M, tn = tid / THREADS_M;
-    T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    CcRegTile<T, TM, TN, VM, VN, THREADS_M, THREADS_N> rt;
+    rt.zero();
     T bacc = T(0);                         // thread tid < BM: db partial of row m0 + tid
-
-    if (steps > 0) {
-        load_step();
-        store_step(0);
-    }
-    __syncthreads();
-
-#pragma unroll 1
-    for (int step = 0; step < steps; ++step) {
-        const int buf = step & 1;
-        const bool more = step + 1 < steps;
-        if (more) {
-            next_step();
-            load_step();
-        }
-#pragma unroll
-        for (int k = 0; k < BK; ++k) {
-            T a[TM], b[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As(buf, k, (i / VM) * THREADS_M * VM + tm * VM + i % VM);
-#pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs(buf, k, (j / VN) * THREADS_N * VN + tn * VN + j % VN);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = cc_fma(a[i], b[j], acc[i][j]);
-        }
+    auto sum_bias = [&](int buf) {
         if (do_bias && tid < BM) {
 #pragma unroll
             for (int k = 0; k < BK; ++k) bacc += As(buf, k, tid);
         }
-        if (more) store_step(buf ^ 1);
-        __syncthreads();
+    };
+    auto a_tile = [&](int buf) -> const T* { return &As(buf, 0, 0); };
+    auto b_tile = [&](int buf) -> const T* { return &Bs(buf, 0, 0); };
+    if constexpr (STAGES == 0) {
+        auto ld = cc_lambda_loader<T>(load_step, next_step, store_step, a_tile, b_tile, sum_bias);
+        // The atomic 8x4 tile's epilogue is heavier: unrolled, its loop spills on sm_120.
+        cc_regtile_mainloop<BK, BM_PAD, BN_PAD, false, (ATOMIC && TM * TN >= 32) ? 1 : 2>(rt, ld, steps, tm, tn);
+    } else {
+        // The elements of load_step, each a cp.async into its place in the stage (zero-size where
+        // load_step reads 0; the address is then pointer math only).
+        constexpr int BYTES = (int)sizeof(T);
+        auto copy = [&](int stage, bool live) {
+            const bool ok = live && l_ok;
+            const T* const dy_lane = a_src + ((cc_index_t)at.hi * K * PQ + at.mid * Q + at.lo);
+            const T* const x_lane = b_src + (cc_index_t)at.hi * C * HW;
+            const int h0 = at.mid * stride_h, w0 = at.lo * stride_w;
+#pragma unroll
+            for (int j = 0; j < A_LOADS; ++j)
+                cc_cp_async_zfill<BYTES>(&As(stage, kl, lane0 + j * LANE_STEP), dy_lane + (cc_index_t)j * LANE_STEP * PQ,
+                                         ok && (a_ok >> j & 1u) ? BYTES : 0);
+#pragma unroll
+            for (int j = 0; j < B_LOADS; ++j) {
+                const int h = h0 + col_h[j], ww = w0 + col_w[j];
+                const bool in = ok && (b_ok >> j & 1u) && (unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W;
+                cc_cp_async_zfill<BYTES>(&Bs(stage, kl, lane0 + j * LANE_STEP), x_lane + (col_x[j] + (cc_index_t)h * W + ww),
+                                         in ? BYTES : 0);
+            }
+        };
+        auto ld = cc_lambda_async_loader<T>(copy, next_step, a_tile, b_tile, sum_bias);
+        cc_regtile_mainloop_async<STAGES, BK, BM_PAD, BN_PAD>(rt, ld, steps, tm, tn);
     }
 
     // ---- epilogue: dW is K × (Cg·R·S) row-major, the GEMM's own layout.
     T* ow = out_w + (ATOMIC ? 0 : (cc_index_t)z * w_split_stride);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + (i / VM) * THREADS_M * VM + tm * VM + i % VM;
+        const int m = m0 + rt.row(i, tm);
         if (m >= Kg) continue;
         T* row = ow + ((cc_index_t)g * Kg + m) * CRS;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int col = n0 + (j / VN) * THREADS_N * VN + tn * VN + j % VN;
+            const int col = n0 + rt.col(j, tn);
             if (col >= CRS) continue;
-            if (ATOMIC) atomicAdd(row + col, acc[i][j]);
-            else row[col] = acc[i][j];
+            if (ATOMIC) atomicAdd(row + col, rt.acc[i][j]);
+            else row[col] = rt.acc[i][j];
         }
     }
     if (do_bias && tid < BM && m0 + tid < Kg) {

@@ -29,10 +29,13 @@
 //      is built around float4): a strided TM x TN micro-tile per thread, double-buffered shared
 //      tiles, scalar coalesced global loads; config 64x64x8 with 4x4 (2 FMAs per double loaded).
 //
-// The reasoning behind each config: docs/kernel_design.md#gemmcu. Registers, spills, main-loop
-// mix and issue ceiling per config and arch: `cuconv kernels --analyze --file gemm.cu`
-// (docs/kernel_figures.md; the compile matrix checks 0 spills and the promised blocks/SM).
-#include "common.cuh"
+// Variants 3 and 4 share their main loop (register tile, double buffer, one barrier per K step)
+// with the convolution kernels: regtile.cuh's; this file supplies the gathers (GemmF32Loader,
+// GemmF64Loader). The reasoning behind each config: docs/kernel_design.md#gemmcu; the shared
+// loop: docs/main_loops.md. Registers, spills, main-loop mix and issue ceiling per config and
+// arch: `cuconv kernels --analyze --file gemm.cu` (docs/kernel_figures.md; the compile matrix
+// checks 0 spills and the promised blocks/SM).
+#include "regtile.cuh"
 
 // Shared by every variant: one output element's fused epilogue, in cc_epilogue's order.
 template <typename T>
@@ -120,73 +123,60 @@ __device__ __forceinline__ float4 gemm_load4_guarded(const float* row, int col, 
     return v;
 }
 
-template <int BM, int BN, int BK, int TM, int TN>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN), ((BM / TM) * (BN / TN) <= 256 ? 2 : 1))
-gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-                  int M, int N, int K, int lda, int ldb, int ldc,
-                  long long stride_a, long long stride_b, long long stride_c,
-                  const float* __restrict__ bias, int has_bias, long long stride_bias,
-                  const float* __restrict__ residual, int has_residual, int act,
-                  int flags, int m_block0, int batch0) {
-    constexpr int THREADS_N = BN / TN;          // threads along a tile row
-    constexpr int THREADS_M = BM / TM;
-    constexpr int THREADS = THREADS_M * THREADS_N;
-    constexpr int GROUPS_M = TM / 4;            // a thread's rows: GROUPS_M runs of 4
-    constexpr int GROUPS_N = TN / 4;
-    constexpr int A_VECS = BM * BK / 4;         // float4s per A tile (along k)
-    constexpr int B_VECS = BK * BN / 4;         // float4s per B tile (along n)
-    constexpr int A_ITERS = (A_VECS + THREADS - 1) / THREADS;
-    constexpr int B_ITERS = (B_VECS + THREADS - 1) / THREADS;
-    constexpr int A_PAD = 4;                    // keeps rows 16-byte aligned, spreads the transposed stores
-    static_assert(TM % 4 == 0 && TN % 4 == 0, "micro-tiles are runs of float4");
-    static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile sizes must divide");
+// Variant 3's operand gathers (regtile.cuh's Loader): float4 loads along k of A (stored
+// transposed, As[k][m]) and along n of B, each thread's prefetch addresses decoded once.
+template <int BM, int BN, int BK, int THREADS>
+struct GemmF32Loader {
+    static constexpr int A_VECS = BM * BK / 4;         // float4s per A tile (along k)
+    static constexpr int B_VECS = BK * BN / 4;         // float4s per B tile (along n)
+    static constexpr int A_ITERS = (A_VECS + THREADS - 1) / THREADS;
+    static constexpr int B_ITERS = (B_VECS + THREADS - 1) / THREADS;
+    static constexpr int A_PITCH = BM + 4;             // keeps rows 16-byte aligned, spreads the transposed stores
+    static constexpr int B_PITCH = BN;
 
-    __shared__ __align__(16) float As[2][BK][BM + A_PAD];
-    __shared__ __align__(16) float Bs[2][BK][BN];
-
-    const int tid = (int)threadIdx.x;
-    const int tx = tid % THREADS_N, ty = tid / THREADS_N;
-    const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
-    const int m0 = (blockIdx.y + m_block0) * BM;
-    const int n0 = blockIdx.x * BN;
-    // The op vouches for the leading dimensions and batch strides; the base pointers are checked
-    // here, so a plan does not depend on where the caller's arrays happen to start (C's in the
-    // epilogue: a flag live across the main loop costs the 128x128 config a spill on sm_100).
-    const bool vec_a = (flags & GEMM_VEC_A) && cc_aligned16(A);
-    const bool vec_b = (flags & GEMM_VEC_B) && cc_aligned16(B);
-    const float* a = A + batch * stride_a;
-    const float* b = B + batch * stride_b;
-
+    float (*As)[BK][A_PITCH];
+    float (*Bs)[BK][B_PITCH];
+    int tid, K, k0;
+    long long b_step;                                  // BK rows of B
+    bool vec_a, vec_b;
     float4 a_next[A_ITERS], b_next[B_ITERS];
-
-    // The prefetch addresses, decoded once: each thread's A rows (a row past M or a copy past
-    // the tile reads nothing) and B rows, whose pointers then advance by BK rows per tile.
+    // Each thread's A rows (a row past M or a copy past the tile reads nothing) and B rows,
+    // whose pointers then advance by BK rows per tile.
     const float* a_row[A_ITERS];
     int a_kq[A_ITERS];
     bool a_in[A_ITERS];
-#pragma unroll
-    for (int i = 0; i < A_ITERS; ++i) {
-        const int idx = tid + i * THREADS;
-        const int row = idx / (BK / 4);
-        a_kq[i] = (idx % (BK / 4)) * 4;
-        a_in[i] = (A_VECS % THREADS == 0 || idx < A_VECS) && m0 + row < M;
-        a_row[i] = a + (a_in[i] ? (cc_index_t)(m0 + row) * lda : 0);
-    }
     const float* b_row[B_ITERS];
     int b_krow[B_ITERS], b_cols[B_ITERS];   // the row within the tile; columns left in the matrix
     bool b_in[B_ITERS];
-#pragma unroll
-    for (int i = 0; i < B_ITERS; ++i) {
-        const int idx = tid + i * THREADS;
-        const int nq = n0 + (idx % (BN / 4)) * 4;
-        b_in[i] = B_VECS % THREADS == 0 || idx < B_VECS;
-        b_krow[i] = idx / (BN / 4);
-        b_cols[i] = N - nq;
-        b_row[i] = b + (b_in[i] ? (cc_index_t)b_krow[i] * ldb + nq : 0);
-    }
 
-    // Loads tile k0 (k0 advancing by BK from 0: the B pointers move along with it).
-    auto load_tiles = [&](int k0) {
+    __device__ __forceinline__ void init(float (*As_)[BK][A_PITCH], float (*Bs_)[BK][B_PITCH], const float* a,
+                                         const float* b, int M, int N, int K_, int m0, int n0, int lda, int ldb) {
+        As = As_;
+        Bs = Bs_;
+        tid = (int)threadIdx.x;
+        K = K_;
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int row = idx / (BK / 4);
+            a_kq[i] = (idx % (BK / 4)) * 4;
+            a_in[i] = (A_VECS % THREADS == 0 || idx < A_VECS) && m0 + row < M;
+            a_row[i] = a + (a_in[i] ? (cc_index_t)(m0 + row) * lda : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int nq = n0 + (idx % (BN / 4)) * 4;
+            b_in[i] = B_VECS % THREADS == 0 || idx < B_VECS;
+            b_krow[i] = idx / (BN / 4);
+            b_cols[i] = N - nq;
+            b_row[i] = b + (b_in[i] ? (cc_index_t)b_krow[i] * ldb + nq : 0);
+        }
+        b_step = (cc_index_t)BK * ldb;
+        k0 = 0;
+    }
+    // Tile k0 (k0 advancing by BK from 0: the B pointers move along with it).
+    __device__ __forceinline__ void fetch() {
 #pragma unroll
         for (int i = 0; i < A_ITERS; ++i) {
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -198,10 +188,11 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             if (b_in[i] && k0 + b_krow[i] < K) v = gemm_load4_guarded(b_row[i], 0, b_cols[i], vec_b);
             b_next[i] = v;
-            b_row[i] += (cc_index_t)BK * ldb;
+            b_row[i] += b_step;
         }
-    };
-    auto store_tiles = [&](int buf) {
+    }
+    __device__ __forceinline__ void advance(int step) { k0 = step * BK; }
+    __device__ __forceinline__ void store(int buf) {
 #pragma unroll
         for (int i = 0; i < A_ITERS; ++i) {
             const int idx = tid + i * THREADS;
@@ -221,49 +212,47 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
                 *reinterpret_cast<float4*>(&Bs[buf][krow][nq]) = b_next[i];
             }
         }
-    };
-
-    float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
-    const int k_tiles = (K + BK - 1) / BK;
-    if (k_tiles > 0) {
-        load_tiles(0);
-        store_tiles(0);
-        __syncthreads();
     }
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        const int buf = kt & 1;
-        const bool more = kt + 1 < k_tiles;
-        if (more) load_tiles((kt + 1) * BK);     // in flight while the FMAs below run
-#pragma unroll
-        for (int k = 0; k < BK; ++k) {
-            float a_frag[TM], b_frag[TN];
-#pragma unroll
-            for (int g = 0; g < GROUPS_M; ++g) {
-                const float4 v = *reinterpret_cast<const float4*>(&As[buf][k][g * THREADS_M * 4 + ty * 4]);
-                a_frag[g * 4 + 0] = v.x; a_frag[g * 4 + 1] = v.y;
-                a_frag[g * 4 + 2] = v.z; a_frag[g * 4 + 3] = v.w;
-            }
-#pragma unroll
-            for (int g = 0; g < GROUPS_N; ++g) {
-                const float4 v = *reinterpret_cast<const float4*>(&Bs[buf][k][g * THREADS_N * 4 + tx * 4]);
-                b_frag[g * 4 + 0] = v.x; b_frag[g * 4 + 1] = v.y;
-                b_frag[g * 4 + 2] = v.z; b_frag[g * 4 + 3] = v.w;
-            }
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a_frag[i], b_frag[j], acc[i][j]);
-        }
-        // The other buffer was last read in iteration kt-1, which every thread has finished
-        // (the barrier at its end), so it can be overwritten now.
-        if (more) store_tiles(buf ^ 1);
-        __syncthreads();
-    }
+    __device__ __forceinline__ const float* a_tile(int buf) const { return &As[buf][0][0]; }
+    __device__ __forceinline__ const float* b_tile(int buf) const { return &Bs[buf][0][0]; }
+    __device__ __forceinline__ void consumed(int) const {}
+};
+
+template <int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), ((BM / TM) * (BN / TN) <= 256 ? 2 : 1))
+gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+                  int M, int N, int K, int lda, int ldb, int ldc,
+                  long long stride_a, long long stride_b, long long stride_c,
+                  const float* __restrict__ bias, int has_bias, long long stride_bias,
+                  const float* __restrict__ residual, int has_residual, int act,
+                  int flags, int m_block0, int batch0) {
+    constexpr int THREADS_N = BN / TN;          // threads along a tile row
+    constexpr int THREADS_M = BM / TM;
+    constexpr int THREADS = THREADS_M * THREADS_N;
+    constexpr int GROUPS_N = TN / 4;            // a thread's columns: GROUPS_N runs of 4
+    typedef GemmF32Loader<BM, BN, BK, THREADS> Loader;
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "micro-tiles are runs of float4");
+    static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile sizes must divide");
+
+    __shared__ __align__(16) float As[2][BK][Loader::A_PITCH];
+    __shared__ __align__(16) float Bs[2][BK][Loader::B_PITCH];
+
+    const int tid = (int)threadIdx.x;
+    const int tx = tid % THREADS_N, ty = tid / THREADS_N;
+    const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
+    const int m0 = (blockIdx.y + m_block0) * BM;
+    const int n0 = blockIdx.x * BN;
+    // The op vouches for the leading dimensions and batch strides; the base pointers are checked
+    // here, so a plan does not depend on where the caller's arrays happen to start (C's in the
+    // epilogue: a flag live across the main loop costs the 128x128 config a spill on sm_100).
+    Loader ld;
+    ld.vec_a = (flags & GEMM_VEC_A) && cc_aligned16(A);
+    ld.vec_b = (flags & GEMM_VEC_B) && cc_aligned16(B);
+    ld.init(As, Bs, A + batch * stride_a, B + batch * stride_b, M, N, K, m0, n0, lda, ldb);
+
+    CcRegTile<float, TM, TN, 4, 4, THREADS_M, THREADS_N> tile;
+    tile.zero();
+    cc_regtile_mainloop<BK, Loader::A_PITCH, Loader::B_PITCH>(tile, ld, (K + BK - 1) / BK, ty, tx);
 
     // Epilogue: bias, residual, activation applied as the tile is written (one pass over C).
     const bool vec_c = (flags & GEMM_VEC_C) && cc_aligned16(C) && (!has_residual || cc_aligned16(residual));
@@ -272,28 +261,29 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
     const float* bias_b = has_bias ? bias + batch * stride_bias : nullptr;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + (i / 4) * THREADS_M * 4 + ty * 4 + (i % 4);
+        const int m = m0 + tile.row(i, ty);
         if (m >= M) continue;
         const float bv = has_bias ? bias_b[m] : 0.0f;
         const cc_index_t row_off = (cc_index_t)m * ldc;
 #pragma unroll
         for (int g = 0; g < GROUPS_N; ++g) {
-            const int n = n0 + g * THREADS_N * 4 + tx * 4;
+            const int n = n0 + tile.col(g * 4, tx);
+            const float* acc = tile.acc[i] + g * 4;
             if (vec_c && n + 3 < N) {
                 float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                 if (has_residual) r = gemm_load4(res + row_off + n);
                 float4 y;
-                y.x = gemm_epilogue(acc[i][g * 4 + 0], bv, has_bias, r.x, has_residual, act);
-                y.y = gemm_epilogue(acc[i][g * 4 + 1], bv, has_bias, r.y, has_residual, act);
-                y.z = gemm_epilogue(acc[i][g * 4 + 2], bv, has_bias, r.z, has_residual, act);
-                y.w = gemm_epilogue(acc[i][g * 4 + 3], bv, has_bias, r.w, has_residual, act);
+                y.x = gemm_epilogue(acc[0], bv, has_bias, r.x, has_residual, act);
+                y.y = gemm_epilogue(acc[1], bv, has_bias, r.y, has_residual, act);
+                y.z = gemm_epilogue(acc[2], bv, has_bias, r.z, has_residual, act);
+                y.w = gemm_epilogue(acc[3], bv, has_bias, r.w, has_residual, act);
                 *reinterpret_cast<float4*>(c + row_off + n) = y;
             } else {
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     if (n + j < N) {
                         const float rv = has_residual ? res[row_off + n + j] : 0.0f;
-                        c[row_off + n + j] = gemm_epilogue(acc[i][g * 4 + j], bv, has_bias, rv, has_residual, act);
+                        c[row_off + n + j] = gemm_epilogue(acc[j], bv, has_bias, rv, has_residual, act);
                     }
                 }
             }
@@ -302,6 +292,79 @@ gemm_f32_regblock(const float* __restrict__ A, const float* __restrict__ B, floa
 }
 
 // --------------------------------------------------------------------------- 4. register-blocked, double
+// Variant 4's operand gathers (regtile.cuh's Loader): element idx of the A tile is (row
+// idx / BK, k idx % BK): BK consecutive threads read one row's run; of the B tile (k idx / BN,
+// column idx % BN): whole rows. A is stored transposed (As[k][m]), its rows padded by 1. Each
+// thread's element pointers are decoded once; the B pointers advance by BK rows per step.
+template <int BM, int BN, int BK, int THREADS>
+struct GemmF64Loader {
+    static constexpr int A_ITERS = (BM * BK + THREADS - 1) / THREADS;
+    static constexpr int B_ITERS = (BK * BN + THREADS - 1) / THREADS;
+    static constexpr int A_PITCH = BM + 1, B_PITCH = BN;
+
+    double (*As)[BK][A_PITCH];
+    double (*Bs)[BK][B_PITCH];
+    int tid, K, k0;
+    long long b_step;
+    double a_next[A_ITERS], b_next[B_ITERS];
+    const double* a_ptr[A_ITERS];
+    const double* b_ptr[B_ITERS];
+    bool a_in[A_ITERS], b_in[B_ITERS];
+
+    __device__ __forceinline__ void init(double (*As_)[BK][A_PITCH], double (*Bs_)[BK][B_PITCH], const double* a,
+                                         const double* b, int M, int N, int K_, int m0, int n0, int lda, int ldb) {
+        As = As_;
+        Bs = Bs_;
+        tid = (int)threadIdx.x;
+        K = K_;
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int row = idx / BK, kk = idx % BK;
+            a_in[i] = ((BM * BK) % THREADS == 0 || idx < BM * BK) && m0 + row < M;
+            a_ptr[i] = a + (a_in[i] ? (cc_index_t)(m0 + row) * lda + kk : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            const int kk = idx / BN, col = idx % BN;
+            b_in[i] = ((BK * BN) % THREADS == 0 || idx < BK * BN) && n0 + col < N;
+            b_ptr[i] = b + (b_in[i] ? (cc_index_t)kk * ldb + n0 + col : 0);
+        }
+        b_step = (cc_index_t)BK * ldb;
+        k0 = 0;
+    }
+    __device__ __forceinline__ void fetch() {
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int kk = (tid + i * THREADS) % BK;
+            a_next[i] = a_in[i] && k0 + kk < K ? a_ptr[i][k0] : 0.0;
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int kk = (tid + i * THREADS) / BN;
+            b_next[i] = b_in[i] && k0 + kk < K ? *b_ptr[i] : 0.0;
+            b_ptr[i] += b_step;
+        }
+    }
+    __device__ __forceinline__ void advance(int step) { k0 = step * BK; }
+    __device__ __forceinline__ void store(int buf) {
+#pragma unroll
+        for (int i = 0; i < A_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            if ((BM * BK) % THREADS == 0 || idx < BM * BK) As[buf][idx % BK][idx / BK] = a_next[i];
+        }
+#pragma unroll
+        for (int i = 0; i < B_ITERS; ++i) {
+            const int idx = tid + i * THREADS;
+            if ((BK * BN) % THREADS == 0 || idx < BK * BN) Bs[buf][idx / BN][idx % BN] = b_next[i];
+        }
+    }
+    __device__ __forceinline__ const double* a_tile(int buf) const { return &As[buf][0][0]; }
+    __device__ __forceinline__ const double* b_tile(int buf) const { return &Bs[buf][0][0]; }
+    __device__ __forceinline__ void consumed(int) const {}
+};
+
 template <int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
 gemm_f64_regblock(const double* __restrict__ A, const double* __restrict__ B, double* __restrict__ C,
@@ -313,102 +376,39 @@ gemm_f64_regblock(const double* __restrict__ A, const double* __restrict__ B, do
     constexpr int THREADS_M = BM / TM;          // a thread's rows are ty + i·THREADS_M
     constexpr int THREADS_N = BN / TN;          // and its columns tx + j·THREADS_N
     constexpr int THREADS = THREADS_M * THREADS_N;
-    constexpr int A_ITERS = (BM * BK + THREADS - 1) / THREADS;
-    constexpr int B_ITERS = (BK * BN + THREADS - 1) / THREADS;
+    typedef GemmF64Loader<BM, BN, BK, THREADS> Loader;
     static_assert(BM % TM == 0 && BN % TN == 0, "tile sizes must divide");
 
-    __shared__ double As[2][BK][BM + 1];        // A transposed: As[k][m]; +1 spreads the stores
-    __shared__ double Bs[2][BK][BN];
+    __shared__ double As[2][BK][Loader::A_PITCH];
+    __shared__ double Bs[2][BK][Loader::B_PITCH];
 
     const int tid = (int)threadIdx.x;
     const int tx = tid % THREADS_N, ty = tid / THREADS_N;
     const cc_index_t batch = (cc_index_t)blockIdx.z + batch0;
     const int m0 = (blockIdx.y + m_block0) * BM;
     const int n0 = blockIdx.x * BN;
-    const double* a = A + batch * stride_a;
-    const double* b = B + batch * stride_b;
+    Loader ld;
+    ld.init(As, Bs, A + batch * stride_a, B + batch * stride_b, M, N, K, m0, n0, lda, ldb);
 
-    double a_next[A_ITERS], b_next[B_ITERS];
-    // Element idx of the A tile is (row idx / BK, k idx % BK): BK consecutive threads read one
-    // row's run; of the B tile (k idx / BN, column idx % BN): whole rows.
-    auto load_tiles = [&](int k0) {
-#pragma unroll
-        for (int i = 0; i < A_ITERS; ++i) {
-            const int idx = tid + i * THREADS;
-            const int row = idx / BK, kk = idx % BK;
-            const bool ok = ((BM * BK) % THREADS == 0 || idx < BM * BK) && m0 + row < M && k0 + kk < K;
-            a_next[i] = ok ? a[(cc_index_t)(m0 + row) * lda + k0 + kk] : 0.0;
-        }
-#pragma unroll
-        for (int i = 0; i < B_ITERS; ++i) {
-            const int idx = tid + i * THREADS;
-            const int kk = idx / BN, col = idx % BN;
-            const bool ok = ((BK * BN) % THREADS == 0 || idx < BK * BN) && k0 + kk < K && n0 + col < N;
-            b_next[i] = ok ? b[(cc_index_t)(k0 + kk) * ldb + n0 + col] : 0.0;
-        }
-    };
-    auto store_tiles = [&](int buf) {
-#pragma unroll
-        for (int i = 0; i < A_ITERS; ++i) {
-            const int idx = tid + i * THREADS;
-            if ((BM * BK) % THREADS == 0 || idx < BM * BK) As[buf][idx % BK][idx / BK] = a_next[i];
-        }
-#pragma unroll
-        for (int i = 0; i < B_ITERS; ++i) {
-            const int idx = tid + i * THREADS;
-            if ((BK * BN) % THREADS == 0 || idx < BK * BN) Bs[buf][idx / BN][idx % BN] = b_next[i];
-        }
-    };
-
-    double acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0;
-
-    const int k_tiles = (K + BK - 1) / BK;
-    if (k_tiles > 0) {
-        load_tiles(0);
-        store_tiles(0);
-        __syncthreads();
-    }
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        const int buf = kt & 1;
-        const bool more = kt + 1 < k_tiles;
-        if (more) load_tiles((kt + 1) * BK);     // in flight while the FMAs below run
-#pragma unroll
-        for (int k = 0; k < BK; ++k) {
-            double a_frag[TM], b_frag[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a_frag[i] = As[buf][k][ty + i * THREADS_M];
-#pragma unroll
-            for (int j = 0; j < TN; ++j) b_frag[j] = Bs[buf][k][tx + j * THREADS_N];
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fma(a_frag[i], b_frag[j], acc[i][j]);
-        }
-        // The other buffer was last read in iteration kt-1, finished by every thread (the
-        // barrier at its end): it can be overwritten now.
-        if (more) store_tiles(buf ^ 1);
-        __syncthreads();
-    }
+    CcRegTile<double, TM, TN, 1, 1, THREADS_M, THREADS_N> tile;
+    tile.zero();
+    cc_regtile_mainloop<BK, Loader::A_PITCH, Loader::B_PITCH>(tile, ld, (K + BK - 1) / BK, ty, tx);
 
     double* c = C + batch * stride_c;
     const double* res = has_residual ? residual + batch * stride_c : nullptr;
     const double* bias_b = has_bias ? bias + batch * stride_bias : nullptr;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty + i * THREADS_M;
+        const int m = m0 + tile.row(i, ty);
         if (m >= M) continue;
         const double bv = has_bias ? bias_b[m] : 0.0;
         const cc_index_t row_off = (cc_index_t)m * ldc;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx + j * THREADS_N;
+            const int n = n0 + tile.col(j, tx);
             if (n < N)
-                c[row_off + n] = gemm_epilogue(acc[i][j], bv, has_bias, has_residual ? res[row_off + n] : 0.0,
-                                               has_residual, act);
+                c[row_off + n] = gemm_epilogue(tile.acc[i][j], bv, has_bias,
+                                               has_residual ? res[row_off + n] : 0.0, has_residual, act);
         }
     }
 }

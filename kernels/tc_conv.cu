@@ -19,94 +19,110 @@
 //    (cp.async pipeline, ldmatrix, warp tiles, swizzled shared memory) plus the convolution's
 //    gather in the loader: (r, s) outer and BK channels inner, so every copy is VEC contiguous
 //    channels of one pixel — entirely in the image or entirely padding (zero fill, no read);
-//    each thread decodes its pixels once, the main loop adds the tap offset and compares
-//    against H and W. Needs Cg a multiple of VEC (the op picks the largest VEC that holds).
+//    each thread decodes its pixels once into an address and a mask of the filter rows and
+//    columns inside the image, a tile moves every address by one of three problem-constant
+//    increments (selects, no branch) and tests padding with an AND: one path per tile (R and
+//    S at most 16). Needs Cg a multiple of VEC (the op picks the largest VEC that holds).
 // 3. tc_pack_nhwc<T>: the NCHW path — a tiled transpose to NHWC (KCRS to KRSC) with each
 //    group's channels zero-padded to a multiple of 8; variant 2 then runs on the packed
 //    operands and writes the output NCHW from its epilogue. One read and write of x (and w).
 //
 // Configs (smem = STAGES·(BM + BN)·BK·sizeof(T)): 128x128x32, warps 2x4 of 64x32, 4 stages,
-// 256 threads, 2 blocks/SM, while M gives every SM a tile; else 64x64x32, warps 2x2 of 32x32,
-// 3 stages, 128 threads, 4 blocks/SM (_v2: 2); *_s2 for sm_75 (no cp.async); tf32 BK = 16.
+// 256 threads, 2 blocks/SM, while M gives every SM a tile; 128x128x32 as warps 2x2 of 64x64
+// (128 threads; twice the mma per ldmatrix), chosen where two of its blocks fit an SM; else
+// 64x64x32, warps 2x2 of 32x32, 3 stages, 128 threads, 4 blocks/SM (_v2: 2); *_s2 for sm_75
+// (no cp.async); tf32 BK = 16.
 // The epilogue writes each accumulator with a (not inlined) call; see cc_tc_store.
 //
-// The choice of tiles for ResNet-50's layers: docs/kernel_design.md#tc_convcu. Registers,
-// spills and the tensor issue ceiling: `cuconv kernels --analyze --file tc_conv.cu`
-// (docs/kernel_figures.md); on sm_90, mma.sync cannot reach Hopper's peak (wgmma_conv.cu can).
+// The choice of tiles for ResNet-50's layers: docs/kernel_design.md#tc_convcu; the 64x64 warp
+// tiles and the single-path loader: docs/main_loops.md. Registers, spills and the tensor issue
+// ceiling: `cuconv kernels --analyze --file tc_conv.cu` (docs/kernel_figures.md); on sm_90,
+// mma.sync cannot reach Hopper's peak (wgmma_conv.cu can).
 #include "tc_tile.cuh"
 
-// A: BM output pixels × BK channels of tap (r, s); B: BN filters × the same BK channels.
+// A: BM output pixels × BK channels of tap (r, s); B: BN filters × the same BK channels. One
+// path per tile (CUTLASS's "optimized" iterators, for this layout): each thread's copies share
+// one column (channel chunk col) and take rows row0 + i·ROWS; per A row the thread keeps the
+// pixel's address at the current tap and chunk and a bit mask of the filter rows (bits 0-15)
+// and columns (bits 16-31) whose input position is inside the image (0 for a row past M), so a
+// tile's padding test is an AND and a compare per copy; the B rows are one address and a
+// count of filters left. A tile advances every address by one of three increments fixed by the
+// problem (next chunk, next filter column, next filter row), chosen by selects. Copies that
+// fall outside (padding, channel or filter tails, tiles past the last) are zero-size.
 template <typename T, int BM, int BN, int BK, int THREADS, int VEC>
 struct TcConvLoader {
     static constexpr int BYTES = VEC * (int)sizeof(T);
     static constexpr int PER_ROW = BK / VEC;
-    static constexpr int A_COPIES = BM * PER_ROW / THREADS, B_COPIES = BN * PER_ROW / THREADS;
-    static_assert(BM * PER_ROW % THREADS == 0 && BN * PER_ROW % THREADS == 0,
-                  "every thread issues the same number of copies");
+    static constexpr int ROWS = THREADS / PER_ROW;   // rows one pass of the threads covers
+    static constexpr int A_COPIES = BM / ROWS, B_COPIES = BN / ROWS;
+    static_assert(THREADS % PER_ROW == 0 && BM % ROWS == 0 && BN % ROWS == 0,
+                  "every thread issues the same number of copies, all in one column");
     static constexpr int ROW_BYTES = BK * (int)sizeof(T);
 
-    const T* x;
-    const T* w;
-    const T* a_pixel[A_COPIES];   // x at (img, 0, 0, g·Cg) of the row's output pixel
-    int a_ih0[A_COPIES], a_iw0[A_COPIES];   // top-left input position; ih0 = -2^30 marks a row past M
-    const T* b_filter[B_COPIES];  // w at (g·Kg + n, 0, 0, 0), or null past Kg
-    int H, W, Cs, Cg, S, dh, dw, RSCg;
-    int r, s, c0;                 // the next tile's tap and first channel
+    const T* a_ptr[A_COPIES];
+    unsigned a_mask[A_COPIES];
+    const T* b_ptr;            // w at filter n0 + row0, the current tap and channel c0 + col
+    int b_step, b_rows;        // between a thread's filters (ROWS·R·S·Cg); filters left from row0
+    cc_index_t a_inc_c, a_inc_s, a_inc_r;
+    int b_inc_c, b_inc_s;
+    CcTapWalk at;
+    int Cg, S, col, row0;
 
-    __device__ __forceinline__ void init(int m0, int n0, int g, int M, int Kg, int P, int Q, int sh, int sw, int ph,
-                                         int pw) {
+    __device__ __forceinline__ void init(const T* x, const T* w, int m0, int n0, int g, int M, int Kg, int P, int Q,
+                                         int H, int W, int Cs, int R, int S_, int sh, int sw, int ph, int pw,
+                                         int dh, int dw, int Cg_) {
         const int tid = threadIdx.x;
+        Cg = Cg_;
+        S = S_;
+        at = CcTapWalk{0, 0, 0, false, false};
+        col = (tid % PER_ROW) * VEC;
+        row0 = tid / PER_ROW;
 #pragma unroll
         for (int i = 0; i < A_COPIES; ++i) {
-            const int m = m0 + (tid + i * THREADS) / PER_ROW;
+            const int m = m0 + row0 + i * ROWS;
+            a_mask[i] = 0;
+            a_ptr[i] = x;
             if (m < M) {
                 const int img = m / (P * Q), pq = m - img * (P * Q), p = pq / Q, q = pq - p * Q;
-                a_pixel[i] = x + (cc_index_t)img * H * W * Cs + (cc_index_t)g * Cg;
-                a_ih0[i] = p * sh - ph;
-                a_iw0[i] = q * sw - pw;
-            } else {
-                a_pixel[i] = x;
-                a_ih0[i] = -(1 << 30);
-                a_iw0[i] = 0;
+                const int ih0 = p * sh - ph, iw0 = q * sw - pw;
+                for (int t = 0; t < R; ++t) a_mask[i] |= (unsigned)((unsigned)(ih0 + t * dh) < (unsigned)H) << t;
+                for (int t = 0; t < S; ++t) a_mask[i] |= (unsigned)((unsigned)(iw0 + t * dw) < (unsigned)W) << (16 + t);
+                // Pointer math only: the first tap may be padding (the mask guards every read).
+                a_ptr[i] = x + (((cc_index_t)img * H + ih0) * W + iw0) * Cs + (cc_index_t)g * Cg + col;
             }
         }
-#pragma unroll
-        for (int i = 0; i < B_COPIES; ++i) {
-            const int n = n0 + (tid + i * THREADS) / PER_ROW;
-            b_filter[i] = n < Kg ? w + ((cc_index_t)g * Kg + n) * RSCg : nullptr;
-        }
-        r = s = c0 = 0;
+        const int RSCg = R * S * Cg, chunks = (Cg + BK - 1) / BK;
+        b_ptr = w + ((cc_index_t)g * Kg + n0 + row0) * RSCg + col;
+        b_step = ROWS * RSCg;
+        b_rows = Kg - n0 - row0;
+        const cc_index_t back = (cc_index_t)(chunks - 1) * BK;   // the last chunk back to c0 = 0
+        a_inc_c = BK;
+        a_inc_s = (cc_index_t)dw * Cs - back;
+        a_inc_r = ((cc_index_t)dh * W - (cc_index_t)(S - 1) * dw) * Cs - back;
+        b_inc_c = BK;
+        b_inc_s = Cg - (chunks - 1) * BK;   // KRSC: the next tap follows the last channel
     }
 
-    __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB) {
-        const int tid = threadIdx.x;
+    __device__ __forceinline__ void load(unsigned char* sA, unsigned char* sB, bool live) {
+        const bool cok = live && at.c0 + col < Cg;
+        const unsigned need = (1u << at.r) | (1u << (16 + at.s));
 #pragma unroll
         for (int i = 0; i < A_COPIES; ++i) {
-            const int cidx = tid + i * THREADS;
-            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
-            const int ih = a_ih0[i] + r * dh, iw = a_iw0[i] + s * dw, c = c0 + col;
-            const bool ok = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W && c < Cg;
-            const T* src = ok ? a_pixel[i] + ((cc_index_t)ih * W + iw) * Cs + c : x;
-            cc_cp_async_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
+            const bool ok = cok && (a_mask[i] & need) == need;
+            cc_cp_async_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
+                                     a_ptr[i], ok ? BYTES : 0);
         }
-        const int tap = (r * S + s) * Cg;
 #pragma unroll
         for (int i = 0; i < B_COPIES; ++i) {
-            const int cidx = tid + i * THREADS;
-            const int row = cidx / PER_ROW, col = (cidx % PER_ROW) * VEC;
-            const int c = c0 + col;
-            const bool ok = b_filter[i] != nullptr && c < Cg;
-            const T* src = ok ? b_filter[i] + tap + c : w;
-            cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row, col * (int)sizeof(T)), src, ok ? BYTES : 0);
+            const bool ok = cok && i * ROWS < b_rows;
+            cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
+                                     b_ptr + i * b_step, ok ? BYTES : 0);
         }
-        c0 += BK;
-        if (c0 >= Cg) {
-            c0 = 0;
-            if (++s == S) {
-                s = 0;
-                ++r;
-            }
-        }
+        at.step(BK, Cg, S);
+        const cc_index_t a_inc = at.pick(a_inc_c, a_inc_s, a_inc_r);
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) a_ptr[i] += a_inc;
+        b_ptr += at.pick(b_inc_c, b_inc_s, b_inc_s);
     }
 };
 
@@ -146,19 +162,11 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB) tc_conv(CC_T
             for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.0f;
 
     TcConvLoader<T, BM, BN, BK, THREADS, VEC> loader;
-    loader.x = x;
-    loader.w = w;
-    loader.H = H;
-    loader.W = W;
-    loader.Cs = C;
-    loader.Cg = Cg;
-    loader.S = S;
-    loader.dh = dilation_h;
-    loader.dw = dilation_w;
-    loader.RSCg = R * S * Cg;
-    loader.init(tm * BM, tn * BN, g, M, Kg, P, Q, stride_h, stride_w, pad_h, pad_w);
+    loader.init(x, w, tm * BM, tn * BN, g, M, Kg, P, Q, H, W, C, R, S, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                dilation_w, Cg);
     const int k_tiles = R * S * ((Cg + BK - 1) / BK);
-    cc_tc_mainloop<T, BM, BN, BK, WM, WN, STAGES, false>(acc, cc_tc_smem, loader, k_tiles, wm0, wn0, lane);
+    cc_tc_mainloop<T, BM, BN, BK, WM, WN, STAGES, false, TcConvLoader<T, BM, BN, BK, THREADS, VEC>, true>(
+        acc, cc_tc_smem, loader, k_tiles, wm0, wn0, lane);
 
     const int gr = lane >> 2, t = lane & 3, PQ = P * Q;
 #pragma unroll

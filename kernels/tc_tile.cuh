@@ -183,24 +183,32 @@ struct TcWarpMma {
 // complete and visible (each waited for its own, wait_group STAGES-2), and (2) every warp has
 // finished reading tile kt-1, whose stage the copies issued right after it refill. A commit
 // per iteration, even with nothing issued, keeps "STAGES-2 groups in flight" exact.
-// Loader: load(sA, sB) issues the next tile's cp.async copies (in order 0, 1, 2, ...).
-template <typename T, int BM, int BN, int BK, int WM, int WN, int STAGES, bool B_ROW, class Loader>
+// Loader: load(sA, sB) issues the next tile's cp.async copies (in order 0, 1, 2, ...). With
+// SINGLE_PATH, load(sA, sB, live) is called for every iteration, live = false past the last
+// tile (the loader then issues zero-size copies): no branch in the loop.
+template <typename T, int BM, int BN, int BK, int WM, int WN, int STAGES, bool B_ROW, class Loader,
+          bool SINGLE_PATH = false>
 __device__ __forceinline__ void cc_tc_mainloop(float (&acc)[WM / 16][WN / 8][4], unsigned char* smem, Loader& loader,
                                                int k_tiles, int wm0, int wn0, int lane) {
     static_assert(STAGES >= 2, "the pipeline needs at least two stages");
     constexpr int A_STAGE = BM * BK * (int)sizeof(T), B_STAGE = BN * BK * (int)sizeof(T);
     unsigned char* const sA = smem;
     unsigned char* const sB = smem + STAGES * A_STAGE;
+    auto issue = [&](int stage, bool live) {
+        if constexpr (SINGLE_PATH) loader.load(sA + stage * A_STAGE, sB + stage * B_STAGE, live);
+        else if (live) loader.load(sA + stage * A_STAGE, sB + stage * B_STAGE);
+    };
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < k_tiles) loader.load(sA + s * A_STAGE, sB + s * B_STAGE);
+        issue(s, s < k_tiles);
         cc_cp_async_commit();
     }
     int read_stage = 0, write_stage = STAGES - 1;
+#pragma unroll 1
     for (int kt = 0; kt < k_tiles; ++kt) {
         cc_cp_async_wait<STAGES - 2>();
         __syncthreads();
-        if (kt + STAGES - 1 < k_tiles) loader.load(sA + write_stage * A_STAGE, sB + write_stage * B_STAGE);
+        issue(write_stage, kt + STAGES - 1 < k_tiles);
         cc_cp_async_commit();
         TcWarpMma<T, BM, BN, BK, WM, WN, B_ROW>::run(acc, sA + read_stage * A_STAGE, sB + read_stage * B_STAGE, wm0,
                                                      wn0, lane);

@@ -135,6 +135,9 @@ def test_auto_rule(be, rng):
     ("conv_dgrad_implicit_gemm_f32_128x64x8_8x4", "C70_two_column_tiles", "float32"),
     ("conv_dgrad_implicit_gemm_f32_64x64x8_4x4", "rect_stride2x3_dil2x1", "float32"),
     ("conv_dgrad_implicit_gemm_f64_64x64x8_4x4", "stride3_C13_K9", "float64"),
+    ("conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "asymmetric_padding_stride2", "float32"),
+    ("conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "stride_beyond_filter", "float32"),
+    ("conv_dgrad_implicit_gemm_f64_64x64x8_8x8_s4", "rect_stride2x3_dil2x1", "float64"),
     ("depthwise", "depthwise_M2_stride2", "float32"),
     ("depthwise", "depthwise_M3_stride3", "float64"),
 ])
@@ -239,3 +242,30 @@ def test_can_implement_reasons():
     with cuconv.backend("record"):
         assert select(spec_of(no_tile, DGRAD)).kernels == ["conv_dgrad_direct_f32_256"]
     assert dwg.dgrad_tile(Conv2dProblem(1, 4, 64, 64, 4, 3, 3, stride_h=17, stride_w=17, groups=4)) is None
+
+
+FAST = "conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4"
+
+
+def test_multistage_tap_limit():
+    """The cp.async configs keep a pixel's valid tap rows (bits 0-15) and columns (16-31) in one
+    mask: a 17-row filter would spill its 17th row into the column bits, so they refuse it (and
+    name the rule) while the double-buffered configs take it."""
+    p = _problem((1, 8, 20, 20, 8, 17, 3, 1, (8, 1), 1, 1), "float32")
+    for name in (FAST, "conv_dgrad_implicit_gemm_f64_64x64x8_8x8_s4"):
+        cfg = dg.CONFIGS_BY_NAME[name]
+        reason = cfg.can_implement(p.with_(dtype=cfg.dtype))
+        assert reason is not None and "R and S must be <= 16, got 17x3" in reason
+        assert cfg.can_implement(p.with_(dtype=cfg.dtype, S=17, R=3)) is not None
+    assert dg.CONFIGS_BY_NAME["conv_dgrad_implicit_gemm_f32_128x64x8_8x4"].can_implement(p) is None
+    with cuconv.backend("record"), pytest.raises(ValueError, match="R and S must be <= 16"):
+        select(spec_of(p, DGRAD, config=FAST), "implicit_gemm")
+
+
+def test_multistage_at_the_tap_limit(be, rng):
+    """16 tap rows at stride 1 (mask bit 15, the last row bit) and 16 columns at stride 2 with
+    dilation 2 (8 columns a phase), padding on both sides: the fast config against the reference."""
+    p, w, dy = _draw(rng, (1, 9, 21, 23, 7, 16, 16, (1, 2), ((8, 7), (15, 14)), (1, 2), 1), "float32")
+    got, name = _run(be, p, w, dy, FAST)
+    assert name == FAST
+    assert_close(got, _ref(p, w, dy), "float32", "dgrad", what=FAST)

@@ -240,6 +240,8 @@ def test_workspace_limit_is_respected_end_to_end(be, rng):
     ("conv_wgrad_implicit_gemm_atomic_f32_64x64x8_4x4", "dilation2_groups2", "float32", False, 3),
     ("conv_wgrad_implicit_gemm_atomic_f64_64x64x8_4x4", "stride2_C3", "float64", False, 2),
     ("conv_wgrad_implicit_gemm_atomic_f32_128x64x8_8x4", "C1", "float32", False, 1),
+    ("conv_wgrad_implicit_gemm_f32_128x128x8_8x8_s4", "stride3_K70_two_row_tiles", "float32", True, 2),
+    ("conv_wgrad_implicit_gemm_atomic_f64_64x64x8_8x8_s4", "rect_stride2x3_dil2x1_CRS_over_64", "float64", False, 3),
     ("depthwise", "depthwise_M2_stride2", "float32", True, 1),
     ("depthwise", "depthwise_5x5_dil2", "float64", True, 1),
 ])

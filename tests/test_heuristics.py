@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 
 import cuconv
+from cuconv.dtypes import tag
 from cuconv.ops import conv2d as conv2d_mod
-from cuconv.ops import heuristics
+from cuconv.ops import conv_dgrad, conv_wgrad, heuristics
+from cuconv.ops._algorithm import DGRAD, WGRAD
+from cuconv.ops.conv2d import select, spec_of
 from cuconv.problem import Conv2dProblem
 
 # name: (x NCHW, w KCRS, stride, padding, groups, dtype, conv2d options) -> algorithm, or
@@ -140,6 +143,79 @@ def test_auto_wgmma_config_on_sm90():
         plan = cuconv.plan_conv2d(*_arrays(big, "NCHW"), padding=1)
     assert plan.algo == "implicit_gemm_wgmma"
     assert plan.kernels == ["tc_conv_pack_nhwc_bf16", "tc_conv_pack_nhwc_bf16", "wgmma_conv_bf16_128x128x64_tma_s7"]
+
+
+# The backward passes on the default emulated device (sm_90, 132 SMs): (name, x (C, H), w (K, R),
+# stride, padding, dtype, batch) -> (dgrad kernels, deterministic wgrad kernels). The f32 GEMMs
+# take the 4-stage cp.async configs (8x8 thread tiles) where the 128-row tile is chosen, the
+# GEMM's N dimension exceeds 64 and the 128x128 tiles still give every SM a block.
+BACKWARD_GOLDEN = [
+    ("ResNet-50 3x3 128->128 28x28", (128, 28), (128, 3), 1, 1, "float32", 32,
+     ["conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4"],
+     ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 3x3 128->128 28x28 batch 8 (too few 128-row tiles)", (128, 28), (128, 3), 1, 1, "float32", 8,
+     ["conv_dgrad_implicit_gemm_f32_64x64x8_4x4"],
+     ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 layer1 3x3 (C = 64: the 128x64 tile)", (64, 56), (64, 3), 1, 1, "float32", 8,
+     ["conv_dgrad_implicit_gemm_f32_128x64x8_8x4"],
+     ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 layer4 3x3 (7x7 output)", (512, 7), (512, 3), 1, 1, "float32", 32,
+     ["conv_dgrad_implicit_gemm_f32_64x64x8_4x4"],
+     ["conv_wgrad_implicit_gemm_f32_128x128x8_8x8_s4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 3x3/2", (128, 56), (128, 3), 2, 1, "float32", 8,
+     ["conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4"],
+     ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 1x1 256->64", (256, 56), (64, 1), 1, 0, "float32", 8,
+     ["conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4"],
+     ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 1x1 64->256 (C = 64)", (64, 56), (256, 1), 1, 0, "float32", 8,
+     ["conv_dgrad_implicit_gemm_f32_128x64x8_8x4"],
+     ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("17x17 filter (over the dgrad s4 tap mask)", (128, 28), (128, 17), 1, 8, "float32", 32,
+     ["conv_dgrad_implicit_gemm_f32_128x64x8_8x4"], ["conv_wgrad_implicit_gemm_f32_128x128x8_8x8_s4"]),
+    ("ResNet-50 stem 7x7/2 (C = 3: direct dgrad)", (3, 224), (64, 7), 2, 3, "float32", 32,
+     ["conv_dgrad_direct_f32_256"], ["conv_wgrad_implicit_gemm_f32_64x64x8_4x4", "conv_wgrad_splitk_reduce_f32"]),
+    ("ResNet-50 3x3 128->128 float64 (no s4 in auto)", (128, 28), (128, 3), 1, 1, "float64", 32,
+     ["conv_dgrad_implicit_gemm_f64_64x64x8_4x4"],
+     ["conv_wgrad_implicit_gemm_f64_64x64x8_4x4", "conv_wgrad_splitk_reduce_f64"]),
+]
+
+
+@pytest.mark.parametrize("name,x,w,stride,padding,dtype,batch,dgrad,wgrad", BACKWARD_GOLDEN,
+                         ids=[g[0] for g in BACKWARD_GOLDEN])
+def test_backward_auto_golden_table(name, x, w, stride, padding, dtype, batch, dgrad, wgrad):
+    p = _problem(x, w, stride, padding, 1, dtype, batch)
+    with cuconv.backend("record"):
+        d, wg = select(spec_of(p, DGRAD)), select(spec_of(p, WGRAD))
+        atomic = select(spec_of(p, WGRAD, deterministic=False))
+    assert d.kernels == dgrad and wg.kernels == wgrad
+    # deterministic=False runs the same tile as its atomic twin, after the zero fill
+    assert atomic.kernels == [f"conv_wgrad_zero_{tag(dtype)}",
+                              wgrad[0].replace("conv_wgrad_implicit_gemm_", "conv_wgrad_implicit_gemm_atomic_")]
+
+
+def test_backward_s4_rule_boundaries():
+    """The s4 configs take over the 128-row tile exactly where N = C/groups (dgrad) or
+    C/groups·R·S (wgrad) exceeds 64, the 128x128 grid still fills the SMs, and (dgrad) the
+    filter fits the 16-row, 16-column tap mask."""
+    fast_d, fast_w = "conv_dgrad_implicit_gemm_f32_128x128x8_8x8_s4", "conv_wgrad_implicit_gemm_f32_128x128x8_8x8_s4"
+    p = Conv2dProblem(32, 65, 28, 28, 128, 3, 3, pad_h=1, pad_w=1)
+    assert conv_dgrad.choose_config(p).name == fast_d
+    assert conv_dgrad.choose_config(p.with_(C=64)).name == "conv_dgrad_implicit_gemm_f32_128x64x8_8x4"
+    assert conv_dgrad.choose_config(p.with_(R=17, pad_h=8)).name == "conv_dgrad_implicit_gemm_f32_128x64x8_8x4"
+    assert conv_dgrad.choose_config(p.with_(R=16, S=16, pad_h=8, pad_w=8)).name == fast_d
+    # 196 M tiles of 128 rows: enough for 132 SMs at one N tile, not for 200
+    assert conv_dgrad.choose_config(p, sms=196).name == fast_d
+    assert conv_dgrad.choose_config(p, sms=197).name == "conv_dgrad_implicit_gemm_f32_128x64x8_8x4"
+    q = Conv2dProblem(8, 512, 7, 7, 512, 3, 3, pad_h=1, pad_w=1)       # 4 x 36 tiles of 128x128
+    assert conv_wgrad.choose_config(q).name == fast_w
+    assert conv_wgrad.choose_config(q, atomic=True).name == fast_w.replace("gemm_", "gemm_atomic_")
+    assert conv_wgrad.choose_config(q, sms=145).name == "conv_wgrad_implicit_gemm_f32_128x64x8_8x4"
+    assert conv_wgrad.choose_config(q.with_(K=64), sms=1).name == "conv_wgrad_implicit_gemm_f32_64x64x8_4x4"
+    one = q.with_(C=64, R=1, S=1, pad_h=0, pad_w=0)                    # C·R·S = 64: 128x64
+    assert conv_wgrad.choose_config(one, sms=1).name == "conv_wgrad_implicit_gemm_f32_128x64x8_8x4"
+    assert conv_wgrad.choose_config(one.with_(C=65), sms=1).name == fast_w
+    assert conv_wgrad.choose_config(q.with_(dtype="float64"), sms=1).name == "conv_wgrad_implicit_gemm_f64_64x64x8_4x4"
 
 
 def test_every_rule_names_a_listed_algorithm_and_says_why():

@@ -18,6 +18,7 @@ CONFIG_NAMES = [c.name for c in ig.configs_for("float32", "NCHW")]
 OTHER_CONFIGS = [c for c in ig.CONFIGS if (c.dtype, c.layout) != ("float32", "NCHW")]
 MAIN = "implicit_gemm_f32_128x64x8_8x4"
 SIMPLE = ig.SIMPLE.name
+MULTISTAGE = "implicit_gemm_f32_128x128x8_8x8_s4"
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
 PROBLEMS = [
@@ -94,7 +95,7 @@ def test_bias_without_residual_and_auto_config(be, rng):
     pytest.param(dict(order="reverse"), id="reverse"),
     pytest.param(dict(order="random", seed=11), id="random"),
 ])
-@pytest.mark.parametrize("config", [SIMPLE, MAIN])
+@pytest.mark.parametrize("config", [SIMPLE, MAIN, MULTISTAGE])
 def test_under_emulator_checks(rng, config, mode):
     """ASan/UBSan catch a tail load past the tensors; reversed/random thread order catches a
     missing __syncthreads between filling a shared buffer and reading it (double buffering)."""
@@ -124,13 +125,22 @@ def test_config_names_and_registry():
     assert entries["implicit_gemm_f64_nhwc_64x64x8_4x4"].expression == "implicit_gemm<double, true, 64, 64, 8, 4, 4, 2>"
     assert entries["implicit_gemm_f64_64x64x8_4x4"].min_blocks_per_sm == 2
     assert {c.name for c in ig.configs_for("float64", "NCHW")} == {
-        "implicit_gemm_simple_f64_16x16x16", "implicit_gemm_f64_64x64x8_4x4"}
-    assert len(ig.configs_for("float32", "NHWC")) == len(CONFIG_NAMES) == 4
+        "implicit_gemm_simple_f64_16x16x16", "implicit_gemm_f64_64x64x8_4x4", "implicit_gemm_f64_64x64x8_8x8_s4"}
+    assert len(ig.configs_for("float32", "NHWC")) == len(CONFIG_NAMES) == 5
+    # variant 3: the stage count is the last template argument and the label's suffix
+    assert entries[MULTISTAGE].expression == "implicit_gemm<float, false, 128, 128, 8, 8, 8, 1, 4>"
+    assert entries["implicit_gemm_f64_nhwc_64x64x8_8x8_s4"].expression == \
+        "implicit_gemm<double, true, 64, 64, 8, 8, 8, 2, 4>"
+    assert entries[MULTISTAGE].block_threads == 256 and entries["implicit_gemm_f64_64x64x8_8x8_s4"].block_threads == 64
 
 
 def test_choose_config_rule():
     dense = Conv2dProblem(8, 64, 56, 56, 128, 3, 3, pad_h=1, pad_w=1)
-    assert ig.choose_config(dense, 132).name == "implicit_gemm_f32_128x128x8_8x4"
+    assert ig.choose_config(dense, 132).name == "implicit_gemm_f32_128x128x8_8x8_s4"
+    # variant 3 keeps 16 bits of tap mask per filter dimension: a 17-row filter takes variant 2
+    assert ig.choose_config(dense.with_(R=17, pad_h=8), 132).name == "implicit_gemm_f32_128x128x8_8x4"
+    assert ig.choose_config(dense.with_(dtype="float64"), 132).name == "implicit_gemm_f64_64x64x8_8x8_s4"
+    assert ig.choose_config(dense.with_(dtype="float64", K=32), 132).name == "implicit_gemm_f64_64x64x8_4x4"
     assert ig.choose_config(dense.with_(K=64), 132).name == "implicit_gemm_f32_128x64x8_8x4"
     assert ig.choose_config(dense.with_(K=32), 132).name == "implicit_gemm_f32_64x64x8_4x4"
     # Too few 128-row tiles to fill the SMs: the smaller tile.
@@ -242,3 +252,47 @@ def test_float64_and_nhwc_under_emulator_checks(rng, config, mode):
         got = conv_in_layout(be, x, w, cfg.layout, bias=bias, residual=residual, algo="implicit_gemm",
                              config=config, activation="relu", **args)
     assert_close(got, ref, cfg.dtype, "implicit_gemm", what=config)
+
+
+# --------------------------------------------------------------------------- variant 3 (multistage)
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups): C not a multiple of BK (partial
+# chunks), K past one N tile, stride 2, dilation 2, padding larger than half the filter, groups.
+MULTISTAGE_CASES = [
+    pytest.param((2, 13, 9, 7, 67, 3, 3, 1, 1, 1, 1), id="C13_K67"),
+    pytest.param((3, 5, 11, 9, 20, 3, 3, 2, 2, 2, 1), id="stride2_dilation2_pad2"),
+    pytest.param((1, 12, 9, 9, 18, 5, 3, (2, 1), (3, 2), 1, 3), id="5x3_pad3_groups3"),
+    pytest.param((1, 3, 5, 5, 4, 3, 3, 1, 4, 1, 1), id="padding_larger_than_kernel"),
+]
+
+
+@pytest.mark.parametrize("case", MULTISTAGE_CASES)
+@pytest.mark.parametrize("dtype,layout", [("float32", "NCHW"), ("float32", "NHWC"), ("float64", "NCHW"),
+                                          ("float64", "NHWC")])
+def test_multistage_adds_what_the_double_buffered_variant_adds(be, rng, case, dtype, layout):
+    """Variant 3 (cp.async stages, single-path loader) walks the reduction in variant 2's
+    order — taps outer, chunks of BK = 8 channels inner — so every output is the same chain
+    of fma: the two agree bit for bit (and both match the float64 reference)."""
+    ms = next(c for c in ig.configs_for(dtype, layout) if c.stages)
+    ref_cfg = next(c for c in ig.configs_for(dtype, layout) if not c.simple and not c.stages and c.bk == ms.bk)
+    x, w, args = draw_conv(rng, case, dtype)
+    got = conv_in_layout(be, x, w, layout, algo="implicit_gemm", config=ms.name, **args)
+    ref = conv_in_layout(be, x, w, layout, algo="implicit_gemm", config=ref_cfg.name, **args)
+    assert_close(got, conv2d_ref(x, w, **args), dtype, "implicit_gemm", what=ms.name)
+    np.testing.assert_array_equal(got, ref, err_msg=f"{ms.name} vs {ref_cfg.name}")
+
+
+def test_multistage_pipeline_with_more_stages_than_steps(rng):
+    """One tap and one channel chunk: a single reduction step, fewer than the 3 the prologue
+    issues — the copies past the last step must be zero-size and never read (the emulator's
+    deferred cp.async poisons a destination until its wait_group)."""
+    x, w, args = draw_conv(rng, (2, 5, 6, 7, 9, 1, 1, 1, 0, 1, 1))
+    with cuconv.backend("emulator") as be:
+        got = conv_in_layout(be, x, w, "NCHW", algo="implicit_gemm", config=MULTISTAGE, **args)
+    assert_close(got, conv2d_ref(x, w, **args), np.float32, "implicit_gemm", what=MULTISTAGE)
+
+
+def test_multistage_tap_limit():
+    cfg = ig.CONFIGS_BY_NAME[MULTISTAGE]
+    assert cfg.can_implement(Conv2dProblem(1, 4, 40, 40, 8, 16, 3)) is None
+    reason = cfg.can_implement(Conv2dProblem(1, 4, 40, 40, 8, 17, 3))
+    assert reason is not None and "R and S must be <= 16, got 17x3" in reason

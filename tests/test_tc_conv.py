@@ -218,3 +218,60 @@ def test_every_config_is_registered_with_its_reasoning():
     for aux in tc_common.AUX.values():
         assert aux.name in labels
 
+
+
+# ----------------------------------------------------------------- 64x64 warp tiles
+WARP64 = {"float16": "tc_conv_f16_128x128x32_64x64_s4_v8", "bfloat16": "tc_conv_bf16_128x128x32_64x64_s4_v8",
+          "float32": "tc_conv_tf32_128x128x16_64x64_s4_v4"}
+# (N, C, H, W, K, R, S, stride, pad, dilation, groups): C not a multiple of BK (a partial last
+# chunk per tap), K not a multiple of 128 (a partial N tile, warps with no filters), M past one
+# tile, stride 2, dilation 2, padding larger than half the filter, groups, a 5x3 filter.
+WARP64_CASES = [
+    (2, 40, 9, 11, 24, 3, 3, 1, 1, 1, 1),
+    (3, 16, 11, 9, 136, 3, 3, 2, 2, 2, 1),
+    (1, 48, 7, 9, 40, 5, 3, 1, 3, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", WARP64_CASES, ids=["C40_K24", "K136_stride2_dil2_pad2", "5x3_pad3_groups2"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_64x64_warp_tiles(be, rng, dtype, case):
+    """The 128x128 block as 4 warps of 64x64 (MI = 4, NI = 8 mma tiles per warp): every fragment
+    position of the wider warp tile, on shapes that leave partial chunks, tiles and taps."""
+    N, C, H, W, K, R, S, st, pad, dil, groups = case
+    args = dict(stride=st, padding=pad, dilation=dil, groups=groups)
+    x = rand(rng, (N, C, H, W), dtype)
+    w = rand(rng, (K, C // groups, R, S), dtype)
+    ref, norm, plain = conv_reference(x, w, None, None, None, args, dtype)
+    out = put(be, np.empty((N, ref.shape[2], ref.shape[3], K), DT[dtype]))
+    poison(out)
+    tc_conv.tc_conv2d(put(be, nchw_to_nhwc(x)), put(be, nchw_to_nhwc(w)), **args, layout="NHWC", out=out,
+                      config=WARP64[dtype], allow_tf32=dtype == "float32")
+    res = nhwc_to_nchw(be.to_numpy(out))
+    check_tc(res, ref, norm, dtype, (C // groups) * R * S, WARP64[dtype])
+    assert_close(res, plain, dtype, "implicit_gemm_tf32" if dtype == "float32" else "implicit_gemm_tc")
+
+
+def test_64x64_warp_tiles_integers_bit_exact_under_sanitizers_and_orders(rng):
+    """Small integers (exact sums): the layout of all 64x64 fragments and the single-path loader
+    (padding, channel tail, filters past K) bit for bit, with ASan+UBSan and in reversed and
+    random thread order (the cp.async stages' waits and barriers)."""
+    args = dict(stride=2, padding=2, dilation=1, groups=1)
+    x = ints(rng, (2, 40, 9, 7), "float16", lim=2)
+    w = ints(rng, (20, 40, 3, 3), "float16", lim=2)
+    want = conv2d_ref(x, w, **args)
+    assert 16 < np.abs(want).max() < 2048
+    for settings in (dict(sanitize="address,undefined"), dict(order="reverse"), dict(order="random", seed=4)):
+        with cuconv.backend("emulator", **settings):
+            out = np.empty((2, want.shape[2], want.shape[3], 20), np.float16)
+            poison(out)
+            tc_conv.tc_conv2d(nchw_to_nhwc(x), nchw_to_nhwc(w), **args, out=out, config=WARP64["float16"])
+            np.testing.assert_array_equal(nhwc_to_nchw(out).astype(np.float64), want, err_msg=str(settings))
+
+
+def test_tap_limit_of_the_fast_kernel():
+    cfg = tc_common.CONFIGS_BY_NAME[WARP64["float16"]]
+    p = cuconv.problem.Conv2dProblem(1, 8, 40, 40, 8, 16, 3, dtype="float16")
+    assert cfg.can_implement(p) is None
+    reason = cfg.can_implement(p.with_(S=17))
+    assert reason is not None and "R and S must be <= 16, got 16x17" in reason

@@ -35,7 +35,7 @@ from ..compile import (
     nvrtc_compile,
     parse_ptxas_log,
 )
-from .core import Analysis, LoopAnalysis, analyze_function, loop_ceilings, sass_function
+from .core import Analysis, LoopAnalysis, analyze_function, issue_ratios, loop_ceilings, sass_function
 from .mix import CLASSES, MATH_CLASSES, Mix, access_bits, classify
 from .sass import Instruction, SassFunction, parse_listing
 from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find_tool, tool_versions
@@ -43,8 +43,8 @@ from .tools import ToolError, ToolNotFoundError, complete_elf, disassemble, find
 __all__ = ["Analysis", "LoopAnalysis", "Mix", "Instruction", "SassFunction", "CLASSES", "MATH_CLASSES",
            "ToolError", "ToolNotFoundError", "analyze_entry", "analyze_source", "analyze_file", "sass", "bench_columns",
            "format_table", "table_rows", "aligned", "markdown", "TABLE_HEAD", "TABLE_LEGEND", "summary", "classify",
-           "access_bits", "parse_listing", "disassemble", "find_tool", "complete_elf", "loop_ceilings", "issue_model",
-           "tool_versions"]
+           "access_bits", "parse_listing", "disassemble", "find_tool", "complete_elf", "issue_ratios", "loop_ceilings",
+           "issue_model", "tool_versions"]
 
 
 # --------------------------------------------------------------------------- compiling
@@ -144,7 +144,7 @@ def bench_columns(kernel, arch) -> dict:
     """The static figures the bench puts next to a measured rate, for a registered kernel
     (label, expression or KernelEntry) on ``arch``; never raises: without nvdisasm or on a
     compile error the values are None and ``static_error`` says why."""
-    keys = ("issue_ceiling", "ceiling_pipe", "math_share", "fma_per_shared_byte", "registers",
+    keys = ("issue_ceiling", "issue_ratio", "ceiling_pipe", "math_share", "fma_per_shared_byte", "registers",
             "spill_bytes", "blocks_per_sm", "occupancy", "features")
     try:
         entry = kernel if isinstance(kernel, KernelEntry) else find_kernel(kernel)
@@ -152,7 +152,7 @@ def bench_columns(kernel, arch) -> dict:
     except (KeyError, ValueError, NVRTCError, ToolNotFoundError, ToolError) as exc:
         return {**dict.fromkeys(keys), "static_error": str(exc).splitlines()[0]}
     lp = a.main_loop
-    return dict(issue_ceiling=a.ceiling, ceiling_pipe=lp.ceiling_pipe if lp else None,
+    return dict(issue_ceiling=a.ceiling, issue_ratio=a.issue_ratio, ceiling_pipe=lp.ceiling_pipe if lp else None,
                 math_share=a.math_share, fma_per_shared_byte=a.fma_per_shared_byte, registers=a.registers,
                 spill_bytes=a.spill_bytes, blocks_per_sm=a.occupancy["blocks_per_sm"],
                 occupancy=a.occupancy["occupancy"], features=a.features_text, static_error=None)
@@ -168,11 +168,12 @@ def _widths_text(counter) -> str:
 
 
 TABLE_HEAD = ("kernel", "arch", "regs", "spill", "smem", "thr", "blk/SM", "occ", "loop", "math", "LDS/iter",
-              "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling", "features")
+              "bar", "math%", "FMA/B", "gmem", "smem-w", "ceiling", "ratio", "features")
 TABLE_LEGEND = ("loop: warp instructions per main-loop iteration; math: math instructions among them; "
                 "LDS/iter: shared loads by width (bits); FMA/B: multiply-adds per shared byte loaded; "
                 "gmem/smem-w: widest global / shared access in the kernel (bits); ceiling: issue-bound "
-                "fraction of peak of the loop's math pipe (see docs/static_analysis.md); features: TMA loads, "
+                "fraction of peak of the loop's math pipe; ratio: the same before its min(1, ·) cap, "
+                "math-pipe clocks / issue slots (see docs/static_analysis.md); features: TMA loads, "
                 "warp specialization (WS: the main loop loads nothing, another loop feeds it), setmaxnreg")
 
 
@@ -191,6 +192,7 @@ def table_rows(analyses) -> list[tuple[str, ...]]:
             _pct(a.math_share), "-" if a.fma_per_shared_byte is None else f"{a.fma_per_shared_byte:.2f}",
             str(a.widest_global_bits or "-"), str(a.widest_shared_bits or "-"),
             "-" if lp is None or lp.ceiling_pipe is None else f"{_pct(lp.ceiling)} {lp.ceiling_pipe}",
+            "-" if lp is None or lp.issue_ratio is None else f"{lp.issue_ratio:.2f}",
             a.features_text))
     return rows
 
@@ -266,7 +268,8 @@ def summary(a: Analysis) -> str:
             "    issue-bound ceiling: " + (", ".join(f"{p} {_pct(c, 1)}" for p, c in lp.ceilings.items()) or "no math")
             + ("" if lp.shortest_path_instructions == lp.longest_path_instructions
                else f" (shortest path {_pct(lp.ceiling_shortest_path, 1)}, "
-                    f"longest {_pct(lp.ceiling_longest_path, 1)})"),
+                    f"longest {_pct(lp.ceiling_longest_path, 1)})")
+            + ("" if lp.issue_ratio is None else f"; uncapped issue ratio {lp.issue_ratio:.2f}"),
         ]
         model = issue_model(a.arch)
         pipe = lp.ceiling_pipe or "fp32"

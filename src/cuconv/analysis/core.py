@@ -6,7 +6,8 @@ loop, so one iteration of one warp needs at least ``N`` issue slots (N = its war
 instructions; one issues per clock per sub-partition, cuconv.arch.issue_model). Its math
 instructions deliver F lane-FLOPs; the sub-partition's peak is P lane-FLOPs per clock. So
 
-    ceiling = min(1, F / (P × N))
+    ceiling = min(1, F / (P × N))          issue ratio = F / (P × N), uncapped
+
 
 For an fp32 loop of pure FFMA that is min(1, 2·FFMA/N) on sm_75/sm_80 (16 FP32 lanes per
 sub-partition: a warp FFMA holds the pipe 2 clocks, so half the issue slots are free for
@@ -46,6 +47,7 @@ class LoopAnalysis:
     ceiling: float | None       # issue-bound fraction of peak of the dominant math pipe
     ceiling_pipe: str | None
     ceilings: dict              # pipe -> ceiling (None where the arch's peak is unknown)
+    issue_ratio: float | None = None             # the ceiling before its min(1, ·) cap
     ceiling_shortest_path: float | None = None   # the same on the fewest-instruction path
     ceiling_longest_path: float | None = None    # ... and on the most-instruction path
     shortest_mix: Mix | None = None
@@ -76,7 +78,7 @@ class LoopAnalysis:
             body_shared_load_bits=_widths(b.shared_load_bits), body_global_load_bits=_widths(b.global_load_bits),
             body_global_store_bits=_widths(b.global_store_bits),
             math_share=_r(self.math_share), fma_per_shared_byte=_r(self.fma_per_shared_byte),
-            issue_ceiling=_r(self.ceiling), ceiling_pipe=self.ceiling_pipe,
+            issue_ceiling=_r(self.ceiling), issue_ratio=_r(self.issue_ratio), ceiling_pipe=self.ceiling_pipe,
             ceilings={k: _r(v) for k, v in self.ceilings.items()},
             issue_ceiling_shortest_path=_r(self.ceiling_shortest_path),
             issue_ceiling_longest_path=_r(self.ceiling_longest_path),
@@ -118,6 +120,10 @@ class Analysis:
     @property
     def ceiling(self):
         return self.main_loop.ceiling if self.main_loop else None
+
+    @property
+    def issue_ratio(self):
+        return self.main_loop.issue_ratio if self.main_loop else None
 
     @property
     def spill_bytes(self) -> int:
@@ -195,7 +201,7 @@ class Analysis:
             shared_load_bits=_widths(km.shared_load_bits), shared_store_bits=_widths(km.shared_store_bits),
             widest_global_bits=self.widest_global_bits, widest_shared_bits=self.widest_shared_bits,
             math_share=_r(self.math_share), fma_per_shared_byte=_r(self.fma_per_shared_byte),
-            issue_ceiling=_r(self.ceiling),
+            issue_ceiling=_r(self.ceiling), issue_ratio=_r(self.issue_ratio),
             ceiling_pipe=self.main_loop.ceiling_pipe if self.main_loop else None,
             main_loop=self.main_loop.to_dict() if self.main_loop else None,
             loops=[lp.to_dict() for lp in self.loops],
@@ -213,20 +219,30 @@ def _widths(counter) -> dict:
 
 
 # --------------------------------------------------------------------------- the model
-def loop_ceilings(mix: Mix, arch: str) -> tuple[dict, str | None, float | None]:
-    """Issue-bound ceilings per math pipe, the dominant pipe and its ceiling (module docstring)."""
+def issue_ratios(mix: Mix, arch: str) -> tuple[dict, dict]:
+    """(pipe -> uncapped issue ratio, pipe -> clocks the pipe is busy per iteration): the
+    ratio is math-pipe clocks per warp over issue slots per iteration, the ceiling before its
+    min(1, ·) cap (None where the arch's peak is unknown). Above 1 the loop has slack for
+    latency hiding; below 1 it cannot keep the pipe fed even in theory."""
     model = issue_model(arch)
     slots = mix.instructions / model["issue"]
-    ceilings, busy = {}, {}
+    ratios, busy = {}, {}
     for pipe, flops in mix.flops.items():
         if not flops:
             continue
         peak = model.get(pipe)
         if peak is None or slots == 0:
-            ceilings[pipe] = None
+            ratios[pipe] = None
             continue
         busy[pipe] = flops / (2 * peak)                    # clocks the pipe needs per iteration
-        ceilings[pipe] = min(1.0, busy[pipe] / slots)
+        ratios[pipe] = busy[pipe] / slots
+    return ratios, busy
+
+
+def loop_ceilings(mix: Mix, arch: str) -> tuple[dict, str | None, float | None]:
+    """Issue-bound ceilings per math pipe, the dominant pipe and its ceiling (module docstring)."""
+    ratios, busy = issue_ratios(mix, arch)
+    ceilings = {p: None if r is None else min(1.0, r) for p, r in ratios.items()}
     if mix.tensor_unknown_shape:
         ceilings["tensor_unknown_shape"] = None            # a tensor opcode without a known shape
     unknown = [p for p, c in ceilings.items() if c is None]
@@ -275,6 +291,7 @@ def analyze_loop(fn: SassFunction, loop: Loop, arch: str) -> LoopAnalysis:
     shared_bytes = typical.shared_load_bytes
     fpb = typical.fma_per_thread / shared_bytes if shared_bytes else None
     ceilings, pipe, ceiling = loop_ceilings(typical, arch)
+    ratio = issue_ratios(typical, arch)[0].get(pipe) if ceiling is not None else None
     return LoopAnalysis(
         start=min(fn.blocks[b].start for b in loop.blocks), end=max(fn.blocks[b].end for b in loop.blocks),
         depth=loop.depth, innermost=loop.innermost, natural=loop.natural,
@@ -282,7 +299,7 @@ def analyze_loop(fn: SassFunction, loop: Loop, arch: str) -> LoopAnalysis:
         shortest_path_instructions=shortest.instructions, longest_path_instructions=longest.instructions,
         internal_branches=internal,
         math_share=typical.math / typical.instructions if typical.instructions else 0.0,
-        fma_per_shared_byte=fpb, ceiling=ceiling, ceiling_pipe=pipe, ceilings=ceilings,
+        fma_per_shared_byte=fpb, ceiling=ceiling, ceiling_pipe=pipe, ceilings=ceilings, issue_ratio=ratio,
         ceiling_shortest_path=loop_ceilings(shortest, arch)[2],
         ceiling_longest_path=loop_ceilings(longest, arch)[2], shortest_mix=shortest, longest_mix=longest,
         in_call=loop.in_call)
@@ -359,4 +376,4 @@ def sass_function(cubin: bytes, name: str) -> SassFunction:
 
 
 __all__ = ["Analysis", "LoopAnalysis", "analyze_function", "analyze_loop", "choose_main_loop",
-           "loop_ceilings", "sass_function"]
+           "issue_ratios", "loop_ceilings", "sass_function"]

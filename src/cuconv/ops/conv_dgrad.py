@@ -13,6 +13,9 @@ Kernels (generated names):
 * ``conv_dgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
   phase over the phase's taps only (no inserted zeros); see the kernel file's header. The
   ``config=`` option names one; by default ``choose_config`` picks the tile.
+* ``conv_dgrad_implicit_gemm_{f32_128x128,f64_64x64}x8_8x8_s4`` — the same GEMM through a
+  4-stage cp.async pipeline with a single-path loader (kernels/regtile.cuh; filters up to
+  16x16), bit-identical to the double-buffered configs (docs/main_loops.md).
 
 Per kernel one ``<config>.launch(problem)`` computes grid, block and arguments; the configs hold
 their registered ``KernelEntry``.
@@ -26,7 +29,7 @@ from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
-from . import _common
+from . import _common, implicit_gemm
 from ._algorithm import DGRAD, ConvAlgorithm, ConvSpec, conv_plan
 from ._grad import DX, DY, W, DirectConfig
 
@@ -59,6 +62,7 @@ class DgradGemmConfig:
     tn: int
     min_blocks_per_sm: int = 2
     main: bool = False
+    stages: int = 0      # > 0: the cp.async pipeline of that depth (kernels/regtile.cuh)
 
     @property
     def threads(self) -> int:
@@ -66,12 +70,13 @@ class DgradGemmConfig:
 
     @property
     def name(self) -> str:
-        return f"conv_dgrad_implicit_gemm_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        return (f"conv_dgrad_implicit_gemm_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+                + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
         return (f"dgrad_implicit_gemm<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
-                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}>")
+                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}" + (f", {self.stages}>" if self.stages else ">"))
 
     def m_tiles(self, p: Conv2dProblem) -> int:
         """M tiles per phase: those of the largest phase (phase 0)."""
@@ -95,6 +100,9 @@ class DgradGemmConfig:
                     f"of slack) is too large for 32-bit offsets")
         if self.blocks(p) > INT32_MAX:
             return f"needs {self.blocks(p)} blocks, more than a 1-D grid holds ({INT32_MAX})"
+        if self.stages and max(p.R, p.S) > implicit_gemm.MAX_TAPS_MULTISTAGE:
+            return (f"{self.name} keeps a pixel's valid tap rows and columns in one 32-bit mask: R and S "
+                    f"must be <= {implicit_gemm.MAX_TAPS_MULTISTAGE}, got {p.R}x{p.S}")
         return None
 
     def launch(self, p: Conv2dProblem) -> list[Launch]:
@@ -103,7 +111,8 @@ class DgradGemmConfig:
 
     def entry(self) -> KernelEntry:
         return KernelEntry(FILE, self.expression, self.name, block_threads=self.threads,
-                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main)
+                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main,
+                           min_blocks_overrides=implicit_gemm.stage_overrides(self.stages, self.dtype))
 
 
 DIRECT = {dt: DgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
@@ -112,6 +121,10 @@ GEMM_CONFIGS = (
     DgradGemmConfig("float32", 128, 64, 8, 8, 4, main=True),
     # double: one block (8 warps) per SM — 128 registers (two blocks) spill on sm_100.
     DgradGemmConfig("float64", 64, 64, 8, 4, 4, min_blocks_per_sm=1),
+    # the cp.async pipeline with 8x8 thread tiles: ~150-170 registers (f32; one block of 8 warps),
+    # ~230 (f64, 64 threads: 2-4 blocks)
+    DgradGemmConfig("float32", 128, 128, 8, 8, 8, min_blocks_per_sm=1, stages=4),
+    DgradGemmConfig("float64", 64, 64, 8, 8, 8, min_blocks_per_sm=2, stages=4),
 )
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
@@ -120,13 +133,21 @@ ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 
 def choose_config(p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
     """The GEMM tile for ``p``: the 128-row tile (f32) when C/groups > 32 and it still gives every
-    SM a block (fewer loads per FMA), else 64x64."""
+    SM a block (fewer loads per FMA), else 64x64. Where the 128-row tile is chosen, C/groups > 64
+    (the GEMM's N fills a 128-wide tile) and the 128x128 tile too gives every SM a block, it runs
+    as the 4-stage cp.async variant with 8x8 thread tiles (filters up to 16x16; the forward's
+    rule, ops/implicit_gemm.choose_config: the higher static issue ratio, `cuconv kernels
+    --analyze --file conv_dgrad.cu`). float64 keeps its 64x64 4x4 tile."""
     by_dtype = [c for c in GEMM_CONFIGS if c.dtype == p.dtype]
-    big = next((c for c in by_dtype if c.bm == 128), None)
+    big = next((c for c in by_dtype if c.bm == 128 and not c.stages), None)
     if (big is not None and p.C_per_group > 32 and big.blocks(p) >= sms
             and big.can_implement(p) is None):
+        fast = next((c for c in by_dtype if (c.bm, c.bn) == (128, 128) and c.stages), None)
+        if (fast is not None and p.C_per_group > 64 and fast.blocks(p) >= sms
+                and fast.can_implement(p) is None):
+            return fast
         return big
-    return next(c for c in by_dtype if c.bm == 64)
+    return next(c for c in by_dtype if c.bm == 64 and not c.stages)
 
 
 def resolve_config(config, p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:

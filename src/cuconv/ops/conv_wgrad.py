@@ -15,6 +15,9 @@ Kernels (generated names):
   ``conv_wgrad_splitk_reduce_*`` sums them in split order (bit-identical across runs).
 * ``conv_wgrad_implicit_gemm_atomic_*`` — ``deterministic=False``: the splits atomicAdd into dW
   (zeroed first by ``conv_wgrad_zero_*``); no workspace, low bits vary from run to run.
+* ``conv_wgrad_implicit_gemm{,_atomic}_{f32_128x128,f64_64x64}x8_8x8_s4`` — the same split-K
+  GEMMs with their gathers issued as cp.async into a 4-stage pipeline (kernels/regtile.cuh,
+  docs/main_loops.md).
 * ``conv_wgrad_bias_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction).
 
 The split count is ``choose_splits`` (documented there; the ``splits=`` option overrides it, the
@@ -32,7 +35,7 @@ from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
 from ..plan import Launch, Plan, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
-from . import _common
+from . import _common, implicit_gemm
 from ._algorithm import WGRAD, ConvAlgorithm, ConvSpec, conv_plan
 from ._grad import DB, DW, DY, X, DirectConfig, split_chunk
 
@@ -69,6 +72,7 @@ class WgradGemmConfig:
     atomic: bool = False
     min_blocks_per_sm: int = 2
     main: bool = False
+    stages: int = 0      # > 0: the cp.async pipeline of that depth (kernels/regtile.cuh)
 
     @property
     def threads(self) -> int:
@@ -77,12 +81,14 @@ class WgradGemmConfig:
     @property
     def name(self) -> str:
         kind = "conv_wgrad_implicit_gemm_atomic" if self.atomic else "conv_wgrad_implicit_gemm"
-        return f"{kind}_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        return (f"{kind}_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+                + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
         return (f"wgrad_implicit_gemm<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
-                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}>")
+                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}"
+                + (f", {self.stages}>" if self.stages else ">"))
 
     def tiles(self, p: Conv2dProblem) -> int:
         """Blocks per split: groups · ceil(Kg / BM) · ceil(Cg·R·S / BN)."""
@@ -103,16 +109,21 @@ class WgradGemmConfig:
 
     def entry(self) -> KernelEntry:
         return KernelEntry(FILE, self.expression, self.name, block_threads=self.threads,
-                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main)
+                           min_blocks_per_sm=self.min_blocks_per_sm, main=self.main,
+                           min_blocks_overrides=implicit_gemm.stage_overrides(self.stages, self.dtype))
 
 
 DIRECT = {dt: WgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
 # (dtype, BM, BN, BK, TM, TN, blocks per SM, main); double: one block (8 warps) per SM — with
 # 128 registers (two blocks) the tile spills on sm_100.
+# _TILES_ASYNC: the cp.async pipeline with 8x8 thread tiles (~150-160 registers for f32: one
+# block of 8 warps; ~240 for f64 at 64 threads: 2-4 blocks), stages as the last field.
 _TILES = (("float32", 64, 64, 8, 4, 4, 2, False), ("float32", 128, 64, 8, 8, 4, 2, True),
           ("float64", 64, 64, 8, 4, 4, 1, False))
-GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic)
-                     for atomic in (False, True) for dt, bm, bn, bk, tm, tn, minb, main in _TILES)
+_TILES_ASYNC = (("float32", 128, 128, 8, 8, 8, 1, False, 4), ("float64", 64, 64, 8, 8, 8, 2, False, 4))
+GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic, stages=stages)
+                     for atomic in (False, True)
+                     for dt, bm, bn, bk, tm, tn, minb, main, stages in (*(t + (0,) for t in _TILES), *_TILES_ASYNC))
 CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
@@ -187,12 +198,20 @@ def choose_splits(p: Conv2dProblem, cfg: WgradGemmConfig, sms: int = 132,
 
 
 def choose_config(p: Conv2dProblem, atomic: bool = False, sms: int = 132) -> WgradGemmConfig:
-    """128x64 (f32) when K/groups > 64 and its tiles alone give every SM a block; else 64x64."""
+    """128x64 (f32) when K/groups > 64 and its tiles alone give every SM a block; else 64x64.
+    Where the 128-row tile is chosen, C/groups·R·S > 64 (the GEMM's N fills a 128-wide tile) and
+    the 128x128 tiles too give every SM a block, it runs as the 4-stage cp.async variant with
+    8x8 thread tiles (the same gathers; the higher static issue ratio, `cuconv kernels --analyze
+    --file conv_wgrad.cu`). float64 keeps its 64x64 4x4 tile."""
     cands = [c for c in GEMM_CONFIGS if c.dtype == p.dtype and c.atomic == atomic]
-    big = next((c for c in cands if c.bm == 128), None)
+    big = next((c for c in cands if c.bm == 128 and not c.stages), None)
     if big is not None and p.K_per_group > 64 and big.tiles(p) >= sms and big.can_implement(p) is None:
+        fast = next((c for c in cands if (c.bm, c.bn) == (128, 128) and c.stages), None)
+        if (fast is not None and p.C_per_group * p.R * p.S > 64 and fast.tiles(p) >= sms
+                and fast.can_implement(p) is None):
+            return fast
         return big
-    return next(c for c in cands if c.bm == 64)
+    return next(c for c in cands if c.bm == 64 and not c.stages)
 
 
 def resolve_config(config, p: Conv2dProblem, deterministic: bool, sms: int = 132) -> WgradGemmConfig:

@@ -17,6 +17,7 @@ from ..registry import ARCHS, KernelEntry, register_kernel, stem
 GEMM_FILE = "tc_gemm.cu"
 CONV_FILE = "tc_conv.cu"
 GRID_YZ_MAX = 65535
+MAX_CONV_TAPS = 16          # tc_conv's loader: 16 mask bits for the filter rows, 16 for the columns
 
 # The tensor cores' element types (tf32: float32 storage) and their cp.async widths in
 # elements (16, 8 and 4 bytes); names, C++ types and sizes are cuconv.dtypes'.
@@ -104,6 +105,9 @@ class TcConfig:
             if problem.C_per_group % self.vec:
                 return (f"C/groups = {problem.C_per_group} is not a multiple of {self.vec}: {self.name} copies "
                         f"{self.vec} channels ({self.vec * self.esize} bytes) of a pixel at a time")
+            if max(problem.R, problem.S) > MAX_CONV_TAPS:
+                return (f"{self.name} keeps a pixel's valid filter rows and columns in one 32-bit mask: R and S "
+                        f"must be <= {MAX_CONV_TAPS}, got {problem.R}x{problem.S}")
             reason = conv_limits(problem)
             if reason:
                 return reason
@@ -132,7 +136,8 @@ class TcConfig:
 
 def _configs() -> tuple[TcConfig, ...]:
     """Every instantiation the ops can launch (the compile matrix builds each for every arch it
-    lists). Per dtype and op: the 128x128 main config with 16-byte copies, the 64x64 config with
+    lists). Per dtype and op: the 128x128 main config with 16-byte copies (for conv also with
+    64x64 warp tiles), the 64x64 config with
     the widest and the narrowest copy (channels / K, N that only the narrow one divides run
     there), for fp16/bf16 GEMM the 128x256 big-GEMM config, and for fp16 the sm_75 path
     (2 stages). The reasoning per config is in the kernel files' headers."""
@@ -142,6 +147,8 @@ def _configs() -> tuple[TcConfig, ...]:
         wide, narrow = VEC_WIDTHS[dt][0], VEC_WIDTHS[dt][-1]
         for op in ("gemm", "conv"):
             out.append(TcConfig(op, dt, 128, 128, bk, 64, 32, 4, wide, min_blocks=2, main=True))
+            if op == "conv":   # 4 warps of 64x64: twice the mma per ldmatrix and per loop overhead
+                out.append(TcConfig(op, dt, 128, 128, bk, 64, 64, 4, wide, min_blocks=2))
             out += [TcConfig(op, dt, 64, 64, bk, 32, 32, 3, v, min_blocks=2) for v in (wide, narrow)]
             if op == "gemm" and dt != "tf32":
                 out.append(TcConfig(op, dt, 128, 256, bk, 64, 64, 3, wide, min_blocks=1, main=True))
@@ -215,10 +222,11 @@ def pick_vec(kdt: str, dims, aligned: bool) -> int | None:
     return None
 
 
-def find_config(op: str, kdt: str, bm: int, stages: int, vec: int, bn: int | None = None) -> TcConfig | None:
+def find_config(op: str, kdt: str, bm: int, stages: int, vec: int, bn: int | None = None,
+                wn: int | None = None) -> TcConfig | None:
     for c in CONFIGS:
         if (c.op == op and c.dtype == kdt and c.bm == bm and c.stages == stages and c.vec == vec
-                and (bn is None or c.bn == bn)):
+                and (bn is None or c.bn == bn) and (wn is None or c.wn == wn)):
             return c
     return None
 
