@@ -110,24 +110,22 @@ def _call(what: str, names: tuple, tensors: tuple, args: tuple, make):
 
 # =========================================================================== registration
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
+_IMPLS: dict = {}               # name -> its CPU and CUDA implementation
 
 
 def _define(name: str, schema: str, impl, fake):
     """One operator (``torch.library.define`` + ``impl``): its schema, tagged pt2_compliant as
     ``torch.library.custom_op`` tags it; ``impl`` the CPU and CUDA kernel, behind
     ``torch._disable_dynamo`` as custom_op puts it (dynamo never traces cuconv's Python); the
-    fake implementation. custom_op itself would add, on every call, a Python wrapper and an
-    aliasing check of the outputs (opcheck's schema test checks that instead)."""
+    fake implementation. (custom_op would add, on every call, a Python wrapper and an aliasing
+    check of the outputs; opcheck's schema test checks that instead.)"""
     _LIB.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
+    _IMPLS[name] = impl
     kernel = torch._disable_dynamo(impl)
     for device_type in ("cpu", "cuda"):
         _LIB.impl(name, kernel, torch._C._dispatch_key_for_device(device_type))
     torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
     return overload(name)
-
-
-def _register_autograd(op, backward, setup_context) -> None:
-    torch.library.register_autograd(op, backward, setup_context=setup_context, lib=_LIB)
 
 
 def overload(name: str):
@@ -143,9 +141,65 @@ def _no_context(ctx, inputs, output):
     pass
 
 
+_AFTER_AUTOGRAD = torch._C._after_autograd_keyset
+# The keysets below autograd of a call on plain CPU or CUDA tensors outside any mode (no
+# Python/fake/functionalization/conjugate/negative key): what the dispatcher sends straight to
+# the CPU or CUDA kernel.
+_PLAIN = frozenset(torch._C.DispatchKeySet(k).raw_repr() for k in (torch._C.DispatchKey.CPU,
+                                                                  torch._C.DispatchKey.CUDA))
+
+
+def _register_autograd(name: str, setup_context, backward) -> None:
+    """Operator ``name``'s Autograd kernel: ``torch.library.register_autograd``'s
+    (torch._library.autograd) written out for the host cost. With grad enabled and an input
+    requiring grad, an autograd.Function whose forward runs the operator below autograd and calls
+    ``setup_context(ctx, inputs, output)`` (the inputs with their defaults filled in, a Tensor[]
+    output as a tuple), whose backward calls ``backward``; otherwise the operator below autograd
+    alone. Below autograd is the redispatch, or — when it would go straight to the CPU or CUDA
+    kernel (``_PLAIN``) — the implementation itself, which spares a boxed round trip through the
+    dispatcher. The kernel runs behind ``torch._disable_dynamo``, as the implementations do.
+    torch's version also fills in the defaults with ``fill_defaults``, which reads the schema's
+    argument list once per argument: 33 µs per conv2d call, more than the rest of the call."""
+    op, impl = overload(name), _IMPLS[name]
+    defaults = tuple(a.default_value for a in op._schema.arguments)
+    listed = str(op._schema.returns[0].type) == "List[Tensor]"
+
+    def below(keyset, args):
+        keys = keyset & _AFTER_AUTOGRAD
+        with torch._C._AutoDispatchBelowAutograd():
+            if keys.raw_repr() in _PLAIN:
+                return impl(*args)
+            return op.redispatch(keys, *args)
+
+    def forward(ctx, *args):
+        keyset, args = args[-1], args[:-1]
+        output = below(keyset, args)
+        setup_context(ctx, (*args, *defaults[len(args):]), output)
+        return tuple(output) if listed else output
+
+    def grads(ctx, *grad_outputs):
+        need = ctx.needs_input_grad
+        ctx.needs_input_grad = need[:-1]          # the keyset's entry: not an input of the operator
+        try:
+            result = backward(ctx, *grad_outputs)
+        finally:
+            ctx.needs_input_grad = need
+        return (*result, None) if isinstance(result, tuple) else (result, None)
+
+    formula = type(f"CuconvAutogradFor_{name}", (torch.autograd.Function,),
+                   {"forward": staticmethod(forward), "backward": staticmethod(grads)})
+
+    def autograd_kernel(keyset, *args):
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            output = formula.apply(*args, keyset)
+            return list(output) if listed else output
+        return below(keyset, args)
+    _LIB.impl(name, torch._disable_dynamo(autograd_kernel), "Autograd", with_keyset=True)
+
+
 def _backward_op(op):
     """A backward operator: differentiating it (double backward) raises DOUBLE_BACKWARD."""
-    _register_autograd(op, _refuse_double_backward, _no_context)
+    _register_autograd(op.name().split("::")[1], _no_context, _refuse_double_backward)
     return op
 
 
@@ -773,6 +827,6 @@ FORMULAS = {"conv2d": (_conv2d_setup, _conv2d_grad),
             "avg_pool2d": (_avg_pool2d_setup, _avg_pool2d_grad),
             "adaptive_avg_pool2d": (_adaptive_avg_pool2d_setup, _adaptive_avg_pool2d_grad)}
 for _name, (_setup, _backward) in FORMULAS.items():
-    _register_autograd(FORWARD[_name], _backward, _setup)
+    _register_autograd(_name, _setup, _backward)
 for _name in ("conv2d", "conv_transpose2d"):
     _register_autocast(_name)
