@@ -45,6 +45,8 @@ def _pair(v, what: str) -> list:
     """An int or a pair of ints as the operators' int[2] (a list)."""
     if type(v) is int:
         return [_int(v, what)] * 2
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:     # a module's
+        return [_int(v[0], what), _int(v[1], what)]
     if isinstance(v, (tuple, list)) and len(v) == 1:
         v = v[0]
     if isinstance(v, (tuple, list)) and len(v) == 2:

@@ -175,6 +175,11 @@ def _register_autograd(name: str, setup_context, backward) -> None:
         keyset, args = args[-1], args[:-1]
         output = below(keyset, args)
         setup_context(ctx, (*args, *defaults[len(args):]), output)
+        # A non-differentiable output's gradient (max pooling's int64 indices) stays None:
+        # autograd would otherwise fill a tensor of zeros of the indices' size that no formula
+        # reads. Floating-point outputs still get zeros. (AOTAutograd's own switch; where a torch
+        # lacks it, the attribute is inert and the zeros come back.)
+        ctx._materialize_non_diff_grads = False
         return tuple(output) if listed else output
 
     def grads(ctx, *grad_outputs):
@@ -303,7 +308,7 @@ _GRAD_NAMES = ("grad_output", "input", "weight")
 
 def _conv2d_backward(grad_output, input, weight, input_size, stride, padding, dilation, groups, same,  # noqa: A002
                      channels_last, output_mask):
-    mask = tuple(bool(m) for m in output_mask)
+    mask = tuple(map(bool, output_mask))
     _need_for_mask("conv2d_backward", mask, input=input, weight=weight)
 
     def make():
@@ -325,6 +330,12 @@ def _conv2d_backward(grad_output, input, weight, input_size, stride, padding, di
         return run
     return _call("conv2d backward", _GRAD_NAMES, (grad_output, input, weight),
                  (*input_size, *stride, *padding, *dilation, groups, same, channels_last, *mask), make)
+
+
+def _by_mask(mask, grads) -> tuple:
+    """A convolution backward operator's gradients (those ``mask`` asked for, in order) as (dx, dw, db)."""
+    it = iter(grads)
+    return tuple([next(it) if m else None for m in mask])
 
 
 def _need_for_mask(op: str, mask, *, input, weight) -> None:  # noqa: A002
@@ -385,9 +396,9 @@ def _conv2d_grad(ctx, grad):
         x, w, y, b = ctx.saved_tensors
         dz = _activation_backward(ctx, grad, x, w, y, b)
         size, stride, padding, dilation, groups, same, cl = ctx.args
-        grads = iter(CONV2D_BACKWARD(dz, x if ctx.mask[1] else None, w, size, stride, padding,
-                                                 dilation, groups, same, cl, list(ctx.mask)))
-        dx, dw, db = (next(grads) if m else None for m in ctx.mask)
+        grads = CONV2D_BACKWARD(dz, x if ctx.mask[1] else None, w, size, stride, padding, dilation, groups, same, cl,
+                                list(ctx.mask))
+        dx, dw, db = _by_mask(ctx.mask, grads)
     return dx, dw, db, None, None, None, None, None, None, None
 
 
@@ -484,7 +495,7 @@ def _conv_transpose2d_backward_route(grad_output, input, weight, input_size, wei
 
 def _conv_transpose2d_backward(grad_output, input, weight, input_size, weight_size, stride, padding,  # noqa: A002
                                output_padding, groups, dilation, channels_last, output_mask):
-    mask = tuple(bool(m) for m in output_mask)
+    mask = tuple(map(bool, output_mask))
     _need_for_mask("conv_transpose2d_backward", mask, input=input, weight=weight)
 
     def make():
@@ -535,8 +546,8 @@ def _conv_transpose2d_grad(ctx, grad):
     dx = dw = db = None
     if any(ctx.mask):
         x, w = ctx.saved_tensors
-        grads = iter(CONV_TRANSPOSE2D_BACKWARD(grad, x, w, *ctx.args, list(ctx.mask)))
-        dx, dw, db = (next(grads) if m else None for m in ctx.mask)
+        grads = CONV_TRANSPOSE2D_BACKWARD(grad, x, w, *ctx.args, list(ctx.mask))
+        dx, dw, db = _by_mask(ctx.mask, grads)
     return dx, dw, db, None, None, None, None, None
 
 

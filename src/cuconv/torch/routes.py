@@ -57,7 +57,10 @@ def _suggests_channels_last(t) -> bool:
 def is_channels_last(*tensors) -> bool:
     """PyTorch's rule for a convolution's memory format (cuDNN's): channels_last when any of the
     4-D ``tensors`` suggests channels_last (``Tensor.suggest_memory_format``)."""
-    return any(t is not None and t.dim() == 4 and _suggests_channels_last(t) for t in tensors)
+    for t in tensors:
+        if t is not None and t.dim() == 4 and _suggests_channels_last(t):
+            return True
+    return False
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -125,10 +128,10 @@ def reader(t, dtype: torch.dtype, layout: str = "NCHW"):
 
 def writer(dtype: torch.dtype, channels_last: bool, layout: str = "NCHW"):
     """``finish(from_layout(from_array(a), layout), dtype, channels_last)`` as a function of the
-    array cuconv returns (None stays None)."""
+    array cuconv returns."""
     if layout == "NHWC":
         return lambda a: finish(from_array(a.transpose(0, 3, 1, 2)), dtype, channels_last)
-    return lambda a: None if a is None else finish(from_array(a), dtype, channels_last)
+    return lambda a: finish(from_array(a), dtype, channels_last)
 
 
 def _none(_):
