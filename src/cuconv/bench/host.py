@@ -15,7 +15,8 @@ When PyTorch is installed, rows for ``cuconv.torch`` too (op ``cuconv.torch.*``)
 layers as CPU tensors through the ``torch.ops.cuconv`` operators (on the record backend, as
 cuconv's own rows), forward without grad and forward + backward (``torch.autograd.grad``, which
 accumulates nothing): the dispatcher, the autograd kernel, the tensor conversions and cuconv's op.
-Their ``launches`` count the forward's and the backward's kernels.
+Their ``launches`` count the forward's and the backward's kernels. The first operator call of a
+process also imports ``torch._dynamo`` (about a second, once); the rows are measured after it.
 
 Beside them, PyTorch's eager ``torch.nn.functional.conv2d`` on a 1x1x1x1 CPU tensor, measured
 in the same run (when torch is importable): the class of per-call overhead users expect.
@@ -137,6 +138,10 @@ def torch_rows(be, repeats: int, calls: int) -> list[HostTiming]:
         dy = torch.ones_like(y)
         return lambda: torch.autograd.grad(fn(*inputs), inputs, dy)
 
+    # Paid once per process, not per shape: the first operator call imports torch._dynamo (the
+    # kernels run behind torch._disable_dynamo), about a second. A small layer first, forward and
+    # backward, so that each row's ``first`` is its validation and planning alone.
+    backward(lambda *a: ct.conv2d(*a), tensor(1, 1, 4, 4, grad=True), tensor(1, 1, 1, 1, grad=True))()
     rows = []
     layer = "ResNet-50 layer1 3x3"
     for fmt, case in ((torch.contiguous_format, layer), (torch.channels_last, layer + " channels_last")):
