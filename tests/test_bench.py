@@ -567,3 +567,30 @@ def test_cli_shards_then_merge(tmp_path, capsys):
     assert "missing 3/3" in capsys.readouterr().err
     assert cli_main(["bench", "merge", *files, "--shard", "1/2"]) == 2
     assert "takes the shards' JSON files" in capsys.readouterr().err
+
+
+def test_host_bench_cuconv_torch_rows():
+    """`cuconv bench host`'s cuconv.torch rows: each operator's cached call runs cuconv's kernels
+    (launches recorded on the record backend: the forward's plan, and more with the backward);
+    the table names the torch figure beside cuconv.conv2d's. No time is checked (a benchmark)."""
+    pytest.importorskip("torch")
+    from cuconv import plan_conv2d
+    from cuconv.backend import backend
+    from cuconv.bench import host
+    with backend("record") as be:
+        be.keep_args = False
+        rows = host.torch_rows(be, repeats=2, calls=1)
+    by = {(r.op, r.case, r.algo): r for r in rows}
+    assert {r.op for r in rows} == {f"cuconv.torch.{op}" for op in ("conv2d", "conv_transpose2d", "max_pool2d",
+                                                                    "avg_pool2d", "adaptive_avg_pool2d")}
+    assert all(r.launches >= 1 and r.cached_us > 0 and r.first_us > 0 for r in rows), rows
+    x, w, b = np.ones((1, 64, 56, 56), np.float32), np.ones((64, 64, 3, 3), np.float32), np.ones(64, np.float32)
+    forward = by[("cuconv.torch.conv2d", "ResNet-50 layer1 3x3", "auto")]
+    assert forward.launches == len(plan_conv2d(x, w, b, 1, 1).launches)
+    assert by[("cuconv.torch.conv2d", "ResNet-50 layer1 3x3", "forward+backward")].launches > forward.launches
+    pool = by[("cuconv.torch.max_pool2d", "ResNet-50 maxpool 3x3/2", "pool")]
+    assert by[("cuconv.torch.max_pool2d", "ResNet-50 maxpool 3x3/2", "forward+backward")].launches > pool.launches
+    raw = host.HostTiming("conv2d", "ResNet-50 layer1 3x3", "auto", 6, 7.0, 6.5, 7.5, 400.0)
+    table = host.markdown(dict(rows=[raw.as_dict()] + [r.as_dict() for r in rows], torch_eager_conv2d_us=3.0))
+    assert (f"cuconv.torch.conv2d cached (ResNet-50 layer1 3x3, CPU tensors, no grad): {forward.cached_us:.1f} µs; "
+            "cuconv.conv2d on NumPy arrays, same layer (relu fused): 7.0 µs") in table

@@ -11,12 +11,20 @@ record backend replaces with appending a record). Two figures per call:
 * ``first``: a call with shapes never planned before (every plan cache cleared first): the
   validation and planning cost, paid once per shape.
 
+When PyTorch is installed, rows for ``cuconv.torch`` too (op ``cuconv.torch.*``): the same
+layers as CPU tensors through the ``torch.ops.cuconv`` operators (on the record backend, as
+cuconv's own rows), forward without grad and forward + backward (``torch.autograd.grad``, which
+accumulates nothing): the dispatcher, the autograd kernel, the tensor conversions and cuconv's op.
+Their ``launches`` count the forward's and the backward's kernels. The first operator call of a
+process also imports ``torch._dynamo`` (about a second, once); the rows are measured after it.
+
 Beside them, PyTorch's eager ``torch.nn.functional.conv2d`` on a 1x1x1x1 CPU tensor, measured
 in the same run (when torch is importable): the class of per-call overhead users expect.
 A benchmark, not a test: nothing here asserts a time.
 """
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -109,6 +117,58 @@ def torch_eager_us(repeats: int, calls: int) -> float | None:
         return _time(lambda: conv(x, w), repeats, calls)[0]
 
 
+def torch_rows(be, repeats: int, calls: int) -> list[HostTiming]:
+    """The cuconv.torch rows (empty without PyTorch): CPU tensors through torch.ops.cuconv."""
+    try:
+        import torch  # noqa: PLC0415  (optional third-party package)
+    except ImportError:
+        return []
+    # cuconv.torch imported here, on use, as cli.py imports its commands: every `cuconv bench`
+    # command imports this module, and importing PyTorch costs seconds.
+    ct = importlib.import_module("cuconv.torch")
+    gen = torch.Generator().manual_seed(0)
+
+    def tensor(*shape, grad=False, memory_format=torch.contiguous_format):
+        t = torch.rand(shape, generator=gen).contiguous(memory_format=memory_format)
+        return t.requires_grad_(grad)
+
+    def backward(fn, *inputs):
+        """forward + backward: the gradients of every input, nothing accumulated."""
+        y = fn(*inputs)
+        dy = torch.ones_like(y)
+        return lambda: torch.autograd.grad(fn(*inputs), inputs, dy)
+
+    # Paid once per process, not per shape: the first operator call imports torch._dynamo (the
+    # kernels run behind torch._disable_dynamo), about a second. A small layer first, forward and
+    # backward, so that each row's ``first`` is its validation and planning alone.
+    backward(lambda *a: ct.conv2d(*a), tensor(1, 1, 4, 4, grad=True), tensor(1, 1, 1, 1, grad=True))()
+    rows = []
+    layer = "ResNet-50 layer1 3x3"
+    for fmt, case in ((torch.contiguous_format, layer), (torch.channels_last, layer + " channels_last")):
+        x, w, b = tensor(1, 64, 56, 56, memory_format=fmt), tensor(64, 64, 3, 3, memory_format=fmt), tensor(64)
+        rows.append(_measure(be, "cuconv.torch.conv2d", case, "auto", lambda: ct.conv2d(x, w, b, 1, 1),
+                             repeats, calls))
+    x, w, b = tensor(1, 64, 56, 56, grad=True), tensor(64, 64, 3, 3, grad=True), tensor(64, grad=True)
+    rows.append(_measure(be, "cuconv.torch.conv2d", layer, "forward+backward",
+                         backward(lambda *a: ct.conv2d(*a, 1, 1), x, w, b), repeats, calls))
+    x, w = tensor(1, 64, 28, 28), tensor(64, 32, 4, 4)
+    rows.append(_measure(be, "cuconv.torch.conv_transpose2d", "decoder 4x4/2 64->32", "auto",
+                         lambda: ct.conv_transpose2d(x, w, None, 2, 1), repeats, calls))
+    x = tensor(1, 64, 112, 112)
+    pool = "ResNet-50 maxpool 3x3/2"
+    rows.append(_measure(be, "cuconv.torch.max_pool2d", pool, "pool", lambda: ct.max_pool2d(x, 3, 2, 1),
+                         repeats, calls))
+    rows.append(_measure(be, "cuconv.torch.max_pool2d", pool, "forward+backward",
+                         backward(lambda a: ct.max_pool2d(a, 3, 2, 1), tensor(1, 64, 112, 112, grad=True)),
+                         repeats, calls))
+    rows.append(_measure(be, "cuconv.torch.avg_pool2d", "avg_pool2d 3x3/2 p1 (Inception)", "pool",
+                         lambda: ct.avg_pool2d(x, 3, 2, 1), repeats, calls))
+    y = tensor(1, 2048, 7, 7)
+    rows.append(_measure(be, "cuconv.torch.adaptive_avg_pool2d", "ResNet-50 global pool", "pool",
+                         lambda: ct.adaptive_avg_pool2d(y, 1), repeats, calls))
+    return rows
+
+
 def run(repeats: int = 15, calls: int = 200, all_algorithms: bool = True) -> dict:
     """Every layer of CONV_LAYERS through conv2d (auto, and each algorithm that can run it when
     ``all_algorithms``), depthwise_conv2d, the pools and gemm; returns the rows and torch's figure."""
@@ -147,6 +207,7 @@ def run(repeats: int = 15, calls: int = 200, all_algorithms: bool = True) -> dic
             a = rng.random((m, k), dtype=np.float32)
             bb = rng.random((k, n), dtype=np.float32)
             rows.append(_measure(be, "gemm", f"{m}x{n}x{k}", "gemm", lambda: gemm(a, bb), repeats, calls))
+        rows += torch_rows(be, repeats, calls)
     torch_us = torch_eager_us(repeats, calls)
     return dict(rows=[r.as_dict() for r in rows], torch_eager_conv2d_us=torch_us, repeats=repeats, calls=calls)
 
@@ -167,6 +228,12 @@ def markdown(result: dict) -> str:
     lines.append(f"conv2d cached, median over every row: {statistics.median(conv):.1f} µs; algo=auto: "
                  f"{statistics.median(auto):.1f} µs (max {max(auto):.1f}); first call (auto), median "
                  f"{statistics.median(first):.0f} µs (max {max(first):.0f})")
+    torch_conv = [r for r in rows if r["op"] == "cuconv.torch.conv2d" and r["algo"] == "auto"]
+    if torch_conv:
+        raw = {r["case"]: r["cached_us"] for r in rows if r["op"] == "conv2d" and r["algo"] == "auto"}
+        r = torch_conv[0]
+        lines.append(f"cuconv.torch.conv2d cached ({r['case']}, CPU tensors, no grad): {r['cached_us']:.1f} µs; "
+                     f"cuconv.conv2d on NumPy arrays, same layer (relu fused): {raw.get(r['case'], float('nan')):.1f} µs")
     if torch_us is None:
         lines.append("PyTorch is not installed: no eager F.conv2d figure in this run")
     else:

@@ -79,13 +79,18 @@ def to_array(t):
     """``t`` (a CPU or CUDA tensor) as a NumPy / CuPy array over the same memory; None stays None."""
     if t is None:
         return None
+    if t.is_cpu:
+        try:
+            return t.numpy(force=True)    # detached, conj/neg bits resolved: a view unless one was set
+        except TypeError:                 # bfloat16, which NumPy lacks: ml_dtypes' over the same bytes
+            if t.dtype != torch.bfloat16:
+                raise
+            return t.detach().view(torch.int16).numpy(force=True).view(_bfloat16())
     t = t.detach()
-    if t.device.type == "cuda":
+    if t.is_cuda:
         import cupy  # noqa: PLC0415  (optional third-party package)
         return cupy.from_dlpack(t)
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(_bfloat16())
-    return t.resolve_conj().resolve_neg().numpy()
+    return t.numpy()                      # another device: torch's own error
 
 
 def from_array(a):
@@ -93,9 +98,12 @@ def from_array(a):
     if a is None:
         return None
     if isinstance(a, np.ndarray):
-        if a.dtype.name == "bfloat16":
+        try:
+            return torch.from_numpy(a)
+        except TypeError:                 # ml_dtypes' bfloat16
+            if a.dtype.name != "bfloat16":
+                raise
             return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(a)
     return torch.from_dlpack(a)
 
 
@@ -116,6 +124,31 @@ def running_on(device: torch.device):
     with cupy.cuda.Device(index), cupy.cuda.Stream.from_external(stream), \
             cupy.cuda.using_allocator(torch_allocator(cupy, torch.device("cuda", index))), using(gpu_backend()):
         yield
+
+
+def placement(device: torch.device):
+    """Where a call on tensors on ``device`` runs, for the operators' hot path (as ``running_on``,
+    without entering anything): ``(backend, key)`` — CPU: the backend ``cpu_backend()`` picks and
+    its device key (the device its plans are made for); CUDA: None (``running_on`` enters the GPU
+    backend, the device and torch's stream) and the device."""
+    if device.type == "cpu":
+        be = current_backend()
+        if getattr(be, "array_type", None) is not np.ndarray:
+            be = _CPU_BACKEND
+        return be, be.device_key()
+    return None, device
+
+
+def run_on(be, device: torch.device, fn, *args):
+    """``fn(*args)`` where ``placement(device)`` said (``be``): CUDA through ``running_on``; CPU on
+    ``be``, entered only when it is not the current backend already."""
+    if be is None:
+        with running_on(device):
+            return fn(*args)
+    if be is current_backend():
+        return fn(*args)
+    with using(be):
+        return fn(*args)
 
 
 def torch_allocator(cupy, device: torch.device):

@@ -45,6 +45,8 @@ def _pair(v, what: str) -> list:
     """An int or a pair of ints as the operators' int[2] (a list)."""
     if type(v) is int:
         return [_int(v, what)] * 2
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:     # a module's
+        return [_int(v[0], what), _int(v[1], what)]
     if isinstance(v, (tuple, list)) and len(v) == 1:
         v = v[0]
     if isinstance(v, (tuple, list)) and len(v) == 2:
@@ -83,8 +85,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     output write; ``algo`` picks the forward algorithm (a name from ``cuconv.algorithms``)."""
     args = _conv2d_args(input, weight, bias, stride, padding, dilation, groups, activation, algo)
     if _unbatched(input, "conv2d"):
-        return O.overload("conv2d")(input.unsqueeze(0), *args).squeeze(0)
-    return O.overload("conv2d")(input, *args)
+        return O.CONV2D(input.unsqueeze(0), *args).squeeze(0)
+    return O.CONV2D(input, *args)
 
 
 def _conv_transpose2d_args(input, weight, bias, stride, padding, output_padding, groups, dilation):  # noqa: A002
@@ -98,8 +100,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """torch.nn.functional.conv_transpose2d on cuconv: ``torch.ops.cuconv.conv_transpose2d``."""
     args = _conv_transpose2d_args(input, weight, bias, stride, padding, output_padding, groups, dilation)
     if _unbatched(input, "conv_transpose2d"):
-        return O.overload("conv_transpose2d")(input.unsqueeze(0), *args).squeeze(0)
-    return O.overload("conv_transpose2d")(input, *args)
+        return O.CONV_TRANSPOSE2D(input.unsqueeze(0), *args).squeeze(0)
+    return O.CONV_TRANSPOSE2D(input, *args)
 
 
 def _window(kernel_size, stride, padding) -> list:
@@ -120,11 +122,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     unbatched = _unbatched(input, "max_pool2d")
     x = input.unsqueeze(0) if unbatched else input
     if return_indices or (input.requires_grad and torch.is_grad_enabled()):
-        y, indices = O.overload("max_pool2d_with_indices")(x, *args)
+        y, indices = O.MAX_POOL2D_WITH_INDICES(x, *args)
         if unbatched:
             y, indices = y.squeeze(0), indices.squeeze(0)
         return (y, indices) if return_indices else y
-    y = O.overload("max_pool2d")(x, *args)
+    y = O.MAX_POOL2D(x, *args)
     return y.squeeze(0) if unbatched else y
 
 
@@ -135,8 +137,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     args = [*_window(kernel_size, stride, padding), ceil_mode, count_include_pad,
             None if divisor_override is None else _int(divisor_override, "divisor_override")]
     if _unbatched(input, "avg_pool2d"):
-        return O.overload("avg_pool2d")(input.unsqueeze(0), *args).squeeze(0)
-    return O.overload("avg_pool2d")(input, *args)
+        return O.AVG_POOL2D(input.unsqueeze(0), *args).squeeze(0)
+    return O.AVG_POOL2D(input, *args)
 
 
 def global_output_size(output_size, input_shape=None) -> bool:
@@ -160,8 +162,8 @@ def adaptive_avg_pool2d(input, output_size):  # noqa: A002
             f"cuconv.torch.adaptive_avg_pool2d runs output size 1 only (global average pooling), got "
             f"output_size={output_size!r} for input {tuple(input.shape)}; use torch.nn.functional.adaptive_avg_pool2d")
     if _unbatched(input, "adaptive_avg_pool2d"):
-        return O.overload("adaptive_avg_pool2d")(input.unsqueeze(0), [1, 1]).squeeze(0)
-    return O.overload("adaptive_avg_pool2d")(input, [1, 1])
+        return O.ADAPTIVE_AVG_POOL2D(input.unsqueeze(0), [1, 1]).squeeze(0)
+    return O.ADAPTIVE_AVG_POOL2D(input, [1, 1])
 
 
 # =========================================================================== plans

@@ -16,8 +16,11 @@ autograd formulas call. Every operator takes N, C, H, W tensors (the functional 
 batch axis of unbatched inputs) and is registered
 
 * for CPU tensors (cuconv's emulator) and CUDA tensors (cuconv's GPU backend through DLPack, on
-  torch's current stream; ``_bridge.Call``), through the route of routes.py: the layout and
-  dtype cuconv runs the call in, asked of cuconv, with the copies that adds made explicitly;
+  torch's current stream; ``_bridge.running_on``), through the route of routes.py: the layout
+  and dtype cuconv runs the call in, asked of cuconv, with the copies that adds made explicitly.
+  The checks, the route and how each tensor is converted are decided on the first call of each
+  signature (shapes, strides, dtypes, devices, arguments; ``_call``); a later call converts,
+  runs cuconv's op and returns;
 * with a fake implementation: the exact output shapes (SymInt-friendly formulas shared with
   ``cuconv.problem``), dtypes and strides (channels_last in → channels_last out, else
   contiguous);
@@ -51,9 +54,10 @@ from ..ops.pool import max_pool2d as cuconv_max_pool2d
 from ..ops.pool import plan_avg_pool2d as cuconv_plan_avg_pool2d
 from ..ops.pool import plan_global_avg_pool2d as cuconv_plan_global_avg_pool2d
 from ..ops.pool import plan_max_pool2d as cuconv_plan_max_pool2d
+from ..plan import PlanCache
 from ..problem import Conv2dProblem, ConvTransposeProblem, PoolProblem, conv_out_size, pool_out_size
 from . import routes as R
-from ._bridge import Call, check
+from ._bridge import check, from_array, placement, run_on
 
 NAMESPACE = "cuconv"
 DOUBLE_BACKWARD = ("cuconv.torch: double backward (differentiating a gradient computed by cuconv's backward "
@@ -77,16 +81,51 @@ def _four_d(op: str, **tensors) -> None:
                              f"inputs), got shape {tuple(t.shape)}")
 
 
+# =========================================================================== the hot path
+_RUNNERS = PlanCache()          # bounded; cuconv.clear_plan_caches() clears it too
+_RUN = _RUNNERS.dict_view()
+
+
+def _meta(t):
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+
+
+def _call(what: str, names: tuple, tensors: tuple, args: tuple, make):
+    """One operator call on cuconv's kernels. Its signature — where it runs (``placement``), each
+    tensor's shape, strides, dtype and device, ``what`` and the other arguments ``args`` — keys
+    the runner ``make()`` returns on the first call: there the tensors are checked (``check``,
+    ``names`` naming them) before anything else, and ``make`` checks the arguments and finds the
+    route, on the call's backend. A later call with the same signature runs the runner only: the
+    tensors' conversions (decided once: ``routes.reader``/``writer``), cuconv's op (its own
+    memoized plan) and the output's; no check, route or plan work is repeated."""
+    device = tensors[0].device
+    be, place = placement(device)
+    key = (what, place, *[_meta(t) for t in tensors], *args)
+    run = _RUN.get(key)
+    if run is None:
+        check(what, **dict(zip(names, tensors)))
+        run = _RUNNERS.put(key, run_on(be, device, make))
+    return run_on(be, device, run, *tensors)
+
+
 # =========================================================================== registration
-_LIB = torch.library.Library(NAMESPACE, "FRAGMENT")     # the autocast rules (custom_op owns the rest)
+_LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
+_IMPLS: dict = {}               # name -> its CPU and CUDA implementation
 
 
 def _define(name: str, schema: str, impl, fake):
-    """One operator: its schema, the CPU and CUDA implementation and the fake one."""
-    op = torch.library.custom_op(f"{NAMESPACE}::{name}", impl, mutates_args=(), device_types=("cpu", "cuda"),
-                                 schema=schema)
-    op.register_fake(fake)
-    return op
+    """One operator (``torch.library.define`` + ``impl``): its schema, tagged pt2_compliant as
+    ``torch.library.custom_op`` tags it; ``impl`` the CPU and CUDA kernel, behind
+    ``torch._disable_dynamo`` as custom_op puts it (dynamo never traces cuconv's Python); the
+    fake implementation. (custom_op would add, on every call, a Python wrapper and an aliasing
+    check of the outputs; opcheck's schema test checks that instead.)"""
+    _LIB.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
+    _IMPLS[name] = impl
+    kernel = torch._disable_dynamo(impl)
+    for device_type in ("cpu", "cuda"):
+        _LIB.impl(name, kernel, torch._C._dispatch_key_for_device(device_type))
+    torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=_LIB)
+    return overload(name)
 
 
 def overload(name: str):
@@ -102,9 +141,70 @@ def _no_context(ctx, inputs, output):
     pass
 
 
+_AFTER_AUTOGRAD = torch._C._after_autograd_keyset
+# The keysets below autograd of a call on plain CPU or CUDA tensors outside any mode (no
+# Python/fake/functionalization/conjugate/negative key): what the dispatcher sends straight to
+# the CPU or CUDA kernel.
+_PLAIN = frozenset(torch._C.DispatchKeySet(k).raw_repr() for k in (torch._C.DispatchKey.CPU,
+                                                                  torch._C.DispatchKey.CUDA))
+
+
+def _register_autograd(name: str, setup_context, backward) -> None:
+    """Operator ``name``'s Autograd kernel: ``torch.library.register_autograd``'s
+    (torch._library.autograd) written out for the host cost. With grad enabled and an input
+    requiring grad, an autograd.Function whose forward runs the operator below autograd and calls
+    ``setup_context(ctx, inputs, output)`` (the inputs with their defaults filled in, a Tensor[]
+    output as a tuple), whose backward calls ``backward``; otherwise the operator below autograd
+    alone. Below autograd is the redispatch, or — when it would go straight to the CPU or CUDA
+    kernel (``_PLAIN``) — the implementation itself, which spares a boxed round trip through the
+    dispatcher. The kernel runs behind ``torch._disable_dynamo``, as the implementations do.
+    torch's version also fills in the defaults with ``fill_defaults``, which reads the schema's
+    argument list once per argument: 33 µs per conv2d call, more than the rest of the call."""
+    op, impl = overload(name), _IMPLS[name]
+    defaults = tuple(a.default_value for a in op._schema.arguments)
+    listed = str(op._schema.returns[0].type) == "List[Tensor]"
+
+    def below(keyset, args):
+        keys = keyset & _AFTER_AUTOGRAD
+        with torch._C._AutoDispatchBelowAutograd():
+            if keys.raw_repr() in _PLAIN:
+                return impl(*args)
+            return op.redispatch(keys, *args)
+
+    def forward(ctx, *args):
+        keyset, args = args[-1], args[:-1]
+        output = below(keyset, args)
+        setup_context(ctx, (*args, *defaults[len(args):]), output)
+        # A non-differentiable output's gradient (max pooling's int64 indices) stays None:
+        # autograd would otherwise fill a tensor of zeros of the indices' size that no formula
+        # reads. Floating-point outputs still get zeros. (AOTAutograd's own switch; where a torch
+        # lacks it, the attribute is inert and the zeros come back.)
+        ctx._materialize_non_diff_grads = False
+        return tuple(output) if listed else output
+
+    def grads(ctx, *grad_outputs):
+        need = ctx.needs_input_grad
+        ctx.needs_input_grad = need[:-1]          # the keyset's entry: not an input of the operator
+        try:
+            result = backward(ctx, *grad_outputs)
+        finally:
+            ctx.needs_input_grad = need
+        return (*result, None) if isinstance(result, tuple) else (result, None)
+
+    formula = type(f"CuconvAutogradFor_{name}", (torch.autograd.Function,),
+                   {"forward": staticmethod(forward), "backward": staticmethod(grads)})
+
+    def autograd_kernel(keyset, *args):
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            output = formula.apply(*args, keyset)
+            return list(output) if listed else output
+        return below(keyset, args)
+    _LIB.impl(name, torch._disable_dynamo(autograd_kernel), "Autograd", with_keyset=True)
+
+
 def _backward_op(op):
     """A backward operator: differentiating it (double backward) raises DOUBLE_BACKWARD."""
-    op.register_autograd(_refuse_double_backward, setup_context=_no_context)
+    _register_autograd(op.name().split("::")[1], _no_context, _refuse_double_backward)
     return op
 
 
@@ -148,15 +248,23 @@ def conv2d_route(input, weight, bias, stride, padding, dilation, groups, same, a
                    check=lambda: Conv2dProblem.from_shapes(input.shape, weight.shape, args[0], pad, args[2], groups))
 
 
+_CONV_NAMES = ("input", "weight", "bias")
+
+
 def _conv2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, same=False,
             activation=None, algo="auto"):  # noqa: A002
-    with Call("conv2d", input=input, weight=weight, bias=bias) as c:
+    def make():
         _four_d("conv2d", input=input, weight=weight)
         r = conv2d_route(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
-        x, w, b = R.dense(input, r.dtype, r.layout), R.dense(weight, r.dtype, r.layout), R.dense(bias, r.dtype)
-        y = c.tensor(cuconv_conv2d(c.array(x), c.array(w), c.array(b), _tuple(stride), _padding(padding, same),
-                                   _tuple(dilation), groups, algo=algo, activation=activation, layout=r.layout))
-        return R.finish(R.from_layout(y, r.layout), input.dtype, r.channels_last)
+        rx, rw, rb = R.reader(input, r.dtype, r.layout), R.reader(weight, r.dtype, r.layout), R.reader(bias, r.dtype)
+        out = R.writer(input.dtype, r.channels_last, r.layout)
+        args = (_tuple(stride), _padding(padding, same), _tuple(dilation), groups)
+
+        def run(x, w, b):
+            return out(cuconv_conv2d(rx(x), rw(w), rb(b), *args, algo=algo, activation=activation, layout=r.layout))
+        return run
+    return _call("conv2d", _CONV_NAMES, (input, weight, bias),
+                 (*stride, *padding, *dilation, groups, same, activation, algo), make)
 
 
 def _conv2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, same=False,
@@ -195,22 +303,39 @@ def _conv2d_backward_route(grad_output, input, weight, input_size, args, mask, c
                    dt, channels_last, layouts=("NCHW",), outputs="the gradients")
 
 
+_GRAD_NAMES = ("grad_output", "input", "weight")
+
+
 def _conv2d_backward(grad_output, input, weight, input_size, stride, padding, dilation, groups, same,  # noqa: A002
                      channels_last, output_mask):
-    mask = tuple(bool(m) for m in output_mask)
+    mask = tuple(map(bool, output_mask))
     _need_for_mask("conv2d_backward", mask, input=input, weight=weight)
-    with Call("conv2d backward", grad_output=grad_output, input=input, weight=weight) as c:
+
+    def make():
         _four_d("conv2d_backward", grad_output=grad_output, input=input, weight=weight)
         args = (_tuple(stride), _padding(padding, same), _tuple(dilation), groups)
         r = _conv2d_backward_route(grad_output, input, weight, input_size, args, mask, channels_last)
-        dy, x, w = (R.dense(t, r.dtype) for t in (grad_output, input, weight))
-        if mask[1]:          # one plan; db fused into the wgrad kernel
-            dx, dw, db = G.conv2d_backward(c.array(x), c.array(w), c.array(dy), *args, output_mask=mask)
-        else:                # the input is not saved when the weight needs no gradient
-            dw = None
-            dx = G.conv2d_input(tuple(input_size), c.array(w), c.array(dy), *args) if mask[0] else None
-            db = G.conv2d_bias(c.array(dy)) if mask[2] else None
-        return _grads(c, grad_output.dtype, channels_last, dx, dw, db)
+        rdy, rx, rw = (R.reader(t, r.dtype) for t in (grad_output, input, weight))
+        out = R.writer(grad_output.dtype, channels_last)
+        size = tuple(input_size)
+
+        def run(dy, x, w):
+            if mask[1]:      # one plan; db fused into the wgrad kernel
+                grads = G.conv2d_backward(rx(x), rw(w), rdy(dy), *args, output_mask=mask)
+            else:            # the input is not saved when the weight needs no gradient
+                dy = rdy(dy)
+                grads = (G.conv2d_input(size, rw(w), dy, *args) if mask[0] else None,
+                         G.conv2d_bias(dy) if mask[2] else None)
+            return [out(g) for g in grads if g is not None]
+        return run
+    return _call("conv2d backward", _GRAD_NAMES, (grad_output, input, weight),
+                 (*input_size, *stride, *padding, *dilation, groups, same, channels_last, *mask), make)
+
+
+def _by_mask(mask, grads) -> tuple:
+    """A convolution backward operator's gradients (those ``mask`` asked for, in order) as (dx, dw, db)."""
+    it = iter(grads)
+    return tuple([next(it) if m else None for m in mask])
 
 
 def _need_for_mask(op: str, mask, *, input, weight) -> None:  # noqa: A002
@@ -218,11 +343,6 @@ def _need_for_mask(op: str, mask, *, input, weight) -> None:  # noqa: A002
         raise ValueError(f"{op}: output_mask asks for the input's gradient, which needs the weight; got weight=None")
     if mask[1] and input is None:
         raise ValueError(f"{op}: output_mask asks for the weight's gradient, which needs the input; got input=None")
-
-
-def _grads(c, dtype, channels_last, *grads) -> list:
-    """The gradients that were computed, as the op returns them (Tensor[] in input, weight, bias order)."""
-    return [R.finish(c.tensor(g), dtype, channels_last and g.ndim == 4) for g in grads if g is not None]
 
 
 def _conv2d_backward_fake(grad_output, input, weight, input_size, stride, padding, dilation, groups, same,  # noqa: A002
@@ -265,7 +385,7 @@ def _activation_backward(ctx, grad, x, w, y, b):
         return torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
     if ctx.activation == "silu":
         _, stride, padding, dilation, groups, same, _ = ctx.args
-        z = overload("conv2d")(x, w, b, stride, padding, dilation, groups, same, None, ctx.algo)
+        z = CONV2D(x, w, b, stride, padding, dilation, groups, same, None, ctx.algo)
         return torch.ops.aten.silu_backward(grad, z)
     return grad
 
@@ -276,9 +396,9 @@ def _conv2d_grad(ctx, grad):
         x, w, y, b = ctx.saved_tensors
         dz = _activation_backward(ctx, grad, x, w, y, b)
         size, stride, padding, dilation, groups, same, cl = ctx.args
-        grads = iter(overload("conv2d_backward")(dz, x if ctx.mask[1] else None, w, size, stride, padding,
-                                                 dilation, groups, same, cl, list(ctx.mask)))
-        dx, dw, db = (next(grads) if m else None for m in ctx.mask)
+        grads = CONV2D_BACKWARD(dz, x if ctx.mask[1] else None, w, size, stride, padding, dilation, groups, same, cl,
+                                list(ctx.mask))
+        dx, dw, db = _by_mask(ctx.mask, grads)
     return dx, dw, db, None, None, None, None, None, None, None
 
 
@@ -318,20 +438,28 @@ def conv_transpose2d_route(input, weight, bias, stride, padding, output_padding,
 
 def _conv_transpose2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
                       groups=1, dilation=(1, 1)):  # noqa: A002
-    with Call("conv_transpose2d", input=input, weight=weight, bias=bias) as c:
+    def make():
         _four_d("conv_transpose2d", input=input, weight=weight)
         r = conv_transpose2d_route(input, weight, bias, stride, padding, output_padding, groups, dilation)
-        x, w, b = R.dense(input, r.dtype), R.dense(weight, r.dtype), R.dense(bias, r.dtype)
+        rx, rw, rb = (R.reader(t, r.dtype) for t in (input, weight, bias))
+        out = R.writer(input.dtype, r.channels_last)
         if r.kind == "conv_transpose2d":
-            y = c.tensor(cuconv_conv_transpose2d(c.array(x), c.array(w), c.array(b), _tuple(stride), _tuple(padding),
-                                                 _tuple(output_padding), groups, _tuple(dilation)))
-        else:
-            size = _transpose_output_size(input, weight, stride, padding, output_padding, groups, dilation)
-            y = c.tensor(G.conv2d_input(size, c.array(w), c.array(x), _tuple(stride), _tuple(padding),
-                                        _tuple(dilation), groups))
+            args = (_tuple(stride), _tuple(padding), _tuple(output_padding), groups, _tuple(dilation))
+
+            def run(x, w, b):
+                return out(cuconv_conv_transpose2d(rx(x), rw(w), rb(b), *args))
+            return run
+        size = _transpose_output_size(input, weight, stride, padding, output_padding, groups, dilation)
+        args = (_tuple(stride), _tuple(padding), _tuple(dilation), groups)
+
+        def run_dgrad(x, w, b):
+            y = from_array(G.conv2d_input(size, rw(w), rx(x), *args))
             if b is not None:
-                y.add_(b.view(1, -1, 1, 1))
-        return R.finish(y, input.dtype, r.channels_last)
+                y.add_(R.dense(b, r.dtype).view(1, -1, 1, 1))
+            return R.finish(y, input.dtype, r.channels_last)
+        return run_dgrad
+    return _call("conv_transpose2d", _CONV_NAMES, (input, weight, bias),
+                 (*stride, *padding, *output_padding, groups, *dilation), make)
 
 
 def _conv_transpose2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
@@ -367,19 +495,28 @@ def _conv_transpose2d_backward_route(grad_output, input, weight, input_size, wei
 
 def _conv_transpose2d_backward(grad_output, input, weight, input_size, weight_size, stride, padding,  # noqa: A002
                                output_padding, groups, dilation, channels_last, output_mask):
-    mask = tuple(bool(m) for m in output_mask)
+    mask = tuple(map(bool, output_mask))
     _need_for_mask("conv_transpose2d_backward", mask, input=input, weight=weight)
-    with Call("conv_transpose2d backward", grad_output=grad_output, input=input, weight=weight) as c:
+
+    def make():
         _four_d("conv_transpose2d_backward", grad_output=grad_output, input=input, weight=weight)
         args = (_tuple(stride), _tuple(padding), _tuple(output_padding), groups, _tuple(dilation))
         r = _conv_transpose2d_backward_route(grad_output, input, weight, input_size, weight_size, args, mask,
                                               channels_last)
-        dy, x, w = (R.dense(t, r.dtype) for t in (grad_output, input, weight))
-        ddy = c.array(dy)
-        dx = G.conv_transpose2d_input(tuple(input_size), c.array(w), ddy, *args) if mask[0] else None
-        dw = G.conv_transpose2d_weight(c.array(x), tuple(weight_size), ddy, *args) if mask[1] else None
-        db = G.conv2d_bias(ddy) if mask[2] else None
-        return _grads(c, grad_output.dtype, channels_last, dx, dw, db)
+        rdy, rx, rw = (R.reader(t, r.dtype) for t in (grad_output, input, weight))
+        out = R.writer(grad_output.dtype, channels_last)
+        sizes = (tuple(input_size), tuple(weight_size))
+
+        def run(dy, x, w):
+            dy = rdy(dy)
+            grads = (G.conv_transpose2d_input(sizes[0], rw(w), dy, *args) if mask[0] else None,
+                     G.conv_transpose2d_weight(rx(x), sizes[1], dy, *args) if mask[1] else None,
+                     G.conv2d_bias(dy) if mask[2] else None)
+            return [out(g) for g in grads if g is not None]
+        return run
+    return _call("conv_transpose2d backward", _GRAD_NAMES, (grad_output, input, weight),
+                 (*input_size, *weight_size, *stride, *padding, *output_padding, groups, *dilation, channels_last,
+                  *mask), make)
 
 
 def _conv_transpose2d_backward_fake(grad_output, input, weight, input_size, weight_size, stride, padding,  # noqa: A002
@@ -409,8 +546,8 @@ def _conv_transpose2d_grad(ctx, grad):
     dx = dw = db = None
     if any(ctx.mask):
         x, w = ctx.saved_tensors
-        grads = iter(overload("conv_transpose2d_backward")(grad, x, w, *ctx.args, list(ctx.mask)))
-        dx, dw, db = (next(grads) if m else None for m in ctx.mask)
+        grads = CONV_TRANSPOSE2D_BACKWARD(grad, x, w, *ctx.args, list(ctx.mask))
+        dx, dw, db = _by_mask(ctx.mask, grads)
     return dx, dw, db, None, None, None, None, None
 
 
@@ -462,16 +599,30 @@ def max_window(kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
     return (_tuple(kernel_size), _tuple(stride), _tuple(padding), _tuple(dilation), bool(ceil_mode))
 
 
+_INPUT = ("input",)
+
+
+def _pool(op: str, input, window: tuple, route, pool, indices: bool = False):  # noqa: A002
+    """A pooling operator: ``route(input, window)``, then ``pool(x, *window)`` (cuconv's function)
+    on the input as the route reads it; the output (and max pooling's int64 indices) in the
+    input's memory format."""
+    def make():
+        _four_d(op, input=input)
+        r = route(input, window)
+        rx, out = R.reader(input, r.dtype), R.writer(input.dtype, r.channels_last)
+        if not indices:
+            return lambda x: out(pool(rx(x), *window))
+        out_idx = R.writer(torch.int64, r.channels_last)
+
+        def run(x):
+            y, idx = pool(rx(x), *window, return_indices=True)
+            return out(y), out_idx(idx)
+        return run
+    return _call(op, _INPUT, (input,), (indices, *window), make)
+
+
 def _max_pool(input, window, with_indices: bool):  # noqa: A002
-    with Call("max_pool2d", input=input) as c:
-        _four_d("max_pool2d", input=input)
-        r = max_pool2d_route(input, window)
-        result = cuconv_max_pool2d(c.array(R.dense(input, r.dtype)), *window, return_indices=with_indices)
-        if not with_indices:
-            return R.finish(c.tensor(result), input.dtype, r.channels_last)
-        y, idx = result
-        return (R.finish(c.tensor(y), input.dtype, r.channels_last),
-                R.finish(c.tensor(idx), torch.int64, r.channels_last))
+    return _pool("max_pool2d", input, window, max_pool2d_route, cuconv_max_pool2d, with_indices)
 
 
 def _pool_output(input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:  # noqa: A002
@@ -512,18 +663,25 @@ MAX_POOL2D_WITH_INDICES = _define("max_pool2d_with_indices", f"(Tensor input, {_
                                   _max_pool2d_with_indices, _max_pool2d_with_indices_fake)
 
 
+_POOL_GRAD_NAMES = ("grad_output",)     # the indices: _check_indices, with its own message
+
+
 def _pool_gradient(op: str, grad_output, input_size, window: tuple, channels_last: bool, plan_fn, grad_fn,
                    indices=None):
     """A pooling backward operator: its route, ``grad_fn`` (cuconv.grad's function), the gradient
     in the forward's memory format."""
-    with Call(op, grad_output=grad_output) as c:
+    def make():
         if indices is not None:
             _check_indices(grad_output, indices)
         _four_d(op, grad_output=grad_output, indices=indices)
         r = _pool_backward_route(op, grad_output, input_size, window, plan_fn, channels_last, indices)
-        arrays = [c.array(R.dense(t, dt)) for t, dt in ((grad_output, r.dtype), (indices, torch.int64)) if t is not None]
-        dx = grad_fn(*arrays, tuple(input_size), *window)
-        return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
+        rdy, ridx = R.reader(grad_output, r.dtype), R.reader(indices, torch.int64)
+        out = R.writer(grad_output.dtype, channels_last)
+        size = tuple(input_size)
+        if indices is None:
+            return lambda dy, _: out(grad_fn(rdy(dy), size, *window))
+        return lambda dy, idx: out(grad_fn(rdy(dy), ridx(idx), size, *window))
+    return _call(op, _POOL_GRAD_NAMES, (grad_output, indices), (*input_size, *window, channels_last), make)
 
 
 def _pool_gradient_fake(grad_output, input_size, *args):
@@ -572,8 +730,8 @@ def _max_pool2d_grad(ctx, grad, grad_indices=None):
     (saved,) = ctx.saved_tensors
     size, kernel_size, stride, padding, dilation, ceil_mode, cl = ctx.args
     if saved.dtype != torch.int64:       # max_pool2d without indices saved its input: find them
-        saved = overload("max_pool2d_with_indices")(saved, kernel_size, stride, padding, dilation, ceil_mode)[1]
-    dx = overload("max_pool2d_backward")(grad, saved, size, kernel_size, stride, padding, dilation, ceil_mode, cl)
+        saved = MAX_POOL2D_WITH_INDICES(saved, kernel_size, stride, padding, dilation, ceil_mode)[1]
+    dx = MAX_POOL2D_BACKWARD(grad, saved, size, kernel_size, stride, padding, dilation, ceil_mode, cl)
     return dx, None, None, None, None, None
 
 
@@ -584,12 +742,8 @@ def avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divis
 
 def _avg_pool2d(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
                 divisor_override=None):  # noqa: A002
-    window = avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    with Call("avg_pool2d", input=input) as c:
-        _four_d("avg_pool2d", input=input)
-        r = avg_pool2d_route(input, window)
-        y = cuconv_avg_pool2d(c.array(R.dense(input, r.dtype)), *window)
-        return R.finish(c.tensor(y), input.dtype, r.channels_last)
+    return _pool("avg_pool2d", input, avg_window(kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                                 divisor_override), avg_pool2d_route, cuconv_avg_pool2d)
 
 
 def _avg_pool2d_fake(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
@@ -622,7 +776,7 @@ def _avg_pool2d_setup(ctx, inputs, output):
 
 
 def _avg_pool2d_grad(ctx, grad):
-    dx = overload("avg_pool2d_backward")(grad, *ctx.args) if ctx.needs_input_grad[0] else None
+    dx = AVG_POOL2D_BACKWARD(grad, *ctx.args) if ctx.needs_input_grad[0] else None
     return dx, None, None, None, None, None, None
 
 
@@ -634,11 +788,8 @@ def _global_size(op: str, output_size) -> None:
 
 def _adaptive_avg_pool2d(input, output_size):  # noqa: A002
     _global_size("cuconv::adaptive_avg_pool2d", output_size)
-    with Call("adaptive_avg_pool2d", input=input) as c:
-        _four_d("adaptive_avg_pool2d", input=input)
-        r = adaptive_avg_pool2d_route(input)
-        y = cuconv_global_avg_pool2d(c.array(R.dense(input, r.dtype)))
-        return R.finish(c.tensor(y), input.dtype, r.channels_last)
+    return _pool("adaptive_avg_pool2d", input, (), lambda x, _: adaptive_avg_pool2d_route(x),
+                 cuconv_global_avg_pool2d)
 
 
 def _adaptive_avg_pool2d_fake(input, output_size):  # noqa: A002
@@ -666,7 +817,7 @@ def _adaptive_avg_pool2d_setup(ctx, inputs, output):
 
 
 def _adaptive_avg_pool2d_grad(ctx, grad):
-    dx = overload("adaptive_avg_pool2d_backward")(grad, *ctx.args) if ctx.needs_input_grad[0] else None
+    dx = ADAPTIVE_AVG_POOL2D_BACKWARD(grad, *ctx.args) if ctx.needs_input_grad[0] else None
     return dx, None
 
 
@@ -687,6 +838,6 @@ FORMULAS = {"conv2d": (_conv2d_setup, _conv2d_grad),
             "avg_pool2d": (_avg_pool2d_setup, _avg_pool2d_grad),
             "adaptive_avg_pool2d": (_adaptive_avg_pool2d_setup, _adaptive_avg_pool2d_grad)}
 for _name, (_setup, _backward) in FORMULAS.items():
-    FORWARD[_name].register_autograd(_backward, setup_context=_setup)
+    _register_autograd(_name, _setup, _backward)
 for _name in ("conv2d", "conv_transpose2d"):
     _register_autocast(_name)

@@ -34,7 +34,7 @@ from torch._prims_common import are_strides_like_channels_last_or_false, suggest
 from ..backend import backend as _backend
 from ..backend import current_backend
 from ..plan import PlanCache
-from ._bridge import to_array
+from ._bridge import from_array, to_array
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -57,7 +57,10 @@ def _suggests_channels_last(t) -> bool:
 def is_channels_last(*tensors) -> bool:
     """PyTorch's rule for a convolution's memory format (cuDNN's): channels_last when any of the
     4-D ``tensors`` suggests channels_last (``Tensor.suggest_memory_format``)."""
-    return any(t is not None and t.dim() == 4 and _suggests_channels_last(t) for t in tensors)
+    for t in tensors:
+        if t is not None and t.dim() == 4 and _suggests_channels_last(t):
+            return True
+    return False
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -78,7 +81,7 @@ def _strides(shape: tuple, channels_last: bool) -> tuple:
 def finish(y: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
     """The op's result: ``y`` itself when it has ``dtype`` and exactly the strides the fake
     implementation promises, else one explicit copy that has."""
-    want = _strides(tuple(y.shape), channels_last)
+    want = _strides(y.shape, channels_last)
     if y.dtype == dtype and y.stride() == want:
         return y
     return torch.empty_strided(y.shape, want, dtype=dtype, device=y.device).copy_(y)
@@ -101,6 +104,38 @@ def dense(t, dtype: torch.dtype, layout: str = "NCHW"):
 def from_layout(y: torch.Tensor, layout: str) -> torch.Tensor:
     """A cuconv result in ``layout`` viewed as an N, C, H, W tensor (NHWC: a channels_last view)."""
     return y.permute(0, 3, 1, 2) if layout == "NHWC" else y
+
+
+def _nhwc_array(t):
+    return to_array(t).transpose(0, 2, 3, 1)
+
+
+def reader(t, dtype: torch.dtype, layout: str = "NCHW"):
+    """``to_array(dense(t, dtype, layout))`` as a function of the tensor, decided once per call
+    signature from this call's ``t`` (later calls' tensors have its shape, strides, dtype and
+    device): ``to_array`` itself when ``t`` already is dense in ``dtype`` and ``layout``, the NHWC
+    view of a channels_last tensor's array, else ``dense``'s explicit copy first. None stays None."""
+    if t is None:
+        return _none
+    if t.dtype == dtype:
+        if t.dim() == 4 and layout == "NHWC":
+            if t.is_contiguous(memory_format=torch.channels_last):
+                return _nhwc_array
+        elif t.is_contiguous():
+            return to_array
+    return lambda t: to_array(dense(t, dtype, layout))
+
+
+def writer(dtype: torch.dtype, channels_last: bool, layout: str = "NCHW"):
+    """``finish(from_layout(from_array(a), layout), dtype, channels_last)`` as a function of the
+    array cuconv returns."""
+    if layout == "NHWC":
+        return lambda a: finish(from_array(a.transpose(0, 3, 1, 2)), dtype, channels_last)
+    return lambda a: finish(from_array(a), dtype, channels_last)
+
+
+def _none(_):
+    return None
 
 
 # =========================================================================== stand-ins
