@@ -29,39 +29,76 @@
 // P·Q and the strided x rows to be contiguous and aligned, which only some layers are).
 #include "tc_tile.cuh"
 
+// wp is the phase convolution's filter in the layout the forward kernel reads: KCRS of
+// (C × Kg × cnt_h × cnt_w) from KCRS w, or KRSC (C × cnt_h × cnt_w × Kg) from KRSC w (krsc).
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_filter(const T* __restrict__ w, T* __restrict__ wp, int K, int Cg,
                                                        int R, int S, int groups, int r_first, int r_step,
-                                                       int r_cnt, int s_first, int s_step, int s_cnt) {
+                                                       int r_cnt, int s_first, int s_step, int s_cnt, int krsc) {
     const int Kg = K / groups;
     const int taps = r_cnt * s_cnt;
     const cc_index_t total = (cc_index_t)K * Cg * taps;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int u = (int)(i % s_cnt);
-        const int t = (int)((i / s_cnt) % r_cnt);
-        const cc_index_t ck = i / taps;             // (g·Cg + c)·Kg + k
-        const int k = (int)(ck % Kg);
-        const int gc = (int)(ck / Kg);
-        const int g = gc / Cg, c = gc - g * Cg;
+        int k, t, u;
+        cc_index_t gc;                               // g·Cg + c
+        if (krsc) {
+            k = (int)(i % Kg);
+            const cc_index_t tu = i / Kg;
+            u = (int)(tu % s_cnt);
+            t = (int)((tu / s_cnt) % r_cnt);
+            gc = tu / taps;
+        } else {
+            u = (int)(i % s_cnt);
+            t = (int)((i / s_cnt) % r_cnt);
+            const cc_index_t ck = i / taps;           // (g·Cg + c)·Kg + k
+            k = (int)(ck % Kg);
+            gc = ck / Kg;
+        }
+        const int g = (int)(gc / Cg), c = (int)(gc - (cc_index_t)g * Cg);
         const int r = r_first + (r_cnt - 1 - t) * r_step, s = s_first + (s_cnt - 1 - u) * s_step;
-        wp[i] = w[(((cc_index_t)g * Kg + k) * Cg + c) * R * S + r * S + s];
+        const cc_index_t kk = (cc_index_t)g * Kg + k;
+        wp[i] = w[krsc ? ((kk * R + r) * S + s) * Cg + c : (kk * Cg + c) * R * S + r * S + s];
     }
 }
 
+// The fused epilogue of conv_transpose2d (the dgrad passes has_bias = act = 0, where it is the
+// identity): act(v + bias[c]) in fp32, one rounding.
+template <typename T>
+__device__ __forceinline__ T tc_dgrad_epilogue(float v, const T* __restrict__ bias, int has_bias, int c, int act) {
+    if (has_bias) v += TcType<T>::to_float(bias[c]);
+    return TcType<T>::from_float(cc_activate(v, act));
+}
+
+// The phase's dense result (N × C × Hp × Wp, or N × Hp × Wp × C when nhwc) -> its positions in
+// dx (zeros for a phase no tap reaches: has_src = 0), through the epilogue.
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ src, int has_src, T* __restrict__ dx,
-                                                        long long planes, int H, int W, int Hp, int Wp, int phase_h,
-                                                        int phase_w, int stride_h, int stride_w) {
+                                                        const T* __restrict__ bias, int has_bias, int act, int N,
+                                                        int C, int H, int W, int Hp, int Wp, int phase_h,
+                                                        int phase_w, int stride_h, int stride_w, int nhwc) {
     const cc_index_t HWp = (cc_index_t)Hp * Wp;
-    const cc_index_t total = planes * HWp;
+    const cc_index_t total = (cc_index_t)N * C * HWp;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
-    const T zero = TcType<T>::from_float(0.0f);
     for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int j = (int)(i % Wp);
-        const int ii = (int)((i / Wp) % Hp);
-        const cc_index_t plane = i / HWp;
-        dx[(plane * H + phase_h + ii * stride_h) * W + phase_w + j * stride_w] = has_src ? src[i] : zero;
+        int c, j, ii;
+        cc_index_t n;
+        if (nhwc) {
+            c = (int)(i % C);
+            const cc_index_t px = i / C;
+            j = (int)(px % Wp);
+            ii = (int)((px / Wp) % Hp);
+            n = px / HWp;
+        } else {
+            j = (int)(i % Wp);
+            ii = (int)((i / Wp) % Hp);
+            const cc_index_t plane = i / HWp;
+            c = (int)(plane % C);
+            n = plane / C;
+        }
+        const cc_index_t h = phase_h + (cc_index_t)ii * stride_h, ww = phase_w + (cc_index_t)j * stride_w;
+        const cc_index_t idx = nhwc ? ((n * H + h) * W + ww) * C + c : ((n * C + c) * H + h) * W + ww;
+        dx[idx] = tc_dgrad_epilogue<T>(has_src ? TcType<T>::to_float(src[i]) : 0.0f, bias, has_bias, c, act);
     }
 }
 
@@ -71,47 +108,85 @@ __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ sr
 // hold a non-finite value (block b scans channels b, b + gridDim.x, ... with a block-wide OR and
 // writes every flag: nothing to clear); after the phases, tc_dgrad_fixup recomputes, in the
 // flagged channels only, the dx elements that came out non-finite, over their true terms in fp32
-// (cc_dgrad_sum), rounded once. A finite element is right as it is: it had no non-finite term and
-// its extra terms were exact zeros. With finite weights: one pass over w, and a launch whose
-// blocks read one flag per channel and exit.
+// (tc_dgrad_true_sum), through the epilogue, rounded once. A finite element is right as it is: it
+// had no non-finite term and its extra terms were exact zeros; an element with a spurious term is
+// NaN, and stays NaN through every activation. With finite weights: one pass over w, and a launch
+// whose blocks read one flag per channel and exit. krsc / nhwc: the weight and activation layouts.
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_flags(const T* __restrict__ w, int* __restrict__ c_flags, int K,
-                                                      int C, int RS, int groups) {
+                                                      int C, int RS, int groups, int krsc) {
     const int Cg = C / groups, Kg = K / groups;
     for (int c = blockIdx.x; c < C; c += gridDim.x) {   // the same trip count for the whole block
         const int g = c / Cg, cl = c - g * Cg;
         bool finite = true;
         for (int i = threadIdx.x; i < Kg * RS; i += blockDim.x) {
             const int k = i / RS, rs = i - k * RS;
-            finite = finite && cc_is_finite(TcType<T>::to_float(w[((cc_index_t)(g * Kg + k) * Cg + cl) * RS + rs]));
+            const cc_index_t kk = (cc_index_t)g * Kg + k;
+            finite = finite && cc_is_finite(TcType<T>::to_float(w[krsc ? (kk * RS + rs) * Cg + cl
+                                                                        : (kk * Cg + cl) * RS + rs]));
         }
         const int bad = __syncthreads_or(!finite);
         if (threadIdx.x == 0) c_flags[c] = bad;
     }
 }
 
+// Σ over the true terms of dx[n, c, h, w] (the taps whose dy position is a real one), fp32: dy_g
+// and w_g at the element's image, group and channel, element strides given (NCHW/KCRS or
+// NHWC/KRSC). Not inlined: it runs only for the rare elements the fix-up recomputes.
+template <typename T>
+__device__ __noinline__ float tc_dgrad_true_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                                cc_index_t dy_k, cc_index_t dy_p, cc_index_t dy_q, cc_index_t w_k,
+                                                int w_r, int w_s, int P, int Q, int R, int S, int h, int ww,
+                                                int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                                                int dil_w) {
+    float acc = 0.0f;
+    for (int r = 0; r < R; ++r) {
+        const int th = h + pad_h - r * dil_h;
+        const int p = th / stride_h;
+        if (th < 0 || th - p * stride_h != 0 || p >= P) continue;
+        for (int s = 0; s < S; ++s) {
+            const int tw = ww + pad_w - s * dil_w;
+            const int q = tw / stride_w;
+            if (tw < 0 || tw - q * stride_w != 0 || q >= Q) continue;
+            const T* d = dy_g + p * dy_p + q * dy_q;
+            const T* f = w_g + r * w_r + s * w_s;
+            for (int k = 0; k < Kg; ++k)
+                acc = fmaf(TcType<T>::to_float(cc_ldg(d + k * dy_k)), TcType<T>::to_float(cc_ldg(f + k * w_k)), acc);
+        }
+    }
+    return acc;
+}
+
 // Grid (x, y): y over channels (c = blockIdx.y, + gridDim.y, ...), x a grid-stride loop over the
 // N·H·W elements of a channel.
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, const T* __restrict__ dy,
-                                                      T* __restrict__ dx, const int* __restrict__ c_flags, int N,
-                                                      int C, int H, int W, int K, int R, int S, int P, int Q,
+                                                      T* __restrict__ dx, const int* __restrict__ c_flags,
+                                                      const T* __restrict__ bias, int has_bias, int act, int nhwc,
+                                                      int N, int C, int H, int W, int K, int R, int S, int P, int Q,
                                                       int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
                                                       int dil_w, int groups) {
-    const int Cg = C / groups, Kg = K / groups;
+    const int Cg = C / groups, Kg = K / groups, RS = R * S;
     const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q, total = (cc_index_t)N * HW;
+    // element strides of dy (k, p, q) and w (k, r, s) in the layout
+    const cc_index_t dy_k = nhwc ? 1 : PQ, dy_p = nhwc ? (cc_index_t)Q * K : Q, dy_q = nhwc ? K : 1;
+    const cc_index_t w_k = (cc_index_t)Cg * RS;
+    const int w_r = nhwc ? S * Cg : S, w_s = nhwc ? Cg : 1;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
         if (!cc_ldg(c_flags + c)) continue;
         const int g = c / Cg, cl = c - g * Cg;
+        const T* w_g = w + (cc_index_t)g * Kg * w_k + (nhwc ? cl : (cc_index_t)cl * RS);
         for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
              e += (cc_index_t)gridDim.x * blockDim.x) {
             const cc_index_t n = e / HW;
             const int hw = (int)(e - n * HW), h = hw / W, ww = hw - (hw / W) * W;
-            const cc_index_t idx = (n * C + c) * HW + hw;
+            const cc_index_t idx = nhwc ? (n * HW + hw) * C + c : (n * C + c) * HW + hw;
             if (cc_is_finite(TcType<T>::to_float(dx[idx]))) continue;
-            dx[idx] = TcType<T>::from_float(cc_dgrad_sum<T, float>(
-                    dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * R * S, Kg,
-                    (cc_index_t)Cg * R * S, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
+            const T* dy_g = dy + n * K * PQ + (cc_index_t)g * Kg * dy_k;
+            dx[idx] = tc_dgrad_epilogue<T>(tc_dgrad_true_sum<T>(dy_g, w_g, Kg, dy_k, dy_p, dy_q, w_k, w_r, w_s, P, Q,
+                                                                R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h,
+                                                                dil_w),
+                                           bias, has_bias, c, act);
         }
     }
 }

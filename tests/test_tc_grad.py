@@ -5,10 +5,14 @@ by stride phases through the forward's tiled and simple kernels, the split-K sim
 its deterministic fp32 reduction, the bias gradient; phase bookkeeping against brute force."""
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import ml_dtypes
 import numpy as np
 import pytest
 from conftest import put
+from test_conv_dgrad import _true_terms_ref
 
 import cuconv
 from cuconv import grad as G
@@ -17,7 +21,7 @@ from cuconv.ops._algorithm import DGRAD, WGRAD
 from cuconv.ops._grad import split_chunk
 from cuconv.ops.conv2d import select, spec_of
 from cuconv.reference import conv2d_bias_ref, conv2d_input_ref, conv2d_weight_ref, conv_problem
-from cuconv.testing import assert_close, poison
+from cuconv.testing import assert_close, nonfinite_mismatch, poison
 
 DT = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
@@ -142,13 +146,111 @@ def test_under_sanitizers(rng):
     assert_close(f64(db), conv2d_bias_ref(f64(dy)), "float16", "tc_grad")
 
 
+def draw_problems(seed: int, n: int) -> list:
+    """``n`` random valid float16/bfloat16 problems: groups 1-3, C and K not multiples of 8, filters
+    1-5, strides 1-3, dilations 1-2 and padding up to dil·(R−1) + 3 (past the dilated filter)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        g = int(rng.choice([1, 1, 2, 3]))
+        C, K = (g * int(v) for v in rng.integers(1, 7, 2))
+        R, S = (int(v) for v in rng.integers(1, 6, 2))
+        st, dl = tuple(int(v) for v in rng.integers(1, 4, 2)), tuple(int(v) for v in rng.integers(1, 3, 2))
+        pd = (int(rng.integers(0, dl[0] * (R - 1) + 4)), int(rng.integers(0, dl[1] * (S - 1) + 4)))
+        H, W = (int(v) for v in rng.integers(1, 14, 2))
+        dt = list(DT)[int(rng.integers(2))]
+        try:
+            out.append(conv_problem((int(rng.integers(1, 3)), C, H, W), (K, C // g, R, S), st, pd, dl, g, dt))
+        except ValueError:
+            continue
+    return out
+
+
+def refused(problems) -> list:
+    """The problems no tensor-core dgrad algorithm can run (cuconv.grad.algorithms)."""
+    return [p for p in problems if not any(i.ok for i in G.algorithms(p, "input") if i.name in ALGO.values())]
+
+
+def past_filter(p) -> bool:
+    return p.pad_h > p.dilation_h * (p.R - 1) or p.pad_w > p.dilation_w * (p.S - 1)
+
+
+def test_no_valid_problem_is_refused_and_every_answer_matches():
+    """Every padding (the phase convolution with negative padding, a crop of dy): 400 random valid
+    problems, none refused; 40 of them, half with padding past the dilated filter, run through
+    both variants against the float64 reference. ``python3 tests/test_tc_grad.py 25 500`` prints
+    the refusal count of a draw."""
+    problems = draw_problems(20251207, 400)
+    assert sum(map(past_filter, problems)) > 100
+    with cuconv.backend("emulator") as be:
+        assert refused(problems) == []
+        rng = np.random.default_rng(7)
+        run = [p for p in problems if past_filter(p)][:20] + [p for p in problems if not past_filter(p)][:20]
+        for i, p in enumerate(run):
+            w = rng.uniform(-1, 1, p.weight_shape).astype(DT[p.dtype])
+            dy = rng.uniform(-1, 1, p.output_shape).astype(DT[p.dtype])
+            ref = conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p))
+            variant = ("auto", "simple")[i % 2]
+            dx = np.full(p.input_shape, np.nan, DT[p.dtype])
+            _dgrad(be, p, w, dy, variant, dx)
+            assert_close(f64(dx), ref, p.dtype, "tc_grad", what=f"{p.describe()} {p.dtype} {variant}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("variant", ["auto", "simple"])
+def test_nonfinite_weight_over_dy_border_large_padding(be, rng, variant, layout):
+    """Inf/NaN weight taps whose dy row or column is outside dy, with padding past the dilated
+    filter (phases with negative padding) and a cropped end: the NaN/Inf mask and the finite
+    values are the true-terms reference's (no 0·Inf term), in both layouts."""
+    p = conv_problem((2, 5, 9, 8), (6, 5, 3, 3), 2, ((4, 1), (3, 5)), 1, 1, "float16")
+    w = rng.uniform(-1, 1, p.weight_shape).astype(np.float16)
+    dy = rng.uniform(-1, 1, p.output_shape).astype(np.float16)
+    w[0, 1, 0, 0], w[2, 4, 2, 1], w[1, 0, 1, 2] = np.inf, np.nan, -np.inf
+    want = _true_terms_ref(p, w, dy)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    got = _run_layout(be, p, w, dy, variant, layout)
+    assert nonfinite_mismatch(got, want) is None, nonfinite_mismatch(got, want)
+    fin = np.isfinite(want)
+    assert_close(np.where(fin, got, 0), np.where(fin, want, 0), "float16", "tc_grad", what=variant)
+
+
+def nhwc(a):
+    return np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 1))
+
+
+def _run_layout(be, p, w, dy, variant, layout):
+    """dx (float64, NCHW) of the tensor-core DGRAD plan in ``layout``, reading w KRSC and dy NHWC
+    and writing dx NHWC as they are in NHWC."""
+    algo = next(a for a in tg.DGRAD_ALGORITHMS if a.name == ALGO[variant])
+    spec = spec_of(p, DGRAD)
+    plan = algo.plan_or_raise(dataclasses.replace(spec, layout=layout))
+    if layout == "NCHW":
+        dx = be.empty(p.input_shape, w.dtype)
+        poison(dx)
+        plan.run(put(be, w), put(be, dy), dx=dx)
+        return f64(be.to_numpy(dx))
+    assert not [k for k in plan.kernels if any(m in k for m in ("pack", "transpose", "copy"))] or p.K_per_group % 2
+    dx = be.empty((p.N, p.H, p.W, p.C), w.dtype)
+    poison(dx)
+    plan.run(put(be, nhwc(w)), put(be, nhwc(dy)), dx=dx)
+    return f64(be.to_numpy(dx)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("variant", ["auto", "simple"])
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("case", list(CASES))
+def test_tc_dgrad_nhwc(be, rng, case, dtype, variant):
+    """NHWC dy, KRSC w and NHWC dx read and written as they are (no pack where Kg is even)."""
+    p, _, w, dy = _draw(rng, case, dtype)
+    got = _run_layout(be, p, w, dy, variant, "NHWC")
+    assert_close(got, conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), dtype, "tc_grad",
+                 what=f"{case} {variant} NHWC")
+
+
 def test_what_is_not_built_says_so(rng):
     p = conv_problem((1, 8, 9, 9), (8, 8, 3, 3), 1, 3, 1, 1, "float16")      # padding 3 > 2 = dil·(R−1)
-    assert "negative padding" in tg.can_implement_input(p)
+    assert tg.can_implement_input(p) is None
     with cuconv.backend("emulator") as be:
-        with pytest.raises(ValueError, match="negative padding"):
-            _dgrad(be, p, np.zeros(p.weight_shape, np.float16), np.zeros(p.output_shape, np.float16),
-                   dx=np.zeros(p.input_shape, np.float16))
         q = conv_problem((1, 8, 9, 9), (8, 8, 3, 3), 1, 1, 1, 1, "float16")
         with pytest.raises(ValueError, match="fp32 workspace"):
             _wgrad(be, q, np.zeros(q.input_shape, np.float16), np.zeros(q.output_shape, np.float16),
@@ -169,3 +271,11 @@ def test_auto_routes_16_bit_problems_here(rng):
         assert plan.algo == "implicit_gemm_tc" and "deterministic reduction" in plan.description
     assert_close(f64(dx), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), "float16", "tc_grad")
     assert_close(f64(dw), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)), "float16", "tc_grad")
+
+
+if __name__ == "__main__":      # python3 tests/test_tc_grad.py SEED COUNT: the refusal count of a draw
+    _problems = draw_problems(int(sys.argv[1]), int(sys.argv[2]))
+    with cuconv.backend("emulator"):
+        _bad = refused(_problems)
+    print(f"{len(_bad)} of {len(_problems)} random float16/bfloat16 problems refused by the tensor-core dgrad "
+          f"({sum(map(past_filter, _problems))} with padding past the dilated filter)")
