@@ -270,6 +270,32 @@ __device__ __forceinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* _
     return acc;
 }
 
+// cc_dgrad_sum with element strides (dy: between channels k, rows p, columns q; w: between
+// channels k, rows r, columns s), so NHWC/KRSC read as they are: the same terms in the same
+// order (taps r, then s, then k, from 0). conv_transpose.cu's gathers and tc_grad.cu's fix-up.
+template <typename T, typename A = T>
+__device__ __forceinline__ A cc_dgrad_sum_strided(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                                  cc_index_t dy_k, cc_index_t dy_p, cc_index_t dy_q,
+                                                  cc_index_t w_k, int w_r, int w_s, int P, int Q, int R, int S,
+                                                  int h, int w, int stride_h, int stride_w, int pad_h, int pad_w,
+                                                  int dil_h, int dil_w) {
+    A acc = A(0);
+    for (int r = 0; r < R; ++r) {
+        const int th = h + pad_h - r * dil_h;
+        if (th < 0 || th % stride_h != 0 || th / stride_h >= P) continue;
+        for (int s = 0; s < S; ++s) {
+            const int tw = w + pad_w - s * dil_w;
+            if (tw < 0 || tw % stride_w != 0 || tw / stride_w >= Q) continue;
+            const T* d = dy_g + (th / stride_h) * dy_p + (tw / stride_w) * dy_q;
+            const T* f = w_g + r * w_r + s * w_s;
+#pragma unroll 1
+            for (int k = 0; k < Kg; ++k)
+                acc = cc_fma(CcWiden<A, T>::of(cc_ldg(d + k * dy_k)), CcWiden<A, T>::of(cc_ldg(f + k * w_k)), acc);
+        }
+    }
+    return acc;
+}
+
 // cc_dgrad_sum as a call, for the kernels that recompute an element off their main path: its
 // registers then do not add to those live at the call site.
 template <typename T, typename A = T>

@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ sr
 // hold a non-finite value (block b scans channels b, b + gridDim.x, ... with a block-wide OR and
 // writes every flag: nothing to clear); after the phases, tc_dgrad_fixup recomputes, in the
 // flagged channels only, the dx elements that came out non-finite, over their true terms in fp32
-// (tc_dgrad_true_sum), through the epilogue, rounded once. A finite element is right as it is: it
+// (cc_dgrad_sum_strided), through the epilogue, rounded once. A finite element is right as it is: it
 // had no non-finite term and its extra terms were exact zeros; an element with a spurious term is
 // NaN, and stays NaN through every activation. With finite weights: one pass over w, and a launch
 // whose blocks read one flag per channel and exit. krsc / nhwc: the weight and activation layouts.
@@ -128,33 +128,6 @@ __global__ void __launch_bounds__(256) tc_dgrad_flags(const T* __restrict__ w, i
         const int bad = __syncthreads_or(!finite);
         if (threadIdx.x == 0) c_flags[c] = bad;
     }
-}
-
-// Σ over the true terms of dx[n, c, h, w] (the taps whose dy position is a real one), fp32: dy_g
-// and w_g at the element's image, group and channel, element strides given (NCHW/KCRS or
-// NHWC/KRSC). Not inlined: it runs only for the rare elements the fix-up recomputes.
-template <typename T>
-__device__ __noinline__ float tc_dgrad_true_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
-                                                cc_index_t dy_k, cc_index_t dy_p, cc_index_t dy_q, cc_index_t w_k,
-                                                int w_r, int w_s, int P, int Q, int R, int S, int h, int ww,
-                                                int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
-                                                int dil_w) {
-    float acc = 0.0f;
-    for (int r = 0; r < R; ++r) {
-        const int th = h + pad_h - r * dil_h;
-        const int p = th / stride_h;
-        if (th < 0 || th - p * stride_h != 0 || p >= P) continue;
-        for (int s = 0; s < S; ++s) {
-            const int tw = ww + pad_w - s * dil_w;
-            const int q = tw / stride_w;
-            if (tw < 0 || tw - q * stride_w != 0 || q >= Q) continue;
-            const T* d = dy_g + p * dy_p + q * dy_q;
-            const T* f = w_g + r * w_r + s * w_s;
-            for (int k = 0; k < Kg; ++k)
-                acc = fmaf(TcType<T>::to_float(cc_ldg(d + k * dy_k)), TcType<T>::to_float(cc_ldg(f + k * w_k)), acc);
-        }
-    }
-    return acc;
 }
 
 // Grid (x, y): y over channels (c = blockIdx.y, + gridDim.y, ...), x a grid-stride loop over the
@@ -183,10 +156,9 @@ __global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, c
             const cc_index_t idx = nhwc ? (n * HW + hw) * C + c : (n * C + c) * HW + hw;
             if (cc_is_finite(TcType<T>::to_float(dx[idx]))) continue;
             const T* dy_g = dy + n * K * PQ + (cc_index_t)g * Kg * dy_k;
-            dx[idx] = tc_dgrad_epilogue<T>(tc_dgrad_true_sum<T>(dy_g, w_g, Kg, dy_k, dy_p, dy_q, w_k, w_r, w_s, P, Q,
-                                                                R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h,
-                                                                dil_w),
-                                           bias, has_bias, c, act);
+            const float v = cc_dgrad_sum_strided<T, float>(dy_g, w_g, Kg, dy_k, dy_p, dy_q, w_k, w_r, w_s, P, Q, R,
+                                                           S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
+            dx[idx] = tc_dgrad_epilogue<T>(v, bias, has_bias, c, act);
         }
     }
 }
