@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, 
                                                        float* __restrict__ ws, int N, int C, int H, int W, int K,
                                                        int R, int S, int P, int Q, int stride_h, int stride_w,
                                                        int pad_h, int pad_w, int dil_h, int dil_w, int groups,
-                                                       long long chunk) {
+                                                       long long chunk, int nhwc) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int Cg = C / groups, Kg = K / groups, RS = R * S, CRS = Cg * RS, PQ = P * Q;
     const int tiles_n = (CRS + 15) / 16, tiles_m = (Kg + 31) / 32;
@@ -188,8 +188,8 @@ __global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, 
         const int m = m0 + mm;
         if (m >= Kg || kk >= len) return zero;
         const cc_index_t l = l0 + kk;
-        const cc_index_t n = l / PQ;
-        return dy[(n * K + (cc_index_t)g * Kg + m) * PQ + (l - n * PQ)];
+        const cc_index_t n = l / PQ, pq = l - n * PQ, k = (cc_index_t)g * Kg + m;
+        return dy[nhwc ? l * K + k : (n * K + k) * PQ + pq];
     };
     auto b_at = [&](int kk, int nn) {
         const int col = n0 + nn;
@@ -197,10 +197,11 @@ __global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, 
         const cc_index_t l = l0 + kk;
         const cc_index_t n = l / PQ;
         const int pq = (int)(l - n * PQ), p = pq / Q, q = pq - p * Q;
-        const int c = col / RS, rs = col - c * RS, r = rs / S, s = rs - r * S;
+        const int c = nhwc ? col % Cg : col / RS, rs = nhwc ? col / Cg : col - c * RS, r = rs / S, s = rs - r * S;
         const int h = p * stride_h - pad_h + r * dil_h, ww = q * stride_w - pad_w + s * dil_w;
         if ((unsigned)h >= (unsigned)H || (unsigned)ww >= (unsigned)W) return zero;
-        return x[(n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww];
+        const cc_index_t ch = (cc_index_t)g * Cg + c, px = (cc_index_t)h * W + ww;
+        return x[nhwc ? (n * HW + px) * C + ch : (n * C + ch) * HW + px];
     };
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     cc_tc_warp_direct<T>(acc, len, a_at, b_at, lane);
@@ -226,7 +227,7 @@ template <typename T, int BM, int BN, int BK, int WM, int WN, int MINB>
 __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
 tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ ws, int N, int C, int H, int W,
          int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
-         int groups, long long chunk, int dy_pairs) {
+         int groups, long long chunk, int dy_pairs, int nhwc) {
     constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
     constexpr int PAIRS = BK / 2;                    // 32-bit words per tile row
     constexpr int ROW_STEP = THREADS / PAIRS;        // rows between a thread's words
@@ -253,21 +254,24 @@ tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ 
 
     const int pj = tid % PAIRS, row0 = tid / PAIRS;
     unsigned a_ok = 0, b_ok = 0;
-    int a_off[A_WORDS];                               // (g·Kg + k)·P·Q of each A row
+    // NCHW: a pixel's channels are H·W (P·Q) apart; NHWC: adjacent, pixels C (K) apart.
+    const int a_pix = nhwc ? K : 1, b_pix = nhwc ? C : 1;
+    int a_off[A_WORDS];                               // (g·Kg + k)·P·Q of each A row (NHWC: g·Kg + k)
 #pragma unroll
     for (int i = 0; i < A_WORDS; ++i) {
         const int k = m0 + row0 + i * ROW_STEP;
         if (k < Kg) a_ok |= 1u << i;
-        a_off[i] = (g * Kg + (k < Kg ? k : 0)) * PQ;
+        a_off[i] = (g * Kg + (k < Kg ? k : 0)) * (nhwc ? 1 : PQ);
     }
-    int b_off[B_WORDS], b_dh[B_WORDS], b_dw[B_WORDS];  // (g·Cg + c)·H·W, r·dh − ph, s·dw − pw
+    // (g·Cg + c)·H·W (NHWC: g·Cg + c), r·dh − ph, s·dw − pw; a column is (c, r, s), NHWC (r, s, c)
+    int b_off[B_WORDS], b_dh[B_WORDS], b_dw[B_WORDS];
 #pragma unroll
     for (int i = 0; i < B_WORDS; ++i) {
         const int col = n0 + row0 + i * ROW_STEP;
         const int cc = col < CRS ? col : 0;
         if (col < CRS) b_ok |= 1u << i;
-        const int c = cc / RS, rs = cc - c * RS, r = rs / S, s = rs - r * S;
-        b_off[i] = (g * Cg + c) * HW;
+        const int c = nhwc ? cc % Cg : cc / RS, rs = nhwc ? cc / Cg : cc - c * RS, r = rs / S, s = rs - r * S;
+        b_off[i] = (g * Cg + c) * (nhwc ? 1 : HW);
         b_dh[i] = r * dil_h - pad_h;
         b_dw[i] = s * dil_w - pad_w;
     }
@@ -306,7 +310,8 @@ tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ 
 #pragma unroll
                 for (int e = 0; e < 2; ++e)
                     av[e] = (ok[e] && (a_ok >> i & 1u))
-                                ? cc_ldg(dy + ((cc_index_t)n[e] * K * PQ + a_off[i] + p[e] * Q + q[e])) : zero;
+                                ? cc_ldg(dy + ((cc_index_t)n[e] * K * PQ + a_off[i]
+                                               + (cc_index_t)(p[e] * Q + q[e]) * a_pix)) : zero;
                 a_stage[i] = cc_tc_pack<T>(av[0], av[1]);
             }
         }
@@ -316,7 +321,8 @@ tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ 
             for (int e = 0; e < 2; ++e) {
                 const int h = p[e] * stride_h + b_dh[i], ww = q[e] * stride_w + b_dw[i];
                 bv[e] = (ok[e] && (b_ok >> i & 1u) && (unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W)
-                            ? cc_ldg(x + ((cc_index_t)n[e] * C * HW + b_off[i] + h * W + ww)) : zero;
+                            ? cc_ldg(x + ((cc_index_t)n[e] * C * HW + b_off[i] + (cc_index_t)(h * W + ww) * b_pix))
+                            : zero;
             }
             b_stage[i] = cc_tc_pack<T>(bv[0], bv[1]);
         }
@@ -387,7 +393,7 @@ __global__ void __launch_bounds__(256) tc_grad_reduce(const float* __restrict__ 
 
 template <typename T>
 __global__ void __launch_bounds__(256) tc_bias_grad(const T* __restrict__ dy, T* __restrict__ db, int N, int K,
-                                                    int PQ) {
+                                                    int PQ, int nhwc) {
     __shared__ float red[256 / 32];
     const int k = blockIdx.x;
     const cc_index_t L = (cc_index_t)N * PQ;
@@ -395,7 +401,8 @@ __global__ void __launch_bounds__(256) tc_bias_grad(const T* __restrict__ dy, T*
     at.init(threadIdx.x, 256, PQ, 1);
     float acc = 0.0f;
     for (cc_index_t l = threadIdx.x; l < L; l += 256, at.advance())
-        acc += TcType<T>::to_float(dy[((cc_index_t)at.hi * K + k) * PQ + at.lo]);
+        acc += TcType<T>::to_float(dy[nhwc ? ((cc_index_t)at.hi * PQ + at.lo) * K + k
+                                           : ((cc_index_t)at.hi * K + k) * PQ + at.lo]);
     acc = cc_block_sum(acc, red);
     if (threadIdx.x == 0) db[k] = TcType<T>::from_float(acc);
 }

@@ -247,6 +247,50 @@ def test_tc_dgrad_nhwc(be, rng, case, dtype, variant):
                  what=f"{case} {variant} NHWC")
 
 
+@pytest.mark.parametrize("variant,splits", [("auto", 1), ("auto", 2), ("simple", 3)])
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("case", list(CASES))
+def test_tc_wgrad_nhwc(be, rng, case, dtype, variant, splits):
+    """NHWC x and dy read as they are, dW written KRSC (no conversion step)."""
+    p, x, _, dy = _draw(rng, case, dtype)
+    algo = next(a for a in tg.WGRAD_ALGORITHMS if a.name == ALGO[variant])
+    plan = algo.plan_or_raise(spec_of(p, WGRAD, has_bias=True, splits=splits, layout="NHWC"))
+    assert plan.outputs[0].shape == (p.K, p.R, p.S, p.C_per_group)
+    assert not [k for k in plan.kernels if any(m in k for m in ("pack", "transpose", "copy"))]
+    dw = be.empty(plan.outputs[0].shape, DT[dtype])
+    db = be.empty((p.K,), DT[dtype])
+    poison(dw)
+    poison(db)
+    plan.run(put(be, nhwc(x)), put(be, nhwc(dy)), dw=dw, db=db)
+    ref = conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p))
+    assert_close(f64(be.to_numpy(dw)).transpose(0, 3, 1, 2), ref, dtype, "tc_grad", what=f"{case} dW NHWC")
+    assert_close(f64(be.to_numpy(db)), conv2d_bias_ref(f64(dy)), dtype, "tc_grad", what=f"{case} db")
+
+
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined", order="reverse"), dict(order="random", seed=11)],
+                         ids=["asan_ubsan_reverse", "random_order"])
+def test_nhwc_and_large_padding_under_sanitizers_and_orders(rng, mode):
+    """The NHWC glue kernels and the phases with negative padding (dgrad, both variants) and the
+    NHWC wgrads (tiled and simple, db), under ASan/UBSan in reverse thread order and in random order."""
+    p = conv_problem((2, 6, 9, 8), (6, 3, 3, 2), (2, 3), ((4, 1), (3, 2)), (1, 2), 2, "float16")
+    x, w, dy = (rng.uniform(-1, 1, s).astype(np.float16) for s in (p.input_shape, p.weight_shape, p.output_shape))
+    w[1, 2, 0, 1] = np.inf
+    want = _true_terms_ref(p, w, dy)
+    with cuconv.backend("emulator", **mode) as be:
+        for variant in ("auto", "simple"):
+            got = _run_layout(be, p, w, dy, variant, "NHWC")
+            assert nonfinite_mismatch(got, want) is None
+            fin = np.isfinite(want)
+            assert_close(np.where(fin, got, 0), np.where(fin, want, 0), "float16", "tc_grad", what=variant)
+            algo = next(a for a in tg.WGRAD_ALGORITHMS if a.name == ALGO[variant])
+            plan = algo.plan_or_raise(spec_of(p, WGRAD, has_bias=True, splits=2, layout="NHWC"))
+            dw, db = np.full(plan.outputs[0].shape, np.nan, np.float16), np.full((p.K,), np.nan, np.float16)
+            plan.run(nhwc(x), nhwc(dy), dw=dw, db=db)
+            assert_close(f64(dw).transpose(0, 3, 1, 2), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)),
+                         "float16", "tc_grad", what=f"{variant} dW")
+            assert_close(f64(db), conv2d_bias_ref(f64(dy)), "float16", "tc_grad")
+
+
 def test_what_is_not_built_says_so(rng):
     p = conv_problem((1, 8, 9, 9), (8, 8, 3, 3), 1, 3, 1, 1, "float16")      # padding 3 > 2 = dil·(R−1)
     assert tg.can_implement_input(p) is None

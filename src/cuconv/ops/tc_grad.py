@@ -49,7 +49,7 @@ TARGET_BLOCKS_PER_SM = 2
 MIN_SPLIT_LEN = 256               # reduction indices per wgrad split (16 mma k-steps)
 DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
 # The activation layouts each pass reads and writes as they are (NHWC: KRSC weights).
-LAYOUTS = {DGRAD: ("NCHW", "NHWC"), WGRAD: ("NCHW",)}
+LAYOUTS = {DGRAD: ("NCHW", "NHWC"), WGRAD: ("NCHW", "NHWC")}
 
 
 def name(kernel: str, dtype: str) -> str:
@@ -259,15 +259,18 @@ def wgrad_splits(p: Conv2dProblem, sms: int, max_workspace_bytes: int | None, sp
     return n, chunk
 
 
-def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
-    """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel)."""
-    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1), (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q")))
+def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB, nhwc: bool = False) -> Launch:
+    """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel);
+    ``nhwc``: dy (N, P, Q, K)."""
+    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1),
+                   (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q"), i32(nhwc)))
 
 
 def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     """dW (and db when the spec asks for it) from x and dy: fp32 split-K partials in the workspace,
     one rounding in the deterministic reduction; ``simple``: tc_wgrad_simple. N = 0 gives zeros
-    (the reduction over no splits)."""
+    (the reduction over no splits). NHWC: x and dy read as they are, dW written KRSC (the GEMM's
+    columns taken in (r, s, c) order)."""
     p, caps = spec.problem, spec.caps
     tiled = not simple
     reason = can_implement_weight(p) or arch_reason(p.dtype, caps.cc)
@@ -277,7 +280,7 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     algo = "implicit_gemm_tc_simple" if simple else "implicit_gemm_tc"
     n_w = p.K * p.C_per_group * p.R * p.S
     grid = (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1)
-    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q)] if spec.has_bias else []
+    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q, nhwc=spec.layout == "NHWC")] if spec.has_bias else []
     if p.N == 0:
         zeros = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (Ref.absent("float32"), i32(0), i64(n_w), DW))
         return conv_plan(spec, algo, [zeros, *tail], description="0 split(s), fp32 partials, deterministic reduction")
@@ -286,15 +289,16 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     ws = Ref("ws")
+    nhwc = spec.layout == "NHWC"
     args = (X, DY, ws, *_common.conv_geometry_args(p), i64(chunk))
     aligned = ()
     if tiled:
-        # dy pairs as 32-bit words: P·Q even and dy aligned (a view may not be).
-        pairs = (p.P * p.Q) % 2 == 0 and spec.aligned("dy")
+        # dy pairs as 32-bit words: NCHW, P·Q even and dy aligned (a view may not be).
+        pairs = not nhwc and (p.P * p.Q) % 2 == 0 and spec.aligned("dy")
         aligned = ("dy",) if pairs else ()
-        main = Launch(TILED_ENTRIES[dt], (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, i32(pairs)))
+        main = Launch(TILED_ENTRIES[dt], (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, i32(pairs), i32(nhwc)))
     else:
-        main = _launch("tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), args)
+        main = _launch("tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), (*args, i32(nhwc)))
     reduce = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (ws, i32(n), i64(n_w), DW))
     return conv_plan(spec, algo, [main, reduce, *tail], workspace=layout_buffers(("ws", "float32", n * n_w)),
                      aligned=aligned, description=f"{n} split(s), fp32 partials, deterministic reduction")
