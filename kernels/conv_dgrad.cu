@@ -49,7 +49,9 @@
     int groups
 
 // --------------------------------------------------------------------------- 1. direct
-template <typename T, int BLOCK>
+// NHWC = true: dy N,P,Q,K, w K,R,S,C/groups, dx N,H,W,C (idx runs over dx in its own order, so
+// consecutive threads write consecutive channels); the same sum in the same order.
+template <typename T, int BLOCK, bool NHWC = false>
 __global__ void __launch_bounds__(BLOCK, 2)
 dgrad_direct(CC_DGRAD_PARAMS(T)) {
     const int Cg = C / groups, Kg = K / groups, RS = R * S;
@@ -57,15 +59,27 @@ dgrad_direct(CC_DGRAD_PARAMS(T)) {
     const cc_index_t total = (cc_index_t)N * C * HW;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int ww = (int)(idx % W);
-        const int h = (int)((idx / W) % H);
-        const cc_index_t nc = idx / HW;
-        const int c = (int)(nc % C);
-        const cc_index_t n = nc / C;
-        const int g = c / Cg, cl = c - g * Cg;
-        dx[idx] = cc_dgrad_sum(dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * RS, Kg,
-                               (cc_index_t)Cg * RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                               dilation_w);
+        if constexpr (NHWC) {
+            const int c = (int)(idx % C);
+            const cc_index_t pix = idx / C;
+            const int ww = (int)(pix % W);
+            const int h = (int)((pix / W) % H);
+            const cc_index_t n = pix / HW;
+            const int g = c / Cg, cl = c - g * Cg;
+            dx[idx] = cc_dgrad_sum_at(dy + n * PQ * K + (cc_index_t)g * Kg, w + (cc_index_t)g * Kg * RS * Cg + cl, Kg,
+                                      1, K, (cc_index_t)RS * Cg, Cg, P, Q, R, S, h, ww, stride_h, stride_w, pad_h,
+                                      pad_w, dilation_h, dilation_w);
+        } else {
+            const int ww = (int)(idx % W);
+            const int h = (int)((idx / W) % H);
+            const cc_index_t nc = idx / HW;
+            const int c = (int)(nc % C);
+            const cc_index_t n = nc / C;
+            const int g = c / Cg, cl = c - g * Cg;
+            dx[idx] = cc_dgrad_sum(dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * RS,
+                                   Kg, (cc_index_t)Cg * RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w,
+                                   dilation_h, dilation_w);
+        }
     }
 }
 

@@ -39,7 +39,9 @@
 #include "regtile.cuh"
 
 // --------------------------------------------------------------------------- 1. direct
-template <typename T, int BLOCK>
+// NHWC = true: x N,H,W,C, dy N,P,Q,K, dW K,R,S,C/groups (idx in dW's own order); the same sum in
+// the same order (n, p, q).
+template <typename T, int BLOCK, bool NHWC = false>
 __global__ void __launch_bounds__(BLOCK, 2)
 wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw, int N, int C,
              int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h,
@@ -48,16 +50,27 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
     const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q;
     const cc_index_t total = (cc_index_t)K * Cg * RS;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    // Strides of dy between output channels and pixels, of x between pixels (a channel's offset:
+    // x_c).
+    const cc_index_t dy_k = NHWC ? 1 : PQ, dy_pix = NHWC ? (cc_index_t)K : 1, x_pix = NHWC ? (cc_index_t)C : 1;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int s = (int)(idx % S);
-        const int r = (int)((idx / S) % R);
-        const int c = (int)((idx / RS) % Cg);
+        int c, r, s;
+        if (NHWC) {
+            c = (int)(idx % Cg);
+            s = (int)((idx / Cg) % S);
+            r = (int)((idx / ((cc_index_t)Cg * S)) % R);
+        } else {
+            s = (int)(idx % S);
+            r = (int)((idx / S) % R);
+            c = (int)((idx / RS) % Cg);
+        }
         const int k = (int)(idx / ((cc_index_t)Cg * RS));
         const int g = k / Kg;
+        const cc_index_t x_c = NHWC ? (cc_index_t)g * Cg + c : ((cc_index_t)g * Cg + c) * HW;
         T acc = T(0);
         for (int n = 0; n < N; ++n) {
-            const T* dyk = dy + ((cc_index_t)n * K + k) * PQ;
-            const T* xc = x + ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW;
+            const T* dyk = dy + (cc_index_t)n * K * PQ + k * dy_k;
+            const T* xc = x + (cc_index_t)n * C * HW + x_c;
 #pragma unroll 1
             for (int p = 0; p < P; ++p) {
                 const int h = p * stride_h - pad_h + r * dil_h;
@@ -66,8 +79,8 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
                 for (int q = 0; q < Q; ++q) {
                     const int ww = q * stride_w - pad_w + s * dil_w;
                     // A tap in the padding contributes dy·0 (NaN for a non-finite dy), as torch's.
-                    const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(xc + (cc_index_t)h * W + ww) : T(0);
-                    acc = cc_fma(cc_ldg(dyk + (cc_index_t)p * Q + q), xv, acc);
+                    const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(xc + ((cc_index_t)h * W + ww) * x_pix) : T(0);
+                    acc = cc_fma(cc_ldg(dyk + ((cc_index_t)p * Q + q) * dy_pix), xv, acc);
                 }
             }
         }

@@ -271,7 +271,7 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.conv_transpose2d(x.astype(np.float64), w)
         with pytest.raises(TypeError, match="float32 or float64 or float16 or bfloat16, got int32"):
             cuconv.conv_transpose2d(x.astype(np.int32), w.astype(np.int32))
-        with pytest.raises(ValueError, match="layout must be one of"):
+        with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"):
             cuconv.conv_transpose2d(x, w, layout="NCWH")
         with pytest.raises(ValueError, match="variant='phase' is conv_transpose.cu's float32/float64 kernel"):
             cuconv.conv_transpose2d(x.astype(np.float16), w.astype(np.float16), variant="phase")

@@ -30,7 +30,7 @@ from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common, implicit_gemm
-from ._algorithm import DGRAD, ConvAlgorithm, ConvSpec, conv_plan
+from ._algorithm import DGRAD, LAYOUTS, ConvAlgorithm, ConvSpec, conv_plan
 from ._grad import DX, DY, W, DirectConfig
 
 FILE = "conv_dgrad.cu"
@@ -116,6 +116,8 @@ class DgradGemmConfig:
 
 
 DIRECT = {dt: DgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
+DIRECT_NHWC = {dt: DgradDirectConfig(dt, layout="NHWC") for dt in CUDA_CORE_DTYPES}
+DIRECT_BY_LAYOUT = {"NCHW": DIRECT, "NHWC": DIRECT_NHWC}
 GEMM_CONFIGS = (
     DgradGemmConfig("float32", 64, 64, 8, 4, 4),
     DgradGemmConfig("float32", 128, 64, 8, 8, 4, main=True),
@@ -126,7 +128,7 @@ GEMM_CONFIGS = (
     DgradGemmConfig("float32", 128, 128, 8, 8, 8, min_blocks_per_sm=1, stages=4),
     DgradGemmConfig("float64", 64, 64, 8, 8, 8, min_blocks_per_sm=2, stages=4),
 )
-CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
+CONFIGS = (*DIRECT.values(), *DIRECT_NHWC.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 
@@ -169,7 +171,7 @@ def _plan(spec: ConvSpec, algo: str, cfg) -> object:
 
 
 def plan_direct(spec: ConvSpec):
-    return _plan(spec, "direct", DIRECT[spec.dtype])
+    return _plan(spec, "direct", DIRECT_BY_LAYOUT[spec.layout][spec.dtype])
 
 
 def plan_implicit_gemm(spec: ConvSpec):
@@ -177,7 +179,7 @@ def plan_implicit_gemm(spec: ConvSpec):
 
 
 DIRECT_ALGORITHM = ConvAlgorithm(
-    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=DGRAD,
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, layouts=LAYOUTS, operator=DGRAD,
     description="one thread per dx element, gathering the taps that reach it: always correct")
 IMPLICIT_GEMM = ConvAlgorithm(
     name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config",), operator=DGRAD,

@@ -29,6 +29,7 @@ from ..registry import KernelEntry, register_kernel
 from . import _common, tc_grad
 from ._algorithm import DGRAD, ConvSpec
 from ._common import OUT, W, X, i32
+from ._conv_frontend import check_layout, layout_shapes
 from ._frontend import FrontEnd, plan_of
 
 FILE = "conv_transpose.cu"
@@ -38,7 +39,6 @@ MAX_BLOCKS = 1 << 16
 
 VARIANTS = ("auto", "simple", "phase")
 DTYPES = CUDA_CORE_DTYPES + TENSOR_CORE_DTYPES
-LAYOUTS = ("NCHW", "NHWC")
 # (dtype, kernel) -> (label, expression); kernel "simple" or the phase kernel's CO_TILE: 4 and
 # 8 in float32, 4 in float64 (8 double accumulators plus the loop state spill at the 64-register
 # budget of 4 blocks/SM on sm_90).
@@ -138,15 +138,10 @@ def _nhwc(shape):
     return (shape[0], shape[2], shape[3], shape[1])
 
 
-def _nchw(shape):
-    return (shape[0], shape[3], shape[1], shape[2])
-
-
 def _plan(be, env, args, extra, misaligned) -> Plan:
     stride, padding, output_padding, groups, dilation, activation, variant, layout = args
     x, w, bias, out = env["x"], env["w"], env["bias"], env["out"]
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     x = _common.as_tensor(x, "input", dtypes=DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C_in, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
@@ -156,10 +151,8 @@ def _plan(be, env, args, extra, misaligned) -> Plan:
         raise TypeError(f"input and weight must have the same dtype, got {x.dtype} and {w.dtype}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    x_shape, w_shape = tuple(x.shape), tuple(w.shape)
-    if layout == "NHWC":
-        x_shape, w_shape = _nchw(x_shape), _nchw(w_shape)
-    p = ConvTransposeProblem.from_shapes(x_shape, w_shape, stride, padding, output_padding, groups, dilation, dt)
+    p = ConvTransposeProblem.from_shapes(*layout_shapes(tuple(x.shape), tuple(w.shape), layout), stride, padding,
+                                         output_padding, groups, dilation, dt)
     reason = kernel_limits(p)
     if reason:
         raise ValueError(f"{reason} ({p.describe()})")

@@ -36,7 +36,7 @@ from ..plan import Launch, Plan, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common, implicit_gemm
-from ._algorithm import WGRAD, ConvAlgorithm, ConvSpec, conv_plan
+from ._algorithm import LAYOUTS, WGRAD, ConvAlgorithm, ConvSpec, conv_plan
 from ._grad import DB, DW, DY, X, DirectConfig, split_chunk
 
 FILE = "conv_wgrad.cu"
@@ -114,6 +114,8 @@ class WgradGemmConfig:
 
 
 DIRECT = {dt: WgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
+DIRECT_NHWC = {dt: WgradDirectConfig(dt, layout="NHWC") for dt in CUDA_CORE_DTYPES}
+DIRECT_BY_LAYOUT = {"NCHW": DIRECT, "NHWC": DIRECT_NHWC}
 # (dtype, BM, BN, BK, TM, TN, blocks per SM, main); double: one block (8 warps) per SM — with
 # 128 registers (two blocks) the tile spills on sm_100.
 # _TILES_ASYNC: the cp.async pipeline with 8x8 thread tiles (~150-160 registers for f32: one
@@ -124,7 +126,7 @@ _TILES_ASYNC = (("float32", 128, 128, 8, 8, 8, 1, False, 4), ("float64", 64, 64,
 GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic, stages=stages)
                      for atomic in (False, True)
                      for dt, bm, bn, bk, tm, tn, minb, main, stages in (*(t + (0,) for t in _TILES), *_TILES_ASYNC))
-CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
+CONFIGS = (*DIRECT.values(), *DIRECT_NHWC.values(), *GEMM_CONFIGS)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 # The parameterless kernels, per dtype: db alone, the split reduction, the zero fill.
@@ -264,7 +266,8 @@ class WgradSchedule:
             grid = _common.grid_1d(n_w, cfg.block, DIRECT_MAX_BLOCKS)
             lns = [Launch(ENTRIES[cfg], (grid, 1, 1), (cfg.block, 1, 1), (X, DY, DW, *geom))]
             if self.bias:
-                lns.append(bias_launch(p.dtype, p.N, p.K, p.P * p.Q))
+                lns.append(bias_launch(p.dtype, p.N, p.K, p.P * p.Q) if cfg.layout == "NCHW"
+                           else bias_launch(p.dtype, p.N * p.P * p.Q, p.K, 1))
             return lns
         grid = (cfg.tiles(p), self.splits, 1)
         block = (cfg.threads, 1, 1)
@@ -322,7 +325,8 @@ def wgrad_plan(spec: ConvSpec, algo: str, sched) -> Plan:
 def plan_direct(spec: ConvSpec) -> Plan:
     if spec.problem.N == 0:
         return zeros_plan(spec, "direct")
-    return wgrad_plan(spec, "direct", schedule(spec.problem, DIRECT[spec.dtype], bias=spec.has_bias))
+    cfg = DIRECT_BY_LAYOUT[spec.layout][spec.dtype]
+    return wgrad_plan(spec, "direct", schedule(spec.problem, cfg, bias=spec.has_bias))
 
 
 def plan_implicit_gemm(spec: ConvSpec) -> Plan:
@@ -335,7 +339,7 @@ def plan_implicit_gemm(spec: ConvSpec) -> Plan:
 
 
 DIRECT_ALGORITHM = ConvAlgorithm(
-    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=WGRAD, crops=True,
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, layouts=LAYOUTS, operator=WGRAD, crops=True,
     description="one thread per dW element (db by its own reduction): always correct, deterministic")
 IMPLICIT_GEMM = ConvAlgorithm(
     name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config", "splits"),

@@ -259,11 +259,9 @@ def wgrad_splits(p: Conv2dProblem, sms: int, max_workspace_bytes: int | None, sp
     return n, chunk
 
 
-def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB, nhwc: bool = False) -> Launch:
-    """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel);
-    ``nhwc``: dy (N, P, Q, K)."""
-    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1),
-                   (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q"), i32(nhwc)))
+def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
+    """db[k] = Σ dy[n, k, :] over n and the P·Q outputs, fp32 accumulation (one block per channel)."""
+    return _launch("tc_bias_grad", dtype, (K, 1, 1), (256, 1, 1), (dy, db, i32(N, "N"), i32(K, "K"), i32(PQ, "P·Q")))
 
 
 def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
@@ -280,7 +278,9 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     algo = "implicit_gemm_tc_simple" if simple else "implicit_gemm_tc"
     n_w = p.K * p.C_per_group * p.R * p.S
     grid = (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1)
-    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q, nhwc=spec.layout == "NHWC")] if spec.has_bias else []
+    # NHWC dy: the same kernel on N·P·Q rows of one element per channel (conv2d_grad.bias_plan)
+    rows, per_row = (p.N * p.P * p.Q, 1) if spec.layout == "NHWC" else (p.N, p.P * p.Q)
+    tail = [bias_launch(dt, rows, p.K, per_row)] if spec.has_bias else []
     if p.N == 0:
         zeros = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (Ref.absent("float32"), i32(0), i64(n_w), DW))
         return conv_plan(spec, algo, [zeros, *tail], description="0 split(s), fp32 partials, deterministic reduction")
