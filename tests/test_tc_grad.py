@@ -166,9 +166,10 @@ def draw_problems(seed: int, n: int) -> list:
     return out
 
 
-def refused(problems) -> list:
+def refused(problems, layout="NCHW") -> list:
     """The problems no tensor-core dgrad algorithm can run (cuconv.grad.algorithms)."""
-    return [p for p in problems if not any(i.ok for i in G.algorithms(p, "input") if i.name in ALGO.values())]
+    return [p for p in problems
+            if not any(i.ok for i in G.algorithms(p, "input", layout=layout) if i.name in ALGO.values())]
 
 
 def past_filter(p) -> bool:
@@ -184,6 +185,7 @@ def test_no_valid_problem_is_refused_and_every_answer_matches():
     assert sum(map(past_filter, problems)) > 100
     with cuconv.backend("emulator") as be:
         assert refused(problems) == []
+        assert refused(problems, "NHWC") == []
         rng = np.random.default_rng(7)
         run = [p for p in problems if past_filter(p)][:20] + [p for p in problems if not past_filter(p)][:20]
         for i, p in enumerate(run):
@@ -289,6 +291,59 @@ def test_nhwc_and_large_padding_under_sanitizers_and_orders(rng, mode):
             assert_close(f64(dw).transpose(0, 3, 1, 2), conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p)),
                          "float16", "tc_grad", what=f"{variant} dW")
             assert_close(f64(db), conv2d_bias_ref(f64(dy)), "float16", "tc_grad")
+
+
+@pytest.mark.parametrize("dtype", list(DT))
+def test_public_nhwc_backward_is_native(rng, dtype):
+    """cuconv.grad's NHWC functions (and conv_transpose2d's gradients) in float16/bfloat16: auto
+    takes the tensor-core passes, whose plans have no pack/transpose/copy step, and the answers
+    match the float64 references (padding past the filter, C and K not multiples of 8)."""
+    p, x, w, dy = _draw(rng, "rect_stride2x3_dil2x1_odd_C", dtype)
+    p = conv_problem(p.input_shape, p.weight_shape, (2, 3), (5, 2), (2, 1), 1, dtype)
+    dy = rng.uniform(-1, 1, p.output_shape).astype(DT[dtype])
+    args = ((p.stride_h, p.stride_w), (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w), p.groups)
+    with cuconv.backend("emulator"):
+        plan = G.plan_conv2d_backward(nhwc(x), nhwc(w), nhwc(dy), *args, layout="NHWC")
+        assert plan.algo == "implicit_gemm_tc+implicit_gemm_tc"
+        assert not [k for k in plan.kernels if any(m in k for m in ("pack", "transpose", "copy"))], plan.kernels
+        dx, dw, db = G.conv2d_backward(nhwc(x), nhwc(w), nhwc(dy), *args, layout="NHWC")
+        # conv_transpose2d(dy, w) is this convolution's dgrad: its weight gradient is this wgrad
+        dxt = G.conv_transpose2d_weight(nhwc(dy), nhwc(w).shape, nhwc(x), args[0], args[1],
+                                        output_padding=_output_padding(p), dilation=args[2], layout="NHWC")
+    assert_close(f64(dx).transpose(0, 3, 1, 2), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), dtype,
+                 "tc_grad", what="dx")
+    want_dw = conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p))
+    assert_close(f64(dw).transpose(0, 3, 1, 2), want_dw, dtype, "tc_grad", what="dW")
+    assert_close(f64(db), conv2d_bias_ref(f64(dy)), dtype, "tc_grad", what="db")
+    assert_close(f64(dxt).transpose(0, 3, 1, 2), want_dw, dtype, "tc_grad", what="conv_transpose2d_weight")
+
+
+def _output_padding(p):
+    """conv_transpose2d's output_padding that gives back p's input size from its output."""
+    return tuple(size - ((out - 1) * st - 2 * pd + dl * (k - 1) + 1) for size, out, st, pd, dl, k in (
+        (p.H, p.P, p.stride_h, p.pad_h, p.dilation_h, p.R), (p.W, p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S)))
+
+
+def test_bf16_on_sm75_is_refused_when_planned_fp16_runs():
+    """Arch-aware: bf16 mma needs sm_80, so on sm_75 the bf16 tensor-core dgrad, wgrad and
+    conv_transpose2d are refused at planning with the reason (nothing launched); float16 plans
+    there on the 2-stage kernels."""
+    p = conv_problem((1, 6, 9, 8), (4, 6, 3, 3), 2, 4, 1, 1, "bfloat16")
+    x, dy = np.zeros((1, 6, 4, 5), DT["bfloat16"]), np.zeros(p.output_shape, DT["bfloat16"])
+    with cuconv.backend("record", cc=75) as rec:
+        infos = {i.name: i for i in G.algorithms(p, "input", layout="NHWC")}
+        assert not infos["implicit_gemm_tc"].ok and "sm_80" in infos["implicit_gemm_tc"].reason
+        with pytest.raises(ValueError, match="sm_80"):
+            G.conv2d_input(p.input_shape, np.zeros(p.weight_shape, DT["bfloat16"]), dy, 2, 4)
+        with pytest.raises(ValueError, match="sm_80"):
+            cuconv.conv_transpose2d(nhwc(x), np.zeros((6, 3, 3, 4), DT["bfloat16"]), stride=2, padding=1, layout="NHWC")
+        assert rec.launches == []
+        q = p.with_(dtype="float16")
+        assert {i.name: i.ok for i in G.algorithms(q, "input", layout="NHWC")}["implicit_gemm_tc"]
+        plan = cuconv.plan_conv_transpose2d(nhwc(x).astype(np.float16), np.zeros((6, 3, 3, 4), np.float16), stride=2,
+                                            padding=1, layout="NHWC")
+        assert [k for k in plan.kernels if k.startswith("tc_conv_f16")] and all(
+            "_s2_" in k for k in plan.kernels if k.startswith("tc_conv_f16"))
 
 
 def test_what_is_not_built_says_so(rng):
