@@ -155,8 +155,8 @@ __global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, c
             const cc_index_t idx = nhwc ? (n * HW + hw) * C + c : (n * C + c) * HW + hw;
             if (cc_is_finite(TcType<T>::to_float(dx[idx]))) continue;
             const T* dy_g = dy + n * K * PQ + (cc_index_t)g * Kg * dy_k;
-            const float v = cc_dgrad_sum_at<T, float>(dy_g, w_g, Kg, dy_k, dy_pix, w_k, w_tap, P, Q, R, S, h, ww,
-                                                      stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
+            const float v = cc_dgrad_sum_at_call<T, float>(dy_g, w_g, Kg, dy_k, dy_pix, w_k, w_tap, P, Q, R, S, h,
+                                                           ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
             dx[idx] = tc_dgrad_epilogue<T>(v, bias, has_bias, c, act);
         }
     }
