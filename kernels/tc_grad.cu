@@ -1,11 +1,13 @@
 // tc_grad.cu — float16 / bfloat16 conv2d gradients on tensor cores (fp32 accumulation), NCHW
-// activations, KCRS weights. Own file because it needs the fp16/bf16 headers and the
+// activations with KCRS weights or NHWC with KRSC (each kernel's nhwc/krsc flag: element
+// strides, no conversion). Own file because it needs the fp16/bf16 headers and the
 // tensor-core layer (tc_tile.cuh), which the float/double gradient files do not.
 //
 // dgrad (dx) reuses the forward's tensor-core implicit GEMM (tc_conv.cu): per stride phase
 // dx is a stride-1 convolution of dy with the sub-filter of the taps that reach the phase
 // (cc_dgrad_taps), rotated by 180° and transposed, at dilation doff — no inserted zeros are
-// multiplied. The kernels here are the glue:
+// multiplied; any padding (a negative one is a crop of dy, which the forward's bounds tests
+// take). The kernels here are the glue (with conv_transpose2d's bias + activation epilogue):
 //   tc_dgrad_filter<T>   w (K × Cg × R × S) -> the phase filter (C × Kg × cnt_h × cnt_w),
 //                        a bit copy of the reaching taps in reversed order.
 //   tc_dgrad_scatter<T>  the phase's dense result -> its positions in dx (zeros for a phase no

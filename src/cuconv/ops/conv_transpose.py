@@ -15,7 +15,10 @@ col2im workspace, no atomics.
 Kernels: ``conv_transpose2d_f32_simple`` (one output per thread, every tap tested) and
 ``conv_transpose2d_f32_phase_co{4,8}`` (a block per output phase, so all its threads share one
 set of taps, and 4 or 8 output channels per thread); the same in float64 (``..._f64_...``,
-4 channels per thread).
+4 channels per thread). ``layout="NHWC"``: the same kernels with NHWC strides (x N,H,W,C_in; w
+C_in,R,S,C_out/g; y N,H_out,W_out,C_out), no conversion. float16/bfloat16: the tensor-core data
+gradient of ``as_conv2d()`` (ops/tc_grad.py's plan, any padding, either layout) with the bias and
+activation fused into its last write of each element.
 """
 from __future__ import annotations
 

@@ -6,16 +6,24 @@ plus the forward's kernels/tc_conv.cu for dgrad): the ``implicit_gemm_tc`` and
   sub-filter; the forward tensor-core convolution (ops/tc_conv.py's plan: the tiled cp.async
   kernel, or ``tc_conv_simple`` for ``implicit_gemm_tc_simple``) runs dy through it at stride 1
   and dilation doff; at stride > 1 ``tc_dgrad_scatter`` puts each phase's result at its positions
-  in dx (zeros for phases no tap reaches). The phase convolution needs non-negative padding:
-  problems whose padding exceeds the dilated filter's reach (``can_implement_input`` says so)
-  are not built. A phase convolution pads dy with zeros that a non-finite weight turns into NaN
-  (0·Inf), a term torch's dgrad does not have: ``tc_dgrad_flags`` marks the input channels whose
-  weights hold a NaN/Inf (first), ``tc_dgrad_fixup`` recomputes those channels' non-finite dx
-  elements over their true terms (last; with finite weights it only reads the flags).
+  in dx (zeros for phases no tap reaches). Every padding: where the padding reaches past the
+  dilated filter (or the end is cropped: conv_transpose2d's output_padding), the phase
+  convolution's padding is negative — it starts or stops inside dy, a crop the forward kernels'
+  bounds tests already take — so no valid problem is refused. A phase convolution pads dy with
+  zeros that a non-finite weight turns into NaN (0·Inf), a term torch's dgrad does not have:
+  ``tc_dgrad_flags`` marks the input channels whose weights hold a NaN/Inf (first),
+  ``tc_dgrad_fixup`` recomputes those channels' non-finite dx elements over their true terms
+  (last; with finite weights it only reads the flags). The spec's bias and activation (set by
+  ops/conv_transpose.py, whose float16/bfloat16 path is this dgrad) go into the last write of
+  each element: the phase convolution's epilogue at stride 1, else the scatter, and the fix-up.
 * wgrad: dW (and db): the tiled ``tc_wgrad_*_64x64x32_32x32`` (``implicit_gemm_tc_simple``:
   ``tc_wgrad_simple``), split-K with fp32 partials in a workspace (``splits=`` overrides the
   rule), + ``tc_grad_reduce`` (one rounding to the output dtype, deterministic); db by
   ``tc_bias_grad``.
+* Layouts: NCHW/KCRS, or NHWC/KRSC read and written as they are (no conversion step): the
+  phase filter is built KRSC and the forward kernel runs NHWC (packing only where Kg is odd or
+  dy misaligned, as the forward does); the wgrad gathers with the layout's strides and takes its
+  GEMM columns in (r, s, c) order, so dW comes out KRSC.
 
 Every kernel is registered with ``cuda_headers=True`` (the CUDA include path on the GPU).
 """
