@@ -315,11 +315,11 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
 def _algorithms(operator: str, plan):
     what = "dx per stride phase through the forward tensor-core convolution" if operator == DGRAD else \
         "split-K dW (db fused) with fp32 partials and a deterministic reduction"
-    return (ConvAlgorithm(name="implicit_gemm_tc", plan=lambda spec: plan(spec, False), dtypes=DTYPES,
-                          options=() if operator == DGRAD else ("splits",), operator=operator, crops=True, layouts=LAYOUTS[operator],
+    common = dict(dtypes=DTYPES, options=() if operator == DGRAD else ("splits",), operator=operator, crops=True,
+                  layouts=LAYOUTS[operator])
+    return (ConvAlgorithm(name="implicit_gemm_tc", plan=lambda spec: plan(spec, False), **common,
                           description=f"tensor cores (mma.sync), fp32 accumulation: {what}, tiled kernels"),
-            ConvAlgorithm(name="implicit_gemm_tc_simple", plan=lambda spec: plan(spec, True), dtypes=DTYPES,
-                          options=() if operator == DGRAD else ("splits",), operator=operator, crops=True, layouts=LAYOUTS[operator],
+            ConvAlgorithm(name="implicit_gemm_tc_simple", plan=lambda spec: plan(spec, True), **common,
                           description=f"tensor cores, analytic kernels: {what}"))
 
 
