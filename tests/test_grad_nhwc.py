@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import put
 from test_conv_dgrad import CASES as DGRAD_CASES
-from test_conv_dgrad import _true_terms_ref
+from test_conv_dgrad import check_true_terms, nonfinite_border_case
 from test_conv_wgrad import CASES as WGRAD_CASES
 
 import cuconv
@@ -25,7 +25,7 @@ from cuconv.ops._algorithm import DGRAD, WGRAD
 from cuconv.ops.conv2d import select, spec_of
 from cuconv.problem import Conv2dProblem, ConvTransposeProblem
 from cuconv.reference import conv2d_bias_ref, conv2d_input_ref, conv2d_weight_ref, conv_problem
-from cuconv.testing import assert_close, nonfinite_mismatch, poison, random_array
+from cuconv.testing import assert_close, poison, random_array
 
 DTYPES = ["float32", "float64"]
 CONVERSIONS = ("pack", "transpose", "copy")
@@ -102,15 +102,8 @@ def test_nhwc_dgrad_matches_reference(be, rng, case, dtype, variant):
 def test_nhwc_dgrad_nonfinite_weight_over_dy_border(be, rng, dtype, variant):
     """As the NCHW test: an Inf/NaN weight tap whose dy row or column lies outside dy is no term
     of that dx element; the NHWC epilogue's recompute reads KRSC/NHWC."""
-    p = _problem((2, 5, 7, 6, 3, 3, 3, 2, 1, 1, 1), dtype)
-    w, dy = random_array(rng, p.weight_shape, dtype), random_array(rng, p.output_shape, dtype)
-    w[0, 1, 0, 0], w[2, 4, 2, 1], w[1, 0, 1, 2] = np.inf, np.nan, -np.inf
-    got = _dgrad_run(be, p, w, dy, variant)
-    want = _true_terms_ref(p, w, dy)
-    assert np.isfinite(want).any() and not np.isfinite(want).all()
-    assert nonfinite_mismatch(got, want) is None, f"{variant}: {nonfinite_mismatch(got, want)}"
-    fin = np.isfinite(want)
-    assert_close(np.where(fin, got, 0), np.where(fin, want, 0), dtype, "dgrad", what=variant)
+    p, w, dy = nonfinite_border_case(rng, dtype)
+    check_true_terms(_dgrad_run(be, p, w, dy, variant), p, w, dy, variant)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
