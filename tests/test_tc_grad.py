@@ -20,7 +20,7 @@ from cuconv.ops import tc_grad as tg
 from cuconv.ops._algorithm import DGRAD, WGRAD
 from cuconv.ops._grad import split_chunk
 from cuconv.ops.conv2d import select, spec_of
-from cuconv.reference import conv2d_bias_ref, conv2d_input_ref, conv2d_weight_ref, conv_problem
+from cuconv.reference import conv2d_bias_ref, conv2d_input_ref, conv2d_ref, conv2d_weight_ref, conv_problem
 from cuconv.testing import assert_close, nonfinite_mismatch, poison
 
 DT = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
@@ -310,12 +310,21 @@ def test_public_nhwc_backward_is_native(rng, dtype):
         # conv_transpose2d(dy, w) is this convolution's dgrad: its weight gradient is this wgrad
         dxt = G.conv_transpose2d_weight(nhwc(dy), nhwc(w).shape, nhwc(x), args[0], args[1],
                                         output_padding=_output_padding(p), dilation=args[2], layout="NHWC")
+        # ... and its input gradient is this convolution's forward (tensor cores, NHWC)
+        plan = G.plan_conv_transpose2d_input(nhwc(dy).shape, nhwc(w), nhwc(x), args[0], args[1],
+                                             output_padding=_output_padding(p), dilation=args[2], layout="NHWC")
+        # (C = 5 is odd: the forward pads each pixel's channels to 8, its labelled pack step)
+        assert plan.algo.startswith("implicit_gemm_") and [k for k in plan.kernels if "pack" in k], plan.kernels
+        dyt = G.conv_transpose2d_input(nhwc(dy).shape, nhwc(w), nhwc(x), args[0], args[1],
+                                       output_padding=_output_padding(p), dilation=args[2], layout="NHWC")
     assert_close(f64(dx).transpose(0, 3, 1, 2), conv2d_input_ref(p.input_shape, f64(w), f64(dy), *_args(p)), dtype,
                  "tc_grad", what="dx")
     want_dw = conv2d_weight_ref(f64(x), p.weight_shape, f64(dy), *_args(p))
     assert_close(f64(dw).transpose(0, 3, 1, 2), want_dw, dtype, "tc_grad", what="dW")
     assert_close(f64(db), conv2d_bias_ref(f64(dy)), dtype, "tc_grad", what="db")
     assert_close(f64(dxt).transpose(0, 3, 1, 2), want_dw, dtype, "tc_grad", what="conv_transpose2d_weight")
+    want_y = conv2d_ref(f64(x), f64(w), None, (p.stride_h, p.stride_w), (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w))
+    assert_close(f64(dyt).transpose(0, 3, 1, 2), want_y, dtype, "implicit_gemm_tc", what="conv_transpose2d_input")
 
 
 def _output_padding(p):
