@@ -22,8 +22,6 @@ activation fused into its last write of each element.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import planning_target
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, TENSOR_CORE_DTYPES, ctype, name_of, numpy_dtype, tag
 from ..plan import Launch, Output, Plan, PlanError, layout_buffers, relabel
