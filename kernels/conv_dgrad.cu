@@ -1,7 +1,8 @@
 // conv_dgrad.cu — the data gradient of conv2d (the textbook's §9.8 (c), "dgrad"): dX as the
 // full convolution of dY with the rotated filter, i.e. the transposed convolution. NCHW dy and
-// dx, KCRS w, float or double (accumulation in the element type), any stride, padding (the end
-// padding only shapes P and Q, which the kernels are given), dilation and groups:
+// dx with KCRS w, or (template flag NHWC) NHWC dy and dx with KRSC w read and written in place,
+// float or double (accumulation in the element type), any stride, padding (the end padding
+// only shapes P and Q, which the kernels are given), dilation and groups:
 //
 //   dx[n, g·Cg + c, h, w] = Σ_{k < Kg} Σ_{r, s} dy[n, g·Kg + k, p, q] · w[g·Kg + k, c, r, s]
 //     over the taps with h + pad_h − r·dil_h = p·stride_h, 0 <= p < P, and likewise for
@@ -28,9 +29,11 @@
 //      recomputes an output that came out non-finite over its true terms (cc_dgrad_sum,
 //      dgrad_direct's sum).
 // All variants sum the reachable taps in the same order (r, then s, then k), one fma each, so
-// they agree bit for bit (tests/test_conv_dgrad.py checks it).
+// they agree bit for bit, in either layout (tests/test_conv_dgrad.py, test_grad_nhwc.py check it).
+// NHWC changes only the strides of the gathers (dy: channels 1 apart, pixels K; w: channels 1,
+// taps Cg) and the epilogue's order (consecutive threads take consecutive channel runs).
 //
-// Configs (ops/conv_dgrad.py), 256 threads: f32 64x64x8 4x4 and 128x64x8 8x4 (main), 2
+// Configs (ops/conv_dgrad.py; each also as an _nhwc config), 256 threads: f32 64x64x8 4x4 and 128x64x8 8x4 (main), 2
 // blocks/SM; f64 64x64x8 4x4, 1 block/SM. Shared memory 2·BK·(BM + BN + 4)·sizeof(T) bytes.
 // Variant 3: f32 128x128x8 8x8 (256 threads, 1 block/SM) and f64 64x64x8 8x8 (64 threads),
 // 4 stages, filters up to 16x16 (the tap mask); shared memory STAGES·BK·(BM + BN + 4)·sizeof(T).
@@ -49,7 +52,9 @@
     int groups
 
 // --------------------------------------------------------------------------- 1. direct
-template <typename T, int BLOCK>
+// NHWC = true: dy N,P,Q,K, w K,R,S,C/groups, dx N,H,W,C (idx runs over dx in its own order, so
+// consecutive threads write consecutive channels); the same sum in the same order.
+template <typename T, int BLOCK, bool NHWC = false>
 __global__ void __launch_bounds__(BLOCK, 2)
 dgrad_direct(CC_DGRAD_PARAMS(T)) {
     const int Cg = C / groups, Kg = K / groups, RS = R * S;
@@ -57,15 +62,27 @@ dgrad_direct(CC_DGRAD_PARAMS(T)) {
     const cc_index_t total = (cc_index_t)N * C * HW;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int ww = (int)(idx % W);
-        const int h = (int)((idx / W) % H);
-        const cc_index_t nc = idx / HW;
-        const int c = (int)(nc % C);
-        const cc_index_t n = nc / C;
-        const int g = c / Cg, cl = c - g * Cg;
-        dx[idx] = cc_dgrad_sum(dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * RS, Kg,
-                               (cc_index_t)Cg * RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                               dilation_w);
+        if constexpr (NHWC) {
+            const int c = (int)(idx % C);
+            const cc_index_t pix = idx / C;
+            const int ww = (int)(pix % W);
+            const int h = (int)((pix / W) % H);
+            const cc_index_t n = pix / HW;
+            const int g = c / Cg, cl = c - g * Cg;
+            dx[idx] = cc_dgrad_sum_at(dy + n * PQ * K + (cc_index_t)g * Kg, w + (cc_index_t)g * Kg * RS * Cg + cl, Kg,
+                                      1, K, (cc_index_t)RS * Cg, Cg, P, Q, R, S, h, ww, stride_h, stride_w, pad_h,
+                                      pad_w, dilation_h, dilation_w);
+        } else {
+            const int ww = (int)(idx % W);
+            const int h = (int)((idx / W) % H);
+            const cc_index_t nc = idx / HW;
+            const int c = (int)(nc % C);
+            const cc_index_t n = nc / C;
+            const int g = c / Cg, cl = c - g * Cg;
+            dx[idx] = cc_dgrad_sum(dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * RS,
+                                   Kg, (cc_index_t)Cg * RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w,
+                                   dilation_h, dilation_w);
+        }
     }
 }
 
@@ -74,7 +91,11 @@ dgrad_direct(CC_DGRAD_PARAMS(T)) {
 // STAGES = 0: double buffering through registers (the gathers below); STAGES >= 2: variant 3,
 // regtile.cuh's cp.async pipeline with its single-path CcConvAsyncLoader (the same reduction
 // order: taps outer, chunks of output channels inner).
-template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, int STAGES = 0>
+// NHWC = true: dy N,P,Q,K, w K,R,S,C/groups, dx N,H,W,C read and written in place — the same
+// gathers with the layout's strides (dy_k, dy_pix, w_c, w_tap below), the same products in the
+// same order (the same bits as NCHW); the epilogue hands consecutive threads consecutive
+// channel runs instead of consecutive pixels.
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, int STAGES = 0, bool NHWC = false>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
 dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
     constexpr int THREADS = (BM / TM) * (BN / TN);
@@ -106,6 +127,10 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
 
     const int Cg = C / groups, Kg = K / groups;
     const int RS = R * S, PQ = P * Q;
+    // Layout strides: dy between output channels and between pixels, w between input channels
+    // and between taps (NCHW: PQ, 1, RS, 1; NHWC: 1, K, 1, Cg).
+    const cc_index_t dy_k = NHWC ? (cc_index_t)1 : (cc_index_t)PQ, dy_pix = NHWC ? (cc_index_t)K : (cc_index_t)1;
+    const int w_c = NHWC ? 1 : RS, w_tap = NHWC ? Cg : 1;
     // Block -> (group, phase, M tile, N tile), N tile fastest. Every phase gets the M tiles of
     // the largest one (phase 0); the surplus tiles of smaller phases leave at once.
     const int m_tiles = cc_div_up(N * cc_div_up(H, stride_h) * cc_div_up(W, stride_w), BM);
@@ -146,7 +171,7 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
             const int i = rem / Wp, j = rem - i * Wp;
             a_p0 = i + th.off0;
             a_q0 = j + tw.off0;
-            a_src = dy + ((cc_index_t)n * K + (cc_index_t)g * Kg + a_k0) * PQ;
+            a_src = dy + (cc_index_t)n * K * PQ + ((cc_index_t)g * Kg + a_k0) * dy_k;
         }
         // ---- B staging: this thread loads output channel k0 + b_kl of input channels
         // n0 + b_n0 + j·B_N_STEP. The op checks that w has fewer than 2**31 elements: int offsets.
@@ -154,7 +179,7 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
         const int b_n0 = tid / BK;
         const int b_k_limit = Kg - b_kl;
         const int CgRS = Cg * RS;
-        const T* b_src = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * RS);   // dereferenced only if valid
+        const T* b_src = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * w_c);   // dereferenced only if valid
         unsigned b_c_ok = 0;
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j)
@@ -174,16 +199,17 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
 #pragma unroll
             for (int j = 0; j < A_LOADS; ++j)
                 a_stage[j] = (pix_ok && k0 + j * A_K_STEP < a_k_limit)
-                                 ? cc_ldg(a_pix + ((cc_index_t)j * A_K_STEP * PQ + p * Q + q)) : T(0);
+                                 ? cc_ldg(a_pix + ((cc_index_t)j * A_K_STEP * dy_k + ((cc_index_t)p * Q + q) * dy_pix))
+                                 : T(0);
             const bool k_ok = k0 < b_k_limit;
-            const int tap = r * S + s;
+            const int tap = (r * S + s) * w_tap;
 #pragma unroll
             for (int j = 0; j < B_LOADS; ++j)
-                b_stage[j] = (k_ok && (b_c_ok >> j & 1u)) ? cc_ldg(b_src + (w_chunk + j * B_N_STEP * RS + tap)) : T(0);
+                b_stage[j] = (k_ok && (b_c_ok >> j & 1u)) ? cc_ldg(b_src + (w_chunk + j * B_N_STEP * w_c + tap)) : T(0);
         };
         auto next_step = [&](int) {
             k0 += BK;
-            dy_chunk += (cc_index_t)BK * PQ;
+            dy_chunk += (cc_index_t)BK * dy_k;
             w_chunk += BK * CgRS;
             if (k0 >= Kg) {
                 k0 = 0;
@@ -229,39 +255,46 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
             for (int t = 0; t < th.count; ++t) ld.set_row_valid(t, (unsigned)(p0 - t * th.doff) < (unsigned)P);
             for (int t = 0; t < tw.count; ++t) ld.set_col_valid(t, (unsigned)(q0 - t * tw.doff) < (unsigned)Q);
             // Pointer math only: the first tap may miss dy (the mask guards every read).
-            ld.a_ptr = dy + (((cc_index_t)n * K + (cc_index_t)g * Kg + a_k0) * PQ + (cc_index_t)p0 * Q + q0);
+            ld.a_ptr = dy + ((cc_index_t)n * K * PQ + ((cc_index_t)g * Kg + a_k0) * dy_k +
+                             ((cc_index_t)p0 * Q + q0) * dy_pix);
         }
-        const cc_index_t back = (cc_index_t)(chunks - 1) * BK * PQ;       // the last chunk back to k0 = 0
-        ld.a_j = (cc_index_t)A_K_STEP * PQ;
-        ld.a_inc_c = (cc_index_t)BK * PQ;
-        ld.a_inc_s = -(cc_index_t)tw.doff - back;
-        ld.a_inc_r = -(cc_index_t)th.doff * Q + (cc_index_t)(tw.count - 1) * tw.doff - back;
+        const cc_index_t back = (cc_index_t)(chunks - 1) * BK * dy_k;     // the last chunk back to k0 = 0
+        ld.a_j = (cc_index_t)A_K_STEP * dy_k;
+        ld.a_inc_c = (cc_index_t)BK * dy_k;
+        ld.a_inc_s = -(cc_index_t)tw.doff * dy_pix - back;
+        ld.a_inc_r = (-(cc_index_t)th.doff * Q + (cc_index_t)(tw.count - 1) * tw.doff) * dy_pix - back;
         // The op checks that w has fewer than 2**31 elements: int offsets and increments.
         const int wback = (chunks - 1) * BK * CgRS;
-        ld.b_ptr = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * RS + th.first * S + tw.first);
-        ld.b_j = B_N_STEP * RS;
+        ld.b_ptr = w + ((g * Kg + b_kl) * CgRS + (n0 + b_n0) * w_c + (th.first * S + tw.first) * w_tap);
+        ld.b_j = B_N_STEP * w_c;
         ld.b_inc_c = BK * CgRS;
-        ld.b_inc_s = tw.step - wback;
-        ld.b_inc_r = th.step * S - (tw.count - 1) * tw.step - wback;
+        ld.b_inc_s = tw.step * w_tap - wback;
+        ld.b_inc_r = (th.step * S - (tw.count - 1) * tw.step) * w_tap - wback;
         rt.zero();
         cc_regtile_mainloop_async<STAGES, BK, AsyncLoader::A_PITCH, AsyncLoader::B_PITCH>(
             rt, ld, th.count * tw.count * chunks, tm, tn);
     }
 
     // ---- epilogue: one thread-tile column per pass through shared memory; consecutive threads
-    // write consecutive phase pixels (stride_w apart in dx).
+    // write consecutive phase pixels (stride_w apart in dx), in NHWC consecutive channel runs.
     const cc_index_t HW = (cc_index_t)H * W;
-    // Element e of the pass of thread-tile column run col0: its dx image n, channel c (in the
-    // group), row h and column ww, or false when it lies outside dx.
+    // Element e of the pass of thread-tile column run col0 (shared element tn·BM + pixel): its
+    // dx image n, channel c (in the group), row h and column ww, or false when it lies outside dx.
+    auto slot = [&](int e) { return NHWC ? (e % THREADS_N) * BM + e / THREADS_N : e; };
     auto locate = [&](int e, int col0, int& n, int& c, int& h, int& ww) {
-        const int m = m0 + e % BM;
-        c = n0 + col0 + (e / BM) * VN;
+        const int at = slot(e);
+        const int m = m0 + at % BM;
+        c = n0 + col0 + (at / BM) * VN;
         if (m >= M || c >= Cg) return false;
         n = m / HWp;
         const int rem = m - n * HWp, i = rem / Wp;
         h = phase_h + i * stride_h;
         ww = phase_w + (rem - i * Wp) * stride_w;
         return true;
+    };
+    auto dx_at = [&](int n, int c, int h, int ww) -> cc_index_t {
+        return NHWC ? ((cc_index_t)n * HW + (cc_index_t)h * W + ww) * C + (cc_index_t)g * Cg + c
+                    : ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww;
     };
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
@@ -273,9 +306,9 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
         for (int e = tid; e < EPI_ELEMS; e += THREADS) {
             int n, c, h, ww;
             if (locate(e, col0, n, c, h, ww)) {
-                const T v = smem[e];
+                const T v = smem[slot(e)];
                 if (!cc_is_finite(v)) non_finite = 1;
-                dx[((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww] = v;
+                dx[dx_at(n, c, h, ww)] = v;
             }
         }
         __syncthreads();
@@ -292,12 +325,12 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
             for (int e = tid; e < EPI_ELEMS; e += THREADS) {
                 int n, c, h, ww;
                 if (!locate(e, col0, n, c, h, ww)) continue;
-                const cc_index_t at = ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww;
+                const cc_index_t at = dx_at(n, c, h, ww);
                 if (!cc_is_finite(dx[at]))
-                    dx[at] = cc_dgrad_sum_call(dy + ((cc_index_t)n * K + (cc_index_t)g * Kg) * PQ,
-                                               w + ((cc_index_t)g * Kg * Cg + c) * RS, Kg, (cc_index_t)Cg * RS, P,
-                                               Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                                               dilation_w);
+                    dx[at] = cc_dgrad_sum_at_call(dy + (cc_index_t)n * K * PQ + (cc_index_t)g * Kg * dy_k,
+                                                  w + (cc_index_t)g * Kg * Cg * RS + (cc_index_t)c * w_c, Kg, dy_k,
+                                                  dy_pix, (cc_index_t)Cg * RS, w_tap, P, Q, R, S, h, ww, stride_h,
+                                                  stride_w, pad_h, pad_w, dilation_h, dilation_w);
             }
         }
     }

@@ -1,7 +1,7 @@
 // conv_wgrad.cu — the weight and bias gradients of conv2d (the textbook's §9.8 (a) and (b),
 // "wgrad"): dW as the correlation of the input with the upstream gradient, db as its sum.
-// NCHW x and dy, KCRS dW, float or double (accumulation in the element type), any stride,
-// padding, dilation and groups:
+// NCHW x and dy with KCRS dW, or (template flag NHWC) NHWC x and dy read in place with KRSC dW,
+// float or double (accumulation in the element type), any stride, padding, dilation and groups:
 //
 //   dW[k, c, r, s] = Σ_{n, p, q} dy[n, k, p, q] · x[n, g·Cg + c, p·sh − ph + r·dh, q·sw − pw + s·dw]
 //   db[k]          = Σ_{n, p, q} dy[n, k, p, q]                   (g = k / Kg; x is 0 outside,
@@ -24,10 +24,11 @@
 //      STAGES >= 2: the same gathers issued as cp.async into regtile.cuh's STAGES-deep
 //      pipeline (no staging registers: 8x8 thread tiles), the same order of products.
 //   3. wgrad_splitk_reduce<T>: dW[i] = Σ_z ws_w[z][i] (and db likewise), z in order.
-//   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction.
+//   4. conv_bias_grad<T, THREADS>: db alone, one block per k, a fixed-tree block reduction (NHWC
+//      dy: launched with N·P·Q images of one pixel, the same terms in the same order).
 //   5. wgrad_zero<T>: zero-fill for the atomic variant.
 //
-// Configs (ops/conv_wgrad.py), each deterministic and atomic, 256 threads: f32 64x64x8 4x4 and
+// Configs (ops/conv_wgrad.py), each deterministic and atomic, NCHW and _nhwc, 256 threads: f32 64x64x8 4x4 and
 // 128x64x8 8x4 (main), 2 blocks/SM; f64 64x64x8 4x4, 1 block/SM. With STAGES = 4: f32
 // 128x128x8 8x8 (1 block/SM) and f64 64x64x8 8x8 (64 threads).
 // Index math: whole-tensor offsets and the reduction index 64-bit; K/groups, Cg·R·S, P·Q and
@@ -39,7 +40,9 @@
 #include "regtile.cuh"
 
 // --------------------------------------------------------------------------- 1. direct
-template <typename T, int BLOCK>
+// NHWC = true: x N,H,W,C, dy N,P,Q,K, dW K,R,S,C/groups (idx in dW's own order); the same sum in
+// the same order (n, p, q).
+template <typename T, int BLOCK, bool NHWC = false>
 __global__ void __launch_bounds__(BLOCK, 2)
 wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw, int N, int C,
              int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h,
@@ -48,16 +51,27 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
     const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q;
     const cc_index_t total = (cc_index_t)K * Cg * RS;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    // Strides of dy between output channels and pixels, of x between pixels (a channel's offset:
+    // x_c).
+    const cc_index_t dy_k = NHWC ? 1 : PQ, dy_pix = NHWC ? (cc_index_t)K : 1, x_pix = NHWC ? (cc_index_t)C : 1;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int s = (int)(idx % S);
-        const int r = (int)((idx / S) % R);
-        const int c = (int)((idx / RS) % Cg);
+        int c, r, s;
+        if (NHWC) {
+            c = (int)(idx % Cg);
+            s = (int)((idx / Cg) % S);
+            r = (int)((idx / ((cc_index_t)Cg * S)) % R);
+        } else {
+            s = (int)(idx % S);
+            r = (int)((idx / S) % R);
+            c = (int)((idx / RS) % Cg);
+        }
         const int k = (int)(idx / ((cc_index_t)Cg * RS));
         const int g = k / Kg;
+        const cc_index_t x_c = NHWC ? (cc_index_t)g * Cg + c : ((cc_index_t)g * Cg + c) * HW;
         T acc = T(0);
         for (int n = 0; n < N; ++n) {
-            const T* dyk = dy + ((cc_index_t)n * K + k) * PQ;
-            const T* xc = x + ((cc_index_t)n * C + (cc_index_t)g * Cg + c) * HW;
+            const T* dyk = dy + (cc_index_t)n * K * PQ + k * dy_k;
+            const T* xc = x + (cc_index_t)n * C * HW + x_c;
 #pragma unroll 1
             for (int p = 0; p < P; ++p) {
                 const int h = p * stride_h - pad_h + r * dil_h;
@@ -66,8 +80,8 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
                 for (int q = 0; q < Q; ++q) {
                     const int ww = q * stride_w - pad_w + s * dil_w;
                     // A tap in the padding contributes dy·0 (NaN for a non-finite dy), as torch's.
-                    const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(xc + (cc_index_t)h * W + ww) : T(0);
-                    acc = cc_fma(cc_ldg(dyk + (cc_index_t)p * Q + q), xv, acc);
+                    const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(xc + ((cc_index_t)h * W + ww) * x_pix) : T(0);
+                    acc = cc_fma(cc_ldg(dyk + ((cc_index_t)p * Q + q) * dy_pix), xv, acc);
                 }
             }
         }
@@ -79,7 +93,11 @@ wgrad_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ 
 // Grid: x = groups · ceil(Kg / BM) · ceil(Cg·R·S / BN) (N tile fastest), y = splits.
 // STAGES = 0: double buffering through registers; STAGES >= 2: the same gathers issued as
 // cp.async into a STAGES-deep pipeline (regtile.cuh's cc_regtile_mainloop_async).
-template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC, int STAGES = 0>
+// NHWC = true: x N,H,W,C, dy N,P,Q,K read in place and dW written K,R,S,C/groups — the GEMM's
+// columns taken in KRSC order ((r·S + s)·Cg + c), so dW is still the K × (Cg·R·S) row-major
+// result; the same lanes and products in the same order (the same bits as NCHW).
+template <typename T, int BM, int BN, int BK, int TM, int TN, int MIN_BLOCKS, bool ATOMIC, int STAGES = 0,
+          bool NHWC = false>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)
 wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out_w,
                     long long w_split_stride, T* __restrict__ out_b, long long b_split_stride,
@@ -112,6 +130,9 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     const int Cg = C / groups, Kg = K / groups;
     const int RS = R * S, CRS = Cg * RS, PQ = P * Q;
     const cc_index_t HW = (cc_index_t)H * W;
+    // Layout strides: dy between output channels and between pixels, x between pixels.
+    const cc_index_t dy_k = NHWC ? (cc_index_t)1 : (cc_index_t)PQ, dy_pix = NHWC ? (cc_index_t)K : (cc_index_t)1;
+    const cc_index_t x_pix = NHWC ? (cc_index_t)C : (cc_index_t)1;
     const int n_tiles = cc_div_up(CRS, BN), m_tiles = cc_div_up(Kg, BM);
     const int n_tile = blockIdx.x % n_tiles;
     const int m_tile = (blockIdx.x / n_tiles) % m_tiles;
@@ -133,21 +154,21 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
 #pragma unroll
     for (int j = 0; j < A_LOADS; ++j)
         if (m0 + lane0 + j * LANE_STEP < Kg) a_ok |= 1u << j;
-    const T* a_src = dy + ((cc_index_t)g * Kg + m0 + lane0) * PQ;   // dereferenced only if valid
-    cc_index_t col_x[B_LOADS];             // c·H·W of each B column
+    const T* a_src = dy + ((cc_index_t)g * Kg + m0 + lane0) * dy_k;   // dereferenced only if valid
+    cc_index_t col_x[B_LOADS];             // the offset of each B column's channel c (c·H·W; NHWC: c)
     int col_h[B_LOADS], col_w[B_LOADS];    // r·dh − ph, s·dw − pw
 #pragma unroll
     for (int j = 0; j < B_LOADS; ++j) {
         const int col = n0 + lane0 + j * LANE_STEP;
         const int cc = col < CRS ? col : 0;
         if (col < CRS) b_ok |= 1u << j;
-        const int c = cc / RS, rs = cc - (cc / RS) * RS;
+        const int c = NHWC ? cc % Cg : cc / RS, rs = NHWC ? cc / Cg : cc - (cc / RS) * RS;
         const int r = rs / S, s = rs - (rs / S) * S;
-        col_x[j] = (cc_index_t)c * HW;
+        col_x[j] = NHWC ? (cc_index_t)c : (cc_index_t)c * HW;
         col_h[j] = r * dil_h - pad_h;
         col_w[j] = s * dil_w - pad_w;
     }
-    const T* b_src = x + (cc_index_t)g * Cg * HW;
+    const T* b_src = x + (cc_index_t)g * Cg * (NHWC ? (cc_index_t)1 : HW);
     CcDigits3 at;                          // (n, p, q) of this thread's l
     at.init(l_begin + kl, BK, Q, P);
     // Lane kl exists in every step but the last, which holds l_end − l_begin − (steps − 1)·BK
@@ -158,17 +179,18 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
     T a_stage[A_LOADS], b_stage[B_LOADS];
     auto load_step = [&]() {
         const int n = at.hi, p = at.mid, q = at.lo;
-        const cc_index_t dy_off = (cc_index_t)n * K * PQ + p * Q + q;
+        const cc_index_t dy_off = (cc_index_t)n * K * PQ + ((cc_index_t)p * Q + q) * dy_pix;
 #pragma unroll
         for (int j = 0; j < A_LOADS; ++j)
-            a_stage[j] = (l_ok && (a_ok >> j & 1u)) ? cc_ldg(a_src + (dy_off + (cc_index_t)j * LANE_STEP * PQ)) : T(0);
+            a_stage[j] = (l_ok && (a_ok >> j & 1u)) ? cc_ldg(a_src + (dy_off + (cc_index_t)j * LANE_STEP * dy_k))
+                                                    : T(0);
         const cc_index_t x_off = (cc_index_t)n * C * HW;
         const int h0 = p * stride_h, w0 = q * stride_w;
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j) {
             const int h = h0 + col_h[j], ww = w0 + col_w[j];
             b_stage[j] = (l_ok && (b_ok >> j & 1u) && h >= 0 && h < H && ww >= 0 && ww < W)
-                             ? cc_ldg(b_src + (x_off + col_x[j] + (cc_index_t)h * W + ww)) : T(0);
+                             ? cc_ldg(b_src + (x_off + col_x[j] + ((cc_index_t)h * W + ww) * x_pix)) : T(0);
         }
     };
     auto next_step = [&](int step) {
@@ -204,18 +226,20 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
         constexpr int BYTES = (int)sizeof(T);
         auto copy = [&](int stage, bool live) {
             const bool ok = live && l_ok;
-            const T* const dy_lane = a_src + ((cc_index_t)at.hi * K * PQ + at.mid * Q + at.lo);
+            const T* const dy_lane = a_src + ((cc_index_t)at.hi * K * PQ + ((cc_index_t)at.mid * Q + at.lo) * dy_pix);
             const T* const x_lane = b_src + (cc_index_t)at.hi * C * HW;
             const int h0 = at.mid * stride_h, w0 = at.lo * stride_w;
 #pragma unroll
             for (int j = 0; j < A_LOADS; ++j)
-                cc_cp_async_zfill<BYTES>(&As(stage, kl, lane0 + j * LANE_STEP), dy_lane + (cc_index_t)j * LANE_STEP * PQ,
+                cc_cp_async_zfill<BYTES>(&As(stage, kl, lane0 + j * LANE_STEP),
+                                         dy_lane + (cc_index_t)j * LANE_STEP * dy_k,
                                          ok && (a_ok >> j & 1u) ? BYTES : 0);
 #pragma unroll
             for (int j = 0; j < B_LOADS; ++j) {
                 const int h = h0 + col_h[j], ww = w0 + col_w[j];
                 const bool in = ok && (b_ok >> j & 1u) && (unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W;
-                cc_cp_async_zfill<BYTES>(&Bs(stage, kl, lane0 + j * LANE_STEP), x_lane + (col_x[j] + (cc_index_t)h * W + ww),
+                cc_cp_async_zfill<BYTES>(&Bs(stage, kl, lane0 + j * LANE_STEP),
+                                         x_lane + (col_x[j] + ((cc_index_t)h * W + ww) * x_pix),
                                          in ? BYTES : 0);
             }
         };
@@ -223,7 +247,7 @@ wgrad_implicit_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __rest
         cc_regtile_mainloop_async<STAGES, BK, BM_PAD, BN_PAD>(rt, ld, steps, tm, tn);
     }
 
-    // ---- epilogue: dW is K × (Cg·R·S) row-major, the GEMM's own layout.
+    // ---- epilogue: dW is K × (Cg·R·S) row-major, the GEMM's own layout (NHWC: columns in KRSC order).
     T* ow = out_w + (ATOMIC ? 0 : (cc_index_t)z * w_split_stride);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {

@@ -1,11 +1,13 @@
 // tc_grad.cu — float16 / bfloat16 conv2d gradients on tensor cores (fp32 accumulation), NCHW
-// activations, KCRS weights. Own file because it needs the fp16/bf16 headers and the
+// activations with KCRS weights or NHWC with KRSC (each kernel's nhwc/krsc flag: element
+// strides, no conversion). Own file because it needs the fp16/bf16 headers and the
 // tensor-core layer (tc_tile.cuh), which the float/double gradient files do not.
 //
 // dgrad (dx) reuses the forward's tensor-core implicit GEMM (tc_conv.cu): per stride phase
 // dx is a stride-1 convolution of dy with the sub-filter of the taps that reach the phase
 // (cc_dgrad_taps), rotated by 180° and transposed, at dilation doff — no inserted zeros are
-// multiplied. The kernels here are the glue:
+// multiplied; any padding (a negative one is a crop of dy, which the forward's bounds tests
+// take). The kernels here are the glue (with conv_transpose2d's bias + activation epilogue):
 //   tc_dgrad_filter<T>   w (K × Cg × R × S) -> the phase filter (C × Kg × cnt_h × cnt_w),
 //                        a bit copy of the reaching taps in reversed order.
 //   tc_dgrad_scatter<T>  the phase's dense result -> its positions in dx (zeros for a phase no
@@ -29,39 +31,76 @@
 // P·Q and the strided x rows to be contiguous and aligned, which only some layers are).
 #include "tc_tile.cuh"
 
+// wp is the phase convolution's filter in the layout the forward kernel reads: KCRS of
+// (C × Kg × cnt_h × cnt_w) from KCRS w, or KRSC (C × cnt_h × cnt_w × Kg) from KRSC w (krsc).
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_filter(const T* __restrict__ w, T* __restrict__ wp, int K, int Cg,
                                                        int R, int S, int groups, int r_first, int r_step,
-                                                       int r_cnt, int s_first, int s_step, int s_cnt) {
+                                                       int r_cnt, int s_first, int s_step, int s_cnt, int krsc) {
     const int Kg = K / groups;
     const int taps = r_cnt * s_cnt;
     const cc_index_t total = (cc_index_t)K * Cg * taps;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int u = (int)(i % s_cnt);
-        const int t = (int)((i / s_cnt) % r_cnt);
-        const cc_index_t ck = i / taps;             // (g·Cg + c)·Kg + k
-        const int k = (int)(ck % Kg);
-        const int gc = (int)(ck / Kg);
-        const int g = gc / Cg, c = gc - g * Cg;
+        int k, t, u;
+        cc_index_t gc;                               // g·Cg + c
+        if (krsc) {
+            k = (int)(i % Kg);
+            const cc_index_t tu = i / Kg;
+            u = (int)(tu % s_cnt);
+            t = (int)((tu / s_cnt) % r_cnt);
+            gc = tu / taps;
+        } else {
+            u = (int)(i % s_cnt);
+            t = (int)((i / s_cnt) % r_cnt);
+            const cc_index_t ck = i / taps;           // (g·Cg + c)·Kg + k
+            k = (int)(ck % Kg);
+            gc = ck / Kg;
+        }
+        const int g = (int)(gc / Cg), c = (int)(gc - (cc_index_t)g * Cg);
         const int r = r_first + (r_cnt - 1 - t) * r_step, s = s_first + (s_cnt - 1 - u) * s_step;
-        wp[i] = w[(((cc_index_t)g * Kg + k) * Cg + c) * R * S + r * S + s];
+        const cc_index_t kk = (cc_index_t)g * Kg + k;
+        wp[i] = w[krsc ? ((kk * R + r) * S + s) * Cg + c : (kk * Cg + c) * R * S + r * S + s];
     }
 }
 
+// The fused epilogue of conv_transpose2d (the dgrad passes has_bias = act = 0, where it is the
+// identity): act(v + bias[c]) in fp32, one rounding.
+template <typename T>
+__device__ __forceinline__ T tc_dgrad_epilogue(float v, const T* __restrict__ bias, int has_bias, int c, int act) {
+    if (has_bias) v += TcType<T>::to_float(bias[c]);
+    return TcType<T>::from_float(cc_activate(v, act));
+}
+
+// The phase's dense result (N × C × Hp × Wp, or N × Hp × Wp × C when nhwc) -> its positions in
+// dx (zeros for a phase no tap reaches: has_src = 0), through the epilogue.
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ src, int has_src, T* __restrict__ dx,
-                                                        long long planes, int H, int W, int Hp, int Wp, int phase_h,
-                                                        int phase_w, int stride_h, int stride_w) {
+                                                        const T* __restrict__ bias, int has_bias, int act, int N,
+                                                        int C, int H, int W, int Hp, int Wp, int phase_h,
+                                                        int phase_w, int stride_h, int stride_w, int nhwc) {
     const cc_index_t HWp = (cc_index_t)Hp * Wp;
-    const cc_index_t total = planes * HWp;
+    const cc_index_t total = (cc_index_t)N * C * HWp;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
-    const T zero = TcType<T>::from_float(0.0f);
     for (cc_index_t i = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int j = (int)(i % Wp);
-        const int ii = (int)((i / Wp) % Hp);
-        const cc_index_t plane = i / HWp;
-        dx[(plane * H + phase_h + ii * stride_h) * W + phase_w + j * stride_w] = has_src ? src[i] : zero;
+        int c, j, ii;
+        cc_index_t n;
+        if (nhwc) {
+            c = (int)(i % C);
+            const cc_index_t px = i / C;
+            j = (int)(px % Wp);
+            ii = (int)((px / Wp) % Hp);
+            n = px / HWp;
+        } else {
+            j = (int)(i % Wp);
+            ii = (int)((i / Wp) % Hp);
+            const cc_index_t plane = i / HWp;
+            c = (int)(plane % C);
+            n = plane / C;
+        }
+        const cc_index_t h = phase_h + (cc_index_t)ii * stride_h, ww = phase_w + (cc_index_t)j * stride_w;
+        const cc_index_t idx = nhwc ? ((n * H + h) * W + ww) * C + c : ((n * C + c) * H + h) * W + ww;
+        dx[idx] = tc_dgrad_epilogue<T>(has_src ? TcType<T>::to_float(src[i]) : 0.0f, bias, has_bias, c, act);
     }
 }
 
@@ -71,19 +110,22 @@ __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ sr
 // hold a non-finite value (block b scans channels b, b + gridDim.x, ... with a block-wide OR and
 // writes every flag: nothing to clear); after the phases, tc_dgrad_fixup recomputes, in the
 // flagged channels only, the dx elements that came out non-finite, over their true terms in fp32
-// (cc_dgrad_sum), rounded once. A finite element is right as it is: it had no non-finite term and
-// its extra terms were exact zeros. With finite weights: one pass over w, and a launch whose
-// blocks read one flag per channel and exit.
+// (cc_dgrad_sum_at), through the epilogue, rounded once. A finite element is right as it is: it
+// had no non-finite term and its extra terms were exact zeros; an element with a spurious term is
+// NaN, and stays NaN through every activation. With finite weights: one pass over w, and a launch
+// whose blocks read one flag per channel and exit. krsc / nhwc: the weight and activation layouts.
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_flags(const T* __restrict__ w, int* __restrict__ c_flags, int K,
-                                                      int C, int RS, int groups) {
+                                                      int C, int RS, int groups, int krsc) {
     const int Cg = C / groups, Kg = K / groups;
     for (int c = blockIdx.x; c < C; c += gridDim.x) {   // the same trip count for the whole block
         const int g = c / Cg, cl = c - g * Cg;
         bool finite = true;
         for (int i = threadIdx.x; i < Kg * RS; i += blockDim.x) {
             const int k = i / RS, rs = i - k * RS;
-            finite = finite && cc_is_finite(TcType<T>::to_float(w[((cc_index_t)(g * Kg + k) * Cg + cl) * RS + rs]));
+            const cc_index_t kk = (cc_index_t)g * Kg + k;
+            finite = finite && cc_is_finite(TcType<T>::to_float(w[krsc ? (kk * RS + rs) * Cg + cl
+                                                                        : (kk * Cg + cl) * RS + rs]));
         }
         const int bad = __syncthreads_or(!finite);
         if (threadIdx.x == 0) c_flags[c] = bad;
@@ -94,24 +136,30 @@ __global__ void __launch_bounds__(256) tc_dgrad_flags(const T* __restrict__ w, i
 // N·H·W elements of a channel.
 template <typename T>
 __global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, const T* __restrict__ dy,
-                                                      T* __restrict__ dx, const int* __restrict__ c_flags, int N,
-                                                      int C, int H, int W, int K, int R, int S, int P, int Q,
+                                                      T* __restrict__ dx, const int* __restrict__ c_flags,
+                                                      const T* __restrict__ bias, int has_bias, int act, int nhwc,
+                                                      int N, int C, int H, int W, int K, int R, int S, int P, int Q,
                                                       int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
                                                       int dil_w, int groups) {
-    const int Cg = C / groups, Kg = K / groups;
+    const int Cg = C / groups, Kg = K / groups, RS = R * S;
     const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q, total = (cc_index_t)N * HW;
+    // element strides of dy (channel k, pixel) and w (channel k, tap) in the layout (cc_dgrad_sum_at)
+    const cc_index_t dy_k = nhwc ? 1 : PQ, dy_pix = nhwc ? K : 1, w_k = (cc_index_t)Cg * RS;
+    const int w_tap = nhwc ? Cg : 1;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
         if (!cc_ldg(c_flags + c)) continue;
         const int g = c / Cg, cl = c - g * Cg;
+        const T* w_g = w + (cc_index_t)g * Kg * w_k + (nhwc ? cl : (cc_index_t)cl * RS);
         for (cc_index_t e = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
              e += (cc_index_t)gridDim.x * blockDim.x) {
             const cc_index_t n = e / HW;
             const int hw = (int)(e - n * HW), h = hw / W, ww = hw - (hw / W) * W;
-            const cc_index_t idx = (n * C + c) * HW + hw;
+            const cc_index_t idx = nhwc ? (n * HW + hw) * C + c : (n * C + c) * HW + hw;
             if (cc_is_finite(TcType<T>::to_float(dx[idx]))) continue;
-            dx[idx] = TcType<T>::from_float(cc_dgrad_sum<T, float>(
-                    dy + (n * K + (cc_index_t)g * Kg) * PQ, w + ((cc_index_t)g * Kg * Cg + cl) * R * S, Kg,
-                    (cc_index_t)Cg * R * S, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
+            const T* dy_g = dy + n * K * PQ + (cc_index_t)g * Kg * dy_k;
+            const float v = cc_dgrad_sum_at_call<T, float>(dy_g, w_g, Kg, dy_k, dy_pix, w_k, w_tap, P, Q, R, S, h,
+                                                           ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
+            dx[idx] = tc_dgrad_epilogue<T>(v, bias, has_bias, c, act);
         }
     }
 }
@@ -123,7 +171,7 @@ __global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, 
                                                        float* __restrict__ ws, int N, int C, int H, int W, int K,
                                                        int R, int S, int P, int Q, int stride_h, int stride_w,
                                                        int pad_h, int pad_w, int dil_h, int dil_w, int groups,
-                                                       long long chunk) {
+                                                       long long chunk, int nhwc) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int Cg = C / groups, Kg = K / groups, RS = R * S, CRS = Cg * RS, PQ = P * Q;
     const int tiles_n = (CRS + 15) / 16, tiles_m = (Kg + 31) / 32;
@@ -141,8 +189,8 @@ __global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, 
         const int m = m0 + mm;
         if (m >= Kg || kk >= len) return zero;
         const cc_index_t l = l0 + kk;
-        const cc_index_t n = l / PQ;
-        return dy[(n * K + (cc_index_t)g * Kg + m) * PQ + (l - n * PQ)];
+        const cc_index_t n = l / PQ, pq = l - n * PQ, k = (cc_index_t)g * Kg + m;
+        return dy[nhwc ? l * K + k : (n * K + k) * PQ + pq];
     };
     auto b_at = [&](int kk, int nn) {
         const int col = n0 + nn;
@@ -150,10 +198,11 @@ __global__ void __launch_bounds__(128) tc_wgrad_simple(const T* __restrict__ x, 
         const cc_index_t l = l0 + kk;
         const cc_index_t n = l / PQ;
         const int pq = (int)(l - n * PQ), p = pq / Q, q = pq - p * Q;
-        const int c = col / RS, rs = col - c * RS, r = rs / S, s = rs - r * S;
+        const int c = nhwc ? col % Cg : col / RS, rs = nhwc ? col / Cg : col - c * RS, r = rs / S, s = rs - r * S;
         const int h = p * stride_h - pad_h + r * dil_h, ww = q * stride_w - pad_w + s * dil_w;
         if ((unsigned)h >= (unsigned)H || (unsigned)ww >= (unsigned)W) return zero;
-        return x[(n * C + (cc_index_t)g * Cg + c) * HW + (cc_index_t)h * W + ww];
+        const cc_index_t ch = (cc_index_t)g * Cg + c, px = (cc_index_t)h * W + ww;
+        return x[nhwc ? (n * HW + px) * C + ch : (n * C + ch) * HW + px];
     };
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     cc_tc_warp_direct<T>(acc, len, a_at, b_at, lane);
@@ -179,7 +228,7 @@ template <typename T, int BM, int BN, int BK, int WM, int WN, int MINB>
 __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)
 tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ ws, int N, int C, int H, int W,
          int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
-         int groups, long long chunk, int dy_pairs) {
+         int groups, long long chunk, int dy_pairs, int nhwc) {
     constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
     constexpr int PAIRS = BK / 2;                    // 32-bit words per tile row
     constexpr int ROW_STEP = THREADS / PAIRS;        // rows between a thread's words
@@ -206,21 +255,24 @@ tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ 
 
     const int pj = tid % PAIRS, row0 = tid / PAIRS;
     unsigned a_ok = 0, b_ok = 0;
-    int a_off[A_WORDS];                               // (g·Kg + k)·P·Q of each A row
+    // NCHW: a pixel's channels are H·W (P·Q) apart; NHWC: adjacent, pixels C (K) apart.
+    const int a_pix = nhwc ? K : 1, b_pix = nhwc ? C : 1;
+    int a_off[A_WORDS];                               // (g·Kg + k)·P·Q of each A row (NHWC: g·Kg + k)
 #pragma unroll
     for (int i = 0; i < A_WORDS; ++i) {
         const int k = m0 + row0 + i * ROW_STEP;
         if (k < Kg) a_ok |= 1u << i;
-        a_off[i] = (g * Kg + (k < Kg ? k : 0)) * PQ;
+        a_off[i] = (g * Kg + (k < Kg ? k : 0)) * (nhwc ? 1 : PQ);
     }
-    int b_off[B_WORDS], b_dh[B_WORDS], b_dw[B_WORDS];  // (g·Cg + c)·H·W, r·dh − ph, s·dw − pw
+    // (g·Cg + c)·H·W (NHWC: g·Cg + c), r·dh − ph, s·dw − pw; a column is (c, r, s), NHWC (r, s, c)
+    int b_off[B_WORDS], b_dh[B_WORDS], b_dw[B_WORDS];
 #pragma unroll
     for (int i = 0; i < B_WORDS; ++i) {
         const int col = n0 + row0 + i * ROW_STEP;
         const int cc = col < CRS ? col : 0;
         if (col < CRS) b_ok |= 1u << i;
-        const int c = cc / RS, rs = cc - c * RS, r = rs / S, s = rs - r * S;
-        b_off[i] = (g * Cg + c) * HW;
+        const int c = nhwc ? cc % Cg : cc / RS, rs = nhwc ? cc / Cg : cc - c * RS, r = rs / S, s = rs - r * S;
+        b_off[i] = (g * Cg + c) * (nhwc ? 1 : HW);
         b_dh[i] = r * dil_h - pad_h;
         b_dw[i] = s * dil_w - pad_w;
     }
@@ -259,7 +311,8 @@ tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ 
 #pragma unroll
                 for (int e = 0; e < 2; ++e)
                     av[e] = (ok[e] && (a_ok >> i & 1u))
-                                ? cc_ldg(dy + ((cc_index_t)n[e] * K * PQ + a_off[i] + p[e] * Q + q[e])) : zero;
+                                ? cc_ldg(dy + ((cc_index_t)n[e] * K * PQ + a_off[i]
+                                               + (cc_index_t)(p[e] * Q + q[e]) * a_pix)) : zero;
                 a_stage[i] = cc_tc_pack<T>(av[0], av[1]);
             }
         }
@@ -269,7 +322,8 @@ tc_wgrad(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ 
             for (int e = 0; e < 2; ++e) {
                 const int h = p[e] * stride_h + b_dh[i], ww = q[e] * stride_w + b_dw[i];
                 bv[e] = (ok[e] && (b_ok >> i & 1u) && (unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W)
-                            ? cc_ldg(x + ((cc_index_t)n[e] * C * HW + b_off[i] + h * W + ww)) : zero;
+                            ? cc_ldg(x + ((cc_index_t)n[e] * C * HW + b_off[i] + (cc_index_t)(h * W + ww) * b_pix))
+                            : zero;
             }
             b_stage[i] = cc_tc_pack<T>(bv[0], bv[1]);
         }

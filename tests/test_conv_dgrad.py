@@ -115,19 +115,29 @@ def _true_terms_ref(p: Conv2dProblem, w, dy):
     return dx
 
 
+def nonfinite_border_case(rng, dtype):
+    """(p, w, dy) with Inf/NaN weight taps some of whose dy rows or columns fall outside dy."""
+    p, w, dy = _draw(rng, (2, 5, 7, 6, 3, 3, 3, 2, 1, 1, 1), dtype)
+    w[0, 1, 0, 0], w[2, 4, 2, 1], w[1, 0, 1, 2] = np.inf, np.nan, -np.inf
+    return p, w, dy
+
+
+def check_true_terms(got, p, w, dy, what: str):
+    """``got`` (NCHW dx) has the true-terms reference's NaN/Inf mask and finite values."""
+    want = _true_terms_ref(p, w, dy)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    assert nonfinite_mismatch(got, want) is None, f"{what}: {nonfinite_mismatch(got, want)}"
+    fin = np.isfinite(want)
+    assert_close(np.where(fin, got, 0), np.where(fin, want, 0), p.dtype, "dgrad", what=what)
+
+
 @pytest.mark.parametrize("dtype,variant", [(dt, v) for dt in DTYPES for v in _variants(CASES["C1"], dt)])
 def test_dgrad_nonfinite_weight_over_dy_border(be, rng, dtype, variant):
     """Every variant (the register-tile and cp.async ones included): an Inf/NaN weight tap whose
     dy row or column falls outside dy is no term of that dx element (torch's col2im), so the
     NaN/Inf mask and the finite values are the reference's."""
-    p, w, dy = _draw(rng, (2, 5, 7, 6, 3, 3, 3, 2, 1, 1, 1), dtype)
-    w[0, 1, 0, 0], w[2, 4, 2, 1], w[1, 0, 1, 2] = np.inf, np.nan, -np.inf
-    got, _ = _run(be, p, w, dy, variant)
-    want = _true_terms_ref(p, w, dy)
-    assert np.isfinite(want).any() and not np.isfinite(want).all()
-    assert nonfinite_mismatch(got, want) is None, f"{variant}: {nonfinite_mismatch(got, want)}"
-    fin = np.isfinite(want)
-    assert_close(np.where(fin, got, 0), np.where(fin, want, 0), dtype, "dgrad", what=variant)
+    p, w, dy = nonfinite_border_case(rng, dtype)
+    check_true_terms(_run(be, p, w, dy, variant)[0], p, w, dy, variant)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -2,6 +2,7 @@
 float64 scatter-form reference; the reference itself is checked as the adjoint of conv2d."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -74,6 +75,108 @@ def test_emulator_sanitizers_and_orders(rng, mode, variant, dtype):
         poison(out)
         cuconv.conv_transpose2d(x, w, b, s, p, op, g, d, out=out, variant=variant)
     assert_close(out, ref, dtype, "conv_transpose", what=f"{variant} {mode}")
+
+
+# --------------------------------------------------------------------------- NHWC, float16 / bfloat16
+DT16 = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+# The cropped convolution (output_padding spanning the stride, below the dilation) and padding
+# past the dilated filter of the convolution whose data gradient the transposed one is.
+CASES16 = {**CASES, "crop_op2_stride1_dil3": ((2, 5, 4, 5), 6, (2, 3), 1, 0, 2, 1, 3),
+           "pad_past_filter_s2": ((1, 9, 6, 7), 10, (3, 2), 2, (3, 2), 1, 1, (1, 2))}
+
+
+def nhwc(a):
+    """NCHW -> NHWC, and C_in × C_out/g × R × S -> C_in × R × S × C_out/g."""
+    return None if a is None else np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 1))
+
+
+def _run(be, x, w, b, args, act, variant, layout, dtype):
+    """conv_transpose2d in ``layout`` into a poisoned out; returns (y NCHW float64, plan)."""
+    s, p, op, g, d = args
+    if layout == "NHWC":
+        x, w = nhwc(x), nhwc(w)
+    plan = cuconv.plan_conv_transpose2d(put(be, x), put(be, w), put(be, b), s, p, op, g, d, activation=act,
+                                        variant=variant, layout=layout)
+    out = be.empty(plan.outputs[0].shape, np.dtype(dtype))
+    poison(out)
+    y = cuconv.conv_transpose2d(put(be, x), put(be, w), put(be, b), s, p, op, g, d, activation=act, out=out,
+                                variant=variant, layout=layout)
+    assert y is out
+    y = be.to_numpy(y).astype(np.float64)
+    return (y.transpose(0, 3, 1, 2) if layout == "NHWC" else y), plan
+
+
+def _converts(plan) -> list:
+    return [k for k in plan.kernels if any(m in k for m in ("pack", "transpose_nhwc", "copy"))]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("variant", ["auto", "simple"])
+@pytest.mark.parametrize("dtype", list(DT16))
+@pytest.mark.parametrize("case", list(CASES16), ids=list(CASES16))
+def test_conv_transpose_16bit_on_tensor_cores(be, rng, case, dtype, variant, layout):
+    """float16/bfloat16 through the tensor-core data gradient (ops/tc_grad.py) with the bias and
+    activation fused, NCHW and NHWC read and written as they are, against the float64 reference
+    of the same (rounded) inputs."""
+    xs, cout, RS, s, p, op, g, d = CASES16[case]
+    x, w, b = (None if a is None else a.astype(DT16[dtype]) for a in _draw(rng, xs, cout, RS, g, g != 3))
+    act = ("relu", "silu", None)[len(case) % 3]
+    ref = conv_transpose2d_ref(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64),
+                               s, p, op, g, d, activation=act)
+    y, plan = _run(be, x, w, b, (s, p, op, g, d), act, variant, layout, dtype)
+    assert plan.algo == ("implicit_gemm_tc_simple" if variant == "simple" else "implicit_gemm_tc")
+    assert any(k.startswith("tc_conv") for k in plan.kernels)
+    if layout == "NHWC" and (xs[1] // g) % 2 == 0:
+        assert _converts(plan) == [], plan.kernels
+    assert_close(y, ref, dtype, "tc_grad", what=f"{case} {variant} {layout}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", ["phase", "simple"])
+@pytest.mark.parametrize("case", list(CASES16), ids=list(CASES16))
+def test_conv_transpose_nhwc(be, rng, case, variant, dtype):
+    """float32/float64 NHWC: conv_transpose.cu's kernels read x (N, H, W, C_in) and w (C_in, R, S,
+    C_out/g) and write y (N, H_out, W_out, C_out) directly: no conversion step."""
+    xs, cout, RS, s, p, op, g, d = CASES16[case]
+    x, w, b = _draw(rng, xs, cout, RS, g, True, dtype)
+    ref = conv_transpose2d_ref(x, w, b, s, p, op, g, d, activation="relu")
+    y, plan = _run(be, x, w, b, (s, p, op, g, d), "relu", variant, "NHWC", dtype)
+    assert len(plan.launches) == 1 and plan.algo.startswith(f"conv_transpose2d_{dtype.replace('float', 'f')}_{variant}")
+    assert_close(y, ref, dtype, "conv_transpose", what=f"{case} {variant} NHWC")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", list(DT16))
+def test_conv_transpose_16bit_nonfinite_weights_and_relu(be, rng, dtype, layout):
+    """Inf/NaN weights whose taps fall outside the input (the tensor-core dgrad's padded phases,
+    fixed up after the epilogue) and relu keeping NaN: the NaN/Inf mask and the finite values are
+    the scatter reference's."""
+    xs, cout, RS, s, p, op, g, d = CASES16["pad_past_filter_s2"]
+    x, w, b = (a.astype(DT16[dtype]) for a in _draw(rng, xs, cout, RS, g, True))
+    w[0, 1, 0, 0], w[2, 4, 2, 1], w[1, 0, 1, 0] = np.inf, np.nan, -np.inf
+    ref = conv_transpose2d_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), s, p, op, g, d,
+                               activation="relu")
+    assert np.isnan(ref).any() and np.isfinite(ref).any()
+    y, _ = _run(be, x, w, b, (s, p, op, g, d), "relu", "auto", layout, dtype)
+    assert_close(y, ref, dtype, "tc_grad", what=layout)
+
+
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined", order="reverse"), dict(order="random", seed=5)],
+                         ids=["asan_ubsan_reverse", "random_order"])
+def test_16bit_and_nhwc_under_sanitizers_and_orders(rng, mode):
+    """The tensor-core dgrad's glue kernels in NHWC with the epilogue (tc_grad.cu), the simple
+    phase convolution, and conv_transpose.cu's NHWC kernels, once under ASan/UBSan in reverse
+    thread order and once in random order."""
+    xs, cout, RS, s, p, op, g, d = CASES16["pad_past_filter_s2"]
+    x, w, b = _draw(rng, xs, cout, RS, g, True)
+    with cuconv.backend("emulator", **mode) as be:
+        for dtype, variant, kind in (("float16", "simple", "tc_grad"), ("float32", "phase", "conv_transpose"),
+                                     ("float32", "simple", "conv_transpose")):
+            xx, ww, bb = (a.astype(DT16.get(dtype, dtype)) for a in (x, w, b))
+            ref = conv_transpose2d_ref(xx.astype(np.float64), ww.astype(np.float64), bb.astype(np.float64), s, p, op,
+                                       g, d, activation="relu")
+            y, _ = _run(be, xx, ww, bb, (s, p, op, g, d), "relu", variant, "NHWC", dtype)
+            assert_close(y, ref, dtype, kind, what=f"{dtype} {variant} {mode}")
 
 
 # --------------------------------------------------------------------------- the reference
@@ -166,8 +269,12 @@ def test_bad_arguments_raise_before_any_launch(rng):
             cuconv.conv_transpose2d(x, w, groups=1.0)
         with pytest.raises(TypeError, match="same dtype, got float64 and float32"):
             cuconv.conv_transpose2d(x.astype(np.float64), w)
-        with pytest.raises(TypeError, match="float32 or float64, got float16"):
-            cuconv.conv_transpose2d(x.astype(np.float16), w.astype(np.float16))
+        with pytest.raises(TypeError, match="float32 or float64 or float16 or bfloat16, got int32"):
+            cuconv.conv_transpose2d(x.astype(np.int32), w.astype(np.int32))
+        with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"):
+            cuconv.conv_transpose2d(x, w, layout="NCWH")
+        with pytest.raises(ValueError, match="variant='phase' is conv_transpose.cu's float32/float64 kernel"):
+            cuconv.conv_transpose2d(x.astype(np.float16), w.astype(np.float16), variant="phase")
         with pytest.raises(ValueError, match="4-D"):
             cuconv.conv_transpose2d(x, w[0])
         with pytest.raises(ValueError, match="out must have shape"):

@@ -144,49 +144,69 @@ class ConvFrontEnd(FrontEnd):
 
 
 # --------------------------------------------------------------------------- the gradients
-def forward_problem(what: str, x_shape, w_shape, dy, stride, padding, dilation, groups, dtype) -> Conv2dProblem:
-    """The forward problem of a gradient call (NCHW/KCRS shapes), with grad_output checked against
-    its output."""
+def layout_note(layout: str, x_shape, w_shape) -> str:
+    """What an NHWC call's shapes were read as, appended to its error messages ("" for NCHW)."""
+    if layout == "NCHW":
+        return ""
+    return (f" [layout NHWC: input {tuple(x_shape)} read as N,H,W,C and weight {tuple(w_shape)} as "
+            "K,R,S,C/groups; grad_output is N,P,Q,K]")
+
+
+def forward_problem(what: str, x_shape, w_shape, dy, stride, padding, dilation, groups, dtype,
+                    layout: str = "NCHW") -> Conv2dProblem:
+    """The forward problem of a gradient call, with grad_output checked against its output.
+    ``x_shape``, ``w_shape`` and dy in ``layout`` (NCHW/KCRS/NKPQ or NHWC/KRSC/NPQK)."""
     if len(x_shape) != 4 or len(w_shape) != 4:
         raise ValueError(f"{what}: the input and weight shapes must be 4-D, got {tuple(x_shape)} and "
-                         f"{tuple(w_shape)}")
+                         f"{tuple(w_shape)}{layout_note(layout, x_shape, w_shape)}")
+    nchw_x, kcrs_w = layout_shapes(tuple(x_shape), tuple(w_shape), check_layout(layout))
     try:
-        p = Conv2dProblem.from_shapes(x_shape, w_shape, stride, padding, dilation, groups, dtype)
+        p = Conv2dProblem.from_shapes(nchw_x, kcrs_w, stride, padding, dilation, groups, dtype)
     except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise ValueError(f"{what}: {exc}{layout_note(layout, x_shape, w_shape)}") from None
     if len(dy.shape) != 4:
-        raise ValueError(f"grad_output must be 4-D, got shape {tuple(dy.shape)}")
-    if tuple(dy.shape) != p.output_shape:
-        raise ValueError(f"grad_output must have shape {p.output_shape} (the output of the forward conv2d "
-                         f"{p.describe()}), got {tuple(dy.shape)}")
+        raise ValueError(f"grad_output must be 4-D, got shape {tuple(dy.shape)}{layout_note(layout, x_shape, w_shape)}")
+    out_shape = p.output_shape if layout == "NCHW" else (p.N, p.P, p.Q, p.K)
+    if tuple(dy.shape) != out_shape:
+        raise ValueError(f"grad_output must have shape {out_shape} (the output of the forward conv2d "
+                         f"{p.describe()}{', as N,P,Q,K' if layout == 'NHWC' else ''}), got {tuple(dy.shape)}"
+                         f"{layout_note(layout, x_shape, w_shape)}")
     return p
 
 
+def grad_shapes(p: Conv2dProblem, layout: str) -> tuple[tuple, tuple]:
+    """The input's and the weight's shapes of ``p`` in ``layout`` (those of dx and dW)."""
+    if layout == "NHWC":
+        return (p.N, p.H, p.W, p.C), (p.K, p.R, p.S, p.C_per_group)
+    return p.input_shape, p.weight_shape
+
+
 def dgrad_spec(be, w, dy, dx, input_size, stride, padding, dilation, groups, extra: dict,
-               misaligned=frozenset()) -> ConvSpec:
-    """Check conv2d_input's arguments (NCHW/KCRS arrays or stand-ins) and describe the data
+               misaligned=frozenset(), layout: str = "NCHW") -> ConvSpec:
+    """Check conv2d_input's arguments (arrays or stand-ins in ``layout``) and describe the data
     gradient of the forward convolution."""
     dt = check_dtypes(weight=w, grad_output=dy, out=dx)
     p = forward_problem("conv2d_input", shape_arg(input_size, "input_size"), w.shape, dy, stride, padding,
-                        dilation, groups, dt)
-    check_outputs(be, [("out", dx, p.input_shape, dt)], {"weight": w, "grad_output": dy})
+                        dilation, groups, dt, layout)
+    check_outputs(be, [("out", dx, grad_shapes(p, layout)[0], dt)], {"weight": w, "grad_output": dy})
     caps, device = planning_target(be)
-    return ConvSpec(p, caps=caps, device=device, options=option_items(extra), misaligned=frozenset(misaligned),
-                    operator=DGRAD)
+    return ConvSpec(p, layout, caps=caps, device=device, options=option_items(extra),
+                    misaligned=frozenset(misaligned), operator=DGRAD)
 
 
 def wgrad_spec(be, x, dy, dw, db, weight_size, stride, padding, dilation, groups, deterministic,
-               max_workspace_bytes, extra: dict, misaligned=frozenset(), has_bias: bool = False) -> ConvSpec:
-    """Check conv2d_weight's arguments (NCHW/KCRS arrays or stand-ins) and describe the weight
+               max_workspace_bytes, extra: dict, misaligned=frozenset(), has_bias: bool = False,
+               layout: str = "NCHW") -> ConvSpec:
+    """Check conv2d_weight's arguments (arrays or stand-ins in ``layout``) and describe the weight
     gradient (and the bias gradient when ``has_bias``) of the forward convolution."""
     dt = check_dtypes(input=x, grad_output=dy, out=dw, out_bias=db)
     deterministic = bool_arg(deterministic, "deterministic")
     check_workspace_cap(max_workspace_bytes)
     p = forward_problem("conv2d_weight", x.shape, shape_arg(weight_size, "weight_size"), dy, stride, padding,
-                        dilation, groups, dt)
-    check_outputs(be, [("out", dw, p.weight_shape, dt), ("out_bias", db, (p.K,), dt)],
+                        dilation, groups, dt, layout)
+    check_outputs(be, [("out", dw, grad_shapes(p, layout)[1], dt), ("out_bias", db, (p.K,), dt)],
                     {"input": x, "grad_output": dy})
     caps, device = planning_target(be)
-    return ConvSpec(p, caps=caps, device=device, max_workspace_bytes=max_workspace_bytes, has_bias=has_bias,
+    return ConvSpec(p, layout, caps=caps, device=device, max_workspace_bytes=max_workspace_bytes, has_bias=has_bias,
                     options=option_items(extra), misaligned=frozenset(misaligned), operator=WGRAD,
                     deterministic=deterministic)

@@ -23,20 +23,23 @@ def problem_int32_reason(p, *products) -> str | None:
 
 @dataclass(frozen=True)
 class DirectConfig:
-    """``<KIND>_direct<T, BLOCK>`` of ``FILE``: one thread per output element, the always-correct
-    variant (conv_dgrad's dx, conv_wgrad's dW), labelled ``<file stem>_direct_<dtype>_<BLOCK>``."""
+    """``<KIND>_direct<T, BLOCK, NHWC>`` of ``FILE``: one thread per output element, the
+    always-correct variant (conv_dgrad's dx, conv_wgrad's dW), labelled
+    ``<file stem>_direct_<dtype>[_nhwc]_<BLOCK>``; ``layout`` "NHWC" reads and writes NHWC/KRSC."""
     KIND: ClassVar[str] = ""
     FILE: ClassVar[str] = ""
     dtype: str = "float32"
     block: int = 256
+    layout: str = "NCHW"
 
     @property
     def name(self) -> str:
-        return f"{stem(self.FILE)}_direct_{tag(self.dtype)}_{self.block}"
+        return f"{stem(self.FILE)}_direct_{tag(self.dtype)}{layout_tag(self.layout)}_{self.block}"
 
     @property
     def expression(self) -> str:
-        return f"{self.KIND}_direct<{ctype(self.dtype)}, {self.block}>"
+        nhwc = ", true" if self.layout == "NHWC" else ""
+        return f"{self.KIND}_direct<{ctype(self.dtype)}, {self.block}{nhwc}>"
 
     def can_implement(self, p) -> str | None:
         if p.dtype != self.dtype:
@@ -45,6 +48,11 @@ class DirectConfig:
 
     def entry(self) -> KernelEntry:
         return KernelEntry(self.FILE, self.expression, self.name, block_threads=self.block, min_blocks_per_sm=2)
+
+
+def layout_tag(layout: str) -> str:
+    """The label part of a gradient kernel's layout: "" for NCHW, "_nhwc" (as the forward's)."""
+    return "_nhwc" if layout == "NHWC" else ""
 
 
 def split_chunk(L: int, splits: int, align: int) -> tuple[int, int]:

@@ -21,19 +21,21 @@ Extra keyword arguments go to the named algorithm (``config=`` for implicit_gemm
 for the weight gradient's split-K algorithms). Outputs are allocated on the current backend
 (CuPy's pool and stream on the GPU) unless ``out=`` is given; every element is written.
 
-Layouts: the gradient kernels read NCHW/KCRS. ``layout="NHWC"`` is accepted by conv2d_input and
-conv2d_weight and runs the NCHW plan on transposed copies (one copy of each input and of the
-output): correct, not native.
+Layouts: ``layout="NCHW"`` (x, dx: N,C,H,W; w, dw: K,C/g,R,S; dy: N,K,P,Q) or ``"NHWC"`` (x, dx:
+N,H,W,C; w, dw: K,R,S,C/g; dy: N,P,Q,K), as ``conv2d`` takes it, on every function here and its
+``plan_*``. The spec carries the layout; an algorithm whose kernels do not read it refuses the call
+(``algorithms(problem, which, layout="NHWC")`` says why) and ``auto`` passes it over: no hidden
+transposed copy (docs/grad.md#layouts).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend, planning_target, workspace_cap
+from ..backend import planning_target, workspace_cap
 from ..dtypes import TENSOR_CORE_DTYPES
 from ..plan import Output, Plan, combine
 from ..problem import Conv2dProblem, bool_arg, shape_arg
-from . import _common, conv2d, conv_wgrad, tc_grad
+from . import conv2d, conv_wgrad, tc_grad
 from ._algorithm import DGRAD, WGRAD, AlgorithmInfo, ConvSpec
 from ._conv_frontend import (
     ROLE_NAMES,
@@ -43,6 +45,7 @@ from ._conv_frontend import (
     check_workspace_cap,
     dgrad_spec,
     forward_problem,
+    grad_shapes,
     wgrad_spec,
 )
 from ._frontend import FrontEnd, option_items, plan_of
@@ -53,47 +56,11 @@ WHICH = ("input", "weight")
 _NAMES = {**ROLE_NAMES, "dx": "out", "dw": "out", "db": "out_bias"}
 
 
-# --------------------------------------------------------------------------- NHWC through NCHW plans
-def _nchw(a):
-    """An NHWC (KRSC) array or stand-in, 4-D or unbatched 3-D, viewed as NCHW (KCRS): no copy (the
-    plan copies strided inputs)."""
-    if a is None:
-        return None
-    order = (0, 3, 1, 2) if len(a.shape) == 4 else (2, 0, 1)
-    if hasattr(a, "transpose"):
-        return a.transpose(order)
-    return conv2d.Shape(tuple(a.shape[i] for i in order), a.dtype)
-
-
-def _nchw_shape(shape):
-    s = shape_arg(shape, "size")
-    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else ((s[2], s[0], s[1]) if len(s) == 3 else s)
-
-
-def _nhwc_result(result, out):
-    """The NCHW gradient ``result`` in NHWC: a transposed copy, into ``out`` when given (a plan,
-    from plan_*, is returned as it is)."""
-    if isinstance(result, Plan):
-        return result
-    view = result.transpose((0, 2, 3, 1) if result.ndim == 4 else (1, 2, 0))
-    if out is None:
-        return current_backend().contiguous(view)
-    out[...] = view
-    return out
-
-
-def _nhwc_out(out, shape, dtype, what="out"):
-    """A user-given NHWC ``out=``: checked before anything runs (the NCHW plan writes a temporary)."""
-    if out is not None and dtype is not None:  # no dtype: the NCHW call below names the bad argument
-        be = current_backend()
-        _common.check_out(_common.native(be, out, what), shape_arg(shape, what), np.dtype(dtype), be, what)
-
-
 # --------------------------------------------------------------------------- conv2d_input
 def _plan_input(be, env, args, extra, misaligned) -> Plan:
-    input_size, stride, padding, dilation, groups, algo = args
+    input_size, stride, padding, dilation, groups, algo, layout = args
     spec = dgrad_spec(be, env["w"], env["dy"], env["dx"], input_size, stride, padding, dilation, groups, extra,
-                      misaligned)
+                      misaligned, check_layout(layout))
     return conv2d.select(spec, algo)
 
 
@@ -106,13 +73,10 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     """∂L/∂x of ``y = conv2d(x, weight, stride, padding, dilation, groups)`` given ``grad_output``
     = ∂L/∂y, as torch.nn.grad.conv2d_input. ``input_size``: x's shape (3-D for an unbatched
     grad_output). Returns ``out`` (allocated when None), every element written. The plan's roles:
-    inputs ``w``, ``dy``, output ``dx``, all NCHW."""
-    if check_layout(layout) == "NHWC":
-        _nhwc_out(out, input_size, getattr(weight, "dtype", None))
-        return _nhwc_result(conv2d_input(_nchw_shape(input_size), _nchw(weight), _nchw(grad_output), stride,
-                                         padding, dilation, groups, algo=algo, **extra), out)
+    inputs ``w``, ``dy``, output ``dx``, in ``layout`` ("NHWC": input_size, grad_output and dx
+    N,H,W,C-ordered, weight K,R,S,C/groups)."""
     return _INPUT({"w": weight, "dy": grad_output, "dx": out},
-                  (input_size, stride, padding, dilation, groups, algo), extra)
+                  (input_size, stride, padding, dilation, groups, algo, layout), extra)
 
 
 plan_conv2d_input = plan_of(conv2d_input)
@@ -120,9 +84,9 @@ plan_conv2d_input = plan_of(conv2d_input)
 
 # --------------------------------------------------------------------------- conv2d_weight
 def _plan_weight(be, env, args, extra, misaligned) -> Plan:
-    weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes = args
+    weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes, layout = args
     spec = wgrad_spec(be, env["x"], env["dy"], env["dw"], None, weight_size, stride, padding, dilation, groups,
-                      deterministic, max_workspace_bytes, extra, misaligned)
+                      deterministic, max_workspace_bytes, extra, misaligned, layout=check_layout(layout))
     return conv2d.select(spec, algo)
 
 
@@ -136,48 +100,51 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     summed in a fixed order: bit-identical across runs. ``deterministic=False`` permits
     atomicAdd accumulation (float32/float64; no workspace, low bits vary between runs).
     ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB, within a quarter of the
-    device's memory). The plan's roles: inputs ``x``, ``dy``, output ``dw`` (NCHW/KCRS)."""
-    if check_layout(layout) == "NHWC":
-        _nhwc_out(out, weight_size, getattr(input, "dtype", None))
-        return _nhwc_result(conv2d_weight(_nchw(input), _nchw_shape(weight_size), _nchw(grad_output), stride,
-                                          padding, dilation, groups, algo=algo, deterministic=deterministic,
-                                          max_workspace_bytes=max_workspace_bytes, **extra), out)
+    device's memory). The plan's roles: inputs ``x``, ``dy``, output ``dw``, in ``layout``
+    (NCHW/KCRS, or NHWC with weight_size and dw K,R,S,C/groups)."""
     return _WEIGHT({"x": input, "dy": grad_output, "dw": out},
-                   (weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes), extra)
+                   (weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes, layout),
+                   extra)
 
 
 plan_conv2d_weight = plan_of(conv2d_weight)
 
 
 # --------------------------------------------------------------------------- conv2d_bias
-def bias_plan(dtype: str, N: int, K: int, PQ: int, expected, device) -> Plan:
+def bias_plan(dtype: str, N: int, K: int, PQ: int, expected, device, layout: str = "NCHW") -> Plan:
     """db = dy (N, K, ...) summed over N and the P·Q other elements of each channel, in a fixed order
-    (one block per channel): the bias gradient of a convolution or a linear layer. A size beyond
-    the kernel's 32-bit arguments is a ValueError naming it (_common.i32)."""
+    (one block per channel): the bias gradient of a convolution or a linear layer. NHWC dy (N, ...,
+    K) is the same kernel on N·P·Q rows of one element per channel (the same order of terms: the
+    same bits). A size beyond the kernel's 32-bit arguments is a ValueError naming it
+    (_common.i32)."""
     kernels = tc_grad if dtype in TENSOR_CORE_DTYPES else conv_wgrad
-    launches = (kernels.bias_launch(dtype, N, K, PQ),) if K else ()
+    rows, per_row = (N * PQ, 1) if layout == "NHWC" else (N, PQ)
+    launches = (kernels.bias_launch(dtype, rows, K, per_row),) if K else ()
     return Plan("conv2d_bias", "reduce" if K else "none", None, launches, ("dy",),
                 (Output("db", (K,), conv2d.numpy_dtype(dtype)),), device, expected=tuple(expected))
 
 
 def _plan_bias(be, env, args, extra, misaligned) -> Plan:
     dy, out = env["dy"], env["db"]
+    layout = check_layout(args[0])
     dt = check_dtypes(grad_output=dy, out=out)
     if len(dy.shape) < 2:
-        raise ValueError(f"grad_output must have a batch and a channel axis (N, K, ...), got shape {tuple(dy.shape)}")
-    N, K = int(dy.shape[0]), int(dy.shape[1])
-    PQ = int(np.prod(dy.shape[2:], dtype=np.int64))
+        axes = "(N, K, ...)" if layout == "NCHW" else "(N, ..., K) for layout NHWC"
+        raise ValueError(f"grad_output must have a batch and a channel axis {axes}, got shape {tuple(dy.shape)}")
+    N, K = int(dy.shape[0]), int(dy.shape[1 if layout == "NCHW" else -1])
+    PQ = int(np.prod(dy.shape[2:] if layout == "NCHW" else dy.shape[1:-1], dtype=np.int64))
     check_outputs(be, [("out", out, (K,), dt)], {"grad_output": dy})
-    return bias_plan(dt, N, K, PQ, (("dy", tuple(dy.shape), dt),), planning_target(be)[1])
+    return bias_plan(dt, N, K, PQ, (("dy", tuple(dy.shape), dt),), planning_target(be)[1], layout)
 
 
 _BIAS = FrontEnd("conv2d_bias", ("dy", "db"), _plan_bias, batched=("dy",), names=_NAMES)
 
 
-def conv2d_bias(grad_output, *, out=None):
-    """∂L/∂b of a convolution's bias: ``grad_output`` (N, K, ...) summed over every axis but the
-    channel axis 1, in a fixed order (deterministic). Returns ``out`` (K,)."""
-    return _BIAS({"dy": grad_output, "db": out})
+def conv2d_bias(grad_output, *, layout="NCHW", out=None):
+    """∂L/∂b of a convolution's bias: ``grad_output`` (N, K, ...; NHWC: N, ..., K) summed over
+    every axis but the channel axis, in a fixed order (deterministic; the same bits in either
+    layout). Returns ``out`` (K,)."""
+    return _BIAS({"dy": grad_output, "db": out}, (layout,))
 
 
 plan_conv2d_bias = plan_of(conv2d_bias)
@@ -197,30 +164,33 @@ def _wgrad_cap(caps, max_workspace_bytes, plans) -> int | None:
 
 
 def _plan_backward(be, env, args, extra, misaligned) -> Plan:
-    mask, stride, padding, dilation, groups, algo, weight_algo, deterministic, max_workspace_bytes = args
+    mask, stride, padding, dilation, groups, algo, weight_algo, deterministic, max_workspace_bytes, layout = args
     x, w, dy = env["x"], env["w"], env["dy"]
+    check_layout(layout)
     if not (isinstance(mask, tuple) and len(mask) == 3 and all(isinstance(m, (bool, np.bool_)) for m in mask)):
         raise TypeError(f"output_mask must be a tuple of three bools (input, weight, bias), got {mask!r}")
     dt = check_dtypes(input=x, weight=w, grad_output=dy)
-    p = forward_problem("conv2d_backward", x.shape, w.shape, dy, stride, padding, dilation, groups, dt)
+    p = forward_problem("conv2d_backward", x.shape, w.shape, dy, stride, padding, dilation, groups, dt, layout)
     check_outputs(be, [], {"input": x, "weight": w, "grad_output": dy})
     caps, device = planning_target(be)
     check_workspace_cap(max_workspace_bytes)
     plans = []
     if mask[0]:
-        plans.append(conv2d.select(ConvSpec(p, caps=caps, device=device, max_workspace_bytes=max_workspace_bytes,
-                                            misaligned=misaligned, operator=DGRAD), algo))
+        plans.append(conv2d.select(ConvSpec(p, layout, caps=caps, device=device,
+                                            max_workspace_bytes=max_workspace_bytes, misaligned=misaligned,
+                                            operator=DGRAD), algo))
     if mask[1]:      # within what the dgrad's plan left of the workspace cap
-        plans.append(conv2d.select(ConvSpec(p, caps=caps, device=device,
+        plans.append(conv2d.select(ConvSpec(p, layout, caps=caps, device=device,
                                             max_workspace_bytes=_wgrad_cap(caps, max_workspace_bytes, plans),
                                             has_bias=mask[2], options=option_items(extra), misaligned=misaligned,
                                             operator=WGRAD,
                                             deterministic=bool_arg(deterministic, "deterministic")),
                                    weight_algo))
     elif mask[2]:
-        plans.append(bias_plan(dt, p.N, p.K, p.P * p.Q, (), device))
+        plans.append(bias_plan(dt, p.N, p.K, p.P * p.Q, (), device, layout))
+    x_shape, w_shape = grad_shapes(p, layout)
     return combine("conv2d_backward", p, plans, ("x", "w", "dy"), [o for pl in plans for o in pl.outputs],
-                   (("x", p.input_shape, dt), ("w", p.weight_shape, dt), ("dy", p.output_shape, dt)), device)
+                   (("x", x_shape, dt), ("w", w_shape, dt), ("dy", tuple(dy.shape), dt)), device)
 
 
 _BACKWARD = FrontEnd("conv2d_backward", ("x", "w", "dy"), _plan_backward, batched=("x", "dy", "dx"),
@@ -229,21 +199,22 @@ _BACKWARD = FrontEnd("conv2d_backward", ("x", "w", "dy"), _plan_backward, batche
 
 def conv2d_backward(input, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,  # noqa: A002
                     output_mask=(True, True, True), algo="auto", weight_algo="auto", deterministic=True,
-                    max_workspace_bytes=None, weight_options=None):
+                    max_workspace_bytes=None, weight_options=None, layout="NCHW"):
     """(dx, dw, db) of ``y = conv2d(input, weight, bias, ...)`` in one plan (PyTorch's
     convolution_backward): the gradients ``output_mask`` (input, weight, bias) asks for, None
     for the others; db is fused into the wgrad kernel when dw is computed too. ``algo`` picks
     the dgrad, ``weight_algo`` the wgrad; ``weight_options``: keyword arguments for the named
     ``weight_algo`` (``config=``, ``splits=``). ``max_workspace_bytes`` caps the plan's workspace
     (None: auto's default, a quarter of the device's memory): the dgrad plans within it, the wgrad
-    within what the dgrad left. NCHW; unbatched 3-D inputs as PyTorch takes them. The plan's
+    within what the dgrad left. ``layout``: "NCHW" or "NHWC" (x, dy, dx N,H,W,C-ordered; w, dw
+    K,R,S,C/groups), as conv2d takes it; unbatched 3-D inputs as PyTorch takes them. The plan's
     roles: inputs ``x``, ``w``, ``dy``; outputs ``dx``, ``dw``, ``db`` (those the mask asks for)."""
     mask = tuple(output_mask) if isinstance(output_mask, list) else output_mask
     if not isinstance(weight_options, (dict, type(None))):
         raise TypeError(f"weight_options must be a dict of keyword arguments or None, got {weight_options!r}")
     return _BACKWARD({"x": input, "w": weight, "dy": grad_output},
                      (mask, stride, padding, dilation, groups, algo, weight_algo, deterministic,
-                      max_workspace_bytes), weight_options)
+                      max_workspace_bytes, layout), weight_options)
 
 
 plan_conv2d_backward = plan_of(conv2d_backward)
@@ -251,16 +222,17 @@ plan_conv2d_backward = plan_of(conv2d_backward)
 
 # --------------------------------------------------------------------------- algorithms
 def algorithms(problem: Conv2dProblem, which: str = "input", *, deterministic: bool = True, bias: bool = False,
-               max_workspace_bytes: int | None = None) -> list[AlgorithmInfo]:
+               max_workspace_bytes: int | None = None, layout: str = "NCHW") -> list[AlgorithmInfo]:
     """Every gradient algorithm on the forward ``problem``, as ``cuconv.algorithms`` lists the
     forward's: for ``which="input"`` (dgrad) or ``"weight"`` (wgrad, with db fused when ``bias``),
-    whether it can run, why not, its workspace, its plan (on the current backend's device) and,
-    on the one ``auto`` takes, the rule that takes it."""
+    in ``layout``, whether it can run, why not (e.g. "layout NHWC not supported"), its workspace,
+    its plan (on the current backend's device) and, on the one ``auto`` takes, the rule that
+    takes it."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
     if not isinstance(problem, Conv2dProblem):
         raise TypeError(f"problem must be a Conv2dProblem, got {type(problem).__name__}")
     operator = DGRAD if which == "input" else WGRAD
     spec = conv2d.spec_of(problem, operator, deterministic=deterministic, has_bias=bias and operator == WGRAD,
-                          max_workspace_bytes=max_workspace_bytes)
+                          max_workspace_bytes=max_workspace_bytes, layout=layout)
     return conv2d.infos(spec)

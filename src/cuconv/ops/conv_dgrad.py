@@ -1,16 +1,17 @@
 """The data gradient of conv2d, dX, on CUDA cores (kernels/conv_dgrad.cu): the ``direct`` and
 ``implicit_gemm`` algorithms of the ``DGRAD`` pass.
 
-``dx = conv2d_input(w, dy)`` for the forward ``y = conv2d(x, w)`` of the spec (NCHW / KCRS,
-float32 or float64, any stride, padding — asymmetric included —, dilation and groups); the
+``dx = conv2d_input(w, dy)`` for the forward ``y = conv2d(x, w)`` of the spec (NCHW / KCRS or
+NHWC / KRSC read and written in place — every kernel below has an ``_nhwc`` twin —, float32 or
+float64, any stride, padding — asymmetric included —, dilation and groups); the
 public op is ``cuconv.grad.conv2d_input`` (ops/conv2d_grad.py), ``auto``'s rules are
 ops/heuristics.py's ``DGRAD_RULES``. Depthwise problems have their own kernels
 (ops/depthwise_grad.py), float16/bfloat16 the tensor cores' (ops/tc_grad.py).
 
 Kernels (generated names):
 
-* ``conv_dgrad_direct_{f32,f64}_256`` — one thread per dx element; the always-correct variant.
-* ``conv_dgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
+* ``conv_dgrad_direct_{f32,f64}[_nhwc]_256`` — one thread per dx element; the always-correct variant.
+* ``conv_dgrad_implicit_gemm_{f32,f64}[_nhwc]_BMxBNxBK_TMxTN`` — an implicit GEMM per group and stride
   phase over the phase's taps only (no inserted zeros); see the kernel file's header. The
   ``config=`` option names one; by default ``choose_config`` picks the tile.
 * ``conv_dgrad_implicit_gemm_{f32_128x128,f64_64x64}x8_8x8_s4`` — the same GEMM through a
@@ -22,7 +23,7 @@ their registered ``KernelEntry``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
@@ -30,8 +31,8 @@ from ..plan import Launch, PlanError
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common, implicit_gemm
-from ._algorithm import DGRAD, ConvAlgorithm, ConvSpec, conv_plan
-from ._grad import DX, DY, W, DirectConfig
+from ._algorithm import DGRAD, LAYOUTS, ConvAlgorithm, ConvSpec, conv_plan
+from ._grad import DX, DY, W, DirectConfig, layout_tag
 
 FILE = "conv_dgrad.cu"
 DIRECT_MAX_BLOCKS = 1 << 16       # the grid-stride loop covers the rest
@@ -63,6 +64,7 @@ class DgradGemmConfig:
     min_blocks_per_sm: int = 2
     main: bool = False
     stages: int = 0      # > 0: the cp.async pipeline of that depth (kernels/regtile.cuh)
+    layout: str = "NCHW"  # "NHWC": dy, dx NHWC and w KRSC, read and written in place
 
     @property
     def threads(self) -> int:
@@ -70,13 +72,14 @@ class DgradGemmConfig:
 
     @property
     def name(self) -> str:
-        return (f"conv_dgrad_implicit_gemm_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
-                + (f"_s{self.stages}" if self.stages else ""))
+        return (f"conv_dgrad_implicit_gemm_{tag(self.dtype)}{layout_tag(self.layout)}_{self.bm}x{self.bn}x{self.bk}_"
+                f"{self.tm}x{self.tn}" + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
+        tail = f", {self.stages}, true>" if self.layout == "NHWC" else (f", {self.stages}>" if self.stages else ">")
         return (f"dgrad_implicit_gemm<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
-                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}" + (f", {self.stages}>" if self.stages else ">"))
+                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}" + tail)
 
     def m_tiles(self, p: Conv2dProblem) -> int:
         """M tiles per phase: those of the largest phase (phase 0)."""
@@ -116,6 +119,8 @@ class DgradGemmConfig:
 
 
 DIRECT = {dt: DgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
+DIRECT_NHWC = {dt: DgradDirectConfig(dt, layout="NHWC") for dt in CUDA_CORE_DTYPES}
+DIRECT_BY_LAYOUT = {"NCHW": DIRECT, "NHWC": DIRECT_NHWC}
 GEMM_CONFIGS = (
     DgradGemmConfig("float32", 64, 64, 8, 4, 4),
     DgradGemmConfig("float32", 128, 64, 8, 8, 4, main=True),
@@ -126,19 +131,23 @@ GEMM_CONFIGS = (
     DgradGemmConfig("float32", 128, 128, 8, 8, 8, min_blocks_per_sm=1, stages=4),
     DgradGemmConfig("float64", 64, 64, 8, 8, 8, min_blocks_per_sm=2, stages=4),
 )
-CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
+# The same tiles reading NHWC/KRSC (none is the file's main kernel).
+GEMM_CONFIGS_NHWC = tuple(replace(c, layout="NHWC", main=False) for c in GEMM_CONFIGS)
+GEMM_BY_LAYOUT = {"NCHW": GEMM_CONFIGS, "NHWC": GEMM_CONFIGS_NHWC}
+CONFIGS = (*DIRECT.values(), *DIRECT_NHWC.values(), *GEMM_CONFIGS, *GEMM_CONFIGS_NHWC)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 
 
-def choose_config(p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
+def choose_config(p: Conv2dProblem, sms: int = 132, layout: str = "NCHW") -> DgradGemmConfig:
     """The GEMM tile for ``p``: the 128-row tile (f32) when C/groups > 32 and it still gives every
     SM a block (fewer loads per FMA), else 64x64. Where the 128-row tile is chosen, C/groups > 64
     (the GEMM's N fills a 128-wide tile) and the 128x128 tile too gives every SM a block, it runs
     as the 4-stage cp.async variant with 8x8 thread tiles (filters up to 16x16; the forward's
     rule, ops/implicit_gemm.choose_config: the higher static issue ratio, `cuconv kernels
-    --analyze --file conv_dgrad.cu`). float64 keeps its 64x64 4x4 tile."""
-    by_dtype = [c for c in GEMM_CONFIGS if c.dtype == p.dtype]
+    --analyze --file conv_dgrad.cu`). float64 keeps its 64x64 4x4 tile. The same rule in
+    either ``layout`` (the NHWC configs are the same tiles)."""
+    by_dtype = [c for c in GEMM_BY_LAYOUT[layout] if c.dtype == p.dtype]
     big = next((c for c in by_dtype if c.bm == 128 and not c.stages), None)
     if (big is not None and p.C_per_group > 32 and big.blocks(p) >= sms
             and big.can_implement(p) is None):
@@ -150,14 +159,15 @@ def choose_config(p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
     return next(c for c in by_dtype if c.bm == 64 and not c.stages)
 
 
-def resolve_config(config, p: Conv2dProblem, sms: int = 132) -> DgradGemmConfig:
-    """``config``: None (``choose_config``) or the name of a GEMM config of the problem's dtype."""
+def resolve_config(config, p: Conv2dProblem, sms: int = 132, layout: str = "NCHW") -> DgradGemmConfig:
+    """``config``: None (``choose_config``) or the name of a GEMM config of the problem's dtype
+    and of ``layout``."""
     if config is None:
-        return choose_config(p, sms)
+        return choose_config(p, sms, layout)
     cfg = CONFIGS_BY_NAME.get(config) if isinstance(config, str) else config
-    if not isinstance(cfg, DgradGemmConfig) or cfg not in GEMM_CONFIGS:
-        raise ValueError(f"unknown dgrad implicit_gemm config {config!r}; available: "
-                         f"{', '.join(c.name for c in GEMM_CONFIGS)}")
+    if not isinstance(cfg, DgradGemmConfig) or cfg not in GEMM_BY_LAYOUT[layout]:
+        raise ValueError(f"unknown dgrad implicit_gemm config {config!r} (layout {layout}); available: "
+                         f"{', '.join(c.name for c in GEMM_BY_LAYOUT[layout])}")
     return cfg
 
 
@@ -169,17 +179,19 @@ def _plan(spec: ConvSpec, algo: str, cfg) -> object:
 
 
 def plan_direct(spec: ConvSpec):
-    return _plan(spec, "direct", DIRECT[spec.dtype])
+    return _plan(spec, "direct", DIRECT_BY_LAYOUT[spec.layout][spec.dtype])
 
 
 def plan_implicit_gemm(spec: ConvSpec):
-    return _plan(spec, "implicit_gemm", resolve_config(spec.option("config"), spec.problem, spec.caps.sms))
+    return _plan(spec, "implicit_gemm", resolve_config(spec.option("config"), spec.problem, spec.caps.sms,
+                                                            spec.layout))
 
 
 DIRECT_ALGORITHM = ConvAlgorithm(
-    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=DGRAD,
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, layouts=LAYOUTS, operator=DGRAD,
     description="one thread per dx element, gathering the taps that reach it: always correct")
 IMPLICIT_GEMM = ConvAlgorithm(
-    name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config",), operator=DGRAD,
+    name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, layouts=LAYOUTS, options=("config",),
+    operator=DGRAD,
     description="an implicit GEMM per group and stride phase over the phase's taps only (no inserted zeros)")
 ALGORITHMS = (DIRECT_ALGORITHM, IMPLICIT_GEMM)

@@ -15,18 +15,22 @@ col2im workspace, no atomics.
 Kernels: ``conv_transpose2d_f32_simple`` (one output per thread, every tap tested) and
 ``conv_transpose2d_f32_phase_co{4,8}`` (a block per output phase, so all its threads share one
 set of taps, and 4 or 8 output channels per thread); the same in float64 (``..._f64_...``,
-4 channels per thread).
+4 channels per thread). ``layout="NHWC"``: the same kernels with NHWC strides (x N,H,W,C_in; w
+C_in,R,S,C_out/g; y N,H_out,W_out,C_out), no conversion. float16/bfloat16: the tensor-core data
+gradient of ``as_conv2d()`` (ops/tc_grad.py's plan, any padding, either layout) with the bias and
+activation fused into its last write of each element.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
-from ..plan import Launch, Output, Plan
+from ..backend import planning_target
+from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, TENSOR_CORE_DTYPES, ctype, name_of, numpy_dtype, tag
+from ..plan import Launch, Output, Plan, PlanError, layout_buffers, relabel
 from ..problem import ConvTransposeProblem
 from ..registry import KernelEntry, register_kernel
-from . import _common
+from . import _common, tc_grad
+from ._algorithm import DGRAD, ConvSpec
 from ._common import OUT, W, X, i32
+from ._conv_frontend import check_layout, layout_shapes
 from ._frontend import FrontEnd, plan_of
 
 FILE = "conv_transpose.cu"
@@ -35,6 +39,7 @@ MIN_BLOCKS_PER_SM = 4
 MAX_BLOCKS = 1 << 16
 
 VARIANTS = ("auto", "simple", "phase")
+DTYPES = CUDA_CORE_DTYPES + TENSOR_CORE_DTYPES
 # (dtype, kernel) -> (label, expression); kernel "simple" or the phase kernel's CO_TILE: 4 and
 # 8 in float32, 4 in float64 (8 double accumulators plus the loop state spill at the 64-register
 # budget of 4 blocks/SM on sm_90).
@@ -93,17 +98,62 @@ def choose_kernel(p: ConvTransposeProblem, variant: str = "auto") -> tuple[str, 
     return label, expr, _common.grid_1d(total, THREADS, MAX_BLOCKS)
 
 
+def _tc_plan(be, p: ConvTransposeProblem, layout: str, has_bias: bool, act: int, variant: str, misaligned) -> Plan:
+    """float16/bfloat16: the tensor-core data gradient (ops/tc_grad.py) of the convolution whose
+    data gradient this transposed convolution is, with the bias and activation fused into its
+    last write of each element; its roles renamed (dy -> x, dx -> out)."""
+    if variant == "phase":
+        raise ValueError("variant='phase' is conv_transpose.cu's float32/float64 kernel; float16 and bfloat16 run "
+                         "on tensor cores (variant 'auto' or 'simple')")
+    caps, device = planning_target(be)
+    spec = ConvSpec(p.as_conv2d(), layout, caps, device, has_bias=has_bias, act=act, operator=DGRAD,
+                    misaligned=frozenset({"x": "dy", "w": "w"}[r] for r in misaligned if r in ("x", "w")))
+    algo = next(a for a in tc_grad.DGRAD_ALGORITHMS
+                if a.name == ("implicit_gemm_tc_simple" if variant == "simple" else "implicit_gemm_tc"))
+    try:
+        inner = algo.make_plan(spec)
+    except PlanError as exc:
+        raise ValueError(f"conv_transpose2d cannot run {p.describe()} on tensor cores: {exc}") from None
+    names = {"dy": "x", "w": "w", "dx": "out", "bias": "bias"}
+    launches, parts = relabel(inner, names, "")
+    buffers, nbytes = layout_buffers(*parts)
+    return _transpose_plan(p, inner.algo, launches, layout, has_bias, device, workspace_bytes=nbytes,
+                           buffers=buffers, aligned=tuple(sorted(names[r] for r in inner.aligned if r in names)),
+                           description=inner.description)
+
+
+def _transpose_plan(p: ConvTransposeProblem, label: str, launches, layout: str, has_bias: bool, device,
+                    **extra) -> Plan:
+    dt = p.dtype
+    x_shape, w_shape, y_shape = p.input_shape, p.weight_shape, p.output_shape
+    if layout == "NHWC":
+        x_shape, w_shape, y_shape = (_nhwc(s) for s in (x_shape, w_shape, y_shape))
+    return Plan("conv_transpose2d", label, p, tuple(launches), ("x", "w", "bias"),
+                (Output("out", y_shape, numpy_dtype(dt)),), device,
+                absent=frozenset(() if has_bias else ("bias",)),
+                expected=(("x", x_shape, dt), ("w", w_shape, dt), ("bias", (p.C_out,), dt)), **extra)
+
+
+def _nhwc(shape):
+    """(A, B, C, D) -> (A, C, D, B): NCHW -> NHWC, and C_in × C_out/g × R × S -> C_in × R × S × C_out/g."""
+    return (shape[0], shape[2], shape[3], shape[1])
+
+
 def _plan(be, env, args, extra, misaligned) -> Plan:
-    stride, padding, output_padding, groups, dilation, activation, variant = args
+    stride, padding, output_padding, groups, dilation, activation, variant, layout = args
     x, w, bias, out = env["x"], env["w"], env["bias"], env["out"]
-    x = _common.as_tensor(x, "input", dtypes=CUDA_CORE_DTYPES, be=be)
+    check_layout(layout)
+    x = _common.as_tensor(x, "input", dtypes=DTYPES, be=be)
     if x.ndim != 4:
         raise ValueError(f"input must be 3-D (C_in, H, W, unbatched) or 4-D, got shape {tuple(x.shape)}")
-    dt = np.dtype(x.dtype).name
-    w = _common.as_tensor(w, "weight", ndim=4, dtypes=CUDA_CORE_DTYPES, be=be)
-    if np.dtype(w.dtype).name != dt:
-        raise TypeError(f"input and weight must have the same dtype, got {dt} and {np.dtype(w.dtype).name}")
-    p = ConvTransposeProblem.from_shapes(x.shape, w.shape, stride, padding, output_padding, groups, dilation, dt)
+    dt = name_of(x.dtype)
+    w = _common.as_tensor(w, "weight", ndim=4, dtypes=DTYPES, be=be)
+    if w.dtype != x.dtype:
+        raise TypeError(f"input and weight must have the same dtype, got {x.dtype} and {w.dtype}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    p = ConvTransposeProblem.from_shapes(*layout_shapes(tuple(x.shape), tuple(w.shape), layout), stride, padding,
+                                         output_padding, groups, dilation, dt)
     reason = kernel_limits(p)
     if reason:
         raise ValueError(f"{reason} ({p.describe()})")
@@ -111,17 +161,17 @@ def _plan(be, env, args, extra, misaligned) -> Plan:
     act = _common.activation_code(activation)
     _common.same_device(be, input=x, weight=w, bias=bias, out=out)
     if out is not None:
-        _common.check_out(out, p.output_shape, dt, be)
+        _common.check_out(out, p.output_shape if layout == "NCHW" else _nhwc(p.output_shape), dt, be)
+    if dt in TENSOR_CORE_DTYPES:
+        return _tc_plan(be, p, layout, bias is not None, act, variant, misaligned)
     label, expr, grid = choose_kernel(p, variant)
     launches = [] if p.N == 0 else [Launch(ENTRIES[expr], (grid, 1, 1), (THREADS, 1, 1), (
         X, W, _common.optional_ref(bias is not None, "bias", dt), OUT,
         i32(p.N), i32(p.C_in), i32(p.H), i32(p.W), i32(p.C_out), i32(p.H_out), i32(p.W_out),
         i32(p.R), i32(p.S), i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
-        i32(p.dilation_h), i32(p.dilation_w), i32(p.groups), i32(bias is not None), i32(act)))]
-    return Plan("conv_transpose2d", label, p, tuple(launches), ("x", "w", "bias"),
-                (Output("out", p.output_shape, np.dtype(dt)),), be.device_key(),
-                absent=frozenset(() if bias is not None else ("bias",)),
-                expected=(("x", p.input_shape, dt), ("w", p.weight_shape, dt), ("bias", (p.C_out,), dt)))
+        i32(p.dilation_h), i32(p.dilation_w), i32(p.groups), i32(bias is not None), i32(act),
+        i32(layout == "NHWC")))]
+    return _transpose_plan(p, label, launches, layout, bias is not None, be.device_key())
 
 
 _FRONT = FrontEnd("conv_transpose2d", ("x", "w", "bias", "out"), _plan, batched=("x", "out"),
@@ -129,14 +179,17 @@ _FRONT = FrontEnd("conv_transpose2d", ("x", "w", "bias", "out"), _plan, batched=
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None, out=None, variant: str = "auto"):
-    """Transposed 2-D convolution (torch.nn.functional.conv_transpose2d), NCHW, float32 or float64.
+                     dilation=1, *, activation=None, out=None, variant: str = "auto", layout: str = "NCHW"):
+    """Transposed 2-D convolution (torch.nn.functional.conv_transpose2d): float32, float64,
+    float16 or bfloat16 (tensor cores, fp32 accumulation, one rounding).
 
-    ``y = activation(conv_transpose(x, w) + bias)``. ``variant`` ("auto", "simple", "phase")
-    forces a kernel, for tests and benchmarks.
+    ``y = activation(conv_transpose(x, w) + bias)``. ``layout="NHWC"``: x (N, H, W, C_in), w
+    (C_in, R, S, C_out/groups), y (N, H_out, W_out, C_out), read and written as they are.
+    ``variant`` ("auto", "simple", "phase") forces a kernel, for tests and benchmarks (float16/
+    bfloat16: "auto" the tiled tensor-core kernels, "simple" the analytic ones).
     """
     return _FRONT({"x": x, "w": w, "bias": bias, "out": out},
-                  (stride, padding, output_padding, groups, dilation, activation, variant))
+                  (stride, padding, output_padding, groups, dilation, activation, variant, layout))
 
 
 plan_conv_transpose2d = plan_of(conv_transpose2d)

@@ -2,15 +2,16 @@
 ``direct`` and ``implicit_gemm`` algorithms of the ``WGRAD`` pass, and the bias gradient alone.
 
 ``dw = conv2d_weight(x, dy)`` (and ``db``, fused, when the spec's ``has_bias``) for the forward
-``y = conv2d(x, w) + b`` of the spec (NCHW / KCRS, float32 or float64); the public ops are
+``y = conv2d(x, w) + b`` of the spec (NCHW / KCRS, or NHWC / KRSC read and written in place by
+the ``_nhwc`` twin of every kernel below; float32 or float64); the public ops are
 ``cuconv.grad.conv2d_weight``, ``conv2d_backward`` and ``conv2d_bias`` (ops/conv2d_grad.py),
 ``auto``'s rules are ops/heuristics.py's ``WGRAD_RULES``. Depthwise problems have their own
 kernels (ops/depthwise_grad.py), float16/bfloat16 the tensor cores' (ops/tc_grad.py).
 
 Kernels (generated names):
 
-* ``conv_wgrad_direct_{f32,f64}_256`` — one thread per dW element; always correct, deterministic.
-* ``conv_wgrad_implicit_gemm_{f32,f64}_BMxBNxBK_TMxTN`` — split-K implicit GEMM (M = K/groups,
+* ``conv_wgrad_direct_{f32,f64}[_nhwc]_256`` — one thread per dW element; always correct, deterministic.
+* ``conv_wgrad_implicit_gemm_{f32,f64}[_nhwc]_BMxBNxBK_TMxTN`` — split-K implicit GEMM (M = K/groups,
   N = Cg·R·S, reduction N·P·Q), deterministic: split partials go to a bounded workspace and
   ``conv_wgrad_splitk_reduce_*`` sums them in split order (bit-identical across runs).
 * ``conv_wgrad_implicit_gemm_atomic_*`` — ``deterministic=False``: the splits atomicAdd into dW
@@ -18,7 +19,8 @@ Kernels (generated names):
 * ``conv_wgrad_implicit_gemm{,_atomic}_{f32_128x128,f64_64x64}x8_8x8_s4`` — the same split-K
   GEMMs with their gathers issued as cp.async into a 4-stage pipeline (kernels/regtile.cuh,
   docs/main_loops.md).
-* ``conv_wgrad_bias_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction).
+* ``conv_wgrad_bias_{f32,f64}_256`` — db alone (one block per channel, fixed-tree reduction; NHWC
+  dy as N·P·Q images of one pixel: the same kernel, the same bits).
 
 The split count is ``choose_splits`` (documented there; the ``splits=`` option overrides it, the
 ``config=`` option names the GEMM tile). A ``WgradSchedule`` holds the config, split count,
@@ -28,7 +30,7 @@ pass's Plan.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ..dtypes import CUDA_CORE_DTYPES, INT32_MAX, ctype, tag
@@ -36,8 +38,8 @@ from ..plan import Launch, Plan, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ..registry import KernelEntry, register_kernel
 from . import _common, implicit_gemm
-from ._algorithm import WGRAD, ConvAlgorithm, ConvSpec, conv_plan
-from ._grad import DB, DW, DY, X, DirectConfig, split_chunk
+from ._algorithm import LAYOUTS, WGRAD, ConvAlgorithm, ConvSpec, conv_plan
+from ._grad import DB, DW, DY, X, DirectConfig, layout_tag, split_chunk
 
 FILE = "conv_wgrad.cu"
 DIRECT_MAX_BLOCKS = 1 << 16
@@ -73,6 +75,7 @@ class WgradGemmConfig:
     min_blocks_per_sm: int = 2
     main: bool = False
     stages: int = 0      # > 0: the cp.async pipeline of that depth (kernels/regtile.cuh)
+    layout: str = "NCHW"  # "NHWC": x, dy NHWC read in place, dW written KRSC
 
     @property
     def threads(self) -> int:
@@ -81,14 +84,14 @@ class WgradGemmConfig:
     @property
     def name(self) -> str:
         kind = "conv_wgrad_implicit_gemm_atomic" if self.atomic else "conv_wgrad_implicit_gemm"
-        return (f"{kind}_{tag(self.dtype)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
+        return (f"{kind}_{tag(self.dtype)}{layout_tag(self.layout)}_{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}"
                 + (f"_s{self.stages}" if self.stages else ""))
 
     @property
     def expression(self) -> str:
+        tail = f", {self.stages}, true>" if self.layout == "NHWC" else (f", {self.stages}>" if self.stages else ">")
         return (f"wgrad_implicit_gemm<{ctype(self.dtype)}, {self.bm}, {self.bn}, {self.bk}, "
-                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}"
-                + (f", {self.stages}>" if self.stages else ">"))
+                f"{self.tm}, {self.tn}, {self.min_blocks_per_sm}, {'true' if self.atomic else 'false'}" + tail)
 
     def tiles(self, p: Conv2dProblem) -> int:
         """Blocks per split: groups · ceil(Kg / BM) · ceil(Cg·R·S / BN)."""
@@ -114,6 +117,8 @@ class WgradGemmConfig:
 
 
 DIRECT = {dt: WgradDirectConfig(dt) for dt in CUDA_CORE_DTYPES}
+DIRECT_NHWC = {dt: WgradDirectConfig(dt, layout="NHWC") for dt in CUDA_CORE_DTYPES}
+DIRECT_BY_LAYOUT = {"NCHW": DIRECT, "NHWC": DIRECT_NHWC}
 # (dtype, BM, BN, BK, TM, TN, blocks per SM, main); double: one block (8 warps) per SM — with
 # 128 registers (two blocks) the tile spills on sm_100.
 # _TILES_ASYNC: the cp.async pipeline with 8x8 thread tiles (~150-160 registers for f32: one
@@ -124,7 +129,10 @@ _TILES_ASYNC = (("float32", 128, 128, 8, 8, 8, 1, False, 4), ("float64", 64, 64,
 GEMM_CONFIGS = tuple(WgradGemmConfig(dt, bm, bn, bk, tm, tn, atomic, minb, main=main and not atomic, stages=stages)
                      for atomic in (False, True)
                      for dt, bm, bn, bk, tm, tn, minb, main, stages in (*(t + (0,) for t in _TILES), *_TILES_ASYNC))
-CONFIGS = (*DIRECT.values(), *GEMM_CONFIGS)
+# The same tiles reading NHWC and writing KRSC (none is the file's main kernel).
+GEMM_CONFIGS_NHWC = tuple(replace(c, layout="NHWC", main=False) for c in GEMM_CONFIGS)
+GEMM_BY_LAYOUT = {"NCHW": GEMM_CONFIGS, "NHWC": GEMM_CONFIGS_NHWC}
+CONFIGS = (*DIRECT.values(), *DIRECT_NHWC.values(), *GEMM_CONFIGS, *GEMM_CONFIGS_NHWC)
 CONFIGS_BY_NAME = {c.name: c for c in CONFIGS}
 ENTRIES = {c: register_kernel(c.entry()) for c in CONFIGS}
 # The parameterless kernels, per dtype: db alone, the split reduction, the zero fill.
@@ -197,13 +205,13 @@ def choose_splits(p: Conv2dProblem, cfg: WgradGemmConfig, sms: int = 132,
     return max(1, splits)
 
 
-def choose_config(p: Conv2dProblem, atomic: bool = False, sms: int = 132) -> WgradGemmConfig:
+def choose_config(p: Conv2dProblem, atomic: bool = False, sms: int = 132, layout: str = "NCHW") -> WgradGemmConfig:
     """128x64 (f32) when K/groups > 64 and its tiles alone give every SM a block; else 64x64.
     Where the 128-row tile is chosen, C/groups·R·S > 64 (the GEMM's N fills a 128-wide tile) and
     the 128x128 tiles too give every SM a block, it runs as the 4-stage cp.async variant with
     8x8 thread tiles (the same gathers; the higher static issue ratio, `cuconv kernels --analyze
-    --file conv_wgrad.cu`). float64 keeps its 64x64 4x4 tile."""
-    cands = [c for c in GEMM_CONFIGS if c.dtype == p.dtype and c.atomic == atomic]
+    --file conv_wgrad.cu`). float64 keeps its 64x64 4x4 tile. The same rule in either ``layout``."""
+    cands = [c for c in GEMM_BY_LAYOUT[layout] if c.dtype == p.dtype and c.atomic == atomic]
     big = next((c for c in cands if c.bm == 128 and not c.stages), None)
     if big is not None and p.K_per_group > 64 and big.tiles(p) >= sms and big.can_implement(p) is None:
         fast = next((c for c in cands if (c.bm, c.bn) == (128, 128) and c.stages), None)
@@ -214,15 +222,17 @@ def choose_config(p: Conv2dProblem, atomic: bool = False, sms: int = 132) -> Wgr
     return next(c for c in cands if c.bm == 64 and not c.stages)
 
 
-def resolve_config(config, p: Conv2dProblem, deterministic: bool, sms: int = 132) -> WgradGemmConfig:
+def resolve_config(config, p: Conv2dProblem, deterministic: bool, sms: int = 132,
+                   layout: str = "NCHW") -> WgradGemmConfig:
     """``config``: None (``choose_config``, atomic when not ``deterministic``) or the name of a
-    GEMM config of the problem's dtype (an atomic one only with ``deterministic=False``)."""
+    GEMM config of the problem's dtype and ``layout`` (an atomic one only with
+    ``deterministic=False``)."""
     if config is None:
-        return choose_config(p, not deterministic, sms)
+        return choose_config(p, not deterministic, sms, layout)
     cfg = CONFIGS_BY_NAME.get(config) if isinstance(config, str) else config
-    if not isinstance(cfg, WgradGemmConfig) or cfg not in GEMM_CONFIGS:
-        raise ValueError(f"unknown wgrad implicit_gemm config {config!r}; available: "
-                         f"{', '.join(c.name for c in GEMM_CONFIGS)}")
+    if not isinstance(cfg, WgradGemmConfig) or cfg not in GEMM_BY_LAYOUT[layout]:
+        raise ValueError(f"unknown wgrad implicit_gemm config {config!r} (layout {layout}); available: "
+                         f"{', '.join(c.name for c in GEMM_BY_LAYOUT[layout])}")
     if cfg.atomic and deterministic:
         raise ValueError(f"config {cfg.name} accumulates with atomicAdd (not deterministic); pass "
                          f"deterministic=False to use it")
@@ -264,7 +274,8 @@ class WgradSchedule:
             grid = _common.grid_1d(n_w, cfg.block, DIRECT_MAX_BLOCKS)
             lns = [Launch(ENTRIES[cfg], (grid, 1, 1), (cfg.block, 1, 1), (X, DY, DW, *geom))]
             if self.bias:
-                lns.append(bias_launch(p.dtype, p.N, p.K, p.P * p.Q))
+                lns.append(bias_launch(p.dtype, p.N, p.K, p.P * p.Q) if cfg.layout == "NCHW"
+                           else bias_launch(p.dtype, p.N * p.P * p.Q, p.K, 1))
             return lns
         grid = (cfg.tiles(p), self.splits, 1)
         block = (cfg.threads, 1, 1)
@@ -322,23 +333,25 @@ def wgrad_plan(spec: ConvSpec, algo: str, sched) -> Plan:
 def plan_direct(spec: ConvSpec) -> Plan:
     if spec.problem.N == 0:
         return zeros_plan(spec, "direct")
-    return wgrad_plan(spec, "direct", schedule(spec.problem, DIRECT[spec.dtype], bias=spec.has_bias))
+    cfg = DIRECT_BY_LAYOUT[spec.layout][spec.dtype]
+    return wgrad_plan(spec, "direct", schedule(spec.problem, cfg, bias=spec.has_bias))
 
 
 def plan_implicit_gemm(spec: ConvSpec) -> Plan:
     if spec.problem.N == 0:
         return zeros_plan(spec, "implicit_gemm")
-    cfg = resolve_config(spec.option("config"), spec.problem, spec.deterministic, spec.caps.sms)
+    cfg = resolve_config(spec.option("config"), spec.problem, spec.deterministic, spec.caps.sms, spec.layout)
     sched = schedule(spec.problem, cfg, bias=spec.has_bias, max_workspace_bytes=spec.max_workspace_bytes,
                      sms=spec.caps.sms, splits=spec.option("splits"))
     return wgrad_plan(spec, "implicit_gemm", sched)
 
 
 DIRECT_ALGORITHM = ConvAlgorithm(
-    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, operator=WGRAD, crops=True,
+    name="direct", plan=plan_direct, dtypes=CUDA_CORE_DTYPES, layouts=LAYOUTS, operator=WGRAD, crops=True,
     description="one thread per dW element (db by its own reduction): always correct, deterministic")
 IMPLICIT_GEMM = ConvAlgorithm(
-    name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, options=("config", "splits"),
+    name="implicit_gemm", plan=plan_implicit_gemm, dtypes=CUDA_CORE_DTYPES, layouts=LAYOUTS,
+    options=("config", "splits"),
     operator=WGRAD, crops=True,
     description="split-K implicit GEMM, db fused; partials reduced in split order (deterministic=False: "
                 "atomicAdd, no workspace)")

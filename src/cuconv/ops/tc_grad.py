@@ -6,16 +6,24 @@ plus the forward's kernels/tc_conv.cu for dgrad): the ``implicit_gemm_tc`` and
   sub-filter; the forward tensor-core convolution (ops/tc_conv.py's plan: the tiled cp.async
   kernel, or ``tc_conv_simple`` for ``implicit_gemm_tc_simple``) runs dy through it at stride 1
   and dilation doff; at stride > 1 ``tc_dgrad_scatter`` puts each phase's result at its positions
-  in dx (zeros for phases no tap reaches). The phase convolution needs non-negative padding:
-  problems whose padding exceeds the dilated filter's reach (``can_implement_input`` says so)
-  are not built. A phase convolution pads dy with zeros that a non-finite weight turns into NaN
-  (0·Inf), a term torch's dgrad does not have: ``tc_dgrad_flags`` marks the input channels whose
-  weights hold a NaN/Inf (first), ``tc_dgrad_fixup`` recomputes those channels' non-finite dx
-  elements over their true terms (last; with finite weights it only reads the flags).
+  in dx (zeros for phases no tap reaches). Every padding: where the padding reaches past the
+  dilated filter (or the end is cropped: conv_transpose2d's output_padding), the phase
+  convolution's padding is negative — it starts or stops inside dy, a crop the forward kernels'
+  bounds tests already take — so no valid problem is refused. A phase convolution pads dy with
+  zeros that a non-finite weight turns into NaN (0·Inf), a term torch's dgrad does not have:
+  ``tc_dgrad_flags`` marks the input channels whose weights hold a NaN/Inf (first),
+  ``tc_dgrad_fixup`` recomputes those channels' non-finite dx elements over their true terms
+  (last; with finite weights it only reads the flags). The spec's bias and activation (set by
+  ops/conv_transpose.py, whose float16/bfloat16 path is this dgrad) go into the last write of
+  each element: the phase convolution's epilogue at stride 1, else the scatter, and the fix-up.
 * wgrad: dW (and db): the tiled ``tc_wgrad_*_64x64x32_32x32`` (``implicit_gemm_tc_simple``:
   ``tc_wgrad_simple``), split-K with fp32 partials in a workspace (``splits=`` overrides the
   rule), + ``tc_grad_reduce`` (one rounding to the output dtype, deterministic); db by
   ``tc_bias_grad``.
+* Layouts: NCHW/KCRS, or NHWC/KRSC read and written as they are (no conversion step): the
+  phase filter is built KRSC and the forward kernel runs NHWC (packing only where Kg is odd or
+  dy misaligned, as the forward does); the wgrad gathers with the layout's strides and takes its
+  GEMM columns in (r, s, c) order, so dW comes out KRSC.
 
 Every kernel is registered with ``cuda_headers=True`` (the CUDA include path on the GPU).
 """
@@ -48,6 +56,8 @@ TILED = (64, 64, 32, 32, 32, 2)
 TARGET_BLOCKS_PER_SM = 2
 MIN_SPLIT_LEN = 256               # reduction indices per wgrad split (16 mma k-steps)
 DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
+# The activation layouts each pass reads and writes as they are (NHWC: KRSC weights).
+LAYOUTS = {DGRAD: ("NCHW", "NHWC"), WGRAD: ("NCHW", "NHWC")}
 
 
 def name(kernel: str, dtype: str) -> str:
@@ -86,14 +96,16 @@ def _launch(kernel, dtype, grid, block, args) -> Launch:
     return Launch(ENTRIES[(kernel, dtype)], grid, block, args)
 
 
-def _phase_conv(caps, device, q: Conv2dProblem, dy: Ref, wp: Ref, out: Ref, config, prefix: str,
-                misaligned=frozenset()):
+def _phase_conv(spec: ConvSpec, q: Conv2dProblem, dy: Ref, wp: Ref, out: Ref, config, prefix: str, epilogue: bool):
     """(launches, workspace parts, aligned roles) of the forward tensor-core convolution of a
-    dgrad phase: dy through the phase filter wp into out (ops/tc_conv.py's plan, relabelled)."""
-    spec = ConvSpec(q, "NCHW", caps, device, misaligned=frozenset("x" for r in (dy.name,) if r in misaligned))
-    plan = tc_conv.tc_conv_plan(spec, "implicit_gemm_tc_simple" if config == "simple" else "implicit_gemm_tc",
+    dgrad phase: dy through the phase filter wp into out (ops/tc_conv.py's plan, relabelled), in
+    the spec's layout; ``epilogue``: with the spec's bias and activation."""
+    sub = ConvSpec(q, spec.layout, spec.caps, spec.device, has_bias=epilogue and spec.has_bias,
+                   act=spec.act if epilogue else 0,
+                   misaligned=frozenset("x" for r in (dy.name,) if r in spec.misaligned))
+    plan = tc_conv.tc_conv_plan(sub, "implicit_gemm_tc_simple" if config == "simple" else "implicit_gemm_tc",
                                 config)
-    names = {"x": dy.name, "w": wp.name, "out": out.name}
+    names = {"x": dy.name, "w": wp.name, "out": out.name, "bias": "bias"}
     launches, parts = relabel(plan, names, prefix)
     return launches, parts, tuple(names[r] for r in plan.aligned if names.get(r) == dy.name)
 
@@ -136,16 +148,14 @@ def phase_problems(p: Conv2dProblem):
 
 
 def can_implement_input(p: Conv2dProblem) -> str | None:
+    """None for every valid float16/bfloat16 problem within the kernels' 32-bit limits: a phase
+    convolution whose padding is negative (the padding reaches past the dilated filter, or a
+    cropped end) starts or stops inside dy; the forward kernels' bounds tests cover that."""
     if p.dtype not in DTYPES:
         return f"the tensor-core gradients take float16 or bfloat16, got {p.dtype}"
     for *_, q in phase_problems(p):
         if q is None:
             continue
-        if min(q.pad_h, q.pad_w, q.pad_bottom, q.pad_right) < 0:
-            return (f"padding {(p.pad_h, p.pad_w)} (end {(p.pad_bottom, p.pad_right)}) reaches past the dilated "
-                    f"filter: the phase convolution would need negative padding (not built)")
-        if q.P <= 0 or q.Q <= 0:
-            return "a phase convolution has no output"
         reason = conv_limits(q)
         if reason:
             return reason
@@ -155,8 +165,10 @@ def can_implement_input(p: Conv2dProblem) -> str | None:
 
 
 def plan_dgrad(spec: ConvSpec, simple: bool) -> object:
-    """dx from w and dy on tensor cores, per stride phase (see the module docstring); ``simple``:
-    the phases' convolutions on tc_conv_simple."""
+    """dx from w and dy on tensor cores, per stride phase (see the module docstring), in the
+    spec's layout (NCHW/KCRS or NHWC/KRSC, read and written as they are); ``simple``: the phases'
+    convolutions on tc_conv_simple. The spec's bias and activation (conv_transpose2d's fused
+    epilogue; none for the gradient) apply to every element of dx."""
     p, caps = spec.problem, spec.caps
     reason = can_implement_input(p)
     if reason:
@@ -166,18 +178,19 @@ def plan_dgrad(spec: ConvSpec, simple: bool) -> object:
         raise PlanError(f"tensor-core dgrad: {reason}")
     config = "simple" if simple else None
     unit = p.stride_h == p.stride_w == 1
-    planes = p.N * p.C
+    nhwc = spec.layout == "NHWC"
+    bias = Ref("bias") if spec.has_bias else Ref.absent(tc_conv.storage_dtype(p.dtype))
+    epi = (bias, i32(spec.has_bias), i32(spec.act))
     # Non-finite weights: per-channel flags first, the fix-up last (kernels/tc_grad.cu).
     c_flags = Ref("c_flags")
     parts, aligned = [(c_flags.name, "int32", p.C)], set()
     launches = [_launch("tc_dgrad_flags", p.dtype, (min(p.C, 1024), 1, 1), (256, 1, 1),
-                        (W, c_flags, *(i32(v) for v in (p.K, p.C, p.R * p.S, p.groups))))]
+                        (W, c_flags, *(i32(v) for v in (p.K, p.C, p.R * p.S, p.groups, nhwc))))]
     for i, (a, b, Hp, Wp, th, tw, q) in enumerate(phase_problems(p)):
-        geom = tuple(i32(v) for v in (p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w))
+        geom = (*(i32(v) for v in (p.N, p.C, p.H, p.W, Hp, Wp, a, b, p.stride_h, p.stride_w)), i32(nhwc))
+        grid = (_common.grid_1d(p.N * p.C * Hp * Wp, 256, MAX_BLOCKS), 1, 1)
         if q is None:
-            grid = _common.grid_1d(planes * Hp * Wp, 256, MAX_BLOCKS)
-            launches.append(_launch("tc_dgrad_scatter", p.dtype, (grid, 1, 1), (256, 1, 1),
-                                    (DX, i32(0), DX, i64(planes), *geom)))
+            launches.append(_launch("tc_dgrad_scatter", p.dtype, grid, (256, 1, 1), (DX, i32(0), DX, *epi, *geom)))
             continue
         wp = Ref(f"wp{i}")
         n_wp = p.C * p.K_per_group * q.R * q.S
@@ -185,23 +198,20 @@ def plan_dgrad(spec: ConvSpec, simple: bool) -> object:
         launches.append(_launch("tc_dgrad_filter", p.dtype, (_common.grid_1d(n_wp, 256, MAX_BLOCKS), 1, 1),
                                 (256, 1, 1), (W, wp, *(i32(v) for v in (
                                     p.K, p.C_per_group, p.R, p.S, p.groups, th[0], th[1], th[2],
-                                    tw[0], tw[1], tw[2])))))
+                                    tw[0], tw[1], tw[2], nhwc)))))
         out = DX if unit else Ref(f"ph{i}")
         if not unit:
             parts.append((out.name, p.dtype, p.N * p.C * Hp * Wp))
-        lns, sub_parts, sub_aligned = _phase_conv(caps, spec.device, q, DY, wp, out, config, f"q{i}.",
-                                                  spec.misaligned)
+        lns, sub_parts, sub_aligned = _phase_conv(spec, q, DY, wp, out, config, f"q{i}.", unit)
         launches += lns
         parts += sub_parts
         aligned.update(sub_aligned)
         if not unit:
-            n = p.N * p.C * Hp * Wp
-            launches.append(_launch("tc_dgrad_scatter", p.dtype, (_common.grid_1d(n, 256, MAX_BLOCKS), 1, 1),
-                                    (256, 1, 1), (out, i32(1), DX, i64(planes), *geom)))
+            launches.append(_launch("tc_dgrad_scatter", p.dtype, grid, (256, 1, 1), (out, i32(1), DX, *epi, *geom)))
     c_blocks = min(p.C, 256)       # at most 1024 blocks, each reading a flag per channel it owns
     launches.append(_launch("tc_dgrad_fixup", p.dtype, (_common.grid_1d(p.N * p.H * p.W, 256, 1024 // c_blocks),
                                                          c_blocks, 1),
-                            (256, 1, 1), (W, DY, DX, c_flags, *_common.conv_geometry_args(p))))
+                            (256, 1, 1), (W, DY, DX, c_flags, *epi, i32(nhwc), *_common.conv_geometry_args(p))))
     return conv_plan(spec, "implicit_gemm_tc_simple" if simple else "implicit_gemm_tc", launches,
                      workspace=layout_buffers(*parts), aligned=tuple(sorted(aligned)),
                      description="per stride phase: sub-filter, tensor-core forward convolution, scatter; "
@@ -265,7 +275,8 @@ def bias_launch(dtype: str, N: int, K: int, PQ: int, dy=DY, db=DB) -> Launch:
 def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     """dW (and db when the spec asks for it) from x and dy: fp32 split-K partials in the workspace,
     one rounding in the deterministic reduction; ``simple``: tc_wgrad_simple. N = 0 gives zeros
-    (the reduction over no splits)."""
+    (the reduction over no splits). NHWC: x and dy read as they are, dW written KRSC (the GEMM's
+    columns taken in (r, s, c) order)."""
     p, caps = spec.problem, spec.caps
     tiled = not simple
     reason = can_implement_weight(p) or arch_reason(p.dtype, caps.cc)
@@ -275,7 +286,9 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     algo = "implicit_gemm_tc_simple" if simple else "implicit_gemm_tc"
     n_w = p.K * p.C_per_group * p.R * p.S
     grid = (_common.grid_1d(n_w, 256, MAX_BLOCKS), 1, 1)
-    tail = [bias_launch(dt, p.N, p.K, p.P * p.Q)] if spec.has_bias else []
+    # NHWC dy: the same kernel on N·P·Q rows of one element per channel (conv2d_grad.bias_plan)
+    rows, per_row = (p.N * p.P * p.Q, 1) if spec.layout == "NHWC" else (p.N, p.P * p.Q)
+    tail = [bias_launch(dt, rows, p.K, per_row)] if spec.has_bias else []
     if p.N == 0:
         zeros = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (Ref.absent("float32"), i32(0), i64(n_w), DW))
         return conv_plan(spec, algo, [zeros, *tail], description="0 split(s), fp32 partials, deterministic reduction")
@@ -284,15 +297,16 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     ws = Ref("ws")
+    nhwc = spec.layout == "NHWC"
     args = (X, DY, ws, *_common.conv_geometry_args(p), i64(chunk))
     aligned = ()
     if tiled:
-        # dy pairs as 32-bit words: P·Q even and dy aligned (a view may not be).
-        pairs = (p.P * p.Q) % 2 == 0 and spec.aligned("dy")
+        # dy pairs as 32-bit words: NCHW, P·Q even and dy aligned (a view may not be).
+        pairs = not nhwc and (p.P * p.Q) % 2 == 0 and spec.aligned("dy")
         aligned = ("dy",) if pairs else ()
-        main = Launch(TILED_ENTRIES[dt], (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, i32(pairs)))
+        main = Launch(TILED_ENTRIES[dt], (wgrad_tiles(p, True), n, 1), (128, 1, 1), (*args, i32(pairs), i32(nhwc)))
     else:
-        main = _launch("tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), args)
+        main = _launch("tc_wgrad_simple", dt, (wgrad_tiles(p, False), n, 1), (128, 1, 1), (*args, i32(nhwc)))
     reduce = _launch("tc_grad_reduce", dt, grid, (256, 1, 1), (ws, i32(n), i64(n_w), DW))
     return conv_plan(spec, algo, [main, reduce, *tail], workspace=layout_buffers(("ws", "float32", n * n_w)),
                      aligned=aligned, description=f"{n} split(s), fp32 partials, deterministic reduction")
@@ -301,11 +315,11 @@ def plan_wgrad(spec: ConvSpec, simple: bool) -> object:
 def _algorithms(operator: str, plan):
     what = "dx per stride phase through the forward tensor-core convolution" if operator == DGRAD else \
         "split-K dW (db fused) with fp32 partials and a deterministic reduction"
-    return (ConvAlgorithm(name="implicit_gemm_tc", plan=lambda spec: plan(spec, False), dtypes=DTYPES,
-                          options=() if operator == DGRAD else ("splits",), operator=operator, crops=operator == WGRAD,
+    common = dict(dtypes=DTYPES, options=() if operator == DGRAD else ("splits",), operator=operator, crops=True,
+                  layouts=LAYOUTS[operator])
+    return (ConvAlgorithm(name="implicit_gemm_tc", plan=lambda spec: plan(spec, False), **common,
                           description=f"tensor cores (mma.sync), fp32 accumulation: {what}, tiled kernels"),
-            ConvAlgorithm(name="implicit_gemm_tc_simple", plan=lambda spec: plan(spec, True), dtypes=DTYPES,
-                          options=() if operator == DGRAD else ("splits",), operator=operator, crops=operator == WGRAD,
+            ConvAlgorithm(name="implicit_gemm_tc_simple", plan=lambda spec: plan(spec, True), **common,
                           description=f"tensor cores, analytic kernels: {what}"))
 
 
