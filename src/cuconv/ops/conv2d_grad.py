@@ -23,17 +23,17 @@ for the weight gradient's split-K algorithms). Outputs are allocated on the curr
 
 Layouts: the gradient kernels read NCHW/KCRS. ``layout="NHWC"`` is accepted by conv2d_input and
 conv2d_weight and runs the NCHW plan on transposed copies (one copy of each input and of the
-output): correct, not native.
+output, each a ``CopyStep`` of the plan: ``plan.conversions`` lists them): correct, not native.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..backend import current_backend, planning_target, workspace_cap
+from ..backend import planning_target, workspace_cap
 from ..dtypes import TENSOR_CORE_DTYPES
-from ..plan import Output, Plan, combine
+from ..plan import Output, Plan, combine, through_copies
 from ..problem import Conv2dProblem, bool_arg, shape_arg
-from . import _common, conv2d, conv_wgrad, tc_grad
+from . import conv2d, conv_wgrad, tc_grad
 from ._algorithm import DGRAD, WGRAD, AlgorithmInfo, ConvSpec
 from ._conv_frontend import (
     ROLE_NAMES,
@@ -54,39 +54,27 @@ _NAMES = {**ROLE_NAMES, "dx": "out", "dw": "out", "db": "out_bias"}
 
 
 # --------------------------------------------------------------------------- NHWC through NCHW plans
+TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
 def _nchw(a):
-    """An NHWC (KRSC) array or stand-in, 4-D or unbatched 3-D, viewed as NCHW (KCRS): no copy (the
-    plan copies strided inputs)."""
-    if a is None:
-        return None
-    order = (0, 3, 1, 2) if len(a.shape) == 4 else (2, 0, 1)
-    if hasattr(a, "transpose"):
-        return a.transpose(order)
-    return conv2d.Shape(tuple(a.shape[i] for i in order), a.dtype)
+    """A stand-in for the NHWC (KRSC) array ``a``, 4-D, read as NCHW (KCRS)."""
+    return None if a is None else conv2d.Shape(tuple(a.shape[i] for i in TO_NCHW), a.dtype)
 
 
-def _nchw_shape(shape):
-    s = shape_arg(shape, "size")
-    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else ((s[2], s[0], s[1]) if len(s) == 3 else s)
-
-
-def _nhwc_result(result, out):
-    """The NCHW gradient ``result`` in NHWC: a transposed copy, into ``out`` when given (a plan,
-    from plan_*, is returned as it is)."""
-    if isinstance(result, Plan):
-        return result
-    view = result.transpose((0, 2, 3, 1) if result.ndim == 4 else (1, 2, 0))
-    if out is None:
-        return current_backend().contiguous(view)
-    out[...] = view
-    return out
-
-
-def _nhwc_out(out, shape, dtype, what="out"):
-    """A user-given NHWC ``out=``: checked before anything runs (the NCHW plan writes a temporary)."""
-    if out is not None and dtype is not None:  # no dtype: the NCHW call below names the bad argument
-        be = current_backend()
-        _common.check_out(_common.native(be, out, what), shape_arg(shape, what), np.dtype(dtype), be, what)
+def _nhwc_plan(be, env, args, extra, inner, op, ins, out):
+    """An NHWC call of ``op`` as the NCHW plan ``inner(be, stand-ins, args with the NCHW size, extra,
+    misaligned)`` makes, with a transposed copy (plan.CopyStep) of each input in ``ins`` and of
+    the output ``out`` (the plan lists them: Plan.conversions)."""
+    size = shape_arg(args[0], "size")
+    nchw_size = tuple(size[i] for i in TO_NCHW) if len(size) == 4 else size
+    plan = inner(be, {**{r: _nchw(env[r]) for r in ins}, out: None}, (nchw_size, *args[1:]), extra, frozenset())
+    dt = plan.expected[0][2]
+    nhwc = tuple(plan.outputs[0].shape[i] for i in TO_NHWC)
+    check_outputs(be, [("out", env[out], nhwc, dt)], {r: env[r] for r in ins})
+    return through_copies(plan, op, [(r, tuple(env[r].shape), TO_NCHW) for r in ins], [(out, nhwc, TO_NHWC)],
+                          [(r, tuple(env[r].shape), dt) for r in ins],
+                          "NHWC on the NCHW kernels: transposed copies of the inputs and of the output")
 
 
 # --------------------------------------------------------------------------- conv2d_input
@@ -99,6 +87,9 @@ def _plan_input(be, env, args, extra, misaligned) -> Plan:
 
 _INPUT = FrontEnd("conv2d_input", ("w", "dy", "dx"), _plan_input, batched=("dy", "dx"), batched_size=0,
                   names=_NAMES)
+_INPUT_NHWC = FrontEnd("conv2d_input", ("w", "dy", "dx"), lambda be, env, args, extra, misaligned: _nhwc_plan(
+    be, env, args, extra, _plan_input, "conv2d_input", ("w", "dy"), "dx"), batched=("dy", "dx"), batched_size=0,
+    names=_NAMES)
 
 
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *, algo="auto",
@@ -107,11 +98,8 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     = ∂L/∂y, as torch.nn.grad.conv2d_input. ``input_size``: x's shape (3-D for an unbatched
     grad_output). Returns ``out`` (allocated when None), every element written. The plan's roles:
     inputs ``w``, ``dy``, output ``dx``, all NCHW."""
-    if check_layout(layout) == "NHWC":
-        _nhwc_out(out, input_size, getattr(weight, "dtype", None))
-        return _nhwc_result(conv2d_input(_nchw_shape(input_size), _nchw(weight), _nchw(grad_output), stride,
-                                         padding, dilation, groups, algo=algo, **extra), out)
-    return _INPUT({"w": weight, "dy": grad_output, "dx": out},
+    front = _INPUT_NHWC if check_layout(layout) == "NHWC" else _INPUT
+    return front({"w": weight, "dy": grad_output, "dx": out},
                   (input_size, stride, padding, dilation, groups, algo), extra)
 
 
@@ -127,6 +115,8 @@ def _plan_weight(be, env, args, extra, misaligned) -> Plan:
 
 
 _WEIGHT = FrontEnd("conv2d_weight", ("x", "dy", "dw"), _plan_weight, batched=("dy", "x"), names=_NAMES)
+_WEIGHT_NHWC = FrontEnd("conv2d_weight", ("x", "dy", "dw"), lambda be, env, args, extra, misaligned: _nhwc_plan(
+    be, env, args, extra, _plan_weight, "conv2d_weight", ("x", "dy"), "dw"), batched=("dy", "x"), names=_NAMES)
 
 
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,  # noqa: A002
@@ -137,12 +127,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     atomicAdd accumulation (float32/float64; no workspace, low bits vary between runs).
     ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB, within a quarter of the
     device's memory). The plan's roles: inputs ``x``, ``dy``, output ``dw`` (NCHW/KCRS)."""
-    if check_layout(layout) == "NHWC":
-        _nhwc_out(out, weight_size, getattr(input, "dtype", None))
-        return _nhwc_result(conv2d_weight(_nchw(input), _nchw_shape(weight_size), _nchw(grad_output), stride,
-                                          padding, dilation, groups, algo=algo, deterministic=deterministic,
-                                          max_workspace_bytes=max_workspace_bytes, **extra), out)
-    return _WEIGHT({"x": input, "dy": grad_output, "dw": out},
+    front = _WEIGHT_NHWC if check_layout(layout) == "NHWC" else _WEIGHT
+    return front({"x": input, "dy": grad_output, "dw": out},
                    (weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes), extra)
 
 
