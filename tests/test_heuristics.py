@@ -34,6 +34,8 @@ GOLDEN = [
      "depthwise"),
     ("ResNet-50 3x3 fp16", (64, 56), (64, 3), 1, 1, 1, "float16", {}, "implicit_gemm_wgmma"),
     ("ResNet-50 3x3 bf16 NHWC", (64, 56), (64, 3), 1, 1, 1, "bfloat16", {"layout": "NHWC"}, "implicit_gemm_wgmma"),
+    ("EfficientNet-B0 SE 1x1 4->96 fp16 NHWC (C even, not a multiple of 8: no pack)", (4, 1), (96, 1), 1, 0, 1,
+     "float16", {"layout": "NHWC"}, "implicit_gemm_tc"),
     ("ResNeXt-50 3x3 g32 fp16 (4 output channels a group)", (128, 56), (128, 3), 1, 1, 32, "float16", {},
      "implicit_gemm_tc"),
     ("ResNet-50 3x3 fp16 NCHW, no workspace", (64, 56), (64, 3), 1, 1, 1, "float16",

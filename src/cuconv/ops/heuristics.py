@@ -58,6 +58,13 @@ def _wide(s: ConvSpec) -> bool:
     return s.problem.K_per_group >= GEMM_MIN_OUTPUT_CHANNELS
 
 
+def _nhwc_in_place_for_mma_sync_only(s: ConvSpec) -> bool:
+    """NHWC with C/groups even but not a multiple of 8: mma.sync's 4-byte cp.async reads it in place,
+    wgmma's 16-byte copies would need the NHWC pack (a conversion step of the plan)."""
+    cg = s.problem.C_per_group
+    return s.layout == "NHWC" and cg % 2 == 0 and cg % 8 != 0
+
+
 def _winograd(s: ConvSpec, channels: int) -> bool:
     return s.problem.C >= channels and s.problem.K >= channels
 
@@ -83,6 +90,12 @@ RULES: tuple[Rule, ...] = (
     Rule("implicit_gemm_tc_simple", _tf32,
          "allow_tf32=True and the fast tf32 kernel cannot run it (e.g. its NHWC pack does not fit "
          "the workspace cap): the analytic tensor-core kernel reads the layout in place"),
+    Rule("implicit_gemm_tc",
+         lambda s: _half(s) and _wide(s) and s.caps.cc == 90 and _nhwc_in_place_for_mma_sync_only(s),
+         "float16/bfloat16 NHWC on sm_90 with C/groups even but not a multiple of 8 (EfficientNet's "
+         "squeeze-excitation convolutions): wgmma's 16-byte copies would need the channels packed to "
+         "8 (two conversion launches and a workspace), mma.sync's 4-byte cp.async reads the layer in "
+         "place"),
     Rule("implicit_gemm_wgmma", lambda s: _half(s) and _wide(s) and s.caps.cc == 90,
          "float16/bfloat16 on an sm_90 device (H100, H200): Hopper's full tensor-core rate is "
          "reached only by wgmma.mma_async (operands from shared memory, asynchronous), which "
