@@ -67,7 +67,12 @@ GOLDEN = [
      "implicit_gemm"),
     # fp32 NHWC: exact paths; tf32 stays opt-in.
     ("ResNet-50 3x3 fp32 NHWC", (64, 56), (64, 3), 1, 1, 1, "float32", {"layout": "NHWC"}, "implicit_gemm"),
-    ("ResNet-50 1x1 fp32 NHWC", (64, 56), (256, 1), 1, 0, 1, "float32", {"layout": "NHWC"}, "implicit_gemm"),
+    ("ResNet-50 1x1 fp32 NHWC", (64, 56), (256, 1), 1, 0, 1, "float32", {"layout": "NHWC"}, "pointwise"),
+    ("ResNet-50 1x1/2 downsample fp32 NHWC", (256, 56), (512, 1), 2, 0, 1, "float32", {"layout": "NHWC"},
+     "pointwise"),
+    ("ResNet-50 1x1 float64 NHWC", (64, 56), (256, 1), 1, 0, 1, "float64", {"layout": "NHWC"}, "pointwise"),
+    ("LeNet-5 C1 fp32 NHWC (6 output channels: no NHWC im2col GEMM)", (1, 32), (6, 5), 1, 0, 1, "float32",
+     {"layout": "NHWC"}, "direct"),
     ("MobileNetV2 depthwise 3x3 fp32 NHWC", (144, 56), (144, 3), 1, 1, 144, "float32", {"layout": "NHWC"},
      "depthwise"),
     ("EfficientNet-B0 depthwise 5x5/2 fp32 NHWC", (144, 56), (144, 5), 2, 2, 144, "float32", {"layout": "NHWC"},

@@ -65,6 +65,11 @@ def _nhwc_in_place_for_mma_sync_only(s: ConvSpec) -> bool:
     return s.layout == "NHWC" and cg % 2 == 0 and cg % 8 != 0
 
 
+def _pointwise_nhwc(s: ConvSpec) -> bool:
+    p = s.problem
+    return p.R == p.S == 1 and not (p.pad_h or p.pad_w or p.pad_bottom or p.pad_right)
+
+
 def _winograd(s: ConvSpec, channels: int) -> bool:
     return s.problem.C >= channels and s.problem.K >= channels
 
@@ -104,9 +109,10 @@ RULES: tuple[Rule, ...] = (
          "tests/test_wgmma_conv.py); modelled by the static SASS analysis, not measured"),
     Rule("implicit_gemm_tc", lambda s: _half(s) and _wide(s),
          "float16/bfloat16: the mma.sync tensor-core implicit GEMM, fp32 accumulation"),
-    Rule("pointwise", lambda s: s.problem.is_pointwise,
-         "1x1, stride 1, no padding: the convolution is exactly a GEMM on the NCHW data, with no "
-         "gather and no workspace"),
+    Rule("pointwise", lambda s: s.problem.is_pointwise or (s.layout == "NHWC" and _pointwise_nhwc(s)),
+         "1x1, no padding (stride 1 in NCHW): the convolution is exactly a GEMM on the NCHW data (NHWC: "
+         "over the input's pixels, any stride, on implicit_gemm's NHWC kernel), with no gather and no "
+         "workspace"),
     Rule("fft", lambda s: fft_choice(s) == "fft",
          "stride 1, kernel >= 5x5, and the whole-image transforms count at most 1/5 of the direct "
          "FLOPs and fewer than fft_tiling's overlapping tiles (a kernel large for the image, or a "
@@ -129,9 +135,10 @@ RULES: tuple[Rule, ...] = (
          "the default for dense and grouped layers: every loaded element is reused from shared "
          "memory and registers, no workspace, the input read once per N tile instead of writing "
          "and re-reading a k²-sized column matrix"),
-    Rule("im2col_gemm", lambda s: True,
+    Rule("im2col_gemm", lambda s: s.layout == "NCHW" or _wide(s),
          "§8.3's general fallback above one-thread-per-output: the column matrix in a bounded "
-         "workspace, then the tiled GEMM"),
+         "workspace, then the tiled GEMM (NHWC: its GEMM is implicit_gemm's kernel, whose output "
+         "channels are the tile's columns, so not below 8 channels per group)"),
     Rule("winograd_f2x2_3x3", lambda s: _winograd(s, WINOGRAD_MIN_CHANNELS),
          "3x3 stride 1 when neither the fused kernel nor the GEMMs can run it (limits, workspace)"),
     Rule("implicit_gemm_tc", _half,
