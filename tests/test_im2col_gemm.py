@@ -180,19 +180,21 @@ def test_bad_arguments(be, rng, monkeypatch):
 
 
 # --------------------------------------------------------------------------- emulator checking modes
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
                                   dict(order="random", seed=11)], ids=["asan_ubsan", "reverse", "random"])
-def test_emulator_checking_modes(rng, mode, dtype):
+def test_emulator_checking_modes(rng, mode, dtype, layout):
     case = ((3, 4, 7, 9), (6, 2, 3, 3), 2, 2, 1, 2)
     x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=dtype)
     problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype)
     residual = random_array(rng, problem.output_shape, dtype)
+    run = run_conv if layout == "NCHW" else (lambda *a, **k: run_nhwc(*a, **k)[0])
     with cuconv.backend("emulator", **mode) as be:
-        got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
-                       residual=residual, max_workspace_bytes=2 * problem.im2col_bytes(1))
+        got = run(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
+                  residual=residual, max_workspace_bytes=2 * problem.im2col_bytes(1))
     ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
-    assert_close(got, ref, dtype, "im2col_gemm", str(mode))
+    assert_close(got, ref, dtype, "im2col_gemm", f"{layout} {mode}")
 
 
 # --------------------------------------------------------------------------- float64
@@ -336,18 +338,3 @@ def test_nhwc_refusals_and_auto():
             assert conv2d_mod.choose_algorithm(q, layout="NHWC") == "pointwise"
     narrow = Conv2dProblem(2, 128, 14, 14, 128, 3, 3, pad_h=1, pad_w=1, groups=32)
     assert "im2col_gemm" not in auto_order(narrow, layout="NHWC")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
-                                  dict(order="random", seed=25)], ids=["asan_ubsan", "reverse", "random"])
-def test_nhwc_emulator_checking_modes(rng, mode, dtype):
-    case = ((3, 4, 7, 9), (6, 2, 3, 3), 2, 2, 1, 2)
-    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=dtype)
-    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype)
-    residual = random_array(rng, p.output_shape, dtype)
-    with cuconv.backend("emulator", **mode) as be:
-        got, _ = run_nhwc(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
-                          residual=residual, max_workspace_bytes=2 * p.im2col_bytes(1))
-    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
-    assert_close(got, ref, dtype, "im2col_gemm", str(mode))

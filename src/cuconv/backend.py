@@ -315,8 +315,8 @@ class Backend:
         raise NotImplementedError(f"the {self.name} backend performs no FFT")
 
     def copy(self, label: str, dst, src) -> None:
-        """A plan's CopyStep ``label``: ``dst`` (dense) = ``src`` (a strided view, same shape), cast
-        to dst's dtype (CuPy's elementwise copy on the current stream on the GPU)."""
+        """A plan's CopyStep ``label``: ``dst`` (dense) = ``src`` (a strided view of the same shape and
+        dtype): CuPy's elementwise copy on the current stream on the GPU, NumPy's on the CPU."""
         dst[...] = src
 
     def devices(self, *arrays):

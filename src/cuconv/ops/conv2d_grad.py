@@ -97,7 +97,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     """∂L/∂x of ``y = conv2d(x, weight, stride, padding, dilation, groups)`` given ``grad_output``
     = ∂L/∂y, as torch.nn.grad.conv2d_input. ``input_size``: x's shape (3-D for an unbatched
     grad_output). Returns ``out`` (allocated when None), every element written. The plan's roles:
-    inputs ``w``, ``dy``, output ``dx``, all NCHW."""
+    inputs ``w``, ``dy``, output ``dx``, all NCHW (``layout="NHWC"``: NHWC/KRSC, through copies)."""
     front = _INPUT_NHWC if check_layout(layout) == "NHWC" else _INPUT
     return front({"w": weight, "dy": grad_output, "dx": out},
                   (input_size, stride, padding, dilation, groups, algo), extra)
@@ -126,7 +126,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     summed in a fixed order: bit-identical across runs. ``deterministic=False`` permits
     atomicAdd accumulation (float32/float64; no workspace, low bits vary between runs).
     ``max_workspace_bytes`` bounds the split-K workspace (None: 64 MiB, within a quarter of the
-    device's memory). The plan's roles: inputs ``x``, ``dy``, output ``dw`` (NCHW/KCRS)."""
+    device's memory). The plan's roles: inputs ``x``, ``dy``, output ``dw`` (NCHW/KCRS; ``layout="NHWC"``:
+    NHWC/KRSC, through copies)."""
     front = _WEIGHT_NHWC if check_layout(layout) == "NHWC" else _WEIGHT
     return front({"x": input, "dy": grad_output, "dw": out},
                    (weight_size, stride, padding, dilation, groups, algo, deterministic, max_workspace_bytes), extra)
