@@ -112,13 +112,13 @@ def test_fp16_depthwise_pack_shows():
         assert [s.kernel for s in plan.conversions] == ["tc_conv_pack_nhwc_f16"] * 2
 
 
-@pytest.mark.parametrize("dtype", [F32, F16])
+@pytest.mark.parametrize("dtype", [F32, F16, BF16])
 def test_nhwc_gradients_on_nchw_kernels_show_their_transposes(dtype):
     """The NHWC gradients that run NCHW kernels list a transpose of each input and of the output
     (float16's dgrad then packs dy back to NHWC for the tensor cores: both show); the record
     backend records exactly the plan's steps."""
     x, w, dy = Shape((2, 9, 7, 8), dtype), Shape((16, 3, 3, 8), dtype), Shape((2, 9, 7, 16), dtype)
-    tag = "f32" if dtype == F32 else "f16"
+    tag = {F32: "f32", F16: "f16", BF16: "bf16"}[dtype]
     with backend("record", cc=90, sms=132) as be:
         for plan in (grad.plan_conv2d_input(x.shape, w, dy, padding=1, layout="NHWC"),
                      grad.plan_conv2d_weight(x, w.shape, dy, padding=1, layout="NHWC")):
@@ -147,6 +147,20 @@ def test_copy_step_runs_on_the_emulator():
                                 stride=2, padding=1)
     assert dx is out
     np.testing.assert_array_equal(dx, ref.transpose(0, 2, 3, 1))
+
+
+def test_bfloat16_copies_are_bit_copies():
+    """bfloat16 buffers are held as uint16 (the storage dtype): the copy steps move the bits."""
+    rng = np.random.default_rng(7)
+    src = rng.standard_normal((2, 3, 4, 5)).astype(BF16)
+    dst = np.zeros(src.size, np.uint16)
+    env = {"a": src, "b": dst}
+    with backend("emulator") as be:
+        CopyStep(Ref("a"), Ref("b"), src.shape, (0, 2, 3, 1), "bfloat16").run(be, env)
+        back = np.zeros_like(src)
+        CopyStep(Ref("b"), Ref("c"), (2, 4, 5, 3), (0, 3, 1, 2), "bfloat16").run(be, {"b": dst, "c": back})
+    np.testing.assert_array_equal(dst.view(BF16).reshape(2, 4, 5, 3), src.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(back, src)
 
 
 def test_conversions_are_computed_at_plan_time():

@@ -272,10 +272,10 @@ def test_nhwc_im2col_gemm_matches_reference(be, rng, case, dtype):
     ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
     assert_close(got, ref, dtype, "im2col_gemm", "NHWC")
     assert plan.conversions == () and plan.algo == "im2col_gemm"
-    nhwc_gemm = [k for k in plan.kernels if k.startswith(f"implicit_gemm_{'f32' if dtype == 'float32' else 'f64'}_nhwc")]
-    assert nhwc_gemm, plan.kernels
+    short = "f32" if dtype == "float32" else "f64"
+    assert [k for k in plan.kernels if k.startswith(f"implicit_gemm_{short}_nhwc")], plan.kernels
     if p.R * p.S > 1 or p.pad_h or p.pad_w:
-        assert plan.kernels[0] == f"im2col_nhwc_{'f32' if dtype == 'float32' else 'f64'}_128"
+        assert plan.kernels[0] == f"im2col_nhwc_{short}_128"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

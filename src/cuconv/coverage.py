@@ -243,7 +243,8 @@ def markdown(archs=ARCHS, batch: int = BATCH) -> str:
                   "Layer passes that are not native, by column and layer kind "
                   "(`cuconv coverage --missing` gives each one with its reason):", "",
                   "| column | layer kind | " + " | ".join(archs) + " |", "|---|---|" + "---:|" * len(archs)]
-        lines += [f"| {c} | {k} | " + " | ".join(str(n[a]) for a in archs) + " |" for (c, k), n in sorted(counts.items())]
+        lines += [f"| {c} | {k} | " + " | ".join(str(n[a]) for a in archs) + " |"
+                  for (c, k), n in sorted(counts.items())]
         lines.append("")
     return "\n".join(lines)
 

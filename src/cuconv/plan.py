@@ -272,8 +272,8 @@ class CopyStep:
     """A layout or dtype conversion the backend performs (CuPy's strided copy kernel on the GPU,
     NumPy's on the CPU backends; the record backend records it like a launch): the first
     prod(``shape``) elements at ``src``, read as a dense ``shape`` array and permuted by
-    ``axes``, written densely at ``dst`` (a bit copy: a buffer of another dtype of the same item
-    size is viewed as the source's). Like ``FftStep`` it has no entry,
+    ``axes``, written densely at ``dst`` (a bit copy: a workspace buffer holds bfloat16 as uint16,
+    the storage dtype the tensor-core packs use too). Like ``FftStep`` it has no entry,
     block or shared memory; ``grid`` is (elements, 1, 1). ``kernel`` (the label) says what it does:
     ``transpose_nhwc_to_nchw_f32`` for a 4-D (0, 3, 1, 2) permutation, ``copy_...`` otherwise."""
     src: Ref
@@ -325,8 +325,11 @@ class CopyStep:
         (_, sname, soff), (_, dname, doff) = self._slots
         src = env[sname].reshape(-1)[soff:soff + n].reshape(self.shape).transpose(self.axes)
         dst = env[dname].reshape(-1)[doff:doff + n]
-        if dst.dtype != src.dtype:
-            dst = dst.view(src.dtype)
+        if dst.dtype != src.dtype:       # a bit copy through the storage dtype (bfloat16 as uint16)
+            if dst.dtype.kind == "u":
+                src = src.view(dst.dtype)
+            else:
+                dst = dst.view(src.dtype)
         be.copy(self.kernel, dst.reshape(src.shape), src)
 
 
@@ -565,6 +568,9 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
     return launches, [(prefix + b.name, b.dtype, b.size) for b in plan.buffers]
 
 
+_STORAGE = {"bfloat16": "uint16"}      # a workspace buffer's dtype for an element dtype CuPy lacks
+
+
 def through_copies(plan: Plan, op: str, inputs, outputs, expected=(), note: str = "") -> Plan:
     """``plan`` run on the caller's arrays in another layout, every conversion a ``CopyStep``:
     ``inputs`` ((role, shape, axes), ...): the caller's dense ``shape`` array of ``role`` permuted
@@ -573,20 +579,19 @@ def through_copies(plan: Plan, op: str, inputs, outputs, expected=(), note: str 
     caller's ``role`` of ``shape``. ``plan``'s own buffers keep their names behind ``inner.``.
     Used where a pass has no kernel for the caller's layout (the gradients' NHWC calls on NCHW
     kernels): the plan then shows the copies it costs."""
-    dtypes = {o.role: o.dtype for o in plan.outputs}
     kept = {role: dt for role, _, dt in plan.expected}
     parts, names, steps, after, outs = [], {}, [], [], []
     for role, shape, axes in inputs:
         buf = f"{role}.copy"
-        parts.append((buf, kept[role], int(np.prod(shape, dtype=np.int64))))
+        parts.append((buf, _STORAGE.get(kept[role], kept[role]), int(np.prod(shape, dtype=np.int64))))
         names[role] = buf
         steps.append(CopyStep(Ref(role), Ref(buf), shape, axes, kept[role]))
     for role, shape, axes in outputs:
         inner = next(o for o in plan.outputs if o.role == role)
         buf = f"{role}.copy"
-        parts.append((buf, dtypes[role], int(np.prod(inner.shape, dtype=np.int64))))
+        parts.append((buf, _STORAGE.get(inner.dtype.name, inner.dtype.name), int(np.prod(inner.shape, dtype=np.int64))))
         names[role] = buf
-        after.append(CopyStep(Ref(buf), Ref(role), inner.shape, axes, dtypes[role]))
+        after.append(CopyStep(Ref(buf), Ref(role), inner.shape, axes, inner.dtype.name))
         outs.append(Output(role, tuple(shape), inner.dtype))
     launches, inner_parts = relabel(plan, names, "inner.")
     buffers, nbytes = layout_buffers(*parts, *inner_parts)
