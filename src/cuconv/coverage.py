@@ -74,7 +74,10 @@ def _judge(what: str, fn, depthwise: bool = False) -> str | None:
         return f"{what}: refused: {text}"
     steps = plan.conversions
     if steps:
-        return f"{what}: {plan.algo} converts: " + ", ".join(s.kernel for s in steps)
+        counts: dict = {}
+        for s in steps:
+            counts[s.kernel] = counts.get(s.kernel, 0) + 1
+        return f"{what}: {plan.algo} converts: " + ", ".join(k if n == 1 else f"{k} x{n}" for k, n in counts.items())
     if depthwise and plan.algo != "depthwise":
         return f"{what}: depthwise layer on {plan.algo} ({plan.workspace_bytes} bytes of workspace)"
     if depthwise and plan.workspace_bytes and what != "dW":
