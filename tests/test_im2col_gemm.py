@@ -275,7 +275,7 @@ def test_nhwc_im2col_gemm_matches_reference(be, rng, case, dtype):
     short = "f32" if dtype == "float32" else "f64"
     assert [k for k in plan.kernels if k.startswith(f"implicit_gemm_{short}_nhwc")], plan.kernels
     if p.R * p.S > 1 or p.pad_h or p.pad_w:
-        assert plan.kernels[0] == f"im2col_nhwc_{short}_128"
+        assert plan.kernels[0] == f"im2col_{short}_nhwc_128"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -315,7 +315,7 @@ def test_nhwc_workspace_is_chunked(be, rng):
     got, plan = run_nhwc(be, x, w, bias, stride, padding, dilation, groups,
                          max_workspace_bytes=p.im2col_bytes(1) * 5 // 2)
     assert plan.workspace_bytes == 2 * p.im2col_bytes(1)
-    assert [k.startswith("im2col_nhwc") for k in plan.kernels] == [True, False] * 3
+    assert [k.startswith("im2col_f32_nhwc") for k in plan.kernels] == [True, False] * 3
     assert_close(got, conv2d_ref(x, w, bias, stride, padding, dilation, groups), "float32", "im2col_gemm")
 
 

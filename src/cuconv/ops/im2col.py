@@ -26,9 +26,9 @@ ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{ctype(dt)}, {B
                                            min_blocks_per_sm=8, main=dt == "float32"))
            for dt in CUDA_CORE_DTYPES}
 ENTRY, LABEL, EXPRESSION = ENTRIES["float32"], LABELS["float32"], ENTRIES["float32"].expression
-# The NHWC lowering (im2col_nhwc_f32_128, im2col_nhwc_f64_128): ops/im2col_gemm.py's NHWC path.
+# The NHWC lowering (im2col_f32_nhwc_128, im2col_f64_nhwc_128): ops/im2col_gemm.py's NHWC path.
 NHWC_ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col_nhwc<{ctype(dt)}, {BLOCK}>",
-                                                f"im2col_nhwc_{tag(dt)}_{BLOCK}", BLOCK, min_blocks_per_sm=8))
+                                                f"im2col_{tag(dt)}_nhwc_{BLOCK}", BLOCK, min_blocks_per_sm=8))
                 for dt in CUDA_CORE_DTYPES}
 _NHWC_GRID_MAX = 1 << 20       # blocks of the flat grid (a grid stride covers the rest)
 
