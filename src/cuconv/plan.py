@@ -323,13 +323,14 @@ class CopyStep:
     def run(self, be, env: dict) -> None:
         n = self.elements
         (_, sname, soff), (_, dname, doff) = self._slots
-        src = env[sname].reshape(-1)[soff:soff + n].reshape(self.shape).transpose(self.axes)
+        src = env[sname].reshape(-1)[soff:soff + n]
         dst = env[dname].reshape(-1)[doff:doff + n]
-        if dst.dtype != src.dtype:       # a bit copy through the storage dtype (bfloat16 as uint16)
-            if dst.dtype.kind == "u":
+        if dst.dtype != src.dtype:       # a bit copy through the storage dtype (bfloat16 as uint16),
+            if dst.dtype.kind == "u":    # viewed while both are flat and contiguous
                 src = src.view(dst.dtype)
             else:
                 dst = dst.view(src.dtype)
+        src = src.reshape(self.shape).transpose(self.axes)
         be.copy(self.kernel, dst.reshape(src.shape), src)
 
 
