@@ -37,7 +37,7 @@ from .ops.conv2d import Shape, plan_conv2d
 COLUMNS = (("float32", "NCHW"), ("float16", "NHWC"), ("bfloat16", "NHWC"))
 PASSES = ("forward", "backward")
 ARCHS = ("sm_90", "sm_80")
-DEVICES = {arch: launchability.DEVICES[arch] for arch in launchability.DEVICES}
+DEVICES = dict(launchability.DEVICES)      # arch -> (device, SMs, memory bytes): an H100 for sm_90, an A100 for sm_80
 BATCH = 32        # a training batch: split-K, tile and workspace choices depend on it
 
 
@@ -139,7 +139,7 @@ def _layer_key(layer, batch: int) -> tuple:
 @functools.lru_cache(maxsize=None)
 def _layer_reasons(key: tuple, spec_obj, dtype: str, layout: str, arch: str) -> dict:
     """pass -> reasons of one distinct layer (memoized: models share layers)."""
-    name, sms, memory = DEVICES[arch]
+    _, sms, memory = DEVICES[arch]
     with backend("record", cc=int(arch[3:]), sms=sms, memory_bytes=memory):
         if key[0] == "conv":
             p = key[1].with_(dtype=dtype)
@@ -161,11 +161,11 @@ def verdicts(model: str, arch: str = "sm_90", columns=COLUMNS, batch: int = BATC
     out = []
     for layer in launchability.model_layers(model):
         key = _layer_key(layer, batch)
-        kind = layer[2].__class__.__name__ if layer[0] == "conv" else layer[2]
         if layer[0] == "conv":
-            p = layer[2]
+            p, spec = layer[2], None
             kind = "depthwise" if p.groups == p.C and p.groups > 1 else ("pointwise" if p.R == p.S == 1 else "conv2d")
-        spec = None if layer[0] == "conv" else layer[3]
+        else:
+            kind, spec = layer[2], layer[3]
         for dtype, layout in columns:
             reasons = _layer_reasons(key, spec, dtype, layout, arch)
             for ps in PASSES:
