@@ -171,3 +171,28 @@ def test_conversions_are_computed_at_plan_time():
 
 def test_public_names():
     assert cuconv.plan.CopyStep is CopyStep
+
+
+def test_strided_inputs_are_copy_steps():
+    """A strided input (an NCHW view of NHWC memory, a slice with steps) is copied densely by a step
+    of the plan, named for what it is; the result is the contiguous call's, bit for bit, and the
+    record backend records the step; a contiguous call's plan has no such step."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 9, 3)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    view = x.transpose(0, 3, 1, 2)
+    with backend("emulator"):
+        plan = cuconv.plan_conv2d(view, w, padding=1)
+        assert [s.kernel for s in plan.conversions] == ["transpose_nhwc_to_nchw_f32"]
+        assert plan.strided == frozenset({"x"})
+        np.testing.assert_array_equal(cuconv.conv2d(view, w, padding=1),
+                                      cuconv.conv2d(np.ascontiguousarray(view), w, padding=1))
+        assert cuconv.plan_conv2d(np.ascontiguousarray(view), w, padding=1).conversions == ()
+        steps = view[:, :, ::2]
+        assert [s.kernel for s in cuconv.plan_conv2d(steps, w, padding=1).conversions] == ["copy_strided_f32"]
+        np.testing.assert_array_equal(cuconv.conv2d(steps, w, padding=1),
+                                      cuconv.conv2d(np.ascontiguousarray(steps), w, padding=1))
+    with backend("record") as rec:
+        plan = cuconv.plan_conv2d(view, w, padding=1)
+        cuconv.conv2d(view, w, padding=1)
+        assert rec.kernels() == plan.kernels and rec.kernels()[0] == "transpose_nhwc_to_nchw_f32"

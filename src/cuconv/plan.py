@@ -281,6 +281,10 @@ class CopyStep:
     shape: tuple[int, ...]
     axes: tuple[int, ...]
     dtype: str
+    # strided: ``src`` is the caller's strided array itself (offset 0, its own shape and strides,
+    # ``shape`` its shape, ``axes`` the identity), copied densely; ``label`` then names the copy.
+    strided: bool = False
+    label: str = ""
 
     entry = None
     block = ()
@@ -296,7 +300,7 @@ class CopyStep:
         names = _LAYOUT_NAMES.get(self.axes)
         what = f"transpose_{names[0]}_to_{names[1]}" if names else (
             "copy" if self.axes == tuple(range(len(self.axes))) else "transpose_" + "".join(map(str, self.axes)))
-        object.__setattr__(self, "_label", f"{what}_{tag(self.dtype)}")
+        object.__setattr__(self, "_label", self.label or f"{what}_{tag(self.dtype)}")
 
     @property
     def kernel(self) -> str:
@@ -318,11 +322,16 @@ class CopyStep:
         return f"{self.kernel} {self.shape} axes={self.axes} (backend copy)"
 
     def renamed(self, rename) -> "CopyStep":
-        return CopyStep(rename(self.src), rename(self.dst), self.shape, self.axes, self.dtype)
+        return CopyStep(rename(self.src), rename(self.dst), self.shape, self.axes, self.dtype, self.strided,
+                        self.label)
 
     def run(self, be, env: dict) -> None:
         n = self.elements
         (_, sname, soff), (_, dname, doff) = self._slots
+        if self.strided:
+            src = env[sname]
+            be.copy(self.kernel, env[dname].reshape(-1)[doff:doff + n].view(src.dtype).reshape(src.shape), src)
+            return
         src = env[sname].reshape(-1)[soff:soff + n]
         dst = env[dname].reshape(-1)[doff:doff + n]
         if dst.dtype != src.dtype:       # a bit copy through the storage dtype (bfloat16 as uint16),
@@ -373,6 +382,7 @@ class Plan:
     absent: frozenset = frozenset()      # optional input roles the plan was made without
     expected: tuple = ()                 # (role, shape, dtype) of each input, checked by run()
     description: str = ""
+    strided: frozenset = frozenset()     # input roles the plan copies itself (CopyStep strided)
     # conversions: the steps of ``launches`` that convert a layout or dtype (is_conversion), in
     # order; set when the plan is made (no cost on the call path)
 
@@ -494,7 +504,7 @@ class Plan:
         if not contiguous:
             for role in self.inputs:
                 a = env.get(role)
-                if a is not None and not a.flags.c_contiguous:
+                if a is not None and not a.flags.c_contiguous and role not in self.strided:
                     env[role] = be.contiguous(a)
         if self.workspace_bytes:
             ws = workspace
@@ -600,6 +610,49 @@ def through_copies(plan: Plan, op: str, inputs, outputs, expected=(), note: str 
                 inputs=tuple(r for r, _, _ in inputs), outputs=tuple(outs), device=plan.device,
                 workspace_bytes=nbytes, buffers=buffers, expected=tuple(expected),
                 description="; ".join(d for d in (note, plan.description) if d))
+
+
+def _copy_label(a, dtype: str) -> str:
+    """A strided array's copy step label: ``transpose_<memory>_to_<logical>`` when it is a 4-D
+    permutation of a dense array in a named layout (an NCHW view of NHWC memory), else
+    ``copy_strided``."""
+    if a.ndim == 4 and min(a.strides) > 0:
+        order = tuple(sorted(range(4), key=lambda i: -a.strides[i]))
+        dense = np.empty(tuple(a.shape[i] for i in order), dtype=a.dtype).strides
+        names = _LAYOUT_NAMES.get(tuple(int(np.argsort(order)[i]) for i in range(4)))
+        if names and tuple(a.strides[i] for i in order) == dense:
+            return f"transpose_{names[0]}_to_{names[1]}_{tag(dtype)}"
+    return f"copy_strided_{tag(dtype)}"
+
+
+def with_input_copies(plan: Plan, env: dict) -> Plan:
+    """``plan`` for a call whose input arrays in ``env`` are strided views (not C-contiguous: a
+    transpose, a slice with steps): each such input copied densely into a workspace buffer by a
+    ``CopyStep`` the plan lists (a plan tells its whole cost), the launches reading the buffers.
+    ``plan`` itself when every input is C-contiguous (or a stand-in)."""
+    copied = [r for r in plan.inputs
+              if env.get(r) is not None and hasattr(env[r], "flags") and not env[r].flags.c_contiguous]
+    if not copied:
+        return plan
+    buffers = {b.name for b in plan.buffers}
+    roles = {name for ln in plan.launches for _, name, _ in ln._slots
+             if not name.startswith("0:") and name not in buffers}
+    names = {r: (f"{r}.copy" if r in copied else r) for r in roles}
+    steps, parts = [], []
+    for r in copied:
+        a, dt = env[r], name_of(env[r].dtype)
+        parts.append((f"{r}.copy", _STORAGE.get(dt, dt), int(np.prod(a.shape, dtype=np.int64))))
+        steps.append(CopyStep(Ref(r), Ref(f"{r}.copy"), a.shape, tuple(range(a.ndim)), dt, True,
+                              _copy_label(a, dt)))
+    launches, inner_parts = relabel(plan, names, "inner.")
+    bufs, nbytes = layout_buffers(*parts, *inner_parts)
+    new = object.__new__(Plan)
+    new.__dict__.update(plan.__dict__)
+    for k, v in (("launches", (*steps, *launches)), ("buffers", bufs), ("workspace_bytes", nbytes),
+                 ("aligned", tuple(r for r in plan.aligned if r not in copied)), ("strided", frozenset(copied))):
+        object.__setattr__(new, k, v)
+    new.__post_init__()
+    return new
 
 
 def combine(op: str, problem, plans, inputs, outputs, expected, device) -> Plan:
