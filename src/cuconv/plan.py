@@ -19,7 +19,8 @@ backend performs, like an allocation; ``CopyStep``: a layout or dtype conversion
 in ``launches`` in execution order, so the list is still exactly what the call does.
 
 Conversions are steps of their own. Every layout or dtype conversion a plan performs (an NCHW
-input packed to NHWC for the tensor cores, an NHWC array transposed for an NCHW-only kernel) is a
+input packed to NHWC for the tensor cores, an NHWC array transposed for an NCHW-only kernel, a
+strided input copied densely: ``with_input_copies``, which the op front ends apply) is a
 step whose label contains ``pack``, ``transpose`` or ``copy``: a ``CopyStep``, or a launch of a
 kernel registered as a conversion (``conversion_kernel``). ``Plan.conversions`` lists them,
 computed when the plan is made, so a plan tells its whole cost and a native plan shows none.
@@ -489,7 +490,8 @@ class Plan:
         No checks: the op front ends call this after their own. An input that is a strided view
         (a transpose, a slice with steps, negative strides, Fortran order) is first copied to a
         C-contiguous array through the backend (CuPy's pool and current stream on the GPU): the
-        kernels index dense rows; the caller's array is never written. ``contiguous=True``: the
+        kernels index dense rows; the caller's array is never written (a plan the op front end made
+        for strided inputs lists that copy as a CopyStep: its ``strided`` roles are left to it). ``contiguous=True``: the
         caller knows every input is C-contiguous (the front ends' hot path: the plan key holds
         the strides).
 
