@@ -122,7 +122,8 @@ def test_direct_nhwc_matches_reference(be, rng, case, dtype):
     """NHWC input, KRSC weight, NHWC output, read and written natively."""
     x, w, args = draw_conv(rng, case, dtype)
     with cuconv.backend("record") as rec:
-        cuconv.conv2d(np.zeros_like(x).transpose(0, 2, 3, 1), np.zeros_like(w).transpose(0, 2, 3, 1),
+        cuconv.conv2d(np.zeros_like(x.transpose(0, 2, 3, 1), order="C"),     # dense NHWC: a strided view
+                      np.zeros_like(w.transpose(0, 2, 3, 1), order="C"),     # would add its copy step
                       algo="direct", layout="NHWC", **args)
     assert rec.kernels() == [f"direct_{'f32' if dtype == 'float32' else 'f64'}_nhwc_256"]
     got = conv_in_layout(be, x, w, "NHWC", algo="direct", **args)

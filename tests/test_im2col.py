@@ -7,6 +7,9 @@ import pytest
 
 import cuconv
 from conftest import put
+from cuconv.ops.im2col import im2col_nhwc_launch
+from cuconv.plan import Ref, launch_all
+from cuconv.problem import Conv2dProblem
 from cuconv.reference import im2col_ref
 from cuconv.testing import assert_close, poison, random_array
 
@@ -81,3 +84,44 @@ def test_bad_arguments_raise_before_launch(monkeypatch):
         for args, kw, exc, match in cases:
             with pytest.raises(exc, match=match):
                 cuconv.im2col(*args, **kw)
+
+
+# --------------------------------------------------------------------------- NHWC (im2col_nhwc)
+def _nhwc_reference(x, R, S, stride, padding, dilation, groups):
+    """im2col_ref's columns rearranged as im2col_nhwc writes them: (N·P·Q) x (G, R, S, C/G)."""
+    N, C = x.shape[:2]
+    p = Conv2dProblem.from_shapes(x.shape, (groups, C // groups, R, S), stride, padding, dilation, groups)
+    cols = im2col_ref(x, (R, S), stride, padding, dilation).reshape(N, groups, C // groups, R, S, p.P, p.Q)
+    return p, cols.transpose(0, 5, 6, 1, 3, 4, 2).reshape(N * p.P * p.Q, R * S * C)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", [((2, 3, 7, 9), 3, 3, 1, 1, 1, 1), ((1, 6, 9, 7), 3, 3, 2, 2, 2, 3),
+                                  ((3, 5, 8, 6), 5, 3, 1, 3, 1, 1), ((2, 4, 7, 7), 1, 1, 2, 0, 1, 2),
+                                  ((1, 1, 9, 9), 7, 7, 3, 3, 1, 1), ((2, 8, 5, 6), 3, 1, 1, (1, 0), 1, 4)],
+                         ids=["c3_s1_p1", "g3_s2_d2", "5x3_s1", "1x1_s2_g2", "c1_7x7_s3", "3x1_g4"])
+def test_im2col_nhwc_kernel_matches_reference(be, rng, case, dtype):
+    """kernels/im2col.cu's im2col_nhwc (ops/im2col_gemm.py's NHWC column matrix): exact, every
+    element written (poisoned), padding zero."""
+    shape, R, S, stride, padding, dilation, groups = case
+    x = random_array(rng, shape, dtype)
+    p, ref = _nhwc_reference(x, R, S, stride, padding, dilation, groups)
+    p = p.with_(dtype=dtype)
+    cols = be.empty(ref.shape, dtype)
+    poison(cols)
+    launch_all(be, im2col_nhwc_launch(Ref("x"), Ref("cols"), p, p.N),
+               {"x": put(be, np.ascontiguousarray(x.transpose(0, 2, 3, 1))), "cols": cols})
+    np.testing.assert_array_equal(be.to_numpy(cols), ref)
+
+
+@pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
+                                  dict(order="random", seed=25)], ids=["asan_ubsan", "reverse", "random"])
+def test_im2col_nhwc_checking_modes(rng, mode):
+    x = random_array(rng, (2, 6, 7, 5), "float32")
+    p, ref = _nhwc_reference(x, 3, 3, 2, 1, 1, 2)
+    with cuconv.backend("emulator", **mode) as be:
+        cols = be.empty(ref.shape, "float32")
+        poison(cols)
+        launch_all(be, im2col_nhwc_launch(Ref("x"), Ref("cols"), p, p.N),
+                   {"x": np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "cols": cols})
+    np.testing.assert_array_equal(cols, ref)

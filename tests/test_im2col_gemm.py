@@ -8,6 +8,7 @@ import pytest
 
 import cuconv
 from conftest import auto_order, put
+from cuconv.ops import conv2d as conv2d_mod
 from cuconv.ops import im2col_gemm as ig
 from cuconv.ops.gemm import CONFIGS
 from cuconv.problem import Conv2dProblem
@@ -179,19 +180,21 @@ def test_bad_arguments(be, rng, monkeypatch):
 
 
 # --------------------------------------------------------------------------- emulator checking modes
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", [dict(sanitize="address,undefined"), dict(order="reverse"),
                                   dict(order="random", seed=11)], ids=["asan_ubsan", "reverse", "random"])
-def test_emulator_checking_modes(rng, mode, dtype):
+def test_emulator_checking_modes(rng, mode, dtype, layout):
     case = ((3, 4, 7, 9), (6, 2, 3, 3), 2, 2, 1, 2)
     x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=dtype)
     problem = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype)
     residual = random_array(rng, problem.output_shape, dtype)
+    run = run_conv if layout == "NCHW" else (lambda *a, **k: run_nhwc(*a, **k)[0])
     with cuconv.backend("emulator", **mode) as be:
-        got = run_conv(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
-                       residual=residual, max_workspace_bytes=2 * problem.im2col_bytes(1))
+        got = run(be, x, w, bias, stride, padding, dilation, groups, activation="silu",
+                  residual=residual, max_workspace_bytes=2 * problem.im2col_bytes(1))
     ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
-    assert_close(got, ref, dtype, "im2col_gemm", str(mode))
+    assert_close(got, ref, dtype, "im2col_gemm", f"{layout} {mode}")
 
 
 # --------------------------------------------------------------------------- float64
@@ -227,3 +230,111 @@ def test_float64_workspace_and_kernels():
         with cuconv.backend("record"):
             cuconv.conv2d(np.zeros(p64.input_shape), np.zeros(p64.weight_shape), padding=1, algo="im2col_gemm",
                           gemm_config="gemm_f32_64x64x16_4x4")
+
+
+# --------------------------------------------------------------------------- NHWC (issue 25 item 4)
+def _nhwc(a):
+    return None if a is None else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def run_nhwc(be, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="im2col_gemm",
+             activation=None, residual=None, **kw):
+    """conv2d in NHWC (x, w, residual given NCHW/KCRS and transposed here) into a poisoned out=;
+    returns the result back in NCHW, and the plan."""
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, x.dtype.name)
+    out = be.empty((p.N, p.P, p.Q, p.K), x.dtype)
+    poison(out)
+    args = (put(be, _nhwc(x)), put(be, _nhwc(w)), put(be, bias), stride, padding, dilation, groups)
+    extra = dict(algo=algo, activation=activation, residual=put(be, _nhwc(residual)), layout="NHWC", **kw)
+    res = cuconv.conv2d(*args, out=out, **extra)
+    assert res is out
+    return be.to_numpy(out).transpose(0, 3, 1, 2), cuconv.plan_conv2d(*args, **extra)
+
+
+NHWC_CASES = [c for c in CASES if c[3] != "same"] + [
+    ((2, 5, 9, 7), (7, 5, 3, 3), 3, 1, 1, 1),          # stride 3, C = 5
+    ((1, 6, 9, 9), (10, 3, 3, 3), 1, 2, 2, 2),         # dilation 2, groups, K not a multiple of 8
+]
+NHWC_POINTWISE = [((2, 3, 9, 9), (5, 3, 1, 1), 2, 0, 1, 1), ((2, 6, 8, 7), (33, 6, 1, 1), 1, 0, 1, 1),
+                  ((3, 4, 7, 9), (10, 2, 1, 1), 1, 0, 1, 2), ((2, 8, 9, 9), (12, 2, 1, 1), 3, 0, 1, 4),
+                  ((1, 1, 7, 7), (3, 1, 1, 1), 2, 0, 1, 1)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", NHWC_CASES, ids=[_id(c) for c in NHWC_CASES])
+def test_nhwc_im2col_gemm_matches_reference(be, rng, case, dtype):
+    """NHWC im2col + GEMM (im2col_nhwc, then implicit_gemm's NHWC kernel over the column rows) with
+    bias, residual and activation, against the float64 reference; no conversion step."""
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=dtype)
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype)
+    residual = random_array(rng, p.output_shape, dtype)
+    got, plan = run_nhwc(be, x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="silu", residual=residual)
+    assert_close(got, ref, dtype, "im2col_gemm", "NHWC")
+    assert plan.conversions == () and plan.algo == "im2col_gemm"
+    short = "f32" if dtype == "float32" else "f64"
+    assert [k for k in plan.kernels if k.startswith(f"implicit_gemm_{short}_nhwc")], plan.kernels
+    if p.R * p.S > 1 or p.pad_h or p.pad_w:
+        assert plan.kernels[0] == f"im2col_{short}_nhwc_128"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", NHWC_POINTWISE, ids=[_id(c) for c in NHWC_POINTWISE])
+def test_nhwc_pointwise_matches_reference(be, rng, case, dtype):
+    """NHWC pointwise (1x1, strides 1, 2 and 3, groups): the GEMM over the input's pixels, no
+    im2col, no workspace, no conversion."""
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True, dtype=dtype)
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups, dtype)
+    residual = random_array(rng, p.output_shape, dtype)
+    got, plan = run_nhwc(be, x, w, bias, stride, groups=groups, algo="pointwise", activation="relu6",
+                         residual=residual)
+    ref = conv2d_ref(x, w, bias, stride, groups=groups, activation="relu6", residual=residual)
+    assert_close(got, ref, dtype, "pointwise", "NHWC")
+    assert plan.workspace_bytes == 0 and plan.conversions == () and len(plan.kernels) == 1
+    assert "_nhwc_" in plan.kernels[0] and "im2col" not in plan.kernels[0]
+
+
+def test_nhwc_non_finite_weight_over_padding(be, rng):
+    """docs/semantics.md: a padded position contributes 0·w, so an Inf weight tap that meets the
+    padding gives NaN there (the column matrix holds the zeros the GEMM multiplies); relu(NaN) = NaN."""
+    case = ((2, 3, 6, 7), (4, 3, 3, 3), 1, 1, 1, 1)
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    w[1, 2, 0, 0] = np.inf
+    w[3, 0, 2, 1] = np.nan
+    got, _ = run_nhwc(be, x, w, bias, stride, padding, dilation, groups, activation="relu")
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, groups, activation="relu")
+    assert np.isnan(ref).any() and np.isinf(ref).any()
+    assert_close(got, ref, "float32", "im2col_gemm", "NHWC non-finite")
+
+
+def test_nhwc_workspace_is_chunked(be, rng):
+    """NHWC chunks like NCHW: a limit of 2.5 images' columns gives chunks of 2, 2, 1 images."""
+    case = ((5, 3, 7, 7), (4, 3, 3, 3), 1, 1, 1, 1)
+    x, w, bias, stride, padding, dilation, groups = draw(rng, case, epilogue=True)
+    p = Conv2dProblem.from_shapes(x.shape, w.shape, stride, padding, dilation, groups)
+    got, plan = run_nhwc(be, x, w, bias, stride, padding, dilation, groups,
+                         max_workspace_bytes=p.im2col_bytes(1) * 5 // 2)
+    assert plan.workspace_bytes == 2 * p.im2col_bytes(1)
+    assert [k.startswith("im2col_f32_nhwc") for k in plan.kernels] == [True, False] * 3
+    assert_close(got, conv2d_ref(x, w, bias, stride, padding, dilation, groups), "float32", "im2col_gemm")
+
+
+def test_nhwc_refusals_and_auto():
+    """pointwise NHWC needs a 1x1 filter without padding; gemm_config= names the NCHW GEMM's
+    configs; auto takes pointwise for NHWC 1x1 (any stride) and keeps im2col_gemm off below 8
+    output channels per group (the NHWC GEMM's columns are the output channels)."""
+    p = Conv2dProblem(2, 8, 9, 9, 16, 3, 3, pad_h=1, pad_w=1)
+    infos = {i.name: i for i in cuconv.algorithms(p, layout="NHWC")}
+    assert infos["im2col_gemm"].ok and not infos["pointwise"].ok
+    assert "needs a 1x1 kernel and no padding" in infos["pointwise"].reason
+    with cuconv.backend("record"):
+        with pytest.raises(ValueError, match="gemm_config= names a gemm.cu config"):
+            cuconv.plan_conv2d(np.zeros((2, 9, 9, 8), np.float32), np.zeros((16, 3, 3, 8), np.float32), padding=1,
+                               layout="NHWC", algo="im2col_gemm", gemm_config="gemm_f32_64x64x16_4x4")
+    for stride in (1, 2):
+        q = Conv2dProblem(2, 64, 14, 14, 128, 1, 1, stride_h=stride, stride_w=stride)
+        assert auto_order(q, layout="NHWC")[0] == "pointwise"
+        with cuconv.backend("record"):
+            assert conv2d_mod.choose_algorithm(q, layout="NHWC") == "pointwise"
+    narrow = Conv2dProblem(2, 128, 14, 14, 128, 3, 3, pad_h=1, pad_w=1, groups=32)
+    assert "im2col_gemm" not in auto_order(narrow, layout="NHWC")

@@ -24,7 +24,7 @@ LAYERS = {
     "cuconv.plan": 4,
     "cuconv.ops": 5,
     "cuconv.cost": 5, "cuconv.models": 5, "cuconv.analysis": 5, "cuconv.device": 5,
-    "cuconv.bench": 6,
+    "cuconv.bench": 6, "cuconv.coverage": 6,
     "cuconv.torch": 6, "cuconv.grad": 6, "cuconv.launchability": 6,
     "cuconv.commands": 7, "cuconv.cli": 7, "cuconv.__main__": 7, "cuconv": 7,
 }

@@ -314,6 +314,11 @@ class Backend:
         ``"c2r"`` back (``src`` may be overwritten). Queued like a launch (the current stream)."""
         raise NotImplementedError(f"the {self.name} backend performs no FFT")
 
+    def copy(self, label: str, dst, src) -> None:
+        """A plan's CopyStep ``label``: ``dst`` (dense) = ``src`` (a strided view of the same shape and
+        dtype): CuPy's elementwise copy on the current stream on the GPU, NumPy's on the CPU."""
+        dst[...] = src
+
     def devices(self, *arrays):
         """What a plan key records of where the arrays live (the CPU backends: nothing)."""
         return None
@@ -650,6 +655,10 @@ class RecordBackend(_NumpyBackend):
         shape = _check_fft(kind, src, dst)
         self.launches.append(LaunchRecord(fft_label(kind, shape), (int(src.shape[0]), 1, 1), (), 0,
                                           (src, dst) if self.keep_args else ()))
+
+    def copy(self, label: str, dst, src) -> None:
+        """Recorded like a launch (kernel ``label``, grid (elements, 1, 1), block ()), nothing copied."""
+        self.launches.append(LaunchRecord(label, (int(dst.size), 1, 1), (), 0, (src, dst) if self.keep_args else ()))
 
     def clear(self) -> None:
         self.launches.clear()

@@ -1,4 +1,4 @@
-"""The `cuconv` command: info | kernels | cost | bench | analyze | check | profile.
+"""The `cuconv` command: info | kernels | cost | bench | analyze | check | profile | coverage.
 
 Each subcommand lives in cuconv/commands/<name>.py with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so
@@ -21,6 +21,7 @@ COMMANDS = {
     "check": "run cuconv's kernels against the float64 reference: on the CPU emulator, or every kernel on "
              "the GPU (--gpu)",
     "profile": "one op on one problem with NVTX ranges; the ncu / compute-sanitizer command lines for its launches",
+    "coverage": "which layers of the landmark CNNs run natively (float32 NCHW, float16/bfloat16 NHWC; no GPU needed)",
 }
 
 

@@ -15,8 +15,17 @@ its flag argument being 0. A plan may depend on the 16-byte alignment of some ar
 aligned gets a plan made for its actual alignment (``PlanCache`` does that).
 
 Besides kernel launches a plan may hold library steps (``FftStep``: a batched FFT that the
-backend performs, like an allocation); they sit in ``launches`` in execution order, so the
-list is still exactly what the call does.
+backend performs, like an allocation; ``CopyStep``: a layout or dtype conversion copy); they sit
+in ``launches`` in execution order, so the list is still exactly what the call does.
+
+Conversions are steps of their own. Every layout or dtype conversion a plan performs (an NCHW
+input packed to NHWC for the tensor cores, an NHWC array transposed for an NCHW-only kernel, a
+strided input copied densely: ``with_input_copies``, which the op front ends apply) is a
+step whose label contains ``pack``, ``transpose`` or ``copy``: a ``CopyStep``, or a launch of a
+kernel registered as a conversion (``conversion_kernel``). ``Plan.conversions`` lists them,
+computed when the plan is made, so a plan tells its whole cost and a native plan shows none.
+An algorithm's own operand transforms (im2col's columns, Winograd's and the FFT's transforms and
+their zero-padded input copies) are not conversions: they are the algorithm.
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import FFT_KINDS, current_backend, fft_label, not_built_reason
-from .dtypes import name_of
+from .dtypes import name_of, tag
 from .registry import KernelEntry
 
 
@@ -221,6 +230,9 @@ class FftStep:
     def describe(self) -> str:
         return f"{self.kernel} batch={self.batch} (backend FFT)"
 
+    def renamed(self, rename) -> "FftStep":
+        return FftStep(self.kind, rename(self.src), rename(self.dst), self.batch, self.shape)
+
     def run(self, be, env: dict) -> None:
         lh, lw = self.shape
         real, spectrum = (self.batch, lh, lw), (self.batch, lh, lw // 2 + 1)
@@ -230,6 +242,106 @@ class FftStep:
             n = shape[0] * shape[1] * shape[2]
             views.append(env[name].reshape(-1)[offset:offset + n].reshape(shape))
         be.fft(self.kind, views[0], views[1])
+
+
+# Words one of which every conversion step's label contains (issue 25 item 5).
+CONVERSION_WORDS = ("pack", "transpose", "copy")
+_CONVERSION_KERNELS: set = set()
+
+
+def conversion_kernel(entry: KernelEntry) -> KernelEntry:
+    """Mark ``entry`` as a layout or dtype conversion kernel (its launches are listed by
+    ``Plan.conversions``); its label must name what it does. Returns the entry."""
+    if not any(word in entry.label for word in CONVERSION_WORDS):
+        raise ValueError(f"conversion kernel {entry.label!r}: the label must contain one of {CONVERSION_WORDS}")
+    _CONVERSION_KERNELS.add(entry.label)
+    return entry
+
+
+def is_conversion(step) -> bool:
+    """Whether a plan step is a layout or dtype conversion (a CopyStep or a conversion kernel's launch)."""
+    if isinstance(step, CopyStep):
+        return True
+    return step.entry is not None and step.entry.label in _CONVERSION_KERNELS
+
+
+_LAYOUT_NAMES = {(0, 2, 3, 1): ("nchw", "nhwc"), (0, 3, 1, 2): ("nhwc", "nchw")}
+
+
+@dataclass(frozen=True)
+class CopyStep:
+    """A layout or dtype conversion the backend performs (CuPy's strided copy kernel on the GPU,
+    NumPy's on the CPU backends; the record backend records it like a launch): the first
+    prod(``shape``) elements at ``src``, read as a dense ``shape`` array and permuted by
+    ``axes``, written densely at ``dst`` (a bit copy: a workspace buffer holds bfloat16 as uint16,
+    the storage dtype the tensor-core packs use too). Like ``FftStep`` it has no entry,
+    block or shared memory; ``grid`` is (elements, 1, 1). ``kernel`` (the label) says what it does:
+    ``transpose_nhwc_to_nchw_f32`` for a 4-D (0, 3, 1, 2) permutation, ``copy_...`` otherwise."""
+    src: Ref
+    dst: Ref
+    shape: tuple[int, ...]
+    axes: tuple[int, ...]
+    dtype: str
+    # strided: ``src`` is the caller's strided array itself (offset 0, its own shape and strides,
+    # ``shape`` its shape, ``axes`` the identity), copied densely; ``label`` then names the copy.
+    strided: bool = False
+    label: str = ""
+
+    entry = None
+    block = ()
+    shared_mem = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(map(int, self.shape)))
+        object.__setattr__(self, "axes", tuple(map(int, self.axes)))
+        if sorted(self.axes) != list(range(len(self.shape))):
+            raise ValueError(f"CopyStep axes {self.axes} are not a permutation of {len(self.shape)} axes")
+        object.__setattr__(self, "dtype", name_of(self.dtype))
+        object.__setattr__(self, "_slots", ((0, self.src.name, self.src.offset), (1, self.dst.name, self.dst.offset)))
+        names = _LAYOUT_NAMES.get(self.axes)
+        what = f"transpose_{names[0]}_to_{names[1]}" if names else (
+            "copy" if self.axes == tuple(range(len(self.axes))) else "transpose_" + "".join(map(str, self.axes)))
+        object.__setattr__(self, "_label", self.label or f"{what}_{tag(self.dtype)}")
+
+    @property
+    def kernel(self) -> str:
+        return self._label
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (self.elements, 1, 1)
+
+    @property
+    def args(self) -> tuple:
+        return (self.src, self.dst)
+
+    def describe(self) -> str:
+        return f"{self.kernel} {self.shape} axes={self.axes} (backend copy)"
+
+    def renamed(self, rename) -> "CopyStep":
+        return CopyStep(rename(self.src), rename(self.dst), self.shape, self.axes, self.dtype, self.strided,
+                        self.label)
+
+    def run(self, be, env: dict) -> None:
+        n = self.elements
+        (_, sname, soff), (_, dname, doff) = self._slots
+        if self.strided:
+            src = env[sname]
+            be.copy(self.kernel, env[dname].reshape(-1)[doff:doff + n].view(src.dtype).reshape(src.shape), src)
+            return
+        src = env[sname].reshape(-1)[soff:soff + n]
+        dst = env[dname].reshape(-1)[doff:doff + n]
+        if dst.dtype != src.dtype:       # a bit copy through the storage dtype (bfloat16 as uint16),
+            if dst.dtype.kind == "u":    # viewed while both are flat and contiguous
+                src = src.view(dst.dtype)
+            else:
+                dst = dst.view(src.dtype)
+        src = src.reshape(self.shape).transpose(self.axes)
+        be.copy(self.kernel, dst.reshape(src.shape), src)
 
 
 @dataclass(frozen=True)
@@ -271,6 +383,9 @@ class Plan:
     absent: frozenset = frozenset()      # optional input roles the plan was made without
     expected: tuple = ()                 # (role, shape, dtype) of each input, checked by run()
     description: str = ""
+    strided: frozenset = frozenset()     # input roles the plan copies itself (CopyStep strided)
+    # conversions: the steps of ``launches`` that convert a layout or dtype (is_conversion), in
+    # order; set when the plan is made (no cost on the call path)
 
     def __post_init__(self):
         absent = sorted({name[2:] for ln in self.launches for _, name, _ in ln._slots if name.startswith("0:")})
@@ -280,6 +395,7 @@ class Plan:
         object.__setattr__(self, "_placeholder_arrays", [None, ()])
         object.__setattr__(self, "_views", tuple([(b.name, b.offset, b.offset + b.nbytes, np.dtype(b.dtype))
                                                   for b in self.buffers]))
+        object.__setattr__(self, "conversions", tuple([ln for ln in self.launches if is_conversion(ln)]))
 
     def described(self, description: str) -> "Plan":
         """This plan with another ``description`` (a copy without re-deriving anything: a
@@ -374,7 +490,8 @@ class Plan:
         No checks: the op front ends call this after their own. An input that is a strided view
         (a transpose, a slice with steps, negative strides, Fortran order) is first copied to a
         C-contiguous array through the backend (CuPy's pool and current stream on the GPU): the
-        kernels index dense rows; the caller's array is never written. ``contiguous=True``: the
+        kernels index dense rows; the caller's array is never written (a plan the op front end made
+        for strided inputs lists that copy as a CopyStep: its ``strided`` roles are left to it). ``contiguous=True``: the
         caller knows every input is C-contiguous (the front ends' hot path: the plan key holds
         the strides).
 
@@ -389,7 +506,7 @@ class Plan:
         if not contiguous:
             for role in self.inputs:
                 a = env.get(role)
-                if a is not None and not a.flags.c_contiguous:
+                if a is not None and not a.flags.c_contiguous and role not in self.strided:
                     env[role] = be.contiguous(a)
         if self.workspace_bytes:
             ws = workspace
@@ -457,11 +574,87 @@ def relabel(plan: Plan, names: dict, prefix: str) -> tuple[list, list]:
 
     launches = []
     for ln in plan.launches:
-        if ln.entry is None:
-            launches.append(FftStep(ln.kind, rename(ln.src), rename(ln.dst), ln.batch, ln.shape))
+        if ln.entry is None:          # a library step (FftStep, CopyStep)
+            launches.append(ln.renamed(rename))
         else:
             launches.append(Launch(ln.entry, ln.grid, ln.block, tuple(rename(a) for a in ln.args), ln.shared_mem))
     return launches, [(prefix + b.name, b.dtype, b.size) for b in plan.buffers]
+
+
+_STORAGE = {"bfloat16": "uint16"}      # a workspace buffer's dtype for an element dtype CuPy lacks
+
+
+def through_copies(plan: Plan, op: str, inputs, outputs, expected=(), note: str = "") -> Plan:
+    """``plan`` run on the caller's arrays in another layout, every conversion a ``CopyStep``:
+    ``inputs`` ((role, shape, axes), ...): the caller's dense ``shape`` array of ``role`` permuted
+    by ``axes`` into a workspace buffer that ``plan`` reads as ``role``; ``outputs`` ((role, shape,
+    axes), ...): ``plan``'s output ``role`` written to a buffer, then permuted by ``axes`` into the
+    caller's ``role`` of ``shape``. ``plan``'s own buffers keep their names behind ``inner.``.
+    Used where a pass has no kernel for the caller's layout (the gradients' NHWC calls on NCHW
+    kernels): the plan then shows the copies it costs."""
+    kept = {role: dt for role, _, dt in plan.expected}
+    parts, names, steps, after, outs = [], {}, [], [], []
+    for role, shape, axes in inputs:
+        buf = f"{role}.copy"
+        parts.append((buf, _STORAGE.get(kept[role], kept[role]), int(np.prod(shape, dtype=np.int64))))
+        names[role] = buf
+        steps.append(CopyStep(Ref(role), Ref(buf), shape, axes, kept[role]))
+    for role, shape, axes in outputs:
+        inner = next(o for o in plan.outputs if o.role == role)
+        buf = f"{role}.copy"
+        parts.append((buf, _STORAGE.get(inner.dtype.name, inner.dtype.name), int(np.prod(inner.shape, dtype=np.int64))))
+        names[role] = buf
+        after.append(CopyStep(Ref(buf), Ref(role), inner.shape, axes, inner.dtype.name))
+        outs.append(Output(role, tuple(shape), inner.dtype))
+    launches, inner_parts = relabel(plan, names, "inner.")
+    buffers, nbytes = layout_buffers(*parts, *inner_parts)
+    return Plan(op=op, algo=plan.algo, problem=plan.problem, launches=(*steps, *launches, *after),
+                inputs=tuple(r for r, _, _ in inputs), outputs=tuple(outs), device=plan.device,
+                workspace_bytes=nbytes, buffers=buffers, expected=tuple(expected),
+                description="; ".join(d for d in (note, plan.description) if d))
+
+
+def _copy_label(a, dtype: str) -> str:
+    """A strided array's copy step label: ``transpose_<memory>_to_<logical>`` when it is a 4-D
+    permutation of a dense array in a named layout (an NCHW view of NHWC memory), else
+    ``copy_strided``."""
+    if a.ndim == 4 and min(a.strides) > 0:
+        order = tuple(sorted(range(4), key=lambda i: -a.strides[i]))
+        dense = np.empty(tuple(a.shape[i] for i in order), dtype=a.dtype).strides
+        names = _LAYOUT_NAMES.get(tuple(int(np.argsort(order)[i]) for i in range(4)))
+        if names and tuple(a.strides[i] for i in order) == dense:
+            return f"transpose_{names[0]}_to_{names[1]}_{tag(dtype)}"
+    return f"copy_strided_{tag(dtype)}"
+
+
+def with_input_copies(plan: Plan, env: dict) -> Plan:
+    """``plan`` for a call whose input arrays in ``env`` are strided views (not C-contiguous: a
+    transpose, a slice with steps): each such input copied densely into a workspace buffer by a
+    ``CopyStep`` the plan lists (a plan tells its whole cost), the launches reading the buffers.
+    ``plan`` itself when every input is C-contiguous (or a stand-in)."""
+    copied = [r for r in plan.inputs
+              if env.get(r) is not None and hasattr(env[r], "flags") and not env[r].flags.c_contiguous]
+    if not copied:
+        return plan
+    buffers = {b.name for b in plan.buffers}
+    roles = {name for ln in plan.launches for _, name, _ in ln._slots
+             if not name.startswith("0:") and name not in buffers}
+    names = {r: (f"{r}.copy" if r in copied else r) for r in roles}
+    steps, parts = [], []
+    for r in copied:
+        a, dt = env[r], name_of(env[r].dtype)
+        parts.append((f"{r}.copy", _STORAGE.get(dt, dt), int(np.prod(a.shape, dtype=np.int64))))
+        steps.append(CopyStep(Ref(r), Ref(f"{r}.copy"), a.shape, tuple(range(a.ndim)), dt, True,
+                              _copy_label(a, dt)))
+    launches, inner_parts = relabel(plan, names, "inner.")
+    bufs, nbytes = layout_buffers(*parts, *inner_parts)
+    new = object.__new__(Plan)
+    new.__dict__.update(plan.__dict__)
+    for k, v in (("launches", (*steps, *launches)), ("buffers", bufs), ("workspace_bytes", nbytes),
+                 ("aligned", tuple(r for r in plan.aligned if r not in copied)), ("strided", frozenset(copied))):
+        object.__setattr__(new, k, v)
+    new.__post_init__()
+    return new
 
 
 def combine(op: str, problem, plans, inputs, outputs, expected, device) -> Plan:

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..backend import current_backend, planning_target
-from ..plan import Plan, PlanCache, PlanError, arch_refusal
+from ..plan import Plan, PlanCache, PlanError, arch_refusal, with_input_copies
 from ..problem import shape_arg
 from . import _common
 
@@ -228,7 +228,7 @@ class FrontEnd:
         reason = arch_refusal(plan.launches, planning_target(be)[0].cc)
         if reason is not None:
             raise PlanError(f"{self.op}: {reason}")
-        return plan
+        return with_input_copies(plan, env)     # a strided input's dense copy: a step of the plan
 
     def _cached(self, key, env: dict, build) -> Plan:
         """The plan for ``key`` (unhashable: not cached), built by ``build(misaligned)`` on a miss.

@@ -58,6 +58,18 @@ def _wide(s: ConvSpec) -> bool:
     return s.problem.K_per_group >= GEMM_MIN_OUTPUT_CHANNELS
 
 
+def _nhwc_in_place_for_mma_sync_only(s: ConvSpec) -> bool:
+    """NHWC with C/groups even but not a multiple of 8: mma.sync's 4-byte cp.async reads it in place,
+    wgmma's 16-byte copies would need the NHWC pack (a conversion step of the plan)."""
+    cg = s.problem.C_per_group
+    return s.layout == "NHWC" and cg % 2 == 0 and cg % 8 != 0
+
+
+def _pointwise_nhwc(s: ConvSpec) -> bool:
+    p = s.problem
+    return p.R == p.S == 1 and not (p.pad_h or p.pad_w or p.pad_bottom or p.pad_right)
+
+
 def _winograd(s: ConvSpec, channels: int) -> bool:
     return s.problem.C >= channels and s.problem.K >= channels
 
@@ -83,6 +95,12 @@ RULES: tuple[Rule, ...] = (
     Rule("implicit_gemm_tc_simple", _tf32,
          "allow_tf32=True and the fast tf32 kernel cannot run it (e.g. its NHWC pack does not fit "
          "the workspace cap): the analytic tensor-core kernel reads the layout in place"),
+    Rule("implicit_gemm_tc",
+         lambda s: _half(s) and _wide(s) and s.caps.cc == 90 and _nhwc_in_place_for_mma_sync_only(s),
+         "float16/bfloat16 NHWC on sm_90 with C/groups even but not a multiple of 8 (EfficientNet's "
+         "squeeze-excitation convolutions): wgmma's 16-byte copies would need the channels packed to "
+         "8 (two conversion launches and a workspace), mma.sync's 4-byte cp.async reads the layer in "
+         "place"),
     Rule("implicit_gemm_wgmma", lambda s: _half(s) and _wide(s) and s.caps.cc == 90,
          "float16/bfloat16 on an sm_90 device (H100, H200): Hopper's full tensor-core rate is "
          "reached only by wgmma.mma_async (operands from shared memory, asynchronous), which "
@@ -91,9 +109,10 @@ RULES: tuple[Rule, ...] = (
          "tests/test_wgmma_conv.py); modelled by the static SASS analysis, not measured"),
     Rule("implicit_gemm_tc", lambda s: _half(s) and _wide(s),
          "float16/bfloat16: the mma.sync tensor-core implicit GEMM, fp32 accumulation"),
-    Rule("pointwise", lambda s: s.problem.is_pointwise,
-         "1x1, stride 1, no padding: the convolution is exactly a GEMM on the NCHW data, with no "
-         "gather and no workspace"),
+    Rule("pointwise", lambda s: s.problem.is_pointwise or (s.layout == "NHWC" and _pointwise_nhwc(s)),
+         "1x1, no padding (stride 1 in NCHW): the convolution is exactly a GEMM on the NCHW data (NHWC: "
+         "over the input's pixels, any stride, on implicit_gemm's NHWC kernel), with no gather and no "
+         "workspace"),
     Rule("fft", lambda s: fft_choice(s) == "fft",
          "stride 1, kernel >= 5x5, and the whole-image transforms count at most 1/5 of the direct "
          "FLOPs and fewer than fft_tiling's overlapping tiles (a kernel large for the image, or a "
@@ -116,9 +135,10 @@ RULES: tuple[Rule, ...] = (
          "the default for dense and grouped layers: every loaded element is reused from shared "
          "memory and registers, no workspace, the input read once per N tile instead of writing "
          "and re-reading a k²-sized column matrix"),
-    Rule("im2col_gemm", lambda s: True,
+    Rule("im2col_gemm", lambda s: s.layout == "NCHW" or _wide(s),
          "§8.3's general fallback above one-thread-per-output: the column matrix in a bounded "
-         "workspace, then the tiled GEMM"),
+         "workspace, then the tiled GEMM (NHWC: its GEMM is implicit_gemm's kernel, whose output "
+         "channels are the tile's columns, so not below 8 channels per group)"),
     Rule("winograd_f2x2_3x3", lambda s: _winograd(s, WINOGRAD_MIN_CHANNELS),
          "3x3 stride 1 when neither the fused kernel nor the GEMMs can run it (limits, workspace)"),
     Rule("implicit_gemm_tc", _half,

@@ -26,6 +26,11 @@ ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col<{ctype(dt)}, {B
                                            min_blocks_per_sm=8, main=dt == "float32"))
            for dt in CUDA_CORE_DTYPES}
 ENTRY, LABEL, EXPRESSION = ENTRIES["float32"], LABELS["float32"], ENTRIES["float32"].expression
+# The NHWC lowering (im2col_f32_nhwc_128, im2col_f64_nhwc_128): ops/im2col_gemm.py's NHWC path.
+NHWC_ENTRIES = {dt: register_kernel(KernelEntry(KERNEL_FILE, f"im2col_nhwc<{ctype(dt)}, {BLOCK}>",
+                                                f"im2col_{tag(dt)}_nhwc_{BLOCK}", BLOCK, min_blocks_per_sm=8))
+                for dt in CUDA_CORE_DTYPES}
+_NHWC_GRID_MAX = 1 << 20       # blocks of the flat grid (a grid stride covers the rest)
 
 
 def im2col_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> list[Launch]:
@@ -44,6 +49,21 @@ def im2col_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> lis
             i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
             i32(p.dilation_h), i32(p.dilation_w))
     return [Launch(ENTRIES[p.dtype], grid, (BLOCK, 1, 1), args)]
+
+
+def im2col_nhwc_launch(x: Ref, cols: Ref, problem: Conv2dProblem, images: int) -> list[Launch]:
+    """The launch writing the NHWC column matrix of ``images`` images (internal: no checks): ``x``
+    the first image's first element (NHWC), ``cols`` (images·P·Q) x (R·S·C) elements, each row's
+    columns per group in (r, s, c) order (kernels/im2col.cu's im2col_nhwc)."""
+    p = problem
+    total = images * p.P * p.Q * p.C
+    if total == 0:
+        return []
+    grid = (min(math.ceil(total / BLOCK), _NHWC_GRID_MAX), 1, 1)
+    args = (x, cols, i32(images), i32(p.C), i32(p.H), i32(p.W), i32(p.R), i32(p.S), i32(p.P), i32(p.Q),
+            i32(p.stride_h), i32(p.stride_w), i32(p.pad_h), i32(p.pad_w),
+            i32(p.dilation_h), i32(p.dilation_w), i32(p.groups))
+    return [Launch(NHWC_ENTRIES[p.dtype], grid, (BLOCK, 1, 1), args)]
 
 
 def _plan(be, env, args, extra, misaligned) -> Plan:

@@ -19,6 +19,15 @@ input already is the column matrix (C x H·W per image), so the GEMM runs on it 
 with zero workspace. ``"pointwise"`` is the same path registered as its own algorithm for
 exactly those problems.
 
+NHWC (x N,H,W,C; w K,R,S,C/g; out and residual N,P,Q,K), float32 and float64: the GEMM runs
+on implicit_gemm.cu's NHWC register-tile kernel, whose rows are output pixels and columns output
+channels, so the output is written in NHWC with the epilogue fused. ``pointwise`` (a 1x1 filter,
+no padding, any stride) is that GEMM straight over the input's pixels, no im2col and no
+workspace. ``im2col_gemm`` writes, per chunk of the batch, ``kernels/im2col.cu``'s NHWC column
+matrix ((N·P·Q) x (R·S·C), each group's columns in (r, s, c) order as the KRSC weights are): the
+NHWC input of a 1x1 convolution with R·S·C channels in the same groups, whose weights are the
+KRSC tensor itself, which the same kernel then computes into the chunk's output rows.
+
 Groups and batch: the GEMM kernel batches over one index with element strides. When
 there are at least as many groups as images in the chunk, it batches over groups and the
 host loops over images; otherwise it batches over images and loops over groups, so the
@@ -27,11 +36,12 @@ number of launches is min(groups, images) per chunk.
 from __future__ import annotations
 
 from ..dtypes import CUDA_CORE_DTYPES
-from ..plan import PlanError, Ref, layout_buffers
+from ..plan import Launch, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
 from ._algorithm import ConvAlgorithm, ConvSpec, conv_plan
+from . import _common, implicit_gemm
 from .gemm import SIZE_MAX, resolve_config, choose_config, gemm_launches
-from .im2col import im2col_launch
+from .im2col import im2col_launch, im2col_nhwc_launch
 
 DEFAULT_MAX_WORKSPACE_BYTES = 256 * 2 ** 20
 
@@ -104,12 +114,55 @@ def _plan_pointwise(spec: ConvSpec, algo: str):
     return conv_plan(spec, algo, launches)
 
 
+# --------------------------------------------------------------------------- NHWC
+def _nhwc_gemm(spec: ConvSpec, q: Conv2dProblem, a: Ref, out_offset: int) -> Launch:
+    """implicit_gemm.cu's NHWC kernel on the 1x1-shaped problem ``q`` (no padding) reading ``a``,
+    writing ``out`` (and reading ``residual``) from element ``out_offset``, the call's epilogue."""
+    cfg = implicit_gemm.choose_config(q, spec.caps.sms, "NHWC")
+    reason = cfg.can_implement(q)
+    if reason is not None:
+        raise PlanError(f"the NHWC GEMM {cfg.name} cannot run {q.describe()}: {reason}")
+    bias = Ref("bias") if spec.has_bias else Ref.absent(q.dtype)
+    res = Ref("residual", out_offset) if spec.has_residual else Ref.absent(q.dtype)
+    return Launch(implicit_gemm.ENTRIES[cfg], (cfg.blocks(q), 1, 1), (cfg.threads, 1, 1),
+                  (a, Ref("w"), bias, _common.i32(spec.has_bias), res, _common.i32(spec.has_residual),
+                   Ref("out", out_offset), *_common.conv_geometry_args(q), _common.i32(spec.act)))
+
+
+def _nhwc_plan(spec: ConvSpec, algo: str):
+    """NHWC: ``pointwise`` the GEMM over the input's pixels; ``im2col_gemm`` (any other filter) the
+    NHWC column matrix per chunk of the batch, then the GEMM over its rows (module docstring)."""
+    p = spec.problem
+    if spec.option("gemm_config") is not None:
+        raise PlanError("gemm_config= names a gemm.cu config (the NCHW GEMM); the NHWC path runs "
+                        "implicit_gemm.cu's NHWC kernel")
+    if _pointwise_nhwc(p):
+        return conv_plan(spec, algo, [_nhwc_gemm(spec, p, Ref("x"), 0)])
+    chunk = images_per_chunk(p, spec.max_workspace_bytes)
+    PQ, cols = p.P * p.Q, p.C * p.R * p.S
+    workspace = layout_buffers(("cols", p.dtype, chunk * PQ * cols))
+    launches = []
+    for n0 in range(0, p.N, chunk):
+        images = min(chunk, p.N - n0)
+        q = Conv2dProblem(images, cols, p.P, p.Q, p.K, 1, 1, groups=p.groups, dtype=p.dtype)
+        launches += im2col_nhwc_launch(Ref("x", n0 * p.H * p.W * p.C), Ref("cols"), p, images)
+        launches.append(_nhwc_gemm(spec, q, Ref("cols"), n0 * PQ * p.K))
+    return conv_plan(spec, algo, launches, workspace=workspace)
+
+
+def _pointwise_nhwc(p: Conv2dProblem) -> bool:
+    return p.R == p.S == 1 and not (p.pad_h or p.pad_w or p.pad_bottom or p.pad_right)
+
+
 def plan(spec: ConvSpec):
-    """im2col per chunk of the batch, then the GEMM per image and group into ``out`` (NCHW)."""
+    """im2col per chunk of the batch, then the GEMM per image and group into ``out`` (NCHW; NHWC:
+    ``_nhwc_plan``)."""
     p = spec.problem
     reason = can_implement(p)
     if reason is not None:
         raise PlanError(f"im2col_gemm cannot run {p.describe()}: {reason}")
+    if spec.layout == "NHWC":
+        return _nhwc_plan(spec, "im2col_gemm")
     if p.is_pointwise:
         return _plan_pointwise(spec, "im2col_gemm")
     # Under a limit below one image's column matrix the plan still says what one image needs
@@ -127,14 +180,22 @@ def plan(spec: ConvSpec):
 
 
 def pointwise_plan(spec: ConvSpec):
-    """The 1x1 path: the batched GEMM on the NCHW input, no workspace."""
-    reason = can_implement_pointwise(spec.problem)
+    """The 1x1 path: the batched GEMM on the NCHW input (NHWC: over the input's pixels, any
+    stride), no workspace."""
+    reason = can_implement_pointwise(spec.problem, spec.layout)
     if reason is not None:
         raise PlanError(reason)
+    if spec.layout == "NHWC":
+        return _nhwc_plan(spec, "pointwise")
     return _plan_pointwise(spec, "pointwise")
 
 
-def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
+def can_implement_pointwise(problem: Conv2dProblem, layout: str = "NCHW") -> str | None:
+    if layout == "NHWC":
+        if not _pointwise_nhwc(problem):
+            return (f"needs a 1x1 kernel and no padding, got {problem.R}x{problem.S} kernel, padding "
+                    f"{(problem.pad_h, problem.pad_w, problem.pad_bottom, problem.pad_right)}")
+        return _size_reason(problem)
     if not problem.is_pointwise:
         return (f"needs a 1x1 kernel, stride 1 and no padding, got {problem.R}x{problem.S} kernel, "
                 f"stride {(problem.stride_h, problem.stride_w)}, padding "
@@ -143,10 +204,14 @@ def can_implement_pointwise(problem: Conv2dProblem) -> str | None:
 
 
 IM2COL_GEMM = ConvAlgorithm(
-    name="im2col_gemm", plan=plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",), crops=True,
+    name="im2col_gemm", plan=plan, dtypes=CUDA_CORE_DTYPES, layouts=("NCHW", "NHWC"), options=("gemm_config",),
+    crops=True,
     description="§8.3: im2col per chunk of the batch (bounded workspace), then the tiled GEMM into NCHW "
-                "with a fused epilogue; 1x1 stride-1 problems skip im2col")
+                "with a fused epilogue; 1x1 stride-1 problems skip im2col; NHWC: the (r,s,c) column "
+                "matrix, then implicit_gemm's NHWC kernel over its rows")
 POINTWISE = ConvAlgorithm(
-    name="pointwise", plan=pointwise_plan, dtypes=CUDA_CORE_DTYPES, options=("gemm_config",),
-    description="1x1, stride 1, no padding: the batched tiled GEMM straight on the NCHW input")
+    name="pointwise", plan=pointwise_plan, dtypes=CUDA_CORE_DTYPES, layouts=("NCHW", "NHWC"),
+    options=("gemm_config",),
+    description="1x1, no padding: the batched tiled GEMM straight on the NCHW input (stride 1); NHWC: "
+                "implicit_gemm's NHWC kernel over the input's pixels (any stride)")
 ALGORITHMS = (IM2COL_GEMM, POINTWISE)

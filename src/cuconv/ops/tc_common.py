@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..dtypes import DTYPES as VOCABULARY
 from ..dtypes import INT32_MAX, ctype, tag
+from ..plan import conversion_kernel
 from ..problem import Conv2dProblem
 from ..registry import ARCHS, KernelEntry, register_kernel, stem
 
@@ -196,6 +197,8 @@ for _dt in VEC_WIDTHS:
                  _Aux(CONV_FILE, "tc_pack_nhwc", _dt, 256)):
         AUX[(_aux.template, _dt)] = _aux
         AUX_ENTRIES[(_aux.template, _dt)] = register_kernel(_aux.entry())
+        if _aux.template == "tc_pack_nhwc":      # a layout conversion: listed by Plan.conversions
+            conversion_kernel(AUX_ENTRIES[(_aux.template, _dt)])
 
 
 def arch_reason(dtype: str, cc: int) -> str | None:
