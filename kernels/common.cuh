@@ -244,15 +244,15 @@ struct CcWiden {
 // kernels multiply zeros for the taps that reach no dy element; where that made an output
 // non-finite they recompute it with this (a finite GEMM output is right: it then had no
 // non-finite term, and the extra terms were exact zeros). A is the accumulator type (float for
-// the 16-bit types: tc_grad.cu). cc_dgrad_sum_at is the same sum for any layout: dy element
-// (k, p, q) at dy_g[k·dy_k + (p·Q + q)·dy_pix], weight tap (k, r, s) at w_g[k·w_k + (r·S + s)·w_tap]
-// (NCHW/KCRS: dy_k = P·Q, dy_pix = 1, w_tap = 1; NHWC/KRSC: dy_k = 1, dy_pix = K, w_k = R·S·Cg,
-// w_tap = Cg), in the same order: the same bits in either layout.
-template <typename T, typename A = T>
-__device__ __forceinline__ A cc_dgrad_sum_at(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
-                                             cc_index_t dy_k, cc_index_t dy_pix, cc_index_t w_k, int w_tap, int P,
-                                             int Q, int R, int S, int h, int w, int stride_h, int stride_w,
-                                             int pad_h, int pad_w, int dil_h, int dil_w) {
+// the 16-bit types: tc_grad.cu). NHWC = true: the same sum, in the same order (the same bits),
+// over NHWC dy (dy_g at dy[n, 0, 0, g·Kg]: output channels 1 apart, pixels K apart) and KRSC w
+// (w_g at w[g·Kg, 0, 0, c_in_group]: filters w_k_pitch apart, taps Cg apart).
+template <typename T, typename A = T, bool NHWC = false>
+__device__ __forceinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                          cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
+                                          int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
+                                          int K = 0, int Cg = 0) {
+    const cc_index_t PQ = (cc_index_t)P * Q;
     A acc = A(0);
     for (int r = 0; r < R; ++r) {
         const int th = h + pad_h - r * dil_h;
@@ -264,43 +264,28 @@ __device__ __forceinline__ A cc_dgrad_sum_at(const T* __restrict__ dy_g, const T
             if (tw < 0 || tw % stride_w != 0) continue;
             const int q = tw / stride_w;
             if (q >= Q) continue;
-            const T* const dy_pq = dy_g + ((cc_index_t)p * Q + q) * dy_pix;
-            const T* const w_rs = w_g + (r * S + s) * w_tap;
 #pragma unroll 1
-            for (int k = 0; k < Kg; ++k)
-                acc = cc_fma(CcWiden<A, T>::of(cc_ldg(dy_pq + k * dy_k)), CcWiden<A, T>::of(cc_ldg(w_rs + k * w_k)),
-                             acc);
+            for (int k = 0; k < Kg; ++k) {
+                const T* const dy_at = NHWC ? dy_g + k + ((cc_index_t)p * Q + q) * K
+                                            : dy_g + k * PQ + (cc_index_t)p * Q + q;
+                const T* const w_at = NHWC ? w_g + k * w_k_pitch + (r * S + s) * Cg
+                                           : w_g + k * w_k_pitch + r * S + s;
+                acc = cc_fma(CcWiden<A, T>::of(cc_ldg(dy_at)), CcWiden<A, T>::of(cc_ldg(w_at)), acc);
+            }
         }
     }
     return acc;
 }
 
-template <typename T, typename A = T>
-__device__ __forceinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
-                                          cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
-                                          int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
-    return cc_dgrad_sum_at<T, A>(dy_g, w_g, Kg, (cc_index_t)P * Q, 1, w_k_pitch, 1, P, Q, R, S, h, w, stride_h,
-                                 stride_w, pad_h, pad_w, dil_h, dil_w);
-}
-
-// cc_dgrad_sum(_at) as a call, for the kernels that recompute an element off their main path: its
+// cc_dgrad_sum as a call, for the kernels that recompute an element off their main path: its
 // registers then do not add to those live at the call site.
-template <typename T, typename A = T>
-__device__ __noinline__ A cc_dgrad_sum_at_call(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
-                                               cc_index_t dy_k, cc_index_t dy_pix, cc_index_t w_k, int w_tap, int P,
-                                               int Q, int R, int S, int h, int w, int stride_h, int stride_w,
-                                               int pad_h, int pad_w, int dil_h, int dil_w) {
-    return cc_dgrad_sum_at<T, A>(dy_g, w_g, Kg, dy_k, dy_pix, w_k, w_tap, P, Q, R, S, h, w, stride_h, stride_w,
-                                 pad_h, pad_w, dil_h, dil_w);
-}
-
-template <typename T, typename A = T>
+template <typename T, typename A = T, bool NHWC = false>
 __device__ __noinline__ A cc_dgrad_sum_call(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
                                             cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
                                             int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
-                                            int dil_w) {
-    return cc_dgrad_sum<T, A>(dy_g, w_g, Kg, w_k_pitch, P, Q, R, S, h, w, stride_h, stride_w, pad_h, pad_w, dil_h,
-                              dil_w);
+                                            int dil_w, int K = 0, int Cg = 0) {
+    return cc_dgrad_sum<T, A, NHWC>(dy_g, w_g, Kg, w_k_pitch, P, Q, R, S, h, w, stride_h, stride_w, pad_h, pad_w,
+                                    dil_h, dil_w, K, Cg);
 }
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed tree

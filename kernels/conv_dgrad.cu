@@ -69,9 +69,10 @@ dgrad_direct(CC_DGRAD_PARAMS(T)) {
             const int h = (int)((pix / W) % H);
             const cc_index_t n = pix / HW;
             const int g = c / Cg, cl = c - g * Cg;
-            dx[idx] = cc_dgrad_sum_at(dy + n * PQ * K + (cc_index_t)g * Kg, w + (cc_index_t)g * Kg * RS * Cg + cl, Kg,
-                                      1, K, (cc_index_t)RS * Cg, Cg, P, Q, R, S, h, ww, stride_h, stride_w, pad_h,
-                                      pad_w, dilation_h, dilation_w);
+            dx[idx] = cc_dgrad_sum<T, T, true>(dy + n * PQ * K + (cc_index_t)g * Kg,
+                                               w + (cc_index_t)g * Kg * RS * Cg + cl, Kg, (cc_index_t)RS * Cg, P, Q,
+                                               R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                               K, Cg);
         } else {
             const int ww = (int)(idx % W);
             const int h = (int)((idx / W) % H);
@@ -327,10 +328,10 @@ dgrad_implicit_gemm(CC_DGRAD_PARAMS(T)) {
                 if (!locate(e, col0, n, c, h, ww)) continue;
                 const cc_index_t at = dx_at(n, c, h, ww);
                 if (!cc_is_finite(dx[at]))
-                    dx[at] = cc_dgrad_sum_at_call(dy + (cc_index_t)n * K * PQ + (cc_index_t)g * Kg * dy_k,
-                                                  w + (cc_index_t)g * Kg * Cg * RS + (cc_index_t)c * w_c, Kg, dy_k,
-                                                  dy_pix, (cc_index_t)Cg * RS, w_tap, P, Q, R, S, h, ww, stride_h,
-                                                  stride_w, pad_h, pad_w, dilation_h, dilation_w);
+                    dx[at] = cc_dgrad_sum_call<T, T, NHWC>(dy + (cc_index_t)n * K * PQ + (cc_index_t)g * Kg * dy_k,
+                                                           w + (cc_index_t)g * Kg * Cg * RS + (cc_index_t)c * w_c, Kg,
+                                                           (cc_index_t)Cg * RS, P, Q, R, S, h, ww, stride_h, stride_w,
+                                                           pad_h, pad_w, dilation_h, dilation_w, K, Cg);
             }
         }
     }

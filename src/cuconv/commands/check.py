@@ -357,28 +357,34 @@ GRAD_PROBLEMS = {
 }
 
 
-def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", **kw) -> DeviceCheck:
+def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", layout: str = "NCHW", **kw) -> DeviceCheck:
     """One gradient of a forward conv2d through cuconv.grad: ``which`` "input" (dx), "weight"
-    (dw, with db fused by conv2d_backward when ``bias``) or "bias" (db alone)."""
+    (dw, with db fused by conv2d_backward when ``bias``) or "bias" (db alone); ``layout="NHWC"``:
+    the arrays NHWC/KRSC (the references' NCHW answers transposed)."""
     xs, ws, stride, padding, dilation, groups = GRAD_PROBLEMS[case]
     bias = kw.pop("bias", False)
     args = (stride, padding, dilation, groups)
+    # an N,C,H,W (K,C,R,S) array or shape in the call's layout
+    lay = _nhwc if layout == "NHWC" else (lambda a: a)
+    lay_shape = (lambda s: (s[0], *s[2:], s[1])) if layout == "NHWC" else tuple
+    if layout != "NCHW":
+        kw["layout"] = layout
 
     def run(xp, rng):
         p = Conv2dProblem.from_shapes(xs, ws, *args, dtype)
         x, w, dy = _draw(rng, xs, dtype), _draw(rng, ws, dtype), _draw(rng, p.output_shape, dtype)
-        X, Wt, DY = xp.asarray(x), xp.asarray(w), xp.asarray(dy)
+        X, Wt, DY = xp.asarray(lay(x)), xp.asarray(lay(w)), xp.asarray(lay(dy))
         f = [_f64(a) for a in (x, w, dy)]
         tol = "tc_grad" if dtype in ("float16", "bfloat16") else ("dgrad" if which == "input" else "wgrad")
         if which == "input":
-            out = _out(xp, xs, dtype)
-            grad_ops.conv2d_input(xs, Wt, DY, *args, algo=algo, out=out, **kw)
-            return out, conv2d_input_ref(xs, f[1], f[2], *args), dtype, tol
+            out = _out(xp, lay_shape(xs), dtype)
+            grad_ops.conv2d_input(lay_shape(xs), Wt, DY, *args, algo=algo, out=out, **kw)
+            return out, lay(conv2d_input_ref(xs, f[1], f[2], *args)), dtype, tol
         if which == "bias":
             out = _out(xp, (p.K,), dtype)
-            grad_ops.conv2d_bias(DY, out=out)
+            grad_ops.conv2d_bias(DY, out=out, **kw)
             return out, conv2d_bias_ref(f[2]), dtype, tol
-        ref = conv2d_weight_ref(f[0], ws, f[2], *args)
+        ref = lay(conv2d_weight_ref(f[0], ws, f[2], *args))
         if bias:
             options = {k: kw[k] for k in ("config", "splits") if k in kw}
             rest = {k: v for k, v in kw.items() if k not in options}
@@ -388,13 +394,14 @@ def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", **kw) -> 
             if not db_err <= tolerance(dtype, tol):
                 raise AssertionError(f"the fused bias gradient is off: relative error {db_err:.3g}")
             return dw, ref, dtype, tol
-        out = _out(xp, ws, dtype)
-        grad_ops.conv2d_weight(X, ws, DY, *args, algo=algo, out=out, **kw)
+        out = _out(xp, lay_shape(ws), dtype)
+        grad_ops.conv2d_weight(X, lay_shape(ws), DY, *args, algo=algo, out=out, **kw)
         return out, ref, dtype, tol
 
-    extra = "".join(f" {k}={v}" for k, v in kw.items()) + (" +bias" if bias else "")
+    extra = "".join(f" {k}={v}" for k, v in kw.items() if k != "layout") + (" +bias" if bias else "")
     tc = dtype if dtype in ("float16", "bfloat16") else ""
-    return DeviceCheck(f"grad {which} {algo}{extra} {dtype} {case}", run, "bf16" if dtype == "bfloat16" else "", tc)
+    name = f"grad {which} {algo}{extra} {dtype}{'' if layout == 'NCHW' else ' ' + layout} {case}"
+    return DeviceCheck(name, run, "bf16" if dtype == "bfloat16" else "", tc)
 
 
 def _pool_grad_check(kind: str, dtype: str, **kw) -> DeviceCheck:
@@ -430,17 +437,19 @@ def grad_checks() -> list[DeviceCheck]:
     split-K paths, the bias reduction, each pooling backward kernel, the tensor-core gradients."""
     checks = []
     for dt in ("float32", "float64"):
-        checks.append(_grad_check("C20", "input", dt, "direct"))
-        for cfg in conv_dgrad_mod.GEMM_CONFIGS:
-            if cfg.dtype == dt:
-                checks.append(_grad_check("C20", "input", dt, "implicit_gemm", config=cfg.name))
+        for layout in ("NCHW", "NHWC"):     # the NHWC configs: conv_dgrad/conv_wgrad's _nhwc kernels
+            checks.append(_grad_check("C20", "input", dt, "direct", layout))
+            for cfg in conv_dgrad_mod.GEMM_BY_LAYOUT[layout]:
+                if cfg.dtype == dt:
+                    checks.append(_grad_check("C20", "input", dt, "implicit_gemm", layout, config=cfg.name))
+            checks.append(_grad_check("C20", "weight", dt, "direct", layout, bias=True))
+            for cfg in conv_wgrad_mod.GEMM_BY_LAYOUT[layout]:
+                if cfg.dtype == dt:
+                    checks.append(_grad_check("C20", "weight", dt, "implicit_gemm", layout, bias=True,
+                                              config=cfg.name, **({"deterministic": False} if cfg.atomic else {})))
         checks.append(_grad_check("C3", "input", dt))
         checks.append(_grad_check("depthwise", "input", dt))
-        checks.append(_grad_check("C20", "weight", dt, "direct", bias=True))
-        for cfg in conv_wgrad_mod.GEMM_CONFIGS:
-            if cfg.dtype == dt:
-                checks.append(_grad_check("C20", "weight", dt, "implicit_gemm", bias=True, config=cfg.name,
-                                          **({"deterministic": False} if cfg.atomic else {})))
+        checks.append(_grad_check("C3", "bias", dt, layout="NHWC"))
         checks.append(_grad_check("splitk", "weight", dt))
         checks.append(_grad_check("splitk", "weight", dt, bias=True))
         checks.append(_grad_check("depthwise", "weight", dt, bias=True))
