@@ -84,10 +84,12 @@ conv_transpose2d_simple(const T* __restrict__ x, const T* __restrict__ w,
         const int col = co - g * cout_g;
         // The data gradient's sum (common.cuh) with x as dy: taps r, then s, then the input
         // channels of the group — only the products that exist.
-        const T acc = cc_dgrad_sum_at<T>(x + n * Cin * H * W + (cc_index_t)g * cin_g * st.x_c,
-                                         w + (cc_index_t)g * cin_g * st.w_c + col * st.w_co, cin_g, st.x_c, st.x_w,
-                                         st.w_c, st.w_s, H, W, R, S, oh, ow, stride_h, stride_w, pad_h, pad_w, dil_h,
-                                         dil_w);
+        const T* const x_g = x + n * Cin * H * W + (cc_index_t)g * cin_g * st.x_c;
+        const T* const w_g = w + (cc_index_t)g * cin_g * st.w_c + col * st.w_co;
+        const T acc = nhwc ? cc_dgrad_sum<T, T, true>(x_g, w_g, cin_g, st.w_c, H, W, R, S, oh, ow, stride_h, stride_w,
+                                                      pad_h, pad_w, dil_h, dil_w, Cin, cout_g)
+                           : cc_dgrad_sum<T>(x_g, w_g, cin_g, st.w_c, H, W, R, S, oh, ow, stride_h, stride_w, pad_h,
+                                             pad_w, dil_h, dil_w);
         y[idx] = cc_epilogue(acc, has_bias ? bias : nullptr, co, nullptr, idx, act);
     }
 }

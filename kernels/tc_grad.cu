@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(256) tc_dgrad_scatter(const T* __restrict__ sr
 // hold a non-finite value (block b scans channels b, b + gridDim.x, ... with a block-wide OR and
 // writes every flag: nothing to clear); after the phases, tc_dgrad_fixup recomputes, in the
 // flagged channels only, the dx elements that came out non-finite, over their true terms in fp32
-// (cc_dgrad_sum_at), through the epilogue, rounded once. A finite element is right as it is: it
+// (cc_dgrad_sum_call), through the epilogue, rounded once. A finite element is right as it is: it
 // had no non-finite term and its extra terms were exact zeros; an element with a spurious term is
 // NaN, and stays NaN through every activation. With finite weights: one pass over w, and a launch
 // whose blocks read one flag per channel and exit. krsc / nhwc: the weight and activation layouts.
@@ -143,9 +143,7 @@ __global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, c
                                                       int dil_w, int groups) {
     const int Cg = C / groups, Kg = K / groups, RS = R * S;
     const cc_index_t HW = (cc_index_t)H * W, PQ = (cc_index_t)P * Q, total = (cc_index_t)N * HW;
-    // element strides of dy (channel k, pixel) and w (channel k, tap) in the layout (cc_dgrad_sum_at)
-    const cc_index_t dy_k = nhwc ? 1 : PQ, dy_pix = nhwc ? K : 1, w_k = (cc_index_t)Cg * RS;
-    const int w_tap = nhwc ? Cg : 1;
+    const cc_index_t dy_k = nhwc ? 1 : PQ, w_k = (cc_index_t)Cg * RS;   // dy's channel pitch, w's filter pitch
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
         if (!cc_ldg(c_flags + c)) continue;
         const int g = c / Cg, cl = c - g * Cg;
@@ -157,8 +155,10 @@ __global__ void __launch_bounds__(256) tc_dgrad_fixup(const T* __restrict__ w, c
             const cc_index_t idx = nhwc ? (n * HW + hw) * C + c : (n * C + c) * HW + hw;
             if (cc_is_finite(TcType<T>::to_float(dx[idx]))) continue;
             const T* dy_g = dy + n * K * PQ + (cc_index_t)g * Kg * dy_k;
-            const float v = cc_dgrad_sum_at_call<T, float>(dy_g, w_g, Kg, dy_k, dy_pix, w_k, w_tap, P, Q, R, S, h,
-                                                           ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
+            const float v = nhwc ? cc_dgrad_sum_call<T, float, true>(dy_g, w_g, Kg, w_k, P, Q, R, S, h, ww, stride_h,
+                                                                     stride_w, pad_h, pad_w, dil_h, dil_w, K, Cg)
+                                 : cc_dgrad_sum_call<T, float>(dy_g, w_g, Kg, w_k, P, Q, R, S, h, ww, stride_h,
+                                                               stride_w, pad_h, pad_w, dil_h, dil_w);
             dx[idx] = tc_dgrad_epilogue<T>(v, bias, has_bias, c, act);
         }
     }
