@@ -642,6 +642,19 @@ __device__ __forceinline__ void cc_cp_async_zfill(void* dst, const void* src, in
 #endif
 }
 
+// A loader's copy of BYTES into shared memory, zero-filled past src_bytes (0 or BYTES): cp.async
+// (cc_cp_async_zfill) for 4, 8 and 16 bytes; 2 bytes (one 16-bit element, for channel counts no
+// wider copy divides: read in place instead of packed) is below cp.async's smallest copy, so a
+// synchronous load and shared store. It lands in the stage the pipeline is filling, which no
+// thread reads before the barrier that precedes the stage's use, as an async copy would.
+template <int BYTES>
+__device__ __forceinline__ void cc_copy_zfill(void* dst, const void* src, int src_bytes) {
+    if constexpr (BYTES == 2)
+        *static_cast<unsigned short*>(dst) = src_bytes ? *static_cast<const unsigned short*>(src) : (unsigned short)0;
+    else
+        cc_cp_async_zfill<BYTES>(dst, src, src_bytes);
+}
+
 __device__ __forceinline__ void cc_cp_async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(CUCONV_PORTABLE_TC)
     asm volatile("cp.async.commit_group;\n" ::: "memory");

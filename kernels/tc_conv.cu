@@ -22,7 +22,9 @@
 //    each thread decodes its pixels once into an address and a mask of the filter rows and
 //    columns inside the image, a tile moves every address by one of three problem-constant
 //    increments (selects, no branch) and tests padding with an AND: one path per tile (R and
-//    S at most 16). Needs Cg a multiple of VEC (the op picks the largest VEC that holds).
+//    S at most 16). Needs Cg a multiple of VEC (the op picks the largest VEC that holds); VEC = 1
+//    (16-bit types: odd Cg, e.g. a 3-channel stem, or arrays not 4-byte aligned) copies one
+//    element at a time, synchronously (cc_copy_zfill), so NHWC is never packed.
 // 3. tc_pack_nhwc<T>: the NCHW path — a tiled transpose to NHWC (KCRS to KRSC) with each
 //    group's channels zero-padded to a multiple of 8; variant 2 then runs on the packed
 //    operands and writes the output NCHW from its epilogue. One read and write of x (and w).
@@ -109,13 +111,13 @@ struct TcConvLoader {
 #pragma unroll
         for (int i = 0; i < A_COPIES; ++i) {
             const bool ok = cok && (a_mask[i] & need) == need;
-            cc_cp_async_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
+            cc_copy_zfill<BYTES>(sA + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
                                      a_ptr[i], ok ? BYTES : 0);
         }
 #pragma unroll
         for (int i = 0; i < B_COPIES; ++i) {
             const bool ok = cok && i * ROWS < b_rows;
-            cc_cp_async_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
+            cc_copy_zfill<BYTES>(sB + cc_tc_smem_offset<ROW_BYTES>(row0 + i * ROWS, col * (int)sizeof(T)),
                                      b_ptr + i * b_step, ok ? BYTES : 0);
         }
         at.step(BK, Cg, S);

@@ -75,6 +75,8 @@ def _conv(x_shape, w_shape, dtype, layout, cc=90, **kw):
     ((2, 9, 7, 16), (32, 3, 3, 16), BF16, dict(padding=1), 80),
     ((2, 9, 7, 3), (8, 3, 3, 3), F32, dict(padding=1, stride=2), 90),   # CUDA cores (direct/implicit GEMM)
     ((2, 9, 7, 64), (64, 1, 1, 64), F32, {}, 90),                        # pointwise
+    ((2, 9, 7, 3), (32, 3, 3, 3), F16, dict(padding=1), 90),   # odd C/g: tc_conv's one-element copies
+    ((2, 9, 7, 3), (32, 3, 3, 3), F16, dict(padding=1), 80),
     ((2, 9, 7, 8), (8, 3, 3, 1), F32, dict(padding=1, groups=8), 90),   # depthwise
     ((2, 9, 7, 8), (8, 3, 3, 1), np.dtype(np.float64), dict(padding=1, groups=8), 90),
 ])
@@ -87,7 +89,6 @@ def test_native_nhwc_plans_have_no_conversion(x_shape, w_shape, dtype, kw, cc):
 # (b) each known converting path shows its step.
 @pytest.mark.parametrize("x_shape, w_shape, layout, kw, algo", [
     ((2, 16, 9, 7), (32, 16, 3, 3), "NCHW", dict(padding=1), "auto"),                # NCHW fp16 -> NHWC pack
-    ((2, 9, 7, 3), (32, 3, 3, 3), "NHWC", dict(padding=1), "implicit_gemm_tc"),     # C/g not a multiple of 8
     ((2, 16, 9, 7), (32, 16, 3, 3), "NCHW", dict(padding=1), "implicit_gemm_wgmma"),
 ])
 def test_tensor_core_packs_are_conversions(x_shape, w_shape, layout, kw, algo):
@@ -102,34 +103,25 @@ def test_tf32_pack_is_a_conversion():
     assert [s.kernel for s in plan.conversions] == ["tc_conv_pack_nhwc_tf32"] * 2
 
 
-def test_fp16_depthwise_pack_shows():
-    """A float16 depthwise layer on the tensor-core implicit GEMM pads each group's channel to 8: the
-    plan shows the packs (until a native fp16 depthwise kernel plans it)."""
-    plan = _conv((2, 9, 7, 8), (8, 3, 3, 1), F16, "NHWC", 90, padding=1, groups=8)
-    if plan.algo == "depthwise":
-        assert plan.conversions == ()
-    else:
-        assert [s.kernel for s in plan.conversions] == ["tc_conv_pack_nhwc_f16"] * 2
+def test_fp16_depthwise_has_no_pack():
+    """A float16 NHWC depthwise layer plans with no conversion step (a depthwise kernel, or the
+    tensor-core implicit GEMM's one-element copies: no channel padding to 8)."""
+    for cc in (80, 90):
+        plan = _conv((2, 9, 7, 8), (8, 3, 3, 1), F16, "NHWC", cc, padding=1, groups=8)
+        assert plan.conversions == (), f"{plan.algo}: {[s.kernel for s in plan.conversions]}"
 
 
 @pytest.mark.parametrize("dtype", [F32, F16, BF16])
-def test_nhwc_gradients_on_nchw_kernels_show_their_transposes(dtype):
-    """The NHWC gradients that run NCHW kernels list a transpose of each input and of the output
-    (float16's dgrad then packs dy back to NHWC for the tensor cores: both show); the record
-    backend records exactly the plan's steps."""
+def test_nhwc_gradients_are_native(dtype):
+    """The NHWC data and weight gradients run NHWC kernels (CUDA cores in float32, tensor cores in
+    float16/bfloat16): no transpose, pack or copy step; the record backend records exactly the
+    plan's steps."""
     x, w, dy = Shape((2, 9, 7, 8), dtype), Shape((16, 3, 3, 8), dtype), Shape((2, 9, 7, 16), dtype)
-    tag = {F32: "f32", F16: "f16", BF16: "bf16"}[dtype]
     with backend("record", cc=90, sms=132) as be:
         for plan in (grad.plan_conv2d_input(x.shape, w, dy, padding=1, layout="NHWC"),
                      grad.plan_conv2d_weight(x, w.shape, dy, padding=1, layout="NHWC")):
-            if not plan.conversions:         # a native NHWC gradient kernel: nothing to show
-                continue
-            kinds = [s.kernel for s in plan.conversions]
-            # the copies around the NCHW plan (whose tensor-core kernels may pack NCHW back to NHWC)
-            assert kinds[:2] == [f"transpose_nhwc_to_nchw_{tag}"] * 2, plan.describe()
-            assert kinds[-1] == f"transpose_nchw_to_nhwc_{tag}", plan.describe()
-            assert set(kinds[2:-1]) <= {f"tc_conv_pack_nhwc_{tag}"}, plan.describe()
-            assert plan.launches[0] is plan.conversions[0] and plan.launches[-1] is plan.conversions[-1]
+            assert plan.conversions == (), plan.describe()
+            assert not any(_words(k) for k in plan.kernels if not k.startswith(NOT_CONVERSIONS)), plan.describe()
             be.clear()
             plan.run(*[np.zeros(s.shape, dtype) for s in ((w, dy) if plan.op == "conv2d_input" else (x, dy))])
             assert be.kernels() == plan.kernels

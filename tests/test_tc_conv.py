@@ -107,7 +107,8 @@ def test_conv2d_auto_picks_tensor_cores_for_fp16(be, rng):
 @pytest.mark.parametrize("dtype,C,K,path", [
     ("float16", 8, 12, "16-byte copies"),
     ("float16", 6, 10, "4-byte copies"),
-    ("bfloat16", 5, 9, "odd C: packed"),
+    ("bfloat16", 5, 9, "odd C: one-element copies, in place"),
+    ("float16", 3, 16, "odd C: one-element copies, in place"),
     ("float32", 3, 7, "tf32, 4-byte copies"),
 ])
 def test_tc_conv2d_nhwc(be, rng, dtype, C, K, path):
@@ -156,6 +157,31 @@ def test_tc_conv2d_integers_bit_exact(be, rng, config):
     assert np.abs(want).max() > 16            # (not a vacuous all-small result)
     np.testing.assert_array_equal(nhwc_to_nchw(be.to_numpy(out)).astype(np.float64), want)
 
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_odd_channels_run_in_place_bit_exact_under_sanitizers_and_orders(rng, dtype):
+    """C/groups odd (a 3-channel stem, groups 3 of 3): the one-element-copy config reads NHWC in
+    place — the plan has no pack — and on small integers equals the integer convolution bit for
+    bit, plainly, under ASan+UBSan and in reverse and random thread order."""
+    for C, groups in ((3, 1), (9, 3)):
+        args = dict(stride=2, padding=3, dilation=1, groups=groups)
+        x = ints(rng, (2, C, 11, 9), dtype, lim=2)
+        w = ints(rng, (18, C // groups, 7, 7), dtype, lim=2)
+        want = conv2d_ref(x.astype(np.float64), w.astype(np.float64), **args)
+        assert 16 < np.abs(want).max() < 256
+        xh, wh = nchw_to_nhwc(x), nchw_to_nhwc(w)
+        with cuconv.backend("record", cc=80):
+            plan = cuconv.plan_conv2d(xh, wh, **args, layout="NHWC", algo="implicit_gemm_tc")
+        assert list(plan.kernels) == [f"tc_conv_{'f16' if dtype == 'float16' else 'bf16'}_64x64x32_32x32_s3_v1"]
+        assert not plan.conversions and not plan.workspace_bytes
+        for settings in (dict(), dict(sanitize="address,undefined"), dict(order="reverse"),
+                         dict(order="random", seed=5)):
+            with cuconv.backend("emulator", **settings):
+                out = np.empty(nchw_to_nhwc(want).shape, DT[dtype])
+                poison(out)
+                tc_conv.tc_conv2d(xh, wh, **args, out=out)
+            np.testing.assert_array_equal(nhwc_to_nchw(out).astype(np.float64), want, err_msg=str(settings))
 
 
 # ----------------------------------------------------------------- sanitizers and thread order

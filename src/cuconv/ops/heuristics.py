@@ -59,10 +59,10 @@ def _wide(s: ConvSpec) -> bool:
 
 
 def _nhwc_in_place_for_mma_sync_only(s: ConvSpec) -> bool:
-    """NHWC with C/groups even but not a multiple of 8: mma.sync's 4-byte cp.async reads it in place,
-    wgmma's 16-byte copies would need the NHWC pack (a conversion step of the plan)."""
-    cg = s.problem.C_per_group
-    return s.layout == "NHWC" and cg % 2 == 0 and cg % 8 != 0
+    """NHWC with C/groups not a multiple of 8: mma.sync's 4-byte cp.async (2-byte element copies
+    for odd counts) reads it in place, wgmma's 16-byte copies would need the NHWC pack (a
+    conversion step of the plan)."""
+    return s.layout == "NHWC" and s.problem.C_per_group % 8 != 0
 
 
 def _pointwise_nhwc(s: ConvSpec) -> bool:
@@ -97,10 +97,10 @@ RULES: tuple[Rule, ...] = (
          "the workspace cap): the analytic tensor-core kernel reads the layout in place"),
     Rule("implicit_gemm_tc",
          lambda s: _half(s) and _wide(s) and s.caps.cc == 90 and _nhwc_in_place_for_mma_sync_only(s),
-         "float16/bfloat16 NHWC on sm_90 with C/groups even but not a multiple of 8 (EfficientNet's "
-         "squeeze-excitation convolutions): wgmma's 16-byte copies would need the channels packed to "
-         "8 (two conversion launches and a workspace), mma.sync's 4-byte cp.async reads the layer in "
-         "place"),
+         "float16/bfloat16 NHWC on sm_90 with C/groups not a multiple of 8 (EfficientNet's "
+         "squeeze-excitation convolutions, 3-channel stems): wgmma's 16-byte copies would need the "
+         "channels packed to 8 (two conversion launches and a workspace), mma.sync's 4-byte cp.async "
+         "(one-element copies for odd counts) reads the layer in place"),
     Rule("implicit_gemm_wgmma", lambda s: _half(s) and _wide(s) and s.caps.cc == 90,
          "float16/bfloat16 on an sm_90 device (H100, H200): Hopper's full tensor-core rate is "
          "reached only by wgmma.mma_async (operands from shared memory, asynchronous), which "

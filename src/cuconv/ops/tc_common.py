@@ -23,6 +23,9 @@ MAX_CONV_TAPS = 16          # tc_conv's loader: 16 mask bits for the filter rows
 # The tensor cores' element types (tf32: float32 storage) and their cp.async widths in
 # elements (16, 8 and 4 bytes); names, C++ types and sizes are cuconv.dtypes'.
 VEC_WIDTHS = {"float16": (8, 4, 2), "bfloat16": (8, 4, 2), "tf32": (4, 2, 1)}
+# tc_conv's one-element copies (16-bit types): NHWC channel counts no cp.async width divides, read
+# in place by synchronous 2-byte copies (tc_conv.cu's cc_copy_zfill) instead of packed.
+ELEMENT_VEC = 1
 ARCHS_SM80 = tuple(a for a in ARCHS if int(a[3:]) >= 80)
 
 
@@ -44,7 +47,7 @@ class TcConfig:
     main: bool = False
 
     def __post_init__(self):
-        vecs = VEC_WIDTHS[self.dtype]
+        vecs = VEC_WIDTHS[self.dtype] + ((ELEMENT_VEC,) if self.op == "conv" else ())
         kstep = 8 if self.dtype == "tf32" else 16
         if self.op not in ("gemm", "conv"):
             raise ValueError(f"TcConfig.op must be 'gemm' or 'conv', got {self.op!r}")
@@ -151,11 +154,14 @@ def _configs() -> tuple[TcConfig, ...]:
             if op == "conv":   # 4 warps of 64x64: twice the mma per ldmatrix and per loop overhead
                 out.append(TcConfig(op, dt, 128, 128, bk, 64, 64, 4, wide, min_blocks=2))
             out += [TcConfig(op, dt, 64, 64, bk, 32, 32, 3, v, min_blocks=2) for v in (wide, narrow)]
+            if op == "conv" and dt != "tf32":   # odd channels per group (stems) in place
+                out.append(TcConfig(op, dt, 64, 64, bk, 32, 32, 3, ELEMENT_VEC, min_blocks=2))
             if op == "gemm" and dt != "tf32":
                 out.append(TcConfig(op, dt, 128, 256, bk, 64, 64, 3, wide, min_blocks=1, main=True))
             if dt == "float16":   # sm_75: no cp.async, 2 stages
                 out.append(TcConfig(op, dt, 128, 128, bk, 64, 32, 2, wide, min_blocks=2))
-                out += [TcConfig(op, dt, 64, 64, bk, 32, 32, 2, v, min_blocks=2) for v in (wide, narrow)]
+                out += [TcConfig(op, dt, 64, 64, bk, 32, 32, 2, v, min_blocks=2)
+                        for v in (wide, narrow) + ((ELEMENT_VEC,) if op == "conv" else ())]
     return tuple(out)
 
 

@@ -29,6 +29,7 @@ from .tc_common import (  # noqa: F401
     AUX_ENTRIES,
     CONV_FILE,
     VEC_WIDTHS,
+    ELEMENT_VEC,
     ENTRIES,
     TcConfig,
     arch_reason,
@@ -102,12 +103,14 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
         return conv_plan(spec, algo, [launch])
     aligned = spec.aligned("x") and spec.aligned("w")
     vec = pick_vec(kdt, (Cg,), aligned) if layout == "NHWC" else None
+    if vec is None and layout == "NHWC" and kdt != "tf32":
+        vec = ELEMENT_VEC           # odd Cg or unaligned arrays: one element per copy, in place
     pack = vec is None
     Cgp = pad_to(Cg, kdt) if pack else Cg
     if config is None:
         config = choose_conv_config(kdt, p, vec or VEC_WIDTHS[kdt][0], cc, sms)
     reason = config.can_implement(p.with_(C=p.groups * Cgp), cc=cc)
-    if reason is None and not pack and not aligned:
+    if reason is None and not pack and not aligned and config.vec != ELEMENT_VEC:
         reason = f"{config.name} needs input and weight {config.vec * config.esize}-byte aligned"
     if reason:
         raise PlanError(f"config {config.name} cannot run {p.describe()} ({layout}): {reason}")
