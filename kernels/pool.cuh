@@ -1,0 +1,57 @@
+// pool.cuh — what pool.cu and pool_grad.cu share: the element types and the NHWC vectors.
+//
+//   PoolType<T>   the storage type T (float, double, __half, __nv_bfloat16) with its accumulator A
+//                 (T itself for float and double; float for the 16-bit types) and the exact
+//                 widening / round-to-nearest narrowing between them. A widened 16-bit value
+//                 compares exactly as the stored one (widening is exact), so a max pooled in the
+//                 accumulator type keeps the storage type's order, and the stored element (its
+//                 bits) is what the kernels write back.
+//   PoolVec<T, V> V consecutive channels of an NHWC tensor, loaded and stored as one access of
+//                 V·sizeof(T) bytes (16 or 8: LDG.128 / LDG.64) when V·sizeof(T) is a power of
+//                 two up to 16 — the plans pick V so that C is a multiple of it and the arrays
+//                 are 16-byte aligned (ops/pool.py); V = 1 is the scalar fallback.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include "common.cuh"
+
+template <typename T>
+struct PoolType {
+    typedef T A;
+    __device__ __forceinline__ static A wide(T v) { return v; }
+    __device__ __forceinline__ static T narrow(A v) { return v; }
+};
+template <>
+struct PoolType<__half> {
+    typedef float A;
+    __device__ __forceinline__ static float wide(__half v) { return __half2float(v); }
+    __device__ __forceinline__ static __half narrow(float v) { return __float2half_rn(v); }
+};
+template <>
+struct PoolType<__nv_bfloat16> {
+    typedef float A;
+    __device__ __forceinline__ static float wide(__nv_bfloat16 v) { return __bfloat162float(v); }
+    __device__ __forceinline__ static __nv_bfloat16 narrow(float v) { return __float2bfloat16_rn(v); }
+};
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V <= 16 ? sizeof(T) * V : 16) PoolVec {
+    T v[V];
+};
+
+// V channels at p (p aligned to min(V·sizeof(T), 16) bytes when V > 1).
+template <typename T, int V>
+__device__ __forceinline__ PoolVec<T, V> pool_load(const T* __restrict__ p) {
+    if constexpr (V == 1) {
+        PoolVec<T, 1> r;
+        r.v[0] = cc_ldg(p);
+        return r;
+    } else {
+        return *reinterpret_cast<const PoolVec<T, V>*>(p);
+    }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void pool_store(T* __restrict__ p, const PoolVec<T, V>& r) {
+    *reinterpret_cast<PoolVec<T, V>*>(p) = r;
+}
