@@ -416,33 +416,33 @@ def _conv_transpose2d_grad(ctx, grad):
 
 # =========================================================================== pooling
 def _pool_route(op: str, input, key: tuple, problem, plan):  # noqa: A002
-    """The route of a pooling call: cuconv's pools read NCHW (channels_last: copies); whether
-    they take the dtype is asked of the planner, ``plan(x)`` on a stand-in array (float32 for
-    float16/bfloat16 where they do not). ``problem()`` checks the arguments first."""
+    """The route of a pooling call: cuconv's pools read NCHW and NHWC (channels_last: no copy) in
+    every float dtype; whether they take the call is asked of the planner, ``plan(x, layout)`` on
+    a stand-in array. ``problem()`` checks the arguments first."""
     cl = R.is_channels_last(input)
     dt = input.dtype
 
     def probe(c: R.Candidate):
-        return R.on_record_backend(plan)(R.zero_strided(input.shape, c.dtype))
-    return R.route(op, (tuple(input.shape), dt, cl, *key), {"input": input}, probe, dt, cl, layouts=("NCHW",),
-                   check=problem)
+        return R.on_record_backend(plan)(R.zero_strided(R.stand(input.shape, c.dtype, c.layout).shape, c.dtype),
+                                         c.layout)
+    return R.route(op, (tuple(input.shape), dt, cl, *key), {"input": input}, probe, dt, cl, check=problem)
 
 
 def max_pool2d_route(input, window: tuple) -> R.Route:  # noqa: A002
     return _pool_route("max_pool2d", input, window, lambda: PoolProblem.from_shapes("max", input.shape, *window),
-                       lambda x: cuconv_plan_max_pool2d(x, *window))
+                       lambda x, layout: cuconv_plan_max_pool2d(x, *window, layout=layout))
 
 
 def avg_pool2d_route(input, window: tuple) -> R.Route:  # noqa: A002
     k, s, p, *rest = window
     return _pool_route("avg_pool2d", input, window,
                        lambda: PoolProblem.from_shapes("avg", input.shape, k, s, p, 1, *rest),
-                       lambda x: cuconv_plan_avg_pool2d(x, *window))
+                       lambda x, layout: cuconv_plan_avg_pool2d(x, *window, layout=layout))
 
 
 def adaptive_avg_pool2d_route(input) -> R.Route:  # noqa: A002
     return _pool_route("adaptive_avg_pool2d", input, (), lambda: PoolProblem.from_shapes("global_avg", input.shape),
-                       cuconv_plan_global_avg_pool2d)
+                       lambda x, layout: cuconv_plan_global_avg_pool2d(x, layout=layout))
 
 
 def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_fn, channels_last, indices=None):
@@ -450,12 +450,12 @@ def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_f
     key = (tuple(grad_output.shape), tuple(input_size), dt, channels_last, *window)
 
     def probe(c: R.Candidate):
-        dy = R.stand(grad_output.shape, c.dtype)
+        dy, size = R.stand(grad_output.shape, c.dtype, c.layout), R.stand(input_size, c.dtype, c.layout).shape
         if indices is not None:
-            return plan_fn(dy, R.stand(indices.shape, indices.dtype), tuple(input_size), *window)
-        return plan_fn(dy, tuple(input_size), *window)
+            return plan_fn(dy, R.stand(indices.shape, indices.dtype, c.layout), size, *window, layout=c.layout)
+        return plan_fn(dy, size, *window, layout=c.layout)
     return R.route(op, key, {"grad_output": grad_output, "indices": indices}, probe, dt, channels_last,
-                   layouts=("NCHW",), outputs="the gradient")
+                   outputs="the gradient")
 
 
 def max_window(kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
@@ -466,12 +466,13 @@ def _max_pool(input, window, with_indices: bool):  # noqa: A002
     with Call("max_pool2d", input=input) as c:
         _four_d("max_pool2d", input=input)
         r = max_pool2d_route(input, window)
-        result = cuconv_max_pool2d(c.array(R.dense(input, r.dtype)), *window, return_indices=with_indices)
+        result = cuconv_max_pool2d(c.array(R.dense(input, r.dtype, r.layout)), *window, return_indices=with_indices,
+                                   layout=r.layout)
         if not with_indices:
-            return R.finish(c.tensor(result), input.dtype, r.channels_last)
+            return R.finish(R.from_layout(c.tensor(result), r.layout), input.dtype, r.channels_last)
         y, idx = result
-        return (R.finish(c.tensor(y), input.dtype, r.channels_last),
-                R.finish(c.tensor(idx), torch.int64, r.channels_last))
+        return (R.finish(R.from_layout(c.tensor(y), r.layout), input.dtype, r.channels_last),
+                R.finish(R.from_layout(c.tensor(idx), r.layout), torch.int64, r.channels_last))
 
 
 def _pool_output(input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:  # noqa: A002
@@ -521,9 +522,10 @@ def _pool_gradient(op: str, grad_output, input_size, window: tuple, channels_las
             _check_indices(grad_output, indices)
         _four_d(op, grad_output=grad_output, indices=indices)
         r = _pool_backward_route(op, grad_output, input_size, window, plan_fn, channels_last, indices)
-        arrays = [c.array(R.dense(t, dt)) for t, dt in ((grad_output, r.dtype), (indices, torch.int64)) if t is not None]
-        dx = grad_fn(*arrays, tuple(input_size), *window)
-        return R.finish(c.tensor(dx), grad_output.dtype, channels_last)
+        arrays = [c.array(R.dense(t, dt, r.layout)) for t, dt in ((grad_output, r.dtype), (indices, torch.int64))
+                  if t is not None]
+        dx = grad_fn(*arrays, R.stand(input_size, r.dtype, r.layout).shape, *window, layout=r.layout)
+        return R.finish(R.from_layout(c.tensor(dx), r.layout), grad_output.dtype, channels_last)
 
 
 def _pool_gradient_fake(grad_output, input_size, *args):
@@ -588,8 +590,8 @@ def _avg_pool2d(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, cou
     with Call("avg_pool2d", input=input) as c:
         _four_d("avg_pool2d", input=input)
         r = avg_pool2d_route(input, window)
-        y = cuconv_avg_pool2d(c.array(R.dense(input, r.dtype)), *window)
-        return R.finish(c.tensor(y), input.dtype, r.channels_last)
+        y = cuconv_avg_pool2d(c.array(R.dense(input, r.dtype, r.layout)), *window, layout=r.layout)
+        return R.finish(R.from_layout(c.tensor(y), r.layout), input.dtype, r.channels_last)
 
 
 def _avg_pool2d_fake(input, kernel_size, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
@@ -637,8 +639,8 @@ def _adaptive_avg_pool2d(input, output_size):  # noqa: A002
     with Call("adaptive_avg_pool2d", input=input) as c:
         _four_d("adaptive_avg_pool2d", input=input)
         r = adaptive_avg_pool2d_route(input)
-        y = cuconv_global_avg_pool2d(c.array(R.dense(input, r.dtype)))
-        return R.finish(c.tensor(y), input.dtype, r.channels_last)
+        y = cuconv_global_avg_pool2d(c.array(R.dense(input, r.dtype, r.layout)), layout=r.layout)
+        return R.finish(R.from_layout(c.tensor(y), r.layout), input.dtype, r.channels_last)
 
 
 def _adaptive_avg_pool2d_fake(input, output_size):  # noqa: A002
