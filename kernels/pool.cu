@@ -53,7 +53,9 @@ __device__ __forceinline__ void max_pool2d_window(const T* __restrict__ xp, cc_i
         y.v[j] = PoolType<T>::narrow(best[j]);           // -inf, exact in every type
         idx[j] = (long long)hstart * W + wstart;
     }
+#pragma unroll 1
     for (int ih = hstart; ih < hend; ih += dil_h) {
+#pragma unroll 1
         for (int iw = wstart; iw < wend; iw += dil_w) {
             const PoolVec<T, V> v = pool_load<T, V>(xp + ((cc_index_t)ih * W + iw) * pitch);
 #pragma unroll
@@ -179,7 +181,9 @@ __device__ __forceinline__ PoolVec<T, V> avg_pool2d_window(const T* __restrict__
         for (int j = 0; j < V; ++j) y.v[j] = PoolType<T>::narrow(A(0));
         return y;
     }
+#pragma unroll 1
     for (int ih = hstart; ih < hend; ++ih)
+#pragma unroll 1
         for (int iw = wstart; iw < wend; ++iw) {
             const PoolVec<T, V> v = pool_load<T, V>(xp + ((cc_index_t)ih * W + iw) * pitch);
 #pragma unroll

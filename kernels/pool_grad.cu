@@ -219,7 +219,9 @@ max_pool2d_backward_scatter_nhwc(const T* __restrict__ dy, const long long* __re
         T* dxp = dx + n * HW * C + c;
         const T* dyp = dy + n * PQ * C + c;
         const long long* ip = indices + n * PQ * C + c;
+    #pragma unroll 1
         for (cc_index_t i = 0; i < HW; ++i) dxp[i * C] = PoolType<T>::narrow(0);
+    #pragma unroll 1
         for (cc_index_t o = 0; o < PQ; ++o) {
             const long long target = ip[o * C];
             if (target < 0 || target >= HW) {
@@ -248,12 +250,14 @@ __device__ __forceinline__ PoolVec<T, V> avg_pool2d_gather(const T* __restrict__
     A acc[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = A(0);
+#pragma unroll 1
     for (int p = p_begin; p < p_end; ++p) {
         int hstart = p * stride_h - pad_h;
         int hend = min(hstart + kh, H + pad_h);
         const int rows_padded = hend - hstart;
         hstart = max(hstart, 0);
         hend = min(hend, H);
+#pragma unroll 1
         for (int q = q_begin; q < q_end; ++q) {
             int wstart = q * stride_w - pad_w;
             int wend = min(wstart + kw, W + pad_w);
