@@ -122,15 +122,11 @@ __device__ __forceinline__ void max_pool2d_nhwc_body(const T* __restrict__ x, T*
     const cc_index_t total = (cc_index_t)N * P * Q * CV;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int cv = (int)(idx % CV);
-        const cc_index_t pix = idx / CV;
-        const int q = (int)(pix % Q);
-        const int p = (int)((pix / Q) % P);
-        const cc_index_t n = pix / ((cc_index_t)P * Q);
+        const PoolPixel o = pool_pixel(idx, CV, P, Q);
         PoolVec<T, V> best;
         long long best_idx[V];
-        max_pool2d_window<T, V>(x + n * H * W * C + cv * V, C, p, q, H, W, kh, kw, stride_h, stride_w, pad_h,
-                                pad_w, dil_h, dil_w, best, best_idx);
+        max_pool2d_window<T, V>(x + o.n * H * W * C + o.cv * V, C, o.row, o.col, H, W, kh, kw, stride_h, stride_w,
+                                pad_h, pad_w, dil_h, dil_w, best, best_idx);
         pool_store<T, V>(y + idx * V, best);
         if (WITH_INDICES) {
 #pragma unroll
@@ -223,14 +219,10 @@ avg_pool2d_nhwc(const T* __restrict__ x, T* __restrict__ y, long long N, int C, 
     const cc_index_t total = (cc_index_t)N * P * Q * CV;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int cv = (int)(idx % CV);
-        const cc_index_t pix = idx / CV;
-        const int q = (int)(pix % Q);
-        const int p = (int)((pix / Q) % P);
-        const cc_index_t n = pix / ((cc_index_t)P * Q);
-        pool_store<T, V>(y + idx * V, avg_pool2d_window<T, V>(x + n * H * W * C + cv * V, C, p, q, H, W, kh, kw,
-                                                              stride_h, stride_w, pad_h, pad_w, count_include_pad,
-                                                              divisor_override));
+        const PoolPixel o = pool_pixel(idx, CV, P, Q);
+        pool_store<T, V>(y + idx * V, avg_pool2d_window<T, V>(x + o.n * H * W * C + o.cv * V, C, o.row, o.col, H, W,
+                                                              kh, kw, stride_h, stride_w, pad_h, pad_w,
+                                                              count_include_pad, divisor_override));
     }
 }
 

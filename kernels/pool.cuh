@@ -55,3 +55,19 @@ template <typename T, int V>
 __device__ __forceinline__ void pool_store(T* __restrict__ p, const PoolVec<T, V>& r) {
     *reinterpret_cast<PoolVec<T, V>*>(p) = r;
 }
+
+// Thread idx of an NHWC kernel with a thread per V channels of each pixel of an N × rows × cols
+// image: channel group cv (channels cv·V ...), pixel (n, row, col).
+struct PoolPixel {
+    int cv, row, col;
+    cc_index_t n;
+};
+__device__ __forceinline__ PoolPixel pool_pixel(cc_index_t idx, int CV, int rows, int cols) {
+    PoolPixel px;
+    px.cv = (int)(idx % CV);
+    const cc_index_t pix = idx / CV;
+    px.col = (int)(pix % cols);
+    px.row = (int)((pix / cols) % rows);
+    px.n = pix / ((cc_index_t)rows * cols);
+    return px;
+}

@@ -147,13 +147,10 @@ max_pool2d_backward_gather_nhwc(const T* __restrict__ dy, const long long* __res
     const cc_index_t total = (cc_index_t)N * H * W * CV;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int cv = (int)(idx % CV);
-        const cc_index_t pix = idx / CV;
-        const int ww = (int)(pix % W);
-        const int h = (int)((pix / W) % H);
-        const cc_index_t off = pix / ((cc_index_t)H * W) * P * Q * C + cv * V;
-        pool_store<T, V>(dx + idx * V, max_pool2d_gather<T, V>(dy + off, indices + off, C, h, ww, W, P, Q, kh, kw,
-                                                              stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
+        const PoolPixel px = pool_pixel(idx, CV, H, W);
+        const cc_index_t off = px.n * P * Q * C + px.cv * V;
+        pool_store<T, V>(dx + idx * V, max_pool2d_gather<T, V>(dy + off, indices + off, C, px.row, px.col, W, P, Q,
+                                                              kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
     }
 }
 
@@ -304,13 +301,10 @@ avg_pool2d_backward_nhwc(const T* __restrict__ dy, T* __restrict__ dx, long long
     const cc_index_t total = (cc_index_t)N * H * W * CV;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        const int cv = (int)(idx % CV);
-        const cc_index_t pix = idx / CV;
-        const int ww = (int)(pix % W);
-        const int h = (int)((pix / W) % H);
-        const cc_index_t off = pix / ((cc_index_t)H * W) * P * Q * C + cv * V;
-        pool_store<T, V>(dx + idx * V, avg_pool2d_gather<T, V>(dy + off, C, h, ww, H, W, P, Q, kh, kw, stride_h,
-                                                              stride_w, pad_h, pad_w, count_include_pad,
+        const PoolPixel px = pool_pixel(idx, CV, H, W);
+        const cc_index_t off = px.n * P * Q * C + px.cv * V;
+        pool_store<T, V>(dx + idx * V, avg_pool2d_gather<T, V>(dy + off, C, px.row, px.col, H, W, P, Q, kh, kw,
+                                                              stride_h, stride_w, pad_h, pad_w, count_include_pad,
                                                               divisor_override));
     }
 }

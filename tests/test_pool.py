@@ -281,7 +281,8 @@ def test_hypothesis_pools_match_reference(backend_name, args, seed, count_includ
             np.testing.assert_array_equal(from_layout(be.to_numpy(idx), layout), ref_idx)
             if dil == (1, 1) and _fits(xs, k, stride, pad, (1, 1), ceil):
                 ya = cuconv.avg_pool2d(xb, k, stride, pad, ceil, count_include_pad, layout=layout)
-                assert_close(from_layout(be.to_numpy(ya), layout), avg_pool2d_ref(x, k, stride, pad, ceil, count_include_pad),
+                assert_close(from_layout(be.to_numpy(ya), layout),
+                             avg_pool2d_ref(x, k, stride, pad, ceil, count_include_pad),
                              "float32", "pool")
 
 

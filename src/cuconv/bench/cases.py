@@ -542,14 +542,15 @@ class PoolCase(Case):
 
     def reduced(self, algo):
         n, c, h, w = self.x_shape
+        channels = 5 if self.layout == "NCHW" else 16      # NHWC: enough channels for the vector kernels
         if self.kind == "global_avg":
-            return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, 5 if self.layout == "NCHW" else 16), min(h, 9), min(w, 9)))
+            return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, channels), min(h, 9), min(w, 9)))
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
         hh = _reduced_extent(h, kh, sh, ph, ph, dh, REDUCED_OUTPUT_SIZE)
         ww = _reduced_extent(w, kw, sw, pw, pw, dw, REDUCED_OUTPUT_SIZE)
         # pooling's padding is at most half the window, so these extents give outputs >= 1
         assert conv_out_size(hh, kh, sh, ph, ph, dh) >= 1 and conv_out_size(ww, kw, sw, pw, pw, dw) >= 1
-        return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, 5 if self.layout == "NCHW" else 16), hh, ww))
+        return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, channels), hh, ww))
 
     def baseline(self, inputs):
         torch = torch_cuda()

@@ -137,7 +137,8 @@ def _nhwc_launch(p: PoolProblem, x, out, indices, vec: int) -> Launch:
         grid = p.N * -(-cv // GAP_NHWC_LANES)
         if grid > INT32_MAX:
             raise ValueError(f"N·ceil(C/{vec}/32)={grid} blocks exceed 2**31-1 (input {p.input_shape})")
-        return Launch(ENTRIES[(dt, ("gap_nhwc", vec))], (grid, 1, 1), (THREADS, 1, 1), (x, out, i32(p.C), i32(p.H * p.W)))
+        return Launch(ENTRIES[(dt, ("gap_nhwc", vec))], (grid, 1, 1), (THREADS, 1, 1),
+                      (x, out, i32(p.C), i32(p.H * p.W)))
     grid = _common.grid_1d(p.N * p.P * p.Q * cv, THREADS, MAX_BLOCKS)
     geom = (i64(p.N), i32(p.C), i32(p.H), i32(p.W), i32(p.P), i32(p.Q), *_window(p))
     return _window_launch(p, lambda kind: ENTRIES[(dt, (kind + "_nhwc", vec))], grid, x, out, indices, geom)
