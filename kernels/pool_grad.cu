@@ -231,6 +231,20 @@ max_pool2d_backward_scatter_nhwc(const T* __restrict__ dy, const long long* __re
     if (my_bad != 0) atomicAdd(bad, my_bad);
 }
 
+// The extent of an average pooling window starting at `start` (k taps) along a dimension of `size`
+// padded by `pad` on each side: within the padded input (count_include_pad's count; a ceil_mode
+// window's overhang past it does not count) and within the input itself.
+struct PoolExtent {
+    int padded, inside;
+};
+__device__ __forceinline__ PoolExtent pool_window_extent(int start, int k, int size, int pad) {
+    const int end = min(start + k, size + pad);
+    PoolExtent e;
+    e.padded = end - start;
+    e.inside = min(end, size) - max(start, 0);
+    return e;
+}
+
 // dx[h, w] of V channels of avg pooling's gradient: dyp at the first channel's plane, outputs
 // pitch apart.
 template <typename T, int V>
@@ -249,22 +263,14 @@ __device__ __forceinline__ PoolVec<T, V> avg_pool2d_gather(const T* __restrict__
     for (int j = 0; j < V; ++j) acc[j] = A(0);
 #pragma unroll 1
     for (int p = p_begin; p < p_end; ++p) {
-        int hstart = p * stride_h - pad_h;
-        int hend = min(hstart + kh, H + pad_h);
-        const int rows_padded = hend - hstart;
-        hstart = max(hstart, 0);
-        hend = min(hend, H);
+        const PoolExtent rows = pool_window_extent(p * stride_h - pad_h, kh, H, pad_h);
 #pragma unroll 1
         for (int q = q_begin; q < q_end; ++q) {
-            int wstart = q * stride_w - pad_w;
-            int wend = min(wstart + kw, W + pad_w);
-            const int cols_padded = wend - wstart;
-            wstart = max(wstart, 0);
-            wend = min(wend, W);
+            const PoolExtent cols = pool_window_extent(q * stride_w - pad_w, kw, W, pad_w);
             int divisor;
             if (divisor_override != 0) divisor = divisor_override;
-            else if (count_include_pad) divisor = rows_padded * cols_padded;
-            else divisor = (hend - hstart) * (wend - wstart);
+            else if (count_include_pad) divisor = rows.padded * cols.padded;
+            else divisor = rows.inside * cols.inside;
             const PoolVec<T, V> dv = pool_load<T, V>(dyp + ((cc_index_t)p * Q + q) * pitch);
 #pragma unroll
             for (int j = 0; j < V; ++j) acc[j] += PoolType<T>::wide(dv.v[j]) / (A)divisor;
