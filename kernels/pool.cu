@@ -33,12 +33,14 @@
 
 // The max over the window of output (p, q) of V channels whose elements are pitch apart from
 // pixel to pixel (NCHW: 1; NHWC: C), xp at the first channel's plane; the values into y, the
-// flat indices into idx.
+// flat indices into idx (−1: no element replaced −inf, the index is then `first`, the window's
+// first position stepped out of the padding, which may lie past the plane: 64-bit; an element's
+// index is < H·W <= 2**31 − 1, which the op checks).
 template <typename T, int V>
 __device__ __forceinline__ void max_pool2d_window(const T* __restrict__ xp, cc_index_t pitch, int p, int q,
                                                   int H, int W, int kh, int kw, int stride_h, int stride_w,
                                                   int pad_h, int pad_w, int dil_h, int dil_w,
-                                                  PoolVec<T, V>& y, long long (&idx)[V]) {
+                                                  PoolVec<T, V>& y, int (&idx)[V], long long& first) {
     typedef typename PoolType<T>::A A;
     int hstart = p * stride_h - pad_h;
     int wstart = q * stride_w - pad_w;
@@ -46,12 +48,13 @@ __device__ __forceinline__ void max_pool2d_window(const T* __restrict__ xp, cc_i
     const int wend = min(wstart + (kw - 1) * dil_w + 1, W);
     while (hstart < 0) hstart += dil_h;
     while (wstart < 0) wstart += dil_w;
+    first = (long long)hstart * W + wstart;
     A best[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) {
         best[j] = cc_neg_inf<A>();
         y.v[j] = PoolType<T>::narrow(best[j]);           // -inf, exact in every type
-        idx[j] = (long long)hstart * W + wstart;
+        idx[j] = -1;
     }
 #pragma unroll 1
     for (int ih = hstart; ih < hend; ih += dil_h) {
@@ -65,7 +68,7 @@ __device__ __forceinline__ void max_pool2d_window(const T* __restrict__ xp, cc_i
                 if (a > best[j] || a != a) {
                     best[j] = a;
                     y.v[j] = v.v[j];
-                    idx[j] = (long long)ih * W + iw;
+                    idx[j] = ih * W + iw;
                 }
             }
         }
@@ -85,11 +88,12 @@ __device__ __forceinline__ void max_pool2d_body(const T* __restrict__ x, T* __re
         const int p = (int)((idx / Q) % P);
         const cc_index_t plane = idx / ((cc_index_t)P * Q);
         PoolVec<T, 1> best;
-        long long best_idx[1];
+        int best_idx[1];
+        long long first;
         max_pool2d_window<T, 1>(x + plane * H * W, 1, p, q, H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h,
-                                dil_w, best, best_idx);
+                                dil_w, best, best_idx, first);
         y[idx] = best.v[0];
-        if (WITH_INDICES) indices[idx] = best_idx[0];
+        if (WITH_INDICES) indices[idx] = best_idx[0] >= 0 ? best_idx[0] : first;
     }
 }
 
@@ -124,13 +128,14 @@ __device__ __forceinline__ void max_pool2d_nhwc_body(const T* __restrict__ x, T*
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
         const PoolPixel o = pool_pixel(idx, CV, P, Q);
         PoolVec<T, V> best;
-        long long best_idx[V];
+        int best_idx[V];
+        long long first;
         max_pool2d_window<T, V>(x + o.n * H * W * C + o.cv * V, C, o.row, o.col, H, W, kh, kw, stride_h, stride_w,
-                                pad_h, pad_w, dil_h, dil_w, best, best_idx);
+                                pad_h, pad_w, dil_h, dil_w, best, best_idx, first);
         pool_store<T, V>(y + idx * V, best);
         if (WITH_INDICES) {
 #pragma unroll
-            for (int j = 0; j < V; ++j) indices[idx * V + j] = best_idx[j];
+            for (int j = 0; j < V; ++j) indices[idx * V + j] = best_idx[j] >= 0 ? best_idx[j] : first;
         }
     }
 }

@@ -7,9 +7,10 @@
 //                 accumulator type keeps the storage type's order, and the stored element (its
 //                 bits) is what the kernels write back.
 //   PoolVec<T, V> V consecutive channels of an NHWC tensor, loaded and stored as one access of
-//                 V·sizeof(T) bytes (16 or 8: LDG.128 / LDG.64) when V·sizeof(T) is a power of
-//                 two up to 16 — the plans pick V so that C is a multiple of it and the arrays
-//                 are 16-byte aligned (ops/pool.py); V = 1 is the scalar fallback.
+//                 V·sizeof(T) bytes (16 or 8: LDG.128 / LDG.64) where the address is aligned for
+//                 it, as V single accesses where it is not (an array that does not start
+//                 aligned) — the plans pick V so that C is a multiple of it (ops/pool.py); V = 1
+//                 is the scalar kernel.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -34,26 +35,48 @@ struct PoolType<__nv_bfloat16> {
     __device__ __forceinline__ static __nv_bfloat16 narrow(float v) { return __float2bfloat16_rn(v); }
 };
 
+// The alignment of V elements of T accessed as one: their size, at most 16 bytes.
 template <typename T, int V>
-struct alignas(sizeof(T) * V <= 16 ? sizeof(T) * V : 16) PoolVec {
+struct PoolVecAlign {
+    static constexpr int value = sizeof(T) * V <= 16 ? (int)sizeof(T) * V : 16;
+};
+
+template <typename T, int V>
+struct alignas(PoolVecAlign<T, V>::value) PoolVec {
     T v[V];
 };
 
-// V channels at p (p aligned to min(V·sizeof(T), 16) bytes when V > 1).
+// Whether p may be accessed as one PoolVec (its address a multiple of the vector's alignment). The
+// plans pick V so that C is a multiple of it, so all lanes of a warp agree whenever the arrays
+// start aligned (what every allocator returns): a uniform branch, not a divergent one; an array
+// that does not start aligned takes the V single accesses.
+template <typename T, int V>
+__device__ __forceinline__ bool pool_whole(const T* p) {
+    return reinterpret_cast<unsigned long long>(p) % PoolVecAlign<T, V>::value == 0;
+}
+
+// V channels at p: one access of V·sizeof(T) bytes where p is aligned for it, else V.
 template <typename T, int V>
 __device__ __forceinline__ PoolVec<T, V> pool_load(const T* __restrict__ p) {
-    if constexpr (V == 1) {
-        PoolVec<T, 1> r;
-        r.v[0] = cc_ldg(p);
-        return r;
-    } else {
-        return *reinterpret_cast<const PoolVec<T, V>*>(p);
+    if constexpr (V > 1) {
+        if (pool_whole<T, V>(p)) return *reinterpret_cast<const PoolVec<T, V>*>(p);
     }
+    PoolVec<T, V> r;
+#pragma unroll
+    for (int j = 0; j < V; ++j) r.v[j] = cc_ldg(p + j);
+    return r;
 }
 
 template <typename T, int V>
 __device__ __forceinline__ void pool_store(T* __restrict__ p, const PoolVec<T, V>& r) {
-    *reinterpret_cast<PoolVec<T, V>*>(p) = r;
+    if constexpr (V > 1) {
+        if (pool_whole<T, V>(p)) {
+            *reinterpret_cast<PoolVec<T, V>*>(p) = r;
+            return;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) p[j] = r.v[j];
 }
 
 // Thread idx of an NHWC kernel with a thread per V channels of each pixel of an N × rows × cols

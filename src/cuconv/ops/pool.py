@@ -3,9 +3,11 @@
 float32, float64, float16 and bfloat16 (the 16-bit types sum in float32 and round once; a max
 compares the stored values exactly and returns the stored element), ``layout="NCHW"`` or
 ``"NHWC"`` (as ``conv2d`` takes it: the input N,H,W,C, the output and indices N,P,Q,C). NHWC runs
-its own kernels — consecutive threads along C, 16- or 8-byte loads of V channels where C is a
-multiple of V and the arrays are 16-byte aligned (``vector_width``), one channel otherwise — so an
-NHWC or 16-bit plan has no conversion step.
+its own kernels — consecutive threads along C, V channels a thread where C is a multiple of V
+(``vector_width``), each access one load or store of 16 or 8 bytes where its address is aligned
+for it (every access, when the arrays start aligned; the check is in the kernel, so the plan does
+not depend on the pointers), V single ones otherwise — so an NHWC or 16-bit plan is one launch of
+a native kernel, no conversion step.
 
 torch.nn.functional's signatures and semantics, including its argument checks:
 
@@ -56,10 +58,8 @@ def vector_widths(dt: str) -> tuple[int, ...]:
     return tuple(sorted({1, max(1, 8 // size), 16 // size}))
 
 
-def vector_width(dt: str, C: int, misaligned) -> int:
-    """The widest of ``vector_widths(dt)`` dividing C; 1 when an array is not 16-byte aligned."""
-    if misaligned:
-        return 1
+def vector_width(dt: str, C: int) -> int:
+    """The widest of ``vector_widths(dt)`` dividing C."""
     return max(v for v in vector_widths(dt) if C % v == 0)
 
 
@@ -161,7 +161,7 @@ def read_as(layout: str, what: str, shape) -> str:
     return f" [layout NHWC: {what} {tuple(shape)} read as N,H,W,C]" if layout == "NHWC" else ""
 
 
-def _plan(be, kind, env, args: dict, return_indices: bool, layout, misaligned) -> Plan:
+def _plan(be, kind, env, args: dict, return_indices: bool, layout) -> Plan:
     x, out, out_indices = env["x"], env["out"], env["indices"]
     layout = check_layout(layout)
     x = _common.as_tensor(x, "input", dtypes=FLOAT_DTYPES, be=be)
@@ -185,29 +185,28 @@ def _plan(be, kind, env, args: dict, return_indices: bool, layout, misaligned) -
         if out_indices is not None:
             _common.check_out(out_indices, out_shape, np.int64, be, "out_indices")
     _common.same_device(be, input=x, out=out, out_indices=out_indices)
-    vec = vector_width(dt, p.C, misaligned & {"x", "out"}) if layout == "NHWC" else 1
+    vec = vector_width(dt, p.C) if layout == "NHWC" else 1
     launches = pool_launches(p, indices=indices, layout=layout, vec=vec)
     op = {"max": "max_pool2d", "avg": "avg_pool2d", "global_avg": "global_avg_pool2d"}[kind]
     return Plan(op, launches[0].kernel if launches else "empty", p, tuple(launches), ("x",), tuple(outputs),
-                be.device_key(), aligned=("x", "out") if vec > 1 and launches else (),
-                expected=(("x", tuple(x.shape), dt),), description=f"layout {layout}")
+                be.device_key(), expected=(("x", tuple(x.shape), dt),), description=f"layout {layout}")
 
 
 def _plan_max(be, env, args, extra, misaligned) -> Plan:
     return_indices, kernel_size, stride, padding, dilation, ceil_mode, layout = args
     return _plan(be, "max", env, dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                                      ceil_mode=ceil_mode), return_indices, layout, misaligned)
+                                      ceil_mode=ceil_mode), return_indices, layout)
 
 
 def _plan_avg(be, env, args, extra, misaligned) -> Plan:
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, layout = args
     return _plan(be, "avg", dict(env, indices=None), dict(
         kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-        count_include_pad=count_include_pad, divisor_override=divisor_override), False, layout, misaligned)
+        count_include_pad=count_include_pad, divisor_override=divisor_override), False, layout)
 
 
 def _plan_global(be, env, args, extra, misaligned) -> Plan:
-    return _plan(be, "global_avg", dict(env, indices=None), {}, False, args[0], misaligned)
+    return _plan(be, "global_avg", dict(env, indices=None), {}, False, args[0])
 
 
 _NAMES = {"x": "input", "indices": "out_indices"}

@@ -1,8 +1,8 @@
 """The pooling gradients as ops (``cuconv.grad.max_pool2d``, ``avg_pool2d``,
 ``global_avg_pool2d``; kernels/pool_grad.cu), PyTorch's semantics, float32, float64, float16 or
 bfloat16, ``layout="NCHW"`` or ``"NHWC"`` (grad_output and indices N,P,Q,C, ``input_size`` and
-dx N,H,W,C), each layout by its own kernels (NHWC: consecutive threads along C, 16/8-byte
-accesses of V channels where C and alignment allow: ops/pool.py's ``vector_width``).
+dx N,H,W,C), each layout by its own kernels (NHWC: consecutive threads along C, V channels a
+thread in 16/8-byte accesses where C and the addresses allow: ops/pool.py's ``vector_width``).
 
 * ``max_pool2d(grad_output, indices, input_size, kernel_size=None, ...)`` — through the
   forward's int64 ``indices``. With the forward's window (``kernel_size`` ...) each input gathers
@@ -169,11 +169,11 @@ def _shaped(what: str, a, shape, rule: str) -> None:
         raise ValueError(f"{what} must have shape {tuple(shape)} ({rule}), got {tuple(a.shape)}")
 
 
-def _vec(layout: str, dt: str, size4, misaligned, roles) -> int:
-    return vector_width(dt, size4[1], misaligned & set(roles)) if layout == "NHWC" else 1
+def _vec(layout: str, dt: str, size4) -> int:
+    return vector_width(dt, size4[1]) if layout == "NHWC" else 1
 
 
-def _plan(be, op: str, env, size, dt, launches, parts, expected, layout: str, aligned=()) -> Plan:
+def _plan(be, op: str, env, size, dt, launches, parts, expected, layout: str) -> Plan:
     if env["dx"] is not None and be.is_array(env["dx"]):
         _common.check_out(env["dx"], size, dt, be)
     _common.same_device(be, **{r: a for r, a in env.items() if a is not None and be.is_array(a)})
@@ -181,8 +181,7 @@ def _plan(be, op: str, env, size, dt, launches, parts, expected, layout: str, al
     buffers, nbytes = layout_buffers(*parts) if parts and not empty else ((), 0)
     return Plan(op, "none" if empty else "backward", size, () if empty else tuple(launches),
                 tuple(r for r, _, _ in expected), (Output("dx", size, np.dtype(dt)),), planning_target(be)[1],
-                workspace_bytes=nbytes, buffers=buffers, aligned=() if empty else aligned,
-                expected=tuple(expected), description=f"layout {layout}")
+                workspace_bytes=nbytes, buffers=buffers, expected=tuple(expected), description=f"layout {layout}")
 
 
 def _plan_max(be, env, args, extra, misaligned) -> Plan:
@@ -203,11 +202,9 @@ def _plan_max(be, env, args, extra, misaligned) -> Plan:
                                      bool_arg(ceil_mode, "ceil_mode"), dtype=dt)
         _shaped("grad_output", dy, layout_shape((*size4[:2], pp.P, pp.Q), layout),
                 f"the output of max_pool2d's window on input {size}{read_as(layout, 'input_size', size)}")
-        roles = ("dy", "indices", "dx")
-        vec = _vec(layout, dt, size4, misaligned, roles)
-        return _plan(be, "max_pool2d_backward", env, size, dt, [max_gather_launch(size4, dt, _geometry(pp), layout,
-                                                                                  vec)], [], expected, layout,
-                     roles if vec > 1 else ())
+        return _plan(be, "max_pool2d_backward", env, size, dt,
+                     [max_gather_launch(size4, dt, _geometry(pp), layout, _vec(layout, dt, size4))], [], expected,
+                     layout)
     if layout == "NCHW" and -(-(size4[0] * size4[1]) // WARPS_PER_BLOCK) > INT32_MAX:
         raise ValueError(f"{what}: N·C = {size4[0] * size4[1]} planes need more than 2**31-1 blocks")
     return _plan(be, "max_pool2d_backward", env, size, dt, [max_scatter_launch(size4, dy4, dt, layout=layout)],
@@ -224,10 +221,10 @@ def _plan_avg(be, env, args, extra, misaligned) -> Plan:
                                  count_include_pad, divisor_override, dtype=dt)
     _shaped("grad_output", dy, layout_shape((*size4[:2], pp.P, pp.Q), layout),
             f"the output of avg_pool2d's window on input {size}{read_as(layout, 'input_size', size)}")
-    vec = _vec(layout, dt, size4, misaligned, ("dy", "dx"))
+    vec = _vec(layout, dt, size4)
     return _plan(be, "avg_pool2d_backward", env, size, dt,
                  [avg_launch(size4, dt, _geometry(pp), count_include_pad, divisor_override, layout, vec)], [],
-                 (("dy", tuple(dy.shape), dt),), layout, ("dy", "dx") if vec > 1 else ())
+                 (("dy", tuple(dy.shape), dt),), layout)
 
 
 def _plan_global(be, env, args, extra, misaligned) -> Plan:
@@ -236,9 +233,9 @@ def _plan_global(be, env, args, extra, misaligned) -> Plan:
     dt, size4, _ = _check("global_avg_pool2d backward", dy, size, env["dx"], layout)
     _shaped("grad_output", dy, layout_shape((*size4[:2], 1, 1), layout),
             f"global_avg_pool2d's output ({'N, 1, 1, C' if layout == 'NHWC' else 'N, C, 1, 1'})")
-    vec = _vec(layout, dt, size4, misaligned, ("dy", "dx"))
-    return _plan(be, "global_avg_pool2d_backward", env, size, dt, [global_avg_launch(size4, dt, layout, vec)], [],
-                 (("dy", tuple(dy.shape), dt),), layout, ("dy", "dx") if vec > 1 else ())
+    return _plan(be, "global_avg_pool2d_backward", env, size, dt,
+                 [global_avg_launch(size4, dt, layout, _vec(layout, dt, size4))], [], (("dy", tuple(dy.shape), dt),),
+                 layout)
 
 
 _NAMES = {"dy": "grad_output", "dx": "out"}
