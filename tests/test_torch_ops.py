@@ -178,19 +178,15 @@ def test_channels_last_conv2d_runs_nhwc_kernels_without_copies(gen, monkeypatch,
     assert ("copied to NHWC" in desc) == (which != "both")      # the other tensor, to the call's format
 
 
-@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "conv_transpose2d",
-                                "conv2d_winograd"])
+@pytest.mark.parametrize("op", ["conv_transpose2d", "conv2d_winograd"])
 def test_channels_last_where_cuconv_reads_nchw_only_copies_explicitly_and_says_so(gen, op):
-    """cuconv's pools and transposed convolution read NCHW (and an explicitly named NCHW-only
+    """cuconv's transposed convolution reads NCHW (and an explicitly named NCHW-only
     algorithm): the operator copies explicitly, the result is channels_last and equals
-    PyTorch's, and the plan's description names the copies."""
+    PyTorch's, and the plan's description names the copies. (The pools read NHWC: the next test.)"""
     dt = torch.float64 if op != "conv2d_winograd" else torch.float32
     x = randn(gen, (2, 3, 9, 8), dt).contiguous(memory_format=CL).requires_grad_()
     wt = randn(gen, (3, 4, 3, 3), dt, True)
-    calls = {"max_pool2d": (lambda m: m.max_pool2d(x, 3, 2, 1, ceil_mode=True), ct.plan_max_pool2d, (x, 3, 2, 1, 1, True)),
-             "avg_pool2d": (lambda m: m.avg_pool2d(x, 3, 2, 1), ct.plan_avg_pool2d, (x, 3, 2, 1)),
-             "adaptive_avg_pool2d": (lambda m: m.adaptive_avg_pool2d(x, 1), ct.plan_adaptive_avg_pool2d, (x,)),
-             "conv_transpose2d": (lambda m: m.conv_transpose2d(x, wt, None, 2, 1, 1), ct.plan_conv_transpose2d,
+    calls = {"conv_transpose2d": (lambda m: m.conv_transpose2d(x, wt, None, 2, 1, 1), ct.plan_conv_transpose2d,
                                   (x, wt, None, 2, 1, 1)),
              "conv2d_winograd": (lambda m: ct.conv2d(x, wt.transpose(0, 1), padding=1, algo="winograd_f2x2_3x3")
                                  if m is ct else TF.conv2d(x, wt.transpose(0, 1), padding=1), None, None)}
@@ -206,6 +202,37 @@ def test_channels_last_where_cuconv_reads_nchw_only_copies_explicitly_and_says_s
     else:
         desc = plan(*args).description
     assert "copied to NCHW" in desc and "copied back to channels_last" in desc, desc
+
+
+@pytest.mark.parametrize("dt", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+def test_channels_last_and_half_pools_run_natively(gen, op, dt):
+    """cuconv's pools read NHWC in every float dtype: a channels_last (and a float16/bfloat16) pool
+    runs the NHWC kernels on the tensor as it is — no copy, no conversion — forward and backward;
+    the result is channels_last and equals PyTorch's (max: exactly, values and indices)."""
+    x = randn(gen, (2, 16, 9, 8), torch.float32).to(dt).contiguous(memory_format=CL).requires_grad_()
+    calls = {"max_pool2d": (lambda m: m.max_pool2d(x, 3, 2, 1, ceil_mode=True), ct.plan_max_pool2d,
+                            (x, 3, 2, 1, 1, True)),
+             "avg_pool2d": (lambda m: m.avg_pool2d(x, 3, 2, 1), ct.plan_avg_pool2d, (x, 3, 2, 1)),
+             "adaptive_avg_pool2d": (lambda m: m.adaptive_avg_pool2d(x, 1), ct.plan_adaptive_avg_pool2d, (x,))}
+    run, plan, args = calls[op]
+    y, ref = run(ct), run(TF)
+    assert y.dtype == dt and y.is_contiguous(memory_format=CL)
+    assert y.stride() == ref.contiguous(memory_format=CL).stride()
+    if op == "max_pool2d":
+        assert torch.equal(y, ref)
+        yi, ri = ct.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1], \
+            TF.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)[1]
+        assert torch.equal(yi, ri)
+    else:
+        assert normwise(y, ref) <= {torch.float64: 1e-12, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dt]
+    dy = randn(gen, tuple(ref.shape), torch.float32).to(dt).contiguous(memory_format=CL)
+    got, want = torch.autograd.grad(y, x, dy)[0], torch.autograd.grad(ref, x, dy)[0]
+    assert got.is_contiguous(memory_format=CL)
+    assert normwise(got, want) <= {torch.float64: 1e-12, torch.float16: 3e-3, torch.bfloat16: 3e-2}[dt]
+    desc = plan(*args).description
+    assert "NHWC" in desc and "copied" not in desc and "converted" not in desc, desc
+    assert all("_nhwc_" in k for k in plan(*args).kernels), plan(*args).kernels
 
 
 def test_contiguous_and_sliced_inputs_stay_contiguous(gen):
@@ -262,8 +289,8 @@ def test_cpu_autocast_casts_as_pytorchs_conv(gen, monkeypatch, case, dtype):
 
 def test_autocast_leaves_pools_and_float64_alone(gen):
     """Pools keep their input's dtype under autocast (PyTorch's pools have no autocast rule);
-    float16/bfloat16 pools run on float32 kernels where cuconv has none, exactly (max) or
-    rounded once (average); float64 tensors are not cast (PyTorch's autocast skips them)."""
+    float16/bfloat16 pools run on cuconv's float16/bfloat16 kernels, exactly (max) or summed in
+    float32 and rounded once (average); float64 tensors are not cast (PyTorch's autocast skips them)."""
     x = randn(gen, (2, 3, 9, 8), torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ct.max_pool2d(x, 2).dtype == torch.float32
@@ -277,7 +304,7 @@ def test_autocast_leaves_pools_and_float64_alone(gen):
         assert ct.conv2d(x64, w64).dtype == TF.conv2d(x64, w64).dtype == torch.float64
     assert torch.equal(ct.max_pool2d(x.half(), 2), TF.max_pool2d(x.half(), 2))
     desc = ct.plan_max_pool2d(x.half(), 2).description
-    assert "converted from float16 to float32" in desc and "rounded to float16" in desc, desc
+    assert "NCHW float16 kernels" in desc and "converted" not in desc, desc
 
 
 def test_an_algorithm_named_explicitly_is_never_converted():

@@ -446,7 +446,11 @@ class Im2colCase(Case):
 # =========================================================================== pooling
 @dataclass(frozen=True)
 class PoolCase(Case):
-    """max_pool2d, avg_pool2d or global_avg_pool2d on an NCHW input (cuconv/ops/pool.py)."""
+    """max_pool2d, avg_pool2d or global_avg_pool2d (cuconv/ops/pool.py) on an input of N, C, H, W
+    = ``x_shape`` laid out in ``layout`` ("NHWC": the NHWC kernels, the input N,H,W,C). Pooling is
+    memory-bound: the row's args state the compulsory bytes per output (input read once, output
+    written once; the max gradient's int64 indices included), the figure its bandwidth ceiling
+    divides into."""
     kind: str = "max"                 # "max" | "avg" | "global_avg"
     x_shape: tuple = ()
     kernel: tuple = (1, 1)
@@ -456,7 +460,8 @@ class PoolCase(Case):
     ceil_mode: bool = False
     count_include_pad: bool = True
     pool_dtype: str = "float32"
-    dtypes = ("float32", "float64")
+    layout: str = "NCHW"
+    dtypes = ("float32", "float64", "float16", "bfloat16")
 
     @property
     def op(self):
@@ -468,7 +473,9 @@ class PoolCase(Case):
 
     def args(self):
         n, c, h, w = self.x_shape
-        s = f"N={n} C={c} H={h} W={w}"
+        s = f"N={n} C={c} H={h} W={w}" + (f" layout={self.layout}" if self.layout != "NCHW" else "")
+        outputs = math.prod(self.output_shape())
+        s += f" bytes/output={self.work(self.algo).min_bytes / outputs:.6g}" if outputs else ""
         if self.kind == "global_avg":
             return s
         s += (f" kernel={self.kernel[0]}x{self.kernel[1]} stride={self.stride[0]}x{self.stride[1]} "
@@ -496,10 +503,19 @@ class PoolCase(Case):
         return Work(c.flops, c.flops, inp + c.output_bytes, 0, c.output_bytes)
 
     def input_shapes(self):
-        return {"x": self.x_shape}
+        return {"x": self._laid_out(self.x_shape)}
+
+    def _laid_out(self, shape):
+        n, c, h, w = shape
+        return (n, h, w, c) if self.layout == "NHWC" else tuple(shape)
+
+    def _nchw(self, a):
+        """A result or input of this case's layout as an N, C, H, W NumPy array."""
+        a = to_numpy(a)
+        return a.transpose(0, 3, 1, 2) if self.layout == "NHWC" else a
 
     def output_shape(self):
-        return self._layer().cost(self.x_shape, self.dtype).output_shape
+        return self._laid_out(self._layer().cost(self.x_shape, self.dtype).output_shape)
 
     def _kwargs(self):
         if self.kind == "max":
@@ -511,34 +527,38 @@ class PoolCase(Case):
         return {}
 
     def call(self, inputs, algo, out=None):
-        return _op(self.op)(inputs["x"], out=out, **self._kwargs())
+        return _op(self.op)(inputs["x"], out=out, layout=self.layout, **self._kwargs())
 
     def _plan(self, inputs, algo, out):
-        return _op("plan_" + self.op)(inputs["x"], **self._kwargs())
+        return _op("plan_" + self.op)(inputs["x"], layout=self.layout, **self._kwargs())
 
     def reference(self, inputs, subset=None):
         x = inputs["x"] if subset is None else inputs["x"][subset]
-        return getattr(_pool_ref, f"{self.op}_ref")(to_numpy(x), **self._kwargs())
+        y = getattr(_pool_ref, f"{self.op}_ref")(self._nchw(x), **self._kwargs())
+        return y.transpose(0, 2, 3, 1) if self.layout == "NHWC" else y
 
     def verify_subsets(self, max_reference_flops):
         return None, f"gpu, full size, all {self.x_shape[0]} images"
 
     def reduced(self, algo):
         n, c, h, w = self.x_shape
+        channels = 5 if self.layout == "NCHW" else 16      # NHWC: enough channels for the vector kernels
         if self.kind == "global_avg":
-            return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, 5), min(h, 9), min(w, 9)))
+            return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, channels), min(h, 9), min(w, 9)))
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
         hh = _reduced_extent(h, kh, sh, ph, ph, dh, REDUCED_OUTPUT_SIZE)
         ww = _reduced_extent(w, kw, sw, pw, pw, dw, REDUCED_OUTPUT_SIZE)
         # pooling's padding is at most half the window, so these extents give outputs >= 1
         assert conv_out_size(hh, kh, sh, ph, ph, dh) >= 1 and conv_out_size(ww, kw, sw, pw, pw, dw) >= 1
-        return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, 5), hh, ww))
+        return replace(self, x_shape=(min(n, REDUCED_IMAGES), min(c, channels), hh, ww))
 
     def baseline(self, inputs):
         torch = torch_cuda()
         if torch is None:
             return None
         x = torch.from_dlpack(inputs["x"])
+        if self.layout == "NHWC":            # PyTorch's channels_last: the same memory, N,C,H,W view
+            x = x.permute(0, 3, 1, 2)
         F = torch.nn.functional
         if self.kind == "max":
             return "PyTorch max_pool2d (cuDNN/native)", lambda: F.max_pool2d(x, **self._kwargs())

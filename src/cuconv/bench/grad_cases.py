@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import cost
 from ..backend import current_backend
-from ..dtypes import CUDA_CORE_DTYPES, FLOAT_DTYPES, numpy_dtype
+from ..dtypes import FLOAT_DTYPES, numpy_dtype
 from .. import grad as _grad
 from ..ops.conv2d import Shape
 from ..problem import Conv2dProblem
@@ -398,9 +398,10 @@ class WgradCase(_ConvGrad):
 class PoolGradCase(PoolCase):
     """dx of max_pool2d (the forward's int64 indices, computed from a random x by the float64
     reference, passed with the forward's window: the gather kernel), avg_pool2d or
-    global_avg_pool2d (cuconv/ops/pool_grad.py)."""
+    global_avg_pool2d (cuconv/ops/pool_grad.py), in the case's ``layout`` (NHWC: dy, indices and
+    dx N,H,W,C / N,P,Q,C)."""
     grad_pass = "data"
-    dtypes = CUDA_CORE_DTYPES
+    dtypes = FLOAT_DTYPES
 
     @property
     def op(self):
@@ -423,10 +424,11 @@ class PoolGradCase(PoolCase):
     def input_shapes(self):
         y = self._layer().cost(self.x_shape, self.dtype).output_shape
         # x only to derive max pooling's indices (prepare_inputs); the backward kernel never reads it
-        return {"x": self.x_shape, "dy": y} if self.kind == "max" else {"dy": y}
+        y = self._laid_out(y)
+        return {"x": self._laid_out(self.x_shape), "dy": y} if self.kind == "max" else {"dy": y}
 
     def output_shape(self):
-        return self.x_shape
+        return self._laid_out(self.x_shape)
 
     def prepare_inputs(self, inputs, asarray, dry=False):
         if self.kind != "max":
@@ -435,8 +437,11 @@ class PoolGradCase(PoolCase):
         if dry:
             idx = np.zeros(y, np.int64)
         else:
-            idx = max_pool2d_ref(to_numpy(inputs["x"]), return_indices=True, **self._kwargs())[1]
-        return dict(inputs, indices=asarray(idx))
+            idx = max_pool2d_ref(self._nchw(inputs["x"]), return_indices=True, **self._kwargs())[1]
+        return dict(inputs, indices=asarray(np.ascontiguousarray(self._laid_out_array(idx))))
+
+    def _laid_out_array(self, a):
+        return a.transpose(0, 2, 3, 1) if self.layout == "NHWC" else a
 
     def _window(self):
         kw = self._kwargs()
@@ -449,34 +454,39 @@ class PoolGradCase(PoolCase):
         return (inputs["dy"], inputs["indices"]) if self.kind == "max" else (inputs["dy"],)
 
     def call(self, inputs, algo, out=None):
-        return _op(f"{self.kind}_pool2d")(*self._arrays(inputs), self.x_shape, out=out, **self._window())
+        return _op(f"{self.kind}_pool2d")(*self._arrays(inputs), self._laid_out(self.x_shape), out=out,
+                                          layout=self.layout, **self._window())
 
     def _plan(self, inputs, algo, out=None):
-        return _op(f"plan_{self.kind}_pool2d")(*self._arrays(inputs), self.x_shape, out=out, **self._window())
+        return _op(f"plan_{self.kind}_pool2d")(*self._arrays(inputs), self._laid_out(self.x_shape), out=out,
+                                               layout=self.layout, **self._window())
 
     def plan(self, inputs, algo, out=None):
         plan = self._plan(inputs, algo, out)
         return plan, plan.bind(current_backend(), *self._arrays(inputs), dx=out)
 
     def reference(self, inputs, subset=None):
-        dy = to_numpy(inputs["dy"])
+        dy = self._nchw(inputs["dy"])
         if self.kind == "max":
-            return max_pool2d_backward_ref(dy, to_numpy(inputs["indices"]), self.x_shape)
-        if self.kind == "avg":
+            dx = max_pool2d_backward_ref(dy, self._nchw(inputs["indices"]), self.x_shape)
+        elif self.kind == "avg":
             kw = self._kwargs()
-            return avg_pool2d_backward_ref(dy, self.x_shape, kw["kernel_size"], kw["stride"], kw["padding"],
-                                           kw["ceil_mode"], kw["count_include_pad"])
-        return global_avg_pool2d_backward_ref(dy, self.x_shape)
+            dx = avg_pool2d_backward_ref(dy, self.x_shape, kw["kernel_size"], kw["stride"], kw["padding"],
+                                         kw["ceil_mode"], kw["count_include_pad"])
+        else:
+            dx = global_avg_pool2d_backward_ref(dy, self.x_shape)
+        return self._laid_out_array(dx)
 
     def baseline(self, inputs):
         torch = torch_cuda()
         if torch is None:
             return None
-        dy = torch.from_dlpack(inputs["dy"])
-        x = torch.empty(self.x_shape, dtype=dy.dtype, device=dy.device)
+        nchw = (lambda t: t.permute(0, 3, 1, 2)) if self.layout == "NHWC" else (lambda t: t)   # channels_last views
+        dy = nchw(torch.from_dlpack(inputs["dy"]))
+        x = nchw(torch.empty(self._laid_out(self.x_shape), dtype=dy.dtype, device=dy.device))
         aten, kw = torch.ops.aten, self._kwargs()
         if self.kind == "max":
-            idx = torch.from_dlpack(inputs["indices"])
+            idx = nchw(torch.from_dlpack(inputs["indices"]))
             return "PyTorch max_pool2d_with_indices_backward", lambda: aten.max_pool2d_with_indices_backward(
                 dy, x, kw["kernel_size"], kw["stride"], kw["padding"], kw["dilation"], kw["ceil_mode"], idx)
         if self.kind == "avg":

@@ -8,6 +8,9 @@
   it occurs (layers without a cuconv kernel, such as batch norm, are left out; ``cuconv bench
   model NAME`` lists every layer).
 * ``gemm``: square and awkward sizes and the GEMMs inside convolutions, against cuBLAS.
+* ``pools``: the distinct pooling layers of the landmark models (cuconv.models), each in NCHW and
+  NHWC at the suite's dtype (``--dtype float16``: the 16-bit kernels), the NHWC rows the kernels
+  that read channels_last directly; every row states its compulsory bytes per output.
 * ``algos``: every registered conv2d algorithm on every seed and ResNet-50 layer it can run, and
   on §8.4's large-kernel comparison: 5x5, 7x7, 9x9, 11x11 stride-1 "same" convolutions 64->64 at
   56x56 (where the FFT algorithms compete with direct, im2col + GEMM and implicit GEMM).
@@ -42,6 +45,7 @@ SUITES = {
     "vgg16": "every distinct conv, pooling and FC layer of VGG-16",
     "mobilenet_v2": "every distinct conv, pooling and FC layer of MobileNetV2",
     "gemm": "square, awkward and conv-shaped GEMMs against cuBLAS",
+    "pools": "the distinct pooling layers of the landmark models, NCHW and NHWC (bytes per output stated)",
     "algos": "every conv2d algorithm on every seed and ResNet-50 layer it applies to, and on §8.4's "
              "5x5-11x11 stride-1 layers",
 }
@@ -242,6 +246,18 @@ def large_kernel_cases(batch: int | None = None, dtype: str = "float32") -> list
                      problem=_conv(batch or 1, 64, 56, 56, 64, k, pad=k // 2, dtype=dtype)) for k in LARGE_KERNELS]
 
 
+def pool_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
+    """``pools``: every distinct pooling layer of cuconv.models' landmark models, NCHW then NHWC."""
+    cases, seen = [], set()
+    for name in models.names():
+        for c in model_cases(name, batch or DEFAULT_MODEL_BATCH, dtype):
+            if isinstance(c, PoolCase) and (c.op, c.args()) not in seen:
+                seen.add((c.op, c.args()))
+                cases += [replace(c, suite="pools", name=f"{name} {c.name}"),
+                          replace(c, suite="pools", name=f"{name} {c.name} NHWC", layout="NHWC")]
+    return cases
+
+
 def algos_cases(batch: int | None = None, dtype: str = "float32") -> list[Case]:
     """Every registered algorithm on every seed conv and distinct ResNet-50 conv it can run."""
     problems = [c for c in seed_cases(batch, dtype) if isinstance(c, ConvCase) and c.algo == "auto"]
@@ -289,6 +305,9 @@ def build_suite(name: str, batch: int | None = None, dtype: str = "float32", alg
         cases = with_backward(cases) if backward else cases
     elif name == "gemm":
         cases = gemm_cases(dtype)          # not layers: no gradients
+    elif name == "pools":
+        cases = pool_cases(batch, dtype)
+        cases = with_backward(cases) if backward else cases
     elif name == "algos":
         cases = algos_cases(batch, dtype)      # the forward cases are expanded already
         if backward:

@@ -274,36 +274,48 @@ def _tc_gemm_check(dtype: str, config, M=67, N=40, K=72) -> DeviceCheck:
                        dtype, kernel)
 
 
-def _pool_check(kind: str, shape, dtype: str = "float32", **kw) -> DeviceCheck:
+def _pool_check(kind: str, shape, dtype: str = "float32", layout: str = "NCHW", **kw) -> DeviceCheck:
+    """A pooling forward check on an N, C, H, W = ``shape`` input laid out in ``layout``."""
     def run(xp, rng):
         x = _draw(rng, shape, dtype)
-        xd = xp.asarray(x)
+        xd = xp.asarray(_nhwc(x) if layout == "NHWC" else x)
+        lay = dict(layout=layout)
         if kind == "max_indices":
             ref, _ = max_pool2d_ref(x, return_indices=True, **kw)
-            out = _out(xp, ref.shape, dtype)
-            idx = xp.full(ref.shape, -7, np.int64)
-            max_pool2d(xd, return_indices=True, out=out, out_indices=idx, **kw)
+            out = _out(xp, _laid_out(ref.shape, layout), dtype)
+            idx = xp.full(out.shape, -7, np.int64)
+            max_pool2d(xd, return_indices=True, out=out, out_indices=idx, **kw, **lay)
             # the indices must point at the maxima: gather them back and compare with the output
             flat = np.asarray(_host(x)).reshape(x.shape[0], x.shape[1], -1)
-            got = np.take_along_axis(flat, _host(idx).reshape(x.shape[0], x.shape[1], -1), axis=2)
-            bad = int(np.sum(got.reshape(ref.shape) != _host(out)))
+            got = np.take_along_axis(flat, _nchw(_host(idx), layout).reshape(x.shape[0], x.shape[1], -1), axis=2)
+            bad = int(np.sum(got.reshape(ref.shape) != _nchw(_host(out), layout)))
             if bad:
                 raise AssertionError(f"{bad} max-pool indices do not point at their maxima")
         elif kind == "max":
             ref = max_pool2d_ref(x, **kw)
-            out = _out(xp, ref.shape, dtype)
-            max_pool2d(xd, out=out, **kw)
+            out = _out(xp, _laid_out(ref.shape, layout), dtype)
+            max_pool2d(xd, out=out, **kw, **lay)
         elif kind == "avg":
             ref = avg_pool2d_ref(x, **kw)
-            out = _out(xp, ref.shape, dtype)
-            avg_pool2d(xd, out=out, **kw)
+            out = _out(xp, _laid_out(ref.shape, layout), dtype)
+            avg_pool2d(xd, out=out, **kw, **lay)
         else:
             ref = global_avg_pool2d_ref(x)
-            out = _out(xp, ref.shape, dtype)
-            global_avg_pool2d(xd, out=out)
-        return out, ref, dtype, "pool"
+            out = _out(xp, _laid_out(ref.shape, layout), dtype)
+            global_avg_pool2d(xd, out=out, **lay)
+        return out, _nhwc(ref) if layout == "NHWC" else ref, dtype, "pool"
     args = " ".join(f"{k}={v}" for k, v in kw.items())
-    return DeviceCheck(f"{kind}_pool2d {dtype} x{'x'.join(map(str, shape))} {args}".rstrip(), run)
+    return DeviceCheck(f"{kind}_pool2d {dtype} {layout} x{'x'.join(map(str, shape))} {args}".rstrip(), run,
+                       "bf16" if dtype == "bfloat16" else "")
+
+
+def _laid_out(shape, layout: str) -> tuple:
+    n, c, h, w = shape
+    return (n, h, w, c) if layout == "NHWC" else tuple(shape)
+
+
+def _nchw(a, layout: str):
+    return np.transpose(a, (0, 3, 1, 2)) if layout == "NHWC" else a
 
 
 def _host(a):
@@ -404,32 +416,52 @@ def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", layout: s
     return DeviceCheck(name, run, "bf16" if dtype == "bfloat16" else "", tc)
 
 
-def _pool_grad_check(kind: str, dtype: str, **kw) -> DeviceCheck:
-    shape = (2, 3, 9, 8)
+def _pool_grad_check(kind: str, dtype: str, layout: str = "NCHW", C: int = 3, **kw) -> DeviceCheck:
+    """A pooling gradient check on an input of 2, C, 9, 8 laid out in ``layout``."""
+    shape = (2, C, 9, 8)
+    size = _laid_out(shape, layout)
+
+    def lay(a):
+        return np.ascontiguousarray(_nhwc(a)) if layout == "NHWC" else a
 
     def run(xp, rng):
         x = _draw(rng, shape)              # the forward pools in float32
-        xd = xp.asarray(x)
         if kind in ("max_scatter", "max_gather"):
             # the reference forward's indices: the backward is checked on its own
             y, idx = max_pool2d_ref(x, return_indices=True, **kw)
             dy = _draw(rng, y.shape, dtype)
-            out = _out(xp, shape, dtype)
+            out = _out(xp, size, dtype)
             window = {} if kind == "max_scatter" else kw
-            grad_ops.max_pool2d(xp.asarray(dy), xp.asarray(idx), shape, out=out, **window)
-            return out, max_pool2d_backward_ref(_f64(dy), idx, shape), dtype, "pool_grad"
+            grad_ops.max_pool2d(xp.asarray(lay(dy)), xp.asarray(lay(idx)), size, out=out, layout=layout, **window)
+            algo = "pool_grad_scatter" if kind == "max_scatter" and dtype in ("float16", "bfloat16") else "pool_grad"
+            return out, lay(max_pool2d_backward_ref(_f64(dy), idx, shape)), dtype, algo
         if kind == "avg":
-            y = avg_pool2d(xd, **kw)
-            dy = _draw(rng, y.shape, dtype)
-            out = _out(xp, shape, dtype)
-            grad_ops.avg_pool2d(xp.asarray(dy), shape, out=out, **kw)
-            return out, avg_pool2d_backward_ref(_f64(dy), shape, **kw), dtype, "pool_grad"
+            dy = _draw(rng, avg_pool2d_ref(x, **kw).shape, dtype)
+            out = _out(xp, size, dtype)
+            grad_ops.avg_pool2d(xp.asarray(lay(dy)), size, out=out, layout=layout, **kw)
+            return out, lay(avg_pool2d_backward_ref(_f64(dy), shape, **kw)), dtype, "pool_grad"
         dy = _draw(rng, (*shape[:2], 1, 1), dtype)
-        out = _out(xp, shape, dtype)
-        grad_ops.global_avg_pool2d(xp.asarray(dy), shape, out=out)
-        return out, global_avg_pool2d_backward_ref(_f64(dy), shape), dtype, "pool_grad"
+        out = _out(xp, size, dtype)
+        grad_ops.global_avg_pool2d(xp.asarray(lay(dy)), size, out=out, layout=layout)
+        return out, lay(global_avg_pool2d_backward_ref(_f64(dy), shape)), dtype, "pool_grad"
     args = " ".join(f"{k}={v}" for k, v in kw.items())
-    return DeviceCheck(f"{kind}_pool2d backward {dtype} {args}".rstrip(), run)
+    return DeviceCheck(f"{kind}_pool2d backward {dtype} {layout} C{C} {args}".rstrip(), run,
+                       "bf16" if dtype == "bfloat16" else "")
+
+
+def _pool_grad_checks(dt: str) -> list[DeviceCheck]:
+    """Every pooling gradient kernel of ``dt``: NCHW with C = 3; NHWC with C = 16, 12, 6 and 3 (each
+    vector width of every dtype, and one channel a thread)."""
+    checks = []
+    for layout, C in (("NCHW", 3), ("NHWC", 16), ("NHWC", 12), ("NHWC", 6), ("NHWC", 3)):
+        checks += [_pool_grad_check("max_gather", dt, layout, C, kernel_size=(3, 2), stride=1, padding=1, dilation=2,
+                                    ceil_mode=True),
+                   _pool_grad_check("avg", dt, layout, C, kernel_size=3, stride=2, padding=1, ceil_mode=True,
+                                    count_include_pad=False),
+                   _pool_grad_check("global_avg", dt, layout, C)]
+        if C in (3, 16):
+            checks.append(_pool_grad_check("max_scatter", dt, layout, C, kernel_size=3, stride=2, padding=1))
+    return checks
 
 
 def grad_checks() -> list[DeviceCheck]:
@@ -454,12 +486,8 @@ def grad_checks() -> list[DeviceCheck]:
         checks.append(_grad_check("splitk", "weight", dt, bias=True))
         checks.append(_grad_check("depthwise", "weight", dt, bias=True))
         checks.append(_grad_check("C3", "bias", dt))
-        checks += [_pool_grad_check("max_scatter", dt, kernel_size=3, stride=2, padding=1),
-                   _pool_grad_check("max_gather", dt, kernel_size=(3, 2), stride=1, padding=1, dilation=2,
-                                    ceil_mode=True),
-                   _pool_grad_check("avg", dt, kernel_size=3, stride=2, padding=1, ceil_mode=True,
-                                    count_include_pad=False),
-                   _pool_grad_check("global_avg", dt)]
+    for dt in ("float32", "float64", "float16", "bfloat16"):
+        checks += _pool_grad_checks(dt)
     for dt in ("float16", "bfloat16"):
         for algo in ("implicit_gemm_tc", "implicit_gemm_tc_simple"):
             checks.append(_grad_check("C20", "input", dt, algo))
@@ -540,13 +568,22 @@ def device_checks() -> list[DeviceCheck]:
         checks.append(_conv_check(((1, 3, 11, 9), (20, 3, 3, 3), 2, 1, 1, 1, "residual+relu"), "implicit_gemm_wgmma",
                                   dt, "NCHW", config=f"wgmma_conv_{tag(dt)}_64x64x64_s3"))
     # Pooling, im2col, transposed convolution, the separable block.
-    for dt in ("float32", "float64"):
+    for dt in ("float32", "float64", "float16", "bfloat16"):
         checks += [_pool_check("max", (2, 5, 11, 9), dt, kernel_size=3, stride=2, padding=1),
                    _pool_check("max_indices", (2, 3, 9, 7), dt, kernel_size=3, stride=2, padding=1),
                    _pool_check("avg", (2, 3, 9, 9), dt, kernel_size=2, ceil_mode=True),
                    _pool_check("global_avg", (2, 5, 7, 9), dt),
-                   _pool_check("global_avg", (2, 3, 33, 35), dt),
-                   _im2col_check((2, 3, 9, 7), dt, kernel_size=3, stride=2, padding=1, dilation=2),
+                   _pool_check("global_avg", (2, 3, 33, 35), dt)]
+        # NHWC: C = 16, 12, 6, 3 take every vector width of every dtype and one channel a thread
+        for C in (16, 12, 6, 3):
+            checks += [_pool_check("max", (2, C, 11, 9), dt, "NHWC", kernel_size=3, stride=2, padding=1),
+                       _pool_check("max_indices", (2, C, 9, 7), dt, "NHWC", kernel_size=3, stride=2, padding=1,
+                                   dilation=2),
+                       _pool_check("avg", (2, C, 9, 9), dt, "NHWC", kernel_size=3, stride=2, padding=1,
+                                   ceil_mode=True, count_include_pad=False),
+                       _pool_check("global_avg", (2, C, 7, 9), dt, "NHWC")]
+    for dt in ("float32", "float64"):
+        checks += [_im2col_check((2, 3, 9, 7), dt, kernel_size=3, stride=2, padding=1, dilation=2),
                    _transpose_check((2, 4, 5, 7), (4, 3, 3, 3), "simple", dtype=dt),
                    _transpose_check((2, 4, 5, 7), (4, 3, 3, 3), "phase", dtype=dt)]
     checks += [

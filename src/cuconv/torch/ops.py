@@ -553,33 +553,33 @@ def _conv_transpose2d_grad(ctx, grad):
 
 # =========================================================================== pooling
 def _pool_route(op: str, input, key: tuple, problem, plan):  # noqa: A002
-    """The route of a pooling call: cuconv's pools read NCHW (channels_last: copies); whether
-    they take the dtype is asked of the planner, ``plan(x)`` on a stand-in array (float32 for
-    float16/bfloat16 where they do not). ``problem()`` checks the arguments first."""
+    """The route of a pooling call: cuconv's pools read NCHW and NHWC (channels_last: no copy) in
+    every float dtype; whether they take the call is asked of the planner, ``plan(x, layout)`` on
+    a stand-in array. ``problem()`` checks the arguments first."""
     cl = R.is_channels_last(input)
     dt = input.dtype
 
     def probe(c: R.Candidate):
-        return R.on_record_backend(plan)(R.zero_strided(input.shape, c.dtype))
-    return R.route(op, (tuple(input.shape), dt, cl, *key), {"input": input}, probe, dt, cl, layouts=("NCHW",),
-                   check=problem)
+        return R.on_record_backend(plan)(R.zero_strided(R.stand(input.shape, c.dtype, c.layout).shape, c.dtype),
+                                         c.layout)
+    return R.route(op, (tuple(input.shape), dt, cl, *key), {"input": input}, probe, dt, cl, check=problem)
 
 
 def max_pool2d_route(input, window: tuple) -> R.Route:  # noqa: A002
     return _pool_route("max_pool2d", input, window, lambda: PoolProblem.from_shapes("max", input.shape, *window),
-                       lambda x: cuconv_plan_max_pool2d(x, *window))
+                       lambda x, layout: cuconv_plan_max_pool2d(x, *window, layout=layout))
 
 
 def avg_pool2d_route(input, window: tuple) -> R.Route:  # noqa: A002
     k, s, p, *rest = window
     return _pool_route("avg_pool2d", input, window,
                        lambda: PoolProblem.from_shapes("avg", input.shape, k, s, p, 1, *rest),
-                       lambda x: cuconv_plan_avg_pool2d(x, *window))
+                       lambda x, layout: cuconv_plan_avg_pool2d(x, *window, layout=layout))
 
 
 def adaptive_avg_pool2d_route(input) -> R.Route:  # noqa: A002
     return _pool_route("adaptive_avg_pool2d", input, (), lambda: PoolProblem.from_shapes("global_avg", input.shape),
-                       cuconv_plan_global_avg_pool2d)
+                       lambda x, layout: cuconv_plan_global_avg_pool2d(x, layout=layout))
 
 
 def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_fn, channels_last, indices=None):
@@ -587,12 +587,12 @@ def _pool_backward_route(op: str, grad_output, input_size, window: tuple, plan_f
     key = (tuple(grad_output.shape), tuple(input_size), dt, channels_last, *window)
 
     def probe(c: R.Candidate):
-        dy = R.stand(grad_output.shape, c.dtype)
+        dy, size = R.stand(grad_output.shape, c.dtype, c.layout), R.stand(input_size, c.dtype, c.layout).shape
         if indices is not None:
-            return plan_fn(dy, R.stand(indices.shape, indices.dtype), tuple(input_size), *window)
-        return plan_fn(dy, tuple(input_size), *window)
+            return plan_fn(dy, R.stand(indices.shape, indices.dtype, c.layout), size, *window, layout=c.layout)
+        return plan_fn(dy, size, *window, layout=c.layout)
     return R.route(op, key, {"grad_output": grad_output, "indices": indices}, probe, dt, channels_last,
-                   layouts=("NCHW",), outputs="the gradient")
+                   outputs="the gradient")
 
 
 def max_window(kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
@@ -609,13 +609,14 @@ def _pool(op: str, input, window: tuple, route, pool, indices: bool = False):  #
     def make():
         _four_d(op, input=input)
         r = route(input, window)
-        rx, out = R.reader(input, r.dtype), R.writer(input.dtype, r.channels_last)
+        lay = r.layout
+        rx, out = R.reader(input, r.dtype, lay), R.writer(input.dtype, r.channels_last, lay)
         if not indices:
-            return lambda x: out(pool(rx(x), *window))
-        out_idx = R.writer(torch.int64, r.channels_last)
+            return lambda x: out(pool(rx(x), *window, layout=lay))
+        out_idx = R.writer(torch.int64, r.channels_last, lay)
 
         def run(x):
-            y, idx = pool(rx(x), *window, return_indices=True)
+            y, idx = pool(rx(x), *window, return_indices=True, layout=lay)
             return out(y), out_idx(idx)
         return run
     return _call(op, _INPUT, (input,), (indices, *window), make)
@@ -675,12 +676,13 @@ def _pool_gradient(op: str, grad_output, input_size, window: tuple, channels_las
             _check_indices(grad_output, indices)
         _four_d(op, grad_output=grad_output, indices=indices)
         r = _pool_backward_route(op, grad_output, input_size, window, plan_fn, channels_last, indices)
-        rdy, ridx = R.reader(grad_output, r.dtype), R.reader(indices, torch.int64)
-        out = R.writer(grad_output.dtype, channels_last)
-        size = tuple(input_size)
+        lay = r.layout
+        rdy, ridx = R.reader(grad_output, r.dtype, lay), R.reader(indices, torch.int64, lay)
+        out = R.writer(grad_output.dtype, channels_last, lay)
+        size = R.stand(input_size, r.dtype, lay).shape
         if indices is None:
-            return lambda dy, _: out(grad_fn(rdy(dy), size, *window))
-        return lambda dy, idx: out(grad_fn(rdy(dy), ridx(idx), size, *window))
+            return lambda dy, _: out(grad_fn(rdy(dy), size, *window, layout=lay))
+        return lambda dy, idx: out(grad_fn(rdy(dy), ridx(idx), size, *window, layout=lay))
     return _call(op, _POOL_GRAD_NAMES, (grad_output, indices), (*input_size, *window, channels_last), make)
 
 
