@@ -163,9 +163,13 @@ def stand(shape, dtype: torch.dtype, layout: str = "NCHW") -> Stand | None:
 
 
 def zero_strided(shape, dtype: torch.dtype) -> np.ndarray:
-    """A NumPy array of ``shape`` and ``dtype`` over one element (for the ops whose planners take
-    arrays only; planned on the record backend, nothing is read)."""
-    return np.broadcast_to(np.zeros((), numpy_dtype(dtype)), tuple(int(d) for d in shape))
+    """A NumPy array of ``shape`` and ``dtype`` with a dense array's strides over one element, for
+    the ops whose planners take arrays only: planned on the record backend, nothing is read, and
+    the plan is the dense call's (zero strides would make it copy the "strided" input first)."""
+    dt = numpy_dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    strides = tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) * dt.itemsize for i in range(len(shape)))
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape, strides, writeable=False)
 
 
 def on_record_backend(plan_fn):
