@@ -159,7 +159,7 @@ def _smem_floats(p: Conv2dProblem, rows: int, tc: int, tp: int, tq: int) -> int:
     return tc * in_rows * in_cols + tc * M * p.R * p.S
 
 
-def _stage_bytes(dtype: str) -> int:
+def stage_bytes(dtype: str) -> int:
     """Bytes of a staged element: the tiles hold the accumulator type (fp32 for 16-bit inputs)."""
     return DTYPES[DTYPES[dtype].accumulator].itemsize
 
@@ -173,7 +173,7 @@ def plan_tile(p: Conv2dProblem, rows: int, smem_limit: int = SMEM_LIMIT_BYTES) -
     one strip, fewer when the problem is small (keep >= TARGET_BLOCKS blocks); when a tile
     covers a whole plane, several channels per block (late MobileNet layers are 7x7).
     """
-    floats = smem_limit // _stage_bytes(p.dtype)   # staged elements (the accumulator type)
+    floats = smem_limit // stage_bytes(p.dtype)   # staged elements (the accumulator type)
     M = p.K // p.C
     total = p.N * p.K * p.P * p.Q
     target = max(32 * rows, min(THREADS * rows, total // TARGET_BLOCKS))   # outputs per block
@@ -198,7 +198,7 @@ def plan_tile(p: Conv2dProblem, rows: int, smem_limit: int = SMEM_LIMIT_BYTES) -
     blocks = p.N * (-(-p.C // tc)) * (-(-p.P // tp)) * (-(-p.Q // tq))
     if blocks > INT32_MAX:
         return None
-    return DepthwiseTile(tc, tp, tq, _smem_floats(p, rows, tc, tp, tq) * _stage_bytes(p.dtype), blocks)
+    return DepthwiseTile(tc, tp, tq, _smem_floats(p, rows, tc, tp, tq) * stage_bytes(p.dtype), blocks)
 
 
 def int32_reason(p: Conv2dProblem) -> str | None:
