@@ -1,8 +1,10 @@
 // depthwise.cu — depthwise convolution (groups == C, channel multiplier M: K = M·C output
 // channels, output channel k filters input channel k / M), NCHW or NHWC, weights K×1×R×S
-// (the same memory as K×R×S×1, the NHWC weight layout), fp32 or fp64, with the fused epilogue
+// (the same memory as K×R×S×1, the NHWC weight layout), with the fused epilogue
 // y = act(conv + bias[k] + residual). Also the fused depthwise-separable block (fp32, NCHW).
-// T is the element type (float or double); every sum is accumulated in T.
+// T is the element type: float or double (every sum accumulated in T), __half or __nv_bfloat16
+// (fp32 accumulation, tiles staged as fp32, one rounding at the store; depthwise.cuh says where
+// the paired 16-bit types are used and why their arithmetic is not).
 //
 // Variants, simplest to fastest:
 //   depthwise_direct<T, NHWC>  one thread per output, every tap read from global memory; any
@@ -19,6 +21,9 @@
 //                             thread, each filter row's input pixels loaded once per strip;
 //                             channels fastest across threads, so every access of a warp is
 //                             coalesced without shared memory. Dilation 1, square 3/5, stride 1/2.
+//   depthwise_nhwc_vec<T,KS,STRIDE,V,VEC>  NHWC float16/bfloat16, multiplier 1, C % VEC == 0:
+//                             VEC channels (one 16- or 8-byte access) × V columns per thread;
+//                             inputs, residual and outputs as vectors, square 3/5/7, stride 1/2.
 //   separable_fused_f32       depthwise then 1×1 pointwise in one kernel: a tile of 64 pixels ×
 //                             32 depthwise channels goes through shared memory into a 32×64 slice
 //                             of the pointwise weights; the intermediate never reaches global

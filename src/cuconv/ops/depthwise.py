@@ -326,6 +326,35 @@ def launches(p: Conv2dProblem, x, w, out, has_bias: bool, has_residual: bool, ac
                        (*common, i32(t.tile_c), i32(t.tile_p), i32(t.tile_q), *flags), t.smem_bytes)]
 
 
+def traffic_note(p: Conv2dProblem, layout: str = "NCHW", has_bias: bool = False, has_residual: bool = False,
+                 variant: str = "auto") -> str:
+    """The bench row's statement of what bounds a depthwise kernel: memory. Compulsory DRAM bytes per
+    output (x and w read once, y written once, bias and residual read once: R·S FMAs per output
+    against a few bytes, so the bandwidth roof binds), the ceiling that gives, and the input element
+    loads per output the chosen kernel issues to shared memory / L1 / L2 (its halo and strip overlap:
+    re-reads that the caches absorb when they hit, DRAM traffic when they do not)."""
+    pl = plan(p, variant, layout)
+    outputs = p.N * p.K * p.P * p.Q
+    per_out = p.min_bytes(has_bias, has_residual) / outputs if outputs else 0.0
+    x_per_out = p.input_bytes() / outputs if outputs else 0.0
+    cfg, M = pl.config, p.K // p.C
+    if cfg is None:
+        loads, how = p.R * p.S, "one load per tap (direct)"
+    elif cfg.layout == "NHWC":
+        span = (cfg.rows - 1) * cfg.stride + cfg.ks
+        loads, how = cfg.ks * span / cfg.rows, f"{cfg.ks} rows x {span} columns per {cfg.rows} outputs"
+    else:
+        t = pl.tile
+        strips = -(-t.tile_p // cfg.rows)
+        in_rows = (strips * cfg.rows - 1) * p.stride_h + (p.R - 1) * p.dilation_h + 1
+        in_cols = (t.tile_q - 1) * p.stride_w + (p.S - 1) * p.dilation_w + 1
+        loads, how = in_rows * in_cols / (M * t.tile_p * t.tile_q), "the staged tile with its halo"
+    return (f"memory-bound ({p.R * p.S} FMAs per output): {per_out:.3g} compulsory DRAM bytes per output "
+            f"({x_per_out:.3g} of x, {p.itemsize} of y{f', {p.itemsize} of residual' if has_residual else ''}); "
+            f"bandwidth ceiling = peak_gbps / {per_out:.3g} B outputs per second (roofline_time_ms); "
+            f"{pl.kernel} loads {loads:.3g} input elements per output ({how})")
+
+
 def conv_plan_depthwise(spec: ConvSpec):
     p = spec.problem
     reason = can_implement(p)
