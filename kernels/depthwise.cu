@@ -114,6 +114,19 @@ depthwise_direct(const T* __restrict__ x, const T* __restrict__ w,
 }
 
 // ------------------------------------------------------------------ NHWC strips
+// The image n, output row p and first column q0 of strip item t = (n·P + p)·strips + strip (the
+// NHWC kernels' items, with the channel or channel vector already divided out).
+struct DwStrip {
+    cc_index_t n;
+    int p, q0;
+    __device__ __forceinline__ DwStrip(cc_index_t t, int strips, int P, int V) {
+        q0 = (int)(t % strips) * V;
+        t /= strips;
+        p = (int)(t % P);
+        n = t / P;
+    }
+};
+
 // One item = (n, p, strip of V output columns, k), k fastest; a grid-stride loop over items.
 // __launch_bounds__(256, 4): the strip's inputs, V accumulators and one filter row stay well
 // inside 64 registers (double included).
@@ -132,12 +145,9 @@ depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
     const T* residual_or_null = has_residual ? residual : nullptr;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
         const int k = (int)(idx % K);
-        cc_index_t t = idx / K;
-        const int strip = (int)(t % strips);
-        t /= strips;
-        const int p = (int)(t % P);
-        const cc_index_t n = t / P;
-        const int q0 = strip * V;
+        const DwStrip at(idx / K, strips, P, V);
+        const cc_index_t n = at.n;
+        const int p = at.p, q0 = at.q0;
         const int iw0 = q0 * STRIDE - pad_w;
         const T* xc = x + n * H * W * C + k / M;
         const T* wk = w + (cc_index_t)k * KS * KS;
@@ -213,12 +223,9 @@ depthwise_nhwc_vec(const T* __restrict__ x, const T* __restrict__ w, const T* __
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
         const int c0 = (int)(idx % vecs) * VEC;
-        cc_index_t t = idx / vecs;
-        const int strip = (int)(t % strips);
-        t /= strips;
-        const int p = (int)(t % P);
-        const cc_index_t n = t / P;
-        const int q0 = strip * V;
+        const DwStrip at(idx / vecs, strips, P, V);
+        const cc_index_t n = at.n;
+        const int p = at.p, q0 = at.q0;
         const int iw0 = q0 * STRIDE - pad_w;
         const T* xc = x + n * H * W * C + c0;
         const T* wc = w + (cc_index_t)c0 * TAPS;

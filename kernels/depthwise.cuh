@@ -86,7 +86,8 @@ __device__ __forceinline__ unsigned dw_narrow2<__half>(float a, float b) {
 template <>
 __device__ __forceinline__ unsigned dw_narrow2<__nv_bfloat16>(float a, float b) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return (unsigned)__bfloat16_as_ushort(__low2bfloat16(h)) | ((unsigned)__bfloat16_as_ushort(__high2bfloat16(h)) << 16);
+    return (unsigned)__bfloat16_as_ushort(__low2bfloat16(h)) |
+           ((unsigned)__bfloat16_as_ushort(__high2bfloat16(h)) << 16);
 }
 
 // VEC 16-bit elements (8: one 16-byte access, 4: one 8-byte access) as VEC/2 words; p must be

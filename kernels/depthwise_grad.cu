@@ -42,6 +42,19 @@
 #define CC_DWG_THREADS 256
 #define CC_DWG_MAX_STRIDE 16
 
+// The input displacements (tap row·dil − pad, tap column·dil − pad) of the wgrad kernels' TAPS taps
+// t0 ... t0 + nt − 1 (the unused ones repeat t0's).
+template <int TAPS>
+__device__ __forceinline__ void dwg_tap_offsets(int (&off_h)[TAPS], int (&off_w)[TAPS], int t0, int nt, int S,
+                                                int dil_h, int dil_w, int pad_h, int pad_w) {
+#pragma unroll
+    for (int t = 0; t < TAPS; ++t) {
+        const int tap = t < nt ? t0 + t : t0;
+        off_h[t] = (tap / S) * dil_h - pad_h;
+        off_w[t] = (tap % S) * dil_w - pad_w;
+    }
+}
+
 // ------------------------------------------------------------------ dgrad
 template <typename T, int MIN_BLOCKS>
 __global__ void __launch_bounds__(CC_DWG_THREADS, MIN_BLOCKS)
@@ -157,12 +170,7 @@ depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy, O* __restrict
     const bool do_bias = has_bias && tc == 0;
 
     int off_h[TAPS], off_w[TAPS];         // the taps' input displacements
-#pragma unroll
-    for (int t = 0; t < TAPS; ++t) {
-        const int tap = t < nt ? t0 + t : t0;
-        off_h[t] = (tap / S) * dil_h - pad_h;
-        off_w[t] = (tap % S) * dil_w - pad_w;
-    }
+    dwg_tap_offsets(off_h, off_w, t0, nt, S, dil_h, dil_w, pad_h, pad_w);
     A acc[TAPS];
 #pragma unroll
     for (int t = 0; t < TAPS; ++t) acc[t] = A(0);
@@ -220,23 +228,9 @@ depthwise_dgrad_nhwc(const T* __restrict__ w, const T* __restrict__ dy, T* __res
         t /= W;
         const int h = (int)(t % H);
         const cc_index_t n = t / H;
-        const T* wc = w + (cc_index_t)c * M * RS;
-        A acc = A(0);
-        for (int r = 0; r < R; ++r) {
-            const int th = h + pad_h - r * dil_h;
-            if (th < 0 || th % stride_h != 0) continue;
-            const int p = th / stride_h;
-            if (p >= P) continue;
-            for (int s = 0; s < S; ++s) {
-                const int tw = ww + pad_w - s * dil_w;
-                if (tw < 0 || tw % stride_w != 0) continue;
-                const int q = tw / stride_w;
-                if (q >= Q) continue;
-                const T* g = dy + ((n * P + p) * Q + q) * K + (cc_index_t)c * M;
-#pragma unroll 1
-                for (int m = 0; m < M; ++m) acc = cc_fma(dw_ld(g + m), dw_ld(wc + m * RS + r * S + s), acc);
-            }
-        }
+        // dy element (m, p, q) of channel c at dy[((n·P + p)·Q + q)·K + c·M + m].
+        const A acc = cc_dgrad_sum_at<T, A>(dy + n * P * Q * K + (cc_index_t)c * M, 1, K, w + (cc_index_t)c * M * RS,
+                                            M, RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
         dx[idx] = dw_narrow<T>(acc);
     }
 }
@@ -267,12 +261,7 @@ depthwise_wgrad_nhwc(const T* __restrict__ x, const T* __restrict__ dy, O* __res
     const bool do_bias = has_bias && tc == 0;
 
     int off_h[TAPS], off_w[TAPS];
-#pragma unroll
-    for (int t = 0; t < TAPS; ++t) {
-        const int tap = t < nt ? t0 + t : t0;
-        off_h[t] = (tap / S) * dil_h - pad_h;
-        off_w[t] = (tap % S) * dil_w - pad_w;
-    }
+    dwg_tap_offsets(off_h, off_w, t0, nt, S, dil_h, dil_w, pad_h, pad_w);
     A acc[TAPS];
 #pragma unroll
     for (int t = 0; t < TAPS; ++t) acc[t] = A(0);

@@ -400,7 +400,8 @@ def test_16bit_nan_rules(be, rng, dtype, layout):
 def _half_order_cases():
     kernels = [("float16", "NCHW", "specialized", (3, 3), 1, 1, 16), ("bfloat16", "NCHW", "generic", (3, 3), 1, 2, 16),
                ("float16", "NCHW", "direct", (3, 3), 2, 1, 5), ("float16", "NHWC", "specialized", (3, 3), 1, 1, 16),
-               ("bfloat16", "NHWC", "specialized", (5, 5), 2, 1, 12), ("bfloat16", "NHWC", "specialized", (3, 3), 2, 1, 5),
+               ("bfloat16", "NHWC", "specialized", (5, 5), 2, 1, 12),
+               ("bfloat16", "NHWC", "specialized", (3, 3), 2, 1, 5),
                ("float16", "NHWC", "direct", (3, 3), 1, 2, 5)]
     for mode, tag_ in ((dict(sanitize="address,undefined", order="reverse"), "asan_ubsan_reverse"),
                        (dict(order="random", seed=7), "random_order")):
