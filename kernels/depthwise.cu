@@ -217,6 +217,7 @@ depthwise_nhwc_vec(const T* __restrict__ x, const T* __restrict__ w, const T* __
     constexpr int SPAN = (V - 1) * STRIDE + KS;
     constexpr int WORDS = VEC / 2;
     constexpr int TAPS = KS * KS;
+    constexpr int R_UNROLL = KS > 5 ? 1 : KS;
     const int vecs = C / VEC;
     const int strips = cc_div_up(Q, V);
     const cc_index_t total = (cc_index_t)N * P * strips * vecs;
@@ -234,7 +235,9 @@ depthwise_nhwc_vec(const T* __restrict__ x, const T* __restrict__ w, const T* __
         for (int v = 0; v < V; ++v)
 #pragma unroll
             for (int e = 0; e < VEC; ++e) acc[v][e] = 0.0f;
-#pragma unroll
+        // Rows unrolled up to 5x5; a 7x7 filter's unrolled rows (392 gathered weights) would let
+        // the compiler hoist loads past the 128-register budget, so its row loop stays a loop.
+#pragma unroll(R_UNROLL)
         for (int r = 0; r < KS; ++r) {
             const int ih = p * STRIDE - pad_h + r;
             if (ih < 0 || ih >= H) continue;      // a row of the padding: after the loop

@@ -202,3 +202,22 @@ def test_gradients_under_emulator_checks(rng, mode, dtype, layout):
     p = _problem_of((2, 5, 40, 33, 2, 3, 3, 2, 1, 1), dtype)
     with cuconv.backend("emulator", **mode) as be:
         _check_gradients(be, rng, p, dtype, layout, f"{mode}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", HALF)
+def test_16bit_weight_gradient_of_an_empty_batch_is_zeros(dtype, layout):
+    """N = 0: one split of the wgrad kernel sums nothing into dW = 0 and db = 0 (no zero-fill
+    kernel is built for the 16-bit types, and no reduction: bf16 on sm_75 plans it too)."""
+    p = _problem_of((0, 4, 7, 7, 1, 3, 3, 1, 1, 1), dtype)
+    cv = nhwc if layout == "NHWC" else (lambda a: a)
+    with cuconv.backend("emulator"):
+        plan = select(spec_of(p, WGRAD, layout=layout, has_bias=True), "depthwise")
+        x = np.zeros(cv(np.zeros(p.input_shape)).shape, random_array(np.random.default_rng(0), (1,), dtype).dtype)
+        dw = np.empty(cv(np.zeros(p.weight_shape)).shape, x.dtype)
+        db = np.empty((p.K,), x.dtype)
+        poison(dw)
+        poison(db)
+        plan.run(x, np.zeros(cv(np.zeros(p.output_shape)).shape, x.dtype), dw=dw, db=db)
+    assert plan.kernels == [dwg.wgrad_name(dtype, layout)] and plan.workspace_bytes == 0
+    assert not np.asarray(dw, np.float64).any() and not np.asarray(db, np.float64).any()

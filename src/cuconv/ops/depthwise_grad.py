@@ -289,7 +289,7 @@ def wgrad_schedule(p: Conv2dProblem, sms: int = 132, max_workspace_bytes: int | 
     n = wgrad_splits(p, sms, max_workspace_bytes, bias, layout) if splits is None else splits
     if p.dtype == "bfloat16" and cc < 80:
         n = 1
-    n, chunk = split_chunk(L, min(n, 65535), THREADS)
+    n, chunk = split_chunk(L, min(n, 65535), THREADS) if L else (1, 0)    # L = 0: one split of nothing
     return WgradSchedule(p.dtype, n, chunk, bias, layout)
 
 
@@ -314,16 +314,12 @@ def plan_wgrad(spec: ConvSpec):
     p = spec.problem
     if not applies(p):
         raise PlanError(f"needs groups == C > 1 (a depthwise convolution), got {p.describe()}")
-    if p.N == 0 and p.dtype in TENSOR_CORE_DTYPES:     # sums over nothing: tc_grad_reduce of 0 splits
-        entry = tc_grad.ENTRIES[("tc_grad_reduce", p.dtype)]
-        outs = ((DW, p.K * p.R * p.S), *(((DB, p.K),) if spec.has_bias else ()))
-        return conv_plan(spec, "depthwise", [Launch(entry, (grid_1d(n, 256, tc_grad.MAX_BLOCKS), 1, 1), (256, 1, 1),
-                                                    (Ref.absent("float32"), i32(0), i64(n), out)) for out, n in outs],
-                         description="N = 0: zeros")
-    if p.N == 0:
+    if p.N == 0 and p.dtype not in TENSOR_CORE_DTYPES:
         return zeros_plan(spec, "depthwise")
     cap = spec.max_workspace_bytes if spec.max_workspace_bytes is not None else DEFAULT_MAX_WORKSPACE_BYTES
-    sched = wgrad_schedule(p, spec.caps.sms, cap, spec.has_bias, spec.option("splits"), spec.layout, spec.caps.cc)
+    # 16-bit N = 0: one split of the kernel itself sums nothing into zeros (no zero-fill kernel for them).
+    splits = 1 if p.N == 0 else spec.option("splits")
+    sched = wgrad_schedule(p, spec.caps.sms, cap, spec.has_bias, splits, spec.layout, spec.caps.cc)
     if sched is None:
         raise PlanError(f"a size does not fit the kernel's 32-bit ints: {p.describe()}")
     if sched.partial_dtype == p.dtype:
