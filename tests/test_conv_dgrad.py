@@ -17,7 +17,7 @@ from cuconv.ops._algorithm import DGRAD
 from cuconv.ops.conv2d import select, spec_of
 from cuconv.problem import Conv2dProblem
 from cuconv.reference import conv2d_input_ref, conv2d_ref, conv_problem
-from cuconv.testing import assert_close, poison, random_array
+from cuconv.testing import assert_close, nonfinite_mismatch, poison, random_array
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups); padding may be ((top, bottom), (left, right)).
 CASES = {
@@ -94,6 +94,40 @@ def test_dgrad_matches_reference(be, rng, case, dtype, variant):
     if variant != "depthwise":
         assert name == variant
     assert_close(got, _ref(p, w, dy), dtype, "dgrad", what=f"{case} {name}")
+
+
+def _true_terms_ref(p: Conv2dProblem, w, dy):
+    """dx in float64 as a sum over only the (k, r, s) whose dy pixel exists (no 0·w term for a
+    tap that misses dy), one element at a time: the reference for non-finite weights."""
+    dx = np.zeros(p.input_shape)
+    w64, dy64 = w.astype(np.float64), dy.astype(np.float64)
+    Cg, Kg = p.C // p.groups, p.K // p.groups
+    for n, c, h, x in np.ndindex(*p.input_shape):
+        g = c // Cg
+        for k in range(g * Kg, (g + 1) * Kg):
+            for r, s in np.ndindex(p.R, p.S):
+                ph, pw = h + p.pad_h - r * p.dilation_h, x + p.pad_w - s * p.dilation_w
+                if ph % p.stride_h or pw % p.stride_w:
+                    continue
+                ph, pw = ph // p.stride_h, pw // p.stride_w
+                if 0 <= ph < p.P and 0 <= pw < p.Q:
+                    dx[n, c, h, x] += dy64[n, k, ph, pw] * w64[k, c - g * Cg, r, s]
+    return dx
+
+
+@pytest.mark.parametrize("dtype,variant", [(dt, v) for dt in DTYPES for v in _variants(CASES["C1"], dt)])
+def test_dgrad_nonfinite_weight_over_dy_border(be, rng, dtype, variant):
+    """Every variant (the register-tile and cp.async ones included): an Inf/NaN weight tap whose
+    dy row or column falls outside dy is no term of that dx element (torch's col2im), so the
+    NaN/Inf mask and the finite values are the reference's."""
+    p, w, dy = _draw(rng, (2, 5, 7, 6, 3, 3, 3, 2, 1, 1, 1), dtype)
+    w[0, 1, 0, 0], w[2, 4, 2, 1], w[1, 0, 1, 2] = np.inf, np.nan, -np.inf
+    got, _ = _run(be, p, w, dy, variant)
+    want = _true_terms_ref(p, w, dy)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    assert nonfinite_mismatch(got, want) is None, f"{variant}: {nonfinite_mismatch(got, want)}"
+    fin = np.isfinite(want)
+    assert_close(np.where(fin, got, 0), np.where(fin, want, 0), dtype, "dgrad", what=variant)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
