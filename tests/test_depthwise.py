@@ -314,7 +314,7 @@ HALF_CASES = {
 # The kernel auto picks per (layout, case), "{t}" standing for the dtype's tag.
 HALF_KERNELS = {
     "NCHW": ["k3_s1_v4", "k3_s2_v4", "k5_s2_v2", "k7_s1_v2", "k7_s2_v2", "k3_s1_v4", "generic", "generic", "k5_s1_v3"],
-    "NHWC": ["nhwc_vec8_k3_s1_v2", "nhwc_vec4_k3_s2_v2", "nhwc_vec8_k5_s2_v2", "nhwc_vec8_k7_s1_v2", "nhwc_direct",
+    "NHWC": ["nhwc_vec8_k3_s1_v2", "nhwc_vec4_k3_s2_v2", "nhwc_vec8_k5_s2_v2", "nhwc_vec8_k7_s1_v1", "nhwc_direct",
              "nhwc_k3_s1_v4", "nhwc_direct", "nhwc_direct", "nhwc_vec8_k5_s1_v2"],
 }
 HALF = ("float16", "bfloat16")

@@ -20,8 +20,8 @@ across threads, so loads and stores are coalesced with no shared memory) and
 
 float16 and bfloat16 (``f16`` / ``bf16`` in the names) run every kernel above with fp32
 accumulation (shared-memory tiles hold fp32), one rounding at the store, and in NHWC add
-``depthwise_{f16,bf16}_nhwc_vec8_k{3,5,7}_s{1,2}_v2`` (and ``vec4`` for 3x3): 8 (4) channels ×
-2 output columns per thread, inputs, residual and outputs moved as 16-byte (8-byte) vectors.
+``depthwise_{f16,bf16}_nhwc_vec8_k{3,5}_s{1,2}_v2``, ``..._vec8_k7_s{1,2}_v1`` (and ``vec4`` for
+3x3): 8 (4) channels × 2 (7x7: 1) output columns per thread, inputs, residual and outputs moved as 16-byte (8-byte) vectors.
 They need channel multiplier 1, C a multiple of 8 (4) and 16-byte aligned arrays (the plan
 records that, so a misaligned view is planned again onto the scalar strip kernel, which takes
 any C).
@@ -114,8 +114,10 @@ _NHWC = {"float32": ((3, 1, 4), (3, 2, 4), (5, 1, 4), (5, 2, 4)),
 for _dt in TENSOR_CORE_DTYPES:
     _SPECIALIZED[_dt], _NHWC[_dt] = _SPECIALIZED["float32"], _NHWC["float32"]
 # NHWC 16-bit vectors (ks, stride, V, VEC), in the order auto tries them: 16-byte vectors for
-# 3/5/7, 8-byte ones for 3x3 (C a multiple of 4, not 8).
-_NHWC_VEC = tuple((ks, st, 2, 8) for ks in (3, 5, 7) for st in (1, 2)) + ((3, 1, 2, 4), (3, 2, 2, 4))
+# 3/5/7, 8-byte ones for 3x3 (C a multiple of 4, not 8). 7x7 takes one column per thread: two
+# (9 packed input vectors a row at stride 2) spill on sm_120 within the 128-register budget.
+_NHWC_VEC = tuple((ks, st, 1 if ks == 7 else 2, 8) for ks in (3, 5, 7) for st in (1, 2)) + (
+    (3, 1, 2, 4), (3, 2, 2, 4))
 GENERICS = {dt: DepthwiseConfig(dtype=dt) for dt in FLOAT_DTYPES}
 SPECIALIZEDS = {dt: tuple(DepthwiseConfig(ks, st, v, dt) for ks, st, v in _SPECIALIZED[dt]) for dt in FLOAT_DTYPES}
 NHWC_CONFIGS = {dt: tuple(DepthwiseConfig(ks, st, v, dt, "NHWC") for ks, st, v in _NHWC[dt]) for dt in FLOAT_DTYPES}
