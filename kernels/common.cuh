@@ -247,13 +247,14 @@ __device__ __forceinline__ CcDgradTaps cc_dgrad_taps(int base, int R, int stride
 // non-finite they recompute it with this (a finite GEMM output is right: it then had no
 // non-finite term, and the extra terms were exact zeros). A is the accumulator type (float for
 // the 16-bit types: tc_grad.cu).
-// cc_dgrad_sum_at: the same sum with dy element (k, p, q) at dy_g[k·dy_k_pitch + (p·Q + q)·dy_pix_pitch]
-// (NCHW: P·Q and 1; NHWC: 1 and K, depthwise_grad.cu's NHWC kernel).
-template <typename T, typename A = T>
-__device__ __forceinline__ A cc_dgrad_sum_at(const T* __restrict__ dy_g, cc_index_t dy_k_pitch, cc_index_t dy_pix_pitch,
-                                             const T* __restrict__ w_g, int Kg, cc_index_t w_k_pitch, int P, int Q,
-                                             int R, int S, int h, int w, int stride_h, int stride_w, int pad_h,
-                                             int pad_w, int dil_h, int dil_w) {
+// PIXEL_MAJOR: dy element (k, p, q) at dy_g[(p·Q + q)·dy_pix_pitch + k] instead (NHWC dy, pitch K:
+// depthwise_grad.cu's NHWC kernel); the NCHW form's code is unchanged by it.
+template <typename T, typename A = T, bool PIXEL_MAJOR = false>
+__device__ __forceinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
+                                          cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
+                                          int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
+                                          int dy_pix_pitch = 0) {
+    const cc_index_t PQ = (cc_index_t)P * Q;
     A acc = A(0);
     for (int r = 0; r < R; ++r) {
         const int th = h + pad_h - r * dil_h;
@@ -265,22 +266,14 @@ __device__ __forceinline__ A cc_dgrad_sum_at(const T* __restrict__ dy_g, cc_inde
             if (tw < 0 || tw % stride_w != 0) continue;
             const int q = tw / stride_w;
             if (q >= Q) continue;
-            const T* dy_pix = dy_g + ((cc_index_t)p * Q + q) * dy_pix_pitch;
 #pragma unroll 1
             for (int k = 0; k < Kg; ++k)
-                acc = cc_fma(CcWiden<A, T>::of(cc_ldg(dy_pix + k * dy_k_pitch)),
+                acc = cc_fma(CcWiden<A, T>::of(cc_ldg(PIXEL_MAJOR ? dy_g + ((cc_index_t)p * Q + q) * dy_pix_pitch + k
+                                                                  : dy_g + k * PQ + (cc_index_t)p * Q + q)),
                              CcWiden<A, T>::of(cc_ldg(w_g + k * w_k_pitch + r * S + s)), acc);
         }
     }
     return acc;
-}
-
-template <typename T, typename A = T>
-__device__ __forceinline__ A cc_dgrad_sum(const T* __restrict__ dy_g, const T* __restrict__ w_g, int Kg,
-                                          cc_index_t w_k_pitch, int P, int Q, int R, int S, int h, int w,
-                                          int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w) {
-    return cc_dgrad_sum_at<T, A>(dy_g, (cc_index_t)P * Q, 1, w_g, Kg, w_k_pitch, P, Q, R, S, h, w, stride_h, stride_w,
-                                 pad_h, pad_w, dil_h, dil_w);
 }
 
 // cc_dgrad_sum as a call, for the kernels that recompute an element off their main path: its

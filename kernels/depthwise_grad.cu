@@ -229,8 +229,8 @@ depthwise_dgrad_nhwc(const T* __restrict__ w, const T* __restrict__ dy, T* __res
         const int h = (int)(t % H);
         const cc_index_t n = t / H;
         // dy element (m, p, q) of channel c at dy[((n·P + p)·Q + q)·K + c·M + m].
-        const A acc = cc_dgrad_sum_at<T, A>(dy + n * P * Q * K + (cc_index_t)c * M, 1, K, w + (cc_index_t)c * M * RS,
-                                            M, RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
+        const A acc = cc_dgrad_sum<T, A, true>(dy + n * P * Q * K + (cc_index_t)c * M, w + (cc_index_t)c * M * RS, M,
+                                               RS, P, Q, R, S, h, ww, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, K);
         dx[idx] = dw_narrow<T>(acc);
     }
 }

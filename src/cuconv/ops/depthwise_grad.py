@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from ..dtypes import DTYPES, FLOAT_DTYPES, INT32_MAX, TENSOR_CORE_DTYPES, ctype, tag
 from ..plan import Launch, PlanError, Ref, layout_buffers
 from ..problem import Conv2dProblem
-from ..registry import KernelEntry, register_kernel
+from ..registry import ARCHS, KernelEntry, register_kernel
 from . import tc_grad
+from .tc_common import ARCHS_SM80
 from ._algorithm import DGRAD, WGRAD, ConvAlgorithm, ConvSpec, conv_plan
 from ._common import grid_1d, i32, i64
 from ._grad import DB, DW, DX, DY, W, X, problem_int32_reason, split_chunk
@@ -83,10 +84,12 @@ DGRAD_ENTRIES = {(dt, lay): register_kernel(KernelEntry(
     FILE, dgrad_expression(dt, lay), dgrad_name(dt, lay), block_threads=THREADS, min_blocks_per_sm=DGRAD_MIN_BLOCKS[dt],
     dynamic_smem=SMEM_LIMIT_BYTES if lay == "NCHW" else 0, cuda_headers=True))
     for dt in FLOAT_DTYPES for lay in LAYOUT_TAG}
-# (dtype, layout, split): for float32/float64 the split kernel is the unsplit one (partials in T).
+# (dtype, layout, split): for float32/float64 the split kernel is the unsplit one (partials in T). The
+# bfloat16 split kernel is built for sm_80+ only, as the reduction it feeds (tc_grad_reduce_bf16).
 WGRAD_ENTRIES = {(dt, lay, split): register_kernel(KernelEntry(
     FILE, wgrad_expression(dt, lay, split), wgrad_name(dt, lay, split), block_threads=THREADS,
-    min_blocks_per_sm=WGRAD_MIN_BLOCKS[dt], cuda_headers=True))
+    min_blocks_per_sm=WGRAD_MIN_BLOCKS[dt], cuda_headers=True,
+    archs=ARCHS_SM80 if split and dt == "bfloat16" else ARCHS))
     for dt in FLOAT_DTYPES for lay in LAYOUT_TAG for split in (False, True)}
 
 
