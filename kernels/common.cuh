@@ -102,6 +102,13 @@ __device__ __forceinline__ bool cc_is_finite(double v) {
            0x7ff0000000000000ull;
 }
 
+// An element of storage type T as accumulator type A: a plain conversion for float and double;
+// tc_tile.cuh adds float16 and bfloat16 to float.
+template <typename A, typename T>
+struct CcWiden {
+    __device__ __forceinline__ static A of(T v) { return static_cast<A>(v); }
+};
+
 // One output of a convolution summed as direct.cu sums it: channels c, then filter rows r, then
 // columns s, one cc_fma each, from 0. The window's top-left tap is at (h0, w0) of an H×W plane;
 // x_c0 points at its first channel, whose elements are c·c_pitch + h·row_pitch + w·col_pitch apart
@@ -111,12 +118,13 @@ __device__ __forceinline__ bool cc_is_finite(double v) {
 // sum is one dependent chain of FMAs anyway, and the registers an unrolled copy takes cost the
 // callers occupancy (the fused separable kernel its pointwise tile). The direct kernels
 // (direct.cu, depthwise.cu) and the Winograd and FFT fix-ups all sum through this function, so a
-// recomputed output equals direct convolution's bit for bit.
-template <typename T>
-__device__ __forceinline__ T cc_direct_sum(const T* __restrict__ x_c0, cc_index_t c_pitch, cc_index_t row_pitch,
+// recomputed output equals direct convolution's bit for bit. A is the accumulator type (float for
+// the 16-bit types: depthwise.cu), each element widened as it is read.
+template <typename T, typename A = T>
+__device__ __forceinline__ A cc_direct_sum(const T* __restrict__ x_c0, cc_index_t c_pitch, cc_index_t row_pitch,
                                            cc_index_t col_pitch, const T* __restrict__ w_k, int channels, int H,
                                            int W, int R, int S, int h0, int w0, int dil_h, int dil_w) {
-    T acc = T(0);
+    A acc = A(0);
 #pragma unroll 1
     for (int c = 0; c < channels; ++c)
 #pragma unroll 1
@@ -127,8 +135,9 @@ __device__ __forceinline__ T cc_direct_sum(const T* __restrict__ x_c0, cc_index_
 #pragma unroll 1
             for (int s = 0; s < S; ++s) {
                 const int ww = w0 + s * dil_w;
-                const T xv = row_in && ww >= 0 && ww < W ? cc_ldg(x_row + ww * col_pitch) : T(0);
-                acc = cc_fma(xv, cc_ldg(w_k + ((cc_index_t)c * R + r) * S + s), acc);
+                const A xv =
+                    row_in && ww >= 0 && ww < W ? CcWiden<A, T>::of(cc_ldg(x_row + ww * col_pitch)) : A(0);
+                acc = cc_fma(xv, CcWiden<A, T>::of(cc_ldg(w_k + ((cc_index_t)c * R + r) * S + s)), acc);
             }
         }
     return acc;
@@ -227,13 +236,6 @@ __device__ __forceinline__ CcDgradTaps cc_dgrad_taps(int base, int R, int stride
     t.doff = t.step * dil / stride;                                 // exact: step·dil = lcm
     return t;
 }
-
-// An element of storage type T as accumulator type A: a plain conversion for float and double;
-// tc_tile.cuh adds float16 and bfloat16 to float.
-template <typename A, typename T>
-struct CcWiden {
-    __device__ __forceinline__ static A of(T v) { return static_cast<A>(v); }
-};
 
 // One element dx[n, c, h, w] of a data gradient, summed as conv_dgrad.cu's dgrad_direct sums it:
 // taps r, then s, then the Kg output channels k of c's group, one cc_fma each, from 0 — over the

@@ -1,8 +1,10 @@
 // depthwise.cu — depthwise convolution (groups == C, channel multiplier M: K = M·C output
 // channels, output channel k filters input channel k / M), NCHW or NHWC, weights K×1×R×S
-// (the same memory as K×R×S×1, the NHWC weight layout), fp32 or fp64, with the fused epilogue
+// (the same memory as K×R×S×1, the NHWC weight layout), with the fused epilogue
 // y = act(conv + bias[k] + residual). Also the fused depthwise-separable block (fp32, NCHW).
-// T is the element type (float or double); every sum is accumulated in T.
+// T is the element type: float or double (every sum accumulated in T), __half or __nv_bfloat16
+// (fp32 accumulation, tiles staged as fp32, one rounding at the store; depthwise.cuh says where
+// the paired 16-bit types are used and why their arithmetic is not).
 //
 // Variants, simplest to fastest:
 //   depthwise_direct<T, NHWC>  one thread per output, every tap read from global memory; any
@@ -19,6 +21,9 @@
 //                             thread, each filter row's input pixels loaded once per strip;
 //                             channels fastest across threads, so every access of a warp is
 //                             coalesced without shared memory. Dilation 1, square 3/5, stride 1/2.
+//   depthwise_nhwc_vec<T,KS,STRIDE,V,VEC>  NHWC float16/bfloat16, multiplier 1, C % VEC == 0:
+//                             VEC channels (one 16- or 8-byte access) × V columns per thread;
+//                             inputs, residual and outputs as vectors, square 3/5/7, stride 1/2.
 //   separable_fused_f32       depthwise then 1×1 pointwise in one kernel: a tile of 64 pixels ×
 //                             32 depthwise channels goes through shared memory into a 32×64 slice
 //                             of the pointwise weights; the intermediate never reaches global
@@ -29,7 +34,7 @@
 // filter taps (docs/kernel_design.md#depthwisecu has the row count). The kernels are
 // memory-bound by design (9 FMAs per output against one input read for 3×3): the ceiling that
 // matters is DRAM. Figures: `cuconv kernels --analyze --file depthwise.cu` (docs/kernel_figures.md).
-#include "common.cuh"
+#include "depthwise.cuh"
 
 #define CC_DW_THREADS 256
 
@@ -71,6 +76,7 @@ depthwise_direct(const T* __restrict__ x, const T* __restrict__ w,
                  T* __restrict__ y, int N, int C, int H, int W, int M, int P, int Q,
                  int R, int S, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
                  int dil_w, int has_bias, int has_residual, int act) {
+    typedef typename DwAcc<T>::type A;
     const int K = C * M;
     const cc_index_t total = (cc_index_t)N * K * P * Q;
     const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
@@ -101,13 +107,26 @@ depthwise_direct(const T* __restrict__ x, const T* __restrict__ w,
             col_pitch = 1;
         }
         // direct.cu's sum (one channel): r, then s; a tap in the padding contributes 0·w.
-        const T acc = cc_direct_sum(xc, (cc_index_t)0, row_pitch, col_pitch, w + (cc_index_t)k * R * S, 1, H, W, R,
-                                    S, p * stride_h - pad_h, q * stride_w - pad_w, dil_h, dil_w);
-        y[idx] = cc_epilogue(acc, has_bias ? bias : nullptr, k, has_residual ? residual : nullptr, idx, act);
+        const A acc = cc_direct_sum<T, A>(xc, (cc_index_t)0, row_pitch, col_pitch, w + (cc_index_t)k * R * S, 1, H,
+                                          W, R, S, p * stride_h - pad_h, q * stride_w - pad_w, dil_h, dil_w);
+        y[idx] = dw_epilogue(acc, has_bias ? bias : nullptr, k, has_residual ? residual : nullptr, idx, act);
     }
 }
 
 // ------------------------------------------------------------------ NHWC strips
+// The image n, output row p and first column q0 of strip item t = (n·P + p)·strips + strip (the
+// NHWC kernels' items, with the channel or channel vector already divided out).
+struct DwStrip {
+    cc_index_t n;
+    int p, q0;
+    __device__ __forceinline__ DwStrip(cc_index_t t, int strips, int P, int V) {
+        q0 = (int)(t % strips) * V;
+        t /= strips;
+        p = (int)(t % P);
+        n = t / P;
+    }
+};
+
 // One item = (n, p, strip of V output columns, k), k fastest; a grid-stride loop over items.
 // __launch_bounds__(256, 4): the strip's inputs, V accumulators and one filter row stay well
 // inside 64 registers (double included).
@@ -116,6 +135,7 @@ __global__ void __launch_bounds__(CC_DW_THREADS, 4)
 depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                const T* __restrict__ residual, T* __restrict__ y, int N, int C, int H, int W, int M,
                int P, int Q, int pad_h, int pad_w, int has_bias, int has_residual, int act) {
+    typedef typename DwAcc<T>::type A;
     constexpr int SPAN = (V - 1) * STRIDE + KS;   // input columns one strip reads
     const int K = C * M;
     const int strips = cc_div_up(Q, V);
@@ -125,31 +145,28 @@ depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
     const T* residual_or_null = has_residual ? residual : nullptr;
     for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
         const int k = (int)(idx % K);
-        cc_index_t t = idx / K;
-        const int strip = (int)(t % strips);
-        t /= strips;
-        const int p = (int)(t % P);
-        const cc_index_t n = t / P;
-        const int q0 = strip * V;
+        const DwStrip at(idx / K, strips, P, V);
+        const cc_index_t n = at.n;
+        const int p = at.p, q0 = at.q0;
         const int iw0 = q0 * STRIDE - pad_w;
         const T* xc = x + n * H * W * C + k / M;
         const T* wk = w + (cc_index_t)k * KS * KS;
-        T acc[V];
+        A acc[V];
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] = T(0);
+        for (int v = 0; v < V; ++v) acc[v] = A(0);
 #pragma unroll
         for (int r = 0; r < KS; ++r) {
             const int ih = p * STRIDE - pad_h + r;
             if (ih < 0 || ih >= H) continue;      // a row of the padding: after the loop
             const T* row = xc + (cc_index_t)ih * W * C;
-            T in[SPAN], wr[KS];
+            A in[SPAN], wr[KS];
 #pragma unroll
             for (int i = 0; i < SPAN; ++i) {
                 const int iw = iw0 + i;
-                in[i] = (iw >= 0 && iw < W) ? cc_ldg(row + (cc_index_t)iw * C) : T(0);
+                in[i] = (iw >= 0 && iw < W) ? dw_ld(row + (cc_index_t)iw * C) : A(0);
             }
 #pragma unroll
-            for (int s = 0; s < KS; ++s) wr[s] = cc_ldg(wk + r * KS + s);
+            for (int s = 0; s < KS; ++s) wr[s] = dw_ld(wk + r * KS + s);
             // Per output: r, then s, the direct kernel's order (padded columns add 0·w here).
 #pragma unroll
             for (int v = 0; v < V; ++v)
@@ -165,9 +182,9 @@ depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
             if (ih >= 0 && ih < H) continue;
 #pragma unroll 1
             for (int s = 0; s < KS; ++s) {
-                const T ws = cc_ldg(wk + r * KS + s);
+                const A ws = dw_ld(wk + r * KS + s);
 #pragma unroll
-                for (int v = 0; v < V; ++v) acc[v] = cc_fma(T(0), ws, acc[v]);
+                for (int v = 0; v < V; ++v) acc[v] = cc_fma(A(0), ws, acc[v]);
             }
         }
 #pragma unroll
@@ -175,8 +192,121 @@ depthwise_nhwc(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
             const int q = q0 + v;
             if (q < Q) {
                 const cc_index_t o = ((n * P + p) * Q + q) * K + k;
-                y[o] = cc_epilogue(acc[v], bias_or_null, k, residual_or_null, o, act);
+                y[o] = dw_epilogue(acc[v], bias_or_null, k, residual_or_null, o, act);
             }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ NHWC 16-bit vectors
+// depthwise_nhwc for float16/bfloat16 with channel multiplier 1 and C % VEC == 0: a thread owns
+// VEC adjacent channels (one 16-byte access for VEC = 8, 8 bytes for VEC = 4) × V adjacent output
+// columns of one row. Inputs, residual and outputs move as whole vectors (the plan checks the
+// arrays are 16-byte aligned); the weights (KRSC with C/g = 1: each channel's R·S taps
+// contiguous, so a tap's VEC channels are R·S apart) and the bias are gathered element by element
+// from the read-only cache — they are C·R·S·2 bytes for the whole layer. Items (n, p, strip of V
+// columns, channel vector), the vector fastest: a warp reads 32 consecutive vectors of a pixel
+// row (512 bytes for VEC = 8). Sums as depthwise_nhwc: per output r, then s, in fp32.
+// __launch_bounds__(256, 2): the strip's packed inputs ((V−1)·STRIDE + KS vectors), V·VEC fp32
+// accumulators and a tap's VEC weights need more than 64 registers.
+template <typename T, int KS, int STRIDE, int V, int VEC>
+__global__ void __launch_bounds__(CC_DW_THREADS, 2)
+depthwise_nhwc_vec(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                   const T* __restrict__ residual, T* __restrict__ y, int N, int C, int H, int W, int P, int Q,
+                   int pad_h, int pad_w, int has_bias, int has_residual, int act) {
+    constexpr int SPAN = (V - 1) * STRIDE + KS;
+    constexpr int WORDS = VEC / 2;
+    constexpr int TAPS = KS * KS;
+    constexpr int R_UNROLL = KS > 5 ? 1 : KS;
+    const int vecs = C / VEC;
+    const int strips = cc_div_up(Q, V);
+    const cc_index_t total = (cc_index_t)N * P * strips * vecs;
+    const cc_index_t step = (cc_index_t)gridDim.x * blockDim.x;
+    for (cc_index_t idx = (cc_index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
+        const int c0 = (int)(idx % vecs) * VEC;
+        const DwStrip at(idx / vecs, strips, P, V);
+        const cc_index_t n = at.n;
+        const int p = at.p, q0 = at.q0;
+        const int iw0 = q0 * STRIDE - pad_w;
+        const T* xc = x + n * H * W * C + c0;
+        const T* wc = w + (cc_index_t)c0 * TAPS;
+        float acc[V][VEC];
+#pragma unroll
+        for (int v = 0; v < V; ++v)
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[v][e] = 0.0f;
+        // Rows unrolled up to 5x5; a 7x7 filter's unrolled rows (392 gathered weights) would let
+        // the compiler hoist loads past the 128-register budget, so its row loop stays a loop.
+#pragma unroll(R_UNROLL)
+        for (int r = 0; r < KS; ++r) {
+            const int ih = p * STRIDE - pad_h + r;
+            if (ih < 0 || ih >= H) continue;      // a row of the padding: after the loop
+            const T* row = xc + (cc_index_t)ih * W * C;
+            unsigned in[SPAN][WORDS];             // zero words (+0.0) for the padded columns
+#pragma unroll
+            for (int i = 0; i < SPAN; ++i) {
+                const int iw = iw0 + i;
+                if (iw >= 0 && iw < W) {
+                    dw_load_vec<VEC>(row + (cc_index_t)iw * C, in[i]);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < WORDS; ++j) in[i][j] = 0u;
+                }
+            }
+#pragma unroll
+            for (int s = 0; s < KS; ++s) {
+                float wv[VEC];
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) wv[e] = dw_ld(wc + e * TAPS + r * KS + s);
+#pragma unroll
+                for (int v = 0; v < V; ++v)
+#pragma unroll
+                    for (int j = 0; j < WORDS; ++j) {
+                        const float2 f = dw_widen2<T>(in[v * STRIDE + s][j]);
+                        acc[v][2 * j] = cc_fma(f.x, wv[2 * j], acc[v][2 * j]);
+                        acc[v][2 * j + 1] = cc_fma(f.y, wv[2 * j + 1], acc[v][2 * j + 1]);
+                    }
+            }
+        }
+        // The padding's rows: 0·w per tap, as depthwise_nhwc (NaN for a non-finite weight).
+#pragma unroll 1
+        for (int r = 0; r < KS; ++r) {
+            const int ih = p * STRIDE - pad_h + r;
+            if (ih >= 0 && ih < H) continue;
+#pragma unroll 1
+            for (int s = 0; s < KS; ++s)
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) {
+                    const float ws = dw_ld(wc + e * TAPS + r * KS + s);
+#pragma unroll
+                    for (int v = 0; v < V; ++v) acc[v][e] = cc_fma(0.0f, ws, acc[v][e]);
+                }
+        }
+        float b[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) b[e] = has_bias ? dw_ld(bias + c0 + e) : 0.0f;
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            const int q = q0 + v;
+            if (q >= Q) continue;
+            const cc_index_t o = ((n * P + p) * Q + q) * C + c0;
+            unsigned res[WORDS], out[WORDS];
+            if (has_residual) dw_load_vec<VEC>(residual + o, res);
+#pragma unroll
+            for (int j = 0; j < WORDS; ++j) {
+                float a0 = acc[v][2 * j], a1 = acc[v][2 * j + 1];
+                if (has_bias) {                   // the epilogue's order: + bias, + residual, act
+                    a0 += b[2 * j];
+                    a1 += b[2 * j + 1];
+                }
+                if (has_residual) {
+                    const float2 f = dw_widen2<T>(res[j]);
+                    a0 += f.x;
+                    a1 += f.y;
+                }
+                out[j] = dw_narrow2<T>(cc_activate(a0, act), cc_activate(a1, act));
+            }
+            dw_store_vec<VEC>(y + o, out);
         }
     }
 }
@@ -195,6 +325,7 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
                     int dil_h_rt, int dil_w_rt, int tile_c, int tile_p, int tile_q,
                     int has_bias, int has_residual, int act) {
     static_assert(KS > 0 || (STRIDE == 0 && V == 1), "the generic variant computes one output per item");
+    typedef typename DwAcc<T>::type A;
     const int R = KS > 0 ? KS : R_rt;
     const int S = KS > 0 ? KS : S_rt;
     const int stride_h = STRIDE > 0 ? STRIDE : stride_h_rt;
@@ -226,11 +357,11 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
     const int iw0 = q0 * stride_w - pad_w;
 
     // Dynamic shared memory is one array for every instantiation (its type cannot differ
-    // between them), viewed as T.
+    // between them), viewed as A: the tiles hold widened values (16-bit inputs as float).
     extern __shared__ __align__(16) unsigned char cc_dw_smem[];
-    T* smem = reinterpret_cast<T*>(cc_dw_smem);
-    T* tile_in = smem;                                       // [tile_c][in_rows][in_cols]
-    T* tile_w = smem + tile_c * in_rows * in_cols;           // [tile_c·M][R·S]
+    A* smem = reinterpret_cast<A*>(cc_dw_smem);
+    A* tile_in = smem;                                       // [tile_c][in_rows][in_cols]
+    A* tile_w = smem + tile_c * in_rows * in_cols;           // [tile_c·M][R·S]
     const int tid = threadIdx.x;
 
     // Stage the input tile, zero outside the image (that is the padding), walking the flat
@@ -242,14 +373,14 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
         at.init(tid, CC_DW_THREADS, in_cols, in_rows);
         const T* xn = x + (n * C + c0) * H * W;
         for (int base = tid; base < total; base += 4 * CC_DW_THREADS) {
-            T v[4];
+            A v[4];
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 const int ih = ih0 + at.mid;
                 const int iw = iw0 + at.inner;
-                v[u] = T(0);
+                v[u] = A(0);
                 if (base + u * CC_DW_THREADS < total && ih >= 0 && ih < H && iw >= 0 && iw < W)
-                    v[u] = cc_ldg(xn + ((cc_index_t)at.outer * H + ih) * W + iw);
+                    v[u] = dw_ld(xn + ((cc_index_t)at.outer * H + ih) * W + iw);
                 at.advance();
             }
 #pragma unroll
@@ -259,7 +390,7 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
         // The filters of output channels c0·M ... (c0 + nc)·M − 1 are contiguous.
         const int wtotal = nc * M * R * S;
         const T* wg = w + (cc_index_t)c0 * M * R * S;
-        for (int i = tid; i < wtotal; i += CC_DW_THREADS) tile_w[i] = cc_ldg(wg + i);
+        for (int i = tid; i < wtotal; i += CC_DW_THREADS) tile_w[i] = dw_ld(wg + i);
     }
     __syncthreads();
 
@@ -276,14 +407,14 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
         const int q = q0 + col;
         const int pbase = p0 + strip * V;
         if (q >= Q || pbase >= P) continue;
-        const T* in = tile_in + (cl * in_rows + strip * V * stride_h) * in_cols + col * stride_w;
-        const T* wk = tile_w + kl * R * S;
-        T acc[V];
+        const A* in = tile_in + (cl * in_rows + strip * V * stride_h) * in_cols + col * stride_w;
+        const A* wk = tile_w + kl * R * S;
+        A acc[V];
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] = T(0);
+        for (int v = 0; v < V; ++v) acc[v] = A(0);
 
         if constexpr (KS > 0) {
-            T wr[KS * KS];
+            A wr[KS * KS];
 #pragma unroll
             for (int i = 0; i < KS * KS; ++i) wr[i] = wk[i];
             // Slide down the (V−1)·STRIDE + KS staged rows once; row ir feeds output v through
@@ -291,7 +422,7 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
             // the direct kernel.
 #pragma unroll
             for (int ir = 0; ir < (V - 1) * STRIDE + KS; ++ir) {
-                T rowv[KS];
+                A rowv[KS];
 #pragma unroll
                 for (int s = 0; s < KS; ++s) rowv[s] = in[ir * in_cols + s];
 #pragma unroll
@@ -305,7 +436,7 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
             }
         } else {
             for (int r = 0; r < R; ++r) {
-                const T* inr = in + r * dil_h * in_cols;
+                const A* inr = in + r * dil_h * in_cols;
                 for (int s = 0; s < S; ++s) acc[0] = cc_fma(inr[s * dil_w], wk[r * S + s], acc[0]);
             }
         }
@@ -316,7 +447,7 @@ depthwise_tiled(const T* __restrict__ x, const T* __restrict__ w,
             const int p = pbase + v;
             if (p < P) {
                 const cc_index_t idx = ((n * K + k) * P + p) * Q + q;
-                y[idx] = cc_epilogue(acc[v], has_bias ? bias : nullptr, k,
+                y[idx] = dw_epilogue(acc[v], has_bias ? bias : nullptr, k,
                                      has_residual ? residual : nullptr, idx, act);
             }
         }

@@ -9,6 +9,7 @@ import pytest
 
 import cuconv
 from conftest import auto_order, nchw, nhwc, put
+from cuconv.dtypes import tag
 from cuconv.ops import depthwise as dw
 from cuconv.ops.conv2d import choose_algorithm
 from cuconv.problem import Conv2dProblem
@@ -292,6 +293,131 @@ def test_float64_and_nhwc_under_emulator_checks(rng, mode, dtype, layout, varian
     p = _problem(xs, M, RS, stride, dil, dil).with_(dtype=dtype)
     x, w, bias, res = _draw(rng, xs, M, RS, p, True, True, dtype)
     ref = conv2d_ref(x, w, bias, stride, dil, dil, xs[1], activation="silu", residual=res)
+    with cuconv.backend("emulator", **mode) as be:
+        got = _run(be, x, w, bias, res, stride, dil, dil, "silu", layout, variant)
+    assert_close(got, ref, dtype, "depthwise", what=f"{dtype} {layout} {variant} {mode}")
+
+
+# --------------------------------------------------------------------------- float16 / bfloat16
+# (x shape, M, (R, S), stride, padding, dilation): awkward sizes, C not a multiple of 8.
+HALF_CASES = {
+    "k3s1_C16_N2_7x9": ((2, 16, 7, 9), 1, (3, 3), 1, 1, 1),
+    "k3s2_C12_9x7": ((1, 12, 9, 7), 1, (3, 3), 2, 1, 1),
+    "k5s2_C8_11x10_pad3": ((1, 8, 11, 10), 1, (5, 5), 2, 3, 1),
+    "k7s1_C8_9x9": ((1, 8, 9, 9), 1, (7, 7), 1, 3, 1),
+    "k7s2_C3_13x9": ((1, 3, 13, 9), 1, (7, 7), 2, 3, 1),
+    "k3s1_C3_M2_7x9": ((1, 3, 7, 9), 2, (3, 3), 1, 1, 1),
+    "k3s1_dil2_C5": ((1, 5, 9, 7), 1, (3, 3), 1, 2, 2),
+    "k3_stride3_C1": ((2, 1, 10, 11), 1, (3, 3), 3, 1, 1),
+    "k5s1_C24_N2_6x13": ((2, 24, 6, 13), 1, (5, 5), 1, 2, 1),
+}
+# The kernel auto picks per (layout, case), "{t}" standing for the dtype's tag.
+HALF_KERNELS = {
+    "NCHW": ["k3_s1_v4", "k3_s2_v4", "k5_s2_v2", "k7_s1_v2", "k7_s2_v2", "k3_s1_v4", "generic", "generic", "k5_s1_v3"],
+    "NHWC": ["nhwc_vec8_k3_s1_v2", "nhwc_vec4_k3_s2_v2", "nhwc_vec8_k5_s2_v2", "nhwc_vec8_k7_s1_v1", "nhwc_direct",
+             "nhwc_k3_s1_v4", "nhwc_direct", "nhwc_direct", "nhwc_vec8_k5_s1_v2"],
+}
+HALF = ("float16", "bfloat16")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("case", list(HALF_CASES), ids=list(HALF_CASES))
+def test_16bit_matches_reference(be, rng, case, dtype, layout):
+    """Every 16-bit kernel family against the float64 reference of the same (rounded) inputs,
+    with the fused epilogue; auto's choice per layout."""
+    xs, M, RS, stride, padding, dilation = HALF_CASES[case]
+    p = _problem(xs, M, RS, stride, padding, dilation).with_(dtype=dtype)
+    kernel = f"depthwise_{tag(dtype)}_" + HALF_KERNELS[layout][list(HALF_CASES).index(case)]
+    assert dw.plan(p, "auto", layout).kernel == kernel
+    with_bias, act, with_res = EPILOGUES[zlib.crc32(case.encode()) % len(EPILOGUES)]
+    x, w, bias, res = _draw(rng, xs, M, RS, p, with_bias, with_res, dtype)
+    ref = conv2d_ref(x, w, bias, stride, padding, dilation, xs[1], activation=act, residual=res)
+    got = _run(be, x, w, bias, res, stride, padding, dilation, act, layout)
+    assert got.dtype == np.dtype(x.dtype)
+    assert_close(got, ref, dtype, "depthwise", what=f"{case} via {kernel}")
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_16bit_variants_misaligned_views_and_conv2d(be, rng, dtype):
+    """Every variant agrees (multiplier 1 so NHWC takes the vector kernel); an NHWC input that
+    starts 2 bytes past a 16-byte boundary is planned onto the scalar strip kernel; conv2d(groups=C)
+    takes depthwise under auto, with no workspace."""
+    xs, M, RS, stride, padding = (2, 16, 9, 11), 1, (3, 3), 1, 1
+    p = _problem(xs, M, RS, stride, padding, 1).with_(dtype=dtype)
+    x, w, bias, res = _draw(rng, xs, M, RS, p, True, True, dtype)
+    ref = conv2d_ref(x, w, bias, stride, padding, 1, xs[1], activation="relu6", residual=res)
+    for layout, variants in (("NCHW", ["specialized", "generic", "direct"]), ("NHWC", ["specialized", "direct"])):
+        for variant in variants:
+            got = _run(be, x, w, bias, res, stride, padding, 1, "relu6", layout, variant)
+            assert_close(got, ref, dtype, "depthwise", what=f"{layout} {variant}")
+    assert dw.plan(p, "auto", "NHWC", aligned=False).kernel == f"depthwise_{tag(dtype)}_nhwc_k3_s1_v4"
+    flat = be.empty((1 + x.size,), x.dtype)
+    xv = flat[1:].reshape(nhwc(x).shape)            # 2 bytes past the allocation's alignment
+    xv[...] = put(be, nhwc(x))
+    out = be.empty((p.N, p.P, p.Q, p.K), x.dtype)
+    poison(out)
+    cuconv.depthwise_conv2d(xv, put(be, nhwc(w)), put(be, bias), stride, padding, activation="relu6",
+                            residual=put(be, nhwc(res)), out=out, layout="NHWC")
+    assert_close(nchw(be.to_numpy(out)), ref, dtype, "depthwise", what="misaligned NHWC input")
+    scalar, vec = (cuconv.plan_depthwise_conv2d(a, put(be, nhwc(w)), padding=padding, layout="NHWC").kernels
+                   for a in (xv, put(be, nhwc(x))))
+    assert scalar == [f"depthwise_{tag(dtype)}_nhwc_k3_s1_v4"] and vec == [f"depthwise_{tag(dtype)}_nhwc_vec8_k3_s1_v2"]
+    for layout in ("NCHW", "NHWC"):
+        info = next(i for i in cuconv.algorithms(p, layout=layout) if i.name == "depthwise")
+        assert choose_algorithm(p, layout=layout) == "depthwise" and info.workspace_bytes == 0
+
+
+def test_16bit_auto_needs_no_workspace_on_efficientnet_b7():
+    """Issue 25: EfficientNet-B7's depthwise layer at batch 32 in float16 took the tensor-core
+    implicit GEMM with an 8.2 GiB workspace; it now takes the depthwise kernels with none."""
+    with cuconv.backend("record"):
+        for dtype in HALF:
+            for layout in ("NCHW", "NHWC"):
+                p = Conv2dProblem.from_shapes((32, 192, 150, 150), (192, 1, 3, 3), 1, 1, 1, 192, dtype)
+                info = next(i for i in cuconv.algorithms(p, layout=layout) if i.name == "depthwise")
+                assert info.ok and info.workspace_bytes == 0 and choose_algorithm(p, layout=layout) == "depthwise"
+                assert info.kernels[0].startswith(f"depthwise_{tag(dtype)}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", HALF)
+def test_16bit_nan_rules(be, rng, dtype, layout):
+    """docs/semantics.md: an Inf weight over the padding gives NaN (0·Inf), relu keeps NaN, an Inf
+    input spreads Inf (or NaN against a weight of the other sign) — in every 16-bit kernel family."""
+    for xs, RS, stride in (((1, 16, 7, 9), (3, 3), 1), ((1, 8, 11, 10), (5, 5), 2), ((1, 3, 9, 7), (3, 5), 1)):
+        p = _problem(xs, 1, RS, stride, 1, 1).with_(dtype=dtype)
+        x, w, _, _ = _draw(rng, xs, 1, RS, p, False, False, dtype)
+        w[0, 0, 0, 0] = np.inf                      # channel 0's top-left tap: over the padding in row 0
+        x[0, 1, 3, 4] = np.nan
+        x[0, 2, 5, 2] = -np.inf
+        ref = conv2d_ref(x, w, None, stride, 1, 1, xs[1], activation="relu")
+        assert np.isnan(ref).any() and np.isinf(ref).any()
+        got = _run(be, x, w, None, None, stride, 1, 1, "relu", layout)
+        assert_close(got, ref, dtype, "depthwise", what=f"{xs} {RS} via {dw.plan(p, 'auto', layout).kernel}")
+
+
+def _half_order_cases():
+    kernels = [("float16", "NCHW", "specialized", (3, 3), 1, 1, 16), ("bfloat16", "NCHW", "generic", (3, 3), 1, 2, 16),
+               ("float16", "NCHW", "direct", (3, 3), 2, 1, 5), ("float16", "NHWC", "specialized", (3, 3), 1, 1, 16),
+               ("bfloat16", "NHWC", "specialized", (5, 5), 2, 1, 12),
+               ("bfloat16", "NHWC", "specialized", (3, 3), 2, 1, 5),
+               ("float16", "NHWC", "direct", (3, 3), 1, 2, 5)]
+    for mode, tag_ in ((dict(sanitize="address,undefined", order="reverse"), "asan_ubsan_reverse"),
+                       (dict(order="random", seed=7), "random_order")):
+        for dtype, layout, variant, RS, stride, dil, C in kernels:
+            yield pytest.param(mode, dtype, layout, variant, RS, stride, dil, C,
+                               id=f"{tag_}-{dtype}-{layout}-{variant}-k{RS[0]}-s{stride}-d{dil}-C{C}")
+
+
+@pytest.mark.parametrize("mode,dtype,layout,variant,RS,stride,dil,C", list(_half_order_cases()))
+def test_16bit_under_emulator_checks(rng, mode, dtype, layout, variant, RS, stride, dil, C):
+    """The 16-bit kernels (tiled, generic, direct, NHWC strips, 16- and 8-byte vectors, NHWC direct)
+    under ASan/UBSan with threads in reverse order, and in a random order."""
+    xs = (2, C, 9, 7)
+    p = _problem(xs, 1, RS, stride, dil, dil).with_(dtype=dtype)
+    x, w, bias, res = _draw(rng, xs, 1, RS, p, True, True, dtype)
+    ref = conv2d_ref(x, w, bias, stride, dil, dil, C, activation="silu", residual=res)
     with cuconv.backend("emulator", **mode) as be:
         got = _run(be, x, w, bias, res, stride, dil, dil, "silu", layout, variant)
     assert_close(got, ref, dtype, "depthwise", what=f"{dtype} {layout} {variant} {mode}")

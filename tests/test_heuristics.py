@@ -40,7 +40,11 @@ GOLDEN = [
      "implicit_gemm_tc"),
     ("ResNet-50 3x3 fp16 NCHW, no workspace", (64, 56), (64, 3), 1, 1, 1, "float16",
      {"max_workspace_bytes": 0}, "implicit_gemm_tc_simple"),
-    ("MobileNetV2 depthwise fp16", (144, 56), (144, 3), 1, 1, 144, "float16", {}, "implicit_gemm_tc"),
+    # Issue 25 item 1: 16-bit depthwise takes the depthwise kernels (fp32 accumulation, no
+    # workspace), where it took the tensor-core implicit GEMM (one useful row a group, an NHWC pack).
+    ("MobileNetV2 depthwise fp16", (144, 56), (144, 3), 1, 1, 144, "float16", {}, "depthwise"),
+    ("EfficientNet-B7 depthwise 5x5 bf16 NHWC", (192, 56), (192, 5), 1, 2, 192, "bfloat16", {"layout": "NHWC"},
+     "depthwise"),
     ("ResNet-50 3x3, no workspace", (64, 56), (64, 3), 1, 1, 1, "float32", {"max_workspace_bytes": 0},
      "implicit_gemm"),
     # §8.4's large kernels at stride 1 (modelled FFT rules; no GPU has measured them yet).

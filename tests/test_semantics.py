@@ -335,7 +335,8 @@ DEPTHWISE_VARIANTS = ("auto", "specialized", "generic", "direct")
 
 
 @EXAMPLES
-@given(case=conv_cases(depthwise=True), seed=st.integers(0, 2 ** 32 - 1), dtype=st.sampled_from(["float32", "float64"]),
+@given(case=conv_cases(depthwise=True), seed=st.integers(0, 2 ** 32 - 1),
+       dtype=st.sampled_from(["float32", "float64", "float16", "bfloat16"]),
        activation=st.sampled_from(ACTIVATIONS), with_bias=st.booleans(), with_residual=st.booleans(),
        layout=st.sampled_from(["NCHW", "NHWC"]))
 def test_depthwise_every_variant_matches_torch(case, seed, dtype, activation, with_bias, with_residual, layout):

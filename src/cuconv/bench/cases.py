@@ -24,6 +24,7 @@ from .. import cost
 from ..backend import current_backend
 from ..ops import conv2d as _conv2d
 from ..ops import conv_transpose as _conv_transpose  # noqa: F401
+from ..ops import depthwise as _depthwise
 from ..ops import gemm as _gemm
 from ..ops import im2col as _im2col
 from ..ops import pool as _pool
@@ -238,6 +239,11 @@ class ConvCase(Case):
 
     def reduction_length(self):
         return self.problem.C_per_group * self.problem.R * self.problem.S
+
+    def notes(self, algo):
+        if algo == "depthwise" and self.problem.is_depthwise:
+            return [_depthwise.traffic_note(self.problem)]
+        return []
 
     def workspace_op_bytes(self, algo):
         if not algo:

@@ -45,6 +45,7 @@ from ..dtypes import tag
 from ..backend import gpu_available, gpu_unsupported_reason, using
 from ..backend import backend as use_backend
 from ..ops import conv2d as conv2d_mod
+from ..ops._algorithm import DGRAD, WGRAD
 from ..ops import depthwise as depthwise_mod
 from ..ops import gemm as gemm_mod
 from ..ops import implicit_gemm as implicit_gemm_mod
@@ -366,6 +367,7 @@ GRAD_PROBLEMS = {
     "C20": ((2, 20, 9, 8), (36, 20, 3, 3), (2, 1), 1, (1, 2), 1),  # every GEMM config, no tile divides
     "splitk": ((4, 8, 16, 16), (8, 8, 3, 3), 1, 1, 1, 1),         # few tiles: split-K + reduction
     "depthwise": ((2, 6, 17, 15), (12, 1, 3, 3), 2, 1, 1, 6),     # multiplier 2, stride 2
+    "depthwise_split": ((2, 6, 40, 33), (6, 1, 3, 3), 1, 1, 1, 6),  # N·P·Q = 2640: 3 wgrad splits
 }
 
 
@@ -375,6 +377,7 @@ def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", layout: s
     the arrays NHWC/KRSC (the references' NCHW answers transposed)."""
     xs, ws, stride, padding, dilation, groups = GRAD_PROBLEMS[case]
     bias = kw.pop("bias", False)
+    tensor_cores = kw.pop("tensor_cores", True)     # False: a 16-bit check that runs on sm_75 too
     args = (stride, padding, dilation, groups)
     # an N,C,H,W (K,C,R,S) array or shape in the call's layout
     lay = _nhwc if layout == "NHWC" else (lambda a: a)
@@ -411,7 +414,7 @@ def _grad_check(case: str, which: str, dtype: str, algo: str = "auto", layout: s
         return out, ref, dtype, tol
 
     extra = "".join(f" {k}={v}" for k, v in kw.items() if k != "layout") + (" +bias" if bias else "")
-    tc = dtype if dtype in ("float16", "bfloat16") else ""
+    tc = dtype if dtype in ("float16", "bfloat16") and tensor_cores else ""
     name = f"grad {which} {algo}{extra} {dtype}{'' if layout == 'NCHW' else ' ' + layout} {case}"
     return DeviceCheck(name, run, "bf16" if dtype == "bfloat16" else "", tc)
 
@@ -464,6 +467,33 @@ def _pool_grad_checks(dt: str) -> list[DeviceCheck]:
     return checks
 
 
+def _depthwise_grad_nhwc_check(which: str, dtype: str, splits: int = 1) -> DeviceCheck:
+    """depthwise_grad.cu's NHWC kernels through the depthwise algorithm's plan (cuconv.grad has no
+    layout argument yet): dx, or dW with db fused, NHWC x/dy/dx and KRSC w."""
+    xs, ws, stride, padding, dilation, groups = GRAD_PROBLEMS["depthwise_split" if splits > 1 else "depthwise"]
+    args = (stride, padding, dilation, groups)
+
+    def run(xp, rng):
+        p = Conv2dProblem.from_shapes(xs, ws, *args, dtype)
+        x, w, dy = _draw(rng, xs, dtype), _draw(rng, ws, dtype), _draw(rng, p.output_shape, dtype)
+        f = [_f64(a) for a in (x, w, dy)]
+        tol = "depthwise_grad" if dtype in ("float16", "bfloat16") else ("dgrad" if which == "input" else "wgrad")
+        if which == "input":
+            out = _out(xp, _nhwc(np.empty(xs, np.float32)).shape, dtype)
+            conv2d_mod.select(conv2d_mod.spec_of(p, DGRAD, layout="NHWC"), "depthwise").run(
+                xp.asarray(_nhwc(w)), xp.asarray(_nhwc(dy)), dx=out)
+            return out, _nhwc(conv2d_input_ref(xs, f[1], f[2], *args)), dtype, tol
+        out, db = _out(xp, _nhwc(w).shape, dtype), _out(xp, (p.K,), dtype)
+        conv2d_mod.select(conv2d_mod.spec_of(p, WGRAD, layout="NHWC", has_bias=True, splits=splits), "depthwise").run(
+            xp.asarray(_nhwc(x)), xp.asarray(_nhwc(dy)), dw=out, db=db)
+        db_err = rel_error(db, conv2d_bias_ref(f[2]))
+        if not db_err <= tolerance(dtype, tol):
+            raise AssertionError(f"the fused bias gradient is off: relative error {db_err:.3g}")
+        return out, _nhwc(conv2d_weight_ref(f[0], ws, f[2], *args)), dtype, tol
+    return DeviceCheck(f"grad {which} depthwise NHWC splits={splits} {dtype}", run,
+                       "bf16" if dtype == "bfloat16" else "")
+
+
 def grad_checks() -> list[DeviceCheck]:
     """The backward kernels: every dgrad and wgrad config in its dtype, the depthwise and
     split-K paths, the bias reduction, each pooling backward kernel, the tensor-core gradients."""
@@ -493,6 +523,13 @@ def grad_checks() -> list[DeviceCheck]:
             checks.append(_grad_check("C20", "input", dt, algo))
             checks.append(_grad_check("C20", "weight", dt, algo, bias=True))
         checks.append(_grad_check("C3", "bias", dt))
+        # 16-bit depthwise: the tile, the wgrad with one split and with fp32 split partials.
+        checks.append(_grad_check("depthwise", "input", dt, tensor_cores=False))
+        checks.append(_grad_check("depthwise", "weight", dt, bias=True, tensor_cores=False))
+        checks.append(_grad_check("depthwise_split", "weight", dt, "depthwise", bias=True, splits=3))
+    for dt in ("float32", "float64", "float16", "bfloat16"):
+        checks += [_depthwise_grad_nhwc_check("input", dt), _depthwise_grad_nhwc_check("weight", dt),
+                   _depthwise_grad_nhwc_check("weight", dt, splits=3)]
     return checks
 
 
@@ -528,11 +565,15 @@ def device_checks() -> list[DeviceCheck]:
         for case in (fft_wide, fft_grouped):
             checks.append(_conv_check(case, algo))
         checks.append(_conv_check(fft_grouped, algo, multiply="simple"))
-    # Depthwise: each specialized config on its filter size and stride, the generic and direct kernels.
-    for dt in ("float32", "float64"):
-        for cfg in (*depthwise_mod.SPECIALIZEDS[dt], *depthwise_mod.NHWC_CONFIGS[dt]):
+    # Depthwise: each specialized config on its filter size and stride, the generic and direct kernels;
+    # 16-bit NHWC: C = 8 (16-byte vectors), 12 (8-byte vectors) or 6 (the scalar strips).
+    for dt in ("float32", "float64", "float16", "bfloat16"):
+        for cfg in (*depthwise_mod.SPECIALIZEDS[dt], *depthwise_mod.NHWC_CONFIGS[dt],
+                    *depthwise_mod.VEC_CONFIGS.get(dt, ())):
             k, st = cfg.ks, cfg.stride
-            dw = ((2, 8, 17, 15), (8, 1, k, k), st, k // 2, 1, 8, "bias+relu")
+            c = cfg.vec or (6 if cfg.layout == "NHWC" and dt in ("float16", "bfloat16") else 8)
+            c = 12 if c == 4 else c
+            dw = ((2, c, 17, 15), (c, 1, k, k), st, k // 2, 1, c, "bias+relu")
             checks.append(_conv_check(dw, "depthwise", dt, cfg.layout, variant="specialized"))
         odd = ((2, 6, 9, 7), (12, 1, 3, 5), (2, 1), 1, 2, 6, "residual")
         for variant in ("generic", "direct"):

@@ -162,14 +162,16 @@ RULES: tuple[Rule, ...] = (
 DGRAD_GEMM_MIN_CHANNELS = 8
 
 DGRAD_RULES: tuple[Rule, ...] = (
+    Rule("depthwise", _depthwise,
+         "groups == C > 1: a shared-memory tile of dy and the channels' filters, each warp visiting "
+         "only the taps that reach its stride phase (when a tile fits the 15 KiB budget; NHWC: one "
+         "thread per dx element along C), in every dtype (16-bit: fp32 accumulation) — before the "
+         "tensor cores, whose GEMM would hold one useful row per channel, and with no workspace"),
     Rule("implicit_gemm_tc", _half,
          "float16/bfloat16: per stride phase the tensor-core forward convolution of dy with the "
          "phase's rotated sub-filter, fp32 accumulation, one rounding per element"),
     Rule("implicit_gemm_tc_simple", _half,
          "float16/bfloat16 when the tiled tensor-core kernel cannot run a phase: the analytic one"),
-    Rule("depthwise", _depthwise,
-         "groups == C > 1: a shared-memory tile of dy and the channels' filters, each warp visiting "
-         "only the taps that reach its stride phase (when a tile fits the 15 KiB budget)"),
     Rule("implicit_gemm", lambda s: s.problem.C_per_group >= DGRAD_GEMM_MIN_CHANNELS,
          "C/groups >= 8: an implicit GEMM per group and stride phase over the phase's taps only (no "
          "inserted zeros), tiles reused from shared memory and registers"),
@@ -179,14 +181,16 @@ DGRAD_RULES: tuple[Rule, ...] = (
 )
 
 WGRAD_RULES: tuple[Rule, ...] = (
+    Rule("depthwise", _depthwise,
+         "groups == C > 1: a per-channel reduction over N·P·Q, 9 taps a block in registers, split "
+         "across blocks with a deterministic second pass when the grid would not fill the GPU (16-bit: "
+         "fp32 partials), in every dtype — before the tensor cores, whose GEMM would hold one useful row "
+         "per channel"),
     Rule("implicit_gemm_tc", _half,
          "float16/bfloat16: the tiled tensor-core split-K wgrad, fp32 partials in a workspace, one "
          "rounding in the deterministic reduction (deterministic whatever deterministic= says)"),
     Rule("implicit_gemm_tc_simple", _half,
          "float16/bfloat16 when the tiled tensor-core wgrad cannot run it: the analytic kernel"),
-    Rule("depthwise", _depthwise,
-         "groups == C > 1: a per-channel reduction over N·P·Q, 9 taps a block in registers, split "
-         "across blocks with a deterministic second pass when the grid would not fill the GPU"),
     Rule("implicit_gemm", lambda s: s.deterministic,
          "the split-K implicit GEMM (M = K/groups, N = C/groups·R·S, reduction N·P·Q): partials in a "
          "bounded workspace summed in split order, bit-identical across runs"),

@@ -43,9 +43,10 @@ THREADS = 256
 TILE_PIX = 64
 TILE_K = 64
 
-# Two blocks per SM: its 16 accumulators need more than the 64 registers of four.
+# Two blocks per SM: its 16 accumulators need more than the 64 registers of four. depthwise.cu
+# includes cuda_fp16.h / cuda_bf16.h (its 16-bit kernels): cuda_headers=True as for all of them.
 FUSED_ENTRY = register_kernel(KernelEntry(FILE, FUSED_EXPRESSION, FUSED_NAME, block_threads=THREADS,
-                                          min_blocks_per_sm=2))
+                                          min_blocks_per_sm=2, cuda_headers=True))
 
 
 def fused_reason(dw: Conv2dProblem, K: int) -> str | None:
