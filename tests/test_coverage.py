@@ -26,13 +26,6 @@ def test_coverage_document_is_current(fresh):
                     "First differences:\n" + "\n".join(diff))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on branch nhwcfwd the float16/bfloat16 NHWC columns are short (float32 NCHW reads 100 %): depthwise "
-    "forward+backward (dw16: fp16/bf16 depthwise runs on the tensor-core GEMM with channel packs), every "
-    "pool and its gradient (pool16: no NHWC/fp16 pools; EfficientNet's squeeze-excitation global pools), "
-    "the conv backward (nhwcbwd/tcdgrad: NHWC dx/dW run the NCHW kernels between transposed copies), and "
-    "the 23 stem convolutions with 1 or 3 input channels (no owner: the tensor-core kernels pack C/groups "
-    "to 8); `cuconv coverage --missing` lists every layer"))
 def test_every_column_is_native():
     short = coverage.missing()
     assert not short, f"{len(short)} layer passes are not native, e.g.:\n" + "\n".join(

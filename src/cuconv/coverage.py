@@ -214,7 +214,8 @@ def markdown(archs=ARCHS, batch: int = BATCH) -> str:
              "# Native coverage of the landmark CNNs", "",
              "The share of each model's convolution and pooling layers whose plan runs natively: planned "
              "(not refused), with no conversion step (no pack, transpose or copy into another layout or "
-             "dtype: `Plan.conversions`) and, for a depthwise layer, no workspace. Forward: the layer "
+             "dtype: `Plan.conversions`) and, for a depthwise layer, a depthwise kernel with no workspace (its dW may "
+             "keep split-K partials, as the dense wgrad does). Forward: the layer "
              "(`auto`); backward: every gradient it has (dx, dW and db of a convolution, a pool's "
              "gradient). Planned on the record backend (no GPU: what the plans would launch) at batch "
              f"{batch} for the device named per table; `cuconv coverage --missing` lists each layer that is "
