@@ -128,7 +128,8 @@ def tc_conv_plan(spec: ConvSpec, algo: str, config=None):
     launches.append(Launch(ENTRIES[config], grid, (config.threads, 1, 1),
                            (xin, win, *epi, i32(p.groups * Cgp), *geom, i32(layout == "NCHW")),
                            config.smem_bytes))
-    return conv_plan(spec, algo, launches, workspace=workspace, aligned=() if pack else ("x", "w"))
+    any_alignment = pack or config.vec == ELEMENT_VEC     # packed, or one-element copies: no alignment asked
+    return conv_plan(spec, algo, launches, workspace=workspace, aligned=() if any_alignment else ("x", "w"))
 
 
 def _algorithm_plan(algo: str):
